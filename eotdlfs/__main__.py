@@ -1,0 +1,3 @@
+from eotdlfs.cli import app
+
+app()

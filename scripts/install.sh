@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install eotdlfs into ./.venv with the system packages FUSE needs; `--test` adds the test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+need_apt=()
+command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
+ldconfig -p 2>/dev/null | grep -q 'libfuse\.so\.2' || need_apt+=(libfuse2)
+command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo_if_needed apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip >/dev/null
+if [ "${1:-}" = "--test" ]; then
+  .venv/bin/pip install -q -e '.[test]'
+else
+  .venv/bin/pip install -q -e .
+fi
