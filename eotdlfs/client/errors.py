@@ -59,6 +59,23 @@ _BY_STATUS = {400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound,
 
 
 def error_for_status(status: int, detail: str) -> RepositoryError:
-    """The exception for an HTTP error answer."""
+    """The exception for an HTTP error answer.
+
+    The official EOTDL server answers 409 for every failure, so a 409 whose detail says
+    something "doesn't exist" (`Dataset doesn't exist`, `File doesn't exist`, ...) or
+    "not found" is a NotFound, whatever the status says.
+    """
+    lowered = detail.rstrip(". ").lower()
+    if status == 409 and (lowered.endswith("doesn't exist") or lowered.endswith("not found")):
+        return NotFound(detail, status)
     cls = _BY_STATUS.get(status, ServerError if status >= 500 else RepositoryError)
     return cls(detail, status)
+
+
+class NothingToIngest(Exception):
+    """An ingest found nothing new, changed or removed since the latest version: no version made."""
+
+    def __init__(self, name: str, version: int):
+        super().__init__(f"{name}: nothing changed since version {version}")
+        self.name = name
+        self.version = version

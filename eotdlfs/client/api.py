@@ -1,0 +1,290 @@
+"""The EOTDL repository HTTP API (every route of the contract plus eotdlfs's extensions), one method per route.
+
+One pooled `requests.Session` shared by all threads; every call has a connect and a read
+timeout; idempotent calls (GET/HEAD, and uploads the server treats idempotently) are
+retried with exponential backoff on connection errors and 502/503/504; a 4xx is never
+retried. Failures come out as the typed exceptions of `eotdlfs.client.errors`.
+
+Servers without the extensions are served too: no `size` in listings -> the size comes
+from a HEAD (or the Content-Length of a GET) of the download route, cached; no Range ->
+the whole file is fetched and the slice returned (`ranges_supported` tells the caller,
+who may then cache whole files); no capabilities route -> no drafts.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from eotdlfs.client.errors import NotFound, RepositoryError, ServerError, Unreachable, error_for_status
+from eotdlfs.client.settings import Settings
+from eotdlfs.metadata import Metadata, record_noun
+
+CONNECT_TIMEOUT = 5.0
+POOL_SIZE = 32
+RETRYABLE_STATUS = (502, 503, 504)
+DOWNLOAD_BLOCK = 1 << 20
+
+
+def file_url_path(path: str) -> str:
+    """A record file path for a URL: each segment percent-encoded, '/' kept between segments."""
+    return "/".join(quote(segment, safe="") for segment in path.split("/"))
+
+
+def _detail(response: requests.Response) -> str:
+    """The server's `detail`, or a short description when the body is not the usual JSON."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip().splitlines()
+        return text[0][:200] if text else f"HTTP {response.status_code} {response.reason}"
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):  # FastAPI validation errors: [{"loc": [...], "msg": ...}, ...]
+        return "; ".join(
+            f"{'.'.join(str(p) for p in d.get('loc', ())[1:])}: {d.get('msg', '')}" if isinstance(d, dict) else str(d)
+            for d in detail
+        )
+    return f"HTTP {response.status_code} {response.reason}"
+
+
+class ApiClient:
+    """The routes of one repository server; thread-safe."""
+
+    def __init__(self, settings: Settings, retries: int = 4, backoff: float = 0.2):
+        if not settings.api_url:
+            raise ValueError("no API URL configured; set EOTDL_API_URL or --api-url")
+        # set once
+        self.settings = settings
+        self.base_url = settings.api_url
+        self._retries = retries
+        self._backoff = backoff
+        self._session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        if settings.token:
+            self._session.headers["Authorization"] = f"Bearer {settings.token}"
+        if settings.api_key:
+            self._session.headers["X-API-Key"] = settings.api_key
+        # guarded by _lock
+        self._lock = threading.Lock()
+        self._sizes: dict[tuple[str, str, str, int | None], int] = {}
+        self._capabilities: dict[str, Any] | None = None
+        self.ranges_supported: bool | None = None  # None until the first range read says
+
+    def close(self) -> None:
+        self._session.close()
+
+    # ---- transport
+
+    def _request(
+        self, method: str, route: str, *, idempotent: bool, ok: Sequence[int] = (200,), **kwargs: Any
+    ) -> requests.Response:
+        """One call with timeout, retries for idempotent calls, and errors raised as typed exceptions."""
+        url = self.base_url + route
+        kwargs.setdefault("timeout", (CONNECT_TIMEOUT, self.settings.timeout))
+        attempts = self._retries + 1 if idempotent else 1
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                response = self._session.request(method, url, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if last:
+                    raise Unreachable(f"cannot reach the repository at {self.base_url} ({_reason(exc)})") from exc
+            else:
+                if response.status_code in ok:
+                    return response
+                if response.status_code in RETRYABLE_STATUS and not last:
+                    response.close()
+                else:
+                    error = error_for_status(response.status_code, _detail(response))
+                    response.close()
+                    raise error
+            time.sleep(self._backoff * (2**attempt))
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+    def _json(self, method: str, route: str, *, idempotent: bool, **kwargs: Any) -> Any:
+        response = self._request(method, route, idempotent=idempotent, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ServerError(f"{method} {route}: answer is not JSON", response.status_code) from exc
+
+    # ---- extensions
+
+    def capabilities(self) -> dict[str, Any]:
+        """The server's eotdlfs extensions; `{}` for a plain EOTDL server (the route answers 404)."""
+        with self._lock:
+            if self._capabilities is not None:
+                return self._capabilities
+        try:
+            caps = self._json("GET", "eotdlfs/capabilities", idempotent=True)
+        except NotFound:
+            caps = {}
+        except RepositoryError as exc:
+            if exc.status in (404, 405):
+                caps = {}
+            else:
+                raise
+        with self._lock:
+            self._capabilities = caps if isinstance(caps, dict) else {}
+            return self._capabilities
+
+    @property
+    def supports_drafts(self) -> bool:
+        return bool(self.capabilities().get("drafts"))
+
+    # ---- records (routes 1-4, plus draft, publish, discard)
+
+    def records(self, kind: str, match: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in (("match", match), ("limit", limit)) if v is not None}
+        return self._json("GET", kind, idempotent=True, params=params)
+
+    def record_by_name(self, kind: str, name: str) -> dict[str, Any]:
+        data = self._json("GET", kind, idempotent=True, params={"name": name})
+        if not isinstance(data, dict):  # a server that ignores ?name= answers the whole list
+            raise NotFound(f"{record_noun(kind)} doesn't exist", 404)
+        return data
+
+    def create_record(self, kind: str, metadata: Metadata) -> str:
+        data = self._json("POST", kind, idempotent=False, json=metadata.to_json())
+        return str(data.get("dataset_id") or data.get("model_id"))
+
+    def create_version(self, kind: str, record_id: str, draft: bool = False) -> int:
+        params = {"draft": "true"} if draft else None
+        data = self._json("POST", f"{kind}/version/{quote(record_id, safe='')}", idempotent=False, params=params)
+        return int(data["version"])
+
+    def publish(self, kind: str, record_id: str, version: int) -> None:
+        self._request("POST", f"{kind}/{quote(record_id, safe='')}/versions/{version}/publish", idempotent=True)
+
+    def discard_draft(self, kind: str, record_id: str, version: int) -> None:
+        self._request("DELETE", f"{kind}/{quote(record_id, safe='')}/versions/{version}", idempotent=True)
+
+    # ---- files (routes 5-12)
+
+    def files(self, kind: str, record_id: str, version: int | None = None) -> list[dict[str, Any]]:
+        """Route 5: the files of dataset VERSION (every file version of every path when None)."""
+        params = {"version": version} if version is not None else None
+        return self._json("GET", f"{kind}/{quote(record_id, safe='')}/files", idempotent=True, params=params)
+
+    def upload_batch(self, kind: str, record_id: str, version: int, zip_bytes: bytes, checksums: Sequence[str]) -> None:
+        """Route 6: a zip of small files, `checksums` in the zip's entry order."""
+        self._request(
+            "POST", f"{kind}/{quote(record_id, safe='')}/batch", idempotent=True,
+            params={"version": version},
+            files={"batch": ("batch.zip", zip_bytes, "application/zip")},
+            data={"checksums": list(checksums)},
+        )
+
+    def carry(self, kind: str, record_id: str, version: int, paths: Sequence[str], checksums: Sequence[str]) -> None:
+        """Route 7: add already-stored files (path + checksum) to VERSION without sending bytes."""
+        self._request(
+            "POST", f"{kind}/{quote(record_id, safe='')}/files", idempotent=True,
+            params={"version": version}, data={"filenames": list(paths), "checksums": list(checksums)},
+        )
+
+    def upload_file(self, kind: str, record_id: str, version: int, path: str, data: bytes, checksum: str) -> None:
+        """Route 8: one file in one request."""
+        self._request(
+            "POST", f"{kind}/{quote(record_id, safe='')}", idempotent=True,
+            params={"version": version}, files={"file": (path, data)}, data={"checksum": checksum},
+        )
+
+    def start_multipart(self, kind: str, record_id: str, path: str, checksum: str) -> tuple[str, list[int]]:
+        """Route 10: an upload id for PATH, and the part numbers the server already has (resume)."""
+        data = self._json(
+            "POST", f"{kind}/{quote(record_id, safe='')}/uploadId", idempotent=True,
+            json={"filname": path, "checksum": checksum},
+        )
+        return str(data["upload_id"]), [int(p) for p in data.get("parts") or []]
+
+    def upload_chunk(self, kind: str, upload_id: str, part_number: int, chunk: bytes, md5: str) -> None:
+        """Route 11: one part (numbered from 1) with the MD5 hex of its bytes."""
+        self._request(
+            "POST", f"{kind}/chunk/{quote(upload_id, safe='')}", idempotent=True,
+            files={"file": ("chunk", chunk)}, data={"part_number": str(part_number), "checksum": md5},
+        )
+
+    def complete_multipart(self, kind: str, upload_id: str, version: int) -> None:
+        """Route 12: assemble the parts into a file of VERSION."""
+        self._request("POST", f"{kind}/complete/{quote(upload_id, safe='')}", idempotent=False, params={"version": version})
+
+    # ---- downloads (route 9)
+
+    def _download_route(self, kind: str, record_id: str, path: str) -> str:
+        return f"{kind}/{quote(record_id, safe='')}/download/{file_url_path(path)}"
+
+    @staticmethod
+    def _version_params(file_version: int | None) -> dict[str, int] | None:
+        return {"version": file_version} if file_version is not None else None
+
+    def head_file(self, kind: str, record_id: str, path: str, file_version: int | None) -> int:
+        """The size of one file version, from HEAD (or a GET's Content-Length where HEAD is refused); cached."""
+        key = (kind, record_id, path, file_version)
+        with self._lock:
+            if key in self._sizes:
+                return self._sizes[key]
+        route, params = self._download_route(kind, record_id, path), self._version_params(file_version)
+        try:
+            response = self._request("HEAD", route, idempotent=True, params=params)
+        except RepositoryError as exc:
+            if exc.status != 405:
+                raise
+            response = self._request("GET", route, idempotent=True, params=params, stream=True)
+        response.close()
+        length = response.headers.get("Content-Length")
+        if length is None:
+            raise ServerError(f"no Content-Length for {path}", response.status_code)
+        with self._lock:
+            self._sizes[key] = int(length)
+        return int(length)
+
+    def read_range(self, kind: str, record_id: str, path: str, file_version: int | None, start: int, length: int) -> bytes:
+        """LENGTH bytes of a file version from START (fewer at end of file, b'' past it)."""
+        if length <= 0:
+            return b""
+        headers = {"Range": f"bytes={start}-{start + length - 1}"}
+        response = self._request(
+            "GET", self._download_route(kind, record_id, path), idempotent=True,
+            ok=(200, 206, 416), params=self._version_params(file_version), headers=headers,
+        )
+        if response.status_code == 416:
+            self.ranges_supported = True
+            return b""
+        if response.status_code == 206:
+            self.ranges_supported = True
+            return response.content
+        self.ranges_supported = False  # the whole file came back: slice it
+        return response.content[start:start + length]
+
+    @contextmanager
+    def download(self, kind: str, record_id: str, path: str, file_version: int | None) -> Iterator[Iterator[bytes]]:
+        """A whole file version as an iterator of blocks (the connection is released on exit)."""
+        response = self._request(
+            "GET", self._download_route(kind, record_id, path), idempotent=True,
+            params=self._version_params(file_version), stream=True,
+        )
+        try:
+            yield response.iter_content(DOWNLOAD_BLOCK)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            raise Unreachable(f"cannot reach the repository at {self.base_url} ({_reason(exc)})") from exc
+        finally:
+            response.close()
+
+
+def _reason(exc: Exception) -> str:
+    """A short cause for a connection failure ('Connection refused', 'timed out', ...)."""
+    text = str(exc)
+    for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset", "Connection aborted"):
+        if marker in text:
+            return marker
+    return exc.__class__.__name__

@@ -1,0 +1,66 @@
+"""`eotdlfs.repository.Repository` over the HTTP API: the records, versions and files the filesystem shows.
+
+Thin on purpose: the fs layer caches; this only turns JSON into the dataclasses of
+`eotdlfs.repository`. Thread-safe because `ApiClient` is.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from eotdlfs.client.api import ApiClient
+from eotdlfs.repository import FileEntry, Record, Version
+
+
+def parse_time(value: Any) -> datetime:
+    """An ISO 8601 `createdAt` as an aware datetime (UTC when the server gives no zone)."""
+    if not isinstance(value, str) or not value:
+        return datetime.fromtimestamp(0, timezone.utc)
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def parse_record(kind: str, data: dict[str, Any]) -> Record:
+    versions = sorted(
+        (
+            Version(
+                number=int(v["version_id"]),
+                created_at=parse_time(v.get("createdAt")),
+                size=int(v.get("size") or 0),
+                draft=bool(v.get("draft", False)),
+            )
+            for v in data.get("versions") or []
+        ),
+        key=lambda v: v.number,
+    )
+    return Record(kind=kind, id=str(data["id"]), name=str(data["name"]), owner=str(data.get("uid", "")),
+                  versions=tuple(versions))
+
+
+class ApiRepository:
+    """A repository server reached over HTTP."""
+
+    def __init__(self, api: ApiClient):
+        self.api = api
+
+    def records(self, kind: str) -> list[Record]:
+        return [parse_record(kind, d) for d in self.api.records(kind)]
+
+    def record(self, kind: str, name: str) -> Record:
+        return parse_record(kind, self.api.record_by_name(kind, name))
+
+    def files(self, record: Record, version: int) -> list[FileEntry]:
+        return [
+            FileEntry(
+                path=f["filename"],
+                file_version=int(f["version"]),
+                checksum=f["checksum"],
+                size=int(f["size"]) if f.get("size") is not None
+                else self.api.head_file(record.kind, record.id, f["filename"], int(f["version"])),
+            )
+            for f in self.api.files(record.kind, record.id, version)
+        ]
+
+    def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes:
+        return self.api.read_range(record.kind, record.id, entry.path, entry.file_version, start, length)

@@ -1,0 +1,99 @@
+"""Where the repository is and who we are: API URL and credentials, resolved from every source in order.
+
+API URL: the argument (`--api-url`), `EOTDL_API_URL`, the config file
+(`user_config_dir("eotdlfs")/config.yml`, keys `api_url`, `token`, `api_key`, `timeout`),
+else None, meaning "use the embedded local repository".
+Credentials: the argument (`--token`), `EOTDL_TOKEN` / `EOTDL_API_KEY`, the config file,
+then the official client's `~/.cache/eotdl/creds.json` (`id_token`). The first source that
+gives any credential wins, so a token in the environment is never mixed with a key from a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+import platformdirs
+import yaml
+
+DEFAULT_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_url: str | None
+    token: str | None
+    api_key: str | None
+    timeout: float = DEFAULT_TIMEOUT
+
+    @property
+    def user_id(self) -> str | None:
+        """The token's `sub` claim (decoded without verifying, as the official client does); None without a token."""
+        return token_subject(self.token) if self.token else None
+
+
+def token_subject(token: str) -> str | None:
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    sub = claims.get("sub")
+    return str(sub) if sub is not None else None
+
+
+def config_path() -> Path:
+    return Path(platformdirs.user_config_dir("eotdlfs")) / "config.yml"
+
+
+def official_creds_path() -> Path:
+    return Path.home() / ".cache" / "eotdl" / "creds.json"
+
+
+def _read_config() -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(config_path().read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read {config_path()}: {exc}") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _read_official_token() -> str | None:
+    try:
+        data = json.loads(official_creds_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    token = data.get("id_token") if isinstance(data, dict) else None
+    return token if isinstance(token, str) and token else None
+
+
+def normalize_url(url: str) -> str:
+    """The API base URL with exactly one trailing slash (route paths are appended to it)."""
+    return url.rstrip("/") + "/"
+
+
+def resolve_settings(api_url: str | None = None, token: str | None = None) -> Settings:
+    """Settings from arguments, environment, config file and the official client's credentials, in that order."""
+    config = _read_config()
+    url = api_url or os.environ.get("EOTDL_API_URL") or config.get("api_url") or None
+    credential_sources = (
+        (token, None),
+        (os.environ.get("EOTDL_TOKEN"), os.environ.get("EOTDL_API_KEY")),
+        (config.get("token"), config.get("api_key")),
+        (_read_official_token(), None),
+    )
+    found_token, found_key = next(
+        ((t or None, k or None) for t, k in credential_sources if t or k), (None, None)
+    )
+    timeout = float(os.environ.get("EOTDLFS_TIMEOUT") or config.get("timeout") or DEFAULT_TIMEOUT)
+    return Settings(
+        api_url=normalize_url(url) if url else None,
+        token=found_token,
+        api_key=found_key,
+        timeout=timeout,
+    )
