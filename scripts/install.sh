@@ -10,6 +10,8 @@ command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
 ldconfig -p 2>/dev/null | grep -q 'libfuse\.so\.2' || need_apt+=(libfuse2)
 command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)  # peer in scripts/bench
+command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)  # peer in scripts/bench
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_if_needed apt-get update -qq
