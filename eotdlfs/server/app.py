@@ -1,0 +1,173 @@
+"""The FastAPI application: the EOTDL routes for datasets and models, plus eotdlfs extensions.
+
+Handlers only parse the request, authenticate and call `Store`; every rule lives there.
+Every error is answered as `{"detail": "<one string>"}`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from eotdlfs.metadata import KINDS
+from eotdlfs.server.auth import AuthError, authenticate, load_secret
+from eotdlfs.server.bodylimit import BodyLimit
+from eotdlfs.server.download import BlobResponse, Unsatisfiable, parse_range, unsatisfiable_headers
+from eotdlfs.server.errors import ApiError
+from eotdlfs.server.limits import Limits
+from eotdlfs.server.stats import Stats
+from eotdlfs.server.store import Store
+
+CAPABILITIES = {"size": True, "range": True, "drafts": True}
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    """FastAPI's list of problems as one readable line, e.g. 'query.version: Input should be a valid integer'."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "Invalid request"
+
+
+def kind_router(kind: str, store: Store, stats: Stats, user: Any) -> APIRouter:
+    """Routes 1-12 and the draft extension for one KIND ('datasets' or 'models')."""
+    noun = kind[:-1]  # 'dataset' or 'model': the prefix of the answers' keys
+    r = APIRouter(prefix=f"/{kind}")
+
+    @r.get("")
+    def list_or_get(name: str | None = None, match: str | None = None, limit: int | None = None) -> Any:
+        if name is not None:
+            return store.record_by_name(kind, name)
+        return store.list_records(kind, match, limit)
+
+    @r.post("")
+    def create(body: Any = Body(...), uid: str = Depends(user)) -> Any:
+        return {f"{noun}_id": store.create_record(kind, uid, body)}
+
+    @r.post("/version/{record_id}")
+    def create_version(record_id: str, draft: bool = False, uid: str = Depends(user)) -> Any:
+        return {f"{noun}_id": record_id, "version": store.create_version(kind, record_id, uid, draft)}
+
+    @r.post("/chunk/{upload_id}")
+    def chunk(upload_id: str, file: UploadFile = File(...), part_number: int = Form(...),
+              checksum: str = Form(...), uid: str = Depends(user)) -> Any:
+        store.store_chunk(kind, upload_id, uid, part_number, file.file, checksum)
+        stats.upload("chunk")
+        return {"message": "Chunk uploaded"}
+
+    @r.post("/complete/{upload_id}")
+    def complete(upload_id: str, version: int | None = None, uid: str = Depends(user)) -> Any:
+        record_id, name, path, file_version = store.complete_upload(kind, upload_id, uid, version)
+        stats.upload("complete")
+        return {f"{noun}_id": record_id, f"{noun}_name": name, "filename": path, "file_version": file_version}
+
+    @r.get("/{record_id}/files")
+    def files(record_id: str, version: int | None = None) -> Any:
+        return store.list_files(kind, record_id, version)
+
+    @r.post("/{record_id}/batch")
+    def batch(record_id: str, version: int | None = None, batch: UploadFile = File(...),
+              checksums: list[str] = Form(...), uid: str = Depends(user)) -> Any:
+        name, paths = store.ingest_batch(kind, record_id, uid, version, batch.file, checksums)
+        stats.upload("batch")
+        return {f"{noun}_id": record_id, f"{noun}_name": name, "filenames": paths}
+
+    @r.post("/{record_id}/files")
+    def carry(record_id: str, version: int | None = None, filenames: list[str] = Form(...),
+              checksums: list[str] = Form(...), uid: str = Depends(user)) -> Any:
+        name = store.carry_files(kind, record_id, uid, version, filenames, checksums)
+        stats.upload("carry")
+        return {f"{noun}_id": record_id, f"{noun}_name": name, "filenames": filenames}
+
+    @r.post("/{record_id}/uploadId")
+    def upload_id(record_id: str, body: dict = Body(...), uid: str = Depends(user)) -> Any:
+        upload, parts = store.start_upload(kind, record_id, uid, body.get("filname"), body.get("checksum"))
+        return {"upload_id": upload, "parts": parts}
+
+    @r.post("/{record_id}/publish")
+    def publish(record_id: str, version: int = Query(...), uid: str = Depends(user)) -> Any:
+        store.publish(kind, record_id, uid, version)
+        return {f"{noun}_id": record_id, "version": version}
+
+    @r.delete("/{record_id}/version/{version}")
+    def discard(record_id: str, version: int, uid: str = Depends(user)) -> Any:
+        store.discard(kind, record_id, uid, version)
+        return {f"{noun}_id": record_id, "version": version}
+
+    @r.api_route("/{record_id}/download/{path:path}", methods=["GET", "HEAD"], response_model=None)
+    async def download(request: Request, record_id: str, path: str, version: int | None = None) -> Response:
+        # async: a point lookup in SQLite is cheaper than a hop to the thread pool
+        blob = store.find_download(kind, record_id, path, version)
+        try:
+            byte_range = parse_range(request.headers.get("range"), blob.size)
+        except Unsatisfiable:
+            raise ApiError(416, "Requested range not satisfiable", unsatisfiable_headers(blob.size)) from None
+        if byte_range is not None and request.headers.get("if-range") not in (None, f'"{blob.checksum}"'):
+            byte_range = None  # the client's copy is of other bytes: send the whole file
+        head = request.method == "HEAD"
+        if not head:
+            stats.download()
+        return BlobResponse(blob, path, head, byte_range, stats.sent)
+
+    @r.post("/{record_id}")
+    def ingest_file(record_id: str, version: int | None = None, file: UploadFile = File(...),
+                    checksum: str = Form(...), uid: str = Depends(user)) -> Any:
+        name = store.ingest_file(kind, record_id, uid, version, file.filename, file.file, checksum)
+        stats.upload("file")
+        return {f"{noun}_id": record_id, f"{noun}_name": name, "filename": file.filename}
+
+    return r
+
+
+def create_app(root: Path, limits: Limits | None = None) -> FastAPI:
+    """The server for the repository stored under ROOT."""
+    limits = limits or Limits.from_env()
+    store = Store(Path(root), limits)
+    secret = load_secret(Path(root))
+    stats = Stats()
+
+    def current_user(authorization: str | None = Header(None), x_api_key: str | None = Header(None)) -> str:
+        try:
+            return authenticate(store.db, secret, authorization, x_api_key)
+        except AuthError as exc:
+            raise ApiError(401, str(exc)) from None
+
+    app = FastAPI(title="eotdlfs repository", openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
+    app.state.store, app.state.stats = store, stats
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.get("/")
+    def root_info() -> Any:
+        return {"name": "eotdlfs repository", "kinds": list(KINDS)}
+
+    @app.get("/eotdlfs/stats")
+    def get_stats() -> Any:
+        return stats.snapshot()
+
+    @app.get("/eotdlfs/capabilities")
+    def capabilities() -> Any:
+        return CAPABILITIES
+
+    for kind in KINDS:
+        app.include_router(kind_router(kind, store, stats, current_user))
+    return app
+

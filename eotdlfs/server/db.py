@@ -1,0 +1,109 @@
+"""The server's SQLite database: schema, one connection per thread, and write transactions.
+
+WAL mode lets downloads read while an ingest writes. Writes are serialized by one
+process-wide lock and run in `BEGIN IMMEDIATE`, so "next version = max + 1" and
+"next file version = latest + 1" can never race between uvicorn's worker threads.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+DB_FILE = "repository.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    name TEXT NOT NULL,
+    authors TEXT NOT NULL,          -- JSON list
+    source TEXT NOT NULL,
+    license TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    files_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (kind, name)
+);
+CREATE TABLE IF NOT EXISTS versions (
+    record_id TEXT NOT NULL REFERENCES records(id),
+    version INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    draft INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (record_id, version)
+);
+-- One row per (path, file version); its bytes are the blob named by checksum.
+CREATE TABLE IF NOT EXISTS file_versions (
+    record_id TEXT NOT NULL REFERENCES records(id),
+    path TEXT NOT NULL,
+    file_version INTEGER NOT NULL,
+    checksum TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (record_id, path, file_version)
+);
+-- Which file version of each path a record version contains (at most one per path).
+CREATE TABLE IF NOT EXISTS version_files (
+    record_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    file_version INTEGER NOT NULL,
+    PRIMARY KEY (record_id, version, path)
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY,
+    record_id TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    path TEXT NOT NULL,
+    file_version INTEGER NOT NULL,
+    checksum TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash TEXT PRIMARY KEY,
+    uid TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"""
+
+
+class Database:
+    """SQLite at ROOT/repository.db, safe to use from any thread."""
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / DB_FILE
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        with self._write_lock:
+            conn = self.conn()
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit; transactions are explicit)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all its statements land together or not at all."""
+        with self._write_lock:
+            conn = self.conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")

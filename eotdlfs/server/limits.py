@@ -1,0 +1,31 @@
+"""The server's size caps, with defaults and `EOTDLFS_*` environment overrides."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps that keep one request from filling the disk or memory."""
+
+    max_body_bytes: int = 1 * GiB          # any request body (413 above)
+    zip_max_total_bytes: int = 2 * GiB     # sum of uncompressed entries of one batch
+    zip_max_entries: int = 10_000
+    zip_max_ratio: int = 200               # uncompressed / compressed, per entry ...
+    zip_ratio_floor_bytes: int = 1 * MiB   # ... checked once an entry is bigger than this
+    max_parts: int = 10_000                # part numbers 1..max_parts
+
+    @classmethod
+    def from_env(cls) -> "Limits":
+        """Defaults, each overridable by EOTDLFS_<FIELD NAME IN CAPITALS> (an integer)."""
+        values = {}
+        for f in fields(cls):
+            raw = os.environ.get("EOTDLFS_" + f.name.upper())
+            if raw is not None:
+                values[f.name] = int(raw)
+        return cls(**values)

@@ -1,0 +1,30 @@
+"""The rule for file paths inside a dataset or model: relative, '/'-separated, no tricks."""
+
+from __future__ import annotations
+
+MAX_PATH = 1024
+MAX_COMPONENT = 255
+
+
+class BadPath(ValueError):
+    """A file path a record may not contain; the message says why."""
+
+
+def validate_file_path(path: object) -> str:
+    """PATH if it is a clean relative path such as 'a/b.tif'; BadPath otherwise."""
+    if not isinstance(path, str) or not path:
+        raise BadPath("file path is empty")
+    if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH:
+        raise BadPath(f"file path is longer than {MAX_PATH} bytes")
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        raise BadPath(f"file path {path!r} contains a control character")
+    if "\\" in path:
+        raise BadPath(f"file path {path!r} contains a backslash")
+    if path.startswith("/"):
+        raise BadPath(f"file path {path!r} is absolute")
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise BadPath(f"file path {path!r} has an empty, '.' or '..' component")
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT:
+            raise BadPath(f"file path {path!r} has a component longer than {MAX_COMPONENT} bytes")
+    return path

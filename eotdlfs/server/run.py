@@ -1,0 +1,61 @@
+"""Running the server: in the foreground (`eotdlfs serve`) or in a daemon thread (embedded, benchmarks)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from eotdlfs.server.app import create_app
+
+STARTUP_TIMEOUT_S = 30.0
+
+
+def _config(root: Path, host: str, port: int) -> uvicorn.Config:
+    # h11 and the asyncio loop are the pure-Python defaults; access logs cost time per request.
+    return uvicorn.Config(create_app(Path(root)), host=host, port=port, log_level="warning",
+                          access_log=False, timeout_keep_alive=30)
+
+
+def serve(root: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve ROOT until interrupted."""
+    uvicorn.Server(_config(root, host, port)).run()
+
+
+@dataclass
+class RunningServer:
+    """A server on a daemon thread; `url` ends with '/'."""
+
+    server: uvicorn.Server
+    thread: threading.Thread
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+def start_in_thread(root: Path, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    """Start serving ROOT on a daemon thread; returns once it accepts connections (port 0: any free port)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(_config(root, host, sock.getsockname()[1]))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="eotdlfs-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"the repository server on {host}:{sock.getsockname()[1]} did not start")
+        time.sleep(0.01)
+    return RunningServer(server, thread, host, sock.getsockname()[1])

@@ -1,0 +1,393 @@
+"""The repository's rules over the database and blobs: records, versions, file versions, uploads.
+
+Every method checks everything (record, owner, version, paths, checksums) and stages
+all bytes before it writes a row, and writes its rows in one transaction, so a refused
+request stores nothing and a reader never sees half of an accepted one. Blobs are
+renamed into place before the rows that name them are committed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from eotdlfs.metadata import Metadata, MetadataError, record_noun
+from eotdlfs.server import errors
+from eotdlfs.server.blobs import BlobStore, StagedBlob, TooBig
+from eotdlfs.server.db import Database
+from eotdlfs.server.errors import ApiError, bad_request
+from eotdlfs.server.limits import Limits
+from eotdlfs.server.paths import BadPath, validate_file_path
+from eotdlfs.server.zipbatch import unpack_batch
+
+_SHA1 = re.compile(r"^[0-9a-f]{40}$")
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+_UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _checksum(value: Any) -> str:
+    if not isinstance(value, str) or not _SHA1.match(value.lower()):
+        raise bad_request(f"checksum {value!r} is not a SHA-1 hex digest")
+    return value.lower()
+
+
+def _path(value: Any) -> str:
+    try:
+        return validate_file_path(value)
+    except BadPath as exc:
+        raise bad_request(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    """Where the bytes of one file version are: its blob, size and SHA-1."""
+
+    path: Path
+    size: int
+    checksum: str
+
+
+class Store:
+    """All state of one repository root."""
+
+    def __init__(self, root: Path, limits: Limits | None = None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.limits = limits or Limits()
+        self.db = Database(self.root)
+        self.blobs = BlobStore(self.root)
+
+    # -- lookups ------------------------------------------------------------
+
+    def _record(self, conn: sqlite3.Connection, kind: str, record_id: str) -> sqlite3.Row:
+        row = conn.execute("SELECT * FROM records WHERE id = ? AND kind = ?", (record_id, kind)).fetchone()
+        if row is None:
+            raise errors.record_missing(kind)
+        return row
+
+    def _owned(self, conn: sqlite3.Connection, kind: str, record_id: str, uid: str) -> sqlite3.Row:
+        row = self._record(conn, kind, record_id)
+        if row["uid"] != uid:
+            raise errors.not_owner(kind)
+        return row
+
+    def _version(self, conn: sqlite3.Connection, kind: str, record_id: str, version: int | None) -> sqlite3.Row:
+        row = None
+        if version is not None:
+            row = conn.execute("SELECT * FROM versions WHERE record_id = ? AND version = ?",
+                               (record_id, version)).fetchone()
+        if row is None:
+            raise errors.version_missing(kind)
+        return row
+
+    def _latest_file(self, conn: sqlite3.Connection, record_id: str, path: str) -> sqlite3.Row | None:
+        return conn.execute(
+            "SELECT * FROM file_versions WHERE record_id = ? AND path = ? ORDER BY file_version DESC LIMIT 1",
+            (record_id, path)).fetchone()
+
+    # -- records ------------------------------------------------------------
+
+    def _records_json(self, conn: sqlite3.Connection, rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        marks = ",".join("?" * len(ids))
+        sizes = {(s["record_id"], s["version"]): s["size"] for s in conn.execute(
+            f"SELECT vf.record_id, vf.version, SUM(fv.size) AS size FROM version_files vf "
+            f"JOIN file_versions fv ON fv.record_id = vf.record_id AND fv.path = vf.path "
+            f"AND fv.file_version = vf.file_version WHERE vf.record_id IN ({marks}) "
+            f"GROUP BY vf.record_id, vf.version", ids)}
+        versions: dict[str, list[sqlite3.Row]] = {i: [] for i in ids}
+        for v in conn.execute(f"SELECT * FROM versions WHERE record_id IN ({marks}) ORDER BY version", ids):
+            versions[v["record_id"]].append(v)
+        out = []
+        for r in rows:
+            entries = {True: [], False: []}
+            for v in versions[r["id"]]:
+                entries[bool(v["draft"])].append({"version_id": v["version"], "createdAt": v["created_at"],
+                                                  "size": sizes.get((r["id"], v["version"]), 0)})
+            out.append({
+                "id": r["id"], "uid": r["uid"], "name": r["name"], "authors": json.loads(r["authors"]),
+                "source": r["source"], "license": r["license"], "files": r["files_id"],
+                "description": r["description"], "tags": [], "createdAt": r["created_at"],
+                "updatedAt": r["updated_at"], "likes": 0, "downloads": 0, "quality": 0,
+                "versions": entries[False], "drafts": entries[True],
+            })
+        return out
+
+    def list_records(self, kind: str, match: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        conn = self.db.conn()
+        sql, args = "SELECT * FROM records WHERE kind = ?", [kind]
+        if match:
+            sql += " AND instr(lower(name), lower(?)) > 0"
+            args.append(match)
+        sql += " ORDER BY created_at, name"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(max(limit, 0))
+        return self._records_json(conn, conn.execute(sql, args).fetchall())
+
+    def record_by_name(self, kind: str, name: str) -> dict[str, Any]:
+        conn = self.db.conn()
+        row = conn.execute("SELECT * FROM records WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+        if row is None:
+            raise errors.record_missing(kind)
+        return self._records_json(conn, [row])[0]
+
+    def create_record(self, kind: str, uid: str, body: Any) -> str:
+        try:
+            meta = Metadata.from_mapping(body)
+        except MetadataError as exc:
+            raise bad_request(str(exc)) from None
+        description = body.get("description", "") if isinstance(body, dict) else ""
+        record_id, now = secrets.token_hex(12), _now()
+        with self.db.write() as conn:
+            if conn.execute("SELECT 1 FROM records WHERE kind = ? AND name = ?", (kind, meta.name)).fetchone():
+                raise errors.record_exists(kind)
+            conn.execute(
+                "INSERT INTO records (id, kind, uid, name, authors, source, license, description, files_id,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (record_id, kind, uid, meta.name, json.dumps(meta.authors), meta.source, meta.license,
+                 description if isinstance(description, str) else "", secrets.token_hex(12), now, now))
+        return record_id
+
+    # -- versions -------------------------------------------------------------
+
+    def create_version(self, kind: str, record_id: str, uid: str, draft: bool = False) -> int:
+        with self.db.write() as conn:
+            self._owned(conn, kind, record_id, uid)
+            last = conn.execute("SELECT MAX(version) FROM versions WHERE record_id = ?", (record_id,)).fetchone()[0]
+            version = (last or 0) + 1
+            conn.execute("INSERT INTO versions (record_id, version, created_at, draft) VALUES (?, ?, ?, ?)",
+                         (record_id, version, _now(), int(draft)))
+            self._touch(conn, record_id)
+        return version
+
+    def publish(self, kind: str, record_id: str, uid: str, version: int) -> None:
+        with self.db.write() as conn:
+            self._owned(conn, kind, record_id, uid)
+            self._version(conn, kind, record_id, version)
+            conn.execute("UPDATE versions SET draft = 0 WHERE record_id = ? AND version = ?", (record_id, version))
+            self._touch(conn, record_id)
+
+    def discard(self, kind: str, record_id: str, uid: str, version: int) -> None:
+        """Delete draft VERSION and the file versions no other version contains."""
+        with self.db.write() as conn:
+            self._owned(conn, kind, record_id, uid)
+            if not self._version(conn, kind, record_id, version)["draft"]:
+                raise ApiError(404, f"{record_noun(kind)} version {version} is not a draft")
+            conn.execute("DELETE FROM version_files WHERE record_id = ? AND version = ?", (record_id, version))
+            conn.execute("DELETE FROM versions WHERE record_id = ? AND version = ?", (record_id, version))
+            conn.execute(
+                "DELETE FROM file_versions WHERE record_id = ? AND NOT EXISTS (SELECT 1 FROM version_files vf"
+                " WHERE vf.record_id = file_versions.record_id AND vf.path = file_versions.path"
+                " AND vf.file_version = file_versions.file_version)", (record_id,))
+            self._touch(conn, record_id)
+
+    def _touch(self, conn: sqlite3.Connection, record_id: str) -> None:
+        conn.execute("UPDATE records SET updated_at = ? WHERE id = ?", (_now(), record_id))
+
+    # -- files ----------------------------------------------------------------
+
+    def list_files(self, kind: str, record_id: str, version: int | None) -> list[dict[str, Any]]:
+        conn = self.db.conn()
+        self._record(conn, kind, record_id)
+        if version is None:
+            rows = conn.execute("SELECT path, file_version, checksum, size FROM file_versions WHERE record_id = ?"
+                                " ORDER BY path, file_version", (record_id,))
+        else:
+            self._version(conn, kind, record_id, version)
+            rows = conn.execute(
+                "SELECT fv.path, fv.file_version, fv.checksum, fv.size FROM version_files vf JOIN file_versions fv"
+                " ON fv.record_id = vf.record_id AND fv.path = vf.path AND fv.file_version = vf.file_version"
+                " WHERE vf.record_id = ? AND vf.version = ? ORDER BY fv.path", (record_id, version))
+        return [{"filename": r["path"], "version": r["file_version"], "checksum": r["checksum"], "size": r["size"]}
+                for r in rows]
+
+    def _add_to_version(self, conn: sqlite3.Connection, record_id: str, version: int,
+                        path: str, checksum: str, size: int) -> int:
+        """Put PATH with CHECKSUM into VERSION: the latest file version if it matches, else a new one."""
+        latest = self._latest_file(conn, record_id, path)
+        if latest is not None and latest["checksum"] == checksum:
+            file_version = latest["file_version"]
+        else:
+            file_version = (latest["file_version"] + 1) if latest is not None else 1
+            conn.execute("INSERT INTO file_versions (record_id, path, file_version, checksum, size, created_at)"
+                         " VALUES (?, ?, ?, ?, ?, ?)", (record_id, path, file_version, checksum, size, _now()))
+        conn.execute("INSERT OR REPLACE INTO version_files (record_id, version, path, file_version)"
+                     " VALUES (?, ?, ?, ?)", (record_id, version, path, file_version))
+        return file_version
+
+    def _check_writable(self, kind: str, record_id: str, uid: str, version: int | None) -> sqlite3.Row:
+        conn = self.db.conn()
+        record = self._owned(conn, kind, record_id, uid)
+        self._version(conn, kind, record_id, version)
+        return record
+
+    def _commit_files(self, kind: str, record_id: str, uid: str, version: int,
+                      staged: list[tuple[str, StagedBlob]]) -> None:
+        """Move staged blobs into place, then add their rows in one transaction."""
+        for _, blob in staged:
+            blob.commit()
+        with self.db.write() as conn:
+            self._owned(conn, kind, record_id, uid)
+            self._version(conn, kind, record_id, version)
+            for path, blob in staged:
+                self._add_to_version(conn, record_id, version, path, blob.sha1, blob.size)
+            self._touch(conn, record_id)
+
+    def ingest_batch(self, kind: str, record_id: str, uid: str, version: int | None,
+                     batch: BinaryIO, checksums: list[str]) -> tuple[str, list[str]]:
+        """Route 6: every file of the zip BATCH into VERSION; (record name, paths)."""
+        record = self._check_writable(kind, record_id, uid, version)
+        sums = [_checksum(c) for c in checksums]
+        staged = unpack_batch(batch, sums, self.blobs, self.limits)
+        try:
+            self._commit_files(kind, record_id, uid, version, staged)
+        finally:
+            for _, blob in staged:
+                blob.discard()
+        return record["name"], [p for p, _ in staged]
+
+    def ingest_file(self, kind: str, record_id: str, uid: str, version: int | None,
+                    filename: Any, source: BinaryIO, checksum: str) -> str:
+        """Route 8: one file into VERSION; its record's name."""
+        record = self._check_writable(kind, record_id, uid, version)
+        path, expected = _path(filename), _checksum(checksum)
+        try:
+            blob = self.blobs.stage(source, limit=self.limits.max_body_bytes)
+        except TooBig:
+            raise ApiError(413, "File too large") from None
+        try:
+            if blob.sha1 != expected:
+                raise bad_request(errors.CHECKSUM_MISMATCH)
+            self._commit_files(kind, record_id, uid, version, [(path, blob)])
+        finally:
+            blob.discard()
+        return record["name"]
+
+    def carry_files(self, kind: str, record_id: str, uid: str, version: int | None,
+                    filenames: list[str], checksums: list[str]) -> str:
+        """Route 7: put already-stored files into VERSION, all or none; the record's name."""
+        if len(filenames) != len(checksums):
+            raise bad_request(f"{len(filenames)} filenames but {len(checksums)} checksums")
+        pairs = [(_path(f), _checksum(c)) for f, c in zip(filenames, checksums)]
+        with self.db.write() as conn:
+            record = self._owned(conn, kind, record_id, uid)
+            self._version(conn, kind, record_id, version)
+            for path, checksum in pairs:
+                # The newest file version with this content, not only the latest one, so a
+                # file changed back to older bytes is carried instead of refused.
+                match = conn.execute(
+                    "SELECT file_version FROM file_versions WHERE record_id = ? AND path = ? AND checksum = ?"
+                    " ORDER BY file_version DESC LIMIT 1", (record_id, path, checksum)).fetchone()
+                if match is None:
+                    if self._latest_file(conn, record_id, path) is None:
+                        raise ApiError(404, errors.FILE_MISSING)
+                    raise bad_request(errors.CHECKSUM_MISMATCH)
+                conn.execute("INSERT OR REPLACE INTO version_files (record_id, version, path, file_version)"
+                             " VALUES (?, ?, ?, ?)", (record_id, version, path, match["file_version"]))
+            self._touch(conn, record_id)
+        return record["name"]
+
+    def find_download(self, kind: str, record_id: str, path: str, file_version: int | None) -> BlobRef:
+        """Route 9: the blob of PATH at FILE_VERSION (latest when None)."""
+        conn = self.db.conn()
+        self._record(conn, kind, record_id)
+        if file_version is None:
+            row = self._latest_file(conn, record_id, path)
+        else:
+            row = conn.execute("SELECT * FROM file_versions WHERE record_id = ? AND path = ? AND file_version = ?",
+                               (record_id, path, file_version)).fetchone()
+        if row is None:
+            raise ApiError(404, errors.FILE_MISSING)
+        return BlobRef(self.blobs.path_for(row["checksum"]), row["size"], row["checksum"])
+
+    # -- multipart uploads ----------------------------------------------------
+
+    def start_upload(self, kind: str, record_id: str, uid: str, filename: Any, checksum: Any) -> tuple[str, list[int]]:
+        """Route 10: an upload id for PATH (resumed when the same file was being uploaded)."""
+        path, checksum = _path(filename), _checksum(checksum)
+        with self.db.write() as conn:
+            self._owned(conn, kind, record_id, uid)
+            latest = self._latest_file(conn, record_id, path)
+            if latest is not None and latest["checksum"] == checksum:
+                raise ApiError(409, "File already exists")
+            file_version = latest["file_version"] + 1 if latest is not None else 1
+            old = conn.execute("SELECT * FROM uploads WHERE record_id = ? AND uid = ? AND path = ?"
+                               " AND file_version = ?", (record_id, uid, path, file_version)).fetchone()
+            if old is not None and old["checksum"] == checksum:
+                return old["upload_id"], self.blobs.parts(old["upload_id"])
+            if old is not None:
+                conn.execute("DELETE FROM uploads WHERE upload_id = ?", (old["upload_id"],))
+                self.blobs.drop_upload(old["upload_id"])
+            upload_id = secrets.token_hex(16)
+            conn.execute("INSERT INTO uploads (upload_id, record_id, uid, path, file_version, checksum, created_at)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?)", (upload_id, record_id, uid, path, file_version, checksum, _now()))
+        return upload_id, []
+
+    def _upload(self, kind: str, upload_id: str, uid: str) -> sqlite3.Row:
+        conn = self.db.conn()
+        row = None
+        if _UPLOAD_ID.match(upload_id):
+            row = conn.execute("SELECT u.*, r.uid AS owner FROM uploads u JOIN records r ON r.id = u.record_id"
+                               " WHERE u.upload_id = ? AND r.kind = ?", (upload_id, kind)).fetchone()
+        if row is None:
+            raise ApiError(404, errors.UPLOAD_MISSING)
+        if row["owner"] != uid:
+            raise errors.not_owner(kind)
+        return row
+
+    def store_chunk(self, kind: str, upload_id: str, uid: str, part: int, source: BinaryIO, md5: str) -> None:
+        """Route 11: keep one part of an upload if its MD5 matches."""
+        self._upload(kind, upload_id, uid)
+        if not 1 <= part <= self.limits.max_parts:
+            raise bad_request(f"part_number must be between 1 and {self.limits.max_parts}")
+        if not isinstance(md5, str) or not _MD5.match(md5.lower()):
+            raise bad_request(f"checksum {md5!r} is not an MD5 hex digest")
+        if not self.blobs.store_part(upload_id, part, source, md5.lower()):
+            raise bad_request(errors.CHECKSUM_MISMATCH)
+
+    def complete_upload(self, kind: str, upload_id: str, uid: str, version: int | None) -> tuple[str, str, str, int]:
+        """Route 12: assemble, verify and add the file; (record id, record name, path, file version)."""
+        upload = self._upload(kind, upload_id, uid)
+        record_id = upload["record_id"]
+        record = self._check_writable(kind, record_id, uid, version)
+        parts = self.blobs.parts(upload_id)
+        if not parts:
+            raise bad_request("No parts were uploaded")
+        missing = sorted(set(range(1, parts[-1] + 1)) - set(parts))
+        if missing:
+            raise bad_request("Missing parts: " + ", ".join(map(str, missing[:20])))
+        blob = self.blobs.assemble(upload_id, parts)
+        try:
+            if blob.sha1 != upload["checksum"]:
+                self._drop_upload(upload_id)  # the parts are wrong: a retry must start over
+                raise bad_request(errors.CHECKSUM_MISMATCH)
+            blob.commit()
+            with self.db.write() as conn:
+                self._owned(conn, kind, record_id, uid)
+                self._version(conn, kind, record_id, version)
+                file_version = self._add_to_version(conn, record_id, version, upload["path"], blob.sha1, blob.size)
+                conn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+                self._touch(conn, record_id)
+        finally:
+            blob.discard()
+        self.blobs.drop_upload(upload_id)
+        return record_id, record["name"], upload["path"], file_version
+
+    def _drop_upload(self, upload_id: str) -> None:
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+        self.blobs.drop_upload(upload_id)
+

@@ -1,0 +1,88 @@
+"""Unpacking an ingest batch (a zip) safely: every entry checked and hashed before anything is kept.
+
+Entry names must be clean relative paths (no absolute, '..', backslash, NUL, duplicates,
+directories or symlinks). Sizes are counted while decompressing, never taken from the
+zip's headers, and capped in total, per entry ratio and entry count (zip bombs).
+"""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from typing import BinaryIO
+
+from eotdlfs.server.blobs import BlobStore, StagedBlob, TooBig
+from eotdlfs.server.errors import ApiError, bad_request
+from eotdlfs.server.limits import Limits
+from eotdlfs.server.paths import BadPath, validate_file_path
+
+
+def _check_entries(zf: zipfile.ZipFile, limits: Limits) -> list[zipfile.ZipInfo]:
+    infos = zf.infolist()
+    if not infos:
+        raise bad_request("The batch zip has no entries")
+    if len(infos) > limits.zip_max_entries:
+        raise ApiError(413, f"The batch zip has more than {limits.zip_max_entries} entries")
+    seen: set[str] = set()
+    for info in infos:
+        name = info.filename
+        if info.is_dir():
+            raise bad_request(f"zip entry {name!r} is a directory; only files may be ingested")
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            raise bad_request(f"zip entry {name!r} is a symbolic link")
+        if info.flag_bits & 0x1:
+            raise bad_request(f"zip entry {name!r} is encrypted")
+        try:
+            validate_file_path(name)
+        except BadPath as exc:
+            raise bad_request(f"zip entry: {exc}") from None
+        if name in seen:
+            raise bad_request(f"zip entry {name!r} appears twice")
+        seen.add(name)
+    return infos
+
+
+class _EntryGuard:
+    """Aborts an entry's copy when the batch total or the entry's ratio goes over its cap."""
+
+    def __init__(self, limits: Limits, total_before: int, info: zipfile.ZipInfo):
+        self.limits, self.total_before, self.info = limits, total_before, info
+
+    def __call__(self, size: int) -> None:
+        lim = self.limits
+        if self.total_before + size > lim.zip_max_total_bytes:
+            raise ApiError(413, f"The batch unpacks to more than {lim.zip_max_total_bytes} bytes")
+        if size > lim.zip_ratio_floor_bytes and size > lim.zip_max_ratio * max(self.info.compress_size, 1):
+            raise ApiError(413, f"zip entry {self.info.filename!r} expands more than {lim.zip_max_ratio} times")
+
+
+def unpack_batch(source: BinaryIO, checksums: list[str], blobs: BlobStore,
+                 limits: Limits) -> list[tuple[str, StagedBlob]]:
+    """Each entry's path and staged bytes, in zip order; raises ApiError with nothing kept."""
+    staged: list[tuple[str, StagedBlob]] = []
+    try:
+        try:
+            zf = zipfile.ZipFile(source)
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise bad_request(f"The batch is not a valid zip file ({exc})") from None
+        with zf:
+            infos = _check_entries(zf, limits)
+            if len(checksums) != len(infos):
+                raise bad_request(f"The batch has {len(infos)} files but {len(checksums)} checksums")
+            total = 0
+            for info, checksum in zip(infos, checksums):
+                try:
+                    with zf.open(info) as entry:
+                        blob = blobs.stage(entry, check=_EntryGuard(limits, total, info))
+                except (zipfile.BadZipFile, NotImplementedError, EOFError, ValueError, TooBig) as exc:
+                    raise bad_request(f"zip entry {info.filename!r} cannot be read ({exc})") from None
+                staged.append((info.filename, blob))
+                total += blob.size
+                if blob.sha1 != checksum:
+                    raise bad_request("Checksum mismatch.")
+    except BaseException:
+        for _, blob in staged:
+            blob.discard()
+        raise
+    return staged

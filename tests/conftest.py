@@ -1,0 +1,137 @@
+"""Shared pytest fixtures.
+
+Repository server (owned by the server tests; everyone may use it):
+
+- `repo_server` (session scope) and `fresh_server` (function scope) run
+  `python -m eotdlfs serve --root <tmp> --port <free port>` as a subprocess on 127.0.0.1
+  and yield a `RepoServer`:
+    .url           base URL, ends with '/'
+    .root          the server's repository folder (Path)
+    .port          its port
+    .token(user)   a JWT for USER (HS256, signed with the server's secret)
+    .api_key(user) a new X-API-Key for USER
+    .stats()       GET /eotdlfs/stats as a dict (counters since the last start)
+    .restart()     stop, then start again on the same root and port (nothing may be lost)
+    .stop(), .start()
+  The server is stopped in a finally, even when a test fails. The session server is
+  shared: use unique record names (e.g. `unique_name`) and compare stats as deltas.
+- `unique_name(prefix)`: a valid record name that no other test uses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RepoServer:
+    """`eotdlfs serve` in a subprocess on 127.0.0.1."""
+
+    def __init__(self, root: Path, port: int | None = None, env: dict[str, str] | None = None):
+        self.root = Path(root)
+        self.port = port or _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.env = env or {}
+        self.log = self.root.parent / f"{self.root.name}-server.log"
+        self._proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if self._proc is not None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "eotdlfs", "serve", "--root", str(self.root), "--port", str(self.port)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ, **self.env})
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                self._proc = None
+                raise RuntimeError(f"eotdlfs serve exited at start; see {self.log}")
+            try:
+                if requests.get(self.url + "eotdlfs/capabilities", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"eotdlfs serve did not answer within {START_TIMEOUT_S}s; see {self.log}")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT_S)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def token(self, user: str) -> str:
+        from eotdlfs.server.auth import issue_token
+
+        return issue_token(self.root, user)
+
+    def api_key(self, user: str) -> str:
+        from eotdlfs.server.auth import create_api_key
+
+        return create_api_key(self.root, user)
+
+    def stats(self) -> dict:
+        response = requests.get(self.url + "eotdlfs/stats", timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+
+def _serve(root: Path, env: dict[str, str] | None = None) -> Iterator[RepoServer]:
+    server = RepoServer(root, env=env)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def repo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RepoServer]:
+    yield from _serve(tmp_path_factory.mktemp("repo-server") / "root")
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path) -> Iterator[RepoServer]:
+    yield from _serve(tmp_path / "root")
+
+
+_names = itertools.count(1)
+
+
+@pytest.fixture
+def unique_name():
+    """unique_name('ds') -> 'ds-<pid>-<n>', a valid record name used by no other test."""
+
+    def make(prefix: str = "rec") -> str:
+        return f"{prefix}-{os.getpid()}-{next(_names)}"
+
+    return make
