@@ -164,10 +164,10 @@ class ApiClient:
         return int(data["version"])
 
     def publish(self, kind: str, record_id: str, version: int) -> None:
-        self._request("POST", f"{kind}/{quote(record_id, safe='')}/versions/{version}/publish", idempotent=True)
+        self._request("POST", f"{kind}/{quote(record_id, safe='')}/publish", idempotent=True, params={"version": version})
 
     def discard_draft(self, kind: str, record_id: str, version: int) -> None:
-        self._request("DELETE", f"{kind}/{quote(record_id, safe='')}/versions/{version}", idempotent=True)
+        self._request("DELETE", f"{kind}/{quote(record_id, safe='')}/version/{version}", idempotent=False)
 
     # ---- files (routes 5-12)
 

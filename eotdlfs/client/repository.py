@@ -21,6 +21,14 @@ def parse_time(value: Any) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+def record_versions(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Published and draft version entries of a record's JSON, drafts marked `"draft": true`.
+
+    Our server lists drafts apart (`"drafts"`) so the official client never sees them.
+    """
+    return [*(data.get("versions") or []), *({**d, "draft": True} for d in data.get("drafts") or [])]
+
+
 def parse_record(kind: str, data: dict[str, Any]) -> Record:
     versions = sorted(
         (
@@ -30,7 +38,7 @@ def parse_record(kind: str, data: dict[str, Any]) -> Record:
                 size=int(v.get("size") or 0),
                 draft=bool(v.get("draft", False)),
             )
-            for v in data.get("versions") or []
+            for v in record_versions(data)
         ),
         key=lambda v: v.number,
     )

@@ -1,0 +1,8 @@
+"""The ingestion engine: plan an ingest as data (`plan`), then run it against a repository (`engine`)."""
+
+from eotdlfs.client.ingest.engine import IngestResult, ingest_folder, run_ingest
+from eotdlfs.client.ingest.plan import Carry, Drop, IngestPlan, SourceFile, Upload, plan_ingest
+from eotdlfs.client.ingest.progress import IngestProgress, RichIngestProgress
+
+__all__ = ["Carry", "Drop", "IngestPlan", "IngestProgress", "IngestResult", "RichIngestProgress", "SourceFile",
+           "Upload", "ingest_folder", "plan_ingest", "run_ingest"]

@@ -1,0 +1,84 @@
+"""Sending bytes: zip batches of small files (route 6) and multipart uploads of large ones (routes 10-12).
+
+Each file's bytes are checked against the SHA-1 the plan was made with as they are read,
+so a file changed during an ingest fails loudly instead of landing under a stale checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+from eotdlfs.client.api import ApiClient
+from eotdlfs.client.errors import Conflict
+from eotdlfs.client.ingest.plan import Upload
+
+CHUNK_SIZE = 10 * 1024 * 1024  # the official client's part size (its limit of 10,000 parts allows 100 GB)
+PARALLEL_PARTS = 3
+
+
+class ChangedDuringIngest(OSError):
+    def __init__(self, path: Path):
+        super().__init__(f"{path} changed while it was being ingested; run the ingest again")
+
+
+def chunk_size_for(size: int) -> int:
+    """Part size: 10 MiB, growing for huge files so they stay within 10,000 parts."""
+    return max(CHUNK_SIZE, -(-size // 10_000))
+
+
+def read_verified(path: Path, checksum: str) -> bytes:
+    data = path.read_bytes()
+    if hashlib.sha1(data).hexdigest() != checksum:
+        raise ChangedDuringIngest(path)
+    return data
+
+
+def build_zip(files: list[tuple[str, Path, str]]) -> bytes:
+    """A stored (uncompressed) zip of (record path, local path, checksum) in the given order."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
+        for record_path, local, checksum in files:
+            zf.writestr(zipfile.ZipInfo(record_path, date_time=(1980, 1, 1, 0, 0, 0)), read_verified(local, checksum))
+    return buffer.getvalue()
+
+
+def send_batch(api: ApiClient, kind: str, record_id: str, version: int, files: list[tuple[str, Path, str]]) -> None:
+    api.upload_batch(kind, record_id, version, build_zip(files), [checksum for _, _, checksum in files])
+
+
+def send_multipart(
+    api: ApiClient, kind: str, record_id: str, version: int, upload: Upload, local: Path,
+    on_bytes: Callable[[int], None],
+) -> int:
+    """Upload one large file in parts, skipping the parts the server already holds; returns bytes sent."""
+    source = upload.source
+    assert source.checksum is not None
+    try:
+        upload_id, present = api.start_multipart(kind, record_id, source.path, source.checksum)
+    except Conflict:  # "File already exists": the path's newest stored bytes are these; no need to send them
+        api.carry(kind, record_id, version, [source.path], [source.checksum])
+        on_bytes(source.size)
+        return 0
+    chunk = chunk_size_for(source.size)
+    missing = [n for n in range(1, -(-source.size // chunk) + 1) if n not in set(present)]
+    on_bytes(source.size - sum(min(chunk, source.size - (n - 1) * chunk) for n in missing))
+    fd = os.open(local, os.O_RDONLY)
+    try:
+        def send_part(number: int) -> int:
+            data = os.pread(fd, chunk, (number - 1) * chunk)
+            api.upload_chunk(kind, upload_id, number, data, hashlib.md5(data).hexdigest())
+            on_bytes(len(data))
+            return len(data)
+
+        with ThreadPoolExecutor(PARALLEL_PARTS) as pool:
+            sent = sum(pool.map(send_part, missing))
+    finally:
+        os.close(fd)
+    api.complete_multipart(kind, upload_id, version)
+    return sent
