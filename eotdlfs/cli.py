@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -48,6 +49,82 @@ def token(
         fail(str(exc))
     typer.echo(jwt_token)
     typer.echo(f"api key: {key}", err=True)
+
+
+@app.command()
+def fsck(
+    root: Path = typer.Option(..., "--root", help="The repository folder of `eotdlfs serve`."),
+    quick: bool = typer.Option(False, "--quick", help="Check blob sizes only, do not hash them."),
+) -> None:
+    """Check a repository: every listed file's blob exists and hashes right, no version half-done."""
+    import sqlite3
+
+    from eotdlfs.server.fsck import check
+
+    try:
+        report = check(root, hash_blobs=not quick)
+    except (OSError, sqlite3.Error) as exc:
+        fail(str(exc))
+    for kind, lines in (("problem", report.problems), ("orphan", report.orphans), ("note", report.notes)):
+        for line in lines:
+            typer.echo(f"{kind}: {line}")
+    typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def mount(
+    mountpoint: Path = typer.Argument(..., help="An empty folder to mount on."),
+    api_url: str = typer.Option(None, "--api-url", help="Repository API (default: EOTDL_API_URL, config, else an embedded local repository)."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Block cache and state (default: the user cache dir)."),
+    cache_size: str = typer.Option("20G", "--cache-size", help="Block cache limit, e.g. 500M, 20G (LRU eviction)."),
+    foreground: bool = typer.Option(False, "--foreground", help="Serve in this process until unmounted."),
+    allow_other: bool = typer.Option(False, "--allow-other", help="Let other users see the mount."),
+    autoflush: float = typer.Option(None, "--autoflush", help="Flush staged changes after this many idle seconds."),
+    ttl: float = typer.Option(10.0, "--ttl", help="Seconds before record and version lists are refreshed."),
+) -> None:
+    """Mount every dataset and model version read-only, fetched lazily (staging is writable)."""
+    from eotdlfs.fs.mount import default_cache_dir, mount_background, parse_size, run_foreground
+
+    try:
+        size, cache_dir = parse_size(cache_size), cache_dir or default_cache_dir()
+        if foreground:
+            return run_foreground(mountpoint, api_url, cache_dir, size, allow_other, autoflush, ttl)
+        args = ["--cache-dir", str(cache_dir), "--cache-size", cache_size, "--ttl", str(ttl)]
+        args += (["--api-url", api_url] if api_url else []) + (["--allow-other"] if allow_other else [])
+        args += ["--autoflush", str(autoflush)] if autoflush else []
+        pid = mount_background(mountpoint, args, cache_dir)
+    except (OSError, ValueError, RuntimeError) as exc:
+        fail(str(exc))
+    typer.echo(f"mounted {mountpoint} (process {pid}, log {cache_dir / 'mount.log'})")
+
+
+@app.command()
+def umount(mountpoint: Path = typer.Argument(..., help="The mount point.")) -> None:
+    """Unmount an eotdlfs mount and wait for its process to exit."""
+    from eotdlfs.fs.mount import unmount
+
+    try:
+        unmount(mountpoint)
+    except OSError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def status(
+    mountpoint: Path = typer.Argument(..., help="The mount point."),
+    as_json: bool = typer.Option(False, "--json", help="Print the raw JSON."),
+) -> None:
+    """Cache use, hit rate, bytes fetched, server reachability (and staging state) of a mount."""
+    from eotdlfs.fs.mount import read_status
+    from eotdlfs.fs.status import format_status
+
+    try:
+        info = read_status(mountpoint)
+    except (OSError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else format_status(info))
 
 
 if __name__ == "__main__":
