@@ -1,0 +1,274 @@
+"""The persisted state of one staged record: its tree, the base version it started from, and small key/values.
+
+One SQLite database per record (`<cache>/staging/<kind>/<name>/journal.sqlite`, WAL mode):
+a process killed at any point leaves the state either before or after each change. A
+record nobody has changed keeps its journal in memory, so merely listing `staging/`
+writes nothing to disk; the first change makes it durable (`make_durable`).
+
+The tree is a table of nodes, one per path ('' is the record root): a directory, or a
+file whose bytes are either a staged upper file (`upper`, an id in the upper folder) or
+a file of the base version (`base_path`, the path it has in the base listing).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from eotdlfs.repository import FileEntry
+
+JOURNAL_FILE = "journal.sqlite"
+DIR_MODE = 0o040755
+FILE_MODE = 0o100644
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS base (path TEXT PRIMARY KEY, file_version INTEGER NOT NULL,
+                                 checksum TEXT NOT NULL, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (path TEXT PRIMARY KEY, parent TEXT, is_dir INTEGER NOT NULL,
+                                  upper TEXT, base_path TEXT, mode INTEGER NOT NULL,
+                                  mtime_ns INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent);
+"""
+_NODE_COLUMNS = "path, is_dir, upper, base_path, mode, mtime_ns"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One path of the staged tree."""
+
+    path: str
+    is_dir: bool
+    upper: str | None = None  # id of the staged file holding the bytes
+    base_path: str | None = None  # else the base file whose bytes these are
+    mode: int = FILE_MODE
+    mtime_ns: int = 0
+
+
+def parent_of(path: str) -> str | None:
+    """The parent path ('' for a top-level path, None for the root itself)."""
+    if path == "":
+        return None
+    return path.rpartition("/")[0]
+
+
+def _node(row: tuple) -> Node:
+    path, is_dir, upper, base_path, mode, mtime_ns = row
+    return Node(path, bool(is_dir), upper, base_path, mode, mtime_ns)
+
+
+def _below(path: str) -> tuple[str, tuple]:
+    """SQL condition and arguments selecting the paths strictly below PATH ('0' sorts right after '/')."""
+    if path == "":
+        return "path != ''", ()
+    return "path > ? AND path < ?", (path + "/", path + "0")
+
+
+class StagingJournal:
+    """The node table, base listing and key/values of one record; thread-safe.
+
+    Reads see committed state; changes go through `transaction()`, all or nothing.
+    """
+
+    def __init__(self, folder: Path):
+        # set once
+        self.folder = folder
+        self._lock = threading.RLock()
+        # guarded by _lock
+        path = folder / JOURNAL_FILE
+        self._db_path: Path | None = path if path.exists() else None
+        self._db = self._connect(self._db_path)
+
+    @staticmethod
+    def _connect(path: Path | None) -> sqlite3.Connection:
+        db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None)
+        if path:
+            db.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL loses nothing committed when the process is killed; only power loss could.
+            db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        return db
+
+    @property
+    def durable(self) -> bool:
+        with self._lock:
+            return self._db_path is not None
+
+    def make_durable(self) -> None:
+        """Move an in-memory journal to disk (no-op when it is there already)."""
+        with self._lock:
+            if self._db_path is not None:
+                return
+            self.folder.mkdir(parents=True, exist_ok=True)
+            target, tmp = self.folder / JOURNAL_FILE, self.folder / (JOURNAL_FILE + ".tmp")
+            tmp.unlink(missing_ok=True)
+            disk = sqlite3.connect(str(tmp))
+            try:
+                self._db.backup(disk)
+            finally:
+                disk.close()
+            tmp.replace(target)
+            self._db.close()
+            self._db_path = target
+            self._db = self._connect(target)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def transaction(self) -> "_Transaction":
+        return _Transaction(self)
+
+    # -- whole-tree changes -------------------------------------------------------------
+
+    def load_base(self, version: int | None, entries: Iterable[FileEntry], mtime_ns: int) -> None:
+        """Start over: the tree becomes exactly the base listing of VERSION (None: a new, empty record)."""
+        entries = list(entries)
+        dirs = {""}
+        for entry in entries:
+            parent = parent_of(entry.path)
+            while parent is not None and parent not in dirs:
+                dirs.add(parent)
+                parent = parent_of(parent)
+        with self.transaction() as tx:
+            tx.execute("DELETE FROM base")
+            tx.execute("DELETE FROM nodes")
+            tx.executemany("INSERT INTO base VALUES (?, ?, ?, ?)",
+                           ((e.path, e.file_version, e.checksum, e.size) for e in entries))
+            tx.put_many(Node(d, True, mode=DIR_MODE, mtime_ns=mtime_ns) for d in dirs)
+            tx.put_many(Node(e.path, False, base_path=e.path, mtime_ns=mtime_ns) for e in entries)
+            tx.set_meta("base_version", version)
+
+    def rebase(self, version: int, entries: Iterable[FileEntry], published: dict[str, str]) -> None:
+        """Make VERSION the base; files whose bytes it now holds become base files.
+
+        PUBLISHED maps a source key (an upper id, or 'base:' + old base path) to the path
+        those bytes have in VERSION; other upper files stay staged.
+        """
+        with self.transaction() as tx:
+            tx.execute("DELETE FROM base")
+            tx.executemany("INSERT INTO base VALUES (?, ?, ?, ?)",
+                           ((e.path, e.file_version, e.checksum, e.size) for e in entries))
+            for node in tx.nodes("is_dir = 0"):
+                new_base = published.get(source_key(node))
+                if new_base is not None:
+                    tx.put(replace(node, upper=None, base_path=new_base))
+                elif node.upper is None:
+                    raise ValueError(f"{node.path}: its bytes are in neither version {version} nor staging")
+            tx.set_meta("base_version", version)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.transaction() as tx:
+            tx.set_meta(key, value)
+
+    def node(self, path: str) -> Node | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE path = ?", (path,)).fetchone()
+        return _node(row) if row else None
+
+    def children(self, path: str) -> list[Node]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? ORDER BY path",
+                                    (path,)).fetchall()
+        return [_node(r) for r in rows]
+
+    def has_children(self, path: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (path,)).fetchone() is not None
+
+    def files(self) -> list[Node]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE is_dir = 0 ORDER BY path").fetchall()
+        return [_node(r) for r in rows]
+
+    def base_entry(self, path: str) -> FileEntry | None:
+        with self._lock:
+            row = self._db.execute("SELECT path, file_version, checksum, size FROM base WHERE path = ?",
+                                   (path,)).fetchone()
+        return FileEntry(*row) if row else None
+
+    def base_entries(self) -> dict[str, FileEntry]:
+        with self._lock:
+            rows = self._db.execute("SELECT path, file_version, checksum, size FROM base").fetchall()
+        return {r[0]: FileEntry(*r) for r in rows}
+
+    def upper_ids(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT upper FROM nodes WHERE upper IS NOT NULL")}
+
+
+def source_key(node: Node) -> str:
+    """What identifies a file's bytes across renames: its upper id, or its base path."""
+    return node.upper if node.upper else f"base:{node.base_path}"
+
+
+class _Transaction:
+    """`with journal.transaction() as tx:` holds the journal's lock and commits or rolls back."""
+
+    def __init__(self, journal: StagingJournal):
+        self._journal = journal
+
+    def __enter__(self) -> "NodeWriter":
+        self._journal._lock.acquire()
+        try:
+            self._journal._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._journal._lock.release()
+            raise
+        return NodeWriter(self._journal._db)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._journal._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._journal._lock.release()
+
+
+class NodeWriter:
+    """The changes one transaction makes."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    def execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        return self._db.execute(sql, args)
+
+    def executemany(self, sql: str, rows: Iterable) -> sqlite3.Cursor:
+        return self._db.executemany(sql, rows)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def nodes(self, where: str, args: tuple = ()) -> list[Node]:
+        return [_node(r) for r in self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE {where}", args)]
+
+    def put(self, node: Node) -> None:
+        self.put_many((node,))
+
+    def put_many(self, nodes: Iterable[Node]) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO nodes (path, parent, is_dir, upper, base_path, mode, mtime_ns)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ((n.path, parent_of(n.path), int(n.is_dir), n.upper, n.base_path, n.mode, n.mtime_ns) for n in nodes),
+        )
+
+    def delete(self, path: str) -> None:
+        self._db.execute("DELETE FROM nodes WHERE path = ?", (path,))
+
+    def move_subtree(self, old: str, new: str) -> None:
+        """Move every node strictly below OLD to the same place below NEW."""
+        where, args = _below(old)
+        moved = self.nodes(where, args)
+        self._db.execute(f"DELETE FROM nodes WHERE {where}", args)
+        self.put_many(replace(n, path=new + n.path[len(old):]) for n in moved)

@@ -1,0 +1,583 @@
+"""A writable copy-on-write view of one record (kind, name) over its latest published version.
+
+Unchanged files read through to the published bytes (`read_base`, the mount's block
+cache); a file opened for writing or truncated is first copied up into the upper folder
+on local disk; every change of the tree (create, delete, rename, mkdir, ...) is a
+transaction of the record's `StagingJournal`. Paths are relative to the record root, ''
+being the root itself. Failures are `OSError`s with an explicit errno.
+
+A flush freezes the staged files it ships (`freeze`): until it ends, a writer of a frozen
+file gets a fresh copy, so the bytes being uploaded never change under the uploader, and
+the journal keeps the frozen list so a flush interrupted by a crash can resume.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+from eotdlfs.fs.staging.journal import DIR_MODE, Node, StagingJournal, parent_of, source_key
+from eotdlfs.repository import FileEntry
+
+ReadBase = Callable[[FileEntry, int, int], bytes]
+COPY_CHUNK = 4 << 20
+MAX_RETRIES = 8
+
+
+@dataclass(frozen=True)
+class BaseVersion:
+    """The published version a staged record starts from (number None: a new record)."""
+
+    number: int | None
+    entries: Sequence[FileEntry]
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """One file of a flush: bytes known to the server (checksum) or on local disk (local_path)."""
+
+    path: str
+    size: int
+    checksum: str | None
+    local_path: Path | None
+    key: str  # the source key (journal.source_key) of the node it came from
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "size": self.size, "checksum": self.checksum,
+                "local_path": str(self.local_path) if self.local_path else None, "key": self.key}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "StagedFile":
+        local = data.get("local_path")
+        return cls(data["path"], data["size"], data.get("checksum"), Path(local) if local else None, data["key"])
+
+
+@dataclass(frozen=True)
+class PendingChanges:
+    """What a flush would ship: paths added, changed and deleted relative to the base, and staged bytes."""
+
+    added: tuple[str, ...]
+    changed: tuple[str, ...]
+    deleted: tuple[str, ...]
+    bytes_pending: int
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.deleted)
+
+
+@dataclass
+class _Handle:
+    upper: str | None  # staged file open through fd
+    fd: int | None
+    entry: FileEntry | None  # else a base file read through read_base
+    writable: bool
+
+
+def _err(code: int, path: str) -> OSError:
+    return OSError(code, os.strerror(code), path)
+
+
+class StagingOverlay:
+    """The staged tree of one record; thread-safe (FUSE calls it from many threads)."""
+
+    def __init__(self, kind: str, name: str, folder: Path, base: BaseVersion, read_base: ReadBase):
+        # set once
+        self.kind, self.name = kind, name
+        self.folder = folder
+        self.upper_dir = folder / "upper"
+        self.journal = StagingJournal(folder)
+        self._read_base = read_base
+        if not self.journal.durable:
+            self.journal.load_base(base.number, base.entries, base.mtime_ns)
+        # guarded by _lock (held around every tree change, never inside a journal transaction)
+        self._lock = threading.RLock()
+        self._released = threading.Condition(self._lock)
+        self._handles: dict[int, _Handle] = {}
+        self._next_fh = 1
+        self._writers: Counter[str] = Counter()
+        self._frozen: set[str] = {f.key for f in self.frozen_files()}
+        self._dirty: bool = self.journal.get_meta("dirty", False)
+        self.last_change = 0.0  # time.monotonic() of the last change, for autoflush
+
+    # -- state --------------------------------------------------------------------------
+
+    @property
+    def base_version(self) -> int | None:
+        return self.journal.get_meta("base_version")
+
+    @property
+    def dirty(self) -> bool:
+        """True from the first change until a flush leaves nothing pending."""
+        with self._lock:
+            return self._dirty
+
+    @property
+    def busy(self) -> bool:
+        """True while any file is open (a clean overlay may be rebased only when idle)."""
+        with self._lock:
+            return bool(self._handles)
+
+    def start_new(self) -> None:
+        """Make a new record (no published version yet) durable, so it outlives a remount while empty."""
+        with self._lock:
+            self._begin_change_locked()
+
+    def follow(self, base: BaseVersion) -> None:
+        """Move an unchanged, idle overlay onto BASE (a newer published version); otherwise keep it pinned."""
+        with self._lock:
+            if self._dirty or self._handles or self._frozen or base.number == self.base_version:
+                return
+            self.journal.load_base(base.number, base.entries, base.mtime_ns)
+
+    def upper_path(self, upper: str) -> Path:
+        return self.upper_dir / upper
+
+    def _begin_change_locked(self) -> None:
+        self.last_change = time.monotonic()
+        if self._dirty:
+            return
+        self.journal.make_durable()
+        self.upper_dir.mkdir(parents=True, exist_ok=True)
+        self.journal.set_meta("dirty", True)
+        self._dirty = True
+
+    # -- lookups ------------------------------------------------------------------------
+
+    def _lookup(self, path: str) -> Node:
+        node = self.journal.node(path)
+        if node is not None:
+            return node
+        parent = parent_of(path)
+        while parent is not None:
+            above = self.journal.node(parent)
+            if above is not None:
+                raise _err(errno.ENOENT if above.is_dir else errno.ENOTDIR, path)
+            parent = parent_of(parent)
+        raise _err(errno.ENOENT, path)
+
+    def _check_parent(self, path: str) -> None:
+        parent = parent_of(path)
+        if parent is None:
+            raise _err(errno.EBUSY, path)
+        if not self._lookup(parent).is_dir:
+            raise _err(errno.ENOTDIR, path)
+
+    def _size(self, node: Node) -> int:
+        if node.upper:
+            return os.stat(self.upper_path(node.upper)).st_size
+        entry = self.journal.base_entry(node.base_path) if node.base_path else None
+        return entry.size if entry else 0
+
+    def getattr(self, path: str) -> dict:
+        node = self._lookup(path)
+        if node.is_dir:
+            size, mtime_ns, nlink = 0, node.mtime_ns, 2
+        elif node.upper:
+            try:
+                st = os.stat(self.upper_path(node.upper))
+            except FileNotFoundError:
+                raise _err(errno.ENOENT, path) from None
+            size, mtime_ns, nlink = st.st_size, st.st_mtime_ns, 1
+        else:
+            size, mtime_ns, nlink = self._size(node), node.mtime_ns, 1
+        seconds = mtime_ns / 1e9
+        return {"st_mode": node.mode, "st_nlink": nlink, "st_size": size, "st_blocks": (size + 511) // 512,
+                "st_mtime": seconds, "st_atime": seconds, "st_ctime": seconds,
+                "st_uid": os.getuid(), "st_gid": os.getgid()}
+
+    def readdir(self, path: str) -> list[str]:
+        node = self._lookup(path)
+        if not node.is_dir:
+            raise _err(errno.ENOTDIR, path)
+        return [child.path.rpartition("/")[2] for child in self.journal.children(path)]
+
+    def exists(self, path: str) -> bool:
+        return self.journal.node(path) is not None
+
+    # -- open files ---------------------------------------------------------------------
+
+    def _register_locked(self, handle: _Handle) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = handle
+        if handle.writable and handle.upper:
+            self._writers[handle.upper] += 1
+        return fh
+
+    def _handle(self, fh: int) -> _Handle:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise OSError(errno.EBADF, "bad file handle") from None
+
+    def _new_upper_locked(self, node: Node, now_ns: int) -> Node:
+        """Give NODE a new, empty staged file (O_TRUNC, truncate to 0, or a frozen file being replaced)."""
+        upper = uuid.uuid4().hex
+        os.close(os.open(self.upper_path(upper), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        staged = replace(node, upper=upper, base_path=None, mtime_ns=now_ns)
+        try:
+            with self.journal.transaction() as tx:
+                tx.put(staged)
+        except BaseException:
+            self.upper_path(upper).unlink(missing_ok=True)
+            raise
+        self._drop_upper_locked(node.upper)
+        return staged
+
+    def _drop_upper_locked(self, upper: str | None) -> None:
+        """Delete a staged file no node refers to any more, unless a flush is shipping it.
+
+        Open descriptors keep their bytes (POSIX unlink semantics)."""
+        if upper and upper not in self._frozen:
+            self.upper_path(upper).unlink(missing_ok=True)
+
+    def _copy_up(self, node: Node, limit: int | None = None) -> None:
+        """Copy NODE's bytes (at most LIMIT) into a new staged file and point NODE at it.
+
+        Runs without the lock (the base may be remote and slow); if the node changed
+        meanwhile the copy is discarded and the caller looks again.
+        """
+        upper = uuid.uuid4().hex
+        target = self.upper_path(upper)
+        size = self._size(node) if limit is None else min(limit, self._size(node))
+        try:
+            if node.upper:
+                with open(self.upper_path(node.upper), "rb") as src, open(target, "xb") as dst:
+                    _copy_bytes(src, dst, size)
+            else:
+                self._copy_base(node, target, size)
+            with self._lock:
+                if self.journal.node(node.path) != node:
+                    target.unlink(missing_ok=True)
+                    return
+                with self.journal.transaction() as tx:
+                    tx.put(replace(node, upper=upper, base_path=None))
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+
+    def _copy_base(self, node: Node, target: Path, size: int) -> None:
+        entry = self.journal.base_entry(node.base_path)
+        if entry is None:
+            raise _err(errno.EIO, node.path)
+        with open(target, "xb") as dst:
+            offset = 0
+            while offset < size:
+                chunk = self._read_base(entry, offset, min(COPY_CHUNK, size - offset))
+                if not chunk:
+                    raise _err(errno.EIO, node.path)
+                dst.write(chunk)
+                offset += len(chunk)
+
+    def _writable_node(self, path: str, truncate_to: int | None) -> Node:
+        """PATH's node once it has a staged file of its own that is not frozen; lock held on return.
+
+        TRUNCATE_TO 0 skips copying bytes that would be thrown away at once."""
+        for _ in range(MAX_RETRIES):
+            self._lock.acquire()
+            try:
+                node = self._lookup(path)
+                if node.is_dir:
+                    raise _err(errno.EISDIR, path)
+                self._begin_change_locked()
+                if node.upper and node.upper not in self._frozen:
+                    return node
+                if truncate_to == 0:
+                    return self._new_upper_locked(node, time.time_ns())
+            except BaseException:
+                self._lock.release()
+                raise
+            self._lock.release()
+            self._copy_up(node, truncate_to)
+        raise _err(errno.EAGAIN, path)
+
+    def open(self, path: str, flags: int) -> int:
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        if not writable:
+            with self._lock:
+                node = self._lookup(path)
+                if node.is_dir:
+                    raise _err(errno.EISDIR, path)
+                if node.upper:
+                    fd = os.open(self.upper_path(node.upper), os.O_RDONLY)
+                    return self._register_locked(_Handle(node.upper, fd, None, False))
+                return self._register_locked(_Handle(None, None, self.journal.base_entry(node.base_path), False))
+        node = self._writable_node(path, 0 if flags & os.O_TRUNC else None)
+        try:
+            # O_APPEND on the staged file makes every pwrite append, whatever size the kernel believed.
+            fd = os.open(self.upper_path(node.upper), os.O_RDWR | (flags & os.O_APPEND))
+            if flags & os.O_TRUNC:
+                os.ftruncate(fd, 0)
+            return self._register_locked(_Handle(node.upper, fd, None, True))
+        finally:
+            self._lock.release()
+
+    def create(self, path: str, mode: int, flags: int = os.O_WRONLY) -> int:
+        with self._lock:
+            if self.journal.node(path) is not None:
+                if flags & os.O_EXCL:
+                    raise _err(errno.EEXIST, path)
+                return self.open(path, flags)
+            self._check_parent(path)
+            self._begin_change_locked()
+            node = self._new_upper_locked(Node(path, False, mode=stat.S_IFREG | (mode & 0o7777)), time.time_ns())
+            fd = os.open(self.upper_path(node.upper), os.O_RDWR | (flags & os.O_APPEND))
+            return self._register_locked(_Handle(node.upper, fd, None, True))
+
+    def read(self, fh: int, size: int, offset: int) -> bytes:
+        handle = self._handle(fh)
+        if handle.fd is not None:
+            return os.pread(handle.fd, size, offset)
+        entry = handle.entry
+        if entry is None or offset >= entry.size:
+            return b""
+        return self._read_base(entry, offset, min(size, entry.size - offset))
+
+    def write(self, fh: int, data: bytes, offset: int) -> int:
+        handle = self._handle(fh)
+        if not handle.writable:
+            raise OSError(errno.EBADF, "file not open for writing")
+        written = os.pwrite(handle.fd, data, offset)
+        self.last_change = time.monotonic()
+        return written
+
+    def truncate(self, path: str, length: int, fh: int | None = None) -> None:
+        handle = self._handles.get(fh) if fh is not None else None
+        if handle is not None and handle.writable:
+            os.ftruncate(handle.fd, length)
+            self.last_change = time.monotonic()
+            return
+        node = self._writable_node(path, length)
+        try:
+            os.truncate(self.upper_path(node.upper), length)
+        finally:
+            self._lock.release()
+
+    def fsync(self, fh: int) -> None:
+        handle = self._handle(fh)
+        if handle.fd is not None and handle.writable:
+            os.fsync(handle.fd)
+
+    def release(self, fh: int) -> None:
+        with self._lock:
+            handle = self._handles.pop(fh, None)
+            if handle is None:
+                return
+            if handle.writable and handle.upper:
+                self._writers[handle.upper] -= 1
+                if not self._writers[handle.upper]:
+                    del self._writers[handle.upper]
+                self._released.notify_all()
+        if handle.fd is not None:
+            os.close(handle.fd)
+
+    # -- tree changes -------------------------------------------------------------------
+
+    def mkdir(self, path: str, mode: int) -> None:
+        with self._lock:
+            if self.journal.node(path) is not None:
+                raise _err(errno.EEXIST, path)
+            self._check_parent(path)
+            self._begin_change_locked()
+            with self.journal.transaction() as tx:
+                tx.put(Node(path, True, mode=stat.S_IFDIR | (mode & 0o7777), mtime_ns=time.time_ns()))
+
+    def rmdir(self, path: str) -> None:
+        with self._lock:
+            node = self._lookup(path)
+            if not node.is_dir:
+                raise _err(errno.ENOTDIR, path)
+            if path == "":
+                raise _err(errno.EBUSY, path)
+            if self.journal.has_children(path):
+                raise _err(errno.ENOTEMPTY, path)
+            self._begin_change_locked()
+            with self.journal.transaction() as tx:
+                tx.delete(path)
+
+    def unlink(self, path: str) -> None:
+        with self._lock:
+            node = self._lookup(path)
+            if node.is_dir:
+                raise _err(errno.EISDIR, path)
+            self._begin_change_locked()
+            with self.journal.transaction() as tx:
+                tx.delete(path)
+            self._drop_upper_locked(node.upper)
+
+    def rename(self, old: str, new: str) -> None:
+        with self._lock:
+            if old == "" or new == "":
+                raise _err(errno.EBUSY, old)
+            # The kernel's order: both parent folders, then the source, then the target.
+            self._check_parent(old)
+            self._check_parent(new)
+            source = self._lookup(old)
+            if old == new:
+                return
+            if new.startswith(old + "/"):
+                raise _err(errno.EINVAL, new)
+            if old.startswith(new + "/"):
+                raise _err(errno.ENOTEMPTY, new)  # moving a folder's content over the folder itself
+            target = self.journal.node(new)
+            if target is not None:
+                if source.is_dir and not target.is_dir:
+                    raise _err(errno.ENOTDIR, new)
+                if target.is_dir and not source.is_dir:
+                    raise _err(errno.EISDIR, new)
+                if target.is_dir and self.journal.has_children(new):
+                    raise _err(errno.ENOTEMPTY, new)
+            self._begin_change_locked()
+            with self.journal.transaction() as tx:
+                tx.delete(old)
+                tx.put(replace(source, path=new))
+                if source.is_dir:
+                    tx.move_subtree(old, new)
+            if target is not None:
+                self._drop_upper_locked(target.upper)
+
+    def utimens(self, path: str, mtime_ns: int) -> None:
+        with self._lock:
+            node = self._lookup(path)
+            if node.upper:
+                os.utime(self.upper_path(node.upper), ns=(mtime_ns, mtime_ns))
+                return
+            with self.journal.transaction() as tx:
+                tx.put(replace(node, mtime_ns=mtime_ns))
+
+    def chmod(self, path: str, mode: int) -> None:
+        """Permission bits are kept for `stat` (cp -p, rsync, tar set them) but not versioned."""
+        with self._lock:
+            node = self._lookup(path)
+            with self.journal.transaction() as tx:
+                tx.put(replace(node, mode=stat.S_IFMT(node.mode) | (mode & 0o7777)))
+
+    def statfs(self) -> os.statvfs_result:
+        folder = self.folder
+        while not folder.exists():
+            folder = folder.parent
+        return os.statvfs(folder)
+
+    # -- flush support ------------------------------------------------------------------
+
+    def pending(self) -> PendingChanges:
+        base = self.journal.base_entries()
+        added, changed, staged_bytes = [], [], 0
+        present = set()
+        for node in self.journal.files():
+            present.add(node.path)
+            if node.upper:
+                (changed if node.path in base else added).append(node.path)
+                staged_bytes += self._size_or_zero(node)
+            elif node.base_path != node.path:
+                added.append(node.path)
+                staged_bytes += self._size(node)
+        deleted = sorted(set(base) - present)
+        return PendingChanges(tuple(added), tuple(changed), tuple(deleted), staged_bytes)
+
+    def _size_or_zero(self, node: Node) -> int:
+        try:
+            return self._size(node)
+        except FileNotFoundError:
+            return 0
+
+    def frozen_files(self) -> list[StagedFile]:
+        """The files of the flush in progress (empty when none)."""
+        return [StagedFile.from_json(f) for f in self.journal.get_meta("frozen", [])]
+
+    def freeze(self, timeout: float, on_wait: Callable[[str], None]) -> list[StagedFile]:
+        """The staged tree as files to ship, frozen until `unfreeze` or `publish`.
+
+        Files moved away from their base path are copied up first (the server carries a
+        file only under its own path). Waits, at most TIMEOUT seconds, for files open for
+        writing, calling ON_WAIT with the path waited for; raises EBUSY after that.
+        """
+        deadline = time.monotonic() + timeout
+        reported = None
+        for _ in range(MAX_RETRIES):
+            for node in self.journal.files():
+                if node.upper is None and node.base_path != node.path:
+                    self._copy_up(node)
+            with self._lock:
+                while True:
+                    files = self.journal.files()
+                    if any(n.upper is None and n.base_path != n.path for n in files):
+                        break  # renamed again meanwhile: copy up once more
+                    busy = [n.path for n in files if n.upper and self._writers.get(n.upper)]
+                    if not busy:
+                        return self._freeze_locked(files)
+                    if busy[0] != reported:
+                        on_wait(busy[0])
+                        reported = busy[0]
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise _err(errno.EBUSY, f"{busy[0]} is still open for writing")
+                    self._released.wait(min(remaining, 1.0))
+        raise _err(errno.EAGAIN, "the staged tree kept changing while preparing the flush")
+
+    def _freeze_locked(self, files: list[Node]) -> list[StagedFile]:
+        staged = []
+        for node in files:
+            if node.upper:
+                staged.append(StagedFile(node.path, self._size(node), None, self.upper_path(node.upper), node.upper))
+            else:
+                entry = self.journal.base_entry(node.base_path)
+                staged.append(StagedFile(node.path, entry.size, entry.checksum, None, source_key(node)))
+        self.journal.set_meta("frozen", [f.to_json() for f in staged])
+        self._frozen = {f.key for f in staged}
+        return staged
+
+    def unfreeze(self) -> None:
+        """End a flush that did not publish: staged files become writable in place again."""
+        with self._lock:
+            self.journal.set_meta("frozen", [])
+            self._frozen = set()
+            self._collect_garbage_locked()
+
+    def publish(self, version: int, entries: Sequence[FileEntry], shipped: Sequence[StagedFile]) -> None:
+        """The server published SHIPPED as VERSION: make it the base; later changes stay staged."""
+        missing = {f.path for f in shipped} - {e.path for e in entries}
+        if missing:
+            raise ValueError(f"version {version} lacks {len(missing)} shipped file(s), e.g. {min(missing)}")
+        with self._lock:
+            self.journal.rebase(version, entries, {f.key: f.path for f in shipped})
+            self.journal.set_meta("frozen", [])
+            self._frozen = set()
+            self._collect_garbage_locked()
+            self._dirty = bool(self.pending())
+            self.journal.set_meta("dirty", self._dirty)
+
+    def _collect_garbage_locked(self) -> None:
+        """Delete staged files no node refers to (open descriptors keep theirs)."""
+        if not self.upper_dir.is_dir():
+            return
+        keep = self.journal.upper_ids() | self._frozen
+        for path in self.upper_dir.iterdir():
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Forget every staged change and the journal (a new record removed with rmdir)."""
+        with self._lock:
+            self.journal.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _copy_bytes(src, dst, size: int) -> None:
+    remaining = size
+    while remaining > 0:
+        chunk = src.read(min(COPY_CHUNK, remaining))
+        if not chunk:
+            break
+        dst.write(chunk)
+        remaining -= len(chunk)

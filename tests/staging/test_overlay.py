@@ -1,0 +1,224 @@
+"""StagingOverlay without a mount: each POSIX operation, copy-up, freeze/publish, journal durability."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from eotdlfs.fs.staging.overlay import BaseVersion, StagingOverlay, StagedFile
+from eotdlfs.repository import FileEntry
+from tests.staging.posix_model import FolderBackend, OverlayBackend, random_program, run_both
+
+
+class FakeVersions:
+    """Published versions in memory: what the mount's namespace and block cache would serve."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.blobs: dict[str, bytes] = {}
+        self.versions: list[list[FileEntry]] = []
+        self.reads = 0
+        self.publish(files)
+
+    def publish(self, files: dict[str, bytes]) -> int:
+        entries = []
+        for path, data in sorted(files.items()):
+            checksum = hashlib.sha1(data).hexdigest()
+            self.blobs[checksum] = data
+            entries.append(FileEntry(path, len(self.versions) + 1, checksum, len(data)))
+        self.versions.append(entries)
+        return len(self.versions)
+
+    def base(self) -> BaseVersion:
+        return BaseVersion(len(self.versions), self.versions[-1], 1_700_000_000 * 10**9)
+
+    def read(self, entry: FileEntry, offset: int, size: int) -> bytes:
+        self.reads += 1
+        return self.blobs[entry.checksum][offset:offset + size]
+
+    def ship(self, files: list[StagedFile]) -> int:
+        """What a flush would make the server publish."""
+        return self.publish({f.path: f.local_path.read_bytes() if f.local_path else self.blobs[f.checksum]
+                             for f in files})
+
+
+BASE = {"metadata.yml": b"name: x\n", "a/one.txt": b"one", "a/b/two.bin": bytes(range(256)) * 40}
+
+
+@pytest.fixture
+def versions() -> FakeVersions:
+    return FakeVersions(BASE)
+
+
+@pytest.fixture
+def overlay(tmp_path: Path, versions: FakeVersions) -> StagingOverlay:
+    return StagingOverlay("datasets", "demo", tmp_path / "staging", versions.base(), versions.read)
+
+
+def flush(overlay: StagingOverlay, versions: FakeVersions) -> int:
+    shipped = overlay.freeze(1.0, lambda path: None)
+    number = versions.ship(shipped)
+    overlay.publish(number, versions.versions[-1], shipped)
+    return number
+
+
+def test_unchanged_tree_reads_through_and_writes_nothing(overlay, versions, tmp_path):
+    assert OverlayBackend(overlay).tree() == {"metadata.yml": BASE["metadata.yml"], "a": None,
+                                             "a/one.txt": b"one", "a/b": None, "a/b/two.bin": BASE["a/b/two.bin"]}
+    assert not (tmp_path / "staging").exists()
+    assert not overlay.pending()
+
+
+def test_write_copies_up_once_and_keeps_the_rest(overlay, versions):
+    backend = OverlayBackend(overlay)
+    backend.write("a/b/two.bin", 10, b"XY")
+    reads = versions.reads
+    backend.write("a/b/two.bin", 20, b"Z")
+    assert versions.reads == reads  # second write does not fetch again
+    expected = bytearray(BASE["a/b/two.bin"])
+    expected[10:12], expected[20:21] = b"XY", b"Z"
+    assert backend.read("a/b/two.bin") == bytes(expected)
+    pending = overlay.pending()
+    assert pending.changed == ("a/b/two.bin",) and not pending.added and not pending.deleted
+    assert pending.bytes_pending == len(expected)
+
+
+def test_truncate_to_zero_fetches_nothing(overlay, versions):
+    before = versions.reads
+    overlay.truncate("a/b/two.bin", 0)
+    assert versions.reads == before
+    assert overlay.getattr("a/b/two.bin")["st_size"] == 0
+
+
+@pytest.mark.parametrize("op, args, code", [
+    ("mkdir", ("a", 0o755), errno.EEXIST),
+    ("mkdir", ("x/y", 0o755), errno.ENOENT),
+    ("mkdir", ("a/one.txt/z", 0o755), errno.ENOTDIR),
+    ("rmdir", ("a",), errno.ENOTEMPTY),
+    ("rmdir", ("a/one.txt",), errno.ENOTDIR),
+    ("unlink", ("a",), errno.EISDIR),
+    ("unlink", ("nope",), errno.ENOENT),
+    ("rename", ("a", "a/b/c"), errno.EINVAL),
+    ("rename", ("a/one.txt", "a/b"), errno.EISDIR),
+    ("rename", ("a/b", "a/one.txt"), errno.ENOTDIR),
+    ("rename", ("nope", "x"), errno.ENOENT),
+    ("open", ("a", os.O_WRONLY), errno.EISDIR),
+    ("create", ("missing/f", 0o644), errno.ENOENT),
+    ("getattr", ("a/one.txt/x",), errno.ENOTDIR),
+])
+def test_errors_carry_the_posix_errno(overlay, op, args, code):
+    with pytest.raises(OSError) as info:
+        getattr(overlay, op)(*args)
+    assert info.value.errno == code
+
+
+def test_rename_folder_across_subfolders_and_over_a_file(overlay):
+    backend = OverlayBackend(overlay)
+    overlay.mkdir("c", 0o755)
+    overlay.rename("a/b", "c/moved")
+    assert backend.read("c/moved/two.bin") == BASE["a/b/two.bin"]
+    backend.write("tmp", 0, b"new one")
+    overlay.rename("tmp", "a/one.txt")  # editor style: write a temp file, rename over
+    assert backend.read("a/one.txt") == b"new one"
+    pending = overlay.pending()
+    assert pending.added == ("c/moved/two.bin",)
+    assert pending.changed == ("a/one.txt",)
+    assert pending.deleted == ("a/b/two.bin",)
+
+
+def test_unlink_while_open_keeps_the_open_bytes(overlay):
+    fh = overlay.create("f", 0o644)
+    overlay.write(fh, b"hello", 0)
+    overlay.unlink("f")
+    assert overlay.read(fh, 10, 0) == b"hello"
+    overlay.release(fh)
+    assert not overlay.exists("f")
+
+
+def test_staged_changes_survive_reopening_the_journal(tmp_path, versions):
+    first = StagingOverlay("datasets", "demo", tmp_path / "s", versions.base(), versions.read)
+    OverlayBackend(first).write("new.txt", 0, b"staged")
+    first.unlink("a/one.txt")
+    first.journal.close()  # as if the process died: nothing else is flushed or saved
+    again = StagingOverlay("datasets", "demo", tmp_path / "s", versions.base(), versions.read)
+    assert OverlayBackend(again).read("new.txt") == b"staged"
+    assert not again.exists("a/one.txt")
+    assert again.dirty
+
+
+def test_flush_publishes_and_restarts_from_the_new_version(overlay, versions):
+    backend = OverlayBackend(overlay)
+    backend.write("a/one.txt", 0, b"ONE")
+    overlay.rename("a/b/two.bin", "two.bin")
+    number = flush(overlay, versions)
+    assert number == 2 and overlay.base_version == 2
+    assert not overlay.pending() and not overlay.dirty
+    assert not any(overlay.upper_dir.iterdir())  # staged bytes dropped once published
+    assert backend.read("a/one.txt") == b"ONE" and backend.read("two.bin") == BASE["a/b/two.bin"]
+
+
+def test_writes_during_a_flush_stay_staged_and_shipped_bytes_stay_intact(overlay, versions):
+    backend = OverlayBackend(overlay)
+    backend.write("f.txt", 0, b"v1")
+    shipped = overlay.freeze(1.0, lambda path: None)
+    backend.write("f.txt", 0, b"v2")  # the writer gets a copy; the frozen file is unchanged
+    overlay.unlink("a/one.txt")
+    number = versions.ship(shipped)
+    overlay.publish(number, versions.versions[-1], shipped)
+    assert versions.blobs[next(e.checksum for e in versions.versions[-1] if e.path == "f.txt")] == b"v1"
+    assert backend.read("f.txt") == b"v2"
+    pending = overlay.pending()
+    assert pending.changed == ("f.txt",) and pending.deleted == ("a/one.txt",)
+
+
+def test_freeze_waits_for_writers_and_names_the_file(overlay):
+    fh = overlay.create("busy.txt", 0o644)
+    waited: list[str] = []
+    with pytest.raises(OSError) as info:
+        overlay.freeze(0.2, waited.append)
+    assert info.value.errno == errno.EBUSY and waited == ["busy.txt"]
+    overlay.release(fh)
+    assert {f.path for f in overlay.freeze(0.2, waited.append)} >= {"busy.txt"}
+
+
+def test_clean_overlay_follows_new_versions_dirty_one_stays(overlay, versions):
+    versions.publish({"only.txt": b"x"})
+    overlay.follow(versions.base())
+    assert overlay.readdir("") == ["only.txt"]
+    OverlayBackend(overlay).write("mine", 0, b"m")
+    versions.publish({"other.txt": b"y"})
+    overlay.follow(versions.base())
+    assert sorted(overlay.readdir("")) == ["mine", "only.txt"]
+
+
+def test_disk_full_gives_enospc_and_loses_nothing_staged(overlay, monkeypatch):
+    backend = OverlayBackend(overlay)
+    backend.write("kept.txt", 0, b"precious")
+    real_pwrite = os.pwrite
+
+    def full_disk(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", full_disk)
+    with pytest.raises(OSError) as info:
+        backend.write("big.bin", 0, b"x" * 1000)
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+    assert backend.read("kept.txt") == b"precious"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_operations_agree_with_a_local_folder(tmp_path, seed):
+    versions = FakeVersions(BASE)
+    reference = tmp_path / "reference"
+    for path, data in BASE.items():
+        (reference / path).parent.mkdir(parents=True, exist_ok=True)
+        (reference / path).write_bytes(data)
+    overlay = StagingOverlay("datasets", "demo", tmp_path / "staging", versions.base(), versions.read)
+    ops = random_program(seed, 300, FolderBackend(reference).tree())
+    run_both(ops[:150], FolderBackend(reference), OverlayBackend(overlay))
+    flush(overlay, versions)
+    run_both(ops[150:], FolderBackend(reference), OverlayBackend(overlay))
