@@ -135,3 +135,85 @@ def unique_name():
         return f"{prefix}-{os.getpid()}-{next(_names)}"
 
     return make
+
+
+# --- Mounts (owned by the fs tests; staging tests use them too) ------------------------------
+# `mount_factory(server, ttl=10.0, cache_dir=None, extra_args=())` mounts
+# `python -m eotdlfs mount MNT --foreground --api-url <server.url> --cache-dir <tmp>` as a
+# subprocess (token of user 'alice' in EOTDL_TOKEN), waits until the kernel shows it, and
+# yields a `Mount` (.path, .cache_dir, .pid, .status(), .unmount(), .remount()). Every mount
+# is unmounted (fusermount -u, then -z) and its process stopped by PID in a finally.
+
+MOUNT_TIMEOUT_S = 30.0
+
+
+class Mount:
+    def __init__(self, server: RepoServer, path: Path, cache_dir: Path, ttl: float,
+                 extra_args: tuple[str, ...] = (), user: str = "alice"):
+        self.server, self.path, self.cache_dir = server, path, cache_dir
+        self.ttl, self.extra_args, self.user = ttl, extra_args, user
+        self.log = cache_dir.parent / f"{path.name}-mount.log"
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def mount(self) -> None:
+        from eotdlfs.fs.mount import is_mounted
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "EOTDL_TOKEN": self.server.token(self.user), "EOTDLFS_TIMEOUT": "5"}
+        with open(self.log, "ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "eotdlfs", "mount", str(self.path), "--foreground",
+                 "--api-url", self.server.url, "--cache-dir", str(self.cache_dir),
+                 "--ttl", str(self.ttl), *self.extra_args],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+        deadline = time.monotonic() + MOUNT_TIMEOUT_S
+        while not is_mounted(self.path):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.unmount()
+                raise RuntimeError(f"mount of {self.path} failed; see {self.log}")
+            time.sleep(0.05)
+
+    def unmount(self) -> None:
+        from eotdlfs.fs.mount import fusermount, is_mounted, stop_process, wait_for_exit
+
+        try:
+            if is_mounted(self.path) and fusermount(self.path).returncode != 0:
+                fusermount(self.path, lazy=True)
+        finally:
+            proc, self._proc = self._proc, None
+            if proc is not None and not wait_for_exit(proc.pid, 10):
+                stop_process(proc.pid)
+            if is_mounted(self.path):
+                fusermount(self.path, lazy=True)
+
+    def remount(self) -> None:
+        self.unmount()
+        self.mount()
+
+    def status(self) -> dict:
+        import json
+
+        return json.loads((self.path / ".eotdlfs" / "status.json").read_text())
+
+
+@pytest.fixture
+def mount_factory(tmp_path: Path):
+    mounts: list[Mount] = []
+
+    def make(server: RepoServer, ttl: float = 10.0, cache_dir: Path | None = None,
+             extra_args: tuple[str, ...] = (), user: str = "alice") -> Mount:
+        mount = Mount(server, tmp_path / f"mnt{len(mounts)}", cache_dir or tmp_path / f"cache{len(mounts)}",
+                      ttl, tuple(extra_args), user)
+        mounts.append(mount)
+        mount.mount()
+        return mount
+
+    try:
+        yield make
+    finally:
+        for mount in mounts:
+            mount.unmount()

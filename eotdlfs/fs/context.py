@@ -1,0 +1,54 @@
+"""What a mounted filesystem is made of, built once per mount and shared with the staging overlay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eotdlfs.fs.block_cache import BlockCache
+from eotdlfs.fs.fetcher import BlockFetcher
+from eotdlfs.fs.namespace import Namespace
+from eotdlfs.fs.reader import ContentReader
+from eotdlfs.fs.readonly import ReadOnlyTree
+from eotdlfs.repository import Repository
+
+
+@dataclass
+class MountOptions:
+    cache_dir: Path
+    cache_size: int = 20 << 30
+    ttl: float = 10.0
+    block_size: int = 1 << 20
+    fetch_workers: int = 4
+    request_blocks: int = 8
+    autoflush: float | None = None
+    api_url: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class MountContext:
+    """The live objects of one mount. The staging overlay reads published files through
+    `tree`/`reader` (same cache) and keeps its own state under `options.cache_dir`."""
+
+    repo: Repository
+    options: MountOptions
+    cache: BlockCache
+    fetcher: BlockFetcher
+    namespace: Namespace
+    reader: ContentReader
+    tree: ReadOnlyTree
+
+    def close(self) -> None:
+        self.fetcher.close()
+        self.cache.close()
+
+
+def build_context(repo: Repository, options: MountOptions) -> MountContext:
+    cache_dir = Path(options.cache_dir)
+    cache = BlockCache(cache_dir / "blocks", options.cache_size, options.block_size)
+    fetcher = BlockFetcher(repo, cache, workers=options.fetch_workers,
+                           request_blocks=options.request_blocks)
+    namespace = Namespace(repo, cache_dir / "state", ttl=options.ttl)
+    reader = ContentReader(fetcher)
+    return MountContext(repo, options, cache, fetcher, namespace, reader, ReadOnlyTree(namespace, reader))

@@ -1,0 +1,332 @@
+"""The FUSE adapter: the only module that imports fusepy.
+
+Each callback routes a path to its owner and maps failures to errno in one place:
+- `/datasets/...`, `/models/...`  -> `ReadOnlyTree` (EROFS for every write);
+- `/staging/...`                  -> the staging overlay, if one is installed. Its methods
+  mirror fusepy's `Operations` with plain integer file handles (`raw_fi=False` style):
+  `getattr(path, fh=None)`, `readdir(path, fh)`, `open(path, flags) -> fh`,
+  `create(path, mode) -> fh`, `read(path, size, offset, fh)`, `write(path, data, offset, fh)`,
+  `truncate(path, length, fh=None)`, `flush`, `fsync`, `release`, `mkdir`, `rmdir`, `unlink`,
+  `rename(old, new)` (both under staging; across trees is EXDEV), `chmod`, `chown`,
+  `utimens`, `getxattr`, `listxattr`, `readlink`, `symlink`, `statfs`, `status() -> dict`,
+  `destroy()`. Paths given to it are relative to `/staging` ('/', '/datasets/NAME/...').
+  Times are in nanoseconds (fusepy `use_ns`). An operation it lacks answers ENOTSUP.
+- `/.eotdlfs/status.json`         -> a snapshot of the mount's statistics.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+import stat
+import threading
+import time
+from typing import Any, Callable
+
+from fuse import FUSE, FuseOSError, Operations
+
+from eotdlfs.fs.context import MountContext
+from eotdlfs.fs.errors import fuse_error
+from eotdlfs.fs.readonly import XATTR_PREFIX, read_only
+from eotdlfs.fs.status import STATUS_DIR, STATUS_FILE, STATUS_PATH, collect_status, status_bytes
+from eotdlfs.metadata import KINDS
+
+log = logging.getLogger(__name__)
+
+STAGING = "staging"
+TREE, STAGED, VIRTUAL = "tree", "staging", "virtual"
+# Published content never changes, so the kernel may keep attributes, entries and pages.
+ATTR_TIMEOUT_S = 60
+
+
+def _guarded(method: Callable) -> Callable:
+    """Run a callback; turn any failure into a FuseOSError with an explicit errno."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except FuseOSError:
+            raise
+        except Exception as exc:
+            raise fuse_error(exc) from exc
+    return wrapper
+
+
+def _staged_path(path: str) -> str | None:
+    """PATH relative to /staging ('/' for /staging itself), or None when outside it."""
+    if path == "/" + STAGING:
+        return "/"
+    if path.startswith("/" + STAGING + "/"):
+        return path[len(STAGING) + 1:]
+    return None
+
+
+class EotdlfsOperations(Operations):
+    use_ns = True
+
+    def __init__(self, context: MountContext, mountpoint: str, staging: Any = None):
+        self.context = context
+        self.tree = context.tree
+        self.mountpoint = mountpoint
+        self.staging = staging
+        self.started = time.time()
+        self._handles: dict[int, tuple[str, Any]] = {}
+        self._next_fh = itertools.count(1)
+        self._lock = threading.Lock()
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _stage(self, op: str, path: str, *args):
+        method = getattr(self.staging, op, None)
+        if method is None:
+            raise FuseOSError(errno.ENOTSUP)
+        return method(path, *args)
+
+    def _add_handle(self, owner: str, value: Any) -> int:
+        with self._lock:
+            fh = next(self._next_fh)
+            self._handles[fh] = (owner, value)
+        return fh
+
+    def _handle(self, fi) -> tuple[str, Any]:
+        try:
+            return self._handles[fi.fh]
+        except KeyError:
+            raise FuseOSError(errno.EBADF) from None
+
+    def _root_attrs(self) -> dict:
+        started_ns = int(self.started * 1e9)
+        return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2, "st_uid": self.tree.uid,
+                "st_gid": self.tree.gid, "st_atime": started_ns, "st_mtime": started_ns,
+                "st_ctime": started_ns}
+
+    def _status(self) -> bytes:
+        return status_bytes(collect_status(self.context, self.mountpoint, self.staging, self.started))
+
+    def _writable_for(self, path: str) -> str | None:
+        staged = _staged_path(path)
+        if staged is None or self.staging is None:
+            raise read_only(path)
+        return staged
+
+    # --- attributes and listings -------------------------------------------------------------
+
+    @_guarded
+    def getattr(self, path, fh=None):
+        if path == "/":
+            return self._root_attrs()
+        staged = _staged_path(path)
+        if staged is not None and self.staging is not None:
+            owner = self._handles.get(fh.fh) if fh is not None else None
+            return self._stage("getattr", staged, owner[1] if owner and owner[0] == STAGED else None)
+        if path == "/" + STATUS_DIR:
+            return dict(self._root_attrs(), st_mode=stat.S_IFDIR | 0o555)
+        if path == STATUS_PATH:
+            return dict(self._root_attrs(), st_mode=stat.S_IFREG | 0o444, st_nlink=1,
+                        st_size=len(self._status()), st_mtime=time.time_ns())
+        return self.tree.getattr(path)
+
+    @_guarded
+    def readdir(self, path, fh):
+        if path == "/":
+            names = list(KINDS) + ([STAGING] if self.staging is not None else []) + [STATUS_DIR]
+        elif path == "/" + STATUS_DIR:
+            names = [STATUS_FILE]
+        elif (staged := _staged_path(path)) is not None and self.staging is not None:
+            return [".", ".."] + list(self._stage("readdir", staged, fh))
+        else:
+            names = self.tree.listdir(path)
+        return [".", ".."] + names
+
+    @_guarded
+    def readlink(self, path):
+        staged = _staged_path(path)
+        if staged is not None and self.staging is not None:
+            return self._stage("readlink", staged)
+        return self.tree.readlink(path)
+
+    @_guarded
+    def getxattr(self, path, name, position=0):
+        staged = _staged_path(path)
+        if staged is not None and self.staging is not None:
+            return self._stage("getxattr", staged, name, position)
+        if path == "/" or path.startswith("/" + STATUS_DIR):
+            raise FuseOSError(errno.ENODATA)
+        return self.tree.getxattr(path, name)
+
+    @_guarded
+    def listxattr(self, path):
+        staged = _staged_path(path)
+        if staged is not None and self.staging is not None:
+            return self._stage("listxattr", staged)
+        if path == "/" or path.startswith("/" + STATUS_DIR):
+            return []
+        return list(self.tree.xattrs(path))
+
+    @_guarded
+    def access(self, path, amode):
+        staged = _staged_path(path)
+        if staged is not None and self.staging is not None:
+            return self._stage("access", staged, amode) if hasattr(self.staging, "access") else 0
+        if amode & os.W_OK and path != "/":
+            raise read_only(path)
+        if path not in ("/", "/" + STATUS_DIR, STATUS_PATH):
+            self.tree.getattr(path)
+        return 0
+
+    @_guarded
+    def statfs(self, path):
+        staged = _staged_path(path)
+        if staged is not None and self.staging is not None and hasattr(self.staging, "statfs"):
+            return self.staging.statfs(staged)
+        size = self.context.cache.block_size
+        return {"f_bsize": size, "f_frsize": size, "f_blocks": 0, "f_bfree": 0, "f_bavail": 0,
+                "f_files": 0, "f_ffree": 0, "f_favail": 0, "f_namemax": 255}
+
+    # --- files -----------------------------------------------------------------------------
+
+    @_guarded
+    def open(self, path, fi):
+        staged = _staged_path(path)
+        if staged is not None and self.staging is not None:
+            fi.fh = self._add_handle(STAGED, self._stage("open", staged, fi.flags))
+            return 0
+        if path == STATUS_PATH:
+            fi.direct_io = 1  # its size changes between reads
+            fi.fh = self._add_handle(VIRTUAL, self._status())
+            return 0
+        fi.fh = self._add_handle(TREE, self.tree.open(path, fi.flags))
+        fi.keep_cache = 1
+        return 0
+
+    @_guarded
+    def read(self, path, size, offset, fi):
+        owner, value = self._handle(fi)
+        if owner == TREE:
+            return self.tree.read(value, offset, size)
+        if owner == VIRTUAL:
+            return value[offset:offset + size]
+        return self._stage("read", _staged_path(path) or path, size, offset, value)
+
+    @_guarded
+    def release(self, path, fi):
+        with self._lock:
+            owner, value = self._handles.pop(fi.fh, (None, None))
+        if owner == TREE:
+            self.tree.release(value)
+        elif owner == STAGED:
+            self._stage("release", _staged_path(path) or path, value)
+        return 0
+
+    @_guarded
+    def flush(self, path, fi):
+        owner, value = self._handle(fi)
+        if owner == STAGED:
+            return self._stage("flush", _staged_path(path) or path, value)
+        return 0
+
+    @_guarded
+    def fsync(self, path, datasync, fi):
+        owner, value = self._handle(fi)
+        if owner == STAGED:
+            return self._stage("fsync", _staged_path(path) or path, datasync, value)
+        return 0
+
+    # --- writes: staging only ---------------------------------------------------------------
+
+    @_guarded
+    def create(self, path, mode, fi):
+        fi.fh = self._add_handle(STAGED, self._stage("create", self._writable_for(path), mode))
+        return 0
+
+    @_guarded
+    def write(self, path, data, offset, fi):
+        owner, value = self._handle(fi)
+        if owner != STAGED:
+            raise read_only(path)
+        return self._stage("write", _staged_path(path) or path, data, offset, value)
+
+    @_guarded
+    def truncate(self, path, length, fh=None):
+        staged = self._writable_for(path)
+        owner = self._handles.get(fh.fh) if fh is not None else None
+        return self._stage("truncate", staged, length, owner[1] if owner and owner[0] == STAGED else None)
+
+    @_guarded
+    def rename(self, old, new):
+        old_staged, new_staged = _staged_path(old), _staged_path(new)
+        if old_staged is None and new_staged is None:
+            raise read_only(old)
+        if old_staged is None or new_staged is None:
+            raise FuseOSError(errno.EXDEV)
+        self._writable_for(old)
+        return self.staging.rename(old_staged, new_staged)
+
+    @_guarded
+    def mkdir(self, path, mode):
+        return self._stage("mkdir", self._writable_for(path), mode)
+
+    @_guarded
+    def rmdir(self, path):
+        return self._stage("rmdir", self._writable_for(path))
+
+    @_guarded
+    def unlink(self, path):
+        return self._stage("unlink", self._writable_for(path))
+
+    @_guarded
+    def chmod(self, path, mode):
+        return self._stage("chmod", self._writable_for(path), mode)
+
+    @_guarded
+    def chown(self, path, uid, gid):
+        return self._stage("chown", self._writable_for(path), uid, gid)
+
+    @_guarded
+    def utimens(self, path, times=None):
+        return self._stage("utimens", self._writable_for(path), times)
+
+    @_guarded
+    def symlink(self, target, source):
+        return self._stage("symlink", self._writable_for(target), source)
+
+    @_guarded
+    def link(self, target, source):
+        self._writable_for(target)
+        raise FuseOSError(errno.EPERM)
+
+    @_guarded
+    def mknod(self, path, mode, dev):
+        self._writable_for(path)
+        raise FuseOSError(errno.EPERM)
+
+    @_guarded
+    def setxattr(self, path, name, value, options, position=0):
+        staged = self._writable_for(path)
+        return self._stage("setxattr", staged, name, value, options, position)
+
+    @_guarded
+    def removexattr(self, path, name):
+        return self._stage("removexattr", self._writable_for(path), name)
+
+    def destroy(self, path):
+        if self.staging is not None and hasattr(self.staging, "destroy"):
+            try:
+                self.staging.destroy()
+            except Exception:
+                log.exception("staging overlay failed to shut down cleanly")
+        self.context.close()
+
+
+def run_fuse(operations: EotdlfsOperations, mountpoint: str, allow_other: bool = False) -> None:
+    """Serve OPERATIONS on MOUNTPOINT in the foreground until unmounted."""
+    options = dict(foreground=True, nothreads=False, raw_fi=True, fsname="eotdlfs",
+                   subtype="eotdlfs", attr_timeout=ATTR_TIMEOUT_S, entry_timeout=ATTR_TIMEOUT_S,
+                   negative_timeout=0, max_read=1 << 20, max_readahead=1 << 20, big_writes=True,
+                   auto_unmount=True)
+    if allow_other:
+        options["allow_other"] = True
+    FUSE(operations, mountpoint, **options)

@@ -1,0 +1,216 @@
+"""Mounting and unmounting: the foreground mount process, the background launcher, umount, status.
+
+`eotdlfs mount` runs a detached child (`python -m eotdlfs mount --foreground ...`) that logs
+to a file in the cache dir, and returns once the kernel shows the mount. A mount point left
+"Transport endpoint is not connected" by a killed process is cleaned first.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from eotdlfs.fs.status import STATUS_PATH
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 30.0
+EXIT_TIMEOUT_S = 15.0
+LOG_FILE = "mount.log"
+_SIZE = re.compile(r"^\s*([0-9.]+)\s*([kKmMgGtT]?)i?[bB]?\s*$")
+
+
+def default_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("eotdlfs"))
+
+
+def parse_size(text: str) -> int:
+    """'20G' -> bytes (powers of 1024; a plain number is bytes)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"not a size: {text!r} (use e.g. 500M, 20G)")
+    power = " KMGT".index(match.group(2).upper() or " ")
+    return int(float(match.group(1)) * 1024 ** power)
+
+
+# --- the kernel's view ---------------------------------------------------------------------
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    target = os.path.abspath(mountpoint)
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        return any(_unescape(line.split()[1]) == target for line in mounts if line.strip())
+
+
+def is_stale(mountpoint: Path) -> bool:
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+def fusermount(mountpoint: Path, lazy: bool = False) -> subprocess.CompletedProcess:
+    for tool in ("fusermount3", "fusermount"):
+        try:
+            return subprocess.run([tool, "-u", *(["-z"] if lazy else []), str(mountpoint)],
+                                  capture_output=True, text=True, timeout=30)
+        except FileNotFoundError:
+            continue
+    raise OSError(errno.ENOENT, "neither fusermount3 nor fusermount is installed")
+
+
+def clean_stale(mountpoint: Path) -> bool:
+    """Lazily unmount a dead mount at MOUNTPOINT; True if there was one."""
+    if is_stale(mountpoint):
+        log.warning("cleaning the stale mount at %s", mountpoint)
+        fusermount(mountpoint, lazy=True)
+        return True
+    return False
+
+
+# --- the foreground process ----------------------------------------------------------------
+
+def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache_size: int,
+                   allow_other: bool = False, autoflush: float | None = None,
+                   ttl: float = 10.0) -> None:
+    """Mount and serve until unmounted (this is the mount process)."""
+    from eotdlfs.client.api import ApiClient
+    from eotdlfs.client.repository import ApiRepository
+    from eotdlfs.client.settings import Settings, resolve_settings
+    from eotdlfs.fs.context import MountOptions, build_context
+    from eotdlfs.fs.fuse_ops import EotdlfsOperations, run_fuse
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    mountpoint, cache_dir = Path(mountpoint).absolute(), Path(cache_dir)
+    clean_stale(mountpoint)
+    settings, embedded = resolve_settings(api_url), None
+    if settings.api_url is None:
+        from eotdlfs.server.embedded import local_repository
+
+        embedded = local_repository()
+        settings = Settings(api_url=embedded.url, token=embedded.token, api_key=None,
+                            timeout=settings.timeout)
+    repo = ApiRepository(ApiClient(settings))
+    options = MountOptions(cache_dir=cache_dir, cache_size=cache_size, ttl=ttl, autoflush=autoflush,
+                           api_url=settings.api_url)
+    context = build_context(repo, options)
+    staging = _staging_overlay(context)
+    log.info("mounting %s on %s (cache %s)", settings.api_url, mountpoint, cache_dir)
+    try:
+        run_fuse(EotdlfsOperations(context, str(mountpoint), staging), str(mountpoint), allow_other)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _staging_overlay(context) -> Any:
+    """The staging overlay, when that part of eotdlfs is installed (`eotdlfs.fs.staging`)."""
+    try:
+        from eotdlfs.fs.staging import make_staging_overlay
+    except ImportError:
+        return None
+    return make_staging_overlay(context)
+
+
+# --- the launcher --------------------------------------------------------------------------
+
+def mount_background(mountpoint: Path, args: list[str], cache_dir: Path,
+                     timeout: float = READY_TIMEOUT_S) -> int:
+    """Start the mount process detached with ARGS (the CLI options), wait until mounted; its PID."""
+    mountpoint = Path(mountpoint).absolute()
+    clean_stale(mountpoint)
+    if is_mounted(mountpoint):
+        raise OSError(errno.EBUSY, f"{mountpoint} is already mounted")
+    if not mountpoint.is_dir():
+        raise OSError(errno.ENOTDIR, f"{mountpoint} is not a directory")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    log_path = cache_dir / LOG_FILE
+    with open(log_path, "ab") as log_file:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "eotdlfs", "mount", str(mountpoint), "--foreground", *args],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_mounted(mountpoint):
+            return child.pid
+        if child.poll() is not None:
+            raise OSError(errno.EIO, f"the mount process exited ({child.returncode}); "
+                          f"last log lines:\n{_tail(log_path)}")
+        time.sleep(0.05)
+    child.kill()
+    child.wait(5)
+    raise TimeoutError(f"{mountpoint} was not mounted after {timeout:.0f} s; see {log_path}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def read_status(mountpoint: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(mountpoint) / STATUS_PATH.lstrip("/")).read_text())
+    except FileNotFoundError:
+        raise OSError(errno.ENOENT, f"{mountpoint} is not an eotdlfs mount") from None
+
+
+def unmount(mountpoint: Path, timeout: float = EXIT_TIMEOUT_S) -> None:
+    """Unmount MOUNTPOINT and wait until its mount process has exited."""
+    mountpoint = Path(mountpoint).absolute()
+    if clean_stale(mountpoint):
+        return
+    if not is_mounted(mountpoint):
+        raise OSError(errno.EINVAL, f"{mountpoint} is not mounted")
+    try:
+        pid = int(read_status(mountpoint)["pid"])
+    except (OSError, ValueError, KeyError):
+        pid = None
+    done = fusermount(mountpoint)
+    if done.returncode != 0:
+        raise OSError(errno.EBUSY, done.stderr.strip() or f"cannot unmount {mountpoint}")
+    if pid is not None:
+        wait_for_exit(pid, timeout)
+
+
+def wait_for_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:  # reap it if it is our child
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def stop_process(pid: int, timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL, the mount process PID (used by tests and benchmarks to clean up)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        if wait_for_exit(pid, timeout):
+            return

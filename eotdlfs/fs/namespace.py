@@ -1,0 +1,236 @@
+"""The read-only tree of the mount: KIND/NAME/vN/<files>, KIND/NAME/latest, as plain data.
+
+Record lists come from the repository and are refreshed after a TTL (kept on disk too, so a
+remount works while the server is down); a published version's file list never changes, so
+it is fetched once and kept on disk for good. Paths resolve to `Node`s; nothing here knows
+FUSE or HTTP.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from eotdlfs.metadata import KINDS
+from eotdlfs.repository import FileEntry, Record, Repository, Version
+
+log = logging.getLogger(__name__)
+
+DIR, FILE, LINK = "dir", "file", "link"
+LATEST = "latest"
+_VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
+
+
+@dataclass(frozen=True)
+class Node:
+    """What a path is: a directory, a file (with its record, version and entry) or a symlink."""
+
+    type: str
+    mtime: float
+    size: int = 0
+    record: Record | None = None
+    version: int = 0
+    entry: FileEntry | None = None
+    target: str = ""
+
+
+@dataclass
+class VersionTree:
+    """One published version's files, indexed by path, with every folder's children."""
+
+    files: dict[str, FileEntry]
+    children: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, entries: list[FileEntry]) -> "VersionTree":
+        files = {e.path.strip("/"): e for e in entries}
+        children: dict[str, set[str]] = {"": set()}
+        for path in files:
+            parent, _, name = path.rpartition("/")
+            children.setdefault(parent, set()).add(name)
+            while parent:
+                grand, _, folder = parent.rpartition("/")
+                known = grand in children
+                children.setdefault(grand, set()).add(folder)
+                children.setdefault(parent, set())
+                if known:
+                    break
+                parent = grand
+        return cls(files, {k: sorted(v) for k, v in children.items()})
+
+
+def not_found(path: str) -> FileNotFoundError:
+    return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+
+
+def _record_to_json(record: Record) -> dict:
+    data = asdict(record)
+    data["versions"] = [dict(asdict(v), created_at=v.created_at.isoformat()) for v in record.versions]
+    return data
+
+
+def _record_from_json(data: dict) -> Record:
+    versions = tuple(Version(v["number"], datetime.fromisoformat(v["created_at"]), v["size"], v["draft"])
+                     for v in data["versions"])
+    return Record(data["kind"], data["id"], data["name"], data["owner"], versions)
+
+
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+class Namespace:
+    def __init__(self, repo: Repository, state_dir: Path, ttl: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic):
+        # Set once.
+        self.repo = repo
+        self.state_dir = Path(state_dir)
+        self.ttl = ttl
+        self.clock = clock
+        self.started = time.time()
+        # Guarded by _lock.
+        self._lock = threading.Lock()
+        self._records: dict[str, dict[str, Record]] = {}
+        self._checked: dict[str, float] = {}
+        self._trees: dict[tuple[str, int], VersionTree] = {}
+        self.server_reachable: bool | None = None
+        self._refresh_lock = threading.Lock()
+
+    # --- records -------------------------------------------------------------------------
+
+    def records(self, kind: str) -> dict[str, Record]:
+        """Records of KIND with at least one published version, by name (refreshed after TTL)."""
+        with self._lock:
+            known = self._records.get(kind)
+            fresh = self.clock() - self._checked.get(kind, -1e18) < self.ttl
+        if known is not None and fresh:
+            return known
+        if not self._refresh_lock.acquire(blocking=known is None):
+            return known  # someone else is refreshing; the slightly stale list will do
+        try:
+            return self._refresh(kind, known)
+        finally:
+            self._refresh_lock.release()
+
+    def _refresh(self, kind: str, known: dict[str, Record] | None) -> dict[str, Record]:
+        stored = self.state_dir / f"records-{kind}.json"
+        try:
+            listed = self.repo.records(kind)
+            self.server_reachable = True
+        except Exception as exc:  # offline: keep serving what we knew, retry after the TTL
+            self.server_reachable = False
+            if known is None:
+                known = self._load_records(stored)
+            if known is None:
+                raise
+            log.warning("cannot refresh %s (%s); using the list from before", kind, exc)
+            with self._lock:
+                self._records[kind], self._checked[kind] = known, self.clock()
+            return known
+        records = {r.name: r for r in listed if r.published}
+        try:
+            _write_json(stored, [_record_to_json(r) for r in records.values()])
+        except OSError as exc:
+            log.warning("cannot keep the %s list on disk: %s", kind, exc)
+        with self._lock:
+            self._records[kind], self._checked[kind] = records, self.clock()
+        return records
+
+    @staticmethod
+    def _load_records(path: Path) -> dict[str, Record] | None:
+        try:
+            return {r["name"]: _record_from_json(r) for r in json.loads(path.read_text())}
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def record(self, kind: str, name: str) -> Record:
+        record = self.records(kind).get(name)
+        if record is None:
+            raise not_found(f"{kind}/{name}")
+        return record
+
+    # --- version trees -------------------------------------------------------------------
+
+    def tree(self, record: Record, number: int) -> VersionTree:
+        key = (record.id, number)
+        with self._lock:
+            tree = self._trees.get(key)
+        if tree is not None:
+            return tree
+        stored = self.state_dir / "listings" / record.kind / record.id / f"v{number}.json"
+        try:
+            entries = [FileEntry(**e) for e in json.loads(stored.read_text())]
+        except (OSError, ValueError, TypeError):
+            entries = self.repo.files(record, number)
+            _write_json(stored, [asdict(e) for e in entries])
+        tree = VersionTree.build(entries)
+        with self._lock:
+            self._trees[key] = tree
+        return tree
+
+    # --- paths ---------------------------------------------------------------------------
+
+    def resolve(self, path: str) -> Node:
+        """The node at PATH ('/datasets/NAME/v1/a.tif'); FileNotFoundError when there is none."""
+        parts = [p for p in path.split("/") if p]
+        if not parts:
+            return Node(DIR, self.started)
+        kind = parts[0]
+        if kind not in KINDS:
+            raise not_found(path)
+        if len(parts) == 1:
+            return Node(DIR, self.started)
+        record = self.record(kind, parts[1])
+        published = record.published
+        if len(parts) == 2:
+            return Node(DIR, published[-1].created_at.timestamp(), record=record)
+        if parts[2] == LATEST:
+            if len(parts) > 3:
+                raise not_found(path)  # the kernel follows the link itself
+            target = f"v{published[-1].number}"
+            return Node(LINK, published[-1].created_at.timestamp(), len(target), record, target=target)
+        version = self._version(record, parts[2])
+        if version is None:
+            raise not_found(path)
+        mtime = version.created_at.timestamp()
+        tree = self.tree(record, version.number)
+        rel = "/".join(parts[3:])
+        entry = tree.files.get(rel)
+        if entry is not None:
+            return Node(FILE, mtime, entry.size, record, version.number, entry)
+        if rel in tree.children:
+            return Node(DIR, mtime, record=record, version=version.number)
+        raise not_found(path)
+
+    @staticmethod
+    def _version(record: Record, name: str) -> Version | None:
+        match = _VERSION_DIR.match(name)
+        if not match:
+            return None
+        number = int(match.group(1))
+        return next((v for v in record.published if v.number == number), None)
+
+    def listdir(self, path: str) -> list[str]:
+        node = self.resolve(path)
+        if node.type != DIR:
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+        parts = [p for p in path.split("/") if p]
+        if not parts:
+            return list(KINDS)
+        if len(parts) == 1:
+            return sorted(self.records(parts[0]))
+        if len(parts) == 2:
+            return [f"v{v.number}" for v in node.record.published] + [LATEST]
+        return list(self.tree(node.record, node.version).children.get("/".join(parts[3:]), []))

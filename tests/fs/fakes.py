@@ -1,0 +1,75 @@
+"""An in-memory `Repository` for the fs unit tests, with counters and fault switches."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from datetime import datetime, timezone
+
+from eotdlfs.client.errors import NotFound, Unreachable
+from eotdlfs.repository import FileEntry, Record, Version
+
+
+class MemoryRepository:
+    def __init__(self):
+        self._records: dict[tuple[str, str], Record] = {}
+        self._files: dict[tuple[str, int], list[FileEntry]] = {}
+        self._blobs: dict[str, bytes] = {}
+        self.lock = threading.Lock()
+        self.range_calls: list[tuple[str, int, int]] = []
+        self.list_calls = 0
+        self.offline = False
+        self.corrupt: set[str] = set()  # checksums whose bytes come back altered
+        self.delay = 0.0
+
+    def publish(self, kind: str, name: str, files: dict[str, bytes], draft: bool = False) -> Record:
+        """Add a version of NAME holding FILES (path -> bytes)."""
+        old = self._records.get((kind, name))
+        number = len(old.versions) + 1 if old else 1
+        entries = []
+        for path, data in sorted(files.items()):
+            checksum = hashlib.sha1(data).hexdigest()
+            self._blobs[checksum] = data
+            entries.append(FileEntry(path, number, checksum, len(data)))
+        version = Version(number, datetime(2024, 1, number, tzinfo=timezone.utc), sum(len(d) for d in files.values()), draft)
+        record = Record(kind, f"id-{name}", name, "alice", (old.versions if old else ()) + (version,))
+        self._records[(kind, name)] = record
+        self._files[(record.id, number)] = entries
+        return record
+
+    def _check(self):
+        if self.offline:
+            raise Unreachable("cannot reach the repository (test)")
+
+    def records(self, kind: str) -> list[Record]:
+        self._check()
+        self.list_calls += 1
+        return [r for (k, _), r in self._records.items() if k == kind]
+
+    def record(self, kind: str, name: str) -> Record:
+        self._check()
+        try:
+            return self._records[(kind, name)]
+        except KeyError:
+            raise NotFound("Dataset doesn't exist", 404) from None
+
+    def files(self, record: Record, version: int) -> list[FileEntry]:
+        self._check()
+        return list(self._files[(record.id, version)])
+
+    def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes:
+        self._check()
+        if self.delay:
+            import time
+            time.sleep(self.delay)
+        with self.lock:
+            self.range_calls.append((entry.checksum, start, length))
+        data = self._blobs[entry.checksum][start:start + length]
+        if entry.checksum in self.corrupt and data:
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
+        return data
+
+    @property
+    def bytes_served(self) -> int:
+        with self.lock:
+            return sum(min(length, max(0, len(self._blobs[c]) - start)) for c, start, length in self.range_calls)

@@ -1,0 +1,159 @@
+"""Block cache, read-ahead and fetcher, through `ContentReader`, against an in-memory repository."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+
+import pytest
+
+from eotdlfs.fs.block_cache import BlockCache
+from eotdlfs.fs.errors import ContentMismatch, errno_for
+from eotdlfs.fs.fetcher import BlockFetcher, Content
+from eotdlfs.fs.readahead import ReadAheadWindow
+from eotdlfs.fs.reader import ContentReader
+from tests.fs.fakes import MemoryRepository
+
+BS = 64 * 1024
+
+
+@pytest.fixture
+def setup(tmp_path):
+    repo = MemoryRepository()
+    data = os.urandom(BS * 20 + 123)
+    record = repo.publish("datasets", "big", {"f.bin": data, "same.bin": data, "tiny": b"hi", "empty": b""})
+    entries = {e.path: e for e in repo.files(record, 1)}
+    made = []
+
+    def make(cache_size=1 << 30, **kw):
+        cache = BlockCache(tmp_path / f"blocks{len(made)}", cache_size, BS)
+        fetcher = BlockFetcher(repo, cache, workers=3, request_blocks=4)
+        reader = ContentReader(fetcher, first_window=2 * BS, max_window=8 * BS, demand_timeout=10, **kw)
+        made.append((cache, fetcher))
+        return reader
+
+    yield repo, record, entries, data, make
+    for cache, fetcher in made:
+        fetcher.close()
+        cache.close()
+
+
+def read_all(reader, content, chunk=BS // 2):
+    handle = reader.open(content)
+    parts, offset = [], 0
+    while True:
+        part = reader.read(handle, offset, chunk)
+        if not part:
+            break
+        parts.append(part)
+        offset += len(part)
+    handle.close()
+    return b"".join(parts)
+
+
+def test_sequential_read_is_exact_and_fetches_each_byte_once(setup):
+    repo, record, entries, data, make = setup
+    reader = make()
+    assert read_all(reader, Content(record, entries["f.bin"])) == data
+    assert repo.bytes_served == len(data)
+    assert len(repo.range_calls) < 20  # read-ahead groups blocks into larger requests
+
+
+def test_identical_content_shares_blocks_and_survives_a_new_cache_object(setup, tmp_path):
+    repo, record, entries, data, make = setup
+    reader = make()
+    read_all(reader, Content(record, entries["f.bin"]))
+    served = repo.bytes_served
+    assert read_all(reader, Content(record, entries["same.bin"])) == data
+    assert repo.bytes_served == served
+    reopened = ContentReader(BlockFetcher(repo, BlockCache(tmp_path / "blocks0", 1 << 30, BS)))
+    assert read_all(reopened, Content(record, entries["f.bin"])) == data
+    assert repo.bytes_served == served
+
+
+def test_random_reads_fetch_only_their_blocks(setup):
+    repo, record, entries, data, make = setup
+    reader = make()
+    handle = reader.open(Content(record, entries["f.bin"]))
+    rng = random.Random(7)
+    for _ in range(5):
+        offset = rng.randrange(BS * 2, len(data) - 100)
+        assert reader.read(handle, offset, 100) == data[offset:offset + 100]
+    assert repo.bytes_served <= 5 * 2 * BS  # each read costs at most the blocks it touches
+    assert len({c for c, _, _ in repo.range_calls}) == 1
+
+
+def test_small_and_empty_files(setup):
+    repo, record, entries, data, make = setup
+    reader = make()
+    assert read_all(reader, Content(record, entries["tiny"])) == b"hi"
+    assert read_all(reader, Content(record, entries["empty"])) == b""
+    handle = reader.open(Content(record, entries["tiny"]))
+    assert reader.read(handle, 5, 10) == b""
+
+
+def test_concurrent_readers_of_one_block_share_one_fetch(setup):
+    repo, record, entries, data, make = setup
+    repo.delay = 0.2
+    reader = make()
+    content = Content(record, entries["f.bin"])
+    results, offset = [], BS * 10 + 5
+
+    def one():
+        handle = reader.open(content)
+        results.append(reader.read(handle, offset, 1000))
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == [data[offset:offset + 1000]] * 8
+    assert len(repo.range_calls) == 1
+
+
+def test_corrupt_content_is_eio_at_the_end_and_not_kept(setup):
+    repo, record, entries, data, make = setup
+    repo.corrupt.add(entries["f.bin"].checksum)
+    reader = make()
+    with pytest.raises(ContentMismatch) as info:
+        read_all(reader, Content(record, entries["f.bin"]))
+    assert errno_for(info.value) == 5
+    cache = reader.cache
+    assert not any((entries["f.bin"].checksum, i) in cache for i in range(21))
+    repo.corrupt.clear()
+    assert read_all(reader, Content(record, entries["f.bin"])) == data
+
+
+def test_offline_cached_reads_work_uncached_fail(setup):
+    repo, record, entries, data, make = setup
+    reader = make()
+    handle = reader.open(Content(record, entries["f.bin"]))
+    assert reader.read(handle, 0, 100) == data[:100]
+    repo.offline = True
+    assert reader.read(handle, 10, 100) == data[10:110]
+    with pytest.raises(Exception) as info:
+        reader.read(handle, BS * 18, 100)
+    assert errno_for(info.value) == 5
+    repo.offline = False
+    assert reader.read(handle, BS * 18, 100) == data[BS * 18:BS * 18 + 100]
+
+
+def test_lru_eviction_keeps_the_cache_within_its_limit(setup):
+    repo, record, entries, data, make = setup
+    reader = make(cache_size=4 * BS)
+    assert read_all(reader, Content(record, entries["f.bin"])) == data
+    assert reader.cache.volume() <= 8 * BS
+
+
+def test_read_ahead_window_grows_only_for_sequential_readers():
+    window = ReadAheadWindow(first_window=100, max_window=800)
+    assert window.advise(0, 10) == (10, 110)
+    assert window.advise(10, 10) == (20, 220)
+    assert window.advise(20, 10) == (30, 430)
+    assert window.advise(30, 10) == (40, 840)
+    assert window.advise(40, 10) == (50, 850)  # capped
+    assert window.advise(5, 10) == (15, 815)  # a small step back is reordering, not a seek
+    assert window.advise(10 ** 9, 10)[1] - (10 ** 9 + 10) == 0  # a far jump: no read-ahead
+    assert window.advise(10 ** 9 + 10, 10)[1] - (10 ** 9 + 20) == 100  # then it must prove itself again
