@@ -1,0 +1,89 @@
+"""The reads every peer is put through, each returning one number; all bounded in count and time."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import time
+from pathlib import Path
+
+MB = 1e6  # MB/s in this benchmark are 10^6 bytes per second, as curl reports them
+READ_BUFFER = 1 << 20
+
+
+def curl_MBps(url: str, timeout_s: float = 300) -> float:
+    """Download URL to /dev/null with curl; its own average speed."""
+    out = subprocess.run(
+        ["curl", "-sS", "--fail", "-o", "/dev/null", "-w", "%{speed_download}", url],
+        capture_output=True, text=True, timeout=timeout_s, check=True,
+    ).stdout
+    return float(out) / MB
+
+
+def seq_read_MBps(path: Path, expected_bytes: int) -> float:
+    """Read PATH start to end with a 1 MiB buffer, as `dd bs=1M` would."""
+    buf = bytearray(READ_BUFFER)
+    view = memoryview(buf)
+    total = 0
+    start = time.perf_counter()
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(view):
+            total += n
+    elapsed = time.perf_counter() - start
+    if total != expected_bytes:
+        raise RuntimeError(f"read {total} bytes of {path}, expected {expected_bytes}")
+    return total / elapsed / MB
+
+
+def first_byte_ms(path: Path, nbytes: int = 64 << 10) -> float:
+    """Open PATH and read its first NBYTES: what a user waits for before a file shows anything."""
+    start = time.perf_counter()
+    with open(path, "rb", buffering=0) as f:
+        data = f.read(nbytes)
+    elapsed = time.perf_counter() - start
+    if not data:
+        raise RuntimeError(f"{path} read empty")
+    return elapsed * 1000
+
+
+def ls_lR_s(folder: Path, expected_files: int, timeout_s: float = 600) -> float:
+    """`ls -lR FOLDER` (every file stat'ed); checks it saw every file."""
+    start = time.perf_counter()
+    out = subprocess.run(["ls", "-lR", str(folder)], capture_output=True, text=True, timeout=timeout_s, check=True).stdout
+    elapsed = time.perf_counter() - start
+    seen = sum(1 for line in out.splitlines() if line.startswith("-"))
+    if seen != expected_files:
+        raise RuntimeError(f"ls -lR {folder} listed {seen} files, expected {expected_files}")
+    return elapsed
+
+
+def rand4k_iops(path: Path, size: int, count: int, time_limit_s: float, seed: int = 42) -> float:
+    """COUNT preads of 4 KiB at seeded 4 KiB-aligned offsets (stops early at TIME_LIMIT_S)."""
+    rng = random.Random(seed)
+    offsets = [rng.randrange(size // 4096) * 4096 for _ in range(count)]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done = 0
+        start = time.perf_counter()
+        deadline = start + time_limit_s
+        for off in offsets:
+            if len(os.pread(fd, 4096, off)) != 4096:
+                raise RuntimeError(f"short read at {off} in {path}")
+            done += 1
+            if time.perf_counter() > deadline:
+                break
+        return done / (time.perf_counter() - start)
+    finally:
+        os.close(fd)
+
+
+def geotiff_window_read(path: Path, size_px: int = 512) -> None:
+    """A rasterio read of one SIZE_PX-square window from the middle of band 1."""
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(path) as src:
+        data = src.read(1, window=Window(src.width // 2, src.height // 2, size_px, size_px))
+    if data.shape != (size_px, size_px):
+        raise RuntimeError(f"window read of {path} gave shape {data.shape}")

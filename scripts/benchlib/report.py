@@ -1,0 +1,163 @@
+"""The bench's output: one JSON object of medians and ratios, and its table in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from benchlib.dataset import DatasetSpec
+from benchlib.runner import Bench
+
+MEASURED_KEYS = (
+    "curl_server_MBps", "curl_nginx_MBps",
+    "eotdlfs_cold_seq_MBps", "rclone_cold_seq_MBps",
+    "eotdlfs_warm_seq_MBps", "rclone_warm_seq_MBps",
+    "eotdlfs_ls_lR_10k_s", "rclone_ls_lR_10k_s",
+    "eotdlfs_ls_lR_10k_warm_s", "rclone_ls_lR_10k_warm_s",
+    "eotdlfs_rand4k_iops", "rclone_rand4k_iops",
+    "eotdlfs_first_byte_ms", "rclone_first_byte_ms", "download_all_first_file_s",
+    "eotdlfs_geotiff_window_bytes_fetched", "rclone_geotiff_window_bytes_fetched",
+    "eotdlfs_rss_peak_MB", "rclone_rss_peak_MB",
+    "eotdlfs_staging_copy_in_MBps", "eotdlfs_staging_flush_s",
+    "ingest_s",
+)
+PEAK_KEYS = ("eotdlfs_rss_peak_MB", "rclone_rss_peak_MB")  # the worst repetition, not the median
+# ratio key: (numerator, denominator); all read as "eotdlfs is N times better" except cold_vs_curl (a fraction)
+RATIOS = {
+    "cold_vs_curl": ("eotdlfs_cold_seq_MBps", "curl_server_MBps"),
+    "cold_vs_rclone": ("eotdlfs_cold_seq_MBps", "rclone_cold_seq_MBps"),
+    "warm_vs_rclone": ("eotdlfs_warm_seq_MBps", "rclone_warm_seq_MBps"),
+    "ls_speedup_vs_rclone": ("rclone_ls_lR_10k_s", "eotdlfs_ls_lR_10k_s"),
+    "rand4k_vs_rclone": ("eotdlfs_rand4k_iops", "rclone_rand4k_iops"),
+}
+GOALS = {  # issue 7's goals: ratio key -> the least value that meets it
+    "cold_vs_curl": 0.6, "cold_vs_rclone": 3.0, "warm_vs_rclone": 3.0,
+    "ls_speedup_vs_rclone": 1.0, "rand4k_vs_rclone": 1.0,
+}
+BEGIN, END = "<!-- scripts/bench: begin -->", "<!-- scripts/bench: end -->"
+SECTION_TITLE = "## Side by side (scripts/bench)"
+
+
+def build(bench: Bench, spec: DatasetSpec, quick: bool, elapsed_s: float) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key in MEASURED_KEYS:
+        values = bench.samples.get(key) or []
+        if not values:
+            result[key] = None
+        else:
+            value = max(values) if key in PEAK_KEYS else statistics.median(values)
+            result[key] = round(value, 3)
+    for key, (num, den) in RATIOS.items():
+        result[key] = round(result[num] / result[den], 3) if result[num] and result[den] else None
+    first_byte, all_first = result["eotdlfs_first_byte_ms"], result["download_all_first_file_s"]
+    result["first_byte_speedup_vs_download_all"] = round(all_first * 1000 / first_byte, 1) if first_byte and all_first else None
+    result["goals_met"] = {k: (result[k] >= least if result[k] is not None else None) for k, least in GOALS.items()}
+    ds = bench.dataset
+    result["dataset"] = {
+        "big_file_bytes": spec.big_bytes, "small_files": spec.small_count, "small_file_bytes": spec.small_bytes,
+        "geotiff_bytes": ds.geotiff_bytes if ds else None, "geotiff": ds.note if ds else None,
+    }
+    result["repeats"] = bench.plan.repeats
+    result["samples"] = {k: [round(v, 3) for v in vs] for k, vs in bench.samples.items()}
+    result["errors"] = dict(bench.errors)
+    result["notes"] = list(bench.notes)
+    result["machine"] = machine()
+    result["quick"] = quick
+    result["elapsed_s"] = round(elapsed_s, 1)
+    result["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return result
+
+
+def machine() -> dict[str, Any]:
+    mem_kb = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    return {
+        "nproc": os.cpu_count(), "memory_GB": round(mem_kb * 1024 / 1e9, 1), "kernel": platform.release(),
+        "python": platform.python_version(), "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "rclone": _first_line(["rclone", "version"]), "nginx": _first_line(["nginx", "-v"]),
+        "curl": _first_line(["curl", "--version"]),
+    }
+
+
+def _first_line(argv: list[str]) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else None
+
+
+def write_docs(result: dict[str, Any], docs: Path) -> None:
+    """docs/benchmarks.json, and the generated table between the markers of our section of benchmarks.md."""
+    docs.mkdir(parents=True, exist_ok=True)
+    (docs / "benchmarks.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = docs / "benchmarks.md"
+    text = md.read_text() if md.exists() else "# Benchmarks\n"
+    block = f"{BEGIN}\n{table(result)}{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + f"\n\n{SECTION_TITLE}\n\n{block}\n"
+    md.write_text(text)
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        value = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    return f"{value}{unit}"
+
+
+def table(r: dict[str, Any]) -> str:
+    """The markdown table of one run (generated: edit report.py, not the doc)."""
+    ds = r["dataset"]
+    m = r["machine"]
+    big = f"{ds['big_file_bytes'] / 2**30:g} GiB" if ds["big_file_bytes"] >= 2**30 else f"{ds['big_file_bytes'] >> 20} MiB"
+    goal = lambda k: {True: "met", False: "missed", None: "n/a"}[r["goals_met"][k]]  # noqa: E731
+    rows = [
+        ("measurement", "eotdlfs mount", "rclone mount (--vfs-cache-mode full)", "other peer", "eotdlfs vs peer (goal)"),
+        (f"cold sequential read, {big} (MB/s)", _fmt(r["eotdlfs_cold_seq_MBps"]), _fmt(r["rclone_cold_seq_MBps"]),
+         f"curl from our server {_fmt(r['curl_server_MBps'])}; from nginx {_fmt(r['curl_nginx_MBps'])}",
+         f"{_fmt(r['cold_vs_curl'])} of curl (>= 0.6: {goal('cold_vs_curl')}); "
+         f"{_fmt(r['cold_vs_rclone'])}x rclone (>= 3x: {goal('cold_vs_rclone')})"),
+        (f"warm sequential re-read, {big} (MB/s)", _fmt(r["eotdlfs_warm_seq_MBps"]), _fmt(r["rclone_warm_seq_MBps"]), "",
+         f"{_fmt(r['warm_vs_rclone'])}x rclone (>= 3x: {goal('warm_vs_rclone')})"),
+        (f"`ls -lR` of {ds['small_files']:,} files, fresh mount (s)", _fmt(r["eotdlfs_ls_lR_10k_s"]),
+         _fmt(r["rclone_ls_lR_10k_s"]), "",
+         f"{_fmt(r['ls_speedup_vs_rclone'])}x faster (> 1x: {goal('ls_speedup_vs_rclone')})"),
+        ("`ls -lR` again, same mount (s)", _fmt(r["eotdlfs_ls_lR_10k_warm_s"]), _fmt(r["rclone_ls_lR_10k_warm_s"]), "", ""),
+        ("random 4 KiB reads, fresh mount (IOPS)", _fmt(r["eotdlfs_rand4k_iops"]), _fmt(r["rclone_rand4k_iops"]), "",
+         f"{_fmt(r['rand4k_vs_rclone'])}x (>= 1x: {goal('rand4k_vs_rclone')})"),
+        (f"first 64 KiB of the {big} file, fresh mount (ms)", _fmt(r["eotdlfs_first_byte_ms"]),
+         _fmt(r["rclone_first_byte_ms"]),
+         f"download everything first (`eotdlfs get`): {_fmt(r['download_all_first_file_s'])} s",
+         f"{_fmt(r['first_byte_speedup_vs_download_all'])}x sooner"),
+        (f"GeoTIFF 512x512 window read, bytes fetched (file: {_fmt(ds['geotiff_bytes'])} B)",
+         _fmt(r["eotdlfs_geotiff_window_bytes_fetched"]), _fmt(r["rclone_geotiff_window_bytes_fetched"]), "", ""),
+        ("peak RSS of the mount process (MB)", _fmt(r["eotdlfs_rss_peak_MB"]), _fmt(r["rclone_rss_peak_MB"]), "", ""),
+        (f"staging: `cp` of the {big} file in (MB/s) / `eotdlfs flush` (s)",
+         f"{_fmt(r['eotdlfs_staging_copy_in_MBps'])} / {_fmt(r['eotdlfs_staging_flush_s'])}", "", "", ""),
+    ]
+    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    lines.insert(1, "|" + "---|" * len(rows[0]))
+    caption = (
+        f"Run of {r['date']}{' (--quick)' if r['quick'] else ''}: median of {r['repeats']} repetition(s), "
+        f"{m['nproc']} cores, {m['memory_GB']} GB, Linux {m['kernel']}, Python {m['python']}, "
+        f"{m['rclone']}, {m['nginx']}; load average at the end {m['loadavg_at_end']}; took {r['elapsed_s']} s. "
+        "MB = 10^6 bytes. Produced by `scripts/bench --write-docs`; the raw figures are in `docs/benchmarks.json`."
+    )
+    errors = "".join(f"\n- {k} failed: {v}" for k, v in r["errors"].items())
+    notes = "".join(f"\n- {n}" for n in r["notes"])
+    return "\n".join(lines) + f"\n\n{caption}\n{errors}{notes}\n"

@@ -1,0 +1,126 @@
+"""The groups of measurements: each peer reads the same bytes, on a fresh mount and cache for every cold read."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+from benchlib import eotdlfs_side, measure
+from benchlib.dataset import BIG_FILE, GEOTIFF_FILE, SMALL_DIR
+from benchlib.peers import Nginx, rclone_mount
+from benchlib.processes import ForegroundMount, peak_rss_mb
+from benchlib.profiling import Profiler
+from benchlib.runner import Bench
+
+STAGING_DATASET = "bench-staging"
+
+
+def run_curl_nginx(bench: Bench, nginx: Nginx) -> None:
+    bench.record("curl_nginx_MBps", measure.curl_MBps(nginx.url + BIG_FILE))
+
+
+def run_curl_server(bench: Bench, server: eotdlfs_side.EotdlfsServer) -> None:
+    bench.record("curl_server_MBps", measure.curl_MBps(server.download_url(bench.dataset.name, BIG_FILE)))
+
+
+def run_download_all(bench: Bench, env: dict[str, str]) -> None:
+    """What the official client's flow gives: the whole version downloaded before any file is there."""
+    ds = bench.dataset
+    out = bench.fresh_dir("get")
+    try:
+        seconds = eotdlfs_side.run_command(["get", ds.name, "--out", str(out)], env, bench.work / "get.log", 1800)
+        found = list(out.rglob(BIG_FILE))
+        if len(found) != 1 or found[0].stat().st_size != ds.big_bytes:
+            raise RuntimeError(f"eotdlfs get did not produce {BIG_FILE} of {ds.big_bytes} bytes under {out}")
+        bench.record("download_all_first_file_s", seconds)
+    finally:
+        bench.drop(out)
+
+
+def run_rclone_mounts(bench: Bench, nginx: Nginx) -> None:
+    def mount() -> ForegroundMount:
+        cache = bench.fresh_dir("rclone-cache")
+        return rclone_mount(nginx.url, bench.fresh_dir("rclone-mnt"), cache, cache.parent / f"{cache.name}.log")
+
+    _run_mount_reads(bench, "rclone", mount, lambda m: m.mnt, nginx.bytes_sent)
+
+
+def run_eotdlfs_mounts(bench: Bench, server: eotdlfs_side.EotdlfsServer, env: dict[str, str]) -> None:
+    def mount() -> ForegroundMount:
+        cache = bench.fresh_dir("eotdlfs-cache")
+        return eotdlfs_side.eotdlfs_mount(
+            bench.fresh_dir("eotdlfs-mnt"), server.url, cache, env, cache.parent / f"{cache.name}.log"
+        )
+
+    version = lambda m: m.mnt / "datasets" / bench.dataset.name / "v1"  # noqa: E731
+    _run_mount_reads(bench, "eotdlfs", mount, version, server.bytes_sent, profile_server_pid=server.pid)
+
+
+def _run_mount_reads(
+    bench: Bench,
+    peer: str,
+    make_mount: Callable[[], ForegroundMount],
+    root_of: Callable[[ForegroundMount], Path],
+    bytes_sent: Callable[[], int],
+    profile_server_pid: int | None = None,
+) -> None:
+    """One repetition of the same reads for every mount; each starts from a fresh mount and an empty cache."""
+    ds = bench.dataset
+    plan = bench.plan
+
+    def on_fresh_mount(step: Callable[[ForegroundMount, Path], None]) -> None:
+        m = bench.start(make_mount)
+        try:
+            step(m, root_of(m))
+        finally:
+            bench.stop(m)
+            bench.drop(m.cache_dir)
+
+    def first_byte(m: ForegroundMount, root: Path) -> None:
+        bench.record(f"{peer}_first_byte_ms", measure.first_byte_ms(root / BIG_FILE))
+
+    def sequential(m: ForegroundMount, root: Path) -> None:
+        with Profiler(bench.profile_dir, f"{peer}-cold-seq", [m.pid, profile_server_pid]):
+            bench.record(f"{peer}_cold_seq_MBps", measure.seq_read_MBps(root / BIG_FILE, ds.big_bytes))
+        bench.record(f"{peer}_rss_peak_MB", peak_rss_mb(m.pid))
+        with Profiler(bench.profile_dir, f"{peer}-warm-seq", [m.pid]):
+            bench.record(f"{peer}_warm_seq_MBps", measure.seq_read_MBps(root / BIG_FILE, ds.big_bytes))
+
+    def listing_and_window(m: ForegroundMount, root: Path) -> None:
+        with Profiler(bench.profile_dir, f"{peer}-ls", [m.pid]):
+            bench.record(f"{peer}_ls_lR_10k_s", measure.ls_lR_s(root / SMALL_DIR, ds.small_count))
+        bench.record(f"{peer}_ls_lR_10k_warm_s", measure.ls_lR_s(root / SMALL_DIR, ds.small_count))
+        if ds.geotiff is not None:
+            before = bytes_sent()
+            measure.geotiff_window_read(root / GEOTIFF_FILE)
+            time.sleep(0.5)  # let read-ahead that the window read started show up in the count
+            bench.record(f"{peer}_geotiff_window_bytes_fetched", bytes_sent() - before)
+
+    def random_reads(m: ForegroundMount, root: Path) -> None:
+        with Profiler(bench.profile_dir, f"{peer}-rand4k", [m.pid]):
+            bench.record(f"{peer}_rand4k_iops",
+                         measure.rand4k_iops(root / BIG_FILE, ds.big_bytes, plan.rand_count, plan.rand_time_limit_s))
+
+    for step in (first_byte, sequential, listing_and_window, random_reads):
+        on_fresh_mount(step)
+
+
+def run_staging(bench: Bench, server: eotdlfs_side.EotdlfsServer, env: dict[str, str]) -> None:
+    """Copy the big file into the writable staging folder, then flush it as a new dataset version."""
+    ds = bench.dataset
+    cache = bench.fresh_dir("staging-cache")
+    m = bench.start(lambda: eotdlfs_side.eotdlfs_mount(
+        bench.fresh_dir("staging-mnt"), server.url, cache, env, cache.parent / f"{cache.name}.log"))
+    try:
+        target = m.mnt / "staging" / "datasets" / STAGING_DATASET
+        target.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        subprocess.run(["cp", str(ds.big), str(target / BIG_FILE)], check=True, timeout=1800)
+        bench.record("eotdlfs_staging_copy_in_MBps", ds.big_bytes / (time.perf_counter() - start) / measure.MB)
+        bench.record("eotdlfs_staging_flush_s",
+                     eotdlfs_side.run_command(["flush", str(target)], env, bench.work / "flush.log", 1800))
+    finally:
+        bench.stop(m)
+        bench.drop(cache)

@@ -1,0 +1,62 @@
+"""Smoke test of `scripts/bench --quick`: it runs end to end, prints the full JSON, and leaves no mount behind.
+
+Speed is not asserted here (the numbers are for the note); only that every key is there
+with a sane value.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchlib.report import MEASURED_KEYS, RATIOS  # noqa: E402
+
+# Keys that may be null: staging until a writable staging area exists, the GeoTIFF without rasterio.
+MAY_BE_NULL = {"eotdlfs_staging_copy_in_MBps", "eotdlfs_staging_flush_s"}
+OPTIONAL_GROUPS = {"staging"}
+
+
+def _mounts_under(folder: Path) -> list[str]:
+    with open("/proc/mounts") as f:
+        return [line.split()[1] for line in f if line.split()[1].startswith(str(folder))]
+
+
+@pytest.mark.timeout(180)
+def test_bench_quick_prints_every_key(tmp_path: Path) -> None:
+    work = tmp_path / "bench"
+    start = time.monotonic()
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "bench"), "--quick", "--workdir", str(work)],
+        capture_output=True, text=True, timeout=170, stdin=subprocess.DEVNULL,
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert _mounts_under(tmp_path) == []
+    result = json.loads(proc.stdout)
+
+    assert result["quick"] is True
+    assert set(result["errors"]) <= OPTIONAL_GROUPS, result["errors"]
+    may_be_null = set(MAY_BE_NULL)
+    if result["dataset"]["geotiff_bytes"] is None:
+        may_be_null |= {"eotdlfs_geotiff_window_bytes_fetched", "rclone_geotiff_window_bytes_fetched"}
+        assert result["notes"], "a skipped GeoTIFF must say why"
+    for key in MEASURED_KEYS:
+        value = result[key]
+        if value is None and key in may_be_null:
+            continue
+        assert isinstance(value, (int, float)) and value > 0, f"{key} = {value!r}"
+    for key in RATIOS:
+        assert isinstance(result[key], float) and result[key] > 0, f"{key} = {result[key]!r}"
+    assert all(v in (True, False) for v in result["goals_met"].values())
+    machine = result["machine"]
+    assert machine["nproc"] >= 1 and machine["memory_GB"] > 0
+    assert isinstance(machine["kernel"], str) and isinstance(machine["python"], str)
+    assert elapsed < 60, f"--quick took {elapsed:.0f} s, it must stay under 60 s"
