@@ -1,0 +1,117 @@
+"""Route 9: whole files, HEAD, Range (206/416), strong ETag, and the download counters."""
+
+from __future__ import annotations
+
+import pytest
+from serverapi import sha1
+
+DATA = bytes(range(256)) * 40  # 10240 bytes
+SIZE = len(DATA)
+
+
+@pytest.fixture
+def blob(api, unique_name):
+    rid = api.create(unique_name("dl"))
+    api.new_version(rid)
+    assert api.batch(rid, 1, {"d/data.bin": DATA, "empty": b""}).status_code == 200
+    return rid
+
+
+def test_whole_file_headers(api, blob):
+    r = api.download(blob, "d/data.bin")
+    assert r.status_code == 200 and r.content == DATA
+    assert r.headers["content-length"] == str(SIZE)
+    assert r.headers["etag"] == f'"{sha1(DATA)}"'
+    assert r.headers["accept-ranges"] == "bytes"
+    assert "content-range" not in r.headers
+
+
+def test_head(api, blob):
+    r = api.req("HEAD", f"{api.kind}/{blob}/download/d/data.bin")
+    assert r.status_code == 200 and r.content == b""
+    assert r.headers["content-length"] == str(SIZE) and r.headers["etag"] == f'"{sha1(DATA)}"'
+    r = api.req("HEAD", f"{api.kind}/{blob}/download/d/data.bin", headers={"Range": "bytes=0-9"})
+    assert r.status_code == 206 and r.headers["content-range"] == f"bytes 0-9/{SIZE}"
+    assert api.req("HEAD", f"{api.kind}/{blob}/download/nope").status_code == 404
+
+
+@pytest.mark.parametrize("spec, first, last", [
+    ("0-0", 0, 0),                      # first byte
+    (f"{SIZE - 1}-{SIZE - 1}", SIZE - 1, SIZE - 1),  # last byte
+    ("100-199", 100, 199),
+    ("100-", 100, SIZE - 1),            # open-ended
+    ("-10", SIZE - 10, SIZE - 1),       # suffix
+    (f"-{SIZE + 50}", 0, SIZE - 1),     # suffix longer than the file
+    (f"5000-{SIZE + 1000}", 5000, SIZE - 1),  # last beyond EOF is clamped
+])
+def test_satisfiable_ranges(api, blob, spec, first, last):
+    r = api.download(blob, "d/data.bin", headers={"Range": f"bytes={spec}"})
+    assert r.status_code == 206
+    assert r.content == DATA[first:last + 1]
+    assert r.headers["content-range"] == f"bytes {first}-{last}/{SIZE}"
+    assert r.headers["content-length"] == str(last - first + 1)
+    assert r.headers["etag"] == f'"{sha1(DATA)}"'
+
+
+@pytest.mark.parametrize("spec", [f"{SIZE}-", f"{SIZE + 10}-{SIZE + 20}", "-0", "20-10"])
+def test_unsatisfiable_ranges(api, blob, spec):
+    r = api.download(blob, "d/data.bin", headers={"Range": f"bytes={spec}"})
+    assert r.status_code == 416
+    assert r.headers["content-range"] == f"bytes */{SIZE}"
+    assert r.json() == {"detail": "Requested range not satisfiable"}
+
+
+def test_any_range_of_empty_file_is_416(api, blob):
+    assert api.download(blob, "empty").content == b""
+    for spec in ("0-", "-1", "0-0"):
+        r = api.download(blob, "empty", headers={"Range": f"bytes={spec}"})
+        assert r.status_code == 416 and r.headers["content-range"] == "bytes */0"
+
+
+@pytest.mark.parametrize("header", ["bytes=0-1,5-6", "items=0-5", "bytes=abc", "bytes=-", "bytes=1-2-3"])
+def test_multiple_or_malformed_ranges_get_whole_file(api, blob, header):
+    r = api.download(blob, "d/data.bin", headers={"Range": header})
+    assert r.status_code == 200 and r.content == DATA
+
+
+def test_if_range(api, blob):
+    etag = f'"{sha1(DATA)}"'
+    r = api.download(blob, "d/data.bin", headers={"Range": "bytes=0-3", "If-Range": etag})
+    assert r.status_code == 206 and r.content == DATA[:4]
+    r = api.download(blob, "d/data.bin", headers={"Range": "bytes=0-3", "If-Range": '"0000"'})
+    assert r.status_code == 200 and r.content == DATA
+
+
+def test_missing_things_are_404(api, blob):
+    for path, version in (("nope", None), ("d/data.bin", 2), ("d", None), ("d/", None)):
+        r = api.download(blob, path, version)
+        assert (r.status_code, r.json()) == (404, {"detail": "File doesn't exist"}), path
+    r = api.download("0123456789abcdef01234567", "d/data.bin")
+    assert (r.status_code, r.json()) == (404, {"detail": f"{api.noun.capitalize()} doesn't exist"})
+
+
+def test_path_tricks_never_reach_the_disk(api, blob, repo_server):
+    for path in ("..%2F..%2Fsecret", "%2Fetc%2Fpasswd", "d%2F..%2F..%2Frepository.db", "d/data.bin%00"):
+        r = api.get(f"{api.kind}/{blob}/download/{path}")
+        assert r.status_code == 404, path
+        assert r.json() == {"detail": "File doesn't exist"}
+
+
+def test_stats_count_bytes_sent_and_downloads(api, blob, repo_server):
+    before = repo_server.stats()
+    api.download(blob, "d/data.bin", headers={"Range": "bytes=0-99"})
+    api.download(blob, "d/data.bin")
+    api.req("HEAD", f"{api.kind}/{blob}/download/d/data.bin")
+    after = repo_server.stats()
+    assert after["bytes_sent"] - before["bytes_sent"] == 100 + SIZE
+    assert after["downloads"] - before["downloads"] == 2
+
+
+def test_large_file_streams_in_ranges(api, unique_name):
+    data = bytes(range(251)) * 20000  # ~5 MB, several 1 MiB chunks
+    rid = api.create(unique_name("large"))
+    api.new_version(rid)
+    api.batch(rid, 1, {"l.bin": data})
+    assert api.download(rid, "l.bin").content == data
+    r = api.download(rid, "l.bin", headers={"Range": "bytes=1048570-3145740"})
+    assert r.status_code == 206 and r.content == data[1048570:3145741]

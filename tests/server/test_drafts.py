@@ -1,0 +1,79 @@
+"""The draft extension: `?draft=true`, publish, discard; drafts are hidden from `versions`."""
+
+from __future__ import annotations
+
+from serverapi import sha1
+
+
+def test_draft_is_hidden_until_published(api, unique_name):
+    name = unique_name("draft")
+    rid = api.create(name)
+    assert api.new_version(rid) == 1
+    api.batch(rid, 1, {"a": b"1"})
+    assert api.new_version(rid, draft=True) == 2
+    assert api.batch(rid, 2, {"a": b"2", "b": b"b"}).status_code == 200
+    record = api.record(name)
+    assert [v["version_id"] for v in record["versions"]] == [1]
+    assert [(d["version_id"], d["size"]) for d in record["drafts"]] == [(2, 2)]
+    assert {f["filename"] for f in api.files(rid, 2)} == {"a", "b"}  # drafts are readable by number
+    r = api.post(f"{api.kind}/{rid}/publish?version=2")
+    assert (r.status_code, r.json()) == (200, {f"{api.noun}_id": rid, "version": 2})
+    record = api.record(name)
+    assert [v["version_id"] for v in record["versions"]] == [1, 2] and record["drafts"] == []
+    # publishing again is fine (idempotent), and so is publishing a version never drafted
+    assert api.post(f"{api.kind}/{rid}/publish?version=2").status_code == 200
+    assert api.post(f"{api.kind}/{rid}/publish?version=1").status_code == 200
+
+
+def test_version_numbers_count_drafts(api, unique_name):
+    rid = api.create(unique_name("cnt"))
+    assert api.new_version(rid, draft=True) == 1
+    assert api.new_version(rid) == 2
+    assert api.new_version(rid, draft=True) == 3
+
+
+def test_discard_draft_removes_its_files(api, unique_name):
+    name = unique_name("disc")
+    rid = api.create(name)
+    api.new_version(rid)
+    api.batch(rid, 1, {"a": b"1"})
+    api.new_version(rid, draft=True)
+    api.batch(rid, 2, {"a": b"2", "only-draft": b"x"})
+    r = api.req("DELETE", f"{api.kind}/{rid}/version/2")
+    assert (r.status_code, r.json()) == (200, {f"{api.noun}_id": rid, "version": 2})
+    record = api.record(name)
+    assert record["drafts"] == [] and [v["version_id"] for v in record["versions"]] == [1]
+    assert api.files(rid) == [{"filename": "a", "version": 1, "checksum": sha1(b"1"), "size": 1}]
+    assert api.download(rid, "a").content == b"1"
+    assert api.download(rid, "only-draft").status_code == 404
+    r = api.get(f"{api.kind}/{rid}/files?version=2")
+    assert r.status_code == 404
+    assert api.new_version(rid) == 2  # the number is free again
+
+
+def test_discard_errors(api, unique_name):
+    rid = api.create(unique_name("discerr"))
+    api.new_version(rid)
+    r = api.req("DELETE", f"{api.kind}/{rid}/version/1")
+    assert r.status_code == 404 and "not a draft" in r.json()["detail"]
+    r = api.req("DELETE", f"{api.kind}/{rid}/version/9")
+    assert (r.status_code, r.json()) == (404, {"detail": f"{api.noun.capitalize()} version doesn't exist"})
+    r = api.post(f"{api.kind}/{rid}/publish?version=9")
+    assert (r.status_code, r.json()) == (404, {"detail": f"{api.noun.capitalize()} version doesn't exist"})
+    r = api.post(f"{api.kind}/{rid}/publish")
+    assert r.status_code == 422
+
+
+def test_multipart_into_draft(api, unique_name):
+    import hashlib
+
+    rid = api.create(unique_name("dmp"))
+    api.new_version(rid, draft=True)
+    data = b"m" * 1000
+    up = api.post(f"{api.kind}/{rid}/uploadId", json={"filname": "m", "checksum": sha1(data)}).json()
+    api.post(f"{api.kind}/chunk/{up['upload_id']}", files={"file": ("b", data)},
+             data={"part_number": 1, "checksum": hashlib.md5(data).hexdigest()})
+    assert api.post(f"{api.kind}/complete/{up['upload_id']}?version=1").status_code == 200
+    api.new_version(rid, draft=True)
+    assert api.carry(rid, 2, {"m": sha1(data)}).status_code == 200
+    assert [f["filename"] for f in api.files(rid, 2)] == ["m"]

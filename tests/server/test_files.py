@@ -1,0 +1,117 @@
+"""Routes 5-8: listing files, zip batches, carrying files, single files; file versioning rules."""
+
+from __future__ import annotations
+
+from serverapi import sha1
+
+
+def _ids(files: list[dict]) -> dict[str, int]:
+    return {f["filename"]: f["version"] for f in files}
+
+
+def test_file_versions_follow_checksums(api, unique_name):
+    rid = api.create(unique_name("fv"))
+    api.new_version(rid)
+    assert api.batch(rid, 1, {"a": b"1", "b": b"same"}).status_code == 200
+    api.new_version(rid)
+    # a changed file gets file version 2, an unchanged one keeps file version 1
+    assert api.batch(rid, 2, {"a": b"2", "b": b"same"}).status_code == 200
+    assert _ids(api.files(rid, 1)) == {"a": 1, "b": 1}
+    assert _ids(api.files(rid, 2)) == {"a": 2, "b": 1}
+    everything = api.files(rid)  # no version: every file version of every path
+    assert sorted((f["filename"], f["version"]) for f in everything) == [("a", 1), ("a", 2), ("b", 1)]
+    assert api.download(rid, "a", 1).content == b"1"
+    assert api.download(rid, "a", 2).content == b"2"
+    assert api.download(rid, "a").content == b"2"  # latest file version
+
+
+def test_reingest_into_same_version_replaces_path(api, unique_name):
+    rid = api.create(unique_name("rep"))
+    api.new_version(rid)
+    api.batch(rid, 1, {"a": b"old"})
+    api.batch(rid, 1, {"a": b"new"})
+    assert api.files(rid, 1) == [{"filename": "a", "version": 2, "checksum": sha1(b"new"), "size": 3}]
+
+
+def test_carry_files_into_new_version(api, unique_name):
+    name = unique_name("carry")
+    rid = api.create(name)
+    api.new_version(rid)
+    api.batch(rid, 1, {"keep": b"k" * 10, "drop": b"d"})
+    api.new_version(rid)
+    r = api.carry(rid, 2, {"keep": sha1(b"k" * 10)})
+    assert r.status_code == 200, r.text
+    assert r.json()["filenames"] == ["keep"] and r.json()[f"{api.noun}_name"] == name
+    assert _ids(api.files(rid, 2)) == {"keep": 1}  # a file left out of a version is deleted in it
+    sizes = {v["version_id"]: v["size"] for v in api.record(name)["versions"]}
+    assert sizes == {1: 11, 2: 10}
+
+
+def test_carry_an_older_file_version(api, unique_name):
+    rid = api.create(unique_name("old"))
+    api.new_version(rid)
+    api.batch(rid, 1, {"a": b"v1"})
+    api.new_version(rid)
+    api.batch(rid, 2, {"a": b"v2"})
+    api.new_version(rid)
+    assert api.carry(rid, 3, {"a": sha1(b"v1")}).status_code == 200  # changed back to older bytes
+    assert _ids(api.files(rid, 3)) == {"a": 1}
+
+
+def test_carry_errors_store_nothing(api, unique_name):
+    rid = api.create(unique_name("carerr"))
+    api.new_version(rid)
+    api.batch(rid, 1, {"a": b"x"})
+    api.new_version(rid)
+    r = api.carry(rid, 2, {"a": sha1(b"x"), "ghost": sha1(b"g")})
+    assert (r.status_code, r.json()) == (404, {"detail": "File doesn't exist"})
+    r = api.carry(rid, 2, {"a": sha1(b"other")})
+    assert (r.status_code, r.json()) == (400, {"detail": "Checksum mismatch."})
+    assert api.files(rid, 2) == []  # all or nothing
+    r = api.post(f"{api.kind}/{rid}/files?version=2", data={"filenames": ["a", "b"], "checksums": [sha1(b"x")]})
+    assert r.status_code == 400
+    r = api.carry(rid, 9, {"a": sha1(b"x")})
+    assert (r.status_code, r.json()) == (404, {"detail": f"{api.noun.capitalize()} version doesn't exist"})
+
+
+def test_single_file_route(api, unique_name):
+    name = unique_name("one")
+    rid = api.create(name)
+    api.new_version(rid)
+    r = api.post(f"{api.kind}/{rid}?version=1", files={"file": ("dir/one.txt", b"one")},
+                 data={"checksum": sha1(b"one")})
+    assert r.status_code == 200, r.text
+    assert r.json() == {f"{api.noun}_id": rid, f"{api.noun}_name": name, "filename": "dir/one.txt"}
+    assert api.files(rid, 1) == [{"filename": "dir/one.txt", "version": 1, "checksum": sha1(b"one"), "size": 3}]
+    assert api.download(rid, "dir/one.txt").content == b"one"
+
+
+def test_single_file_errors_store_nothing(api, unique_name):
+    rid = api.create(unique_name("oneerr"))
+    api.new_version(rid)
+    r = api.post(f"{api.kind}/{rid}?version=1", files={"file": ("f", b"one")}, data={"checksum": sha1(b"two")})
+    assert (r.status_code, r.json()) == (400, {"detail": "Checksum mismatch."})
+    r = api.post(f"{api.kind}/{rid}?version=5", files={"file": ("f", b"one")}, data={"checksum": sha1(b"one")})
+    assert (r.status_code, r.json()) == (404, {"detail": f"{api.noun.capitalize()} version doesn't exist"})
+    r = api.post(f"{api.kind}/{rid}", files={"file": ("f", b"one")}, data={"checksum": sha1(b"one")})
+    assert r.status_code == 404  # no version given: like the official server, no such version
+    r = api.post(f"{api.kind}/{rid}?version=1", files={"file": ("f", b"one")}, data={"checksum": "xyz"})
+    assert r.status_code == 400
+    assert api.files(rid) == []
+
+
+def test_batch_to_missing_record_or_version(api, unique_name):
+    r = api.batch("0123456789abcdef01234567", 1, {"a": b"x"})
+    assert (r.status_code, r.json()) == (404, {"detail": f"{api.noun.capitalize()} doesn't exist"})
+    rid = api.create(unique_name("nov"))
+    r = api.batch(rid, 1, {"a": b"x"})
+    assert (r.status_code, r.json()) == (404, {"detail": f"{api.noun.capitalize()} version doesn't exist"})
+
+
+def test_files_of_missing_record_or_version(api, unique_name):
+    r = api.get(f"{api.kind}/0123456789abcdef01234567/files")
+    assert (r.status_code, r.json()) == (404, {"detail": f"{api.noun.capitalize()} doesn't exist"})
+    rid = api.create(unique_name("nofiles"))
+    assert api.files(rid) == []
+    r = api.get(f"{api.kind}/{rid}/files?version=3")
+    assert (r.status_code, r.json()) == (404, {"detail": f"{api.noun.capitalize()} version doesn't exist"})

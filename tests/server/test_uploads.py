@@ -1,0 +1,176 @@
+"""Routes 10-12: multipart uploads, resuming, and their errors."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from serverapi import sha1
+
+PART = 64 * 1024
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def _start(api, rid, path, data):
+    return api.post(f"{api.kind}/{rid}/uploadId", json={"filname": path, "checksum": sha1(data)})
+
+
+def _chunk(api, upload_id, part, data, checksum=None):
+    return api.post(f"{api.kind}/chunk/{upload_id}", files={"file": ("blob", data)},
+                    data={"part_number": part, "checksum": checksum or _md5(data)})
+
+
+def _upload_all(api, upload_id, data, skip=()):
+    for i in range(0, len(data), PART):
+        part = i // PART + 1
+        if part not in skip:
+            r = _chunk(api, upload_id, part, data[i:i + PART])
+            assert r.status_code == 200, r.text
+            assert r.json() == {"message": "Chunk uploaded"}
+
+
+@pytest.fixture
+def record(api, unique_name):
+    name = unique_name("up")
+    rid = api.create(name)
+    api.new_version(rid)
+    return name, rid
+
+
+def test_upload_complete(api, record, repo_server):
+    name, rid = record
+    data = bytes(range(256)) * 1000  # 4 parts
+    before = repo_server.stats()["uploads"]
+    r = _start(api, rid, "big/file.bin", data)
+    assert r.status_code == 200, r.text
+    upload_id = r.json()["upload_id"]
+    assert r.json()["parts"] == []
+    _upload_all(api, upload_id, data)
+    r = api.post(f"{api.kind}/complete/{upload_id}?version=1")
+    assert r.status_code == 200, r.text
+    assert r.json()[f"{api.noun}_id"] == rid and r.json()["filename"] == "big/file.bin"
+    assert api.files(rid, 1) == [{"filename": "big/file.bin", "version": 1, "checksum": sha1(data),
+                                  "size": len(data)}]
+    assert api.download(rid, "big/file.bin").content == data
+    after = repo_server.stats()["uploads"]
+    assert after["chunk"] - before["chunk"] == 4 and after["complete"] - before["complete"] == 1
+    # the upload is gone once complete
+    assert api.post(f"{api.kind}/complete/{upload_id}?version=1").json() == {"detail": "Upload Id not found."}
+    assert not (repo_server.root / "uploads" / upload_id).exists()
+
+
+def test_upload_resumes_with_received_parts(api, record):
+    _, rid = record
+    data = b"r" * (3 * PART + 5)
+    upload_id = _start(api, rid, "resume.bin", data).json()["upload_id"]
+    _upload_all(api, upload_id, data, skip={2, 4})
+    again = _start(api, rid, "resume.bin", data).json()
+    assert again == {"upload_id": upload_id, "parts": [1, 3]}
+    _upload_all(api, upload_id, data, skip={1, 3})
+    assert api.post(f"{api.kind}/complete/{upload_id}?version=1").status_code == 200
+    assert api.download(rid, "resume.bin").content == data
+
+
+def test_upload_with_other_checksum_starts_over(api, record):
+    _, rid = record
+    upload_id = _start(api, rid, "x.bin", b"one").json()["upload_id"]
+    assert _chunk(api, upload_id, 1, b"one").status_code == 200
+    other = _start(api, rid, "x.bin", b"two").json()
+    assert other["upload_id"] != upload_id and other["parts"] == []
+    assert _chunk(api, upload_id, 1, b"one").json() == {"detail": "Upload Id not found."}
+
+
+def test_upload_of_existing_file_is_409(api, record):
+    _, rid = record
+    api.batch(rid, 1, {"same.bin": b"same"})
+    r = _start(api, rid, "same.bin", b"same")
+    assert (r.status_code, r.json()) == (409, {"detail": "File already exists"})
+    r = _start(api, rid, "same.bin", b"changed")  # a new file version is fine
+    assert r.status_code == 200
+
+
+def test_chunk_md5_mismatch_keeps_nothing(api, record, repo_server):
+    _, rid = record
+    upload_id = _start(api, rid, "m.bin", b"abc").json()["upload_id"]
+    r = _chunk(api, upload_id, 1, b"abc", checksum=_md5(b"abd"))
+    assert (r.status_code, r.json()) == (400, {"detail": "Checksum mismatch."})
+    assert _start(api, rid, "m.bin", b"abc").json()["parts"] == []
+    assert list((repo_server.root / "uploads" / upload_id).glob("*")) == []
+
+
+@pytest.mark.parametrize("part", [0, -1, 10001])
+def test_bad_part_numbers(api, record, part):
+    _, rid = record
+    upload_id = _start(api, rid, "p.bin", b"abc").json()["upload_id"]
+    r = _chunk(api, upload_id, part, b"abc")
+    assert r.status_code == 400
+    assert "part_number" in r.json()["detail"]
+    assert _start(api, rid, "p.bin", b"abc").json()["parts"] == []
+
+
+def test_part_number_not_a_number(api, record):
+    _, rid = record
+    upload_id = _start(api, rid, "p2.bin", b"abc").json()["upload_id"]
+    r = _chunk(api, upload_id, "one", b"abc")
+    assert r.status_code == 422 and isinstance(r.json()["detail"], str)
+
+
+@pytest.mark.parametrize("upload_id", ["0" * 32, "nothex", "A" * 32, "a" * 64, "..%2Esecret"])
+def test_unknown_upload_ids(api, upload_id):
+    r = _chunk(api, upload_id, 1, b"abc")
+    assert (r.status_code, r.json()) == (404, {"detail": "Upload Id not found."})
+    r = api.post(f"{api.kind}/complete/{upload_id}?version=1")
+    assert (r.status_code, r.json()) == (404, {"detail": "Upload Id not found."})
+
+
+def test_upload_id_of_other_kind_is_unknown(api, record):
+    _, rid = record
+    upload_id = _start(api, rid, "k.bin", b"abc").json()["upload_id"]
+    other = api.of_kind("models" if api.kind == "datasets" else "datasets")
+    assert _chunk(other, upload_id, 1, b"abc").json() == {"detail": "Upload Id not found."}
+
+
+def test_complete_with_wrong_bytes_is_checksum_mismatch(api, record):
+    _, rid = record
+    upload_id = _start(api, rid, "w.bin", b"expected").json()["upload_id"]
+    assert _chunk(api, upload_id, 1, b"something else").status_code == 200
+    r = api.post(f"{api.kind}/complete/{upload_id}?version=1")
+    assert (r.status_code, r.json()) == (400, {"detail": "Checksum mismatch."})
+    assert api.files(rid) == []
+    # the bad upload is dropped, so a retry starts clean
+    assert _start(api, rid, "w.bin", b"expected").json()["parts"] == []
+
+
+def test_complete_with_missing_parts(api, record):
+    _, rid = record
+    data = b"q" * (3 * PART)
+    upload_id = _start(api, rid, "gap.bin", data).json()["upload_id"]
+    _upload_all(api, upload_id, data, skip={2})
+    r = api.post(f"{api.kind}/complete/{upload_id}?version=1")
+    assert (r.status_code, r.json()) == (400, {"detail": "Missing parts: 2"})
+    empty = _start(api, rid, "none.bin", b"zz").json()["upload_id"]
+    assert api.post(f"{api.kind}/complete/{empty}?version=1").status_code == 400
+    assert api.files(rid) == []
+
+
+def test_complete_into_missing_version(api, record):
+    _, rid = record
+    upload_id = _start(api, rid, "v.bin", b"abc").json()["upload_id"]
+    _chunk(api, upload_id, 1, b"abc")
+    for query in ("?version=7", ""):
+        r = api.post(f"{api.kind}/complete/{upload_id}{query}")
+        assert (r.status_code, r.json()) == (404, {"detail": f"{api.noun.capitalize()} version doesn't exist"})
+    assert api.post(f"{api.kind}/complete/{upload_id}?version=1").status_code == 200
+
+
+def test_upload_id_bad_body(api, record):
+    _, rid = record
+    r = api.post(f"{api.kind}/{rid}/uploadId", json={"filname": "a.bin", "checksum": "nope"})
+    assert r.status_code == 400
+    r = api.post(f"{api.kind}/{rid}/uploadId", json={"checksum": sha1(b"x")})
+    assert r.status_code == 400
+    r = api.post(f"{api.kind}/0123456789abcdef01234567/uploadId", json={"filname": "a", "checksum": sha1(b"x")})
+    assert (r.status_code, r.json()) == (404, {"detail": f"{api.noun.capitalize()} doesn't exist"})
