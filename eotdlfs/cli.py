@@ -127,5 +127,56 @@ def status(
     typer.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else format_status(info))
 
 
+API_URL_OPTION = typer.Option(None, "--api-url", help="Repository API URL (default: EOTDL_API_URL, config, embedded).")
+TOKEN_OPTION = typer.Option(None, "--token", help="Token (default: EOTDL_TOKEN/EOTDL_API_KEY, config, creds.json).")
+KIND_OPTION = typer.Option("datasets", "--kind", help="datasets or models.")
+
+
+@app.command()
+def ingest(
+    path: Path = typer.Argument(..., help="Folder to ingest; its metadata.yml names the record."),
+    kind: str = KIND_OPTION, api_url: str | None = API_URL_OPTION, token: str | None = TOKEN_OPTION,
+) -> None:
+    """Ingest a folder as the next version: only new and changed files are uploaded."""
+    from eotdlfs.client.commands import CLIENT_ERRORS, ingest_command
+
+    try:
+        typer.echo(ingest_command(path, kind, api_url, token))
+    except CLIENT_ERRORS as exc:
+        fail(str(exc))
+
+
+@app.command()
+def get(
+    name: str = typer.Argument(..., help="Dataset or model name."),
+    version: int | None = typer.Option(None, "-v", "--version", help="Version (default: latest)."),
+    kind: str = KIND_OPTION,
+    out: Path = typer.Option(Path("."), "--out", help="Download into OUT/NAME/vN/."),
+    api_url: str | None = API_URL_OPTION, token: str | None = TOKEN_OPTION,
+) -> None:
+    """Download a version, verifying each file's SHA-1 and skipping files already present."""
+    from eotdlfs.client.commands import CLIENT_ERRORS, get_command
+
+    try:
+        typer.echo(get_command(name, version, kind, out, api_url, token))
+    except CLIENT_ERRORS as exc:
+        fail(str(exc))
+
+
+@app.command("list")
+def list_records(
+    kind: str = KIND_OPTION,
+    match: str | None = typer.Option(None, "--match", help="Only names containing TEXT (case-insensitive)."),
+    api_url: str | None = API_URL_OPTION, token: str | None = TOKEN_OPTION,
+) -> None:
+    """List datasets or models: name, versions, latest version's size, owner."""
+    from eotdlfs.client.commands import CLIENT_ERRORS, list_command
+
+    try:
+        list_command(kind, match, api_url, token)
+    except CLIENT_ERRORS as exc:
+        fail(str(exc))
+
+
 if __name__ == "__main__":
     app()

@@ -58,7 +58,7 @@ def _detail(response: requests.Response) -> str:
 class ApiClient:
     """The routes of one repository server; thread-safe."""
 
-    def __init__(self, settings: Settings, retries: int = 4, backoff: float = 0.2):
+    def __init__(self, settings: Settings, retries: int = 3, backoff: float = 0.2):
         if not settings.api_url:
             raise ValueError("no API URL configured; set EOTDL_API_URL or --api-url")
         # set once

@@ -2,7 +2,6 @@
 
 from eotdlfs.client.ingest.engine import IngestResult, ingest_folder, run_ingest
 from eotdlfs.client.ingest.plan import Carry, Drop, IngestPlan, SourceFile, Upload, plan_ingest
-from eotdlfs.client.ingest.progress import IngestProgress, RichIngestProgress
 
-__all__ = ["Carry", "Drop", "IngestPlan", "IngestProgress", "IngestResult", "RichIngestProgress", "SourceFile",
+__all__ = ["Carry", "Drop", "IngestPlan", "IngestResult", "SourceFile",
            "Upload", "ingest_folder", "plan_ingest", "run_ingest"]

@@ -24,10 +24,10 @@ from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import Conflict, Forbidden, NothingToIngest, NotFound
 from eotdlfs.client.hashcache import HashCache
 from eotdlfs.client.ingest.plan import IngestPlan, LatestFile, SourceFile, Upload, chunked, plan_ingest, upload_batches
-from eotdlfs.client.ingest.progress import IngestProgress
 from eotdlfs.client.ingest.sources import scan_folder
 from eotdlfs.client.repository import record_versions
 from eotdlfs.client.ingest.transfer import send_batch, send_multipart
+from eotdlfs.client.progress import TransferProgress
 from eotdlfs.metadata import METADATA_FILE, Metadata, MetadataError, load_metadata, record_noun
 
 BATCH_MAX_BYTES = 8 * 1024 * 1024
@@ -44,7 +44,7 @@ class IngestResult:
     resumed: int = 0  # files an interrupted run had already put into the reused draft
 
 
-def ingest_folder(api: ApiClient, kind: str, folder: Path, progress: IngestProgress | None = None,
+def ingest_folder(api: ApiClient, kind: str, folder: Path, progress: TransferProgress | None = None,
                   cache: HashCache | None = None) -> IngestResult:
     """Ingest FOLDER (with its metadata.yml) as the next version of the record it names."""
     metadata = load_metadata(folder)  # before any network call: a bad metadata.yml costs nothing
@@ -57,12 +57,12 @@ def ingest_folder(api: ApiClient, kind: str, folder: Path, progress: IngestProgr
 
 
 def run_ingest(api: ApiClient, kind: str, metadata: Metadata, sources: Sequence[SourceFile],
-               progress: IngestProgress | None = None) -> IngestResult:
+               progress: TransferProgress | None = None) -> IngestResult:
     """Make the record's next version hold exactly SOURCES (checksums computed here when missing)."""
     record_noun(kind)
     if not any(s.path == METADATA_FILE for s in sources):
         raise MetadataError(METADATA_FILE, "must be one of the files ingested")
-    progress = progress or IngestProgress()
+    progress = progress or TransferProgress()
     sources = with_checksums(sources)
     record = ensure_record(api, kind, metadata)
     versions = record_versions(record)
@@ -133,7 +133,7 @@ def open_version(api: ApiClient, kind: str, record_id: str, plan: IngestPlan,
 
 
 def execute(api: ApiClient, kind: str, record_id: str, version: int, plan: IngestPlan,
-            progress: IngestProgress) -> int:
+            progress: TransferProgress) -> int:
     """Send the plan's uploads and carries into VERSION; returns the bytes sent."""
     max_fields = int(api.capabilities().get("max_form_fields", DEFAULT_MAX_FORM_FIELDS))
     per_request = max(1, (max_fields - 10) // 2)  # route 7 sends two fields per file
@@ -145,7 +145,7 @@ def execute(api: ApiClient, kind: str, record_id: str, version: int, plan: Inges
         for upload in large:
             local = local_bytes(api, kind, record_id, upload, Path(scratch))
             sent += send_multipart(api, kind, record_id, version, upload, local,
-                                   lambda n: progress.advance(bytes_sent=n))
+                                   lambda n: progress.advance(bytes_done=n))
             progress.advance(files=1)
         for batch in upload_batches(small, BATCH_MAX_BYTES, per_request):
             files = [(u.source.path, local_bytes(api, kind, record_id, u, Path(scratch)), u.source.checksum)
@@ -153,7 +153,7 @@ def execute(api: ApiClient, kind: str, record_id: str, version: int, plan: Inges
             send_batch(api, kind, record_id, version, files)  # type: ignore[arg-type]
             batch_bytes = sum(u.source.size for u in batch)
             sent += batch_bytes
-            progress.advance(files=len(batch), bytes_sent=batch_bytes)
+            progress.advance(files=len(batch), bytes_done=batch_bytes)
     for carries in chunked(plan.carries, per_request):
         api.carry(kind, record_id, version, [c.path for c in carries], [c.checksum for c in carries])
         progress.advance(files=len(carries))

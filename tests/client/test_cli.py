@@ -1,0 +1,123 @@
+"""`eotdlfs ingest`, `get` and `list` as a user runs them: one-line errors, exit codes, nothing half-created."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from client.helpers import assert_one_line_error, cli_env, client, make_folder, run_cli, write_metadata
+from eotdlfs.client.errors import NotFound
+
+
+def no_record(server, name: str) -> bool:
+    try:
+        client(server).record_by_name("datasets", name)
+    except NotFound:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(
+    "overrides, fragments",
+    [
+        ({"name": "x"}, ["name: must be 3 to 45 characters long"]),
+        ({"name": "9starts-with-digit"}, ["name: may use only letters"]),
+        ({"authors": None}, ["authors: is required"]),
+        ({"license": None}, ["license: is required"]),
+        ({"source": "ftp://example.org"}, ["source: must be a URL starting with http"]),
+        ({"authors": "{a: 1}"}, ["authors: must be a list of names"]),
+        ({"license": "[unclosed"}, ["metadata.yml: is not valid YAML"]),
+    ],
+)
+def test_metadata_errors_name_field_and_rule_and_touch_nothing(repo_server, unique_name, tmp_path, overrides, fragments):
+    name = unique_name("meta")
+    folder = make_folder(tmp_path / "src", name, 2)
+    fields = {"name": name, **overrides}
+    write_metadata(folder, **fields)
+    result = run_cli(cli_env(tmp_path, repo_server.url, repo_server.token("alice")), "ingest", str(folder))
+    assert_one_line_error(result, *fragments)
+    assert no_record(repo_server, name)
+
+
+def test_missing_metadata_file(repo_server, tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "data.txt").write_text("x")
+    result = run_cli(cli_env(tmp_path, repo_server.url, repo_server.token("alice")), "ingest", str(tmp_path / "src"))
+    assert_one_line_error(result, "metadata.yml: not found in")
+
+
+def test_dead_server_then_a_second_run_succeeds(repo_server, unique_name, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/"  # bound, never listening: refused
+        name = unique_name("dead")
+        folder = make_folder(tmp_path / "src", name, 3)
+        token = repo_server.token("alice")
+        result = run_cli(cli_env(tmp_path, dead, token), "ingest", str(folder))
+    assert_one_line_error(result, f"cannot reach the repository at {dead}", "Connection refused")
+    ok = run_cli(cli_env(tmp_path, repo_server.url, token), "ingest", str(folder))
+    assert ok.returncode == 0 and f"{name} v1: 4 uploaded" in ok.stdout, ok.stderr
+
+
+def test_bad_token_gives_the_server_detail_and_creates_nothing(repo_server, unique_name, tmp_path):
+    name = unique_name("badtoken")
+    folder = make_folder(tmp_path / "src", name, 2)
+    result = run_cli(cli_env(tmp_path, repo_server.url, "not-a-valid-token"), "ingest", str(folder))
+    line = assert_one_line_error(result)
+    assert "token" in line.lower()
+    assert no_record(repo_server, name)
+    ok = run_cli(cli_env(tmp_path, repo_server.url, repo_server.token("alice")), "ingest", str(folder))
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_no_credentials_at_all(repo_server, unique_name, tmp_path):
+    name = unique_name("anon")
+    folder = make_folder(tmp_path / "src", name, 1)
+    assert_one_line_error(run_cli(cli_env(tmp_path, repo_server.url, None), "ingest", str(folder)))
+    assert no_record(repo_server, name)
+
+
+def test_another_owners_name(repo_server, unique_name, tmp_path):
+    name = unique_name("theirs")
+    folder = make_folder(tmp_path / "src", name, 2)
+    assert run_cli(cli_env(tmp_path, repo_server.url, repo_server.token("alice")), "ingest", str(folder)).returncode == 0
+    (folder / "more.txt").write_text("more")
+    result = run_cli(cli_env(tmp_path, repo_server.url, repo_server.token("mallory")), "ingest", str(folder))
+    assert_one_line_error(result, name, "belongs to alice")
+    record = client(repo_server).record_by_name("datasets", name)
+    assert [v["version_id"] for v in record["versions"]] == [1] and not record["drafts"]
+
+
+def test_nothing_changed_says_so_and_succeeds(repo_server, unique_name, tmp_path):
+    name = unique_name("same")
+    folder = make_folder(tmp_path / "src", name, 2)
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    assert run_cli(env, "ingest", str(folder)).returncode == 0
+    again = run_cli(env, "ingest", str(folder))
+    assert again.returncode == 0 and "nothing changed since version 1; no version created" in again.stdout
+
+
+def test_list_and_get_errors(repo_server, unique_name, tmp_path):
+    name = unique_name("listed")
+    folder = make_folder(tmp_path / "src", name, 2)
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    assert run_cli(env, "ingest", str(folder)).returncode == 0
+    listed = run_cli(env, "list", "--match", name.upper())
+    assert listed.returncode == 0
+    row = next(line for line in listed.stdout.splitlines() if name in line)
+    assert row.split()[:3] == [name, "1", "v1"] and "alice" in row
+    assert_one_line_error(run_cli(env, "get", name, "-v", "7", "--out", str(tmp_path)), "has versions 1")
+    assert_one_line_error(run_cli(env, "get", unique_name("nope"), "--out", str(tmp_path)), "Dataset doesn't exist")
+    assert_one_line_error(run_cli(env, "list", "--kind", "things"), "unknown kind")
+
+
+def test_get_default_is_latest(repo_server, unique_name, tmp_path):
+    name = unique_name("latest")
+    folder = make_folder(tmp_path / "src", name, 2)
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    run_cli(env, "ingest", str(folder))
+    (folder / "v2-only.txt").write_text("2")
+    run_cli(env, "ingest", str(folder))
+    result = run_cli(env, "get", name, "--out", str(tmp_path / "out"))
+    assert result.returncode == 0 and (tmp_path / "out" / name / "v2" / "v2-only.txt").read_text() == "2"

@@ -1,0 +1,194 @@
+"""The ingestion engine against a real `eotdlfs serve`: diff, carry, drop, resume, owners."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from eotdlfs.client.errors import Forbidden, NothingToIngest
+from eotdlfs.client.ingest import SourceFile, ingest_folder, run_ingest
+from eotdlfs.client.repository import ApiRepository
+from eotdlfs.metadata import load_metadata
+from client.helpers import cli_env, client, make_folder, run_cli, write_metadata
+
+
+@pytest.fixture(autouse=True)
+def _own_hash_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EOTDLFS_CACHE_DIR", str(tmp_path / "hash-cache"))
+
+
+def uploads_delta(before: dict, after: dict) -> dict:
+    return {route: after["uploads"][route] - before["uploads"][route] for route in after["uploads"]}
+
+
+def listing(api, record_id: str, version: int) -> dict[str, str]:
+    return {f["filename"]: f["checksum"] for f in api.files("datasets", record_id, version)}
+
+
+def local_listing(folder) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in folder.rglob("*") if p.is_file()}
+
+
+def test_change_one_of_500_then_delete_one(repo_server, unique_name, tmp_path):
+    name = unique_name("five-hundred")
+    folder = make_folder(tmp_path / "src", name, 499)  # + metadata.yml = 500 files
+    api = client(repo_server)
+    first = ingest_folder(api, "datasets", folder)
+    assert (first.version, first.uploaded, first.carried, first.dropped) == (1, 500, 0, 0)
+    v1 = local_listing(folder)
+
+    (folder / "part3" / "file0003.txt").write_text("changed\n")
+    before = repo_server.stats()
+    second = ingest_folder(api, "datasets", folder)
+    delta = uploads_delta(before, repo_server.stats())
+    assert (second.version, second.uploaded, second.carried, second.dropped) == (2, 1, 499, 0)
+    assert second.bytes_sent == len("changed\n")
+    assert delta["batch"] == 1 and delta["file"] == delta["chunk"] == delta["complete"] == 0
+    record_id = api.record_by_name("datasets", name)["id"]
+    assert listing(api, record_id, 2) == local_listing(folder)
+    assert listing(api, record_id, 1) == v1
+
+    (folder / "part5" / "file0005.txt").unlink()
+    before = repo_server.stats()
+    third = ingest_folder(api, "datasets", folder)
+    assert (third.version, third.uploaded, third.carried, third.dropped) == (3, 0, 499, 1)
+    assert uploads_delta(before, repo_server.stats())["batch"] == 0
+    v3 = listing(api, record_id, 3)
+    assert "part5/file0005.txt" not in v3 and v3 == local_listing(folder)
+
+    with pytest.raises(NothingToIngest, match="nothing changed since version 3"):
+        ingest_folder(api, "datasets", folder)
+    assert [v["version_id"] for v in api.record_by_name("datasets", name)["versions"]] == [1, 2, 3]
+
+    # v1 still downloads byte-identical through `eotdlfs get`
+    env = cli_env(tmp_path, repo_server.url, None)
+    result = run_cli(env, "get", name, "-v", "1", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    got = tmp_path / "out" / name / "v1"
+    assert str(got) in result.stdout
+    assert local_listing(got) == v1
+    before = repo_server.stats()
+    again = run_cli(env, "get", name, "-v", "1", "--out", str(tmp_path / "out"))
+    assert "0 downloaded, 500 already present" in again.stdout
+    assert repo_server.stats()["downloads"] == before["downloads"]
+
+
+def test_staged_sources_without_local_bytes_carry_and_rename(repo_server, unique_name, tmp_path):
+    """What the staging flush passes: unchanged files by checksum only, a renamed file with no local bytes."""
+    name = unique_name("staged")
+    folder = make_folder(tmp_path / "src", name, 5)
+    api = client(repo_server)
+    ingest_folder(api, "datasets", folder)
+    record_id = api.record_by_name("datasets", name)["id"]
+    v1 = listing(api, record_id, 1)
+    sources = [SourceFile(path, (folder / path).stat().st_size, checksum, None)
+               for path, checksum in v1.items() if path != "part1/file0001.txt"]
+    renamed = SourceFile("moved/file1.txt", 1, v1["part1/file0001.txt"], None)
+    new_file = tmp_path / "new.txt"
+    new_file.write_text("new")
+    sources += [renamed, SourceFile("new.txt", 3, None, new_file)]
+    result = run_ingest(api, "datasets", load_metadata(folder), sources)
+    assert (result.uploaded, result.carried, result.dropped) == (2, 5, 1)
+    v2 = listing(api, record_id, 2)
+    assert v2["moved/file1.txt"] == v1["part1/file0001.txt"]
+    assert "part1/file0001.txt" not in v2 and v2["new.txt"] == hashlib.sha1(b"new").hexdigest()
+
+
+def test_models_ingest_too(repo_server, unique_name, tmp_path):
+    name = unique_name("model")
+    folder = make_folder(tmp_path / "src", name, 3)
+    result = ingest_folder(client(repo_server), "models", folder)
+    assert (result.version, result.uploaded) == (1, 4)
+    assert ApiRepository(client(repo_server)).record("models", name).published[0].number == 1
+
+
+def test_another_owner_is_refused_naming_them(repo_server, unique_name, tmp_path):
+    name = unique_name("owned")
+    folder = make_folder(tmp_path / "src", name, 2)
+    ingest_folder(client(repo_server, "alice"), "datasets", folder)
+    (folder / "extra.txt").write_text("bob's")
+    with pytest.raises(Forbidden, match="belongs to alice"):
+        ingest_folder(client(repo_server, "bob"), "datasets", folder)
+    record = client(repo_server).record_by_name("datasets", name)
+    assert [v["version_id"] for v in record["versions"]] == [1] and not record.get("drafts")
+
+
+def draft_holding(server, folder, path: str, data: bytes):
+    """A new record for FOLDER with an open draft holding one file, as an interrupted ingest leaves it."""
+    api = client(server)
+    api.create_record("datasets", load_metadata(folder))
+    record_id = api.record_by_name("datasets", load_metadata(folder).name)["id"]
+    draft = api.create_version("datasets", record_id, draft=True)
+    api.upload_file("datasets", record_id, draft, path, data, hashlib.sha1(data).hexdigest())
+    return api, record_id, draft
+
+
+def test_an_interrupted_draft_is_resumed_into_one_version(repo_server, unique_name, tmp_path):
+    """A draft left with some files is finished by the next run: those files are not sent again."""
+    name = unique_name("resume")
+    folder = make_folder(tmp_path / "src", name, 20)
+    meta = (folder / "metadata.yml").read_bytes()
+    api, record_id, draft = draft_holding(repo_server, folder, "metadata.yml", meta)
+    result = ingest_folder(api, "datasets", folder)
+    assert (result.version, result.resumed, result.uploaded) == (draft, 1, 20)
+    record = api.record_by_name("datasets", name)
+    assert [v["version_id"] for v in record["versions"]] == [draft] and not record.get("drafts")
+
+
+def test_a_stale_draft_with_other_content_is_discarded(repo_server, unique_name, tmp_path):
+    name = unique_name("stale")
+    folder = make_folder(tmp_path / "src", name, 3)
+    api, record_id, _ = draft_holding(repo_server, folder, "removed-since.txt", b"old")
+    result = ingest_folder(api, "datasets", folder)
+    record = api.record_by_name("datasets", name)
+    assert [v["version_id"] for v in record["versions"]] == [result.version] and not record.get("drafts")
+    assert "removed-since.txt" not in listing(api, record_id, result.version)
+
+
+def test_killed_multipart_ingest_resumes_sending_only_missing_parts(repo_server, unique_name, tmp_path):
+    """kill -9 of `eotdlfs ingest` mid-upload of a 40 MiB file; the re-run sends the rest, one version results."""
+    from reliability.faultproxy import FaultProxy
+
+    name = unique_name("killed")
+    folder = tmp_path / "src"
+    write_metadata(folder, name)
+    big = os.urandom(40 * 1024 * 1024)
+    (folder / "big.bin").write_bytes(big)
+    token = repo_server.token("alice")
+    with FaultProxy(repo_server.url) as proxy:
+        proxy.inject("slow", r"/chunk/", method="POST", delay=30)  # parts arrive; their answers never do
+        before = repo_server.stats()
+        proc = subprocess.Popen([sys.executable, "-m", "eotdlfs", "ingest", str(folder)],
+                                env=cli_env(tmp_path, proxy.url, token), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while uploads_delta(before, repo_server.stats())["chunk"] < 2:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "no chunk reached the server in 60 s"
+                time.sleep(0.05)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+    received = uploads_delta(before, repo_server.stats())["chunk"]
+    assert 2 <= received < 4
+    record = client(repo_server).record_by_name("datasets", name)
+    assert record["versions"] == [] and len(record["drafts"]) == 1  # nothing visible to readers yet
+
+    before = repo_server.stats()
+    result = run_cli(cli_env(tmp_path, repo_server.url, token), "ingest", str(folder))
+    assert result.returncode == 0, result.stderr
+    delta = uploads_delta(before, repo_server.stats())
+    assert delta["chunk"] == 4 - received and delta["complete"] == 1
+    record = client(repo_server).record_by_name("datasets", name)
+    assert [v["version_id"] for v in record["versions"]] == [1] and not record["drafts"]
+    files = {f["filename"]: f["checksum"] for f in client(repo_server).files("datasets", record["id"], 1)}
+    assert files["big.bin"] == hashlib.sha1(big).hexdigest()
+    assert f"{name} v1: 2 uploaded, 0 carried, 0 removed" in result.stdout
