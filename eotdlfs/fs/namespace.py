@@ -148,6 +148,11 @@ class Namespace:
             self._records[kind], self._checked[kind] = records, self.clock()
         return records
 
+    def invalidate(self, kind: str) -> None:
+        """Ask the server again at the next look (staging just published a version of KIND)."""
+        with self._lock:
+            self._checked.pop(kind, None)
+
     @staticmethod
     def _load_records(path: Path) -> dict[str, Record] | None:
         try:
