@@ -151,6 +151,11 @@ def create_app(root: Path, limits: Limits | None = None) -> FastAPI:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
 
+    @app.exception_handler(OverflowError)
+    async def number_too_big(request: Request, exc: OverflowError) -> JSONResponse:
+        # a query or path integer beyond SQLite's 64 bits reaches the database as an OverflowError
+        return JSONResponse({"detail": "A number in the request is out of range"}, status_code=400)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)

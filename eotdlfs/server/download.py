@@ -33,18 +33,23 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None  # unknown unit or several ranges: whole file
     first_s, dash, last_s = spec.strip().partition("-")
     first_s, last_s = first_s.strip(), last_s.strip()
-    if not dash or not (first_s or last_s) or not all(s.isdigit() for s in (first_s, last_s) if s):
-        return None  # malformed: RFC 9110 says ignore the header
+    if not dash or not (first_s or last_s) or not all(s.isascii() and s.isdigit() for s in (first_s, last_s) if s):
+        return None  # malformed (isdigit alone accepts '²'): RFC 9110 says ignore the header
     if not first_s:  # suffix: the last N bytes
-        n = int(last_s)
+        n = _number(last_s)
         if n == 0 or size == 0:
             raise Unsatisfiable
         return max(size - n, 0), size - 1
-    first = int(first_s)
-    last = int(last_s) if last_s else size - 1
+    first = _number(first_s)
+    last = _number(last_s) if last_s else size - 1
     if first >= size or last < first:
         raise Unsatisfiable
     return first, min(last, size - 1)
+
+
+def _number(digits: str) -> int:
+    """The value of a run of ASCII digits; past 18 digits (int() refuses 4,300+) just "bigger than any file"."""
+    return int(digits) if len(digits) <= 18 else 10**18
 
 
 class BlobResponse(Response):

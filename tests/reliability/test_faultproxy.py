@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 import requests
 
-from tests.reliability.faultproxy import FaultProxy, QuietHTTPServer
+from reliability.faultproxy import FaultProxy, QuietHTTPServer
 
 BODY = bytes(range(256)) * 4096  # 1 MiB, every byte position distinguishable
 
