@@ -15,6 +15,8 @@ Repository server (owned by the server tests; everyone may use it):
     .stop(), .start()
   The server is stopped in a finally, even when a test fails. The session server is
   shared: use unique record names (e.g. `unique_name`) and compare stats as deltas.
+- `server_factory(env=None)` (function scope): starts one more server with extra environment
+  (e.g. `{"EOTDLFS_MAX_BODY_BYTES": "1000"}`, see `eotdlfs.server.limits`); all stopped at the end.
 - `unique_name(prefix)`: a valid record name that no other test uses.
 """
 
@@ -122,6 +124,23 @@ def repo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RepoServer
 @pytest.fixture
 def fresh_server(tmp_path: Path) -> Iterator[RepoServer]:
     yield from _serve(tmp_path / "root")
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator:
+    servers: list[RepoServer] = []
+
+    def make(env: dict[str, str] | None = None) -> RepoServer:
+        server = RepoServer(tmp_path / f"root{len(servers)}", env=env)
+        servers.append(server)
+        server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()
 
 
 _names = itertools.count(1)

@@ -25,7 +25,7 @@ def _check_entries(zf: zipfile.ZipFile, limits: Limits) -> list[zipfile.ZipInfo]
         raise ApiError(413, f"The batch zip has more than {limits.zip_max_entries} entries")
     seen: set[str] = set()
     for info in infos:
-        name = info.filename
+        name = info.orig_filename  # zipfile cuts `filename` at a NUL; the original keeps it
         if info.is_dir():
             raise bad_request(f"zip entry {name!r} is a directory; only files may be ingested")
         mode = info.external_attr >> 16

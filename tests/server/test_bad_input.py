@@ -1,0 +1,186 @@
+"""Bad input is refused with a clear 4xx and nothing is stored: zips, paths, checksums, sizes."""
+
+from __future__ import annotations
+
+import io
+import stat
+import zipfile
+
+import pytest
+from serverapi import Api, sha1, zip_of
+
+
+@pytest.fixture
+def target(api, unique_name):
+    """A record with version 1 holding one file, and a function checking nothing else got in."""
+    rid = api.create(unique_name("bad"))
+    api.new_version(rid)
+    assert api.batch(rid, 1, {"keep": b"keep"}).status_code == 200
+
+    def unchanged():
+        assert [f["filename"] for f in api.files(rid)] == ["keep"]
+    return rid, unchanged
+
+
+def _post_zip(api, rid, raw: bytes, checksums: list[str]):
+    return api.post(f"{api.kind}/{rid}/batch?version=1", files={"batch": ("b.zip", raw)},
+                    data={"checksums": checksums})
+
+
+def _zip_with(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for info, data in entries:
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name", ["/abs/x", "../x", "a/../../x", "a/../b", "./a", "a//b", "a\\b",
+                                  "..\\..\\x", "a/./b", "d/", ".."])
+def test_zip_entry_names_refused(api, target, name):
+    rid, unchanged = target
+    raw = _zip_with([(zipfile.ZipInfo(name), b"evil"), ("ok", b"ok")])
+    r = _post_zip(api, rid, raw, [sha1(b"evil"), sha1(b"ok")])
+    assert r.status_code == 400, (name, r.text)
+    assert "zip entry" in r.json()["detail"]
+    unchanged()
+
+
+def test_zip_entry_with_nul_refused(api, target):
+    rid, unchanged = target
+    raw = _zip_with([("aXb", b"evil")]).replace(b"aXb", b"a\x00b")
+    r = _post_zip(api, rid, raw, [sha1(b"evil")])
+    assert r.status_code == 400 and "control character" in r.json()["detail"]
+    unchanged()
+
+
+def test_zip_symlink_refused(api, target):
+    rid, unchanged = target
+    link = zipfile.ZipInfo("link")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    r = _post_zip(api, rid, _zip_with([("ok", b"ok"), (link, b"/etc/passwd")]), [sha1(b"ok"), sha1(b"/etc/passwd")])
+    assert r.status_code == 400 and "symbolic link" in r.json()["detail"]
+    unchanged()
+
+
+def test_zip_duplicates_refused(api, target):
+    rid, unchanged = target
+    with pytest.warns(UserWarning):
+        raw = _zip_with([("dup", b"1"), ("dup", b"2")])
+    r = _post_zip(api, rid, raw, [sha1(b"1"), sha1(b"2")])
+    assert r.status_code == 400 and "twice" in r.json()["detail"]
+    unchanged()
+
+
+def test_not_a_zip_and_empty_zip(api, target):
+    rid, unchanged = target
+    assert _post_zip(api, rid, b"PK\x03\x04 this is not a zip", [sha1(b"x")]).status_code == 400
+    assert _post_zip(api, rid, _zip_with([]), [sha1(b"x")]).status_code == 400
+    unchanged()
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_checksum_count_must_match_entries(api, target, count):
+    rid, unchanged = target
+    files = {"a": b"a", "b": b"b"}
+    sums = [sha1(b"a"), sha1(b"b"), sha1(b"c")][:count]
+    r = api.batch(rid, 1, files, checksums=sums)
+    assert r.status_code in (400, 422), r.text
+    if count:
+        assert r.json()["detail"] == f"The batch has 2 files but {count} checksums"
+    unchanged()
+
+
+def test_batch_checksum_mismatch_stores_nothing(api, target, repo_server):
+    rid, unchanged = target
+    blobs_before = sorted(p.name for p in (repo_server.root / "blobs").rglob("*") if p.is_file())
+    r = api.batch(rid, 1, {"good": b"good-unique-bytes", "bad": b"bad"}, checksums=[sha1(b"good-unique-bytes"),
+                                                                                    sha1(b"other")])
+    assert (r.status_code, r.json()) == (400, {"detail": "Checksum mismatch."})
+    unchanged()
+    blobs_after = sorted(p.name for p in (repo_server.root / "blobs").rglob("*") if p.is_file())
+    assert blobs_after == blobs_before
+
+
+@pytest.mark.parametrize("checksum", ["", "abc", "g" * 40, sha1(b"x") + "0"])
+def test_malformed_checksums(api, target, checksum):
+    rid, unchanged = target
+    r = api.batch(rid, 1, {"a": b"a"}, checksums=[checksum])
+    assert r.status_code in (400, 422)
+    unchanged()
+
+
+def test_zip_bomb_ratio(api, target):
+    rid, unchanged = target
+    bomb = b"\0" * (20 * 1024 * 1024)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("zeros", bomb)
+    assert len(buf.getvalue()) < 100_000
+    r = _post_zip(api, rid, buf.getvalue(), [sha1(bomb)])
+    assert r.status_code == 413 and "expands more than" in r.json()["detail"]
+    unchanged()
+
+
+def test_declared_sizes_are_not_trusted(api, target):
+    rid, unchanged = target
+    data = b"0123456789" * 1000
+    raw = bytearray(_zip_with([("lie", data)]))
+    cd = raw.rfind(b"PK\x01\x02")  # central directory entry: uncompressed size at offset 24
+    raw[cd + 24:cd + 28] = (1).to_bytes(4, "little")
+    r = _post_zip(api, rid, bytes(raw), [sha1(data)])
+    assert r.status_code == 400
+    unchanged()
+
+
+@pytest.mark.parametrize("path", ["../x", "/abs", "a\\b", "a/./b", "a//b", "x/", "a\x01b"])
+def test_single_file_path_tricks(api, target, path):
+    rid, unchanged = target
+    r = api.post(f"{api.kind}/{rid}?version=1", files={"file": (path, b"x")}, data={"checksum": sha1(b"x")})
+    assert r.status_code == 400, (path, r.text)
+    unchanged()
+
+
+@pytest.mark.parametrize("path", ["../x", "/abs", "a\\b", "", "a\x00b", "a/../b"])
+def test_upload_id_path_tricks(api, target, path):
+    rid, _ = target
+    r = api.post(f"{api.kind}/{rid}/uploadId", json={"filname": path, "checksum": sha1(b"x")})
+    assert r.status_code == 400, (path, r.text)
+
+
+@pytest.mark.parametrize("path", ["../keep", "/keep", "./keep"])
+def test_carry_path_tricks(api, target, path):
+    rid, unchanged = target
+    api.new_version(rid)
+    r = api.carry(rid, 2, {path: sha1(b"keep")})
+    assert r.status_code == 400
+    assert api.files(rid, 2) == []
+
+
+def test_caps_from_environment(server_factory, unique_name):
+    server = server_factory({"EOTDLFS_MAX_BODY_BYTES": "200000", "EOTDLFS_ZIP_MAX_TOTAL_BYTES": "1000",
+                             "EOTDLFS_ZIP_MAX_ENTRIES": "3"})
+    api = Api(server, "datasets", server.token("alice"))
+    rid = api.create(unique_name("caps"))
+    api.new_version(rid)
+    # total uncompressed bytes over the cap
+    r = api.batch(rid, 1, {"a": b"a" * 600, "b": b"b" * 600})
+    assert r.status_code == 413 and "unpacks to more than 1000 bytes" in r.json()["detail"]
+    # too many entries
+    r = api.batch(rid, 1, {str(i): b"x" for i in range(4)})
+    assert r.status_code == 413 and "more than 3 entries" in r.json()["detail"]
+    # a body over the cap, announced by Content-Length
+    r = api.post(f"datasets/{rid}?version=1", files={"file": ("big", b"z" * 300_000)},
+                 data={"checksum": sha1(b"z" * 300_000)})
+    assert r.status_code == 413 and "larger than 200000 bytes" in r.json()["detail"]
+    # ... and streamed without a Content-Length (chunked)
+    r = api.post(f"datasets/{rid}/uploadId", json={"filname": "c", "checksum": sha1(b"c")})
+    upload_id = r.json()["upload_id"]
+    head = b'--zzz\r\nContent-Disposition: form-data; name="file"; filename="b"\r\n\r\n'
+    body = iter([head] + [b"x" * 10_000] * 50)
+    r = api.post(f"datasets/chunk/{upload_id}", data=body,
+                 headers={"Content-Type": "multipart/form-data; boundary=zzz"})
+    assert r.status_code == 413
+    assert api.files(rid) == []
+    # within the caps all is well
+    assert api.batch(rid, 1, {"a": b"a" * 400, "b": b"b" * 400}).status_code == 200

@@ -1,0 +1,77 @@
+"""Nothing is lost across a restart, and concurrent writers never collide."""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+
+from serverapi import Api, sha1
+
+
+def test_restart_between_ingest_and_download(fresh_server, unique_name):
+    api = Api(fresh_server, "datasets", fresh_server.token("alice"))
+    models = api.of_kind("models")
+    name = unique_name("restart")
+    rid, mid = api.create(name), models.create(name)
+    api.new_version(rid)
+    models.new_version(mid)
+    files = {"a.txt": b"alpha", "dir/b.bin": bytes(range(256)) * 100}
+    assert api.batch(rid, 1, files).status_code == 200
+    assert models.batch(mid, 1, {"w.pt": b"weights"}).status_code == 200
+    api.new_version(rid, draft=True)
+    big = b"B" * 300_000
+    upload_id = api.post(f"datasets/{rid}/uploadId", json={"filname": "big", "checksum": sha1(big)}).json()["upload_id"]
+    part1 = big[:200_000]
+    api.post(f"datasets/chunk/{upload_id}", files={"file": ("p", part1)},
+             data={"part_number": 1, "checksum": hashlib.md5(part1).hexdigest()})
+    token_before = api.headers
+
+    fresh_server.restart()
+
+    assert fresh_server.stats()["bytes_sent"] == 0  # counters are since start
+    record = api.record(name)
+    assert [v["version_id"] for v in record["versions"]] == [1]
+    assert [d["version_id"] for d in record["drafts"]] == [2]
+    for path, data in files.items():
+        assert api.download(rid, path).content == data
+    assert models.download(mid, "w.pt").content == b"weights"
+    # the old token still works (the secret is kept in the root), and the upload resumes
+    assert api.headers == token_before
+    again = api.post(f"datasets/{rid}/uploadId", json={"filname": "big", "checksum": sha1(big)}).json()
+    assert again == {"upload_id": upload_id, "parts": [1]}
+    part2 = big[200_000:]
+    api.post(f"datasets/chunk/{upload_id}", files={"file": ("p", part2)},
+             data={"part_number": 2, "checksum": hashlib.md5(part2).hexdigest()})
+    assert api.post(f"datasets/complete/{upload_id}?version=2").status_code == 200
+    assert api.carry(rid, 2, {"a.txt": sha1(b"alpha")}).status_code == 200
+    assert api.post(f"datasets/{rid}/publish?version=2").status_code == 200
+    fresh_server.restart()
+    assert [v["version_id"] for v in api.record(name)["versions"]] == [1, 2]
+    assert api.download(rid, "big").content == big
+    assert not list((fresh_server.root / "uploads").iterdir())
+    assert not list((fresh_server.root / "blobs" / "tmp").iterdir())
+
+
+def test_concurrent_writers(repo_server, unique_name):
+    api = Api(repo_server, "datasets", repo_server.token("alice"))
+    name = unique_name("conc")
+    rid = api.create(name)
+    with ThreadPoolExecutor(8) as pool:
+        versions = list(pool.map(lambda _: api.new_version(rid), range(16)))
+    assert sorted(versions) == list(range(1, 17))
+
+    def ingest(v: int) -> int:
+        return api.batch(rid, v, {"shared": f"v{v}".encode(), f"only-{v}": b"x"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(ingest, range(1, 17))) == {200}
+    shared = sorted(f["version"] for f in api.files(rid) if f["filename"] == "shared")
+    assert shared == list(range(1, 17))  # every distinct content got its own file version
+    for v in range(1, 17):
+        files = {f["filename"]: f for f in api.files(rid, v)}
+        assert set(files) == {"shared", f"only-{v}"}
+        assert api.download(rid, "shared", files["shared"]["version"]).content == f"v{v}".encode()
+
+    with ThreadPoolExecutor(8) as pool:
+        bodies = list(pool.map(lambda v: api.download(rid, f"only-{v}").content, range(1, 17)))
+    assert bodies == [b"x"] * 16
