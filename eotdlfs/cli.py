@@ -127,6 +127,27 @@ def status(
     typer.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else format_status(info))
 
 
+@app.command()
+def flush(
+    folder: Path = typer.Argument(..., help="A staged record: MNT/staging/datasets/NAME or MNT/staging/models/NAME."),
+    timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait for the result."),
+) -> None:
+    """Publish a record's staged changes as its next version (the mount ingests them; waits for the result)."""
+    import sys
+
+    from eotdlfs.client.progress import progress_for
+    from eotdlfs.fs.staging.control import follow_flush
+
+    try:
+        state = follow_flush(folder, timeout, progress_for("flush", sys.stderr.isatty()),
+                             lambda message: typer.echo(message, err=True))
+    except (OSError, TimeoutError) as exc:
+        fail(str(exc))
+    if state["state"] == "failed":
+        fail(state["error"])
+    typer.echo(f"{folder.name}: {state['message']}")
+
+
 API_URL_OPTION = typer.Option(None, "--api-url", help="Repository API URL (default: EOTDL_API_URL, config, embedded).")
 TOKEN_OPTION = typer.Option(None, "--token", help="Token (default: EOTDL_TOKEN/EOTDL_API_KEY, config, creds.json).")
 KIND_OPTION = typer.Option("datasets", "--kind", help="datasets or models.")

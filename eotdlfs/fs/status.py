@@ -69,5 +69,7 @@ def format_status(status: dict[str, Any]) -> str:
     if fetch.get("last_fetch_error"):
         lines.append(f"last error   {fetch['last_fetch_error']}")
     if "staging" in status:
-        lines.append("staging      " + json.dumps(status["staging"], indent=2, sort_keys=True).replace("\n", "\n             "))
+        from eotdlfs.fs.staging.control import format_staging
+
+        lines.extend(format_staging(status["staging"]))
     return "\n".join(lines)

@@ -3,46 +3,14 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from pathlib import Path
 
 import pytest
 
-from eotdlfs.fs.staging.overlay import BaseVersion, StagingOverlay, StagedFile
-from eotdlfs.repository import FileEntry
+from eotdlfs.fs.staging.overlay import StagingOverlay
+from tests.staging.fakes import FakeVersions
 from tests.staging.posix_model import FolderBackend, OverlayBackend, random_program, run_both
-
-
-class FakeVersions:
-    """Published versions in memory: what the mount's namespace and block cache would serve."""
-
-    def __init__(self, files: dict[str, bytes]):
-        self.blobs: dict[str, bytes] = {}
-        self.versions: list[list[FileEntry]] = []
-        self.reads = 0
-        self.publish(files)
-
-    def publish(self, files: dict[str, bytes]) -> int:
-        entries = []
-        for path, data in sorted(files.items()):
-            checksum = hashlib.sha1(data).hexdigest()
-            self.blobs[checksum] = data
-            entries.append(FileEntry(path, len(self.versions) + 1, checksum, len(data)))
-        self.versions.append(entries)
-        return len(self.versions)
-
-    def base(self) -> BaseVersion:
-        return BaseVersion(len(self.versions), self.versions[-1], 1_700_000_000 * 10**9)
-
-    def read(self, entry: FileEntry, offset: int, size: int) -> bytes:
-        self.reads += 1
-        return self.blobs[entry.checksum][offset:offset + size]
-
-    def ship(self, files: list[StagedFile]) -> int:
-        """What a flush would make the server publish."""
-        return self.publish({f.path: f.local_path.read_bytes() if f.local_path else self.blobs[f.checksum]
-                             for f in files})
 
 
 BASE = {"metadata.yml": b"name: x\n", "a/one.txt": b"one", "a/b/two.bin": bytes(range(256)) * 40}
@@ -55,7 +23,7 @@ def versions() -> FakeVersions:
 
 @pytest.fixture
 def overlay(tmp_path: Path, versions: FakeVersions) -> StagingOverlay:
-    return StagingOverlay("datasets", "demo", tmp_path / "staging", versions.base(), versions.read)
+    return StagingOverlay("datasets", "demo", tmp_path / "staging", versions.base, versions.open)
 
 
 def flush(overlay: StagingOverlay, versions: FakeVersions) -> int:
@@ -139,11 +107,11 @@ def test_unlink_while_open_keeps_the_open_bytes(overlay):
 
 
 def test_staged_changes_survive_reopening_the_journal(tmp_path, versions):
-    first = StagingOverlay("datasets", "demo", tmp_path / "s", versions.base(), versions.read)
+    first = StagingOverlay("datasets", "demo", tmp_path / "s", versions.base, versions.open)
     OverlayBackend(first).write("new.txt", 0, b"staged")
     first.unlink("a/one.txt")
     first.journal.close()  # as if the process died: nothing else is flushed or saved
-    again = StagingOverlay("datasets", "demo", tmp_path / "s", versions.base(), versions.read)
+    again = StagingOverlay("datasets", "demo", tmp_path / "s", versions.base, versions.open)
     assert OverlayBackend(again).read("new.txt") == b"staged"
     assert not again.exists("a/one.txt")
     assert again.dirty
@@ -217,7 +185,7 @@ def test_random_operations_agree_with_a_local_folder(tmp_path, seed):
     for path, data in BASE.items():
         (reference / path).parent.mkdir(parents=True, exist_ok=True)
         (reference / path).write_bytes(data)
-    overlay = StagingOverlay("datasets", "demo", tmp_path / "staging", versions.base(), versions.read)
+    overlay = StagingOverlay("datasets", "demo", tmp_path / "staging", versions.base, versions.open)
     ops = random_program(seed, 300, FolderBackend(reference).tree())
     run_both(ops[:150], FolderBackend(reference), OverlayBackend(overlay))
     flush(overlay, versions)

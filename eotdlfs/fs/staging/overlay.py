@@ -1,6 +1,6 @@
 """A writable copy-on-write view of one record (kind, name) over its latest published version.
 
-Unchanged files read through to the published bytes (`read_base`, the mount's block
+Unchanged files read through to the published bytes (`open_base`, the mount's block
 cache); a file opened for writing or truncated is first copied up into the upper folder
 on local disk; every change of the tree (create, delete, rename, mkdir, ...) is a
 transaction of the record's `StagingJournal`. Paths are relative to the record root, ''
@@ -23,14 +23,22 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 from eotdlfs.fs.staging.journal import DIR_MODE, Node, StagingJournal, parent_of, source_key
 from eotdlfs.repository import FileEntry
 
-ReadBase = Callable[[FileEntry, int, int], bytes]
+class BaseFile(Protocol):
+    """An open published file (the mount's reader: block cache and read-ahead)."""
+
+    def read(self, offset: int, size: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+OpenBase = Callable[[FileEntry], BaseFile]
 COPY_CHUNK = 4 << 20
-MAX_RETRIES = 8
+MAX_RETRIES = 8  # copy-ups lost to a concurrent change before giving up
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,8 @@ class PendingChanges:
 class _Handle:
     upper: str | None  # staged file open through fd
     fd: int | None
-    entry: FileEntry | None  # else a base file read through read_base
+    base: BaseFile | None  # else a published file
+    size: int  # of the published file
     writable: bool
 
 
@@ -87,18 +96,26 @@ def _err(code: int, path: str) -> OSError:
     return OSError(code, os.strerror(code), path)
 
 
+def _attrs(mode: int, nlink: int, size: int, mtime_ns: int) -> dict:
+    return {"st_mode": mode, "st_nlink": nlink, "st_size": size, "st_blocks": -(-size // 512),
+            "st_mtime": mtime_ns, "st_atime": mtime_ns, "st_ctime": mtime_ns,
+            "st_uid": os.getuid(), "st_gid": os.getgid()}
+
+
 class StagingOverlay:
     """The staged tree of one record; thread-safe (FUSE calls it from many threads)."""
 
-    def __init__(self, kind: str, name: str, folder: Path, base: BaseVersion, read_base: ReadBase):
+    def __init__(self, kind: str, name: str, folder: Path, base: Callable[[], BaseVersion], open_base: OpenBase):
+        """BASE is asked for the published version only when FOLDER holds no journal yet."""
         # set once
         self.kind, self.name = kind, name
         self.folder = folder
         self.upper_dir = folder / "upper"
         self.journal = StagingJournal(folder)
-        self._read_base = read_base
+        self._open_base = open_base
         if not self.journal.durable:
-            self.journal.load_base(base.number, base.entries, base.mtime_ns)
+            first = base()
+            self.journal.load_base(first.number, first.entries, first.mtime_ns)
         # guarded by _lock (held around every tree change, never inside a journal transaction)
         self._lock = threading.RLock()
         self._released = threading.Condition(self._lock)
@@ -178,22 +195,23 @@ class StagingOverlay:
         entry = self.journal.base_entry(node.base_path) if node.base_path else None
         return entry.size if entry else 0
 
-    def getattr(self, path: str) -> dict:
+    def getattr(self, path: str, fh: int | None = None) -> dict:
+        """A `stat` dict, times in nanoseconds; with FH, of the open file even when unlinked (fstat)."""
+        handle = self._handles.get(fh) if fh is not None else None
+        if handle is not None and handle.fd is not None:
+            node = self.journal.node(path) or Node(path, False)
+            st = os.fstat(handle.fd)
+            return _attrs(node.mode, 1, st.st_size, st.st_mtime_ns)
         node = self._lookup(path)
         if node.is_dir:
-            size, mtime_ns, nlink = 0, node.mtime_ns, 2
-        elif node.upper:
+            return _attrs(node.mode, 2, 0, node.mtime_ns)
+        if node.upper:
             try:
                 st = os.stat(self.upper_path(node.upper))
             except FileNotFoundError:
                 raise _err(errno.ENOENT, path) from None
-            size, mtime_ns, nlink = st.st_size, st.st_mtime_ns, 1
-        else:
-            size, mtime_ns, nlink = self._size(node), node.mtime_ns, 1
-        seconds = mtime_ns / 1e9
-        return {"st_mode": node.mode, "st_nlink": nlink, "st_size": size, "st_blocks": (size + 511) // 512,
-                "st_mtime": seconds, "st_atime": seconds, "st_ctime": seconds,
-                "st_uid": os.getuid(), "st_gid": os.getgid()}
+            return _attrs(node.mode, 1, st.st_size, st.st_mtime_ns)
+        return _attrs(node.mode, 1, self._size(node), node.mtime_ns)
 
     def readdir(self, path: str) -> list[str]:
         node = self._lookup(path)
@@ -270,14 +288,18 @@ class StagingOverlay:
         entry = self.journal.base_entry(node.base_path)
         if entry is None:
             raise _err(errno.EIO, node.path)
-        with open(target, "xb") as dst:
-            offset = 0
-            while offset < size:
-                chunk = self._read_base(entry, offset, min(COPY_CHUNK, size - offset))
-                if not chunk:
-                    raise _err(errno.EIO, node.path)
-                dst.write(chunk)
-                offset += len(chunk)
+        source = self._open_base(entry)
+        try:
+            with open(target, "xb") as dst:
+                offset = 0
+                while offset < size:
+                    chunk = source.read(offset, min(COPY_CHUNK, size - offset))
+                    if not chunk:
+                        raise _err(errno.EIO, node.path)
+                    dst.write(chunk)
+                    offset += len(chunk)
+        finally:
+            source.close()
 
     def _writable_node(self, path: str, truncate_to: int | None) -> Node:
         """PATH's node once it has a staged file of its own that is not frozen; lock held on return.
@@ -310,15 +332,20 @@ class StagingOverlay:
                     raise _err(errno.EISDIR, path)
                 if node.upper:
                     fd = os.open(self.upper_path(node.upper), os.O_RDONLY)
-                    return self._register_locked(_Handle(node.upper, fd, None, False))
-                return self._register_locked(_Handle(None, None, self.journal.base_entry(node.base_path), False))
+                    return self._register_locked(_Handle(node.upper, fd, None, 0, False))
+                entry = self.journal.base_entry(node.base_path)
+                if entry is None:
+                    raise _err(errno.EIO, path)
+            base = self._open_base(entry)  # outside the lock: it may ask the server
+            with self._lock:
+                return self._register_locked(_Handle(None, None, base, entry.size, False))
         node = self._writable_node(path, 0 if flags & os.O_TRUNC else None)
         try:
             # O_APPEND on the staged file makes every pwrite append, whatever size the kernel believed.
             fd = os.open(self.upper_path(node.upper), os.O_RDWR | (flags & os.O_APPEND))
             if flags & os.O_TRUNC:
                 os.ftruncate(fd, 0)
-            return self._register_locked(_Handle(node.upper, fd, None, True))
+            return self._register_locked(_Handle(node.upper, fd, None, 0, True))
         finally:
             self._lock.release()
 
@@ -332,16 +359,15 @@ class StagingOverlay:
             self._begin_change_locked()
             node = self._new_upper_locked(Node(path, False, mode=stat.S_IFREG | (mode & 0o7777)), time.time_ns())
             fd = os.open(self.upper_path(node.upper), os.O_RDWR | (flags & os.O_APPEND))
-            return self._register_locked(_Handle(node.upper, fd, None, True))
+            return self._register_locked(_Handle(node.upper, fd, None, 0, True))
 
     def read(self, fh: int, size: int, offset: int) -> bytes:
         handle = self._handle(fh)
         if handle.fd is not None:
             return os.pread(handle.fd, size, offset)
-        entry = handle.entry
-        if entry is None or offset >= entry.size:
+        if handle.base is None or offset >= handle.size:
             return b""
-        return self._read_base(entry, offset, min(size, entry.size - offset))
+        return handle.base.read(offset, min(size, handle.size - offset))
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
         handle = self._handle(fh)
@@ -380,6 +406,8 @@ class StagingOverlay:
                 self._released.notify_all()
         if handle.fd is not None:
             os.close(handle.fd)
+        if handle.base is not None:
+            handle.base.close()
 
     # -- tree changes -------------------------------------------------------------------
 
@@ -498,32 +526,24 @@ class StagingOverlay:
     def freeze(self, timeout: float, on_wait: Callable[[str], None]) -> list[StagedFile]:
         """The staged tree as files to ship, frozen until `unfreeze` or `publish`.
 
-        Files moved away from their base path are copied up first (the server carries a
-        file only under its own path). Waits, at most TIMEOUT seconds, for files open for
-        writing, calling ON_WAIT with the path waited for; raises EBUSY after that.
+        Waits, at most TIMEOUT seconds, until no file of the tree is open for writing,
+        calling ON_WAIT with the path it waits for; raises EBUSY after that.
         """
         deadline = time.monotonic() + timeout
         reported = None
-        for _ in range(MAX_RETRIES):
-            for node in self.journal.files():
-                if node.upper is None and node.base_path != node.path:
-                    self._copy_up(node)
-            with self._lock:
-                while True:
-                    files = self.journal.files()
-                    if any(n.upper is None and n.base_path != n.path for n in files):
-                        break  # renamed again meanwhile: copy up once more
-                    busy = [n.path for n in files if n.upper and self._writers.get(n.upper)]
-                    if not busy:
-                        return self._freeze_locked(files)
-                    if busy[0] != reported:
-                        on_wait(busy[0])
-                        reported = busy[0]
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise _err(errno.EBUSY, f"{busy[0]} is still open for writing")
-                    self._released.wait(min(remaining, 1.0))
-        raise _err(errno.EAGAIN, "the staged tree kept changing while preparing the flush")
+        with self._lock:
+            while True:
+                files = self.journal.files()
+                busy = [n.path for n in files if n.upper and self._writers.get(n.upper)]
+                if not busy:
+                    return self._freeze_locked(files)
+                if busy[0] != reported:
+                    on_wait(busy[0])
+                    reported = busy[0]
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _err(errno.EBUSY, f"{busy[0]} is still open for writing")
+                self._released.wait(min(remaining, 1.0))
 
     def _freeze_locked(self, files: list[Node]) -> list[StagedFile]:
         staged = []
@@ -536,6 +556,27 @@ class StagingOverlay:
         self.journal.set_meta("frozen", [f.to_json() for f in staged])
         self._frozen = {f.key for f in staged}
         return staged
+
+    def read_staged(self, staged: StagedFile) -> bytes:
+        """The whole content of a frozen file (metadata.yml, read before a flush)."""
+        if staged.local_path is not None:
+            return staged.local_path.read_bytes()
+        entry = self.journal.base_entry(staged.key.removeprefix("base:"))
+        if entry is None:
+            raise _err(errno.EIO, staged.path)
+        source = self._open_base(entry)
+        try:
+            return source.read(0, entry.size)
+        finally:
+            source.close()
+
+    def settle(self) -> None:
+        """Mark the overlay clean when nothing is pending, so it follows new published versions again."""
+        with self._lock:
+            if self._dirty and not self._frozen and not self.pending():
+                self._dirty = False
+                self.journal.set_meta("dirty", False)
+                self._collect_garbage_locked()
 
     def unfreeze(self) -> None:
         """End a flush that did not publish: staged files become writable in place again."""

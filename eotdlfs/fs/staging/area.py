@@ -1,0 +1,404 @@
+"""The `staging/` folder of a mount: `staging/KIND/NAME/...` routed to one StagingOverlay per record.
+
+The FUSE shim calls these methods with paths relative to `/staging` ('/', '/datasets',
+'/datasets/NAME/a/b') and plain integer file handles; failures are OSErrors with an
+explicit errno. `staging/KIND/` lists the published records plus the new ones made with
+`mkdir`; the record folders carry the flush control attribute (`control.FLUSH_XATTR`).
+With AUTOFLUSH, a record is flushed once that many seconds passed without a change.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+from eotdlfs.fs.staging.control import FLUSH_XATTR
+from eotdlfs.fs.staging.flush import FlushServices, RecordFlusher
+from eotdlfs.fs.staging.journal import DIR_MODE, JOURNAL_FILE
+from eotdlfs.fs.staging.overlay import BaseFile, BaseVersion, StagingOverlay
+from eotdlfs.metadata import KINDS, MetadataError, validate_name
+from eotdlfs.repository import FileEntry
+
+log = logging.getLogger(__name__)
+
+FOLLOW_CHECK_S = 5.0  # how often an unchanged overlay looks for a newer published version
+SHUTDOWN_WAIT_S = 10.0  # unmount waits this long for a running flush (it resumes at the next mount)
+
+
+class PublishedRecords(Protocol):
+    """What staging needs from the read-only side of the mount."""
+
+    def names(self, kind: str) -> list[str]: ...
+
+    def latest(self, kind: str, name: str) -> int | None: ...
+
+    def base(self, kind: str, name: str) -> BaseVersion: ...
+
+    def open_file(self, kind: str, name: str, entry: FileEntry) -> BaseFile: ...
+
+
+def _err(code: int, path: str) -> OSError:
+    return OSError(code, os.strerror(code), path)
+
+
+def _split(path: str) -> tuple[str | None, str | None, str]:
+    """'/datasets/NAME/a/b' -> ('datasets', 'NAME', 'a/b'); '/datasets' -> ('datasets', None, '')."""
+    parts = [p for p in path.split("/") if p]
+    if parts and parts[0] not in KINDS:
+        raise _err(errno.ENOENT, path)
+    kind = parts[0] if parts else None
+    name = parts[1] if len(parts) > 1 else None
+    return kind, name, "/".join(parts[2:])
+
+
+class StagingArea:
+    def __init__(self, folder: Path, published: PublishedRecords, services: FlushServices,
+                 autoflush: float | None = None):
+        # set once
+        self.folder = Path(folder)
+        self._published = published
+        self._services = services
+        self._autoflush = autoflush
+        self._started_ns = time.time_ns()
+        self._stop = threading.Event()
+        # guarded by _lock
+        self._lock = threading.Lock()
+        self._create_lock = threading.Lock()  # one overlay per record, even when two threads look at once
+        self._overlays: dict[tuple[str, str], StagingOverlay] = {}
+        self._flushers: dict[tuple[str, str], RecordFlusher] = {}
+        self._followed: dict[tuple[str, str], float] = {}
+        self._handles: dict[int, tuple[StagingOverlay, int]] = {}
+        self._next_fh = itertools.count(1)
+        self._resume_interrupted()
+        self._autoflusher = None
+        if autoflush:
+            self._autoflusher = threading.Thread(target=self._autoflush_loop, name="autoflush", daemon=True)
+            self._autoflusher.start()
+
+    # -- records ------------------------------------------------------------------------
+
+    def _local_names(self, kind: str) -> set[str]:
+        """Records with a journal on disk: staged changes, or a new record made with mkdir."""
+        try:
+            return {p.name for p in (self.folder / kind).iterdir() if (p / JOURNAL_FILE).exists()}
+        except FileNotFoundError:
+            return set()
+
+    def _names(self, kind: str) -> list[str]:
+        with self._lock:
+            loaded = {name for (k, name) in self._overlays if k == kind}
+        return sorted(set(self._published.names(kind)) | self._local_names(kind) | loaded)
+
+    def _overlay(self, kind: str, name: str, path: str = "") -> StagingOverlay:
+        key = (kind, name)
+        with self._lock:
+            overlay = self._overlays.get(key)
+        if overlay is None:
+            with self._create_lock:
+                overlay = self._overlays.get(key)
+                if overlay is None:
+                    if name not in self._names(kind):
+                        raise _err(errno.ENOENT, path or f"{kind}/{name}")
+                    overlay = self._load(kind, name)
+        else:
+            self._follow(overlay)
+        return overlay
+
+    def _load(self, kind: str, name: str, new: bool = False) -> StagingOverlay:
+        key = (kind, name)
+        base = (lambda: BaseVersion(None, [], time.time_ns())) if new else (lambda: self._published.base(kind, name))
+        overlay = StagingOverlay(kind, name, self.folder / kind / name, base,
+                                 lambda entry: self._published.open_file(kind, name, entry))
+        with self._lock:
+            self._overlays[key] = overlay
+            self._flushers[key] = RecordFlusher(overlay, self._services)
+            self._followed[key] = time.monotonic()
+        return overlay
+
+    def _follow(self, overlay: StagingOverlay) -> None:
+        """Let an unchanged overlay move onto a version published since (checked every few seconds)."""
+        key = (overlay.kind, overlay.name)
+        now = time.monotonic()
+        with self._lock:
+            if overlay.dirty or now - self._followed.get(key, 0.0) < FOLLOW_CHECK_S:
+                return
+            self._followed[key] = now
+        latest = self._published.latest(overlay.kind, overlay.name)
+        if latest is not None and latest != overlay.base_version:
+            overlay.follow(self._published.base(overlay.kind, overlay.name))
+
+    def _flusher(self, kind: str, name: str) -> RecordFlusher:
+        self._overlay(kind, name)
+        with self._lock:
+            return self._flushers[(kind, name)]
+
+    def _resume_interrupted(self) -> None:
+        """Reload every record staged on disk; resume the flushes a killed mount left half done."""
+        for kind in KINDS:
+            for name in sorted(self._local_names(kind)):
+                try:
+                    overlay = self._load(kind, name)
+                except Exception:
+                    log.exception("cannot reload the staged state of %s/%s", kind, name)
+                    continue
+                if overlay.frozen_files():
+                    log.info("resuming the interrupted flush of %s/%s", kind, name)
+                    self._flushers[(kind, name)].request()
+
+    # -- attributes and listings ----------------------------------------------------------
+
+    def _dir_attrs(self) -> dict:
+        return {"st_mode": DIR_MODE, "st_nlink": 2, "st_size": 0, "st_uid": os.getuid(), "st_gid": os.getgid(),
+                "st_atime": self._started_ns, "st_mtime": self._started_ns, "st_ctime": self._started_ns}
+
+    def getattr(self, path: str, fh: int | None = None) -> dict:
+        kind, name, rel = _split(path)
+        if name is None:
+            return self._dir_attrs()
+        if fh is not None and fh in self._handles:
+            overlay, local = self._handles[fh]
+            return overlay.getattr(rel, local)
+        if rel == "":
+            with self._lock:
+                loaded = (kind, name) in self._overlays
+            if not loaded:  # `ls -l staging/datasets` must not list every record's files
+                if name not in self._names(kind):
+                    raise _err(errno.ENOENT, path)
+                return self._dir_attrs()
+        return self._overlay(kind, name, path).getattr(rel)
+
+    def access(self, path: str, amode: int) -> int:
+        self.getattr(path)
+        return 0
+
+    def readdir(self, path: str, fh: int | None = None) -> list[str]:
+        kind, name, rel = _split(path)
+        if kind is None:
+            return list(KINDS)
+        if name is None:
+            return self._names(kind)
+        return self._overlay(kind, name, path).readdir(rel)
+
+    def statfs(self, path: str) -> dict:
+        folder = self.folder
+        while not folder.exists():
+            folder = folder.parent
+        st = os.statvfs(folder)
+        return {key: getattr(st, key) for key in ("f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail",
+                                                   "f_ffree", "f_files", "f_flag", "f_frsize", "f_namemax")}
+
+    # -- open files -----------------------------------------------------------------------
+
+    def _inside(self, path: str) -> tuple[StagingOverlay, str]:
+        """The overlay and relative path of a path inside a record folder; EPERM above them."""
+        kind, name, rel = _split(path)
+        if name is None or rel == "":
+            raise _err(errno.EPERM, path)
+        return self._overlay(kind, name, path), rel
+
+    def _register(self, overlay: StagingOverlay, local: int) -> int:
+        with self._lock:
+            fh = next(self._next_fh)
+            self._handles[fh] = (overlay, local)
+        return fh
+
+    def _handle(self, fh: int) -> tuple[StagingOverlay, int]:
+        try:
+            return self._handles[fh]
+        except KeyError:
+            raise OSError(errno.EBADF, "bad file handle") from None
+
+    def open(self, path: str, flags: int) -> int:
+        overlay, rel = self._inside(path)
+        return self._register(overlay, overlay.open(rel, flags))
+
+    def create(self, path: str, mode: int, flags: int = os.O_WRONLY) -> int:
+        overlay, rel = self._inside(path)
+        return self._register(overlay, overlay.create(rel, mode, flags))
+
+    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        overlay, local = self._handle(fh)
+        return overlay.read(local, size, offset)
+
+    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        overlay, local = self._handle(fh)
+        return overlay.write(local, data, offset)
+
+    def truncate(self, path: str, length: int, fh: int | None = None) -> None:
+        overlay, rel = self._inside(path)
+        local = self._handles[fh][1] if fh in self._handles else None
+        overlay.truncate(rel, length, local)
+
+    def flush(self, path: str, fh: int) -> int:
+        return 0  # writes go straight to the staged file; nothing is buffered here
+
+    def fsync(self, path: str, datasync: int, fh: int) -> int:
+        overlay, local = self._handle(fh)
+        overlay.fsync(local)
+        return 0
+
+    def release(self, path: str, fh: int) -> int:
+        with self._lock:
+            found = self._handles.pop(fh, None)
+        if found is not None:
+            found[0].release(found[1])
+        return 0
+
+    # -- tree changes ---------------------------------------------------------------------
+
+    def mkdir(self, path: str, mode: int) -> None:
+        kind, name, rel = _split(path)
+        if name is None:
+            raise _err(errno.EPERM, path)
+        if rel:
+            overlay = self._overlay(kind, name, path)
+            return overlay.mkdir(rel, mode)
+        try:
+            validate_name(name)
+        except MetadataError as exc:
+            log.warning("mkdir %s refused: %s", path, exc)
+            raise _err(errno.EINVAL, path) from exc
+        with self._create_lock:
+            if name in self._names(kind):
+                raise _err(errno.EEXIST, path)
+            self._load(kind, name, new=True).start_new()
+        log.info("new %s record %s staged; it needs a metadata.yml before a flush", kind, name)
+
+    def rmdir(self, path: str) -> None:
+        kind, name, rel = _split(path)
+        if name is None:
+            raise _err(errno.EPERM, path)
+        overlay = self._overlay(kind, name, path)
+        if rel:
+            return overlay.rmdir(rel)
+        # Only a new, empty record may go: a published one is not deleted through a mount.
+        if overlay.base_version is not None or overlay.busy:
+            raise _err(errno.EPERM if overlay.base_version is not None else errno.EBUSY, path)
+        if overlay.readdir(""):
+            raise _err(errno.ENOTEMPTY, path)
+        with self._lock:
+            del self._overlays[(kind, name)], self._flushers[(kind, name)]
+        overlay.discard()
+
+    def unlink(self, path: str) -> None:
+        overlay, rel = self._inside(path)
+        overlay.unlink(rel)
+
+    def rename(self, old: str, new: str) -> None:
+        old_kind, old_name, old_rel = _split(old)
+        new_kind, new_name, new_rel = _split(new)
+        if not old_rel or not new_rel:
+            raise _err(errno.EPERM, old)
+        if (old_kind, old_name) != (new_kind, new_name):
+            raise _err(errno.EXDEV, new)  # mv falls back to copy + delete
+        self._overlay(old_kind, old_name, old).rename(old_rel, new_rel)
+
+    def chmod(self, path: str, mode: int) -> None:
+        kind, name, rel = _split(path)
+        if name is not None:
+            self._overlay(kind, name, path).chmod(rel, mode)
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        """Accepted and ignored (rsync -a and tar as root chown everything); files belong to the mount's user."""
+        self.getattr(path)
+
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
+        kind, name, rel = _split(path)
+        if name is None:
+            return
+        mtime_ns = times[1] if times else time.time_ns()
+        self._overlay(kind, name, path).utimens(rel, mtime_ns)
+
+    def readlink(self, path: str) -> str:
+        raise _err(errno.EINVAL, path)  # staging holds no symlinks
+
+    def symlink(self, target: str, source: str) -> None:
+        raise _err(errno.EPERM, target)  # a dataset version holds files only
+
+    # -- extended attributes: the flush control -----------------------------------------
+
+    def _record_root(self, path: str) -> tuple[str, str] | None:
+        kind, name, rel = _split(path)
+        return (kind, name) if name is not None and rel == "" else None
+
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        record = self._record_root(path)
+        if record is not None and name == FLUSH_XATTR:
+            return json.dumps(self._flusher(*record).state().to_json()).encode()
+        self.getattr(path)
+        raise _err(errno.ENODATA, path)
+
+    def listxattr(self, path: str) -> list[str]:
+        self.getattr(path)
+        return []
+
+    def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> None:
+        record = self._record_root(path)
+        if record is None or name != FLUSH_XATTR:
+            self.getattr(path)
+            raise _err(errno.ENOTSUP, path)
+        self._flusher(*record).request()
+
+    def removexattr(self, path: str, name: str) -> None:
+        self.getattr(path)
+        raise _err(errno.ENODATA, path)
+
+    # -- flushes, status, shutdown --------------------------------------------------------
+
+    def flush_record(self, kind: str, name: str) -> RecordFlusher:
+        """Start a flush of KIND/NAME (as `eotdlfs flush` does); the flusher tells how it goes."""
+        flusher = self._flusher(kind, name)
+        flusher.request()
+        return flusher
+
+    def _autoflush_loop(self) -> None:
+        while not self._stop.wait(min(1.0, self._autoflush)):
+            with self._lock:
+                flushers = list(self._flushers.values())
+            for flusher in flushers:
+                overlay = flusher.overlay
+                last = flusher.last_attempt
+                if (overlay.dirty and not flusher.running
+                        and time.monotonic() - overlay.last_change >= self._autoflush
+                        and (last is None or time.time() - last >= self._autoflush)):
+                    log.info("autoflush of %s/%s after %.0f s without writes", overlay.kind, overlay.name,
+                             self._autoflush)
+                    flusher.request()
+
+    def status(self) -> dict:
+        """Per staged record: files added / changed / deleted, bytes pending, and the last or running flush."""
+        with self._lock:
+            flushers = list(self._flushers.values())
+        records = []
+        for flusher in flushers:
+            overlay = flusher.overlay
+            state = flusher.state()
+            if not overlay.dirty and state.state == "idle":
+                continue
+            pending = overlay.pending()
+            records.append({
+                "record": f"{overlay.kind}/{overlay.name}", "base_version": overlay.base_version,
+                "added": len(pending.added), "changed": len(pending.changed), "deleted": len(pending.deleted),
+                "bytes_pending": pending.bytes_pending, "flush": state.state, "message": state.message,
+                "error": state.error, "version": state.version,
+            })
+        return {"autoflush_s": self._autoflush, "records": sorted(records, key=lambda r: r["record"])}
+
+    def destroy(self) -> None:
+        self._stop.set()
+        with self._lock:
+            flushers = list(self._flushers.values())
+        deadline = time.monotonic() + SHUTDOWN_WAIT_S
+        for flusher in flushers:
+            if not flusher.wait(max(0.0, deadline - time.monotonic())):
+                log.warning("unmounting during the flush of %s; it resumes at the next mount", flusher.overlay.name)
+        for flusher in flushers:
+            if not flusher.running:  # a flush still running keeps its journal until the process ends
+                flusher.overlay.journal.close()

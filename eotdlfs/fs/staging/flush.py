@@ -1,0 +1,241 @@
+"""Flushing a staged record: freeze its tree, ingest it as the next version, restart staging from that version.
+
+The flusher knows the ingestion engine only as a callable (`Ingest`), as rclone's
+write-back knows only a put function. Order, and why:
+1. freeze the tree (waiting, bounded, for files open for writing) — or, after a crash,
+   take the frozen list the journal kept, so the resumed flush ships the same bytes;
+2. validate metadata.yml before any network call; refuse when the server has a newer
+   version than the one staging started from (shipping would silently revert it);
+3. ingest: the engine reuses the draft an interrupted run left, so exactly one version
+   comes out however often this is retried; nothing changed -> no version;
+4. only once the server has published, rebase the overlay onto the new version and drop
+   the staged bytes it now holds. On any failure the frozen files are released and every
+   staged change stays; the error is kept for `eotdlfs status`.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from eotdlfs.client.errors import NothingToIngest
+from eotdlfs.client.ingest import IngestResult, SourceFile
+from eotdlfs.client.progress import TransferProgress
+from eotdlfs.fs.staging.overlay import StagedFile, StagingOverlay
+from eotdlfs.metadata import METADATA_FILE, Metadata, load_metadata
+from eotdlfs.repository import FileEntry
+
+log = logging.getLogger(__name__)
+
+WRITER_WAIT_S = 60.0  # longest a flush waits for a file open for writing
+IDLE, WAITING, FLUSHING, DONE, NOTHING, FAILED = "idle", "waiting", "flushing", "done", "nothing", "failed"
+FINISHED = (DONE, NOTHING, FAILED)
+
+Ingest = Callable[[str, Metadata, list[SourceFile], TransferProgress], IngestResult]
+
+
+@dataclass(frozen=True)
+class FlushServices:
+    """What a flush needs from the repository, as plain callables (tests pass fakes)."""
+
+    ingest: Ingest
+    latest: Callable[[str, str], int | None]  # the newest published version on the server now
+    files: Callable[[str, str, int], list[FileEntry]]  # a version's files, from the server
+    published: Callable[[str, str, int], None]  # tell the mount's read-only tree
+
+
+class FlushError(Exception):
+    """A flush refused before anything was sent; the message says what to fix."""
+
+
+@dataclass
+class FlushState:
+    """What `eotdlfs flush` and `eotdlfs status` see of a record's flushes; `run` counts them."""
+
+    run: int = 0
+    state: str = IDLE
+    message: str = ""
+    error: str | None = None
+    version: int | None = None
+    files_total: int = 0
+    files_done: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    queued: bool = False
+    finished_at: float | None = None
+    result: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class _StateProgress(TransferProgress):
+    """The engine's progress calls, written into the flush state."""
+
+    def __init__(self, flusher: "RecordFlusher"):
+        self._flusher = flusher
+
+    def start(self, files: int, bytes_total: int) -> None:
+        self._flusher._update(files_total=files, bytes_total=bytes_total, files_done=0, bytes_done=0)
+
+    def advance(self, files: int = 0, bytes_done: int = 0) -> None:
+        with self._flusher._lock:
+            self._flusher._state.files_done += files
+            self._flusher._state.bytes_done += bytes_done
+
+
+class RecordFlusher:
+    """Runs the flushes of one staged record, one at a time, on a background thread."""
+
+    def __init__(self, overlay: StagingOverlay, services: FlushServices, writer_wait: float = WRITER_WAIT_S):
+        # set once
+        self.overlay = overlay
+        self._services = services
+        self._writer_wait = writer_wait
+        # guarded by _lock
+        self._lock = threading.Lock()
+        self._state = FlushState(**{k: v for k, v in overlay.journal.get_meta("last_flush", {}).items()
+                                    if k in ("run", "state", "error", "version", "finished_at", "message")})
+        if self._state.state not in FINISHED:
+            self._state.state = IDLE  # a flush the last process did not finish: resumable, not running
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        with self._lock:
+            return self._thread is not None
+
+    @property
+    def last_attempt(self) -> float | None:
+        with self._lock:
+            return self._state.finished_at
+
+    def state(self) -> FlushState:
+        with self._lock:
+            return FlushState(**asdict(self._state))
+
+    def request(self) -> None:
+        """Start a flush; while one runs, queue one more to ship what changed since it froze."""
+        with self._lock:
+            if self._thread is not None:
+                self._state.queued = True
+                return
+            self._state = FlushState(run=self._state.run + 1, state=WAITING, message="preparing")
+            self._thread = threading.Thread(target=self._loop, name=f"flush-{self.overlay.name}", daemon=True)
+            self._thread.start()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait for the running flush (if any) to end; False on timeout."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def _update(self, **changes) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self._state, key, value)
+
+    def _loop(self) -> None:
+        while True:
+            self._run_once()
+            with self._lock:
+                if not self._state.queued:
+                    self._thread = None
+                    return
+                self._state = FlushState(run=self._state.run + 1, state=WAITING, message="preparing")
+
+    def _run_once(self) -> None:
+        ov = self.overlay
+        try:
+            outcome = self.flush()
+        except Exception as exc:  # every failure is reported, none may kill the mount
+            message = str(exc) or type(exc).__name__
+            log.warning("flush of %s/%s failed: %s", ov.kind, ov.name, message,
+                        exc_info=not isinstance(exc, (FlushError, OSError)))
+            self._finish(FAILED, message, error=message)
+            return
+        self._finish(*outcome)
+
+    def _finish(self, state: str, message: str, error: str | None = None, version: int | None = None,
+                result: dict | None = None) -> None:
+        with self._lock:
+            s = self._state
+            s.state, s.message, s.error, s.version, s.finished_at = state, message, error, version, time.time()
+            s.result = result or {}
+            kept = {"run": s.run, "state": state, "message": message, "error": error, "version": version,
+                    "finished_at": s.finished_at}
+        try:
+            self.overlay.journal.set_meta("last_flush", kept)
+        except Exception:  # the disk may be full; the live state still tells the user
+            log.exception("cannot record the flush result of %s", self.overlay.name)
+
+    # -- the flush itself ---------------------------------------------------------------
+
+    def flush(self) -> tuple:
+        """One flush; returns (state, message, error, version, result) for `_finish`."""
+        ov, services = self.overlay, self._services
+        shipped = ov.frozen_files()
+        resuming = bool(shipped)
+        if not resuming:
+            if ov.base_version is not None and not ov.pending():
+                ov.settle()
+                return NOTHING, f"nothing to flush: no staged changes since v{ov.base_version}"
+            self._update(state=WAITING, message="waiting for files open for writing")
+            shipped = ov.freeze(self._writer_wait, self._waiting_for)
+        try:
+            metadata = self._metadata(shipped)
+            if not resuming:
+                self._check_base()
+            self._update(state=FLUSHING, message=f"ingesting {len(shipped)} files")
+            sources = [SourceFile(f.path, f.size, f.checksum, f.local_path) for f in shipped]
+            try:
+                result = services.ingest(ov.kind, metadata, sources, _StateProgress(self))
+                version, summary = result.version, asdict(result)
+            except NothingToIngest as exc:
+                version, summary = exc.version, {}
+            entries = services.files(ov.kind, ov.name, version)
+            ov.publish(version, entries, shipped)
+        except BaseException:
+            ov.unfreeze()
+            raise
+        services.published(ov.kind, ov.name, version)
+        if not summary:
+            return NOTHING, f"nothing to flush: the staged files equal v{version}", None, version
+        return (DONE, f"published v{version}: {summary['uploaded']} uploaded, {summary['carried']} carried, "
+                      f"{summary['dropped']} removed, {summary['bytes_sent']} bytes sent", None, version, summary)
+
+    def _waiting_for(self, path: str) -> None:
+        log.info("flush of %s waits for %s, open for writing", self.overlay.name, path)
+        self._update(message=f"waiting for {path}: open for writing")
+
+    def _metadata(self, shipped: list[StagedFile]) -> Metadata:
+        ov = self.overlay
+        found = next((f for f in shipped if f.path == METADATA_FILE), None)
+        if found is None:
+            noun = "a new dataset" if ov.kind == "datasets" else "a new model"
+            raise FlushError(f"{ov.kind}/{ov.name} has no {METADATA_FILE} at its root; "
+                             f"{noun} needs one (name, authors, license, source) before it can be flushed")
+        with tempfile.TemporaryDirectory(prefix="eotdlfs-flush-") as folder:
+            (Path(folder) / METADATA_FILE).write_bytes(ov.read_staged(found))
+            metadata = load_metadata(Path(folder))
+        if metadata.name != ov.name:
+            raise FlushError(f"{METADATA_FILE} names {metadata.name!r} but this staging folder is {ov.name!r}; "
+                             "make them the same")
+        return metadata
+
+    def _check_base(self) -> None:
+        ov = self.overlay
+        latest = self._services.latest(ov.kind, ov.name)
+        if latest is not None and latest != ov.base_version:
+            started = f"v{ov.base_version}" if ov.base_version else "an empty folder"
+            raise FlushError(f"{ov.kind}/{ov.name} has v{latest} on the server, newer than the {started} "
+                             "staging started from; flushing would undo it. Copy your staged files out, "
+                             "then stage them again on the new version")

@@ -1,0 +1,205 @@
+"""StagingArea and flushes without a mount: record folders, mkdir of a new record, flush outcomes, crash resume."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from eotdlfs.client.errors import Unreachable
+from eotdlfs.fs.staging.area import StagingArea
+from eotdlfs.fs.staging.control import FLUSH_XATTR
+from tests.staging.fakes import FakeRepository, FakeVersions
+
+METADATA = b"name: demo\nauthors: [me]\nlicense: MIT\nsource: http://example.com\n"
+
+
+@pytest.fixture
+def repo() -> FakeRepository:
+    repo = FakeRepository()
+    repo.records["demo"] = FakeVersions({"metadata.yml": METADATA, "a.txt": b"a", "b/c.txt": b"c"})
+    return repo
+
+
+def make_area(tmp_path: Path, repo: FakeRepository, **options) -> StagingArea:
+    return StagingArea(tmp_path / "staging", repo, repo.services(), **options)
+
+
+def write(area: StagingArea, path: str, data: bytes) -> None:
+    try:
+        area.getattr(path)
+        fh = area.open(path, os.O_WRONLY | os.O_TRUNC)
+    except FileNotFoundError:
+        fh = area.create(path, 0o644)
+    try:
+        area.write(path, data, 0, fh)
+    finally:
+        area.release(path, fh)
+
+
+def read(area: StagingArea, path: str) -> bytes:
+    fh = area.open(path, os.O_RDONLY)
+    try:
+        return area.read(path, 1 << 20, 0, fh)
+    finally:
+        area.release(path, fh)
+
+
+def flush(area: StagingArea, kind: str, name: str) -> dict:
+    flusher = area.flush_record(kind, name)
+    assert flusher.wait(10)
+    return flusher.state().to_json()
+
+
+def test_listing_shows_published_and_new_records(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    assert area.readdir("/") == ["datasets", "models"]
+    assert area.readdir("/datasets") == ["demo"]
+    area.mkdir("/datasets/fresh-one", 0o755)
+    assert area.readdir("/datasets") == ["demo", "fresh-one"]
+    assert area.readdir("/datasets/fresh-one") == []
+    assert sorted(area.readdir("/datasets/demo")) == ["a.txt", "b", "metadata.yml"]
+
+
+@pytest.mark.parametrize("path, code", [
+    ("/datasets/x", errno.EINVAL),  # too short a name
+    ("/datasets/9lives", errno.EINVAL),
+    ("/datasets/demo", errno.EEXIST),
+    ("/elsewhere", errno.ENOENT),
+])
+def test_mkdir_of_a_record_checks_the_name(tmp_path, repo, path, code):
+    with pytest.raises(OSError) as info:
+        make_area(tmp_path, repo).mkdir(path, 0o755)
+    assert info.value.errno == code
+
+
+def test_renames_between_records_are_cross_device(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    area.mkdir("/datasets/other-one", 0o755)
+    with pytest.raises(OSError) as info:
+        area.rename("/datasets/demo/a.txt", "/datasets/other-one/a.txt")
+    assert info.value.errno == errno.EXDEV
+
+
+def test_flush_of_one_change_uploads_one_file(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    write(area, "/datasets/demo/a.txt", b"A!")
+    state = flush(area, "datasets", "demo")
+    assert state["state"] == "done" and state["version"] == 2, state
+    assert state["result"]["uploaded"] == 1 and state["result"]["carried"] == 2
+    assert area.status()["records"][0]["flush"] == "done"
+    assert read(area, "/datasets/demo/a.txt") == b"A!"
+    again = flush(area, "datasets", "demo")
+    assert again["state"] == "nothing" and "no staged changes" in again["message"]
+    assert len(repo.records["demo"].versions) == 2
+
+
+def test_new_record_needs_metadata_then_flushes(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    area.mkdir("/datasets/brand-new", 0o755)
+    write(area, "/datasets/brand-new/data.bin", b"123")
+    state = flush(area, "datasets", "brand-new")
+    assert state["state"] == "failed" and "metadata.yml" in state["error"] and "brand-new" in state["error"]
+    write(area, "/datasets/brand-new/metadata.yml", METADATA)  # names 'demo': refused
+    state = flush(area, "datasets", "brand-new")
+    assert state["state"] == "failed" and "'demo'" in state["error"]
+    write(area, "/datasets/brand-new/metadata.yml", METADATA.replace(b"demo", b"brand-new"))
+    state = flush(area, "datasets", "brand-new")
+    assert state["state"] == "done" and state["version"] == 1
+    assert {e.path for e in repo.records["brand-new"].versions[0]} == {"metadata.yml", "data.bin"}
+
+
+def test_invalid_metadata_is_reported_and_nothing_sent(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    write(area, "/datasets/demo/metadata.yml", METADATA.replace(b"http://example.com", b"ftp://x"))
+    state = flush(area, "datasets", "demo")
+    assert state["state"] == "failed" and "source" in state["error"]
+    assert repo.ingests == 0
+
+
+def test_failed_flush_keeps_everything_and_a_later_one_succeeds(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    write(area, "/datasets/demo/new.txt", b"keep me")
+    repo.fail_with = Unreachable("connection refused")
+    state = flush(area, "datasets", "demo")
+    assert state["state"] == "failed" and "connection refused" in state["error"]
+    status = area.status()["records"][0]
+    assert status["added"] == 1 and status["flush"] == "failed" and "refused" in status["error"]
+    write(area, "/datasets/demo/new.txt", b"keep me too")  # writable again after the failure
+    repo.fail_with = None
+    assert flush(area, "datasets", "demo")["state"] == "done"
+    assert read(area, "/datasets/demo/new.txt") == b"keep me too"
+
+
+def test_flush_refuses_when_the_server_moved_on(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    write(area, "/datasets/demo/a.txt", b"mine")
+    repo.records["demo"].publish({"metadata.yml": METADATA, "theirs.txt": b"t"})
+    state = flush(area, "datasets", "demo")
+    assert state["state"] == "failed" and "v2" in state["error"] and "newer" in state["error"]
+
+
+def test_flush_waits_for_a_writer_and_says_which_file(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    fh = area.create("/datasets/demo/open.txt", 0o644)
+    flusher = area.flush_record("datasets", "demo")
+    deadline = time.monotonic() + 5
+    while "open.txt" not in flusher.state().message and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "waiting for open.txt" in flusher.state().message
+    area.release("/datasets/demo/open.txt", fh)
+    assert flusher.wait(10) and flusher.state().state == "done"
+
+
+def test_flush_control_attribute(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    write(area, "/datasets/demo/x.txt", b"x")
+    assert json.loads(area.getxattr("/datasets/demo", FLUSH_XATTR))["run"] == 0
+    area.setxattr("/datasets/demo", FLUSH_XATTR, b"1", 0)
+    area.flush_record("datasets", "demo").wait(10)
+    state = json.loads(area.getxattr("/datasets/demo", FLUSH_XATTR))
+    assert state["run"] >= 1 and state["state"] in ("done", "nothing")
+    with pytest.raises(OSError) as info:
+        area.setxattr("/datasets/demo/x.txt", "user.other", b"1", 0)
+    assert info.value.errno == errno.ENOTSUP
+
+
+def test_an_interrupted_flush_resumes_at_the_next_start(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    write(area, "/datasets/demo/a.txt", b"frozen bytes")
+    overlay = area._overlay("datasets", "demo")
+    overlay.freeze(1.0, lambda path: None)  # the flush got this far, then the process died
+    overlay.journal.close()
+    again = make_area(tmp_path, repo)  # the next mount resumes it by itself
+    flusher = again.flush_record("datasets", "demo")
+    assert flusher.wait(10)
+    assert len(repo.records["demo"].versions) == 2
+    assert repo.records["demo"].blobs[next(e.checksum for e in repo.records["demo"].versions[1]
+                                           if e.path == "a.txt")] == b"frozen bytes"
+
+
+def test_autoflush_after_idle_seconds(tmp_path, repo):
+    area = make_area(tmp_path, repo, autoflush=0.3)
+    try:
+        write(area, "/datasets/demo/auto.txt", b"auto")
+        deadline = time.monotonic() + 10
+        while len(repo.records["demo"].versions) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(repo.records["demo"].versions) == 2
+    finally:
+        area.destroy()
+
+
+def test_rmdir_drops_only_an_empty_new_record(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    area.mkdir("/datasets/scratch-one", 0o755)
+    area.rmdir("/datasets/scratch-one")
+    assert area.readdir("/datasets") == ["demo"]
+    assert make_area(tmp_path, repo).readdir("/datasets") == ["demo"]
+    with pytest.raises(OSError) as info:
+        area.rmdir("/datasets/demo")
+    assert info.value.errno == errno.EPERM

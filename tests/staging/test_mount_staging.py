@@ -1,0 +1,226 @@
+"""Staging on a real mount against a real server: flush = one new version, tools on the staging tree, crash resume."""
+
+from __future__ import annotations
+
+import filecmp
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from eotdlfs.client.ingest import ingest_folder
+from tests.client.helpers import cli_env, client, make_folder, run_cli, write_metadata
+from tests.staging.posix_model import FolderBackend, random_program, run_both
+
+KIND = "datasets"
+UPLOAD_ROUTES = ("batch", "file", "chunk")
+
+
+def staged(mount, name: str) -> Path:
+    return mount.path / "staging" / KIND / name
+
+
+def flush_cli(tmp_path: Path, server, folder: Path, user: str = "alice") -> subprocess.CompletedProcess:
+    return run_cli(cli_env(tmp_path, server.url, server.token(user)), "flush", str(folder), "--timeout", "60")
+
+
+def uploads(server) -> int:
+    counts = server.stats()["uploads"]
+    return sum(counts[r] for r in UPLOAD_ROUTES)
+
+
+def version_files(server, name: str, version: int) -> dict[str, str]:
+    api = client(server)
+    record = api.record_by_name(KIND, name)
+    return {f["filename"]: f["checksum"] for f in api.files(KIND, record["id"], version)}
+
+
+def published_versions(server, name: str) -> list[int]:
+    record = client(server).record_by_name(KIND, name)
+    return sorted(int(v["version_id"]) for v in record["versions"] if not v.get("draft"))
+
+
+def sha1_tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def published(tmp_path, repo_server, unique_name):
+    """A dataset of 500 files (metadata.yml included) ingested as v1."""
+    name = unique_name("stg")
+    folder = make_folder(tmp_path / "src", name, 499)
+    ingest_folder(client(repo_server), KIND, folder)
+    return name, folder
+
+
+def test_change_one_of_500_files_uploads_one(tmp_path, repo_server, mount_factory, published):
+    name, folder = published
+    mount = mount_factory(repo_server, ttl=1)
+    before_v1 = version_files(repo_server, name, 1)
+    (staged(mount, name) / "part0" / "file0000.txt").write_bytes(b"changed in staging\n")
+    status = mount.status()["staging"]["records"]
+    assert status[0]["changed"] == 1 and status[0]["added"] == 0, status
+    sent = uploads(repo_server)
+    result = flush_cli(tmp_path, repo_server, staged(mount, name))
+    assert result.returncode == 0, result.stderr
+    assert "published v2" in result.stdout and "1 uploaded" in result.stdout, result.stdout
+    assert uploads(repo_server) - sent == 1
+    v2 = version_files(repo_server, name, 2)
+    assert len(v2) == 500 and v2["part0/file0000.txt"] == hashlib.sha1(b"changed in staging\n").hexdigest()
+    assert version_files(repo_server, name, 1) == before_v1
+    assert (mount.path / KIND / name / "v2" / "part0" / "file0000.txt").read_bytes() == b"changed in staging\n"
+    assert (mount.path / KIND / name / "v1" / "part0" / "file0000.txt").read_bytes() == \
+        (folder / "part0" / "file0000.txt").read_bytes()
+    again = flush_cli(tmp_path, repo_server, staged(mount, name))
+    assert again.returncode == 0 and "nothing to flush" in again.stdout, again.stdout + again.stderr
+    assert published_versions(repo_server, name) == [1, 2]
+
+
+def test_new_dataset_by_mkdir_and_cp_equals_eotdlfs_ingest(tmp_path, repo_server, mount_factory, unique_name):
+    name, twin = unique_name("new"), unique_name("twin")
+    mount = mount_factory(repo_server, ttl=1)
+    source = make_folder(tmp_path / "new", name, 40)
+    (source / "deep" / "er").mkdir(parents=True)
+    (source / "deep" / "er" / "big.bin").write_bytes(os.urandom(3 << 20))
+    target = staged(mount, name)
+    target.mkdir()
+    subprocess.run(["cp", "-r", f"{source}/.", str(target)], check=True, timeout=60)
+    assert sha1_tree(target) == sha1_tree(source)
+    result = flush_cli(tmp_path, repo_server, target)
+    assert result.returncode == 0, result.stderr
+    twin_folder = tmp_path / "twin"
+    shutil.copytree(source, twin_folder)
+    write_metadata(twin_folder, twin)
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    assert run_cli(env, "ingest", str(twin_folder)).returncode == 0
+    ours, theirs = version_files(repo_server, name, 1), version_files(repo_server, twin, 1)
+    assert {p: c for p, c in ours.items() if p != "metadata.yml"} == \
+        {p: c for p, c in theirs.items() if p != "metadata.yml"}
+    assert set(ours) == set(theirs) == set(sha1_tree(source))
+
+
+def test_flush_without_metadata_says_so(tmp_path, repo_server, mount_factory, unique_name):
+    mount = mount_factory(repo_server, ttl=1)
+    target = staged(mount, unique_name("nometa"))
+    target.mkdir()
+    (target / "data.csv").write_text("a,b\n")
+    result = flush_cli(tmp_path, repo_server, target)
+    assert result.returncode == 1 and "metadata.yml" in result.stderr, result.stderr
+    status = run_cli(cli_env(tmp_path, None, None), "status", str(mount.path)).stdout
+    assert "flush failed" in status and "metadata.yml" in status, status
+
+
+def test_tools_on_the_staging_tree(tmp_path, repo_server, mount_factory, published):
+    name, folder = published
+    mount = mount_factory(repo_server, ttl=1)
+    target = staged(mount, name)
+    extra = tmp_path / "extra"
+    (extra / "sub").mkdir(parents=True)
+    for i in range(20):
+        (extra / "sub" / f"r{i}.txt").write_text(f"rsync {i}\n" * i)
+    run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True, timeout=60)  # noqa: E731
+    run("rsync", "-a", f"{extra}/", str(target / "from-rsync"))
+    with tarfile.open(tmp_path / "t.tar", "w") as tar:
+        tar.add(extra / "sub", arcname="tarred")
+    run("tar", "xf", str(tmp_path / "t.tar"), "-C", str(target))
+    run("cp", "-r", str(extra / "sub"), str(target / "copied"))
+    # an editor: write a temp file, fsync, rename it over the original
+    tmp = target / "part1" / ".file0001.txt.swp"
+    with open(tmp, "wb") as f:
+        f.write(b"edited\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, target / "part1" / "file0001.txt")
+    os.rename(target / "part2", target / "copied" / "part2-moved")
+    assert not filecmp.dircmp(extra, target / "from-rsync").diff_files
+    assert (target / "tarred" / "r3.txt").read_text() == "rsync 3\n" * 3
+    expected = sha1_tree(target)
+    result = flush_cli(tmp_path, repo_server, target)
+    assert result.returncode == 0, result.stderr
+    assert version_files(repo_server, name, 2) == expected
+    assert sha1_tree(mount.path / KIND / name / "v2") == expected
+
+
+@pytest.mark.parametrize("seed", [11])
+def test_random_operations_on_the_mount_agree_with_a_local_folder(tmp_path, repo_server, mount_factory,
+                                                                  unique_name, seed):
+    name = unique_name("rnd")
+    source = make_folder(tmp_path / "src", name, 12)
+    ingest_folder(client(repo_server), KIND, source)
+    mount = mount_factory(repo_server, ttl=1)
+    reference = tmp_path / "reference"
+    shutil.copytree(source, reference)
+    ops = random_program(seed, 300, FolderBackend(reference).tree())
+    # metadata.yml stays, so the tree can be flushed half way
+    ops = [op for op in ops if "metadata.yml" not in " ".join(map(str, op.args[:2]))]
+    half = len(ops) // 2
+    run_both(ops[:half], FolderBackend(reference), FolderBackend(staged(mount, name)))
+    result = flush_cli(tmp_path, repo_server, staged(mount, name))
+    assert result.returncode == 0, result.stderr
+    assert sha1_tree(mount.path / KIND / name / "v2") == sha1_tree(reference)
+    run_both(ops[half:], FolderBackend(reference), FolderBackend(staged(mount, name)))
+
+
+def test_kill_during_flush_then_remount_gives_exactly_one_version(tmp_path, repo_server, mount_factory, published):
+    name, _ = published
+    cache = tmp_path / "kill-cache"
+    mount = mount_factory(repo_server, ttl=1, cache_dir=cache)
+    target = staged(mount, name)
+    big = os.urandom(48 << 20)  # multipart: the flush takes long enough to be killed in the middle
+    (target / "big.bin").write_bytes(big)
+    (target / "part3" / "file0003.txt").write_text("staged before the crash\n")
+    expected = sha1_tree(target)
+    os.setxattr(target, "user.eotdlfs.flush", b"1")
+    deadline = time.monotonic() + 30
+    while repo_server.stats()["uploads"]["chunk"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert repo_server.stats()["uploads"]["chunk"] > 0
+    os.kill(mount.pid, signal.SIGKILL)
+    mount.unmount()
+    assert published_versions(repo_server, name) == [1]  # the draft is not visible
+    mount.mount()
+    result = flush_cli(tmp_path, repo_server, target)
+    assert result.returncode == 0, result.stderr
+    assert published_versions(repo_server, name) == [1, 2]
+    assert version_files(repo_server, name, 2) == expected
+    assert hashlib.sha1((mount.path / KIND / name / "v2" / "big.bin").read_bytes()).digest() == \
+        hashlib.sha1(big).digest()
+
+
+def test_someone_elses_dataset_is_refused_and_kept(tmp_path, repo_server, mount_factory, published):
+    name, _ = published
+    mount = mount_factory(repo_server, ttl=1, user="bob")
+    target = staged(mount, name)
+    (target / "bob.txt").write_text("not yours\n")
+    result = flush_cli(tmp_path, repo_server, target, user="bob")
+    assert result.returncode == 1 and "alice" in result.stderr, result.stderr
+    assert (target / "bob.txt").read_text() == "not yours\n"
+    assert published_versions(repo_server, name) == [1]
+
+
+def test_server_down_during_flush_keeps_the_stage_and_a_later_flush_works(tmp_path, fresh_server, mount_factory,
+                                                                          unique_name):
+    name = unique_name("down")
+    ingest_folder(client(fresh_server), KIND, make_folder(tmp_path / "src", name, 5))
+    mount = mount_factory(fresh_server, ttl=1)
+    target = staged(mount, name)
+    (target / "new.txt").write_text("survives\n")
+    fresh_server.stop()
+    try:
+        result = flush_cli(tmp_path, fresh_server, target)
+        assert result.returncode == 1, result.stdout
+    finally:
+        fresh_server.start()
+    assert (target / "new.txt").read_text() == "survives\n"
+    records = mount.status()["staging"]["records"]
+    assert records[0]["flush"] == "failed" and records[0]["added"] == 1
+    result = flush_cli(tmp_path, fresh_server, target)
+    assert result.returncode == 0, result.stderr
+    assert published_versions(fresh_server, name) == [1, 2]
