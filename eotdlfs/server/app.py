@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from eotdlfs.metadata import KINDS
 from eotdlfs.server.auth import AuthError, authenticate, load_secret
 from eotdlfs.server.bodylimit import BodyLimit
-from eotdlfs.server.download import BlobResponse, Unsatisfiable, parse_range, unsatisfiable_headers
+from eotdlfs.server.download import DownloadFastPath, download_response
 from eotdlfs.server.errors import ApiError
 from eotdlfs.server.limits import Limits
 from eotdlfs.server.stats import Stats
@@ -102,18 +102,9 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any) -> APIRouter:
 
     @r.api_route("/{record_id}/download/{path:path}", methods=["GET", "HEAD"], response_model=None)
     async def download(request: Request, record_id: str, path: str, version: int | None = None) -> Response:
-        # async: a point lookup in SQLite is cheaper than a hop to the thread pool
-        blob = store.find_download(kind, record_id, path, version)
-        try:
-            byte_range = parse_range(request.headers.get("range"), blob.size)
-        except Unsatisfiable:
-            raise ApiError(416, "Requested range not satisfiable", unsatisfiable_headers(blob.size)) from None
-        if byte_range is not None and request.headers.get("if-range") not in (None, f'"{blob.checksum}"'):
-            byte_range = None  # the client's copy is of other bytes: send the whole file
-        head = request.method == "HEAD"
-        if not head:
-            stats.download()
-        return BlobResponse(blob, path, head, byte_range, stats.sent)
+        # Normally answered earlier by DownloadFastPath; this route documents it in the schema.
+        return download_response(store, stats, kind, record_id, path, version, request.method == "HEAD",
+                                 request.headers.get("range"), request.headers.get("if-range"))
 
     @r.post("/{record_id}")
     def ingest_file(record_id: str, version: int | None = None, file: UploadFile = File(...),
@@ -141,6 +132,7 @@ def create_app(root: Path, limits: Limits | None = None) -> FastAPI:
     app = FastAPI(title="eotdlfs repository", openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
     app.state.store, app.state.stats = store, stats
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(DownloadFastPath, store=store, stats=stats)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
