@@ -7,6 +7,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from eotdlfs.metadata import METADATA_FILE
+
 BIG_FILE = "big.bin"
 SMALL_DIR = "small"
 GEOTIFF_FILE = "scene.tif"
@@ -51,14 +53,19 @@ class Dataset:
 def generate(root: Path, name: str, spec: DatasetSpec, seed: int = 7) -> Dataset:
     """Write the dataset under ROOT (metadata.yml included) and describe it."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "metadata.yml").write_text(
-        f"name: {name}\nauthors:\n  - eotdlfs bench\nlicense: MIT\nsource: https://example.org/{name}\n"
-    )
+    write_metadata(root, name)
     rng = random.Random(seed)
     _write_big(root / BIG_FILE, spec.big_bytes, rng)
     _write_small(root / SMALL_DIR, spec.small_count, spec.small_bytes, rng)
     geotiff_bytes, note = _write_geotiff(root / GEOTIFF_FILE, spec.geotiff_bytes, seed)
     return Dataset(root, name, spec.big_bytes, spec.small_count, geotiff_bytes, note)
+
+
+def write_metadata(folder: Path, name: str) -> None:
+    """The metadata.yml that makes FOLDER a dataset called NAME."""
+    (folder / METADATA_FILE).write_text(
+        f"name: {name}\nauthors:\n  - eotdlfs bench\nlicense: MIT\nsource: https://example.org/{name}\n"
+    )
 
 
 def _write_big(path: Path, size: int, rng: random.Random) -> None:

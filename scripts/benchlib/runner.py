@@ -6,6 +6,7 @@ import _thread
 import shutil
 import sys
 import threading
+import time
 import traceback
 from collections import defaultdict
 from pathlib import Path
@@ -45,10 +46,10 @@ class Bench:
         self._live: list[Stoppable] = []
         self._lock = threading.Lock()
         self._counter = 0
+        self._started = time.monotonic()
 
-    @staticmethod
-    def log(message: str) -> None:
-        print(f"[bench] {message}", file=sys.stderr, flush=True)
+    def log(self, message: str) -> None:
+        print(f"[bench {time.monotonic() - self._started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
     def fresh_dir(self, name: str) -> Path:
         """A new empty folder under the work dir (a suffix keeps repetitions apart)."""

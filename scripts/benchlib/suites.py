@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchlib import eotdlfs_side, measure
-from benchlib.dataset import BIG_FILE, GEOTIFF_FILE, SMALL_DIR
+from benchlib.dataset import BIG_FILE, GEOTIFF_FILE, SMALL_DIR, write_metadata
 from benchlib.peers import Nginx, rclone_mount
 from benchlib.processes import ForegroundMount, peak_rss_mb
 from benchlib.profiling import Profiler
@@ -115,7 +115,8 @@ def run_staging(bench: Bench, server: eotdlfs_side.EotdlfsServer, env: dict[str,
         bench.fresh_dir("staging-mnt"), server.url, cache, env, cache.parent / f"{cache.name}.log"))
     try:
         target = m.mnt / "staging" / "datasets" / STAGING_DATASET
-        target.mkdir(parents=True, exist_ok=True)
+        target.mkdir()
+        write_metadata(target, STAGING_DATASET)  # a new dataset needs its four fields
         start = time.perf_counter()
         subprocess.run(["cp", str(ds.big), str(target / BIG_FILE)], check=True, timeout=1800)
         bench.record("eotdlfs_staging_copy_in_MBps", ds.big_bytes / (time.perf_counter() - start) / measure.MB)
