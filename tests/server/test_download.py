@@ -115,3 +115,29 @@ def test_large_file_streams_in_ranges(api, unique_name):
     assert api.download(rid, "l.bin").content == data
     r = api.download(rid, "l.bin", headers={"Range": "bytes=1048570-3145740"})
     assert r.status_code == 206 and r.content == data[1048570:3145741]
+
+
+@pytest.mark.parametrize("query, status", [("version=abc", 422), ("version=", 422), ("version=1.5", 422),
+                                           ("version=99999999999999999999", 400), ("version=-1", 404),
+                                           ("version=0", 404)])
+def test_bad_file_version_query(api, blob, query, status):
+    r = api.get(f"{api.kind}/{blob}/download/d/data.bin?{query}")
+    assert r.status_code == status
+    assert isinstance(r.json()["detail"], str)
+
+
+def test_explicit_file_version_and_other_params(api, blob):
+    r = api.get(f"{api.kind}/{blob}/download/d/data.bin?foo=bar&version=1")
+    assert r.status_code == 200 and r.content == DATA
+
+
+def test_path_with_spaces_and_unicode(api, unique_name):
+    rid = api.create(unique_name("uni"))
+    api.new_version(rid)
+    files = {"a b/ç ü.txt": b"unicode", "x%20y": b"percent", "q?.txt": b"question"}
+    assert api.batch(rid, 1, files).status_code == 200
+    from urllib.parse import quote
+
+    for path, data in files.items():
+        r = api.get(f"{api.kind}/{rid}/download/{quote(path)}")
+        assert r.status_code == 200 and r.content == data, path

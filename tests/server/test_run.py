@@ -1,0 +1,28 @@
+"""Running the server: `start_in_thread` (embedded mount, benchmarks) and `eotdlfs serve`."""
+
+from __future__ import annotations
+
+import requests
+
+from eotdlfs.server.run import start_in_thread
+
+
+def test_start_in_thread_serves_and_stops(tmp_path):
+    server = start_in_thread(tmp_path / "root")
+    try:
+        assert server.url == f"http://127.0.0.1:{server.port}/" and server.port > 0
+        assert requests.get(server.url + "eotdlfs/capabilities", timeout=10).status_code == 200
+        assert requests.get(server.url + "datasets", timeout=10).json() == []
+    finally:
+        server.stop()
+    assert not server.thread.is_alive()
+    assert (tmp_path / "root" / "repository.db").exists() and (tmp_path / "root" / "secret").exists()
+
+
+def test_two_servers_share_nothing(tmp_path):
+    a, b = start_in_thread(tmp_path / "a"), start_in_thread(tmp_path / "b")
+    try:
+        assert a.port != b.port
+    finally:
+        a.stop()
+        b.stop()
