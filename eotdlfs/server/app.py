@@ -23,7 +23,8 @@ from eotdlfs.server.limits import Limits
 from eotdlfs.server.stats import Stats
 from eotdlfs.server.store import Store
 
-CAPABILITIES = {"size": True, "range": True, "drafts": True}
+# max_form_fields: Starlette's cap on fields per form (route 7 sends two per file)
+CAPABILITIES = {"size": True, "range": True, "drafts": True, "max_form_fields": 1000}
 
 
 def _validation_detail(exc: RequestValidationError) -> str:

@@ -115,3 +115,22 @@ def test_files_of_missing_record_or_version(api, unique_name):
     assert api.files(rid) == []
     r = api.get(f"{api.kind}/{rid}/files?version=3")
     assert (r.status_code, r.json()) == (404, {"detail": f"{api.noun.capitalize()} version doesn't exist"})
+
+
+def test_form_field_cap_is_advertised_and_enforced(api, unique_name):
+    import requests
+
+    cap = requests.get(api.url + "eotdlfs/capabilities").json()["max_form_fields"]
+    rid = api.create(unique_name("fields"))
+    api.new_version(rid)
+    per_request = (cap - 10) // 2
+    files = {f"f{i}": str(i).encode() for i in range(per_request)}
+    assert api.batch(rid, 1, files).status_code == 200
+    api.new_version(rid)
+    assert api.carry(rid, 2, {p: sha1(d) for p, d in files.items()}).status_code == 200
+    assert len(api.files(rid, 2)) == per_request
+    api.new_version(rid)
+    too_many = {f"f{i}": sha1(str(i).encode()) for i in range(cap // 2 + 1)}
+    r = api.carry(rid, 3, too_many)
+    assert r.status_code == 400 and isinstance(r.json()["detail"], str)
+    assert api.files(rid, 3) == []
