@@ -12,7 +12,7 @@ import hashlib
 import os
 import sqlite3
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import platformdirs
 
@@ -56,22 +56,28 @@ class HashCache:
             self._conn.close()
             self._conn = None
 
-    def lookup(self, keys: Iterable[FileKey]) -> dict[FileKey, str]:
-        """The cached digests of those KEYS whose size and mtime still match."""
+    def _rows(self, paths: list[str], under: str | None) -> Iterator[tuple[str, int, int, str]]:
+        assert self._conn is not None
+        if under is not None:  # one range scan of the primary key: every path below UNDER
+            yield from self._conn.execute(
+                "SELECT path, size, mtime_ns, sha1 FROM hashes WHERE path >= ? AND path < ?",
+                (under.rstrip("/") + "/", under.rstrip("/") + "0"))  # '0' sorts right after '/'
+            return
+        for i in range(0, len(paths), _LOOKUP_CHUNK):
+            chunk = paths[i:i + _LOOKUP_CHUNK]
+            yield from self._conn.execute(
+                f"SELECT path, size, mtime_ns, sha1 FROM hashes WHERE path IN ({','.join('?' * len(chunk))})", chunk)
+
+    def lookup(self, keys: Iterable[FileKey], under: str | None = None) -> dict[FileKey, str]:
+        """The cached digests of those KEYS whose size and mtime still match (all below UNDER, if given)."""
         wanted = {k[0]: k for k in keys}
         found: dict[FileKey, str] = {}
         if self._conn is None:
             return found
-        paths = list(wanted)
         try:
-            for i in range(0, len(paths), _LOOKUP_CHUNK):
-                chunk = paths[i:i + _LOOKUP_CHUNK]
-                rows = self._conn.execute(
-                    f"SELECT path, size, mtime_ns, sha1 FROM hashes WHERE path IN ({','.join('?' * len(chunk))})", chunk
-                )
-                for path, size, mtime_ns, sha1 in rows:
-                    if (path, size, mtime_ns) == wanted[path]:
-                        found[wanted[path]] = sha1
+            for path, size, mtime_ns, sha1 in self._rows(list(wanted), under):
+                if wanted.get(path) == (path, size, mtime_ns):
+                    found[wanted[path]] = sha1
         except sqlite3.Error:
             return {}
         return found
@@ -88,9 +94,10 @@ class HashCache:
         except sqlite3.Error:
             pass  # a cache that cannot be written only costs a re-hash next time
 
-    def digests(self, keys: list[FileKey]) -> dict[FileKey, str]:
-        """The SHA-1 of every file of KEYS: from the cache, else read and hashed (then remembered)."""
-        known = self.lookup(keys)
+    def digests(self, keys: list[FileKey], under: str | None = None) -> dict[FileKey, str]:
+        """The SHA-1 of every file of KEYS (all below the folder UNDER, if given): from the cache,
+        else read and hashed (then remembered)."""
+        known = self.lookup(keys, under)
         fresh = {k: sha1_file(Path(k[0])) for k in keys if k not in known}
         self.store(fresh)
         return {**known, **fresh}

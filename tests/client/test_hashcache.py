@@ -84,3 +84,14 @@ def test_an_unwritable_cache_only_costs_rehashing(tmp_path, monkeypatch):
     c = HashCache()
     key = (str(blocker), 1, blocker.stat().st_mtime_ns)
     assert c.digests([key]) == {key: hashlib.sha1(b"x").hexdigest()}
+
+
+def test_lookup_by_keys_and_by_folder_agree(cache, tmp_path):
+    inside, outside = tmp_path / "dir" / "a", tmp_path / "dir0"  # 'dir0' sorts right after 'dir/'
+    inside.parent.mkdir()
+    inside.write_text("a")
+    outside.write_text("b")
+    keys = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in (inside, outside)]
+    cache.digests(keys)
+    assert set(cache.lookup(keys)) == set(keys)
+    assert set(cache.lookup(keys, under=str(tmp_path / "dir"))) == {keys[0]}

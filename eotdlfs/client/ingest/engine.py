@@ -23,10 +23,10 @@ from typing import Sequence
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import Conflict, Forbidden, NothingToIngest, NotFound
 from eotdlfs.client.hashcache import HashCache
-from eotdlfs.client.ingest.plan import IngestPlan, LatestFile, SourceFile, Upload, chunked, plan_ingest, upload_batches
+from eotdlfs.client.ingest.plan import Carry, IngestPlan, LatestFile, SourceFile, Upload, chunked, plan_ingest, upload_batches
 from eotdlfs.client.ingest.sources import scan_folder
 from eotdlfs.client.repository import record_versions
-from eotdlfs.client.ingest.transfer import send_batch, send_multipart
+from eotdlfs.client.ingest.transfer import PARALLEL_REQUESTS, in_parallel, send_batch, send_multipart
 from eotdlfs.client.progress import TransferProgress
 from eotdlfs.metadata import METADATA_FILE, Metadata, MetadataError, load_metadata, record_noun
 
@@ -139,24 +139,30 @@ def execute(api: ApiClient, kind: str, record_id: str, version: int, plan: Inges
     per_request = max(1, (max_fields - 10) // 2)  # route 7 sends two fields per file
     progress.start(len(plan.uploads) + len(plan.carries), plan.bytes_to_send)
     sent = 0
-    with tempfile.TemporaryDirectory(prefix="eotdlfs-ingest-") as scratch:
-        large = [u for u in plan.uploads if u.multipart]
-        small = [u for u in plan.uploads if not u.multipart]
-        for upload in large:
-            local = local_bytes(api, kind, record_id, upload, Path(scratch))
+    with tempfile.TemporaryDirectory(prefix="eotdlfs-ingest-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        for upload in (u for u in plan.uploads if u.multipart):  # one at a time; its parts go in parallel
+            local = local_bytes(api, kind, record_id, upload, scratch)
             sent += send_multipart(api, kind, record_id, version, upload, local,
                                    lambda n: progress.advance(bytes_done=n))
             progress.advance(files=1)
-        for batch in upload_batches(small, BATCH_MAX_BYTES, per_request):
-            files = [(u.source.path, local_bytes(api, kind, record_id, u, Path(scratch)), u.source.checksum)
-                     for u in batch]
-            send_batch(api, kind, record_id, version, files)  # type: ignore[arg-type]
-            batch_bytes = sum(u.source.size for u in batch)
-            sent += batch_bytes
-            progress.advance(files=len(batch), bytes_done=batch_bytes)
-    for carries in chunked(plan.carries, per_request):
+
+        def send(batch: list[Upload]) -> int:
+            send_batch(api, kind, record_id, version,
+                       [(u.source.path, local_bytes(api, kind, record_id, u, scratch), u.source.checksum or "")
+                        for u in batch])
+            size = sum(u.source.size for u in batch)
+            progress.advance(files=len(batch), bytes_done=size)
+            return size
+
+        small = [u for u in plan.uploads if not u.multipart]
+        sent += sum(in_parallel(send, upload_batches(small, BATCH_MAX_BYTES, per_request), PARALLEL_REQUESTS))
+
+    def carry(carries: Sequence[Carry]) -> None:
         api.carry(kind, record_id, version, [c.path for c in carries], [c.checksum for c in carries])
         progress.advance(files=len(carries))
+
+    in_parallel(carry, chunked(plan.carries, per_request), PARALLEL_REQUESTS)
     return sent
 
 
@@ -166,8 +172,8 @@ def local_bytes(api: ApiClient, kind: str, record_id: str, upload: Upload, scrat
         return upload.source.local_path
     origin = upload.origin
     assert origin is not None  # plan_ingest gives every non-local upload an origin
-    target = scratch / f"origin-{len(os.listdir(scratch))}"
-    with api.download(kind, record_id, origin.path, origin.file_version) as blocks, open(target, "wb") as out:
+    fd, target = tempfile.mkstemp(dir=scratch, prefix="origin-")
+    with api.download(kind, record_id, origin.path, origin.file_version) as blocks, os.fdopen(fd, "wb") as out:
         for block in blocks:
             out.write(block)
-    return target
+    return Path(target)

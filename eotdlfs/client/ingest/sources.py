@@ -45,7 +45,7 @@ def scan_folder(folder: Path, cache: HashCache) -> list[SourceFile]:
     folder = Path(folder).absolute()
     files = _walk(folder)
     keys: list[FileKey] = [(str(path), st.st_size, st.st_mtime_ns) for _, path, st in files]
-    digests = cache.digests(keys)
+    digests = cache.digests(keys, under=str(folder))
     return [
         SourceFile(path=rel, size=key[1], checksum=digests[key], local_path=path)
         for (rel, path, _), key in zip(files, keys)

@@ -12,14 +12,29 @@ import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, TypeVar
 
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import Conflict
 from eotdlfs.client.ingest.plan import Upload
 
 CHUNK_SIZE = 10 * 1024 * 1024  # the official client's part size (its limit of 10,000 parts allows 100 GB)
-PARALLEL_PARTS = 3
+# Requests in flight at once: a server that fsyncs each part or blob is latency-bound, so a few
+# concurrent requests keep it busy (measured: 1 part in flight 26 MB/s, 4 -> 50 MB/s, 6 -> 61 MB/s).
+PARALLEL_PARTS = 4
+PARALLEL_REQUESTS = 3
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def in_parallel(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
+    """FN over ITEMS with WORKERS threads; the first failure cancels what has not started and is raised."""
+    pool = ThreadPoolExecutor(workers)
+    try:
+        return list(pool.map(fn, items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ChangedDuringIngest(OSError):
@@ -76,8 +91,7 @@ def send_multipart(
             on_bytes(len(data))
             return len(data)
 
-        with ThreadPoolExecutor(PARALLEL_PARTS) as pool:
-            sent = sum(pool.map(send_part, missing))
+        sent = sum(in_parallel(send_part, missing, PARALLEL_PARTS))
     finally:
         os.close(fd)
     api.complete_multipart(kind, upload_id, version)
