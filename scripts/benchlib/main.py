@@ -42,11 +42,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.json and the table in docs/benchmarks.md")
     p.add_argument("--profile", type=Path, help="record py-spy profiles of the mount and server into this folder")
     p.add_argument("--time-limit", type=float, help="stop everything after this many seconds")
+    p.add_argument("--render", type=Path, metavar="JSON",
+                   help="run nothing: write the docs from the JSON output of an earlier run")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        report.write_docs(json.loads(args.render.read_text()), DOCS)
+        return 0
     spec, plan = QUICK if args.quick else FULL
     if args.repeat:
         plan = plan._replace(repeats=args.repeat)

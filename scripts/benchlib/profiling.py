@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +21,7 @@ class Profiler:
 
     def __init__(self, out_dir: Path | None, name: str, pids: Sequence[int | None]):
         self._procs: list[subprocess.Popen] = []
+        self._outputs: list[Path] = []
         binary = py_spy_binary()
         if out_dir is None or binary is None:
             return
@@ -28,6 +30,7 @@ class Profiler:
             if pid is None:
                 continue
             out = out_dir / f"{name}-{pid}.txt"
+            self._outputs.append(out)
             self._procs.append(subprocess.Popen(
                 [binary, "record", "--pid", str(pid), "--format", "raw", "--output", str(out),
                  "--rate", "200", "--nonblocking", "--threads"],
@@ -48,3 +51,29 @@ class Profiler:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for out in self._outputs:
+            if out.exists():
+                out.with_suffix(".summary.txt").write_text(summarize(out))
+
+
+def summarize(raw: Path, top: int = 20) -> str:
+    """The frames where samples were taken (self) and the frames they were under (inclusive), as % of samples."""
+    own: Counter[str] = Counter()
+    under: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")[1:]  # the first is the thread
+        n = int(count)
+        total += n
+        if frames:
+            own[frames[-1]] += n
+        for frame in set(frames):
+            under[frame] += n
+    lines = [f"{raw.name}: {total} samples"]
+    for title, counter in (("self", own), ("inclusive", under)):
+        lines.append(f"-- {title}")
+        lines += [f"{100 * n / max(total, 1):5.1f}%  {frame}" for frame, n in counter.most_common(top)]
+    return "\n".join(lines) + "\n"

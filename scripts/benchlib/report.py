@@ -69,6 +69,7 @@ def build(bench: Bench, spec: DatasetSpec, quick: bool, elapsed_s: float) -> dic
     result["notes"] = list(bench.notes)
     result["machine"] = machine()
     result["quick"] = quick
+    result["profiled"] = bench.profile_dir is not None
     result["elapsed_s"] = round(elapsed_s, 1)
     result["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return result
@@ -120,6 +121,10 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
+def _mb(n: int | None) -> float | None:
+    return n / 1e6 if n is not None else None
+
+
 def table(r: dict[str, Any]) -> str:
     """The markdown table of one run (generated: edit report.py, not the doc)."""
     ds = r["dataset"]
@@ -136,7 +141,7 @@ def table(r: dict[str, Any]) -> str:
          f"{_fmt(r['warm_vs_rclone'])}x rclone (>= 3x: {goal('warm_vs_rclone')})"),
         (f"`ls -lR` of {ds['small_files']:,} files, fresh mount (s)", _fmt(r["eotdlfs_ls_lR_10k_s"]),
          _fmt(r["rclone_ls_lR_10k_s"]), "",
-         f"{_fmt(r['ls_speedup_vs_rclone'])}x faster (> 1x: {goal('ls_speedup_vs_rclone')})"),
+         f"{_fmt(r['ls_speedup_vs_rclone'])}x rclone's speed (> 1x: {goal('ls_speedup_vs_rclone')})"),
         ("`ls -lR` again, same mount (s)", _fmt(r["eotdlfs_ls_lR_10k_warm_s"]), _fmt(r["rclone_ls_lR_10k_warm_s"]), "", ""),
         ("random 4 KiB reads, fresh mount (IOPS)", _fmt(r["eotdlfs_rand4k_iops"]), _fmt(r["rclone_rand4k_iops"]), "",
          f"{_fmt(r['rand4k_vs_rclone'])}x (>= 1x: {goal('rand4k_vs_rclone')})"),
@@ -144,8 +149,9 @@ def table(r: dict[str, Any]) -> str:
          _fmt(r["rclone_first_byte_ms"]),
          f"download everything first (`eotdlfs get`): {_fmt(r['download_all_first_file_s'])} s",
          f"{_fmt(r['first_byte_speedup_vs_download_all'])}x sooner"),
-        (f"GeoTIFF 512x512 window read, bytes fetched (file: {_fmt(ds['geotiff_bytes'])} B)",
-         _fmt(r["eotdlfs_geotiff_window_bytes_fetched"]), _fmt(r["rclone_geotiff_window_bytes_fetched"]), "", ""),
+        (f"GeoTIFF 512x512 window read, MB fetched (file: {_fmt(_mb(ds['geotiff_bytes']))} MB)",
+         _fmt(_mb(r["eotdlfs_geotiff_window_bytes_fetched"])), _fmt(_mb(r["rclone_geotiff_window_bytes_fetched"])),
+         "", ""),
         ("peak RSS of the mount process (MB)", _fmt(r["eotdlfs_rss_peak_MB"]), _fmt(r["rclone_rss_peak_MB"]), "", ""),
         (f"staging: `cp` of the {big} file in (MB/s) / `eotdlfs flush` (s)",
          f"{_fmt(r['eotdlfs_staging_copy_in_MBps'])} / {_fmt(r['eotdlfs_staging_flush_s'])}", "", "", ""),
@@ -153,7 +159,8 @@ def table(r: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(row) + " |" for row in rows]
     lines.insert(1, "|" + "---|" * len(rows[0]))
     caption = (
-        f"Run of {r['date']}{' (--quick)' if r['quick'] else ''}: median of {r['repeats']} repetition(s), "
+        f"Run of {r['date']}{' (--quick)' if r['quick'] else ''}"
+        f"{' (under py-spy: slower)' if r.get('profiled') else ''}: median of {r['repeats']} repetition(s), "
         f"{m['nproc']} cores, {m['memory_GB']} GB, Linux {m['kernel']}, Python {m['python']}, "
         f"{m['rclone']}, {m['nginx']}; load average at the end {m['loadavg_at_end']}; took {r['elapsed_s']} s. "
         "MB = 10^6 bytes. Produced by `scripts/bench --write-docs`; the raw figures are in `docs/benchmarks.json`."
