@@ -3,7 +3,7 @@
 Every method checks everything (record, owner, version, paths, checksums) and stages
 all bytes before it writes a row, and writes its rows in one transaction, so a refused
 request stores nothing and a reader never sees half of an accepted one. Blobs are
-renamed into place before the rows that name them are committed.
+renamed into place inside that transaction, after its last check and before it commits.
 """
 
 from __future__ import annotations
@@ -224,9 +224,22 @@ class Store:
             file_version = (latest["file_version"] + 1) if latest is not None else 1
             conn.execute("INSERT INTO file_versions (record_id, path, file_version, checksum, size, created_at)"
                          " VALUES (?, ?, ?, ?, ?, ?)", (record_id, path, file_version, checksum, size, _now()))
+        self._put_in_version(conn, record_id, version, path, file_version)
+        return file_version
+
+    def _put_in_version(self, conn: sqlite3.Connection, record_id: str, version: int,
+                        path: str, file_version: int) -> None:
+        """VERSION holds FILE_VERSION of PATH; 409 if PATH would be both a file and a folder there."""
+        parents = ["/".join(path.split("/")[:i]) for i in range(1, path.count("/") + 1)]
+        clash = conn.execute(
+            f"SELECT path FROM version_files WHERE record_id = ? AND version = ? AND (path IN"
+            f" ({','.join('?' * len(parents)) or 'NULL'}) OR (path >= ? AND path < ?)) LIMIT 1",
+            (record_id, version, *parents, path + "/", path + "0")).fetchone()  # '0' sorts right after '/'
+        if clash is not None:
+            raise ApiError(409, f"File path {path!r} conflicts with {clash['path']!r} in version {version}:"
+                                " a path cannot be both a file and a folder")
         conn.execute("INSERT OR REPLACE INTO version_files (record_id, version, path, file_version)"
                      " VALUES (?, ?, ?, ?)", (record_id, version, path, file_version))
-        return file_version
 
     def _check_writable(self, kind: str, record_id: str, uid: str, version: int | None) -> sqlite3.Row:
         conn = self.db.conn()
@@ -236,15 +249,19 @@ class Store:
 
     def _commit_files(self, kind: str, record_id: str, uid: str, version: int,
                       staged: list[tuple[str, StagedBlob]]) -> None:
-        """Move staged blobs into place, then add their rows in one transaction."""
-        for _, blob in staged:
-            blob.commit()
+        """Add the rows of STAGED in one transaction, moving the blobs into place just before it commits.
+
+        A refused row (e.g. a path conflict) rolls back before any blob moved; a committed
+        row always finds its blob.
+        """
         with self.db.write() as conn:
             self._owned(conn, kind, record_id, uid)
             self._version(conn, kind, record_id, version)
             for path, blob in staged:
                 self._add_to_version(conn, record_id, version, path, blob.sha1, blob.size)
             self._touch(conn, record_id)
+            for _, blob in staged:
+                blob.commit()
 
     def ingest_batch(self, kind: str, record_id: str, uid: str, version: int | None,
                      batch: BinaryIO, checksums: list[str]) -> tuple[str, list[str]]:
@@ -295,8 +312,7 @@ class Store:
                     if self._latest_file(conn, record_id, path) is None:
                         raise ApiError(404, errors.FILE_MISSING)
                     raise bad_request(errors.CHECKSUM_MISMATCH)
-                conn.execute("INSERT OR REPLACE INTO version_files (record_id, version, path, file_version)"
-                             " VALUES (?, ?, ?, ?)", (record_id, version, path, match["file_version"]))
+                self._put_in_version(conn, record_id, version, path, match["file_version"])
             self._touch(conn, record_id)
         return record["name"]
 
@@ -374,13 +390,13 @@ class Store:
             if blob.sha1 != upload["checksum"]:
                 self._drop_upload(upload_id)  # the parts are wrong: a retry must start over
                 raise bad_request(errors.CHECKSUM_MISMATCH)
-            blob.commit()
             with self.db.write() as conn:
                 self._owned(conn, kind, record_id, uid)
                 self._version(conn, kind, record_id, version)
                 file_version = self._add_to_version(conn, record_id, version, upload["path"], blob.sha1, blob.size)
                 conn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
                 self._touch(conn, record_id)
+                blob.commit()  # in place before the rows naming it commit
         finally:
             blob.discard()
         self.blobs.drop_upload(upload_id)

@@ -134,3 +134,32 @@ def test_form_field_cap_is_advertised_and_enforced(api, unique_name):
     r = api.carry(rid, 3, too_many)
     assert r.status_code == 400 and isinstance(r.json()["detail"], str)
     assert api.files(rid, 3) == []
+
+
+def test_a_path_cannot_be_file_and_folder_in_one_version(api, unique_name):
+    rid = api.create(unique_name("clash"))
+    api.new_version(rid)
+    assert api.batch(rid, 1, {"a/b/c": b"1", "a-b": b"2", "a0": b"3"}).status_code == 200
+    for files in ({"a": b"x"}, {"a/b": b"x"}, {"a/b/c/d": b"x"}, {"ok": b"x", "a/b/c/d/e": b"x"}):
+        r = api.batch(rid, 1, files)
+        assert r.status_code == 409, (files, r.text)
+        assert "both a file and a folder" in r.json()["detail"]
+    r = api.batch(rid, 1, {"z": b"1", "z/y": b"2"})  # a clash inside one batch
+    assert r.status_code == 409
+    assert sorted(f["filename"] for f in api.files(rid, 1)) == ["a-b", "a/b/c", "a0"]
+    # in another version the same names are fine
+    api.new_version(rid)
+    assert api.batch(rid, 2, {"a/b": b"file now"}).status_code == 200
+    r = api.carry(rid, 2, {"a/b/c": sha1(b"1")})
+    assert r.status_code == 409
+
+
+def test_refused_batch_leaves_no_blob(api, unique_name, repo_server):
+    rid = api.create(unique_name("noblob"))
+    api.new_version(rid)
+    api.batch(rid, 1, {"p": b"1"})
+    unique = f"bytes only this test sends {rid}".encode()
+    r = api.batch(rid, 1, {"q": unique, "p/x": b"2"})
+    assert r.status_code == 409
+    digest = sha1(unique)
+    assert not (repo_server.root / "blobs" / digest[:2] / digest[2:]).exists()
