@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import NotFound, RepositoryError
 from eotdlfs.client.hashcache import sha1_file
 from eotdlfs.client.ingest.plan import check_path
+from eotdlfs.client.parallel import in_parallel
 from eotdlfs.client.progress import TransferProgress
 from eotdlfs.client.repository import parse_record
 from eotdlfs.metadata import record_noun
@@ -83,6 +83,5 @@ def download_version(api: ApiClient, kind: str, name: str, version: int | None, 
         progress.advance(files=1)
         return received
 
-    with ThreadPoolExecutor(PARALLEL_FILES) as pool:
-        received = sum(pool.map(fetch, todo))
+    received = sum(in_parallel(fetch, todo, PARALLEL_FILES))
     return DownloadResult(folder, version, len(todo), len(entries) - len(todo), received)

@@ -10,14 +10,18 @@ from datetime import datetime, timezone
 from typing import Any
 
 from eotdlfs.client.api import ApiClient
+from eotdlfs.client.parallel import in_parallel
 from eotdlfs.repository import FileEntry, Record, Version
+
+SIZE_LOOKUPS = 8  # HEADs in flight when a server lists no sizes
 
 
 def parse_time(value: Any) -> datetime:
     """An ISO 8601 `createdAt` as an aware datetime (UTC when the server gives no zone)."""
-    if not isinstance(value, str) or not value:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (AttributeError, TypeError, ValueError):  # missing or odd: a listing must not fail over a date
         return datetime.fromtimestamp(0, timezone.utc)
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
@@ -59,16 +63,18 @@ class ApiRepository:
         return parse_record(kind, self.api.record_by_name(kind, name))
 
     def files(self, record: Record, version: int) -> list[FileEntry]:
-        return [
-            FileEntry(
-                path=f["filename"],
-                file_version=int(f["version"]),
-                checksum=f["checksum"],
-                size=int(f["size"]) if f.get("size") is not None
-                else self.api.head_file(record.kind, record.id, f["filename"], int(f["version"])),
-            )
-            for f in self.api.files(record.kind, record.id, version)
-        ]
+        listed = self.api.files(record.kind, record.id, version)
+
+        def size(f: dict[str, Any]) -> int:
+            if f.get("size") is not None:
+                return int(f["size"])
+            return self.api.head_file(record.kind, record.id, f["filename"], int(f["version"]))
+
+        # a server without sizes in listings costs one HEAD per file: a few in flight
+        sizes = in_parallel(size, listed, SIZE_LOOKUPS) if any(f.get("size") is None for f in listed) \
+            else [int(f["size"]) for f in listed]
+        return [FileEntry(path=f["filename"], file_version=int(f["version"]), checksum=f["checksum"], size=n)
+                for f, n in zip(listed, sizes)]
 
     def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes:
         return self.api.read_range(record.kind, record.id, entry.path, entry.file_version, start, length)

@@ -10,12 +10,12 @@ import hashlib
 import io
 import os
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import Callable
 
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import Conflict
+from eotdlfs.client.parallel import in_parallel
 from eotdlfs.client.ingest.plan import Upload
 
 CHUNK_SIZE = 10 * 1024 * 1024  # the official client's part size (its limit of 10,000 parts allows 100 GB)
@@ -23,18 +23,6 @@ CHUNK_SIZE = 10 * 1024 * 1024  # the official client's part size (its limit of 1
 # concurrent requests keep it busy (measured: 1 part in flight 26 MB/s, 4 -> 50 MB/s, 6 -> 61 MB/s).
 PARALLEL_PARTS = 4
 PARALLEL_REQUESTS = 3
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-def in_parallel(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
-    """FN over ITEMS with WORKERS threads; the first failure cancels what has not started and is raised."""
-    pool = ThreadPoolExecutor(workers)
-    try:
-        return list(pool.map(fn, items))
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class ChangedDuringIngest(OSError):

@@ -1,0 +1,99 @@
+"""ApiClient and ApiRepository against a real server: typed errors from real answers, ranges, retries."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from client.helpers import client, make_folder
+from eotdlfs.client.api import ApiClient
+from eotdlfs.client.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized, Unreachable
+from eotdlfs.client.ingest import ingest_folder
+from eotdlfs.client.repository import ApiRepository
+from eotdlfs.client.settings import Settings
+from eotdlfs.metadata import Metadata
+
+
+@pytest.fixture
+def dataset(repo_server, unique_name, tmp_path, monkeypatch):
+    """A published dataset with a file 'part0/file0000.txt' and a 1 MiB 'blob.bin'; (name, blob bytes)."""
+    monkeypatch.setenv("EOTDLFS_CACHE_DIR", str(tmp_path / "hash-cache"))
+    name = unique_name("api")
+    folder = make_folder(tmp_path / "src", name, 3)
+    blob = bytes(range(256)) * 4096
+    (folder / "odd name #1.bin").write_bytes(blob)
+    ingest_folder(client(repo_server), "datasets", folder)
+    return name, blob
+
+
+def test_real_error_answers_become_typed_errors(repo_server, dataset):
+    name, _ = dataset
+    alice, anonymous, bob = client(repo_server), client(repo_server, None), client(repo_server, "bob")
+    record_id = alice.record_by_name("datasets", name)["id"]
+    with pytest.raises(NotFound, match="Dataset doesn't exist"):
+        alice.record_by_name("datasets", name + "-missing")
+    with pytest.raises(NotFound, match="Model doesn't exist"):
+        alice.record_by_name("models", name)
+    with pytest.raises(Conflict, match="Dataset already exists"):
+        alice.create_record("datasets", Metadata(name, ["a"], "MIT", "http://x"))
+    with pytest.raises(Unauthorized):
+        anonymous.create_version("datasets", record_id)
+    with pytest.raises(Forbidden, match="not the owner"):
+        bob.create_version("datasets", record_id)
+    with pytest.raises(NotFound, match="version doesn't exist"):
+        alice.files("datasets", record_id, 99)
+    with pytest.raises(NotFound, match="Upload Id not found."):
+        alice.upload_chunk("datasets", "0" * 32, 1, b"x", hashlib.md5(b"x").hexdigest())
+    upload_id, parts = alice.start_multipart("datasets", record_id, "new.bin", "1" * 40)
+    assert parts == []
+    with pytest.raises(BadRequest, match="Checksum mismatch."):
+        alice.upload_chunk("datasets", upload_id, 1, b"x", "0" * 32)
+
+
+def test_repository_reads_sizes_and_ranges(repo_server, dataset):
+    name, blob = dataset
+    api = client(repo_server, None)
+    repo = ApiRepository(api)
+    record = repo.record("datasets", name)
+    assert [v.number for v in record.published] == [1] and record.owner == "alice"
+    assert name in [r.name for r in repo.records("datasets")]
+    entries = {e.path: e for e in repo.files(record, 1)}
+    entry = entries["odd name #1.bin"]
+    assert entry.size == len(blob) and entry.checksum == hashlib.sha1(blob).hexdigest()
+    assert repo.read_range(record, entry, 1000, 5000) == blob[1000:6000]
+    assert repo.read_range(record, entry, len(blob) - 10, 100) == blob[-10:]
+    assert repo.read_range(record, entry, len(blob) + 5, 100) == b""
+    assert api.ranges_supported is True
+    assert api.head_file("datasets", record.id, "odd name #1.bin", 1) == len(blob)
+    with api.download("datasets", record.id, "odd name #1.bin", 1) as blocks:
+        assert b"".join(blocks) == blob
+
+
+def test_idempotent_calls_are_retried_and_others_are_not(repo_server, dataset):
+    from reliability.faultproxy import FaultProxy
+
+    name, _ = dataset
+    with FaultProxy(repo_server.url) as proxy:
+        api = ApiClient(Settings(proxy.url, repo_server.token("alice"), None, 30), backoff=0.01)
+        proxy.inject("drop", r"^/datasets\?name=", method="GET", count=2)
+        assert api.record_by_name("datasets", name)["name"] == name  # two drops, then through
+        proxy.inject("drop", r"^/datasets$", method="POST", count=1)
+        with pytest.raises(Unreachable, match="cannot reach the repository"):
+            api.create_record("datasets", Metadata(name + "-x", ["a"], "MIT", "http://x"))
+        assert proxy.injected["drop"] == 3
+        with pytest.raises(NotFound):
+            client(repo_server).record_by_name("datasets", name + "-x")  # the refused create never ran
+
+
+def test_a_dead_server_is_unreachable_after_bounded_retries(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        api = ApiClient(Settings(f"http://127.0.0.1:{s.getsockname()[1]}/", None, None, 5), backoff=0.01)
+        start = time.monotonic()
+        with pytest.raises(Unreachable, match="Connection refused") as info:
+            api.records("datasets")
+    assert info.value.errno and time.monotonic() - start < 5
