@@ -6,12 +6,17 @@ it; the rule then changes what the client gets back:
 - `reset`     the connection is reset (RST) after AT bytes of the response body
 - `truncate`  the full Content-Length is announced but the body stops after AT bytes
 - `corrupt`   the body is sent whole, with one byte flipped at AT (same length)
-- `slow`      the response is held for DELAY seconds before its headers
+- `slow`      the request is served, then its response held for DELAY seconds (then sent)
+- `stall`     the request's headers and AT bytes of its body reach the server, then nothing
+              more for DELAY seconds; then both connections are reset (a crash test kills
+              the server meanwhile: "mid-upload")
 - `error500`  a 500 answer instead of the server's (the request is NOT forwarded)
 - `drop`      the connection is closed before the request is forwarded
 
 A rule matches by method and a regex on the path (with query), for its next COUNT
-requests (or until cleared). Rules are switched at runtime from the test thread; the
+requests (or until cleared), after letting its first AFTER matches through. `struck` is set
+once the fault is in effect (for `slow`: the server has answered; for `stall`: the partial
+request is sent), so a test can act at that moment. Rules are switched at runtime from the test thread; the
 proxy counts every fault it injects, for the suite's report.
 """
 
@@ -28,7 +33,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-MODES = ("reset", "truncate", "corrupt", "slow", "error500", "drop")
+MODES = ("reset", "truncate", "corrupt", "slow", "stall", "error500", "drop")
 MAX_BODY = 512 * 1024 * 1024  # bigger request bodies are refused: tests never need them
 MAX_DELAY_S = 120.0
 CHUNK = 256 * 1024
@@ -46,8 +51,11 @@ class Fault:
     method: str | None = None
     count: int | None = None
     at: int = 0          # body offset where reset/truncate/corrupt strike (clamped to the body)
-    delay: float = 0.0   # seconds, for `slow`
+    delay: float = 0.0   # seconds, for `slow` and `stall`
+    after: int = 0       # matching requests let through before the fault strikes
     hits: int = field(default=0, init=False)
+    seen: int = field(default=0, init=False)
+    struck: threading.Event = field(default_factory=threading.Event, init=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -57,9 +65,13 @@ class Fault:
         self._pattern = re.compile(self.path)
 
     def matches(self, method: str, path: str) -> bool:
+        """Whether this request gets the fault (counts the matching requests it lets through)."""
         if self.count is not None and self.hits >= self.count:
             return False
-        return (self.method is None or self.method == method) and bool(self._pattern.search(path))
+        if not ((self.method is None or self.method == method) and self._pattern.search(path)):
+            return False
+        self.seen += 1
+        return self.seen > self.after
 
 
 class FaultProxy:
@@ -87,9 +99,9 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}/"
 
     def inject(self, mode: str, path: str = "", *, method: str | None = None, count: int | None = None,
-               at: int = 0, delay: float = 0.0) -> Fault:
-        """Add a rule (first added, first matched); returns it so a test can read `hits`."""
-        fault = Fault(mode, path, method, count, at, delay)
+               at: int = 0, delay: float = 0.0, after: int = 0) -> Fault:
+        """Add a rule (first added, first matched); returns it so a test can read `hits` or wait on `struck`."""
+        fault = Fault(mode, path, method, count, at, delay, after)
         with self._lock:
             self._faults.append(fault)
         return fault
@@ -164,20 +176,27 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         body = self._read_request_body()
         if body is None:
             return
+        if fault is not None and fault.mode not in ("slow", "stall"):  # those two strike later
+            fault.struck.set()
         if fault is not None and fault.mode == "drop":
             self._reset()
             return
         if fault is not None and fault.mode == "error500":
             self._send_error500()
             return
+        if fault is not None and fault.mode == "stall":
+            self._stall(body, fault)
+            return
         try:
             response = self._forward(body)
         except (http.client.HTTPException, OSError):  # the server is down: the client sees it as down too
             self._reset()
             return
-        if fault is not None and fault.mode == "slow" and self.proxy._stopping.wait(fault.delay):
-            self._reset()
-            return
+        if fault is not None and fault.mode == "slow":
+            fault.struck.set()
+            if self.proxy._stopping.wait(fault.delay):
+                self._reset()
+                return
         self._send_response(response, fault)
 
     def _read_request_body(self) -> bytes | None:
@@ -219,6 +238,21 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 self._upstream_close()
                 if not reused:  # a kept-alive connection the server closed is retried once, fresh
                     raise
+
+    def _stall(self, body: bytes, fault: Fault) -> None:
+        """Send the head and AT bytes of the request on a fresh connection, wait DELAY, reset both sides."""
+        head = [f"{self.command} {self.path} HTTP/1.1"]
+        head += [f"{k}: {v}" for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS | {"content-length"}]
+        head += [f"Content-Length: {len(body)}", "Connection: close"]
+        try:
+            with socket.create_connection(self.proxy.upstream, timeout=UPSTREAM_TIMEOUT_S) as upstream:
+                upstream.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body[: max(fault.at, 0)])
+                fault.struck.set()
+                self.proxy._stopping.wait(fault.delay)
+                upstream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            fault.struck.set()
+        self._reset()
 
     def _send_response(self, response: http.client.HTTPResponse, fault: Fault | None) -> None:
         length_header = response.getheader("Content-Length")

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings
 from eotdlfs.server.app import create_app
 from reliability.conftest import assert_fsck_ok
 
-EXAMPLES_PER_ROUTE = 25
+EXAMPLES_PER_ROUTE = 20
 
 
 def _openapi_of_create_app() -> dict:

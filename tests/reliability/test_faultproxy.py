@@ -128,3 +128,16 @@ def test_upstream_down_looks_like_a_dead_server(upstream: str) -> None:
     with FaultProxy("http://127.0.0.1:9/") as p:  # discard port: nothing listens
         with pytest.raises(requests.exceptions.ConnectionError):
             requests.get(p.url + "data", timeout=10)
+
+
+def test_stall_sends_part_of_the_request_then_resets(proxy: FaultProxy) -> None:
+    fault = proxy.inject("stall", "up", at=10, delay=0.5)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.post(proxy.url + "up", data=b"y" * 1000, timeout=10)
+    assert fault.struck.is_set() and _Upstream.hits == ["/up"]  # it began, and never got its body
+
+
+def test_after_lets_the_first_matches_through(proxy: FaultProxy) -> None:
+    fault = proxy.inject("error500", "a", after=2, count=1)
+    codes = [requests.get(proxy.url + "a", timeout=10).status_code for _ in range(4)]
+    assert codes == [200, 200, 500, 200] and fault.struck.is_set()

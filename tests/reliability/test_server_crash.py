@@ -1,0 +1,107 @@
+"""kill -9 of the server in the middle of an ingest: the repository stays whole and a re-run makes ONE version.
+
+Each case puts the fault proxy between `eotdlfs ingest` and the server to catch the ingest
+at one point (a zip batch half sent, a multipart part half sent, the answer to `complete`
+or `publish` not yet delivered, `publish` never arriving), kills the server with SIGKILL
+right there, restarts it on the same root, and checks: fsck passes, readers see no
+version yet (or the whole one), and running the same ingest again ends with exactly one
+published version whose every byte checks out.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from reliability.conftest import assert_fsck_ok, kill9
+from reliability.faultproxy import FaultProxy
+from reliability.ingestkit import MiB, bytes_lost, make_folder, record, run_ingest, start_ingest
+
+STRIKE_TIMEOUT_S = 60
+
+# case -> (fault mode, path pattern, keyword arguments of the fault)
+CRASH_POINTS = {
+    "mid-batch": ("stall", r"/batch\?", {"at": 4096, "delay": 2}),
+    "mid-multipart": ("stall", r"/chunk/", {"at": 3 * MiB, "delay": 2, "after": 1}),
+    "after-complete": ("slow", r"/complete/", {"delay": 2}),
+    "publish-lost": ("drop", r"/publish\?", {}),
+    "after-publish": ("slow", r"/publish\?", {"delay": 2}),
+}
+
+
+@pytest.fixture()
+def crashable(server_class: type, tmp_path: Path) -> Iterator[Any]:
+    server = server_class(tmp_path / "root")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("point", sorted(CRASH_POINTS))
+def test_server_kill9_mid_ingest_then_rerun_makes_one_version(crashable, tmp_path: Path, tally, point: str) -> None:
+    server = crashable
+    name = f"crash-{point}"
+    files = make_folder(tmp_path / "data", name, small=30, large_bytes=17 * MiB, seed=len(point))
+    token = server.token("alice")
+    mode, pattern, kw = CRASH_POINTS[point]
+    with FaultProxy(server.url) as proxy:
+        fault = proxy.inject(mode, pattern, count=1, **kw)
+        ingest = start_ingest(tmp_path / "data", proxy.url, token, tmp_path / "cache", tmp_path / "ingest.log")
+        try:
+            assert fault.struck.wait(STRIKE_TIMEOUT_S), (tmp_path / "ingest.log").read_text()
+            kill9(server)
+            tally.faults_injected += 1
+            ingest.wait(60)
+        finally:
+            if ingest.poll() is None:
+                ingest.kill()
+                ingest.wait(10)
+    server.start()
+    tally.crashes_survived += 1
+    assert_fsck_ok(server.root)
+    published = record(server.url, "datasets", name)["versions"]
+    assert len(published) <= 1  # nothing, or the whole version when publish had committed
+
+    rerun = run_ingest(tmp_path / "data", server.url, token, tmp_path / "cache")
+    assert rerun.returncode == 0, rerun.stderr
+    rec = record(server.url, "datasets", name)
+    assert [v["version_id"] for v in rec["versions"]] == [1] and rec["drafts"] == [], rec
+    lost = bytes_lost(server.url, "datasets", rec["id"], 1, files)
+    tally.bytes_lost += lost
+    assert lost == 0
+    assert_fsck_ok(server.root)
+
+
+def test_server_kill9_at_random_moments_converges_to_one_version(crashable, tmp_path: Path, tally) -> None:
+    """Kill the server at a few seeded moments of one ingest, restarting it each time, then let it finish."""
+    server = crashable
+    files = make_folder(tmp_path / "data", "crash-random", small=120, large_bytes=17 * MiB, seed=7)
+    token = server.token("alice")
+    for delay in (0.5, 1.5):  # seconds after the ingest starts
+        ingest = start_ingest(tmp_path / "data", server.url, token, tmp_path / "cache", tmp_path / "ingest.log")
+        try:
+            try:
+                ingest.wait(delay)
+            except subprocess.TimeoutExpired:
+                pass
+            kill9(server)
+            ingest.wait(60)
+        finally:
+            if ingest.poll() is None:
+                ingest.kill()
+                ingest.wait(10)
+        server.start()
+        tally.crashes_survived += 1
+        assert_fsck_ok(server.root)
+    rerun = run_ingest(tmp_path / "data", server.url, token, tmp_path / "cache")
+    assert rerun.returncode == 0, rerun.stderr
+    rec = record(server.url, "datasets", "crash-random")
+    assert [v["version_id"] for v in rec["versions"]] == [1] and rec["drafts"] == [], rec
+    lost = bytes_lost(server.url, "datasets", rec["id"], 1, files)
+    tally.bytes_lost += lost
+    assert lost == 0
