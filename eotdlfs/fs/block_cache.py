@@ -63,7 +63,10 @@ class BlockCache:
 
     def drop(self, checksum: str, count: int) -> None:
         """Forget the first COUNT blocks of CHECKSUM (after a failed verification)."""
-        for index in range(count):
+        self.drop_blocks(checksum, range(count))
+
+    def drop_blocks(self, checksum: str, indices) -> None:
+        for index in indices:
             self._cache.delete(block_key(checksum, index))
 
     def volume(self) -> int:

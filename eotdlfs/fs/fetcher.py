@@ -13,10 +13,12 @@ import itertools
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from eotdlfs.fs.block_cache import BlockCache
+from eotdlfs.fs.errors import ContentMismatch
 from eotdlfs.fs.verify import Verifiers
 from eotdlfs.repository import FileEntry, Record, Repository
 
@@ -50,6 +52,7 @@ class _Task:
     first: int
     count: int
     futures: list[Future]
+    serial: int = 0
     started: bool = False
     read_ahead_bytes: int = 0
 
@@ -83,6 +86,8 @@ class BlockFetcher:
         self._lock = threading.Lock()
         self._inflight: dict[tuple[str, int], tuple[Future, _Task]] = {}
         self._read_ahead_bytes = 0
+        self._serials = itertools.count()
+        self._failed_at: dict[str, int] = {}  # checksum -> serial of its last failed check
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
         self._order = itertools.count()
         self._threads = [threading.Thread(target=self._work, name=f"fetch-{i}", daemon=True)
@@ -138,6 +143,16 @@ class BlockFetcher:
                 index += 1
         return end
 
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no fetch is queued or running (tests)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._inflight:
+                    return True
+            time.sleep(0.01)
+        return False
+
     def close(self) -> None:
         for _ in self._threads:
             self._queue.put((DEMAND, -1, None))
@@ -152,7 +167,7 @@ class BlockFetcher:
 
     def _new_task_locked(self, content: Content, first: int, count: int) -> _Task:
         futures = [Future() for _ in range(count)]
-        task = _Task(content, first, count, futures)
+        task = _Task(content, first, count, futures, next(self._serials))
         for offset, future in enumerate(futures):
             self._inflight[(content.checksum, first + offset)] = (future, task)
         return task
@@ -170,36 +185,100 @@ class BlockFetcher:
 
     def _run(self, task: _Task) -> None:
         content, size = task.content, self.block_size
+        final = content.block_count(size) - 1
+        try:
+            blocks = self._fetch(task)
+            held = self._verify(task, blocks, final)
+            with self._lock:
+                suspect = task.serial < self._failed_at.get(content.checksum, -1)
+            if suspect:  # fetched while the file failed its checksum: do not keep these
+                self.cache.drop_blocks(content.checksum, blocks)
+                raise ContentMismatch(f"content {content.checksum} failed its checksum")
+        except BaseException as exc:  # handed to every waiter, who maps it to an errno
+            self._failed(task, exc)
+            return
+        with self._lock:
+            self._read_ahead_bytes -= task.read_ahead_bytes
+            for index in blocks:
+                if not (held and index == final):
+                    self._inflight.pop((content.checksum, index), None)
+        for offset, future in enumerate(task.futures):
+            if not (held and task.first + offset == final):
+                future.set_result(blocks[task.first + offset])
+
+    def _fetch(self, task: _Task) -> dict[int, bytes]:
+        """The task's blocks, fetched in one range request; all but the file's final block
+        are stored in the cache (that one waits for the file's checksum)."""
+        content, size = task.content, self.block_size
         start = task.first * size
         length = min(task.count * size, content.size - start)
-        blocks: dict[int, bytes] = {}
-        error: BaseException | None = None
+        data = self.repo.read_range(content.record, content.entry, start, length)
+        if len(data) != length:
+            raise OSError(5, f"short read of {content.entry.path}: {len(data)} of {length} bytes")
+        with self.stats.lock:
+            self.stats.bytes_fetched += len(data)
+            self.stats.requests += 1
+        final = content.block_count(size) - 1
+        view, blocks = memoryview(data), {}
+        for offset in range(task.count):
+            index = task.first + offset
+            blocks[index] = data if task.count == 1 else bytes(view[offset * size:(offset + 1) * size])
+            if index != final:
+                self.cache.put(content.checksum, index, blocks[index])
+        return blocks
+
+    def _verify(self, task: _Task, blocks: dict[int, bytes], final: int) -> bool:
+        """Advance the file's checksum; True when the final block is now held until the
+        blocks before it arrive. Raises ContentMismatch when the file hashed wrong."""
+        checksum = task.content.checksum
+        verifier = self.verifiers.get(checksum, final + 1)
+
+        def available(index: int) -> bool:
+            with self._lock:
+                if (checksum, index) in self._inflight:
+                    return True
+            return (checksum, index) in self.cache
+
+        held = False
         try:
-            data = self.repo.read_range(content.record, content.entry, start, length)
-            if len(data) != length:
-                raise OSError(5, f"short read of {content.entry.path}: {len(data)} of {length} bytes")
-            with self.stats.lock:
-                self.stats.bytes_fetched += len(data)
-                self.stats.requests += 1
-            view = memoryview(data)
-            for offset in range(task.count):
-                block = bytes(view[offset * size:(offset + 1) * size])
-                blocks[task.first + offset] = block
-                self.cache.put(content.checksum, task.first + offset, block)
-            self.verifiers.blocks_arrived(content.checksum, content.block_count(size), blocks)
-        except BaseException as exc:  # handed to every waiter, who maps it to an errno
-            error = exc
-            with self.stats.lock:
-                self.stats.errors += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("fetch of %s blocks %d+%d failed: %s", content.entry.path,
-                        task.first, task.count, exc)
+            with verifier.lock:
+                complete = verifier.advance_locked(self.cache, blocks, available)
+                if final in blocks:
+                    waiting = range(verifier.next_index, final)
+                    if not complete and all(available(i) for i in waiting):
+                        future = task.futures[final - task.first]
+                        future.add_done_callback(lambda done: self._forget(checksum, final, done))
+                        verifier.held = (blocks[final], future)
+                        held = True
+                    else:
+                        self.cache.put(checksum, final, blocks[final])
+        finally:
+            if verifier.finished:
+                self.verifiers.forget(verifier)
+        return held
+
+    def _forget(self, checksum: str, index: int, future: Future) -> None:
+        with self._lock:
+            if self._inflight.get((checksum, index), (None,))[0] is future:
+                del self._inflight[(checksum, index)]
+
+    def _failed(self, task: _Task, exc: BaseException) -> None:
+        content = task.content
+        with self.stats.lock:
+            self.stats.errors += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("fetch of %s blocks %d+%d failed: %s", content.entry.path, task.first, task.count, exc)
         with self._lock:
             self._read_ahead_bytes -= task.read_ahead_bytes
             for offset in range(task.count):
                 self._inflight.pop((content.checksum, task.first + offset), None)
-        for offset, future in enumerate(task.futures):
-            if error is None:
-                future.set_result(blocks[task.first + offset])
-            else:
-                future.set_exception(error)
+            if isinstance(exc, ContentMismatch):
+                # Fetches of this file already under way may hold the same bad bytes.
+                self._failed_at[content.checksum] = next(self._serials)
+        verifier = self.verifiers.peek(content.checksum)
+        if verifier is not None:  # a held final block must not wait for blocks that will not come
+            with verifier.lock:
+                verifier.release_held_locked(self.cache)
+        for future in task.futures:
+            if not future.done():
+                future.set_exception(exc)

@@ -1,9 +1,12 @@
 """End-to-end SHA-1 checks of files as their blocks arrive.
 
 A `FileVerifier` hashes a file's blocks in order: fresh blocks from the fetch that brought
-them (no second read), earlier ones back from the cache. When the last block is hashed the
-digest must equal the file's checksum, otherwise every block is dropped and the caller
-gets `ContentMismatch` (EIO for the reader).
+them, earlier ones back from the cache. The file's final block is the gate: it enters the
+cache, and its readers get it, only once the whole file hashed right. When it arrives
+before the blocks ahead of it (parallel fetches finish out of order) it is held here until
+they land. A mismatch drops every block of the file and fails the readers with
+`ContentMismatch` (EIO). A file read randomly, with earlier blocks neither cached nor being
+fetched, is not held: nobody is reading it end to end.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from concurrent.futures import Future
+from typing import Callable
 
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.errors import ContentMismatch
@@ -23,51 +28,77 @@ class FileVerifier:
         # Set once.
         self.checksum = checksum
         self.block_count = block_count
-        # Guarded by _lock.
-        self._lock = threading.Lock()
+        self.final = block_count - 1
+        # Guarded by lock.
+        self.lock = threading.Lock()
         self._hasher = hashlib.sha1()
         self._next = 0
+        self.held: tuple[bytes, Future] | None = None
+        self.finished = False
 
     @property
-    def done(self) -> bool:
-        return self._next >= self.block_count
+    def next_index(self) -> int:
+        return self._next
 
-    def advance(self, cache: BlockCache, fresh: dict[int, bytes]) -> None:
-        """Hash every block now available in order; raise ContentMismatch at a bad end."""
-        with self._lock:
-            while self._next < self.block_count:
-                data = fresh.get(self._next)
-                if data is None:
-                    data = cache.read_block(self.checksum, self._next)
-                if data is None:
-                    return
-                self._hasher.update(data)
-                self._next += 1
-            digest = self._hasher.hexdigest()
+    def advance_locked(self, cache: BlockCache, fresh: dict[int, bytes],
+                       available: Callable[[int], bool]) -> bool:
+        """Hash what can be hashed in order. True once the whole file hashed right;
+        ContentMismatch if it hashed wrong; False while blocks are missing. If a missing
+        block is not on its way (`available` says no), the held final block is let go."""
+        while self._next < self.block_count:
+            data = fresh.get(self._next)
+            if data is None and self._next == self.final and self.held is not None:
+                data = self.held[0]
+            if data is None:
+                data = cache.read_block(self.checksum, self._next)
+            if data is None:
+                if self.held is not None and not available(self._next):
+                    self.release_held_locked(cache)
+                return False
+            self._hasher.update(data)
+            self._next += 1
+        self.finished = True
+        digest = self._hasher.hexdigest()
         if digest != self.checksum:
             cache.drop(self.checksum, self.block_count)
-            log.error("checksum mismatch for %s: got %s; dropped its cached blocks",
-                      self.checksum, digest)
-            raise ContentMismatch(f"content {self.checksum} hashed to {digest}")
+            error = ContentMismatch(f"content {self.checksum} hashed to {digest}")
+            log.error("checksum mismatch for %s: got %s; dropped its cached blocks", self.checksum, digest)
+            if self.held is not None:
+                self.held[1].set_exception(error)
+                self.held = None
+            raise error
+        self.release_held_locked(cache)
+        return True
+
+    def release_held_locked(self, cache: BlockCache) -> None:
+        """Put the held final block in the cache and hand it to its readers."""
+        if self.held is not None:
+            data, future = self.held
+            self.held = None
+            cache.put(self.checksum, self.final, data)
+            future.set_result(data)
 
 
 class Verifiers:
-    """The verifiers of files being fetched, one per checksum, forgotten once done."""
+    """The verifiers of files being fetched, one per checksum, forgotten once finished."""
 
     def __init__(self, cache: BlockCache):
         self._cache = cache
         self._lock = threading.Lock()
         self._active: dict[str, FileVerifier] = {}
 
-    def blocks_arrived(self, checksum: str, block_count: int, fresh: dict[int, bytes]) -> None:
+    def get(self, checksum: str, block_count: int) -> FileVerifier:
         with self._lock:
             verifier = self._active.get(checksum)
-            if verifier is None:
+            if verifier is None or verifier.finished:
                 verifier = self._active[checksum] = FileVerifier(checksum, block_count)
-        try:
-            verifier.advance(self._cache, fresh)
-        finally:
-            if verifier.done:
-                with self._lock:
-                    if self._active.get(checksum) is verifier:
-                        del self._active[checksum]
+            return verifier
+
+    def peek(self, checksum: str) -> FileVerifier | None:
+        with self._lock:
+            return self._active.get(checksum)
+
+    def forget(self, verifier: FileVerifier) -> None:
+        with self._lock:
+            if self._active.get(verifier.checksum) is verifier:
+                del self._active[verifier.checksum]

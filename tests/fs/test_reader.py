@@ -120,6 +120,7 @@ def test_corrupt_content_is_eio_at_the_end_and_not_kept(setup):
     with pytest.raises(ContentMismatch) as info:
         read_all(reader, Content(record, entries["f.bin"]))
     assert errno_for(info.value) == 5
+    assert reader.fetcher.wait_idle(10)
     cache = reader.cache
     assert not any((entries["f.bin"].checksum, i) in cache for i in range(21))
     repo.corrupt.clear()
@@ -149,11 +150,13 @@ def test_lru_eviction_keeps_the_cache_within_its_limit(setup):
 
 def test_read_ahead_window_grows_only_for_sequential_readers():
     window = ReadAheadWindow(first_window=100, max_window=800)
-    assert window.advise(0, 10) == (10, 110)
-    assert window.advise(10, 10) == (20, 220)
-    assert window.advise(20, 10) == (30, 430)
-    assert window.advise(30, 10) == (40, 840)
-    assert window.advise(40, 10) == (50, 850)  # capped
-    assert window.advise(5, 10) == (15, 815)  # a small step back is reordering, not a seek
-    assert window.advise(10 ** 9, 10)[1] - (10 ** 9 + 10) == 0  # a far jump: no read-ahead
-    assert window.advise(10 ** 9 + 10, 10)[1] - (10 ** 9 + 20) == 100  # then it must prove itself again
+    assert window.advise(0, 10) == (10, 10)  # one read proves nothing
+    assert window.advise(10, 10) == (20, 20)  # nor does a short run (a header)
+    assert window.advise(20, 30) == (50, 150)
+    assert window.advise(50, 10) == (60, 260)
+    assert window.advise(60, 10) == (70, 470)
+    assert window.advise(70, 10) == (80, 880)
+    assert window.advise(80, 10) == (90, 890)  # capped
+    assert window.advise(85, 10) == (95, 895)  # a small step back is reordering, not a seek
+    assert window.advise(10 ** 9, 60)[1] - (10 ** 9 + 60) == 0  # a far jump: no read-ahead
+    assert window.advise(10 ** 9 + 60, 10)[1] - (10 ** 9 + 70) == 100  # then it must prove itself again

@@ -1,0 +1,74 @@
+"""`eotdlfs mount` (backgrounded), `eotdlfs status`, `eotdlfs umount`, and a stale mount after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from eotdlfs.fs.mount import fusermount, is_mounted, is_stale, stop_process, wait_for_exit
+from tests.fs.datasets import ingest, make_folder
+
+
+def eotdlfs(*args, env=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "eotdlfs", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture
+def mountpoint(tmp_path):
+    path = tmp_path / "mnt"
+    path.mkdir()
+    pids: list[int] = []
+    try:
+        yield path, pids
+    finally:
+        if is_mounted(path) and fusermount(path).returncode != 0:
+            fusermount(path, lazy=True)
+        for pid in pids:
+            if not wait_for_exit(pid, 5):
+                stop_process(pid)
+        if is_mounted(path) or is_stale(path):
+            fusermount(path, lazy=True)
+
+
+def test_background_mount_status_umount_and_stale_cleanup(repo_server, unique_name, tmp_path, mountpoint):
+    mnt, pids = mountpoint
+    name = unique_name("cli")
+    source = make_folder(tmp_path / "src", name)
+    ingest(repo_server, source)
+    env = {**os.environ, "EOTDL_TOKEN": repo_server.token("alice")}
+    args = ["mount", str(mnt), "--api-url", repo_server.url, "--cache-dir", str(tmp_path / "cache"),
+            "--cache-size", "1G"]
+    done = eotdlfs(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    status = json.loads((mnt / ".eotdlfs" / "status.json").read_text())
+    pids.append(status["pid"])
+    assert (mnt / "datasets" / name / "v1" / "labels.csv").read_bytes() == (source / "labels.csv").read_bytes()
+
+    shown = eotdlfs("status", str(mnt))
+    assert shown.returncode == 0 and "reachable: yes" in shown.stdout and "hit rate" in shown.stdout
+    raw = json.loads(eotdlfs("status", str(mnt), "--json").stdout)
+    assert raw["cache"]["size_limit"] == 1 << 30 and raw["fetch"]["bytes_fetched"] > 0
+
+    again = eotdlfs(*args, env=env)
+    assert again.returncode == 1 and "already mounted" in again.stderr
+
+    os.kill(status["pid"], signal.SIGKILL)  # a crashed mount leaves a dead endpoint behind
+    wait_for_exit(status["pid"], 10)
+    assert is_stale(mnt) or not is_mounted(mnt)
+    done = eotdlfs(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    pids.append(json.loads((mnt / ".eotdlfs" / "status.json").read_text())["pid"])
+    assert (mnt / "datasets" / name / "v1" / "labels.csv").read_bytes() == (source / "labels.csv").read_bytes()
+
+    done = eotdlfs("umount", str(mnt))
+    assert done.returncode == 0, done.stderr
+    assert not is_mounted(mnt)
+    assert wait_for_exit(pids[-1], 1)
+    missing = eotdlfs("umount", str(mnt))
+    assert missing.returncode == 1 and "not mounted" in missing.stderr

@@ -1,0 +1,126 @@
+"""Ordinary tools on a real mount of a real server: ls, cp, sha1sum, rsync, Python reads."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests.fs.datasets import ingest, make_folder, tree_digest
+
+
+@pytest.fixture
+def published(repo_server, unique_name, tmp_path):
+    """A dataset with two versions (v2 changes one file, removes one, adds one)."""
+    name = unique_name("tools")
+    v1 = make_folder(tmp_path / "v1", name, seed=1)
+    ingest(repo_server, v1)
+    v2 = tmp_path / "v2"
+    shutil.copytree(v1, v2)
+    (v2 / "labels.csv").write_text("id,label\n1,c\n")
+    (v2 / "images" / "tile_0.bin").unlink()
+    (v2 / "new.txt").write_text("new in v2\n")
+    ingest(repo_server, v2)
+    return name, {1: v1, 2: v2}
+
+
+def test_cp_r_of_every_version_is_byte_identical(repo_server, mount_factory, published, tmp_path):
+    name, sources = published
+    mnt = mount_factory(repo_server)
+    for number, source in sources.items():
+        out = tmp_path / f"out{number}"
+        subprocess.run(["cp", "-r", str(mnt.path / "datasets" / name / f"v{number}"), str(out)], check=True)
+        assert tree_digest(out) == tree_digest(source)
+
+
+def test_ls_sha1sum_rsync_and_latest(repo_server, mount_factory, published, tmp_path):
+    name, sources = published
+    mnt = mount_factory(repo_server)
+    record = mnt.path / "datasets" / name
+    listing = subprocess.run(["ls", "-R", str(record)], check=True, capture_output=True, text=True).stdout
+    assert "big.bin" in listing and "name with spaces.txt" in listing and "latest" in listing
+    assert os.readlink(record / "latest") == "v2"
+    assert sorted(os.listdir(record)) == ["latest", "v1", "v2"]
+    out = subprocess.run(["sha1sum", str(record / "latest" / "images" / "2023" / "big.bin")],
+                         check=True, capture_output=True, text=True).stdout.split()[0]
+    assert out == hashlib.sha1((sources[2] / "images" / "2023" / "big.bin").read_bytes()).hexdigest()
+    subprocess.run(["rsync", "-a", f"{record / 'v1'}/", str(tmp_path / "rsynced")], check=True)
+    assert tree_digest(tmp_path / "rsynced") == tree_digest(sources[1])
+    st = os.stat(record / "v1" / "images" / "2023" / "big.bin")
+    assert st.st_size == 3 * 1024 * 1024 + 17
+    assert abs(st.st_mtime - time.time()) < 3600  # the version's date, just made
+    assert not os.path.exists(record / "v2" / "images" / "tile_0.bin")
+
+
+def test_python_seek_and_read(repo_server, mount_factory, published):
+    name, sources = published
+    mnt = mount_factory(repo_server)
+    expected = (sources[1] / "images" / "2023" / "big.bin").read_bytes()
+    rng = random.Random(3)
+    with open(mnt.path / "datasets" / name / "v1" / "images" / "2023" / "big.bin", "rb") as f:
+        for _ in range(50):
+            offset, size = rng.randrange(len(expected)), rng.randrange(1, 300_000)
+            f.seek(offset)
+            assert f.read(size) == expected[offset:offset + size]
+        f.seek(len(expected) - 10)
+        assert f.read(100) == expected[-10:]
+        assert f.read(10) == b""
+
+
+def test_xattrs(repo_server, mount_factory, published):
+    name, sources = published
+    mnt = mount_factory(repo_server)
+    path = mnt.path / "datasets" / name / "v2" / "labels.csv"
+    assert os.getxattr(path, "user.eotdl.checksum").decode() == \
+        hashlib.sha1((sources[2] / "labels.csv").read_bytes()).hexdigest()
+    assert os.getxattr(path, "user.eotdl.version") == b"2"
+    assert os.getxattr(path, "user.eotdl.file_version") == b"2"
+    assert os.getxattr(mnt.path / "datasets" / name / "v2" / "new.txt", "user.eotdl.file_version") == b"1"
+    assert set(os.listxattr(path)) == {"user.eotdl.checksum", "user.eotdl.version", "user.eotdl.file_version"}
+    with pytest.raises(OSError) as info:
+        os.getxattr(path, "user.other")
+    assert info.value.errno == errno.ENODATA
+
+
+def test_writes_are_read_only(repo_server, mount_factory, published):
+    name, _ = published
+    mnt = mount_factory(repo_server)
+    version = mnt.path / "datasets" / name / "v1"
+    attempts = [
+        lambda: open(version / "labels.csv", "r+b"),
+        lambda: open(version / "new-file", "wb"),
+        lambda: os.mkdir(version / "newdir"),
+        lambda: os.unlink(version / "labels.csv"),
+        lambda: os.rename(version / "labels.csv", version / "x.csv"),
+        lambda: os.truncate(version / "labels.csv", 0),
+        lambda: os.chmod(version / "labels.csv", 0o777),
+        lambda: os.mkdir(mnt.path / "datasets" / "brand-new"),
+        lambda: os.setxattr(version / "labels.csv", "user.x", b"1"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(OSError) as info:
+            attempt()
+        assert info.value.errno == errno.EROFS, attempt
+
+
+def test_new_version_appears_after_ttl(repo_server, mount_factory, published, tmp_path):
+    name, sources = published
+    mnt = mount_factory(repo_server, ttl=1.0)
+    record = mnt.path / "datasets" / name
+    assert os.readlink(record / "latest") == "v2"
+    v3 = tmp_path / "v3"
+    shutil.copytree(sources[2], v3)
+    (v3 / "third.txt").write_text("3\n")
+    ingest(repo_server, v3)
+    deadline = time.monotonic() + 15
+    while "v3" not in os.listdir(record) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "v3" in os.listdir(record)
+    assert os.readlink(record / "latest") == "v3"
+    assert (record / "v3" / "third.txt").read_text() == "3\n"
