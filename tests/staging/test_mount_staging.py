@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import filecmp
 import hashlib
 import os
@@ -224,3 +225,31 @@ def test_server_down_during_flush_keeps_the_stage_and_a_later_flush_works(tmp_pa
     result = flush_cli(tmp_path, fresh_server, target)
     assert result.returncode == 0, result.stderr
     assert published_versions(fresh_server, name) == [1, 2]
+
+
+def test_disk_full_gives_enospc_and_loses_nothing_staged(tmp_path, repo_server, mount_factory, unique_name):
+    cache = tmp_path / "full-cache"
+    (cache / "staging").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(cache / "staging")], check=True)
+    mount = None
+    try:
+        mount = mount_factory(repo_server, ttl=1, cache_dir=cache)
+        name = unique_name("full")
+        target = staged(mount, name)
+        target.mkdir()
+        write_metadata(target, name)
+        (target / "small.txt").write_text("precious\n")
+        with pytest.raises(OSError) as info:
+            with open(target / "huge.bin", "wb") as f:
+                for _ in range(8):
+                    f.write(os.urandom(1 << 20))
+        assert info.value.errno == errno.ENOSPC
+        assert (target / "small.txt").read_text() == "precious\n"
+        os.unlink(target / "huge.bin")
+        result = flush_cli(tmp_path, repo_server, target)
+        assert result.returncode == 0, result.stderr
+        assert set(version_files(repo_server, name, 1)) == {"metadata.yml", "small.txt"}
+    finally:
+        if mount is not None:
+            mount.unmount()
+        subprocess.run(["umount", "-l", str(cache / "staging")], check=False)

@@ -18,7 +18,7 @@ from typing import Callable
 from eotdlfs.client.progress import TransferProgress
 
 FLUSH_XATTR = "user.eotdlfs.flush"
-POLL_S = 0.1
+POLL_S = 0.05
 
 
 def read_flush_state(folder: Path) -> dict:
@@ -26,8 +26,8 @@ def read_flush_state(folder: Path) -> dict:
         return json.loads(os.getxattr(folder, FLUSH_XATTR))
     except OSError as exc:
         if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise OSError(errno.EINVAL, f"{folder} is not a staged record of an eotdlfs mount "
-                                        "(expected MNT/staging/datasets/NAME or MNT/staging/models/NAME)") from None
+            raise OSError(f"{folder} is not a staged record of an eotdlfs mount "
+                          "(expected MNT/staging/datasets/NAME or MNT/staging/models/NAME)") from None
         raise
 
 

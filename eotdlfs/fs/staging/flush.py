@@ -185,11 +185,12 @@ class RecordFlusher:
         shipped = ov.frozen_files()
         resuming = bool(shipped)
         if not resuming:
-            if ov.base_version is not None and not ov.pending():
+            if ov.base_version is not None and not ov.journal.has_changes():
                 ov.settle()
                 return NOTHING, f"nothing to flush: no staged changes since v{ov.base_version}"
             self._update(state=WAITING, message="waiting for files open for writing")
             shipped = ov.freeze(self._writer_wait, self._waiting_for)
+        frozen_at = time.monotonic()
         try:
             metadata = self._metadata(shipped)
             if not resuming:
@@ -201,12 +202,15 @@ class RecordFlusher:
                 version, summary = result.version, asdict(result)
             except NothingToIngest as exc:
                 version, summary = exc.version, {}
+            ingested_at = time.monotonic()
             entries = services.files(ov.kind, ov.name, version)
             ov.publish(version, entries, shipped)
         except BaseException:
             ov.unfreeze()
             raise
         services.published(ov.kind, ov.name, version)
+        log.info("flush of %s/%s: %d files, ingest %.2f s, restaging on v%d %.2f s", ov.kind, ov.name,
+                 len(shipped), ingested_at - frozen_at, version, time.monotonic() - ingested_at)
         if not summary:
             return NOTHING, f"nothing to flush: the staged files equal v{version}", None, version
         return (DONE, f"published v{version}: {summary['uploaded']} uploaded, {summary['carried']} carried, "

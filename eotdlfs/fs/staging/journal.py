@@ -12,6 +12,7 @@ a file of the base version (`base_path`, the path it has in the base listing).
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 import threading
@@ -109,6 +110,9 @@ class StagingJournal:
             disk = sqlite3.connect(str(tmp))
             try:
                 self._db.backup(disk)
+            except sqlite3.Error as error:
+                tmp.unlink(missing_ok=True)
+                raise disk_error(error) from error
             finally:
                 disk.close()
             tmp.replace(target)
@@ -147,18 +151,26 @@ class StagingJournal:
         """Make VERSION the base; files whose bytes it now holds become base files.
 
         PUBLISHED maps a source key (an upper id, or 'base:' + old base path) to the path
-        those bytes have in VERSION; other upper files stay staged.
+        those bytes have in VERSION; other staged files stay staged. Raises ValueError,
+        changing nothing, if a base file would point at bytes VERSION lacks.
         """
+        remap = [(key[5:], path) for key, path in published.items() if key.startswith("base:") and key[5:] != path]
+        uppers = [(path, key) for key, path in published.items() if not key.startswith("base:")]
         with self.transaction() as tx:
             tx.execute("DELETE FROM base")
             tx.executemany("INSERT INTO base VALUES (?, ?, ?, ?)",
                            ((e.path, e.file_version, e.checksum, e.size) for e in entries))
-            for node in tx.nodes("is_dir = 0"):
-                new_base = published.get(source_key(node))
-                if new_base is not None:
-                    tx.put(replace(node, upper=None, base_path=new_base))
-                elif node.upper is None:
-                    raise ValueError(f"{node.path}: its bytes are in neither version {version} nor staging")
+            # One statement for all moves, so a rename chain (a->b, b->c) cannot apply twice.
+            tx.execute("CREATE TEMP TABLE IF NOT EXISTS remap (old TEXT PRIMARY KEY, new TEXT)")
+            tx.execute("DELETE FROM remap")
+            tx.executemany("INSERT INTO remap VALUES (?, ?)", remap)
+            tx.execute("UPDATE nodes SET base_path = (SELECT new FROM remap WHERE old = nodes.base_path)"
+                       " WHERE upper IS NULL AND base_path IN (SELECT old FROM remap)")
+            tx.executemany("UPDATE nodes SET upper = NULL, base_path = ? WHERE upper = ?", uppers)
+            lost = tx.execute("SELECT path FROM nodes WHERE is_dir = 0 AND upper IS NULL"
+                              " AND base_path NOT IN (SELECT path FROM base) LIMIT 1").fetchone()
+            if lost:
+                raise ValueError(f"{lost[0]}: its bytes are in neither version {version} nor staging")
             tx.set_meta("base_version", version)
 
     # -- reads --------------------------------------------------------------------------
@@ -203,14 +215,41 @@ class StagingJournal:
             rows = self._db.execute("SELECT path, file_version, checksum, size FROM base").fetchall()
         return {r[0]: FileEntry(*r) for r in rows}
 
+    def file_sources(self) -> list[tuple[str, str | None, FileEntry | None]]:
+        """Every file as (path, upper id, base entry of its bytes when not staged)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT n.path, n.upper, b.path, b.file_version, b.checksum, b.size FROM nodes n"
+                " LEFT JOIN base b ON n.upper IS NULL AND b.path = n.base_path WHERE n.is_dir = 0 ORDER BY n.path"
+            ).fetchall()
+        return [(r[0], r[1], FileEntry(*r[2:]) if r[2] is not None else None) for r in rows]
+
+    def changes(self) -> tuple[list[tuple[str, str | None, bool]], list[tuple[str, int]], list[str]]:
+        """Staged files as (path, upper id, path in base), base files moved as (path, size), base paths gone."""
+        with self._lock:
+            staged = self._db.execute(
+                "SELECT n.path, n.upper, b.path IS NOT NULL FROM nodes n LEFT JOIN base b ON b.path = n.path"
+                " WHERE n.upper IS NOT NULL ORDER BY n.path").fetchall()
+            moved = self._db.execute(
+                "SELECT n.path, b.size FROM nodes n JOIN base b ON b.path = n.base_path"
+                " WHERE n.upper IS NULL AND n.is_dir = 0 AND n.base_path != n.path ORDER BY n.path").fetchall()
+            gone = self._db.execute(
+                "SELECT path FROM base WHERE path NOT IN (SELECT path FROM nodes WHERE is_dir = 0) ORDER BY path"
+            ).fetchall()
+        return [(p, u, bool(b)) for p, u, b in staged], moved, [r[0] for r in gone]
+
+    def has_changes(self) -> bool:
+        """True when the tree differs from the base listing in any file (cheaper than `changes`)."""
+        with self._lock:
+            if self._db.execute("SELECT 1 FROM nodes WHERE is_dir = 0 AND (upper IS NOT NULL OR base_path != path)"
+                                " LIMIT 1").fetchone():
+                return True
+            kept = self._db.execute("SELECT count(*) FROM nodes WHERE is_dir = 0").fetchone()[0]
+            return kept != self._db.execute("SELECT count(*) FROM base").fetchone()[0]
+
     def upper_ids(self) -> set[str]:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT upper FROM nodes WHERE upper IS NOT NULL")}
-
-
-def source_key(node: Node) -> str:
-    """What identifies a file's bytes across renames: its upper id, or its base path."""
-    return node.upper if node.upper else f"base:{node.base_path}"
 
 
 class _Transaction:
@@ -229,10 +268,28 @@ class _Transaction:
         return NodeWriter(self._journal._db)
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        db = self._journal._db
         try:
-            self._journal._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            if exc_type is None:
+                try:
+                    db.execute("COMMIT")
+                except sqlite3.Error as error:
+                    if db.in_transaction:  # SQLite rolls back by itself on a full disk
+                        db.execute("ROLLBACK")
+                    raise disk_error(error) from error
+            else:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise disk_error(exc) from exc
         finally:
             self._journal._lock.release()
+
+
+def disk_error(error: sqlite3.Error) -> OSError:
+    """A SQLite failure as the OSError a writer should see: ENOSPC when the disk is full, else EIO."""
+    full = "full" in str(error).lower()
+    return OSError(errno.ENOSPC if full else errno.EIO, f"staging journal: {error}")
 
 
 class NodeWriter:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
-from eotdlfs.fs.staging.journal import DIR_MODE, Node, StagingJournal, parent_of, source_key
+from eotdlfs.fs.staging.journal import Node, StagingJournal, parent_of
 from eotdlfs.repository import FileEntry
 
 class BaseFile(Protocol):
@@ -38,6 +38,9 @@ class BaseFile(Protocol):
 
 OpenBase = Callable[[FileEntry], BaseFile]
 COPY_CHUNK = 4 << 20
+# Staged bytes never take the last of the disk: the journal needs room to record even the
+# unlink that frees space again, else a full disk could not be cleaned through the mount.
+MIN_FREE_BYTES = 1 << 20
 MAX_RETRIES = 8  # copy-ups lost to a concurrent change before giving up
 
 
@@ -58,7 +61,7 @@ class StagedFile:
     size: int
     checksum: str | None
     local_path: Path | None
-    key: str  # the source key (journal.source_key) of the node it came from
+    key: str  # what names its bytes across renames: the upper id, or 'base:' + its base path
 
     def to_json(self) -> dict:
         return {"path": self.path, "size": self.size, "checksum": self.checksum,
@@ -268,6 +271,7 @@ class StagingOverlay:
         upper = uuid.uuid4().hex
         target = self.upper_path(upper)
         size = self._size(node) if limit is None else min(limit, self._size(node))
+        _check_room(os.statvfs(self.upper_dir), size)
         try:
             if node.upper:
                 with open(self.upper_path(node.upper), "rb") as src, open(target, "xb") as dst:
@@ -373,6 +377,7 @@ class StagingOverlay:
         handle = self._handle(fh)
         if not handle.writable:
             raise OSError(errno.EBADF, "file not open for writing")
+        _check_room(os.fstatvfs(handle.fd), len(data))
         written = os.pwrite(handle.fd, data, offset)
         self.last_change = time.monotonic()
         return written
@@ -499,25 +504,16 @@ class StagingOverlay:
     # -- flush support ------------------------------------------------------------------
 
     def pending(self) -> PendingChanges:
-        base = self.journal.base_entries()
-        added, changed, staged_bytes = [], [], 0
-        present = set()
-        for node in self.journal.files():
-            present.add(node.path)
-            if node.upper:
-                (changed if node.path in base else added).append(node.path)
-                staged_bytes += self._size_or_zero(node)
-            elif node.base_path != node.path:
-                added.append(node.path)
-                staged_bytes += self._size(node)
-        deleted = sorted(set(base) - present)
-        return PendingChanges(tuple(added), tuple(changed), tuple(deleted), staged_bytes)
-
-    def _size_or_zero(self, node: Node) -> int:
-        try:
-            return self._size(node)
-        except FileNotFoundError:
-            return 0
+        staged, moved, deleted = self.journal.changes()
+        added = [path for path, _, in_base in staged if not in_base] + [path for path, _ in moved]
+        changed = [path for path, _, in_base in staged if in_base]
+        staged_bytes = sum(size for _, size in moved)
+        for _, upper, _ in staged:
+            try:
+                staged_bytes += os.stat(self.upper_path(upper)).st_size
+            except FileNotFoundError:
+                pass
+        return PendingChanges(tuple(sorted(added)), tuple(changed), tuple(deleted), staged_bytes)
 
     def frozen_files(self) -> list[StagedFile]:
         """The files of the flush in progress (empty when none)."""
@@ -533,10 +529,10 @@ class StagingOverlay:
         reported = None
         with self._lock:
             while True:
-                files = self.journal.files()
-                busy = [n.path for n in files if n.upper and self._writers.get(n.upper)]
+                files = self.journal.file_sources()
+                busy = [path for path, upper, _ in files if upper and self._writers.get(upper)]
                 if not busy:
-                    return self._freeze_locked(files)
+                    break
                 if busy[0] != reported:
                     on_wait(busy[0])
                     reported = busy[0]
@@ -544,18 +540,14 @@ class StagingOverlay:
                 if remaining <= 0:
                     raise _err(errno.EBUSY, f"{busy[0]} is still open for writing")
                 self._released.wait(min(remaining, 1.0))
-
-    def _freeze_locked(self, files: list[Node]) -> list[StagedFile]:
-        staged = []
-        for node in files:
-            if node.upper:
-                staged.append(StagedFile(node.path, self._size(node), None, self.upper_path(node.upper), node.upper))
-            else:
-                entry = self.journal.base_entry(node.base_path)
-                staged.append(StagedFile(node.path, entry.size, entry.checksum, None, source_key(node)))
-        self.journal.set_meta("frozen", [f.to_json() for f in staged])
-        self._frozen = {f.key for f in staged}
-        return staged
+            staged = [
+                StagedFile(path, os.stat(self.upper_path(upper)).st_size, None, self.upper_path(upper), upper)
+                if upper else StagedFile(path, entry.size, entry.checksum, None, f"base:{entry.path}")
+                for path, upper, entry in files
+            ]
+            self.journal.set_meta("frozen", [f.to_json() for f in staged])
+            self._frozen = {f.key for f in staged}
+            return staged
 
     def read_staged(self, staged: StagedFile) -> bytes:
         """The whole content of a frozen file (metadata.yml, read before a flush)."""
@@ -573,7 +565,7 @@ class StagingOverlay:
     def settle(self) -> None:
         """Mark the overlay clean when nothing is pending, so it follows new published versions again."""
         with self._lock:
-            if self._dirty and not self._frozen and not self.pending():
+            if self._dirty and not self._frozen and not self.journal.has_changes():
                 self._dirty = False
                 self.journal.set_meta("dirty", False)
                 self._collect_garbage_locked()
@@ -595,7 +587,7 @@ class StagingOverlay:
             self.journal.set_meta("frozen", [])
             self._frozen = set()
             self._collect_garbage_locked()
-            self._dirty = bool(self.pending())
+            self._dirty = self.journal.has_changes()
             self.journal.set_meta("dirty", self._dirty)
 
     def _collect_garbage_locked(self) -> None:
@@ -612,6 +604,12 @@ class StagingOverlay:
         with self._lock:
             self.journal.close()
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _check_room(st: os.statvfs_result, size: int) -> None:
+    """ENOSPC unless SIZE more bytes leave MIN_FREE_BYTES free on the staging disk."""
+    if st.f_bavail * st.f_frsize < size + MIN_FREE_BYTES:
+        raise OSError(errno.ENOSPC, "no space left for staged files (the staging journal keeps 1 MiB free)")
 
 
 def _copy_bytes(src, dst, size: int) -> None:

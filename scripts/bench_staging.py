@@ -1,0 +1,143 @@
+"""Benchmark of the writable staging area of a mount; prints JSON.
+
+- `copy_in_MBps`: `cp` of one 1 GiB local file into `MNT/staging/datasets/NEW/` (file
+  closed, bytes on the staging disk), in MB/s; target >= 200.
+- `flush_10k_1changed_s`: `eotdlfs flush` (the CLI, start-up included) of a staged dataset
+  of 10,000 small files with one changed, until the new version is published; target < 3.
+
+It starts its own `eotdlfs serve` and `eotdlfs mount --foreground` on temp folders
+(127.0.0.1 only) and removes both when done, also on failure.
+Usage: python scripts/bench_staging.py [--files 10000] [--copy-mib 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from eotdlfs.client.api import ApiClient
+from eotdlfs.client.ingest import ingest_folder
+from eotdlfs.client.settings import Settings
+from eotdlfs.fs.mount import fusermount, is_mounted, stop_process
+from eotdlfs.server.auth import issue_token
+
+MB = 1_000_000
+USER = "bench-user"
+START_TIMEOUT_S = 30
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(ready, what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready after {START_TIMEOUT_S} s")
+        time.sleep(0.05)
+
+
+def server_up(url: str) -> bool:
+    try:
+        return requests.get(url + "eotdlfs/capabilities", timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def write_metadata(folder: Path, name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metadata.yml").write_text(f"name: {name}\nauthors: [bench]\nlicense: MIT\nsource: http://example.org\n")
+
+
+def small_dataset(folder: Path, name: str, files: int) -> Path:
+    write_metadata(folder, name)
+    for i in range(files - 1):
+        sub = folder / f"d{i % 100:02d}"
+        sub.mkdir(exist_ok=True)
+        (sub / f"f{i:05d}.txt").write_text(f"small file {i}\n")
+    return folder
+
+
+def bench_copy_in(work: Path, mnt: Path, mib: int) -> dict:
+    source = work / "big.bin"
+    block = os.urandom(64 << 20)
+    with open(source, "wb") as f:
+        for i in range(max(1, mib // 64)):
+            f.write(block[:-8] + i.to_bytes(8, "big"))
+    size = source.stat().st_size
+    subprocess.run(["cat", str(source)], stdout=subprocess.DEVNULL, check=True)  # source in the page cache
+    target = mnt / "staging" / "datasets" / "bench-copy"
+    target.mkdir()
+    start = time.perf_counter()
+    subprocess.run(["cp", str(source), str(target / "big.bin")], check=True, timeout=600)
+    seconds = time.perf_counter() - start
+    assert (target / "big.bin").stat().st_size == size
+    source.unlink()
+    return {"copy_in_bytes": size, "copy_in_s": round(seconds, 3), "copy_in_MBps": round(size / seconds / MB, 1)}
+
+
+def bench_flush(mnt: Path, env: dict[str, str], name: str, files: int) -> dict:
+    target = mnt / "staging" / "datasets" / name
+    (target / "d07" / "f00007.txt").write_text("changed in staging\n")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "eotdlfs", "flush", str(target)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"flush failed: {done.stderr.strip()}")
+    return {"flush_files": files, "flush_10k_1changed_s": round(seconds, 3), "flush_message": done.stdout.strip()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--copy-mib", type=int, default=1024)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="eotdlfs-bench-staging-"))
+    root, mnt, cache = work / "root", work / "mnt", work / "cache"
+    mnt.mkdir()
+    env = {**os.environ, "EOTDLFS_CACHE_DIR": str(work / "hash-cache")}
+    url = f"http://127.0.0.1:{free_port()}/"
+    procs: list[subprocess.Popen] = []
+    log = open(work / "processes.log", "wb")
+    try:
+        procs.append(subprocess.Popen([sys.executable, "-m", "eotdlfs", "serve", "--root", str(root), "--port",
+                                       url.rsplit(":", 1)[1].strip("/")], env=env, stdin=subprocess.DEVNULL,
+                                      stdout=log, stderr=log))
+        wait_until(lambda: server_up(url), "eotdlfs serve")
+        token = issue_token(root, USER)
+        env["EOTDL_TOKEN"] = token
+        api = ApiClient(Settings(api_url=url, token=token, api_key=None))
+        os.environ["EOTDLFS_CACHE_DIR"] = env["EOTDLFS_CACHE_DIR"]
+        ingest_folder(api, "datasets", small_dataset(work / "small", "bench-small", args.files))
+        procs.append(subprocess.Popen([sys.executable, "-m", "eotdlfs", "mount", str(mnt), "--foreground",
+                                       "--api-url", url, "--cache-dir", str(cache)], env=env,
+                                      stdin=subprocess.DEVNULL, stdout=log, stderr=log))
+        wait_until(lambda: is_mounted(mnt), "eotdlfs mount")
+        result = {**bench_copy_in(work, mnt, args.copy_mib), **bench_flush(mnt, env, "bench-small", args.files)}
+        result["targets"] = {"copy_in_MBps": ">= 200", "flush_10k_1changed_s": "< 3"}
+        print(json.dumps(result, indent=2))
+    finally:
+        if is_mounted(mnt):
+            fusermount(mnt)
+        for proc in reversed(procs):
+            stop_process(proc.pid)
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
