@@ -52,7 +52,7 @@ def follow_flush(folder: Path, timeout: float, progress: TransferProgress, say: 
     seen = {"files": 0, "bytes": 0, "message": None, "started": False}
 
     def on_state(state: dict) -> None:
-        if state["state"] == "waiting" and state["message"] != seen["message"]:
+        if state["message"].startswith("waiting for") and state["message"] != seen["message"]:
             say(state["message"])
             seen["message"] = state["message"]
         if state["state"] == "flushing" and not seen["started"] and state["files_total"]:

@@ -182,13 +182,14 @@ class RecordFlusher:
     def flush(self) -> tuple:
         """One flush; returns (state, message, error, version, result) for `_finish`."""
         ov, services = self.overlay, self._services
+        started = time.monotonic()
         shipped = ov.frozen_files()
         resuming = bool(shipped)
         if not resuming:
             if ov.base_version is not None and not ov.journal.has_changes():
                 ov.settle()
                 return NOTHING, f"nothing to flush: no staged changes since v{ov.base_version}"
-            self._update(state=WAITING, message="waiting for files open for writing")
+            self._update(state=WAITING, message="freezing the staged files")
             shipped = ov.freeze(self._writer_wait, self._waiting_for)
         frozen_at = time.monotonic()
         try:
@@ -209,12 +210,14 @@ class RecordFlusher:
             ov.unfreeze()
             raise
         services.published(ov.kind, ov.name, version)
-        log.info("flush of %s/%s: %d files, ingest %.2f s, restaging on v%d %.2f s", ov.kind, ov.name,
-                 len(shipped), ingested_at - frozen_at, version, time.monotonic() - ingested_at)
+        timings = {"freeze_s": round(frozen_at - started, 3), "ingest_s": round(ingested_at - frozen_at, 3),
+                   "restage_s": round(time.monotonic() - ingested_at, 3)}
+        log.info("flush of %s/%s: %d files as v%d, %s", ov.kind, ov.name, len(shipped), version, timings)
         if not summary:
-            return NOTHING, f"nothing to flush: the staged files equal v{version}", None, version
+            return NOTHING, f"nothing to flush: the staged files equal v{version}", None, version, timings
         return (DONE, f"published v{version}: {summary['uploaded']} uploaded, {summary['carried']} carried, "
-                      f"{summary['dropped']} removed, {summary['bytes_sent']} bytes sent", None, version, summary)
+                      f"{summary['dropped']} removed, {summary['bytes_sent']} bytes sent", None, version,
+                dict(summary, **timings))
 
     def _waiting_for(self, path: str) -> None:
         log.info("flush of %s waits for %s, open for writing", self.overlay.name, path)
@@ -225,7 +228,9 @@ class RecordFlusher:
         found = next((f for f in shipped if f.path == METADATA_FILE), None)
         if found is None:
             noun = "a new dataset" if ov.kind == "datasets" else "a new model"
-            raise FlushError(f"{ov.kind}/{ov.name} has no {METADATA_FILE} at its root; "
+            top = sorted({f.path.split("/")[0] for f in shipped})
+            raise FlushError(f"{ov.kind}/{ov.name} has no {METADATA_FILE} at its root (it has: "
+                             f"{', '.join(top[:5]) or 'nothing'}{', ...' if len(top) > 5 else ''}); "
                              f"{noun} needs one (name, authors, license, source) before it can be flushed")
         with tempfile.TemporaryDirectory(prefix="eotdlfs-flush-") as folder:
             (Path(folder) / METADATA_FILE).write_bytes(ov.read_staged(found))
