@@ -70,8 +70,9 @@ def ingest_command(path: Path, kind: str, api_url: str | None, token: str | None
             if api.settings.token or api.settings.api_key:
                 raise
             raise Unauthorized(f"{exc} (no credentials: use --token, EOTDL_TOKEN or EOTDL_API_KEY)", exc.status) from exc
+    resumed = f" (resumed: {result.resumed} already sent by an interrupted run)" if result.resumed else ""
     return (f"{name} v{result.version}: {result.uploaded} uploaded, {result.carried} carried, "
-            f"{result.dropped} removed, {human_bytes(result.bytes_sent)} sent")
+            f"{result.dropped} removed, {human_bytes(result.bytes_sent)} sent{resumed}")
 
 
 def get_command(name: str, version: int | None, kind: str, out: Path, api_url: str | None, token: str | None) -> str:

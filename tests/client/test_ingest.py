@@ -11,9 +11,11 @@ import time
 
 import pytest
 
-from eotdlfs.client.errors import Forbidden, NothingToIngest
+from eotdlfs.client.api import ApiClient
+from eotdlfs.client.errors import Forbidden, NothingToIngest, Unreachable
 from eotdlfs.client.ingest import SourceFile, ingest_folder, run_ingest
 from eotdlfs.client.repository import ApiRepository
+from eotdlfs.client.settings import Settings
 from eotdlfs.metadata import load_metadata
 from client.helpers import cli_env, client, make_folder, run_cli, write_metadata
 
@@ -193,3 +195,27 @@ def test_killed_multipart_ingest_resumes_sending_only_missing_parts(repo_server,
     files = {f["filename"]: f["checksum"] for f in client(repo_server).files("datasets", record["id"], 1)}
     assert files["big.bin"] == hashlib.sha1(big).hexdigest()
     assert f"{name} v1: 2 uploaded, 0 carried, 0 removed" in result.stdout
+
+
+def test_server_gone_mid_ingest_then_rerun_sends_nothing_twice(repo_server, unique_name, tmp_path):
+    """The connection dies at the carry step (after the uploads): the error says the server is unreachable,
+    readers see nothing, and the re-run finishes the same draft without sending the uploads again."""
+    from reliability.faultproxy import FaultProxy
+
+    name = unique_name("midway")
+    folder = make_folder(tmp_path / "src", name, 30)
+    ingest_folder(client(repo_server), "datasets", folder)
+    (folder / "part0" / "file0000.txt").write_text("changed\n")
+    with FaultProxy(repo_server.url) as proxy:
+        broken = ApiClient(Settings(proxy.url, repo_server.token("alice"), None, 30), backoff=0.01)
+        proxy.inject("drop", r"/files\?version=", method="POST")  # every carry request
+        with pytest.raises(Unreachable):
+            ingest_folder(broken, "datasets", folder)
+    api = client(repo_server)
+    record = api.record_by_name("datasets", name)
+    assert [v["version_id"] for v in record["versions"]] == [1] and len(record["drafts"]) == 1
+    before = repo_server.stats()
+    result = ingest_folder(api, "datasets", folder)
+    assert (result.version, result.uploaded, result.resumed, result.carried) == (2, 0, 1, 30)
+    assert uploads_delta(before, repo_server.stats())["batch"] == 0
+    assert listing(api, record["id"], 2) == local_listing(folder)

@@ -61,6 +61,7 @@ def run_ingest(api: ApiClient, kind: str, metadata: Metadata, sources: Sequence[
                progress: TransferProgress | None = None) -> IngestResult:
     """Make the record's next version hold exactly SOURCES (checksums computed here when missing)."""
     record_noun(kind)
+    metadata = Metadata.from_mapping(metadata.to_json())  # the shared rules, whoever built METADATA
     if not any(s.path == METADATA_FILE for s in sources):
         raise MetadataError(METADATA_FILE, "must be one of the files ingested")
     progress = progress or TransferProgress()
