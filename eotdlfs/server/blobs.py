@@ -12,10 +12,12 @@ import os
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 CHUNK = 1024 * 1024
+SYNC_THREADS = 16
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -25,19 +27,27 @@ class TooBig(Exception):
 
 
 class StagedBlob:
-    """Bytes copied to a temp file and hashed; `commit` moves them under their SHA-1."""
+    """Bytes copied to a temp file and hashed; `BlobStore.commit_all` moves them under their SHA-1."""
 
     def __init__(self, store: "BlobStore", path: Path, sha1: str, size: int):
         self.store, self.path, self.sha1, self.size = store, path, sha1, size
 
-    def commit(self) -> None:
+    def sync(self) -> None:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _rename(self) -> Path | None:
+        """Move into place; the folder to fsync, or None when these bytes were already stored."""
         final = self.store.path_for(self.sha1)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():  # same bytes already stored
+        if final.exists():
             self.discard()
-            return
+            return None
+        final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.path, final)
-        _fsync_dir(final.parent)
+        return final.parent
 
     def discard(self) -> None:
         try:
@@ -66,7 +76,10 @@ class BlobStore:
 
     def stage(self, source: BinaryIO, limit: int | None = None,
               check: Callable[[int], None] | None = None) -> StagedBlob:
-        """Copy SOURCE to a fsynced temp file, hashing it. CHECK(bytes so far) may raise to abort."""
+        """Copy SOURCE to a temp file, hashing it. CHECK(bytes so far) may raise to abort.
+
+        Not yet fsynced: `sync_all` then `commit_all` make it durable and visible.
+        """
         fd, name = tempfile.mkstemp(dir=self.tmp, prefix="stage-")
         sha1, size = hashlib.sha1(), 0
         try:
@@ -82,12 +95,19 @@ class BlobStore:
                         check(size)
                     sha1.update(chunk)
                     out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
         except BaseException:
             os.unlink(name)
             raise
         return StagedBlob(self, Path(name), sha1.hexdigest(), size)
+
+    def sync_all(self, staged: list[StagedBlob]) -> None:
+        """fsync every staged file; concurrent fsyncs share the filesystem's journal commits."""
+        _in_parallel([b.sync for b in staged])
+
+    def commit_all(self, staged: list[StagedBlob]) -> None:
+        """Rename synced blobs into place and fsync their folders: after this they survive a crash."""
+        folders = {folder for folder in (b._rename() for b in staged) if folder is not None}
+        _in_parallel([lambda f=f: _fsync_dir(f) for f in folders])
 
     # -- multipart parts --------------------------------------------------
 
@@ -153,6 +173,16 @@ class _Concat:
                 return data
             self._f.close()
             self._f = None
+
+
+def _in_parallel(calls: list[Callable[[], None]]) -> None:
+    if len(calls) <= 1:
+        for call in calls:
+            call()
+        return
+    with ThreadPoolExecutor(min(SYNC_THREADS, len(calls))) as pool:
+        for future in [pool.submit(call) for call in calls]:
+            future.result()
 
 
 def _fsync_dir(path: Path) -> None:

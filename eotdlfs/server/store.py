@@ -254,14 +254,15 @@ class Store:
         A refused row (e.g. a path conflict) rolls back before any blob moved; a committed
         row always finds its blob.
         """
+        blobs = [blob for _, blob in staged]
+        self.blobs.sync_all(blobs)  # outside the write lock: the slow part
         with self.db.write() as conn:
             self._owned(conn, kind, record_id, uid)
             self._version(conn, kind, record_id, version)
             for path, blob in staged:
                 self._add_to_version(conn, record_id, version, path, blob.sha1, blob.size)
             self._touch(conn, record_id)
-            for _, blob in staged:
-                blob.commit()
+            self.blobs.commit_all(blobs)
 
     def ingest_batch(self, kind: str, record_id: str, uid: str, version: int | None,
                      batch: BinaryIO, checksums: list[str]) -> tuple[str, list[str]]:
@@ -390,13 +391,14 @@ class Store:
             if blob.sha1 != upload["checksum"]:
                 self._drop_upload(upload_id)  # the parts are wrong: a retry must start over
                 raise bad_request(errors.CHECKSUM_MISMATCH)
+            self.blobs.sync_all([blob])
             with self.db.write() as conn:
                 self._owned(conn, kind, record_id, uid)
                 self._version(conn, kind, record_id, version)
                 file_version = self._add_to_version(conn, record_id, version, upload["path"], blob.sha1, blob.size)
                 conn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
                 self._touch(conn, record_id)
-                blob.commit()  # in place before the rows naming it commit
+                self.blobs.commit_all([blob])  # in place before the rows naming it commit
         finally:
             blob.discard()
         self.blobs.drop_upload(upload_id)
