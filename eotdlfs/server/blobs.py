@@ -12,12 +12,14 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 CHUNK = 1024 * 1024
 SYNC_THREADS = 16
+STALE_TEMP_S = 3600
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -65,6 +67,17 @@ class BlobStore:
         self.uploads = Path(root) / "uploads"
         for d in (self.blobs, self.tmp, self.uploads):
             d.mkdir(parents=True, exist_ok=True)
+        self._drop_stale_temp_files()
+
+    def _drop_stale_temp_files(self) -> None:
+        """Remove temp files a crashed request left; old enough that no live request owns them."""
+        cutoff = time.time() - STALE_TEMP_S
+        for path in self.tmp.glob("stage-*"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+            except FileNotFoundError:
+                pass
 
     def path_for(self, sha1: str) -> Path:
         if not _SHA1.match(sha1):  # never build a path from anything but a checksum

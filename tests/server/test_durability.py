@@ -75,3 +75,16 @@ def test_concurrent_writers(repo_server, unique_name):
     with ThreadPoolExecutor(8) as pool:
         bodies = list(pool.map(lambda v: api.download(rid, f"only-{v}").content, range(1, 17)))
     assert bodies == [b"x"] * 16
+
+
+def test_stale_temp_files_are_removed_at_start(fresh_server):
+    import os
+    import time
+
+    tmp = fresh_server.root / "blobs" / "tmp"
+    old, new = tmp / "stage-old", tmp / "stage-new"
+    old.write_bytes(b"left by a crash")
+    new.write_bytes(b"a live request's")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    fresh_server.restart()
+    assert not old.exists() and new.exists()
