@@ -121,3 +121,14 @@ def test_get_default_is_latest(repo_server, unique_name, tmp_path):
     run_cli(env, "ingest", str(folder))
     result = run_cli(env, "get", name, "--out", str(tmp_path / "out"))
     assert result.returncode == 0 and (tmp_path / "out" / name / "v2" / "v2-only.txt").read_text() == "2"
+
+
+def test_without_an_api_url_the_embedded_repository_is_used(unique_name, tmp_path):
+    env = cli_env(tmp_path, None, None)  # own HOME: the embedded repository lives in its data dir
+    listed = run_cli(env, "list")
+    assert listed.returncode == 0 and "sample-scenes" in listed.stdout, listed.stderr
+    name = unique_name("local")
+    folder = make_folder(tmp_path / "src", name, 2)
+    assert f"{name} v1: 3 uploaded" in run_cli(env, "ingest", str(folder)).stdout
+    got = run_cli(env, "get", name, "--out", str(tmp_path / "out"))
+    assert got.returncode == 0 and (tmp_path / "out" / name / "v1" / "metadata.yml").is_file(), got.stderr
