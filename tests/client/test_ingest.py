@@ -219,3 +219,18 @@ def test_server_gone_mid_ingest_then_rerun_sends_nothing_twice(repo_server, uniq
     assert (result.version, result.uploaded, result.resumed, result.carried) == (2, 0, 1, 30)
     assert uploads_delta(before, repo_server.stats())["batch"] == 0
     assert listing(api, record["id"], 2) == local_listing(folder)
+
+
+def test_a_server_without_drafts_gets_plain_versions(repo_server, unique_name, tmp_path, monkeypatch):
+    """Against a server with no capabilities route (the official one), versions are created plain and
+    nothing is published; the diff, carry and drop work the same."""
+    name = unique_name("plain")
+    folder = make_folder(tmp_path / "src", name, 4)
+    api = client(repo_server)
+    monkeypatch.setattr(api, "capabilities", lambda: {})
+    assert ingest_folder(api, "datasets", folder).version == 1
+    (folder / "part1" / "file0001.txt").unlink()
+    second = ingest_folder(api, "datasets", folder)
+    assert (second.version, second.uploaded, second.carried, second.dropped) == (2, 0, 4, 1)
+    record = api.record_by_name("datasets", name)
+    assert [v["version_id"] for v in record["versions"]] == [1, 2] and not record["drafts"]
