@@ -71,11 +71,11 @@ class BlobResponse(Response):
             "content-length": str(length),
             "accept-ranges": "bytes",
             "etag": f'"{blob.checksum}"',
-            "content-disposition": f'attachment; filename="{os.path.basename(filename)}"',
+            "content-disposition": f'attachment; filename="{_header_safe(os.path.basename(filename))}"',
         }
         if byte_range:
             headers["content-range"] = f"bytes {self.first}-{self.last}/{blob.size}"
-        self.raw_headers = [(k.encode(), v.encode("latin-1", "replace")) for k, v in headers.items()]
+        self.raw_headers = [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         fd = os.open(self.blob.path, os.O_RDONLY)
@@ -97,6 +97,11 @@ class BlobResponse(Response):
                 await send({"type": "http.response.body", "body": b""})
         finally:
             os.close(fd)
+
+
+def _header_safe(name: str) -> str:
+    """NAME fit for a quoted header value: printable Latin-1, no quote or backslash."""
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in name)
 
 
 def unsatisfiable_headers(size: int) -> dict[str, str]:

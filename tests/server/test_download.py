@@ -141,3 +141,15 @@ def test_path_with_spaces_and_unicode(api, unique_name):
     for path, data in files.items():
         r = api.get(f"{api.kind}/{rid}/download/{quote(path)}")
         assert r.status_code == 200 and r.content == data, path
+
+
+def test_content_disposition_is_a_safe_header(api, unique_name):
+    from urllib.parse import quote
+
+    rid = api.create(unique_name("cd"))
+    api.new_version(rid)
+    path = 'we"ird né.txt'
+    assert api.batch(rid, 1, {path: b"x"}).status_code == 200
+    r = api.get(f"{api.kind}/{rid}/download/{quote(path)}")
+    assert r.status_code == 200 and r.content == b"x"
+    assert r.headers["content-disposition"] == 'attachment; filename="we_ird n_.txt"'
