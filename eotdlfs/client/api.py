@@ -30,6 +30,7 @@ CONNECT_TIMEOUT = 5.0
 POOL_SIZE = 32
 RETRYABLE_STATUS = (502, 503, 504)
 DOWNLOAD_BLOCK = 1 << 20
+ASSEMBLY_BYTES_PER_S = 20e6  # a slow server's speed at assembling and hashing a multipart upload
 
 
 def file_url_path(path: str) -> str:
@@ -214,9 +215,12 @@ class ApiClient:
             files={"file": ("chunk", chunk)}, data={"part_number": str(part_number), "checksum": md5},
         )
 
-    def complete_multipart(self, kind: str, upload_id: str, version: int) -> None:
-        """Route 12: assemble the parts into a file of VERSION."""
-        self._request("POST", f"{kind}/complete/{quote(upload_id, safe='')}", idempotent=False, params={"version": version})
+    def complete_multipart(self, kind: str, upload_id: str, version: int, size: int = 0) -> None:
+        """Route 12: assemble the parts into a file of VERSION. The server reads and hashes all SIZE bytes
+        first, so the answer may take longer than the usual read timeout."""
+        read_timeout = max(self.settings.timeout, size / ASSEMBLY_BYTES_PER_S)
+        self._request("POST", f"{kind}/complete/{quote(upload_id, safe='')}", idempotent=False,
+                      params={"version": version}, timeout=(CONNECT_TIMEOUT, read_timeout))
 
     # ---- downloads (route 9)
 
@@ -255,16 +259,23 @@ class ApiClient:
         headers = {"Range": f"bytes={start}-{start + length - 1}"}
         response = self._request(
             "GET", self._download_route(kind, record_id, path), idempotent=True,
-            ok=(200, 206, 416), params=self._version_params(file_version), headers=headers,
+            ok=(200, 206, 416), params=self._version_params(file_version), headers=headers, stream=True,
         )
-        if response.status_code == 416:
-            self.ranges_supported = True
-            return b""
+        try:
+            if response.status_code == 416:
+                self.ranges_supported = True
+                return b""
+            # `response.content` would read the body in 10 KiB pieces, in Python, holding the GIL.
+            body = b"".join(response.iter_content(DOWNLOAD_BLOCK))
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            raise Unreachable(f"cannot reach the repository at {self.base_url} ({_reason(exc)})") from exc
+        finally:
+            response.close()
         if response.status_code == 206:
             self.ranges_supported = True
-            return response.content
+            return body
         self.ranges_supported = False  # the whole file came back: slice it
-        return response.content[start:start + length]
+        return body[start:start + length]
 
     @contextmanager
     def download(self, kind: str, record_id: str, path: str, file_version: int | None) -> Iterator[Iterator[bytes]]:

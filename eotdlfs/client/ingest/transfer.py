@@ -82,5 +82,5 @@ def send_multipart(
         sent = sum(in_parallel(send_part, missing, PARALLEL_PARTS))
     finally:
         os.close(fd)
-    api.complete_multipart(kind, upload_id, version)
+    api.complete_multipart(kind, upload_id, version, source.size)
     return sent
