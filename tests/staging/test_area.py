@@ -135,12 +135,23 @@ def test_failed_flush_keeps_everything_and_a_later_one_succeeds(tmp_path, repo):
     assert read(area, "/datasets/demo/new.txt") == b"keep me too"
 
 
-def test_flush_refuses_when_the_server_moved_on(tmp_path, repo):
+def test_flush_applies_staged_changes_onto_a_version_published_meanwhile(tmp_path, repo):
+    meta = METADATA.replace(b"demo", b"merge")
+    repo.records["merge"] = FakeVersions({"metadata.yml": meta, "both.txt": b"1", "gone-here.txt": b"1",
+                                          "gone-there.txt": b"1", "changed-there.txt": b"1", "moved.txt": b"m"})
     area = make_area(tmp_path, repo)
-    write(area, "/datasets/demo/a.txt", b"mine")
-    repo.records["demo"].publish({"metadata.yml": METADATA, "theirs.txt": b"t"})
-    state = flush(area, "datasets", "demo")
-    assert state["state"] == "failed" and "v2" in state["error"] and "newer" in state["error"]
+    write(area, "/datasets/merge/both.txt", b"ours")  # changed on both sides: ours wins
+    area.unlink("/datasets/merge/gone-here.txt")  # deleted here, changed there: stays deleted
+    area.rename("/datasets/merge/moved.txt", "/datasets/merge/sub-moved.txt")  # its bytes stay ours
+    repo.records["merge"].publish({"metadata.yml": meta, "both.txt": b"theirs", "gone-here.txt": b"2",
+                                   "changed-there.txt": b"2", "theirs/new.txt": b"new there"})
+    state = flush(area, "datasets", "merge")
+    assert state["state"] == "done" and state["version"] == 3 and "applied onto v2" in state["message"], state
+    record = repo.records["merge"]
+    assert {e.path: record.blobs[e.checksum] for e in record.versions[2]} == {
+        "metadata.yml": meta, "both.txt": b"ours", "changed-there.txt": b"2", "theirs/new.txt": b"new there",
+        "sub-moved.txt": b"m"}
+    assert read(area, "/datasets/merge/theirs/new.txt") == b"new there"
 
 
 def test_flush_waits_for_a_writer_and_says_which_file(tmp_path, repo):

@@ -253,3 +253,17 @@ def test_disk_full_gives_enospc_and_loses_nothing_staged(tmp_path, repo_server, 
         if mount is not None:
             mount.unmount()
         subprocess.run(["umount", "-l", str(cache / "staging")], check=False)
+
+
+@pytest.mark.parametrize("token, says", [("", "Not authenticated"), ("not-a-jwt", "Invalid token")])
+def test_flush_without_valid_credentials_fails_and_keeps_the_stage(tmp_path, repo_server, mount_factory, published,
+                                                                   monkeypatch, token, says):
+    name, _ = published
+    monkeypatch.setattr(repo_server, "token", lambda user: token)
+    mount = mount_factory(repo_server, ttl=1)
+    target = staged(mount, name)
+    (target / "new.txt").write_text("staged\n")
+    result = flush_cli(tmp_path, repo_server, target)
+    assert result.returncode == 1 and says in result.stderr and "EOTDL_TOKEN" in result.stderr, result.stderr
+    assert (target / "new.txt").read_text() == "staged\n"
+    assert published_versions(repo_server, name) == [1]

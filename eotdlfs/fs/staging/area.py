@@ -94,7 +94,12 @@ class StagingArea:
     def _names(self, kind: str) -> list[str]:
         with self._lock:
             loaded = {name for (k, name) in self._overlays if k == kind}
-        return sorted(set(self._published.names(kind)) | self._local_names(kind) | loaded)
+        try:
+            published = set(self._published.names(kind))
+        except Exception as exc:  # server down and nothing listed before: what is staged here still shows
+            log.warning("cannot list the published %s (%s); staging shows the records staged here", kind, exc)
+            published = set()
+        return sorted(published | self._local_names(kind) | loaded)
 
     def _overlay(self, kind: str, name: str, path: str = "") -> StagingOverlay:
         key = (kind, name)

@@ -2,13 +2,14 @@
 
 The flusher knows the ingestion engine only as a callable (`Ingest`), as rclone's
 write-back knows only a put function. Order, and why:
-1. freeze the tree (waiting, bounded, for files open for writing) — or, after a crash,
+1. if the server published a version after the one staging started from, apply the
+   staged changes onto it first (staged files win), so a flush never undoes it;
+2. freeze the tree (waiting, bounded, for files open for writing) — or, after a crash,
    take the frozen list the journal kept, so the resumed flush ships the same bytes;
-2. validate metadata.yml before any network call; refuse when the server has a newer
-   version than the one staging started from (shipping would silently revert it);
-3. ingest: the engine reuses the draft an interrupted run left, so exactly one version
+3. validate metadata.yml before anything is sent;
+4. ingest: the engine reuses the draft an interrupted run left, so exactly one version
    comes out however often this is retried; nothing changed -> no version;
-4. only once the server has published, rebase the overlay onto the new version and drop
+5. only once the server has published, rebase the overlay onto the new version and drop
    the staged bytes it now holds. On any failure the frozen files are released and every
    staged change stays; the error is kept for `eotdlfs status`.
 """
@@ -23,10 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from eotdlfs.client.errors import NothingToIngest
+from eotdlfs.client.errors import NothingToIngest, Unauthorized
 from eotdlfs.client.ingest import IngestResult, SourceFile
 from eotdlfs.client.progress import TransferProgress
-from eotdlfs.fs.staging.overlay import StagedFile, StagingOverlay
+from eotdlfs.fs.staging.overlay import BaseVersion, StagedFile, StagingOverlay
 from eotdlfs.metadata import METADATA_FILE, Metadata, load_metadata
 from eotdlfs.repository import FileEntry
 
@@ -158,6 +159,9 @@ class RecordFlusher:
             outcome = self.flush()
         except Exception as exc:  # every failure is reported, none may kill the mount
             message = str(exc) or type(exc).__name__
+            if isinstance(exc, Unauthorized):
+                message += (" (the mount's credentials are missing or refused: set EOTDL_TOKEN or EOTDL_API_KEY,"
+                            " or the config file, and mount again)")
             log.warning("flush of %s/%s failed: %s", ov.kind, ov.name, message,
                         exc_info=not isinstance(exc, (FlushError, OSError)))
             self._finish(FAILED, message, error=message)
@@ -185,6 +189,7 @@ class RecordFlusher:
         started = time.monotonic()
         shipped = ov.frozen_files()
         resuming = bool(shipped)
+        note = "" if resuming else self._catch_up()
         if not resuming:
             if ov.base_version is not None and not ov.journal.has_changes():
                 ov.settle()
@@ -194,8 +199,6 @@ class RecordFlusher:
         frozen_at = time.monotonic()
         try:
             metadata = self._metadata(shipped)
-            if not resuming:
-                self._check_base()
             self._update(state=FLUSHING, message=f"ingesting {len(shipped)} files")
             sources = [SourceFile(f.path, f.size, f.checksum, f.local_path) for f in shipped]
             try:
@@ -216,7 +219,7 @@ class RecordFlusher:
         if not summary:
             return NOTHING, f"nothing to flush: the staged files equal v{version}", None, version, timings
         return (DONE, f"published v{version}: {summary['uploaded']} uploaded, {summary['carried']} carried, "
-                      f"{summary['dropped']} removed, {summary['bytes_sent']} bytes sent", None, version,
+                      f"{summary['dropped']} removed, {summary['bytes_sent']} bytes sent{note}", None, version,
                 dict(summary, **timings))
 
     def _waiting_for(self, path: str) -> None:
@@ -240,11 +243,17 @@ class RecordFlusher:
                              "make them the same")
         return metadata
 
-    def _check_base(self) -> None:
+    def _catch_up(self) -> str:
+        """When the server published a version after the one staging started from, apply the staged
+        changes onto it (staged files win), so the flush does not undo it; a note for the result."""
         ov = self.overlay
         latest = self._services.latest(ov.kind, ov.name)
-        if latest is not None and latest != ov.base_version:
-            started = f"v{ov.base_version}" if ov.base_version else "an empty folder"
-            raise FlushError(f"{ov.kind}/{ov.name} has v{latest} on the server, newer than the {started} "
-                             "staging started from; flushing would undo it. Copy your staged files out, "
-                             "then stage them again on the new version")
+        if latest is None or latest == ov.base_version:
+            return ""
+        started = f"v{ov.base_version}" if ov.base_version else "an empty folder"
+        entries = self._services.files(ov.kind, ov.name, latest)
+        blocked = ov.merge_onto(BaseVersion(latest, entries, time.time_ns()))
+        log.warning("%s/%s: v%d was published after staging started from %s; staged changes applied onto it%s",
+                    ov.kind, ov.name, latest, started, f", {len(blocked)} of its files hidden by staged files"
+                    if blocked else "")
+        return f" (staged changes applied onto v{latest}, published after staging started from {started})"

@@ -147,6 +147,44 @@ class StagingJournal:
             tx.put_many(Node(e.path, False, base_path=e.path, mtime_ns=mtime_ns) for e in entries)
             tx.set_meta("base_version", version)
 
+    def merge_base(self, version: int, entries: Iterable[FileEntry], mtime_ns: int) -> list[str]:
+        """Move staging onto VERSION, a newer version published meanwhile; staged changes win.
+
+        Files staged here stay as they are, and paths deleted here stay deleted; files left
+        untouched here take VERSION's content, or go when VERSION dropped them; files new
+        in VERSION appear. No file may be a renamed base file (copy those up first).
+        Returns the paths of VERSION that could not appear because a staged file sits on
+        their folder's path.
+        """
+        new = {e.path: e for e in entries}
+        with self.transaction() as tx:
+            old = {r[0] for r in tx.execute("SELECT path FROM base")}
+            present = {n.path: n for n in tx.nodes("1")}
+            if any(not n.is_dir and n.upper is None and n.base_path != n.path for n in present.values()):
+                raise ValueError("copy up renamed base files before merging")
+            gone = [(p,) for p, n in present.items() if not n.is_dir and n.upper is None and p not in new]
+            tx.executemany("DELETE FROM nodes WHERE path = ?", gone)
+            blocked, added = [], []
+            for path in sorted(set(new) - old - set(present)):
+                parents, parent = [], parent_of(path)
+                while parent and parent not in present:
+                    parents.append(parent)
+                    parent = parent_of(parent)
+                if parent and not present[parent].is_dir:
+                    blocked.append(path)
+                    continue
+                for folder in parents:
+                    present[folder] = Node(folder, True, mode=DIR_MODE, mtime_ns=mtime_ns)
+                    added.append(present[folder])
+                present[path] = Node(path, False, base_path=path, mtime_ns=mtime_ns)
+                added.append(present[path])
+            tx.put_many(added)
+            tx.execute("DELETE FROM base")
+            tx.executemany("INSERT INTO base VALUES (?, ?, ?, ?)",
+                           ((e.path, e.file_version, e.checksum, e.size) for e in new.values()))
+            tx.set_meta("base_version", version)
+        return blocked
+
     def rebase(self, version: int, entries: Iterable[FileEntry], published: dict[str, str]) -> None:
         """Make VERSION the base; files whose bytes it now holds become base files.
 

@@ -159,6 +159,19 @@ class StagingOverlay:
                 return
             self.journal.load_base(base.number, base.entries, base.mtime_ns)
 
+    def merge_onto(self, base: BaseVersion) -> list[str]:
+        """Apply the staged changes onto BASE, published since staging started (see `StagingJournal.merge_base`)."""
+        for _ in range(MAX_RETRIES):
+            renamed = [n for n in self.journal.files() if n.upper is None and n.base_path != n.path]
+            for node in renamed:  # their base bytes may not be in BASE: keep them here
+                self._copy_up(node)
+            with self._lock:
+                try:
+                    return self.journal.merge_base(base.number, base.entries, base.mtime_ns)
+                except ValueError:
+                    continue  # renamed again meanwhile
+        raise _err(errno.EAGAIN, "the staged tree kept changing while merging")
+
     def upper_path(self, upper: str) -> Path:
         return self.upper_dir / upper
 
