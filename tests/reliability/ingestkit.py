@@ -37,7 +37,7 @@ def ingest_command(folder: Path, api_url: str, token: str) -> list[str]:
 def ingest_env(cache_home: Path) -> dict[str, str]:
     """The environment of an ingest subprocess: its own hash cache, a short read timeout."""
     return {**os.environ, "XDG_CACHE_HOME": str(cache_home), "EOTDLFS_CACHE_DIR": str(cache_home / "eotdlfs"),
-            "EOTDLFS_TIMEOUT": "20"}
+            "EOTDLFS_TIMEOUT": "10"}
 
 
 def start_ingest(folder: Path, api_url: str, token: str, cache_home: Path, log: Path) -> subprocess.Popen:

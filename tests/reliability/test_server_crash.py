@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -42,32 +42,23 @@ def crashable(server_class: type, tmp_path: Path) -> Iterator[Any]:
         server.stop()
 
 
-@pytest.mark.parametrize("point", sorted(CRASH_POINTS))
-def test_server_kill9_mid_ingest_then_rerun_makes_one_version(crashable, tmp_path: Path, tally, point: str) -> None:
-    server = crashable
-    name = f"crash-{point}"
-    files = make_folder(tmp_path / "data", name, small=30, large_bytes=17 * MiB, seed=len(point))
-    token = server.token("alice")
-    mode, pattern, kw = CRASH_POINTS[point]
-    with FaultProxy(server.url) as proxy:
-        fault = proxy.inject(mode, pattern, count=1, **kw)
-        ingest = start_ingest(tmp_path / "data", proxy.url, token, tmp_path / "cache", tmp_path / "ingest.log")
-        try:
-            assert fault.struck.wait(STRIKE_TIMEOUT_S), (tmp_path / "ingest.log").read_text()
-            kill9(server)
-            tally.faults_injected += 1
-            ingest.wait(60)
-        finally:
-            if ingest.poll() is None:
-                ingest.kill()
-                ingest.wait(10)
+def crash_during(server: Any, ingest: subprocess.Popen, moment: Callable[[], None], tally: Any) -> None:
+    """Wait for MOMENT, kill -9 the server, let the ingest fail, restart the server and fsck it."""
+    try:
+        moment()
+        kill9(server)
+        ingest.wait(60)
+    finally:
+        if ingest.poll() is None:
+            ingest.kill()
+            ingest.wait(10)
     server.start()
     tally.crashes_survived += 1
     assert_fsck_ok(server.root)
-    published = record(server.url, "datasets", name)["versions"]
-    assert len(published) <= 1  # nothing, or the whole version when publish had committed
 
-    rerun = run_ingest(tmp_path / "data", server.url, token, tmp_path / "cache")
+
+def rerun_gives_one_version(server: Any, folder: Path, name: str, files: dict[str, bytes], tally: Any) -> None:
+    rerun = run_ingest(folder, server.url, server.token("alice"), folder.parent / "cache")
     assert rerun.returncode == 0, rerun.stderr
     rec = record(server.url, "datasets", name)
     assert [v["version_id"] for v in rec["versions"]] == [1] and rec["drafts"] == [], rec
@@ -77,31 +68,36 @@ def test_server_kill9_mid_ingest_then_rerun_makes_one_version(crashable, tmp_pat
     assert_fsck_ok(server.root)
 
 
+@pytest.mark.parametrize("point", sorted(CRASH_POINTS))
+def test_server_kill9_mid_ingest_then_rerun_makes_one_version(crashable, tmp_path: Path, tally, point: str) -> None:
+    server, folder, name = crashable, tmp_path / "data", f"crash-{point}"
+    files = make_folder(folder, name, small=30, large_bytes=17 * MiB, seed=len(point))
+    mode, pattern, kw = CRASH_POINTS[point]
+    with FaultProxy(server.url) as proxy:
+        fault = proxy.inject(mode, pattern, count=1, **kw)
+        ingest = start_ingest(folder, proxy.url, server.token("alice"), tmp_path / "cache", tmp_path / "ingest.log")
+
+        def struck() -> None:
+            assert fault.struck.wait(STRIKE_TIMEOUT_S), (tmp_path / "ingest.log").read_text()
+            tally.faults_injected += 1
+
+        crash_during(server, ingest, struck, tally)
+    assert len(record(server.url, "datasets", name)["versions"]) <= 1  # nothing, or all of it if publish committed
+    rerun_gives_one_version(server, folder, name, files, tally)
+
+
 def test_server_kill9_at_random_moments_converges_to_one_version(crashable, tmp_path: Path, tally) -> None:
-    """Kill the server at a few seeded moments of one ingest, restarting it each time, then let it finish."""
-    server = crashable
-    files = make_folder(tmp_path / "data", "crash-random", small=120, large_bytes=17 * MiB, seed=7)
-    token = server.token("alice")
+    """Kill the server at a few fixed moments of one ingest, restarting it each time, then let it finish."""
+    server, folder = crashable, tmp_path / "data"
+    files = make_folder(folder, "crash-random", small=120, large_bytes=17 * MiB, seed=7)
     for delay in (0.5, 1.5):  # seconds after the ingest starts
-        ingest = start_ingest(tmp_path / "data", server.url, token, tmp_path / "cache", tmp_path / "ingest.log")
-        try:
-            try:
-                ingest.wait(delay)
-            except subprocess.TimeoutExpired:
-                pass
-            kill9(server)
-            ingest.wait(60)
-        finally:
-            if ingest.poll() is None:
-                ingest.kill()
-                ingest.wait(10)
-        server.start()
-        tally.crashes_survived += 1
-        assert_fsck_ok(server.root)
-    rerun = run_ingest(tmp_path / "data", server.url, token, tmp_path / "cache")
-    assert rerun.returncode == 0, rerun.stderr
-    rec = record(server.url, "datasets", "crash-random")
-    assert [v["version_id"] for v in rec["versions"]] == [1] and rec["drafts"] == [], rec
-    lost = bytes_lost(server.url, "datasets", rec["id"], 1, files)
-    tally.bytes_lost += lost
-    assert lost == 0
+        ingest = start_ingest(folder, server.url, server.token("alice"), tmp_path / "cache", tmp_path / "ingest.log")
+        crash_during(server, ingest, lambda: _wait_quietly(ingest, delay), tally)
+    rerun_gives_one_version(server, folder, "crash-random", files, tally)
+
+
+def _wait_quietly(process: subprocess.Popen, seconds: float) -> None:
+    try:
+        process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        pass
