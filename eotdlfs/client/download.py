@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import NotFound, RepositoryError
-from eotdlfs.client.hashcache import sha1_file
+from eotdlfs.client.hashcache import HashCache
 from eotdlfs.client.ingest.plan import check_path
 from eotdlfs.client.parallel import in_parallel
 from eotdlfs.client.progress import TransferProgress
@@ -55,6 +56,27 @@ def _fetch(api: ApiClient, kind: str, record_id: str, entry: dict, target: Path,
     return received
 
 
+def present_digests(paths: list[Path], folder: Path) -> dict[Path, str]:
+    """SHA-1 of those PATHS that exist as files, through the hash cache (a second `get` reads nothing)."""
+    stats = {}
+    for path in paths:
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        stats[path] = (str(path.absolute()), st.st_size, st.st_mtime_ns)
+    if not stats:
+        return {}
+    cache = HashCache()
+    try:
+        digests = cache.digests(list(stats.values()), under=str(folder.absolute()))
+    finally:
+        cache.close()
+    return {path: digests[key] for path, key in stats.items()}
+
+
 def download_version(api: ApiClient, kind: str, name: str, version: int | None, out: Path,
                      progress: TransferProgress | None = None) -> DownloadResult:
     """Files of NAME's VERSION (default: latest published) into OUT/NAME/vN/."""
@@ -70,11 +92,9 @@ def download_version(api: ApiClient, kind: str, name: str, version: int | None, 
                        f"{', '.join(map(str, published)) or 'none'}", 404)
     folder = Path(out) / name / f"v{version}"
     entries = api.files(kind, record.id, version)
-    todo = []
-    for entry in entries:
-        target = folder / check_path(entry["filename"])  # a checked relative path cannot leave FOLDER
-        if not (target.is_file() and sha1_file(target) == entry["checksum"]):
-            todo.append((entry, target))
+    targets = [(entry, folder / check_path(entry["filename"])) for entry in entries]  # checked: stays in FOLDER
+    present = present_digests([target for _, target in targets], folder)
+    todo = [(entry, target) for entry, target in targets if present.get(target) != entry["checksum"]]
     progress.start(len(todo), sum(int(e.get("size") or 0) for e, _ in todo))
     folder.mkdir(parents=True, exist_ok=True)
 
