@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 MAX_PATH = 1024
 MAX_COMPONENT = 255
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class BadPath(ValueError):
@@ -16,7 +19,7 @@ def validate_file_path(path: object) -> str:
         raise BadPath("file path is empty")
     if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH:
         raise BadPath(f"file path is longer than {MAX_PATH} bytes")
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+    if _CONTROL.search(path):
         raise BadPath(f"file path {path!r} contains a control character")
     if "\\" in path:
         raise BadPath(f"file path {path!r} contains a backslash")

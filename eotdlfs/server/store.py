@@ -230,11 +230,17 @@ class Store:
     def _put_in_version(self, conn: sqlite3.Connection, record_id: str, version: int,
                         path: str, file_version: int) -> None:
         """VERSION holds FILE_VERSION of PATH; 409 if PATH would be both a file and a folder there."""
+        # Two queries, each an index search: SQLite cannot use the index for an OR of both.
         parents = ["/".join(path.split("/")[:i]) for i in range(1, path.count("/") + 1)]
-        clash = conn.execute(
-            f"SELECT path FROM version_files WHERE record_id = ? AND version = ? AND (path IN"
-            f" ({','.join('?' * len(parents)) or 'NULL'}) OR (path >= ? AND path < ?)) LIMIT 1",
-            (record_id, version, *parents, path + "/", path + "0")).fetchone()  # '0' sorts right after '/'
+        clash = None
+        if parents:
+            clash = conn.execute(
+                f"SELECT path FROM version_files WHERE record_id = ? AND version = ? AND path IN"
+                f" ({','.join('?' * len(parents))}) LIMIT 1", (record_id, version, *parents)).fetchone()
+        if clash is None:  # a file under PATH/ ('0' sorts right after '/')
+            clash = conn.execute(
+                "SELECT path FROM version_files WHERE record_id = ? AND version = ? AND path >= ? AND path < ?"
+                " LIMIT 1", (record_id, version, path + "/", path + "0")).fetchone()
         if clash is not None:
             raise ApiError(409, f"File path {path!r} conflicts with {clash['path']!r} in version {version}:"
                                 " a path cannot be both a file and a folder")
