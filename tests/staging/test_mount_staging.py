@@ -267,3 +267,14 @@ def test_flush_without_valid_credentials_fails_and_keeps_the_stage(tmp_path, rep
     assert result.returncode == 1 and says in result.stderr and "EOTDL_TOKEN" in result.stderr, result.stderr
     assert (target / "new.txt").read_text() == "staged\n"
     assert published_versions(repo_server, name) == [1]
+
+
+def test_autoflush_publishes_after_idle_seconds(tmp_path, repo_server, mount_factory, published):
+    name, _ = published
+    mount = mount_factory(repo_server, ttl=1, extra_args=("--autoflush", "1"))
+    (staged(mount, name) / "auto.txt").write_text("flushed by itself\n")
+    deadline = time.monotonic() + 60
+    while published_versions(repo_server, name) == [1] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert published_versions(repo_server, name) == [1, 2]
+    assert "auto.txt" in version_files(repo_server, name, 2)

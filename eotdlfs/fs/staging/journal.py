@@ -185,15 +185,17 @@ class StagingJournal:
             tx.set_meta("base_version", version)
         return blocked
 
-    def rebase(self, version: int, entries: Iterable[FileEntry], published: dict[str, str]) -> None:
+    def rebase(self, version: int, entries: Iterable[FileEntry], published: dict[str, str],
+               mtimes: dict[str, int]) -> None:
         """Make VERSION the base; files whose bytes it now holds become base files.
 
         PUBLISHED maps a source key (an upper id, or 'base:' + old base path) to the path
-        those bytes have in VERSION; other staged files stay staged. Raises ValueError,
-        changing nothing, if a base file would point at bytes VERSION lacks.
+        those bytes have in VERSION; other staged files stay staged. MTIMES are the staged
+        files' modification times, kept so rsync's size+mtime check still matches. Raises
+        ValueError, changing nothing, if a base file would point at bytes VERSION lacks.
         """
         remap = [(key[5:], path) for key, path in published.items() if key.startswith("base:") and key[5:] != path]
-        uppers = [(path, key) for key, path in published.items() if not key.startswith("base:")]
+        uppers = [(path, mtimes[key], key) for key, path in published.items() if not key.startswith("base:")]
         with self.transaction() as tx:
             tx.execute("DELETE FROM base")
             tx.executemany("INSERT INTO base VALUES (?, ?, ?, ?)",
@@ -204,7 +206,7 @@ class StagingJournal:
             tx.executemany("INSERT INTO remap VALUES (?, ?)", remap)
             tx.execute("UPDATE nodes SET base_path = (SELECT new FROM remap WHERE old = nodes.base_path)"
                        " WHERE upper IS NULL AND base_path IN (SELECT old FROM remap)")
-            tx.executemany("UPDATE nodes SET upper = NULL, base_path = ? WHERE upper = ?", uppers)
+            tx.executemany("UPDATE nodes SET upper = NULL, base_path = ?, mtime_ns = ? WHERE upper = ?", uppers)
             lost = tx.execute("SELECT path FROM nodes WHERE is_dir = 0 AND upper IS NULL"
                               " AND base_path NOT IN (SELECT path FROM base) LIMIT 1").fetchone()
             if lost:

@@ -128,6 +128,7 @@ class StagingOverlay:
         self._frozen: set[str] = {f.key for f in self.frozen_files()}
         self._dirty: bool = self.journal.get_meta("dirty", False)
         self.last_change = 0.0  # time.monotonic() of the last change, for autoflush
+        self._collect_garbage_locked()  # staged files a killed process created but never recorded
 
     # -- state --------------------------------------------------------------------------
 
@@ -595,8 +596,9 @@ class StagingOverlay:
         missing = {f.path for f in shipped} - {e.path for e in entries}
         if missing:
             raise ValueError(f"version {version} lacks {len(missing)} shipped file(s), e.g. {min(missing)}")
+        mtimes = {f.key: os.stat(f.local_path).st_mtime_ns for f in shipped if f.local_path is not None}
         with self._lock:
-            self.journal.rebase(version, entries, {f.key: f.path for f in shipped})
+            self.journal.rebase(version, entries, {f.key: f.path for f in shipped}, mtimes)
             self.journal.set_meta("frozen", [])
             self._frozen = set()
             self._collect_garbage_locked()
