@@ -29,6 +29,7 @@ def serve(
     """Run the reference repository server (the EOTDL API plus eotdlfs extensions)."""
     from eotdlfs.server.run import serve as run_server
 
+    typer.echo(f"serving {root} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
     try:
         run_server(root, host, port)
     except OSError as exc:
@@ -43,6 +44,8 @@ def token(
     """Print a JWT for USER on stdout and a new API key on stderr."""
     from eotdlfs.server.auth import create_api_key, issue_token
 
+    if not user.strip():
+        fail("--user must not be empty")
     try:
         jwt_token, key = issue_token(root, user), create_api_key(root, user)
     except OSError as exc:

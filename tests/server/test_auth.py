@@ -154,3 +154,10 @@ def test_token_command(tmp_path):
     assert (root / "secret").stat().st_mode & 0o777 == 0o600
     # the official client decodes the token without verifying it
     assert jwt.decode(token, options={"verify_signature": False})["sub"] == "zoe"
+
+
+def test_token_command_refuses_empty_user(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "eotdlfs", "token", "--root", str(tmp_path), "--user", " "],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip() == "error: --user must not be empty"
