@@ -1,7 +1,7 @@
 """File bytes on disk, content-addressed by SHA-1, and the parts of multipart uploads.
 
-A blob is written to a temp file in its final directory, fsynced, then renamed, so a
-blob under its final name is always complete. Parts of an upload live in
+A blob is written to a temp file in ROOT/blobs/tmp (the same filesystem), fsynced, then
+renamed under its SHA-1, so a blob under its final name is always complete. Parts of an upload live in
 ROOT/uploads/<upload_id>/<part> until the upload completes.
 """
 
@@ -83,9 +83,6 @@ class BlobStore:
         if not _SHA1.match(sha1):  # never build a path from anything but a checksum
             raise ValueError(f"not a SHA-1: {sha1!r}")
         return self.blobs / sha1[:2] / sha1[2:]
-
-    def has(self, sha1: str) -> bool:
-        return self.path_for(sha1).is_file()
 
     def stage(self, source: BinaryIO, limit: int | None = None,
               check: Callable[[int], None] | None = None) -> StagedBlob:
