@@ -184,7 +184,7 @@ def test_an_interrupted_flush_resumes_at_the_next_start(tmp_path, repo):
     write(area, "/datasets/demo/a.txt", b"frozen bytes")
     overlay = area._overlay("datasets", "demo")
     overlay.freeze(1.0, lambda path: None)  # the flush got this far, then the process died
-    overlay.journal.close()
+    area.destroy()
     again = make_area(tmp_path, repo)  # the next mount resumes it by itself
     flusher = again.flush_record("datasets", "demo")
     assert flusher.wait(10)
@@ -210,7 +210,18 @@ def test_rmdir_drops_only_an_empty_new_record(tmp_path, repo):
     area.mkdir("/datasets/scratch-one", 0o755)
     area.rmdir("/datasets/scratch-one")
     assert area.readdir("/datasets") == ["demo"]
-    assert make_area(tmp_path, repo).readdir("/datasets") == ["demo"]
+    area.destroy()
+    area = make_area(tmp_path, repo)
+    assert area.readdir("/datasets") == ["demo"]
     with pytest.raises(OSError) as info:
         area.rmdir("/datasets/demo")
     assert info.value.errno == errno.EPERM
+
+
+def test_a_second_area_on_the_same_folder_is_refused(tmp_path, repo):
+    first = make_area(tmp_path, repo)
+    with pytest.raises(OSError) as info:
+        make_area(tmp_path, repo)
+    assert info.value.errno == errno.EBUSY and "--cache-dir" in str(info.value)
+    first.destroy()
+    make_area(tmp_path, repo).destroy()

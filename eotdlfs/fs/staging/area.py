@@ -10,6 +10,7 @@ With AUTOFLUSH, a record is flushed once that many seconds passed without a chan
 from __future__ import annotations
 
 import errno
+import fcntl
 import itertools
 import json
 import logging
@@ -58,6 +59,19 @@ def _split(path: str) -> tuple[str | None, str | None, str]:
     return kind, name, "/".join(parts[2:])
 
 
+def _lock_folder(folder: Path) -> int:
+    """Hold FOLDER for this process: two mounts on one staging folder would collect each other's files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OSError(errno.EBUSY, f"another eotdlfs mount stages into {folder}; give this one another "
+                                   "--cache-dir") from None
+    return fd
+
+
 class StagingArea:
     def __init__(self, folder: Path, published: PublishedRecords, services: FlushServices,
                  autoflush: float | None = None):
@@ -66,6 +80,7 @@ class StagingArea:
         self._published = published
         self._services = services
         self._autoflush = autoflush
+        self._lock_file = _lock_folder(self.folder)
         self._started_ns = time.time_ns()
         self._stop = threading.Event()
         # guarded by _lock
@@ -403,3 +418,5 @@ class StagingArea:
         for flusher in flushers:
             if not flusher.running:  # a flush still running keeps its journal until the process ends
                 flusher.overlay.journal.close()
+        if not any(flusher.running for flusher in flushers):
+            os.close(self._lock_file)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import time
 
 from eotdlfs.client.errors import NotFound
@@ -13,6 +15,8 @@ from eotdlfs.fs.staging.area import StagingArea
 from eotdlfs.fs.staging.flush import FlushServices
 from eotdlfs.fs.staging.overlay import BaseVersion
 from eotdlfs.repository import FileEntry
+
+log = logging.getLogger(__name__)
 
 
 class _PublishedFile:
@@ -78,7 +82,14 @@ def flush_services(context: MountContext) -> FlushServices:
         latest=latest, files=files, published=published)
 
 
-def make_staging_overlay(context: MountContext) -> StagingArea:
-    """The object the FUSE shim routes `/staging/...` to."""
-    return StagingArea(context.options.cache_dir / "staging", MountPublished(context), flush_services(context),
-                       autoflush=context.options.autoflush)
+def make_staging_overlay(context: MountContext) -> StagingArea | None:
+    """The object the FUSE shim routes `/staging/...` to; None (a mount without staging) when another
+    mount already stages into the same cache dir."""
+    try:
+        return StagingArea(context.options.cache_dir / "staging", MountPublished(context),
+                           flush_services(context), autoflush=context.options.autoflush)
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        log.error("no staging folder on this mount: %s", exc.strerror)
+        return None

@@ -28,6 +28,7 @@ from typing import Callable, Protocol, Sequence
 from eotdlfs.fs.staging.journal import Node, StagingJournal, parent_of
 from eotdlfs.repository import FileEntry
 
+
 class BaseFile(Protocol):
     """An open published file (the mount's reader: block cache and read-ahead)."""
 
