@@ -7,7 +7,7 @@ import hashlib
 from eotdlfs.client.errors import NothingToIngest
 from eotdlfs.client.ingest import IngestResult, SourceFile
 from eotdlfs.fs.staging.flush import FlushServices
-from eotdlfs.fs.staging.overlay import BaseVersion, StagedFile
+from eotdlfs.fs.staging.files import BaseVersion, StagedFile
 from eotdlfs.repository import FileEntry
 
 

@@ -23,7 +23,8 @@ from typing import Protocol
 from eotdlfs.fs.staging.control import FLUSH_XATTR
 from eotdlfs.fs.staging.flush import FlushServices, RecordFlusher
 from eotdlfs.fs.staging.journal import DIR_MODE, JOURNAL_FILE
-from eotdlfs.fs.staging.overlay import BaseFile, BaseVersion, StagingOverlay
+from eotdlfs.fs.staging.files import BaseFile, BaseVersion
+from eotdlfs.fs.staging.overlay import StagingOverlay
 from eotdlfs.metadata import KINDS, MetadataError, validate_name
 from eotdlfs.repository import FileEntry
 

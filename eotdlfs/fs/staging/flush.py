@@ -27,7 +27,8 @@ from typing import Callable
 from eotdlfs.client.errors import NothingToIngest, Unauthorized
 from eotdlfs.client.ingest import IngestResult, SourceFile
 from eotdlfs.client.progress import TransferProgress
-from eotdlfs.fs.staging.overlay import BaseVersion, StagedFile, StagingOverlay
+from eotdlfs.fs.staging.files import BaseVersion, StagedFile
+from eotdlfs.fs.staging.overlay import StagingOverlay
 from eotdlfs.metadata import METADATA_FILE, Metadata, load_metadata
 from eotdlfs.repository import FileEntry
 

@@ -13,7 +13,7 @@ from eotdlfs.fs.fetcher import Content
 from eotdlfs.fs.reader import OpenFile
 from eotdlfs.fs.staging.area import StagingArea
 from eotdlfs.fs.staging.flush import FlushServices
-from eotdlfs.fs.staging.overlay import BaseVersion
+from eotdlfs.fs.staging.files import BaseVersion
 from eotdlfs.repository import FileEntry
 
 log = logging.getLogger(__name__)
