@@ -96,6 +96,16 @@ class Database:
         return conn
 
     @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read snapshot: several queries see one state, whatever commits meanwhile."""
+        conn = self.conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: all its statements land together or not at all."""
         with self._write_lock:

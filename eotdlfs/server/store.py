@@ -126,7 +126,6 @@ class Store:
         return out
 
     def list_records(self, kind: str, match: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        conn = self.db.conn()
         sql, args = "SELECT * FROM records WHERE kind = ?", [kind]
         if match:
             sql += " AND instr(lower(name), lower(?)) > 0"
@@ -135,14 +134,15 @@ class Store:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(max(limit, 0))
-        return self._records_json(conn, conn.execute(sql, args).fetchall())
+        with self.db.read() as conn:
+            return self._records_json(conn, conn.execute(sql, args).fetchall())
 
     def record_by_name(self, kind: str, name: str) -> dict[str, Any]:
-        conn = self.db.conn()
-        row = conn.execute("SELECT * FROM records WHERE kind = ? AND name = ?", (kind, name)).fetchone()
-        if row is None:
-            raise errors.record_missing(kind)
-        return self._records_json(conn, [row])[0]
+        with self.db.read() as conn:
+            row = conn.execute("SELECT * FROM records WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+            if row is None:
+                raise errors.record_missing(kind)
+            return self._records_json(conn, [row])[0]
 
     def create_record(self, kind: str, uid: str, body: Any) -> str:
         try:
@@ -200,19 +200,19 @@ class Store:
     # -- files ----------------------------------------------------------------
 
     def list_files(self, kind: str, record_id: str, version: int | None) -> list[dict[str, Any]]:
-        conn = self.db.conn()
-        self._record(conn, kind, record_id)
-        if version is None:
-            rows = conn.execute("SELECT path, file_version, checksum, size FROM file_versions WHERE record_id = ?"
-                                " ORDER BY path, file_version", (record_id,))
-        else:
-            self._version(conn, kind, record_id, version)
-            rows = conn.execute(
-                "SELECT fv.path, fv.file_version, fv.checksum, fv.size FROM version_files vf JOIN file_versions fv"
-                " ON fv.record_id = vf.record_id AND fv.path = vf.path AND fv.file_version = vf.file_version"
-                " WHERE vf.record_id = ? AND vf.version = ? ORDER BY fv.path", (record_id, version))
-        return [{"filename": r["path"], "version": r["file_version"], "checksum": r["checksum"], "size": r["size"]}
-                for r in rows]
+        with self.db.read() as conn:
+            self._record(conn, kind, record_id)
+            if version is None:
+                rows = conn.execute("SELECT path, file_version, checksum, size FROM file_versions"
+                                    " WHERE record_id = ? ORDER BY path, file_version", (record_id,))
+            else:
+                self._version(conn, kind, record_id, version)
+                rows = conn.execute(
+                    "SELECT fv.path, fv.file_version, fv.checksum, fv.size FROM version_files vf JOIN file_versions fv"
+                    " ON fv.record_id = vf.record_id AND fv.path = vf.path AND fv.file_version = vf.file_version"
+                    " WHERE vf.record_id = ? AND vf.version = ? ORDER BY fv.path", (record_id, version))
+            return [{"filename": r["path"], "version": r["file_version"], "checksum": r["checksum"],
+                     "size": r["size"]} for r in rows]
 
     def _add_to_version(self, conn: sqlite3.Connection, record_id: str, version: int,
                         path: str, checksum: str, size: int) -> int:
