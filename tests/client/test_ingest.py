@@ -234,3 +234,23 @@ def test_a_server_without_drafts_gets_plain_versions(repo_server, unique_name, t
     assert (second.version, second.uploaded, second.carried, second.dropped) == (2, 0, 4, 1)
     record = api.record_by_name("datasets", name)
     assert [v["version_id"] for v in record["versions"]] == [1, 2] and not record["drafts"]
+
+
+def test_a_large_file_removed_then_restored_is_carried_not_resent(repo_server, unique_name, tmp_path):
+    """v2 drops big.bin, v3 brings the same bytes back: the server already holds them (route 10 says
+    'File already exists'), so the engine carries the file instead of sending 17 MiB again."""
+    name = unique_name("restored")
+    folder = make_folder(tmp_path / "src", name, 1)
+    big = os.urandom(17 * 1024 * 1024)
+    (folder / "big.bin").write_bytes(big)
+    api = client(repo_server)
+    ingest_folder(api, "datasets", folder)
+    (folder / "big.bin").unlink()
+    ingest_folder(api, "datasets", folder)
+    (folder / "big.bin").write_bytes(big)
+    before = repo_server.stats()
+    third = ingest_folder(api, "datasets", folder)
+    assert (third.version, third.bytes_sent) == (3, 0)
+    assert uploads_delta(before, repo_server.stats())["chunk"] == 0
+    record_id = api.record_by_name("datasets", name)["id"]
+    assert listing(api, record_id, 3)["big.bin"] == hashlib.sha1(big).hexdigest()

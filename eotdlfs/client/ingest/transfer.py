@@ -64,12 +64,16 @@ def send_multipart(
     assert source.checksum is not None
     try:
         upload_id, present = api.start_multipart(kind, record_id, source.path, source.checksum)
-    except Conflict:  # "File already exists": the path's newest stored bytes are these; no need to send them
+    except Conflict as exc:
+        if "already exists" not in exc.detail:
+            raise
+        # "File already exists": the path's newest stored bytes are these; no need to send them
         api.carry(kind, record_id, version, [source.path], [source.checksum])
         on_bytes(source.size)
         return 0
     chunk = chunk_size_for(source.size)
-    missing = [n for n in range(1, -(-source.size // chunk) + 1) if n not in set(present)]
+    held = set(present)
+    missing = [n for n in range(1, -(-source.size // chunk) + 1) if n not in held]
     on_bytes(source.size - sum(min(chunk, source.size - (n - 1) * chunk) for n in missing))
     fd = os.open(local, os.O_RDONLY)
     try:
