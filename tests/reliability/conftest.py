@@ -11,7 +11,7 @@ import signal
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -87,3 +87,11 @@ def repository_state(root: Path) -> dict[str, object]:
 def assert_fsck_ok(root: Path) -> None:
     report = check(root)
     assert report.ok, report.problems
+
+
+@dataclass
+class Proxied:
+    """What mount_factory needs of a server (url, token), with the url of a fault proxy in front of it."""
+
+    url: str
+    token: Callable[[str], str]

@@ -56,6 +56,7 @@ class Fault:
     hits: int = field(default=0, init=False)
     seen: int = field(default=0, init=False)
     struck: threading.Event = field(default_factory=threading.Event, init=False)
+    released: threading.Event = field(default_factory=threading.Event, init=False)  # ends a wait early
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -107,8 +108,10 @@ class FaultProxy:
         return fault
 
     def clear(self) -> None:
-        """Back to pass-through."""
+        """Back to pass-through; `slow` and `stall` waits in progress end now."""
         with self._lock:
+            for fault in self._faults:
+                fault.released.set()
             self._faults.clear()
 
     def total_injected(self) -> int:
@@ -116,7 +119,8 @@ class FaultProxy:
             return sum(self.injected.values())
 
     def stop(self) -> None:
-        self._stopping.set()  # wakes every `slow` sleeper
+        self._stopping.set()
+        self.clear()  # wakes every `slow` and `stall` sleeper
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
@@ -194,7 +198,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             return
         if fault is not None and fault.mode == "slow":
             fault.struck.set()
-            if self.proxy._stopping.wait(fault.delay):
+            if fault.released.wait(fault.delay) and self.proxy._stopping.is_set():
                 self._reset()
                 return
         self._send_response(response, fault)
@@ -248,7 +252,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             with socket.create_connection(self.proxy.upstream, timeout=UPSTREAM_TIMEOUT_S) as upstream:
                 upstream.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body[: max(fault.at, 0)])
                 fault.struck.set()
-                self.proxy._stopping.wait(fault.delay)
+                fault.released.wait(fault.delay)
                 upstream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         except OSError:
             fault.struck.set()

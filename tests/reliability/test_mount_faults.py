@@ -14,9 +14,8 @@ import hashlib
 import os
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -24,6 +23,7 @@ from eotdlfs.client.api import ApiClient
 from eotdlfs.client.hashcache import HashCache
 from eotdlfs.client.ingest import ingest_folder
 from eotdlfs.client.settings import Settings
+from reliability.conftest import Proxied
 from reliability.faultproxy import FaultProxy
 
 MiB = 1024 * 1024
@@ -42,14 +42,6 @@ KERNEL_KEEPS_BAD_PAGES = (
     "known bug (eotdlfs/fs/fetcher.py _verify + fuse_ops.py open keep_cache=1): after a checksum mismatch the "
     "kernel re-requests the final block, which is released unverified, and pages handed to the kernel before "
     "the mismatch stay in its page cache after the fault is gone")
-
-
-@dataclass
-class Proxied:
-    """What mount_factory needs of a server (url, token), with the url of the proxy in front of it."""
-
-    url: str
-    token: Callable[[str], str]
 
 
 @pytest.fixture(scope="module")
