@@ -12,6 +12,7 @@ import io
 import json
 import struct
 import tempfile
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -86,6 +87,8 @@ class Target:
                       data={"checksum": sha1(CONTENT)})
         assert r.status_code == 200, r.text
         self.post(f"datasets/version/{self.rid}?draft=true")
+        self.upload_id = self.post(f"datasets/{self.rid}/uploadId",
+                                   json={"filname": "big.bin", "checksum": sha1(b"big")}).json()["upload_id"]
 
     def post(self, path: str, **kw) -> requests.Response:
         return requests.post(self.url + path, headers={**self.auth, **kw.pop("headers", {})}, timeout=60, **kw)
@@ -296,3 +299,48 @@ def test_huge_integers_are_refused(unchanged: Target, tally) -> None:
     refused(requests.get(u + f"datasets?limit={HUGE}", timeout=30), tally)
     refused(t.post(f"datasets/chunk/{'0' * 32}", files={"file": ("c", b"x")},
                    data={"part_number": HUGE, "checksum": "0" * 32}), tally)
+
+
+def _credentials(root: Path) -> dict[str, dict[str, str]]:
+    """Every way of not being alice: nothing, expired, another secret, alg none, HS512, and a valid mallory."""
+    import base64
+
+    import jwt
+
+    from eotdlfs.server.auth import load_secret
+
+    def b64(obj: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    now, secret = int(time.time()), load_secret(root)
+    claims = {"sub": "alice", "iat": now, "exp": now + 3600}
+    bearer = lambda token: {"Authorization": f"Bearer {token}"}  # noqa: E731
+    return {"none": {}, "expired": bearer(jwt.encode({**claims, "exp": now - 60}, secret, algorithm="HS256")),
+            "other-secret": bearer(jwt.encode(claims, "not the server's secret at all, 32+ bytes", algorithm="HS256")),
+            "alg-none": bearer(f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."),
+            "hs512": bearer(jwt.encode(claims, secret, algorithm="HS512")),
+            "mallory": bearer(jwt.encode({**claims, "sub": "mallory"}, secret, algorithm="HS256"))}
+
+
+def test_no_write_route_accepts_anyone_but_the_owner(unchanged: Target, tally) -> None:
+    """Each write route x each wrong credential: 401/403, and (checked by `unchanged`) no row or file changed."""
+    t, k = unchanged, "datasets"
+    routes = [("POST", f"{k}/version/{t.rid}", {}),
+              ("POST", f"{k}/{t.rid}/batch?version=2", {"files": {"batch": ("b.zip", zip_bytes([("z", b"z")]))},
+                                                       "data": {"checksums": [sha1(b"z")]}}),
+              ("POST", f"{k}/{t.rid}/files?version=2", {"data": {"filenames": ["data/file.bin"],
+                                                                  "checksums": [sha1(CONTENT)]}}),
+              ("POST", f"{k}/{t.rid}?version=2", {"files": {"file": ("f", b"f")}, "data": {"checksum": sha1(b"f")}}),
+              ("POST", f"{k}/{t.rid}/uploadId", {"json": {"filname": "u", "checksum": sha1(b"u")}}),
+              ("POST", f"{k}/chunk/{t.upload_id}", {"files": {"file": ("c", b"big")},
+                                                    "data": {"part_number": "1", "checksum": hashlib.md5(b"big").hexdigest()}}),
+              ("POST", f"{k}/complete/{t.upload_id}?version=2", {}),
+              ("POST", f"{k}/{t.rid}/publish?version=2", {}),
+              ("DELETE", f"{k}/{t.rid}/version/2", {})]
+    for label, headers in _credentials(t.server.root).items():
+        body = {"name": "stolen-" + label, "authors": ["m"], "license": "MIT", "source": "http://example.com"}
+        if label != "mallory":  # anyone may create a record; without valid credentials nobody may
+            refused(requests.post(t.url + k, json=body, headers=headers, timeout=30), tally, (401,))
+        for method, path, kw in routes:
+            r = requests.request(method, t.url + path, headers=headers, timeout=30, **kw)
+            refused(r, tally, (403,) if label == "mallory" else (401,))
