@@ -3,7 +3,8 @@
 The fault proxy holds the flush at one point (a zip batch half sent; the server's answer to
 `publish` not yet delivered), the mount process is killed with SIGKILL right there, the
 mount point is cleaned and mounted again on the same cache, and `eotdlfs flush` runs again.
-The draft of the interrupted flush is never visible; the end state is v2 = exactly what was
+The draft of the interrupted flush is never visible (not in the mount's listing, not in the
+API's versions); the end state is v2 = exactly what was
 staged; the repository passes fsck. (A kill in the middle of a multipart part is
 tests/staging/test_mount_staging.py::test_kill_during_flush_then_remount_gives_exactly_one_version.)
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,9 @@ def test_mount_kill9_mid_flush_then_flush_gives_one_version(fresh_server, mount_
         fault = proxy.inject(mode, pattern, count=1, **kw)
         os.setxattr(target, "user.eotdlfs.flush", b"1")
         assert fault.struck.wait(60)
+        if point == "mid-batch":  # the flush's draft exists on the server; readers must not see it
+            time.sleep(1.5)  # past the mount's listing TTL
+            assert sorted(os.listdir(mount.path / KIND / NAME)) == ["latest", "v1"]
         os.kill(mount.pid, signal.SIGKILL)
         tally.faults_injected += 1
         proxy.clear()
