@@ -149,7 +149,7 @@ def test_tools_on_the_staging_tree(tmp_path, repo_server, mount_factory, publish
     assert sha1_tree(mount.path / KIND / name / "v2") == expected
 
 
-@pytest.mark.parametrize("seed", [11])
+@pytest.mark.parametrize("seed", [11, 12])
 def test_random_operations_on_the_mount_agree_with_a_local_folder(tmp_path, repo_server, mount_factory,
                                                                   unique_name, seed):
     name = unique_name("rnd")

@@ -74,8 +74,18 @@ def format_staging(staging: dict) -> list[str]:
                                                   if staging.get("autoflush_s") else "")]
     lines = []
     for r in records:
-        base = f"v{r['base_version']}" if r["base_version"] else "new"
-        flush = r["flush"] + (f": {r['error']}" if r.get("error") else f" ({r['message']})" if r.get("message") else "")
-        lines.append(f"staging      {r['record']} (from {base}): {r['added']} added, {r['changed']} changed, "
-                     f"{r['deleted']} deleted, {r['bytes_pending']} bytes pending; flush {flush}")
+        base = f"on v{r['base_version']}" if r["base_version"] else "new record"
+        lines.append(f"staging      {r['record']} ({base}): {r['added']} added, {r['changed']} changed, "
+                     f"{r['deleted']} deleted, {r['bytes_pending']} bytes pending; {_flush_words(r)}")
     return lines
+
+
+def _flush_words(record: dict) -> str:
+    state = record["flush"]
+    if state == "idle":
+        return "no flush yet"
+    if state == "failed":
+        return f"last flush failed: {record['error']}"
+    if state in ("waiting", "flushing"):
+        return f"flush running: {record['message']}"
+    return f"last flush: {record['message']}"
