@@ -34,7 +34,7 @@ class Dataset:
     name: str
     big_bytes: int
     small_count: int
-    geotiff_bytes: int | None  # None: rasterio/numpy missing, no GeoTIFF written
+    geotiff_bytes: int | None  # None: none asked for, or rasterio/numpy missing (see note)
     note: str
 
     @property
@@ -89,7 +89,9 @@ def _write_small(folder: Path, count: int, size: int, rng: random.Random) -> Non
 
 
 def _write_geotiff(path: Path, size: int, seed: int) -> tuple[int | None, str]:
-    """A single-band uint16 GeoTIFF in 256x256 tiles, uncompressed, about SIZE bytes."""
+    """A single-band uint16 GeoTIFF in 256x256 tiles, uncompressed, about SIZE bytes (none for 0)."""
+    if size <= 0:
+        return None, "no GeoTIFF asked for"
     try:
         import numpy as np
         import rasterio
