@@ -66,6 +66,8 @@ def ingest_command(path: Path, kind: str, api_url: str | None, token: str | None
             result = ingest_folder(api, kind, path, progress)
         except NothingToIngest as exc:
             return f"{exc}; no version created"
+        except KeyboardInterrupt:
+            raise RepositoryError("interrupted; run the same ingest again to resume where it stopped") from None
         except Unauthorized as exc:
             if api.settings.token or api.settings.api_key:
                 raise

@@ -154,9 +154,10 @@ def test_a_stale_draft_with_other_content_is_discarded(repo_server, unique_name,
     assert "removed-since.txt" not in listing(api, record_id, result.version)
 
 
-def test_killed_multipart_ingest_resumes_sending_only_missing_parts(repo_server, unique_name, tmp_path):
-    """kill -9 of `eotdlfs ingest` mid-upload of a 60 MiB file (6 parts, at most 4 in flight, and the proxy
-    holds their answers); the re-run sends only the missing parts, and one version results."""
+@pytest.mark.parametrize("sig, held_s", [(signal.SIGKILL, 30.0), (signal.SIGINT, 2.0)], ids=["kill-9", "ctrl-c"])
+def test_killed_multipart_ingest_resumes_sending_only_missing_parts(repo_server, unique_name, tmp_path, sig, held_s):
+    """kill -9 (or Ctrl-C) of `eotdlfs ingest` mid-upload of a 60 MiB file (6 parts, at most 4 in flight, the
+    proxy holding their answers); the re-run sends only the missing parts, and one version results."""
     from reliability.faultproxy import FaultProxy
 
     name = unique_name("killed")
@@ -166,7 +167,7 @@ def test_killed_multipart_ingest_resumes_sending_only_missing_parts(repo_server,
     (folder / "big.bin").write_bytes(big)
     token = repo_server.token("alice")
     with FaultProxy(repo_server.url) as proxy:
-        proxy.inject("slow", r"/chunk/", method="POST", delay=30)  # parts arrive; their answers never do
+        proxy.inject("slow", r"/chunk/", method="POST", delay=held_s)  # parts arrive; their answers wait
         before = repo_server.stats()
         proc = subprocess.Popen([sys.executable, "-m", "eotdlfs", "ingest", str(folder)],
                                 env=cli_env(tmp_path, proxy.url, token), stdin=subprocess.DEVNULL,
@@ -178,8 +179,10 @@ def test_killed_multipart_ingest_resumes_sending_only_missing_parts(repo_server,
                 assert time.monotonic() < deadline, "no chunk reached the server in 60 s"
                 time.sleep(0.05)
         finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=30)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 1 and "error: interrupted; run the same ingest again" in err.decode()
     received = uploads_delta(before, repo_server.stats())["chunk"]
     assert 2 <= received <= 4
     record = client(repo_server).record_by_name("datasets", name)
