@@ -6,6 +6,7 @@ call and its result (success or errno) compared with the documented one.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 from pathlib import Path
@@ -62,9 +63,11 @@ def read_only_ops(v1: Path, staged: Path) -> dict[str, tuple[Callable[[], Any], 
         "removexattr": (lambda: os.removexattr(f, "user.eotdl.checksum"), errno.EROFS),
         "getxattr user.eotdl.checksum": (lambda: os.getxattr(f, "user.eotdl.checksum"), OK),
         "getxattr unknown": (lambda: os.getxattr(f, "user.other"), errno.ENODATA),
-        "access W_OK": (lambda: os.access(f, os.W_OK) or (_ for _ in ()).throw(OSError(errno.EROFS, "")), errno.EROFS),
+        "access W_OK": (lambda: _access_write(f), errno.EROFS),
         "stat missing": (lambda: os.stat(d / "missing"), errno.ENOENT),
         "readlink latest": (lambda: os.readlink(v1.parent / "latest"), OK),
+        "readlink of a file": (lambda: os.readlink(f), errno.EINVAL),
+        "fsync": (lambda: _fsync(f, os.O_RDONLY), OK),
     }
 
 
@@ -91,7 +94,29 @@ def staging_ops(staged: Path, v1: Path) -> dict[str, tuple[Callable[[], Any], in
         "setxattr other": (lambda: os.setxattr(f, "user.x", b"1"), errno.ENOTSUP),
         "rmdir published record": (lambda: os.rmdir(staged), errno.EPERM),
         "mkdir bad record name": (lambda: os.mkdir(staged.parent / "no"), errno.EINVAL),
+        "removexattr": (lambda: os.removexattr(f, "user.x"), errno.ENODATA),
+        "getxattr user.eotdl.checksum": (lambda: os.getxattr(f, "user.eotdl.checksum"), errno.ENODATA),
+        "access W_OK": (lambda: _access_write(f), OK),
+        "readlink of a file": (lambda: os.readlink(f), errno.EINVAL),
+        "stat missing": (lambda: os.stat(d / "missing"), errno.ENOENT),
+        "fsync": (lambda: _fsync(f, os.O_RDWR), OK),
     }
+
+
+def _access_write(path: Path) -> None:
+    """access(2) with W_OK, raising its errno (os.access only says False)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.access(os.fsencode(path), os.W_OK) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), str(path))
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def test_every_operation_gives_its_documented_result(tree: Any, mount_factory: Any) -> None:
