@@ -32,7 +32,7 @@ def serve(
     typer.echo(f"serving {root} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
     try:
         run_server(root, host, port)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         fail(str(exc))
 
 

@@ -25,7 +25,14 @@ class Limits:
         """Defaults, each overridable by EOTDLFS_<FIELD NAME IN CAPITALS> (an integer)."""
         values = {}
         for f in fields(cls):
-            raw = os.environ.get("EOTDLFS_" + f.name.upper())
-            if raw is not None:
+            name = "EOTDLFS_" + f.name.upper()
+            raw = os.environ.get(name)
+            if raw is None:
+                continue
+            try:
                 values[f.name] = int(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+            if values[f.name] < 1:
+                raise ValueError(f"{name} must be at least 1, got {raw!r}")
         return cls(**values)

@@ -26,3 +26,15 @@ def test_two_servers_share_nothing(tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_serve_refuses_a_bad_cap(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "eotdlfs", "serve", "--root", str(tmp_path), "--port", "0"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "EOTDLFS_MAX_BODY_BYTES": "lots"})
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith("error: EOTDLFS_MAX_BODY_BYTES must be an integer, got 'lots'")
