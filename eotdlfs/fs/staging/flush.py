@@ -199,6 +199,8 @@ class RecordFlusher:
             shipped = ov.freeze(self._writer_wait, self._waiting_for)
         frozen_at = time.monotonic()
         try:
+            self._update(state=FLUSHING, message="hashing the staged files")
+            shipped = ov.hash_frozen(shipped)
             metadata = self._metadata(shipped)
             self._update(state=FLUSHING, message=f"ingesting {len(shipped)} files")
             sources = [SourceFile(f.path, f.size, f.checksum, f.local_path) for f in shipped]

@@ -14,6 +14,7 @@ the journal keeps the frozen list so a flush interrupted by a crash can resume.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import stat
@@ -513,6 +514,18 @@ class StagingOverlay:
             self._frozen = {f.key for f in staged}
             return staged
 
+    def hash_frozen(self, shipped: list[StagedFile]) -> list[StagedFile]:
+        """SHIPPED with the SHA-1 of every staged file filled in, and kept in the journal.
+
+        Frozen files cannot change, so their hash is exact (no size+mtime guess) and a
+        resumed flush does not read them again."""
+        hashed = [f if f.checksum or f.local_path is None else replace(f, checksum=_sha1(f.local_path))
+                  for f in shipped]
+        with self._lock:
+            if self._frozen == {f.key for f in hashed}:
+                self.journal.set_meta("frozen", [f.to_json() for f in hashed])
+        return hashed
+
     def read_staged(self, staged: StagedFile) -> bytes:
         """The whole content of a frozen file (metadata.yml, read before a flush)."""
         if staged.local_path is not None:
@@ -575,6 +588,14 @@ def _check_room(st: os.statvfs_result, size: int) -> None:
     """ENOSPC unless SIZE more bytes leave MIN_FREE_BYTES free on the staging disk."""
     if st.f_bavail * st.f_frsize < size + MIN_FREE_BYTES:
         raise OSError(errno.ENOSPC, "no space left for staged files (the staging journal keeps 1 MiB free)")
+
+
+def _sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        while chunk := f.read(COPY_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _copy_bytes(src, dst, size: int) -> None:
