@@ -14,7 +14,6 @@ the journal keeps the frozen list so a flush interrupted by a crash can resume.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import stat
@@ -26,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+from eotdlfs.client.hashcache import sha1_file
 from eotdlfs.fs.staging.files import BaseFile, BaseVersion, OpenBase, PendingChanges, StagedFile
 from eotdlfs.fs.staging.journal import Node, StagingJournal, parent_of
 from eotdlfs.repository import FileEntry
@@ -519,7 +519,7 @@ class StagingOverlay:
 
         Frozen files cannot change, so their hash is exact (no size+mtime guess) and a
         resumed flush does not read them again."""
-        hashed = [f if f.checksum or f.local_path is None else replace(f, checksum=_sha1(f.local_path))
+        hashed = [f if f.checksum or f.local_path is None else replace(f, checksum=sha1_file(f.local_path))
                   for f in shipped]
         with self._lock:
             if self._frozen == {f.key for f in hashed}:
@@ -588,14 +588,6 @@ def _check_room(st: os.statvfs_result, size: int) -> None:
     """ENOSPC unless SIZE more bytes leave MIN_FREE_BYTES free on the staging disk."""
     if st.f_bavail * st.f_frsize < size + MIN_FREE_BYTES:
         raise OSError(errno.ENOSPC, "no space left for staged files (the staging journal keeps 1 MiB free)")
-
-
-def _sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        while chunk := f.read(COPY_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _copy_bytes(src, dst, size: int) -> None:
