@@ -225,3 +225,13 @@ def test_a_second_area_on_the_same_folder_is_refused(tmp_path, repo):
     assert info.value.errno == errno.EBUSY and "--cache-dir" in str(info.value)
     first.destroy()
     make_area(tmp_path, repo).destroy()
+
+
+def test_a_new_record_whose_name_appeared_on_the_server_is_not_merged(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    area.mkdir("/datasets/raced-name", 0o755)
+    write(area, "/datasets/raced-name/metadata.yml", METADATA.replace(b"demo", b"raced-name"))
+    repo.records["raced-name"] = FakeVersions({"theirs.txt": b"t"})
+    state = flush(area, "datasets", "raced-name")
+    assert state["state"] == "failed" and "created on the server" in state["error"]
+    assert area.readdir("/datasets/raced-name") == ["metadata.yml"]

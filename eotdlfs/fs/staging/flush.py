@@ -253,7 +253,11 @@ class RecordFlusher:
         latest = self._services.latest(ov.kind, ov.name)
         if latest is None or latest == ov.base_version:
             return ""
-        started = f"v{ov.base_version}" if ov.base_version else "an empty folder"
+        if ov.base_version is None:
+            raise FlushError(f"{ov.kind}/{ov.name} was created on the server (v{latest}) after it was made here; "
+                             f"move the staged files into another new folder (mkdir staging/{ov.kind}/OTHER-NAME) "
+                             "and flush that")
+        started = f"v{ov.base_version}"
         entries = self._services.files(ov.kind, ov.name, latest)
         blocked = ov.merge_onto(BaseVersion(latest, entries, time.time_ns()))
         log.warning("%s/%s: v%d was published after staging started from %s; staged changes applied onto it%s",
