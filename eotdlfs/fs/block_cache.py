@@ -8,6 +8,7 @@ versions or records share blocks because the key is the content's checksum.
 
 from __future__ import annotations
 
+import io
 import threading
 from pathlib import Path
 from typing import BinaryIO
@@ -59,7 +60,9 @@ class BlockCache:
         return block_key(*item) in self._cache
 
     def put(self, checksum: str, index: int, data: bytes) -> None:
-        self._cache.set(block_key(checksum, index), data)
+        # A file-like value is written in 4 MiB chunks; bytes would be written line by line
+        # (diskcache iterates a BytesIO), thousands of small writes per block.
+        self._cache.set(block_key(checksum, index), io.BytesIO(data), read=True)
 
     def drop(self, checksum: str, count: int) -> None:
         """Forget the first COUNT blocks of CHECKSUM (after a failed verification)."""

@@ -27,6 +27,21 @@ log = logging.getLogger(__name__)
 DEMAND, READ_AHEAD = 0, 1
 
 
+class StaleFetch(ContentMismatch):
+    """Bytes fetched while the same file failed its checksum: dropped, not trusted."""
+
+
+def _runs(indices: list[int], longest: int) -> list[list[int]]:
+    """Consecutive runs of sorted INDICES, none longer than LONGEST."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and runs[-1][-1] == index - 1 and len(runs[-1]) < longest:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return runs
+
+
 @dataclass(frozen=True)
 class Content:
     """A file's bytes: named by checksum, with the record and entry to fetch them from."""
@@ -86,12 +101,17 @@ class BlockFetcher:
         self._lock = threading.Lock()
         self._inflight: dict[tuple[str, int], tuple[Future, _Task]] = {}
         self._read_ahead_bytes = 0
+        self._running = 0
         self._serials = itertools.count()
         self._failed_at: dict[str, int] = {}  # checksum -> serial of its last failed check
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        # One more worker takes only demand fetches, so a reader never waits behind read-ahead.
+        self._demand_queue: queue.Queue = queue.Queue()
         self._order = itertools.count()
-        self._threads = [threading.Thread(target=self._work, name=f"fetch-{i}", daemon=True)
-                         for i in range(workers)]
+        self._threads = [threading.Thread(target=self._work, args=(self._demand_queue,), name="fetch-demand",
+                                          daemon=True)]
+        self._threads += [threading.Thread(target=self._work, args=(self._queue,), name=f"fetch-{i}", daemon=True)
+                          for i in range(workers)]
         for thread in self._threads:
             thread.start()
 
@@ -107,7 +127,7 @@ class BlockFetcher:
             if known is not None:
                 future, task = known
                 if not task.started:
-                    self._queue.put((DEMAND, next(self._order), task))
+                    self._queue_demand_locked(task)
                 return future
             # A fetch may have landed between the caller's cache miss and now (it stores
             # blocks before leaving the in-flight map).
@@ -117,53 +137,53 @@ class BlockFetcher:
                 done.set_result(source)
                 return done
             task = self._new_task_locked(content, index, 1)
-            self._queue.put((DEMAND, next(self._order), task))
+            self._queue_demand_locked(task)
             return task.futures[0]
 
     def read_ahead(self, content: Content, first: int, end: int) -> int:
         """Queue blocks FIRST..END-1 that are neither cached nor in flight, within the total
         read-ahead budget; return the index up to which blocks are now cached or requested."""
         end = min(end, content.block_count(self.block_size))
-        index = first
-        while index < end:
-            with self._lock:
-                if self._read_ahead_bytes >= self.max_read_ahead_bytes:
-                    return index
-            run_start = index
-            while index < end and index - run_start < self.request_blocks and \
-                    not self._have(content.checksum, index):
-                index += 1
-            if index > run_start:
-                with self._lock:
-                    task = self._new_task_locked(content, run_start, index - run_start)
-                    task.read_ahead_bytes = (index - run_start) * self.block_size
-                    self._read_ahead_bytes += task.read_ahead_bytes
-                    self._queue.put((READ_AHEAD, next(self._order), task))
-            else:
-                index += 1
+        with self._lock:
+            room = (self.max_read_ahead_bytes - self._read_ahead_bytes) // self.block_size
+            if room <= 0:
+                return first
+            end = min(end, first + room)
+            missing = [i for i in range(first, end) if (content.checksum, i) not in self._inflight]
+        missing = [i for i in missing if (content.checksum, i) not in self.cache]
+        with self._lock:  # check again: a concurrent reader of this file may have asked meanwhile
+            missing = [i for i in missing if (content.checksum, i) not in self._inflight]
+            for run in _runs(missing, self.request_blocks):
+                task = self._new_task_locked(content, run[0], len(run))
+                task.read_ahead_bytes = len(run) * self.block_size
+                self._read_ahead_bytes += task.read_ahead_bytes
+                self._queue.put((READ_AHEAD, next(self._order), task))
         return end
+
+    def serial(self) -> int:
+        """A mark in time, for `failed_since`."""
+        return next(self._serials)
+
+    def failed_since(self, checksum: str, serial: int) -> bool:
+        """Whether the file failed its checksum after SERIAL (its readers must not go on)."""
+        return self._failed_at.get(checksum, -1) > serial
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no fetch is queued or running (tests)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                if not self._inflight:
+                if not self._inflight and not self._running:
                     return True
             time.sleep(0.01)
         return False
 
     def close(self) -> None:
-        for _ in self._threads:
+        self._demand_queue.put((DEMAND, -1, None))
+        for _ in self._threads[1:]:
             self._queue.put((DEMAND, -1, None))
 
     # --- internals ----------------------------------------------------------------------
-
-    def _have(self, checksum: str, index: int) -> bool:
-        with self._lock:
-            if (checksum, index) in self._inflight:
-                return True
-        return (checksum, index) in self.cache
 
     def _new_task_locked(self, content: Content, first: int, count: int) -> _Task:
         futures = [Future() for _ in range(count)]
@@ -172,39 +192,56 @@ class BlockFetcher:
             self._inflight[(content.checksum, first + offset)] = (future, task)
         return task
 
-    def _work(self) -> None:
+    def _queue_demand_locked(self, task: _Task) -> None:
+        entry = (DEMAND, next(self._order), task)
+        self._demand_queue.put(entry)
+        self._queue.put(entry)  # whichever worker is free first takes it
+
+    def _work(self, tasks: queue.Queue) -> None:
         while True:
-            _, _, task = self._queue.get()
+            _, _, task = tasks.get()
             if task is None:
                 return
             with self._lock:
                 if task.started:
                     continue
                 task.started = True
-            self._run(task)
+                self._running += 1
+            try:
+                self._run(task)
+            finally:
+                with self._lock:
+                    self._running -= 1
 
     def _run(self, task: _Task) -> None:
         content, size = task.content, self.block_size
         final = content.block_count(size) - 1
         try:
             blocks = self._fetch(task)
-            held = self._verify(task, blocks, final)
             with self._lock:
                 suspect = task.serial < self._failed_at.get(content.checksum, -1)
             if suspect:  # fetched while the file failed its checksum: do not keep these
                 self.cache.drop_blocks(content.checksum, blocks)
-                raise ContentMismatch(f"content {content.checksum} failed its checksum")
+                raise StaleFetch(f"content {content.checksum} failed its checksum during this fetch")
+            # Readers get every block but the final one now; hashing must not delay them.
+            self._settle(task, {i: b for i, b in blocks.items() if i != final})
+            held = self._verify(task, blocks, final)
         except BaseException as exc:  # handed to every waiter, who maps it to an errno
             self._failed(task, exc)
             return
+        if final in blocks and not held:
+            self._settle(task, {final: blocks[final]})
+
+    def _settle(self, task: _Task, blocks: dict[int, bytes]) -> None:
+        """Hand BLOCKS to their readers and take them out of the in-flight map."""
+        checksum = task.content.checksum
         with self._lock:
             self._read_ahead_bytes -= task.read_ahead_bytes
+            task.read_ahead_bytes = 0
             for index in blocks:
-                if not (held and index == final):
-                    self._inflight.pop((content.checksum, index), None)
-        for offset, future in enumerate(task.futures):
-            if not (held and task.first + offset == final):
-                future.set_result(blocks[task.first + offset])
+                self._inflight.pop((checksum, index), None)
+        for index, data in blocks.items():
+            task.futures[index - task.first].set_result(data)
 
     def _fetch(self, task: _Task) -> dict[int, bytes]:
         """The task's blocks, fetched in one range request; all but the file's final block
@@ -241,9 +278,9 @@ class BlockFetcher:
 
         held = False
         try:
-            with verifier.lock:
-                complete = verifier.advance_locked(self.cache, blocks, available)
-                if final in blocks:
+            if final in blocks:  # the final block's fate is decided under the lock, waiting for it
+                with verifier.lock:
+                    complete = verifier.advance_locked(self.cache, blocks, available)
                     waiting = range(verifier.next_index, final)
                     if not complete and all(available(i) for i in waiting):
                         future = task.futures[final - task.first]
@@ -252,6 +289,15 @@ class BlockFetcher:
                         held = True
                     else:
                         self.cache.put(checksum, final, blocks[final])
+            # Other blocks never wait for the lock: whoever holds it hashes what we stored
+            # (it looks again while `pending` is set), so fetch workers keep fetching.
+            verifier.pending = True
+            while verifier.pending and verifier.lock.acquire(blocking=False):
+                try:
+                    verifier.pending = False
+                    verifier.advance_locked(self.cache, blocks, available)
+                finally:
+                    verifier.lock.release()
         finally:
             if verifier.finished:
                 self.verifiers.forget(verifier)
@@ -270,15 +316,23 @@ class BlockFetcher:
         log.warning("fetch of %s blocks %d+%d failed: %s", content.entry.path, task.first, task.count, exc)
         with self._lock:
             self._read_ahead_bytes -= task.read_ahead_bytes
-            for offset in range(task.count):
-                self._inflight.pop((content.checksum, task.first + offset), None)
-            if isinstance(exc, ContentMismatch):
+            task.read_ahead_bytes = 0
+            for offset, future in enumerate(task.futures):
+                if self._inflight.get((content.checksum, task.first + offset), (None,))[0] is future:
+                    del self._inflight[(content.checksum, task.first + offset)]
+            mismatch = isinstance(exc, ContentMismatch) and not isinstance(exc, StaleFetch)
+            if mismatch:
                 # Fetches of this file already under way may hold the same bad bytes.
                 self._failed_at[content.checksum] = next(self._serials)
+        if mismatch:  # after marking: a fetch storing blocks meanwhile drops its own
+            self.cache.drop(content.checksum, content.block_count(self.block_size))
         verifier = self.verifiers.peek(content.checksum)
         if verifier is not None:  # a held final block must not wait for blocks that will not come
             with verifier.lock:
-                verifier.release_held_locked(self.cache)
+                if isinstance(exc, ContentMismatch):
+                    verifier.fail_held_locked(exc)
+                else:
+                    verifier.release_held_locked(self.cache)
         for future in task.futures:
             if not future.done():
                 future.set_exception(exc)

@@ -153,8 +153,8 @@ class EotdlfsOperations(Operations):
         staged = _staged_path(path)
         if staged is not None and self.staging is not None:
             return self._stage("getxattr", staged, name, position)
-        if path == "/" or path.startswith("/" + STATUS_DIR):
-            raise FuseOSError(errno.ENODATA)
+        if not name.startswith(XATTR_PREFIX) or path == "/" or path.startswith("/" + STATUS_DIR):
+            raise FuseOSError(errno.ENODATA)  # cheap: `ls -l` asks for ACLs and labels of every file
         return self.tree.getxattr(path, name)
 
     @_guarded

@@ -174,12 +174,12 @@ class Namespace:
             tree = self._trees.get(key)
         if tree is not None:
             return tree
-        stored = self.state_dir / "listings" / record.kind / record.id / f"v{number}.json"
+        stored = self.state_dir / "listings" / record.kind / record.id / f"v{number}.rows.json"
         try:
-            entries = [FileEntry(**e) for e in json.loads(stored.read_text())]
+            entries = [FileEntry(*row) for row in json.loads(stored.read_text())]
         except (OSError, ValueError, TypeError):
             entries = self.repo.files(record, number)
-            _write_json(stored, [asdict(e) for e in entries])
+            _write_json(stored, [(e.path, e.file_version, e.checksum, e.size) for e in entries])
         tree = VersionTree.build(entries)
         with self._lock:
             self._trees[key] = tree

@@ -1,10 +1,13 @@
 """How far ahead of a reader to fetch: a window that grows while reads are sequential.
 
 As in mountpoint-s3 and rclone, a reader proves itself sequential before any read-ahead is
-spent on it, the window doubles with each sequential read up to a cap, and small
+spent on it, the window doubles as the reader consumes it, up to a cap, and small
 out-of-order gaps (the kernel reorders concurrent requests) do not count as seeks. A random
 reader gets no read-ahead at all, so it wastes nothing; neither does a reader that reads a
-header and then jumps, because a run must cover half a window before read-ahead starts. A read counts as sequential when it
+header and then jumps, because a run must cover half a window before read-ahead starts. The
+window doubles only when the reader has consumed half of it (as mountpoint-s3 grows when the
+reader reaches the part being fetched), not on every request: the kernel's own read-ahead
+burst of a few 128 KiB requests does not blow it up. A read counts as sequential when it
 starts within `first_window` of where the last one ended (either way), or inside the window
 already being fetched.
 """
@@ -20,6 +23,7 @@ class ReadAheadWindow:
         self.window = 0
         self._expected: int | None = None
         self._run_start = 0  # where the current sequential run began
+        self._grow_at = 0  # the window doubles once a read ends past this offset
 
     def advise(self, offset: int, size: int) -> tuple[int, int]:
         """Record a read of SIZE bytes at OFFSET; return (start, end) to read ahead (may be empty)."""
@@ -32,7 +36,10 @@ class ReadAheadWindow:
         if not sequential:
             self._run_start = offset
             self.window = 0
-        elif end - self._run_start >= self.first_window // 2:
-            self.window = min(max(self.window * 2, self.first_window), self.max_window)
+        elif self.window == 0 and end - self._run_start >= self.first_window // 2:
+            self.window, self._grow_at = self.first_window, end + self.first_window // 2
+        elif self.window and end >= self._grow_at:  # the reader used half the window: double it
+            self.window = min(self.window * 2, self.max_window)
+            self._grow_at = end + self.window // 2
         self._expected = max(end, self._expected or 0) if sequential else end
         return end, end + self.window

@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from typing import BinaryIO, Union
 
+from eotdlfs.fs.errors import ContentMismatch
 from eotdlfs.fs.fetcher import BlockFetcher, Content
 from eotdlfs.fs.readahead import ReadAheadWindow
 
@@ -22,9 +23,10 @@ KEPT_SOURCES = 4
 class OpenFile:
     """One open file: its read-ahead state and the few blocks it read last."""
 
-    def __init__(self, content: Content, window: ReadAheadWindow):
+    def __init__(self, content: Content, window: ReadAheadWindow, opened: int):
         # Set once.
         self.content = content
+        self.opened = opened  # fetcher serial at open: a checksum failure after it fails this handle
         # Guarded by lock.
         self.lock = threading.Lock()
         self.window = window
@@ -63,11 +65,14 @@ class ContentReader:
         self.demand_timeout = demand_timeout
 
     def open(self, content: Content) -> OpenFile:
-        return OpenFile(content, ReadAheadWindow(self.first_window, self.max_window))
+        return OpenFile(content, ReadAheadWindow(self.first_window, self.max_window), self.fetcher.serial())
 
     def read(self, handle: OpenFile, offset: int, size: int) -> bytes:
         content, bs = handle.content, self.block_size
         end = min(offset + size, content.size)
+        if self.fetcher.failed_since(content.checksum, handle.opened):
+            # Read-ahead found the file corrupt while this reader was still on its way.
+            raise ContentMismatch(f"{content.entry.path} failed its SHA-1 check")
         if offset >= end:
             return b""
         self._read_ahead(handle, offset, end)

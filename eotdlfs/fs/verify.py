@@ -4,8 +4,8 @@ A `FileVerifier` hashes a file's blocks in order: fresh blocks from the fetch th
 them, earlier ones back from the cache. The file's final block is the gate: it enters the
 cache, and its readers get it, only once the whole file hashed right. When it arrives
 before the blocks ahead of it (parallel fetches finish out of order) it is held here until
-they land. A mismatch drops every block of the file and fails the readers with
-`ContentMismatch` (EIO). A file read randomly, with earlier blocks neither cached nor being
+they land. A mismatch fails the readers with `ContentMismatch` (EIO); the fetcher then
+drops every block of the file. A file read randomly, with earlier blocks neither cached nor being
 fetched, is not held: nobody is reading it end to end.
 """
 
@@ -35,6 +35,8 @@ class FileVerifier:
         self._next = 0
         self.held: tuple[bytes, Future] | None = None
         self.finished = False
+        # Set without the lock by a fetch that stored blocks while someone else was hashing.
+        self.pending = False
 
     @property
     def next_index(self) -> int:
@@ -60,15 +62,17 @@ class FileVerifier:
         self.finished = True
         digest = self._hasher.hexdigest()
         if digest != self.checksum:
-            cache.drop(self.checksum, self.block_count)
             error = ContentMismatch(f"content {self.checksum} hashed to {digest}")
-            log.error("checksum mismatch for %s: got %s; dropped its cached blocks", self.checksum, digest)
-            if self.held is not None:
-                self.held[1].set_exception(error)
-                self.held = None
+            log.error("checksum mismatch for %s: got %s; its cached blocks are dropped", self.checksum, digest)
+            self.fail_held_locked(error)
             raise error
         self.release_held_locked(cache)
         return True
+
+    def fail_held_locked(self, error: BaseException) -> None:
+        if self.held is not None:
+            self.held[1].set_exception(error)
+            self.held = None
 
     def release_held_locked(self, cache: BlockCache) -> None:
         """Put the held final block in the cache and hand it to its readers."""

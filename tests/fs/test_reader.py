@@ -152,11 +152,12 @@ def test_read_ahead_window_grows_only_for_sequential_readers():
     window = ReadAheadWindow(first_window=100, max_window=800)
     assert window.advise(0, 10) == (10, 10)  # one read proves nothing
     assert window.advise(10, 10) == (20, 20)  # nor does a short run (a header)
-    assert window.advise(20, 30) == (50, 150)
-    assert window.advise(50, 10) == (60, 260)
-    assert window.advise(60, 10) == (70, 470)
-    assert window.advise(70, 10) == (80, 880)
-    assert window.advise(80, 10) == (90, 890)  # capped
-    assert window.advise(85, 10) == (95, 895)  # a small step back is reordering, not a seek
+    assert window.advise(20, 30) == (50, 150)  # half a window read in order: read-ahead starts
+    assert window.advise(50, 10) == (60, 160)  # the window grows only as the reader consumes it
+    assert window.advise(60, 40) == (100, 300)
+    assert window.advise(100, 100) == (200, 600)
+    assert window.advise(200, 200) == (400, 1200)  # capped at 800
+    assert window.advise(400, 400) == (800, 1600)
+    assert window.advise(750, 10) == (760, 1560)  # a small step back is reordering, not a seek
     assert window.advise(10 ** 9, 60)[1] - (10 ** 9 + 60) == 0  # a far jump: no read-ahead
     assert window.advise(10 ** 9 + 60, 10)[1] - (10 ** 9 + 70) == 100  # then it must prove itself again

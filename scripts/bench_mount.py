@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Benchmark of the read-only mount on its own (issue 5); prints one JSON object.
+
+Sets up in a temp folder on 127.0.0.1: `eotdlfs serve` (a separate process) with a dataset
+of one big file (1 GiB; `--quick`: 128 MiB) and 10,000 files of 4 KiB (`--quick`: 1,000)
+ingested by `eotdlfs ingest`, then measures, in the same run:
+
+- `curl_MBps`: curl of the big file from the same server (the ceiling);
+- `ls_lR_10k_s`: `ls -lR` of the small files on a fresh mount (listing fetch included);
+- `first_64k_ms`: open + first 64 KiB of the big file (not cached; its folder already listed);
+- `cold_seq_MBps`: the big file read start to end with 1 MiB reads, empty block cache;
+- `warm_seq_MBps`: the same read again on the same mount (kernel page cache);
+- `rss_peak_MB`: peak RSS (VmHWM) of a second mount process, with a cache limit of 256 MiB,
+  while it streams the big file twice cold (the pages are dropped with
+  posix_fadvise(DONTNEED) between the reads): 2 GiB in the full run.
+Every mount and server is stopped by PID and fusermount on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import eotdlfs_side, measure  # noqa: E402
+from benchlib.dataset import BIG_FILE, SMALL_DIR, DatasetSpec, generate  # noqa: E402
+from benchlib.processes import ForegroundMount, peak_rss_mb  # noqa: E402
+
+NAME = "bench-mount"
+
+
+def drop_pages(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def mount(work: Path, label: str, server, env: dict, *extra: str) -> ForegroundMount:
+    argv = [*eotdlfs_side.eotdlfs_command(), "mount", str(work / f"mnt-{label}"), "--api-url", server.url,
+            "--cache-dir", str(work / f"cache-{label}"), "--foreground", *extra]
+    return ForegroundMount(argv, work / f"mnt-{label}", work / f"cache-{label}", work / f"mount-{label}.log", env)
+
+
+def run(work: Path, quick: bool) -> dict:
+    spec = DatasetSpec(big_bytes=(128 if quick else 1024) << 20, small_count=1000 if quick else 10_000,
+                       small_bytes=4096, geotiff_bytes=0)
+    dataset = generate(work / "data", NAME, spec)
+    home = work / "home"
+    server = eotdlfs_side.EotdlfsServer(work / "repo", eotdlfs_side.isolated_env(home), work / "server.log")
+    mounts: list[ForegroundMount] = []
+    try:
+        env = eotdlfs_side.isolated_env(home, server.url, eotdlfs_side.issue_token(work / "repo"))
+        ingest_s = eotdlfs_side.run_command(["ingest", str(dataset.root)], env, work / "ingest.log", 3600)
+        result = {"big_file_bytes": spec.big_bytes, "small_files": spec.small_count, "ingest_s": round(ingest_s, 2),
+                  "curl_MBps": round(measure.curl_MBps(server.download_url(NAME, BIG_FILE)), 1)}
+
+        mounts.append(mount(work, "a", server, env))
+        version = mounts[-1].mnt / "datasets" / NAME / "v1"
+        result["ls_lR_10k_s"] = round(measure.ls_lR_s(version / SMALL_DIR, spec.small_count), 3)
+        result["ls_lR_again_s"] = round(measure.ls_lR_s(version / SMALL_DIR, spec.small_count), 3)
+        result["first_64k_ms"] = round(measure.first_byte_ms(version / BIG_FILE), 1)
+        sent = server.bytes_sent()
+        result["cold_seq_MBps"] = round(measure.seq_read_MBps(version / BIG_FILE, spec.big_bytes), 1)
+        time.sleep(0.5)
+        result["cold_fetched_ratio"] = round((server.bytes_sent() - sent) / spec.big_bytes, 3)
+        result["warm_seq_MBps"] = round(measure.seq_read_MBps(version / BIG_FILE, spec.big_bytes), 1)
+        result["rss_after_cold_warm_MB"] = round(peak_rss_mb(mounts[-1].pid) or 0, 1)
+
+        mounts.append(mount(work, "b", server, env, "--cache-size", "256M"))
+        big = mounts[-1].mnt / "datasets" / NAME / "v1" / BIG_FILE
+        streamed = measure.seq_read_MBps(big, spec.big_bytes)
+        drop_pages(big)
+        streamed = (streamed + measure.seq_read_MBps(big, spec.big_bytes)) / 2
+        result["rss_peak_MB"] = round(peak_rss_mb(mounts[-1].pid) or 0, 1)
+        result["rss_streamed_bytes"] = 2 * spec.big_bytes
+        result["small_cache_seq_MBps"] = round(streamed, 1)
+        result["cold_vs_curl"] = round(result["cold_seq_MBps"] / result["curl_MBps"], 3)
+        result["machine"] = f"{os.cpu_count()} cores, loopback, load {[round(x, 2) for x in os.getloadavg()]}"
+        return result
+    finally:
+        for m in mounts:
+            m.stop()
+        server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="128 MiB and 1,000 files, for development")
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-mount-"))
+    try:
+        print(json.dumps(run(work, args.quick), indent=2))
+    finally:
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
