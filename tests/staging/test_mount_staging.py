@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -278,3 +279,25 @@ def test_autoflush_publishes_after_idle_seconds(tmp_path, repo_server, mount_fac
         time.sleep(0.2)
     assert published_versions(repo_server, name) == [1, 2]
     assert "auto.txt" in version_files(repo_server, name, 2)
+
+
+def test_flush_waits_for_a_file_open_for_writing_and_names_it(tmp_path, repo_server, mount_factory, published):
+    name, _ = published
+    mount = mount_factory(repo_server, ttl=1)
+    target = staged(mount, name)
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    with open(target / "growing.log", "wb") as writer:
+        writer.write(b"first line\n")
+        writer.flush()
+        flush = subprocess.Popen([sys.executable, "-m", "eotdlfs", "flush", str(target)], env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1.5)
+            assert flush.poll() is None  # still waiting for the writer
+            writer.write(b"second line\n")
+        except BaseException:
+            flush.kill()
+            raise
+    out, err = flush.communicate(timeout=60)
+    assert flush.returncode == 0 and "waiting for growing.log" in err, (out, err)
+    assert (mount.path / KIND / name / "v2" / "growing.log").read_bytes() == b"first line\nsecond line\n"
