@@ -153,3 +153,10 @@ def test_content_disposition_is_a_safe_header(api, unique_name):
     r = api.get(f"{api.kind}/{rid}/download/{quote(path)}")
     assert r.status_code == 200 and r.content == b"x"
     assert r.headers["content-disposition"] == 'attachment; filename="we_ird n_.txt"'
+
+
+def test_head_errors_have_no_body(api, blob):
+    r = api.req("HEAD", f"{api.kind}/{blob}/download/d/data.bin", headers={"Range": f"bytes={SIZE}-"})
+    assert r.status_code == 416 and r.content == b"" and r.headers["content-range"] == f"bytes */{SIZE}"
+    r = api.req("HEAD", f"{api.kind}/{blob}/download/missing")
+    assert r.status_code == 404 and r.content == b""
