@@ -257,3 +257,17 @@ def test_a_large_file_removed_then_restored_is_carried_not_resent(repo_server, u
     assert uploads_delta(before, repo_server.stats())["chunk"] == 0
     record_id = api.record_by_name("datasets", name)["id"]
     assert listing(api, record_id, 3)["big.bin"] == hashlib.sha1(big).hexdigest()
+
+
+def test_a_second_ingest_of_the_same_record_on_this_machine_is_refused(repo_server, unique_name, tmp_path):
+    from eotdlfs.client.errors import Conflict
+    from eotdlfs.client.ingest.lock import ingest_lock
+
+    name = unique_name("locked")
+    folder = make_folder(tmp_path / "src", name, 2)
+    api = client(repo_server)
+    with ingest_lock(api.base_url, "datasets", name):  # as a running flush of NAME holds it
+        with pytest.raises(Conflict, match=f"another ingest of datasets/{name} is running"):
+            ingest_folder(api, "datasets", folder)
+        assert ingest_folder(api, "models", folder).version == 1  # another record: not blocked
+    assert ingest_folder(api, "datasets", folder).version == 1

@@ -23,6 +23,7 @@ from typing import Sequence
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import Conflict, Forbidden, NothingToIngest, NotFound
 from eotdlfs.client.hashcache import HashCache
+from eotdlfs.client.ingest.lock import ingest_lock
 from eotdlfs.client.ingest.plan import Carry, IngestPlan, LatestFile, SourceFile, Upload, chunked, plan_ingest, upload_batches
 from eotdlfs.client.ingest.sources import scan_folder
 from eotdlfs.client.repository import record_versions
@@ -66,6 +67,12 @@ def run_ingest(api: ApiClient, kind: str, metadata: Metadata, sources: Sequence[
         raise MetadataError(METADATA_FILE, "must be one of the files ingested")
     progress = progress or TransferProgress()
     sources = with_checksums(sources)
+    with ingest_lock(api.base_url, kind, metadata.name):
+        return _ingest_locked(api, kind, metadata, sources, progress)
+
+
+def _ingest_locked(api: ApiClient, kind: str, metadata: Metadata, sources: list[SourceFile],
+                   progress: TransferProgress) -> IngestResult:
     record = ensure_record(api, kind, metadata)
     versions = record_versions(record)
     latest = max((int(v["version_id"]) for v in versions if not v.get("draft")), default=None)

@@ -1,0 +1,35 @@
+"""One ingest per record at a time on this machine (a `eotdlfs ingest` and a staging flush, say).
+
+Two ingests of one record would fill the same draft, and the first to publish would expose
+the other's half-sent files. The lock is a `flock` on a file under the cache dir, held for
+the whole ingest and released by the kernel if the process dies, so kill -9 never leaves it stuck.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+from eotdlfs.client.errors import Conflict
+from eotdlfs.client.hashcache import cache_dir
+
+
+@contextmanager
+def ingest_lock(api_url: str, kind: str, name: str) -> Iterator[None]:
+    """Hold the lock of record KIND/NAME at API_URL; Conflict at once if another process holds it."""
+    folder = cache_dir() / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (hashlib.sha1(f"{api_url}\n{kind}\n{name}".encode()).hexdigest() + ".lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Conflict(f"another ingest of {kind}/{name} is running on this machine; "
+                           "run again when it has finished", 409) from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
