@@ -121,6 +121,7 @@ def create_app(root: Path, limits: Limits | None = None) -> FastAPI:
     """The server for the repository stored under ROOT."""
     limits = limits or Limits.from_env()
     store = Store(Path(root), limits)
+    store.recover()
     secret = load_secret(Path(root))
     stats = Stats()
 

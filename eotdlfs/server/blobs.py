@@ -67,9 +67,8 @@ class BlobStore:
         self.uploads = Path(root) / "uploads"
         for d in (self.blobs, self.tmp, self.uploads):
             d.mkdir(parents=True, exist_ok=True)
-        self._drop_stale_temp_files()
 
-    def _drop_stale_temp_files(self) -> None:
+    def drop_stale_temp_files(self) -> None:
         """Remove temp files a crashed request left; old enough that no live request owns them."""
         cutoff = time.time() - STALE_TEMP_S
         for path in self.tmp.glob("stage-*"):
@@ -167,6 +166,12 @@ class BlobStore:
 
     def drop_upload(self, upload_id: str) -> None:
         shutil.rmtree(self.upload_dir(upload_id), ignore_errors=True)
+
+    def drop_uploads_except(self, live: set[str]) -> None:
+        """Remove every part folder whose upload is not in LIVE."""
+        for folder in self.uploads.iterdir():
+            if folder.name not in live:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 class _Concat:

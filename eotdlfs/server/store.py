@@ -12,6 +12,7 @@ import json
 import re
 import secrets
 import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,7 @@ from eotdlfs.server.zipbatch import unpack_batch
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
+UPLOAD_TTL_S = 7 * 24 * 3600  # an upload not completed within a week is dropped at the next start
 
 
 def _now() -> str:
@@ -66,6 +68,15 @@ class Store:
         self.limits = limits or Limits()
         self.db = Database(self.root)
         self.blobs = BlobStore(self.root)
+
+    def recover(self) -> None:
+        """At server start: drop what crashed requests left, and uploads older than UPLOAD_TTL_S."""
+        self.blobs.drop_stale_temp_files()
+        cutoff = datetime.fromtimestamp(time.time() - UPLOAD_TTL_S, timezone.utc).isoformat()
+        with self.db.write() as conn:
+            conn.execute("DELETE FROM uploads WHERE created_at < ?", (cutoff,))
+            live = {r["upload_id"] for r in conn.execute("SELECT upload_id FROM uploads")}
+        self.blobs.drop_uploads_except(live)
 
     # -- lookups ------------------------------------------------------------
 

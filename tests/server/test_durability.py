@@ -88,3 +88,27 @@ def test_stale_temp_files_are_removed_at_start(fresh_server):
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     fresh_server.restart()
     assert not old.exists() and new.exists()
+
+
+def test_stale_and_orphan_uploads_are_dropped_at_start(fresh_server, unique_name):
+    import sqlite3
+
+    api = Api(fresh_server, "datasets", fresh_server.token("alice"))
+    rid = api.create(unique_name("gc"))
+    ids = []
+    for path in ("old", "recent"):
+        r = api.post(f"datasets/{rid}/uploadId", json={"filname": path, "checksum": sha1(path.encode())})
+        ids.append(r.json()["upload_id"])
+        api.post(f"datasets/chunk/{ids[-1]}", files={"file": ("p", b"x")},
+                 data={"part_number": 1, "checksum": hashlib.md5(b"x").hexdigest()})
+    orphan = fresh_server.root / "uploads" / ("f" * 32)
+    orphan.mkdir()
+    (orphan / "1").write_bytes(b"nobody's")
+    fresh_server.stop()
+    with sqlite3.connect(fresh_server.root / "repository.db") as db:
+        db.execute("UPDATE uploads SET created_at = '2000-01-01T00:00:00+00:00' WHERE upload_id = ?", (ids[0],))
+    fresh_server.start()
+    assert sorted(p.name for p in (fresh_server.root / "uploads").iterdir()) == [ids[1]]
+    r = api.post(f"datasets/chunk/{ids[0]}", files={"file": ("p", b"x")},
+                 data={"part_number": 2, "checksum": hashlib.md5(b"x").hexdigest()})
+    assert r.json() == {"detail": "Upload Id not found."}
