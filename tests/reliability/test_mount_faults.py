@@ -77,7 +77,8 @@ def read_all(path: Path) -> tuple[bytes | None, OSError | None]:
         return None, exc
 
 
-@pytest.mark.parametrize("fault", [pytest.param(f, marks=pytest.mark.xfail(strict=True, reason=KERNEL_KEEPS_BAD_PAGES))
+# not strict: whether the kernel's read-ahead swallows the EIO depends on timing
+@pytest.mark.parametrize("fault", [pytest.param(f, marks=pytest.mark.xfail(strict=False, reason=KERNEL_KEEPS_BAD_PAGES))
                                    if f == "corrupt" else f for f in sorted(FAULTS)])
 def test_fault_gives_eio_or_right_bytes_then_recovers(proxied_mount, seeded, tally, fault: str) -> None:
     proxy, version = proxied_mount
