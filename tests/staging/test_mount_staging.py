@@ -301,3 +301,15 @@ def test_flush_waits_for_a_file_open_for_writing_and_names_it(tmp_path, repo_ser
     out, err = flush.communicate(timeout=60)
     assert flush.returncode == 0 and "waiting for growing.log" in err, (out, err)
     assert (mount.path / KIND / name / "v2" / "growing.log").read_bytes() == b"first line\nsecond line\n"
+
+
+def test_a_new_model_is_staged_and_flushed_like_a_dataset(tmp_path, repo_server, mount_factory, unique_name):
+    name = unique_name("model")
+    mount = mount_factory(repo_server, ttl=1)
+    target = mount.path / "staging" / "models" / name
+    target.mkdir()
+    write_metadata(target, name)
+    (target / "weights.bin").write_bytes(b"\x00\x01" * 5000)
+    result = flush_cli(tmp_path, repo_server, target)
+    assert result.returncode == 0, result.stderr
+    assert (mount.path / "models" / name / "v1" / "weights.bin").read_bytes() == b"\x00\x01" * 5000
