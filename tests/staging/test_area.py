@@ -13,6 +13,7 @@ import pytest
 from eotdlfs.client.errors import Unreachable
 from eotdlfs.fs.staging.area import StagingArea
 from eotdlfs.fs.staging.control import FLUSH_XATTR
+from eotdlfs.fs.staging.flush import RecordFlusher
 from tests.staging.fakes import FakeRepository, FakeVersions
 
 METADATA = b"name: demo\nauthors: [me]\nlicense: MIT\nsource: http://example.com\n"
@@ -235,3 +236,15 @@ def test_a_new_record_whose_name_appeared_on_the_server_is_not_merged(tmp_path, 
     state = flush(area, "datasets", "raced-name")
     assert state["state"] == "failed" and "created on the server" in state["error"]
     assert area.readdir("/datasets/raced-name") == ["metadata.yml"]
+
+
+def test_a_writer_that_never_closes_fails_the_flush_with_a_clear_message(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    fh = area.create("/datasets/demo/held.txt", 0o644)
+    flusher = RecordFlusher(area._overlay("datasets", "demo"), repo.services(), writer_wait=0.2)
+    flusher.request()
+    assert flusher.wait(10)
+    state = flusher.state()
+    assert state.state == "failed" and state.error.startswith("held.txt is still open for writing"), state
+    area.release("/datasets/demo/held.txt", fh)
+    assert flush(area, "datasets", "demo")["state"] == "done"

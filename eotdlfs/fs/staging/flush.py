@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from eotdlfs.client.errors import NothingToIngest, Unauthorized
+from eotdlfs.client.errors import NothingToIngest, RepositoryError, Unauthorized
 from eotdlfs.client.ingest import IngestResult, SourceFile
 from eotdlfs.client.progress import TransferProgress
 from eotdlfs.fs.staging.files import BaseVersion, StagedFile
 from eotdlfs.fs.staging.overlay import StagingOverlay
-from eotdlfs.metadata import METADATA_FILE, Metadata, load_metadata
+from eotdlfs.metadata import METADATA_FILE, Metadata, MetadataError, load_metadata
 from eotdlfs.repository import FileEntry
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,16 @@ class _StateProgress(TransferProgress):
         with self._flusher._lock:
             self._flusher._state.files_done += files
             self._flusher._state.bytes_done += bytes_done
+
+
+def _describe(exc: Exception) -> str:
+    """The one line `eotdlfs flush` and `eotdlfs status` show for a failed flush."""
+    if isinstance(exc, Unauthorized):
+        return (f"{exc} (the mount's credentials are missing or refused: set EOTDL_TOKEN or EOTDL_API_KEY,"
+                " or the config file, and mount again)")
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 class RecordFlusher:
@@ -159,12 +169,9 @@ class RecordFlusher:
         try:
             outcome = self.flush()
         except Exception as exc:  # every failure is reported, none may kill the mount
-            message = str(exc) or type(exc).__name__
-            if isinstance(exc, Unauthorized):
-                message += (" (the mount's credentials are missing or refused: set EOTDL_TOKEN or EOTDL_API_KEY,"
-                            " or the config file, and mount again)")
+            message = _describe(exc)
             log.warning("flush of %s/%s failed: %s", ov.kind, ov.name, message,
-                        exc_info=not isinstance(exc, (FlushError, OSError)))
+                        exc_info=not isinstance(exc, (FlushError, OSError, RepositoryError, MetadataError)))
             self._finish(FAILED, message, error=message)
             return
         self._finish(*outcome)

@@ -503,7 +503,8 @@ class StagingOverlay:
                     reported = busy[0]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise _err(errno.EBUSY, f"{busy[0]} is still open for writing")
+                    raise OSError(errno.EBUSY, f"{busy[0]} is still open for writing after {timeout:.0f} s;"
+                                               " close it and flush again")
                 self._released.wait(min(remaining, 1.0))
             staged = [
                 StagedFile(path, os.stat(self.upper_path(upper)).st_size, None, self.upper_path(upper), upper)
