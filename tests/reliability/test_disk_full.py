@@ -1,0 +1,92 @@
+"""The disk fills up: under the server's repository, and under the mount's block cache.
+
+A tmpfs of a few MiB (root only; skipped otherwise) plays the full disk. Promises: what
+was published before stays whole and readable, the failed write is reported as an
+error, the repository passes fsck, and the system keeps working once the write fits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from reliability.conftest import assert_fsck_ok
+from reliability.ingestkit import MiB, bytes_lost, make_folder, record, run_ingest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+
+
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@pytest.fixture()
+def full_disk_server(server_class: type, tmp_path: Path) -> Iterator[Any]:
+    for disk in small_disk(tmp_path / "disk", "24m"):
+        server = server_class(disk / "root")
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
+
+
+def test_server_disk_full_fails_the_ingest_and_keeps_what_was_published(full_disk_server, tmp_path: Path,
+                                                                         tally) -> None:
+    server, token = full_disk_server, full_disk_server.token("alice")
+    v1 = make_folder(tmp_path / "v1" / "disk-full", "disk-full", small=10, seed=1)
+    assert run_ingest(tmp_path / "v1" / "disk-full", server.url, token, tmp_path / "cache").returncode == 0
+
+    big = make_folder(tmp_path / "v2" / "disk-full", "disk-full", small=10, large_bytes=40 * MiB, seed=2)
+    failed = run_ingest(tmp_path / "v2" / "disk-full", server.url, token, tmp_path / "cache")
+    # Today the server answers the ENOSPC with a bare 500 ("error: Internal Server Error"); 507 with a
+    # detail naming the full disk would say more, but the promise checked here is that nothing breaks.
+    assert failed.returncode != 0 and failed.stderr.strip()
+    rec = record(server.url, "datasets", "disk-full")
+    assert [v["version_id"] for v in rec["versions"]] == [1]
+    lost = bytes_lost(server.url, "datasets", rec["id"], 1, v1)
+    tally.bytes_lost += lost
+    assert lost == 0
+    assert_fsck_ok(server.root)
+
+    del big["big/scene.tif"]
+    (tmp_path / "v2" / "disk-full" / "big" / "scene.tif").unlink()
+    fits = run_ingest(tmp_path / "v2" / "disk-full", server.url, token, tmp_path / "cache")
+    assert fits.returncode == 0, fits.stderr
+    rec = record(server.url, "datasets", "disk-full")
+    assert [v["version_id"] for v in rec["versions"]] == [1, 2]
+    assert bytes_lost(server.url, "datasets", rec["id"], 2, big) == 0
+    assert_fsck_ok(server.root)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known bug (eotdlfs/fs/fetcher.py _fetch -> BlockCache.put): a cache write failing with ENOSPC or "
+    "'database or disk is full' fails the fetch, so the reader gets EIO instead of the fetched bytes"))
+def test_mount_cache_disk_full_reads_stay_exact(module_server, mount_factory, tmp_path: Path, tally) -> None:
+    folder = tmp_path / "src" / "cache-full"
+    files = make_folder(folder, "cache-full", small=5, large_bytes=24 * MiB, seed=3)
+    assert run_ingest(folder, module_server.url, module_server.token("alice"), tmp_path / "hc").returncode == 0
+    for disk in small_disk(tmp_path / "cache-disk", "8m"):
+        mount = mount_factory(module_server, cache_dir=disk)  # its log goes beside the disk, not on it
+        version = mount.path / "datasets" / "cache-full" / "v1"
+        for _ in range(2):  # the second time, the cache is as full as it gets
+            for path, data in files.items():
+                try:
+                    got = (version / path).read_bytes()
+                except OSError as exc:
+                    pytest.fail(f"{path}: {exc} (a full cache disk should cost speed, not reads)")
+                if hashlib.sha1(got).digest() != hashlib.sha1(data).digest():
+                    tally.bytes_lost += len(data)
+                    pytest.fail(f"{path}: wrong bytes with the cache disk full")
+        mount.unmount()
