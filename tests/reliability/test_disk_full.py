@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,7 +22,9 @@ from reliability.ingestkit import MiB, bytes_lost, make_folder, record, run_inge
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 
 
+@contextmanager
 def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of SIZE mounted on PATH for the duration of the block."""
     path.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
     try:
@@ -33,7 +36,7 @@ def small_disk(path: Path, size: str) -> Iterator[Path]:
 
 @pytest.fixture()
 def full_disk_server(server_class: type, tmp_path: Path) -> Iterator[Any]:
-    for disk in small_disk(tmp_path / "disk", "24m"):
+    with small_disk(tmp_path / "disk", "24m") as disk:
         server = server_class(disk / "root")
         try:
             server.start()
@@ -77,16 +80,18 @@ def test_mount_cache_disk_full_reads_stay_exact(module_server, mount_factory, tm
     folder = tmp_path / "src" / "cache-full"
     files = make_folder(folder, "cache-full", small=5, large_bytes=24 * MiB, seed=3)
     assert run_ingest(folder, module_server.url, module_server.token("alice"), tmp_path / "hc").returncode == 0
-    for disk in small_disk(tmp_path / "cache-disk", "8m"):
+    with small_disk(tmp_path / "cache-disk", "8m") as disk:
         mount = mount_factory(module_server, cache_dir=disk)  # its log goes beside the disk, not on it
-        version = mount.path / "datasets" / "cache-full" / "v1"
-        for _ in range(2):  # the second time, the cache is as full as it gets
-            for path, data in files.items():
-                try:
-                    got = (version / path).read_bytes()
-                except OSError as exc:
-                    pytest.fail(f"{path}: {exc} (a full cache disk should cost speed, not reads)")
-                if hashlib.sha1(got).digest() != hashlib.sha1(data).digest():
-                    tally.bytes_lost += len(data)
-                    pytest.fail(f"{path}: wrong bytes with the cache disk full")
-        mount.unmount()
+        try:
+            version = mount.path / "datasets" / "cache-full" / "v1"
+            for _ in range(2):  # the second time, the cache is as full as it gets
+                for path, data in files.items():
+                    try:
+                        got = (version / path).read_bytes()
+                    except OSError as exc:
+                        pytest.fail(f"{path}: {exc} (a full cache disk should cost speed, not reads)")
+                    if hashlib.sha1(got).digest() != hashlib.sha1(data).digest():
+                        tally.bytes_lost += len(data)
+                        pytest.fail(f"{path}: wrong bytes with the cache disk full")
+        finally:
+            mount.unmount()  # before the disk under its cache goes
