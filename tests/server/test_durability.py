@@ -112,3 +112,40 @@ def test_stale_and_orphan_uploads_are_dropped_at_start(fresh_server, unique_name
     r = api.post(f"datasets/chunk/{ids[0]}", files={"file": ("p", b"x")},
                  data={"part_number": 2, "checksum": hashlib.md5(b"x").hexdigest()})
     assert r.json() == {"detail": "Upload Id not found."}
+
+
+def test_readers_during_writes(repo_server, unique_name):
+    import threading
+
+    api = Api(repo_server, "datasets", repo_server.token("alice"))
+    rid = api.create(unique_name("rw"))
+    api.new_version(rid)
+    base = bytes(range(256)) * 400
+    api.batch(rid, 1, {"base.bin": base})
+    stop, failures = threading.Event(), []
+
+    def read() -> None:
+        import requests
+
+        s = requests.Session()
+        while not stop.is_set():
+            r = s.get(api.url + f"datasets/{rid}/download/base.bin", headers={"Range": "bytes=1000-60999"})
+            if r.status_code != 206 or r.content != base[1000:61000]:
+                failures.append(r.status_code)
+            if s.get(api.url + f"datasets/{rid}/files?version=1").status_code != 200:
+                failures.append("list")
+
+    readers = [threading.Thread(target=read) for _ in range(4)]
+    for t in readers:
+        t.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            versions = list(pool.map(lambda _: api.new_version(rid, draft=True), range(8)))
+            results = list(pool.map(lambda v: api.batch(rid, v, {f"f{v}": b"x" * v, "base.bin": base}).status_code,
+                                    versions))
+    finally:
+        stop.set()
+        for t in readers:
+            t.join(30)
+    assert results == [200] * 8 and failures == []
+    assert all(api.files(rid, v) for v in versions)
