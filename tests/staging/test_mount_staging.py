@@ -141,6 +141,11 @@ def test_tools_on_the_staging_tree(tmp_path, repo_server, mount_factory, publish
         os.fsync(f.fileno())
     os.rename(tmp, target / "part1" / "file0001.txt")
     os.rename(target / "part2", target / "copied" / "part2-moved")
+    subprocess.run(["touch", "-d", "@981173106", str(target / "part3" / "file0003.txt")], check=True)
+    subprocess.run(["touch", "-a", str(target / "part3" / "file0003.txt")], check=True)  # mtime stays
+    assert (target / "part3" / "file0003.txt").stat().st_mtime == 981173106
+    subprocess.run(["touch", str(target / "part4" / "file0004.txt")], check=True)  # now
+    assert abs((target / "part4" / "file0004.txt").stat().st_mtime - time.time()) < 60
     assert not filecmp.dircmp(extra, target / "from-rsync").diff_files
     assert (target / "tarred" / "r3.txt").read_text() == "rsync 3\n" * 3
     expected = sha1_tree(target)

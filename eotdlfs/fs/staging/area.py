@@ -30,6 +30,7 @@ from eotdlfs.repository import FileEntry
 
 log = logging.getLogger(__name__)
 
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2  # <sys/stat.h>, as fusepy's use_ns hands them over
 FOLLOW_CHECK_S = 5.0  # how often an unchanged overlay looks for a newer published version
 SHUTDOWN_WAIT_S = 10.0  # unmount waits this long for a running flush (it resumes at the next mount)
 
@@ -331,11 +332,16 @@ class StagingArea:
         self.getattr(path)
 
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
+        """Only the modification time is kept. libfuse passes UTIME_NOW / UTIME_OMIT as a zero second
+        with that marker in the nanoseconds (`touch`, `touch -a`)."""
         kind, name, rel = _split(path)
         if name is None:
             return
-        mtime_ns = times[1] if times else time.time_ns()
-        self._overlay(kind, name, path).utimens(rel, mtime_ns)
+        mtime_ns = times[1] if times else UTIME_NOW
+        if mtime_ns == UTIME_OMIT:
+            self.getattr(path)
+            return
+        self._overlay(kind, name, path).utimens(rel, time.time_ns() if mtime_ns == UTIME_NOW else mtime_ns)
 
     def readlink(self, path: str) -> str:
         raise _err(errno.EINVAL, path)  # staging holds no symlinks
