@@ -144,6 +144,9 @@ def test_tools_on_the_staging_tree(tmp_path, repo_server, mount_factory, publish
     subprocess.run(["touch", "-d", "@981173106", str(target / "part3" / "file0003.txt")], check=True)
     subprocess.run(["touch", "-a", str(target / "part3" / "file0003.txt")], check=True)  # mtime stays
     assert (target / "part3" / "file0003.txt").stat().st_mtime == 981173106
+    before = (target / "part5" / "file0005.txt").read_bytes()
+    subprocess.run(["sh", "-c", f"echo appended >> '{target / 'part5' / 'file0005.txt'}'"], check=True)
+    assert (target / "part5" / "file0005.txt").read_bytes() == before + b"appended\n"
     subprocess.run(["touch", str(target / "part4" / "file0004.txt")], check=True)  # now
     assert abs((target / "part4" / "file0004.txt").stat().st_mtime - time.time()) < 60
     assert not filecmp.dircmp(extra, target / "from-rsync").diff_files
