@@ -1,12 +1,14 @@
 """Random sequences of versioning calls against the real server and a small reference model.
 
-The model is the API page's file-versioning rules written as plainly as possible; after
+The model is the API page's file-versioning rules written as plainly as possible (zip batches,
+multipart uploads, carries, drafts, publish, discard); after
 every step the server's listings, record versions, sizes and downloads must match it.
 Paths include 'd' and 'd/x' so file/folder clashes (409, nothing stored) come up too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 
 from hypothesis import HealthCheck, settings
@@ -65,6 +67,29 @@ class VersioningModel(RuleBasedStateMachine):
                 fv = (latest or 0) + 1
                 self.file_versions.setdefault(path, {})[fv] = content
             self.versions[version]["files"][path] = fv
+
+    @precondition(lambda self: self.versions)
+    @rule(data=st.data(), path=st.sampled_from(PATHS), content=st.sampled_from(CONTENTS))
+    def multipart(self, data, path, content):
+        version = data.draw(st.sampled_from(sorted(self.versions)))
+        r = self.api.post(f"datasets/{self.rid}/uploadId", json={"filname": path, "checksum": sha1(content)})
+        latest = self._latest(path)
+        if latest is not None and self.file_versions[path][latest] == content:
+            assert (r.status_code, r.json()["detail"]) == (409, "File already exists")
+            return
+        upload_id = r.json()["upload_id"]
+        r = self.api.post(f"datasets/chunk/{upload_id}", files={"file": ("part", content)},
+                          data={"part_number": 1, "checksum": hashlib.md5(content).hexdigest()})
+        assert r.status_code == 200, r.text
+        r = self.api.post(f"datasets/complete/{upload_id}?version={version}")
+        if _clashes(path, set(self.versions[version]["files"])):
+            assert r.status_code == 409
+            return
+        assert r.status_code == 200, r.text
+        fv = (latest or 0) + 1
+        self.file_versions.setdefault(path, {})[fv] = content
+        self.versions[version]["files"][path] = fv
+        assert r.json()["file_version"] == fv
 
     @precondition(lambda self: self.versions)
     @rule(data=st.data(), path=st.sampled_from(PATHS), content=st.sampled_from(CONTENTS))
