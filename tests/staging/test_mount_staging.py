@@ -321,3 +321,15 @@ def test_a_new_model_is_staged_and_flushed_like_a_dataset(tmp_path, repo_server,
     result = flush_cli(tmp_path, repo_server, target)
     assert result.returncode == 0, result.stderr
     assert (mount.path / "models" / name / "v1" / "weights.bin").read_bytes() == b"\x00\x01" * 5000
+
+
+def test_invalid_metadata_fails_naming_the_field_and_sends_nothing(tmp_path, repo_server, mount_factory,
+                                                                    published):
+    name, _ = published
+    mount = mount_factory(repo_server, ttl=1)
+    target = staged(mount, name)
+    write_metadata(target, name, source="ftp://not-http.example")
+    sent = uploads(repo_server)
+    result = flush_cli(tmp_path, repo_server, target)
+    assert result.returncode == 1 and "source" in result.stderr and "http" in result.stderr, result.stderr
+    assert uploads(repo_server) == sent and published_versions(repo_server, name) == [1]
