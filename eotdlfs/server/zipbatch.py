@@ -26,6 +26,8 @@ def _check_entries(zf: zipfile.ZipFile, limits: Limits) -> list[zipfile.ZipInfo]
     seen: set[str] = set()
     for info in infos:
         name = info.orig_filename  # zipfile cuts `filename` at a NUL; the original keeps it
+        if not name:  # before is_dir(), which fails on an empty name
+            raise bad_request("zip entry has an empty name")
         if info.is_dir():
             raise bad_request(f"zip entry {name!r} is a directory; only files may be ingested")
         mode = info.external_attr >> 16
