@@ -10,7 +10,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import random
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -334,3 +336,54 @@ def test_invalid_metadata_fails_naming_the_field_and_sends_nothing(tmp_path, rep
     result = flush_cli(tmp_path, repo_server, target)
     assert result.returncode == 1 and "source" in result.stderr and "http" in result.stderr, result.stderr
     assert uploads(repo_server) == sent and published_versions(repo_server, name) == [1]
+
+
+def test_flushes_while_writers_keep_writing_lose_nothing(tmp_path, repo_server, mount_factory, published):
+    name, _ = published
+    mount = mount_factory(repo_server, ttl=1)
+    target = staged(mount, name)
+    expected: dict[str, dict[str, bytes | None]] = {}
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer(number: int) -> None:
+        rng, mine = random.Random(number), expected.setdefault(f"w{number}", {})
+        folder = target / f"w{number}"
+        folder.mkdir()
+        try:
+            for step in range(2000):
+                if stop.is_set():
+                    return
+                path = f"f{rng.randrange(12)}.bin"
+                if rng.random() < 0.15 and mine.get(path) is not None:
+                    os.unlink(folder / path)
+                    mine[path] = None
+                else:
+                    data = f"{number}-{step}-".encode() * rng.randrange(1, 400)
+                    tmp = folder / f".{path}.tmp"
+                    tmp.write_bytes(data)
+                    os.rename(tmp, folder / path)  # as editors and rsync do
+                    mine[path] = data
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(3):
+            result = flush_cli(tmp_path, repo_server, target)
+            assert result.returncode == 0, result.stderr
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert not errors, errors
+    result = flush_cli(tmp_path, repo_server, target)
+    assert result.returncode == 0, result.stderr
+    wanted = {f"{w}/{p}": hashlib.sha1(d).hexdigest() for w, files in expected.items()
+              for p, d in files.items() if d is not None}
+    latest = published_versions(repo_server, name)[-1]
+    shipped = {p: c for p, c in version_files(repo_server, name, latest).items() if p.startswith("w")}
+    assert shipped == wanted
+    assert {p: c for p, c in sha1_tree(target).items() if p.startswith("w")} == wanted
