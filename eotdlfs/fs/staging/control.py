@@ -4,6 +4,8 @@ Setting `user.eotdlfs.flush` on `MNT/staging/KIND/NAME` asks the mount to flush 
 record; reading it returns the record's flush state as JSON (`FlushState`: run number,
 state, message, progress, error). No socket, no extra file in the tree: it works for
 any process that can see the mount, and the kernel never caches extended attributes.
+The CLI side lives here too: waiting for a flush with a progress bar, and the staging
+lines of `eotdlfs status`.
 """
 
 from __future__ import annotations
