@@ -8,7 +8,6 @@ versions or records share blocks because the key is the content's checksum.
 
 from __future__ import annotations
 
-import io
 import threading
 from pathlib import Path
 from typing import BinaryIO
@@ -16,6 +15,18 @@ from typing import BinaryIO
 import diskcache
 
 DEFAULT_BLOCK_SIZE = 1 << 20
+
+
+class _ViewReader:
+    """`read(n)` over a buffer, returning memoryview slices (what diskcache writes from)."""
+
+    def __init__(self, data: bytes | memoryview):
+        self._view, self._at = memoryview(data), 0
+
+    def read(self, size: int = -1) -> memoryview:
+        end = len(self._view) if size < 0 else self._at + size
+        chunk, self._at = self._view[self._at:end], min(end, len(self._view))
+        return chunk
 
 
 def block_key(checksum: str, index: int) -> str:
@@ -34,6 +45,9 @@ class BlockCache:
             disk_min_file_size=0,
             cull_limit=16,
         )
+        # One diskcache call at a time: threads queue here (waking at once) instead of in
+        # SQLite's busy handler, which sleeps for milliseconds between retries.
+        self._db = threading.Lock()
         # Guarded by _lock: counters for `status`.
         self._lock = threading.Lock()
         self.hits = 0
@@ -41,7 +55,8 @@ class BlockCache:
 
     def open_block(self, checksum: str, index: int) -> BinaryIO | None:
         """An open file holding the block, or None when it is not cached (counts a hit or miss)."""
-        handle = self._cache.get(block_key(checksum, index), read=True)
+        with self._db:
+            handle = self._cache.get(block_key(checksum, index), read=True)
         with self._lock:
             if handle is None:
                 self.misses += 1
@@ -50,19 +65,21 @@ class BlockCache:
         return handle
 
     def read_block(self, checksum: str, index: int) -> bytes | None:
-        handle = self._cache.get(block_key(checksum, index), read=True)
+        with self._db:
+            handle = self._cache.get(block_key(checksum, index), read=True)
         if handle is None:
             return None
         with handle:
             return handle.read()
 
     def __contains__(self, item: tuple[str, int]) -> bool:
-        return block_key(*item) in self._cache
+        return block_key(*item) in self._cache  # a read: WAL readers never wait for writers
 
-    def put(self, checksum: str, index: int, data: bytes) -> None:
-        # A file-like value is written in 4 MiB chunks; bytes would be written line by line
-        # (diskcache iterates a BytesIO), thousands of small writes per block.
-        self._cache.set(block_key(checksum, index), io.BytesIO(data), read=True)
+    def put(self, checksum: str, index: int, data: bytes | memoryview) -> None:
+        # A file-like value is written in chunks as it reads them (bytes would be written line
+        # by line: diskcache iterates a BytesIO); slices of a memoryview cost no copy.
+        with self._db:
+            self._cache.set(block_key(checksum, index), _ViewReader(data), read=True)
 
     def drop(self, checksum: str, count: int) -> None:
         """Forget the first COUNT blocks of CHECKSUM (after a failed verification)."""
@@ -70,7 +87,8 @@ class BlockCache:
 
     def drop_blocks(self, checksum: str, indices) -> None:
         for index in indices:
-            self._cache.delete(block_key(checksum, index))
+            with self._db:
+                self._cache.delete(block_key(checksum, index))
 
     def volume(self) -> int:
         return self._cache.volume()

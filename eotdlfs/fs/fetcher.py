@@ -25,6 +25,9 @@ from eotdlfs.repository import FileEntry, Record, Repository
 log = logging.getLogger(__name__)
 
 DEMAND, READ_AHEAD = 0, 1
+# Blocks this close to where a file's hashing stands wait for it in memory; blocks further
+# ahead (a random reader's) are read back from the cache if hashing ever gets there.
+STASH_AHEAD = 32
 
 
 class StaleFetch(ContentMismatch):
@@ -232,7 +235,7 @@ class BlockFetcher:
         if final in blocks and not held:
             self._settle(task, {final: blocks[final]})
 
-    def _settle(self, task: _Task, blocks: dict[int, bytes]) -> None:
+    def _settle(self, task: _Task, blocks: dict[int, memoryview]) -> None:
         """Hand BLOCKS to their readers and take them out of the in-flight map."""
         checksum = task.content.checksum
         with self._lock:
@@ -243,7 +246,7 @@ class BlockFetcher:
         for index, data in blocks.items():
             task.futures[index - task.first].set_result(data)
 
-    def _fetch(self, task: _Task) -> dict[int, bytes]:
+    def _fetch(self, task: _Task) -> dict[int, memoryview]:
         """The task's blocks, fetched in one range request; all but the file's final block
         are stored in the cache (that one waits for the file's checksum)."""
         content, size = task.content, self.block_size
@@ -259,12 +262,12 @@ class BlockFetcher:
         view, blocks = memoryview(data), {}
         for offset in range(task.count):
             index = task.first + offset
-            blocks[index] = data if task.count == 1 else bytes(view[offset * size:(offset + 1) * size])
+            blocks[index] = view[offset * size:(offset + 1) * size]  # no copy
             if index != final:
                 self.cache.put(content.checksum, index, blocks[index])
         return blocks
 
-    def _verify(self, task: _Task, blocks: dict[int, bytes], final: int) -> bool:
+    def _verify(self, task: _Task, blocks: dict[int, memoryview], final: int) -> bool:
         """Advance the file's checksum; True when the final block is now held until the
         blocks before it arrive. Raises ContentMismatch when the file hashed wrong."""
         checksum = task.content.checksum
@@ -291,6 +294,9 @@ class BlockFetcher:
                         self.cache.put(checksum, final, blocks[final])
             # Other blocks never wait for the lock: whoever holds it hashes what we stored
             # (it looks again while `pending` is set), so fetch workers keep fetching.
+            for index, data in blocks.items():
+                if index != final and 0 <= index - verifier.next_index < STASH_AHEAD:
+                    verifier.stash[index] = data
             verifier.pending = True
             while verifier.pending and verifier.lock.acquire(blocking=False):
                 try:

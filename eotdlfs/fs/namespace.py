@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 DIR, FILE, LINK = "dir", "file", "link"
 LATEST = "latest"
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
+MAX_KEPT_NODES = 500_000
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ class Namespace:
         self._records: dict[str, dict[str, Record]] = {}
         self._checked: dict[str, float] = {}
         self._trees: dict[tuple[str, int], VersionTree] = {}
+        # Paths inside a published version never change: resolved once, looked up after.
+        self._nodes: dict[str, Node] = {}
         self.server_reachable: bool | None = None
         self._refresh_lock = threading.Lock()
 
@@ -189,6 +192,9 @@ class Namespace:
 
     def resolve(self, path: str) -> Node:
         """The node at PATH ('/datasets/NAME/v1/a.tif'); FileNotFoundError when there is none."""
+        node = self._nodes.get(path)
+        if node is not None:
+            return node
         parts = [p for p in path.split("/") if p]
         if not parts:
             return Node(DIR, self.started)
@@ -214,10 +220,15 @@ class Namespace:
         rel = "/".join(parts[3:])
         entry = tree.files.get(rel)
         if entry is not None:
-            return Node(FILE, mtime, entry.size, record, version.number, entry)
-        if rel in tree.children:
-            return Node(DIR, mtime, record=record, version=version.number)
-        raise not_found(path)
+            node = Node(FILE, mtime, entry.size, record, version.number, entry)
+        elif rel in tree.children:
+            node = Node(DIR, mtime, record=record, version=version.number)
+        else:
+            raise not_found(path)
+        if len(self._nodes) >= MAX_KEPT_NODES:
+            self._nodes.clear()
+        self._nodes[path] = node
+        return node
 
     @staticmethod
     def _version(record: Record, name: str) -> Version | None:

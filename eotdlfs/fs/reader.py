@@ -16,8 +16,8 @@ from eotdlfs.fs.errors import ContentMismatch
 from eotdlfs.fs.fetcher import BlockFetcher, Content
 from eotdlfs.fs.readahead import ReadAheadWindow
 
-BlockSource = Union[BinaryIO, bytes]
-KEPT_SOURCES = 4
+BlockSource = Union[BinaryIO, memoryview]  # an open cache file, or the bytes of a fetch
+KEPT_SOURCES = 2  # a fetched block may pin its whole request (8 MiB) while kept
 
 
 class OpenFile:
@@ -37,20 +37,20 @@ class OpenFile:
         self.sources[index] = source
         while len(self.sources) > KEPT_SOURCES:
             _, old = self.sources.popitem(last=False)
-            if not isinstance(old, bytes):
+            if not isinstance(old, memoryview):
                 old.close()
 
     def close(self) -> None:
         with self.lock:
             for source in self.sources.values():
-                if not isinstance(source, bytes):
+                if not isinstance(source, memoryview):
                     source.close()
             self.sources.clear()
 
 
 def _slice(source: BlockSource, lo: int, hi: int) -> bytes:
-    if isinstance(source, bytes):
-        return source[lo:hi]
+    if isinstance(source, memoryview):
+        return bytes(source[lo:hi])
     return os.pread(source.fileno(), hi - lo, lo)
 
 

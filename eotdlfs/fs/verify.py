@@ -33,22 +33,26 @@ class FileVerifier:
         self.lock = threading.Lock()
         self._hasher = hashlib.sha1()
         self._next = 0
-        self.held: tuple[bytes, Future] | None = None
+        self.held: tuple[memoryview, Future] | None = None
         self.finished = False
-        # Set without the lock by a fetch that stored blocks while someone else was hashing.
+        # Set without the lock by a fetch that stored blocks while someone else was hashing;
+        # `stash` keeps the bytes of such blocks until hashed, so they are not read back.
         self.pending = False
+        self.stash: dict[int, memoryview] = {}
 
     @property
     def next_index(self) -> int:
         return self._next
 
-    def advance_locked(self, cache: BlockCache, fresh: dict[int, bytes],
+    def advance_locked(self, cache: BlockCache, fresh: dict[int, memoryview],
                        available: Callable[[int], bool]) -> bool:
         """Hash what can be hashed in order. True once the whole file hashed right;
         ContentMismatch if it hashed wrong; False while blocks are missing. If a missing
         block is not on its way (`available` says no), the held final block is let go."""
         while self._next < self.block_count:
             data = fresh.get(self._next)
+            if data is None:
+                data = self.stash.pop(self._next, None)
             if data is None and self._next == self.final and self.held is not None:
                 data = self.held[0]
             if data is None:
@@ -58,8 +62,10 @@ class FileVerifier:
                     self.release_held_locked(cache)
                 return False
             self._hasher.update(data)
+            self.stash.pop(self._next, None)
             self._next += 1
         self.finished = True
+        self.stash.clear()
         digest = self._hasher.hexdigest()
         if digest != self.checksum:
             error = ContentMismatch(f"content {self.checksum} hashed to {digest}")
