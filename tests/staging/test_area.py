@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -248,3 +249,29 @@ def test_a_writer_that_never_closes_fails_the_flush_with_a_clear_message(tmp_pat
     assert state.state == "failed" and state.error.startswith("held.txt is still open for writing"), state
     area.release("/datasets/demo/held.txt", fh)
     assert flush(area, "datasets", "demo")["state"] == "done"
+
+
+def test_a_flush_requested_during_a_flush_runs_after_it_and_ships_the_rest(tmp_path, repo):
+    gate, entered = threading.Event(), threading.Event()
+    real_ingest = repo.ingest
+
+    def slow_ingest(*args):
+        entered.set()
+        assert gate.wait(10)
+        return real_ingest(*args)
+
+    repo.ingest = slow_ingest
+    area = make_area(tmp_path, repo)
+    write(area, "/datasets/demo/first.txt", b"1")
+    flusher = area.flush_record("datasets", "demo")
+    assert entered.wait(10)
+    write(area, "/datasets/demo/second.txt", b"2")  # after the first flush froze its files
+    flusher.request()
+    assert flusher.state().queued
+    gate.set()
+    assert flusher.wait(10)
+    state = flusher.state()
+    assert state.run == 2 and state.state == "done" and state.version == 3, state
+    assert {e.path for e in repo.records["demo"].versions[1]} >= {"first.txt"}
+    assert "second.txt" not in {e.path for e in repo.records["demo"].versions[1]}
+    assert "second.txt" in {e.path for e in repo.records["demo"].versions[2]}
