@@ -387,3 +387,21 @@ def test_flushes_while_writers_keep_writing_lose_nothing(tmp_path, repo_server, 
     shipped = {p: c for p, c in version_files(repo_server, name, latest).items() if p.startswith("w")}
     assert shipped == wanted
     assert {p: c for p, c in sha1_tree(target).items() if p.startswith("w")} == wanted
+
+
+def test_staged_changes_survive_kill_and_remount(tmp_path, repo_server, mount_factory, published):
+    name, _ = published
+    mount = mount_factory(repo_server, ttl=1, cache_dir=tmp_path / "survive-cache")
+    target = staged(mount, name)
+    (target / "part0" / "file0000.txt").write_text("changed before the crash\n")
+    (target / "new-folder").mkdir()
+    (target / "new-folder" / "new.txt").write_text("new before the crash\n")
+    os.rename(target / "part1", target / "part1-renamed")
+    os.unlink(target / "part2" / "file0002.txt")
+    before = sha1_tree(target)
+    os.kill(mount.pid, signal.SIGKILL)
+    mount.unmount()
+    mount.mount()
+    assert sha1_tree(target) == before
+    record = mount.status()["staging"]["records"][0]
+    assert (record["changed"], record["deleted"]) == (1, 1 + len(list((target / "part1-renamed").iterdir()))), record
