@@ -15,8 +15,9 @@ Repository server (owned by the server tests; everyone may use it):
     .stop(), .start()
   The server is stopped in a finally, even when a test fails. The session server is
   shared: use unique record names (e.g. `unique_name`) and compare stats as deltas.
-- `server_factory(env=None)` (function scope): starts one more server with extra environment
-  (e.g. `{"EOTDLFS_MAX_BODY_BYTES": "1000"}`, see `eotdlfs.server.limits`); all stopped at the end.
+- `server_factory(env=None, root=None)` (function scope): starts one more server with extra
+  environment (e.g. `{"EOTDLFS_MAX_BODY_BYTES": "1000"}`, see `eotdlfs.server.limits`) and/or
+  a given root folder; all stopped at the end.
 - `unique_name(prefix)`: a valid record name that no other test uses.
 """
 
@@ -130,8 +131,8 @@ def fresh_server(tmp_path: Path) -> Iterator[RepoServer]:
 def server_factory(tmp_path: Path) -> Iterator:
     servers: list[RepoServer] = []
 
-    def make(env: dict[str, str] | None = None) -> RepoServer:
-        server = RepoServer(tmp_path / f"root{len(servers)}", env=env)
+    def make(env: dict[str, str] | None = None, root: Path | None = None) -> RepoServer:
+        server = RepoServer(root or tmp_path / f"root{len(servers)}", env=env)
         servers.append(server)
         server.start()
         return server

@@ -18,7 +18,7 @@ from eotdlfs.metadata import KINDS
 from eotdlfs.server.auth import AuthError, authenticate, load_secret
 from eotdlfs.server.bodylimit import BodyLimit
 from eotdlfs.server.download import DownloadFastPath, download_response
-from eotdlfs.server.errors import ApiError
+from eotdlfs.server.errors import ApiError, is_disk_full
 from eotdlfs.server.limits import Limits
 from eotdlfs.server.stats import Stats
 from eotdlfs.server.store import Store
@@ -149,6 +149,13 @@ def create_app(root: Path, limits: Limits | None = None) -> FastAPI:
     async def number_too_big(request: Request, exc: OverflowError) -> JSONResponse:
         # a query or path integer beyond SQLite's 64 bits reaches the database as an OverflowError
         return JSONResponse({"detail": "A number in the request is out of range"}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        # JSON like every other answer (clients read `detail`); uvicorn still logs the traceback
+        if is_disk_full(exc):
+            return JSONResponse({"detail": "The repository's disk is full"}, status_code=507)
+        return JSONResponse({"detail": f"Internal server error ({exc.__class__.__name__})"}, status_code=500)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

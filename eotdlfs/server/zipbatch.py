@@ -11,7 +11,7 @@ import stat
 import zipfile
 from typing import BinaryIO
 
-from eotdlfs.server.blobs import BlobStore, StagedBlob, TooBig
+from eotdlfs.server.blobs import BlobStore, StagedBlob
 from eotdlfs.server.errors import ApiError, bad_request
 from eotdlfs.server.limits import Limits
 from eotdlfs.server.paths import BadPath, validate_file_path
@@ -26,13 +26,13 @@ def _check_entries(zf: zipfile.ZipFile, limits: Limits) -> list[zipfile.ZipInfo]
     seen: set[str] = set()
     for info in infos:
         name = info.orig_filename  # zipfile cuts `filename` at a NUL; the original keeps it
-        if not name:  # before is_dir(), which fails on an empty name
-            raise bad_request("zip entry has an empty name")
-        if info.is_dir():
-            raise bad_request(f"zip entry {name!r} is a directory; only files may be ingested")
         mode = info.external_attr >> 16
+        if name.endswith("/") or stat.S_ISDIR(mode):
+            raise bad_request(f"zip entry {name!r} is a directory; only files may be ingested")
         if stat.S_ISLNK(mode):
             raise bad_request(f"zip entry {name!r} is a symbolic link")
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+            raise bad_request(f"zip entry {name!r} is not a regular file")
         if info.flag_bits & 0x1:
             raise bad_request(f"zip entry {name!r} is encrypted")
         try:
@@ -66,7 +66,8 @@ def unpack_batch(source: BinaryIO, checksums: list[str], blobs: BlobStore,
     try:
         try:
             zf = zipfile.ZipFile(source)
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - parsing client bytes: BadZipFile, NotImplementedError,
+            # struct and EOF errors all mean the same thing here
             raise bad_request(f"The batch is not a valid zip file ({exc})") from None
         with zf:
             infos = _check_entries(zf, limits)
@@ -77,7 +78,14 @@ def unpack_batch(source: BinaryIO, checksums: list[str], blobs: BlobStore,
                 try:
                     with zf.open(info) as entry:
                         blob = blobs.stage(entry, check=_EntryGuard(limits, total, info))
-                except (zipfile.BadZipFile, NotImplementedError, EOFError, ValueError, TooBig) as exc:
+                except ApiError:  # a cap hit while decompressing
+                    raise
+                except OSError as exc:
+                    if exc.errno is not None:  # our disk (full, I/O error): not the client's fault
+                        raise
+                    raise bad_request(f"zip entry {info.filename!r} cannot be read ({exc})") from None
+                except Exception as exc:  # noqa: BLE001 - damaged data: BadZipFile (CRC), zlib/lzma/bz2
+                    # errors, EOFError, NotImplementedError (compression method) all mean the same
                     raise bad_request(f"zip entry {info.filename!r} cannot be read ({exc})") from None
                 staged.append((info.filename, blob))
                 total += blob.size
