@@ -48,10 +48,12 @@ class OpenFile:
             self.sources.clear()
 
 
-def _slice(source: BlockSource, lo: int, hi: int) -> bytes:
+def _copy(source: BlockSource, lo: int, target: memoryview) -> None:
+    """Bytes LO.. of a block into TARGET: a plain copy, or a pread that releases the GIL."""
     if isinstance(source, memoryview):
-        return bytes(source[lo:hi])
-    return os.pread(source.fileno(), hi - lo, lo)
+        target[:] = source[lo:lo + len(target)]
+    elif os.preadv(source.fileno(), [target], lo) != len(target):
+        raise OSError(5, "a cached block is shorter than it should be")
 
 
 class ContentReader:
@@ -68,19 +70,25 @@ class ContentReader:
         return OpenFile(content, ReadAheadWindow(self.first_window, self.max_window), self.fetcher.serial())
 
     def read(self, handle: OpenFile, offset: int, size: int) -> bytes:
+        buffer = bytearray(max(0, min(size, handle.content.size - offset)))
+        count = self.read_into(handle, memoryview(buffer), offset)
+        return bytes(buffer[:count]) if count < len(buffer) else bytes(buffer)
+
+    def read_into(self, handle: OpenFile, target: memoryview, offset: int) -> int:
+        """Fill TARGET with the file's bytes from OFFSET (fewer at its end); the count."""
         content, bs = handle.content, self.block_size
-        end = min(offset + size, content.size)
+        end = min(offset + len(target), content.size)
         if self.fetcher.failed_since(content.checksum, handle.opened):
             # Read-ahead found the file corrupt while this reader was still on its way.
             raise ContentMismatch(f"{content.entry.path} failed its SHA-1 check")
         if offset >= end:
-            return b""
+            return 0
         self._read_ahead(handle, offset, end)
-        parts = []
         for index in range(offset // bs, (end - 1) // bs + 1):
             lo, hi = max(offset, index * bs) - index * bs, min(end, (index + 1) * bs) - index * bs
-            parts.append(self._block_slice(handle, index, lo, hi))
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            at = index * bs + lo - offset
+            self._copy_block(handle, index, lo, target[at:at + hi - lo])
+        return end - offset
 
     def _read_ahead(self, handle: OpenFile, offset: int, end: int) -> None:
         bs = self.block_size
@@ -96,15 +104,15 @@ class ContentReader:
             with handle.lock:
                 handle.ahead_until = max(handle.ahead_until, reached)
 
-    def _block_slice(self, handle: OpenFile, index: int, lo: int, hi: int) -> bytes:
+    def _copy_block(self, handle: OpenFile, index: int, lo: int, target: memoryview) -> None:
         with handle.lock:
             source = handle.sources.get(index)
             if source is not None:
-                return _slice(source, lo, hi)
+                return _copy(source, lo, target)
         source = self.cache.open_block(handle.content.checksum, index)
         if source is None:
             future = self.fetcher.demand(handle.content, index)
             source = future.result(timeout=self.demand_timeout)
         with handle.lock:
             handle.keep_locked(index, source)
-            return _slice(source, lo, hi)
+            return _copy(source, lo, target)

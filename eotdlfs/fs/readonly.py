@@ -75,8 +75,8 @@ class ReadOnlyTree:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         return self.reader.open(Content(node.record, node.entry))
 
-    def read(self, handle: OpenFile, offset: int, size: int) -> bytes:
-        return self.reader.read(handle, offset, size)
+    def read_into(self, handle: OpenFile, target: memoryview, offset: int) -> int:
+        return self.reader.read_into(handle, target, offset)
 
     def release(self, handle: OpenFile) -> None:
         handle.close()
