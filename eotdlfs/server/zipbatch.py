@@ -12,7 +12,7 @@ import zipfile
 from typing import BinaryIO
 
 from eotdlfs.server.blobs import BlobStore, StagedBlob
-from eotdlfs.server.errors import ApiError, bad_request
+from eotdlfs.server.errors import CHECKSUM_MISMATCH, ApiError, bad_request
 from eotdlfs.server.limits import Limits
 from eotdlfs.server.paths import BadPath, validate_file_path
 
@@ -80,17 +80,15 @@ def unpack_batch(source: BinaryIO, checksums: list[str], blobs: BlobStore,
                         blob = blobs.stage(entry, check=_EntryGuard(limits, total, info))
                 except ApiError:  # a cap hit while decompressing
                     raise
-                except OSError as exc:
-                    if exc.errno is not None:  # our disk (full, I/O error): not the client's fault
-                        raise
-                    raise bad_request(f"zip entry {info.filename!r} cannot be read ({exc})") from None
-                except Exception as exc:  # noqa: BLE001 - damaged data: BadZipFile (CRC), zlib/lzma/bz2
-                    # errors, EOFError, NotImplementedError (compression method) all mean the same
+                except Exception as exc:  # noqa: BLE001 - damaged data: BadZipFile (CRC), zlib/lzma errors,
+                    # bz2's errno-less OSError, EOFError, NotImplementedError (method) all mean the same
+                    if isinstance(exc, OSError) and exc.errno is not None:
+                        raise  # our disk (full, I/O error): not the client's fault
                     raise bad_request(f"zip entry {info.filename!r} cannot be read ({exc})") from None
                 staged.append((info.filename, blob))
                 total += blob.size
                 if blob.sha1 != checksum:
-                    raise bad_request("Checksum mismatch.")
+                    raise bad_request(CHECKSUM_MISMATCH)
     except BaseException:
         for _, blob in staged:
             blob.discard()
