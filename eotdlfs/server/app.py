@@ -133,7 +133,7 @@ def create_app(root: Path, limits: Limits | None = None) -> FastAPI:
 
     app = FastAPI(title="eotdlfs repository", openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
     app.state.store, app.state.stats = store, stats
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, max_other_bytes=limits.max_other_body_bytes)
     app.add_middleware(DownloadFastPath, store=store, stats=stats)
 
     @app.exception_handler(ApiError)

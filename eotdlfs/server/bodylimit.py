@@ -8,20 +8,27 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodyLimit:
-    """413 when Content-Length says too much; stop reading when a chunked body grows too big."""
+    """413 when Content-Length says too much; stop reading when a chunked body grows too big.
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    Multipart bodies (files) may reach MAX_BYTES; any other body (JSON, url-encoded forms)
+    is parsed in memory, so it gets the much smaller MAX_OTHER_BYTES.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_other_bytes: int):
+        self.app, self.max_bytes, self.max_other_bytes = app, max_bytes, max_other_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        detail = f"Request body is larger than {self.max_bytes} bytes"
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
-                return
+        headers = dict(scope["headers"])
+        multipart = headers.get(b"content-type", b"").lower().startswith(b"multipart/")
+        limit = self.max_bytes if multipart else self.max_other_bytes
+        detail = f"Request body is larger than {limit} bytes"
+        length = headers.get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+            return
         received = 0
 
         async def limited_receive() -> Message:
@@ -29,7 +36,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     # an HTTPException passes through FastAPI's body parsing and is answered as JSON
                     raise HTTPException(413, detail)
             return message

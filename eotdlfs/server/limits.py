@@ -13,7 +13,8 @@ GiB = 1024 * MiB
 class Limits:
     """Caps that keep one request from filling the disk or memory."""
 
-    max_body_bytes: int = 1 * GiB          # any request body (413 above)
+    max_body_bytes: int = 1 * GiB          # a multipart request body (413 above)
+    max_other_body_bytes: int = 4 * MiB    # a JSON or url-encoded body, parsed in memory
     zip_max_total_bytes: int = 2 * GiB     # sum of uncompressed entries of one batch
     zip_max_entries: int = 10_000
     zip_max_ratio: int = 200               # uncompressed / compressed, per entry ...
