@@ -13,12 +13,14 @@ import uvicorn
 from eotdlfs.server.app import create_app
 
 STARTUP_TIMEOUT_S = 30.0
+GRACEFUL_STOP_S = 5
 
 
 def _config(root: Path, host: str, port: int) -> uvicorn.Config:
     # h11 and the asyncio loop are the pure-Python defaults; access logs cost time per request.
+    # Stopping waits at most GRACEFUL_STOP_S for requests in flight (a stalled download must not hang it).
     return uvicorn.Config(create_app(Path(root)), host=host, port=port, log_level="warning",
-                          access_log=False, timeout_keep_alive=30)
+                          access_log=False, timeout_keep_alive=30, timeout_graceful_shutdown=GRACEFUL_STOP_S)
 
 
 def serve(root: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
