@@ -57,7 +57,10 @@ def _number(digits: str) -> int:
 
 
 class BlobResponse(Response):
-    """An ASGI response with the bytes [first, last] of a blob, read in chunks off the event loop."""
+    """An ASGI response with the bytes [first, last] of a blob, in chunks of at most 1 MiB.
+
+    Reads of up to 64 KiB happen inline (cheaper than a thread hop); larger ones in a worker thread.
+    """
 
     def __init__(self, blob: BlobRef, filename: str, head: bool, byte_range: tuple[int, int] | None,
                  on_sent: Callable[[int], None]):
