@@ -72,3 +72,26 @@ def test_background_mount_status_umount_and_stale_cleanup(repo_server, unique_na
     assert wait_for_exit(pids[-1], 1)
     missing = eotdlfs("umount", str(mnt))
     assert missing.returncode == 1 and "not mounted" in missing.stderr
+
+
+def test_mount_cleans_a_dead_mount_left_by_a_killed_process(repo_server, tmp_path, mountpoint):
+    """A FUSE process killed without auto_unmount leaves 'Transport endpoint is not connected'."""
+    import time
+
+    mnt, pids = mountpoint
+    dead = subprocess.Popen([sys.executable, "-c", "import sys; from fuse import FUSE, Operations; "
+                             "FUSE(Operations(), sys.argv[1], foreground=True)", str(mnt)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids.append(dead.pid)
+    deadline = time.monotonic() + 20
+    while not is_mounted(mnt) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert is_mounted(mnt)
+    dead.kill()
+    dead.wait(10)
+    assert is_stale(mnt)
+    env = {**os.environ, "EOTDL_TOKEN": repo_server.token("alice")}
+    done = eotdlfs("mount", str(mnt), "--api-url", repo_server.url, "--cache-dir", str(tmp_path / "cache"), env=env)
+    assert done.returncode == 0, done.stderr
+    pids.append(json.loads((mnt / ".eotdlfs" / "status.json").read_text())["pid"])
+    assert not is_stale(mnt) and "datasets" in os.listdir(mnt)
