@@ -58,8 +58,9 @@ class FileVerifier:
             if data is None:
                 data = cache.read_block(self.checksum, self._next)
             if data is None:
-                if self.held is not None and not available(self._next):
+                if not available(self._next):  # nobody is reading this file in order
                     self.release_held_locked(cache)
+                    self.stash.clear()
                 return False
             self._hasher.update(data)
             self.stash.pop(self._next, None)

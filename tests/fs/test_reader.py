@@ -161,3 +161,15 @@ def test_read_ahead_window_grows_only_for_sequential_readers():
     assert window.advise(750, 10) == (760, 1560)  # a small step back is reordering, not a seek
     assert window.advise(10 ** 9, 60)[1] - (10 ** 9 + 60) == 0  # a far jump: no read-ahead
     assert window.advise(10 ** 9 + 60, 10)[1] - (10 ** 9 + 70) == 100  # then it must prove itself again
+
+
+def test_random_reads_keep_no_blocks_in_memory_for_hashing(setup):
+    repo, record, entries, data, make = setup
+    reader = make()
+    content = Content(record, entries["f.bin"])
+    handle = reader.open(content)
+    for block in (5, 9, 3):
+        assert reader.read(handle, block * BS, 10) == data[block * BS:block * BS + 10]
+    assert reader.fetcher.wait_idle(10)
+    verifier = reader.fetcher.verifiers.peek(content.checksum)
+    assert verifier is None or not verifier.stash
