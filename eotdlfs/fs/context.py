@@ -22,6 +22,7 @@ class MountOptions:
     fetch_workers: int = 4
     request_blocks: int = 8
     autoflush: float | None = None
+    read_timeout: float = 65.0  # a reader waiting for a block gets EIO after this long
     api_url: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -50,5 +51,5 @@ def build_context(repo: Repository, options: MountOptions) -> MountContext:
     fetcher = BlockFetcher(repo, cache, workers=options.fetch_workers,
                            request_blocks=options.request_blocks)
     namespace = Namespace(repo, cache_dir / "state", ttl=options.ttl)
-    reader = ContentReader(fetcher)
+    reader = ContentReader(fetcher, demand_timeout=options.read_timeout)
     return MountContext(repo, options, cache, fetcher, namespace, reader, ReadOnlyTree(namespace, reader))

@@ -107,7 +107,7 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
                             timeout=settings.timeout)
     repo = ApiRepository(ApiClient(settings))
     options = MountOptions(cache_dir=cache_dir, cache_size=cache_size, ttl=ttl, autoflush=autoflush,
-                           api_url=settings.api_url)
+                           api_url=settings.api_url, read_timeout=settings.timeout + 5)
     context = build_context(repo, options)
     staging = _staging_overlay(context)
     log.info("mounting %s on %s (cache %s)", settings.api_url, mountpoint, cache_dir)
