@@ -124,3 +124,18 @@ def test_new_version_appears_after_ttl(repo_server, mount_factory, published, tm
     assert "v3" in os.listdir(record)
     assert os.readlink(record / "latest") == "v3"
     assert (record / "v3" / "third.txt").read_text() == "3\n"
+
+
+def test_models_are_mounted_like_datasets(repo_server, mount_factory, unique_name, tmp_path):
+    from tests.fs.datasets import write_metadata
+
+    name = unique_name("model")
+    folder = tmp_path / "model"
+    write_metadata(folder, name)
+    (folder / "weights.bin").write_bytes(os.urandom(1_500_000))
+    ingest(repo_server, folder, kind="models")
+    mnt = mount_factory(repo_server)
+    record = mnt.path / "models" / name
+    assert os.readlink(record / "latest") == "v1"
+    assert tree_digest(record / "v1") == tree_digest(folder)
+    assert name not in os.listdir(mnt.path / "datasets")
