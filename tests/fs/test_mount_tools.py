@@ -139,3 +139,32 @@ def test_models_are_mounted_like_datasets(repo_server, mount_factory, unique_nam
     assert os.readlink(record / "latest") == "v1"
     assert tree_digest(record / "v1") == tree_digest(folder)
     assert name not in os.listdir(mnt.path / "datasets")
+
+
+def test_concurrent_readers_of_a_cold_file_fetch_it_once(repo_server, mount_factory, unique_name, tmp_path):
+    import threading
+
+    from tests.fs.datasets import write_metadata
+
+    name = unique_name("conc")
+    folder = tmp_path / "src"
+    write_metadata(folder, name)
+    data = os.urandom(12 * 1024 * 1024 + 5)
+    (folder / "big.bin").write_bytes(data)
+    ingest(repo_server, folder)
+    mnt = mount_factory(repo_server)
+    path = mnt.path / "datasets" / name / "v1" / "big.bin"
+    os.stat(path)
+    before = repo_server.stats()["bytes_sent"]
+    digests = []
+
+    def read():
+        digests.append(hashlib.sha1(path.read_bytes()).hexdigest())
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert digests == [hashlib.sha1(data).hexdigest()] * 8
+    assert repo_server.stats()["bytes_sent"] - before == len(data)
