@@ -43,10 +43,25 @@ TREE, STAGED, VIRTUAL = "tree", "staging", "virtual"
 ATTR_TIMEOUT_S = 60
 
 
+_thread_pinned = threading.local()
+
+
+def _pin_thread_state() -> None:
+    """Keep this libfuse worker thread's Python thread state between callbacks.
+
+    A ctypes callback on a thread Python does not know creates a thread state on entry and
+    destroys it on return, for every FUSE request; one extra PyGILState_Ensure, never
+    released, makes the next callbacks on this thread reuse it."""
+    if not getattr(_thread_pinned, "done", False):
+        ctypes.pythonapi.PyGILState_Ensure()
+        _thread_pinned.done = True
+
+
 def _guarded(method: Callable) -> Callable:
     """Run a callback; turn any failure into a FuseOSError with an explicit errno."""
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
+        _pin_thread_state()
         try:
             return method(self, *args, **kwargs)
         except FuseOSError:
