@@ -1,10 +1,13 @@
 """Fetching blocks from the repository into the block cache, off the FUSE callback threads.
 
 A small pool of worker threads takes fetch tasks from a priority queue: a block a reader is
-waiting for goes first, read-ahead after. Each task is one range request covering several
-consecutive blocks. Every block being fetched has one future in the in-flight map, so
-concurrent readers of the same block wait on one fetch. Read-ahead is bounded in total
-bytes queued or in flight across all open files, so many readers cannot blow up memory.
+waiting for goes first, read-ahead after, and one more worker takes only demand fetches.
+Each task is one range request covering several consecutive blocks; its blocks are stored
+and handed to waiting readers, then the file's running SHA-1 advances (`verify`), which
+holds back only the file's final block. Every block being fetched has one future in the
+in-flight map, so concurrent readers of the same block wait on one fetch. Read-ahead is
+bounded in total bytes queued or in flight across all open files, so many readers cannot
+blow up memory.
 """
 
 from __future__ import annotations
