@@ -109,3 +109,11 @@ def test_official_client_ingest_reingest_get(official_cli, repo_server, kind, un
         out = eotdl("get", name, "-v", str(version), "-p", str(tmp_path / "out"))
         got = tmp_path / "out" / name / f"v{version}"
         assert _tree(got) == expected, out
+
+    assert name in eotdl("list")
+    # another user ingesting a folder of the same name changes nothing
+    (home / ".cache" / "eotdl" / "creds.json").write_text(json.dumps({"id_token": repo_server.token("mallory")}))
+    _write(folder, {**v2, "a.txt": b"mallory was here\n"})
+    eotdl("ingest", "-p", str(folder))
+    record = api.record(name)
+    assert record["uid"] == "olga" and [v["version_id"] for v in record["versions"]] == [1, 2]
