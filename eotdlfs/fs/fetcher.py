@@ -170,6 +170,10 @@ class BlockFetcher:
         """A mark in time, for `failed_since`."""
         return next(self._serials)
 
+    def has_failed(self, checksum: str) -> bool:
+        """Whether the file ever failed its checksum in this mount."""
+        return checksum in self._failed_at
+
     def failed_since(self, checksum: str, serial: int) -> bool:
         """Whether the file failed its checksum after SERIAL (its readers must not go on)."""
         return self._failed_at.get(checksum, -1) > serial

@@ -214,8 +214,11 @@ class EotdlfsOperations(Operations):
             fi.direct_io = 1  # its size changes between reads
             fi.fh = self._add_handle(VIRTUAL, self._status())
             return 0
-        fi.fh = self._add_handle(TREE, self.tree.open(path, fi.flags))
-        fi.keep_cache = 1
+        handle = self.tree.open(path, fi.flags)
+        fi.fh = self._add_handle(TREE, handle)
+        # Published bytes never change, so the kernel keeps its pages across opens; unless the
+        # file once failed its checksum: then pages it may hold from that read are dropped.
+        fi.keep_cache = 0 if self.context.fetcher.has_failed(handle.content.checksum) else 1
         return 0
 
     @_guarded
