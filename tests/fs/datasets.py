@@ -32,6 +32,15 @@ def make_folder(folder: Path, name: str, seed: int = 1) -> Path:
     return folder
 
 
+def ingest_one_file(server, folder: Path, name: str, filename: str, size: int, kind: str = "datasets") -> bytes:
+    """Ingest FOLDER as record NAME holding one file of SIZE random bytes; those bytes."""
+    write_metadata(folder, name)
+    data = os.urandom(size)
+    (folder / filename).write_bytes(data)
+    ingest(server, folder, kind)
+    return data
+
+
 def ingest(server, folder: Path, kind: str = "datasets", user: str = "alice"):
     api = ApiClient(Settings(server.url, server.token(user), None))
     try:

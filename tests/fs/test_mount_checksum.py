@@ -8,17 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.fs.datasets import ingest, write_metadata
+from tests.fs.datasets import ingest_one_file
 from tests.reliability.faultproxy import FaultProxy
 
 
 def test_a_corrupted_download_is_eio_and_not_cached(repo_server, mount_factory, unique_name, tmp_path):
     name = unique_name("sha")
-    folder = tmp_path / "src"
-    write_metadata(folder, name)
-    data = os.urandom(5 * 1024 * 1024 + 3)
-    (folder / "data.bin").write_bytes(data)
-    ingest(repo_server, folder)
+    data = ingest_one_file(repo_server, tmp_path / "src", name, "data.bin", 5 * 1024 * 1024 + 3)
     with FaultProxy(repo_server.url) as proxy:
         mnt = mount_factory(SimpleNamespace(url=proxy.url, token=repo_server.token))
         path = mnt.path / "datasets" / name / "v1" / "data.bin"

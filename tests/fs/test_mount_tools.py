@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.fs.datasets import ingest, make_folder, tree_digest
+from tests.fs.datasets import ingest, ingest_one_file, make_folder, tree_digest
 
 
 @pytest.fixture
@@ -127,13 +127,8 @@ def test_new_version_appears_after_ttl(repo_server, mount_factory, published, tm
 
 
 def test_models_are_mounted_like_datasets(repo_server, mount_factory, unique_name, tmp_path):
-    from tests.fs.datasets import write_metadata
-
-    name = unique_name("model")
-    folder = tmp_path / "model"
-    write_metadata(folder, name)
-    (folder / "weights.bin").write_bytes(os.urandom(1_500_000))
-    ingest(repo_server, folder, kind="models")
+    name, folder = unique_name("model"), tmp_path / "model"
+    ingest_one_file(repo_server, folder, name, "weights.bin", 1_500_000, kind="models")
     mnt = mount_factory(repo_server)
     record = mnt.path / "models" / name
     assert os.readlink(record / "latest") == "v1"
@@ -144,14 +139,8 @@ def test_models_are_mounted_like_datasets(repo_server, mount_factory, unique_nam
 def test_concurrent_readers_of_a_cold_file_fetch_it_once(repo_server, mount_factory, unique_name, tmp_path):
     import threading
 
-    from tests.fs.datasets import write_metadata
-
     name = unique_name("conc")
-    folder = tmp_path / "src"
-    write_metadata(folder, name)
-    data = os.urandom(12 * 1024 * 1024 + 5)
-    (folder / "big.bin").write_bytes(data)
-    ingest(repo_server, folder)
+    data = ingest_one_file(repo_server, tmp_path / "src", name, "big.bin", 12 * 1024 * 1024 + 5)
     mnt = mount_factory(repo_server)
     path = mnt.path / "datasets" / name / "v1" / "big.bin"
     os.stat(path)
