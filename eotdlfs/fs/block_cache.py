@@ -8,6 +8,8 @@ versions or records share blocks because the key is the content's checksum.
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 from pathlib import Path
 from typing import BinaryIO
@@ -15,6 +17,11 @@ from typing import BinaryIO
 import diskcache
 
 DEFAULT_BLOCK_SIZE = 1 << 20
+# What a full or broken cache disk raises: OSError (ENOSPC) from block files, sqlite3 errors
+# ('database or disk is full') from the index, diskcache.Timeout from a locked index.
+CACHE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
+
+log = logging.getLogger(__name__)
 
 
 class _ViewReader:
@@ -52,11 +59,11 @@ class BlockCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.write_errors = 0
 
     def open_block(self, checksum: str, index: int) -> BinaryIO | None:
         """An open file holding the block, or None when it is not cached (counts a hit or miss)."""
-        with self._db:
-            handle = self._cache.get(block_key(checksum, index), read=True)
+        handle = self._get(checksum, index)
         with self._lock:
             if handle is None:
                 self.misses += 1
@@ -65,21 +72,42 @@ class BlockCache:
         return handle
 
     def read_block(self, checksum: str, index: int) -> bytes | None:
-        with self._db:
-            handle = self._cache.get(block_key(checksum, index), read=True)
+        handle = self._get(checksum, index)
         if handle is None:
             return None
         with handle:
             return handle.read()
 
+    def _get(self, checksum: str, index: int) -> BinaryIO | None:
+        try:  # an LRU read also writes (the access time): it can fail on a full disk
+            with self._db:
+                return self._cache.get(block_key(checksum, index), read=True)
+        except CACHE_ERRORS as exc:
+            self._failed_write(exc)
+            return None
+
     def __contains__(self, item: tuple[str, int]) -> bool:
         return block_key(*item) in self._cache  # a read: WAL readers never wait for writers
 
-    def put(self, checksum: str, index: int, data: bytes | memoryview) -> None:
-        # A file-like value is written in chunks as it reads them (bytes would be written line
-        # by line: diskcache iterates a BytesIO); slices of a memoryview cost no copy.
-        with self._db:
-            self._cache.set(block_key(checksum, index), _ViewReader(data), read=True)
+    def put(self, checksum: str, index: int, data: bytes | memoryview) -> bool:
+        """Store a block; False when the cache cannot take it (disk full): the caller has the
+        bytes anyway, so a full cache costs speed, never a read."""
+        try:
+            # A file-like value is written in chunks as it reads them (bytes would be written
+            # line by line: diskcache iterates a BytesIO); memoryview slices cost no copy.
+            with self._db:
+                self._cache.set(block_key(checksum, index), _ViewReader(data), read=True)
+        except CACHE_ERRORS as exc:
+            self._failed_write(exc)
+            return False
+        return True
+
+    def _failed_write(self, exc: BaseException) -> None:
+        with self._lock:
+            self.write_errors += 1
+            first = self.write_errors == 1
+        if first or self.write_errors % 1000 == 0:
+            log.warning("cannot store blocks in the cache (%d so far): %s", self.write_errors, exc)
 
     def drop(self, checksum: str, count: int) -> None:
         """Forget the first COUNT blocks of CHECKSUM (after a failed verification)."""
@@ -99,7 +127,8 @@ class BlockCache:
 
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return {"hits": self.hits, "misses": self.misses, "bytes_used": self.volume(),
+            return {"hits": self.hits, "misses": self.misses, "write_errors": self.write_errors,
+                    "bytes_used": self.volume(),
                     "size_limit": self.size_limit, "block_size": self.block_size}
 
     def close(self) -> None:

@@ -66,6 +66,8 @@ def format_status(status: dict[str, Any]) -> str:
         f"fetched      {_human(fetch.get('bytes_fetched'))} in {fetch.get('requests', 0)} requests, "
         f"{fetch.get('fetch_errors', 0)} errors",
     ]
+    if cache.get("write_errors"):
+        lines.append(f"cache full   {cache['write_errors']} blocks could not be stored (reads still work)")
     if fetch.get("last_fetch_error"):
         lines.append(f"last error   {fetch['last_fetch_error']}")
     if "staging" in status:

@@ -73,9 +73,6 @@ def test_server_disk_full_fails_the_ingest_and_keeps_what_was_published(full_dis
     assert_fsck_ok(server.root)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug (eotdlfs/fs/fetcher.py _fetch -> BlockCache.put): a cache write failing with ENOSPC or "
-    "'database or disk is full' fails the fetch, so the reader gets EIO instead of the fetched bytes"))
 def test_mount_cache_disk_full_reads_stay_exact(module_server, mount_factory, tmp_path: Path, tally) -> None:
     folder = tmp_path / "src" / "cache-full"
     files = make_folder(folder, "cache-full", small=5, large_bytes=24 * MiB, seed=3)
