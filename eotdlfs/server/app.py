@@ -92,8 +92,9 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any) -> APIRouter:
         return {"upload_id": upload, "parts": parts}
 
     @r.post("/{record_id}/publish")
-    def publish(record_id: str, version: int = Query(...), uid: str = Depends(user)) -> Any:
-        store.publish(kind, record_id, uid, version)
+    def publish(record_id: str, version: int = Query(...), base: int | None = Query(None),
+                uid: str = Depends(user)) -> Any:
+        store.publish(kind, record_id, uid, version, base)
         return {f"{noun}_id": record_id, "version": version}
 
     @r.delete("/{record_id}/version/{version}")

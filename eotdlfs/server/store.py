@@ -184,10 +184,19 @@ class Store:
             self._touch(conn, record_id)
         return version
 
-    def publish(self, kind: str, record_id: str, uid: str, version: int) -> None:
+    def publish(self, kind: str, record_id: str, uid: str, version: int, base: int | None = None) -> None:
+        """Make VERSION visible; idempotent. With BASE (the latest published version the writer diffed
+        against, 0 for none) a compare-and-swap: 409 and nothing published when another version came since."""
         with self.db.write() as conn:
             self._owned(conn, kind, record_id, uid)
-            self._version(conn, kind, record_id, version)
+            if not self._version(conn, kind, record_id, version)["draft"]:
+                return  # published already (a retried request whose answer was lost)
+            if base is not None:
+                latest = conn.execute("SELECT COALESCE(MAX(version), 0) FROM versions WHERE record_id = ?"
+                                      " AND draft = 0", (record_id,)).fetchone()[0]
+                if latest != base:
+                    raise ApiError(409, f"{record_noun(kind)} version {latest} was published meanwhile"
+                                        f" (this draft was based on version {base})")
             conn.execute("UPDATE versions SET draft = 0 WHERE record_id = ? AND version = ?", (record_id, version))
             self._touch(conn, record_id)
 

@@ -77,3 +77,24 @@ def test_multipart_into_draft(api, unique_name):
     api.new_version(rid, draft=True)
     assert api.carry(rid, 2, {"m": sha1(data)}).status_code == 200
     assert [f["filename"] for f in api.files(rid, 2)] == ["m"]
+
+
+def test_publish_with_base_is_a_compare_and_swap(api, unique_name):
+    """`base=M`: publish only if M is still the latest published version (0: none); else 409, nothing published."""
+    name = unique_name("cas")
+    rid = api.create(name)
+    assert api.new_version(rid, draft=True) == 1
+    assert api.new_version(rid, draft=True) == 2  # two writers' drafts, both based on no version
+    api.batch(rid, 1, {"a": b"first"})
+    api.batch(rid, 2, {"a": b"second"})
+    assert api.post(f"{api.kind}/{rid}/publish?version=2&base=0").status_code == 200
+    r = api.post(f"{api.kind}/{rid}/publish?version=1&base=0")
+    assert (r.status_code, r.json()) == (409, {"detail": f"{api.noun.capitalize()} version 2 was published"
+                                                         " meanwhile (this draft was based on version 0)"})
+    record = api.record(name)
+    assert [v["version_id"] for v in record["versions"]] == [2] and [d["version_id"] for d in record["drafts"]] == [1]
+    # a retried publish whose answer was lost is still fine; so is a base that is the latest
+    assert api.post(f"{api.kind}/{rid}/publish?version=2&base=0").status_code == 200
+    assert api.new_version(rid, draft=True) == 3
+    assert api.post(f"{api.kind}/{rid}/publish?version=3&base=2").status_code == 200
+    assert [v["version_id"] for v in api.record(name)["versions"]] == [2, 3]
