@@ -20,6 +20,7 @@ from typing import Any, Iterator, Sequence
 from urllib.parse import quote
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from eotdlfs.client.errors import NotFound, RepositoryError, ServerError, Unreachable, error_for_status
@@ -164,8 +165,11 @@ class ApiClient:
         data = self._json("POST", f"{kind}/version/{quote(record_id, safe='')}", idempotent=False, params=params)
         return int(data["version"])
 
-    def publish(self, kind: str, record_id: str, version: int) -> None:
-        self._request("POST", f"{kind}/{quote(record_id, safe='')}/publish", idempotent=True, params={"version": version})
+    def publish(self, kind: str, record_id: str, version: int, base: int | None = None) -> None:
+        """Publish draft VERSION; with BASE (the latest published version it was diffed against, 0 for none),
+        only if that is still the latest: else Conflict (409) and nothing is published."""
+        params = {"version": version} if base is None else {"version": version, "base": base}
+        self._request("POST", f"{kind}/{quote(record_id, safe='')}/publish", idempotent=True, params=params)
 
     def discard_draft(self, kind: str, record_id: str, version: int) -> None:
         self._request("DELETE", f"{kind}/{quote(record_id, safe='')}/version/{version}", idempotent=False)
@@ -253,24 +257,32 @@ class ApiClient:
         return int(length)
 
     def read_range(self, kind: str, record_id: str, path: str, file_version: int | None, start: int, length: int) -> bytes:
-        """LENGTH bytes of a file version from START (fewer at end of file, b'' past it)."""
+        """LENGTH bytes of a file version from START (fewer at end of file, b'' past it).
+
+        A connection broken mid-body (reset, or fewer bytes than Content-Length) is retried like
+        any idempotent read; short bytes are never returned. A body that stalls past the read
+        timeout is not: the reader has waited long enough.
+        """
         if length <= 0:
             return b""
         headers = {"Range": f"bytes={start}-{start + length - 1}"}
-        response = self._request(
-            "GET", self._download_route(kind, record_id, path), idempotent=True,
-            ok=(200, 206, 416), params=self._version_params(file_version), headers=headers, stream=True,
-        )
-        try:
-            if response.status_code == 416:
-                self.ranges_supported = True
-                return b""
-            # `response.content` would read the body in 10 KiB pieces, in Python, holding the GIL.
-            body = b"".join(response.iter_content(DOWNLOAD_BLOCK))
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            raise Unreachable(f"cannot reach the repository at {self.base_url} ({_reason(exc)})") from exc
-        finally:
-            response.close()
+        for attempt in range(self._retries + 1):
+            response = self._request(
+                "GET", self._download_route(kind, record_id, path), idempotent=True,
+                ok=(200, 206, 416), params=self._version_params(file_version), headers=headers, stream=True,
+            )
+            try:
+                if response.status_code == 416:
+                    self.ranges_supported = True
+                    return b""
+                body = _whole_body(response)
+                break
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                if attempt == self._retries or _timed_out(exc):
+                    raise Unreachable(f"cannot reach the repository at {self.base_url} ({_reason(exc)})") from exc
+            finally:
+                response.close()
+            time.sleep(self._backoff * (2**attempt))
         if response.status_code == 206:
             self.ranges_supported = True
             return body
@@ -290,6 +302,23 @@ class ApiClient:
             raise Unreachable(f"cannot reach the repository at {self.base_url} ({_reason(exc)})") from exc
         finally:
             response.close()
+
+
+def _whole_body(response: requests.Response) -> bytes:
+    """RESPONSE's body; ChunkedEncodingError when the connection ended before Content-Length bytes."""
+    # `response.content` would read the body in 10 KiB pieces, in Python, holding the GIL.
+    body = b"".join(response.iter_content(DOWNLOAD_BLOCK))
+    announced = response.headers.get("Content-Length")
+    # (a compressed body's Content-Length counts the compressed bytes, so no check then)
+    if announced is not None and "Content-Encoding" not in response.headers and len(body) != int(announced):
+        raise requests.exceptions.ChunkedEncodingError(f"body ended after {len(body)} of {announced} bytes")
+    return body
+
+
+def _timed_out(exc: Exception) -> bool:
+    """True when EXC is a read that waited past the read timeout (requests wraps it as a ConnectionError)."""
+    return isinstance(exc, requests.Timeout) or any(isinstance(a, urllib3.exceptions.ReadTimeoutError)
+                                                     for a in exc.args)
 
 
 def _reason(exc: Exception) -> str:

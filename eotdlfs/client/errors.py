@@ -40,6 +40,17 @@ class Conflict(RepositoryError):
     errno = _errno.EEXIST
 
 
+class VersionConflict(Conflict):
+    """A version was published after the one a writer based its draft on; nothing of the draft was published."""
+
+    def __init__(self, noun: str, latest: int, base: int):
+        based = f"version {base}" if base else "no version"
+        super().__init__(f"{noun} version {latest} was published meanwhile (this ingest was based on {based}); "
+                         "run it again to ingest onto the new version", 409)
+        self.latest = latest
+        self.base = base
+
+
 class TooLarge(RepositoryError):
     errno = _errno.EFBIG
 

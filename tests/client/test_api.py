@@ -86,6 +86,26 @@ def test_idempotent_calls_are_retried_and_others_are_not(repo_server, dataset):
             client(repo_server).record_by_name("datasets", name + "-x")  # the refused create never ran
 
 
+@pytest.mark.parametrize("mode", ["truncate", "reset"])
+def test_a_range_read_broken_mid_body_is_retried_never_short(repo_server, dataset, mode):
+    """The body of a range read stops after 1000 bytes (Content-Length announced whole, or a reset): the read is
+    sent again and returns the right bytes; broken on every try, it fails (EIO-like), never short bytes."""
+    from reliability.faultproxy import FaultProxy
+
+    name, blob = dataset
+    with FaultProxy(repo_server.url) as proxy:
+        api = ApiClient(Settings(proxy.url, repo_server.token("alice"), None, 30), retries=2, backoff=0.01)
+        record_id = api.record_by_name("datasets", name)["id"]
+        fault = proxy.inject(mode, r"/download/", method="GET", at=1000, count=1)
+        assert api.read_range("datasets", record_id, "odd name #1.bin", 1, 100, 300_000) == blob[100:300_100]
+        assert fault.hits == 1
+        fault = proxy.inject(mode, r"/download/", method="GET", at=1000, count=3)  # more than 2 retries
+        with pytest.raises(Unreachable, match="cannot reach the repository"):
+            api.read_range("datasets", record_id, "odd name #1.bin", 1, 0, 300_000)
+        assert fault.hits == 3
+        assert api.read_range("datasets", record_id, "odd name #1.bin", 1, 0, 10) == blob[:10]
+
+
 def test_a_dead_server_is_unreachable_after_bounded_retries(tmp_path):
     import socket
     import time

@@ -12,8 +12,9 @@ import time
 import pytest
 
 from eotdlfs.client.api import ApiClient
-from eotdlfs.client.errors import Forbidden, NothingToIngest, Unreachable
+from eotdlfs.client.errors import Forbidden, NothingToIngest, Unreachable, VersionConflict
 from eotdlfs.client.ingest import SourceFile, ingest_folder, run_ingest
+from eotdlfs.client.ingest.ledger import user_ledger
 from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import Settings
 from eotdlfs.metadata import load_metadata
@@ -122,12 +123,15 @@ def test_another_owner_is_refused_naming_them(repo_server, unique_name, tmp_path
     assert [v["version_id"] for v in record["versions"]] == [1] and not record.get("drafts")
 
 
-def draft_holding(server, folder, path: str, data: bytes):
-    """A new record for FOLDER with an open draft holding one file, as an interrupted ingest leaves it."""
+def draft_holding(server, folder, path: str, data: bytes, ours: bool = True):
+    """A new record for FOLDER with an open draft holding one file, as an interrupted ingest leaves it
+    (OURS: recorded in this machine's draft ledger, as our own engine would have; else another writer's)."""
     api = client(server)
     api.create_record("datasets", load_metadata(folder))
     record_id = api.record_by_name("datasets", load_metadata(folder).name)["id"]
     draft = api.create_version("datasets", record_id, draft=True)
+    if ours:
+        user_ledger().record(api.base_url, "datasets", record_id, draft)
     api.upload_file("datasets", record_id, draft, path, data, hashlib.sha1(data).hexdigest())
     return api, record_id, draft
 
@@ -142,6 +146,51 @@ def test_an_interrupted_draft_is_resumed_into_one_version(repo_server, unique_na
     assert (result.version, result.resumed, result.uploaded) == (draft, 1, 20)
     record = api.record_by_name("datasets", name)
     assert [v["version_id"] for v in record["versions"]] == [draft] and not record.get("drafts")
+
+
+def test_another_writers_draft_is_never_filled_nor_published(repo_server, unique_name, tmp_path):
+    """A draft in nobody's ledger here (another machine's, or an orphan of a killed run) stays as it is."""
+    name = unique_name("foreign")
+    folder = make_folder(tmp_path / "src", name, 5)
+    meta = (folder / "metadata.yml").read_bytes()
+    api, record_id, draft = draft_holding(repo_server, folder, "metadata.yml", meta, ours=False)
+    result = ingest_folder(api, "datasets", folder)
+    assert (result.version, result.resumed) == (draft + 1, 0)
+    record = api.record_by_name("datasets", name)
+    assert [v["version_id"] for v in record["versions"]] == [draft + 1]
+    assert [d["version_id"] for d in record["drafts"]] == [draft]
+    assert listing(api, record_id, draft) == {"metadata.yml": hashlib.sha1(meta).hexdigest()}
+    assert user_ledger().draft(api.base_url, "datasets", record_id) is None  # forgotten once published
+
+
+def test_a_version_published_during_an_ingest_refuses_it_and_a_rerun_ingests_onto_it(
+        repo_server, unique_name, tmp_path):
+    """Another writer publishes v2 while our ingest (based on v1) fills its draft: ours is discarded, the error
+    names v2; nothing mixed is published; the re-run ingests our folder onto v2."""
+    name = unique_name("race")
+    folder = make_folder(tmp_path / "src", name, 5)
+    api = client(repo_server)
+    ingest_folder(api, "datasets", folder)
+    record_id = api.record_by_name("datasets", name)["id"]
+    (folder / "ours.txt").write_text("ours\n")
+    real_carry = api.carry
+
+    def carry_after_another_writer_published(*args, **kwargs):
+        other = client(repo_server)
+        version = other.create_version("datasets", record_id, draft=True)
+        other.carry("datasets", record_id, version, ["metadata.yml"], [local_listing(folder)["metadata.yml"]])
+        other.publish("datasets", record_id, version, base=1)
+        api.carry = real_carry
+        return real_carry(*args, **kwargs)
+
+    api.carry = carry_after_another_writer_published
+    with pytest.raises(VersionConflict, match="Dataset version 3 was published meanwhile .*based on version 1"):
+        ingest_folder(api, "datasets", folder)
+    record = api.record_by_name("datasets", name)
+    assert [v["version_id"] for v in record["versions"]] == [1, 3] and not record["drafts"]
+    assert user_ledger().draft(api.base_url, "datasets", record_id) is None
+    result = ingest_folder(api, "datasets", folder)
+    assert result.version == 4 and listing(api, record_id, 4) == local_listing(folder)
 
 
 def test_a_stale_draft_with_other_content_is_discarded(repo_server, unique_name, tmp_path):
@@ -166,7 +215,7 @@ def test_killed_multipart_ingest_resumes_sending_only_missing_parts(repo_server,
     big = os.urandom(60 * 1024 * 1024)
     (folder / "big.bin").write_bytes(big)
     token = repo_server.token("alice")
-    with FaultProxy(repo_server.url) as proxy:
+    with FaultProxy(repo_server.url) as proxy:  # the re-run too: a draft is resumed at the same API URL only
         proxy.inject("slow", r"/chunk/", method="POST", delay=held_s)  # parts arrive; their answers wait
         before = repo_server.stats()
         proc = subprocess.Popen([sys.executable, "-m", "eotdlfs", "ingest", str(folder)],
@@ -181,15 +230,16 @@ def test_killed_multipart_ingest_resumes_sending_only_missing_parts(repo_server,
         finally:
             proc.send_signal(sig)
             _, err = proc.communicate(timeout=30)
-    if sig == signal.SIGINT:
-        assert proc.returncode == 1 and "error: interrupted; run the same ingest again" in err.decode()
-    received = uploads_delta(before, repo_server.stats())["chunk"]
-    assert 2 <= received <= 4
-    record = client(repo_server).record_by_name("datasets", name)
-    assert record["versions"] == [] and len(record["drafts"]) == 1  # nothing visible to readers yet
+        if sig == signal.SIGINT:
+            assert proc.returncode == 1 and "error: interrupted; run the same ingest again" in err.decode()
+        received = uploads_delta(before, repo_server.stats())["chunk"]
+        assert 2 <= received <= 4
+        record = client(repo_server).record_by_name("datasets", name)
+        assert record["versions"] == [] and len(record["drafts"]) == 1  # nothing visible to readers yet
 
-    before = repo_server.stats()
-    result = run_cli(cli_env(tmp_path, repo_server.url, token), "ingest", str(folder))
+        proxy.clear()
+        before = repo_server.stats()
+        result = run_cli(cli_env(tmp_path, proxy.url, token), "ingest", str(folder))
     assert result.returncode == 0, result.stderr
     delta = uploads_delta(before, repo_server.stats())
     assert delta["chunk"] == 6 - received and delta["complete"] == 1
@@ -214,11 +264,12 @@ def test_server_gone_mid_ingest_then_rerun_sends_nothing_twice(repo_server, uniq
         proxy.inject("drop", r"/files\?version=", method="POST")  # every carry request
         with pytest.raises(Unreachable):
             ingest_folder(broken, "datasets", folder)
-    api = client(repo_server)
-    record = api.record_by_name("datasets", name)
-    assert [v["version_id"] for v in record["versions"]] == [1] and len(record["drafts"]) == 1
-    before = repo_server.stats()
-    result = ingest_folder(api, "datasets", folder)
+        api = client(repo_server)
+        record = api.record_by_name("datasets", name)
+        assert [v["version_id"] for v in record["versions"]] == [1] and len(record["drafts"]) == 1
+        proxy.clear()  # the server is back, at the same URL (a draft is resumed at the same API URL only)
+        before = repo_server.stats()
+        result = ingest_folder(broken, "datasets", folder)
     assert (result.version, result.uploaded, result.resumed, result.carried) == (2, 0, 1, 30)
     assert uploads_delta(before, repo_server.stats())["batch"] == 0
     assert listing(api, record["id"], 2) == local_listing(folder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from eotdlfs.client.errors import NothingToIngest
+from eotdlfs.client.errors import NothingToIngest, VersionConflict
 from eotdlfs.client.ingest import IngestResult, SourceFile
 from eotdlfs.fs.staging.flush import FlushServices
 from eotdlfs.fs.staging.files import BaseVersion, StagedFile
@@ -61,6 +61,7 @@ class FakeRepository:
         self.records: dict[str, FakeVersions] = {}
         self.fail_with: Exception | None = None
         self.ingests = 0
+        self.meanwhile: list[dict[str, bytes]] = []  # versions another writer publishes during the next ingests
 
     # PublishedRecords
     def names(self, kind: str) -> list[str]:
@@ -77,11 +78,16 @@ class FakeRepository:
         return self.records[name].open(entry)
 
     # the engine
-    def ingest(self, kind, metadata, sources: list[SourceFile], progress) -> IngestResult:
+    def ingest(self, kind, metadata, sources: list[SourceFile], progress, base: int = 0) -> IngestResult:
+        """Like the engine: publish only if BASE is still the latest version (else VersionConflict)."""
         self.ingests += 1
         if self.fail_with is not None:
             raise self.fail_with
         record = self.records.setdefault(metadata.name, FakeVersions({}, publish=False))
+        if self.meanwhile:
+            record.publish(self.meanwhile.pop(0))
+        if len(record.versions) != base:
+            raise VersionConflict("Dataset", len(record.versions), base)
         blobs = {s.path: s.local_path.read_bytes() if s.local_path else record.blobs[s.checksum] for s in sources}
         latest = {e.path: e.checksum for e in record.versions[-1]} if record.versions else None
         wanted = {p: hashlib.sha1(b).hexdigest() for p, b in blobs.items()}

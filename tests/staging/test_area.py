@@ -14,7 +14,7 @@ import pytest
 from eotdlfs.client.errors import Unreachable
 from eotdlfs.fs.staging.area import StagingArea
 from eotdlfs.fs.staging.control import FLUSH_XATTR
-from eotdlfs.fs.staging.flush import RecordFlusher
+from eotdlfs.fs.staging.flush import CONFLICT_RETRIES, RecordFlusher
 from tests.staging.fakes import FakeRepository, FakeVersions
 
 METADATA = b"name: demo\nauthors: [me]\nlicense: MIT\nsource: http://example.com\n"
@@ -154,6 +154,32 @@ def test_flush_applies_staged_changes_onto_a_version_published_meanwhile(tmp_pat
         "metadata.yml": meta, "both.txt": b"ours", "changed-there.txt": b"2", "theirs/new.txt": b"new there",
         "sub-moved.txt": b"m"}
     assert read(area, "/datasets/merge/theirs/new.txt") == b"new there"
+
+
+def test_a_version_published_during_the_ingest_is_caught_up_and_the_flush_retried(tmp_path, repo):
+    """Another writer publishes v2 while our flush ingests (based on v1): the engine refuses to publish a mix;
+    the flush applies the staged changes onto v2 and publishes v3 = v2 + ours."""
+    area = make_area(tmp_path, repo)
+    write(area, "/datasets/demo/a.txt", b"ours")
+    repo.meanwhile.append({"metadata.yml": METADATA, "a.txt": b"theirs", "b/c.txt": b"c", "theirs.txt": b"t"})
+    state = flush(area, "datasets", "demo")
+    assert state["state"] == "done" and state["version"] == 3 and "applied onto v2" in state["message"], state
+    record = repo.records["demo"]
+    assert {e.path: record.blobs[e.checksum] for e in record.versions[2]} == {
+        "metadata.yml": METADATA, "a.txt": b"ours", "b/c.txt": b"c", "theirs.txt": b"t"}
+    assert repo.ingests == 2
+
+
+def test_a_flush_that_keeps_losing_the_race_fails_clearly_and_keeps_its_changes(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    write(area, "/datasets/demo/a.txt", b"ours")
+    repo.meanwhile.extend({"metadata.yml": METADATA, "a.txt": b"theirs %d" % n, "b/c.txt": b"c"}
+                          for n in range(CONFLICT_RETRIES + 1))
+    state = flush(area, "datasets", "demo")
+    assert state["state"] == "failed" and "was published meanwhile" in state["error"], state
+    assert read(area, "/datasets/demo/a.txt") == b"ours"
+    state = flush(area, "datasets", "demo")  # the other writer stopped: the next flush goes through
+    assert state["state"] == "done" and state["version"] == CONFLICT_RETRIES + 3, state
 
 
 def test_flush_waits_for_a_writer_and_says_which_file(tmp_path, repo):

@@ -4,16 +4,22 @@ Order of work, and why:
 1. checksums of the sources (hash cache) and the plan against the LATEST version's files;
    nothing changed -> `NothingToIngest`, no version made;
 2. the record: created when the name is new, refused when someone else owns it;
-3. the version: an open draft of this record is REUSED (an interrupted ingest left it), so
-   a re-run finishes that draft instead of starting another; files the draft already holds
-   with the wanted checksum are not sent again; a draft holding anything else is discarded;
+3. the version: the draft THIS writer created (its `DraftLedger` says which) is reused, so a
+   re-run after a crash finishes that draft instead of starting another; files it already
+   holds with the wanted checksum are not sent again; holding anything else, it is discarded.
+   Another writer's draft is never touched: a new draft is created and recorded in the ledger
+   before any byte is sent;
 4. large files by multipart (the server keeps received parts, so a re-run sends only the
    missing ones), small ones in zip batches, unchanged ones carried (route 7, no bytes);
-5. publish: readers see the version only now. A server without drafts gets a plain version.
+5. publish as a compare-and-swap: `base` = the latest version the plan was made against. If
+   another writer published meanwhile, the server refuses (409), the draft is discarded and
+   `VersionConflict` says which version came: a version never mixes two writers' files.
+   Readers see the version only now. A server without drafts gets a plain version.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -21,8 +27,9 @@ from pathlib import Path
 from typing import Sequence
 
 from eotdlfs.client.api import ApiClient
-from eotdlfs.client.errors import Conflict, Forbidden, NothingToIngest, NotFound
+from eotdlfs.client.errors import Conflict, Forbidden, NothingToIngest, NotFound, RepositoryError, VersionConflict
 from eotdlfs.client.hashcache import HashCache
+from eotdlfs.client.ingest.ledger import DraftLedger, user_ledger
 from eotdlfs.client.ingest.lock import ingest_lock
 from eotdlfs.client.ingest.plan import Carry, IngestPlan, LatestFile, SourceFile, Upload, chunked, plan_ingest, upload_batches
 from eotdlfs.client.ingest.sources import scan_folder
@@ -31,6 +38,8 @@ from eotdlfs.client.ingest.transfer import PARALLEL_REQUESTS, send_batch, send_m
 from eotdlfs.client.parallel import in_parallel
 from eotdlfs.client.progress import TransferProgress
 from eotdlfs.metadata import METADATA_FILE, Metadata, MetadataError, load_metadata, record_noun
+
+log = logging.getLogger(__name__)
 
 BATCH_MAX_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_FORM_FIELDS = 1000  # Starlette's default cap on form fields per request
@@ -47,7 +56,7 @@ class IngestResult:
 
 
 def ingest_folder(api: ApiClient, kind: str, folder: Path, progress: TransferProgress | None = None,
-                  cache: HashCache | None = None) -> IngestResult:
+                  cache: HashCache | None = None, ledger: DraftLedger | None = None) -> IngestResult:
     """Ingest FOLDER (with its metadata.yml) as the next version of the record it names."""
     metadata = load_metadata(folder)  # before any network call: a bad metadata.yml costs nothing
     cache = cache or HashCache()
@@ -55,27 +64,36 @@ def ingest_folder(api: ApiClient, kind: str, folder: Path, progress: TransferPro
         sources = scan_folder(folder, cache)
     finally:
         cache.close()
-    return run_ingest(api, kind, metadata, sources, progress)
+    return run_ingest(api, kind, metadata, sources, progress, ledger or user_ledger())
 
 
 def run_ingest(api: ApiClient, kind: str, metadata: Metadata, sources: Sequence[SourceFile],
-               progress: TransferProgress | None = None) -> IngestResult:
-    """Make the record's next version hold exactly SOURCES (checksums computed here when missing)."""
+               progress: TransferProgress | None = None, ledger: DraftLedger | None = None,
+               base: int | None = None) -> IngestResult:
+    """Make the record's next version hold exactly SOURCES (checksums computed here when missing).
+
+    LEDGER: the drafts this writer owns (default: the user's). BASE: the version SOURCES were
+    derived from (0 for none); when given and no longer the latest, `VersionConflict` before
+    anything is sent. Without it, SOURCES are ingested onto whatever version is latest now.
+    """
     record_noun(kind)
     metadata = Metadata.from_mapping(metadata.to_json())  # the shared rules, whoever built METADATA
     if not any(s.path == METADATA_FILE for s in sources):
         raise MetadataError(METADATA_FILE, "must be one of the files ingested")
     progress = progress or TransferProgress()
     sources = with_checksums(sources)
-    with ingest_lock(api.base_url, kind, metadata.name):
-        return _ingest_locked(api, kind, metadata, sources, progress)
+    ledger = ledger or user_ledger()
+    with ingest_lock(api.base_url, kind, metadata.name, ledger.path.parent / "locks"):
+        return _ingest_locked(api, kind, metadata, sources, progress, ledger, base)
 
 
 def _ingest_locked(api: ApiClient, kind: str, metadata: Metadata, sources: list[SourceFile],
-                   progress: TransferProgress) -> IngestResult:
+                   progress: TransferProgress, ledger: DraftLedger, base: int | None) -> IngestResult:
     record = ensure_record(api, kind, metadata)
     versions = record_versions(record)
-    latest = max((int(v["version_id"]) for v in versions if not v.get("draft")), default=None)
+    latest = latest_published(versions)
+    if base is not None and (latest or 0) != base:
+        raise VersionConflict(record_noun(kind), latest or 0, base)
     latest_files = [
         LatestFile(f["filename"], int(f["version"]), f["checksum"])
         for f in (api.files(kind, record["id"], latest) if latest is not None else [])
@@ -84,10 +102,10 @@ def _ingest_locked(api: ApiClient, kind: str, metadata: Metadata, sources: list[
     if plan.nothing_changed and latest is not None:
         raise NothingToIngest(metadata.name, latest)
     drafts = sorted(int(v["version_id"]) for v in versions if v.get("draft"))
-    version, plan, resumed = open_version(api, kind, record["id"], plan, drafts)
+    version, plan, resumed = open_version(api, kind, record["id"], plan, drafts, ledger)
     bytes_sent = execute(api, kind, record["id"], version, plan, progress)
     if api.supports_drafts:
-        api.publish(kind, record["id"], version)
+        publish(api, kind, record, version, latest or 0, ledger)
     return IngestResult(version=version, uploaded=len(plan.uploads), carried=len(plan.carries),
                         dropped=len(plan.drops), bytes_sent=bytes_sent, resumed=resumed)
 
@@ -126,19 +144,45 @@ def ensure_record(api: ApiClient, kind: str, metadata: Metadata) -> dict:
     return record
 
 
-def open_version(api: ApiClient, kind: str, record_id: str, plan: IngestPlan,
-                 drafts: list[int]) -> tuple[int, IngestPlan, int]:
-    """The version to fill (a reused draft, a new draft, or a plain new version), the plan left to do, files resumed."""
+def open_version(api: ApiClient, kind: str, record_id: str, plan: IngestPlan, drafts: list[int],
+                 ledger: DraftLedger) -> tuple[int, IngestPlan, int]:
+    """The version to fill (our reused draft, a new draft, or a plain new version), the plan left to do, files resumed."""
     if not api.supports_drafts:
         return api.create_version(kind, record_id), plan, 0
-    if drafts:
-        draft = drafts[-1]
-        present = {f["filename"]: f["checksum"] for f in api.files(kind, record_id, draft)}
+    key = (api.base_url, kind, record_id)
+    mine = ledger.draft(*key)
+    if mine is not None and mine in drafts:
+        present = {f["filename"]: f["checksum"] for f in api.files(kind, record_id, mine)}
         if plan.accepts(present):
             remaining = plan.without(present)
-            return draft, remaining, len(plan.uploads) + len(plan.carries) - len(remaining.uploads) - len(remaining.carries)
-        api.discard_draft(kind, record_id, draft)
-    return api.create_version(kind, record_id, draft=True), plan, 0
+            return mine, remaining, len(plan.uploads) + len(plan.carries) - len(remaining.uploads) - len(remaining.carries)
+        ledger.forget(*key)  # before the discard: the server may hand the number out again, maybe to another writer
+        api.discard_draft(kind, record_id, mine)
+    draft = api.create_version(kind, record_id, draft=True)
+    ledger.record(*key, draft)  # before any byte goes into it
+    return draft, plan, 0
+
+
+def publish(api: ApiClient, kind: str, record: dict, version: int, base: int, ledger: DraftLedger) -> None:
+    """Publish draft VERSION if BASE is still the latest version; else discard it and raise `VersionConflict`."""
+    record_id, name = record["id"], record["name"]
+    key = (api.base_url, kind, record_id)
+    try:
+        api.publish(kind, record_id, version, base=base)
+    except Conflict as exc:
+        ledger.forget(*key)
+        try:
+            api.discard_draft(kind, record_id, version)
+        except RepositoryError as discard_failed:  # an orphan draft stays: hidden, in nobody's ledger, harmless
+            log.warning("cannot discard draft %d of %s: %s", version, record_id, discard_failed)
+        now = latest_published(record_versions(api.record_by_name(kind, name)))
+        raise VersionConflict(record_noun(kind), now or 0, base) from exc
+    ledger.forget(*key)
+
+
+def latest_published(versions: list[dict]) -> int | None:
+    """The newest published version among a record's VERSIONS (`record_versions`); None when none."""
+    return max((int(v["version_id"]) for v in versions if not v.get("draft")), default=None)
 
 
 def execute(api: ApiClient, kind: str, record_id: str, version: int, plan: IngestPlan,

@@ -1,8 +1,10 @@
-"""One ingest per record at a time on this machine (a `eotdlfs ingest` and a staging flush, say).
+"""One ingest per record at a time for each draft ledger (two `eotdlfs ingest` runs sharing a cache dir, say).
 
-Two ingests of one record would fill the same draft, and the first to publish would expose
-the other's half-sent files. The lock is a `flock` on a file under the cache dir, held for
-the whole ingest and released by the kernel if the process dies, so kill -9 never leaves it stuck.
+Two ingests sharing a ledger would take the same draft for their own, and the first to
+publish would expose the other's half-sent files. (Writers with different ledgers, such as
+two mounts, never share a draft: the server's publish compare-and-swap orders them.) The lock
+is a `flock` on a file next to the ledger, held for the whole ingest and released by the
+kernel if the process dies, so kill -9 never leaves it stuck.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import fcntl
 import hashlib
 import os
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 from eotdlfs.client.errors import Conflict
@@ -18,9 +21,10 @@ from eotdlfs.client.hashcache import cache_dir
 
 
 @contextmanager
-def ingest_lock(api_url: str, kind: str, name: str) -> Iterator[None]:
-    """Hold the lock of record KIND/NAME at API_URL; Conflict at once if another process holds it."""
-    folder = cache_dir() / "locks"
+def ingest_lock(api_url: str, kind: str, name: str, folder: Path | None = None) -> Iterator[None]:
+    """Hold the lock of record KIND/NAME at API_URL in FOLDER (default: the user cache dir's);
+    Conflict at once if another process holds it."""
+    folder = folder or cache_dir() / "locks"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (hashlib.sha1(f"{api_url}\n{kind}\n{name}".encode()).hexdigest() + ".lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)

@@ -7,8 +7,14 @@ write-back knows only a put function. Order, and why:
 2. freeze the tree (waiting, bounded, for files open for writing) — or, after a crash,
    take the frozen list the journal kept, so the resumed flush ships the same bytes;
 3. validate metadata.yml before anything is sent;
-4. ingest: the engine reuses the draft an interrupted run left, so exactly one version
-   comes out however often this is retried; nothing changed -> no version;
+4. ingest: the engine reuses the draft an interrupted run of THIS mount left (its draft
+   ledger sits in the staging folder), so exactly one version comes out however often this
+   is retried; nothing changed -> no version. The engine publishes only if the version the
+   staged tree is based on is still the latest: when another writer (another mount, an
+   `eotdlfs ingest`) published meanwhile, it discards its draft and raises
+   `VersionConflict`; the flush then goes back to step 1 (apply the staged changes onto the
+   new version) and tries again, at most `CONFLICT_RETRIES` times. No version ever mixes
+   two writers' files, and no staged change is lost;
 5. only once the server has published, rebase the overlay onto the new version and drop
    the staged bytes it now holds. On any failure the frozen files are released and every
    staged change stays; the error is kept for `eotdlfs status`.
@@ -24,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from eotdlfs.client.errors import NothingToIngest, RepositoryError, Unauthorized
+from eotdlfs.client.errors import NothingToIngest, RepositoryError, Unauthorized, VersionConflict
 from eotdlfs.client.ingest import IngestResult, SourceFile
 from eotdlfs.client.progress import TransferProgress
 from eotdlfs.fs.staging.files import BaseVersion, StagedFile
@@ -35,10 +41,12 @@ from eotdlfs.repository import FileEntry
 log = logging.getLogger(__name__)
 
 WRITER_WAIT_S = 60.0  # longest a flush waits for a file open for writing
+CONFLICT_RETRIES = 3  # flushes re-planned onto a version another writer published meanwhile
 IDLE, WAITING, FLUSHING, DONE, NOTHING, FAILED = "idle", "waiting", "flushing", "done", "nothing", "failed"
 FINISHED = (DONE, NOTHING, FAILED)
 
-Ingest = Callable[[str, Metadata, list[SourceFile], TransferProgress], IngestResult]
+# (kind, metadata, sources, progress, base: the published version the sources derive from, 0 for none)
+Ingest = Callable[[str, Metadata, list[SourceFile], TransferProgress, int], IngestResult]
 
 
 @dataclass(frozen=True)
@@ -192,7 +200,18 @@ class RecordFlusher:
     # -- the flush itself ---------------------------------------------------------------
 
     def flush(self) -> tuple:
-        """One flush; returns (state, message, error, version, result) for `_finish`."""
+        """One flush, re-planned when another writer published meanwhile; (state, message, error, version, result)."""
+        for attempt in range(CONFLICT_RETRIES + 1):
+            try:
+                return self._flush_once()
+            except VersionConflict as exc:
+                if attempt == CONFLICT_RETRIES:
+                    raise
+                log.warning("flush of %s/%s: %s; applying the staged changes onto v%d", self.overlay.kind,
+                            self.overlay.name, exc, exc.latest)
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+    def _flush_once(self) -> tuple:
         ov, services = self.overlay, self._services
         started = time.monotonic()
         shipped = ov.frozen_files()
@@ -212,7 +231,7 @@ class RecordFlusher:
             self._update(state=FLUSHING, message=f"ingesting {len(shipped)} files")
             sources = [SourceFile(f.path, f.size, f.checksum, f.local_path) for f in shipped]
             try:
-                result = services.ingest(ov.kind, metadata, sources, _StateProgress(self))
+                result = services.ingest(ov.kind, metadata, sources, _StateProgress(self), ov.base_version or 0)
                 version, summary = result.version, asdict(result)
             except NothingToIngest as exc:
                 version, summary = exc.version, {}

@@ -5,9 +5,11 @@ from __future__ import annotations
 import errno
 import logging
 import time
+from pathlib import Path
 
 from eotdlfs.client.errors import NotFound
 from eotdlfs.client.ingest import run_ingest
+from eotdlfs.client.ingest.ledger import LEDGER_FILE, DraftLedger
 from eotdlfs.fs.context import MountContext
 from eotdlfs.fs.fetcher import Content
 from eotdlfs.fs.reader import OpenFile
@@ -59,8 +61,9 @@ class MountPublished:
         return _PublishedFile(self._context, self._context.reader.open(Content(record, entry)))
 
 
-def flush_services(context: MountContext) -> FlushServices:
-    """The engine and the server, fresh (no TTL): a flush must see the server as it is now."""
+def flush_services(context: MountContext, ledger: DraftLedger) -> FlushServices:
+    """The engine and the server, fresh (no TTL): a flush must see the server as it is now.
+    LEDGER: the drafts this mount's flushes created (kept with the staged files, so a remount resumes them)."""
     repo = context.repo
     api = repo.api
 
@@ -78,16 +81,18 @@ def flush_services(context: MountContext) -> FlushServices:
         context.namespace.invalidate(kind)
 
     return FlushServices(
-        ingest=lambda kind, metadata, sources, progress: run_ingest(api, kind, metadata, sources, progress),
+        ingest=lambda kind, metadata, sources, progress, base: run_ingest(api, kind, metadata, sources, progress,
+                                                                          ledger, base),
         latest=latest, files=files, published=published)
 
 
 def make_staging_overlay(context: MountContext) -> StagingArea | None:
     """The object the FUSE shim routes `/staging/...` to; None (a mount without staging) when another
     mount already stages into the same cache dir."""
+    folder = Path(context.options.cache_dir) / "staging"
     try:
-        return StagingArea(context.options.cache_dir / "staging", MountPublished(context),
-                           flush_services(context), autoflush=context.options.autoflush)
+        return StagingArea(folder, MountPublished(context), flush_services(context, DraftLedger(folder / LEDGER_FILE)),
+                           autoflush=context.options.autoflush)
     except OSError as exc:
         if exc.errno != errno.EBUSY:
             raise
