@@ -55,6 +55,14 @@ CREATE TABLE IF NOT EXISTS version_files (
     file_version INTEGER NOT NULL,
     PRIMARY KEY (record_id, version, path)
 );
+-- The sum of the sizes of a version's files, kept by every write to version_files, so listing
+-- records does not sum every file of every version.
+CREATE TABLE IF NOT EXISTS version_sizes (
+    record_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (record_id, version)
+);
 CREATE TABLE IF NOT EXISTS uploads (
     upload_id TEXT PRIMARY KEY,
     record_id TEXT NOT NULL,
@@ -83,6 +91,7 @@ class Database:
             conn = self.conn()
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(SCHEMA)
+            _add_version_sizes(conn)
 
     def conn(self) -> sqlite3.Connection:
         """This thread's connection (autocommit; transactions are explicit)."""
@@ -117,3 +126,21 @@ class Database:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+
+
+def _add_version_sizes(conn: sqlite3.Connection) -> None:
+    """Give every version without a stored size its size (databases made before sizes were stored)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "INSERT INTO version_sizes (record_id, version, size)"
+            " SELECT v.record_id, v.version, (SELECT COALESCE(SUM(fv.size), 0) FROM version_files vf"
+            " JOIN file_versions fv ON fv.record_id = vf.record_id AND fv.path = vf.path"
+            " AND fv.file_version = vf.file_version WHERE vf.record_id = v.record_id AND vf.version = v.version)"
+            " FROM versions v WHERE NOT EXISTS (SELECT 1 FROM version_sizes s"
+            " WHERE s.record_id = v.record_id AND s.version = v.version)")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

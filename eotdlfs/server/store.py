@@ -113,20 +113,17 @@ class Store:
             return []
         ids = [r["id"] for r in rows]
         marks = ",".join("?" * len(ids))
-        sizes = {(s["record_id"], s["version"]): s["size"] for s in conn.execute(
-            f"SELECT vf.record_id, vf.version, SUM(fv.size) AS size FROM version_files vf "
-            f"JOIN file_versions fv ON fv.record_id = vf.record_id AND fv.path = vf.path "
-            f"AND fv.file_version = vf.file_version WHERE vf.record_id IN ({marks}) "
-            f"GROUP BY vf.record_id, vf.version", ids)}
         versions: dict[str, list[sqlite3.Row]] = {i: [] for i in ids}
-        for v in conn.execute(f"SELECT * FROM versions WHERE record_id IN ({marks}) ORDER BY version", ids):
+        for v in conn.execute(f"SELECT v.*, COALESCE(s.size, 0) AS size FROM versions v LEFT JOIN version_sizes s"
+                              f" ON s.record_id = v.record_id AND s.version = v.version"
+                              f" WHERE v.record_id IN ({marks}) ORDER BY v.version", ids):
             versions[v["record_id"]].append(v)
         out = []
         for r in rows:
             entries = {True: [], False: []}
             for v in versions[r["id"]]:
                 entries[bool(v["draft"])].append({"version_id": v["version"], "createdAt": v["created_at"],
-                                                  "size": sizes.get((r["id"], v["version"]), 0)})
+                                                  "size": v["size"]})
             out.append({
                 "id": r["id"], "uid": r["uid"], "name": r["name"], "authors": json.loads(r["authors"]),
                 "source": r["source"], "license": r["license"], "files": r["files_id"],
@@ -208,6 +205,7 @@ class Store:
                 raise ApiError(404, f"{record_noun(kind)} version {version} is not a draft")
             conn.execute("DELETE FROM version_files WHERE record_id = ? AND version = ?", (record_id, version))
             conn.execute("DELETE FROM versions WHERE record_id = ? AND version = ?", (record_id, version))
+            conn.execute("DELETE FROM version_sizes WHERE record_id = ? AND version = ?", (record_id, version))
             conn.execute(
                 "DELETE FROM file_versions WHERE record_id = ? AND NOT EXISTS (SELECT 1 FROM version_files vf"
                 " WHERE vf.record_id = file_versions.record_id AND vf.path = file_versions.path"
@@ -239,17 +237,17 @@ class Store:
         """Put PATH with CHECKSUM into VERSION: the latest file version if it matches, else a new one."""
         latest = self._latest_file(conn, record_id, path)
         if latest is not None and latest["checksum"] == checksum:
-            file_version = latest["file_version"]
+            file_version, size = latest["file_version"], latest["size"]
         else:
             file_version = (latest["file_version"] + 1) if latest is not None else 1
             conn.execute("INSERT INTO file_versions (record_id, path, file_version, checksum, size, created_at)"
                          " VALUES (?, ?, ?, ?, ?, ?)", (record_id, path, file_version, checksum, size, _now()))
-        self._put_in_version(conn, record_id, version, path, file_version)
+        self._put_in_version(conn, record_id, version, path, file_version, size)
         return file_version
 
     def _put_in_version(self, conn: sqlite3.Connection, record_id: str, version: int,
-                        path: str, file_version: int) -> None:
-        """VERSION holds FILE_VERSION of PATH; 409 if PATH would be both a file and a folder there."""
+                        path: str, file_version: int, size: int) -> None:
+        """VERSION holds FILE_VERSION (SIZE bytes) of PATH; 409 if PATH would be both a file and a folder there."""
         # Two queries, each an index search: SQLite cannot use the index for an OR of both.
         parents = ["/".join(path.split("/")[:i]) for i in range(1, path.count("/") + 1)]
         clash = None
@@ -264,8 +262,15 @@ class Store:
         if clash is not None:
             raise ApiError(409, f"File path {path!r} conflicts with {clash['path']!r} in version {version}:"
                                 " a path cannot be both a file and a folder")
+        replaced = conn.execute(
+            "SELECT fv.size FROM version_files vf JOIN file_versions fv ON fv.record_id = vf.record_id"
+            " AND fv.path = vf.path AND fv.file_version = vf.file_version"
+            " WHERE vf.record_id = ? AND vf.version = ? AND vf.path = ?", (record_id, version, path)).fetchone()
         conn.execute("INSERT OR REPLACE INTO version_files (record_id, version, path, file_version)"
                      " VALUES (?, ?, ?, ?)", (record_id, version, path, file_version))
+        conn.execute("INSERT INTO version_sizes (record_id, version, size) VALUES (?, ?, ?)"
+                     " ON CONFLICT (record_id, version) DO UPDATE SET size = size + excluded.size",
+                     (record_id, version, size - (replaced["size"] if replaced else 0)))
 
     def _check_writable(self, kind: str, record_id: str, uid: str, version: int | None) -> sqlite3.Row:
         conn = self.db.conn()
@@ -333,13 +338,13 @@ class Store:
                 # The newest file version with this content, not only the latest one, so a
                 # file changed back to older bytes is carried instead of refused.
                 match = conn.execute(
-                    "SELECT file_version FROM file_versions WHERE record_id = ? AND path = ? AND checksum = ?"
+                    "SELECT file_version, size FROM file_versions WHERE record_id = ? AND path = ? AND checksum = ?"
                     " ORDER BY file_version DESC LIMIT 1", (record_id, path, checksum)).fetchone()
                 if match is None:
                     if self._latest_file(conn, record_id, path) is None:
                         raise ApiError(404, errors.FILE_MISSING)
                     raise bad_request(errors.CHECKSUM_MISMATCH)
-                self._put_in_version(conn, record_id, version, path, match["file_version"])
+                self._put_in_version(conn, record_id, version, path, match["file_version"], match["size"])
             self._touch(conn, record_id)
         return record["name"]
 

@@ -149,3 +149,22 @@ def test_readers_during_writes(repo_server, unique_name):
             t.join(30)
     assert results == [200] * 8 and failures == []
     assert all(api.files(rid, v) for v in versions)
+
+
+def test_old_database_gets_version_sizes(tmp_path):
+    """A repository made before versions stored their size is migrated when opened."""
+    import io
+    import sqlite3
+
+    from eotdlfs.server.store import Store
+
+    root = tmp_path / "root"
+    store = Store(root)
+    rid = store.create_record("datasets", "u", {"name": "old-db", "authors": ["a"], "source": "http://x",
+                                                "license": "MIT"})
+    v = store.create_version("datasets", rid, "u")
+    store.ingest_file("datasets", rid, "u", v, "a", io.BytesIO(b"12345"), sha1(b"12345"))
+    store.ingest_file("datasets", rid, "u", v, "b", io.BytesIO(b"678"), sha1(b"678"))
+    with sqlite3.connect(root / "repository.db") as db:  # back to the old schema
+        db.execute("DROP TABLE version_sizes")
+    assert Store(root).record_by_name("datasets", "old-db")["versions"][0]["size"] == 8
