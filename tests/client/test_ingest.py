@@ -131,7 +131,7 @@ def draft_holding(server, folder, path: str, data: bytes, ours: bool = True):
     record_id = api.record_by_name("datasets", load_metadata(folder).name)["id"]
     draft = api.create_version("datasets", record_id, draft=True)
     if ours:
-        user_ledger().record(api.base_url, "datasets", record_id, draft)
+        user_ledger().record("datasets", record_id, draft)
     api.upload_file("datasets", record_id, draft, path, data, hashlib.sha1(data).hexdigest())
     return api, record_id, draft
 
@@ -160,7 +160,7 @@ def test_another_writers_draft_is_never_filled_nor_published(repo_server, unique
     assert [v["version_id"] for v in record["versions"]] == [draft + 1]
     assert [d["version_id"] for d in record["drafts"]] == [draft]
     assert listing(api, record_id, draft) == {"metadata.yml": hashlib.sha1(meta).hexdigest()}
-    assert user_ledger().draft(api.base_url, "datasets", record_id) is None  # forgotten once published
+    assert user_ledger().draft("datasets", record_id) is None  # forgotten once published
 
 
 def test_a_version_published_during_an_ingest_refuses_it_and_a_rerun_ingests_onto_it(
@@ -188,7 +188,7 @@ def test_a_version_published_during_an_ingest_refuses_it_and_a_rerun_ingests_ont
         ingest_folder(api, "datasets", folder)
     record = api.record_by_name("datasets", name)
     assert [v["version_id"] for v in record["versions"]] == [1, 3] and not record["drafts"]
-    assert user_ledger().draft(api.base_url, "datasets", record_id) is None
+    assert user_ledger().draft("datasets", record_id) is None
     result = ingest_folder(api, "datasets", folder)
     assert result.version == 4 and listing(api, record_id, 4) == local_listing(folder)
 
@@ -215,7 +215,7 @@ def test_killed_multipart_ingest_resumes_sending_only_missing_parts(repo_server,
     big = os.urandom(60 * 1024 * 1024)
     (folder / "big.bin").write_bytes(big)
     token = repo_server.token("alice")
-    with FaultProxy(repo_server.url) as proxy:  # the re-run too: a draft is resumed at the same API URL only
+    with FaultProxy(repo_server.url) as proxy:
         proxy.inject("slow", r"/chunk/", method="POST", delay=held_s)  # parts arrive; their answers wait
         before = repo_server.stats()
         proc = subprocess.Popen([sys.executable, "-m", "eotdlfs", "ingest", str(folder)],
@@ -230,16 +230,15 @@ def test_killed_multipart_ingest_resumes_sending_only_missing_parts(repo_server,
         finally:
             proc.send_signal(sig)
             _, err = proc.communicate(timeout=30)
-        if sig == signal.SIGINT:
-            assert proc.returncode == 1 and "error: interrupted; run the same ingest again" in err.decode()
-        received = uploads_delta(before, repo_server.stats())["chunk"]
-        assert 2 <= received <= 4
-        record = client(repo_server).record_by_name("datasets", name)
-        assert record["versions"] == [] and len(record["drafts"]) == 1  # nothing visible to readers yet
+    if sig == signal.SIGINT:
+        assert proc.returncode == 1 and "error: interrupted; run the same ingest again" in err.decode()
+    received = uploads_delta(before, repo_server.stats())["chunk"]
+    assert 2 <= received <= 4
+    record = client(repo_server).record_by_name("datasets", name)
+    assert record["versions"] == [] and len(record["drafts"]) == 1  # nothing visible to readers yet
 
-        proxy.clear()
-        before = repo_server.stats()
-        result = run_cli(cli_env(tmp_path, proxy.url, token), "ingest", str(folder))
+    before = repo_server.stats()
+    result = run_cli(cli_env(tmp_path, repo_server.url, token), "ingest", str(folder))
     assert result.returncode == 0, result.stderr
     delta = uploads_delta(before, repo_server.stats())
     assert delta["chunk"] == 6 - received and delta["complete"] == 1
@@ -264,12 +263,11 @@ def test_server_gone_mid_ingest_then_rerun_sends_nothing_twice(repo_server, uniq
         proxy.inject("drop", r"/files\?version=", method="POST")  # every carry request
         with pytest.raises(Unreachable):
             ingest_folder(broken, "datasets", folder)
-        api = client(repo_server)
-        record = api.record_by_name("datasets", name)
-        assert [v["version_id"] for v in record["versions"]] == [1] and len(record["drafts"]) == 1
-        proxy.clear()  # the server is back, at the same URL (a draft is resumed at the same API URL only)
-        before = repo_server.stats()
-        result = ingest_folder(broken, "datasets", folder)
+    api = client(repo_server)
+    record = api.record_by_name("datasets", name)
+    assert [v["version_id"] for v in record["versions"]] == [1] and len(record["drafts"]) == 1
+    before = repo_server.stats()
+    result = ingest_folder(api, "datasets", folder)
     assert (result.version, result.uploaded, result.resumed, result.carried) == (2, 0, 1, 30)
     assert uploads_delta(before, repo_server.stats())["batch"] == 0
     assert listing(api, record["id"], 2) == local_listing(folder)

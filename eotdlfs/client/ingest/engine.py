@@ -149,7 +149,7 @@ def open_version(api: ApiClient, kind: str, record_id: str, plan: IngestPlan, dr
     """The version to fill (our reused draft, a new draft, or a plain new version), the plan left to do, files resumed."""
     if not api.supports_drafts:
         return api.create_version(kind, record_id), plan, 0
-    key = (api.base_url, kind, record_id)
+    key = (kind, record_id)
     mine = ledger.draft(*key)
     if mine is not None and mine in drafts:
         present = {f["filename"]: f["checksum"] for f in api.files(kind, record_id, mine)}
@@ -166,7 +166,7 @@ def open_version(api: ApiClient, kind: str, record_id: str, plan: IngestPlan, dr
 def publish(api: ApiClient, kind: str, record: dict, version: int, base: int, ledger: DraftLedger) -> None:
     """Publish draft VERSION if BASE is still the latest version; else discard it and raise `VersionConflict`."""
     record_id, name = record["id"], record["name"]
-    key = (api.base_url, kind, record_id)
+    key = (kind, record_id)
     try:
         api.publish(kind, record_id, version, base=base)
     except Conflict as exc:

@@ -4,7 +4,9 @@ Drafts are invisible to readers, so an interrupted ingest can finish its draft l
 draft on the server does not say who fills it. Two writers of one record (two mounts, two
 machines, two cache dirs) must never fill the same draft, or one published version would
 mix both. So each writer keeps a ledger, one small SQLite file (`eotdlfs ingest`: the user
-cache dir; a mount's flushes: its staging folder), keyed by API URL, kind and record id:
+cache dir; a mount's flushes: its staging folder), keyed by kind and record id. Record ids
+are the server's random ids, so the key needs no API URL: a writer resumes its draft also
+when it reaches the same server by another URL (a proxy, another host name, a restart):
 - the engine records a draft right after creating it, before sending any byte;
 - it forgets the draft before discarding it (a discarded number may be handed out again,
   to someone else) and after publishing it.
@@ -34,25 +36,24 @@ class DraftLedger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         conn.execute("PRAGMA synchronous=FULL")  # a recorded draft survives a power loss
-        conn.execute("CREATE TABLE IF NOT EXISTS drafts (api_url TEXT NOT NULL, kind TEXT NOT NULL,"
-                     " record_id TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (api_url, kind, record_id))")
+        conn.execute("CREATE TABLE IF NOT EXISTS own_drafts (kind TEXT NOT NULL, record_id TEXT NOT NULL,"
+                     " version INTEGER NOT NULL, PRIMARY KEY (kind, record_id))")
         return conn
 
-    def draft(self, api_url: str, kind: str, record_id: str) -> int | None:
+    def draft(self, kind: str, record_id: str) -> int | None:
         """The draft this writer created for the record and still owns, if any."""
         with closing(self._connect()) as conn:
-            row = conn.execute("SELECT version FROM drafts WHERE api_url = ? AND kind = ? AND record_id = ?",
-                               (api_url, kind, record_id)).fetchone()
+            row = conn.execute("SELECT version FROM own_drafts WHERE kind = ? AND record_id = ?",
+                               (kind, record_id)).fetchone()
         return int(row[0]) if row else None
 
-    def record(self, api_url: str, kind: str, record_id: str, version: int) -> None:
+    def record(self, kind: str, record_id: str, version: int) -> None:
         with closing(self._connect()) as conn:
-            conn.execute("INSERT OR REPLACE INTO drafts VALUES (?, ?, ?, ?)", (api_url, kind, record_id, version))
+            conn.execute("INSERT OR REPLACE INTO own_drafts VALUES (?, ?, ?)", (kind, record_id, version))
 
-    def forget(self, api_url: str, kind: str, record_id: str) -> None:
+    def forget(self, kind: str, record_id: str) -> None:
         with closing(self._connect()) as conn:
-            conn.execute("DELETE FROM drafts WHERE api_url = ? AND kind = ? AND record_id = ?",
-                         (api_url, kind, record_id))
+            conn.execute("DELETE FROM own_drafts WHERE kind = ? AND record_id = ?", (kind, record_id))
 
 
 def user_ledger() -> DraftLedger:
