@@ -136,6 +136,8 @@ def mount_background(mountpoint: Path, args: list[str], cache_dir: Path,
     clean_stale(mountpoint)
     if is_mounted(mountpoint):
         raise OSError(errno.EBUSY, f"{mountpoint} is already mounted")
+    if not mountpoint.exists():
+        mountpoint.mkdir(parents=True)  # `eotdlfs mount ~/eotdl` on a fresh machine just works
     if not mountpoint.is_dir():
         raise OSError(errno.ENOTDIR, f"{mountpoint} is not a directory")
     cache_dir.mkdir(parents=True, exist_ok=True)

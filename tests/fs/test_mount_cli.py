@@ -21,8 +21,7 @@ def eotdlfs(*args, env=None, timeout=60):
 
 @pytest.fixture
 def mountpoint(tmp_path):
-    path = tmp_path / "mnt"
-    path.mkdir()
+    path = tmp_path / "mnt"  # not made here: `eotdlfs mount` creates a missing mount point
     pids: list[int] = []
     try:
         yield path, pids
@@ -79,6 +78,7 @@ def test_mount_cleans_a_dead_mount_left_by_a_killed_process(repo_server, tmp_pat
     import time
 
     mnt, pids = mountpoint
+    mnt.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "import sys; from fuse import FUSE, Operations; "
                              "FUSE(Operations(), sys.argv[1], foreground=True)", str(mnt)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
