@@ -14,11 +14,11 @@ import pytest
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import Forbidden, NothingToIngest, Unreachable, VersionConflict
 from eotdlfs.client.ingest import SourceFile, ingest_folder, run_ingest
-from eotdlfs.client.ingest.ledger import user_ledger
+from eotdlfs.client.ingest.ledger import DraftLedger, user_ledger
 from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import Settings
 from eotdlfs.metadata import load_metadata
-from client.helpers import cli_env, client, make_folder, run_cli, write_metadata
+from client.helpers import assert_one_line_error, cli_env, client, make_folder, run_cli, write_metadata
 
 
 @pytest.fixture(autouse=True)
@@ -191,6 +191,43 @@ def test_a_version_published_during_an_ingest_refuses_it_and_a_rerun_ingests_ont
     assert user_ledger().draft("datasets", record_id) is None
     result = ingest_folder(api, "datasets", folder)
     assert result.version == 4 and listing(api, record_id, 4) == local_listing(folder)
+
+
+def test_cli_ingest_beaten_by_another_writer_fails_in_one_line_and_a_rerun_ingests_cleanly(
+        repo_server, unique_name, tmp_path):
+    """`eotdlfs ingest` is held at its batch upload (its draft v2 exists) while another machine (own ledger)
+    publishes v3: the CLI publishes nothing, discards v2, says so in one line; the re-run makes v4."""
+    from reliability.faultproxy import FaultProxy
+
+    name = unique_name("cli-race")
+    folder = make_folder(tmp_path / "src", name, 5)
+    api = client(repo_server)
+    ingest_folder(api, "datasets", folder)
+    record_id = api.record_by_name("datasets", name)["id"]
+    other = make_folder(tmp_path / "other" / "src", name, 5)
+    (other / "theirs.txt").write_text("theirs\n")
+    (folder / "ours.txt").write_text("ours\n")
+    env = cli_env(tmp_path, None, repo_server.token("alice"))
+    with FaultProxy(repo_server.url) as proxy:
+        held = proxy.inject("slow", r"/batch\?", method="POST", delay=60, count=1)  # served; its answer waits
+        proc = subprocess.Popen([sys.executable, "-m", "eotdlfs", "ingest", str(folder)],
+                                env=dict(env, EOTDL_API_URL=proxy.url), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert held.struck.wait(60), proc.communicate(timeout=5)
+            theirs = ingest_folder(api, "datasets", other, ledger=DraftLedger(tmp_path / "other" / "drafts.sqlite"))
+            assert theirs.version == 3
+        finally:
+            proxy.clear()
+            out, err = proc.communicate(timeout=60)
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    assert_one_line_error(result, "Dataset version 3 was published meanwhile", "based on version 1", "run it again")
+    record = api.record_by_name("datasets", name)
+    assert [v["version_id"] for v in record["versions"]] == [1, 3] and not record["drafts"]
+    assert listing(api, record_id, 3) == local_listing(other)
+    rerun = run_cli(env | {"EOTDL_API_URL": repo_server.url}, "ingest", str(folder))
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{name} v4:" in rerun.stdout and listing(api, record_id, 4) == local_listing(folder)
 
 
 def test_a_stale_draft_with_other_content_is_discarded(repo_server, unique_name, tmp_path):
