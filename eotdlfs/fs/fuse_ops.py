@@ -170,7 +170,7 @@ class EotdlfsOperations(Operations):
         if staged is not None and self.staging is not None:
             return self._stage("getxattr", staged, name, position)
         if not name.startswith(XATTR_PREFIX) or path == "/" or path.startswith("/" + STATUS_DIR):
-            raise FuseOSError(errno.ENODATA)  # cheap: `ls -l` asks for ACLs and labels of every file
+            raise FuseOSError(errno.ENODATA)  # (names outside user.* never get here: `_DirectFUSE`)
         return self.tree.getxattr(path, name)
 
     @_guarded
@@ -349,6 +349,15 @@ class EotdlfsOperations(Operations):
 class _DirectFUSE(FUSE):
     """fusepy with reads written straight into the kernel's buffer: no bytes object per
     read and no second copy (fusepy's own `read` memmoves what the callback returns)."""
+
+    def getxattr(self, path, name, value, size, *args):
+        # `ls -l` asks every file for its ACL (system.*) and SELinux label (security.*). The
+        # mount has neither: EOPNOTSUPP, answered before any decoding, dispatch or exception,
+        # makes `ls` (and libacl, libselinux) stop asking for the rest of the file system,
+        # where ENODATA cost a round trip into Python per file. Only user.* names are kept.
+        if not name.startswith(b"user."):
+            return -errno.EOPNOTSUPP
+        return super().getxattr(path, name, value, size, *args)
 
     def read(self, path, buf, size, offset, fip):
         target = memoryview(_buffer_type(size).from_address(ctypes.addressof(buf.contents))).cast("B")

@@ -86,6 +86,10 @@ def test_xattrs(repo_server, mount_factory, published):
     with pytest.raises(OSError) as info:
         os.getxattr(path, "user.other")
     assert info.value.errno == errno.ENODATA
+    for name in ("system.posix_acl_access", "security.selinux"):  # so `ls -l` stops asking
+        with pytest.raises(OSError) as info:
+            os.getxattr(path, name)
+        assert info.value.errno == errno.EOPNOTSUPP
 
 
 def test_writes_are_read_only(repo_server, mount_factory, published):
