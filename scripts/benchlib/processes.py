@@ -82,6 +82,16 @@ class ManagedProcess:
         self._log.close()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time PID has used so far (all its threads)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def peak_rss_mb(pid: int) -> float | None:
     """The peak resident set (VmHWM) of PID so far, in MB (10^6 bytes)."""
     try:

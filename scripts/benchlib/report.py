@@ -24,6 +24,7 @@ MEASURED_KEYS = (
     "eotdlfs_first_byte_ms", "rclone_first_byte_ms", "download_all_first_file_s",
     "eotdlfs_geotiff_window_bytes_fetched", "rclone_geotiff_window_bytes_fetched",
     "eotdlfs_rss_peak_MB", "rclone_rss_peak_MB",
+    "eotdlfs_cold_seq_cpu_s_per_GB", "rclone_cold_seq_cpu_s_per_GB",
     "eotdlfs_staging_copy_in_MBps", "eotdlfs_staging_flush_s",
     "ingest_s",
 )
@@ -153,6 +154,8 @@ def table(r: dict[str, Any]) -> str:
          _fmt(_mb(r["eotdlfs_geotiff_window_bytes_fetched"])), _fmt(_mb(r["rclone_geotiff_window_bytes_fetched"])),
          "", ""),
         ("peak RSS of the mount process (MB)", _fmt(r["eotdlfs_rss_peak_MB"]), _fmt(r["rclone_rss_peak_MB"]), "", ""),
+        ("CPU of the mount process per GB read cold (s)", _fmt(r.get("eotdlfs_cold_seq_cpu_s_per_GB")),
+         _fmt(r.get("rclone_cold_seq_cpu_s_per_GB")), "", ""),
         (f"staging: `cp` of the {big} file in (MB/s) / `eotdlfs flush` (s)",
          f"{_fmt(r['eotdlfs_staging_copy_in_MBps'])} / {_fmt(r['eotdlfs_staging_flush_s'])}", "", "", ""),
     ]

@@ -10,7 +10,7 @@ from typing import Callable
 from benchlib import eotdlfs_side, measure
 from benchlib.dataset import BIG_FILE, GEOTIFF_FILE, SMALL_DIR, write_metadata
 from benchlib.peers import Nginx, rclone_mount
-from benchlib.processes import ForegroundMount, peak_rss_mb
+from benchlib.processes import ForegroundMount, cpu_seconds, peak_rss_mb
 from benchlib.profiling import Profiler
 from benchlib.runner import Bench
 
@@ -82,8 +82,12 @@ def _run_mount_reads(
         bench.record(f"{peer}_first_byte_ms", measure.first_byte_ms(root / BIG_FILE))
 
     def sequential(m: ForegroundMount, root: Path) -> None:
+        cpu_before = cpu_seconds(m.pid)
         with Profiler(bench.profile_dir, f"{peer}-cold-seq", [m.pid, profile_server_pid]):
             bench.record(f"{peer}_cold_seq_MBps", measure.seq_read_MBps(root / BIG_FILE, ds.big_bytes))
+        cpu_after = cpu_seconds(m.pid)
+        if cpu_before is not None and cpu_after is not None:
+            bench.record(f"{peer}_cold_seq_cpu_s_per_GB", (cpu_after - cpu_before) / (ds.big_bytes / 1e9))
         bench.record(f"{peer}_rss_peak_MB", peak_rss_mb(m.pid))
         with Profiler(bench.profile_dir, f"{peer}-warm-seq", [m.pid]):
             bench.record(f"{peer}_warm_seq_MBps", measure.seq_read_MBps(root / BIG_FILE, ds.big_bytes))
