@@ -99,7 +99,10 @@ class ContentReader:
                 return
             first = max(start // bs, handle.ahead_until)
             last = -(-stop // bs)
-        if last > first:
+            # Top up in runs of whole requests while what is already asked for lasts half
+            # a window: a top-up per read would make a range request per block.
+            topping_up = first > start // bs and first * bs - end > (stop - start) // 2
+        if last - first >= self.fetcher.request_blocks or (last > first and not topping_up):
             reached = self.fetcher.read_ahead(handle.content, first, last)
             with handle.lock:
                 handle.ahead_until = max(handle.ahead_until, reached)

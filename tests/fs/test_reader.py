@@ -60,6 +60,18 @@ def test_sequential_read_is_exact_and_fetches_each_byte_once(setup):
     assert len(repo.range_calls) < 20  # read-ahead groups blocks into larger requests
 
 
+def test_sequential_reader_tops_up_read_ahead_in_whole_requests(setup):
+    """Once the window is full, each read moves its end by one block; fetching that block
+    alone would make a range request per block (and per-request costs dominate)."""
+    repo, _, _, _, make = setup
+    data = os.urandom(BS * 64)
+    record = repo.publish("datasets", "long", {"long.bin": data})
+    entry = repo.files(record, 1)[0]
+    calls = len(repo.range_calls)
+    assert read_all(make(), Content(record, entry), chunk=BS) == data
+    assert len(repo.range_calls) - calls <= 64 // 4 + 4  # request_blocks=4: about one per 4 blocks
+
+
 def test_identical_content_shares_blocks_and_survives_a_new_cache_object(setup, tmp_path):
     repo, record, entries, data, make = setup
     reader = make()
