@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
@@ -33,13 +33,9 @@ CRASH_POINTS = {
 
 
 @pytest.fixture()
-def crashable(server_class: type, tmp_path: Path) -> Iterator[Any]:
-    server = server_class(tmp_path / "root")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+def crashable(server_factory: Callable[..., Any]) -> Any:
+    """A server of this test's own, which it may kill -9 and restart (server_factory stops it)."""
+    return server_factory()
 
 
 def crash_during(server: Any, ingest: subprocess.Popen, moment: Callable[[], None], tally: Any) -> None:
