@@ -12,7 +12,7 @@ from typing import Iterator
 
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import NothingToIngest, RepositoryError, Unauthorized
-from eotdlfs.client.settings import Settings, resolve_settings
+from eotdlfs.client.settings import resolve_settings
 from eotdlfs.metadata import MetadataError, record_noun
 
 CLIENT_ERRORS = (RepositoryError, MetadataError, OSError, ValueError)
@@ -31,15 +31,9 @@ def human_bytes(n: int) -> str:
 @contextmanager
 def connect(api_url: str | None, token: str | None) -> Iterator[ApiClient]:
     """An API client for the configured repository; with no API URL, the embedded local one (stopped after)."""
-    settings = resolve_settings(api_url, token)
-    embedded = None
-    if settings.api_url is None:
-        try:
-            from eotdlfs.server.embedded import local_repository
-        except ImportError:
-            raise ValueError("no API URL configured; set EOTDL_API_URL or --api-url") from None
-        embedded = local_repository()
-        settings = Settings(api_url=embedded.url, token=embedded.token, api_key=None, timeout=settings.timeout)
+    from eotdlfs.server.embedded import settings_or_local
+
+    settings, embedded = settings_or_local(resolve_settings(api_url, token))
     api = ApiClient(settings)
     try:
         yield api

@@ -91,20 +91,15 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
     """Mount and serve until unmounted (this is the mount process)."""
     from eotdlfs.client.api import ApiClient
     from eotdlfs.client.repository import ApiRepository
-    from eotdlfs.client.settings import Settings, resolve_settings
+    from eotdlfs.client.settings import resolve_settings
     from eotdlfs.fs.context import MountOptions, build_context
     from eotdlfs.fs.fuse_ops import EotdlfsOperations, run_fuse
+    from eotdlfs.server.embedded import settings_or_local
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     mountpoint, cache_dir = Path(mountpoint).absolute(), Path(cache_dir)
     clean_stale(mountpoint)
-    settings, embedded = resolve_settings(api_url), None
-    if settings.api_url is None:
-        from eotdlfs.server.embedded import local_repository
-
-        embedded = local_repository()
-        settings = Settings(api_url=embedded.url, token=embedded.token, api_key=None,
-                            timeout=settings.timeout)
+    settings, embedded = settings_or_local(resolve_settings(api_url))
     repo = ApiRepository(ApiClient(settings))
     options = MountOptions(cache_dir=cache_dir, cache_size=cache_size, ttl=ttl, autoflush=autoflush,
                            api_url=settings.api_url, read_timeout=settings.timeout + 5)

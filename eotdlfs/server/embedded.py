@@ -14,12 +14,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import platformdirs
 
 from eotdlfs.server.auth import issue_token
 from eotdlfs.server.run import start_in_thread
+
+if TYPE_CHECKING:
+    from eotdlfs.client.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +79,14 @@ def seed_sample(local: LocalRepository) -> None:
     finally:
         api.close()
     (local.root / SEEDED_MARKER).write_text("sample-scenes\n")
+
+
+def settings_or_local(settings: "Settings") -> tuple["Settings", LocalRepository | None]:
+    """SETTINGS as they are when an API URL is configured; else the embedded local repository's
+    URL and token, with that repository (the caller stops it)."""
+    from eotdlfs.client.settings import Settings
+
+    if settings.api_url is not None:
+        return settings, None
+    local = local_repository()
+    return Settings(api_url=local.url, token=local.token, api_key=None, timeout=settings.timeout), local
