@@ -27,11 +27,11 @@ import threading
 import time
 from typing import Any, Callable
 
-from fuse import FUSE, FuseOSError, Operations
+from fuse import FUSE, FuseOSError, Operations, c_stat, set_st_attrs
 
 from eotdlfs.fs.context import MountContext
 from eotdlfs.fs.errors import fuse_error
-from eotdlfs.fs.readonly import XATTR_PREFIX, read_only
+from eotdlfs.fs.readonly import XATTR_PREFIX, blocks_of, read_only
 from eotdlfs.fs.status import STATUS_DIR, STATUS_FILE, STATUS_PATH, collect_status, status_bytes
 from eotdlfs.metadata import KINDS
 
@@ -71,6 +71,13 @@ def _guarded(method: Callable) -> Callable:
     return wrapper
 
 
+def _packed_stat(attrs: dict) -> bytes:
+    """The `struct stat` fusepy fills from ATTRS (a `getattr` answer), as bytes."""
+    st = c_stat()
+    set_st_attrs(st, attrs, use_ns=EotdlfsOperations.use_ns)
+    return bytes(st)
+
+
 def _staged_path(path: str) -> str | None:
     """PATH relative to /staging ('/' for /staging itself), or None when outside it."""
     if path == "/" + STAGING:
@@ -92,6 +99,8 @@ class EotdlfsOperations(Operations):
         self._handles: dict[int, tuple[str, Any]] = {}
         self._next_fh = itertools.count(1)
         self._lock = threading.Lock()
+        # The `struct stat` of a 0-byte file, per version date: a file's differs only in size.
+        self._file_stats: dict[float, bytes] = {}
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -144,6 +153,22 @@ class EotdlfsOperations(Operations):
             return dict(self._root_attrs(), st_mode=stat.S_IFREG | 0o444, st_nlink=1,
                         st_size=len(self._status()), st_mtime=time.time_ns())
         return self.tree.getattr(path)
+
+    @_guarded
+    def fill_listed_stat(self, path: str, st: c_stat) -> bool:
+        """Fill ST as `getattr` would for a file of a version listed before; False for any other
+        path. `ls -l` of a fresh folder looks up every file once: this skips the attribute dict
+        and fusepy's field-by-field copy of it, most of what such a lookup costs in Python."""
+        found = self.tree.listed_file(path)
+        if found is None:
+            return False
+        size, mtime = found
+        template = self._file_stats.get(mtime)
+        if template is None:
+            template = self._file_stats[mtime] = _packed_stat(self.tree.file_attrs(0, mtime))
+        ctypes.memmove(ctypes.addressof(st), template, len(template))
+        st.st_size, st.st_blocks = size, blocks_of(size)
+        return True
 
     @_guarded
     def readdir(self, path, fh):
@@ -358,6 +383,11 @@ class _DirectFUSE(FUSE):
         if not name.startswith(b"user."):
             return -errno.EOPNOTSUPP
         return super().getxattr(path, name, value, size, *args)
+
+    def getattr(self, path, buf):
+        if self.operations.fill_listed_stat(path.decode(self.encoding), buf.contents):
+            return 0
+        return super().getattr(path, buf)
 
     def read(self, path, buf, size, offset, fip):
         target = memoryview(_buffer_type(size).from_address(ctypes.addressof(buf.contents))).cast("B")

@@ -69,6 +69,14 @@ class VersionTree:
         return cls(files, {k: sorted(v) for k, v in children.items()})
 
 
+@dataclass(frozen=True)
+class ListedVersion:
+    """A version folder already resolved: its date (every file's mtime) and its files."""
+
+    mtime: float
+    tree: VersionTree
+
+
 def not_found(path: str) -> FileNotFoundError:
     return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
 
@@ -108,6 +116,9 @@ class Namespace:
         self._trees: dict[tuple[str, int], VersionTree] = {}
         # Paths inside a published version never change: resolved once, looked up after.
         self._nodes: dict[str, Node] = {}
+        # Version folders resolved once, by (kind, name, 'vN'): a file inside one is found
+        # with two dict lookups (`ls -l` of a fresh folder asks once per file).
+        self._versions: dict[tuple[str, str, str], ListedVersion] = {}
         self.server_reachable: bool | None = None
         self._refresh_lock = threading.Lock()
 
@@ -217,6 +228,7 @@ class Namespace:
             raise not_found(path)
         mtime = version.created_at.timestamp()
         tree = self.tree(record, version.number)
+        self._versions[(kind, parts[1], parts[2])] = ListedVersion(mtime, tree)
         rel = "/".join(parts[3:])
         entry = tree.files.get(rel)
         if entry is not None:
@@ -229,6 +241,18 @@ class Namespace:
             self._nodes.clear()
         self._nodes[path] = node
         return node
+
+    def listed_file(self, path: str) -> tuple[FileEntry, float] | None:
+        """PATH's entry and mtime when PATH is a file of a version folder resolved before;
+        None for anything else, which `resolve` answers."""
+        parts = path.split("/", 4)
+        if len(parts) < 5:
+            return None
+        version = self._versions.get((parts[1], parts[2], parts[3]))
+        if version is None:
+            return None
+        entry = version.tree.files.get(parts[4])
+        return None if entry is None else (entry, version.mtime)
 
     @staticmethod
     def _version(record: Record, name: str) -> Version | None:

@@ -22,6 +22,11 @@ def read_only(path: str) -> OSError:
     return OSError(errno.EROFS, os.strerror(errno.EROFS), path)
 
 
+def blocks_of(size: int) -> int:
+    """`st_blocks`: 512-byte units, as `du` counts them."""
+    return -(-size // 512)
+
+
 def node_attrs(node: Node, uid: int, gid: int, block_size: int) -> dict:
     if node.type == DIR:
         mode, nlink, size = stat.S_IFDIR | 0o555, 2, 0
@@ -32,7 +37,7 @@ def node_attrs(node: Node, uid: int, gid: int, block_size: int) -> dict:
     mtime_ns = int(node.mtime * 1e9)  # the shim runs fusepy with use_ns: times in nanoseconds
     return {"st_mode": mode, "st_nlink": nlink, "st_size": size, "st_uid": uid, "st_gid": gid,
             "st_atime": mtime_ns, "st_mtime": mtime_ns, "st_ctime": mtime_ns,
-            "st_blocks": -(-size // 512), "st_blksize": block_size}
+            "st_blocks": blocks_of(size), "st_blksize": block_size}
 
 
 class ReadOnlyTree:
@@ -43,6 +48,16 @@ class ReadOnlyTree:
 
     def getattr(self, path: str) -> dict:
         return node_attrs(self.namespace.resolve(path), self.uid, self.gid, self.reader.block_size)
+
+    def listed_file(self, path: str) -> tuple[int, float] | None:
+        """(size, mtime) of PATH when it is a file of a version listed before, found without
+        building a `Node`; None for anything else (`getattr` answers those)."""
+        found = self.namespace.listed_file(path)
+        return None if found is None else (found[0].size, found[1])
+
+    def file_attrs(self, size: int, mtime: float) -> dict:
+        """`getattr` of a file of SIZE bytes in a version dated MTIME."""
+        return node_attrs(Node(FILE, mtime, size), self.uid, self.gid, self.reader.block_size)
 
     def listdir(self, path: str) -> list[str]:
         return self.namespace.listdir(path)
