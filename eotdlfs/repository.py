@@ -56,5 +56,5 @@ class Repository(Protocol):
     def files(self, record: Record, version: int) -> list[FileEntry]:
         """The files of one version of RECORD, with true sizes."""
 
-    def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes:
+    def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes | memoryview:
         """LENGTH bytes of ENTRY from START (fewer only at end of file)."""

@@ -76,5 +76,5 @@ class ApiRepository:
         return [FileEntry(path=f["filename"], file_version=int(f["version"]), checksum=f["checksum"], size=n)
                 for f, n in zip(listed, sizes)]
 
-    def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes:
+    def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes | memoryview:
         return self.api.read_range(record.kind, record.id, entry.path, entry.file_version, start, length)
