@@ -4,11 +4,20 @@ Built on `diskcache` so the size limit, LRU eviction and crash safety come from 
 library. Every block is stored as its own file (`disk_min_file_size=0`), so a reader gets an
 open file and reads it with `os.pread`, which releases the GIL. Identical files in different
 versions or records share blocks because the key is the content's checksum.
+
+Blocks in page-aligned memory are written with O_DIRECT (`_BlockDisk`): a cold read hands
+its readers the fetched bytes from memory, so pushing a second copy of every byte through
+the page cache would only cost fresh pages (on this project's VMs, 2.7 CPU-s per GiB
+against 0.3 for O_DIRECT) and evict pages someone still reads.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -24,16 +33,77 @@ CACHE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
 log = logging.getLogger(__name__)
 
 
-class _ViewReader:
-    """`read(n)` over a buffer, returning memoryview slices (what diskcache writes from)."""
+DIRECT_ALIGN = 4096  # O_DIRECT wants the memory and the length aligned to the disk's blocks
 
-    def __init__(self, data: bytes | memoryview):
-        self._view, self._at = memoryview(data), 0
 
-    def read(self, size: int = -1) -> memoryview:
-        end = len(self._view) if size < 0 else self._at + size
-        chunk, self._at = self._view[self._at:end], min(end, len(self._view))
-        return chunk
+class _WrittenBlock:
+    """A block file already written, for `_BlockDisk.store` to enter as it is."""
+
+    def __init__(self, filename: str, size: int):
+        self.filename, self.size = filename, size
+
+
+def _direct_capable(view: memoryview) -> bool:
+    if view.readonly or view.nbytes % DIRECT_ALIGN:
+        return False
+    return ctypes.addressof(ctypes.c_char.from_buffer(view)) % DIRECT_ALIGN == 0
+
+
+class _BlockDisk(diskcache.Disk):
+    """diskcache's file storage, with blocks written beforehand (`write_block`: one
+    `os.write`, O_DIRECT when the memory allows) into a file of diskcache's naming."""
+
+    def __init__(self, directory: str, **kwargs):
+        super().__init__(directory, **kwargs)
+        self._direct = True  # until the cache's file system refuses O_DIRECT
+
+    def filename(self, key=diskcache.UNKNOWN, value=diskcache.UNKNOWN):
+        # One level of 256 folders, not diskcache's 65,536: a fresh cache would otherwise
+        # make a folder for nearly every block it stores.
+        name = os.urandom(16).hex()
+        filename = os.path.join(name[:2], name[2:] + ".val")
+        return filename, os.path.join(self._directory, filename)
+
+    def store(self, value, read, key=diskcache.UNKNOWN):
+        if not isinstance(value, _WrittenBlock):
+            return super().store(value, read, key)
+        return value.size, diskcache.core.MODE_BINARY, value.filename, None
+
+    def write_block(self, data: bytes | memoryview) -> _WrittenBlock:
+        view = memoryview(data).cast("B")
+        filename, path = self.filename()
+        direct = self._direct and _direct_capable(view)
+        fd = self._create(path, direct)
+        try:
+            written = 0
+            while written < view.nbytes:
+                try:
+                    written += os.write(fd, view[written:])
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL or not direct:
+                        raise
+                    direct = False  # this file system wants other alignment: write it plainly
+                    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+        except BaseException:
+            self.remove(filename)
+            raise
+        finally:
+            os.close(fd)
+        return _WrittenBlock(filename, view.nbytes)
+
+    def _create(self, path: str, direct: bool) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        for _ in range(9):  # eviction removes emptied folders, maybe this one meanwhile
+            try:
+                return os.open(path, flags | (os.O_DIRECT if direct else 0), 0o600)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or not direct:
+                    raise
+                log.info("the cache's file system refuses O_DIRECT; blocks go through the page cache")
+                self._direct = direct = False
+        return os.open(path, flags, 0o600)  # the last try: its error is the one to report
 
 
 def block_key(checksum: str, index: int) -> str:
@@ -47,6 +117,7 @@ class BlockCache:
         self.block_size = block_size
         self._cache = diskcache.Cache(
             str(directory),
+            disk=_BlockDisk,
             size_limit=size_limit,
             eviction_policy="least-recently-used",
             disk_min_file_size=0,
@@ -92,12 +163,17 @@ class BlockCache:
     def put(self, checksum: str, index: int, data: bytes | memoryview) -> bool:
         """Store a block; False when the cache cannot take it (disk full): the caller has the
         bytes anyway, so a full cache costs speed, never a read."""
+        disk: _BlockDisk = self._cache.disk
         try:
-            # A file-like value is written in chunks as it reads them (bytes would be written
-            # line by line: diskcache iterates a BytesIO); memoryview slices cost no copy.
-            with self._db:
-                self._cache.set(block_key(checksum, index), _ViewReader(data), read=True)
+            written = disk.write_block(data)  # outside the lock: writing takes a millisecond
         except CACHE_ERRORS as exc:
+            self._failed_write(exc)
+            return False
+        try:
+            with self._db:
+                self._cache.set(block_key(checksum, index), written, read=True)
+        except CACHE_ERRORS as exc:
+            disk.remove(written.filename)
             self._failed_write(exc)
             return False
         return True

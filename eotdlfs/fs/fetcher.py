@@ -2,9 +2,10 @@
 
 A small pool of worker threads takes fetch tasks from a priority queue: a block a reader is
 waiting for goes first, read-ahead after, and one more worker takes only demand fetches.
-Each task is one range request covering several consecutive blocks; its blocks are stored
-and handed to waiting readers, then the file's running SHA-1 advances (`verify`), which
-holds back only the file's final block. Every block being fetched has one future in the
+Each task is one range request covering several consecutive blocks; its blocks are handed
+to waiting readers and kept in memory for the readers to come (`RecentBlocks`), then stored
+in the cache, then the file's running SHA-1 advances (`verify`), which holds back only the
+file's final block. Every block being fetched has one future in the
 in-flight map, so concurrent readers of the same block wait on one fetch. Read-ahead is
 bounded in total bytes queued or in flight across all open files, so many readers cannot
 blow up memory.
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.errors import ContentMismatch
+from eotdlfs.fs.recent import RecentBlocks
 from eotdlfs.fs.verify import Verifiers
 from eotdlfs.repository import FileEntry, Record, Repository
 
@@ -94,7 +96,8 @@ class FetchStats:
 
 class BlockFetcher:
     def __init__(self, repo: Repository, cache: BlockCache, workers: int = 4,
-                 request_blocks: int = 8, max_read_ahead_bytes: int = 128 << 20):
+                 request_blocks: int = 8, max_read_ahead_bytes: int = 128 << 20,
+                 recent_bytes: int = 96 << 20):
         # Set once.
         self.repo = repo
         self.cache = cache
@@ -102,6 +105,7 @@ class BlockFetcher:
         self.request_blocks = request_blocks
         self.max_read_ahead_bytes = max_read_ahead_bytes
         self.verifiers = Verifiers(cache)
+        self.recent = RecentBlocks(recent_bytes)
         self.stats = FetchStats()
         # Guarded by _lock.
         self._lock = threading.Lock()
@@ -135,9 +139,9 @@ class BlockFetcher:
                 if not task.started:
                     self._queue_demand_locked(task)
                 return future
-            # A fetch may have landed between the caller's cache miss and now (it stores
-            # blocks before leaving the in-flight map).
-            source = self.cache.open_block(content.checksum, index)
+            # A fetch may have landed between the caller's miss and now (its blocks are in
+            # memory before they leave the in-flight map).
+            source = self.recent.get(content.checksum, index) or self.cache.open_block(content.checksum, index)
             if source is not None:
                 done: Future = Future()
                 done.set_result(source)
@@ -156,7 +160,8 @@ class BlockFetcher:
                 return first
             end = min(end, first + room)
             missing = [i for i in range(first, end) if (content.checksum, i) not in self._inflight]
-        missing = [i for i in missing if (content.checksum, i) not in self.cache]
+        missing = [i for i in missing if (content.checksum, i) not in self.recent
+                   and (content.checksum, i) not in self.cache]
         with self._lock:  # check again: a concurrent reader of this file may have asked meanwhile
             missing = [i for i in missing if (content.checksum, i) not in self._inflight]
             for run in _runs(missing, self.request_blocks):
@@ -228,19 +233,32 @@ class BlockFetcher:
         final = content.block_count(size) - 1
         try:
             blocks = self._fetch(task)
-            with self._lock:
-                suspect = task.serial < self._failed_at.get(content.checksum, -1)
-            if suspect:  # fetched while the file failed its checksum: do not keep these
-                self.cache.drop_blocks(content.checksum, blocks)
-                raise StaleFetch(f"content {content.checksum} failed its checksum during this fetch")
-            # Readers get every block but the final one now; hashing must not delay them.
-            self._settle(task, {i: b for i, b in blocks.items() if i != final})
+            early = {i: b for i, b in blocks.items() if i != final}
+            self.recent.add(content.checksum, early)
+            self._check_fresh(task, early)
+            # Readers get every block but the final one now; disk writes and hashing must not
+            # delay them.
+            self._settle(task, early)
+            for index, data in early.items():
+                self.cache.put(content.checksum, index, data)
+            self._check_fresh(task, early)
             held = self._verify(task, blocks, final)
         except BaseException as exc:  # handed to every waiter, who maps it to an errno
             self._failed(task, exc)
             return
         if final in blocks and not held:
             self._settle(task, {final: blocks[final]})
+
+    def _check_fresh(self, task: _Task, blocks: dict[int, memoryview]) -> None:
+        """Raise StaleFetch, dropping BLOCKS, if the file failed its checksum since the task
+        began. Called after keeping blocks: a failure marked later drops them itself."""
+        checksum = task.content.checksum
+        with self._lock:
+            suspect = task.serial < self._failed_at.get(checksum, -1)
+        if suspect:
+            self.recent.discard(checksum, blocks)
+            self.cache.drop_blocks(checksum, blocks)
+            raise StaleFetch(f"content {checksum} failed its checksum during this fetch")
 
     def _settle(self, task: _Task, blocks: dict[int, memoryview]) -> None:
         """Hand BLOCKS to their readers and take them out of the in-flight map."""
@@ -254,8 +272,7 @@ class BlockFetcher:
             task.futures[index - task.first].set_result(data)
 
     def _fetch(self, task: _Task) -> dict[int, memoryview]:
-        """The task's blocks, fetched in one range request; all but the file's final block
-        are stored in the cache (that one waits for the file's checksum)."""
+        """The task's blocks, fetched in one range request."""
         content, size = task.content, self.block_size
         start = task.first * size
         length = min(task.count * size, content.size - start)
@@ -265,14 +282,9 @@ class BlockFetcher:
         with self.stats.lock:
             self.stats.bytes_fetched += len(data)
             self.stats.requests += 1
-        final = content.block_count(size) - 1
-        view, blocks = memoryview(data), {}
-        for offset in range(task.count):
-            index = task.first + offset
-            blocks[index] = view[offset * size:(offset + 1) * size]  # no copy
-            if index != final:
-                self.cache.put(content.checksum, index, blocks[index])
-        return blocks
+        view = memoryview(data)
+        return {task.first + offset: view[offset * size:(offset + 1) * size]  # no copy
+                for offset in range(task.count)}
 
     def _verify(self, task: _Task, blocks: dict[int, memoryview], final: int) -> bool:
         """Advance the file's checksum; True when the final block is now held until the
@@ -284,7 +296,7 @@ class BlockFetcher:
             with self._lock:
                 if (checksum, index) in self._inflight:
                     return True
-            return (checksum, index) in self.cache
+            return (checksum, index) in self.recent or (checksum, index) in self.cache
 
         held = False
         try:
@@ -337,7 +349,8 @@ class BlockFetcher:
             if mismatch:
                 # Fetches of this file already under way may hold the same bad bytes.
                 self._failed_at[content.checksum] = next(self._serials)
-        if mismatch:  # after marking: a fetch storing blocks meanwhile drops its own
+        if mismatch:  # after marking: a fetch keeping blocks meanwhile drops its own
+            self.recent.drop(content.checksum)
             self.cache.drop(content.checksum, content.block_count(self.block_size))
         verifier = self.verifiers.peek(content.checksum)
         if verifier is not None:  # a held final block must not wait for blocks that will not come

@@ -1,8 +1,8 @@
 """Reading byte ranges of repository files through the block cache, with read-ahead.
 
 `ContentReader.read` is the whole cold and warm read path: advise the handle's read-ahead
-window, queue read-ahead fetches, then copy the requested range out of cached blocks with
-`os.pread` (or out of the bytes of a fetch the reader just waited for).
+window, queue read-ahead fetches, then copy the requested range out of the bytes of recent
+fetches (memory), or out of cached blocks with `os.pread`.
 """
 
 from __future__ import annotations
@@ -84,10 +84,15 @@ class ContentReader:
         if offset >= end:
             return 0
         self._read_ahead(handle, offset, end)
+        finished = []
         for index in range(offset // bs, (end - 1) // bs + 1):
             lo, hi = max(offset, index * bs) - index * bs, min(end, (index + 1) * bs) - index * bs
             at = index * bs + lo - offset
             self._copy_block(handle, index, lo, target[at:at + hi - lo])
+            if hi == bs:
+                finished.append(index)
+        if finished:  # read to its end: the kernel keeps these pages, memory need not
+            self.fetcher.recent.discard(content.checksum, finished)
         return end - offset
 
     def _read_ahead(self, handle: OpenFile, offset: int, end: int) -> None:
@@ -112,7 +117,8 @@ class ContentReader:
             source = handle.sources.get(index)
             if source is not None:
                 return _copy(source, lo, target)
-        source = self.cache.open_block(handle.content.checksum, index)
+        checksum = handle.content.checksum
+        source = self.fetcher.recent.get(checksum, index) or self.cache.open_block(checksum, index)
         if source is None:
             future = self.fetcher.demand(handle.content, index)
             source = future.result(timeout=self.demand_timeout)

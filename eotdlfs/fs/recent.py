@@ -1,0 +1,57 @@
+"""Blocks fetched a moment ago, kept in memory until their reader gets there.
+
+Read-ahead fetches blocks before they are read; the block cache writes them to disk without
+keeping them in the page cache (O_DIRECT), so a reader that had to read them back would pay
+a disk read and a fresh page per 4 KiB. Here they wait in memory, bounded in bytes (the
+oldest go first, to the disk copy), and a sequential reader takes each block out as it
+finishes it: the kernel's page cache of the mounted file has those bytes by then.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Iterable, Mapping
+
+
+class RecentBlocks:
+    def __init__(self, limit_bytes: int):
+        self.limit_bytes = limit_bytes
+        # Guarded by _lock.
+        self._lock = threading.Lock()
+        self._blocks: OrderedDict[tuple[str, int], memoryview] = OrderedDict()
+        self._bytes = 0
+
+    def add(self, checksum: str, blocks: Mapping[int, memoryview]) -> None:
+        with self._lock:
+            for index, data in blocks.items():
+                self._pop_locked((checksum, index))
+                self._blocks[(checksum, index)] = data
+                self._bytes += len(data)
+            while self._bytes > self.limit_bytes and self._blocks:
+                _, old = self._blocks.popitem(last=False)
+                self._bytes -= len(old)
+
+    def get(self, checksum: str, index: int) -> memoryview | None:
+        with self._lock:
+            return self._blocks.get((checksum, index))
+
+    def __contains__(self, item: tuple[str, int]) -> bool:
+        with self._lock:
+            return item in self._blocks
+
+    def discard(self, checksum: str, indices: Iterable[int]) -> None:
+        with self._lock:
+            for index in indices:
+                self._pop_locked((checksum, index))
+
+    def drop(self, checksum: str) -> None:
+        """Forget every block of CHECKSUM (the file failed its checksum)."""
+        with self._lock:
+            for key in [key for key in self._blocks if key[0] == checksum]:
+                self._pop_locked(key)
+
+    def _pop_locked(self, key: tuple[str, int]) -> None:
+        old = self._blocks.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old)

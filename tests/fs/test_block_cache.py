@@ -1,0 +1,68 @@
+"""The block store: blocks written from page-aligned memory (O_DIRECT) or from plain bytes
+read back exactly, also from a new cache object; a file system refusing O_DIRECT still stores."""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+
+from eotdlfs.fs.block_cache import BlockCache
+
+BS = 1 << 20
+
+
+def aligned(data: bytes) -> memoryview:
+    """DATA in fresh page-aligned memory, as the HTTP client hands a fetched range over."""
+    view = memoryview(mmap.mmap(-1, len(data), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
+    view[:] = data
+    return view
+
+
+def test_blocks_from_aligned_memory_and_from_bytes_read_back_exactly(tmp_path):
+    whole, short, plain = os.urandom(BS), os.urandom(12_345), os.urandom(BS)
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put("sum", 0, aligned(whole))
+    assert cache.put("sum", 1, aligned(short))  # a final block: not a multiple of 4 KiB
+    assert cache.put("other", 0, plain)
+    assert [cache.read_block("sum", 0), cache.read_block("sum", 1), cache.read_block("other", 0)] == [whole, short, plain]
+    cache.close()
+    again = BlockCache(tmp_path / "c", 1 << 30, BS)
+    with again.open_block("sum", 0) as f:
+        assert os.pread(f.fileno(), BS, 0) == whole
+    assert again.volume() >= 2 * BS + len(short)
+    again.close()
+
+
+def test_a_file_system_refusing_o_direct_still_gets_every_block(tmp_path, monkeypatch):
+    real_open, direct_tries = os.open, []
+
+    def refusing_open(path, flags, mode=0o777, **kw):  # fault injection: tmpfs-like EINVAL
+        if flags & os.O_DIRECT:
+            direct_tries.append(path)
+            raise OSError(errno.EINVAL, "Invalid argument", path)
+        return real_open(path, flags, mode, **kw)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    blocks = [os.urandom(BS) for _ in range(3)]
+    for index, data in enumerate(blocks):
+        assert cache.put("sum", index, aligned(data))
+    assert [cache.read_block("sum", i) for i in range(3)] == blocks
+    assert len(direct_tries) == 1  # refused once, then remembered
+    cache.close()
+
+
+def test_a_failed_block_write_leaves_no_file_and_no_entry(tmp_path, monkeypatch):
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    real_write = os.write
+
+    def full_disk(fd, data):  # fault injection: the cache disk fills up mid-block
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    assert not cache.put("sum", 0, aligned(os.urandom(BS)))
+    monkeypatch.setattr(os, "write", real_write)
+    assert cache.read_block("sum", 0) is None and cache.stats()["write_errors"] == 1
+    assert not [p for p in (tmp_path / "c").rglob("*.val")]
+    cache.close()
