@@ -116,8 +116,8 @@ class Namespace:
         self._trees: dict[tuple[str, int], VersionTree] = {}
         # Paths inside a published version never change: resolved once, looked up after.
         self._nodes: dict[str, Node] = {}
-        # Version folders resolved once, by (kind, name, 'vN'): a file inside one is found
-        # with two dict lookups (`ls -l` of a fresh folder asks once per file).
+        # Versions whose file list is loaded, by (kind, name, 'vN'): a file inside one is
+        # found with two dict lookups (`ls -l` of a fresh folder asks once per file).
         self._versions: dict[tuple[str, str, str], ListedVersion] = {}
         self.server_reachable: bool | None = None
         self._refresh_lock = threading.Lock()
@@ -195,8 +195,10 @@ class Namespace:
             entries = self.repo.files(record, number)
             _write_json(stored, [(e.path, e.file_version, e.checksum, e.size) for e in entries])
         tree = VersionTree.build(entries)
+        mtime = next(v for v in record.versions if v.number == number).created_at.timestamp()
         with self._lock:
             self._trees[key] = tree
+            self._versions[(record.kind, record.name, f"v{number}")] = ListedVersion(mtime, tree)
         return tree
 
     # --- paths ---------------------------------------------------------------------------
@@ -227,8 +229,9 @@ class Namespace:
         if version is None:
             raise not_found(path)
         mtime = version.created_at.timestamp()
+        if len(parts) == 3:  # the version's folder: its file list is fetched when looked into
+            return Node(DIR, mtime, record=record, version=version.number)
         tree = self.tree(record, version.number)
-        self._versions[(kind, parts[1], parts[2])] = ListedVersion(mtime, tree)
         rel = "/".join(parts[3:])
         entry = tree.files.get(rel)
         if entry is not None:
@@ -243,7 +246,7 @@ class Namespace:
         return node
 
     def listed_file(self, path: str) -> tuple[FileEntry, float] | None:
-        """PATH's entry and mtime when PATH is a file of a version folder resolved before;
+        """PATH's entry and mtime when PATH is a file of a version whose file list is loaded;
         None for anything else, which `resolve` answers."""
         parts = path.split("/", 4)
         if len(parts) < 5:

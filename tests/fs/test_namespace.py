@@ -99,3 +99,19 @@ def test_refresh_failure_keeps_the_old_list(repo, tmp_path):
     calls = repo.list_calls
     assert ns.listdir("/datasets") == ["alpha"]  # no retry storm within the TTL
     assert repo.list_calls == calls
+
+
+def test_a_version_folder_resolves_without_fetching_its_file_list(repo, tmp_path):
+    fetched = []
+    files = repo.files
+    repo.files = lambda record, version: fetched.append(version) or files(record, version)
+    ns = Namespace(repo, tmp_path)
+    for name in ns.listdir("/datasets/alpha"):  # `ls -l` of a record looks up every version
+        ns.resolve(f"/datasets/alpha/{name}")
+    assert fetched == []
+    assert ns.listed_file("/datasets/alpha/v1/a.txt") is None  # not loaded: `resolve` answers
+    assert ns.listdir("/datasets/alpha/v1") == ["a.txt", "sub"]
+    assert fetched == [1]
+    entry, mtime = ns.listed_file("/datasets/alpha/v1/a.txt")
+    assert (entry.size, mtime) == (3, ns.resolve("/datasets/alpha/v1").mtime)
+    assert ns.listed_file("/datasets/alpha/v1/sub") is None  # a folder: `resolve` answers
