@@ -2,9 +2,9 @@
 
 A small pool of worker threads takes fetch tasks from a priority queue: a block a reader is
 waiting for goes first, read-ahead after, and one more worker takes only demand fetches.
-Each task is one range request covering several consecutive blocks; its blocks are handed
-to waiting readers and kept in memory for the readers to come (`RecentBlocks`), then stored
-in the cache, then the file's running SHA-1 advances (`verify`), which holds back only the
+Each task is one range request covering several consecutive blocks; its blocks are stored
+(and kept a while in memory, `RecentBlocks`, for the readers to come) and handed to waiting
+readers, then the file's running SHA-1 advances (`verify`), which holds back only the
 file's final block. Every block being fetched has one future in the
 in-flight map, so concurrent readers of the same block wait on one fetch. Read-ahead is
 bounded in total bytes queued or in flight across all open files, so many readers cannot
@@ -104,8 +104,8 @@ class BlockFetcher:
         self.block_size = cache.block_size
         self.request_blocks = request_blocks
         self.max_read_ahead_bytes = max_read_ahead_bytes
-        self.verifiers = Verifiers(cache)
         self.recent = RecentBlocks(recent_bytes)
+        self.verifiers = Verifiers(self.recent)
         self.stats = FetchStats()
         # Guarded by _lock.
         self._lock = threading.Lock()
@@ -127,20 +127,23 @@ class BlockFetcher:
 
     # --- what readers call -------------------------------------------------------------
 
-    def demand(self, content: Content, index: int) -> Future:
+    def demand(self, content: Content, index: int, opened: int) -> Future:
         """A future of block INDEX (its bytes, or an open cache file), fetched now unless
-        already cached or in flight.
+        already cached or in flight. ContentMismatch if the file failed its checksum since
+        OPENED (a `serial()`): a reader on its way then must not start fetches of bytes
+        nobody could check any more.
 
         The caller checks the cache first; this is for a miss."""
         with self._lock:
+            self._raise_if_failed_locked(content, opened)
             known = self._inflight.get((content.checksum, index))
             if known is not None:
                 future, task = known
                 if not task.started:
                     self._queue_demand_locked(task)
                 return future
-            # A fetch may have landed between the caller's miss and now (its blocks are in
-            # memory before they leave the in-flight map).
+            # A fetch may have landed between the caller's cache miss and now (it stores
+            # blocks before leaving the in-flight map).
             source = self.recent.get(content.checksum, index) or self.cache.open_block(content.checksum, index)
             if source is not None:
                 done: Future = Future()
@@ -150,9 +153,10 @@ class BlockFetcher:
             self._queue_demand_locked(task)
             return task.futures[0]
 
-    def read_ahead(self, content: Content, first: int, end: int) -> int:
+    def read_ahead(self, content: Content, first: int, end: int, opened: int) -> int:
         """Queue blocks FIRST..END-1 that are neither cached nor in flight, within the total
-        read-ahead budget; return the index up to which blocks are now cached or requested."""
+        read-ahead budget; return the index up to which blocks are now cached or requested.
+        Nothing is queued if the file failed its checksum since OPENED."""
         end = min(end, content.block_count(self.block_size))
         with self._lock:
             room = (self.max_read_ahead_bytes - self._read_ahead_bytes) // self.block_size
@@ -160,9 +164,10 @@ class BlockFetcher:
                 return first
             end = min(end, first + room)
             missing = [i for i in range(first, end) if (content.checksum, i) not in self._inflight]
-        missing = [i for i in missing if (content.checksum, i) not in self.recent
-                   and (content.checksum, i) not in self.cache]
+        missing = [i for i in missing if (content.checksum, i) not in self.cache]
         with self._lock:  # check again: a concurrent reader of this file may have asked meanwhile
+            if self._failed_at.get(content.checksum, -1) > opened:
+                return first
             missing = [i for i in missing if (content.checksum, i) not in self._inflight]
             for run in _runs(missing, self.request_blocks):
                 task = self._new_task_locked(content, run[0], len(run))
@@ -170,6 +175,16 @@ class BlockFetcher:
                 self._read_ahead_bytes += task.read_ahead_bytes
                 self._queue.put((READ_AHEAD, next(self._order), task))
         return end
+
+    def _raise_if_failed_locked(self, content: Content, opened: int) -> None:
+        if self._failed_at.get(content.checksum, -1) > opened:
+            raise ContentMismatch(f"{content.entry.path} failed its SHA-1 check")
+
+    def finished_reading(self, checksum: str, indices: list[int]) -> None:
+        """A reader read these blocks to their end: memory may let go of those hashed already
+        (the kernel keeps their pages; the disk cache keeps the bytes)."""
+        hashed = self.verifiers.hashed_until(checksum)
+        self.recent.discard(checksum, [i for i in indices if i < hashed])
 
     def serial(self) -> int:
         """A mark in time, for `failed_since`."""
@@ -233,15 +248,9 @@ class BlockFetcher:
         final = content.block_count(size) - 1
         try:
             blocks = self._fetch(task)
-            early = {i: b for i, b in blocks.items() if i != final}
-            self.recent.add(content.checksum, early)
-            self._check_fresh(task, early)
-            # Readers get every block but the final one now; disk writes and hashing must not
-            # delay them.
-            self._settle(task, early)
-            for index, data in early.items():
-                self.cache.put(content.checksum, index, data)
-            self._check_fresh(task, early)
+            self._check_fresh(task, blocks)
+            # Readers get every block but the final one now; hashing must not delay them.
+            self._settle(task, {i: b for i, b in blocks.items() if i != final})
             held = self._verify(task, blocks, final)
         except BaseException as exc:  # handed to every waiter, who maps it to an errno
             self._failed(task, exc)
@@ -250,8 +259,8 @@ class BlockFetcher:
             self._settle(task, {final: blocks[final]})
 
     def _check_fresh(self, task: _Task, blocks: dict[int, memoryview]) -> None:
-        """Raise StaleFetch, dropping BLOCKS, if the file failed its checksum since the task
-        began. Called after keeping blocks: a failure marked later drops them itself."""
+        """Raise StaleFetch, dropping BLOCKS, if the file failed its checksum since TASK was
+        made. Called after keeping the blocks: a failure marked later drops them itself."""
         checksum = task.content.checksum
         with self._lock:
             suspect = task.serial < self._failed_at.get(checksum, -1)
@@ -272,7 +281,8 @@ class BlockFetcher:
             task.futures[index - task.first].set_result(data)
 
     def _fetch(self, task: _Task) -> dict[int, memoryview]:
-        """The task's blocks, fetched in one range request."""
+        """The task's blocks, fetched in one range request; all but the file's final block
+        are stored in the cache (that one waits for the file's checksum)."""
         content, size = task.content, self.block_size
         start = task.first * size
         length = min(task.count * size, content.size - start)
@@ -282,21 +292,32 @@ class BlockFetcher:
         with self.stats.lock:
             self.stats.bytes_fetched += len(data)
             self.stats.requests += 1
+        final = content.block_count(size) - 1
         view = memoryview(data)
-        return {task.first + offset: view[offset * size:(offset + 1) * size]  # no copy
-                for offset in range(task.count)}
+        blocks = {task.first + offset: view[offset * size:(offset + 1) * size]  # no copy
+                  for offset in range(task.count)}
+        early = {i: b for i, b in blocks.items() if i != final}
+        # Readers and hashing take them from memory, the disk copy bypasses the page cache
+        # (O_DIRECT); in memory first, so nobody reads back what the loop just wrote.
+        self.recent.add(content.checksum, early)
+        for index, block in early.items():
+            self.cache.put(content.checksum, index, block)
+        return blocks
 
     def _verify(self, task: _Task, blocks: dict[int, memoryview], final: int) -> bool:
         """Advance the file's checksum; True when the final block is now held until the
         blocks before it arrive. Raises ContentMismatch when the file hashed wrong."""
         checksum = task.content.checksum
         verifier = self.verifiers.get(checksum, final + 1)
+        # Checked again after taking the verifier: a failure marked later forgets it, so bytes
+        # of a fetch begun before a failure never reach the hashing of the next attempt.
+        self._check_fresh(task, blocks)
 
         def available(index: int) -> bool:
             with self._lock:
                 if (checksum, index) in self._inflight:
                     return True
-            return (checksum, index) in self.recent or (checksum, index) in self.cache
+            return (checksum, index) in self.cache
 
         held = False
         try:
@@ -349,7 +370,7 @@ class BlockFetcher:
             if mismatch:
                 # Fetches of this file already under way may hold the same bad bytes.
                 self._failed_at[content.checksum] = next(self._serials)
-        if mismatch:  # after marking: a fetch keeping blocks meanwhile drops its own
+        if mismatch:  # after marking: a fetch storing blocks meanwhile drops its own
             self.recent.drop(content.checksum)
             self.cache.drop(content.checksum, content.block_count(self.block_size))
         verifier = self.verifiers.peek(content.checksum)
@@ -359,6 +380,8 @@ class BlockFetcher:
                     verifier.fail_held_locked(exc)
                 else:
                     verifier.release_held_locked(self.cache)
+            if mismatch:  # it may hold bytes (stash, hash state) of fetches begun before the failure
+                self.verifiers.forget(verifier)
         for future in task.futures:
             if not future.done():
                 future.set_exception(exc)

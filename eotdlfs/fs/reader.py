@@ -91,8 +91,8 @@ class ContentReader:
             self._copy_block(handle, index, lo, target[at:at + hi - lo])
             if hi == bs:
                 finished.append(index)
-        if finished:  # read to its end: the kernel keeps these pages, memory need not
-            self.fetcher.recent.discard(content.checksum, finished)
+        if finished:
+            self.fetcher.finished_reading(content.checksum, finished)
         return end - offset
 
     def _read_ahead(self, handle: OpenFile, offset: int, end: int) -> None:
@@ -108,7 +108,7 @@ class ContentReader:
             # a window: a top-up per read would make a range request per block.
             topping_up = first > start // bs and first * bs - end > (stop - start) // 2
         if last - first >= self.fetcher.request_blocks or (last > first and not topping_up):
-            reached = self.fetcher.read_ahead(handle.content, first, last)
+            reached = self.fetcher.read_ahead(handle.content, first, last, handle.opened)
             with handle.lock:
                 handle.ahead_until = max(handle.ahead_until, reached)
 
@@ -120,7 +120,7 @@ class ContentReader:
         checksum = handle.content.checksum
         source = self.fetcher.recent.get(checksum, index) or self.cache.open_block(checksum, index)
         if source is None:
-            future = self.fetcher.demand(handle.content, index)
+            future = self.fetcher.demand(handle.content, index, handle.opened)
             source = future.result(timeout=self.demand_timeout)
         with handle.lock:
             handle.keep_locked(index, source)

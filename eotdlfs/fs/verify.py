@@ -1,7 +1,7 @@
 """End-to-end SHA-1 checks of files as their blocks arrive.
 
 A `FileVerifier` hashes a file's blocks in order: fresh blocks from the fetch that brought
-them, earlier ones back from the cache. The file's final block is the gate: it enters the
+them, earlier ones from memory (`RecentBlocks`) or, failing that, back from the cache. The file's final block is the gate: it enters the
 cache, and its readers get it, only once the whole file hashed right. When it arrives
 before the blocks ahead of it (parallel fetches finish out of order) it is held here until
 they land. A mismatch fails the readers with `ContentMismatch` (EIO); the fetcher then
@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import threading
+from collections import OrderedDict
 from concurrent.futures import Future
 from typing import Callable
 
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.errors import ContentMismatch
+from eotdlfs.fs.recent import RecentBlocks
 
 log = logging.getLogger(__name__)
 
 
 class FileVerifier:
-    def __init__(self, checksum: str, block_count: int):
+    def __init__(self, checksum: str, block_count: int, recent: RecentBlocks):
         # Set once.
         self.checksum = checksum
+        self.recent = recent
         self.block_count = block_count
         self.final = block_count - 1
         # Guarded by lock.
@@ -56,7 +60,7 @@ class FileVerifier:
             if data is None and self._next == self.final and self.held is not None:
                 data = self.held[0]
             if data is None:
-                data = cache.read_block(self.checksum, self._next)
+                data = self.recent.get(self.checksum, self._next) or cache.read_block(self.checksum, self._next)
             if data is None:
                 if not available(self._next):  # nobody is reading this file in order
                     self.release_held_locked(cache)
@@ -90,26 +94,44 @@ class FileVerifier:
             future.set_result(data)
 
 
+REMEMBERED_DONE = 256  # files hashed to their end lately, for `hashed_until`
+
+
 class Verifiers:
     """The verifiers of files being fetched, one per checksum, forgotten once finished."""
 
-    def __init__(self, cache: BlockCache):
-        self._cache = cache
+    def __init__(self, recent: RecentBlocks):
+        self._recent = recent
         self._lock = threading.Lock()
         self._active: dict[str, FileVerifier] = {}
+        self._done: OrderedDict[str, None] = OrderedDict()
 
     def get(self, checksum: str, block_count: int) -> FileVerifier:
         with self._lock:
             verifier = self._active.get(checksum)
             if verifier is None or verifier.finished:
-                verifier = self._active[checksum] = FileVerifier(checksum, block_count)
+                verifier = self._active[checksum] = FileVerifier(checksum, block_count, self._recent)
             return verifier
 
     def peek(self, checksum: str) -> FileVerifier | None:
         with self._lock:
             return self._active.get(checksum)
 
+    def hashed_until(self, checksum: str) -> int:
+        """The index below which CHECKSUM's blocks are hashed (0 before hashing began; the
+        largest int once it finished lately)."""
+        with self._lock:
+            verifier = self._active.get(checksum)
+            if verifier is not None and not verifier.finished:
+                return verifier.next_index
+            return sys.maxsize if checksum in self._done else 0
+
     def forget(self, verifier: FileVerifier) -> None:
         with self._lock:
             if self._active.get(verifier.checksum) is verifier:
                 del self._active[verifier.checksum]
+            if verifier.finished:
+                self._done[verifier.checksum] = None
+                self._done.move_to_end(verifier.checksum)
+                while len(self._done) > REMEMBERED_DONE:
+                    self._done.popitem(last=False)

@@ -186,12 +186,3 @@ def test_random_reads_keep_no_blocks_in_memory_for_hashing(setup):
     verifier = reader.fetcher.verifiers.peek(content.checksum)
     assert verifier is None or not verifier.stash
 
-
-def test_a_cold_sequential_read_takes_no_block_back_from_the_disk_cache(setup):
-    """Read-ahead blocks wait in memory for their reader: reading them back from the disk
-    cache would cost a disk read (they were written with O_DIRECT) and a fresh page each."""
-    repo, record, entries, data, make = setup
-    reader = make()
-    assert read_all(reader, Content(record, entries["f.bin"])) == data
-    assert reader.cache.hits == 0 and repo.bytes_served == len(data)
-    assert reader.fetcher.recent.get(entries["f.bin"].checksum, 0) is None  # read to its end: let go
