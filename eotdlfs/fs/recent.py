@@ -5,6 +5,9 @@ keeping them in the page cache (O_DIRECT), so a reader that had to read them bac
 a disk read and a fresh page per 4 KiB. Here they wait in memory, bounded in bytes (the
 oldest go first, to the disk copy), and a sequential reader takes each block out as it
 finishes it: the kernel's page cache of the mounted file has those bytes by then.
+
+A block is a slice of the buffer its range request was read into, and keeps all of that
+buffer alive: the bound counts whole buffers, once each, not the slices.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class RecentBlocks:
         # Guarded by _lock.
         self._lock = threading.Lock()
         self._blocks: OrderedDict[tuple[str, int], memoryview] = OrderedDict()
+        self._buffers: dict[int, list[int]] = {}  # id of a block's buffer -> [its size, blocks kept]
         self._bytes = 0
 
     def add(self, checksum: str, blocks: Mapping[int, memoryview]) -> None:
@@ -27,10 +31,12 @@ class RecentBlocks:
             for index, data in blocks.items():
                 self._pop_locked((checksum, index))
                 self._blocks[(checksum, index)] = data
-                self._bytes += len(data)
+                held = self._buffers.setdefault(id(_buffer(data)), [_buffer_size(data), 0])
+                if held[1] == 0:
+                    self._bytes += held[0]
+                held[1] += 1
             while self._bytes > self.limit_bytes and self._blocks:
-                _, old = self._blocks.popitem(last=False)
-                self._bytes -= len(old)
+                self._pop_locked(next(iter(self._blocks)))
 
     def get(self, checksum: str, index: int) -> memoryview | None:
         with self._lock:
@@ -53,5 +59,21 @@ class RecentBlocks:
 
     def _pop_locked(self, key: tuple[str, int]) -> None:
         old = self._blocks.pop(key, None)
-        if old is not None:
-            self._bytes -= len(old)
+        if old is None:
+            return
+        held = self._buffers[id(_buffer(old))]
+        held[1] -= 1
+        if held[1] == 0:
+            self._bytes -= held[0]
+            del self._buffers[id(_buffer(old))]
+
+
+def _buffer(view: memoryview) -> object:
+    return view.obj if view.obj is not None else view
+
+
+def _buffer_size(view: memoryview) -> int:
+    try:
+        return memoryview(_buffer(view)).nbytes
+    except TypeError:  # an exporter that is not a buffer itself
+        return view.nbytes

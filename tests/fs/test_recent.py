@@ -27,3 +27,13 @@ def test_discard_and_drop_forget_only_what_they_name():
     assert ("a", 1) not in recent and ("b", 0) in recent
     recent.add("b", {1: block(9_990)})  # the bytes of forgotten blocks no longer count
     assert ("b", 0) in recent and ("b", 1) in recent
+
+
+def test_the_bound_counts_each_request_buffer_once_and_whole():
+    """Blocks are slices of their request's buffer; one kept block keeps all of it alive."""
+    recent = RecentBlocks(limit_bytes=250)
+    first, second = memoryview(bytes(200)), memoryview(bytes(200))
+    recent.add("a", {0: first[:100], 1: first[100:]})  # one buffer of 200: within the bound
+    assert ("a", 0) in recent and ("a", 1) in recent
+    recent.add("a", {2: second[:10]})  # a second buffer: 400 > 250, the first goes
+    assert ("a", 0) not in recent and ("a", 1) not in recent and ("a", 2) in recent
