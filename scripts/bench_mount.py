@@ -6,9 +6,17 @@ of one big file (1 GiB; `--quick`: 128 MiB) and 10,000 files of 4 KiB (`--quick`
 ingested by `eotdlfs ingest`, then measures, in the same run:
 
 - `curl_MBps`: curl of the big file from the same server (the ceiling);
+- `fuse_ceiling_MBps`: the same 1 MiB reads of a file of the same size on a fresh mount of the
+  null filesystem (benchlib.nullfs: our FUSE shim and mount options, bytes copied from memory,
+  no network, cache or hashing), the most any fusepy mount gets here; `fuse_ceiling_cpu_s_per_GiB`
+  the CPU seconds its process spends per GiB read;
+- `sha1_cpu_s_per_GiB`: CPU seconds of hashlib.sha1 over 1 GiB in the bench process (the mount
+  checks every file's SHA-1);
 - `ls_lR_10k_s`: `ls -lR` of the small files on a fresh mount (listing fetch included);
 - `first_64k_ms`: open + first 64 KiB of the big file (not cached; its folder already listed);
 - `cold_seq_MBps`: the big file read start to end with 1 MiB reads, empty block cache;
+  `mount_cpu_s_per_GiB` and `server_cpu_s_per_GiB`: CPU seconds (user + system, /proc/PID/stat)
+  the mount process and the server process spend per GiB during that read (and 0.5 s after it);
 - `warm_seq_MBps`: the same read again on the same mount (kernel page cache);
 - `rss_peak_MB`: peak RSS (VmHWM) of a second mount process, with a cache limit of 256 MiB,
   while it streams the big file twice cold (the pages are dropped with
@@ -29,9 +37,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlib import eotdlfs_side, measure  # noqa: E402
+from benchlib import eotdlfs_side, measure, nullfs  # noqa: E402
 from benchlib.dataset import BIG_FILE, SMALL_DIR, DatasetSpec, generate  # noqa: E402
-from benchlib.processes import ForegroundMount, peak_rss_mb  # noqa: E402
+from benchlib.processes import ForegroundMount, cpu_seconds, peak_rss_mb  # noqa: E402
 
 NAME = "bench-mount"
 
@@ -42,6 +50,29 @@ def drop_pages(path: Path) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
+
+
+def cpu_now(pid: int) -> float:
+    used = cpu_seconds(pid)
+    if used is None:
+        raise RuntimeError(f"process {pid} is gone")
+    return used
+
+
+def cpu_s_per_GiB(before: float, pid: int, nbytes: int) -> float:
+    """CPU seconds PID used since it had used BEFORE, per GiB of NBYTES read."""
+    return round((cpu_now(pid) - before) / (nbytes / measure.GiB), 2)
+
+
+def fuse_ceiling(work: Path, size: int) -> tuple[float, float]:
+    """MB/s and CPU-s per GiB of a cold read of the null filesystem's SIZE-byte file, on a fresh mount."""
+    null = nullfs.null_mount(work / "mnt-null", size, work / "nullfs.log")
+    try:
+        before = cpu_now(null.pid)
+        speed = measure.seq_read_MBps(null.mnt / nullfs.FILE_NAME, size)
+        return round(speed, 1), cpu_s_per_GiB(before, null.pid, size)
+    finally:
+        null.stop()
 
 
 def mount(work: Path, label: str, server, env: dict, *extra: str) -> ForegroundMount:
@@ -62,6 +93,8 @@ def run(work: Path, quick: bool) -> dict:
         ingest_s = eotdlfs_side.run_command(["ingest", str(dataset.root)], env, work / "ingest.log", 3600)
         result = {"big_file_bytes": spec.big_bytes, "small_files": spec.small_count, "ingest_s": round(ingest_s, 2),
                   "curl_MBps": round(measure.curl_MBps(server.download_url(NAME, BIG_FILE)), 1)}
+        result["fuse_ceiling_MBps"], result["fuse_ceiling_cpu_s_per_GiB"] = fuse_ceiling(work, spec.big_bytes)
+        result["sha1_cpu_s_per_GiB"] = round(measure.sha1_cpu_s_per_GiB(), 2)
 
         mounts.append(mount(work, "a", server, env))
         version = mounts[-1].mnt / "datasets" / NAME / "v1"
@@ -69,8 +102,11 @@ def run(work: Path, quick: bool) -> dict:
         result["ls_lR_again_s"] = round(measure.ls_lR_s(version / SMALL_DIR, spec.small_count), 3)
         result["first_64k_ms"] = round(measure.first_byte_ms(version / BIG_FILE), 1)
         sent = server.bytes_sent()
+        mount_cpu, server_cpu = cpu_now(mounts[-1].pid), cpu_now(server.pid)
         result["cold_seq_MBps"] = round(measure.seq_read_MBps(version / BIG_FILE, spec.big_bytes), 1)
-        time.sleep(0.5)
+        time.sleep(0.5)  # the last sends, and the last blocks written to the cache, belong to the read too
+        result["mount_cpu_s_per_GiB"] = cpu_s_per_GiB(mount_cpu, mounts[-1].pid, spec.big_bytes)
+        result["server_cpu_s_per_GiB"] = cpu_s_per_GiB(server_cpu, server.pid, spec.big_bytes)
         result["cold_fetched_ratio"] = round((server.bytes_sent() - sent) / spec.big_bytes, 3)
         result["warm_seq_MBps"] = round(measure.seq_read_MBps(version / BIG_FILE, spec.big_bytes), 1)
         result["rss_after_cold_warm_MB"] = round(peak_rss_mb(mounts[-1].pid) or 0, 1)

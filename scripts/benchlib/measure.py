@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import subprocess
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 MB = 1e6  # MB/s in this benchmark are 10^6 bytes per second, as curl reports them
+GiB = 1 << 30
 READ_BUFFER = 1 << 20
 
 
@@ -34,6 +36,16 @@ def seq_read_MBps(path: Path, expected_bytes: int) -> float:
     if total != expected_bytes:
         raise RuntimeError(f"read {total} bytes of {path}, expected {expected_bytes}")
     return total / elapsed / MB
+
+
+def sha1_cpu_s_per_GiB(chunk_bytes: int = 8 << 20) -> float:
+    """CPU seconds this thread spends on hashlib.sha1 over 1 GiB (what checking a GiB's checksum costs)."""
+    chunk = os.urandom(chunk_bytes)
+    digest = hashlib.sha1()
+    start = time.thread_time()
+    for _ in range(GiB // chunk_bytes):
+        digest.update(chunk)
+    return time.thread_time() - start
 
 
 def first_byte_ms(path: Path, nbytes: int = 64 << 10) -> float:

@@ -107,9 +107,9 @@ def peak_rss_mb(pid: int) -> float | None:
 class ForegroundMount:
     """A FUSE daemon run in the foreground as our child; ready once MNT shows in /proc/mounts."""
 
-    def __init__(self, argv: Sequence[str], mnt: Path, cache_dir: Path, log: Path, env: dict[str, str] | None = None):
+    def __init__(self, argv: Sequence[str], mnt: Path, cache_dir: Path | None, log: Path, env: dict[str, str] | None = None):
         self.mnt = mnt
-        self.cache_dir = cache_dir
+        self.cache_dir = cache_dir  # None for a daemon with no cache (the null filesystem)
         mnt.mkdir(parents=True, exist_ok=True)
         self._proc = ManagedProcess(argv, log, env)
         try:
