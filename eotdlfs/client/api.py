@@ -327,8 +327,12 @@ def _body_in_pages(response: requests.Response) -> memoryview:
     if announced is None or "Content-Encoding" in response.headers:
         return memoryview(_whole_body(response))
     size = int(announced)
-    # (private: a shared anonymous mapping is shmem, whose page faults cost more)
-    body = memoryview(mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))[:size]
+    # Private (a shared anonymous mapping is shmem, whose page faults cost more), in huge
+    # pages where the kernel has them: 4 page faults per 8 MiB range instead of 2,048.
+    pages = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        pages.madvise(mmap.MADV_HUGEPAGE)
+    body = memoryview(pages)[:size]
     got = 0
     try:
         while got < size:

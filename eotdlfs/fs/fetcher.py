@@ -300,8 +300,7 @@ class BlockFetcher:
         # Readers and hashing take them from memory, the disk copy bypasses the page cache
         # (O_DIRECT); in memory first, so nobody reads back what the loop just wrote.
         self.recent.add(content.checksum, early)
-        for index, block in early.items():
-            self.cache.put(content.checksum, index, block)
+        self.cache.put_blocks(content.checksum, early)
         return blocks
 
     def _verify(self, task: _Task, blocks: dict[int, memoryview], final: int) -> bool:

@@ -66,3 +66,24 @@ def test_a_failed_block_write_leaves_no_file_and_no_entry(tmp_path, monkeypatch)
     assert cache.read_block("sum", 0) is None and cache.stats()["write_errors"] == 1
     assert not [p for p in (tmp_path / "c").rglob("*.val")]
     cache.close()
+
+
+def test_blocks_stored_together_are_all_or_nothing(tmp_path, monkeypatch):
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    blocks = {i: aligned(os.urandom(BS)) for i in range(4)}
+    assert cache.put_blocks("sum", blocks)
+    assert [cache.read_block("sum", i) for i in range(4)] == [bytes(b) for b in blocks.values()]
+    real_write, calls = os.write, []
+
+    def fails_third(fd, data):  # fault injection: the disk fills up on the third block
+        calls.append(fd)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", fails_third)
+    assert not cache.put_blocks("other", {i: aligned(os.urandom(BS)) for i in range(4)})
+    monkeypatch.setattr(os, "write", real_write)
+    assert all(cache.read_block("other", i) is None for i in range(4))
+    assert len(list((tmp_path / "c").rglob("*.val"))) == 4  # only the first four blocks' files
+    cache.close()
