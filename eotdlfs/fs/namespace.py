@@ -9,6 +9,7 @@ FUSE or HTTP.
 from __future__ import annotations
 
 import errno
+import contextlib
 import json
 import logging
 import os
@@ -94,10 +95,17 @@ def _record_from_json(data: dict) -> Record:
 
 
 def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Keep DATA on disk for the next mount; a full or read-only disk only costs that keeping
+    (the listing in hand is served all the same)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot keep %s on disk: %s", path, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 class Namespace:

@@ -115,3 +115,14 @@ def test_a_version_folder_resolves_without_fetching_its_file_list(repo, tmp_path
     entry, mtime = ns.listed_file("/datasets/alpha/v1/a.txt")
     assert (entry.size, mtime) == (3, ns.resolve("/datasets/alpha/v1").mtime)
     assert ns.listed_file("/datasets/alpha/v1/sub") is None  # a folder: `resolve` answers
+
+
+def test_listings_are_served_when_their_folder_on_disk_cannot_be_written(repo, tmp_path):
+    """A full (or otherwise unwritable) cache disk costs keeping listings for the next mount,
+    never a listing: a file stands where the state folder should be, so every write fails."""
+    blocked = tmp_path / "state"
+    blocked.write_text("not a folder")
+    ns = Namespace(repo, blocked / "inside")
+    assert ns.listdir("/datasets") == ["alpha"]
+    assert sorted(ns.listdir("/datasets/alpha/v1")) == ["a.txt", "sub"]
+    assert ns.resolve("/datasets/alpha/v2/c.csv").type == FILE
