@@ -13,6 +13,7 @@ who may then cache whole files); no capabilities route -> no drafts.
 
 from __future__ import annotations
 
+import http.client
 import mmap
 import threading
 import time
@@ -333,17 +334,26 @@ def _body_in_pages(response: requests.Response) -> memoryview:
     if hasattr(mmap, "MADV_HUGEPAGE"):
         pages.madvise(mmap.MADV_HUGEPAGE)
     body = memoryview(pages)[:size]
+    # urllib3's readinto copies each piece out of a bytes of its own; the http.client
+    # response under it reads from the socket straight into our buffer.
+    plain = getattr(response.raw, "_fp", None)
+    direct = isinstance(plain, http.client.HTTPResponse)
+    readinto = plain.readinto if direct else response.raw.readinto
     got = 0
     try:
         while got < size:
-            count = response.raw.readinto(body[got:got + DOWNLOAD_BLOCK])
+            count = readinto(body[got:got + DOWNLOAD_BLOCK])
             if not count:
                 raise requests.exceptions.ChunkedEncodingError(f"body ended after {got} of {size} bytes")
             got += count
-    except urllib3.exceptions.ProtocolError as exc:
+    except (urllib3.exceptions.ProtocolError, http.client.IncompleteRead, ConnectionError) as exc:
         raise requests.exceptions.ChunkedEncodingError(exc) from exc
+    except TimeoutError as exc:
+        raise requests.ConnectionError(urllib3.exceptions.ReadTimeoutError(None, None, str(exc))) from exc
     except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.SSLError) as exc:
         raise requests.ConnectionError(exc) from exc
+    if direct:
+        response.raw.release_conn()  # read to its end behind urllib3's back: the connection is free again
     return body
 
 

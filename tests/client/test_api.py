@@ -117,3 +117,53 @@ def test_a_dead_server_is_unreachable_after_bounded_retries(tmp_path):
         with pytest.raises(Unreachable, match="Connection refused") as info:
             api.records("datasets")
     assert info.value.errno and time.monotonic() - start < 5
+
+
+def test_range_reads_keep_one_connection(repo_server, dataset):
+    """Range bodies are read from the socket past urllib3; the connection must still go back
+    to the pool when the body is complete, not be closed and opened again per read."""
+    name, blob = dataset
+    api = ApiClient(Settings(repo_server.url, repo_server.token("alice"), None, 30))
+    record_id = api.record_by_name("datasets", name)["id"]
+    pools = api._session.get_adapter(repo_server.url).poolmanager.pools
+    sockets = set()  # the local address of every open connection in the pool after each read
+    for start in range(0, 50_000, 10_000):
+        assert api.read_range("datasets", record_id, "odd name #1.bin", 1, start, 10_000) == blob[start:start + 10_000]
+        idle = [conn for key in pools.keys() for conn in list(pools[key].pool.queue) if conn is not None]
+        sockets |= {conn.sock.getsockname() for conn in idle if conn.sock is not None}
+    assert len(sockets) == 1
+
+
+def test_a_range_body_that_stalls_is_unreachable_after_the_read_timeout_not_retried():
+    import socket
+    import threading
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port, requests_seen, done = listener.getsockname()[1], [], threading.Event()
+
+    def serve():  # headers and 10 of 1,000 bytes, then silence until the test ends
+        listener.settimeout(10)
+        while not done.is_set() and len(requests_seen) < 5:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            requests_seen.append(conn.recv(65536))
+            conn.sendall(b"HTTP/1.1 206 Partial Content\r\nContent-Length: 1000\r\n"
+                         b"Content-Range: bytes 0-999/5000\r\n\r\n" + b"x" * 10)
+            done.wait(10)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        api = ApiClient(Settings(f"http://127.0.0.1:{port}/", None, None, 1), retries=2, backoff=0.01)
+        started = time.monotonic()
+        with pytest.raises(Unreachable, match="timed out"):
+            api.read_range("datasets", "rec", "a.bin", 1, 0, 1000)
+        assert time.monotonic() - started < 5 and len(requests_seen) == 1
+    finally:
+        done.set()
+        listener.close()
+        thread.join(10)
