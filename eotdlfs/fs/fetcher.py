@@ -5,10 +5,9 @@ waiting for goes first, read-ahead after, and one more worker takes only demand 
 Each task is one range request covering several consecutive blocks; its blocks are stored
 (and kept a while in memory, `RecentBlocks`, for the readers to come) and handed to waiting
 readers, then the file's running SHA-1 advances (`verify`), which holds back only the
-file's final block. Every block being fetched has one future in the
-in-flight map, so concurrent readers of the same block wait on one fetch. Read-ahead is
-bounded in total bytes queued or in flight across all open files, so many readers cannot
-blow up memory.
+file's final block. Every block being fetched has one future in the in-flight map, so
+concurrent readers of the same block wait on one fetch. Read-ahead is bounded in total
+bytes queued or in flight across all open files, so many readers cannot blow up memory.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import BinaryIO, Union
 
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.errors import ContentMismatch
@@ -30,6 +30,7 @@ from eotdlfs.repository import FileEntry, Record, Repository
 log = logging.getLogger(__name__)
 
 DEMAND, READ_AHEAD = 0, 1
+BlockSource = Union[BinaryIO, memoryview]  # an open cache file, or the bytes of a fetch
 # Blocks this close to where a file's hashing stands wait for it in memory; blocks further
 # ahead (a random reader's) are read back from the cache if hashing ever gets there.
 STASH_AHEAD = 32
@@ -135,7 +136,7 @@ class BlockFetcher:
 
         The caller checks the cache first; this is for a miss."""
         with self._lock:
-            self._raise_if_failed_locked(content, opened)
+            self.check_not_failed(content, opened)
             known = self._inflight.get((content.checksum, index))
             if known is not None:
                 future, task = known
@@ -144,7 +145,7 @@ class BlockFetcher:
                 return future
             # A fetch may have landed between the caller's cache miss and now (it stores
             # blocks before leaving the in-flight map).
-            source = self.recent.get(content.checksum, index) or self.cache.open_block(content.checksum, index)
+            source = self.kept_block(content.checksum, index)
             if source is not None:
                 done: Future = Future()
                 done.set_result(source)
@@ -166,7 +167,7 @@ class BlockFetcher:
             missing = [i for i in range(first, end) if (content.checksum, i) not in self._inflight]
         missing = [i for i in missing if (content.checksum, i) not in self.cache]
         with self._lock:  # check again: a concurrent reader of this file may have asked meanwhile
-            if self._failed_at.get(content.checksum, -1) > opened:
+            if self.failed_since(content.checksum, opened):
                 return first
             missing = [i for i in missing if (content.checksum, i) not in self._inflight]
             for run in _runs(missing, self.request_blocks):
@@ -176,9 +177,9 @@ class BlockFetcher:
                 self._queue.put((READ_AHEAD, next(self._order), task))
         return end
 
-    def _raise_if_failed_locked(self, content: Content, opened: int) -> None:
-        if self._failed_at.get(content.checksum, -1) > opened:
-            raise ContentMismatch(f"{content.entry.path} failed its SHA-1 check")
+    def kept_block(self, checksum: str, index: int) -> BlockSource | None:
+        """Block INDEX from memory (a recent fetch) or from the disk cache; None when neither has it."""
+        return self.recent.get(checksum, index) or self.cache.open_block(checksum, index)
 
     def finished_reading(self, checksum: str, indices: list[int]) -> None:
         """A reader read these blocks to their end: memory may let go of those hashed already
@@ -197,6 +198,11 @@ class BlockFetcher:
     def failed_since(self, checksum: str, serial: int) -> bool:
         """Whether the file failed its checksum after SERIAL (its readers must not go on)."""
         return self._failed_at.get(checksum, -1) > serial
+
+    def check_not_failed(self, content: Content, opened: int) -> None:
+        """ContentMismatch if the file failed its checksum since OPENED, a handle's `serial()`."""
+        if self.failed_since(content.checksum, opened):
+            raise ContentMismatch(f"{content.entry.path} failed its SHA-1 check")
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no fetch is queued or running (tests)."""

@@ -203,7 +203,7 @@ class Namespace:
             entries = self.repo.files(record, number)
             _write_json(stored, [(e.path, e.file_version, e.checksum, e.size) for e in entries])
         tree = VersionTree.build(entries)
-        mtime = next(v for v in record.versions if v.number == number).created_at.timestamp()
+        mtime = self._published(record, number).created_at.timestamp()
         with self._lock:
             self._trees[key] = tree
             self._versions[(record.kind, record.name, f"v{number}")] = ListedVersion(mtime, tree)
@@ -270,7 +270,10 @@ class Namespace:
         match = _VERSION_DIR.match(name)
         if not match:
             return None
-        number = int(match.group(1))
+        return Namespace._published(record, int(match.group(1)))
+
+    @staticmethod
+    def _published(record: Record, number: int) -> Version | None:
         return next((v for v in record.published if v.number == number), None)
 
     def listdir(self, path: str) -> list[str]:

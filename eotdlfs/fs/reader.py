@@ -10,13 +10,10 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from typing import BinaryIO, Union
 
-from eotdlfs.fs.errors import ContentMismatch
-from eotdlfs.fs.fetcher import BlockFetcher, Content
+from eotdlfs.fs.fetcher import BlockFetcher, BlockSource, Content
 from eotdlfs.fs.readahead import ReadAheadWindow
 
-BlockSource = Union[BinaryIO, memoryview]  # an open cache file, or the bytes of a fetch
 KEPT_SOURCES = 2  # a fetched block may pin its whole request (8 MiB) while kept
 
 
@@ -78,9 +75,8 @@ class ContentReader:
         """Fill TARGET with the file's bytes from OFFSET (fewer at its end); the count."""
         content, bs = handle.content, self.block_size
         end = min(offset + len(target), content.size)
-        if self.fetcher.failed_since(content.checksum, handle.opened):
-            # Read-ahead found the file corrupt while this reader was still on its way.
-            raise ContentMismatch(f"{content.entry.path} failed its SHA-1 check")
+        # Read-ahead may have found the file corrupt while this reader was on its way.
+        self.fetcher.check_not_failed(content, handle.opened)
         if offset >= end:
             return 0
         self._read_ahead(handle, offset, end)
@@ -117,8 +113,7 @@ class ContentReader:
             source = handle.sources.get(index)
             if source is not None:
                 return _copy(source, lo, target)
-        checksum = handle.content.checksum
-        source = self.fetcher.recent.get(checksum, index) or self.cache.open_block(checksum, index)
+        source = self.fetcher.kept_block(handle.content.checksum, index)
         if source is None:
             future = self.fetcher.demand(handle.content, index, handle.opened)
             source = future.result(timeout=self.demand_timeout)

@@ -31,7 +31,8 @@ class RecentBlocks:
             for index, data in blocks.items():
                 self._pop_locked((checksum, index))
                 self._blocks[(checksum, index)] = data
-                held = self._buffers.setdefault(id(_buffer(data)), [_buffer_size(data), 0])
+                buffer = _buffer(data)
+                held = self._buffers.setdefault(id(buffer), [memoryview(buffer).nbytes, 0])
                 if held[1] == 0:
                     self._bytes += held[0]
                 held[1] += 1
@@ -61,19 +62,14 @@ class RecentBlocks:
         old = self._blocks.pop(key, None)
         if old is None:
             return
-        held = self._buffers[id(_buffer(old))]
+        key = id(_buffer(old))
+        held = self._buffers[key]
         held[1] -= 1
         if held[1] == 0:
             self._bytes -= held[0]
-            del self._buffers[id(_buffer(old))]
+            del self._buffers[key]
 
 
 def _buffer(view: memoryview) -> object:
+    """What VIEW is a slice of (itself when it has no exporter)."""
     return view.obj if view.obj is not None else view
-
-
-def _buffer_size(view: memoryview) -> int:
-    try:
-        return memoryview(_buffer(view)).nbytes
-    except TypeError:  # an exporter that is not a buffer itself
-        return view.nbytes
