@@ -18,7 +18,7 @@ from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import NotFound, RepositoryError
 from eotdlfs.client.hashcache import HashCache
 from eotdlfs.client.ingest.plan import check_path
-from eotdlfs.client.parallel import in_parallel
+from eotdlfs.parallel import in_parallel
 from eotdlfs.client.progress import TransferProgress
 from eotdlfs.client.repository import parse_record
 from eotdlfs.metadata import record_noun

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from eotdlfs.client.api import ApiClient
-from eotdlfs.client.parallel import in_parallel
+from eotdlfs.parallel import in_parallel
 from eotdlfs.repository import FileEntry, Record, Version
 
 SIZE_LOOKUPS = 8  # HEADs in flight when a server lists no sizes
@@ -72,7 +72,7 @@ class ApiRepository:
 
         # a server without sizes in listings costs one HEAD per file: a few in flight
         sizes = in_parallel(size, listed, SIZE_LOOKUPS) if any(f.get("size") is None for f in listed) \
-            else [int(f["size"]) for f in listed]
+            else [size(f) for f in listed]
         return [FileEntry(path=f["filename"], file_version=int(f["version"]), checksum=f["checksum"], size=n)
                 for f, n in zip(listed, sizes)]
 

@@ -13,9 +13,10 @@ import re
 import shutil
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+from eotdlfs.parallel import in_parallel
 
 CHUNK = 1024 * 1024
 SYNC_THREADS = 16
@@ -111,12 +112,12 @@ class BlobStore:
 
     def sync_all(self, staged: list[StagedBlob]) -> None:
         """fsync every staged file; concurrent fsyncs share the filesystem's journal commits."""
-        _in_parallel([b.sync for b in staged])
+        in_parallel(StagedBlob.sync, staged, SYNC_THREADS)
 
     def commit_all(self, staged: list[StagedBlob]) -> None:
         """Rename synced blobs into place and fsync their folders: after this they survive a crash."""
         folders = {folder for folder in (b._rename() for b in staged) if folder is not None}
-        _in_parallel([lambda f=f: _fsync_dir(f) for f in folders])
+        in_parallel(_fsync_dir, list(folders), SYNC_THREADS)
 
     # -- multipart parts --------------------------------------------------
 
@@ -192,16 +193,6 @@ class _Concat:
                 return data
             self._f.close()
             self._f = None
-
-
-def _in_parallel(calls: list[Callable[[], None]]) -> None:
-    if len(calls) <= 1:
-        for call in calls:
-            call()
-        return
-    with ThreadPoolExecutor(min(SYNC_THREADS, len(calls))) as pool:
-        for future in [pool.submit(call) for call in calls]:
-            future.result()
 
 
 def _fsync_dir(path: Path) -> None:

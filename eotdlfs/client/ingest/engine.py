@@ -35,7 +35,7 @@ from eotdlfs.client.ingest.plan import Carry, IngestPlan, LatestFile, SourceFile
 from eotdlfs.client.ingest.sources import scan_folder
 from eotdlfs.client.repository import record_versions
 from eotdlfs.client.ingest.transfer import PARALLEL_REQUESTS, send_batch, send_multipart
-from eotdlfs.client.parallel import in_parallel
+from eotdlfs.parallel import in_parallel
 from eotdlfs.client.progress import TransferProgress
 from eotdlfs.metadata import METADATA_FILE, Metadata, MetadataError, load_metadata, record_noun
 

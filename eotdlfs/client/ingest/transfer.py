@@ -15,7 +15,7 @@ from typing import Callable
 
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import Conflict
-from eotdlfs.client.parallel import in_parallel
+from eotdlfs.parallel import in_parallel
 from eotdlfs.client.ingest.plan import Upload
 
 CHUNK_SIZE = 10 * 1024 * 1024  # the official client's part size (its limit of 10,000 parts allows 100 GB)
