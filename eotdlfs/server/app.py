@@ -14,11 +14,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from eotdlfs.diskfull import is_disk_full
 from eotdlfs.metadata import KINDS
 from eotdlfs.server.auth import AuthError, authenticate, load_secret
 from eotdlfs.server.bodylimit import BodyLimit
 from eotdlfs.server.download import DownloadFastPath, download_response
-from eotdlfs.server.errors import ApiError, is_disk_full
+from eotdlfs.server.errors import ApiError
 from eotdlfs.server.limits import Limits
 from eotdlfs.server.stats import Stats
 from eotdlfs.server.store import Store

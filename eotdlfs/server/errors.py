@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import sqlite3
-
 from eotdlfs.metadata import record_noun
 
 
@@ -41,13 +38,4 @@ def not_owner(kind: str) -> ApiError:
 FILE_MISSING = "File doesn't exist"
 CHECKSUM_MISMATCH = "Checksum mismatch."
 UPLOAD_MISSING = "Upload Id not found."
-
-SQLITE_FULL = 13
-
-
-def is_disk_full(exc: BaseException) -> bool:
-    """True when EXC says the repository's disk (or quota) is full, from the OS or from SQLite."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL
 

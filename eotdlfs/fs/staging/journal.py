@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
+from eotdlfs.diskfull import is_disk_full
 from eotdlfs.repository import FileEntry
 
 JOURNAL_FILE = "journal.sqlite"
@@ -328,8 +329,7 @@ class _Transaction:
 
 def disk_error(error: sqlite3.Error) -> OSError:
     """A SQLite failure as the OSError a writer should see: ENOSPC when the disk is full, else EIO."""
-    full = "full" in str(error).lower()
-    return OSError(errno.ENOSPC if full else errno.EIO, f"staging journal: {error}")
+    return OSError(errno.ENOSPC if is_disk_full(error) else errno.EIO, f"staging journal: {error}")
 
 
 class NodeWriter:
