@@ -8,7 +8,6 @@ A cache that cannot be opened or written is not an error: files are then simply 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 from pathlib import Path
@@ -16,21 +15,14 @@ from typing import Iterable, Iterator
 
 import platformdirs
 
-HASH_BLOCK = 1 << 20
+from eotdlfs.hashing import sha1_file
+
 _LOOKUP_CHUNK = 500  # SQLite's default limit of host parameters is 999
 
 
 def cache_dir() -> Path:
     override = os.environ.get("EOTDLFS_CACHE_DIR")
     return Path(override) if override else Path(platformdirs.user_cache_dir("eotdlfs"))
-
-
-def sha1_file(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        while block := f.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 FileKey = tuple[str, int, int]  # absolute path, size, mtime_ns

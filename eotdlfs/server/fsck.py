@@ -13,16 +13,15 @@ empty blob folders of a root that lacks them). It sorts what it finds into three
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from eotdlfs.hashing import sha1_file
 from eotdlfs.metadata import KINDS, MetadataError, validate_name
 from eotdlfs.server.blobs import BlobStore
 from eotdlfs.server.db import DB_FILE
 
-HASH_CHUNK = 1024 * 1024
 
 
 @dataclass
@@ -125,15 +124,12 @@ def _inspect_blob(path: Path, hash_blobs: bool, report: FsckReport) -> tuple[int
         size = path.stat().st_size
         if not hash_blobs:
             return size, ""
-        sha1 = hashlib.sha1()
-        with open(path, "rb") as f:
-            while chunk := f.read(HASH_CHUNK):
-                sha1.update(chunk)
+        digest = sha1_file(path)
     except FileNotFoundError:
         return None
     report.blobs_checked += 1
     report.bytes_hashed += size
-    return size, sha1.hexdigest()
+    return size, digest
 
 
 def _check_versions(conn: sqlite3.Connection, report: FsckReport) -> None:

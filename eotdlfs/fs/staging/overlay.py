@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from eotdlfs.client.hashcache import sha1_file
+from eotdlfs.hashing import sha1_file
 from eotdlfs.fs.staging.files import BaseFile, BaseVersion, OpenBase, PendingChanges, StagedFile
 from eotdlfs.fs.staging.journal import Node, StagingJournal, parent_of
 from eotdlfs.repository import FileEntry
