@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Union
 
 from eotdlfs.fs.block_cache import BlockCache
-from eotdlfs.fs.errors import ContentMismatch
 from eotdlfs.fs.recent import RecentBlocks
 from eotdlfs.fs.verify import Verifiers
-from eotdlfs.repository import FileEntry, Record, Repository
+from eotdlfs.repository import ContentMismatch, FileEntry, Record, Repository, RepositoryError
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +293,7 @@ class BlockFetcher:
         length = min(task.count * size, content.size - start)
         data = self.repo.read_range(content.record, content.entry, start, length)
         if len(data) != length:
-            raise OSError(5, f"short read of {content.entry.path}: {len(data)} of {length} bytes")
+            raise RepositoryError(f"short read of {content.entry.path}: {len(data)} of {length} bytes")
         with self.stats.lock:
             self.stats.bytes_fetched += len(data)
             self.stats.requests += 1

@@ -1,11 +1,13 @@
-"""The FUSE adapter: the only module that imports fusepy.
+"""The FUSE adapter: the only module that imports fusepy (the FUSE binding).
 
-Each callback routes a path to its owner and maps failures to errno in one place:
+Each callback routes a path to its owner and maps failures to errno in one place
+(`errors.errno_for`). The mount's one handle table is here: `fi.fh` names a published
+file's `OpenFile`, a staged file's handle, or a virtual file's bytes.
 - `/datasets/...`, `/models/...`  -> `ReadOnlyTree` (EROFS for every write);
 - `/staging/...`                  -> the staging overlay, if one is installed. Its methods
-  mirror fusepy's `Operations` with plain integer file handles (`raw_fi=False` style):
+  mirror fusepy's `Operations`, taking and returning handle objects instead of `fi`:
   `getattr(path, fh=None)`, `readdir(path, fh)`, `open(path, flags) -> fh`,
-  `create(path, mode) -> fh`, `read(path, size, offset, fh)`, `write(path, data, offset, fh)`,
+  `create(path, mode, flags) -> fh`, `read(path, size, offset, fh)`, `write(path, data, offset, fh)`,
   `truncate(path, length, fh=None)`, `flush`, `fsync`, `release`, `mkdir`, `rmdir`, `unlink`,
   `rename(old, new)` (both under staging; across trees is EXDEV), `chmod`, `chown`,
   `utimens`, `getxattr`, `listxattr`, `readlink`, `symlink`, `statfs`, `status() -> dict`,
@@ -30,7 +32,7 @@ from typing import Any, Callable
 from fuse import FUSE, FuseOSError, Operations, c_stat, set_st_attrs
 
 from eotdlfs.fs.context import MountContext
-from eotdlfs.fs.errors import fuse_error
+from eotdlfs.fs.errors import logged_errno
 from eotdlfs.fs.readonly import XATTR_PREFIX, blocks_of, read_only
 from eotdlfs.fs.status import STATUS_DIR, STATUS_FILE, STATUS_PATH, collect_status, status_bytes
 from eotdlfs.metadata import KINDS
@@ -67,7 +69,7 @@ def _guarded(method: Callable) -> Callable:
         except FuseOSError:
             raise
         except Exception as exc:
-            raise fuse_error(exc) from exc
+            raise FuseOSError(logged_errno(exc)) from exc
     return wrapper
 
 
@@ -96,9 +98,11 @@ class EotdlfsOperations(Operations):
         self.mountpoint = mountpoint
         self.staging = staging
         self.started = time.time()
+        # guarded by _lock (taken for dict changes only; lookups by fh read the dict without it,
+        # safe in CPython, and the kernel never uses an fh before `open` returned it)
+        self._lock = threading.Lock()
         self._handles: dict[int, tuple[str, Any]] = {}
         self._next_fh = itertools.count(1)
-        self._lock = threading.Lock()
         # The `struct stat` of a 0-byte file, per version date: a file's differs only in size.
         self._file_stats: dict[float, bytes] = {}
 
@@ -289,7 +293,7 @@ class EotdlfsOperations(Operations):
 
     @_guarded
     def create(self, path, mode, fi):
-        fi.fh = self._add_handle(STAGED, self._stage("create", self._writable_for(path), mode))
+        fi.fh = self._add_handle(STAGED, self._stage("create", self._writable_for(path), mode, fi.flags))
         return 0
 
     @_guarded

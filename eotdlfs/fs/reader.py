@@ -13,6 +13,7 @@ from collections import OrderedDict
 
 from eotdlfs.fs.fetcher import BlockFetcher, BlockSource, Content
 from eotdlfs.fs.readahead import ReadAheadWindow
+from eotdlfs.repository import ContentMismatch
 
 KEPT_SOURCES = 2  # a fetched block may pin its whole request (8 MiB) while kept
 
@@ -50,7 +51,7 @@ def _copy(source: BlockSource, lo: int, target: memoryview) -> None:
     if isinstance(source, memoryview):
         target[:] = source[lo:lo + len(target)]
     elif os.preadv(source.fileno(), [target], lo) != len(target):
-        raise OSError(5, "a cached block is shorter than it should be")
+        raise ContentMismatch("a cached block is shorter than it should be")
 
 
 class ContentReader:

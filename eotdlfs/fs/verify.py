@@ -21,8 +21,8 @@ from concurrent.futures import Future
 from typing import Callable
 
 from eotdlfs.fs.block_cache import BlockCache
-from eotdlfs.fs.errors import ContentMismatch
 from eotdlfs.fs.recent import RecentBlocks
+from eotdlfs.repository import ContentMismatch
 
 log = logging.getLogger(__name__)
 
