@@ -251,11 +251,6 @@ class StagingJournal:
                                    (path,)).fetchone()
         return FileEntry(*row) if row else None
 
-    def base_entries(self) -> dict[str, FileEntry]:
-        with self._lock:
-            rows = self._db.execute("SELECT path, file_version, checksum, size FROM base").fetchall()
-        return {r[0]: FileEntry(*r) for r in rows}
-
     def file_sources(self) -> list[tuple[str, str | None, FileEntry | None]]:
         """Every file as (path, upper id, base entry of its bytes when not staged)."""
         with self._lock:
