@@ -1,4 +1,4 @@
-"""The work behind `eotdlfs ingest`, `get` and `list`: connect, run the library call, say what happened.
+"""The work behind the `eotdlfs` commands: connect, run the library call, say what happened.
 
 `cli.py` only parses options and turns `CLIENT_ERRORS` into its one-line `error: ...`.
 """
@@ -8,11 +8,13 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import NothingToIngest, RepositoryError, Unauthorized
+from eotdlfs.client.progress import TransferProgress, progress_for
 from eotdlfs.client.settings import resolve_settings
+from eotdlfs.fs.staging.control import request_flush
 from eotdlfs.metadata import MetadataError, record_noun
 
 CLIENT_ERRORS = (RepositoryError, MetadataError, OSError, ValueError)
@@ -31,7 +33,7 @@ def human_bytes(n: int) -> str:
 @contextmanager
 def connect(api_url: str | None, token: str | None) -> Iterator[ApiClient]:
     """An API client for the configured repository; with no API URL, the embedded local one (stopped after)."""
-    from eotdlfs.server.embedded import settings_or_local
+    from eotdlfs.app.embedded import settings_or_local  # starts a server: only when asked for
 
     settings, embedded = settings_or_local(resolve_settings(api_url, token))
     api = ApiClient(settings)
@@ -50,7 +52,6 @@ def _interactive() -> bool:
 def ingest_command(path: Path, kind: str, api_url: str | None, token: str | None) -> str:
     """Ingest PATH; the one-line summary (or why nothing was done)."""
     from eotdlfs.client.ingest import ingest_folder
-    from eotdlfs.client.progress import progress_for
     from eotdlfs.metadata import load_metadata
 
     record_noun(kind)
@@ -74,7 +75,6 @@ def ingest_command(path: Path, kind: str, api_url: str | None, token: str | None
 def get_command(name: str, version: int | None, kind: str, out: Path, api_url: str | None, token: str | None) -> str:
     """Download NAME's version into OUT/NAME/vN; a line saying where and what was fetched."""
     from eotdlfs.client.download import download_version
-    from eotdlfs.client.progress import progress_for
 
     record_noun(kind)
     with connect(api_url, token) as api, progress_for(name, _interactive()) as progress:
@@ -102,3 +102,83 @@ def list_command(kind: str, match: str | None, api_url: str | None, token: str |
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
     if not records:
         print(f"no {kind}" + (f" matching {match!r}" if match else ""))
+
+
+# --- a mount's commands: flush and status ---------------------------------------------------
+
+def flush_command(folder: Path, timeout: float, say: Callable[[str], None]) -> dict:
+    """Flush the staged record FOLDER and wait for the outcome, with a progress bar on a terminal
+    and the mount's messages (waiting for X) on SAY; the final flush state."""
+    return follow_flush(folder, timeout, progress_for("flush", _interactive()), say)
+
+
+def follow_flush(folder: Path, timeout: float, progress: TransferProgress, say: Callable[[str], None]) -> dict:
+    """`request_flush` with the mount's progress replayed on PROGRESS and its messages (waiting for X) on SAY."""
+    seen = {"files": 0, "bytes": 0, "message": None, "started": False}
+
+    def on_state(state: dict) -> None:
+        if state["message"].startswith("waiting for") and state["message"] != seen["message"]:
+            say(state["message"])
+            seen["message"] = state["message"]
+        if state["state"] == "flushing" and not seen["started"] and state["files_total"]:
+            progress.start(state["files_total"], state["bytes_total"])
+            seen["started"] = True
+        if seen["started"]:
+            progress.advance(files=state["files_done"] - seen["files"], bytes_done=state["bytes_done"] - seen["bytes"])
+            seen["files"], seen["bytes"] = state["files_done"], state["bytes_done"]
+
+    with progress:
+        return request_flush(folder, on_state, timeout)
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """`eotdlfs status`: a few human lines from a mount's status.json, staging details (if any) last."""
+    cache, fetch = status.get("cache", {}), status.get("fetch", {})
+    rate = cache.get("hit_rate")
+    reachable = {True: "yes", False: "NO", None: "unknown"}[status.get("server_reachable")]
+    lines = [
+        f"mount        {status.get('mountpoint')} (pid {status.get('pid')}, up {status.get('uptime_s')} s)",
+        f"server       {status.get('api_url')} reachable: {reachable}",
+        f"cache        {_human(cache.get('bytes_used'))} of {_human(cache.get('size_limit'))} "
+        f"in {status.get('cache_dir')}",
+        f"hit rate     {'-' if rate is None else f'{rate:.1%}'} "
+        f"({cache.get('hits', 0)} hits, {cache.get('misses', 0)} misses)",
+        f"fetched      {_human(fetch.get('bytes_fetched'))} in {fetch.get('requests', 0)} requests, "
+        f"{fetch.get('fetch_errors', 0)} errors",
+    ]
+    if cache.get("write_errors"):
+        lines.append(f"cache full   {cache['write_errors']} blocks could not be stored (reads still work)")
+    if fetch.get("last_fetch_error"):
+        lines.append(f"last error   {fetch['last_fetch_error']}")
+    if "staging" in status:
+        lines.extend(format_staging(status["staging"]))
+    return "\n".join(lines)
+
+
+def _human(n: int | None) -> str:
+    return "-" if n is None else human_bytes(n)
+
+
+def format_staging(staging: dict) -> list[str]:
+    """Status lines, one per staged record: what is pending and how its last flush went."""
+    records = staging.get("records", [])
+    if not records:
+        return ["staging      nothing staged" + (f" (autoflush after {staging['autoflush_s']:g} s)"
+                                                  if staging.get("autoflush_s") else "")]
+    lines = []
+    for r in records:
+        base = f"on v{r['base_version']}" if r["base_version"] else "new record"
+        lines.append(f"staging      {r['record']} ({base}): {r['added']} added, {r['changed']} changed, "
+                     f"{r['deleted']} deleted, {r['bytes_pending']} bytes pending; {_flush_words(r)}")
+    return lines
+
+
+def _flush_words(record: dict) -> str:
+    state = record["flush"]
+    if state == "idle":
+        return "no flush yet"
+    if state == "failed":
+        return f"last flush failed: {record['error']}"
+    if state in ("waiting", "flushing"):
+        return f"flush running: {record['message']}"
+    return f"last flush: {record['message']}"

@@ -1,4 +1,9 @@
-"""Staging wired into a mount: published records from the mount's namespace and block cache, flush by the engine."""
+"""Building a mount: the repository client, the read-only side, the staging area and the FUSE session.
+
+The one place that wires `eotdlfs.client` (the ports' HTTP implementation) to `eotdlfs.fs`;
+`fs` itself never imports the client. Staging sees the published records through the
+mount's namespace and block cache (`MountPublished`) and flushes through the ingestion engine.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,45 @@ import logging
 import time
 from pathlib import Path
 
-from eotdlfs.client.errors import NotFound
-from eotdlfs.client.ingest import run_ingest
+from eotdlfs.app.embedded import settings_or_local
+from eotdlfs.client.api import ApiClient
 from eotdlfs.client.ingest.ledger import LEDGER_FILE, DraftLedger
-from eotdlfs.fs.context import MountContext
+from eotdlfs.client.publisher import ApiPublisher
+from eotdlfs.client.repository import ApiRepository
+from eotdlfs.client.settings import resolve_settings
+from eotdlfs.fs.context import MountContext, MountOptions, build_context
 from eotdlfs.fs.fetcher import Content
+from eotdlfs.fs.fuse_ops import EotdlfsOperations, run_fuse
+from eotdlfs.fs.mount import clean_stale
 from eotdlfs.fs.reader import OpenFile
 from eotdlfs.fs.staging.area import StagingArea
-from eotdlfs.fs.staging.flush import FlushServices
 from eotdlfs.fs.staging.files import BaseVersion
-from eotdlfs.repository import FileEntry
+from eotdlfs.fs.staging.flush import FlushServices
+from eotdlfs.repository import FileEntry, NotFound, Publisher, Repository
 
 log = logging.getLogger(__name__)
+
+
+def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache_size: int,
+                   allow_other: bool = False, autoflush: float | None = None,
+                   ttl: float = 10.0) -> None:
+    """Mount and serve until unmounted (this is the mount process)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    mountpoint, cache_dir = Path(mountpoint).absolute(), Path(cache_dir)
+    clean_stale(mountpoint)
+    settings, embedded = settings_or_local(resolve_settings(api_url))
+    api = ApiClient(settings)
+    options = MountOptions(cache_dir=cache_dir, cache_size=cache_size, ttl=ttl, autoflush=autoflush,
+                           api_url=settings.api_url, read_timeout=settings.timeout + 5)
+    context = build_context(ApiRepository(api), options)
+    folder = cache_dir / "staging"
+    staging = make_staging_area(context, ApiPublisher(api, DraftLedger(folder / LEDGER_FILE)), folder)
+    log.info("mounting %s on %s (cache %s)", settings.api_url, mountpoint, cache_dir)
+    try:
+        run_fuse(EotdlfsOperations(context, str(mountpoint), staging), str(mountpoint), allow_other)
+    finally:
+        if embedded is not None:
+            embedded.stop()
 
 
 class _PublishedFile:
@@ -61,11 +93,9 @@ class MountPublished:
         return _PublishedFile(self._context, self._context.reader.open(Content(record, entry)))
 
 
-def flush_services(context: MountContext, ledger: DraftLedger) -> FlushServices:
-    """The engine and the server, fresh (no TTL): a flush must see the server as it is now.
-    LEDGER: the drafts this mount's flushes created (kept with the staged files, so a remount resumes them)."""
-    repo = context.repo
-    api = repo.api
+def flush_services(context: MountContext, publisher: Publisher) -> FlushServices:
+    """The engine and the server, fresh (no TTL): a flush must see the server as it is now."""
+    repo: Repository = context.repo
 
     def latest(kind: str, name: str) -> int | None:
         try:
@@ -80,18 +110,15 @@ def flush_services(context: MountContext, ledger: DraftLedger) -> FlushServices:
     def published(kind: str, name: str, version: int) -> None:
         context.namespace.invalidate(kind)
 
-    return FlushServices(
-        ingest=lambda kind, metadata, sources, progress, base: run_ingest(api, kind, metadata, sources, progress,
-                                                                          ledger, base),
-        latest=latest, files=files, published=published)
+    return FlushServices(ingest=publisher.ingest, latest=latest, files=files, published=published)
 
 
-def make_staging_overlay(context: MountContext) -> StagingArea | None:
-    """The object the FUSE shim routes `/staging/...` to; None (a mount without staging) when another
-    mount already stages into the same cache dir."""
-    folder = Path(context.options.cache_dir) / "staging"
+def make_staging_area(context: MountContext, publisher: Publisher, folder: Path) -> StagingArea | None:
+    """The object the FUSE adapter routes `/staging/...` to, keeping its state in FOLDER; None (a mount
+    without staging) when another mount already stages into the same folder. PUBLISHER's draft ledger
+    belongs in FOLDER too, so a remount resumes the drafts of this mount's flushes."""
     try:
-        return StagingArea(folder, MountPublished(context), flush_services(context, DraftLedger(folder / LEDGER_FILE)),
+        return StagingArea(folder, MountPublished(context), flush_services(context, publisher),
                            autoflush=context.options.autoflush)
     except OSError as exc:
         if exc.errno != errno.EBUSY:
