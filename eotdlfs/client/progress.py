@@ -3,6 +3,9 @@
 The work calls `start` once with the totals, then `advance` as files and bytes go;
 `TransferProgress` (the port, in `eotdlfs.repository`) ignores everything (the quiet
 default, used when not on a terminal), `RichTransferProgress` draws a bytes bar and a files bar on stderr.
+
+Locks. `RichTransferProgress._lock` serialises the bars' updates from the worker threads; a
+leaf.
 """
 
 from __future__ import annotations

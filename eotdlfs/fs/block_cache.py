@@ -9,6 +9,10 @@ Blocks in page-aligned memory are written with O_DIRECT (`_BlockDisk`): a cold r
 its readers the fetched bytes from memory, so pushing a second copy of every byte through
 the page cache would only cost fresh pages (on this project's VMs, 2.7 CPU-s per GiB
 against 0.3 for O_DIRECT) and evict pages someone still reads.
+
+Locks. `_db` serialises calls into diskcache; `_lock` guards the hit, miss and error
+counters. Both are leaves: callers (fetcher, verifier) may hold their own locks when they
+call in, and nothing here calls out while holding one.
 """
 
 from __future__ import annotations

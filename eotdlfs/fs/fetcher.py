@@ -8,6 +8,15 @@ readers, then the file's running SHA-1 advances (`verify`), which holds back onl
 file's final block. Every block being fetched has one future in the in-flight map, so
 concurrent readers of the same block wait on one fetch. Read-ahead is bounded in total
 bytes queued or in flight across all open files, so many readers cannot blow up memory.
+
+Locks. `BlockFetcher._lock` guards the in-flight map, the read-ahead budget, the serials and
+the failure marks, and is held for map and counter work only, never during a request.
+`_failed_at` is written under it; `has_failed` and `check_not_failed` outside `demand` read it
+without (a dict lookup; `demand` checks again under the lock before any fetch starts). Order
+across objects: a FileVerifier's `lock` -> `BlockFetcher._lock` (hashing asks whether a
+block is in flight) -> `RecentBlocks._lock` and the BlockCache's locks (a block looked up
+in `demand`); the fetcher never takes a verifier's lock while holding its own. `FetchStats.lock`
+is a leaf. An `OpenFile`'s lock (reader.py) is never held while calling in here.
 """
 
 from __future__ import annotations

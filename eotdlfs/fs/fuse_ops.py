@@ -14,6 +14,10 @@ file's `OpenFile`, a staged file's handle, or a virtual file's bytes.
   `destroy()`. Paths given to it are relative to `/staging` ('/', '/datasets/NAME/...').
   Times are in nanoseconds (fusepy `use_ns`). An operation it lacks answers ENOTSUP.
 - `/.eotdlfs/status.json`         -> a snapshot of the mount's statistics.
+
+Locks. `EotdlfsOperations._lock` guards changes of the handle table and is a leaf; lookups
+by fh read the table without it (a dict lookup; the kernel uses an fh only after `open`
+returned it and never after `release`).
 """
 
 from __future__ import annotations
@@ -98,8 +102,7 @@ class EotdlfsOperations(Operations):
         self.mountpoint = mountpoint
         self.staging = staging
         self.started = time.time()
-        # guarded by _lock (taken for dict changes only; lookups by fh read the dict without it,
-        # safe in CPython, and the kernel never uses an fh before `open` returned it)
+        # changed under _lock, read without it (see the module's note on locks)
         self._lock = threading.Lock()
         self._handles: dict[int, tuple[str, Any]] = {}
         self._next_fh = itertools.count(1)

@@ -4,6 +4,15 @@ Record lists come from the repository and are refreshed after a TTL (kept on dis
 remount works while the server is down); a published version's file list never changes, so
 it is fetched once and kept on disk for good. Paths resolve to `Node`s; nothing here knows
 FUSE or HTTP.
+
+Locks. `Namespace._lock` guards the record lists, their check times and the version trees,
+and is held for dict operations only. `_nodes` and `_versions` are written under it but
+read without it on the hot path (`ls -l`, `stat`): each entry is published data that never
+changes once written, and a dict lookup is atomic in CPython, so a reader sees no entry or
+the right one. `_refresh_lock` lets one thread ask the repository for a kind's list while
+others keep the stale one; it is taken before `_lock`, never inside it. `server_reachable`
+is a plain flag written by the refreshing thread. No other object's lock is taken under
+either.
 """
 
 from __future__ import annotations
@@ -122,6 +131,7 @@ class Namespace:
         self._records: dict[str, dict[str, Record]] = {}
         self._checked: dict[str, float] = {}
         self._trees: dict[tuple[str, int], VersionTree] = {}
+        # Written under _lock, read without it (see the module's note on locks).
         # Paths inside a published version never change: resolved once, looked up after.
         self._nodes: dict[str, Node] = {}
         # Versions whose file list is loaded, by (kind, name, 'vN'): a file inside one is
@@ -248,9 +258,10 @@ class Namespace:
             node = Node(DIR, mtime, record=record, version=version.number)
         else:
             raise not_found(path)
-        if len(self._nodes) >= MAX_KEPT_NODES:
-            self._nodes.clear()
-        self._nodes[path] = node
+        with self._lock:
+            if len(self._nodes) >= MAX_KEPT_NODES:
+                self._nodes.clear()
+            self._nodes[path] = node
         return node
 
     def listed_file(self, path: str) -> tuple[FileEntry, float] | None:

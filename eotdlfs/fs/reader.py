@@ -3,6 +3,10 @@
 `ContentReader.read` is the whole cold and warm read path: advise the handle's read-ahead
 window, queue read-ahead fetches, then copy the requested range out of the bytes of recent
 fetches (memory), or out of cached blocks with `os.pread`.
+
+Locks. An `OpenFile`'s `lock` guards its read-ahead window and the blocks it keeps; it is
+held only for that bookkeeping and the copy out of a kept block, never while calling the
+fetcher, so it comes before no other lock.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ write-back knows only a put function. Order, and why:
 5. only once the server has published, rebase the overlay onto the new version and drop
    the staged bytes it now holds. On any failure the frozen files are released and every
    staged change stays; the error is kept for `eotdlfs status`.
+
+Locks. `RecordFlusher._lock` guards the flush state and the running thread; it is held for
+those fields only, never while calling the overlay, the journal or the services, so it is a
+leaf (the engine's progress calls take it from the ingest's threads).
 """
 
 from __future__ import annotations
