@@ -31,10 +31,9 @@ MIN_FREE_BYTES = 1 << 20
 MAX_RETRIES = 8  # copy-ups lost to a concurrent change before giving up
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class StagedHandle:
-    """One open staged or published file of a record. Set once; its fd is used by one caller at a time
-    per kernel request, and pread/pwrite need no lock."""
+    """One open staged or published file of a record (pread and pwrite on its fd need no lock)."""
 
     overlay: "StagingOverlay"
     upper: str | None  # staged file open through fd
