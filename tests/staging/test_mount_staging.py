@@ -405,3 +405,30 @@ def test_staged_changes_survive_kill_and_remount(tmp_path, repo_server, mount_fa
     assert sha1_tree(target) == before
     record = mount.status()["staging"]["records"][0]
     assert (record["changed"], record["deleted"]) == (1, 1 + len(list((target / "part1-renamed").iterdir()))), record
+
+
+def test_staged_bytes_deleted_behind_the_mount_give_eio_naming_the_file(tmp_path, repo_server, mount_factory,
+                                                                          unique_name):
+    name = unique_name("lost")
+    ingest_folder(client(repo_server), KIND, make_folder(tmp_path / "src", name, 2))
+    mount = mount_factory(repo_server, ttl=1)
+    record = staged(mount, name)
+    (record / "notes.txt").write_text("only here\n")
+    uppers = list(mount.cache_dir.glob(f"staging/{KIND}/{name}/upper/*"))
+    assert len(uppers) == 1
+    uppers[0].unlink()  # a cleaner run over the cache dir, say
+
+    assert "notes.txt" in os.listdir(record)
+    with pytest.raises(OSError) as lost:
+        (record / "notes.txt").read_bytes()
+    assert lost.value.errno == errno.EIO
+    result = flush_cli(tmp_path, repo_server, record)
+    assert result.returncode == 1 and f"{KIND}/{name}/notes.txt" in result.stderr, result.stderr
+    assert str(uppers[0]) not in result.stderr
+    assert f"{KIND}/{name}/notes.txt" in mount.status()["staging"]["records"][0]["error"]
+    log = mount.log.read_text()
+    assert f"{KIND}/{name}/notes.txt lost its bytes: {uppers[0]}" in log
+
+    (record / "notes.txt").unlink()  # what the error says to do
+    assert "notes.txt" not in os.listdir(record)
+    assert flush_cli(tmp_path, repo_server, record).returncode == 0 and published_versions(repo_server, name) == [1]
