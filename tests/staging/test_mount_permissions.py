@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from eotdlfs.client.ingest import ingest_folder
 from eotdlfs.fs.staging.control import FLUSH_XATTR
-from tests.client.helpers import client, make_folder
-from tests.staging.test_mount_staging import KIND, published_versions, staged
+from tests.staging.test_mount_staging import KIND, publish_and_mount, published_versions, staged
 
 OTHER_UID = 65534  # nobody, on every Debian
 PUBLISHED_FILE = "part0/file0000.txt"
@@ -56,10 +54,10 @@ def shared_mountpoint():
 
 @pytest.fixture
 def shared_mount(shared_mountpoint, tmp_path, repo_server, unique_name, mount_factory):
-    """A dataset published as v1, mounted with --allow-other where the other user can reach it."""
+    """A dataset published as v1, mounted with --allow-other where the other user can reach it; (mount, name)."""
     name = unique_name("perm")
-    ingest_folder(client(repo_server), KIND, make_folder(tmp_path / "src", name, 3))
-    mount = mount_factory(repo_server, ttl=1, extra_args=("--allow-other",), path=shared_mountpoint)
+    mount, _ = publish_and_mount(tmp_path, repo_server, mount_factory, name, 3, extra_args=("--allow-other",),
+                                 path=shared_mountpoint)
     return mount, name
 
 
@@ -86,13 +84,13 @@ def test_allow_other_holds_mode_bits_for_another_user(shared_mount):
         done = as_other("cat", str(readable))
         assert done.returncode == 0 and done.stdout == published.read_text(), done.stderr
 
-    done = as_other("sh", "-c", f"mkdir '{record / 'open' / 'sub'}' && echo mine > '{record / 'open' / 'sub' / 'mine.txt'}'")
+    sub, mine = record / "open" / "sub", record / "open" / "sub" / "mine.txt"
+    done = as_other("sh", "-c", f"mkdir '{sub}' && echo mine > '{mine}'")
     assert done.returncode == 0, done.stderr
-    for made in (record / "open" / "sub", record / "open" / "sub" / "mine.txt"):
+    for made in (sub, mine):
         assert (made.stat().st_uid, made.stat().st_gid) == (OTHER_UID, OTHER_UID)
-    assert as_other("sh", "-c", f"echo more >> '{record / 'open' / 'sub' / 'mine.txt'}'").returncode == 0
+    assert as_other("sh", "-c", f"echo more >> '{mine}'").returncode == 0
     mount.remount()  # the journal keeps who made each node
-    mine = record / "open" / "sub" / "mine.txt"
     assert mine.read_text() == "mine\nmore\n" and mine.stat().st_uid == OTHER_UID
 
 

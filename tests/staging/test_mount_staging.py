@@ -55,6 +55,13 @@ def sha1_tree(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def publish_and_mount(tmp_path: Path, server, mount_factory, name: str, files: int, **mount_options):
+    """NAME published as v1 with FILES small files, and a mount of SERVER (ttl 1 s); (mount, staged record folder)."""
+    ingest_folder(client(server), KIND, make_folder(tmp_path / "src", name, files))
+    mount = mount_factory(server, ttl=1, **mount_options)
+    return mount, staged(mount, name)
+
+
 @pytest.fixture
 def published(tmp_path, repo_server, unique_name):
     """A dataset of 500 files (metadata.yml included) ingested as v1."""
@@ -221,9 +228,7 @@ def test_someone_elses_dataset_is_refused_and_kept(tmp_path, repo_server, mount_
 def test_server_down_during_flush_keeps_the_stage_and_a_later_flush_works(tmp_path, fresh_server, mount_factory,
                                                                           unique_name):
     name = unique_name("down")
-    ingest_folder(client(fresh_server), KIND, make_folder(tmp_path / "src", name, 5))
-    mount = mount_factory(fresh_server, ttl=1)
-    target = staged(mount, name)
+    mount, target = publish_and_mount(tmp_path, fresh_server, mount_factory, name, 5)
     (target / "new.txt").write_text("survives\n")
     fresh_server.stop()
     try:
@@ -410,9 +415,7 @@ def test_staged_changes_survive_kill_and_remount(tmp_path, repo_server, mount_fa
 def test_staged_bytes_deleted_behind_the_mount_give_eio_naming_the_file(tmp_path, repo_server, mount_factory,
                                                                           unique_name):
     name = unique_name("lost")
-    ingest_folder(client(repo_server), KIND, make_folder(tmp_path / "src", name, 2))
-    mount = mount_factory(repo_server, ttl=1)
-    record = staged(mount, name)
+    mount, record = publish_and_mount(tmp_path, repo_server, mount_factory, name, 2)
     (record / "notes.txt").write_text("only here\n")
     uppers = list(mount.cache_dir.glob(f"staging/{KIND}/{name}/upper/*"))
     assert len(uppers) == 1
