@@ -147,10 +147,10 @@ class StagingOverlay:
             first = upper not in self._lost
             self._lost.add(upper)
         if first:
-            log.error("staged file %s lost its bytes: %s was deleted outside eotdlfs; remove the file or "
-                      "write it again", where, self.upper_path(upper))
-        return OSError(errno.EIO, "its staged bytes were deleted outside eotdlfs; remove the file or write it again",
-                       where)
+            log.error("staged file %s lost its bytes: %s was deleted outside eotdlfs; remove the file and "
+                      "copy it in again", where, self.upper_path(upper))
+        return OSError(errno.EIO, "its staged bytes were deleted outside eotdlfs; remove the file and copy it in "
+                                  "again", where)
 
     @contextmanager
     def _staged_bytes(self, path: str, upper: str) -> Iterator[Path]:
