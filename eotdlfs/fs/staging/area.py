@@ -330,7 +330,7 @@ class StagingArea:
             self._overlay(kind, name, path).chmod(rel, mode)
 
     def chown(self, path: str, uid: int, gid: int) -> None:
-        """Accepted and ignored (rsync -a and tar as root chown everything); files belong to the mount's user."""
+        """Accepted and ignored (rsync -a and tar as root chown everything); a node keeps the owner it was made by."""
         self.getattr(path)
 
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
