@@ -83,7 +83,8 @@ def mount(
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Block cache and state (default: the user cache dir)."),
     cache_size: str = typer.Option("20G", "--cache-size", help="Block cache limit, e.g. 500M, 20G (LRU eviction)."),
     foreground: bool = typer.Option(False, "--foreground", help="Serve in this process until unmounted."),
-    allow_other: bool = typer.Option(False, "--allow-other", help="Let other users see the mount."),
+    allow_other: bool = typer.Option(False, "--allow-other", help="Let other users see the mount: they read, and "
+                                     "write where the mode bits let them; only you flush."),
     autoflush: float = typer.Option(None, "--autoflush", help="Flush staged changes after this many idle seconds."),
     ttl: float = typer.Option(10.0, "--ttl", help="Seconds before record and version lists are refreshed."),
 ) -> None:

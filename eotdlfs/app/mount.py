@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from eotdlfs.client.settings import resolve_settings
 from eotdlfs.fs.context import MountContext, MountOptions, build_context
 from eotdlfs.fs.fetcher import Content
 from eotdlfs.fs.fuse_ops import EotdlfsOperations, run_fuse
-from eotdlfs.fs.mount import clean_stale
+from eotdlfs.fs.mount import PRIVATE_UMASK, clean_stale, make_private
 from eotdlfs.fs.reader import OpenFile
 from eotdlfs.fs.staging.area import StagingArea
 from eotdlfs.fs.staging.files import BaseVersion
@@ -37,6 +38,8 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
     """Mount and serve until unmounted (this is the mount process)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     mountpoint, cache_dir = Path(mountpoint).absolute(), Path(cache_dir)
+    make_private(cache_dir)
+    os.umask(PRIVATE_UMASK)  # covers what diskcache, SQLite and logging create there, not only our own files
     clean_stale(mountpoint)
     settings, embedded = settings_or_local(resolve_settings(api_url))
     api = ApiClient(settings)

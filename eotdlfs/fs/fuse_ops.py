@@ -13,6 +13,9 @@ file's `OpenFile`, a staged file's handle, or a virtual file's bytes.
   `utimens`, `getxattr`, `listxattr`, `readlink`, `symlink`, `statfs`, `status() -> dict`,
   `destroy()`. Paths given to it are relative to `/staging` ('/', '/datasets/NAME/...').
   Times are in nanoseconds (fusepy `use_ns`). An operation it lacks answers ENOTSUP.
+  `create` and `mkdir` also get the caller's `uid=`, `gid=` (the new node's owner) and
+  `setxattr` its `uid=` (only the mount's user may flush): with `--allow-other` the
+  caller is not always the mount's user.
 - `/.eotdlfs/status.json`         -> a snapshot of the mount's statistics.
 
 Locks. `EotdlfsOperations._lock` guards changes of the handle table and is a leaf; lookups
@@ -33,7 +36,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from fuse import FUSE, FuseOSError, Operations, c_stat, set_st_attrs
+from fuse import FUSE, FuseOSError, Operations, c_stat, fuse_get_context, set_st_attrs
 
 from eotdlfs.fs.context import MountContext
 from eotdlfs.fs.errors import logged_errno
@@ -111,11 +114,11 @@ class EotdlfsOperations(Operations):
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _stage(self, op: str, path: str, *args):
+    def _stage(self, op: str, path: str, *args, **kwargs):
         method = getattr(self.staging, op, None)
         if method is None:
             raise FuseOSError(errno.ENOTSUP)
-        return method(path, *args)
+        return method(path, *args, **kwargs)
 
     def _add_handle(self, owner: str, value: Any) -> int:
         with self._lock:
@@ -296,7 +299,9 @@ class EotdlfsOperations(Operations):
 
     @_guarded
     def create(self, path, mode, fi):
-        fi.fh = self._add_handle(STAGED, self._stage("create", self._writable_for(path), mode, fi.flags))
+        uid, gid, _ = fuse_get_context()
+        fi.fh = self._add_handle(STAGED, self._stage("create", self._writable_for(path), mode, fi.flags,
+                                                     uid=uid, gid=gid))
         return 0
 
     @_guarded
@@ -324,7 +329,8 @@ class EotdlfsOperations(Operations):
 
     @_guarded
     def mkdir(self, path, mode):
-        return self._stage("mkdir", self._writable_for(path), mode)
+        uid, gid, _ = fuse_get_context()
+        return self._stage("mkdir", self._writable_for(path), mode, uid=uid, gid=gid)
 
     @_guarded
     def rmdir(self, path):
@@ -363,7 +369,7 @@ class EotdlfsOperations(Operations):
     @_guarded
     def setxattr(self, path, name, value, options, position=0):
         staged = self._writable_for(path)
-        return self._stage("setxattr", staged, name, value, options, position)
+        return self._stage("setxattr", staged, name, value, options, position, uid=fuse_get_context()[0])
 
     @_guarded
     def removexattr(self, path, name):
@@ -414,5 +420,7 @@ def run_fuse(operations: EotdlfsOperations, mountpoint: str, allow_other: bool =
                    negative_timeout=0, max_read=1 << 20, max_readahead=1 << 20, big_writes=True,
                    auto_unmount=True)
     if allow_other:
-        options["allow_other"] = True
+        # Other users then reach the mount: the kernel must check mode bits for them as on a
+        # disk (without default_permissions it checks nothing and every caller may write).
+        options.update(allow_other=True, default_permissions=True)
     _DirectFUSE(operations, mountpoint, **options)

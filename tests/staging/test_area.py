@@ -313,11 +313,15 @@ def test_rmdir_of_a_new_record_forgets_everything_kept_for_it(tmp_path, repo):
 
 
 @pytest.fixture
-def operations(tmp_path, repo):
-    """The FUSE adapter over a staging area, called as libfuse would (no kernel needed for flags)."""
+def operations(tmp_path, repo, monkeypatch):
+    """The FUSE adapter over a staging area, called as libfuse would (no kernel needed for flags);
+    the caller's ids, which libfuse gives each request, are this process's."""
+    from eotdlfs.fs import fuse_ops
     from eotdlfs.fs.context import MountOptions, build_context
     from eotdlfs.fs.fuse_ops import EotdlfsOperations
     from tests.fs.fakes import MemoryRepository
+
+    monkeypatch.setattr(fuse_ops, "fuse_get_context", lambda: (os.getuid(), os.getgid(), os.getpid()))
 
     context = build_context(MemoryRepository(), MountOptions(cache_dir=tmp_path / "cache"))
     area = make_area(tmp_path, repo)

@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from eotdlfs.fs.staging.files import BaseFile, staging_error
 from eotdlfs.fs.staging.journal import Node
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from eotdlfs.fs.staging.overlay import StagingOverlay
 
 COPY_CHUNK = 4 << 20
+STAGED_FILE_MODE = 0o600  # staged bytes may be unpublished: the mount's user alone reads them on disk
 # Staged bytes never take the last of the disk: the journal needs room to record even the
 # unlink that frees space again, else a full disk could not be cleaned through the mount.
 MIN_FREE_BYTES = 1 << 20
@@ -43,6 +44,11 @@ class StagedHandle:
     writable: bool
 
 
+def _new_staged_file(path: Path) -> BinaryIO:
+    """PATH created for writing with STAGED_FILE_MODE, whatever the umask."""
+    return os.fdopen(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, STAGED_FILE_MODE), "wb")
+
+
 class OpenFiles:
     """The open-file half of `StagingOverlay` (a mixin: it uses the overlay's lock, journal and counters)."""
 
@@ -56,7 +62,7 @@ class OpenFiles:
     def _new_upper_locked(self, node: Node, now_ns: int) -> Node:
         """Give NODE a new, empty staged file (O_TRUNC, truncate to 0, or a frozen file being replaced)."""
         upper = uuid.uuid4().hex
-        os.close(os.open(self.upper_path(upper), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        _new_staged_file(self.upper_path(upper)).close()
         staged = replace(node, upper=upper, base_path=None, mtime_ns=now_ns)
         try:
             with self.journal.transaction() as tx:
@@ -79,7 +85,8 @@ class OpenFiles:
         _check_room(os.statvfs(self.upper_dir), size)
         try:
             if node.upper:
-                with open(self.upper_path(node.upper), "rb") as src, open(target, "xb") as dst:
+                with self._staged_bytes(node.path, node.upper) as source, open(source, "rb") as src, \
+                        _new_staged_file(target) as dst:
                     _copy_bytes(src, dst, size)
             else:
                 self._copy_base(node, target, size)
@@ -99,7 +106,7 @@ class OpenFiles:
             raise staging_error(errno.EIO, node.path)
         source = self._open_base(entry)
         try:
-            with open(target, "xb") as dst:
+            with _new_staged_file(target) as dst:
                 offset = 0
                 while offset < size:
                     chunk = source.read(offset, min(COPY_CHUNK, size - offset))
@@ -140,7 +147,8 @@ class OpenFiles:
                 if node.is_dir:
                     raise staging_error(errno.EISDIR, path)
                 if node.upper:
-                    fd = os.open(self.upper_path(node.upper), os.O_RDONLY)
+                    with self._staged_bytes(path, node.upper) as upper:
+                        fd = os.open(upper, os.O_RDONLY)
                     return self._opened_locked(node.upper, fd, None, 0, False)
                 entry = self.journal.base_entry(node.base_path)
                 if entry is None:
@@ -151,21 +159,24 @@ class OpenFiles:
         node = self._writable_node(path, 0 if flags & os.O_TRUNC else None)
         try:
             # O_APPEND on the staged file makes every pwrite append, whatever size the kernel believed.
-            fd = os.open(self.upper_path(node.upper), os.O_RDWR | (flags & os.O_APPEND))
+            with self._staged_bytes(path, node.upper) as upper:
+                fd = os.open(upper, os.O_RDWR | (flags & os.O_APPEND))
             if flags & os.O_TRUNC:
                 os.ftruncate(fd, 0)
             return self._opened_locked(node.upper, fd, None, 0, True)
         finally:
             self._lock.release()
 
-    def create(self, path: str, mode: int, flags: int = os.O_WRONLY) -> StagedHandle:
+    def create(self, path: str, mode: int, flags: int = os.O_WRONLY, uid: int | None = None,
+               gid: int | None = None) -> StagedHandle:
+        """A new staged file (or PATH opened, when it exists), owned by UID:GID (None: the mount's user)."""
         for _ in range(MAX_RETRIES):
             with self._lock:
                 if self.journal.node(path) is None:
                     self._check_parent(path)
                     self._begin_change_locked()
-                    node = self._new_upper_locked(Node(path, False, mode=stat.S_IFREG | (mode & 0o7777)),
-                                                  time.time_ns())
+                    node = Node(path, False, mode=stat.S_IFREG | (mode & 0o7777), uid=uid, gid=gid)
+                    node = self._new_upper_locked(node, time.time_ns())
                     fd = os.open(self.upper_path(node.upper), os.O_RDWR | (flags & os.O_APPEND))
                     return self._opened_locked(node.upper, fd, None, 0, True)
                 if flags & os.O_EXCL:
@@ -198,7 +209,8 @@ class OpenFiles:
             return
         node = self._writable_node(path, length)
         try:
-            os.truncate(self.upper_path(node.upper), length)
+            with self._staged_bytes(path, node.upper) as upper:
+                os.truncate(upper, length)
         finally:
             self._lock.release()
 

@@ -20,25 +20,30 @@ StagingJournal._lock; a RecordFlusher's lock is never held while calling the ove
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from eotdlfs.fs.staging.files import BaseVersion, OpenBase, staging_error
 from eotdlfs.fs.staging.journal import Node, StagingJournal, parent_of
 from eotdlfs.fs.staging.openfiles import OpenFiles, StagedHandle
 from eotdlfs.fs.staging.publishing import Publishing
 
+log = logging.getLogger(__name__)
 
-def _attrs(mode: int, nlink: int, size: int, mtime_ns: int) -> dict:
-    return {"st_mode": mode, "st_nlink": nlink, "st_size": size, "st_blocks": -(-size // 512),
+
+def _attrs(node: Node, nlink: int, size: int, mtime_ns: int) -> dict:
+    return {"st_mode": node.mode, "st_nlink": nlink, "st_size": size, "st_blocks": -(-size // 512),
             "st_mtime": mtime_ns, "st_atime": mtime_ns, "st_ctime": mtime_ns,
-            "st_uid": os.getuid(), "st_gid": os.getgid()}
+            "st_uid": os.getuid() if node.uid is None else node.uid,
+            "st_gid": os.getgid() if node.gid is None else node.gid}
 
 
 class StagingOverlay(OpenFiles, Publishing):
@@ -60,6 +65,7 @@ class StagingOverlay(OpenFiles, Publishing):
         self._released = threading.Condition(self._lock)
         self._open_count = 0  # files open (the handles live in the mount's handle table)
         self._writers: Counter[str] = Counter()
+        self._lost: set[str] = set()  # upper ids found deleted behind our back (logged once each)
         self._frozen: set[str] = {f.key for f in self.frozen_files()}
         self._dirty: bool = self.journal.get_meta("dirty", False)
         self.last_change = 0.0  # time.monotonic() of the last change, for autoflush
@@ -90,6 +96,27 @@ class StagingOverlay(OpenFiles, Publishing):
 
     def upper_path(self, upper: str) -> Path:
         return self.upper_dir / upper
+
+    def _lost_bytes(self, path: str, upper: str) -> OSError:
+        """EIO naming the user's file PATH, whose staged file UPPER was deleted outside eotdlfs
+        (logged once with the internal path). Not ENOENT: `ls` shows the file, and `rm` removes it."""
+        where = f"{self.kind}/{self.name}/{path}"
+        with self._lock:
+            first = upper not in self._lost
+            self._lost.add(upper)
+        if first:
+            log.error("staged file %s lost its bytes: %s was deleted outside eotdlfs; remove the file and "
+                      "copy it in again", where, self.upper_path(upper))
+        return OSError(errno.EIO, "its staged bytes were deleted outside eotdlfs; remove the file and copy it in "
+                                  "again", where)
+
+    @contextmanager
+    def _staged_bytes(self, path: str, upper: str) -> Iterator[Path]:
+        """The staged file UPPER of the user's file PATH; FileNotFoundError inside becomes `_lost_bytes`."""
+        try:
+            yield self.upper_path(upper)
+        except FileNotFoundError:
+            raise self._lost_bytes(path, upper) from None
 
     def _begin_change_locked(self) -> None:
         self.last_change = time.monotonic()
@@ -123,7 +150,8 @@ class StagingOverlay(OpenFiles, Publishing):
 
     def _size(self, node: Node) -> int:
         if node.upper:
-            return os.stat(self.upper_path(node.upper)).st_size
+            with self._staged_bytes(node.path, node.upper) as upper:
+                return os.stat(upper).st_size
         entry = self.journal.base_entry(node.base_path) if node.base_path else None
         return entry.size if entry else 0
 
@@ -132,17 +160,18 @@ class StagingOverlay(OpenFiles, Publishing):
         if handle is not None and handle.fd is not None:
             node = self.journal.node(path) or Node(path, False)
             st = os.fstat(handle.fd)
-            return _attrs(node.mode, 1, st.st_size, st.st_mtime_ns)
+            return _attrs(node, 1, st.st_size, st.st_mtime_ns)
         node = self._lookup(path)
         if node.is_dir:
-            return _attrs(node.mode, 2, 0, node.mtime_ns)
+            return _attrs(node, 2, 0, node.mtime_ns)
         if node.upper:
             try:
                 st = os.stat(self.upper_path(node.upper))
             except FileNotFoundError:
-                raise staging_error(errno.ENOENT, path) from None
-            return _attrs(node.mode, 1, st.st_size, st.st_mtime_ns)
-        return _attrs(node.mode, 1, self._size(node), node.mtime_ns)
+                self._lost_bytes(path, node.upper)  # logged; a stat that failed would keep `rm` from removing it
+                return _attrs(node, 1, 0, node.mtime_ns)
+            return _attrs(node, 1, st.st_size, st.st_mtime_ns)
+        return _attrs(node, 1, self._size(node), node.mtime_ns)
 
     def readdir(self, path: str) -> list[str]:
         node = self._lookup(path)
@@ -162,14 +191,14 @@ class StagingOverlay(OpenFiles, Publishing):
 
     # -- tree changes -------------------------------------------------------------------
 
-    def mkdir(self, path: str, mode: int) -> None:
+    def mkdir(self, path: str, mode: int, uid: int | None = None, gid: int | None = None) -> None:
         with self._lock:
             if self.journal.node(path) is not None:
                 raise staging_error(errno.EEXIST, path)
             self._check_parent(path)
             self._begin_change_locked()
             with self.journal.transaction() as tx:
-                tx.put(Node(path, True, mode=stat.S_IFDIR | (mode & 0o7777), mtime_ns=time.time_ns()))
+                tx.put(Node(path, True, mode=stat.S_IFDIR | (mode & 0o7777), mtime_ns=time.time_ns(), uid=uid, gid=gid))
 
     def rmdir(self, path: str) -> None:
         with self._lock:
@@ -229,7 +258,8 @@ class StagingOverlay(OpenFiles, Publishing):
         with self._lock:
             node = self._lookup(path)
             if node.upper:
-                os.utime(self.upper_path(node.upper), ns=(mtime_ns, mtime_ns))
+                with self._staged_bytes(path, node.upper) as upper:
+                    os.utime(upper, ns=(mtime_ns, mtime_ns))
                 return
             with self.journal.transaction() as tx:
                 tx.put(replace(node, mtime_ns=mtime_ns))

@@ -83,11 +83,9 @@ class Publishing:
                     raise OSError(errno.EBUSY, f"{busy[0]} is still open for writing after {timeout:.0f} s;"
                                                " close it and flush again")
                 self._released.wait(min(remaining, 1.0))
-            staged = [
-                StagedFile(path, os.stat(self.upper_path(upper)).st_size, None, self.upper_path(upper), upper)
-                if upper else StagedFile(path, entry.size, entry.checksum, None, f"base:{entry.path}")
-                for path, upper, entry in files
-            ]
+            staged = [self._staged_file(path, upper) if upper
+                      else StagedFile(path, entry.size, entry.checksum, None, f"base:{entry.path}")
+                      for path, upper, entry in files]
             self.journal.set_meta("frozen", [f.to_json() for f in staged])
             self._frozen = {f.key for f in staged}
             return staged
@@ -97,12 +95,20 @@ class Publishing:
 
         Frozen files cannot change, so their hash is exact (no size+mtime guess) and a
         resumed flush does not read them again."""
-        hashed = [f if f.checksum or f.local_path is None else replace(f, checksum=sha1_file(f.local_path))
+        hashed = [f if f.checksum or f.local_path is None else replace(f, checksum=self._hash_staged(f))
                   for f in shipped]
         with self._lock:
             if self._frozen == {f.key for f in hashed}:
                 self.journal.set_meta("frozen", [f.to_json() for f in hashed])
         return hashed
+
+    def _staged_file(self, path: str, upper: str) -> StagedFile:
+        with self._staged_bytes(path, upper) as local:
+            return StagedFile(path, os.stat(local).st_size, None, local, upper)
+
+    def _hash_staged(self, staged: StagedFile) -> str:
+        with self._staged_bytes(staged.path, staged.key):
+            return sha1_file(staged.local_path)
 
     def read_staged(self, staged: StagedFile) -> bytes:
         """The whole content of a frozen file (metadata.yml, read before a flush)."""
