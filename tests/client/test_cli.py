@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 
 import pytest
 
-from client.helpers import assert_one_line_error, cli_env, client, make_folder, run_cli, write_metadata
+from client.helpers import (OUTSIDE_LINKS, assert_one_line_error, cli_env, client, make_folder, make_outside_link,
+                            run_cli, write_metadata)
 from eotdlfs.client.errors import NotFound
 
 
@@ -132,3 +134,47 @@ def test_without_an_api_url_the_embedded_repository_is_used(unique_name, tmp_pat
     assert f"{name} v1: 3 uploaded" in run_cli(env, "ingest", str(folder)).stdout
     got = run_cli(env, "get", name, "--out", str(tmp_path / "out"))
     assert got.returncode == 0 and (tmp_path / "out" / name / "v1" / "metadata.yml").is_file(), got.stderr
+
+
+@pytest.mark.parametrize("case", OUTSIDE_LINKS)
+def test_a_link_out_of_the_folder_fails_naming_it_and_creates_nothing(repo_server, unique_name, tmp_path, case):
+    folder, link, target = make_outside_link(tmp_path, case)
+    name = unique_name("escape")
+    write_metadata(folder, name)
+    result = run_cli(cli_env(tmp_path, repo_server.url, repo_server.token("alice")), "ingest", str(folder))
+    line = assert_one_line_error(result, "leads outside", str(folder))
+    assert f"{folder / link}: symlink to {target}" in line or case == "chain"  # chain: either of its two links
+    assert no_record(repo_server, name)
+
+
+def test_a_link_out_of_an_ingested_folder_makes_no_draft(repo_server, unique_name, tmp_path):
+    name = unique_name("escape")
+    folder = make_folder(tmp_path / "src", name, 2)
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    assert run_cli(env, "ingest", str(folder)).returncode == 0
+    (tmp_path / "shadow").write_text("root:$6$secret")
+    (folder / "shadow_link").symlink_to(tmp_path / "shadow")
+    before = repo_server.stats()["uploads"]
+    assert_one_line_error(run_cli(env, "ingest", str(folder)), f"{folder}/shadow_link: symlink to {tmp_path}/shadow")
+    record = client(repo_server).record_by_name("datasets", name)
+    assert [v["version_id"] for v in record["versions"]] == [1] and not record["drafts"]
+    assert repo_server.stats()["uploads"] == before
+
+
+def test_links_inside_the_folder_are_ingested_as_cp_rL_would_copy_them(repo_server, unique_name, tmp_path):
+    name = unique_name("inside")
+    folder = make_folder(tmp_path / "src", name, 1)
+    (folder / "scenes").mkdir()
+    (folder / "scenes" / "a.tif").write_bytes(b"scene a")
+    (folder / "latest.tif").symlink_to("scenes/a.tif")
+    (folder / "current").symlink_to("scenes")
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    result = run_cli(env, "ingest", str(folder))
+    assert result.returncode == 0 and f"{name} v1: 5 uploaded" in result.stdout, result.stderr
+    api = client(repo_server)
+    files = {f["filename"]: f["checksum"] for f in api.files("datasets", api.record_by_name("datasets", name)["id"], 1)}
+    scene = hashlib.sha1(b"scene a").hexdigest()
+    assert files["scenes/a.tif"] == files["latest.tif"] == files["current/a.tif"] == scene
+    got = run_cli(env, "get", name, "--out", str(tmp_path / "out"))
+    v1 = tmp_path / "out" / name / "v1"
+    assert got.returncode == 0 and not (v1 / "current").is_symlink() and (v1 / "current" / "a.tif").read_bytes() == b"scene a"
