@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import subprocess
+import sys
 
 import pytest
 
-from client.helpers import (OUTSIDE_LINKS, assert_one_line_error, cli_env, client, make_folder, make_outside_link,
+from client.helpers import (CLI_TIMEOUT_S, OUTSIDE_LINKS, assert_one_line_error, cli_env, client, make_folder, make_outside_link,
                             run_cli, write_metadata)
 from eotdlfs.client.errors import NotFound
 
@@ -178,3 +180,44 @@ def test_links_inside_the_folder_are_ingested_as_cp_rL_would_copy_them(repo_serv
     got = run_cli(env, "get", name, "--out", str(tmp_path / "out"))
     v1 = tmp_path / "out" / name / "v1"
     assert got.returncode == 0 and not (v1 / "current").is_symlink() and (v1 / "current" / "a.tif").read_bytes() == b"scene a"
+
+
+def test_token_file_and_standard_input_keep_the_token_out_of_the_command_line(repo_server, unique_name, tmp_path):
+    name = unique_name("tokenfile")
+    folder = make_folder(tmp_path / "src", name, 2)
+    env = cli_env(tmp_path, repo_server.url, None)  # no EOTDL_TOKEN: the file is the only credential
+    token_file = tmp_path / "token"
+    token_file.write_text(repo_server.token("alice") + "\n")
+    token_file.chmod(0o600)
+    done = run_cli(env, "ingest", str(folder), "--token-file", str(token_file))
+    assert done.returncode == 0 and f"{name} v1: 3 uploaded" in done.stdout, done.stderr
+    assert client(repo_server).record_by_name("datasets", name)["uid"] == "alice"
+    (folder / "more.txt").write_text("more")
+    piped = subprocess.run([sys.executable, "-m", "eotdlfs", "ingest", str(folder), "--token-file", "-"], env=env,
+                           input=repo_server.token("alice"), capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    assert piped.returncode == 0 and f"{name} v2: 1 uploaded" in piped.stdout, piped.stderr
+    listed = run_cli(env, "list", "--match", name, "--token-file", str(token_file))
+    assert listed.returncode == 0 and name in listed.stdout
+
+
+def test_a_bad_token_file_fails_in_one_line_and_creates_nothing(repo_server, unique_name, tmp_path):
+    name = unique_name("tokenfile")
+    folder = make_folder(tmp_path / "src", name, 1)
+    env = cli_env(tmp_path, repo_server.url, None)
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "two").write_text("a b\n")
+    assert_one_line_error(run_cli(env, "ingest", str(folder), "--token-file", str(tmp_path / "missing")),
+                          f"cannot read the token file {tmp_path / 'missing'}: No such file or directory")
+    assert_one_line_error(run_cli(env, "ingest", str(folder), "--token-file", str(tmp_path / "empty")),
+                          "must hold the token alone, found nothing")
+    assert_one_line_error(run_cli(env, "get", name, "--token-file", str(tmp_path / "two")), "found 2 words")
+    assert_one_line_error(run_cli(env, "ingest", str(folder), "--token", "T", "--token-file", str(tmp_path / "two")),
+                          "give --token or --token-file, not both")
+    assert no_record(repo_server, name)
+
+
+@pytest.mark.parametrize("command", ["ingest", "get", "list"])
+def test_help_says_token_shows_in_ps_and_offers_a_token_file(tmp_path, command):
+    shown = run_cli(cli_env(tmp_path, None, None), command, "--help")
+    text = " ".join(shown.stdout.replace("│", " ").split())
+    assert shown.returncode == 0 and "sees it in `ps`" in text and "--token-file" in text, shown.stdout
