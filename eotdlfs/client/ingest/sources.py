@@ -54,14 +54,13 @@ def _walk(root: Path) -> list[tuple[str, Path, os.stat_result]]:
         directory, prefix, walked = pending.pop()
         with os.scandir(directory) as entries:
             for entry in entries:
-                rel, path = prefix + entry.name, Path(entry.path)
-                if entry.is_symlink():
-                    path = resolve_inside(path, root)
-                    if path.is_dir() and any(d.is_relative_to(path) for d in walked):
+                rel, link = prefix + entry.name, entry.is_symlink()
+                path = resolve_inside(Path(entry.path), root) if link else Path(entry.path)
+                st = path.stat() if link else entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    if link and any(d.is_relative_to(path) for d in walked):
                         raise RefusedSymlink(f"{entry.path}: symlink to {os.readlink(entry.path)} is a loop "
                                              "(it leads to a folder that contains it)")
-                st = path.stat()
-                if stat.S_ISDIR(st.st_mode):
                     pending.append((path, rel + "/", (*walked, path)))
                 elif stat.S_ISREG(st.st_mode):
                     found.append((rel, path, st))
