@@ -10,13 +10,16 @@ it; the rule then changes what the client gets back:
 - `stall`     the request's headers and AT bytes of its body reach the server, then nothing
               more for DELAY seconds; then both connections are reset (a crash test kills
               the server meanwhile: "mid-upload")
+- `pause`     AT bytes of the request body are read, then no more for DELAY seconds (a
+              server busy elsewhere: once the socket buffers fill, about 3 MiB on loopback,
+              the client's send blocks); then the request is read and served as usual
 - `error500`  a 500 answer instead of the server's (the request is NOT forwarded)
 - `drop`      the connection is closed before the request is forwarded
 
 A rule matches by method and a regex on the path (with query), for its next COUNT
 requests (or until cleared), after letting its first AFTER matches through. `struck` is set
 once the fault is in effect (for `slow`: the server has answered; for `stall`: the partial
-request is sent), so a test can act at that moment. Rules are switched at runtime from the test thread; the
+request is sent; for `pause`: the reading stopped), so a test can act at that moment. Rules are switched at runtime from the test thread; the
 proxy counts every fault it injects, for the suite's report.
 """
 
@@ -33,7 +36,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-MODES = ("reset", "truncate", "corrupt", "slow", "stall", "error500", "drop")
+MODES = ("reset", "truncate", "corrupt", "slow", "stall", "pause", "error500", "drop")
 MAX_BODY = 512 * 1024 * 1024  # bigger request bodies are refused: tests never need them
 MAX_DELAY_S = 120.0
 CHUNK = 256 * 1024
@@ -51,7 +54,7 @@ class Fault:
     method: str | None = None
     count: int | None = None
     at: int = 0          # body offset where reset/truncate/corrupt strike (clamped to the body)
-    delay: float = 0.0   # seconds, for `slow` and `stall`
+    delay: float = 0.0   # seconds, for `slow`, `stall` and `pause`
     after: int = 0       # matching requests let through before the fault strikes
     hits: int = field(default=0, init=False)
     seen: int = field(default=0, init=False)
@@ -177,10 +180,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _relay(self) -> None:
         fault = self.proxy._take_fault(self.command, self.path)
-        body = self._read_request_body()
+        body = self._read_request_body(fault if fault is not None and fault.mode == "pause" else None)
         if body is None:
             return
-        if fault is not None and fault.mode not in ("slow", "stall"):  # those two strike later
+        if fault is not None and fault.mode not in ("slow", "stall", "pause"):  # those strike elsewhere
             fault.struck.set()
         if fault is not None and fault.mode == "drop":
             self._reset()
@@ -203,14 +206,20 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 return
         self._send_response(response, fault)
 
-    def _read_request_body(self) -> bytes | None:
+    def _read_request_body(self, pause: Fault | None = None) -> bytes | None:
+        """The request's body; with PAUSE, its reading stops for the fault's delay after its AT bytes."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._read_chunked()
         length = int(self.headers.get("Content-Length") or 0)
         if not 0 <= length <= MAX_BODY:
             self._send_error500(b'{"detail":"proxy: request body too large"}', status=413)
             return None
-        return self.rfile.read(length)
+        head = b""
+        if pause is not None:
+            head = self.rfile.read(min(max(pause.at, 0), length))
+            pause.struck.set()
+            pause.released.wait(pause.delay)
+        return head + self.rfile.read(length - len(head))
 
     def _read_chunked(self) -> bytes:
         chunks, total = [], 0

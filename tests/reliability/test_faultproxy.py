@@ -137,6 +137,15 @@ def test_stall_sends_part_of_the_request_then_resets(proxy: FaultProxy) -> None:
     assert fault.struck.is_set() and _Upstream.hits == ["/up"]  # it began, and never got its body
 
 
+def test_pause_stops_reading_the_request_body_then_serves_it_whole(proxy: FaultProxy) -> None:
+    fault = proxy.inject("pause", "up", at=1000, delay=1.0)
+    body = BODY * 8  # 8 MiB: more than the socket buffers hold, so the sender waits
+    start = time.monotonic()
+    answer = requests.post(proxy.url + "up", data=body, timeout=10)
+    assert answer.text == hashlib.sha1(body).hexdigest() and fault.struck.is_set()
+    assert time.monotonic() - start >= 1.0 and _Upstream.hits == ["/up"]
+
+
 def test_after_lets_the_first_matches_through(proxy: FaultProxy) -> None:
     fault = proxy.inject("error500", "a", after=2, count=1)
     codes = [requests.get(proxy.url + "a", timeout=10).status_code for _ in range(4)]
