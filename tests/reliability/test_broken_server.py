@@ -68,7 +68,7 @@ def make_record(server: Any, folder: Path, name: str, files: dict[str, bytes]) -
 
 
 def test_bad_names_from_the_server_are_left_out_and_logged_once(module_server, mount_factory, unique_name,
-                                                                  tmp_path) -> None:
+                                                                  tmp_path, tally) -> None:
     name = unique_name("hostile")
     files = {"good.txt": b"good bytes\n", "sub/deep.bin": os.urandom(50_000)}
     make_record(module_server, tmp_path / name, name, files)
@@ -88,6 +88,7 @@ def test_bad_names_from_the_server_are_left_out_and_logged_once(module_server, m
             assert (staging / name / "good.txt").read_bytes() == files["good.txt"]
             time.sleep(1.5)
         assert proxy.injected["rewrite"] >= 3
+        tally.faults_injected += proxy.total_injected()
     log = mount.log.read_text()
     for bad in BAD_NAMES:
         assert log.count(f"left out the {KIND} record {bad!r:.300}") == 1, bad
@@ -99,7 +100,7 @@ def test_bad_names_from_the_server_are_left_out_and_logged_once(module_server, m
         assert log.count(f"left out the file {bad!r:.300} of {KIND}/{name} v1") == 1, bad
 
 
-def test_a_silent_server_never_stalls_the_mount(module_server, mount_factory, unique_name, tmp_path) -> None:
+def test_a_silent_server_never_stalls_the_mount(module_server, mount_factory, unique_name, tmp_path, tally) -> None:
     name = unique_name("silent")
     files = {"cached.bin": os.urandom(100_000), "uncached.bin": os.urandom(3 * 1024 * 1024)}
     make_record(module_server, tmp_path / name, name, files)
@@ -128,6 +129,7 @@ def test_a_silent_server_never_stalls_the_mount(module_server, mount_factory, un
 
         files["more.txt"] = b"v2\n"
         make_record(module_server, tmp_path / name, name, files)  # straight to the server: v2
+        tally.faults_injected += proxy.total_injected()
         proxy.clear()
         deadline = time.monotonic() + NEW_VERSION_WITHIN_S
         while "v2" not in os.listdir(published / name) and time.monotonic() < deadline:
