@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Callable
 
 from eotdlfs.fs.inflight import BackgroundFetches
-from eotdlfs.metadata import KINDS, MetadataError, validate_name
+from eotdlfs.metadata import KINDS, validate_name
 from eotdlfs.oncelog import OnceLog
-from eotdlfs.paths import BadPath, validate_file_path
+from eotdlfs.paths import validate_file_path
 from eotdlfs.repository import FileEntry, Record, Repository, Version
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,11 @@ def _write_json(path: Path, data) -> None:
             tmp.unlink()
 
 
-def _sound_version(version: Version) -> bool:
-    return type(version.number) is int and version.number >= 1
+def _version_number(number: object) -> int:
+    """NUMBER if it is a version number (a positive whole number); ValueError otherwise."""
+    if type(number) is not int or number < 1:
+        raise ValueError("not a positive whole number")
+    return number
 
 
 class Namespace:
@@ -145,24 +148,24 @@ class Namespace:
 
     # --- what the server lists -----------------------------------------------------------
 
-    def _skip(self, what: str, why: Exception) -> None:
-        """Leave out WHAT, which the server listed against the rules."""
-        self._left_out.warning(f"left out {what} listed by the server: {why}")
+    def _obeys(self, rule: Callable[[object], object], value: object, what: Callable[[], str]) -> bool:
+        """Whether VALUE, listed by the server, passes RULE; if not, WHAT() is left out (logged once)."""
+        try:
+            rule(value)
+        except ValueError as exc:  # MetadataError and BadPath are ValueErrors
+            self._left_out.warning(f"left out {what()} listed by the server: {exc}")
+            return False
+        return True
 
     def _sound_records(self, kind: str, listed: list[Record]) -> dict[str, Record]:
         """LISTED by name, minus records and versions that break the rules, and records left with
         no published version."""
         records = {}
         for record in listed:
-            try:
-                validate_name(record.name)
-            except MetadataError as exc:
-                self._skip(f"the {kind} record {record.name!r:.300}", exc)
+            if not self._obeys(validate_name, record.name, lambda: f"the {kind} record {record.name!r:.300}"):
                 continue
-            versions = tuple(v for v in record.versions if _sound_version(v))
-            for bad in set(record.versions) - set(versions):
-                self._skip(f"version {bad.number!r:.50} of {kind}/{record.name}",
-                           ValueError("not a positive whole number"))
+            versions = tuple(v for v in record.versions if self._obeys(
+                _version_number, v.number, lambda: f"version {v.number!r:.50} of {kind}/{record.name}"))
             if len(versions) != len(record.versions):
                 record = replace(record, versions=versions)
             if record.published:
@@ -170,15 +173,8 @@ class Namespace:
         return records
 
     def _sound_files(self, record: Record, number: int, entries: list[FileEntry]) -> list[FileEntry]:
-        sound = []
-        for entry in entries:
-            try:
-                validate_file_path(entry.path)
-            except BadPath as exc:
-                self._skip(f"the file {entry.path!r:.300} of {record.kind}/{record.name} v{number}", exc)
-                continue
-            sound.append(entry)
-        return sound
+        return [e for e in entries if self._obeys(
+            validate_file_path, e.path, lambda: f"the file {e.path!r:.300} of {record.kind}/{record.name} v{number}")]
 
     # --- records -------------------------------------------------------------------------
 
