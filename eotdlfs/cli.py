@@ -151,7 +151,11 @@ def flush(
 
 
 API_URL_OPTION = typer.Option(None, "--api-url", help="Repository API URL (default: EOTDL_API_URL, config, embedded).")
-TOKEN_OPTION = typer.Option(None, "--token", help="Token (default: EOTDL_TOKEN/EOTDL_API_KEY, config, creds.json).")
+TOKEN_OPTION = typer.Option(
+    None, "--token", help="Token (default: EOTDL_TOKEN/EOTDL_API_KEY, config, creds.json). Every local user sees it "
+    "in `ps`: prefer EOTDL_TOKEN, the config file or --token-file.")
+TOKEN_FILE_OPTION = typer.Option(
+    None, "--token-file", help="Read the token from this file ('-': standard input), out of sight of `ps`.")
 KIND_OPTION = typer.Option("datasets", "--kind", help="datasets or models.")
 
 
@@ -159,12 +163,14 @@ KIND_OPTION = typer.Option("datasets", "--kind", help="datasets or models.")
 def ingest(
     path: Path = typer.Argument(..., help="Folder to ingest; its metadata.yml names the record."),
     kind: str = KIND_OPTION, api_url: str | None = API_URL_OPTION, token: str | None = TOKEN_OPTION,
+    token_file: str | None = TOKEN_FILE_OPTION,
 ) -> None:
     """Ingest a folder as the next version: only new and changed files are uploaded."""
     from eotdlfs.app.commands import CLIENT_ERRORS, ingest_command
+    from eotdlfs.client.settings import given_token
 
     try:
-        typer.echo(ingest_command(path, kind, api_url, token))
+        typer.echo(ingest_command(path, kind, api_url, given_token(token, token_file)))
     except CLIENT_ERRORS as exc:
         fail(str(exc))
 
@@ -176,12 +182,14 @@ def get(
     kind: str = KIND_OPTION,
     out: Path = typer.Option(Path("."), "--out", help="Download into OUT/NAME/vN/."),
     api_url: str | None = API_URL_OPTION, token: str | None = TOKEN_OPTION,
+    token_file: str | None = TOKEN_FILE_OPTION,
 ) -> None:
     """Download a version, verifying each file's SHA-1 and skipping files already present."""
     from eotdlfs.app.commands import CLIENT_ERRORS, get_command
+    from eotdlfs.client.settings import given_token
 
     try:
-        typer.echo(get_command(name, version, kind, out, api_url, token))
+        typer.echo(get_command(name, version, kind, out, api_url, given_token(token, token_file)))
     except CLIENT_ERRORS as exc:
         fail(str(exc))
 
@@ -191,12 +199,14 @@ def list_records(
     kind: str = KIND_OPTION,
     match: str | None = typer.Option(None, "--match", help="Only names containing TEXT (case-insensitive)."),
     api_url: str | None = API_URL_OPTION, token: str | None = TOKEN_OPTION,
+    token_file: str | None = TOKEN_FILE_OPTION,
 ) -> None:
     """List datasets or models: name, versions, latest version's size, owner."""
     from eotdlfs.app.commands import CLIENT_ERRORS, list_command
+    from eotdlfs.client.settings import given_token
 
     try:
-        list_command(kind, match, api_url, token)
+        list_command(kind, match, api_url, given_token(token, token_file))
     except CLIENT_ERRORS as exc:
         fail(str(exc))
 
