@@ -1,16 +1,13 @@
 """Building a mount: the repository client, the read-only side, the staging area and the FUSE session.
 
 The one place that wires `eotdlfs.client` (the ports' HTTP implementation) to `eotdlfs.fs`;
-`fs` itself never imports the client. Staging sees the published records through the
-mount's namespace and block cache (`MountPublished`) and flushes through the ingestion engine.
+`fs` itself never imports the client.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import time
 from pathlib import Path
 
 from eotdlfs.app.embedded import settings_or_local
@@ -19,15 +16,10 @@ from eotdlfs.client.ingest.ledger import LEDGER_FILE, DraftLedger
 from eotdlfs.client.publisher import ApiPublisher
 from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import resolve_settings
-from eotdlfs.fs.context import MountContext, MountOptions, build_context
-from eotdlfs.fs.fetcher import Content
+from eotdlfs.fs.context import MountOptions, build_context
 from eotdlfs.fs.fuse_ops import EotdlfsOperations, run_fuse
 from eotdlfs.fs.mount import PRIVATE_UMASK, clean_stale, make_private
-from eotdlfs.fs.reader import OpenFile
-from eotdlfs.fs.staging.area import StagingArea
-from eotdlfs.fs.staging.files import BaseVersion
-from eotdlfs.fs.staging.flush import FlushServices
-from eotdlfs.repository import FileEntry, NotFound, Publisher, Repository
+from eotdlfs.fs.staging.mounted import make_staging_area
 
 log = logging.getLogger(__name__)
 
@@ -54,77 +46,3 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
     finally:
         if embedded is not None:
             embedded.stop()
-
-
-class _PublishedFile:
-    """A published file read through the mount's reader (block cache, read-ahead)."""
-
-    def __init__(self, context: MountContext, handle: OpenFile):
-        self._context, self._handle = context, handle
-
-    def read(self, offset: int, size: int) -> bytes:
-        return self._context.reader.read(self._handle, offset, size)
-
-    def close(self) -> None:
-        self._handle.close()
-
-
-class MountPublished:
-    """The mount's read-only side as staging sees it (same caches, same TTL)."""
-
-    def __init__(self, context: MountContext):
-        self._context = context
-        self._namespace = context.namespace
-
-    def names(self, kind: str) -> list[str]:
-        return sorted(self._namespace.records(kind))
-
-    def latest(self, kind: str, name: str) -> int | None:
-        record = self._namespace.records(kind).get(name)
-        return record.published[-1].number if record else None
-
-    def base(self, kind: str, name: str) -> BaseVersion:
-        record = self._namespace.records(kind).get(name)
-        if record is None:
-            return BaseVersion(None, [], time.time_ns())
-        version = record.published[-1]
-        tree = self._namespace.tree(record, version.number)
-        return BaseVersion(version.number, list(tree.files.values()), int(version.created_at.timestamp() * 1e9))
-
-    def open_file(self, kind: str, name: str, entry: FileEntry) -> _PublishedFile:
-        record = self._namespace.record(kind, name)
-        return _PublishedFile(self._context, self._context.reader.open(Content(record, entry)))
-
-
-def flush_services(context: MountContext, publisher: Publisher) -> FlushServices:
-    """The engine and the server, fresh (no TTL): a flush must see the server as it is now."""
-    repo: Repository = context.repo
-
-    def latest(kind: str, name: str) -> int | None:
-        try:
-            published = repo.record(kind, name).published
-        except NotFound:
-            return None
-        return published[-1].number if published else None
-
-    def files(kind: str, name: str, version: int) -> list[FileEntry]:
-        return repo.files(repo.record(kind, name), version)
-
-    def published(kind: str, name: str, version: int) -> None:
-        context.namespace.invalidate(kind)
-
-    return FlushServices(ingest=publisher.ingest, latest=latest, files=files, published=published)
-
-
-def make_staging_area(context: MountContext, publisher: Publisher, folder: Path) -> StagingArea | None:
-    """The object the FUSE adapter routes `/staging/...` to, keeping its state in FOLDER; None (a mount
-    without staging) when another mount already stages into the same folder. PUBLISHER's draft ledger
-    belongs in FOLDER too, so a remount resumes the drafts of this mount's flushes."""
-    try:
-        return StagingArea(folder, MountPublished(context), flush_services(context, publisher),
-                           autoflush=context.options.autoflush)
-    except OSError as exc:
-        if exc.errno != errno.EBUSY:
-            raise
-        log.error("no staging folder on this mount: %s", exc.strerror)
-        return None
