@@ -216,7 +216,7 @@ class BlockCache:
         written = []
         try:
             if not self._make_room(nbytes):
-                return False
+                raise OSError(errno.ENOSPC, "no room beyond the disk's reserve, even after evicting")
             try:
                 for index, data in blocks.items():  # outside the lock: a block takes a millisecond
                     written.append((block_key(checksum, index), disk.write_block(data), block_crc(data)))

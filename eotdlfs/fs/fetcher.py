@@ -114,6 +114,9 @@ class BlockFetcher:
         self._serials = itertools.count()
         self._failed_at: dict[str, int] = {}  # checksum -> serial of its last failed check
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        # Guarded by _loads_lock: blocks being read back from the disk cache.
+        self._loads_lock = threading.Lock()
+        self._loading: dict[tuple[str, int], Future] = {}
         # One more worker takes only demand fetches, so a reader never waits behind read-ahead.
         self._demand_queue: queue.Queue = queue.Queue()
         self._order = itertools.count()
@@ -178,7 +181,28 @@ class BlockFetcher:
     def kept_block(self, checksum: str, index: int) -> memoryview | None:
         """Block INDEX from memory (a recent fetch) or from the disk cache (checked as it is
         read back); None when neither has it."""
-        return self.recent.get(checksum, index) or self.cache.load_block(checksum, index)
+        block = self.recent.get(checksum, index)
+        if block is not None:
+            return block
+        # The kernel asks for a block in several parallel requests: one disk read and
+        # check serves them all.
+        with self._loads_lock:
+            loading = self._loading.get((checksum, index))
+            mine = loading is None
+            if mine:
+                loading = self._loading[(checksum, index)] = Future()
+        if not mine:
+            return loading.result()
+        try:
+            block = self.cache.load_block(checksum, index)
+            loading.set_result(block)
+            return block
+        except BaseException as exc:
+            loading.set_exception(exc)
+            raise
+        finally:
+            with self._loads_lock:
+                del self._loading[(checksum, index)]
 
     def finished_reading(self, checksum: str, indices: list[int]) -> None:
         """A reader read these blocks to their end: memory may let go of those hashed already
