@@ -7,6 +7,7 @@ error, the repository passes fsck, and the system keeps working once the write f
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import subprocess
@@ -100,5 +101,17 @@ def test_mount_cache_disk_full_reads_stay_exact_and_staging_still_works(module_s
             assert not (staged / "tiles" / "t000.bin").exists()
             st = os.statvfs(disk)
             assert st.f_bavail * st.f_frsize >= 8 * MiB, "the block cache took the reserve"
+
+            with pytest.raises(OSError) as info:  # staging fills the disk itself: ENOSPC, nothing lost
+                with open(staged / "huge.bin", "wb") as f:
+                    for _ in range(64):
+                        f.write(os.urandom(MiB))
+            assert info.value.errno == errno.ENOSPC
+            assert (version / "big" / "scene.tif").read_bytes() == files["big/scene.tif"]  # the cache gives way
+            for command in (f"mkdir {staged}/more", f"mv {staged}/notes/note.txt {staged}/more/note.txt",
+                            f"rm {staged}/huge.bin", f"echo again > {staged}/more/again.txt"):
+                done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+                assert done.returncode == 0, f"{command}: {done.stderr}"
+            assert (staged / "more" / "note.txt").read_text() == "note\n"
         finally:
             mount.unmount()  # before the disk under its cache goes
