@@ -10,6 +10,8 @@ adapter's) and hands them back on every call; the overlay only counts them.
 from __future__ import annotations
 
 import errno
+import hashlib
+import logging
 import os
 import stat
 import time
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from eotdlfs.fs.staging.files import BaseFile, staging_error
 from eotdlfs.fs.staging.journal import Node
+from eotdlfs.repository import FileEntry
 
 if TYPE_CHECKING:
     from eotdlfs.fs.staging.overlay import StagingOverlay
@@ -30,6 +33,8 @@ STAGED_FILE_MODE = 0o600  # staged bytes may be unpublished: the mount's user al
 # unlink that frees space again, else a full disk could not be cleaned through the mount.
 MIN_FREE_BYTES = 1 << 20
 MAX_RETRIES = 8  # copy-ups lost to a concurrent change before giving up
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,21 +106,22 @@ class OpenFiles:
             raise
 
     def _copy_base(self, node: Node, target: Path, size: int) -> None:
+        """The first SIZE bytes of NODE's published file into TARGET, never bytes that fail its
+        SHA-1 (a damaged cache): after a mismatch its cached bytes are dropped and copied once
+        more, fetched afresh; EIO if they fail again."""
         entry = self.journal.base_entry(node.base_path)
         if entry is None:
             raise staging_error(errno.EIO, node.path)
-        source = self._open_base(entry)
-        try:
-            with _new_staged_file(target) as dst:
-                offset = 0
-                while offset < size:
-                    chunk = source.read(offset, min(COPY_CHUNK, size - offset))
-                    if not chunk:
-                        raise staging_error(errno.EIO, node.path)
-                    dst.write(chunk)
-                    offset += len(chunk)
-        finally:
-            source.close()
+        for _ in range(2):
+            source = self._open_base(entry)
+            try:
+                if _copy_checked(source, entry, target, size):
+                    return
+                log.warning("copy-up of %s: its published bytes failed their SHA-1; dropped", node.path)
+                source.drop_cached()
+            finally:
+                source.close()
+        raise staging_error(errno.EIO, node.path)
 
     def _writable_node(self, path: str, truncate_to: int | None) -> Node:
         """PATH's node once it has a staged file of its own that is not frozen; lock held on return.
@@ -236,6 +242,26 @@ def _check_room(st: os.statvfs_result, size: int) -> None:
     """ENOSPC unless SIZE more bytes leave MIN_FREE_BYTES free on the staging disk."""
     if st.f_bavail * st.f_frsize < size + MIN_FREE_BYTES:
         raise OSError(errno.ENOSPC, "no space left for staged files (the staging journal keeps 1 MiB free)")
+
+
+def _copy_checked(source: BaseFile, entry: FileEntry, target: Path, size: int) -> bool:
+    """SOURCE's first SIZE bytes into a new file TARGET, reading on to its end to hash it all;
+    whether the bytes matched ENTRY's SHA-1 (TARGET is removed when not)."""
+    digest = hashlib.sha1()
+    with _new_staged_file(target) as dst:
+        offset = 0
+        while offset < entry.size:
+            chunk = source.read(offset, min(COPY_CHUNK, entry.size - offset))
+            if not chunk:
+                raise staging_error(errno.EIO, entry.path)
+            digest.update(chunk)
+            if offset < size:
+                dst.write(memoryview(chunk)[:size - offset])
+            offset += len(chunk)
+    if digest.hexdigest() == entry.checksum:
+        return True
+    target.unlink()
+    return False
 
 
 def _copy_bytes(src, dst, size: int) -> None:
