@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
-from eotdlfs.metadata import Metadata
+if TYPE_CHECKING:
+    from eotdlfs.metadata import Metadata
 
 # --- reading -------------------------------------------------------------------------------
 

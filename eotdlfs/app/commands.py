@@ -8,14 +8,15 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from eotdlfs.client.api import ApiClient
-from eotdlfs.client.errors import NothingToIngest, RepositoryError, Unauthorized
-from eotdlfs.client.progress import TransferProgress, progress_for
-from eotdlfs.client.settings import resolve_settings
+from eotdlfs.client.progress import progress_for
 from eotdlfs.fs.staging.control import request_flush
 from eotdlfs.metadata import MetadataError, record_noun
+from eotdlfs.repository import NothingToIngest, RepositoryError, TransferProgress, Unauthorized
+
+if TYPE_CHECKING:
+    from eotdlfs.client.api import ApiClient
 
 CLIENT_ERRORS = (RepositoryError, MetadataError, OSError, ValueError)
 
@@ -33,7 +34,11 @@ def human_bytes(n: int) -> str:
 @contextmanager
 def connect(api_url: str | None, token: str | None) -> Iterator[ApiClient]:
     """An API client for the configured repository; with no API URL, the embedded local one (stopped after)."""
-    from eotdlfs.app.embedded import settings_or_local  # starts a server: only when asked for
+    # Imported here: `eotdlfs flush` and `status` start faster without the HTTP stack, and the
+    # embedded repository starts a server only when asked for.
+    from eotdlfs.app.embedded import settings_or_local
+    from eotdlfs.client.api import ApiClient
+    from eotdlfs.client.settings import resolve_settings
 
     settings, embedded = settings_or_local(resolve_settings(api_url, token))
     api = ApiClient(settings)

@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from eotdlfs.fs.staging.control import FLUSH_XATTR
-from eotdlfs.fs.staging.flush import FlushServices, RecordFlusher, Stage
+from eotdlfs.fs.staging.control import FLUSH_XATTR, Stage
+from eotdlfs.fs.staging.flush import FlushServices, RecordFlusher
 from eotdlfs.fs.staging.journal import DIR_MODE, JOURNAL_FILE
 from eotdlfs.fs.staging.files import BaseFile, BaseVersion, staging_error
 from eotdlfs.fs.staging.openfiles import StagedHandle

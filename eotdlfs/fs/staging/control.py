@@ -1,8 +1,8 @@
 """How `eotdlfs flush` talks to the mount process: an extended attribute on the staged record's folder.
 
 Setting `user.eotdlfs.flush` on `MNT/staging/KIND/NAME` asks the mount to flush that
-record; reading it returns the record's flush state as JSON (`FlushState`: run number,
-state, message, progress, error). No socket, no extra file in the tree: it works for
+record; reading it returns the record's flush state as JSON (`flush.FlushState`: run number,
+`Stage`, message, progress, error). No socket, no extra file in the tree: it works for
 any process that can see the mount, and the kernel never caches extended attributes.
 `request_flush` is the other side, used by `eotdlfs flush` (`eotdlfs.app.commands`).
 """
@@ -13,13 +13,27 @@ import errno
 import json
 import os
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Callable
 
-from eotdlfs.fs.staging.flush import Stage
-
 FLUSH_XATTR = "user.eotdlfs.flush"
 POLL_S = 0.05
+
+
+class Stage(str, Enum):
+    """Where a record's flushes stand; its value is what `eotdlfs flush` and `status` read."""
+
+    IDLE = "idle"
+    WAITING = "waiting"
+    FLUSHING = "flushing"
+    DONE = "done"
+    NOTHING = "nothing"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Stage.DONE, Stage.NOTHING, Stage.FAILED)
 
 
 def read_flush_state(folder: Path) -> dict:

@@ -31,10 +31,10 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Callable, Sequence
 
+from eotdlfs.fs.staging.control import Stage
 from eotdlfs.fs.staging.files import BaseVersion, StagedFile
 from eotdlfs.fs.staging.overlay import StagingOverlay
 from eotdlfs.metadata import METADATA_FILE, Metadata, MetadataError, load_metadata
@@ -45,21 +45,6 @@ log = logging.getLogger(__name__)
 
 WRITER_WAIT_S = 60.0  # longest a flush waits for a file open for writing
 CONFLICT_RETRIES = 3  # flushes re-planned onto a version another writer published meanwhile
-
-
-class Stage(str, Enum):
-    """Where a record's flushes stand; its value is what `eotdlfs flush` and `status` read."""
-
-    IDLE = "idle"
-    WAITING = "waiting"
-    FLUSHING = "flushing"
-    DONE = "done"
-    NOTHING = "nothing"
-    FAILED = "failed"
-
-    @property
-    def finished(self) -> bool:
-        return self in (Stage.DONE, Stage.NOTHING, Stage.FAILED)
 
 
 # `Publisher.ingest`: (kind, metadata, files, progress, base: the published version the files derive from, 0 for none)
