@@ -1,8 +1,8 @@
 """The guide's example repository: a server of its own holding `s2-tiles` v1 and v2.
 
-- `guide_server` (module scope): `eotdlfs serve` on 127.0.0.1 (tests/conftest.py's), so the
+- `guide_server` (package scope): `eotdlfs serve` on 127.0.0.1 (tests/conftest.py's), so the
   guide's fixed dataset name is free.
-- `s2_tiles` (module scope): the source folders of v1 and v2, both ingested.
+- `s2_tiles` (package scope): the source folders of v1 and v2, both ingested.
 - `places(mountpoint, cache_dir)`: the guide's example paths and URL -> this test's.
 """
 
@@ -55,12 +55,12 @@ def _write_labels(folder: Path) -> None:
         "path,label\n" + "".join(f"chips/{chip},{'water' if i % 3 else 'forest'}\n" for i, chip in enumerate(chips)))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def guide_server(tmp_path_factory: pytest.TempPathFactory):
     yield from _serve(tmp_path_factory.mktemp("guide-server") / "root")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def s2_tiles(guide_server, tmp_path_factory: pytest.TempPathFactory) -> Versions:
     """v1: scene.tif, chips 000-023, labels.csv; v2: chip 003 changed, 005 removed, 024 added."""
     base = tmp_path_factory.mktemp("s2-tiles")

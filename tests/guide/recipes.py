@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from eotdlfs.fs.mount import fusermount, is_mounted, read_status, stop_process
+
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide.md"
 _RECIPE = re.compile(r"^<!-- recipe: ([\w-]+) -->\n```[a-z]*\n(.*?)^```$", re.M | re.S)
 RUN_TIMEOUT_S = 120
@@ -49,3 +51,16 @@ def run_python(code: str, check: str, folder: Path) -> str:
                           timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, f"recipe failed ({done.returncode}):\n{script.read_text()}\n{done.stderr}"
     return done.stdout.splitlines()[-1]
+
+
+def unmount_if_left(mountpoint: Path) -> None:
+    """Unmount MOUNTPOINT and stop its process, if a failed recipe left it mounted."""
+    if not is_mounted(mountpoint):
+        return
+    try:
+        pid = int(read_status(mountpoint)["pid"])
+    except (OSError, ValueError, KeyError):
+        pid = None
+    fusermount(mountpoint, lazy=True)
+    if pid is not None:
+        stop_process(pid)

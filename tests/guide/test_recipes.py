@@ -7,10 +7,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from eotdlfs.fs.mount import fusermount, is_mounted, read_status, stop_process
+from eotdlfs.fs.mount import is_mounted
 from tests.fs.datasets import tree_digest
 from tests.guide.conftest import NAME
-from tests.guide.recipes import recipe, recipes, run_python, run_shell
+from tests.guide.recipes import recipe, recipes, run_python, run_shell, unmount_if_left
 
 TESTED = {"mount", "rasterio-window", "pandas-csv", "dataset", "rsync-version", "rsync-update", "ingest", "get",
           "fstab"}  # fstab: test_mount_at_boot.py
@@ -36,10 +36,7 @@ def test_mount_status_umount(guide_server, s2_tiles, places, tmp_path: Path) -> 
         assert {"v1", "v2", "latest"} <= set(out.split()), out
         assert not is_mounted(mnt)
     finally:
-        if is_mounted(mnt):
-            pid = read_status(mnt)["pid"]
-            fusermount(mnt, lazy=True)
-            stop_process(int(pid))
+        unmount_if_left(mnt)
 
 
 def test_rasterio_window_of_a_cog(guide_server, s2_tiles, mount_factory, places, tmp_path: Path) -> None:
