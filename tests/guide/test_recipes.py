@@ -5,15 +5,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import time
 from pathlib import Path
 
+import pytest
+
 from eotdlfs.fs.mount import is_mounted
-from tests.fs.datasets import tree_digest
+from tests.fs.datasets import ingest, tree_digest, write_metadata
 from tests.guide.conftest import NAME
 from tests.guide.recipes import recipe, recipes, run_python, run_shell, unmount_if_left
 
-TESTED = {"mount", "rasterio-window", "pandas-csv", "dataset", "rsync-version", "rsync-update", "ingest", "get",
-          "fstab"}  # fstab: test_mount_at_boot.py
+TESTED = {"mount", "rasterio-window", "pandas-csv", "dataset", "rsync-version", "rsync-update", "rsync-checksum",
+          "ingest", "get", "fstab"}  # fstab: test_mount_at_boot.py
 
 
 def test_every_recipe_of_the_guide_has_its_test() -> None:
@@ -85,6 +88,36 @@ def test_rsync_v1_then_v2_into_one_folder(guide_server, s2_tiles, mount_factory,
     changed_bytes = sum((s2_tiles.v2 / path).stat().st_size for path in v2.keys() - unchanged)
     v1_bytes = sum((s2_tiles.v1 / path).stat().st_size for path in v1)
     assert fetched <= v1_bytes + changed_bytes, (fetched, v1_bytes, changed_bytes)
+
+
+def _two_versions_in_one_second(server, base: Path, attempts: int = 5) -> tuple[str, Path, Path]:
+    """A dataset whose v1 and v2 are published within one second (two small ingests take ~0.3 s):
+    its data.bin changes between them, its size does not."""
+    for attempt in range(attempts):
+        name = f"burst-{attempt}"
+        v1, v2 = base / name / "v1", base / name / "v2"
+        for folder, byte in ((v1, b"1"), (v2, b"2")):
+            write_metadata(folder, name)
+            (folder / "data.bin").write_bytes(byte * 1000)
+        time.sleep(1 - time.time() % 1)  # start at the top of a second
+        started = time.time()
+        ingest(server, v1)
+        ingest(server, v2)
+        if int(time.time()) == int(started):
+            return name, v1, v2
+    pytest.fail(f"no two versions published within one second in {attempts} tries")
+
+
+def test_rsync_between_versions_of_one_second_needs_checksum(guide_server, mount_factory, places,
+                                                             tmp_path: Path) -> None:
+    name, v1, v2 = _two_versions_in_one_second(guide_server, tmp_path / "src")
+    mnt = mount_factory(guide_server)
+    where = places(mnt.path, mnt.cache_dir) | {NAME: name}
+    run_shell(recipe("rsync-update", where), tmp_path)
+    copy = tmp_path / "data" / name
+    assert tree_digest(copy) == tree_digest(v1), "v2's data.bin copied: update the same-second note of docs/guide.md"
+    run_shell(recipe("rsync-checksum", where), tmp_path)
+    assert tree_digest(copy) == tree_digest(v2)
 
 
 def test_cp_into_staging_and_flush(guide_server, s2_tiles, mount_factory, places, tmp_path: Path) -> None:
