@@ -19,10 +19,10 @@ import pytest
 
 from tests.conftest import _serve
 from tests.fs.datasets import ingest, write_metadata
+from tests.guide.recipes import NAME
 
 rasterio = pytest.importorskip("rasterio")
 
-NAME = "s2-tiles"
 SIDE = 2048
 
 

@@ -14,6 +14,7 @@ from eotdlfs.fs.mount import fusermount, is_mounted, read_status, stop_process
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guide.md"
 _RECIPE = re.compile(r"^<!-- recipe: ([\w-]+) -->\n```[a-z]*\n(.*?)^```$", re.M | re.S)
 RUN_TIMEOUT_S = 120
+NAME = "s2-tiles"  # the guide's example dataset
 
 
 def recipes() -> dict[str, str]:

@@ -12,8 +12,7 @@ import pytest
 
 from eotdlfs.fs.mount import is_mounted, read_status, wait_for_exit
 from eotdlfs.fstab import EXIT_USAGE, HelperCall, main, mount_flags, parse_helper_args
-from tests.guide.conftest import NAME
-from tests.guide.recipes import recipe, unmount_if_left
+from tests.guide.recipes import NAME, recipe, unmount_if_left
 
 SBIN_HELPER = Path("/sbin/mount.eotdlfs")  # where mount(8) looks for the helper of type eotdlfs
 MOUNT_TIMEOUT_S = 60

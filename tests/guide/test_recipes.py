@@ -12,8 +12,7 @@ import pytest
 
 from eotdlfs.fs.mount import is_mounted
 from tests.fs.datasets import ingest, tree_digest, write_metadata
-from tests.guide.conftest import NAME
-from tests.guide.recipes import recipe, recipes, run_python, run_shell, unmount_if_left
+from tests.guide.recipes import NAME, recipe, recipes, run_python, run_shell, unmount_if_left
 
 TESTED = {"mount", "rasterio-window", "pandas-csv", "dataset", "rsync-version", "rsync-update", "rsync-checksum",
           "ingest", "get", "fstab"}  # fstab: test_mount_at_boot.py
