@@ -26,6 +26,7 @@ from eotdlfs.fs.staging.journal import DIR_MODE, JOURNAL_FILE
 from eotdlfs.fs.staging.files import BaseFile, BaseVersion
 from eotdlfs.fs.staging.overlay import StagingOverlay
 from eotdlfs.metadata import KINDS, MetadataError, validate_name
+from eotdlfs.paths import BadPath, PathTooLong, validate_file_path
 from eotdlfs.repository import FileEntry
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,16 @@ def _split(path: str) -> tuple[str | None, str | None, str]:
     kind = parts[0] if parts else None
     name = parts[1] if len(parts) > 1 else None
     return kind, name, "/".join(parts[2:])
+
+
+def _check_new_path(path: str, rel: str) -> None:
+    """Refuse at once a file path REL (inside the record of PATH) that a flush would fail on:
+    ENAMETOOLONG when too long, else EINVAL; the reason goes to the log."""
+    try:
+        validate_file_path(rel)
+    except BadPath as exc:
+        log.warning("%s refused: %s", path, exc)
+        raise _err(errno.ENAMETOOLONG if isinstance(exc, PathTooLong) else errno.EINVAL, path) from exc
 
 
 def _lock_folder(folder: Path) -> int:
@@ -244,6 +255,7 @@ class StagingArea:
     def create(self, path: str, mode: int, flags: int = os.O_WRONLY, uid: int | None = None,
                gid: int | None = None) -> int:
         overlay, rel = self._inside(path)
+        _check_new_path(path, rel)
         return self._register(overlay, overlay.create(rel, mode, flags, uid, gid))
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
@@ -283,6 +295,7 @@ class StagingArea:
             raise _err(errno.EPERM, path)
         if rel:
             overlay = self._overlay(kind, name, path)
+            _check_new_path(path, rel)
             return overlay.mkdir(rel, mode, uid, gid)
         try:
             validate_name(name)
@@ -322,7 +335,9 @@ class StagingArea:
             raise _err(errno.EPERM, old)
         if (old_kind, old_name) != (new_kind, new_name):
             raise _err(errno.EXDEV, new)  # mv falls back to copy + delete
-        self._overlay(old_kind, old_name, old).rename(old_rel, new_rel)
+        overlay = self._overlay(old_kind, old_name, old)
+        _check_new_path(new, new_rel)
+        overlay.rename(old_rel, new_rel)
 
     def chmod(self, path: str, mode: int) -> None:
         kind, name, rel = _split(path)
