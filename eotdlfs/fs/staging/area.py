@@ -32,6 +32,7 @@ from eotdlfs.repository import FileEntry
 log = logging.getLogger(__name__)
 
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2  # <sys/stat.h>, as fusepy's use_ns hands them over
+_UNCHANGED_ID = (-1, (1 << 32) - 1)  # chown's "keep this one": (uid_t) -1
 FOLLOW_CHECK_S = 5.0  # how often an unchanged overlay looks for a newer published version
 SHUTDOWN_WAIT_S = 10.0  # unmount waits this long for a running flush (it resumes at the next mount)
 
@@ -345,8 +346,13 @@ class StagingArea:
             self._overlay(kind, name, path).chmod(rel, mode)
 
     def chown(self, path: str, uid: int, gid: int) -> None:
-        """Accepted and ignored (rsync -a and tar as root chown everything); a node keeps the owner it was made by."""
-        self.getattr(path)
+        """A new owner and group, each -1 (as libfuse hands it: 2**32 - 1) for unchanged. Who may
+        change them the kernel decides (`default_permissions`); above the records they stay."""
+        kind, name, rel = _split(path)
+        if name is None:
+            return
+        self._overlay(kind, name, path).chown(rel, None if uid in _UNCHANGED_ID else uid,
+                                              None if gid in _UNCHANGED_ID else gid)
 
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
         """Only the modification time is kept. libfuse passes UTIME_NOW / UTIME_OMIT as a zero second
