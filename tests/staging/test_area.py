@@ -101,6 +101,15 @@ def test_names_a_flush_would_refuse_are_refused_when_made(tmp_path, repo, caplog
     assert not area.status()["records"]  # nothing staged
 
 
+def test_looking_up_a_name_over_255_bytes_is_enametoolong(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    for path, code in (("/datasets/demo/" + "n" * 256, errno.ENAMETOOLONG), ("/datasets/demo/b/" + "é" * 128,
+                       errno.ENAMETOOLONG), ("/datasets/demo/" + "n" * 255, errno.ENOENT)):
+        with pytest.raises(OSError) as info:
+            area.getattr(path)
+        assert info.value.errno == code, path
+
+
 def test_renames_between_records_are_cross_device(tmp_path, repo):
     area = make_area(tmp_path, repo)
     area.mkdir("/datasets/other-one", 0o755)

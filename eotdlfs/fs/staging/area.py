@@ -26,7 +26,7 @@ from eotdlfs.fs.staging.journal import DIR_MODE, JOURNAL_FILE
 from eotdlfs.fs.staging.files import BaseFile, BaseVersion
 from eotdlfs.fs.staging.overlay import StagingOverlay
 from eotdlfs.metadata import KINDS, MetadataError, validate_name
-from eotdlfs.paths import BadPath, PathTooLong, validate_file_path
+from eotdlfs.paths import MAX_COMPONENT, BadPath, PathTooLong, validate_file_path
 from eotdlfs.repository import FileEntry
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,9 @@ class StagingArea:
                 "st_atime": self._started_ns, "st_mtime": self._started_ns, "st_ctime": self._started_ns}
 
     def getattr(self, path: str, fh: int | None = None) -> dict:
+        """A `stat` dict; ENAMETOOLONG for a name longer than any staged name can be, as a disk answers."""
+        if any(len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT for part in path.split("/")):
+            raise _err(errno.ENAMETOOLONG, path)
         kind, name, rel = _split(path)
         if name is None:
             return self._dir_attrs()
