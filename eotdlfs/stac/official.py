@@ -17,6 +17,7 @@ each asset href (text after `/download/` = the local file name under assets/).
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Collection
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -53,6 +54,38 @@ def _asset_file(href: Any, dataset_id: str, asset_paths: Collection[str], what: 
     return filename
 
 
+def _link_target(stac: dict[str, Any], rel: str, base: str | None) -> str | None:
+    """Where STAC's first REL link points, made absolute against BASE (the uploader's self href)."""
+    for link in stac.get("links") or []:
+        if isinstance(link, dict) and link.get("rel") == rel and isinstance(link.get("href"), str):
+            href = link["href"]
+            if not (href.startswith("/") or "://" in href):
+                if base is None:
+                    return None
+                href = posixpath.join(posixpath.dirname(base), href)
+            return posixpath.normpath(href)
+    return None
+
+
+def _items_of_collections(rows: list[dict[str, Any]], collections: dict[str, str]) -> dict[str, str]:
+    """Item self href -> collection path, from the collections' `item` links.
+
+    The official client took the items from `collection.get_items()`, so these links are
+    the relation it meant; an item's own `collection` field is often missing.
+    """
+    found = {}
+    for stac in rows:
+        if stac["type"] != "Collection":
+            continue
+        base = _link_target(stac, "self", None)
+        for link in stac.get("links") or []:
+            if isinstance(link, dict) and link.get("rel") == "item":
+                target = _link_target({"links": [link]}, "item", base)
+                if target is not None:
+                    found[target] = collections[stac["id"]]
+    return found
+
+
 def feature_collection_to_documents(fc: Any, dataset_id: str, asset_paths: Collection[str]) -> CatalogFiles:
     """The self-contained documents of what the official client PUT for DATASET_ID.
 
@@ -79,13 +112,17 @@ def feature_collection_to_documents(fc: Any, dataset_id: str, asset_paths: Colle
                       for stac in rows if stac["type"] == "Collection"
                       for path in [collections[stac["id"]]]]
     seen = {node.path for node in nodes}
+    item_collection = _items_of_collections(rows, collections)
     for stac in rows:
         if stac["type"] != "Feature":
             continue
-        parent = collections.get(stac.get("collection"), ROOT_DOCUMENT)
-        if stac.get("collection") is not None and stac["collection"] not in collections:
-            raise StacError(f"item {stac['id']!r}: collection {stac['collection']!r} is not in the catalog")
-        folder = parent.rsplit("/", 1)[0] + "/" if "/" in parent else ""
+        parent = item_collection.get(_link_target(stac, "self", None))
+        if parent is None and stac.get("collection") is not None:
+            parent = collections.get(stac["collection"])
+            if parent is None:
+                raise StacError(f"item {stac['id']!r}: collection {stac['collection']!r} is not in the catalog")
+        parent = parent or ROOT_DOCUMENT
+        folder = parent.rsplit("/", 1)[0] + "/" if parent != ROOT_DOCUMENT else ""
         path = f"{folder}{stac['id']}/{stac['id']}.json"
         if path in seen:
             raise StacError(f"two items with id {stac['id']!r} in the same collection")
