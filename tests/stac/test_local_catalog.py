@@ -83,10 +83,14 @@ def hostile(folder: Path, href: str, where: str = "asset") -> Path:
         doc["assets"]["data"]["href"] = href
         write_json(item, doc)
     else:
-        collection = json.loads((folder / "scenes" / "collection.json").read_text())
-        collection["links"].append({"rel": "item", "href": href})
-        write_json(folder / "scenes" / "collection.json", collection)
+        add_link(folder / "scenes" / "collection.json", {"rel": "item", "href": href})
     return folder
+
+
+def add_link(document: Path, link: dict) -> None:
+    doc = json.loads(document.read_text())
+    doc["links"].append(link)
+    write_json(document, doc)
 
 
 @pytest.mark.parametrize("href", ["../../../../../etc/passwd", "/etc/passwd", "file:///etc/passwd",
@@ -118,21 +122,16 @@ def test_a_missing_asset_file_is_named(tmp_path):
         read_local_catalog(hostile(tmp_path / "src", "./missing.tif"))
 
 
-def test_a_link_cycle_is_refused(tmp_path):
+@pytest.mark.parametrize("document, link, match", [
+    ("scenes/collection.json", {"rel": "child", "href": "../catalog.json"}, "link cycle"),
+    ("catalog.json", {"rel": "child", "href": "./catalog.json"}, "link cycle"),
+    ("catalog.json", {"rel": "child", "href": "./scenes/items/item-00000/item-00000.json"}, "second parent"),
+    ("catalog.json", {"rel": "child", "href": "./scenes/items/item-00000/data.tif"}, "data.tif: not valid JSON"),
+])
+def test_links_that_break_the_tree_are_refused(tmp_path, document, link, match):
     folder = write_catalog(tmp_path / "src", items=1)
-    collection = json.loads((folder / "scenes" / "collection.json").read_text())
-    collection["links"].append({"rel": "child", "href": "../catalog.json"})
-    write_json(folder / "scenes" / "collection.json", collection)
-    with pytest.raises(StacError, match="link cycle"):
-        read_local_catalog(folder)
-
-
-def test_a_self_child_link_is_refused(tmp_path):
-    folder = write_catalog(tmp_path / "src", items=1)
-    root = json.loads((folder / "catalog.json").read_text())
-    root["links"].append({"rel": "child", "href": "./catalog.json"})
-    write_json(folder / "catalog.json", root)
-    with pytest.raises(StacError, match="link cycle"):
+    add_link(folder / document, link)
+    with pytest.raises(StacError, match=match):
         read_local_catalog(folder)
 
 
@@ -183,10 +182,22 @@ def test_a_root_that_is_not_a_catalog_is_refused(tmp_path):
         read_local_catalog(tmp_path)
 
 
-def test_an_item_linked_as_child_is_refused(tmp_path):
+def test_an_item_where_a_catalog_belongs_is_refused(tmp_path):
     folder = write_catalog(tmp_path / "src", items=1)
-    root = json.loads((folder / "catalog.json").read_text())
-    root["links"].append({"rel": "child", "href": "./scenes/items/item-00000/item-00000.json"})
-    write_json(folder / "catalog.json", root)
-    with pytest.raises(StacError):
+    write_json(folder / "stray.json", item_doc("stray", [0, 0, 1, 1], "2020-01-01T00:00:00Z", {}))
+    add_link(folder / "catalog.json", {"rel": "child", "href": "./stray.json"})
+    with pytest.raises(StacError, match="stray.json: a child document must be a Catalog or Collection, got Feature"):
         read_local_catalog(folder)
+
+
+def test_an_asset_that_is_a_document_is_refused(tmp_path):
+    with pytest.raises(StacError, match="both an asset and a STAC document"):
+        read_local_catalog(hostile(tmp_path / "src", "../../collection.json"))
+
+
+def test_a_root_catalog_linked_from_outside_is_refused(tmp_path):
+    write_catalog(tmp_path / "elsewhere", items=1)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "catalog.json").symlink_to(tmp_path / "elsewhere" / "catalog.json")
+    with pytest.raises(StacError, match="catalog.json: a link out of"):
+        read_local_catalog(tmp_path / "src")

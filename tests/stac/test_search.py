@@ -13,6 +13,7 @@ from shapely.geometry import box, shape
 from eotdlfs.stac import StacError
 from eotdlfs.stac.search import ItemIndex, parse_bbox, parse_interval
 from tests.stac.catalogs import item_doc, write_catalog
+from tests.stac.test_local_catalog import add_link
 
 
 def _moment(text: str) -> float:
@@ -123,9 +124,7 @@ def test_a_damaged_kept_index_is_refused(data):
 
 def test_search_reads_only_inside_the_folder(tmp_path):
     folder = write_catalog(tmp_path / "src", items=1)
-    collection = json.loads((folder / "scenes" / "collection.json").read_text())
-    collection["links"].append({"rel": "item", "href": "../../x.json"})
-    (folder / "scenes" / "collection.json").write_text(json.dumps(collection))
+    add_link(folder / "scenes" / "collection.json", {"rel": "item", "href": "../../x.json"})
     with pytest.raises(StacError, match="points outside"):
         ItemIndex.from_folder(folder)
 
