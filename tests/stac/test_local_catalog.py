@@ -94,10 +94,12 @@ def add_link(document: Path, link: dict) -> None:
 
 
 @pytest.mark.parametrize("href", ["../../../../../etc/passwd", "/etc/passwd", "file:///etc/passwd",
-                                  "../../../../outside.tif"])
+                                  "../../../../outside.tif", "../../../../src-prefix/a.tif"])
 @pytest.mark.parametrize("where", ["asset", "item link"])
 def test_hrefs_escaping_the_folder_are_refused(tmp_path, href, where):
     (tmp_path / "outside.tif").write_bytes(b"secret")
+    (tmp_path / "src-prefix").mkdir()  # shares the folder's name as a string prefix
+    (tmp_path / "src-prefix" / "a.tif").write_bytes(b"secret")
     folder = hostile(tmp_path / "src", href, where)
     with pytest.raises(StacError, match="points outside"):
         read_local_catalog(folder)
