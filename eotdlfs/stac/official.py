@@ -95,9 +95,9 @@ def feature_collection_to_documents(fc: Any, dataset_id: str, asset_paths: Colle
     """
     if not isinstance(fc, dict) or fc.get("type") != "FeatureCollection" or not isinstance(fc.get("features"), list):
         raise StacError("'stac' must be a GeoJSON FeatureCollection")
-    if len(fc["features"]) > MAX_ITEMS + 1000:
-        raise StacError(f"more than {MAX_ITEMS} items: the most a STAC dataset may have")
     rows = [_row_stac(feature, i) for i, feature in enumerate(fc["features"])]
+    if sum(stac["type"] == "Feature" for stac in rows) > MAX_ITEMS:
+        raise StacError(f"more than {MAX_ITEMS} items: the most a STAC dataset may have")
     catalogs = [s for s in rows if s["type"] == "Catalog"]
     if len(catalogs) != 1:
         raise StacError(f"exactly one Catalog expected (the dataset's root), got {len(catalogs)}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pystac
 import pytest
 
-from eotdlfs.stac import (StacError, StoredSource, documents_to_feature_collection,
+from eotdlfs.stac import (MAX_DOCUMENT_BYTES, StacError, StoredSource, documents_to_feature_collection,
                           feature_collection_to_documents, read_local_catalog)
 from tests.stac.catalogs import write_catalog
 from tests.stac.test_local_catalog import assert_walks_inside
@@ -112,6 +112,19 @@ def test_items_are_placed_by_the_collections_item_links():
     files = feature_collection_to_documents(fc, DATASET_ID, {"B01.tif"})
     assert [path for path, _ in files.documents][2:] == ["sentinel/scene-0/scene-0.json", "sentinel/scene-1/scene-1.json"]
     assert json.loads(files.documents[2][1])["collection"] == "sentinel"
+
+
+def test_a_huge_property_blob_is_refused():
+    fc = payload()
+    fc["features"][2]["properties"]["properties"]["blob"] = "x" * MAX_DOCUMENT_BYTES
+    with pytest.raises(StacError, match="sentinel/scene-0/scene-0.json: .* more than"):
+        feature_collection_to_documents(fc, DATASET_ID, {"B01.tif"})
+
+
+def test_more_items_than_the_limit_are_refused(monkeypatch):
+    monkeypatch.setattr("eotdlfs.stac.official.MAX_ITEMS", 1)
+    with pytest.raises(StacError, match="more than 1 items"):
+        feature_collection_to_documents(payload(), DATASET_ID, {"B01.tif"})
 
 
 def test_published_documents_go_back_as_the_feature_collection_they_came_from():
