@@ -20,7 +20,7 @@ import pytest
 
 from eotdlfs.stac import (MAX_DOCUMENT_BYTES, StacError, StoredSource, documents_to_feature_collection,
                           feature_collection_to_documents, read_local_catalog)
-from tests.stac.catalogs import write_catalog
+from tests.stac.catalogs import catalog_doc, collection_doc, item_doc, write_catalog, write_json
 from tests.stac.test_local_catalog import assert_walks_inside
 
 PAYLOAD = Path(__file__).with_name("official_put_payload.json")
@@ -149,6 +149,28 @@ def test_a_folder_ingested_by_eotdlfs_goes_out_in_the_official_shape(tmp_path):
     assert hrefs == [download_url(path) for path in files.assets]
     back = feature_collection_to_documents(fc, DATASET_ID, set(files.assets))
     assert back.assets == files.assets and back.name == files.name
+
+
+def test_sub_catalogs_and_items_of_the_root_survive_the_official_shape(tmp_path):
+    """to_stac knows one catalog level: collections below a sub-catalog go to the root, items keep theirs."""
+    source = tmp_path / "src"
+    write_json(source / "catalog.json", catalog_doc("nested-cat", [
+        {"rel": "child", "href": "./region/catalog.json"}, {"rel": "item", "href": "./loose/loose.json"}]))
+    write_json(source / "region" / "catalog.json", catalog_doc("region", [{"rel": "child", "href": "./c/collection.json"}]))
+    write_json(source / "region" / "c" / "collection.json", collection_doc("c", [{"rel": "item", "href": "./i/i.json"}]))
+    for path, stac_id in [("region/c/i", "i"), ("loose", "loose")]:
+        write_json(source / path / f"{stac_id}.json", item_doc(stac_id, [0, 0, 1, 1], "2020-01-01T00:00:00Z", {"a": "./a.tif"}))
+        (source / path / "a.tif").write_bytes(stac_id.encode())
+    files = read_local_catalog(source)
+    stored = dict(files.documents)
+    fc = documents_to_feature_collection(StoredSource(stored.__getitem__), download_url)
+    rows = {f["properties"]["id"]: f["properties"] for f in fc["features"]}
+    assert list(rows) == ["nested-cat", "c", "loose", "i"]  # catalog, collections, items; each in walk order
+    assert rows["i"]["collection"] == "c" and "collection" not in rows["loose"]
+    assert [link["href"] for link in rows["nested-cat"]["links"] if link["rel"] in ("child", "item")] == [
+        "./c/collection.json", "./loose/loose.json"]
+    back = feature_collection_to_documents(fc, DATASET_ID, set(files.assets))
+    assert [path for path, _ in back.documents] == ["catalog.json", "c/collection.json", "loose/loose.json", "c/i/i.json"]
 
 
 @pytest.mark.parametrize("href", ["../../etc/passwd", "/etc/passwd", "file:///etc/passwd", "https://e.com/x.json"])

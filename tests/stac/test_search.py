@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import pytest
 from shapely.geometry import box, shape
 
-from eotdlfs.stac import StacError
+from eotdlfs.stac import StacError, read_local_catalog
 from eotdlfs.stac.search import ItemIndex, parse_bbox, parse_interval
 from tests.stac.catalogs import item_doc, write_catalog
 from tests.stac.test_local_catalog import add_link
@@ -105,7 +105,12 @@ def test_index_matches_brute_force_on_random_queries():
 
 
 def test_a_10000_item_catalog_on_disk(tmp_path):
+    """One generated catalog at the scale of the goals: read for ingest, then searched."""
     folder = write_catalog(tmp_path / "big", items=10_000, seed=7)
+    files = read_local_catalog(folder)
+    assert len(files.documents) == 10_002 and len(files.assets) == 10_000
+    item = json.loads(dict(files.documents)["scenes/items/item-09999/item-09999.json"])
+    assert item["assets"]["data"]["href"] == "./data.tif" and item["links"][0]["href"] == "../../../catalog.json"
     index = ItemIndex.from_folder(folder)
     items = [(p.relative_to(folder).as_posix(), json.loads(p.read_text()))
              for p in sorted((folder / "scenes" / "items").glob("*/*.json"))]
