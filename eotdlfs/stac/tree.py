@@ -57,17 +57,18 @@ def self_contained(nodes: list[Node], name: str) -> CatalogFiles:
     documents, total, assets = [], 0, set()
     for node in nodes:
         links = [_link("root", relative_href(node.path, root.path), "Catalog")]
-        if node.parent is not None:
-            parent = by_path[node.parent]
+        parent = by_path[node.parent] if node.parent is not None else None
+        in_collection = parent is not None and node.stac["type"] == "Feature" and parent.stac["type"] == "Collection"
+        if parent is not None:
             links.append(_link("parent", relative_href(node.path, parent.path), parent.stac["type"]))
-            if node.stac["type"] == "Feature" and parent.stac["type"] == "Collection":
-                links.append(_link("collection", relative_href(node.path, parent.path), "Collection"))
+        if in_collection:
+            links.append(_link("collection", relative_href(node.path, parent.path), "Collection"))
         for child in children.get(node.path, []):
             rel = "item" if child.stac["type"] == "Feature" else "child"
             links.append(_link(rel, relative_href(node.path, child.path), child.stac["type"]))
         stac = dict(node.stac, links=links + kept_links(node.stac))
-        if node.stac["type"] == "Feature" and node.parent is not None and by_path[node.parent].stac["type"] == "Collection":
-            stac["collection"] = by_path[node.parent].stac["id"]
+        if in_collection:
+            stac["collection"] = parent.stac["id"]
         if node.assets:
             stac["assets"] = {key: dict(stac["assets"][key], href=relative_href(node.path, path))
                               for key, path in node.assets.items()}
