@@ -23,14 +23,15 @@ from benchlib.dataset import DatasetSpec, generate
 from benchlib.peers import Nginx
 from benchlib.runner import Bench, Plan, Watchdog
 from benchlib.suites import (
-    run_curl_nginx, run_curl_server, run_download_all, run_eotdlfs_mounts, run_rclone_mounts, run_staging,
+    run_curl_nginx, run_curl_server, run_delayed, run_download_all, run_eotdlfs_mounts, run_rclone_mounts,
+    run_staging, run_vsicurl,
 )
 
 DATASET_NAME = "bench-data"
-FULL = (DatasetSpec(big_bytes=1 << 30, small_count=10_000, small_bytes=4096, geotiff_bytes=200 << 20),
-        Plan(repeats=3, rand_count=2000, rand_time_limit_s=30, time_limit_s=3000))
-QUICK = (DatasetSpec(big_bytes=64 << 20, small_count=1000, small_bytes=4096, geotiff_bytes=10 << 20),
-         Plan(repeats=1, rand_count=300, rand_time_limit_s=3, time_limit_s=300))
+FULL = (DatasetSpec(big_bytes=1 << 30, small_count=10_000, small_bytes=4096, geotiff_bytes=400 << 20),
+        Plan(repeats=3, rand_count=2000, rand_time_limit_s=30, time_limit_s=4500))
+QUICK = (DatasetSpec(big_bytes=64 << 20, small_count=1000, small_bytes=4096, geotiff_bytes=24 << 20),
+         Plan(repeats=1, rand_count=300, rand_time_limit_s=3, time_limit_s=600, cog_windows=20, cog_small_windows=10))
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
@@ -95,10 +96,12 @@ def _run(bench: Bench, spec: DatasetSpec) -> None:
     ]
     if eotdlfs is not None:
         server, env = eotdlfs
-        groups[1:1] = [("curl_server", lambda: run_curl_server(bench, server))]
+        groups[1:1] = [("curl_server", lambda: run_curl_server(bench, server)),
+                       ("vsicurl", lambda: run_vsicurl(bench, server))]
         groups += [
             ("eotdlfs_mount", lambda: run_eotdlfs_mounts(bench, server, env)),
             ("download_all", lambda: run_download_all(bench, env)),
+            ("delayed", lambda: run_delayed(bench, server, nginx, env)),
         ]
     # Repetitions interleave the peers, so a burst of load from elsewhere hits them alike.
     for rep in range(bench.plan.repeats):
