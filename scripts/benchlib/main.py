@@ -9,6 +9,7 @@ out, on errors, on Ctrl-C and SIGTERM, and by a watchdog past --time-limit.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import signal
@@ -43,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.json and the table in docs/benchmarks.md")
     p.add_argument("--profile", type=Path, help="record py-spy profiles of the mount and server into this folder")
     p.add_argument("--time-limit", type=float, help="stop everything after this many seconds")
+    p.add_argument("--only", help="run only these groups of measurements (comma-separated, e.g. vsicurl,eotdlfs_mount)")
+    p.add_argument("--geotiff-mb", type=int, help="size of the COG's full-resolution band, in MiB")
     p.add_argument("--render", type=Path, metavar="JSON",
                    help="run nothing: write the docs from the JSON output of an earlier run")
     return p.parse_args(argv)
@@ -56,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     spec, plan = QUICK if args.quick else FULL
     if args.repeat:
         plan = plan._replace(repeats=args.repeat)
+    if args.geotiff_mb is not None:
+        spec = dataclasses.replace(spec, geotiff_bytes=args.geotiff_mb << 20)
+    if args.only:
+        plan = plan._replace(only=tuple(args.only.split(",")))
     if args.time_limit:
         plan = plan._replace(time_limit_s=args.time_limit)
     own_workdir = args.workdir is None
@@ -107,9 +114,9 @@ def _run(bench: Bench, spec: DatasetSpec) -> None:
     for rep in range(bench.plan.repeats):
         bench.log(f"repetition {rep + 1} of {bench.plan.repeats}")
         for name, run in groups:
-            if name not in bench.errors:  # a group that failed once is not retried
+            if name not in bench.errors and (not bench.plan.only or name in bench.plan.only):  # a group that failed once is not retried
                 bench.attempt(name, run)
-    if eotdlfs is not None:
+    if eotdlfs is not None and (not bench.plan.only or "staging" in bench.plan.only):
         bench.attempt("staging", lambda: run_staging(bench, *eotdlfs))
 
 
