@@ -19,6 +19,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Callable
 
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.errors import ContentMismatch
@@ -116,6 +117,8 @@ class BlockFetcher:
         self.recent = RecentBlocks(recent_bytes)
         self.verifiers = Verifiers(self.recent)
         self.stats = FetchStats()
+        # Called with a content whose cached bytes are dropped (it failed its checksum).
+        self.on_drop: list[Callable[[Content], None]] = []
         # Guarded by _lock.
         self._lock = threading.Lock()
         self._inflight: dict[tuple[str, int], tuple[Future, _Task]] = {}
@@ -239,6 +242,8 @@ class BlockFetcher:
     def _drop(self, content: Content) -> None:
         self.recent.drop(content.checksum)
         self.cache.drop(content.checksum, content.block_count(self.block_size))
+        for drop in self.on_drop:
+            drop(content)
 
     def serial(self) -> int:
         """A mark in time, for `failed_since`."""

@@ -3,15 +3,16 @@
 A read far from its handle's last one (`ReadAheadWindow.seeking`) of a block neither cached
 nor being fetched gets no whole block and no read-ahead: the pieces of PIECE_SIZE bytes it
 spans are fetched in one range request, as GDAL fetches one tile of a Cloud-Optimized
-GeoTIFF, and kept in memory (bounded, oldest out first) for the reads next to it; the
-kernel keeps the pages it was given. A whole 1 MiB block (with the read-ahead that a
-sequential run earns) would fetch twice the bytes of a 512 KiB tile and make the reader wait
-for them.
+GeoTIFF. A whole 1 MiB block (with the read-ahead that a sequential run earns) fetched 2.8
+times the bytes GDAL's /vsicurl/ does for random windows, and made the reader wait for them.
 
-Pieces never enter the block cache nor the file's running SHA-1: the end-to-end check is of
-whole-file reads, which do not seek, and the reader never takes a file's final block in
-pieces, so the final block still waits for the file's checksum as before. Pieces of a file
-that failed its checksum after they were fetched are dropped, not served.
+Pieces are kept in memory (bounded, oldest out first) for the reads next to them, and in the
+block cache under keys of their own (`piece_key`), with the same CRC32C check on read-back
+as blocks, so a second reader, or the next mount, does not fetch them again. They never feed
+the file's running SHA-1: the end-to-end check is of whole-file reads, which do not seek,
+and the reader never takes a file's final block in pieces, so the final block still waits
+for the file's checksum. When a file fails its checksum its pieces are dropped with its
+blocks (`BlockFetcher.on_drop`), and pieces of a fetch begun before the failure are not kept.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ KEPT_BYTES = 32 << 20
 LONGEST_REQUEST = 32  # pieces: 2 MiB
 
 
+def piece_key(number: int) -> str:
+    """The block-cache index of a file's NUMBER-th piece: apart from its blocks' (numbers)."""
+    return f"p{number}"
+
+
 @dataclass
 class _Task:
     content: Content
@@ -46,18 +52,19 @@ class PieceFetcher:
                  workers: int = 4):
         # Set once.
         self.fetcher = fetcher
+        self.cache = fetcher.cache
         self.piece_size = piece_size
         # Guarded by _lock.
         self._lock = threading.Lock()
         self._kept = RecentBlocks(kept_bytes)  # (checksum, piece number) -> bytes
         self._inflight: dict[tuple[str, int], Future] = {}
-        self._valid_since: dict[str, int] = {}  # checksum -> serial after which kept pieces were fetched
         # Worker threads, so a reader waits for a silent server no longer than its own deadline.
         self._tasks: queue.Queue = queue.Queue()
         self._threads = [threading.Thread(target=self._work, name=f"fetch-piece-{i}", daemon=True)
                          for i in range(workers)]
         for thread in self._threads:
             thread.start()
+        fetcher.on_drop.append(self._drop)
 
     def read_into(self, content: Content, opened: int, offset: int, target: memoryview, deadline: float) -> None:
         """Fill TARGET with CONTENT's bytes from OFFSET (all within the file), fetching the
@@ -68,7 +75,6 @@ class PieceFetcher:
         mine: list[int] = []
         with self._lock:
             self.fetcher.check_not_failed(content, opened)
-            self._forget_failed_locked(checksum)
             serial = self.fetcher.serial()
             for number in range(first, last + 1):
                 future = self._inflight.get((checksum, number))
@@ -81,7 +87,8 @@ class PieceFetcher:
                         self._inflight[(checksum, number)] = future
                         mine.append(number)
                 futures[number] = future
-        for run in _runs(mine, LONGEST_REQUEST):
+        missing = [number for number in mine if not self._load(checksum, number, futures[number], serial)]
+        for run in _runs(missing, LONGEST_REQUEST):
             self._tasks.put(_Task(content, run[0], [futures[n] for n in run], serial))
         for number, future in futures.items():
             data = future.result(timeout=max(0.0, deadline - time.monotonic()))
@@ -93,12 +100,26 @@ class PieceFetcher:
         for _ in self._threads:
             self._tasks.put(None)
 
-    def _forget_failed_locked(self, checksum: str) -> None:
-        """Drop CHECKSUM's kept pieces if the file failed its checksum since they were fetched."""
-        since = self._valid_since.get(checksum)
-        if since is not None and self.fetcher.failed_since(checksum, since):
-            self._kept.drop(checksum)
-            del self._valid_since[checksum]
+    def _load(self, checksum: str, number: int, future: Future, serial: int) -> bool:
+        """Settle FUTURE with the piece read back from the block cache (checked); False if
+        it is not there, or the file failed its checksum since SERIAL (it may be of before)."""
+        data = self.cache.load_block(checksum, piece_key(number))
+        if data is None:
+            return False
+        with self._lock:
+            if self.fetcher.failed_since(checksum, serial):
+                return False
+            self._kept.add(checksum, {number: data})
+            self._inflight.pop((checksum, number), None)
+        future.set_result(data)
+        return True
+
+    def _drop(self, content: Content) -> None:
+        """CONTENT failed its checksum: forget its pieces, in memory and in the block cache."""
+        with self._lock:
+            self._kept.drop(content.checksum)
+        pieces = -(-content.size // self.piece_size)
+        self.cache.drop_blocks(content.checksum, [piece_key(n) for n in range(pieces)])
 
     def _work(self) -> None:
         while (task := self._tasks.get()) is not None:
@@ -116,14 +137,13 @@ class PieceFetcher:
             self.fetcher.stats.count_fetch(len(data))
             view = memoryview(data)
             pieces = {task.first + i: view[i * size:(i + 1) * size] for i in range(count)}
+            self.cache.put_blocks(checksum, {piece_key(n): piece for n, piece in pieces.items()})
             with self._lock:
-                # Under the lock that readers drop failed files' pieces under: kept pieces
-                # are never of a fetch begun before a failure.
+                # Checked after storing: a failure marked later drops these pieces itself.
                 if self.fetcher.failed_since(checksum, task.serial):
+                    self.cache.drop_blocks(checksum, [piece_key(n) for n in pieces])
                     raise StaleFetch(f"content {checksum} failed its checksum during this fetch")
                 self._kept.add(checksum, pieces)
-                self._valid_since.setdefault(checksum, task.serial)
-                self._valid_since[checksum] = min(self._valid_since[checksum], task.serial)
                 for number in pieces:
                     self._inflight.pop((checksum, number), None)
         except BaseException as exc:  # handed to every waiter, who maps it to an errno

@@ -31,11 +31,12 @@ def setup(tmp_path):
         cache = BlockCache(tmp_path / f"blocks{len(made)}", cache_size, BS)
         fetcher = BlockFetcher(repo, cache, workers=3, request_blocks=4)
         reader = ContentReader(fetcher, first_window=2 * BS, max_window=8 * BS, **{"demand_timeout": 10, **kw})
-        made.append((cache, fetcher))
+        made.append((cache, fetcher, reader))
         return reader
 
     yield repo, record, entries, data, make
-    for cache, fetcher in made:
+    for cache, fetcher, reader in made:
+        reader.close()
         fetcher.close()
         cache.close()
 
@@ -110,7 +111,26 @@ def test_a_seeking_read_fetches_only_the_pieces_it_spans(setup):
     assert reader.fetcher.wait_idle(10)
     assert repo.bytes_served == 4 * piece  # whole blocks and read-ahead would be 4 * BS and more
     checksum = entries["f.bin"].checksum
-    assert not any((checksum, i) in reader.cache for i in range(21))  # pieces stay out of the block cache
+    assert not any((checksum, i) in reader.cache for i in range(21))  # no whole block is cached
+
+
+def test_pieces_are_kept_in_the_block_cache_for_the_next_mount(setup, tmp_path):
+    repo, record, entries, data, make = setup
+    reader = make(piece_size=BS // 8)
+    offset = 9 * BS + 3000
+    assert reader.read(reader.open(Content(record, entries["f.bin"])), offset, 5000) == data[offset:offset + 5000]
+    assert reader.fetcher.wait_idle(10)
+    served = repo.bytes_served
+    cache = BlockCache(tmp_path / "blocks0", 1 << 30, BS)
+    reopened = ContentReader(BlockFetcher(repo, cache), piece_size=BS // 8)
+    try:
+        handle = reopened.open(Content(record, entries["same.bin"]))  # the same bytes: the same pieces
+        assert reopened.read(handle, offset, 5000) == data[offset:offset + 5000]
+        assert repo.bytes_served == served
+    finally:
+        reopened.close()
+        reopened.fetcher.close()
+        cache.close()
 
 
 def test_seeking_reads_leave_the_whole_file_checked(setup):
