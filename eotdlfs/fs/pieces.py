@@ -58,6 +58,7 @@ class PieceFetcher:
         self._lock = threading.Lock()
         self._kept = RecentBlocks(kept_bytes)  # (checksum, piece number) -> bytes
         self._inflight: dict[tuple[str, int], Future] = {}
+        self._dropped: dict[str, int] = {}  # checksum -> serial at which its last drop began
         # Worker threads, so a reader waits for a silent server no longer than its own deadline.
         self._tasks: queue.Queue = queue.Queue()
         self._threads = [threading.Thread(target=self._work, name=f"fetch-piece-{i}", daemon=True)
@@ -73,6 +74,8 @@ class PieceFetcher:
         first, last = offset // size, (offset + len(target) - 1) // size
         futures: dict[int, Future] = {}
         mine: list[int] = []
+        if self.fetcher.failed_since(checksum, self._dropped.get(checksum, -1)):
+            self._drop(content)  # a reader opened after a failure may come before the fetcher drops
         with self._lock:
             self.fetcher.check_not_failed(content, opened)
             serial = self.fetcher.serial()
@@ -116,10 +119,13 @@ class PieceFetcher:
 
     def _drop(self, content: Content) -> None:
         """CONTENT failed its checksum: forget its pieces, in memory and in the block cache."""
+        began = self.fetcher.serial()
         with self._lock:
             self._kept.drop(content.checksum)
         pieces = -(-content.size // self.piece_size)
         self.cache.drop_blocks(content.checksum, [piece_key(n) for n in range(pieces)])
+        with self._lock:
+            self._dropped[content.checksum] = max(began, self._dropped.get(content.checksum, -1))
 
     def _work(self) -> None:
         while (task := self._tasks.get()) is not None:
@@ -137,11 +143,8 @@ class PieceFetcher:
             self.fetcher.stats.count_fetch(len(data))
             view = memoryview(data)
             pieces = {task.first + i: view[i * size:(i + 1) * size] for i in range(count)}
-            self.cache.put_blocks(checksum, {piece_key(n): piece for n, piece in pieces.items()})
             with self._lock:
-                # Checked after storing: a failure marked later drops these pieces itself.
                 if self.fetcher.failed_since(checksum, task.serial):
-                    self.cache.drop_blocks(checksum, [piece_key(n) for n in pieces])
                     raise StaleFetch(f"content {checksum} failed its checksum during this fetch")
                 self._kept.add(checksum, pieces)
                 for number in pieces:
@@ -157,3 +160,12 @@ class PieceFetcher:
             return
         for number, future in zip(pieces, task.futures):
             future.set_result(pieces[number])
+        self._store(checksum, pieces, task.serial)
+
+    def _store(self, checksum: str, pieces: dict[int, memoryview], serial: int) -> None:
+        """Write PIECES to the block cache, after their readers have them (a disk write costs
+        a random reader about as much as its fetch)."""
+        self.cache.put_blocks(checksum, {piece_key(n): piece for n, piece in pieces.items()})
+        # Checked after storing: a failure marked later drops these pieces itself.
+        if self.fetcher.failed_since(checksum, serial):
+            self.cache.drop_blocks(checksum, [piece_key(n) for n in pieces])

@@ -12,6 +12,7 @@ import pytest
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.errors import ContentMismatch, errno_for
 from eotdlfs.fs.fetcher import BlockFetcher, Content
+from eotdlfs.fs.pieces import piece_key
 from eotdlfs.fs.readahead import ReadAheadWindow
 from eotdlfs.fs.reader import ContentReader
 from tests.fs.fakes import MemoryRepository
@@ -119,7 +120,10 @@ def test_pieces_are_kept_in_the_block_cache_for_the_next_mount(setup, tmp_path):
     reader = make(piece_size=BS // 8)
     offset = 9 * BS + 3000
     assert reader.read(reader.open(Content(record, entries["f.bin"])), offset, 5000) == data[offset:offset + 5000]
-    assert reader.fetcher.wait_idle(10)
+    stored = (entries["f.bin"].checksum, piece_key(offset // (BS // 8)))
+    deadline = time.monotonic() + 10
+    while stored not in reader.cache and time.monotonic() < deadline:  # stored after the reader has them
+        time.sleep(0.01)
     served = repo.bytes_served
     cache = BlockCache(tmp_path / "blocks0", 1 << 30, BS)
     reopened = ContentReader(BlockFetcher(repo, cache), piece_size=BS // 8)
