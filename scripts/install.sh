@@ -13,6 +13,13 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)  # peer in scripts/bench
 command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)  # peer in scripts/bench
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ "${1:-}" = "--test" ]; then  # tests/staging/test_pjdfstest.py builds and runs pjdfstest
+  command -v autoreconf >/dev/null 2>&1 || need_apt+=(autoconf)
+  command -v automake >/dev/null 2>&1 || need_apt+=(automake)
+  command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+  command -v make >/dev/null 2>&1 || need_apt+=(make)
+  command -v prove >/dev/null 2>&1 || need_apt+=(perl)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_if_needed apt-get update -qq
   DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq "${need_apt[@]}" >/dev/null
