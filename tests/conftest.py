@@ -48,11 +48,14 @@ def _free_port() -> int:
 class RepoServer:
     """`eotdlfs serve` in a subprocess on 127.0.0.1."""
 
-    def __init__(self, root: Path, port: int | None = None, env: dict[str, str] | None = None):
+    def __init__(self, root: Path, port: int | None = None, env: dict[str, str] | None = None,
+                 db: str | None = None, blobs: str | None = None, args: tuple[str, ...] = ()):
         self.root = Path(root)
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.env = env or {}
+        self.db, self.blobs = db, blobs  # `--db`, `--blobs` (None: SQLite and blobs under root)
+        self.args = [*(["--db", db] if db else []), *(["--blobs", blobs] if blobs else []), *args]
         self.log = self.root.parent / f"{self.root.name}-server.log"
         self._proc: subprocess.Popen | None = None
 
@@ -62,7 +65,8 @@ class RepoServer:
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "eotdlfs", "serve", "--root", str(self.root), "--port", str(self.port)],
+                [sys.executable, "-m", "eotdlfs", "serve", "--root", str(self.root), "--port", str(self.port),
+                 *self.args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ, **self.env})
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -95,12 +99,30 @@ class RepoServer:
     def token(self, user: str) -> str:
         from eotdlfs.server.auth import issue_token
 
-        return issue_token(self.root, user)
+        return issue_token(self.root, user, db_url=self.db)
+
+    def blob_store(self):
+        """The server's blob store (folder or bucket), to look at what it holds."""
+        from eotdlfs.server.blobs import open_blobs
+
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("AWS_")})  # the same for every bucket
+        return open_blobs(self.root, self.blobs)
+
+    def secret(self) -> bytes:
+        """The secret the server signs tokens with."""
+        from eotdlfs.server.auth import load_secret
+        from eotdlfs.server.db import Database
+
+        db = Database(self.root, self.db)
+        try:
+            return load_secret(self.root, db)
+        finally:
+            db.close()
 
     def api_key(self, user: str) -> str:
         from eotdlfs.server.auth import create_api_key
 
-        return create_api_key(self.root, user)
+        return create_api_key(self.root, user, db_url=self.db)
 
     def stats(self) -> dict:
         response = requests.get(self.url + "eotdlfs/stats", timeout=10)
@@ -108,8 +130,8 @@ class RepoServer:
         return response.json()
 
 
-def _serve(root: Path, env: dict[str, str] | None = None) -> Iterator[RepoServer]:
-    server = RepoServer(root, env=env)
+def _serve(root: Path | RepoServer, env: dict[str, str] | None = None) -> Iterator[RepoServer]:
+    server = root if isinstance(root, RepoServer) else RepoServer(root, env=env)
     try:
         server.start()
         yield server

@@ -119,12 +119,13 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any) -> APIRouter:
     return r
 
 
-def create_app(root: Path, limits: Limits | None = None) -> FastAPI:
-    """The server for the repository stored under ROOT."""
+def create_app(root: Path, limits: Limits | None = None, db_url: str | None = None,
+               blobs_url: str | None = None) -> FastAPI:
+    """The server for the repository stored under ROOT, or in DB_URL (`--db`) and BLOBS_URL (`--blobs`) when given."""
     limits = limits or Limits.from_env()
-    store = Store(Path(root), limits)
+    store = Store(Path(root), limits, db_url, blobs_url)
     store.recover()
-    secret = load_secret(Path(root))
+    secret = load_secret(Path(root), store.db)
     stats = Stats()
 
     def current_user(authorization: str | None = Header(None), x_api_key: str | None = Header(None)) -> str:
@@ -155,7 +156,7 @@ def create_app(root: Path, limits: Limits | None = None) -> FastAPI:
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
         # JSON like every other answer (clients read `detail`); uvicorn still logs the traceback
-        if is_disk_full(exc):
+        if is_disk_full(getattr(exc, "orig", None) or exc):  # SQLAlchemy wraps the driver's error
             return JSONResponse({"detail": "The repository's disk is full"}, status_code=507)
         return JSONResponse({"detail": f"Internal server error ({exc.__class__.__name__})"}, status_code=500)
 

@@ -17,6 +17,7 @@ import anyio
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from eotdlfs.server.blobs import Blobs
 from eotdlfs.server.errors import ApiError
 from eotdlfs.server.stats import Stats
 from eotdlfs.server.store import BlobRef, Store
@@ -59,12 +60,12 @@ def _number(digits: str) -> int:
 class BlobResponse(Response):
     """An ASGI response with the bytes [first, last] of a blob, in chunks of at most 1 MiB.
 
-    Reads of up to 64 KiB happen inline (cheaper than a thread hop); larger ones in a worker thread.
+    Reads of up to 64 KiB from a local blob happen inline (cheaper than a thread hop); others in a worker thread.
     """
 
-    def __init__(self, blob: BlobRef, filename: str, head: bool, byte_range: tuple[int, int] | None,
+    def __init__(self, blobs: Blobs, blob: BlobRef, filename: str, head: bool, byte_range: tuple[int, int] | None,
                  on_sent: Callable[[int], None]):
-        self.blob, self.head, self.on_sent = blob, head, on_sent
+        self.blobs, self.blob, self.head, self.on_sent = blobs, blob, head, on_sent
         self.first, self.last = byte_range if byte_range else (0, blob.size - 1)
         length = self.last - self.first + 1
         self.status_code = 206 if byte_range else 200
@@ -81,7 +82,7 @@ class BlobResponse(Response):
         self.raw_headers = [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        fd = os.open(self.blob.path, os.O_RDONLY)
+        reader = self.blobs.reader(self.blob.checksum, self.first, self.last)
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             offset, end = self.first, self.last + 1
@@ -90,7 +91,10 @@ class BlobResponse(Response):
                 return
             while offset < end:
                 n = min(CHUNK, end - offset)
-                data = os.pread(fd, n, offset) if n <= 65536 else await anyio.to_thread.run_sync(os.pread, fd, n, offset)
+                if reader.inline and n <= 65536:
+                    data = reader.read_at(offset, n)
+                else:
+                    data = await anyio.to_thread.run_sync(reader.read_at, offset, n)
                 if not data:
                     break  # the blob is shorter than its row says: stop rather than spin
                 offset += len(data)
@@ -99,7 +103,7 @@ class BlobResponse(Response):
             if offset < end:
                 await send({"type": "http.response.body", "body": b""})
         finally:
-            os.close(fd)
+            reader.close()
 
 
 def _header_safe(name: str) -> str:
@@ -124,7 +128,7 @@ def download_response(store: Store, stats: Stats, kind: str, record_id: str, pat
         byte_range = None  # the client's copy is of other bytes: send the whole file
     if not head:
         stats.download()
-    return BlobResponse(blob, path, head, byte_range, stats.sent)
+    return BlobResponse(store.blobs, blob, path, head, byte_range, stats.sent)
 
 
 _DOWNLOAD_PATH = re.compile(r"^/(datasets|models)/([^/]+)/download/(.*)$", re.DOTALL)

@@ -1,9 +1,103 @@
-"""Fixtures of the server tests: `kind` (both kinds) and `api` (the session server as 'alice')."""
+"""Fixtures of the server tests: the layout, `kind` (both kinds) and `api` (the session server as 'alice').
+
+Every server test runs on each layout of `eotdlfs serve`: "local" (SQLite and blobs under
+--root, the default) and "postgres-s3" (`--db` on a PostgreSQL and `--blobs` on an S3 bucket,
+both real servers started here). The second needs PostgreSQL's binaries; it runs when
+EOTDLFS_FULL_MATRIX=1 or in CI (CI=true), where missing binaries fail instead of skipping.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Iterator
+
 import pytest
+from engines import MotoS3, Postgres, postgres_bindir
 from serverapi import Api
+
+from tests.conftest import RepoServer, _serve
+
+IN_CI = os.environ.get("CI") == "true"
+FULL_MATRIX = IN_CI or os.environ.get("EOTDLFS_FULL_MATRIX") == "1"
+LAYOUTS = ["local", *([pytest.param("postgres-s3", marks=pytest.mark.slow)] if FULL_MATRIX else [])]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    bindir = postgres_bindir()
+    if bindir is None:
+        if IN_CI:
+            pytest.fail("PostgreSQL is not installed: run scripts/install.sh --test")
+        pytest.skip("PostgreSQL is not installed (scripts/install.sh --test installs it)")
+    pg = Postgres(bindir)
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.stop()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[MotoS3]:
+    server = MotoS3()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session", params=LAYOUTS)
+def layout(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def new_server(layout, request):
+    """new_server(root, env=None) -> a stopped RepoServer of this layout, on fresh storage."""
+
+    def make(root: Path, env: dict[str, str] | None = None) -> RepoServer:
+        if layout == "local":
+            return RepoServer(root, env=env)
+        pg, s3 = request.getfixturevalue("postgres"), request.getfixturevalue("s3")
+        return RepoServer(root, env={**s3.env, **(env or {})}, db=pg.database(), blobs=s3.bucket())
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def repo_server(new_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RepoServer]:
+    yield from _serve(new_server(tmp_path_factory.mktemp("repo-server") / "root"))
+
+
+@pytest.fixture
+def fresh_server(new_server, tmp_path: Path) -> Iterator[RepoServer]:
+    yield from _serve(new_server(tmp_path / "root"))
+
+
+@pytest.fixture
+def server_factory(new_server, tmp_path: Path) -> Iterator:
+    servers: list[RepoServer] = []
+
+    def make(env: dict[str, str] | None = None, root: Path | None = None) -> RepoServer:
+        server = new_server(root or tmp_path / f"root{len(servers)}", env)
+        servers.append(server)
+        server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def local_only(layout) -> None:
+    """For tests of the local layout's own files (the SQLite file, the blob folder)."""
+    if layout != "local":
+        pytest.skip("checks the files of the local layout")
 
 
 @pytest.fixture(params=["datasets", "models"])

@@ -1,0 +1,141 @@
+"""Real storage engines for the tests, on 127.0.0.1: PostgreSQL (Debian's package) and S3 (moto's server).
+
+PostgreSQL refuses to run as root: as root, its programs run as the `postgres` user the
+package creates (setpriv execs in place, so the PID we hold is the server's), in a folder of
+our own that user owns (pytest's folders are 0700 root). Each is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgres_bindir() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
+    return Path(found[-1]).parent if found else None
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(STOP_TIMEOUT_S)
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster; `database()` makes one more database and returns its URL."""
+
+    def __init__(self, bindir: Path):
+        self.bindir, self.port = bindir, free_port()
+        self.folder = Path(tempfile.mkdtemp(dir="/tmp", prefix="eotdlfs-pg-"))
+        self._as_postgres: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres", "postgres")
+            self._as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
+        self.log = open(self.folder / "postgres.log", "ab")
+        self._proc: subprocess.Popen | None = None
+        self._count = 0
+
+    def start(self) -> None:
+        data = self.folder / "data"
+        subprocess.run([*self._as_postgres, str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                        "--auth=trust", "--locale=C.UTF-8", "-E", "UTF8", "--no-sync"],
+                       check=True, stdout=self.log, stderr=self.log, timeout=120)
+        # fsync off: a test cluster need not survive a power loss, and it makes each commit cheap
+        self._proc = subprocess.Popen(
+            [*self._as_postgres, str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port),
+             "-k", str(self.folder), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+             "-c", "max_connections=300"], stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while subprocess.run([str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                             capture_output=True).returncode != 0:
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"PostgreSQL did not start; see {self.folder}/postgres.log")
+            time.sleep(0.1)
+
+    def database(self) -> str:
+        """A new empty database; its URL as `eotdlfs serve --db` takes it."""
+        import psycopg
+
+        self._count += 1
+        name = f"repo{self._count}"
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _stop(proc)
+        self.log.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class MotoS3:
+    """moto's S3 emulation as a real HTTP server; `bucket()` makes one more bucket and returns its URL."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        self.folder = Path(tempfile.mkdtemp(dir="/tmp", prefix="eotdlfs-s3-"))
+        self._proc: subprocess.Popen | None = None
+        self._count = 0
+
+    def start(self) -> None:
+        moto = Path(sys.executable).parent / "moto_server"
+        with open(self.folder / "moto.log", "ab") as log:
+            self._proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
+                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                requests.get(self.endpoint, timeout=5)
+                return
+            except requests.RequestException:
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"moto_server did not start; see {self.folder}/moto.log") from None
+                time.sleep(0.1)
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="testing",
+                            aws_secret_access_key="testing", region_name="us-east-1")
+
+    def bucket(self) -> str:
+        """A new empty bucket; its URL as `eotdlfs serve --blobs` takes it (with a prefix, as a deployment may)."""
+        self._count += 1
+        name = f"repo{self._count}"
+        self.client().create_bucket(Bucket=name)
+        return f"s3://{name}/eotdlfs"
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _stop(proc)
+        shutil.rmtree(self.folder, ignore_errors=True)
