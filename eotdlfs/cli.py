@@ -73,17 +73,22 @@ def token(
 
 @app.command()
 def fsck(
-    root: Path = typer.Option(..., "--root", help="The repository folder of `eotdlfs serve`."),
+    root: Path | None = typer.Option(None, "--root", help="The repository folder of `eotdlfs serve`."),
+    db: str | None = DB_OPTION,
+    blobs: str | None = BLOBS_OPTION,
     quick: bool = typer.Option(False, "--quick", help="Check blob sizes only, do not hash them."),
 ) -> None:
     """Check a repository: every listed file's blob exists and hashes right, no version half-done."""
-    import sqlite3
+    from botocore.exceptions import BotoCoreError, ClientError
+    from sqlalchemy.exc import SQLAlchemyError
 
     from eotdlfs.server.fsck import check
 
+    if root is None and (db is None or blobs is None):
+        fail("give --root, or --db and --blobs")
     try:
-        report = check(root, hash_blobs=not quick)
-    except (OSError, sqlite3.Error) as exc:
+        report = check(root, hash_blobs=not quick, db_url=db, blobs_url=blobs)
+    except (OSError, ValueError, SQLAlchemyError, BotoCoreError, ClientError) as exc:
         fail(str(exc))
     for kind, lines in (("problem", report.problems), ("orphan", report.orphans), ("note", report.notes)):
         for line in lines:

@@ -128,12 +128,13 @@ class Tx:
 class Database:
     """The metadata database of one repository, safe to use from any thread and any replica."""
 
-    def __init__(self, root: Path | None, url: str | None = None, migrate: bool = True):
+    def __init__(self, root: Path | None, url: str | None = None, read_only: bool = False):
+        """READ_ONLY (fsck): no migration, and SQLite opens the file read-only."""
         self.shared = url is not None  # given with --db: holds the signing secret too
-        self.engine: Engine = _engine(engine_url(root, url))
+        self.engine: Engine = _engine(engine_url(root, url), read_only)
         self.postgres = self.engine.dialect.name == "postgresql"
         self._write_lock = threading.Lock() if not self.postgres else None
-        if migrate:
+        if not read_only:
             self._migrate()
 
     @contextmanager
@@ -199,14 +200,17 @@ class _NoLock:
         return None
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, read_only: bool) -> Engine:
     if url.startswith("sqlite"):
+        if read_only:
+            url = f"sqlite:///file:{url[len('sqlite:///'):]}?mode=ro&uri=true"
         engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_size=8, max_overflow=64,
                                   connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            if not read_only:
+                dbapi_conn.execute("PRAGMA journal_mode=WAL")
             dbapi_conn.execute("PRAGMA busy_timeout=30000")
             dbapi_conn.execute("PRAGMA synchronous=FULL")  # a 200 means the rows survive a power loss too
 

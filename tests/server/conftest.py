@@ -8,18 +8,15 @@ EOTDLFS_FULL_MATRIX=1 or in CI (CI=true), where missing binaries fail instead of
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-from engines import MotoS3, Postgres, postgres_bindir
+from engines import FULL_MATRIX, IN_CI, MotoS3, Postgres, postgres_bindir
 from serverapi import Api
 
 from tests.conftest import RepoServer, _serve
 
-IN_CI = os.environ.get("CI") == "true"
-FULL_MATRIX = IN_CI or os.environ.get("EOTDLFS_FULL_MATRIX") == "1"
 LAYOUTS = ["local", *([pytest.param("postgres-s3", marks=pytest.mark.slow)] if FULL_MATRIX else [])]
 
 

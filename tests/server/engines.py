@@ -19,6 +19,8 @@ from pathlib import Path
 
 import requests
 
+IN_CI = os.environ.get("CI") == "true"
+FULL_MATRIX = IN_CI or os.environ.get("EOTDLFS_FULL_MATRIX") == "1"  # the server suite on PostgreSQL + S3 too
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
