@@ -32,6 +32,8 @@ def serve(
     root: Path = typer.Option(..., "--root", help="Folder holding the repository (created if missing)."),
     db: str | None = DB_OPTION,
     blobs: str | None = BLOBS_OPTION,
+    redirect_downloads: bool = typer.Option(False, "--redirect-downloads", help="Answer downloads with a 307 to a"
+                                            " short-lived presigned URL of the blob (S3 blobs), so bytes skip the server."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
 ) -> None:
@@ -43,7 +45,7 @@ def serve(
 
     typer.echo(f"serving {root} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
     try:
-        run_server(root, host, port, db, blobs)
+        run_server(root, host, port, db, blobs, redirect_downloads)
     except (OSError, ValueError, SQLAlchemyError, BotoCoreError, ClientError) as exc:
         fail(str(exc))
 

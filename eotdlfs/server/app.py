@@ -37,7 +37,7 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "Invalid request"
 
 
-def kind_router(kind: str, store: Store, stats: Stats, user: Any) -> APIRouter:
+def kind_router(kind: str, store: Store, stats: Stats, user: Any, redirect: bool) -> APIRouter:
     """Routes 1-12 and the draft extension for one KIND ('datasets' or 'models')."""
     noun = kind[:-1]  # 'dataset' or 'model': the prefix of the answers' keys
     r = APIRouter(prefix=f"/{kind}")
@@ -107,7 +107,7 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any) -> APIRouter:
     async def download(request: Request, record_id: str, path: str, version: int | None = None) -> Response:
         # Normally answered earlier by DownloadFastPath; this route documents it in the schema.
         return download_response(store, stats, kind, record_id, path, version, request.method == "HEAD",
-                                 request.headers.get("range"), request.headers.get("if-range"))
+                                 request.headers.get("range"), request.headers.get("if-range"), redirect)
 
     @r.post("/{record_id}")
     def ingest_file(record_id: str, version: int | None = None, file: UploadFile = File(...),
@@ -120,8 +120,9 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any) -> APIRouter:
 
 
 def create_app(root: Path, limits: Limits | None = None, db_url: str | None = None,
-               blobs_url: str | None = None) -> FastAPI:
-    """The server for the repository stored under ROOT, or in DB_URL (`--db`) and BLOBS_URL (`--blobs`) when given."""
+               blobs_url: str | None = None, redirect_downloads: bool = False) -> FastAPI:
+    """The server for the repository stored under ROOT, or in DB_URL (`--db`) and BLOBS_URL (`--blobs`) when
+    given; with REDIRECT_DOWNLOADS, downloads are 307s to the blob store (see `download_response`)."""
     limits = limits or Limits.from_env()
     store = Store(Path(root), limits, db_url, blobs_url)
     store.recover()
@@ -137,7 +138,7 @@ def create_app(root: Path, limits: Limits | None = None, db_url: str | None = No
     app = FastAPI(title="eotdlfs repository", openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
     app.state.store, app.state.stats = store, stats
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, max_other_bytes=limits.max_other_body_bytes)
-    app.add_middleware(DownloadFastPath, store=store, stats=stats)
+    app.add_middleware(DownloadFastPath, store=store, stats=stats, redirect=redirect_downloads)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -177,6 +178,6 @@ def create_app(root: Path, limits: Limits | None = None, db_url: str | None = No
         return CAPABILITIES
 
     for kind in KINDS:
-        app.include_router(kind_router(kind, store, stats, current_user))
+        app.include_router(kind_router(kind, store, stats, current_user, redirect_downloads))
     return app
 

@@ -117,8 +117,10 @@ def unsatisfiable_headers(size: int) -> dict[str, str]:
 
 def download_response(store: Store, stats: Stats, kind: str, record_id: str, path: str,
                       file_version: int | None, head: bool, range_header: str | None,
-                      if_range: str | None) -> Response:
-    """Route 9's answer; raises ApiError (404, 416)."""
+                      if_range: str | None, redirect: bool = False) -> Response:
+    """Route 9's answer; raises ApiError (404, 416). With REDIRECT (`--redirect-downloads`) a GET is
+    answered 307 to a short-lived presigned URL of the blob, when its store has URLs; a HEAD is
+    still answered here (a URL presigned for GET is refused for HEAD)."""
     blob = store.find_download(kind, record_id, path, file_version)
     try:
         byte_range = parse_range(range_header, blob.size)
@@ -128,6 +130,9 @@ def download_response(store: Store, stats: Stats, kind: str, record_id: str, pat
         byte_range = None  # the client's copy is of other bytes: send the whole file
     if not head:
         stats.download()
+        url = store.blobs.presign(blob.checksum, path) if redirect else None
+        if url is not None:
+            return Response(status_code=307, headers={"location": url, "cache-control": "no-store"})
     return BlobResponse(store.blobs, blob, path, head, byte_range, stats.sent)
 
 
@@ -141,8 +146,8 @@ class DownloadFastPath:
     several times. The FastAPI route stays for the OpenAPI schema and gives the same answers.
     """
 
-    def __init__(self, app: ASGIApp, store: Store, stats: Stats):
-        self.app, self.store, self.stats = app, store, stats
+    def __init__(self, app: ASGIApp, store: Store, stats: Stats, redirect: bool = False):
+        self.app, self.store, self.stats, self.redirect = app, store, stats, redirect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = None
@@ -154,7 +159,7 @@ class DownloadFastPath:
         kind, record_id, path = match.groups()
         try:
             response = download_response(self.store, self.stats, kind, record_id, path, _version(scope),
-                                         scope["method"] == "HEAD", *_range_headers(scope))
+                                         scope["method"] == "HEAD", *_range_headers(scope), redirect=self.redirect)
         except ApiError as exc:
             response = JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
         await response(scope, receive, send)

@@ -79,7 +79,7 @@ class S3Blobs:
         if not bucket:
             raise ValueError(f"--blobs {url!r} names no bucket")
         self.bucket, self.prefix = bucket, (prefix.strip("/") + "/" if prefix.strip("/") else "")
-        self.client = boto3.client("s3", config=Config(max_pool_connections=64,
+        self.client = boto3.client("s3", config=Config(max_pool_connections=64, signature_version="s3v4",
                                                        retries={"max_attempts": 5, "mode": "standard"}))
         self.transfer = TransferConfig(multipart_threshold=MULTIPART_BYTES, multipart_chunksize=MULTIPART_BYTES,
                                        max_concurrency=UPLOAD_THREADS)
