@@ -107,7 +107,8 @@ def mount(
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Block cache and state (default: the user cache dir)."),
     cache_size: str = typer.Option("20G", "--cache-size", help="Block cache limit, e.g. 500M, 20G (LRU eviction)."),
     foreground: bool = typer.Option(False, "--foreground", help="Serve in this process until unmounted."),
-    allow_other: bool = typer.Option(False, "--allow-other", help="Let other users see the mount."),
+    allow_other: bool = typer.Option(False, "--allow-other", help="Let other users see the mount: they read, and "
+                                     "write where the mode bits let them; only you flush."),
     autoflush: float = typer.Option(None, "--autoflush", help="Flush staged changes after this many idle seconds."),
     ttl: float = typer.Option(10.0, "--ttl", help="Seconds before record and version lists are refreshed."),
 ) -> None:
@@ -176,7 +177,11 @@ def flush(
 
 
 API_URL_OPTION = typer.Option(None, "--api-url", help="Repository API URL (default: EOTDL_API_URL, config, embedded).")
-TOKEN_OPTION = typer.Option(None, "--token", help="Token (default: EOTDL_TOKEN/EOTDL_API_KEY, config, creds.json).")
+TOKEN_OPTION = typer.Option(
+    None, "--token", help="Token (default: EOTDL_TOKEN/EOTDL_API_KEY, config, creds.json). Every local user sees it "
+    "in `ps`: prefer EOTDL_TOKEN, the config file or --token-file.")
+TOKEN_FILE_OPTION = typer.Option(
+    None, "--token-file", help="Read the token from this file ('-': standard input), out of sight of `ps`.")
 KIND_OPTION = typer.Option("datasets", "--kind", help="datasets or models.")
 
 
@@ -184,12 +189,14 @@ KIND_OPTION = typer.Option("datasets", "--kind", help="datasets or models.")
 def ingest(
     path: Path = typer.Argument(..., help="Folder to ingest; its metadata.yml names the record."),
     kind: str = KIND_OPTION, api_url: str | None = API_URL_OPTION, token: str | None = TOKEN_OPTION,
+    token_file: str | None = TOKEN_FILE_OPTION,
 ) -> None:
     """Ingest a folder as the next version: only new and changed files are uploaded."""
     from eotdlfs.client.commands import CLIENT_ERRORS, ingest_command
+    from eotdlfs.client.settings import given_token
 
     try:
-        typer.echo(ingest_command(path, kind, api_url, token))
+        typer.echo(ingest_command(path, kind, api_url, given_token(token, token_file)))
     except CLIENT_ERRORS as exc:
         fail(str(exc))
 
@@ -201,12 +208,14 @@ def get(
     kind: str = KIND_OPTION,
     out: Path = typer.Option(Path("."), "--out", help="Download into OUT/NAME/vN/."),
     api_url: str | None = API_URL_OPTION, token: str | None = TOKEN_OPTION,
+    token_file: str | None = TOKEN_FILE_OPTION,
 ) -> None:
     """Download a version, verifying each file's SHA-1 and skipping files already present."""
     from eotdlfs.client.commands import CLIENT_ERRORS, get_command
+    from eotdlfs.client.settings import given_token
 
     try:
-        typer.echo(get_command(name, version, kind, out, api_url, token))
+        typer.echo(get_command(name, version, kind, out, api_url, given_token(token, token_file)))
     except CLIENT_ERRORS as exc:
         fail(str(exc))
 
@@ -216,12 +225,14 @@ def list_records(
     kind: str = KIND_OPTION,
     match: str | None = typer.Option(None, "--match", help="Only names containing TEXT (case-insensitive)."),
     api_url: str | None = API_URL_OPTION, token: str | None = TOKEN_OPTION,
+    token_file: str | None = TOKEN_FILE_OPTION,
 ) -> None:
     """List datasets or models: name, versions, latest version's size, owner."""
     from eotdlfs.client.commands import CLIENT_ERRORS, list_command
+    from eotdlfs.client.settings import given_token
 
     try:
-        list_command(kind, match, api_url, token)
+        list_command(kind, match, api_url, given_token(token, token_file))
     except CLIENT_ERRORS as exc:
         fail(str(exc))
 

@@ -180,7 +180,7 @@ def unique_name():
 
 
 # --- Mounts (owned by the fs tests; staging tests use them too) ------------------------------
-# `mount_factory(server, ttl=10.0, cache_dir=None, extra_args=())` mounts
+# `mount_factory(server, ttl=10.0, cache_dir=None, extra_args=(), path=None)` mounts
 # `python -m eotdlfs mount MNT --foreground --api-url <server.url> --cache-dir <tmp>` as a
 # subprocess (token of user 'alice' in EOTDL_TOKEN), waits until the kernel shows it, and
 # yields a `Mount` (.path, .cache_dir, .pid, .status(), .unmount(), .remount()). Every mount
@@ -247,8 +247,8 @@ def mount_factory(tmp_path: Path):
     mounts: list[Mount] = []
 
     def make(server: RepoServer, ttl: float = 10.0, cache_dir: Path | None = None,
-             extra_args: tuple[str, ...] = (), user: str = "alice") -> Mount:
-        mount = Mount(server, tmp_path / f"mnt{len(mounts)}", cache_dir or tmp_path / f"cache{len(mounts)}",
+             extra_args: tuple[str, ...] = (), user: str = "alice", path: Path | None = None) -> Mount:
+        mount = Mount(server, path or tmp_path / f"mnt{len(mounts)}", cache_dir or tmp_path / f"cache{len(mounts)}",
                       ttl, tuple(extra_args), user)
         mounts.append(mount)
         mount.mount()

@@ -1,9 +1,10 @@
 """The EOTDL repository HTTP API (every route of the contract plus eotdlfs's extensions), one method per route.
 
-One pooled `requests.Session` shared by all threads; every call has a connect and a read
-timeout; idempotent calls (GET/HEAD, and uploads the server treats idempotently) are
-retried with exponential backoff on connection errors and 502/503/504; a 4xx is never
-retried. Failures come out as the typed exceptions of `eotdlfs.client.errors`.
+One pooled `requests.Session` shared by all threads; every call has a short connect timeout,
+and the configured timeout (`EOTDLFS_TIMEOUT`) for sending the request, body included
+(`transport.py`), and for the answer; idempotent calls (GET/HEAD, and uploads the server
+treats idempotently) are retried with exponential backoff on connection errors and
+502/503/504; a 4xx is never retried. Failures come out as the typed exceptions of `eotdlfs.client.errors`.
 
 Servers without the extensions are served too: no `size` in listings -> the size comes
 from a HEAD (or the Content-Length of a GET) of the download route, cached; no Range ->
@@ -23,11 +24,11 @@ from urllib.parse import quote
 
 import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 
 from eotdlfs.client.errors import NotFound, RepositoryError, ServerError, Unreachable, error_for_status
 from eotdlfs.client.redirects import PresignedUrls
 from eotdlfs.client.settings import Settings
+from eotdlfs.client.transport import SendTimeoutAdapter
 from eotdlfs.metadata import Metadata, record_noun
 
 CONNECT_TIMEOUT = 5.0
@@ -63,7 +64,8 @@ def _detail(response: requests.Response) -> str:
 class ApiClient:
     """The routes of one repository server; thread-safe."""
 
-    def __init__(self, settings: Settings, retries: int = 3, backoff: float = 0.2):
+    def __init__(self, settings: Settings, retries: int = 3, backoff: float = 0.2,
+                 connect_timeout: float = CONNECT_TIMEOUT):
         if not settings.api_url:
             raise ValueError("no API URL configured; set EOTDL_API_URL or --api-url")
         # set once
@@ -71,8 +73,10 @@ class ApiClient:
         self.base_url = settings.api_url
         self._retries = retries
         self._backoff = backoff
+        self._connect_timeout = connect_timeout
         self._session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
+        # requests are sent under the configured timeout, not urllib3's default of the connect timeout
+        adapter = SendTimeoutAdapter(settings.timeout, pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         if settings.token:
@@ -101,7 +105,7 @@ class ApiClient:
     ) -> requests.Response:
         """One call with timeout, retries for idempotent calls, and errors raised as typed exceptions."""
         url = self.base_url + route
-        kwargs.setdefault("timeout", (CONNECT_TIMEOUT, self.settings.timeout))
+        kwargs.setdefault("timeout", (self._connect_timeout, self.settings.timeout))
         attempts = self._retries + 1 if idempotent else 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
@@ -233,7 +237,7 @@ class ApiClient:
         first, so the answer may take longer than the usual read timeout."""
         read_timeout = max(self.settings.timeout, size / ASSEMBLY_BYTES_PER_S)
         self._request("POST", f"{kind}/complete/{quote(upload_id, safe='')}", idempotent=False,
-                      params={"version": version}, timeout=(CONNECT_TIMEOUT, read_timeout))
+                      params={"version": version}, timeout=(self._connect_timeout, read_timeout))
 
     # ---- downloads (route 9)
 

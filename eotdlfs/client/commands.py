@@ -65,7 +65,7 @@ def ingest_command(path: Path, kind: str, api_url: str | None, token: str | None
         except Unauthorized as exc:
             if api.settings.token or api.settings.api_key:
                 raise
-            raise Unauthorized(f"{exc} (no credentials: use --token, EOTDL_TOKEN or EOTDL_API_KEY)", exc.status) from exc
+            raise Unauthorized(f"{exc} (no credentials: use EOTDL_TOKEN, EOTDL_API_KEY or --token-file)", exc.status) from exc
     resumed = f" (resumed: {result.resumed} already sent by an interrupted run)" if result.resumed else ""
     return (f"{name} v{result.version}: {result.uploaded} uploaded, {result.carried} carried, "
             f"{result.dropped} removed, {human_bytes(result.bytes_sent)} sent{resumed}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import NotFound, RepositoryError
 from eotdlfs.client.hashcache import HashCache
-from eotdlfs.client.ingest.plan import check_path
+from eotdlfs.paths import validate_file_path
 from eotdlfs.parallel import in_parallel
 from eotdlfs.client.progress import TransferProgress
 from eotdlfs.client.repository import parse_record
@@ -92,7 +92,7 @@ def download_version(api: ApiClient, kind: str, name: str, version: int | None, 
                        f"{', '.join(map(str, published)) or 'none'}", 404)
     folder = Path(out) / name / f"v{version}"
     entries = api.files(kind, record.id, version)
-    targets = [(entry, folder / check_path(entry["filename"])) for entry in entries]  # checked: stays in FOLDER
+    targets = [(entry, folder / validate_file_path(entry["filename"])) for entry in entries]  # checked: stays in FOLDER
     present = present_digests([target for _, target in targets], folder)
     todo = [(entry, target) for entry, target in targets if present.get(target) != entry["checksum"]]
     progress.start(len(todo), sum(int(e.get("size") or 0) for e, _ in todo))

@@ -6,14 +6,33 @@ Thin on purpose: the fs layer caches; this only turns JSON into the dataclasses 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable, Iterable, TypeVar
 
 from eotdlfs.client.api import ApiClient
+from eotdlfs.oncelog import OnceLog
 from eotdlfs.parallel import in_parallel
 from eotdlfs.repository import FileEntry, Record, Version
 
+log = logging.getLogger(__name__)
+_malformed = OnceLog(log)
+
 SIZE_LOOKUPS = 8  # HEADs in flight when a server lists no sizes
+T = TypeVar("T")
+
+
+def parsed(parse: Callable[[Any], T], items: Iterable[Any], what: str) -> list[T]:
+    """PARSE of each of ITEMS. An item a broken server sent malformed (a field missing or not a
+    number) is left out and logged: it must not take the rest of the listing with it."""
+    out = []
+    for item in items:
+        try:
+            out.append(parse(item))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            _malformed.warning(f"left out a malformed {what} from the server: {item!r:.200} "
+                               f"({type(exc).__name__}: {exc})")
+    return out
 
 
 def parse_time(value: Any) -> datetime:
@@ -33,19 +52,13 @@ def record_versions(data: dict[str, Any]) -> list[dict[str, Any]]:
     return [*(data.get("versions") or []), *({**d, "draft": True} for d in data.get("drafts") or [])]
 
 
+def parse_version(data: dict[str, Any]) -> Version:
+    return Version(number=int(data["version_id"]), created_at=parse_time(data.get("createdAt")),
+                   size=int(data.get("size") or 0), draft=bool(data.get("draft", False)))
+
+
 def parse_record(kind: str, data: dict[str, Any]) -> Record:
-    versions = sorted(
-        (
-            Version(
-                number=int(v["version_id"]),
-                created_at=parse_time(v.get("createdAt")),
-                size=int(v.get("size") or 0),
-                draft=bool(v.get("draft", False)),
-            )
-            for v in record_versions(data)
-        ),
-        key=lambda v: v.number,
-    )
+    versions = sorted(parsed(parse_version, record_versions(data), "version"), key=lambda v: v.number)
     return Record(kind=kind, id=str(data["id"]), name=str(data["name"]), owner=str(data.get("uid", "")),
                   versions=tuple(versions))
 
@@ -57,24 +70,31 @@ class ApiRepository:
         self.api = api
 
     def records(self, kind: str) -> list[Record]:
-        return [parse_record(kind, d) for d in self.api.records(kind)]
+        return parsed(lambda data: parse_record(kind, data), self.api.records(kind), f"{kind} record")
 
     def record(self, kind: str, name: str) -> Record:
         return parse_record(kind, self.api.record_by_name(kind, name))
 
     def files(self, record: Record, version: int) -> list[FileEntry]:
-        listed = self.api.files(record.kind, record.id, version)
+        listed = parsed(_file_row, self.api.files(record.kind, record.id, version), "file entry")
 
         def size(f: dict[str, Any]) -> int:
-            if f.get("size") is not None:
-                return int(f["size"])
-            return self.api.head_file(record.kind, record.id, f["filename"], int(f["version"]))
+            if f["size"] is not None:
+                return f["size"]
+            return self.api.head_file(record.kind, record.id, f["filename"], f["version"])
 
         # a server without sizes in listings costs one HEAD per file: a few in flight
-        sizes = in_parallel(size, listed, SIZE_LOOKUPS) if any(f.get("size") is None for f in listed) \
+        sizes = in_parallel(size, listed, SIZE_LOOKUPS) if any(f["size"] is None for f in listed) \
             else [size(f) for f in listed]
-        return [FileEntry(path=f["filename"], file_version=int(f["version"]), checksum=f["checksum"], size=n)
+        return [FileEntry(path=f["filename"], file_version=f["version"], checksum=f["checksum"], size=n)
                 for f, n in zip(listed, sizes)]
 
     def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes | memoryview:
         return self.api.read_range(record.kind, record.id, entry.path, entry.file_version, start, length)
+
+
+def _file_row(data: dict[str, Any]) -> dict[str, Any]:
+    """A file entry of route 5 with the fields `files` reads, checked for type."""
+    size = data.get("size")
+    return {"filename": str(data["filename"]), "version": int(data["version"]), "checksum": str(data["checksum"]),
+            "size": None if size is None else int(size)}

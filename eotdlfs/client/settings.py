@@ -3,8 +3,10 @@
 API URL: the argument (`--api-url`), `EOTDL_API_URL`, the config file
 (`user_config_dir("eotdlfs")/config.yml`, keys `api_url`, `token`, `api_key`, `timeout`),
 else None, meaning "use the embedded local repository".
-Credentials: the argument (`--token`), `EOTDL_TOKEN` / `EOTDL_API_KEY`, the config file,
-then the official client's `~/.cache/eotdl/creds.json` (`id_token`). The first source that
+Credentials: the argument (`--token`, or `--token-file`, read by `read_token_file`),
+`EOTDL_TOKEN` / `EOTDL_API_KEY`, the config file, then the official client's
+`~/.cache/eotdl/creds.json` (`id_token`). `--token T` shows T to every local user in `ps`;
+the other sources do not. The first source that
 gives any credential wins, so a token in the environment is never mixed with a key from a file.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,27 @@ def _read_official_token() -> str | None:
         return None
     token = data.get("id_token") if isinstance(data, dict) else None
     return token if isinstance(token, str) and token else None
+
+
+def read_token_file(path: str) -> str:
+    """The token in the file PATH ('-': standard input), surrounding whitespace and newlines stripped."""
+    shown = "(standard input)" if path == "-" else path
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the token file {shown}: {getattr(exc, 'strerror', None) or exc}") from exc
+    words = text.split()
+    if len(words) != 1:
+        raise ValueError(f"the token file {shown} must hold the token alone, "
+                         f"found {f'{len(words)} words' if words else 'nothing'}")
+    return words[0]
+
+
+def given_token(token: str | None, token_file: str | None) -> str | None:
+    """The token given on the command line, as `--token` or `--token-file`; None when neither."""
+    if token is not None and token_file is not None:
+        raise ValueError("give --token or --token-file, not both")
+    return read_token_file(token_file) if token_file is not None else token
 
 
 def normalize_url(url: str) -> str:

@@ -97,7 +97,7 @@ class _BlockDisk(diskcache.Disk):
             try:
                 return os.open(path, flags | (os.O_DIRECT if direct else 0), 0o600)
             except FileNotFoundError:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             except OSError as exc:
                 if exc.errno != errno.EINVAL or not direct:
                     raise

@@ -22,7 +22,7 @@ class MountOptions:
     fetch_workers: int = 4
     request_blocks: int = 8
     autoflush: float | None = None
-    read_timeout: float = 65.0  # a reader waiting for a block gets EIO after this long
+    read_timeout: float = 65.0  # a callback waiting for the server gets EIO after this long
     api_url: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -50,6 +50,6 @@ def build_context(repo: Repository, options: MountOptions) -> MountContext:
     cache = BlockCache(cache_dir / "blocks", options.cache_size, options.block_size)
     fetcher = BlockFetcher(repo, cache, workers=options.fetch_workers,
                            request_blocks=options.request_blocks)
-    namespace = Namespace(repo, cache_dir / "state", ttl=options.ttl)
+    namespace = Namespace(repo, cache_dir / "state", ttl=options.ttl, wait=options.read_timeout)
     reader = ContentReader(fetcher, demand_timeout=options.read_timeout)
     return MountContext(repo, options, cache, fetcher, namespace, reader, ReadOnlyTree(namespace, reader))

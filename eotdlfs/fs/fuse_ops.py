@@ -11,6 +11,9 @@ Each callback routes a path to its owner and maps failures to errno in one place
   `utimens`, `getxattr`, `listxattr`, `readlink`, `symlink`, `statfs`, `status() -> dict`,
   `destroy()`. Paths given to it are relative to `/staging` ('/', '/datasets/NAME/...').
   Times are in nanoseconds (fusepy `use_ns`). An operation it lacks answers ENOTSUP.
+  `create` and `mkdir` also get the caller's `uid=`, `gid=` (the new node's owner) and
+  `setxattr` its `uid=` (only the mount's user may flush): with `--allow-other` the
+  caller is not always the mount's user.
 - `/.eotdlfs/status.json`         -> a snapshot of the mount's statistics.
 """
 
@@ -27,7 +30,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from fuse import FUSE, FuseOSError, Operations, c_stat, set_st_attrs
+from fuse import FUSE, FuseOSError, Operations, c_stat, fuse_get_context, set_st_attrs
 
 from eotdlfs.fs.context import MountContext
 from eotdlfs.fs.errors import fuse_error
@@ -104,11 +107,11 @@ class EotdlfsOperations(Operations):
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _stage(self, op: str, path: str, *args):
+    def _stage(self, op: str, path: str, *args, **kwargs):
         method = getattr(self.staging, op, None)
         if method is None:
             raise FuseOSError(errno.ENOTSUP)
-        return method(path, *args)
+        return method(path, *args, **kwargs)
 
     def _add_handle(self, owner: str, value: Any) -> int:
         with self._lock:
@@ -289,7 +292,8 @@ class EotdlfsOperations(Operations):
 
     @_guarded
     def create(self, path, mode, fi):
-        fi.fh = self._add_handle(STAGED, self._stage("create", self._writable_for(path), mode))
+        uid, gid, _ = fuse_get_context()
+        fi.fh = self._add_handle(STAGED, self._stage("create", self._writable_for(path), mode, uid=uid, gid=gid))
         return 0
 
     @_guarded
@@ -317,7 +321,8 @@ class EotdlfsOperations(Operations):
 
     @_guarded
     def mkdir(self, path, mode):
-        return self._stage("mkdir", self._writable_for(path), mode)
+        uid, gid, _ = fuse_get_context()
+        return self._stage("mkdir", self._writable_for(path), mode, uid=uid, gid=gid)
 
     @_guarded
     def rmdir(self, path):
@@ -356,7 +361,7 @@ class EotdlfsOperations(Operations):
     @_guarded
     def setxattr(self, path, name, value, options, position=0):
         staged = self._writable_for(path)
-        return self._stage("setxattr", staged, name, value, options, position)
+        return self._stage("setxattr", staged, name, value, options, position, uid=fuse_get_context()[0])
 
     @_guarded
     def removexattr(self, path, name):
@@ -407,5 +412,7 @@ def run_fuse(operations: EotdlfsOperations, mountpoint: str, allow_other: bool =
                    negative_timeout=0, max_read=1 << 20, max_readahead=1 << 20, big_writes=True,
                    auto_unmount=True)
     if allow_other:
-        options["allow_other"] = True
+        # Other users then reach the mount: the kernel must check mode bits for them as on a
+        # disk (without default_permissions it checks nothing and every caller may write).
+        options.update(allow_other=True, default_permissions=True)
     _DirectFUSE(operations, mountpoint, **options)

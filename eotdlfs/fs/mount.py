@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from eotdlfs.fs.status import STATUS_PATH
 
 log = logging.getLogger(__name__)
 
+PRIVATE_UMASK = 0o077  # what the mount process creates in the cache dir: folders 0700, files 0600
 READY_TIMEOUT_S = 30.0
 EXIT_TIMEOUT_S = 15.0
 LOG_FILE = "mount.log"
@@ -83,6 +85,24 @@ def clean_stale(mountpoint: Path) -> bool:
     return False
 
 
+# --- the cache dir ---------------------------------------------------------------------------
+
+def make_private(cache_dir: Path) -> None:
+    """Create CACHE_DIR 0700 if missing. Staged files there are the only copy of unpublished
+    bytes, so when it is open to group or others (made by an older eotdlfs or by hand) it is
+    closed, with everything below it. A private cache dir is not walked: its content was made
+    under PRIVATE_UMASK and nobody else can reach it anyway."""
+    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not stat.S_IMODE(cache_dir.stat().st_mode) & 0o077:
+        return
+    log.warning("%s was open to other users; closing it and everything in it", cache_dir)
+    for folder, _, files in os.walk(cache_dir):  # each folder is visited as FOLDER once
+        for path in [folder, *(os.path.join(folder, name) for name in files)]:
+            st = os.lstat(path)
+            if st.st_mode & 0o077 and not stat.S_ISLNK(st.st_mode):
+                os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
+
+
 # --- the foreground process ----------------------------------------------------------------
 
 def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache_size: int,
@@ -98,6 +118,8 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     mountpoint, cache_dir = Path(mountpoint).absolute(), Path(cache_dir)
+    make_private(cache_dir)
+    os.umask(PRIVATE_UMASK)  # covers what diskcache, SQLite and logging create there, not only our own files
     clean_stale(mountpoint)
     settings, embedded = settings_or_local(resolve_settings(api_url))
     repo = ApiRepository(ApiClient(settings))
@@ -135,9 +157,9 @@ def mount_background(mountpoint: Path, args: list[str], cache_dir: Path,
         mountpoint.mkdir(parents=True)  # `eotdlfs mount ~/eotdl` on a fresh machine just works
     if not mountpoint.is_dir():
         raise OSError(errno.ENOTDIR, f"{mountpoint} is not a directory")
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    make_private(cache_dir)
     log_path = cache_dir / LOG_FILE
-    with open(log_path, "ab") as log_file:
+    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log_file:
         child = subprocess.Popen(
             [sys.executable, "-m", "eotdlfs", "mount", str(mountpoint), "--foreground", *args],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)

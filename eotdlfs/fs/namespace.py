@@ -1,27 +1,33 @@
 """The read-only tree of the mount: KIND/NAME/vN/<files>, KIND/NAME/latest, as plain data.
 
-Record lists come from the repository and are refreshed after a TTL (kept on disk too, so a
-remount works while the server is down); a published version's file list never changes, so
-it is fetched once and kept on disk for good. Paths resolve to `Node`s; nothing here knows
-FUSE or HTTP.
+Record lists come from the repository and are refreshed after a TTL, in the background while
+the list in hand is served (kept on disk too, so a remount works while the server is down); a
+published version's file list never changes, so it is fetched once and kept on disk for good.
+No caller waits for the server longer than `wait` seconds. What the server lists is checked
+with the rules for what we send it (record names, file paths, version numbers): an entry that
+breaks them is left out, and logged once. Paths resolve to `Node`s; nothing here knows FUSE or HTTP.
 """
 
 from __future__ import annotations
 
-import errno
 import contextlib
+import errno
+import functools
 import json
 import logging
 import os
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from eotdlfs.metadata import KINDS
+from eotdlfs.fs.inflight import BackgroundFetches
+from eotdlfs.metadata import KINDS, validate_name
+from eotdlfs.oncelog import OnceLog
+from eotdlfs.paths import validate_file_path
 from eotdlfs.repository import FileEntry, Record, Repository, Version
 
 log = logging.getLogger(__name__)
@@ -54,7 +60,7 @@ class VersionTree:
 
     @classmethod
     def build(cls, entries: list[FileEntry]) -> "VersionTree":
-        files = {e.path.strip("/"): e for e in entries}
+        files = {e.path: e for e in entries}
         children: dict[str, set[str]] = {"": set()}
         for path in files:
             parent, _, name = path.rpartition("/")
@@ -108,8 +114,15 @@ def _write_json(path: Path, data) -> None:
             tmp.unlink()
 
 
+def _version_number(number: object) -> int:
+    """NUMBER if it is a version number (a positive whole number); ValueError otherwise."""
+    if type(number) is not int or number < 1:
+        raise ValueError("not a positive whole number")
+    return number
+
+
 class Namespace:
-    def __init__(self, repo: Repository, state_dir: Path, ttl: float = 10.0,
+    def __init__(self, repo: Repository, state_dir: Path, ttl: float = 10.0, wait: float = 65.0,
                  clock: Callable[[], float] = time.monotonic):
         # Set once.
         self.repo = repo
@@ -117,10 +130,14 @@ class Namespace:
         self.ttl = ttl
         self.clock = clock
         self.started = time.time()
+        self._fetches = BackgroundFetches(wait)
+        self._left_out = OnceLog(log)
         # Guarded by _lock.
         self._lock = threading.Lock()
         self._records: dict[str, dict[str, Record]] = {}
         self._checked: dict[str, float] = {}
+        # Bumped by `invalidate`: a refresh begun before then is not kept.
+        self._generations: dict[str, int] = {}
         self._trees: dict[tuple[str, int], VersionTree] = {}
         # Paths inside a published version never change: resolved once, looked up after.
         self._nodes: dict[str, Node] = {}
@@ -128,59 +145,105 @@ class Namespace:
         # found with two dict lookups (`ls -l` of a fresh folder asks once per file).
         self._versions: dict[tuple[str, str, str], ListedVersion] = {}
         self.server_reachable: bool | None = None
-        self._refresh_lock = threading.Lock()
+
+    # --- what the server lists -----------------------------------------------------------
+
+    def _obeys(self, rule: Callable[[object], object], value: object, what: Callable[[], str]) -> bool:
+        """Whether VALUE, listed by the server, passes RULE; if not, WHAT() is left out (logged once)."""
+        try:
+            rule(value)
+        except ValueError as exc:  # MetadataError and BadPath are ValueErrors
+            self._left_out.warning(f"left out {what()} listed by the server: {exc}")
+            return False
+        return True
+
+    def _sound_records(self, kind: str, listed: list[Record]) -> dict[str, Record]:
+        """LISTED by name, minus records and versions that break the rules, and records left with
+        no published version."""
+        records = {}
+        for record in listed:
+            if not self._obeys(validate_name, record.name, lambda: f"the {kind} record {record.name!r:.300}"):
+                continue
+            versions = tuple(v for v in record.versions if self._obeys(
+                _version_number, v.number, lambda: f"version {v.number!r:.50} of {kind}/{record.name}"))
+            if len(versions) != len(record.versions):
+                record = replace(record, versions=versions)
+            if record.published:
+                records[record.name] = record
+        return records
+
+    def _sound_files(self, record: Record, number: int, entries: list[FileEntry]) -> list[FileEntry]:
+        return [e for e in entries if self._obeys(
+            validate_file_path, e.path, lambda: f"the file {e.path!r:.300} of {record.kind}/{record.name} v{number}")]
 
     # --- records -------------------------------------------------------------------------
 
     def records(self, kind: str) -> dict[str, Record]:
-        """Records of KIND with at least one published version, by name (refreshed after TTL)."""
+        """Records of KIND with at least one published version, by name. Past the TTL the list in
+        hand is served while one refresh runs in the background; with no list in hand the caller
+        waits for one, at most `wait` s, then gets the list kept on disk, or TimeoutError."""
         with self._lock:
             known = self._records.get(kind)
             fresh = self.clock() - self._checked.get(kind, -1e18) < self.ttl
+            generation = self._generations.get(kind, 0)
         if known is not None and fresh:
             return known
-        if not self._refresh_lock.acquire(blocking=known is None):
-            return known  # someone else is refreshing; the slightly stale list will do
+        key = ("records", kind, generation)
+        refresh = functools.partial(self._refresh, kind, generation)
+        if known is not None:
+            self._fetches.start(key, refresh)
+            return known
         try:
-            return self._refresh(kind, known)
-        finally:
-            self._refresh_lock.release()
+            return self._fetches.result(key, refresh, f"the list of {kind}")
+        except TimeoutError as exc:
+            stored = self._load_records(kind)
+            if stored is None:
+                raise
+            log.warning("%s; using the list from before", exc)
+            with self._lock:
+                return self._records.setdefault(kind, stored)
 
-    def _refresh(self, kind: str, known: dict[str, Record] | None) -> dict[str, Record]:
-        stored = self.state_dir / f"records-{kind}.json"
+    def _refresh(self, kind: str, generation: int) -> dict[str, Record]:
         try:
             listed = self.repo.records(kind)
             self.server_reachable = True
         except Exception as exc:  # offline: keep serving what we knew, retry after the TTL
             self.server_reachable = False
+            with self._lock:
+                known = self._records.get(kind)
             if known is None:
-                known = self._load_records(stored)
+                known = self._load_records(kind)
             if known is None:
                 raise
             log.warning("cannot refresh %s (%s); using the list from before", kind, exc)
-            with self._lock:
-                self._records[kind], self._checked[kind] = known, self.clock()
+            self._keep(kind, generation, known)
             return known
-        records = {r.name: r for r in listed if r.published}
-        try:
-            _write_json(stored, [_record_to_json(r) for r in records.values()])
-        except OSError as exc:
-            log.warning("cannot keep the %s list on disk: %s", kind, exc)
-        with self._lock:
-            self._records[kind], self._checked[kind] = records, self.clock()
+        records = self._sound_records(kind, listed)
+        _write_json(self._records_file(kind), [_record_to_json(r) for r in records.values()])
+        self._keep(kind, generation, records)
         return records
 
-    def invalidate(self, kind: str) -> None:
-        """Ask the server again at the next look (staging just published a version of KIND)."""
+    def _keep(self, kind: str, generation: int, records: dict[str, Record]) -> None:
         with self._lock:
+            if self._generations.get(kind, 0) == generation:
+                self._records[kind], self._checked[kind] = records, self.clock()
+
+    def invalidate(self, kind: str) -> None:
+        """Wait for the server's list at the next look (staging just published a version of KIND)."""
+        with self._lock:
+            self._generations[kind] = self._generations.get(kind, 0) + 1
+            self._records.pop(kind, None)
             self._checked.pop(kind, None)
 
-    @staticmethod
-    def _load_records(path: Path) -> dict[str, Record] | None:
+    def _records_file(self, kind: str) -> Path:
+        return self.state_dir / f"records-{kind}.json"
+
+    def _load_records(self, kind: str) -> dict[str, Record] | None:
         try:
-            return {r["name"]: _record_from_json(r) for r in json.loads(path.read_text())}
-        except (OSError, ValueError, KeyError):
+            stored = [_record_from_json(r) for r in json.loads(self._records_file(kind).read_text())]
+        except (OSError, ValueError, KeyError, TypeError):
             return None
+        return self._sound_records(kind, stored)
 
     def record(self, kind: str, name: str) -> Record:
         record = self.records(kind).get(name)
@@ -200,14 +263,20 @@ class Namespace:
         try:
             entries = [FileEntry(*row) for row in json.loads(stored.read_text())]
         except (OSError, ValueError, TypeError):
-            entries = self.repo.files(record, number)
-            _write_json(stored, [(e.path, e.file_version, e.checksum, e.size) for e in entries])
-        tree = VersionTree.build(entries)
+            entries = self._fetches.result(("files", record.id, number),
+                                           functools.partial(self._fetch_files, record, number, stored),
+                                           f"the files of {record.kind}/{record.name} v{number}")
+        tree = VersionTree.build(self._sound_files(record, number, entries))
         mtime = self._published(record, number).created_at.timestamp()
         with self._lock:
             self._trees[key] = tree
             self._versions[(record.kind, record.name, f"v{number}")] = ListedVersion(mtime, tree)
         return tree
+
+    def _fetch_files(self, record: Record, number: int, stored: Path) -> list[FileEntry]:
+        entries = self.repo.files(record, number)
+        _write_json(stored, [(e.path, e.file_version, e.checksum, e.size) for e in entries])
+        return entries
 
     # --- paths ---------------------------------------------------------------------------
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import threading
+import time
+import weakref
 from collections import OrderedDict
+from concurrent.futures import Future
 
 from eotdlfs.fs.fetcher import BlockFetcher, BlockSource, Content
 from eotdlfs.fs.readahead import ReadAheadWindow
@@ -62,6 +65,11 @@ class ContentReader:
         self.first_window = first_window
         self.max_window = max_window
         self.demand_timeout = demand_timeout
+        # When a reader first waited for each fetch still running: one that hangs (a silent server)
+        # fails the readers after it at once, not each after a bound of its own (the kernel reads
+        # a page again after a failed read-ahead: two callbacks for one read).
+        self._lock = threading.Lock()
+        self._first_waits: weakref.WeakKeyDictionary[Future, float] = weakref.WeakKeyDictionary()
 
     def open(self, content: Content) -> OpenFile:
         return OpenFile(content, ReadAheadWindow(self.first_window, self.max_window), self.fetcher.serial())
@@ -72,7 +80,8 @@ class ContentReader:
         return bytes(buffer[:count]) if count < len(buffer) else bytes(buffer)
 
     def read_into(self, handle: OpenFile, target: memoryview, offset: int) -> int:
-        """Fill TARGET with the file's bytes from OFFSET (fewer at its end); the count."""
+        """Fill TARGET with the file's bytes from OFFSET (fewer at its end); the count. Waits for the
+        server at most `demand_timeout` s in all, however many blocks TARGET spans."""
         content, bs = handle.content, self.block_size
         end = min(offset + len(target), content.size)
         # Read-ahead may have found the file corrupt while this reader was on its way.
@@ -80,11 +89,11 @@ class ContentReader:
         if offset >= end:
             return 0
         self._read_ahead(handle, offset, end)
-        finished = []
+        finished, deadline = [], time.monotonic() + self.demand_timeout
         for index in range(offset // bs, (end - 1) // bs + 1):
             lo, hi = max(offset, index * bs) - index * bs, min(end, (index + 1) * bs) - index * bs
             at = index * bs + lo - offset
-            self._copy_block(handle, index, lo, target[at:at + hi - lo])
+            self._copy_block(handle, index, lo, target[at:at + hi - lo], deadline)
             if hi == bs:
                 finished.append(index)
         if finished:
@@ -108,7 +117,7 @@ class ContentReader:
             with handle.lock:
                 handle.ahead_until = max(handle.ahead_until, reached)
 
-    def _copy_block(self, handle: OpenFile, index: int, lo: int, target: memoryview) -> None:
+    def _copy_block(self, handle: OpenFile, index: int, lo: int, target: memoryview, deadline: float) -> None:
         with handle.lock:
             source = handle.sources.get(index)
             if source is not None:
@@ -116,7 +125,9 @@ class ContentReader:
         source = self.fetcher.kept_block(handle.content.checksum, index)
         if source is None:
             future = self.fetcher.demand(handle.content, index, handle.opened)
-            source = future.result(timeout=self.demand_timeout)
+            with self._lock:
+                first_wait = self._first_waits.setdefault(future, time.monotonic())
+            source = future.result(timeout=max(0.0, min(deadline, first_wait + self.demand_timeout) - time.monotonic()))
         with handle.lock:
             handle.keep_locked(index, source)
             return _copy(source, lo, target)

@@ -16,7 +16,7 @@ STATUS_PATH = f"/{STATUS_DIR}/{STATUS_FILE}"
 
 def collect_status(context: MountContext, mountpoint: str, staging: Any = None,
                    started: float | None = None) -> dict[str, Any]:
-    try:  # refreshes the record list when stale, which tells whether the server answers
+    try:  # starts a refresh of the record list when stale; `server_reachable` is what the last one found
         context.namespace.records("datasets")
     except Exception:
         pass

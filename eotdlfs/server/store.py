@@ -26,7 +26,7 @@ from eotdlfs.server.blobs import Staged, TooBig, open_blobs
 from eotdlfs.server.db import Database, Tx
 from eotdlfs.server.errors import ApiError, bad_request
 from eotdlfs.server.limits import Limits
-from eotdlfs.server.paths import BadPath, validate_file_path
+from eotdlfs.paths import BadPath, validate_file_path
 from eotdlfs.server.zipbatch import unpack_batch
 
 _SHA1 = re.compile(r"^[0-9a-f]{40}$")

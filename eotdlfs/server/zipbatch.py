@@ -14,7 +14,7 @@ from typing import BinaryIO
 from eotdlfs.server.blobs import Blobs, Staged
 from eotdlfs.server.errors import CHECKSUM_MISMATCH, ApiError, bad_request
 from eotdlfs.server.limits import Limits
-from eotdlfs.server.paths import BadPath, validate_file_path
+from eotdlfs.paths import BadPath, validate_file_path
 
 
 def _check_entries(zf: zipfile.ZipFile, limits: Limits) -> list[zipfile.ZipInfo]:

@@ -29,6 +29,34 @@ def make_folder(folder: Path, name: str, files: int) -> Path:
     return folder
 
 
+# Ways a link in a folder leads out of it: case -> (link name, target as written; "{out}" is the folder's parent)
+OUTSIDE_LINKS = {
+    "absolute": ("shadow_link", "{out}/secret.txt"),
+    "relative": ("up_link", "../secret.txt"),
+    "directory": ("dir_link", "../secret-dir"),
+    "chain": ("chain_link", "inside_hop"),  # inside_hop -> ../hop.txt -> {out}/secret.txt
+    "src-prefix": ("prefix_link", "../src-evil.txt"),  # 'src-evil.txt' starts with 'src', yet is outside
+}
+
+
+def make_outside_link(tmp_path: Path, case: str) -> tuple[Path, str, str]:
+    """TMP_PATH/src with a file and a link leading out of it as CASE says: (folder, link name, target)."""
+    folder = tmp_path / "src"
+    folder.mkdir(exist_ok=True)
+    (folder / "ok.txt").write_text("ok")
+    (tmp_path / "secret.txt").write_text("secret")
+    (tmp_path / "src-evil.txt").write_text("evil")
+    (tmp_path / "secret-dir").mkdir()
+    (tmp_path / "secret-dir" / "key.txt").write_text("key")
+    (tmp_path / "hop.txt").symlink_to(tmp_path / "secret.txt")
+    if case == "chain":
+        (folder / "inside_hop").symlink_to("../hop.txt")
+    name, target = OUTSIDE_LINKS[case]
+    target = target.format(out=tmp_path)
+    (folder / name).symlink_to(target)
+    return folder, name, target
+
+
 def client(server, user: str | None = "alice") -> ApiClient:
     return ApiClient(Settings(api_url=server.url, token=server.token(user) if user else None, api_key=None,
                               timeout=60))

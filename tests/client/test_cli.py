@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
+import subprocess
+import sys
 
 import pytest
 
-from client.helpers import assert_one_line_error, cli_env, client, make_folder, run_cli, write_metadata
+from client.helpers import (CLI_TIMEOUT_S, OUTSIDE_LINKS, assert_one_line_error, cli_env, client, make_folder, make_outside_link,
+                            run_cli, write_metadata)
 from eotdlfs.client.errors import NotFound
 
 
@@ -132,3 +136,88 @@ def test_without_an_api_url_the_embedded_repository_is_used(unique_name, tmp_pat
     assert f"{name} v1: 3 uploaded" in run_cli(env, "ingest", str(folder)).stdout
     got = run_cli(env, "get", name, "--out", str(tmp_path / "out"))
     assert got.returncode == 0 and (tmp_path / "out" / name / "v1" / "metadata.yml").is_file(), got.stderr
+
+
+@pytest.mark.parametrize("case", OUTSIDE_LINKS)
+def test_a_link_out_of_the_folder_fails_naming_it_and_creates_nothing(repo_server, unique_name, tmp_path, case):
+    folder, link, target = make_outside_link(tmp_path, case)
+    name = unique_name("escape")
+    write_metadata(folder, name)
+    result = run_cli(cli_env(tmp_path, repo_server.url, repo_server.token("alice")), "ingest", str(folder))
+    line = assert_one_line_error(result, "leads outside", str(folder))
+    assert f"{folder / link}: symlink to {target}" in line or case == "chain"  # chain: either of its two links
+    assert no_record(repo_server, name)
+
+
+def test_a_link_out_of_an_ingested_folder_makes_no_draft(repo_server, unique_name, tmp_path):
+    name = unique_name("escape")
+    folder = make_folder(tmp_path / "src", name, 2)
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    assert run_cli(env, "ingest", str(folder)).returncode == 0
+    (tmp_path / "shadow").write_text("root:$6$secret")
+    (folder / "shadow_link").symlink_to(tmp_path / "shadow")
+    before = repo_server.stats()["uploads"]
+    assert_one_line_error(run_cli(env, "ingest", str(folder)), f"{folder}/shadow_link: symlink to {tmp_path}/shadow")
+    record = client(repo_server).record_by_name("datasets", name)
+    assert [v["version_id"] for v in record["versions"]] == [1] and not record["drafts"]
+    assert repo_server.stats()["uploads"] == before
+
+
+def test_links_inside_the_folder_are_ingested_as_cp_rL_would_copy_them(repo_server, unique_name, tmp_path):
+    name = unique_name("inside")
+    folder = make_folder(tmp_path / "src", name, 1)
+    (folder / "scenes").mkdir()
+    (folder / "scenes" / "a.tif").write_bytes(b"scene a")
+    (folder / "latest.tif").symlink_to("scenes/a.tif")
+    (folder / "current").symlink_to("scenes")
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    result = run_cli(env, "ingest", str(folder))
+    assert result.returncode == 0 and f"{name} v1: 5 uploaded" in result.stdout, result.stderr
+    api = client(repo_server)
+    files = {f["filename"]: f["checksum"] for f in api.files("datasets", api.record_by_name("datasets", name)["id"], 1)}
+    scene = hashlib.sha1(b"scene a").hexdigest()
+    assert files["scenes/a.tif"] == files["latest.tif"] == files["current/a.tif"] == scene
+    got = run_cli(env, "get", name, "--out", str(tmp_path / "out"))
+    v1 = tmp_path / "out" / name / "v1"
+    assert got.returncode == 0 and not (v1 / "current").is_symlink() and (v1 / "current" / "a.tif").read_bytes() == b"scene a"
+
+
+def test_token_file_and_standard_input_keep_the_token_out_of_the_command_line(repo_server, unique_name, tmp_path):
+    name = unique_name("tokenfile")
+    folder = make_folder(tmp_path / "src", name, 2)
+    env = cli_env(tmp_path, repo_server.url, None)  # no EOTDL_TOKEN: the file is the only credential
+    token_file = tmp_path / "token"
+    token_file.write_text(repo_server.token("alice") + "\n")
+    token_file.chmod(0o600)
+    done = run_cli(env, "ingest", str(folder), "--token-file", str(token_file))
+    assert done.returncode == 0 and f"{name} v1: 3 uploaded" in done.stdout, done.stderr
+    assert client(repo_server).record_by_name("datasets", name)["uid"] == "alice"
+    (folder / "more.txt").write_text("more")
+    piped = subprocess.run([sys.executable, "-m", "eotdlfs", "ingest", str(folder), "--token-file", "-"], env=env,
+                           input=repo_server.token("alice"), capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
+    assert piped.returncode == 0 and f"{name} v2: 1 uploaded" in piped.stdout, piped.stderr
+    listed = run_cli(env, "list", "--match", name, "--token-file", str(token_file))
+    assert listed.returncode == 0 and name in listed.stdout
+
+
+def test_a_bad_token_file_fails_in_one_line_and_creates_nothing(repo_server, unique_name, tmp_path):
+    name = unique_name("tokenfile")
+    folder = make_folder(tmp_path / "src", name, 1)
+    env = cli_env(tmp_path, repo_server.url, None)
+    (tmp_path / "empty").write_text("\n")
+    (tmp_path / "two").write_text("a b\n")
+    assert_one_line_error(run_cli(env, "ingest", str(folder), "--token-file", str(tmp_path / "missing")),
+                          f"cannot read the token file {tmp_path / 'missing'}: No such file or directory")
+    assert_one_line_error(run_cli(env, "ingest", str(folder), "--token-file", str(tmp_path / "empty")),
+                          "must hold the token alone, found nothing")
+    assert_one_line_error(run_cli(env, "get", name, "--token-file", str(tmp_path / "two")), "found 2 words")
+    assert_one_line_error(run_cli(env, "ingest", str(folder), "--token", "T", "--token-file", str(tmp_path / "two")),
+                          "give --token or --token-file, not both")
+    assert no_record(repo_server, name)
+
+
+@pytest.mark.parametrize("command", ["ingest", "get", "list"])
+def test_help_says_token_shows_in_ps_and_offers_a_token_file(tmp_path, command):
+    shown = run_cli(cli_env(tmp_path, None, None), command, "--help")
+    text = " ".join(shown.stdout.replace("│", " ").split())
+    assert shown.returncode == 0 and "sees it in `ps`" in text and "--token-file" in text, shown.stdout

@@ -9,7 +9,8 @@ import pytest
 
 from eotdlfs.client import hashcache
 from eotdlfs.client.hashcache import HashCache
-from eotdlfs.client.ingest.sources import scan_folder
+from eotdlfs.client.ingest.sources import RefusedSymlink, scan_folder
+from client.helpers import OUTSIDE_LINKS, make_outside_link
 
 
 @pytest.fixture
@@ -56,24 +57,62 @@ def test_rescanning_reads_only_the_changed_file(cache, reads, tmp_path):
     assert [s.path for s in first] == [s.path for s in second]
 
 
-def test_scan_includes_hidden_files_follows_file_links_and_not_dir_links(cache, tmp_path):
+def test_scan_includes_hidden_files_and_follows_links_that_stay_inside_as_cp_rL_would(cache, tmp_path):
     folder = tmp_path / "src"
-    folder.mkdir()
+    (folder / "sub").mkdir(parents=True)
     (folder / ".hidden").write_text("h")
-    (tmp_path / "outside.txt").write_text("o")
-    (folder / "link.txt").symlink_to(tmp_path / "outside.txt")
-    (folder / "loop").symlink_to(folder)
+    (folder / "data.txt").write_text("d")
+    (folder / "sub" / "f.txt").write_text("f")
+    (folder / "alias.txt").symlink_to("data.txt")
+    (folder / "sub" / "up.txt").symlink_to("../data.txt")
+    (folder / "subalias").symlink_to(folder / "sub")  # absolute, but inside
+    (folder / "chain.txt").symlink_to("alias.txt")
     sources = {s.path: s for s in scan_folder(folder, cache)}
-    assert set(sources) == {".hidden", "link.txt"}
-    assert sources["link.txt"].checksum == hashlib.sha1(b"o").hexdigest()
-    assert sources["link.txt"].size == 1
+    assert set(sources) == {".hidden", "data.txt", "alias.txt", "chain.txt", "sub/f.txt", "sub/up.txt",
+                            "subalias/f.txt", "subalias/up.txt"}
+    d = hashlib.sha1(b"d").hexdigest()
+    assert {sources[p].checksum for p in ("data.txt", "alias.txt", "chain.txt", "sub/up.txt", "subalias/up.txt")} == {d}
+    assert sources["subalias/f.txt"].checksum == hashlib.sha1(b"f").hexdigest()
+    # the engine gets the file a link leads to, never the link
+    assert sources["alias.txt"].local_path == sources["sub/up.txt"].local_path == folder / "data.txt"
+    assert not any(s.local_path.is_symlink() for s in sources.values())
+
+
+@pytest.mark.parametrize("case", OUTSIDE_LINKS)
+def test_a_link_leading_out_of_the_folder_is_refused_naming_it_and_its_target(cache, tmp_path, case):
+    folder, name, target = make_outside_link(tmp_path, case)
+    with pytest.raises(RefusedSymlink, match="leads outside") as refused:
+        scan_folder(folder, cache)
+    message = str(refused.value)
+    if case == "chain":  # whichever of the two links is met first: both resolve to the secret
+        assert f"resolves to {tmp_path / 'secret.txt'}," in message
+    else:
+        assert message.startswith(f"{folder / name}: symlink to {target}")
+    assert f"leads outside {folder};" in message
 
 
 def test_a_dangling_link_is_an_error_naming_it(cache, tmp_path):
     folder = tmp_path / "src"
     folder.mkdir()
     (folder / "dead").symlink_to(tmp_path / "nowhere")
-    with pytest.raises(OSError, match="dead: dangling symlink"):
+    with pytest.raises(OSError, match=f"dead: dangling symlink \\(to {tmp_path}/nowhere"):
+        scan_folder(folder, cache)
+
+
+@pytest.mark.parametrize("links", [
+    {"self": "self"},
+    {"a": "b", "b": "a"},
+    {"sub/up": ".."},
+    {"top": "."},
+    {"one/to_two": "../two", "two/to_one": "../one"},
+])
+def test_a_link_loop_is_an_error_naming_it(cache, tmp_path, links):
+    folder = tmp_path / "src"
+    for d in ("sub", "one", "two"):
+        (folder / d).mkdir(parents=True)
+    for link, target in links.items():
+        (folder / link).symlink_to(target)
+    with pytest.raises(RefusedSymlink, match="loop"):
         scan_folder(folder, cache)
 
 

@@ -12,9 +12,10 @@ import time
 import pytest
 
 from eotdlfs.client.api import ApiClient
-from eotdlfs.client.errors import Forbidden, NothingToIngest, Unreachable, VersionConflict
+from eotdlfs.client.errors import Forbidden, NotFound, NothingToIngest, Unreachable, VersionConflict
 from eotdlfs.client.ingest import SourceFile, ingest_folder, run_ingest
 from eotdlfs.client.ingest.ledger import DraftLedger, user_ledger
+from eotdlfs.client.ingest.sources import RefusedSymlink
 from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import Settings
 from eotdlfs.metadata import load_metadata
@@ -102,6 +103,20 @@ def test_staged_sources_without_local_bytes_carry_and_rename(repo_server, unique
     v2 = listing(api, record_id, 2)
     assert v2["moved/file1.txt"] == v1["part1/file0001.txt"]
     assert "part1/file0001.txt" not in v2 and v2["new.txt"] == hashlib.sha1(b"new").hexdigest()
+
+
+def test_a_source_whose_bytes_are_a_symlink_is_refused_before_anything_is_created(repo_server, unique_name, tmp_path):
+    """The engine's own rule, for every caller (the staging flush passes its sources straight to it)."""
+    name = unique_name("linked")
+    folder = make_folder(tmp_path / "src", name, 1)
+    (tmp_path / "secret").write_text("not for the public")
+    (tmp_path / "staged-upper").symlink_to(tmp_path / "secret")
+    sources = [SourceFile("metadata.yml", (folder / "metadata.yml").stat().st_size, None, folder / "metadata.yml"),
+               SourceFile("data.txt", 18, None, tmp_path / "staged-upper")]
+    with pytest.raises(RefusedSymlink, match=f"data.txt: its bytes at {tmp_path}/staged-upper are a symlink"):
+        run_ingest(client(repo_server), "datasets", load_metadata(folder), sources)
+    with pytest.raises(NotFound):
+        client(repo_server).record_by_name("datasets", name)
 
 
 def test_models_ingest_too(repo_server, unique_name, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 
@@ -95,3 +96,57 @@ def test_mount_cleans_a_dead_mount_left_by_a_killed_process(repo_server, tmp_pat
     assert done.returncode == 0, done.stderr
     pids.append(json.loads((mnt / ".eotdlfs" / "status.json").read_text())["pid"])
     assert not is_stale(mnt) and "datasets" in os.listdir(mnt)
+
+
+def open_to_others(folder) -> list[str]:
+    """Every path under FOLDER (itself included) with a group or other permission bit; a path
+    that vanishes meanwhile (SQLite's -shm, a block evicted) is skipped."""
+    found = []
+    for path in [folder, *folder.rglob("*")]:
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            continue
+        if mode & 0o077 and not stat.S_ISLNK(mode):
+            found.append(f"{path.relative_to(folder)} {stat.S_IMODE(mode):o}")
+    return found
+
+
+def test_cache_dir_is_private_to_the_mount_user(repo_server, unique_name, tmp_path, mountpoint):
+    """Block cache, listings, mount.log, staging journal and staged files: no group/other bit,
+    under a umask that would give them, and an older cache open to all is closed at the next mount."""
+    mnt, pids = mountpoint
+    name = unique_name("priv")
+    source = make_folder(tmp_path / "src", name)
+    ingest(repo_server, source)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "EOTDL_TOKEN": repo_server.token("alice")}
+    args = ["mount", str(mnt), "--api-url", repo_server.url, "--cache-dir", str(cache)]
+
+    def mount_and_use(written: str) -> None:
+        umask = os.umask(0o022)
+        try:
+            done = eotdlfs(*args, env=env)
+        finally:
+            os.umask(umask)
+        assert done.returncode == 0, done.stderr
+        pids.append(json.loads((mnt / ".eotdlfs" / "status.json").read_text())["pid"])
+        published = mnt / "datasets" / name / "v1" / "images" / "2023" / "big.bin"
+        assert published.read_bytes() == (source / "images" / "2023" / "big.bin").read_bytes()
+        record = mnt / "staging" / "datasets" / name
+        (record / "new").mkdir(exist_ok=True)
+        (record / "new" / written).write_bytes(b"not yet published\n" * 100)
+        with open(record / "labels.csv", "a") as labels:  # a copy-up
+            labels.write("99,z\n")
+
+    mount_and_use("first.txt")
+    assert sorted(p.name for p in cache.iterdir()) >= ["blocks", "mount.log", "staging", "state"]
+    assert list(cache.glob("staging/datasets/*/upper/*")), "no staged file to check"
+    assert open_to_others(cache) == []
+    assert eotdlfs("umount", str(mnt)).returncode == 0
+
+    for path in [cache, *cache.rglob("*")]:  # as an older eotdlfs left it
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    mount_and_use("second.txt")
+    assert open_to_others(cache) == []
+    assert eotdlfs("umount", str(mnt)).returncode == 0

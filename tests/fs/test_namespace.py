@@ -1,8 +1,12 @@
-"""The mount's tree as data: records, versions, latest, drafts hidden, TTL refresh, offline."""
+"""The mount's tree as data: records, versions, latest, drafts hidden, TTL refresh in the background,
+offline, a hanging server, and what a broken server lists against the rules."""
 
 from __future__ import annotations
 
 import errno
+import threading
+import time
+from dataclasses import replace
 
 import pytest
 
@@ -25,6 +29,17 @@ def repo() -> MemoryRepository:
     repo.publish("datasets", "alpha", {"a.txt": b"one", "sub/deep/b.bin": b"x" * 10})
     repo.publish("datasets", "alpha", {"a.txt": b"two!", "c.csv": b"1,2"})
     return repo
+
+
+def listdir_once_refreshed(ns: Namespace, path: str, within_s: float = 5.0) -> list[str]:
+    """PATH's listing once the refresh its first look starts in the background has ended."""
+    first = ns.listdir(path)
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+        if ns.listdir(path) != first:
+            break
+    return ns.listdir(path)
 
 
 def test_version_tree_builds_every_folder():
@@ -57,13 +72,13 @@ def test_paths_resolve_to_files_dirs_and_latest(repo, tmp_path):
 
 def test_drafts_are_hidden(tmp_path):
     repo = MemoryRepository()
-    repo.publish("models", "m1", {"w.bin": b"w"})
-    repo.publish("models", "m1", {"w.bin": b"w2"}, draft=True)
+    repo.publish("models", "mod-one", {"w.bin": b"w"})
+    repo.publish("models", "mod-one", {"w.bin": b"w2"}, draft=True)
     repo.publish("models", "only-draft", {"x": b"x"}, draft=True)
     ns = Namespace(repo, tmp_path)
-    assert ns.listdir("/models") == ["m1"]
-    assert ns.listdir("/models/m1") == ["v1", "latest"]
-    assert ns.resolve("/models/m1/latest").target == "v1"
+    assert ns.listdir("/models") == ["mod-one"]
+    assert ns.listdir("/models/mod-one") == ["v1", "latest"]
+    assert ns.resolve("/models/mod-one/latest").target == "v1"
 
 
 def test_new_versions_appear_after_ttl(repo, tmp_path):
@@ -74,7 +89,7 @@ def test_new_versions_appear_after_ttl(repo, tmp_path):
     clock.now = 5
     assert "v3" not in ns.listdir("/datasets/alpha")
     clock.now = 11
-    assert "v3" in ns.listdir("/datasets/alpha")
+    assert "v3" in listdir_once_refreshed(ns, "/datasets/alpha")
     assert ns.resolve("/datasets/alpha/latest").target == "v3"
 
 
@@ -126,3 +141,76 @@ def test_listings_are_served_when_their_folder_on_disk_cannot_be_written(repo, t
     assert ns.listdir("/datasets") == ["alpha"]
     assert sorted(ns.listdir("/datasets/alpha/v1")) == ["a.txt", "sub"]
     assert ns.resolve("/datasets/alpha/v2/c.csv").type == FILE
+
+
+class HangingRepository(MemoryRepository):
+    """A server that accepts and never answers listings until `answer` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.answer = threading.Event()
+        self.answer.set()
+        self.waiting = 0
+
+    def records(self, kind: str):
+        self.waiting += 1
+        self.answer.wait(10)
+        self.waiting -= 1
+        return super().records(kind)
+
+
+def test_past_the_ttl_the_list_in_hand_is_served_while_one_refresh_runs(tmp_path):
+    repo, clock = HangingRepository(), Clock()
+    repo.publish("datasets", "alpha", {"a.txt": b"one"})
+    ns = Namespace(repo, tmp_path, ttl=1, wait=30, clock=clock)
+    assert ns.listdir("/datasets") == ["alpha"]
+    repo.answer.clear()
+    repo.publish("datasets", "beta", {"b.txt": b"two"})
+    clock.now = 5
+    started = time.monotonic()
+    for _ in range(20):
+        assert ns.listdir("/datasets") == ["alpha"]
+    assert time.monotonic() - started < 1 and repo.waiting == 1
+    repo.answer.set()
+    assert listdir_once_refreshed(ns, "/datasets") == ["alpha", "beta"]
+
+
+def test_with_no_list_in_hand_a_look_waits_a_bounded_time(repo, tmp_path):
+    Namespace(repo, tmp_path).listdir("/datasets")  # a list kept on disk
+    hanging = HangingRepository()
+    hanging.answer.clear()
+    for state_dir, expected in ((tmp_path / "none", None), (tmp_path, ["alpha"])):
+        ns = Namespace(hanging, state_dir, wait=0.3)
+        started = time.monotonic()
+        if expected is None:
+            with pytest.raises(TimeoutError, match="within 0.3 s"):
+                ns.listdir("/datasets")
+        else:
+            assert ns.listdir("/datasets") == expected  # remount: the list from before
+        assert time.monotonic() - started < 2
+    hanging.answer.set()
+
+
+def test_what_breaks_the_rules_is_left_out_and_logged_once(repo, tmp_path, caplog):
+    bad_names = ["evil/name", "..", ".", "", "a\x00b", "tab\there", "x" * 300]
+    for name in bad_names:
+        repo.publish("datasets", name, {"f.txt": b"f"})
+    alpha = repo.record("datasets", "alpha")
+    bad_versions = [replace(alpha.versions[0], number=n) for n in (0, -3)]
+    repo._records[("datasets", "alpha")] = replace(alpha, versions=alpha.versions + tuple(bad_versions))
+    bad_paths = ["../up.txt", "a//b", "/abs", "dot/./x", "ctl\x01", "back\\slash", "y" * 256, ""]
+    repo._files[(alpha.id, 1)] += [FileEntry(p, 1, "c" * 40, 1) for p in bad_paths]
+    clock = Clock()
+    ns = Namespace(repo, tmp_path, ttl=1, clock=clock)
+    for _ in range(2):  # a second refresh says nothing new
+        assert ns.listdir("/datasets") == ["alpha"]
+        assert ns.listdir("/datasets/alpha") == ["v1", "v2", "latest"]
+        assert ns.listdir("/datasets/alpha/v1") == ["a.txt", "sub"]
+        clock.now += 5
+        listdir_once_refreshed(ns, "/datasets", within_s=0.2)
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("left out")]
+    assert len(logged) == len(bad_names) + len(bad_versions) + len(bad_paths), logged
+    assert any("'evil/name'" in m for m in logged) and any("'../up.txt'" in m for m in logged)
+    again = Namespace(repo, tmp_path)  # and the lists kept on disk hold nothing bad either
+    repo.offline = True
+    assert again.listdir("/datasets") == ["alpha"] and again.listdir("/datasets/alpha/v1") == ["a.txt", "sub"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 
 import pytest
 
@@ -29,7 +30,7 @@ def setup(tmp_path):
     def make(cache_size=1 << 30, **kw):
         cache = BlockCache(tmp_path / f"blocks{len(made)}", cache_size, BS)
         fetcher = BlockFetcher(repo, cache, workers=3, request_blocks=4)
-        reader = ContentReader(fetcher, first_window=2 * BS, max_window=8 * BS, demand_timeout=10, **kw)
+        reader = ContentReader(fetcher, first_window=2 * BS, max_window=8 * BS, **{"demand_timeout": 10, **kw})
         made.append((cache, fetcher))
         return reader
 
@@ -186,3 +187,18 @@ def test_random_reads_keep_no_blocks_in_memory_for_hashing(setup):
     verifier = reader.fetcher.verifiers.peek(content.checksum)
     assert verifier is None or not verifier.stash
 
+
+def test_a_hanging_fetch_fails_the_readers_after_the_first_at_once(setup):
+    """The kernel reads a page again after a failed read-ahead: the second callback must not
+    wait a whole bound of its own for the same hanging fetch."""
+    repo, record, entries, data, make = setup
+    reader = make(demand_timeout=1.0)
+    repo.delay = 4.0  # a server that takes far longer than the bound
+    handle = reader.open(Content(record, entries["f.bin"]))
+    for most_s in (2.0, 0.5):
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            reader.read(handle, 0, 100)
+        assert time.monotonic() - started < most_s
+    repo.delay = 0.0
+    handle.close()

@@ -10,14 +10,23 @@ it; the rule then changes what the client gets back:
 - `stall`     the request's headers and AT bytes of its body reach the server, then nothing
               more for DELAY seconds; then both connections are reset (a crash test kills
               the server meanwhile: "mid-upload")
+- `pause`     AT bytes of the request body are read, then no more for DELAY seconds (a
+              server busy elsewhere: once the socket buffers fill, about 3 MiB on loopback,
+              the client's send blocks); then the request is read and served as usual
 - `error500`  a 500 answer instead of the server's (the request is NOT forwarded)
 - `drop`      the connection is closed before the request is forwarded
+- `silent`    the connection is accepted and the request read, then nothing is ever answered
+              (NOT forwarded) until the rule is cleared or DELAY seconds pass (default the
+              longest, MAX_DELAY_S); then the connection is reset: a hung server
+- `rewrite`   the server's answer is read whole and its body replaced by EDIT(body) (the
+              length follows): a server that answers wrong things, such as bad names
 
 A rule matches by method and a regex on the path (with query), for its next COUNT
 requests (or until cleared), after letting its first AFTER matches through. `struck` is set
 once the fault is in effect (for `slow`: the server has answered; for `stall`: the partial
-request is sent), so a test can act at that moment. Rules are switched at runtime from the test thread; the
-proxy counts every fault it injects, for the suite's report.
+request is sent; for `pause`: the reading stopped), so a test can act at that moment.
+Rules are switched at runtime from the test thread; the proxy counts every fault it
+injects, for the suite's report.
 """
 
 from __future__ import annotations
@@ -30,10 +39,11 @@ import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-MODES = ("reset", "truncate", "corrupt", "slow", "stall", "error500", "drop")
+MODES = ("reset", "truncate", "corrupt", "slow", "stall", "pause", "error500", "drop", "silent", "rewrite")
 MAX_BODY = 512 * 1024 * 1024  # bigger request bodies are refused: tests never need them
 MAX_DELAY_S = 120.0
 CHUNK = 256 * 1024
@@ -51,8 +61,9 @@ class Fault:
     method: str | None = None
     count: int | None = None
     at: int = 0          # body offset where reset/truncate/corrupt strike (clamped to the body)
-    delay: float = 0.0   # seconds, for `slow` and `stall`
+    delay: float = 0.0   # seconds, for `slow`, `stall`, `pause` and `silent`
     after: int = 0       # matching requests let through before the fault strikes
+    edit: Callable[[bytes], bytes] | None = None  # for `rewrite`: the answer's new body from the old
     hits: int = field(default=0, init=False)
     seen: int = field(default=0, init=False)
     struck: threading.Event = field(default_factory=threading.Event, init=False)
@@ -63,6 +74,8 @@ class Fault:
             raise ValueError(f"unknown fault mode {self.mode!r}, expected one of {MODES}")
         if not 0 <= self.delay <= MAX_DELAY_S:
             raise ValueError(f"delay must be within 0..{MAX_DELAY_S} s")
+        if (self.mode == "rewrite") != (self.edit is not None):
+            raise ValueError("`rewrite`, and only it, takes an edit function")
         self._pattern = re.compile(self.path)
 
     def matches(self, method: str, path: str) -> bool:
@@ -101,15 +114,16 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}/"
 
     def inject(self, mode: str, path: str = "", *, method: str | None = None, count: int | None = None,
-               at: int = 0, delay: float = 0.0, after: int = 0) -> Fault:
+               at: int = 0, delay: float = 0.0, after: int = 0,
+               edit: Callable[[bytes], bytes] | None = None) -> Fault:
         """Add a rule (first added, first matched); returns it so a test can read `hits` or wait on `struck`."""
-        fault = Fault(mode, path, method, count, at, delay, after)
+        fault = Fault(mode, path, method, count, at, delay, after, edit)
         with self._lock:
             self._faults.append(fault)
         return fault
 
     def clear(self) -> None:
-        """Back to pass-through; `slow` and `stall` waits in progress end now."""
+        """Back to pass-through; `slow`, `stall`, `pause` and `silent` waits in progress end now."""
         with self._lock:
             for fault in self._faults:
                 fault.released.set()
@@ -121,7 +135,7 @@ class FaultProxy:
 
     def stop(self) -> None:
         self._stopping.set()
-        self.clear()  # wakes every `slow` and `stall` sleeper
+        self.clear()  # wakes every `slow`, `stall`, `pause` and `silent` sleeper
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
@@ -179,16 +193,20 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
     def _relay(self) -> None:
         fault = self.proxy._take_fault(self.command, self.path, dict(self.headers))
-        body = self._read_request_body()
+        body = self._read_request_body(fault if fault is not None and fault.mode == "pause" else None)
         if body is None:
             return
-        if fault is not None and fault.mode not in ("slow", "stall"):  # those two strike later
+        if fault is not None and fault.mode not in ("slow", "stall", "pause"):  # those strike elsewhere
             fault.struck.set()
         if fault is not None and fault.mode == "drop":
             self._reset()
             return
         if fault is not None and fault.mode == "error500":
             self._send_error500()
+            return
+        if fault is not None and fault.mode == "silent":
+            fault.released.wait(fault.delay or MAX_DELAY_S)
+            self._reset()
             return
         if fault is not None and fault.mode == "stall":
             self._stall(body, fault)
@@ -205,14 +223,20 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 return
         self._send_response(response, fault)
 
-    def _read_request_body(self) -> bytes | None:
+    def _read_request_body(self, pause: Fault | None = None) -> bytes | None:
+        """The request's body; with PAUSE, its reading stops for the fault's delay after its AT bytes."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._read_chunked()
         length = int(self.headers.get("Content-Length") or 0)
         if not 0 <= length <= MAX_BODY:
             self._send_error500(b'{"detail":"proxy: request body too large"}', status=413)
             return None
-        return self.rfile.read(length)
+        head = b""
+        if pause is not None:
+            head = self.rfile.read(min(max(pause.at, 0), length))
+            pause.struck.set()
+            pause.released.wait(pause.delay)
+        return head + self.rfile.read(length - len(head))
 
     def _read_chunked(self) -> bytes:
         chunks, total = [], 0
@@ -264,7 +288,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         length_header = response.getheader("Content-Length")
         body_expected = self.command != "HEAD" and response.status not in (204, 304)
         buffered = None
-        if body_expected and length_header is None:  # upstream streamed chunks: buffer and announce a length
+        if body_expected and fault is not None and fault.mode == "rewrite":
+            buffered = fault.edit(response.read())
+            length = len(buffered)
+        elif body_expected and length_header is None:  # upstream streamed chunks: buffer and announce a length
             buffered = response.read()
             length = len(buffered)
         else:

@@ -137,7 +137,39 @@ def test_stall_sends_part_of_the_request_then_resets(proxy: FaultProxy) -> None:
     assert fault.struck.is_set() and _Upstream.hits == ["/up"]  # it began, and never got its body
 
 
+def test_pause_stops_reading_the_request_body_then_serves_it_whole(proxy: FaultProxy) -> None:
+    fault = proxy.inject("pause", "up", at=1000, delay=1.0)
+    body = BODY * 8  # 8 MiB: more than the socket buffers hold, so the sender waits
+    start = time.monotonic()
+    answer = requests.post(proxy.url + "up", data=body, timeout=10)
+    assert answer.text == hashlib.sha1(body).hexdigest() and fault.struck.is_set()
+    assert time.monotonic() - start >= 1.0 and _Upstream.hits == ["/up"]
+
+
 def test_after_lets_the_first_matches_through(proxy: FaultProxy) -> None:
     fault = proxy.inject("error500", "a", after=2, count=1)
     codes = [requests.get(proxy.url + "a", timeout=10).status_code for _ in range(4)]
     assert codes == [200, 200, 500, 200] and fault.struck.is_set()
+
+
+def test_silent_holds_the_request_unanswered_until_cleared(proxy: FaultProxy) -> None:
+    fault = proxy.inject("silent", "data")
+    start = time.monotonic()
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.get(proxy.url + "data", timeout=(5, 0.5))
+    assert fault.struck.is_set() and _Upstream.hits == [] and time.monotonic() - start < 3
+    waiting = threading.Thread(target=lambda: pytest.raises(requests.exceptions.ConnectionError, requests.get,
+                                                            proxy.url + "data", timeout=30))
+    waiting.start()
+    time.sleep(0.3)
+    proxy.clear()  # the held connection is reset at once, and the next request goes through
+    waiting.join(10)
+    assert not waiting.is_alive() and time.monotonic() - start < 10
+    assert requests.get(proxy.url + "data", timeout=10).content == BODY
+
+
+def test_rewrite_replaces_the_body_and_its_length(proxy: FaultProxy) -> None:
+    proxy.inject("rewrite", "data", count=1, edit=lambda body: body[:3] + b"!")
+    got = requests.get(proxy.url + "data", timeout=10)
+    assert got.content == BODY[:3] + b"!" and got.headers["Content-Length"] == "4"
+    assert requests.get(proxy.url + "data", timeout=10).content == BODY

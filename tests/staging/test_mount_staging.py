@@ -55,6 +55,13 @@ def sha1_tree(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def publish_and_mount(tmp_path: Path, server, mount_factory, name: str, files: int, **mount_options):
+    """NAME published as v1 with FILES small files, and a mount of SERVER (ttl 1 s); (mount, staged record folder)."""
+    ingest_folder(client(server), KIND, make_folder(tmp_path / "src", name, files))
+    mount = mount_factory(server, ttl=1, **mount_options)
+    return mount, staged(mount, name)
+
+
 @pytest.fixture
 def published(tmp_path, repo_server, unique_name):
     """A dataset of 500 files (metadata.yml included) ingested as v1."""
@@ -221,9 +228,7 @@ def test_someone_elses_dataset_is_refused_and_kept(tmp_path, repo_server, mount_
 def test_server_down_during_flush_keeps_the_stage_and_a_later_flush_works(tmp_path, fresh_server, mount_factory,
                                                                           unique_name):
     name = unique_name("down")
-    ingest_folder(client(fresh_server), KIND, make_folder(tmp_path / "src", name, 5))
-    mount = mount_factory(fresh_server, ttl=1)
-    target = staged(mount, name)
+    mount, target = publish_and_mount(tmp_path, fresh_server, mount_factory, name, 5)
     (target / "new.txt").write_text("survives\n")
     fresh_server.stop()
     try:
@@ -405,3 +410,28 @@ def test_staged_changes_survive_kill_and_remount(tmp_path, repo_server, mount_fa
     assert sha1_tree(target) == before
     record = mount.status()["staging"]["records"][0]
     assert (record["changed"], record["deleted"]) == (1, 1 + len(list((target / "part1-renamed").iterdir()))), record
+
+
+def test_staged_bytes_deleted_behind_the_mount_give_eio_naming_the_file(tmp_path, repo_server, mount_factory,
+                                                                          unique_name):
+    name = unique_name("lost")
+    mount, record = publish_and_mount(tmp_path, repo_server, mount_factory, name, 2)
+    (record / "notes.txt").write_text("only here\n")
+    uppers = list(mount.cache_dir.glob(f"staging/{KIND}/{name}/upper/*"))
+    assert len(uppers) == 1
+    uppers[0].unlink()  # a cleaner run over the cache dir, say
+
+    assert "notes.txt" in os.listdir(record)
+    with pytest.raises(OSError) as lost:
+        (record / "notes.txt").read_bytes()
+    assert lost.value.errno == errno.EIO
+    result = flush_cli(tmp_path, repo_server, record)
+    assert result.returncode == 1 and f"{KIND}/{name}/notes.txt" in result.stderr, result.stderr
+    assert str(uppers[0]) not in result.stderr
+    assert f"{KIND}/{name}/notes.txt" in mount.status()["staging"]["records"][0]["error"]
+    log = mount.log.read_text()
+    assert f"{KIND}/{name}/notes.txt lost its bytes: {uppers[0]}" in log
+
+    (record / "notes.txt").unlink()  # what the error says to do
+    assert "notes.txt" not in os.listdir(record)
+    assert flush_cli(tmp_path, repo_server, record).returncode == 0 and published_versions(repo_server, name) == [1]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from eotdlfs.fs.staging.journal import JOURNAL_FILE
 from eotdlfs.fs.staging.overlay import StagingOverlay
 from tests.staging.fakes import FakeVersions
 from tests.staging.posix_model import FolderBackend, OverlayBackend, random_program, run_both
@@ -199,3 +201,19 @@ def test_modification_times_survive_a_flush(overlay, versions):
     flush(overlay, versions)
     assert overlay.getattr("stamped.txt")["st_mtime"] == 1_600_000_000_123_456_789
     assert overlay.getattr("a/one.txt")["st_mtime"] == 1_500_000_000 * 10**9
+
+
+def test_a_journal_written_before_node_owners_reopens_and_keeps_new_owners(tmp_path, versions):
+    folder = tmp_path / "staging"
+    overlay = StagingOverlay("datasets", "demo", folder, versions.base, versions.open)
+    overlay.mkdir("old", 0o755)
+    overlay.journal.close()
+    with sqlite3.connect(folder / JOURNAL_FILE) as db:  # the node table as the first release wrote it
+        db.execute("CREATE TABLE old_nodes AS SELECT path, parent, is_dir, upper, base_path, mode, mtime_ns FROM nodes")
+        db.execute("DROP TABLE nodes")
+        db.execute("ALTER TABLE old_nodes RENAME TO nodes")
+
+    again = StagingOverlay("datasets", "demo", folder, versions.base, versions.open)
+    assert again.getattr("old")["st_uid"] == os.getuid()
+    again.release(again.create("old/theirs.txt", 0o644, uid=65534, gid=65534))
+    assert (again.getattr("old/theirs.txt")["st_uid"], again.getattr("old/theirs.txt")["st_gid"]) == (65534, 65534)

@@ -32,7 +32,7 @@ from eotdlfs.client.hashcache import HashCache
 from eotdlfs.client.ingest.ledger import DraftLedger, user_ledger
 from eotdlfs.client.ingest.lock import ingest_lock
 from eotdlfs.client.ingest.plan import Carry, IngestPlan, LatestFile, SourceFile, Upload, chunked, plan_ingest, upload_batches
-from eotdlfs.client.ingest.sources import scan_folder
+from eotdlfs.client.ingest.sources import RefusedSymlink, scan_folder
 from eotdlfs.client.repository import record_versions
 from eotdlfs.client.ingest.transfer import PARALLEL_REQUESTS, send_batch, send_multipart
 from eotdlfs.parallel import in_parallel
@@ -81,6 +81,7 @@ def run_ingest(api: ApiClient, kind: str, metadata: Metadata, sources: Sequence[
     if not any(s.path == METADATA_FILE for s in sources):
         raise MetadataError(METADATA_FILE, "must be one of the files ingested")
     progress = progress or TransferProgress()
+    check_local_sources(sources)
     sources = with_checksums(sources)
     ledger = ledger or user_ledger()
     with ingest_lock(api.base_url, kind, metadata.name, ledger.path.parent / "locks"):
@@ -108,6 +109,15 @@ def _ingest_locked(api: ApiClient, kind: str, metadata: Metadata, sources: list[
         publish(api, kind, record, version, latest or 0, ledger)
     return IngestResult(version=version, uploaded=len(plan.uploads), carried=len(plan.carries),
                         dropped=len(plan.drops), bytes_sent=bytes_sent, resumed=resumed)
+
+
+def check_local_sources(sources: Sequence[SourceFile]) -> None:
+    """Refuse, before the server is asked anything, a source whose bytes are a symlink: a version is public,
+    and a link may lead anywhere (the folder scan hands over the resolved file of each link it allows)."""
+    for source in sources:
+        if source.local_path is not None and os.path.islink(source.local_path):
+            raise RefusedSymlink(f"{source.path}: its bytes at {source.local_path} are a symlink "
+                                 f"(to {os.readlink(source.local_path)}); an ingest reads only regular files")
 
 
 def with_checksums(sources: Sequence[SourceFile]) -> list[SourceFile]:

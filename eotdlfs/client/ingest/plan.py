@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence, TypeVar
 
+from eotdlfs.paths import validate_file_path
+
 MULTIPART_THRESHOLD = 16 * 1024 * 1024  # files over this go through routes 10-12, as in the official client
 
 
@@ -30,7 +32,7 @@ class SourceFile:
     local_path: Path | None = None
 
     def __post_init__(self) -> None:
-        check_path(self.path)
+        validate_file_path(self.path)
         if self.local_path is None and self.checksum is None:
             raise ValueError(f"{self.path}: needs a checksum or local bytes")
 
@@ -98,14 +100,6 @@ class IngestPlan:
     def accepts(self, present: Mapping[str, str]) -> bool:
         """True when every file already in a draft belongs in the new version as it is."""
         return all(self.wanted.get(path) == checksum for path, checksum in present.items())
-
-
-def check_path(path: str) -> str:
-    """A record file path: relative, '/'-separated, no empty, '.' or '..' segment."""
-    parts = path.split("/")
-    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in path or "\0" in path:
-        raise ValueError(f"{path!r}: not a valid relative file path")
-    return path
 
 
 def plan_ingest(sources: Sequence[SourceFile], latest_files: Iterable[LatestFile]) -> IngestPlan:

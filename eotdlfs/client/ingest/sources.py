@@ -1,14 +1,21 @@
 """The files of a local folder as `SourceFile`s, with SHA-1s from the hash cache.
 
-Every regular file below the folder is a file of the version, hidden files and
-`metadata.yml` included; only directories are skipped. Symlinks to files are followed
-(their target's bytes are ingested under the link's path); symlinks to directories are
-not descended into, so a link cycle cannot make the scan endless. A dangling link or an
-unreadable entry is an error naming it, never silently skipped.
+A version holds what `cp -rL FOLDER copy` would copy, and never a byte from outside FOLDER
+(a version is public: `ln -s /etc/shadow x` in a folder must not publish the password file):
+- every regular file below the folder, hidden files and `metadata.yml` included;
+- a symlink whose target, fully resolved (`os.path.realpath`), is inside the folder is
+  followed: a link to a file gives that file's bytes under the link's path (the repository
+  stores the bytes once), a link to a directory gives its files under the link's path;
+- a symlink that leads outside the folder, that dangles, or that loops (to itself, or to
+  a directory containing it) is an error naming the link and where it points, raised by
+  the scan, before the server is asked anything.
+Sources carry the resolved path of their bytes, never a link: the engine refuses any
+source that is a symlink (`engine.check_local_sources`), so no caller reads through one.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -17,24 +24,47 @@ from eotdlfs.client.hashcache import FileKey, HashCache
 from eotdlfs.client.ingest.plan import SourceFile
 
 
-def _walk(folder: Path) -> list[tuple[str, Path, os.stat_result]]:
+class RefusedSymlink(OSError):
+    """A symlink in a folder being ingested that may not be followed."""
+
+
+def resolve_inside(link: Path, root: Path) -> Path:
+    """The real path LINK leads to, when it lies inside ROOT (a real path); else `RefusedSymlink` naming both."""
+    points_to = os.readlink(link)
+    try:
+        target = Path(os.path.realpath(link, strict=True))
+    except FileNotFoundError:
+        raise RefusedSymlink(f"{link}: dangling symlink (to {points_to}, which does not exist)") from None
+    except OSError as exc:
+        why = "is a symlink loop" if exc.errno == errno.ELOOP else f"cannot be resolved ({exc.strerror})"
+        raise RefusedSymlink(f"{link}: symlink to {points_to} {why}") from None
+    if not target.is_relative_to(root):
+        resolved = "" if points_to == str(target) else f", which resolves to {target},"
+        raise RefusedSymlink(f"{link}: symlink to {points_to}{resolved} leads outside {root}; an ingest takes "
+                             "only files inside the folder (copy the file in to include it)")
+    return target
+
+
+def _walk(root: Path) -> list[tuple[str, Path, os.stat_result]]:
+    """(record path, real path, stat) of every file below ROOT, a real path, links followed as above."""
     found: list[tuple[str, Path, os.stat_result]] = []
-    pending = [(folder, "")]
+    # (real directory, its record path prefix, the real directories walked down to it)
+    pending: list[tuple[Path, str, tuple[Path, ...]]] = [(root, "", (root,))]
     while pending:
-        directory, prefix = pending.pop()
+        directory, prefix, walked = pending.pop()
         with os.scandir(directory) as entries:
             for entry in entries:
-                rel = prefix + entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append((Path(entry.path), rel + "/"))
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=True)
-                except FileNotFoundError:
-                    raise OSError(f"{entry.path}: dangling symlink") from None
-                if stat.S_ISREG(st.st_mode):
-                    found.append((rel, Path(entry.path), st))
-                elif not stat.S_ISDIR(st.st_mode):  # a symlink to a directory is skipped, not followed
+                rel, link = prefix + entry.name, entry.is_symlink()
+                path = resolve_inside(Path(entry.path), root) if link else Path(entry.path)
+                st = path.stat() if link else entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    if link and any(d.is_relative_to(path) for d in walked):
+                        raise RefusedSymlink(f"{entry.path}: symlink to {os.readlink(entry.path)} is a loop "
+                                             "(it leads to a folder that contains it)")
+                    pending.append((path, rel + "/", (*walked, path)))
+                elif stat.S_ISREG(st.st_mode):
+                    found.append((rel, path, st))
+                else:
                     raise OSError(f"{entry.path}: not a regular file")
     found.sort(key=lambda item: item[0])
     return found
@@ -42,10 +72,10 @@ def _walk(folder: Path) -> list[tuple[str, Path, os.stat_result]]:
 
 def scan_folder(folder: Path, cache: HashCache) -> list[SourceFile]:
     """Every file below FOLDER, with its size and SHA-1 (read only when the cache does not know it)."""
-    folder = Path(folder).absolute()
-    files = _walk(folder)
+    root = Path(os.path.realpath(folder))
+    files = _walk(root)
     keys: list[FileKey] = [(str(path), st.st_size, st.st_mtime_ns) for _, path, st in files]
-    digests = cache.digests(keys, under=str(folder))
+    digests = cache.digests(keys, under=str(root))
     return [
         SourceFile(path=rel, size=key[1], checksum=digests[key], local_path=path)
         for (rel, path, _), key in zip(files, keys)

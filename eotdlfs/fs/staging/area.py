@@ -64,7 +64,7 @@ def _split(path: str) -> tuple[str | None, str | None, str]:
 def _lock_folder(folder: Path) -> int:
     """Hold FOLDER for this process: two mounts on one staging folder would collect each other's files."""
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -241,9 +241,10 @@ class StagingArea:
         overlay, rel = self._inside(path)
         return self._register(overlay, overlay.open(rel, flags))
 
-    def create(self, path: str, mode: int, flags: int = os.O_WRONLY) -> int:
+    def create(self, path: str, mode: int, flags: int = os.O_WRONLY, uid: int | None = None,
+               gid: int | None = None) -> int:
         overlay, rel = self._inside(path)
-        return self._register(overlay, overlay.create(rel, mode, flags))
+        return self._register(overlay, overlay.create(rel, mode, flags, uid, gid))
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         overlay, local = self._handle(fh)
@@ -275,13 +276,14 @@ class StagingArea:
 
     # -- tree changes ---------------------------------------------------------------------
 
-    def mkdir(self, path: str, mode: int) -> None:
+    def mkdir(self, path: str, mode: int, uid: int | None = None, gid: int | None = None) -> None:
+        """A folder owned by UID:GID (None: the mount's user); a record folder always belongs to the mount's user."""
         kind, name, rel = _split(path)
         if name is None:
             raise _err(errno.EPERM, path)
         if rel:
             overlay = self._overlay(kind, name, path)
-            return overlay.mkdir(rel, mode)
+            return overlay.mkdir(rel, mode, uid, gid)
         try:
             validate_name(name)
         except MetadataError as exc:
@@ -328,7 +330,7 @@ class StagingArea:
             self._overlay(kind, name, path).chmod(rel, mode)
 
     def chown(self, path: str, uid: int, gid: int) -> None:
-        """Accepted and ignored (rsync -a and tar as root chown everything); files belong to the mount's user."""
+        """Accepted and ignored (rsync -a and tar as root chown everything); a node keeps the owner it was made by."""
         self.getattr(path)
 
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
@@ -364,10 +366,15 @@ class StagingArea:
     def listxattr(self, path: str) -> list[str]:
         return []
 
-    def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> None:
+    def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0,
+                 uid: int | None = None) -> None:
+        """Only the flush control; UID (None: the mount's user) must be the mount's user, whose token publishes."""
         record = self._record_root(path)
         if record is None or name != FLUSH_XATTR:
             raise _err(errno.ENOTSUP, path)  # tar, rsync -X and cp -a carry on without them
+        if uid is not None and uid != os.getuid():
+            log.warning("uid %d may not flush %s: only the mount's user (uid %d) publishes", uid, path, os.getuid())
+            raise _err(errno.EACCES, path)
         self._flusher(*record).request()
 
     def removexattr(self, path: str, name: str) -> None:

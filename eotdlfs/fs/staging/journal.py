@@ -33,10 +33,12 @@ CREATE TABLE IF NOT EXISTS base (path TEXT PRIMARY KEY, file_version INTEGER NOT
                                  checksum TEXT NOT NULL, size INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (path TEXT PRIMARY KEY, parent TEXT, is_dir INTEGER NOT NULL,
                                   upper TEXT, base_path TEXT, mode INTEGER NOT NULL,
-                                  mtime_ns INTEGER NOT NULL);
+                                  mtime_ns INTEGER NOT NULL, uid INTEGER, gid INTEGER);
 CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent);
 """
-_NODE_COLUMNS = "path, is_dir, upper, base_path, mode, mtime_ns"
+# Columns added after the first release, with the type an older journal gets them as.
+_ADDED_COLUMNS = {"uid": "INTEGER", "gid": "INTEGER"}
+_NODE_COLUMNS = "path, is_dir, upper, base_path, mode, mtime_ns, uid, gid"
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class Node:
     base_path: str | None = None  # else the base file whose bytes these are
     mode: int = FILE_MODE
     mtime_ns: int = 0
+    uid: int | None = None  # who created it (another user on an --allow-other mount); None: the mount's user
+    gid: int | None = None
 
 
 def parent_of(path: str) -> str | None:
@@ -59,8 +63,8 @@ def parent_of(path: str) -> str | None:
 
 
 def _node(row: tuple) -> Node:
-    path, is_dir, upper, base_path, mode, mtime_ns = row
-    return Node(path, bool(is_dir), upper, base_path, mode, mtime_ns)
+    path, is_dir, upper, base_path, mode, mtime_ns, uid, gid = row
+    return Node(path, bool(is_dir), upper, base_path, mode, mtime_ns, uid, gid)
 
 
 def _below(path: str) -> tuple[str, tuple]:
@@ -93,6 +97,10 @@ class StagingJournal:
             # In WAL mode NORMAL loses nothing committed when the process is killed; only power loss could.
             db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        present = {row[1] for row in db.execute("PRAGMA table_info(nodes)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:  # a journal an older eotdlfs wrote: its nodes belong to the mount's user
+                db.execute(f"ALTER TABLE nodes ADD COLUMN {column} {kind}")
         return db
 
     @property
@@ -355,9 +363,10 @@ class NodeWriter:
 
     def put_many(self, nodes: Iterable[Node]) -> None:
         self._db.executemany(
-            "INSERT OR REPLACE INTO nodes (path, parent, is_dir, upper, base_path, mode, mtime_ns)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            ((n.path, parent_of(n.path), int(n.is_dir), n.upper, n.base_path, n.mode, n.mtime_ns) for n in nodes),
+            "INSERT OR REPLACE INTO nodes (path, parent, is_dir, upper, base_path, mode, mtime_ns, uid, gid)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ((n.path, parent_of(n.path), int(n.is_dir), n.upper, n.base_path, n.mode, n.mtime_ns, n.uid, n.gid)
+             for n in nodes),
         )
 
     def delete(self, path: str) -> None:

@@ -14,6 +14,7 @@ the journal keeps the frozen list so a flush interrupted by a crash can resume.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import stat
@@ -21,16 +22,20 @@ import threading
 import time
 import uuid
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 from eotdlfs.hashing import sha1_file
 from eotdlfs.fs.staging.files import BaseFile, BaseVersion, OpenBase, PendingChanges, StagedFile
 from eotdlfs.fs.staging.journal import Node, StagingJournal, parent_of
 from eotdlfs.repository import FileEntry
 
+log = logging.getLogger(__name__)
+
 COPY_CHUNK = 4 << 20
+STAGED_FILE_MODE = 0o600  # staged bytes may be unpublished: the mount's user alone reads them on disk
 # Staged bytes never take the last of the disk: the journal needs room to record even the
 # unlink that frees space again, else a full disk could not be cleaned through the mount.
 MIN_FREE_BYTES = 1 << 20
@@ -50,10 +55,16 @@ def _err(code: int, path: str) -> OSError:
     return OSError(code, os.strerror(code), path)
 
 
-def _attrs(mode: int, nlink: int, size: int, mtime_ns: int) -> dict:
-    return {"st_mode": mode, "st_nlink": nlink, "st_size": size, "st_blocks": -(-size // 512),
+def _attrs(node: Node, nlink: int, size: int, mtime_ns: int) -> dict:
+    return {"st_mode": node.mode, "st_nlink": nlink, "st_size": size, "st_blocks": -(-size // 512),
             "st_mtime": mtime_ns, "st_atime": mtime_ns, "st_ctime": mtime_ns,
-            "st_uid": os.getuid(), "st_gid": os.getgid()}
+            "st_uid": os.getuid() if node.uid is None else node.uid,
+            "st_gid": os.getgid() if node.gid is None else node.gid}
+
+
+def _new_staged_file(path: Path) -> BinaryIO:
+    """PATH created for writing with STAGED_FILE_MODE, whatever the umask."""
+    return os.fdopen(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, STAGED_FILE_MODE), "wb")
 
 
 class StagingOverlay:
@@ -76,6 +87,7 @@ class StagingOverlay:
         self._handles: dict[int, _Handle] = {}
         self._next_fh = 1
         self._writers: Counter[str] = Counter()
+        self._lost: set[str] = set()  # upper ids found deleted behind our back (logged once each)
         self._frozen: set[str] = {f.key for f in self.frozen_files()}
         self._dirty: bool = self.journal.get_meta("dirty", False)
         self.last_change = 0.0  # time.monotonic() of the last change, for autoflush
@@ -127,6 +139,27 @@ class StagingOverlay:
     def upper_path(self, upper: str) -> Path:
         return self.upper_dir / upper
 
+    def _lost_bytes(self, path: str, upper: str) -> OSError:
+        """EIO naming the user's file PATH, whose staged file UPPER was deleted outside eotdlfs
+        (logged once with the internal path). Not ENOENT: `ls` shows the file, and `rm` removes it."""
+        where = f"{self.kind}/{self.name}/{path}"
+        with self._lock:
+            first = upper not in self._lost
+            self._lost.add(upper)
+        if first:
+            log.error("staged file %s lost its bytes: %s was deleted outside eotdlfs; remove the file and "
+                      "copy it in again", where, self.upper_path(upper))
+        return OSError(errno.EIO, "its staged bytes were deleted outside eotdlfs; remove the file and copy it in "
+                                  "again", where)
+
+    @contextmanager
+    def _staged_bytes(self, path: str, upper: str) -> Iterator[Path]:
+        """The staged file UPPER of the user's file PATH; FileNotFoundError inside becomes `_lost_bytes`."""
+        try:
+            yield self.upper_path(upper)
+        except FileNotFoundError:
+            raise self._lost_bytes(path, upper) from None
+
     def _begin_change_locked(self) -> None:
         self.last_change = time.monotonic()
         if self._dirty:
@@ -159,7 +192,8 @@ class StagingOverlay:
 
     def _size(self, node: Node) -> int:
         if node.upper:
-            return os.stat(self.upper_path(node.upper)).st_size
+            with self._staged_bytes(node.path, node.upper) as upper:
+                return os.stat(upper).st_size
         entry = self.journal.base_entry(node.base_path) if node.base_path else None
         return entry.size if entry else 0
 
@@ -169,17 +203,18 @@ class StagingOverlay:
         if handle is not None and handle.fd is not None:
             node = self.journal.node(path) or Node(path, False)
             st = os.fstat(handle.fd)
-            return _attrs(node.mode, 1, st.st_size, st.st_mtime_ns)
+            return _attrs(node, 1, st.st_size, st.st_mtime_ns)
         node = self._lookup(path)
         if node.is_dir:
-            return _attrs(node.mode, 2, 0, node.mtime_ns)
+            return _attrs(node, 2, 0, node.mtime_ns)
         if node.upper:
             try:
                 st = os.stat(self.upper_path(node.upper))
             except FileNotFoundError:
-                raise _err(errno.ENOENT, path) from None
-            return _attrs(node.mode, 1, st.st_size, st.st_mtime_ns)
-        return _attrs(node.mode, 1, self._size(node), node.mtime_ns)
+                self._lost_bytes(path, node.upper)  # logged; a stat that failed would keep `rm` from removing it
+                return _attrs(node, 1, 0, node.mtime_ns)
+            return _attrs(node, 1, st.st_size, st.st_mtime_ns)
+        return _attrs(node, 1, self._size(node), node.mtime_ns)
 
     def readdir(self, path: str) -> list[str]:
         node = self._lookup(path)
@@ -209,7 +244,7 @@ class StagingOverlay:
     def _new_upper_locked(self, node: Node, now_ns: int) -> Node:
         """Give NODE a new, empty staged file (O_TRUNC, truncate to 0, or a frozen file being replaced)."""
         upper = uuid.uuid4().hex
-        os.close(os.open(self.upper_path(upper), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        _new_staged_file(self.upper_path(upper)).close()
         staged = replace(node, upper=upper, base_path=None, mtime_ns=now_ns)
         try:
             with self.journal.transaction() as tx:
@@ -239,7 +274,8 @@ class StagingOverlay:
         _check_room(os.statvfs(self.upper_dir), size)
         try:
             if node.upper:
-                with open(self.upper_path(node.upper), "rb") as src, open(target, "xb") as dst:
+                with self._staged_bytes(node.path, node.upper) as source, open(source, "rb") as src, \
+                        _new_staged_file(target) as dst:
                     _copy_bytes(src, dst, size)
             else:
                 self._copy_base(node, target, size)
@@ -259,7 +295,7 @@ class StagingOverlay:
             raise _err(errno.EIO, node.path)
         source = self._open_base(entry)
         try:
-            with open(target, "xb") as dst:
+            with _new_staged_file(target) as dst:
                 offset = 0
                 while offset < size:
                     chunk = source.read(offset, min(COPY_CHUNK, size - offset))
@@ -300,7 +336,8 @@ class StagingOverlay:
                 if node.is_dir:
                     raise _err(errno.EISDIR, path)
                 if node.upper:
-                    fd = os.open(self.upper_path(node.upper), os.O_RDONLY)
+                    with self._staged_bytes(path, node.upper) as upper:
+                        fd = os.open(upper, os.O_RDONLY)
                     return self._register_locked(_Handle(node.upper, fd, None, 0, False))
                 entry = self.journal.base_entry(node.base_path)
                 if entry is None:
@@ -311,14 +348,17 @@ class StagingOverlay:
         node = self._writable_node(path, 0 if flags & os.O_TRUNC else None)
         try:
             # O_APPEND on the staged file makes every pwrite append, whatever size the kernel believed.
-            fd = os.open(self.upper_path(node.upper), os.O_RDWR | (flags & os.O_APPEND))
+            with self._staged_bytes(path, node.upper) as upper:
+                fd = os.open(upper, os.O_RDWR | (flags & os.O_APPEND))
             if flags & os.O_TRUNC:
                 os.ftruncate(fd, 0)
             return self._register_locked(_Handle(node.upper, fd, None, 0, True))
         finally:
             self._lock.release()
 
-    def create(self, path: str, mode: int, flags: int = os.O_WRONLY) -> int:
+    def create(self, path: str, mode: int, flags: int = os.O_WRONLY, uid: int | None = None,
+               gid: int | None = None) -> int:
+        """A new staged file (or PATH opened, when it exists), owned by UID:GID (None: the mount's user)."""
         with self._lock:
             if self.journal.node(path) is not None:
                 if flags & os.O_EXCL:
@@ -326,7 +366,8 @@ class StagingOverlay:
                 return self.open(path, flags)
             self._check_parent(path)
             self._begin_change_locked()
-            node = self._new_upper_locked(Node(path, False, mode=stat.S_IFREG | (mode & 0o7777)), time.time_ns())
+            node = self._new_upper_locked(Node(path, False, mode=stat.S_IFREG | (mode & 0o7777), uid=uid, gid=gid),
+                                          time.time_ns())
             fd = os.open(self.upper_path(node.upper), os.O_RDWR | (flags & os.O_APPEND))
             return self._register_locked(_Handle(node.upper, fd, None, 0, True))
 
@@ -355,7 +396,8 @@ class StagingOverlay:
             return
         node = self._writable_node(path, length)
         try:
-            os.truncate(self.upper_path(node.upper), length)
+            with self._staged_bytes(path, node.upper) as upper:
+                os.truncate(upper, length)
         finally:
             self._lock.release()
 
@@ -381,14 +423,14 @@ class StagingOverlay:
 
     # -- tree changes -------------------------------------------------------------------
 
-    def mkdir(self, path: str, mode: int) -> None:
+    def mkdir(self, path: str, mode: int, uid: int | None = None, gid: int | None = None) -> None:
         with self._lock:
             if self.journal.node(path) is not None:
                 raise _err(errno.EEXIST, path)
             self._check_parent(path)
             self._begin_change_locked()
             with self.journal.transaction() as tx:
-                tx.put(Node(path, True, mode=stat.S_IFDIR | (mode & 0o7777), mtime_ns=time.time_ns()))
+                tx.put(Node(path, True, mode=stat.S_IFDIR | (mode & 0o7777), mtime_ns=time.time_ns(), uid=uid, gid=gid))
 
     def rmdir(self, path: str) -> None:
         with self._lock:
@@ -448,7 +490,8 @@ class StagingOverlay:
         with self._lock:
             node = self._lookup(path)
             if node.upper:
-                os.utime(self.upper_path(node.upper), ns=(mtime_ns, mtime_ns))
+                with self._staged_bytes(path, node.upper) as upper:
+                    os.utime(upper, ns=(mtime_ns, mtime_ns))
                 return
             with self.journal.transaction() as tx:
                 tx.put(replace(node, mtime_ns=mtime_ns))
@@ -506,11 +549,9 @@ class StagingOverlay:
                     raise OSError(errno.EBUSY, f"{busy[0]} is still open for writing after {timeout:.0f} s;"
                                                " close it and flush again")
                 self._released.wait(min(remaining, 1.0))
-            staged = [
-                StagedFile(path, os.stat(self.upper_path(upper)).st_size, None, self.upper_path(upper), upper)
-                if upper else StagedFile(path, entry.size, entry.checksum, None, f"base:{entry.path}")
-                for path, upper, entry in files
-            ]
+            staged = [self._staged_file(path, upper) if upper
+                      else StagedFile(path, entry.size, entry.checksum, None, f"base:{entry.path}")
+                      for path, upper, entry in files]
             self.journal.set_meta("frozen", [f.to_json() for f in staged])
             self._frozen = {f.key for f in staged}
             return staged
@@ -520,12 +561,20 @@ class StagingOverlay:
 
         Frozen files cannot change, so their hash is exact (no size+mtime guess) and a
         resumed flush does not read them again."""
-        hashed = [f if f.checksum or f.local_path is None else replace(f, checksum=sha1_file(f.local_path))
+        hashed = [f if f.checksum or f.local_path is None else replace(f, checksum=self._hash_staged(f))
                   for f in shipped]
         with self._lock:
             if self._frozen == {f.key for f in hashed}:
                 self.journal.set_meta("frozen", [f.to_json() for f in hashed])
         return hashed
+
+    def _staged_file(self, path: str, upper: str) -> StagedFile:
+        with self._staged_bytes(path, upper) as local:
+            return StagedFile(path, os.stat(local).st_size, None, local, upper)
+
+    def _hash_staged(self, staged: StagedFile) -> str:
+        with self._staged_bytes(staged.path, staged.key):
+            return sha1_file(staged.local_path)
 
     def read_staged(self, staged: StagedFile) -> bytes:
         """The whole content of a frozen file (metadata.yml, read before a flush)."""

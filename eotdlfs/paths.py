@@ -1,4 +1,7 @@
-"""The rule for file paths inside a dataset or model: relative, '/'-separated, no tricks."""
+"""The rule for file paths inside a dataset or model: relative, '/'-separated, no tricks.
+
+Server and client both apply it: to the paths they are sent and to the paths they are given.
+"""
 
 from __future__ import annotations
 

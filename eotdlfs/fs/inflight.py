@@ -1,0 +1,52 @@
+"""Fetches from the server run in the background, one per key at a time; callers wait a bounded time.
+
+A FUSE callback must never hang on a server that accepts connections and never answers: the
+fetch (which may retry for minutes) runs in a thread of its own, callers that need the same
+answer share it, and each waits at most `limit` seconds for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+from typing import Callable, Hashable, TypeVar
+
+T = TypeVar("T")
+
+
+class BackgroundFetches:
+    def __init__(self, limit: float):
+        # Set once.
+        self.limit = limit
+        # Guarded by _lock.
+        self._lock = threading.Lock()
+        self._running: dict[Hashable, Future] = {}
+
+    def start(self, key: Hashable, fetch: Callable[[], T]) -> Future:
+        """FETCH running in the background for KEY; the one already running for KEY if there is one."""
+        with self._lock:
+            future = self._running.get(key)
+            if future is None:
+                future = self._running[key] = Future()
+                threading.Thread(target=self._run, args=(key, fetch, future), name=f"fetch {key}",
+                                 daemon=True).start()
+        return future
+
+    def result(self, key: Hashable, fetch: Callable[[], T], what: str) -> T:
+        """FETCH's answer for KEY, waited for at most `limit` s; after that TimeoutError naming WHAT."""
+        future = self.start(key, fetch)
+        try:
+            return future.result(timeout=self.limit)
+        except TimeoutError:
+            if future.done():  # the fetch itself timed out: its own error says more
+                raise
+            raise TimeoutError(f"no answer from the repository within {self.limit:g} s for {what}") from None
+
+    def _run(self, key: Hashable, fetch: Callable[[], T], future: Future) -> None:
+        try:
+            future.set_result(fetch())
+        except BaseException as exc:  # handed to every waiter, who maps it to an errno
+            future.set_exception(exc)
+        finally:
+            with self._lock:
+                del self._running[key]
