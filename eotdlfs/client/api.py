@@ -85,8 +85,8 @@ class ApiClient:
             self._session.headers["X-API-Key"] = settings.api_key
         # for presigned object-store URLs (see eotdlfs.client.redirects): never any credentials on it
         self._store = requests.Session()
-        self._store.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0))
-        self._store.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE, max_retries=0))
+        self._store.mount("http://", SendTimeoutAdapter(settings.timeout, pool_maxsize=POOL_SIZE, max_retries=0))
+        self._store.mount("https://", SendTimeoutAdapter(settings.timeout, pool_maxsize=POOL_SIZE, max_retries=0))
         self._presigned = PresignedUrls()
         # guarded by _lock
         self._lock = threading.Lock()
@@ -282,7 +282,7 @@ class ApiClient:
     def _store_get(self, url: str, headers: dict[str, str]) -> requests.Response:
         try:
             return self._store.get(url, headers=headers, stream=True, allow_redirects=False,
-                                   timeout=(CONNECT_TIMEOUT, self.settings.timeout))
+                                   timeout=(self._connect_timeout, self.settings.timeout))
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise Unreachable(f"cannot reach the object store ({_reason(exc)})") from exc
 
