@@ -13,6 +13,9 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)  # peer in scripts/bench
 command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)  # peer in scripts/bench
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ "${1:-}" = "--test" ]; then  # the server suite on PostgreSQL (+ S3 from moto, a Python package)
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgresql)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_if_needed apt-get update -qq
   DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq "${need_apt[@]}" >/dev/null
