@@ -92,6 +92,13 @@ class RepoServer:
             proc.kill()
             proc.wait(STOP_TIMEOUT_S)
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing of the server's own shutdown runs."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait(STOP_TIMEOUT_S)
+
     def restart(self) -> None:
         self.stop()
         self.start()
@@ -105,8 +112,18 @@ class RepoServer:
         """The server's blob store (folder or bucket), to look at what it holds."""
         from eotdlfs.server.blobs import open_blobs
 
-        os.environ.update({k: v for k, v in self.env.items() if k.startswith("AWS_")})  # the same for every bucket
+        self._use_aws_env()
         return open_blobs(self.root, self.blobs)
+
+    def fsck(self):
+        """`eotdlfs.server.fsck.check` of the server's repository, whatever its layout."""
+        from eotdlfs.server.fsck import check
+
+        self._use_aws_env()
+        return check(self.root, db_url=self.db, blobs_url=self.blobs)
+
+    def _use_aws_env(self) -> None:
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("AWS_")})  # the same for every bucket
 
     def secret(self) -> bytes:
         """The secret the server signs tokens with."""

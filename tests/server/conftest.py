@@ -91,6 +91,27 @@ def server_factory(new_server, tmp_path: Path) -> Iterator:
 
 
 @pytest.fixture
+def shared(request, tmp_path):
+    """shared(n) -> n replicas of one repository: one PostgreSQL database, one bucket, roots of their own."""
+    pg, s3 = request.getfixturevalue("postgres"), request.getfixturevalue("s3")
+    servers: list[RepoServer] = []
+
+    def make(n: int, args: tuple[str, ...] = ()) -> list[RepoServer]:
+        db, blobs = pg.database(), s3.bucket()
+        for i in range(n):
+            servers.append(RepoServer(tmp_path / f"replica{len(servers)}", env=dict(s3.env), db=db, blobs=blobs,
+                                      args=args))
+            servers[-1].start()
+        return servers[-n:]
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
 def local_only(layout) -> None:
     """For tests of the local layout's own files (the SQLite file, the blob folder)."""
     if layout != "local":

@@ -141,3 +141,73 @@ class MotoS3:
         if proc is not None:
             _stop(proc)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+BALANCER_CONF = """\
+user root;  # its workers write request bodies into our 0700 folder (ignored, with a warning, when not root)
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    client_max_body_size 0;
+    upstream replicas {{
+        {servers}
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://replicas;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_buffering off;
+            # a replica that refuses connections or dies before answering: the request goes to the next one
+            # (nginx resends only idempotent requests; an upload the dead one took is the client's to retry)
+            proxy_next_upstream error timeout http_502 http_503;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 300s;
+        }}
+    }}
+}}
+"""
+
+
+class Balancer:
+    """nginx on a free port of 127.0.0.1, spreading requests over the replicas on PORTS (round robin)."""
+
+    def __init__(self, ports: list[int]):
+        binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.port, self.url = free_port(), ""
+        self.folder = Path(tempfile.mkdtemp(dir="/tmp", prefix="eotdlfs-lb-"))
+        servers = "\n        ".join(f"server 127.0.0.1:{p} max_fails=1 fail_timeout=3s;" for p in ports)
+        conf = self.folder / "nginx.conf"
+        conf.write_text(BALANCER_CONF.format(prefix=self.folder, port=self.port, servers=servers))
+        with open(self.folder / "nginx.out", "ab") as log:
+            self._proc: subprocess.Popen | None = subprocess.Popen(
+                [binary, "-c", str(conf), "-p", str(self.folder), "-e", str(self.folder / "error.log"),
+                 "-g", "daemon off;"], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        self.url = f"http://127.0.0.1:{self.port}/"
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"nginx did not start; see {self.folder}/nginx.out") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _stop(proc)
+        shutil.rmtree(self.folder, ignore_errors=True)

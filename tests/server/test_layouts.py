@@ -59,27 +59,6 @@ def test_repository_of_the_sqlite_layout_opens_and_upgrades(tmp_path):
     assert check(root).ok
 
 
-@pytest.fixture
-def shared(request, tmp_path):
-    """shared(n) -> n replicas of one repository: one PostgreSQL database, one bucket, roots of their own."""
-    pg, s3 = request.getfixturevalue("postgres"), request.getfixturevalue("s3")
-    servers: list[RepoServer] = []
-
-    def make(n: int, args: tuple[str, ...] = ()) -> list[RepoServer]:
-        db, blobs = pg.database(), s3.bucket()
-        for i in range(n):
-            servers.append(RepoServer(tmp_path / f"replica{len(servers)}", env=dict(s3.env), db=db, blobs=blobs,
-                                      args=args))
-            servers[-1].start()
-        return servers[-n:]
-
-    try:
-        yield make
-    finally:
-        for server in servers:
-            server.stop()
-
-
 @full_matrix
 def test_replicas_share_tokens_keys_and_data(shared, unique_name):
     a, b = shared(2)
@@ -166,6 +145,6 @@ def test_fsck_on_postgres_and_s3(shared, unique_name):
     assert done.stdout.strip().endswith("2 blobs checked (7 bytes hashed), 0 orphan(s)")
     store = server.blob_store()
     store.client.delete_object(Bucket=store.bucket, Key=store._blob_key(sha1(b"aaa")))
-    report = check(None, db_url=server.db, blobs_url=server.blobs)
+    report = server.fsck()
     assert [p.split(": ", 1)[1] for p in report.problems] == [f"blob {sha1(b'aaa')} is missing"]
     assert subprocess.run(fsck, capture_output=True, timeout=120).returncode == 1
