@@ -155,7 +155,8 @@ def curl_rps(urls: list[str], size: int) -> int:
 
 def run_distributed(big_mib: int) -> dict:
     """One replica, two behind nginx, one redirecting: each on its own database and bucket."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "server"))
+    repo = Path(__file__).resolve().parent.parent
+    sys.path[:0] = [str(repo), str(repo / "tests" / "server")]  # the test suite's engines
     from engines import Balancer, MotoS3, Postgres, postgres_bindir
 
     bindir = postgres_bindir()

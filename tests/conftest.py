@@ -45,6 +45,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if PROC has not exited within STOP_TIMEOUT_S."""
+    proc.terminate()
+    try:
+        proc.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(STOP_TIMEOUT_S)
+
+
 class RepoServer:
     """`eotdlfs serve` in a subprocess on 127.0.0.1."""
 
@@ -83,14 +93,8 @@ class RepoServer:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(STOP_TIMEOUT_S)
+        if proc is not None:
+            stop_process(proc)
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: nothing of the server's own shutdown runs."""
@@ -147,8 +151,7 @@ class RepoServer:
         return response.json()
 
 
-def _serve(root: Path | RepoServer, env: dict[str, str] | None = None) -> Iterator[RepoServer]:
-    server = root if isinstance(root, RepoServer) else RepoServer(root, env=env)
+def _serve(server: RepoServer) -> Iterator[RepoServer]:
     try:
         server.start()
         yield server
@@ -157,21 +160,33 @@ def _serve(root: Path | RepoServer, env: dict[str, str] | None = None) -> Iterat
 
 
 @pytest.fixture(scope="session")
-def repo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RepoServer]:
-    yield from _serve(tmp_path_factory.mktemp("repo-server") / "root")
+def new_server():
+    """new_server(root, env=None) -> a RepoServer on ROOT, not started. The server suite overrides
+    it to run on each storage layout (tests/server/conftest.py)."""
+    return lambda root, env=None: RepoServer(root, env=env)
+
+
+@pytest.fixture(scope="session")
+def repo_server(new_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RepoServer]:
+    yield from _serve(new_server(tmp_path_factory.mktemp("repo-server") / "root"))
 
 
 @pytest.fixture
-def fresh_server(tmp_path: Path) -> Iterator[RepoServer]:
-    yield from _serve(tmp_path / "root")
+def fresh_server(new_server, tmp_path: Path) -> Iterator[RepoServer]:
+    yield from _serve(new_server(tmp_path / "root"))
+
+
+def stop_all(servers: list[RepoServer]) -> None:
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator:
+def server_factory(new_server, tmp_path: Path) -> Iterator:
     servers: list[RepoServer] = []
 
     def make(env: dict[str, str] | None = None, root: Path | None = None) -> RepoServer:
-        server = RepoServer(root or tmp_path / f"root{len(servers)}", env=env)
+        server = new_server(root or tmp_path / f"root{len(servers)}", env)
         servers.append(server)
         server.start()
         return server
@@ -179,8 +194,7 @@ def server_factory(tmp_path: Path) -> Iterator:
     try:
         yield make
     finally:
-        for server in servers:
-            server.stop()
+        stop_all(servers)
 
 
 _names = itertools.count(1)

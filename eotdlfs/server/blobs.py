@@ -118,6 +118,9 @@ class Hashing:
             self.digest.update(chunk)
         return chunk
 
+    def close(self) -> None:
+        """SOURCE belongs to the caller: it stays open."""
+
 
 class StagedBlob:
     """Bytes copied to a temp file and hashed; `BlobStore.commit_all` moves them under their SHA-1."""

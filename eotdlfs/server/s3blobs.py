@@ -4,10 +4,11 @@ The endpoint, region and keys come from the standard AWS variables (AWS_ENDPOINT
 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION) through boto3.
 
 Keys under PREFIX: `blobs/<sha1[:2]>/<sha1[2:]>` (content), `tmp/<random>` (staged, not yet
-named), `uploads/<upload id>/<part>` (parts of the API's multipart uploads). A stream is staged
-under tmp/ while its SHA-1 is computed, with the store's own multipart upload above
-MULTIPART_BYTES (an object appears only once whole), then copied server-side under its SHA-1 just
-before the rows naming it commit. Every replica shares the bucket, so clean-ups only take what
+named), `uploads/<upload id>/<part>` (parts of the API's multipart uploads). A stream up to
+MULTIPART_BYTES is staged in a spooled local file while its SHA-1 is computed, then put under
+its SHA-1 in one request just before the rows naming it commit; a larger one goes on to tmp/
+with the store's own multipart upload (an object appears only once whole), and is then copied
+server-side under its SHA-1. Many small files thus cost one request each. Every replica shares the bucket, so clean-ups only take what
 is older than STALE_TEMP_S: a younger object may belong to a live request on another replica.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import tempfile
 import time
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -28,20 +30,24 @@ from eotdlfs.server.blobs import CHUNK, STALE_TEMP_S, Concat, Hashing, check_sha
 
 MULTIPART_BYTES = 8 * 1024 * 1024   # part size of the store's multipart uploads (10,000 parts: 78 GiB a file)
 UPLOAD_THREADS = 4                  # parts in flight per stream: at most 4 x 8 MiB in memory
+SPOOL_MEMORY_BYTES = 1024 * 1024   # a small staged stream past this spills to a local temp file
 PRESIGN_S = 300                     # a presigned download URL is good for 5 minutes
 COMMIT_THREADS = 16
 
 
 class S3Staged:
-    """A stream stored under tmp/ and hashed; `S3Blobs.commit_all` copies it under its SHA-1."""
+    """A hashed stream, in SPOOL (small) or under tmp/ KEY (large); `S3Blobs.commit_all` names it by its SHA-1."""
 
-    def __init__(self, store: "S3Blobs", key: str, sha1: str, size: int):
-        self.store, self.key, self.sha1, self.size = store, key, sha1, size
+    def __init__(self, store: "S3Blobs", sha1: str, size: int, spool: BinaryIO | None = None, key: str | None = None):
+        self.store, self.sha1, self.size, self.spool, self.key = store, sha1, size, spool, key
         self.done = False
 
     def discard(self) -> None:
         if not self.done:
-            self.store._delete([self.key])
+            if self.spool is not None:
+                self.spool.close()
+            if self.key is not None:
+                self.store._delete([self.key])
             self.done = True
 
 
@@ -97,15 +103,31 @@ class S3Blobs:
 
     def stage(self, source: BinaryIO, limit: int | None = None,
               check: Callable[[int], None] | None = None) -> S3Staged:
-        """Stream SOURCE to tmp/ (multipart above MULTIPART_BYTES), hashing it; LIMIT and CHECK may abort it."""
+        """Hash SOURCE into a local spool; past MULTIPART_BYTES stream it on to tmp/ in parts. LIMIT and
+        CHECK may abort it."""
         hashing = Hashing(source, limit, check)
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)
+        try:
+            while spool.tell() <= MULTIPART_BYTES:
+                chunk = hashing.read(CHUNK)
+                if not chunk:
+                    spool.seek(0)
+                    return S3Staged(self, hashing.digest.hexdigest(), hashing.size, spool=spool)
+                spool.write(chunk)
+        except BaseException:
+            spool.close()
+            raise
+        spool.seek(0)
         key = f"{self.prefix}tmp/{secrets.token_hex(16)}"
         try:
-            self.client.upload_fileobj(_Unseekable(hashing), self.bucket, key, Config=self.transfer)
+            self.client.upload_fileobj(_Unseekable(Concat([lambda: spool, lambda: hashing])), self.bucket, key,
+                                       Config=self.transfer)
         except BaseException:
             self._delete([key])  # a failed multipart upload is aborted by boto3; a finished one is not
             raise
-        return S3Staged(self, key, hashing.digest.hexdigest(), hashing.size)
+        finally:
+            spool.close()
+        return S3Staged(self, hashing.digest.hexdigest(), hashing.size, key=key)
 
     def sync_all(self, staged: list[S3Staged]) -> None:
         """Nothing to do: the store acknowledged each object once it was durable."""
@@ -116,7 +138,9 @@ class S3Blobs:
 
     def _commit(self, blob: S3Staged) -> None:
         final = self._blob_key(blob.sha1)
-        if self._head(final) is None:
+        if blob.spool is not None:  # small: one PUT (the same bytes again, if stored already)
+            self.client.put_object(Bucket=self.bucket, Key=final, Body=blob.spool)
+        elif self._head(final) is None:
             self.client.copy({"Bucket": self.bucket, "Key": blob.key}, self.bucket, final, Config=self.transfer)
         blob.discard()
 

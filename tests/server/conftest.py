@@ -15,7 +15,7 @@ import pytest
 from engines import FULL_MATRIX, IN_CI, MotoS3, Postgres, postgres_bindir
 from serverapi import Api
 
-from tests.conftest import RepoServer, _serve
+from tests.conftest import RepoServer, stop_all
 
 LAYOUTS = ["local", *([pytest.param("postgres-s3", marks=pytest.mark.slow)] if FULL_MATRIX else [])]
 
@@ -63,33 +63,6 @@ def new_server(layout, request):
     return make
 
 
-@pytest.fixture(scope="session")
-def repo_server(new_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RepoServer]:
-    yield from _serve(new_server(tmp_path_factory.mktemp("repo-server") / "root"))
-
-
-@pytest.fixture
-def fresh_server(new_server, tmp_path: Path) -> Iterator[RepoServer]:
-    yield from _serve(new_server(tmp_path / "root"))
-
-
-@pytest.fixture
-def server_factory(new_server, tmp_path: Path) -> Iterator:
-    servers: list[RepoServer] = []
-
-    def make(env: dict[str, str] | None = None, root: Path | None = None) -> RepoServer:
-        server = new_server(root or tmp_path / f"root{len(servers)}", env)
-        servers.append(server)
-        server.start()
-        return server
-
-    try:
-        yield make
-    finally:
-        for server in servers:
-            server.stop()
-
-
 @pytest.fixture
 def shared(request, tmp_path):
     """shared(n) -> n replicas of one repository: one PostgreSQL database, one bucket, roots of their own."""
@@ -107,8 +80,7 @@ def shared(request, tmp_path):
     try:
         yield make
     finally:
-        for server in servers:
-            server.stop()
+        stop_all(servers)
 
 
 @pytest.fixture

@@ -19,30 +19,16 @@ from pathlib import Path
 
 import requests
 
+from tests.conftest import START_TIMEOUT_S, stop_process
+from tests.conftest import _free_port as free_port
+
 IN_CI = os.environ.get("CI") == "true"
 FULL_MATRIX = IN_CI or os.environ.get("EOTDLFS_FULL_MATRIX") == "1"  # the server suite on PostgreSQL + S3 too
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def postgres_bindir() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
     return Path(found[-1]).parent if found else None
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(STOP_TIMEOUT_S)
 
 
 class Postgres:
@@ -90,7 +76,7 @@ class Postgres:
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            _stop(proc)
+            stop_process(proc)
         self.log.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -139,7 +125,7 @@ class MotoS3:
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            _stop(proc)
+            stop_process(proc)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -209,5 +195,5 @@ class Balancer:
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None:
-            _stop(proc)
+            stop_process(proc)
         shutil.rmtree(self.folder, ignore_errors=True)
