@@ -12,12 +12,17 @@ ingested by `eotdlfs ingest`, then measures, in the same run:
   the CPU seconds its process spends per GiB read;
 - `sha1_cpu_s_per_GiB`: CPU seconds of hashlib.sha1 over 1 GiB in the bench process (the mount
   checks every file's SHA-1);
+- `block_check_cpu_s_per_GiB`: CPU seconds of the block cache's read-back check (CRC32C) over
+  1 GiB in 1 MiB blocks, in the bench process;
 - `ls_lR_10k_s`: `ls -lR` of the small files on a fresh mount (listing fetch included);
 - `first_64k_ms`: open + first 64 KiB of the big file (not cached; its folder already listed);
 - `cold_seq_MBps`: the big file read start to end with 1 MiB reads, empty block cache;
   `mount_cpu_s_per_GiB` and `server_cpu_s_per_GiB`: CPU seconds (user + system, /proc/PID/stat)
   the mount process and the server process spend per GiB during that read (and 0.5 s after it);
 - `warm_seq_MBps`: the same read again on the same mount (kernel page cache);
+- `disk_cache_seq_MBps`, `disk_cache_mount_cpu_s_per_GiB`: the same read once more after dropping
+  the kernel's pages of the file: every block is read back from the block cache's disk and
+  checked, nothing fetched (`disk_cache_fetched_ratio` says so);
 - `rss_peak_MB`: peak RSS (VmHWM) of a second mount process, with a cache limit of 256 MiB,
   while it streams the big file twice cold (the pages are dropped with
   posix_fadvise(DONTNEED) between the reads): 2 GiB in the full run.
@@ -95,6 +100,7 @@ def run(work: Path, quick: bool) -> dict:
                   "curl_MBps": round(measure.curl_MBps(server.download_url(NAME, BIG_FILE)), 1)}
         result["fuse_ceiling_MBps"], result["fuse_ceiling_cpu_s_per_GiB"] = fuse_ceiling(work, spec.big_bytes)
         result["sha1_cpu_s_per_GiB"] = round(measure.sha1_cpu_s_per_GiB(), 2)
+        result["block_check_cpu_s_per_GiB"] = round(measure.block_check_cpu_s_per_GiB(), 3)
 
         mounts.append(mount(work, "a", server, env))
         version = mounts[-1].mnt / "datasets" / NAME / "v1"
@@ -109,6 +115,11 @@ def run(work: Path, quick: bool) -> dict:
         result["server_cpu_s_per_GiB"] = cpu_s_per_GiB(server_cpu, server.pid, spec.big_bytes)
         result["cold_fetched_ratio"] = round((server.bytes_sent() - sent) / spec.big_bytes, 3)
         result["warm_seq_MBps"] = round(measure.seq_read_MBps(version / BIG_FILE, spec.big_bytes), 1)
+        drop_pages(version / BIG_FILE)
+        sent, mount_cpu = server.bytes_sent(), cpu_now(mounts[-1].pid)
+        result["disk_cache_seq_MBps"] = round(measure.seq_read_MBps(version / BIG_FILE, spec.big_bytes), 1)
+        result["disk_cache_mount_cpu_s_per_GiB"] = cpu_s_per_GiB(mount_cpu, mounts[-1].pid, spec.big_bytes)
+        result["disk_cache_fetched_ratio"] = round((server.bytes_sent() - sent) / spec.big_bytes, 3)
         result["rss_after_cold_warm_MB"] = round(peak_rss_mb(mounts[-1].pid) or 0, 1)
 
         mounts.append(mount(work, "b", server, env, "--cache-size", "256M"))

@@ -19,7 +19,6 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import BinaryIO, Union
 
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.errors import ContentMismatch
@@ -30,7 +29,6 @@ from eotdlfs.repository import FileEntry, Record, Repository
 log = logging.getLogger(__name__)
 
 DEMAND, READ_AHEAD = 0, 1
-BlockSource = Union[BinaryIO, memoryview]  # an open cache file, or the bytes of a fetch
 # Blocks this close to where a file's hashing stands wait for it in memory; blocks further
 # ahead (a random reader's) are read back from the cache if hashing ever gets there.
 STASH_AHEAD = 32
@@ -116,6 +114,9 @@ class BlockFetcher:
         self._serials = itertools.count()
         self._failed_at: dict[str, int] = {}  # checksum -> serial of its last failed check
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        # Guarded by _loads_lock: blocks being read back from the disk cache.
+        self._loads_lock = threading.Lock()
+        self._loading: dict[tuple[str, int], Future] = {}
         # One more worker takes only demand fetches, so a reader never waits behind read-ahead.
         self._demand_queue: queue.Queue = queue.Queue()
         self._order = itertools.count()
@@ -129,7 +130,7 @@ class BlockFetcher:
     # --- what readers call -------------------------------------------------------------
 
     def demand(self, content: Content, index: int, opened: int) -> Future:
-        """A future of block INDEX (its bytes, or an open cache file), fetched now unless
+        """A future of block INDEX (its bytes), fetched now unless
         already cached or in flight. ContentMismatch if the file failed its checksum since
         OPENED (a `serial()`): a reader on its way then must not start fetches of bytes
         nobody could check any more.
@@ -177,15 +178,48 @@ class BlockFetcher:
                 self._queue.put((READ_AHEAD, next(self._order), task))
         return end
 
-    def kept_block(self, checksum: str, index: int) -> BlockSource | None:
-        """Block INDEX from memory (a recent fetch) or from the disk cache; None when neither has it."""
-        return self.recent.get(checksum, index) or self.cache.open_block(checksum, index)
+    def kept_block(self, checksum: str, index: int) -> memoryview | None:
+        """Block INDEX from memory (a recent fetch) or from the disk cache (checked as it is
+        read back); None when neither has it."""
+        block = self.recent.get(checksum, index)
+        if block is not None:
+            return block
+        # The kernel asks for a block in several parallel requests: one disk read and
+        # check serves them all.
+        with self._loads_lock:
+            loading = self._loading.get((checksum, index))
+            mine = loading is None
+            if mine:
+                loading = self._loading[(checksum, index)] = Future()
+        if not mine:
+            return loading.result()
+        try:
+            block = self.cache.load_block(checksum, index)
+            loading.set_result(block)
+            return block
+        except BaseException as exc:
+            loading.set_exception(exc)
+            raise
+        finally:
+            with self._loads_lock:
+                del self._loading[(checksum, index)]
 
     def finished_reading(self, checksum: str, indices: list[int]) -> None:
         """A reader read these blocks to their end: memory may let go of those hashed already
         (the kernel keeps their pages; the disk cache keeps the bytes)."""
         hashed = self.verifiers.hashed_until(checksum)
         self.recent.discard(checksum, [i for i in indices if i < hashed])
+
+    def reject(self, content: Content) -> None:
+        """CONTENT's bytes failed its SHA-1 outside the fetcher (a copy-up hashed them): fail
+        its open readers and drop its blocks, so the next open fetches them again."""
+        with self._lock:
+            self._failed_at[content.checksum] = next(self._serials)
+        self._drop(content)
+
+    def _drop(self, content: Content) -> None:
+        self.recent.drop(content.checksum)
+        self.cache.drop(content.checksum, content.block_count(self.block_size))
 
     def serial(self) -> int:
         """A mark in time, for `failed_since`."""
@@ -376,8 +410,7 @@ class BlockFetcher:
                 # Fetches of this file already under way may hold the same bad bytes.
                 self._failed_at[content.checksum] = next(self._serials)
         if mismatch:  # after marking: a fetch storing blocks meanwhile drops its own
-            self.recent.drop(content.checksum)
-            self.cache.drop(content.checksum, content.block_count(self.block_size))
+            self._drop(content)
         verifier = self.verifiers.peek(content.checksum)
         if verifier is not None:  # a held final block must not wait for blocks that will not come
             with verifier.lock:

@@ -44,9 +44,14 @@ class BackgroundFetches:
 
     def _run(self, key: Hashable, fetch: Callable[[], T], future: Future) -> None:
         try:
-            future.set_result(fetch())
+            result, error = fetch(), None
         except BaseException as exc:  # handed to every waiter, who maps it to an errno
-            future.set_exception(exc)
-        finally:
-            with self._lock:
-                del self._running[key]
+            result, error = None, exc
+        # KEY is free before any waiter wakes: a caller that finds the answer stale at once
+        # must start a new fetch, not be handed this finished one as "already running".
+        with self._lock:
+            del self._running[key]
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)

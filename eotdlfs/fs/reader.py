@@ -2,19 +2,18 @@
 
 `ContentReader.read` is the whole cold and warm read path: advise the handle's read-ahead
 window, queue read-ahead fetches, then copy the requested range out of the bytes of recent
-fetches (memory), or out of cached blocks with `os.pread`.
+fetches (memory), or out of cached blocks, read back from disk and checked once per block.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import weakref
 from collections import OrderedDict
 from concurrent.futures import Future
 
-from eotdlfs.fs.fetcher import BlockFetcher, BlockSource, Content
+from eotdlfs.fs.fetcher import BlockFetcher, Content
 from eotdlfs.fs.readahead import ReadAheadWindow
 
 KEPT_SOURCES = 2  # a fetched block may pin its whole request (8 MiB) while kept
@@ -31,29 +30,21 @@ class OpenFile:
         self.lock = threading.Lock()
         self.window = window
         self.ahead_until = 0
-        self.sources: OrderedDict[int, BlockSource] = OrderedDict()
+        # The blocks read last, checked: later reads of them are plain copies.
+        self.sources: OrderedDict[int, memoryview] = OrderedDict()
 
-    def keep_locked(self, index: int, source: BlockSource) -> None:
+    def keep_locked(self, index: int, source: memoryview) -> None:
         self.sources[index] = source
         while len(self.sources) > KEPT_SOURCES:
-            _, old = self.sources.popitem(last=False)
-            if not isinstance(old, memoryview):
-                old.close()
+            self.sources.popitem(last=False)
 
     def close(self) -> None:
         with self.lock:
-            for source in self.sources.values():
-                if not isinstance(source, memoryview):
-                    source.close()
             self.sources.clear()
 
 
-def _copy(source: BlockSource, lo: int, target: memoryview) -> None:
-    """Bytes LO.. of a block into TARGET: a plain copy, or a pread that releases the GIL."""
-    if isinstance(source, memoryview):
-        target[:] = source[lo:lo + len(target)]
-    elif os.preadv(source.fileno(), [target], lo) != len(target):
-        raise OSError(5, "a cached block is shorter than it should be")
+def _copy(source: memoryview, lo: int, target: memoryview) -> None:
+    target[:] = source[lo:lo + len(target)]
 
 
 class ContentReader:

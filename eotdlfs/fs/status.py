@@ -68,6 +68,8 @@ def format_status(status: dict[str, Any]) -> str:
     ]
     if cache.get("write_errors"):
         lines.append(f"cache full   {cache['write_errors']} blocks could not be stored (reads still work)")
+    if cache.get("damaged_blocks"):
+        lines.append(f"damaged      {cache['damaged_blocks']} cached blocks failed their check and were fetched again")
     if fetch.get("last_fetch_error"):
         lines.append(f"last error   {fetch['last_fetch_error']}")
     if "staging" in status:

@@ -48,6 +48,17 @@ def sha1_cpu_s_per_GiB(chunk_bytes: int = 8 << 20) -> float:
     return time.thread_time() - start
 
 
+def block_check_cpu_s_per_GiB(block_bytes: int = 1 << 20) -> float:
+    """CPU seconds this thread spends on the block cache's read-back check (CRC32C) over 1 GiB."""
+    from eotdlfs.fs.block_cache import block_crc
+
+    block = os.urandom(block_bytes)
+    start = time.thread_time()
+    for _ in range(GiB // block_bytes):
+        block_crc(block)
+    return time.thread_time() - start
+
+
 def first_byte_ms(path: Path, nbytes: int = 64 << 10) -> float:
     """Open PATH and read its first NBYTES: what a user waits for before a file shows anything."""
     start = time.perf_counter()

@@ -1,5 +1,6 @@
 """The block store: blocks written from page-aligned memory (O_DIRECT) or from plain bytes
-read back exactly, also from a new cache object; a file system refusing O_DIRECT still stores."""
+read back exactly, also from a new cache object; a file system refusing O_DIRECT still stores;
+a block damaged on disk is a miss, never bytes."""
 
 from __future__ import annotations
 
@@ -28,8 +29,7 @@ def test_blocks_from_aligned_memory_and_from_bytes_read_back_exactly(tmp_path):
     assert [cache.read_block("sum", 0), cache.read_block("sum", 1), cache.read_block("other", 0)] == [whole, short, plain]
     cache.close()
     again = BlockCache(tmp_path / "c", 1 << 30, BS)
-    with again.open_block("sum", 0) as f:
-        assert os.pread(f.fileno(), BS, 0) == whole
+    assert again.load_block("sum", 0) == whole
     assert again.volume() >= 2 * BS + len(short)
     again.close()
 
@@ -86,4 +86,25 @@ def test_blocks_stored_together_are_all_or_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "write", real_write)
     assert all(cache.read_block("other", i) is None for i in range(4))
     assert len(list((tmp_path / "c").rglob("*.val"))) == 4  # only the first four blocks' files
+    cache.close()
+
+
+def test_a_block_damaged_on_disk_is_dropped_and_a_miss(tmp_path, caplog):
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    blocks = [os.urandom(BS), os.urandom(BS), os.urandom(777)]
+    assert cache.put_blocks("sum", {0: aligned(blocks[0]), 1: blocks[1], 2: blocks[2]})
+    data_files = [p for p in (tmp_path / "c").rglob("*") if p.is_file() and not p.name.startswith("cache.db")]
+    assert len(data_files) == 3
+    for path in data_files[:2]:  # a flipped byte
+        with open(path, "r+b") as f:
+            f.seek(500)
+            byte = f.read(1)
+            f.seek(500)
+            f.write(bytes([byte[0] ^ 1]))
+    os.truncate(data_files[2], 100)  # a short file
+    assert [cache.load_block("sum", i) for i in range(3)] == [None, None, None]
+    assert cache.stats()["damaged_blocks"] == 3 and cache.stats()["misses"] == 3
+    assert not [p for p in (tmp_path / "c").rglob("*") if p.is_file() and not p.name.startswith("cache.db")]
+    assert "failed its check" in caplog.text
+    assert cache.put("sum", 0, blocks[0]) and cache.load_block("sum", 0) == blocks[0]
     cache.close()

@@ -7,6 +7,7 @@ error, the repository passes fsck, and the system keeps working once the write f
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import subprocess
@@ -73,15 +74,16 @@ def test_server_disk_full_fails_the_ingest_and_keeps_what_was_published(full_dis
     assert_fsck_ok(server.root)
 
 
-def test_mount_cache_disk_full_reads_stay_exact(module_server, mount_factory, tmp_path: Path, tally) -> None:
+def test_mount_cache_disk_full_reads_stay_exact_and_staging_still_works(module_server, mount_factory,
+                                                                       tmp_path: Path, tally) -> None:
     folder = tmp_path / "src" / "cache-full"
-    files = make_folder(folder, "cache-full", small=5, large_bytes=24 * MiB, seed=3)
+    files = make_folder(folder, "cache-full", small=5, large_bytes=48 * MiB, seed=3)
     assert run_ingest(folder, module_server.url, module_server.token("alice"), tmp_path / "hc").returncode == 0
-    with small_disk(tmp_path / "cache-disk", "8m") as disk:
+    with small_disk(tmp_path / "cache-disk", "40m") as disk:  # blocks and staging share it, as by default
         mount = mount_factory(module_server, cache_dir=disk)  # its log goes beside the disk, not on it
         try:
             version = mount.path / "datasets" / "cache-full" / "v1"
-            for _ in range(2):  # the second time, the cache is as full as it gets
+            for _ in range(2):  # more than the disk holds: the second time, the cache is as full as it gets
                 for path, data in files.items():
                     try:
                         got = (version / path).read_bytes()
@@ -90,5 +92,26 @@ def test_mount_cache_disk_full_reads_stay_exact(module_server, mount_factory, tm
                     if hashlib.sha1(got).digest() != hashlib.sha1(data).digest():
                         tally.bytes_lost += len(data)
                         pytest.fail(f"{path}: wrong bytes with the cache disk full")
+            staged = mount.path / "staging" / "datasets" / "cache-full"
+            for command in (f"echo note > {staged}/note.txt", f"mkdir {staged}/notes",
+                            f"mv {staged}/note.txt {staged}/notes/note.txt", f"rm {staged}/tiles/t000.bin"):
+                done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+                assert done.returncode == 0, f"{command}: {done.stderr}"
+            assert (staged / "notes" / "note.txt").read_text() == "note\n"
+            assert not (staged / "tiles" / "t000.bin").exists()
+            st = os.statvfs(disk)
+            assert st.f_bavail * st.f_frsize >= 8 * MiB, "the block cache took the reserve"
+
+            with pytest.raises(OSError) as info:  # staging fills the disk itself: ENOSPC, nothing lost
+                with open(staged / "huge.bin", "wb") as f:
+                    for _ in range(64):
+                        f.write(os.urandom(MiB))
+            assert info.value.errno == errno.ENOSPC
+            assert (version / "big" / "scene.tif").read_bytes() == files["big/scene.tif"]  # the cache gives way
+            for command in (f"mkdir {staged}/more", f"mv {staged}/notes/note.txt {staged}/more/note.txt",
+                            f"rm {staged}/huge.bin", f"echo again > {staged}/more/again.txt"):
+                done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+                assert done.returncode == 0, f"{command}: {done.stderr}"
+            assert (staged / "more" / "note.txt").read_text() == "note\n"
         finally:
             mount.unmount()  # before the disk under its cache goes

@@ -18,6 +18,7 @@ class FakeVersions:
         self.blobs: dict[str, bytes] = {}
         self.versions: list[list[FileEntry]] = []
         self.reads = 0
+        self.damaged: dict[str, int] = {}  # checksum -> opens still served a flipped byte (a damaged cache)
         if publish:
             self.publish(files)
 
@@ -48,7 +49,14 @@ class FakeFile:
 
     def read(self, offset: int, size: int) -> bytes:
         self.versions.reads += 1
-        return self.versions.blobs[self.entry.checksum][offset:offset + size]
+        data = self.versions.blobs[self.entry.checksum][offset:offset + size]
+        if self.versions.damaged.get(self.entry.checksum) and offset == 0 and data:
+            data = bytes([data[0] ^ 1]) + data[1:]
+        return data
+
+    def drop_cached(self) -> None:
+        if self.versions.damaged.get(self.entry.checksum):
+            self.versions.damaged[self.entry.checksum] -= 1
 
     def close(self) -> None:
         pass

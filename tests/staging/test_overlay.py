@@ -56,6 +56,25 @@ def test_write_copies_up_once_and_keeps_the_rest(overlay, versions):
     assert pending.bytes_pending == len(expected)
 
 
+@pytest.mark.parametrize("damaged_opens", [1, 2])
+def test_copy_up_never_stages_bytes_that_fail_the_sha1(overlay, versions, damaged_opens):
+    """Published bytes read wrong once are dropped and read again; wrong twice, the writer gets EIO."""
+    two = next(e for e in versions.versions[-1] if e.path == "a/b/two.bin")
+    versions.damaged[two.checksum] = damaged_opens
+    backend = OverlayBackend(overlay)
+    if damaged_opens == 1:
+        backend.write("a/b/two.bin", 10, b"XY")
+        expected = bytearray(BASE["a/b/two.bin"])
+        expected[10:12] = b"XY"
+        assert backend.read("a/b/two.bin") == bytes(expected)
+    else:
+        with pytest.raises(OSError) as info:
+            backend.write("a/b/two.bin", 10, b"XY")
+        assert info.value.errno == errno.EIO
+        assert not overlay.pending()
+    assert versions.damaged[two.checksum] == 0
+
+
 def test_truncate_to_zero_fetches_nothing(overlay, versions):
     before = versions.reads
     overlay.truncate("a/b/two.bin", 0)

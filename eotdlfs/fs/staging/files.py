@@ -14,6 +14,9 @@ class BaseFile(Protocol):
 
     def read(self, offset: int, size: int) -> bytes: ...
 
+    def drop_cached(self) -> None:
+        """Forget the file's cached bytes (they failed its SHA-1): the next open fetches them again."""
+
     def close(self) -> None: ...
 
 

@@ -30,6 +30,9 @@ class _PublishedFile:
     def read(self, offset: int, size: int) -> bytes:
         return self._context.reader.read(self._handle, offset, size)
 
+    def drop_cached(self) -> None:
+        self._context.fetcher.reject(self._handle.content)
+
     def close(self) -> None:
         self._handle.close()
 

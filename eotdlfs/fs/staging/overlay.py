@@ -14,6 +14,7 @@ the journal keeps the frozen list so a flush interrupted by a crash can resume.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import shutil
@@ -290,21 +291,22 @@ class StagingOverlay:
             raise
 
     def _copy_base(self, node: Node, target: Path, size: int) -> None:
+        """The first SIZE bytes of NODE's published file into TARGET, never bytes that fail its
+        SHA-1 (a damaged cache): after a mismatch its cached bytes are dropped and copied once
+        more, fetched afresh; EIO if they fail again."""
         entry = self.journal.base_entry(node.base_path)
         if entry is None:
             raise _err(errno.EIO, node.path)
-        source = self._open_base(entry)
-        try:
-            with _new_staged_file(target) as dst:
-                offset = 0
-                while offset < size:
-                    chunk = source.read(offset, min(COPY_CHUNK, size - offset))
-                    if not chunk:
-                        raise _err(errno.EIO, node.path)
-                    dst.write(chunk)
-                    offset += len(chunk)
-        finally:
-            source.close()
+        for _ in range(2):
+            source = self._open_base(entry)
+            try:
+                if _copy_checked(source, entry, target, size):
+                    return
+                log.warning("copy-up of %s: its published bytes failed their SHA-1; dropped", node.path)
+                source.drop_cached()
+            finally:
+                source.close()
+        raise _err(errno.EIO, node.path)
 
     def _writable_node(self, path: str, truncate_to: int | None) -> Node:
         """PATH's node once it has a staged file of its own that is not frozen; lock held on return.
@@ -638,6 +640,26 @@ def _check_room(st: os.statvfs_result, size: int) -> None:
     """ENOSPC unless SIZE more bytes leave MIN_FREE_BYTES free on the staging disk."""
     if st.f_bavail * st.f_frsize < size + MIN_FREE_BYTES:
         raise OSError(errno.ENOSPC, "no space left for staged files (the staging journal keeps 1 MiB free)")
+
+
+def _copy_checked(source: BaseFile, entry: FileEntry, target: Path, size: int) -> bool:
+    """SOURCE's first SIZE bytes into a new file TARGET, reading on to its end to hash it all;
+    whether the bytes matched ENTRY's SHA-1 (TARGET is removed when not)."""
+    digest = hashlib.sha1()
+    with _new_staged_file(target) as dst:
+        offset = 0
+        while offset < entry.size:
+            chunk = source.read(offset, min(COPY_CHUNK, entry.size - offset))
+            if not chunk:
+                raise _err(errno.EIO, entry.path)
+            digest.update(chunk)
+            if offset < size:
+                dst.write(memoryview(chunk)[:size - offset])
+            offset += len(chunk)
+    if digest.hexdigest() == entry.checksum:
+        return True
+    target.unlink()
+    return False
 
 
 def _copy_bytes(src, dst, size: int) -> None:
