@@ -70,6 +70,13 @@ def test_replicas_share_tokens_keys_and_data(shared, unique_name):
     api_b.headers = {"X-API-Key": a.api_key("alice")}  # a key made for a's database works on b
     assert api_b.download(rid, "x").content == b"written through a"
     assert api_b.new_version(rid) == 2
+    done = subprocess.run([sys.executable, "-m", "eotdlfs", "token", "--db", b.db, "--user", "bob"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    key = done.stderr.strip().removeprefix("api key: ")
+    for i, headers in enumerate(({"Authorization": f"Bearer {done.stdout.strip()}"}, {"X-API-Key": key})):
+        api_a.headers = headers  # what `eotdlfs token --db` made works on every replica (create asserts a 200)
+        api_a.create(unique_name(f"bob{i}"))
 
 
 @full_matrix
