@@ -14,8 +14,8 @@ With `--distributed`, instead: the same server on PostgreSQL + S3 (both started 
 127.0.0.1: Debian's PostgreSQL, moto's S3 server), as one replica, two replicas behind nginx,
 and one replica with `--redirect-downloads`, measuring for each
 - `ingest_MBps`: a `--big-mib` file through routes 10-12 (4 parts in flight) and
-- `range_128k_rps`: Range GETs of 128 KiB per second over one keep-alive connection, through the
-  replica (or balancer); with redirects, to the presigned URL the client reuses, plus
+- `range_128k_rps`: Range GETs of 128 KiB (of a 4 MiB file) per second over one keep-alive
+  connection, through the replica (or balancer); with redirects, to the presigned URL the client reuses, plus
   `redirect_rps`: the 307 answers per second the replica gives.
 Usage: python scripts/bench_server.py [--big-mib 256] [--distributed]
 """
@@ -189,7 +189,12 @@ def run_distributed(big_mib: int) -> dict:
                 rid = rid.json()["dataset_id"]
                 ok(s.post(url + f"datasets/version/{rid}"))
                 result = {"ingest_MBps": round(len(big) / sum(upload(s, url, rid, big)) / 1e6, 1)}
-                file_url = url + f"datasets/{rid}/download/big.bin"
+                # ranges of a 4 MiB file: moto reads a whole object for each range, so a big one would
+                # measure moto alone
+                small = os.urandom(4 * 1024 * 1024)
+                ok(s.post(url + f"datasets/{rid}?version=1", files={"file": ("ranges.bin", small)},
+                          data={"checksum": hashlib.sha1(small).hexdigest()}))
+                file_url = url + f"datasets/{rid}/download/ranges.bin"
                 if redirect:
                     location = s.get(file_url, allow_redirects=False).headers["location"]
                     result["range_128k_rps"] = curl_rps([location] * 300, 128 * 1024)
