@@ -30,12 +30,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import pytest
 import requests
 
 START_TIMEOUT_S = 30.0
+T = TypeVar("T")
 STOP_TIMEOUT_S = 10.0
 
 
@@ -151,7 +152,8 @@ class RepoServer:
         return response.json()
 
 
-def _serve(server: RepoServer) -> Iterator[RepoServer]:
+def _serve(server: T) -> Iterator[T]:
+    """SERVER started, then stopped whatever happens (a RepoServer, or anything with start and stop)."""
     try:
         server.start()
         yield server

@@ -15,7 +15,7 @@ import pytest
 from engines import FULL_MATRIX, IN_CI, MotoS3, Postgres, postgres_bindir
 from serverapi import Api
 
-from tests.conftest import RepoServer, stop_all
+from tests.conftest import RepoServer, _serve, stop_all
 
 LAYOUTS = ["local", *([pytest.param("postgres-s3", marks=pytest.mark.slow)] if FULL_MATRIX else [])]
 
@@ -27,22 +27,12 @@ def postgres() -> Iterator[Postgres]:
         if IN_CI:
             pytest.fail("PostgreSQL is not installed: run scripts/install.sh --test")
         pytest.skip("PostgreSQL is not installed (scripts/install.sh --test installs it)")
-    pg = Postgres(bindir)
-    try:
-        pg.start()
-        yield pg
-    finally:
-        pg.stop()
+    yield from _serve(Postgres(bindir))
 
 
 @pytest.fixture(scope="session")
 def s3() -> Iterator[MotoS3]:
-    server = MotoS3()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from _serve(MotoS3())
 
 
 @pytest.fixture(scope="session", params=LAYOUTS)
