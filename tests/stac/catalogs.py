@@ -1,0 +1,55 @@
+"""STAC dataset folders for the tests, written as plain JSON (fast enough for 10,000 items)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+EXTENT = {"spatial": {"bbox": [[-180, -90, 180, 90]]}, "temporal": {"interval": [[None, None]]}}
+
+
+def catalog_doc(stac_id: str, links: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "Catalog", "id": stac_id, "stac_version": "1.0.0", "description": "test", "links": links}
+
+
+def collection_doc(stac_id: str, links: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "Collection", "id": stac_id, "stac_version": "1.0.0", "description": "test",
+            "license": "CC-BY-4.0", "extent": EXTENT, "links": links}
+
+
+def item_doc(stac_id: str, bbox: list[float], when: str, assets: dict[str, str]) -> dict[str, Any]:
+    west, south, east, north = bbox
+    ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
+    return {"type": "Feature", "stac_version": "1.0.0", "id": stac_id,
+            "geometry": {"type": "Polygon", "coordinates": [ring]}, "bbox": bbox,
+            "properties": {"datetime": when}, "links": [],
+            "assets": {key: {"href": href, "type": "image/tiff"} for key, href in assets.items()}}
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+
+
+def write_catalog(folder: Path, items: int = 3, name: str = "stac-test", seed: int = 1) -> Path:
+    """catalog.json -> scenes/collection.json -> scenes/items/ID/ID.json with one asset ID/data.tif each.
+
+    Items get random small boxes over the globe and random days of 2020-2021.
+    """
+    rng = random.Random(seed)
+    ids = [f"item-{i:05d}" for i in range(items)]
+    write_json(folder / "catalog.json", catalog_doc(name, [
+        {"rel": "root", "href": "./catalog.json"}, {"rel": "child", "href": "./scenes/collection.json"}]))
+    write_json(folder / "scenes" / "collection.json", collection_doc("scenes", [
+        {"rel": "root", "href": "../catalog.json"}, {"rel": "parent", "href": "../catalog.json"},
+        *({"rel": "item", "href": f"./items/{i}/{i}.json"} for i in ids)]))
+    for stac_id in ids:
+        west, south = rng.uniform(-180, 175), rng.uniform(-90, 85)
+        bbox = [west, south, west + rng.uniform(0.01, 5), south + rng.uniform(0.01, 5)]
+        when = f"{rng.choice((2020, 2021))}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T12:00:00Z"
+        item_folder = folder / "scenes" / "items" / stac_id
+        write_json(item_folder / f"{stac_id}.json", item_doc(stac_id, bbox, when, {"data": "./data.tif"}))
+        (item_folder / "data.tif").write_bytes(stac_id.encode())
+    return folder

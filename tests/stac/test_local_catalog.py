@@ -1,0 +1,205 @@
+"""read_local_catalog: a STAC folder becomes self-contained documents plus asset files, or a clear error."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pystac
+import pytest
+
+from eotdlfs.metadata import MetadataError
+from eotdlfs.stac import MAX_DOCUMENT_BYTES, CatalogFiles, StacError, read_local_catalog
+from eotdlfs.stac import rules
+from tests.stac.catalogs import catalog_doc, collection_doc, item_doc, write_catalog, write_json
+
+
+def materialise(files: CatalogFiles, source: Path, dest: Path) -> Path:
+    """Lay the version out as the mount and `get` will: documents, then asset bytes."""
+    for path, data in files.documents:
+        (dest / path).parent.mkdir(parents=True, exist_ok=True)
+        (dest / path).write_bytes(data)
+    for path in files.assets:
+        (dest / path).parent.mkdir(parents=True, exist_ok=True)
+        (dest / path).write_bytes((source / path).read_bytes())
+    return dest
+
+
+def assert_walks_inside(root: Path) -> list[pystac.Item]:
+    """pystac walks the catalog from disk; every structural link and asset href resolves inside ROOT."""
+    catalog = pystac.Catalog.from_file(str(root / "catalog.json"))
+    assert catalog.catalog_type == pystac.CatalogType.SELF_CONTAINED
+    items = list(catalog.get_items(recursive=True))
+    for path in root.rglob("*.json"):
+        doc = json.loads(path.read_text())
+        assert all(link["rel"] != "self" for link in doc["links"])
+        structural = [link["href"] for link in doc["links"] if link["rel"] in rules.STRUCTURAL_RELS]
+        for href in structural + [a["href"] for a in doc.get("assets", {}).values()]:
+            assert not os.path.isabs(href) and "://" not in href, href
+            target = (path.parent / href).resolve()
+            assert target.is_relative_to(root.resolve()) and target.is_file(), (path, href)
+    return items
+
+
+def test_round_trip_keeps_layout_and_resolves_inside(tmp_path):
+    source = write_catalog(tmp_path / "src", items=5)
+    files = read_local_catalog(source)
+    assert files.name == "stac-test"
+    assert files.documents[0][0] == "catalog.json"
+    assert {p for p, _ in files.documents} == {p.relative_to(source).as_posix() for p in source.rglob("*.json")}
+    assert files.assets == sorted(f"scenes/items/item-{i:05d}/data.tif" for i in range(5))
+    items = assert_walks_inside(materialise(files, source, tmp_path / "version"))
+    assert sorted(item.id for item in items) == [f"item-{i:05d}" for i in range(5)]
+    assert all(item.collection_id == "scenes" for item in items)
+
+
+def test_absolute_links_inside_the_folder_are_made_relative(tmp_path):
+    """A catalog saved ABSOLUTE_PUBLISHED, plus a file:// asset href, inside the folder."""
+    source = tmp_path / "src"
+    write_json(source / "catalog.json", catalog_doc("abs-cat", [
+        {"rel": "self", "href": str(source / "catalog.json")},
+        {"rel": "child", "href": str(source / "c" / "collection.json")},
+        {"rel": "license", "href": "https://creativecommons.org/licenses/by/4.0/"},
+        {"rel": "describedby", "href": str(source / "README.md")}]))
+    write_json(source / "c" / "collection.json", collection_doc("c", [
+        {"rel": "item", "href": (source / "c" / "i" / "i.json").as_uri()}]))
+    write_json(source / "c" / "i" / "i.json", item_doc("i", [0, 0, 1, 1], "2020-01-01T00:00:00Z",
+                                                       {"a": (source / "c" / "i" / "a.tif").as_uri()}))
+    (source / "c" / "i" / "a.tif").write_bytes(b"a")
+    files = read_local_catalog(source)
+    root = json.loads(files.documents[0][1])
+    # the remote license link is kept, the link to the uploader's disk is not
+    assert [link["rel"] for link in root["links"]] == ["root", "child", "license"]
+    assert files.assets == ["c/i/a.tif"]
+    assert_walks_inside(materialise(files, source, tmp_path / "version"))
+
+
+def hostile(folder: Path, href: str, where: str = "asset") -> Path:
+    write_catalog(folder, items=1)
+    item = folder / "scenes" / "items" / "item-00000" / "item-00000.json"
+    doc = json.loads(item.read_text())
+    if where == "asset":
+        doc["assets"]["data"]["href"] = href
+        write_json(item, doc)
+    else:
+        add_link(folder / "scenes" / "collection.json", {"rel": "item", "href": href})
+    return folder
+
+
+def add_link(document: Path, link: dict) -> None:
+    doc = json.loads(document.read_text())
+    doc["links"].append(link)
+    write_json(document, doc)
+
+
+@pytest.mark.parametrize("href", ["../../../../../etc/passwd", "/etc/passwd", "file:///etc/passwd",
+                                  "../../../../outside.tif", "../../../../src-prefix/a.tif"])
+@pytest.mark.parametrize("where", ["asset", "item link"])
+def test_hrefs_escaping_the_folder_are_refused(tmp_path, href, where):
+    (tmp_path / "outside.tif").write_bytes(b"secret")
+    (tmp_path / "src-prefix").mkdir()  # shares the folder's name as a string prefix
+    (tmp_path / "src-prefix" / "a.tif").write_bytes(b"secret")
+    folder = hostile(tmp_path / "src", href, where)
+    with pytest.raises(StacError, match="points outside"):
+        read_local_catalog(folder)
+
+
+def test_a_symlink_out_of_the_folder_is_refused(tmp_path):
+    (tmp_path / "outside.tif").write_bytes(b"secret")
+    folder = hostile(tmp_path / "src", "./link.tif")
+    (folder / "scenes" / "items" / "item-00000" / "link.tif").symlink_to(tmp_path / "outside.tif")
+    with pytest.raises(StacError, match="points outside"):
+        read_local_catalog(folder)
+
+
+@pytest.mark.parametrize("href", ["https://example.com/scene.tif", "http://example.com/a.tif", "s3://bucket/a.tif"])
+def test_remote_asset_hrefs_are_refused(tmp_path, href):
+    with pytest.raises(StacError, match="remote href"):
+        read_local_catalog(hostile(tmp_path / "src", href))
+
+
+def test_a_missing_asset_file_is_named(tmp_path):
+    with pytest.raises(StacError, match="asset 'data'.*not a file"):
+        read_local_catalog(hostile(tmp_path / "src", "./missing.tif"))
+
+
+@pytest.mark.parametrize("document, link, match", [
+    ("scenes/collection.json", {"rel": "child", "href": "../catalog.json"}, "link cycle"),
+    ("catalog.json", {"rel": "child", "href": "./catalog.json"}, "link cycle"),
+    ("catalog.json", {"rel": "child", "href": "./scenes/items/item-00000/item-00000.json"}, "second parent"),
+    ("catalog.json", {"rel": "child", "href": "./scenes/items/item-00000/data.tif"}, "data.tif: not valid JSON"),
+])
+def test_links_that_break_the_tree_are_refused(tmp_path, document, link, match):
+    folder = write_catalog(tmp_path / "src", items=1)
+    add_link(folder / document, link)
+    with pytest.raises(StacError, match=match):
+        read_local_catalog(folder)
+
+
+def test_invalid_json_is_named(tmp_path):
+    folder = write_catalog(tmp_path / "src", items=2)
+    (folder / "scenes" / "items" / "item-00001" / "item-00001.json").write_text('{"type": "Feature", ')
+    with pytest.raises(StacError, match="item-00001.json: not valid JSON"):
+        read_local_catalog(folder)
+
+
+def test_a_huge_property_blob_is_refused_unread(tmp_path):
+    folder = write_catalog(tmp_path / "src", items=1)
+    item = folder / "scenes" / "items" / "item-00000" / "item-00000.json"
+    doc = json.loads(item.read_text())
+    doc["properties"]["blob"] = "x" * MAX_DOCUMENT_BYTES
+    write_json(item, doc)
+    with pytest.raises(StacError, match="item-00000.json: more than"):
+        read_local_catalog(folder)
+
+
+def test_more_items_than_the_limit_are_refused(tmp_path, monkeypatch):
+    assert rules.MAX_ITEMS >= 100_000
+    monkeypatch.setattr("eotdlfs.stac.walk.MAX_ITEMS", 3)
+    read_local_catalog(write_catalog(tmp_path / "ok", items=3))
+    with pytest.raises(StacError, match="more than 3 items"):
+        read_local_catalog(write_catalog(tmp_path / "src", items=4))
+
+
+@pytest.mark.parametrize("name", ["ab", "has space", "9starts-with-digit", "x" * 46])
+def test_the_root_id_obeys_the_dataset_name_rule(tmp_path, name):
+    with pytest.raises(MetadataError, match="dataset's name"):
+        read_local_catalog(write_catalog(tmp_path / "src", items=1, name=name))
+
+
+def test_what_pystac_refuses_is_refused(tmp_path):
+    folder = write_catalog(tmp_path / "src", items=1)
+    item = folder / "scenes" / "items" / "item-00000" / "item-00000.json"
+    doc = json.loads(item.read_text())
+    del doc["properties"]
+    write_json(item, doc)
+    with pytest.raises(StacError, match="not a valid STAC Feature"):
+        read_local_catalog(folder)
+
+
+def test_a_root_that_is_not_a_catalog_is_refused(tmp_path):
+    write_json(tmp_path / "catalog.json", collection_doc("a-collection", []))
+    with pytest.raises(StacError, match="must be a Catalog"):
+        read_local_catalog(tmp_path)
+
+
+def test_an_item_where_a_catalog_belongs_is_refused(tmp_path):
+    folder = write_catalog(tmp_path / "src", items=1)
+    write_json(folder / "stray.json", item_doc("stray", [0, 0, 1, 1], "2020-01-01T00:00:00Z", {}))
+    add_link(folder / "catalog.json", {"rel": "child", "href": "./stray.json"})
+    with pytest.raises(StacError, match="stray.json: a child document must be a Catalog or Collection, got Feature"):
+        read_local_catalog(folder)
+
+
+def test_an_asset_that_is_a_document_is_refused(tmp_path):
+    with pytest.raises(StacError, match="both an asset and a STAC document"):
+        read_local_catalog(hostile(tmp_path / "src", "../../collection.json"))
+
+
+def test_a_root_catalog_linked_from_outside_is_refused(tmp_path):
+    write_catalog(tmp_path / "elsewhere", items=1)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "catalog.json").symlink_to(tmp_path / "elsewhere" / "catalog.json")
+    with pytest.raises(StacError, match="catalog.json: a link out of"):
+        read_local_catalog(tmp_path / "src")
