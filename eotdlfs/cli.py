@@ -23,7 +23,7 @@ def fail(message: str) -> None:
 DB_OPTION = typer.Option(None, "--db", help="Metadata database: sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
                          " (default: SQLite under --root). Replicas on one database share tokens and API keys.")
 
-BLOBS_OPTION = typer.Option(None, "--blobs", help="Blob store: a folder or s3://BUCKET[/PREFIX] (endpoint and keys"
+BLOBS_OPTION = typer.Option(None, "--blobs", help="Blob store: a folder, s3://BUCKET or s3://BUCKET/PREFIX (endpoint and keys"
                             " from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...; default: a folder under --root).")
 
 

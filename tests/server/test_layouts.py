@@ -59,6 +59,16 @@ def test_repository_of_the_sqlite_layout_opens_and_upgrades(tmp_path):
     assert check(root).ok
 
 
+@pytest.mark.parametrize("command, flags", [("serve", ["--db", "--blobs", "--redirect-downloads"]),
+                                            ("token", ["--root", "--db", "--user"]),
+                                            ("fsck", ["--root", "--db", "--blobs", "--quick"])])
+def test_the_commands_show_their_storage_flags(command, flags):
+    done = subprocess.run([sys.executable, "-m", "eotdlfs", command, "--help"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    assert all(flag in done.stdout for flag in flags)
+
+
 @full_matrix
 def test_replicas_share_tokens_keys_and_data(shared, unique_name):
     a, b = shared(2)
