@@ -16,7 +16,7 @@ autocommit mode, so each engine gets the kind it needs:
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -151,8 +151,7 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Tx]:
         """One write transaction: all its statements land together or not at all."""
-        lock = self._write_lock or _NoLock()
-        with lock, self.engine.connect() as conn:
+        with self._write_lock or nullcontext(), self.engine.connect() as conn:
             conn.exec_driver_sql("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
             try:
                 yield Tx(conn, self.postgres, writing=True)
@@ -190,14 +189,6 @@ class Database:
             _add_version_sizes(tx)
             tx.execute("INSERT INTO settings (name, value) VALUES ('schema_version', ?) ON CONFLICT (name)"
                        " DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _engine(url: str, read_only: bool) -> Engine:
