@@ -16,12 +16,16 @@ class BadPath(ValueError):
     """A file path a record may not contain; the message says why."""
 
 
+class PathTooLong(BadPath):
+    """A file path, or one of its components, longer than the repository keeps (ENAMETOOLONG to a writer)."""
+
+
 def validate_file_path(path: object) -> str:
     """PATH if it is a clean relative path such as 'a/b.tif'; BadPath otherwise."""
     if not isinstance(path, str) or not path:
         raise BadPath("file path is empty")
     if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH:
-        raise BadPath(f"file path is longer than {MAX_PATH} bytes")
+        raise PathTooLong(f"file path is longer than {MAX_PATH} bytes")
     if _CONTROL.search(path):
         raise BadPath(f"file path {path!r} contains a control character")
     if "\\" in path:
@@ -32,5 +36,5 @@ def validate_file_path(path: object) -> str:
         if part in ("", ".", ".."):
             raise BadPath(f"file path {path!r} has an empty, '.' or '..' component")
         if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT:
-            raise BadPath(f"file path {path!r} has a component longer than {MAX_COMPONENT} bytes")
+            raise PathTooLong(f"file path {path!r} has a component longer than {MAX_COMPONENT} bytes")
     return path

@@ -13,7 +13,13 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)  # peer in scripts/bench
 command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)  # peer in scripts/bench
 python3 -m venv --help >/dev/null 2>&1 || need_apt+=(python3-venv)
-if [ "${1:-}" = "--test" ]; then  # the server suite on PostgreSQL (+ S3 from moto, a Python package)
+if [ "${1:-}" = "--test" ]; then  # tests/staging/test_pjdfstest.py builds and runs pjdfstest
+  command -v autoreconf >/dev/null 2>&1 || need_apt+=(autoconf)
+  command -v automake >/dev/null 2>&1 || need_apt+=(automake)
+  command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+  command -v make >/dev/null 2>&1 || need_apt+=(make)
+  command -v prove >/dev/null 2>&1 || need_apt+=(perl)
+  # the server suite on PostgreSQL (+ S3 from moto, a Python package)
   compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgresql)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then

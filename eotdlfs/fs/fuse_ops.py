@@ -92,6 +92,10 @@ def _staged_path(path: str) -> str | None:
 
 class EotdlfsOperations(Operations):
     use_ns = True
+    # fusepy copies this field of `fuse_operations` from here. Without it libfuse 2 drops every
+    # utimensat that sets one time and omits the other (`touch -m`, `tar x`): `utimens` gets
+    # UTIME_OMIT / UTIME_NOW as they are, and staging handles both.
+    flag_utime_omit_ok = 1
 
     def __init__(self, context: MountContext, mountpoint: str, staging: Any = None):
         self.context = context

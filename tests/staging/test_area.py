@@ -79,6 +79,37 @@ def test_mkdir_of_a_record_checks_the_name(tmp_path, repo, path, code):
     assert info.value.errno == code
 
 
+@pytest.mark.parametrize("name, code, reason", [
+    ("back\\slash.txt", errno.EINVAL, "backslash"),
+    ("new\nline.txt", errno.EINVAL, "control character"),
+    ("tab\there.txt", errno.EINVAL, "control character"),
+    ("n" * 256, errno.ENAMETOOLONG, "component longer than 255 bytes"),
+    ("/".join(["d" * 200] * 6), errno.ENAMETOOLONG, "longer than 1024 bytes"),
+])
+def test_names_a_flush_would_refuse_are_refused_when_made(tmp_path, repo, caplog, name, code, reason):
+    area = make_area(tmp_path, repo)
+    path = f"/datasets/demo/{name}"
+    made = [lambda: area.create(path, 0o644), lambda: area.mkdir(path, 0o755),
+            lambda: area.rename("/datasets/demo/a.txt", path)]
+    for make in made:
+        caplog.clear()
+        with pytest.raises(OSError) as info:
+            make()
+        assert info.value.errno == code
+        assert reason in caplog.text and "refused" in caplog.text
+    assert sorted(area.readdir("/datasets/demo")) == ["a.txt", "b", "metadata.yml"]
+    assert not area.status()["records"]  # nothing staged
+
+
+def test_looking_up_a_name_over_255_bytes_is_enametoolong(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    for path, code in (("/datasets/demo/" + "n" * 256, errno.ENAMETOOLONG), ("/datasets/demo/b/" + "é" * 128,
+                       errno.ENAMETOOLONG), ("/datasets/demo/" + "n" * 255, errno.ENOENT)):
+        with pytest.raises(OSError) as info:
+            area.getattr(path)
+        assert info.value.errno == code, path
+
+
 def test_renames_between_records_are_cross_device(tmp_path, repo):
     area = make_area(tmp_path, repo)
     area.mkdir("/datasets/other-one", 0o755)

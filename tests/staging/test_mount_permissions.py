@@ -105,3 +105,20 @@ def test_only_the_mount_user_can_flush(shared_mount):
     assert "Permission denied" in other_flushes(record).stderr
     assert mount.status()["staging"]["records"][0] == run_before
     assert published_versions(mount.server, name) == [1]
+
+
+def test_chown_gives_a_staged_folder_to_another_user(shared_mount):
+    """As on a disk (`tar x` and `rsync -a` as root set owners): the kernel then lets the new owner write there."""
+    mount, name = shared_mount
+    given, kept = staged(mount, name) / "given", staged(mount, name) / "kept.txt"
+    given.mkdir()
+    kept.write_text("mine\n")
+    assert refused("touch", str(given / "new.txt"))
+    os.chown(given, OTHER_UID, OTHER_UID)
+    os.chown(kept, -1, OTHER_UID)  # the group only
+    done = as_other("touch", str(given / "new.txt"))
+    assert done.returncode == 0, done.stderr
+    mount.remount()  # owners are kept in the journal
+    assert (given.stat().st_uid, given.stat().st_gid) == (OTHER_UID, OTHER_UID)
+    assert (kept.stat().st_uid, kept.stat().st_gid) == (os.getuid(), OTHER_UID)
+    assert (given / "new.txt").stat().st_uid == OTHER_UID

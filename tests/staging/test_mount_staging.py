@@ -167,6 +167,29 @@ def test_tools_on_the_staging_tree(tmp_path, repo_server, mount_factory, publish
     assert sha1_tree(mount.path / KIND / name / "v2") == expected
 
 
+def test_times_set_with_the_other_one_omitted_are_kept(tmp_path, repo_server, mount_factory, unique_name):
+    """`touch -m`, `touch -m -d` and `tar x` call utimensat with UTIME_OMIT for the access time
+    (libfuse 2 drops such calls unless the file system says it handles UTIME_OMIT)."""
+    mount = mount_factory(repo_server, ttl=1)
+    target = staged(mount, unique_name("times"))
+    target.mkdir()
+    dated, now = target / "dated.txt", target / "now.txt"
+    dated.write_text("dated\n")
+    now.write_text("now\n")
+    os.utime(now, (1_000_000_000, 1_000_000_000))
+    subprocess.run(["touch", "-m", "-d", "@981173106", str(dated)], check=True, timeout=30)
+    subprocess.run(["touch", "-m", str(now)], check=True, timeout=30)
+    assert dated.stat().st_mtime == 981173106
+    assert abs(now.stat().st_mtime - time.time()) < 60
+    source = tmp_path / "old.txt"
+    source.write_text("from a tar\n")
+    os.utime(source, (1_200_000_000, 1_200_000_000))
+    with tarfile.open(tmp_path / "old.tar", "w") as tar:
+        tar.add(source, arcname="old.txt")
+    subprocess.run(["tar", "xf", str(tmp_path / "old.tar"), "-C", str(target)], check=True, timeout=30)
+    assert (target / "old.txt").stat().st_mtime == 1_200_000_000
+
+
 @pytest.mark.parametrize("seed", [11, 12])
 def test_random_operations_on_the_mount_agree_with_a_local_folder(tmp_path, repo_server, mount_factory,
                                                                   unique_name, seed):

@@ -26,11 +26,13 @@ from eotdlfs.fs.staging.journal import DIR_MODE, JOURNAL_FILE
 from eotdlfs.fs.staging.files import BaseFile, BaseVersion
 from eotdlfs.fs.staging.overlay import StagingOverlay
 from eotdlfs.metadata import KINDS, MetadataError, validate_name
+from eotdlfs.paths import MAX_COMPONENT, BadPath, PathTooLong, validate_file_path
 from eotdlfs.repository import FileEntry
 
 log = logging.getLogger(__name__)
 
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2  # <sys/stat.h>, as fusepy's use_ns hands them over
+_UNCHANGED_ID = (-1, (1 << 32) - 1)  # chown's "keep this one": (uid_t) -1
 FOLLOW_CHECK_S = 5.0  # how often an unchanged overlay looks for a newer published version
 SHUTDOWN_WAIT_S = 10.0  # unmount waits this long for a running flush (it resumes at the next mount)
 
@@ -59,6 +61,16 @@ def _split(path: str) -> tuple[str | None, str | None, str]:
     kind = parts[0] if parts else None
     name = parts[1] if len(parts) > 1 else None
     return kind, name, "/".join(parts[2:])
+
+
+def _check_new_path(path: str, rel: str) -> None:
+    """Refuse at once a file path REL (inside the record of PATH) that a flush would fail on:
+    ENAMETOOLONG when too long, else EINVAL; the reason goes to the log."""
+    try:
+        validate_file_path(rel)
+    except BadPath as exc:
+        log.warning("%s refused: %s", path, exc)
+        raise _err(errno.ENAMETOOLONG if isinstance(exc, PathTooLong) else errno.EINVAL, path) from exc
 
 
 def _lock_folder(folder: Path) -> int:
@@ -181,6 +193,9 @@ class StagingArea:
                 "st_atime": self._started_ns, "st_mtime": self._started_ns, "st_ctime": self._started_ns}
 
     def getattr(self, path: str, fh: int | None = None) -> dict:
+        """A `stat` dict; ENAMETOOLONG for a name longer than any staged name can be, as a disk answers."""
+        if any(len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT for part in path.split("/")):
+            raise _err(errno.ENAMETOOLONG, path)
         kind, name, rel = _split(path)
         if name is None:
             return self._dir_attrs()
@@ -244,6 +259,7 @@ class StagingArea:
     def create(self, path: str, mode: int, flags: int = os.O_WRONLY, uid: int | None = None,
                gid: int | None = None) -> int:
         overlay, rel = self._inside(path)
+        _check_new_path(path, rel)
         return self._register(overlay, overlay.create(rel, mode, flags, uid, gid))
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
@@ -283,6 +299,7 @@ class StagingArea:
             raise _err(errno.EPERM, path)
         if rel:
             overlay = self._overlay(kind, name, path)
+            _check_new_path(path, rel)
             return overlay.mkdir(rel, mode, uid, gid)
         try:
             validate_name(name)
@@ -322,7 +339,9 @@ class StagingArea:
             raise _err(errno.EPERM, old)
         if (old_kind, old_name) != (new_kind, new_name):
             raise _err(errno.EXDEV, new)  # mv falls back to copy + delete
-        self._overlay(old_kind, old_name, old).rename(old_rel, new_rel)
+        overlay = self._overlay(old_kind, old_name, old)
+        _check_new_path(new, new_rel)
+        overlay.rename(old_rel, new_rel)
 
     def chmod(self, path: str, mode: int) -> None:
         kind, name, rel = _split(path)
@@ -330,8 +349,13 @@ class StagingArea:
             self._overlay(kind, name, path).chmod(rel, mode)
 
     def chown(self, path: str, uid: int, gid: int) -> None:
-        """Accepted and ignored (rsync -a and tar as root chown everything); a node keeps the owner it was made by."""
-        self.getattr(path)
+        """A new owner and group, each -1 (as libfuse hands it: 2**32 - 1) for unchanged. Who may
+        change them the kernel decides (`default_permissions`); above the records they stay."""
+        kind, name, rel = _split(path)
+        if name is None:
+            return
+        self._overlay(kind, name, path).chown(rel, None if uid in _UNCHANGED_ID else uid,
+                                              None if gid in _UNCHANGED_ID else gid)
 
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
         """Only the modification time is kept. libfuse passes UTIME_NOW / UTIME_OMIT as a zero second

@@ -505,6 +505,14 @@ class StagingOverlay:
             with self.journal.transaction() as tx:
                 tx.put(replace(node, mode=stat.S_IFMT(node.mode) | (mode & 0o7777)))
 
+    def chown(self, path: str, uid: int | None, gid: int | None) -> None:
+        """Owners are kept for `stat` and the kernel's permission checks (tar and rsync -a as root
+        set them) but not versioned; None keeps the current one."""
+        with self._lock:
+            node = self._lookup(path)
+            with self.journal.transaction() as tx:
+                tx.put(replace(node, uid=node.uid if uid is None else uid, gid=node.gid if gid is None else gid))
+
     def statfs(self) -> os.statvfs_result:
         folder = self.folder
         while not folder.exists():
