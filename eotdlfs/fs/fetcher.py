@@ -19,6 +19,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Callable
 
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.errors import ContentMismatch
@@ -87,6 +88,16 @@ class FetchStats:
     last_error: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def count_fetch(self, nbytes: int) -> None:
+        with self.lock:
+            self.bytes_fetched += nbytes
+            self.requests += 1
+
+    def count_error(self, exc: BaseException) -> None:
+        with self.lock:
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+
     def as_dict(self) -> dict:
         with self.lock:
             return {"bytes_fetched": self.bytes_fetched, "requests": self.requests,
@@ -106,6 +117,8 @@ class BlockFetcher:
         self.recent = RecentBlocks(recent_bytes)
         self.verifiers = Verifiers(self.recent)
         self.stats = FetchStats()
+        # Called with a content whose cached bytes are dropped (it failed its checksum).
+        self.on_drop: list[Callable[[Content], None]] = []
         # Guarded by _lock.
         self._lock = threading.Lock()
         self._inflight: dict[tuple[str, int], tuple[Future, _Task]] = {}
@@ -204,6 +217,15 @@ class BlockFetcher:
             with self._loads_lock:
                 del self._loading[(checksum, index)]
 
+    def in_flight(self, checksum: str, index: int) -> bool:
+        """Whether block INDEX is queued or being fetched (a reader had best wait for it)."""
+        with self._lock:
+            return (checksum, index) in self._inflight
+
+    def fetched_whole(self, checksum: str, index: int) -> bool:
+        """Whether block INDEX is being fetched whole, or was (in memory or the disk cache)."""
+        return self.in_flight(checksum, index) or (checksum, index) in self.recent or (checksum, index) in self.cache
+
     def finished_reading(self, checksum: str, indices: list[int]) -> None:
         """A reader read these blocks to their end: memory may let go of those hashed already
         (the kernel keeps their pages; the disk cache keeps the bytes)."""
@@ -220,6 +242,8 @@ class BlockFetcher:
     def _drop(self, content: Content) -> None:
         self.recent.drop(content.checksum)
         self.cache.drop(content.checksum, content.block_count(self.block_size))
+        for drop in self.on_drop:
+            drop(content)
 
     def serial(self) -> int:
         """A mark in time, for `failed_since`."""
@@ -329,9 +353,7 @@ class BlockFetcher:
         data = self.repo.read_range(content.record, content.entry, start, length)
         if len(data) != length:
             raise OSError(5, f"short read of {content.entry.path}: {len(data)} of {length} bytes")
-        with self.stats.lock:
-            self.stats.bytes_fetched += len(data)
-            self.stats.requests += 1
+        self.stats.count_fetch(len(data))
         final = content.block_count(size) - 1
         view = memoryview(data)
         blocks = {task.first + offset: view[offset * size:(offset + 1) * size]  # no copy
@@ -395,9 +417,7 @@ class BlockFetcher:
 
     def _failed(self, task: _Task, exc: BaseException) -> None:
         content = task.content
-        with self.stats.lock:
-            self.stats.errors += 1
-            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        self.stats.count_error(exc)
         log.warning("fetch of %s blocks %d+%d failed: %s", content.entry.path, task.first, task.count, exc)
         with self._lock:
             self._read_ahead_bytes -= task.read_ahead_bytes
