@@ -20,35 +20,54 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
+DB_OPTION = typer.Option(None, "--db", help="Metadata database: sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+                         " (default: SQLite under --root). Replicas on one database share tokens and API keys.")
+
+BLOBS_OPTION = typer.Option(None, "--blobs", help="Blob store: a folder, s3://BUCKET or s3://BUCKET/PREFIX (endpoint and keys"
+                            " from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...; default: a folder under --root).")
+
+
 @app.command()
 def serve(
     root: Path = typer.Option(..., "--root", help="Folder holding the repository (created if missing)."),
+    db: str | None = DB_OPTION,
+    blobs: str | None = BLOBS_OPTION,
+    redirect_downloads: bool = typer.Option(False, "--redirect-downloads", help="Answer downloads with a 307 to a"
+                                            " short-lived presigned URL of the blob (S3 blobs), so bytes skip the server."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
 ) -> None:
     """Run the reference repository server (the EOTDL API plus eotdlfs extensions)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from sqlalchemy.exc import SQLAlchemyError
+
     from eotdlfs.server.run import serve as run_server
 
     typer.echo(f"serving {root} on http://{host}:{port}/ (Ctrl-C stops)", err=True)
     try:
-        run_server(root, host, port)
-    except (OSError, ValueError) as exc:
+        run_server(root, host, port, db, blobs, redirect_downloads)
+    except (OSError, ValueError, SQLAlchemyError, BotoCoreError, ClientError) as exc:
         fail(str(exc))
 
 
 @app.command()
 def token(
-    root: Path = typer.Option(..., "--root", help="The repository folder of `eotdlfs serve`."),
+    root: Path | None = typer.Option(None, "--root", help="The repository folder of `eotdlfs serve`."),
+    db: str | None = DB_OPTION,
     user: str = typer.Option(..., "--user", help="The user id (the token's `sub`)."),
 ) -> None:
     """Print a JWT for USER on stdout and a new API key on stderr."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from eotdlfs.server.auth import create_api_key, issue_token
 
     if not user.strip():
         fail("--user must not be empty")
+    if root is None and db is None:
+        fail("give --root or --db")
     try:
-        jwt_token, key = issue_token(root, user), create_api_key(root, user)
-    except OSError as exc:
+        jwt_token, key = issue_token(root, user, db_url=db), create_api_key(root, user, db_url=db)
+    except (OSError, ValueError, SQLAlchemyError) as exc:
         fail(str(exc))
     typer.echo(jwt_token)
     typer.echo(f"api key: {key}", err=True)
@@ -56,17 +75,22 @@ def token(
 
 @app.command()
 def fsck(
-    root: Path = typer.Option(..., "--root", help="The repository folder of `eotdlfs serve`."),
+    root: Path | None = typer.Option(None, "--root", help="The repository folder of `eotdlfs serve`."),
+    db: str | None = DB_OPTION,
+    blobs: str | None = BLOBS_OPTION,
     quick: bool = typer.Option(False, "--quick", help="Check blob sizes only, do not hash them."),
 ) -> None:
     """Check a repository: every listed file's blob exists and hashes right, no version half-done."""
-    import sqlite3
+    from botocore.exceptions import BotoCoreError, ClientError
+    from sqlalchemy.exc import SQLAlchemyError
 
     from eotdlfs.server.fsck import check
 
+    if root is None and (db is None or blobs is None):
+        fail("give --root, or --db and --blobs")
     try:
-        report = check(root, hash_blobs=not quick)
-    except (OSError, sqlite3.Error) as exc:
+        report = check(root, hash_blobs=not quick, db_url=db, blobs_url=blobs)
+    except (OSError, ValueError, SQLAlchemyError, BotoCoreError, ClientError) as exc:
         fail(str(exc))
     for kind, lines in (("problem", report.problems), ("orphan", report.orphans), ("note", report.notes)):
         for line in lines:

@@ -19,6 +19,8 @@ if [ "${1:-}" = "--test" ]; then  # tests/staging/test_pjdfstest.py builds and r
   command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
   command -v make >/dev/null 2>&1 || need_apt+=(make)
   command -v prove >/dev/null 2>&1 || need_apt+=(perl)
+  # the server suite on PostgreSQL (+ S3 from moto, a Python package)
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need_apt+=(postgresql)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo_if_needed apt-get update -qq

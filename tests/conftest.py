@@ -30,12 +30,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import pytest
 import requests
 
 START_TIMEOUT_S = 30.0
+T = TypeVar("T")
 STOP_TIMEOUT_S = 10.0
 
 
@@ -45,14 +46,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if PROC has not exited within STOP_TIMEOUT_S."""
+    proc.terminate()
+    try:
+        proc.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(STOP_TIMEOUT_S)
+
+
 class RepoServer:
     """`eotdlfs serve` in a subprocess on 127.0.0.1."""
 
-    def __init__(self, root: Path, port: int | None = None, env: dict[str, str] | None = None):
+    def __init__(self, root: Path, port: int | None = None, env: dict[str, str] | None = None,
+                 db: str | None = None, blobs: str | None = None, args: tuple[str, ...] = ()):
         self.root = Path(root)
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.env = env or {}
+        self.db, self.blobs = db, blobs  # `--db`, `--blobs` (None: SQLite and blobs under root)
+        self.args = [*(["--db", db] if db else []), *(["--blobs", blobs] if blobs else []), *args]
         self.log = self.root.parent / f"{self.root.name}-server.log"
         self._proc: subprocess.Popen | None = None
 
@@ -62,7 +76,8 @@ class RepoServer:
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "eotdlfs", "serve", "--root", str(self.root), "--port", str(self.port)],
+                [sys.executable, "-m", "eotdlfs", "serve", "--root", str(self.root), "--port", str(self.port),
+                 *self.args],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env={**os.environ, **self.env})
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -79,12 +94,13 @@ class RepoServer:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
+        if proc is not None:
+            stop_process(proc)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing of the server's own shutdown runs."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
             proc.kill()
             proc.wait(STOP_TIMEOUT_S)
 
@@ -95,12 +111,40 @@ class RepoServer:
     def token(self, user: str) -> str:
         from eotdlfs.server.auth import issue_token
 
-        return issue_token(self.root, user)
+        return issue_token(self.root, user, db_url=self.db)
+
+    def blob_store(self):
+        """The server's blob store (folder or bucket), to look at what it holds."""
+        from eotdlfs.server.blobs import open_blobs
+
+        self._use_aws_env()
+        return open_blobs(self.root, self.blobs)
+
+    def fsck(self):
+        """`eotdlfs.server.fsck.check` of the server's repository, whatever its layout."""
+        from eotdlfs.server.fsck import check
+
+        self._use_aws_env()
+        return check(self.root, db_url=self.db, blobs_url=self.blobs)
+
+    def _use_aws_env(self) -> None:
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("AWS_")})  # the same for every bucket
+
+    def secret(self) -> bytes:
+        """The secret the server signs tokens with."""
+        from eotdlfs.server.auth import load_secret
+        from eotdlfs.server.db import Database
+
+        db = Database(self.root, self.db)
+        try:
+            return load_secret(self.root, db)
+        finally:
+            db.close()
 
     def api_key(self, user: str) -> str:
         from eotdlfs.server.auth import create_api_key
 
-        return create_api_key(self.root, user)
+        return create_api_key(self.root, user, db_url=self.db)
 
     def stats(self) -> dict:
         response = requests.get(self.url + "eotdlfs/stats", timeout=10)
@@ -108,8 +152,8 @@ class RepoServer:
         return response.json()
 
 
-def _serve(root: Path, env: dict[str, str] | None = None) -> Iterator[RepoServer]:
-    server = RepoServer(root, env=env)
+def _serve(server: T) -> Iterator[T]:
+    """SERVER started, then stopped whatever happens (a RepoServer, or anything with start and stop)."""
     try:
         server.start()
         yield server
@@ -118,21 +162,33 @@ def _serve(root: Path, env: dict[str, str] | None = None) -> Iterator[RepoServer
 
 
 @pytest.fixture(scope="session")
-def repo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RepoServer]:
-    yield from _serve(tmp_path_factory.mktemp("repo-server") / "root")
+def new_server():
+    """new_server(root, env=None) -> a RepoServer on ROOT, not started. The server suite overrides
+    it to run on each storage layout (tests/server/conftest.py)."""
+    return lambda root, env=None: RepoServer(root, env=env)
+
+
+@pytest.fixture(scope="session")
+def repo_server(new_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RepoServer]:
+    yield from _serve(new_server(tmp_path_factory.mktemp("repo-server") / "root"))
 
 
 @pytest.fixture
-def fresh_server(tmp_path: Path) -> Iterator[RepoServer]:
-    yield from _serve(tmp_path / "root")
+def fresh_server(new_server, tmp_path: Path) -> Iterator[RepoServer]:
+    yield from _serve(new_server(tmp_path / "root"))
+
+
+def stop_all(servers: list[RepoServer]) -> None:
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator:
+def server_factory(new_server, tmp_path: Path) -> Iterator:
     servers: list[RepoServer] = []
 
     def make(env: dict[str, str] | None = None, root: Path | None = None) -> RepoServer:
-        server = RepoServer(root or tmp_path / f"root{len(servers)}", env=env)
+        server = new_server(root or tmp_path / f"root{len(servers)}", env)
         servers.append(server)
         server.start()
         return server
@@ -140,8 +196,7 @@ def server_factory(tmp_path: Path) -> Iterator:
     try:
         yield make
     finally:
-        for server in servers:
-            server.stop()
+        stop_all(servers)
 
 
 _names = itertools.count(1)

@@ -30,6 +30,7 @@ import requests
 import urllib3
 
 from eotdlfs.client.errors import NotFound, RepositoryError, ServerError, Unreachable, error_for_status
+from eotdlfs.client.redirects import PresignedUrls
 from eotdlfs.client.settings import Settings
 from eotdlfs.client.transport import SendTimeoutAdapter
 from eotdlfs.metadata import Metadata, record_noun
@@ -86,6 +87,11 @@ class ApiClient:
             self._session.headers["Authorization"] = f"Bearer {settings.token}"
         if settings.api_key:
             self._session.headers["X-API-Key"] = settings.api_key
+        # for presigned object-store URLs (see eotdlfs.client.redirects): never any credentials on it
+        self._store = requests.Session()
+        self._store.mount("http://", SendTimeoutAdapter(settings.timeout, pool_maxsize=POOL_SIZE, max_retries=0))
+        self._store.mount("https://", SendTimeoutAdapter(settings.timeout, pool_maxsize=POOL_SIZE, max_retries=0))
+        self._presigned = PresignedUrls()
         # guarded by _lock
         self._lock = threading.Lock()
         self._sizes: dict[tuple[str, str, str, int | None], int] = {}
@@ -97,6 +103,7 @@ class ApiClient:
 
     def close(self) -> None:
         self._session.close()
+        self._store.close()
 
     # ---- transport
 
@@ -248,6 +255,44 @@ class ApiClient:
     def _version_params(file_version: int | None) -> dict[str, int] | None:
         return {"version": file_version} if file_version is not None else None
 
+    def _download_get(self, kind: str, record_id: str, path: str, file_version: int | None,
+                      headers: dict[str, str]) -> requests.Response:
+        """A streamed GET of route 9 (200, 206 or 416), from the object store when the server redirects there.
+
+        The presigned URL is reused while good; refused (any other answer) it is dropped and the API
+        asked again once. Requests never follows the redirect itself (see eotdlfs.client.redirects)."""
+        key = (kind, record_id, path, file_version)
+        url = self._presigned.get(key)
+        if url is not None:
+            response = self._store_get(url, headers)
+            if response.status_code in (200, 206, 416):
+                return response
+            response.close()
+            self._presigned.drop(key)
+        response = self._request("GET", self._download_route(kind, record_id, path), idempotent=True,
+                                 ok=(200, 206, 307, 416), params=self._version_params(file_version), headers=headers,
+                                 stream=True, allow_redirects=False)
+        if response.status_code != 307:
+            return response
+        url = response.headers.get("Location")
+        response.close()
+        if not url:
+            raise ServerError(f"{path}: a redirect without a Location", 307)
+        self._presigned.put(key, url)
+        response = self._store_get(url, headers)
+        if response.status_code not in (200, 206, 416):
+            response.close()
+            self._presigned.drop(key)
+            raise error_for_status(response.status_code, f"{path}: the object store answered {response.status_code}")
+        return response
+
+    def _store_get(self, url: str, headers: dict[str, str]) -> requests.Response:
+        try:
+            return self._store.get(url, headers=headers, stream=True, allow_redirects=False,
+                                   timeout=(self._connect_timeout, self.settings.timeout))
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise Unreachable(f"cannot reach the object store ({_reason(exc)})") from exc
+
     def head_file(self, kind: str, record_id: str, path: str, file_version: int | None) -> int:
         """The size of one file version, from HEAD (or a GET's Content-Length where HEAD is refused); cached."""
         key = (kind, record_id, path, file_version)
@@ -282,10 +327,7 @@ class ApiClient:
             return b""
         headers = {"Range": f"bytes={start}-{start + length - 1}"}
         for attempt in range(self._retries + 1):
-            response = self._request(
-                "GET", self._download_route(kind, record_id, path), idempotent=True,
-                ok=(200, 206, 416), params=self._version_params(file_version), headers=headers, stream=True,
-            )
+            response = self._download_get(kind, record_id, path, file_version, headers)
             try:
                 if response.status_code == 416:
                     self.ranges_supported = True
@@ -307,10 +349,10 @@ class ApiClient:
     @contextmanager
     def download(self, kind: str, record_id: str, path: str, file_version: int | None) -> Iterator[Iterator[bytes]]:
         """A whole file version as an iterator of blocks (the connection is released on exit)."""
-        response = self._request(
-            "GET", self._download_route(kind, record_id, path), idempotent=True,
-            params=self._version_params(file_version), stream=True,
-        )
+        response = self._download_get(kind, record_id, path, file_version, {})
+        if response.status_code != 200:
+            response.close()
+            raise ServerError(f"{path}: answered {response.status_code} to a plain GET", response.status_code)
         try:
             yield response.iter_content(DOWNLOAD_BLOCK)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:

@@ -29,12 +29,14 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
 from eotdlfs.fs.block_cache import BlockCache
+from eotdlfs.fs.content import Content, FetchStats, StaleFetch, runs
 from eotdlfs.fs.recent import RecentBlocks
 from eotdlfs.fs.verify import Verifiers
-from eotdlfs.repository import ContentMismatch, FileEntry, Record, Repository, RepositoryError
+from eotdlfs.repository import ContentMismatch, Repository, RepositoryError
 
 log = logging.getLogger(__name__)
 
@@ -42,40 +44,6 @@ DEMAND, READ_AHEAD = 0, 1
 # Blocks this close to where a file's hashing stands wait for it in memory; blocks further
 # ahead (a random reader's) are read back from the cache if hashing ever gets there.
 STASH_AHEAD = 32
-
-
-class StaleFetch(ContentMismatch):
-    """Bytes fetched while the same file failed its checksum: dropped, not trusted."""
-
-
-def _runs(indices: list[int], longest: int) -> list[list[int]]:
-    """Consecutive runs of sorted INDICES, none longer than LONGEST."""
-    runs: list[list[int]] = []
-    for index in indices:
-        if runs and runs[-1][-1] == index - 1 and len(runs[-1]) < longest:
-            runs[-1].append(index)
-        else:
-            runs.append([index])
-    return runs
-
-
-@dataclass(frozen=True)
-class Content:
-    """A file's bytes: named by checksum, with the record and entry to fetch them from."""
-
-    record: Record
-    entry: FileEntry
-
-    @property
-    def checksum(self) -> str:
-        return self.entry.checksum
-
-    @property
-    def size(self) -> int:
-        return self.entry.size
-
-    def block_count(self, block_size: int) -> int:
-        return -(-self.entry.size // block_size)
 
 
 @dataclass
@@ -87,20 +55,6 @@ class _Task:
     serial: int = 0
     started: bool = False
     read_ahead_bytes: int = 0
-
-
-@dataclass
-class FetchStats:
-    bytes_fetched: int = 0
-    requests: int = 0
-    errors: int = 0
-    last_error: str = ""
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def as_dict(self) -> dict:
-        with self.lock:
-            return {"bytes_fetched": self.bytes_fetched, "requests": self.requests,
-                    "fetch_errors": self.errors, "last_fetch_error": self.last_error}
 
 
 class BlockFetcher:
@@ -116,6 +70,8 @@ class BlockFetcher:
         self.recent = RecentBlocks(recent_bytes)
         self.verifiers = Verifiers(self.recent)
         self.stats = FetchStats()
+        # Called with a content whose cached bytes are dropped (it failed its checksum).
+        self.on_drop: list[Callable[[Content], None]] = []
         # Guarded by _lock.
         self._lock = threading.Lock()
         self._inflight: dict[tuple[str, int], tuple[Future, _Task]] = {}
@@ -181,7 +137,7 @@ class BlockFetcher:
             if self.failed_since(content.checksum, opened):
                 return first
             missing = [i for i in missing if (content.checksum, i) not in self._inflight]
-            for run in _runs(missing, self.request_blocks):
+            for run in runs(missing, self.request_blocks):
                 task = self._new_task_locked(content, run[0], len(run))
                 task.read_ahead_bytes = len(run) * self.block_size
                 self._read_ahead_bytes += task.read_ahead_bytes
@@ -214,6 +170,15 @@ class BlockFetcher:
             with self._loads_lock:
                 del self._loading[(checksum, index)]
 
+    def in_flight(self, checksum: str, index: int) -> bool:
+        """Whether block INDEX is queued or being fetched (a reader had best wait for it)."""
+        with self._lock:
+            return (checksum, index) in self._inflight
+
+    def fetched_whole(self, checksum: str, index: int) -> bool:
+        """Whether block INDEX is being fetched whole, or was (in memory or the disk cache)."""
+        return self.in_flight(checksum, index) or (checksum, index) in self.recent or (checksum, index) in self.cache
+
     def finished_reading(self, checksum: str, indices: list[int]) -> None:
         """A reader read these blocks to their end: memory may let go of those hashed already
         (the kernel keeps their pages; the disk cache keeps the bytes)."""
@@ -230,6 +195,8 @@ class BlockFetcher:
     def _drop(self, content: Content) -> None:
         self.recent.drop(content.checksum)
         self.cache.drop(content.checksum, content.block_count(self.block_size))
+        for drop in self.on_drop:
+            drop(content)
 
     def serial(self) -> int:
         """A mark in time, for `failed_since`."""
@@ -330,20 +297,23 @@ class BlockFetcher:
         for index, data in blocks.items():
             task.futures[index - task.first].set_result(data)
 
+    def fetch_range(self, content: Content, start: int, length: int) -> memoryview:
+        """LENGTH bytes of CONTENT from START, in one range request, counted in the stats;
+        a RepositoryError when the repository sends fewer."""
+        data = self.repo.read_range(content.record, content.entry, start, length)
+        if len(data) != length:
+            raise RepositoryError(f"short read of {content.entry.path}: {len(data)} of {length} bytes")
+        self.stats.count_fetch(len(data))
+        return memoryview(data)
+
     def _fetch(self, task: _Task) -> dict[int, memoryview]:
         """The task's blocks, fetched in one range request; all but the file's final block
         are stored in the cache (that one waits for the file's checksum)."""
         content, size = task.content, self.block_size
         start = task.first * size
         length = min(task.count * size, content.size - start)
-        data = self.repo.read_range(content.record, content.entry, start, length)
-        if len(data) != length:
-            raise RepositoryError(f"short read of {content.entry.path}: {len(data)} of {length} bytes")
-        with self.stats.lock:
-            self.stats.bytes_fetched += len(data)
-            self.stats.requests += 1
+        view = self.fetch_range(content, start, length)
         final = content.block_count(size) - 1
-        view = memoryview(data)
         blocks = {task.first + offset: view[offset * size:(offset + 1) * size]  # no copy
                   for offset in range(task.count)}
         early = {i: b for i, b in blocks.items() if i != final}
@@ -405,9 +375,7 @@ class BlockFetcher:
 
     def _failed(self, task: _Task, exc: BaseException) -> None:
         content = task.content
-        with self.stats.lock:
-            self.stats.errors += 1
-            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        self.stats.count_error(exc)
         log.warning("fetch of %s blocks %d+%d failed: %s", content.entry.path, task.first, task.count, exc)
         with self._lock:
             self._read_ahead_bytes -= task.read_ahead_bytes

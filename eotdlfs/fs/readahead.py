@@ -36,10 +36,21 @@ class ReadAheadWindow:
         if not sequential:
             self._run_start = offset
             self.window = 0
-        elif self.window == 0 and end - self._run_start >= self.first_window // 2:
+        elif self.window == 0 and end - self._run_start >= self._earns_read_ahead():
             self.window, self._grow_at = self.first_window, end + self.first_window // 2
         elif self.window and end >= self._grow_at:  # the reader used half the window: double it
             self.window = min(self.window * 2, self.max_window)
             self._grow_at = end + self.window // 2
         self._expected = max(end, self._expected or 0) if sequential else end
         return end, end + self.window
+
+    @property
+    def seeking(self) -> bool:
+        """Whether the reader jumped (anywhere but the file's start) and has not read on far
+        enough since to earn read-ahead: it is fetched only what it reads, in small pieces."""
+        return self.window == 0 and self._run_start > 0
+
+    def _earns_read_ahead(self) -> int:
+        # A run that began with a jump must cover a whole window: a COG reader reads rows of
+        # two or three tiles (1-1.5 MiB) at a place and then jumps.
+        return self.first_window if self._run_start > 0 else self.first_window // 2

@@ -3,6 +3,7 @@
 `ContentReader.read` is the whole cold and warm read path: advise the handle's read-ahead
 window, queue read-ahead fetches, then copy the requested range out of the bytes of recent
 fetches (memory), or out of cached blocks, read back from disk and checked once per block.
+A seeking reader's miss is fetched in small pieces (`pieces`), not as a whole block.
 
 Locks. An `OpenFile`'s `lock` guards its read-ahead window and the blocks it keeps; it is
 held only for that bookkeeping and the copy out of a kept block, never while calling the
@@ -18,7 +19,9 @@ import weakref
 from collections import OrderedDict
 from concurrent.futures import Future
 
-from eotdlfs.fs.fetcher import BlockFetcher, Content
+from eotdlfs.fs.content import Content
+from eotdlfs.fs.fetcher import BlockFetcher
+from eotdlfs.fs.pieces import PIECE_SIZE, PieceFetcher
 from eotdlfs.fs.readahead import ReadAheadWindow
 
 KEPT_SOURCES = 2  # a fetched block may pin its whole request (8 MiB) while kept
@@ -54,13 +57,14 @@ def _copy(source: memoryview, lo: int, target: memoryview) -> None:
 
 class ContentReader:
     def __init__(self, fetcher: BlockFetcher, first_window: int = 2 << 20,
-                 max_window: int = 64 << 20, demand_timeout: float = 120.0):
+                 max_window: int = 64 << 20, demand_timeout: float = 120.0, piece_size: int = PIECE_SIZE):
         self.fetcher = fetcher
         self.cache = fetcher.cache
         self.block_size = fetcher.block_size
         self.first_window = first_window
         self.max_window = max_window
         self.demand_timeout = demand_timeout
+        self.pieces = PieceFetcher(fetcher, piece_size)
         # When a reader first waited for each fetch still running: one that hangs (a silent server)
         # fails the readers after it at once, not each after a bound of its own (the kernel reads
         # a page again after a failed read-ahead: two callbacks for one read).
@@ -84,25 +88,30 @@ class ContentReader:
         self.fetcher.check_not_failed(content, handle.opened)
         if offset >= end:
             return 0
-        self._read_ahead(handle, offset, end)
+        seeking = self._read_ahead(handle, offset, end)
         finished, deadline = [], time.monotonic() + self.demand_timeout
         for index in range(offset // bs, (end - 1) // bs + 1):
             lo, hi = max(offset, index * bs) - index * bs, min(end, (index + 1) * bs) - index * bs
             at = index * bs + lo - offset
-            self._copy_block(handle, index, lo, target[at:at + hi - lo], deadline)
+            self._copy_block(handle, index, lo, target[at:at + hi - lo], deadline, seeking)
             if hi == bs:
                 finished.append(index)
         if finished:
             self.fetcher.finished_reading(content.checksum, finished)
         return end - offset
 
-    def _read_ahead(self, handle: OpenFile, offset: int, end: int) -> None:
+    def close(self) -> None:
+        self.pieces.close()
+
+    def _read_ahead(self, handle: OpenFile, offset: int, end: int) -> bool:
+        """Queue the read-ahead this read earns; whether the handle is seeking (see `pieces`)."""
         bs = self.block_size
         with handle.lock:
             start, stop = handle.window.advise(offset, end - offset)
+            seeking = handle.window.seeking
             if stop <= start:
                 handle.ahead_until = 0
-                return
+                return seeking
             first = max(start // bs, handle.ahead_until)
             last = -(-stop // bs)
             # Top up in runs of whole requests while what is already asked for lasts half
@@ -112,13 +121,28 @@ class ContentReader:
             reached = self.fetcher.read_ahead(handle.content, first, last, handle.opened)
             with handle.lock:
                 handle.ahead_until = max(handle.ahead_until, reached)
+        return seeking
 
-    def _copy_block(self, handle: OpenFile, index: int, lo: int, target: memoryview, deadline: float) -> None:
+    def _piecewise(self, content: Content, index: int) -> bool:
+        """Whether a seeking reader's miss of block INDEX is fetched in pieces: not the file's
+        final block (it waits for the file's checksum), nor a block being fetched whole, nor
+        the block after one fetched whole: a reader finding the pages another reader's stream
+        left in the kernel's cache looks as if it jumped to that stream's front."""
+        checksum = content.checksum
+        return (index < content.block_count(self.block_size) - 1
+                and not self.fetcher.in_flight(checksum, index)
+                and not (index > 0 and self.fetcher.fetched_whole(checksum, index - 1)))
+
+    def _copy_block(self, handle: OpenFile, index: int, lo: int, target: memoryview, deadline: float,
+                    seeking: bool) -> None:
         with handle.lock:
             source = handle.sources.get(index)
             if source is not None:
                 return _copy(source, lo, target)
-        source = self.fetcher.kept_block(handle.content.checksum, index)
+        content = handle.content
+        source = self.fetcher.kept_block(content.checksum, index)
+        if source is None and seeking and self._piecewise(content, index):
+            return self.pieces.read_into(content, handle.opened, index * self.block_size + lo, target, deadline)
         if source is None:
             future = self.fetcher.demand(handle.content, index, handle.opened)
             with self._lock:

@@ -37,7 +37,7 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "Invalid request"
 
 
-def kind_router(kind: str, store: Store, stats: Stats, user: Any) -> APIRouter:
+def kind_router(kind: str, store: Store, stats: Stats, user: Any, redirect: bool) -> APIRouter:
     """Routes 1-12 and the draft extension for one KIND ('datasets' or 'models')."""
     noun = kind[:-1]  # 'dataset' or 'model': the prefix of the answers' keys
     r = APIRouter(prefix=f"/{kind}")
@@ -107,7 +107,7 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any) -> APIRouter:
     async def download(request: Request, record_id: str, path: str, version: int | None = None) -> Response:
         # Normally answered earlier by DownloadFastPath; this route documents it in the schema.
         return download_response(store, stats, kind, record_id, path, version, request.method == "HEAD",
-                                 request.headers.get("range"), request.headers.get("if-range"))
+                                 request.headers.get("range"), request.headers.get("if-range"), redirect)
 
     @r.post("/{record_id}")
     def ingest_file(record_id: str, version: int | None = None, file: UploadFile = File(...),
@@ -119,12 +119,14 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any) -> APIRouter:
     return r
 
 
-def create_app(root: Path, limits: Limits | None = None) -> FastAPI:
-    """The server for the repository stored under ROOT."""
+def create_app(root: Path, limits: Limits | None = None, db_url: str | None = None,
+               blobs_url: str | None = None, redirect_downloads: bool = False) -> FastAPI:
+    """The server for the repository stored under ROOT, or in DB_URL (`--db`) and BLOBS_URL (`--blobs`) when
+    given; with REDIRECT_DOWNLOADS, downloads are 307s to the blob store (see `download_response`)."""
     limits = limits or Limits.from_env()
-    store = Store(Path(root), limits)
+    store = Store(Path(root), limits, db_url, blobs_url)
     store.recover()
-    secret = load_secret(Path(root))
+    secret = load_secret(Path(root), store.db)
     stats = Stats()
 
     def current_user(authorization: str | None = Header(None), x_api_key: str | None = Header(None)) -> str:
@@ -136,7 +138,7 @@ def create_app(root: Path, limits: Limits | None = None) -> FastAPI:
     app = FastAPI(title="eotdlfs repository", openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
     app.state.store, app.state.stats = store, stats
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, max_other_bytes=limits.max_other_body_bytes)
-    app.add_middleware(DownloadFastPath, store=store, stats=stats)
+    app.add_middleware(DownloadFastPath, store=store, stats=stats, redirect=redirect_downloads)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -155,7 +157,7 @@ def create_app(root: Path, limits: Limits | None = None) -> FastAPI:
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:
         # JSON like every other answer (clients read `detail`); uvicorn still logs the traceback
-        if is_disk_full(exc):
+        if is_disk_full(getattr(exc, "orig", None) or exc):  # SQLAlchemy wraps the driver's error
             return JSONResponse({"detail": "The repository's disk is full"}, status_code=507)
         return JSONResponse({"detail": f"Internal server error ({exc.__class__.__name__})"}, status_code=500)
 
@@ -176,6 +178,6 @@ def create_app(root: Path, limits: Limits | None = None) -> FastAPI:
         return CAPABILITIES
 
     for kind in KINDS:
-        app.include_router(kind_router(kind, store, stats, current_user))
+        app.include_router(kind_router(kind, store, stats, current_user, redirect_downloads))
     return app
 

@@ -1,6 +1,7 @@
-"""Who is calling: HS256 JWTs signed with a secret kept in the server root, and API keys.
+"""Who is calling: HS256 JWTs signed with the repository's secret, and API keys.
 
-The secret lives in ROOT/secret (created 0600 on first use). Tokens carry `sub` (the
+The secret lives in ROOT/secret (created 0600 on first use), or, with a database given by
+`--db`, in that database, so that every replica on it signs and accepts the same tokens. Tokens carry `sub` (the
 user id the official client reads without verifying), `iat` and `exp`. API keys are
 stored only as SHA-256 hashes in the database.
 """
@@ -27,8 +28,11 @@ class AuthError(Exception):
     """The request carries no credentials, or credentials we do not accept."""
 
 
-def load_secret(root: Path) -> bytes:
-    """The signing secret of ROOT, created with mode 0600 the first time."""
+def load_secret(root: Path | None, db: Database | None = None) -> bytes:
+    """The signing secret: a row of DB when it is shared (`--db`), else ROOT/secret (mode 0600); made the first time."""
+    if db is not None and db.shared:
+        return db.setting_or_default("secret", secrets.token_hex(32)).encode()
+    assert root is not None, "a repository without --db needs its --root"
     path = Path(root) / SECRET_FILE
     try:
         return path.read_bytes()
@@ -47,11 +51,17 @@ def load_secret(root: Path) -> bytes:
     return secret
 
 
-def issue_token(root: Path, user: str, lifetime_s: int = TOKEN_LIFETIME_S) -> str:
-    """A JWT for USER signed with ROOT's secret."""
+def issue_token(root: Path | None, user: str, lifetime_s: int = TOKEN_LIFETIME_S, db_url: str | None = None) -> str:
+    """A JWT for USER signed with the secret of ROOT, or of the database DB_URL (`--db`)."""
     now = int(time.time())
     claims = {"sub": user, "iat": now, "exp": now + lifetime_s}
-    return jwt.encode(claims, load_secret(root), algorithm=ALGORITHM)
+    if db_url is None:
+        return jwt.encode(claims, load_secret(root), algorithm=ALGORITHM)
+    db = Database(root, db_url)
+    try:
+        return jwt.encode(claims, load_secret(root, db), algorithm=ALGORITHM)
+    finally:
+        db.close()
 
 
 def verify_token(secret: bytes, token: str) -> str:
@@ -72,19 +82,24 @@ def _key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_api_key(root: Path, user: str, db: Database | None = None) -> str:
-    """A new API key for USER (only its hash is stored)."""
-    db = db or Database(root)
+def create_api_key(root: Path | None, user: str, db_url: str | None = None) -> str:
+    """A new API key for USER in the database of ROOT, or DB_URL (`--db`); only its hash is stored."""
+    db = Database(root, db_url)
     key = "eotdlfs_" + secrets.token_urlsafe(32)
     now = datetime.now(timezone.utc).isoformat()
-    with db.write() as conn:
-        conn.execute("INSERT INTO api_keys (key_hash, uid, created_at) VALUES (?, ?, ?)", (_key_hash(key), user, now))
+    try:
+        with db.write() as conn:
+            conn.execute("INSERT INTO api_keys (key_hash, uid, created_at) VALUES (?, ?, ?)",
+                         (_key_hash(key), user, now))
+    finally:
+        db.close()
     return key
 
 
 def verify_api_key(db: Database, key: str) -> str:
     """The user id owning KEY; AuthError otherwise."""
-    row = db.conn().execute("SELECT uid FROM api_keys WHERE key_hash = ?", (_key_hash(key),)).fetchone()
+    with db.read() as conn:
+        row = conn.execute("SELECT uid FROM api_keys WHERE key_hash = ?", (_key_hash(key),)).fetchone()
     if row is None:
         raise AuthError("Invalid API key")
     return row["uid"]

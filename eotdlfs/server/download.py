@@ -17,6 +17,7 @@ import anyio
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from eotdlfs.server.blobs import Blobs
 from eotdlfs.server.errors import ApiError
 from eotdlfs.server.stats import Stats
 from eotdlfs.server.store import BlobRef, Store
@@ -59,12 +60,12 @@ def _number(digits: str) -> int:
 class BlobResponse(Response):
     """An ASGI response with the bytes [first, last] of a blob, in chunks of at most 1 MiB.
 
-    Reads of up to 64 KiB happen inline (cheaper than a thread hop); larger ones in a worker thread.
+    Reads of up to 64 KiB from a local blob happen inline (cheaper than a thread hop); others in a worker thread.
     """
 
-    def __init__(self, blob: BlobRef, filename: str, head: bool, byte_range: tuple[int, int] | None,
+    def __init__(self, blobs: Blobs, blob: BlobRef, filename: str, head: bool, byte_range: tuple[int, int] | None,
                  on_sent: Callable[[int], None]):
-        self.blob, self.head, self.on_sent = blob, head, on_sent
+        self.blobs, self.blob, self.head, self.on_sent = blobs, blob, head, on_sent
         self.first, self.last = byte_range if byte_range else (0, blob.size - 1)
         length = self.last - self.first + 1
         self.status_code = 206 if byte_range else 200
@@ -81,7 +82,7 @@ class BlobResponse(Response):
         self.raw_headers = [(k.encode(), v.encode("latin-1")) for k, v in headers.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        fd = os.open(self.blob.path, os.O_RDONLY)
+        reader = self.blobs.reader(self.blob.checksum, self.first, self.last)
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             offset, end = self.first, self.last + 1
@@ -90,7 +91,10 @@ class BlobResponse(Response):
                 return
             while offset < end:
                 n = min(CHUNK, end - offset)
-                data = os.pread(fd, n, offset) if n <= 65536 else await anyio.to_thread.run_sync(os.pread, fd, n, offset)
+                if reader.inline and n <= 65536:
+                    data = reader.read_at(offset, n)
+                else:
+                    data = await anyio.to_thread.run_sync(reader.read_at, offset, n)
                 if not data:
                     break  # the blob is shorter than its row says: stop rather than spin
                 offset += len(data)
@@ -99,7 +103,7 @@ class BlobResponse(Response):
             if offset < end:
                 await send({"type": "http.response.body", "body": b""})
         finally:
-            os.close(fd)
+            reader.close()
 
 
 def _header_safe(name: str) -> str:
@@ -113,8 +117,10 @@ def unsatisfiable_headers(size: int) -> dict[str, str]:
 
 def download_response(store: Store, stats: Stats, kind: str, record_id: str, path: str,
                       file_version: int | None, head: bool, range_header: str | None,
-                      if_range: str | None) -> Response:
-    """Route 9's answer; raises ApiError (404, 416)."""
+                      if_range: str | None, redirect: bool = False) -> Response:
+    """Route 9's answer; raises ApiError (404, 416). With REDIRECT (`--redirect-downloads`) a GET is
+    answered 307 to a short-lived presigned URL of the blob, when its store has URLs; a HEAD is
+    still answered here (a URL presigned for GET is refused for HEAD)."""
     blob = store.find_download(kind, record_id, path, file_version)
     try:
         byte_range = parse_range(range_header, blob.size)
@@ -124,7 +130,10 @@ def download_response(store: Store, stats: Stats, kind: str, record_id: str, pat
         byte_range = None  # the client's copy is of other bytes: send the whole file
     if not head:
         stats.download()
-    return BlobResponse(blob, path, head, byte_range, stats.sent)
+        url = store.blobs.presign(blob.checksum, path) if redirect else None
+        if url is not None:
+            return Response(status_code=307, headers={"location": url, "cache-control": "no-store"})
+    return BlobResponse(store.blobs, blob, path, head, byte_range, stats.sent)
 
 
 _DOWNLOAD_PATH = re.compile(r"^/(datasets|models)/([^/]+)/download/(.*)$", re.DOTALL)
@@ -137,8 +146,8 @@ class DownloadFastPath:
     several times. The FastAPI route stays for the OpenAPI schema and gives the same answers.
     """
 
-    def __init__(self, app: ASGIApp, store: Store, stats: Stats):
-        self.app, self.store, self.stats = app, store, stats
+    def __init__(self, app: ASGIApp, store: Store, stats: Stats, redirect: bool = False):
+        self.app, self.store, self.stats, self.redirect = app, store, stats, redirect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = None
@@ -150,7 +159,7 @@ class DownloadFastPath:
         kind, record_id, path = match.groups()
         try:
             response = download_response(self.store, self.stats, kind, record_id, path, _version(scope),
-                                         scope["method"] == "HEAD", *_range_headers(scope))
+                                         scope["method"] == "HEAD", *_range_headers(scope), redirect=self.redirect)
         except ApiError as exc:
             response = JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
         await response(scope, receive, send)

@@ -1,7 +1,8 @@
 """Integrity check of a repository root: the database and the blobs agree, nothing is half-done.
 
-Read-only: it opens the database in read-only mode and changes no file (it only creates the
-empty blob folders of a root that lacks them). It sorts what it finds into three kinds:
+Read-only: it changes no row and no blob (it only creates the empty blob folders of a root
+that lacks them). It checks either layout of `eotdlfs serve`: SQLite and a folder under the
+root, or the database of `--db` and the store of `--blobs` (a PostgreSQL and a bucket). It sorts what it finds into three kinds:
 
 - problems: data a reader could lose or get wrong: a listed file version whose blob is
   missing, of the wrong size or of other bytes; a version naming a file version that does
@@ -13,15 +14,12 @@ empty blob folders of a root that lacks them). It sorts what it finds into three
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eotdlfs.hashing import sha1_file
 from eotdlfs.metadata import KINDS, MetadataError, validate_name
-from eotdlfs.server.blobs import BlobStore
-from eotdlfs.server.db import DB_FILE
-
+from eotdlfs.server.blobs import Blobs, open_blobs
+from eotdlfs.server.db import DB_FILE, Database, Tx
 
 
 @dataclass
@@ -50,36 +48,37 @@ class FsckReport:
                 f"({self.bytes_hashed} bytes hashed), {len(self.orphans)} orphan(s)")
 
 
-def check(root: Path, hash_blobs: bool = True) -> FsckReport:
-    """Check the repository under ROOT; with HASH_BLOBS false, sizes are checked but not contents."""
-    root = Path(root)
+def check(root: Path | None, hash_blobs: bool = True, db_url: str | None = None,
+          blobs_url: str | None = None) -> FsckReport:
+    """Check the repository under ROOT (or in DB_URL and BLOBS_URL); with HASH_BLOBS false, sizes only."""
     report = FsckReport()
-    db_path = root / DB_FILE
-    if not db_path.is_file():
-        report.problems.append(f"{db_path}: no database")
-        return report
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
-    conn.row_factory = sqlite3.Row
+    if db_url is None:
+        db_path = Path(root) / DB_FILE
+        if not db_path.is_file():
+            report.problems.append(f"{db_path}: no database")
+            return report
+    db = Database(root, db_url, read_only=True)
     try:
-        conn.execute("BEGIN")  # one consistent snapshot, even while a server writes
-        _check_database(conn, report)
-        _check_records(conn, report)
-        referenced = _check_file_versions(conn, BlobStore(root), report, hash_blobs)
-        _check_versions(conn, report)
-        _find_orphans(conn, root, referenced, report)
-        conn.execute("ROLLBACK")
+        with db.read() as conn:  # one consistent snapshot, even while servers write
+            if not db.postgres:
+                _check_database(conn, report)
+            _check_records(conn, report)
+            blobs = open_blobs(root, blobs_url)
+            referenced = _check_file_versions(conn, blobs, report, hash_blobs)
+            _check_versions(conn, report)
+            _find_orphans(conn, blobs, referenced, report)
     finally:
-        conn.close()
+        db.close()
     return report
 
 
-def _check_database(conn: sqlite3.Connection, report: FsckReport) -> None:
-    result = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+def _check_database(conn: Tx, report: FsckReport) -> None:
+    result = [r["integrity_check"] for r in conn.execute("PRAGMA integrity_check")]
     if result != ["ok"]:
         report.problems.extend(f"database: {line}" for line in result)
 
 
-def _check_records(conn: sqlite3.Connection, report: FsckReport) -> None:
+def _check_records(conn: Tx, report: FsckReport) -> None:
     for r in conn.execute("SELECT id, kind, name FROM records"):
         report.records += 1
         if r["kind"] not in KINDS:
@@ -91,11 +90,10 @@ def _check_records(conn: sqlite3.Connection, report: FsckReport) -> None:
     for table in ("versions", "file_versions", "version_files", "uploads"):
         for row in conn.execute(f"SELECT DISTINCT record_id FROM {table} "
                                 f"WHERE record_id NOT IN (SELECT id FROM records)"):
-            report.problems.append(f"{table}: rows of record {row[0]} which does not exist")
+            report.problems.append(f"{table}: rows of record {row['record_id']} which does not exist")
 
 
-def _check_file_versions(conn: sqlite3.Connection, store: BlobStore, report: FsckReport,
-                         hash_blobs: bool) -> set[str]:
+def _check_file_versions(conn: Tx, blobs: Blobs, report: FsckReport, hash_blobs: bool) -> set[str]:
     """Every file version's blob exists, has its size and (if HASH_BLOBS) its SHA-1; the checksums seen."""
     verdicts: dict[str, tuple[int, str] | None] = {}  # checksum -> (size, sha1) of its blob, None if absent
     for fv in conn.execute("SELECT record_id, path, file_version, checksum, size FROM file_versions"):
@@ -103,15 +101,14 @@ def _check_file_versions(conn: sqlite3.Connection, store: BlobStore, report: Fsc
         where = f"{fv['record_id']}:{fv['path']}@{fv['file_version']}"
         checksum = fv["checksum"]
         try:
-            path = store.path_for(checksum)
+            if checksum not in verdicts:
+                verdicts[checksum] = _inspect_blob(blobs, checksum, hash_blobs, report)
         except ValueError:
             report.problems.append(f"{where}: checksum {checksum!r} is not a SHA-1")
             continue
-        if checksum not in verdicts:
-            verdicts[checksum] = _inspect_blob(path, hash_blobs, report)
         found = verdicts[checksum]
         if found is None:
-            report.problems.append(f"{where}: blob {path} is missing")
+            report.problems.append(f"{where}: blob {checksum} is missing")
         elif found[0] != fv["size"]:
             report.problems.append(f"{where}: blob has {found[0]} bytes, the database says {fv['size']}")
         elif hash_blobs and found[1] != checksum:
@@ -119,20 +116,19 @@ def _check_file_versions(conn: sqlite3.Connection, store: BlobStore, report: Fsc
     return set(verdicts)
 
 
-def _inspect_blob(path: Path, hash_blobs: bool, report: FsckReport) -> tuple[int, str] | None:
-    try:
-        size = path.stat().st_size
-        if not hash_blobs:
-            return size, ""
-        digest = sha1_file(path)
-    except FileNotFoundError:
+def _inspect_blob(blobs: Blobs, checksum: str, hash_blobs: bool, report: FsckReport) -> tuple[int, str] | None:
+    size = blobs.blob_size(checksum)
+    if size is None or not hash_blobs:
+        return None if size is None else (size, "")
+    digest = blobs.blob_sha1(checksum)
+    if digest is None:
         return None
     report.blobs_checked += 1
     report.bytes_hashed += size
     return size, digest
 
 
-def _check_versions(conn: sqlite3.Connection, report: FsckReport) -> None:
+def _check_versions(conn: Tx, report: FsckReport) -> None:
     """Each version lists existing file versions, one per path; sizes; drafts and gaps noted."""
     for row in conn.execute(
             "SELECT vf.record_id, vf.version, vf.path, vf.file_version FROM version_files vf "
@@ -144,8 +140,8 @@ def _check_versions(conn: sqlite3.Connection, report: FsckReport) -> None:
                             "(SELECT 1 FROM versions v WHERE v.record_id = version_files.record_id "
                             "AND v.version = version_files.version)"):
         report.problems.append(f"{row['record_id']} v{row['version']}: files listed for a version that does not exist")
-    sizes = {(r[0], r[1]): (r[2], r[3]) for r in conn.execute(
-        "SELECT vf.record_id, vf.version, COALESCE(SUM(fv.size), 0), COUNT(*) FROM version_files vf "
+    sizes = {(r["record_id"], r["version"]): (r["size"], r["n"]) for r in conn.execute(
+        "SELECT vf.record_id, vf.version, COALESCE(SUM(fv.size), 0) AS size, COUNT(*) AS n FROM version_files vf "
         "JOIN file_versions fv ON fv.record_id = vf.record_id AND fv.path = vf.path "
         "AND fv.file_version = vf.file_version GROUP BY vf.record_id, vf.version")}
     numbers: dict[str, list[int]] = {}
@@ -164,25 +160,6 @@ def _check_versions(conn: sqlite3.Connection, report: FsckReport) -> None:
             report.notes.append(f"{record_id}: version numbers {got} have gaps (a discarded draft)")
 
 
-def _find_orphans(conn: sqlite3.Connection, root: Path, referenced: set[str], report: FsckReport) -> None:
-    blobs = root / "blobs"
-    if blobs.is_dir():
-        for d in sorted(blobs.iterdir()):
-            if d.name == "tmp":
-                report.orphans.extend(f"{p}: temp file of an unfinished write" for p in sorted(d.iterdir()))
-                continue
-            if not d.is_dir():
-                report.orphans.append(f"{d}: not a blob folder")
-                continue
-            for p in sorted(d.iterdir()):
-                if d.name + p.name not in referenced:
-                    report.orphans.append(f"{p}: blob no file version lists")
-    known = {r[0] for r in conn.execute("SELECT upload_id FROM uploads")}
-    uploads = root / "uploads"
-    if uploads.is_dir():
-        for d in sorted(uploads.iterdir()):
-            if d.name not in known:
-                report.orphans.append(f"{d}: parts of an upload the database does not know")
-                continue
-            report.orphans.extend(f"{p}: temp file of an unfinished part" for p in sorted(d.iterdir())
-                                  if not p.name.isdigit())
+def _find_orphans(conn: Tx, blobs: Blobs, referenced: set[str], report: FsckReport) -> None:
+    report.orphans.extend(f"{sha1}: blob no file version lists" for sha1 in blobs.stored() if sha1 not in referenced)
+    report.orphans.extend(blobs.leftovers({r["upload_id"] for r in conn.execute("SELECT upload_id FROM uploads")}))

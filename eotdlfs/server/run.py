@@ -16,16 +16,19 @@ STARTUP_TIMEOUT_S = 30.0
 GRACEFUL_STOP_S = 5
 
 
-def _config(root: Path, host: str, port: int) -> uvicorn.Config:
+def _config(root: Path, host: str, port: int, db_url: str | None = None, blobs_url: str | None = None,
+            redirect_downloads: bool = False) -> uvicorn.Config:
     # h11 and the asyncio loop are the pure-Python defaults; access logs cost time per request.
     # Stopping waits at most GRACEFUL_STOP_S for requests in flight (a stalled download must not hang it).
-    return uvicorn.Config(create_app(Path(root)), host=host, port=port, log_level="warning",
+    return uvicorn.Config(create_app(Path(root), db_url=db_url, blobs_url=blobs_url,
+                                     redirect_downloads=redirect_downloads), host=host, port=port, log_level="warning",
                           access_log=False, timeout_keep_alive=30, timeout_graceful_shutdown=GRACEFUL_STOP_S)
 
 
-def serve(root: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve ROOT until interrupted."""
-    uvicorn.Server(_config(root, host, port)).run()
+def serve(root: Path, host: str = "127.0.0.1", port: int = 8000, db_url: str | None = None,
+          blobs_url: str | None = None, redirect_downloads: bool = False) -> None:
+    """Serve ROOT (metadata in DB_URL, blobs in BLOBS_URL, when given) until interrupted."""
+    uvicorn.Server(_config(root, host, port, db_url, blobs_url, redirect_downloads)).run()
 
 
 @dataclass

@@ -11,7 +11,7 @@ import stat
 import zipfile
 from typing import BinaryIO
 
-from eotdlfs.server.blobs import BlobStore, StagedBlob
+from eotdlfs.server.blobs import Blobs, Staged
 from eotdlfs.server.errors import CHECKSUM_MISMATCH, ApiError, bad_request
 from eotdlfs.server.limits import Limits
 from eotdlfs.paths import BadPath, validate_file_path
@@ -59,10 +59,10 @@ class _EntryGuard:
             raise ApiError(413, f"zip entry {self.info.filename!r} expands more than {lim.zip_max_ratio} times")
 
 
-def unpack_batch(source: BinaryIO, checksums: list[str], blobs: BlobStore,
-                 limits: Limits) -> list[tuple[str, StagedBlob]]:
+def unpack_batch(source: BinaryIO, checksums: list[str], blobs: Blobs,
+                 limits: Limits) -> list[tuple[str, Staged]]:
     """Each entry's path and staged bytes, in zip order; raises ApiError with nothing kept."""
-    staged: list[tuple[str, StagedBlob]] = []
+    staged: list[tuple[str, Staged]] = []
     try:
         try:
             zf = zipfile.ZipFile(source)

@@ -1,4 +1,4 @@
-"""The benchmark's dataset on disk: one big file, many small files and a tiled GeoTIFF."""
+"""The benchmark's dataset on disk: one big file, many small files and a Cloud-Optimized GeoTIFF."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ SMALL_DIR = "small"
 GEOTIFF_FILE = "scene.tif"
 SMALL_PER_FOLDER = 100
 _CHUNK = 16 << 20
+COG_TILE = 512
 
 
 @dataclass(frozen=True)
@@ -80,34 +81,49 @@ def _write_big(path: Path, size: int, rng: random.Random) -> None:
             left -= _CHUNK
 
 
+def small_file(i: int) -> str:
+    """The path of the I-th small file, relative to the small files' folder."""
+    return f"d{i // SMALL_PER_FOLDER:03d}/f{i:05d}.bin"
+
+
 def _write_small(folder: Path, count: int, size: int, rng: random.Random) -> None:
     for i in range(count):
-        sub = folder / f"d{i // SMALL_PER_FOLDER:03d}"
+        path = folder / small_file(i)
         if i % SMALL_PER_FOLDER == 0:
-            sub.mkdir(parents=True, exist_ok=True)
-        (sub / f"f{i:05d}.bin").write_bytes(rng.randbytes(size))
+            path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.randbytes(size))
 
 
 def _write_geotiff(path: Path, size: int, seed: int) -> tuple[int | None, str]:
-    """A single-band uint16 GeoTIFF in 256x256 tiles, uncompressed, about SIZE bytes (none for 0)."""
+    """A Cloud-Optimized GeoTIFF, single-band uint16 in 512x512 tiles with overviews,
+    uncompressed, its full-resolution band about SIZE bytes (none for 0)."""
     if size <= 0:
         return None, "no GeoTIFF asked for"
     try:
         import numpy as np
         import rasterio
+        from rasterio.shutil import copy as raster_copy
         from rasterio.transform import from_origin
     except ImportError as exc:
         return None, f"no GeoTIFF: {exc.name} is not installed (pip install -e '.[test]')"
-    side = max(256, round(math.sqrt(size / 2) / 256) * 256)
+    side = max(COG_TILE, round(math.sqrt(size / 2) / COG_TILE) * COG_TILE)
     profile = {
         "driver": "GTiff", "width": side, "height": side, "count": 1, "dtype": "uint16",
-        "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": None,
+        "tiled": True, "blockxsize": COG_TILE, "blockysize": COG_TILE, "compress": None,
         "crs": "EPSG:32630", "transform": from_origin(400000, 4500000, 10, 10),
     }
     rng = np.random.default_rng(seed)
-    with rasterio.open(path, "w", **profile) as dst:
-        for row in range(0, side, 1024):  # strips of 1024 rows keep memory bounded
-            rows = min(1024, side - row)
-            data = rng.integers(0, 10000, size=(rows, side), dtype=np.uint16)
-            dst.write(data, 1, window=((row, row + rows), (0, side)))
-    return path.stat().st_size, f"GeoTIFF {side}x{side} uint16, 256x256 tiles, uncompressed"
+    plain = path.with_suffix(".plain.tif")
+    try:
+        with rasterio.open(plain, "w", **profile) as dst:
+            for row in range(0, side, 1024):  # strips of 1024 rows keep memory bounded
+                rows = min(1024, side - row)
+                data = rng.integers(0, 10000, size=(rows, side), dtype=np.uint16)
+                dst.write(data, 1, window=((row, row + rows), (0, side)))
+        # The COG driver lays it out as GDAL expects to read it remotely: IFDs first, overviews
+        # before the full-resolution tiles.
+        raster_copy(plain, path, driver="COG", BLOCKSIZE=COG_TILE, COMPRESS="NONE", RESAMPLING="NEAREST",
+                    BIGTIFF="IF_SAFER")
+    finally:
+        plain.unlink(missing_ok=True)
+    return path.stat().st_size, f"COG {side}x{side} uint16, {COG_TILE}x{COG_TILE} tiles, overviews, uncompressed"

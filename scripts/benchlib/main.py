@@ -9,6 +9,7 @@ out, on errors, on Ctrl-C and SIGTERM, and by a watchdog past --time-limit.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import signal
@@ -23,14 +24,15 @@ from benchlib.dataset import DatasetSpec, generate
 from benchlib.peers import Nginx
 from benchlib.runner import Bench, Plan, Watchdog
 from benchlib.suites import (
-    run_curl_nginx, run_curl_server, run_download_all, run_eotdlfs_mounts, run_rclone_mounts, run_staging,
+    run_curl_nginx, run_curl_server, run_delayed, run_download_all, run_eotdlfs_mounts, run_rclone_mounts,
+    run_staging, run_vsicurl,
 )
 
 DATASET_NAME = "bench-data"
-FULL = (DatasetSpec(big_bytes=1 << 30, small_count=10_000, small_bytes=4096, geotiff_bytes=200 << 20),
-        Plan(repeats=3, rand_count=2000, rand_time_limit_s=30, time_limit_s=3000))
-QUICK = (DatasetSpec(big_bytes=64 << 20, small_count=1000, small_bytes=4096, geotiff_bytes=10 << 20),
-         Plan(repeats=1, rand_count=300, rand_time_limit_s=3, time_limit_s=300))
+FULL = (DatasetSpec(big_bytes=1 << 30, small_count=10_000, small_bytes=4096, geotiff_bytes=400 << 20),
+        Plan(repeats=3, rand_count=2000, rand_time_limit_s=30, time_limit_s=4500))
+QUICK = (DatasetSpec(big_bytes=64 << 20, small_count=1000, small_bytes=4096, geotiff_bytes=24 << 20),
+         Plan(repeats=1, rand_count=300, rand_time_limit_s=3, time_limit_s=600, cog_windows=20, cog_small_windows=10))
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
@@ -42,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.json and the table in docs/benchmarks.md")
     p.add_argument("--profile", type=Path, help="record py-spy profiles of the mount and server into this folder")
     p.add_argument("--time-limit", type=float, help="stop everything after this many seconds")
+    p.add_argument("--only", help="run only these groups of measurements (comma-separated, e.g. vsicurl,eotdlfs_mount)")
+    p.add_argument("--geotiff-mb", type=int, help="size of the COG's full-resolution band, in MiB")
     p.add_argument("--render", type=Path, metavar="JSON",
                    help="run nothing: write the docs from the JSON output of an earlier run")
     return p.parse_args(argv)
@@ -55,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     spec, plan = QUICK if args.quick else FULL
     if args.repeat:
         plan = plan._replace(repeats=args.repeat)
+    if args.geotiff_mb is not None:
+        spec = dataclasses.replace(spec, geotiff_bytes=args.geotiff_mb << 20)
+    if args.only:
+        plan = plan._replace(only=tuple(args.only.split(",")))
     if args.time_limit:
         plan = plan._replace(time_limit_s=args.time_limit)
     own_workdir = args.workdir is None
@@ -95,18 +103,20 @@ def _run(bench: Bench, spec: DatasetSpec) -> None:
     ]
     if eotdlfs is not None:
         server, env = eotdlfs
-        groups[1:1] = [("curl_server", lambda: run_curl_server(bench, server))]
+        groups[1:1] = [("curl_server", lambda: run_curl_server(bench, server)),
+                       ("vsicurl", lambda: run_vsicurl(bench, server))]
         groups += [
             ("eotdlfs_mount", lambda: run_eotdlfs_mounts(bench, server, env)),
             ("download_all", lambda: run_download_all(bench, env)),
+            ("delayed", lambda: run_delayed(bench, server, nginx, env)),
         ]
     # Repetitions interleave the peers, so a burst of load from elsewhere hits them alike.
     for rep in range(bench.plan.repeats):
         bench.log(f"repetition {rep + 1} of {bench.plan.repeats}")
         for name, run in groups:
-            if name not in bench.errors:  # a group that failed once is not retried
+            if name not in bench.errors and (not bench.plan.only or name in bench.plan.only):  # a group that failed once is not retried
                 bench.attempt(name, run)
-    if eotdlfs is not None:
+    if eotdlfs is not None and (not bench.plan.only or "staging" in bench.plan.only):
         bench.attempt("staging", lambda: run_staging(bench, *eotdlfs))
 
 

@@ -27,6 +27,16 @@ MEASURED_KEYS = (
     "eotdlfs_cold_seq_cpu_s_per_GB", "rclone_cold_seq_cpu_s_per_GB",
     "eotdlfs_staging_copy_in_MBps", "eotdlfs_staging_flush_s",
     "ingest_s",
+    # Issue 16: random COG windows (rasterio on each mount, GDAL /vsicurl/ on our server), first open
+    # in a version of many files, and the same through a proxy adding latency.
+    *(f"{peer}_cog_windows_{unit}" for peer in ("eotdlfs", "rclone", "vsicurl") for unit in ("s", "bytes_fetched")),
+    *(f"{peer}_cog_windows_again_{unit}" for peer in ("eotdlfs", "rclone") for unit in ("s", "bytes_fetched")),
+    *(f"{peer}_cog_4x_windows_{unit}" for peer in ("eotdlfs", "rclone", "vsicurl") for unit in ("s", "bytes_fetched")),
+    "eotdlfs_first_small_ms", "rclone_first_small_ms",
+    "eotdlfs_delayed_first_byte_ms", "rclone_delayed_first_byte_ms",
+    *(f"{peer}_delayed_cog_windows_{unit}" for peer in ("eotdlfs", "rclone", "vsicurl")
+      for unit in ("s", "bytes_fetched")),
+    "eotdlfs_delayed_cold_seq_MBps", "rclone_delayed_cold_seq_MBps",
 )
 PEAK_KEYS = ("eotdlfs_rss_peak_MB", "rclone_rss_peak_MB")  # the worst repetition, not the median
 # ratio key: (numerator, denominator); all read as "eotdlfs is N times better" except cold_vs_curl (a fraction)
@@ -36,11 +46,24 @@ RATIOS = {
     "warm_vs_rclone": ("eotdlfs_warm_seq_MBps", "rclone_warm_seq_MBps"),
     "ls_speedup_vs_rclone": ("rclone_ls_lR_10k_s", "eotdlfs_ls_lR_10k_s"),
     "rand4k_vs_rclone": ("eotdlfs_rand4k_iops", "rclone_rand4k_iops"),
+    "cog_speed_vs_vsicurl": ("vsicurl_cog_windows_s", "eotdlfs_cog_windows_s"),
+    "cog_speed_vs_rclone": ("rclone_cog_windows_s", "eotdlfs_cog_windows_s"),
+    "cog_bytes_vs_vsicurl": ("eotdlfs_cog_windows_bytes_fetched", "vsicurl_cog_windows_bytes_fetched"),  # a fraction
+    "cog_4x_speed_vs_vsicurl": ("vsicurl_cog_4x_windows_s", "eotdlfs_cog_4x_windows_s"),
+    "cog_4x_bytes_vs_vsicurl": ("eotdlfs_cog_4x_windows_bytes_fetched", "vsicurl_cog_4x_windows_bytes_fetched"),
+    "first_small_vs_rclone": ("rclone_first_small_ms", "eotdlfs_first_small_ms"),
+    "delayed_first_byte_vs_rclone": ("rclone_delayed_first_byte_ms", "eotdlfs_delayed_first_byte_ms"),
+    "delayed_cog_speed_vs_rclone": ("rclone_delayed_cog_windows_s", "eotdlfs_delayed_cog_windows_s"),
+    "delayed_cog_speed_vs_vsicurl": ("vsicurl_delayed_cog_windows_s", "eotdlfs_delayed_cog_windows_s"),
+    "delayed_cold_vs_rclone": ("eotdlfs_delayed_cold_seq_MBps", "rclone_delayed_cold_seq_MBps"),
 }
 GOALS = {  # issue 7's goals: ratio key -> the least value that meets it
     "cold_vs_curl": 0.6, "cold_vs_rclone": 3.0, "warm_vs_rclone": 3.0,
     "ls_speedup_vs_rclone": 1.0, "rand4k_vs_rclone": 1.0,
+    # issue 16's: windows within 1.2x GDAL's time, random reads 2x rclone, first open no slower than rclone
+    "cog_speed_vs_vsicurl": 1 / 1.2, "first_small_vs_rclone": 1.0,
 }
+GOALS_AT_MOST = {"cog_bytes_vs_vsicurl": 1.3}  # issue 16: at most 1.3x the bytes GDAL fetches
 BEGIN, END = "<!-- scripts/bench: begin -->", "<!-- scripts/bench: end -->"
 SECTION_TITLE = "## Side by side (scripts/bench)"
 
@@ -59,12 +82,17 @@ def build(bench: Bench, spec: DatasetSpec, quick: bool, elapsed_s: float) -> dic
     first_byte, all_first = result["eotdlfs_first_byte_ms"], result["download_all_first_file_s"]
     result["first_byte_speedup_vs_download_all"] = round(all_first * 1000 / first_byte, 1) if first_byte and all_first else None
     result["goals_met"] = {k: (result[k] >= least if result[k] is not None else None) for k, least in GOALS.items()}
+    result["goals_met"].update({k: (result[k] <= most if result[k] is not None else None)
+                                for k, most in GOALS_AT_MOST.items()})
     ds = bench.dataset
     result["dataset"] = {
         "big_file_bytes": spec.big_bytes, "small_files": spec.small_count, "small_file_bytes": spec.small_bytes,
         "geotiff_bytes": ds.geotiff_bytes if ds else None, "geotiff": ds.note if ds else None,
     }
     result["repeats"] = bench.plan.repeats
+    result["plan_cog_windows"] = bench.plan.cog_windows
+    result["plan_cog_small_windows"] = bench.plan.cog_small_windows
+    result["plan_delay_ms"] = round(bench.plan.delay_s * 1000)
     result["samples"] = {k: [round(v, 3) for v in vs] for k, vs in bench.samples.items()}
     result["errors"] = dict(bench.errors)
     result["notes"] = list(bench.notes)
@@ -153,6 +181,30 @@ def table(r: dict[str, Any]) -> str:
         (f"GeoTIFF 512x512 window read, MB fetched (file: {_fmt(_mb(ds['geotiff_bytes']))} MB)",
          _fmt(_mb(r["eotdlfs_geotiff_window_bytes_fetched"])), _fmt(_mb(r["rclone_geotiff_window_bytes_fetched"])),
          "", ""),
+        (f"{r['plan_cog_windows']} random 512x512 COG windows, cold (s / MB fetched)",
+         f"{_fmt(r['eotdlfs_cog_windows_s'])} / {_fmt(_mb(r['eotdlfs_cog_windows_bytes_fetched']))}",
+         f"{_fmt(r['rclone_cog_windows_s'])} / {_fmt(_mb(r['rclone_cog_windows_bytes_fetched']))}",
+         f"GDAL /vsicurl/ {_fmt(r['vsicurl_cog_windows_s'])} / {_fmt(_mb(r['vsicurl_cog_windows_bytes_fetched']))}",
+         f"{_fmt(r['cog_speed_vs_vsicurl'])}x vsicurl's speed (>= 0.83: {goal('cog_speed_vs_vsicurl')}); "
+         f"{_fmt(r['cog_bytes_vs_vsicurl'])}x its bytes (<= 1.3: {goal('cog_bytes_vs_vsicurl')})"),
+        ("same windows, second process, same mount (MB fetched)",
+         _fmt(_mb(r["eotdlfs_cog_windows_again_bytes_fetched"])), _fmt(_mb(r["rclone_cog_windows_again_bytes_fetched"])),
+         "", ""),
+        (f"4 processes x {r['plan_cog_small_windows']} random 256x256 windows, cold (s / MB fetched)",
+         f"{_fmt(r['eotdlfs_cog_4x_windows_s'])} / {_fmt(_mb(r['eotdlfs_cog_4x_windows_bytes_fetched']))}",
+         f"{_fmt(r['rclone_cog_4x_windows_s'])} / {_fmt(_mb(r['rclone_cog_4x_windows_bytes_fetched']))}",
+         f"GDAL /vsicurl/ {_fmt(r['vsicurl_cog_4x_windows_s'])} / {_fmt(_mb(r['vsicurl_cog_4x_windows_bytes_fetched']))}",
+         f"{_fmt(r['cog_4x_speed_vs_vsicurl'])}x vsicurl's speed"),
+        (f"first 64 KiB of a small file in a version of {ds['small_files']:,}, fresh mount (ms)",
+         _fmt(r["eotdlfs_first_small_ms"]), _fmt(r["rclone_first_small_ms"]), "",
+         f"{_fmt(r['first_small_vs_rclone'])}x (>= 1x: {goal('first_small_vs_rclone')})"),
+        (f"through {r['plan_delay_ms']} ms each way: first 64 KiB (ms)", _fmt(r["eotdlfs_delayed_first_byte_ms"]),
+         _fmt(r["rclone_delayed_first_byte_ms"]), "", f"{_fmt(r['delayed_first_byte_vs_rclone'])}x"),
+        ("... random 512x512 windows (s)", _fmt(r["eotdlfs_delayed_cog_windows_s"]),
+         _fmt(r["rclone_delayed_cog_windows_s"]), f"GDAL /vsicurl/ {_fmt(r['vsicurl_delayed_cog_windows_s'])}",
+         f"{_fmt(r['delayed_cog_speed_vs_vsicurl'])}x vsicurl's speed"),
+        ("... cold sequential (MB/s)", _fmt(r["eotdlfs_delayed_cold_seq_MBps"]), _fmt(r["rclone_delayed_cold_seq_MBps"]),
+         "", f"{_fmt(r['delayed_cold_vs_rclone'])}x"),
         ("peak RSS of the mount process (MB)", _fmt(r["eotdlfs_rss_peak_MB"]), _fmt(r["rclone_rss_peak_MB"]), "", ""),
         ("CPU of the mount process per GB read cold (s)", _fmt(r.get("eotdlfs_cold_seq_cpu_s_per_GB")),
          _fmt(r.get("rclone_cold_seq_cpu_s_per_GB")), "", ""),

@@ -23,6 +23,10 @@ class Plan(NamedTuple):
     rand_count: int
     rand_time_limit_s: float
     time_limit_s: float
+    cog_windows: int = 50  # random 512x512 windows of the COG, one reader
+    cog_small_windows: int = 25  # random 256x256 windows per reader, 4 readers at once
+    delay_s: float = 0.02  # latency added each way by the delaying proxy
+    only: tuple[str, ...] = ()  # groups of measurements to run (all when empty)
 
 
 class Stoppable(Protocol):

@@ -7,14 +7,19 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from benchlib import eotdlfs_side, measure
-from benchlib.dataset import BIG_FILE, GEOTIFF_FILE, SMALL_DIR, write_metadata
+from benchlib import eotdlfs_side, measure, windows
+from benchlib.dataset import BIG_FILE, GEOTIFF_FILE, SMALL_DIR, small_file, write_metadata
+from benchlib.delayproxy import DelayProxy
 from benchlib.peers import Nginx, rclone_mount
 from benchlib.processes import ForegroundMount, cpu_seconds, peak_rss_mb
 from benchlib.profiling import Profiler
 from benchlib.runner import Bench
 
 STAGING_DATASET = "bench-staging"
+COG_SEED = 11
+ALL_STEPS = ("first_byte", "first_small", "sequential", "listing_and_window", "random_reads", "cog_windows",
+             "cog_parallel")
+DELAYED_STEPS = ("first_byte", "cog_windows", "sequential")
 
 
 def run_curl_nginx(bench: Bench, nginx: Nginx) -> None:
@@ -39,23 +44,74 @@ def run_download_all(bench: Bench, env: dict[str, str]) -> None:
         bench.drop(out)
 
 
-def run_rclone_mounts(bench: Bench, nginx: Nginx) -> None:
+def run_vsicurl(bench: Bench, server: eotdlfs_side.EotdlfsServer, base_url: str | None = None,
+                peer: str = "vsicurl") -> None:
+    """GDAL reading the COG straight from our server's download URL (through BASE_URL if given):
+    the peer to beat on random windows."""
+    ds = bench.dataset
+    if ds.geotiff is None:
+        return
+    url = server.download_url(ds.name, GEOTIFF_FILE)
+    target = windows.vsicurl(url.replace(server.url, base_url or server.url, 1))
+    _cog_windows(bench, peer, target, server.bytes_sent, again=False)
+    if base_url is None:
+        _cog_parallel(bench, peer, target, server.bytes_sent)
+
+
+def _windows(bench: Bench, key: str, target: str, bytes_sent: Callable[[], int], count: int, size: int,
+             readers: int = 1) -> None:
+    before = bytes_sent()
+    bench.record(f"{key}_s", windows.read_windows(target, count, size, COG_SEED, readers))
+    time.sleep(0.5)  # let read-ahead that the reads started show up in the count
+    bench.record(f"{key}_bytes_fetched", bytes_sent() - before)
+
+
+def _cog_windows(bench: Bench, peer: str, target: str, bytes_sent: Callable[[], int], again: bool = True) -> None:
+    """Random 512x512 windows, cold; with AGAIN, the same windows by a second process after."""
+    _windows(bench, f"{peer}_cog_windows", target, bytes_sent, bench.plan.cog_windows, 512)
+    if again:
+        _windows(bench, f"{peer}_cog_windows_again", target, bytes_sent, bench.plan.cog_windows, 512)
+
+
+def _cog_parallel(bench: Bench, peer: str, target: str, bytes_sent: Callable[[], int]) -> None:
+    _windows(bench, f"{peer}_cog_4x_windows", target, bytes_sent, bench.plan.cog_small_windows, 256, readers=4)
+
+
+def run_rclone_mounts(bench: Bench, nginx: Nginx, base_url: str | None = None, peer: str = "rclone",
+                      steps: tuple[str, ...] = ALL_STEPS) -> None:
     def mount() -> ForegroundMount:
         cache = bench.fresh_dir("rclone-cache")
-        return rclone_mount(nginx.url, bench.fresh_dir("rclone-mnt"), cache, cache.parent / f"{cache.name}.log")
+        return rclone_mount(base_url or nginx.url, bench.fresh_dir("rclone-mnt"), cache,
+                            cache.parent / f"{cache.name}.log")
 
-    _run_mount_reads(bench, "rclone", mount, lambda m: m.mnt, nginx.bytes_sent)
+    _run_mount_reads(bench, peer, mount, lambda m: m.mnt, nginx.bytes_sent, steps=steps)
 
 
-def run_eotdlfs_mounts(bench: Bench, server: eotdlfs_side.EotdlfsServer, env: dict[str, str]) -> None:
+def run_eotdlfs_mounts(bench: Bench, server: eotdlfs_side.EotdlfsServer, env: dict[str, str],
+                       api_url: str | None = None, peer: str = "eotdlfs", steps: tuple[str, ...] = ALL_STEPS) -> None:
     def mount() -> ForegroundMount:
         cache = bench.fresh_dir("eotdlfs-cache")
         return eotdlfs_side.eotdlfs_mount(
-            bench.fresh_dir("eotdlfs-mnt"), server.url, cache, env, cache.parent / f"{cache.name}.log"
+            bench.fresh_dir("eotdlfs-mnt"), api_url or server.url, cache, env, cache.parent / f"{cache.name}.log"
         )
 
     version = lambda m: m.mnt / "datasets" / bench.dataset.name / "v1"  # noqa: E731
-    _run_mount_reads(bench, "eotdlfs", mount, version, server.bytes_sent, profile_server_pid=server.pid)
+    _run_mount_reads(bench, peer, mount, version, server.bytes_sent, profile_server_pid=server.pid, steps=steps)
+
+
+def run_delayed(bench: Bench, server: eotdlfs_side.EotdlfsServer, nginx: Nginx, env: dict[str, str]) -> None:
+    """eotdlfs, rclone and vsicurl through a proxy adding `plan.delay_s` each way: what round
+    trips cost (first byte, random windows, cold sequential)."""
+    delay = bench.plan.delay_s
+    to_server = bench.start(lambda: DelayProxy(server.port, delay, bench.work / "delay-server.log"))
+    to_nginx = bench.start(lambda: DelayProxy(nginx.port, delay, bench.work / "delay-nginx.log"))
+    try:
+        run_eotdlfs_mounts(bench, server, env, api_url=to_server.url, peer="eotdlfs_delayed", steps=DELAYED_STEPS)
+        run_rclone_mounts(bench, nginx, base_url=to_nginx.url, peer="rclone_delayed", steps=DELAYED_STEPS)
+        run_vsicurl(bench, server, base_url=to_server.url, peer="vsicurl_delayed")
+    finally:
+        bench.stop(to_nginx)
+        bench.stop(to_server)
 
 
 def _run_mount_reads(
@@ -65,6 +121,7 @@ def _run_mount_reads(
     root_of: Callable[[ForegroundMount], Path],
     bytes_sent: Callable[[], int],
     profile_server_pid: int | None = None,
+    steps: tuple[str, ...] = ALL_STEPS,
 ) -> None:
     """One repetition of the same reads for every mount; each starts from a fresh mount and an empty cache."""
     ds = bench.dataset
@@ -107,8 +164,22 @@ def _run_mount_reads(
             bench.record(f"{peer}_rand4k_iops",
                          measure.rand4k_iops(root / BIG_FILE, ds.big_bytes, plan.rand_count, plan.rand_time_limit_s))
 
-    for step in (first_byte, sequential, listing_and_window, random_reads):
-        on_fresh_mount(step)
+    def first_small(m: ForegroundMount, root: Path) -> None:
+        # In a version of many files: what the first open costs before any listing is known.
+        bench.record(f"{peer}_first_small_ms", measure.first_byte_ms(root / SMALL_DIR / small_file(ds.small_count // 2)))
+
+    def cog_windows(m: ForegroundMount, root: Path) -> None:
+        if ds.geotiff is not None:
+            _cog_windows(bench, peer, str(root / GEOTIFF_FILE), bytes_sent)
+
+    def cog_parallel(m: ForegroundMount, root: Path) -> None:
+        if ds.geotiff is not None:
+            _cog_parallel(bench, peer, str(root / GEOTIFF_FILE), bytes_sent)
+
+    named = {step.__name__: step for step in (first_byte, first_small, sequential, listing_and_window, random_reads,
+                                              cog_windows, cog_parallel)}
+    for name in steps:
+        on_fresh_mount(named[name])
 
 
 def run_staging(bench: Bench, server: eotdlfs_side.EotdlfsServer, env: dict[str, str]) -> None:

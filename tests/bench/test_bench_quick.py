@@ -49,7 +49,11 @@ def test_bench_quick_prints_every_key(tmp_path: Path) -> None:
         value = result[key]
         if value is None and key in may_be_null:
             continue
+        if key.endswith("_again_bytes_fetched"):  # a second reader of cached windows may fetch nothing
+            assert isinstance(value, (int, float)) and value >= 0, f"{key} = {value!r}"
+            continue
         assert isinstance(value, (int, float)) and value > 0, f"{key} = {value!r}"
+    assert result["eotdlfs_cog_windows_again_bytes_fetched"] == 0  # the block cache serves the second process
     for key in RATIOS:
         assert isinstance(result[key], float) and result[key] > 0, f"{key} = {result[key]!r}"
     assert all(v in (True, False) for v in result["goals_met"].values())

@@ -12,7 +12,9 @@ import pytest
 
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.errors import ContentMismatch, errno_for
-from eotdlfs.fs.fetcher import BlockFetcher, Content
+from eotdlfs.fs.content import Content
+from eotdlfs.fs.fetcher import BlockFetcher
+from eotdlfs.fs.pieces import piece_key
 from eotdlfs.fs.readahead import ReadAheadWindow
 from eotdlfs.fs.reader import ContentReader
 from eotdlfs.repository import Unreachable
@@ -33,11 +35,12 @@ def setup(tmp_path):
         cache = BlockCache(tmp_path / f"blocks{len(made)}", cache_size, BS)
         fetcher = BlockFetcher(repo, cache, workers=3, request_blocks=4)
         reader = ContentReader(fetcher, first_window=2 * BS, max_window=8 * BS, **{"demand_timeout": 10, **kw})
-        made.append((cache, fetcher))
+        made.append((cache, fetcher, reader))
         return reader
 
     yield repo, record, entries, data, make
-    for cache, fetcher in made:
+    for cache, fetcher, reader in made:
+        reader.close()
         fetcher.close()
         cache.close()
 
@@ -97,6 +100,60 @@ def test_random_reads_fetch_only_their_blocks(setup):
         assert reader.read(handle, offset, 100) == data[offset:offset + 100]
     assert repo.bytes_served <= 5 * 2 * BS  # each read costs at most the blocks it touches
     assert len({c for c, _, _ in repo.range_calls}) == 1
+
+
+def test_a_seeking_read_fetches_only_the_pieces_it_spans(setup):
+    """A COG reader's jump gets the bytes it reads (in small pieces), not whole blocks and
+    read-ahead: GDAL on a remote file fetches no more."""
+    repo, record, entries, data, make = setup
+    piece = BS // 8
+    reader = make(piece_size=piece)
+    handle = reader.open(Content(record, entries["f.bin"]))
+    # Jumps; the last read spans a block boundary, the one after it follows on.
+    for offset, size in ((7 * BS + 100, 4096), (3 * BS + 2000, 4096), (12 * BS - 10, 4096), (12 * BS + 4086, 100)):
+        assert reader.read(handle, offset, size) == data[offset:offset + size]
+    assert reader.fetcher.wait_idle(10)
+    assert repo.bytes_served == 4 * piece  # whole blocks and read-ahead would be 4 * BS and more
+    checksum = entries["f.bin"].checksum
+    assert not any((checksum, i) in reader.cache for i in range(21))  # no whole block is cached
+
+
+def test_pieces_are_kept_in_the_block_cache_for_the_next_mount(setup, tmp_path):
+    repo, record, entries, data, make = setup
+    reader = make(piece_size=BS // 8)
+    offset = 9 * BS + 3000
+    assert reader.read(reader.open(Content(record, entries["f.bin"])), offset, 5000) == data[offset:offset + 5000]
+    stored = (entries["f.bin"].checksum, piece_key(offset // (BS // 8)))
+    deadline = time.monotonic() + 10
+    while stored not in reader.cache and time.monotonic() < deadline:  # stored after the reader has them
+        time.sleep(0.01)
+    served = repo.bytes_served
+    cache = BlockCache(tmp_path / "blocks0", 1 << 30, BS)
+    reopened = ContentReader(BlockFetcher(repo, cache), piece_size=BS // 8)
+    try:
+        handle = reopened.open(Content(record, entries["same.bin"]))  # the same bytes: the same pieces
+        assert reopened.read(handle, offset, 5000) == data[offset:offset + 5000]
+        assert repo.bytes_served == served
+    finally:
+        reopened.close()
+        reopened.fetcher.close()
+        cache.close()
+
+
+def test_seeking_reads_leave_the_whole_file_checked(setup):
+    """Pieces never feed the file's SHA-1: a whole read after them still fails on bad bytes,
+    and pieces fetched before the failure are not served after it."""
+    repo, record, entries, data, make = setup
+    content = Content(record, entries["f.bin"])
+    repo.corrupt.add(content.checksum)  # the first byte of every range comes back flipped
+    reader = make(piece_size=BS // 8)
+    offset = 5 * BS + BS // 8  # where a piece begins: its first byte is the bad one
+    assert reader.read(reader.open(content), offset, 100) != data[offset:offset + 100]
+    with pytest.raises(ContentMismatch):
+        read_all(reader, content)
+    repo.corrupt.clear()
+    assert reader.read(reader.open(content), offset, 100) == data[offset:offset + 100]
+    assert read_all(reader, content) == data
 
 
 def test_small_and_empty_files(setup):
@@ -174,8 +231,13 @@ def test_read_ahead_window_grows_only_for_sequential_readers():
     assert window.advise(200, 200) == (400, 1200)  # capped at 800
     assert window.advise(400, 400) == (800, 1600)
     assert window.advise(750, 10) == (760, 1560)  # a small step back is reordering, not a seek
+    assert not window.seeking  # a run from the file's start is never fetched in pieces
     assert window.advise(10 ** 9, 60)[1] - (10 ** 9 + 60) == 0  # a far jump: no read-ahead
-    assert window.advise(10 ** 9 + 60, 10)[1] - (10 ** 9 + 70) == 100  # then it must prove itself again
+    assert window.seeking
+    # Then it must prove itself again, over a whole window (a COG reader's row of tiles does not).
+    assert window.advise(10 ** 9 + 60, 10)[1] - (10 ** 9 + 70) == 0
+    assert window.advise(10 ** 9 + 70, 30)[1] - (10 ** 9 + 100) == 100
+    assert not window.seeking
 
 
 def test_random_reads_keep_no_blocks_in_memory_for_hashing(setup):

@@ -99,6 +99,7 @@ class FaultProxy:
         self._faults: list[Fault] = []
         self.injected: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
+        self.headers_seen: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers) of each request
         self._stopping = threading.Event()
         self._server = QuietHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="faultproxy", daemon=True)
@@ -147,9 +148,10 @@ class FaultProxy:
 
     # -- used by the handler threads -----------------------------------------
 
-    def _take_fault(self, method: str, path: str) -> Fault | None:
+    def _take_fault(self, method: str, path: str, headers: dict[str, str]) -> Fault | None:
         with self._lock:
             self.requests[method] += 1
+            self.headers_seen.append((method, path, headers))
             for fault in self._faults:
                 if fault.matches(method, path):
                     fault.hits += 1
@@ -190,7 +192,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
 
     def _relay(self) -> None:
-        fault = self.proxy._take_fault(self.command, self.path)
+        fault = self.proxy._take_fault(self.command, self.path, dict(self.headers))
         body = self._read_request_body(fault if fault is not None and fault.mode == "pause" else None)
         if body is None:
             return

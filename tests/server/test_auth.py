@@ -20,9 +20,9 @@ def _b64(obj: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
 
-def _bad_credentials(root) -> dict[str, dict[str, str]]:
+def _bad_credentials(server) -> dict[str, dict[str, str]]:
     now = int(time.time())
-    secret = load_secret(root)
+    secret = server.secret()
     claims = {"sub": "alice", "iat": now, "exp": now + 3600}
     bearer = lambda t: {"Authorization": f"Bearer {t}"}  # noqa: E731
     return {
@@ -86,7 +86,7 @@ ROUTES = ["create", "version", "batch", "carry", "file", "uploadId", "chunk", "c
 def test_writes_refuse_bad_credentials(owned, repo_server, route):
     method, path, kw = owned.writes()[route]
     before = owned.state()
-    for label, headers in _bad_credentials(repo_server.root).items():
+    for label, headers in _bad_credentials(repo_server).items():
         r = requests.request(method, repo_server.url + path, headers=headers, timeout=30, **kw)
         assert r.status_code == 401, (label, r.text)
         assert isinstance(r.json()["detail"], str)
@@ -94,7 +94,7 @@ def test_writes_refuse_bad_credentials(owned, repo_server, route):
 
 
 def test_401_details(owned, repo_server):
-    creds = _bad_credentials(repo_server.root)
+    creds = _bad_credentials(repo_server)
     url = repo_server.url + f"{owned.api.kind}/version/{owned.rid}"
     detail = lambda label: requests.post(url, headers=creds[label], timeout=30).json()["detail"]  # noqa: E731
     assert detail("none") == "Not authenticated"

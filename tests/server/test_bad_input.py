@@ -93,12 +93,12 @@ def test_checksum_count_must_match_entries(api, target, count):
 
 def test_batch_checksum_mismatch_stores_nothing(api, target, repo_server):
     rid, unchanged = target
-    blobs_before = sorted(p.name for p in (repo_server.root / "blobs").rglob("*") if p.is_file())
+    blobs_before = sorted(repo_server.blob_store().stored())
     r = api.batch(rid, 1, {"good": b"good-unique-bytes", "bad": b"bad"}, checksums=[sha1(b"good-unique-bytes"),
                                                                                     sha1(b"other")])
     assert (r.status_code, r.json()) == (400, {"detail": "Checksum mismatch."})
     unchanged()
-    blobs_after = sorted(p.name for p in (repo_server.root / "blobs").rglob("*") if p.is_file())
+    blobs_after = sorted(repo_server.blob_store().stored())
     assert blobs_after == blobs_before
 
 

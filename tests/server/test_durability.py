@@ -48,8 +48,7 @@ def test_restart_between_ingest_and_download(fresh_server, unique_name):
     fresh_server.restart()
     assert [v["version_id"] for v in api.record(name)["versions"]] == [1, 2]
     assert api.download(rid, "big").content == big
-    assert not list((fresh_server.root / "uploads").iterdir())
-    assert not list((fresh_server.root / "blobs" / "tmp").iterdir())
+    assert fresh_server.blob_store().leftovers(set()) == []  # no part, no temp file
 
 
 def test_concurrent_writers(repo_server, unique_name):
@@ -77,7 +76,7 @@ def test_concurrent_writers(repo_server, unique_name):
     assert bodies == [b"x"] * 16
 
 
-def test_stale_temp_files_are_removed_at_start(fresh_server):
+def test_stale_temp_files_are_removed_at_start(local_only, fresh_server):
     import os
     import time
 
@@ -90,7 +89,7 @@ def test_stale_temp_files_are_removed_at_start(fresh_server):
     assert not old.exists() and new.exists()
 
 
-def test_stale_and_orphan_uploads_are_dropped_at_start(fresh_server, unique_name):
+def test_stale_and_orphan_uploads_are_dropped_at_start(local_only, fresh_server, unique_name):
     import sqlite3
 
     api = Api(fresh_server, "datasets", fresh_server.token("alice"))

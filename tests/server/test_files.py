@@ -162,4 +162,4 @@ def test_refused_batch_leaves_no_blob(api, unique_name, repo_server):
     r = api.batch(rid, 1, {"q": unique, "p/x": b"2"})
     assert r.status_code == 409
     digest = sha1(unique)
-    assert not (repo_server.root / "blobs" / digest[:2] / digest[2:]).exists()
+    assert repo_server.blob_store().blob_size(digest) is None

@@ -23,7 +23,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def test_full_disk_is_507_and_nothing_is_half_stored(server_factory, small_disk, unique_name):
+def test_full_disk_is_507_and_nothing_is_half_stored(local_only, server_factory, small_disk, unique_name):
     server = server_factory(root=small_disk / "root")
     try:
         api = Api(server, "datasets", server.token("alice"))

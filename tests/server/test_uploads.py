@@ -59,7 +59,7 @@ def test_upload_complete(api, record, repo_server):
     assert after["chunk"] - before["chunk"] == 4 and after["complete"] - before["complete"] == 1
     # the upload is gone once complete
     assert api.post(f"{api.kind}/complete/{upload_id}?version=1").json() == {"detail": "Upload Id not found."}
-    assert not (repo_server.root / "uploads" / upload_id).exists()
+    assert repo_server.blob_store().parts(upload_id) == []
 
 
 def test_upload_resumes_with_received_parts(api, record):
@@ -98,7 +98,8 @@ def test_chunk_md5_mismatch_keeps_nothing(api, record, repo_server):
     r = _chunk(api, upload_id, 1, b"abc", checksum=_md5(b"abd"))
     assert (r.status_code, r.json()) == (400, {"detail": "Checksum mismatch."})
     assert _start(api, rid, "m.bin", b"abc").json()["parts"] == []
-    assert list((repo_server.root / "uploads" / upload_id).glob("*")) == []
+    store = repo_server.blob_store()
+    assert store.parts(upload_id) == [] and [x for x in store.leftovers({upload_id}) if upload_id in x] == []
 
 
 @pytest.mark.parametrize("part", [0, -1, 10001])

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from eotdlfs.fs.context import MountContext
-from eotdlfs.fs.fetcher import Content
+from eotdlfs.fs.content import Content
 from eotdlfs.fs.reader import OpenFile
 from eotdlfs.fs.staging.area import StagingArea
 from eotdlfs.fs.staging.files import BaseVersion
