@@ -56,8 +56,8 @@ def _write_labels(folder: Path) -> None:
 
 
 @pytest.fixture(scope="package")
-def guide_server(tmp_path_factory: pytest.TempPathFactory):
-    yield from _serve(tmp_path_factory.mktemp("guide-server") / "root")
+def guide_server(new_server, tmp_path_factory: pytest.TempPathFactory):
+    yield from _serve(new_server(tmp_path_factory.mktemp("guide-server") / "root"))
 
 
 @pytest.fixture(scope="package")
