@@ -113,11 +113,13 @@ def mount(
     ttl: float = typer.Option(10.0, "--ttl", help="Seconds before record and version lists are refreshed."),
 ) -> None:
     """Mount every dataset and model version read-only, fetched lazily (staging is writable)."""
-    from eotdlfs.fs.mount import default_cache_dir, mount_background, parse_size, run_foreground
+    from eotdlfs.fs.mount import default_cache_dir, mount_background, parse_size
 
     try:
         size, cache_dir = parse_size(cache_size), cache_dir or default_cache_dir()
         if foreground:
+            from eotdlfs.app.mount import run_foreground  # the client, server and FUSE: only in the mount process
+
             return run_foreground(mountpoint, api_url, cache_dir, size, allow_other, autoflush, ttl)
         args = ["--cache-dir", str(cache_dir), "--cache-size", cache_size, "--ttl", str(ttl)]
         args += (["--api-url", api_url] if api_url else []) + (["--allow-other"] if allow_other else [])
@@ -145,8 +147,8 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print the raw JSON."),
 ) -> None:
     """Cache use, hit rate, bytes fetched, server reachability (and staging state) of a mount."""
+    from eotdlfs.app.commands import format_status
     from eotdlfs.fs.mount import read_status
-    from eotdlfs.fs.status import format_status
 
     try:
         info = read_status(mountpoint)
@@ -161,14 +163,10 @@ def flush(
     timeout: float = typer.Option(3600.0, "--timeout", help="Seconds to wait for the result."),
 ) -> None:
     """Publish a record's staged changes as its next version (the mount ingests them; waits for the result)."""
-    import sys
-
-    from eotdlfs.client.progress import progress_for
-    from eotdlfs.fs.staging.control import follow_flush
+    from eotdlfs.app.commands import flush_command
 
     try:
-        state = follow_flush(folder, timeout, progress_for("flush", sys.stderr.isatty()),
-                             lambda message: typer.echo(message, err=True))
+        state = flush_command(folder, timeout, lambda message: typer.echo(message, err=True))
     except (OSError, TimeoutError) as exc:
         fail(str(exc))
     if state["state"] == "failed":
@@ -192,7 +190,7 @@ def ingest(
     token_file: str | None = TOKEN_FILE_OPTION,
 ) -> None:
     """Ingest a folder as the next version: only new and changed files are uploaded."""
-    from eotdlfs.client.commands import CLIENT_ERRORS, ingest_command
+    from eotdlfs.app.commands import CLIENT_ERRORS, ingest_command
     from eotdlfs.client.settings import given_token
 
     try:
@@ -211,7 +209,7 @@ def get(
     token_file: str | None = TOKEN_FILE_OPTION,
 ) -> None:
     """Download a version, verifying each file's SHA-1 and skipping files already present."""
-    from eotdlfs.client.commands import CLIENT_ERRORS, get_command
+    from eotdlfs.app.commands import CLIENT_ERRORS, get_command
     from eotdlfs.client.settings import given_token
 
     try:
@@ -228,7 +226,7 @@ def list_records(
     token_file: str | None = TOKEN_FILE_OPTION,
 ) -> None:
     """List datasets or models: name, versions, latest version's size, owner."""
-    from eotdlfs.client.commands import CLIENT_ERRORS, list_command
+    from eotdlfs.app.commands import CLIENT_ERRORS, list_command
     from eotdlfs.client.settings import given_token
 
     try:

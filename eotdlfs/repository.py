@@ -1,14 +1,24 @@
-"""What the filesystem needs from an EOTDL repository, independent of HTTP.
+"""The ports: what the filesystem needs from an EOTDL repository, independent of HTTP.
 
-`eotdlfs.client` implements `Repository` over the API; `eotdlfs.fs` depends only on
-this module, so its tests can use an in-memory fake and fault tests a wrapper.
+Reading (`Repository`: records, versions, listings, byte ranges), publishing (`Publisher`:
+a flush's ingest, planned, uploaded and published onto a base version), progress
+(`TransferProgress`), their dataclasses, and the domain errors. `eotdlfs.client`
+implements them over the API; `eotdlfs.fs` depends only on this module, so its tests can use
+an in-memory fake and fault tests a wrapper. `eotdlfs.fs.errors.errno_for` is the one table
+turning these errors into errno values.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from eotdlfs.metadata import Metadata
+
+# --- reading -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -58,3 +68,116 @@ class Repository(Protocol):
 
     def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes | memoryview:
         """LENGTH bytes of ENTRY from START (fewer only at end of file)."""
+
+
+# --- publishing ------------------------------------------------------------------------------
+
+
+class TransferProgress:
+    """Progress of a transfer, kept apart from the work: `start` once with the totals, then
+    `advance` as files and bytes go. This base ignores everything (the quiet default)."""
+
+    def start(self, files: int, bytes_total: int) -> None:
+        pass
+
+    def advance(self, files: int = 0, bytes_done: int = 0) -> None:
+        pass
+
+    def __enter__(self) -> "TransferProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class FileToShip(Protocol):
+    """A file the new version should hold: its bytes on local disk (LOCAL_PATH), or known to the
+    repository by CHECKSUM (a published file that was only renamed)."""
+
+    path: str
+    size: int
+    checksum: str | None
+    local_path: Path | None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    version: int
+    uploaded: int
+    carried: int
+    dropped: int
+    bytes_sent: int
+    resumed: int = 0  # files an interrupted run had already put into the reused draft
+
+
+class Publisher(Protocol):
+    def ingest(self, kind: str, metadata: Metadata, files: Sequence[FileToShip], progress: TransferProgress,
+               base: int) -> IngestResult:
+        """Make FILES the next version of the record METADATA names, published only if BASE (0: none)
+        is still its latest version, else `VersionConflict`; `NothingToIngest` when FILES equal it.
+        Resumable: a retry after a failure finishes the same draft."""
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class RepositoryError(Exception):
+    """Any failure of a repository. `detail` is its own message; `status` the code it answered
+    with, 0 when none came back (`eotdlfs.client` fills it in)."""
+
+    def __init__(self, detail: str, status: int = 0):
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+
+
+class BadRequest(RepositoryError):
+    """The repository refused what was sent as invalid."""
+
+
+class Unauthorized(RepositoryError):
+    """Credentials missing or refused."""
+
+
+class Forbidden(RepositoryError):
+    """Credentials fine, but not allowed (someone else's record)."""
+
+
+class NotFound(RepositoryError):
+    pass
+
+
+class Conflict(RepositoryError):
+    """The repository holds something that clashes (a record of that name exists, say)."""
+
+
+class VersionConflict(Conflict):
+    """A version was published after the one a writer based its draft on; nothing of the draft was published."""
+
+    def __init__(self, noun: str, latest: int, base: int):
+        based = f"version {base}" if base else "no version"
+        super().__init__(f"{noun} version {latest} was published meanwhile (this ingest was based on {based}); "
+                         "run it again to ingest onto the new version", 409)
+        self.latest = latest
+        self.base = base
+
+
+class TooLarge(RepositoryError):
+    pass
+
+
+class Unreachable(RepositoryError):
+    """No answer: connection refused, reset or timed out."""
+
+
+class NothingToIngest(Exception):
+    """An ingest found nothing new, changed or removed since the latest version: no version made."""
+
+    def __init__(self, name: str, version: int):
+        super().__init__(f"{name}: nothing changed since version {version}")
+        self.name = name
+        self.version = version
+
+
+class ContentMismatch(Exception):
+    """Bytes read do not hash to the file's SHA-1, or fewer came than asked for."""

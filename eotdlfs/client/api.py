@@ -8,8 +8,12 @@ treats idempotently) are retried with exponential backoff on connection errors a
 
 Servers without the extensions are served too: no `size` in listings -> the size comes
 from a HEAD (or the Content-Length of a GET) of the download route, cached; no Range ->
-the whole file is fetched and the slice returned (`ranges_supported` tells the caller,
-who may then cache whole files); no capabilities route -> no drafts.
+the whole file is fetched and the slice returned (`ranges_supported` says which way the
+last range read went); no capabilities route -> no drafts.
+
+Locks. `_lock` guards the size and capability caches and is held for dict work only;
+`requests.Session` is shared without it (its connection pool is thread-safe). No other
+object's lock is taken under it.
 """
 
 from __future__ import annotations
@@ -92,7 +96,10 @@ class ApiClient:
         self._lock = threading.Lock()
         self._sizes: dict[tuple[str, str, str, int | None], int] = {}
         self._capabilities: dict[str, Any] | None = None
-        self.ranges_supported: bool | None = None  # None until the first range read says
+        # What the last range read found: True when the server honoured Range, False when it
+        # sent the whole file (sliced here), None before any. A plain flag, set without the lock:
+        # it only reports which path served the bytes (the tests of both paths read it).
+        self.ranges_supported: bool | None = None
 
     def close(self) -> None:
         self._session.close()

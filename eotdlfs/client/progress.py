@@ -1,29 +1,20 @@
 """Progress of a transfer (ingest or download), reported through an object kept apart from the work.
 
 The work calls `start` once with the totals, then `advance` as files and bytes go;
-`TransferProgress` itself ignores everything (the quiet default, used when not on a
-terminal), `RichTransferProgress` draws a bytes bar and a files bar on stderr.
+`TransferProgress` (the port, in `eotdlfs.repository`) ignores everything (the quiet
+default, used when not on a terminal), `RichTransferProgress` draws a bytes bar and a files bar on stderr.
+
+Locks. `RichTransferProgress._lock` serialises the bars' updates from the worker threads; a
+leaf.
 """
 
 from __future__ import annotations
 
 import threading
 
+from eotdlfs.repository import TransferProgress
 
-class TransferProgress:
-    """Quiet progress: the base the work calls, doing nothing."""
-
-    def start(self, files: int, bytes_total: int) -> None:
-        pass
-
-    def advance(self, files: int = 0, bytes_done: int = 0) -> None:
-        pass
-
-    def __enter__(self) -> "TransferProgress":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
+__all__ = ["RichTransferProgress", "TransferProgress", "progress_for"]
 
 
 class RichTransferProgress(TransferProgress):

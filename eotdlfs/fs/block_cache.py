@@ -19,6 +19,11 @@ scripts/bench_mount.py); readers then copy from the checked bytes in memory.
 The cache never takes the last of its disk: before writing it evicts until the write
 leaves `reserve_bytes` free, so staging (under the same cache dir by default) can still
 record a `mkdir`, `rm` or small file on a disk the cache has filled.
+
+Locks. `_db` serialises calls into diskcache; `_lock` guards the hit, miss, error and damage
+counters; `_room` guards the bytes being written and is taken before `_db` (eviction makes
+room under it). Callers (fetcher, verifier) may hold their own locks when they call in;
+nothing here calls out while holding one.
 """
 
 from __future__ import annotations

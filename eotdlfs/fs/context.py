@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from eotdlfs.fs.block_cache import BlockCache
@@ -24,7 +24,6 @@ class MountOptions:
     autoflush: float | None = None
     read_timeout: float = 65.0  # a callback waiting for the server gets EIO after this long
     api_url: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -8,6 +8,17 @@ readers, then the file's running SHA-1 advances (`verify`), which holds back onl
 file's final block. Every block being fetched has one future in the in-flight map, so
 concurrent readers of the same block wait on one fetch. Read-ahead is bounded in total
 bytes queued or in flight across all open files, so many readers cannot blow up memory.
+
+Locks. `BlockFetcher._lock` guards the in-flight map, the read-ahead budget, the serials and
+the failure marks, and is held for map and counter work only, never during a request.
+`_failed_at` is written under it; `has_failed` and `check_not_failed` outside `demand` read it
+without (a dict lookup; `demand` checks again under the lock before any fetch starts). Order
+across objects: a FileVerifier's `lock` -> `BlockFetcher._lock` (hashing asks whether a
+block is in flight) -> `_loads_lock`, `RecentBlocks._lock` and the BlockCache's locks (a
+block looked up in `demand`, which may wait there for another reader's read-back of it);
+the fetcher never takes a verifier's lock while holding its own. `_loads_lock` guards the
+map of blocks being read back from disk and is a leaf, as is `FetchStats.lock`. An
+`OpenFile`'s lock (reader.py) is never held while calling in here.
 """
 
 from __future__ import annotations
@@ -18,14 +29,14 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from eotdlfs.fs.block_cache import BlockCache
-from eotdlfs.fs.errors import ContentMismatch
+from eotdlfs.fs.content import Content, FetchStats, StaleFetch, runs
 from eotdlfs.fs.recent import RecentBlocks
 from eotdlfs.fs.verify import Verifiers
-from eotdlfs.repository import FileEntry, Record, Repository
+from eotdlfs.repository import ContentMismatch, Repository, RepositoryError
 
 log = logging.getLogger(__name__)
 
@@ -33,40 +44,6 @@ DEMAND, READ_AHEAD = 0, 1
 # Blocks this close to where a file's hashing stands wait for it in memory; blocks further
 # ahead (a random reader's) are read back from the cache if hashing ever gets there.
 STASH_AHEAD = 32
-
-
-class StaleFetch(ContentMismatch):
-    """Bytes fetched while the same file failed its checksum: dropped, not trusted."""
-
-
-def _runs(indices: list[int], longest: int) -> list[list[int]]:
-    """Consecutive runs of sorted INDICES, none longer than LONGEST."""
-    runs: list[list[int]] = []
-    for index in indices:
-        if runs and runs[-1][-1] == index - 1 and len(runs[-1]) < longest:
-            runs[-1].append(index)
-        else:
-            runs.append([index])
-    return runs
-
-
-@dataclass(frozen=True)
-class Content:
-    """A file's bytes: named by checksum, with the record and entry to fetch them from."""
-
-    record: Record
-    entry: FileEntry
-
-    @property
-    def checksum(self) -> str:
-        return self.entry.checksum
-
-    @property
-    def size(self) -> int:
-        return self.entry.size
-
-    def block_count(self, block_size: int) -> int:
-        return -(-self.entry.size // block_size)
 
 
 @dataclass
@@ -78,30 +55,6 @@ class _Task:
     serial: int = 0
     started: bool = False
     read_ahead_bytes: int = 0
-
-
-@dataclass
-class FetchStats:
-    bytes_fetched: int = 0
-    requests: int = 0
-    errors: int = 0
-    last_error: str = ""
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def count_fetch(self, nbytes: int) -> None:
-        with self.lock:
-            self.bytes_fetched += nbytes
-            self.requests += 1
-
-    def count_error(self, exc: BaseException) -> None:
-        with self.lock:
-            self.errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-
-    def as_dict(self) -> dict:
-        with self.lock:
-            return {"bytes_fetched": self.bytes_fetched, "requests": self.requests,
-                    "fetch_errors": self.errors, "last_fetch_error": self.last_error}
 
 
 class BlockFetcher:
@@ -184,7 +137,7 @@ class BlockFetcher:
             if self.failed_since(content.checksum, opened):
                 return first
             missing = [i for i in missing if (content.checksum, i) not in self._inflight]
-            for run in _runs(missing, self.request_blocks):
+            for run in runs(missing, self.request_blocks):
                 task = self._new_task_locked(content, run[0], len(run))
                 task.read_ahead_bytes = len(run) * self.block_size
                 self._read_ahead_bytes += task.read_ahead_bytes
@@ -344,18 +297,23 @@ class BlockFetcher:
         for index, data in blocks.items():
             task.futures[index - task.first].set_result(data)
 
+    def fetch_range(self, content: Content, start: int, length: int) -> memoryview:
+        """LENGTH bytes of CONTENT from START, in one range request, counted in the stats;
+        a RepositoryError when the repository sends fewer."""
+        data = self.repo.read_range(content.record, content.entry, start, length)
+        if len(data) != length:
+            raise RepositoryError(f"short read of {content.entry.path}: {len(data)} of {length} bytes")
+        self.stats.count_fetch(len(data))
+        return memoryview(data)
+
     def _fetch(self, task: _Task) -> dict[int, memoryview]:
         """The task's blocks, fetched in one range request; all but the file's final block
         are stored in the cache (that one waits for the file's checksum)."""
         content, size = task.content, self.block_size
         start = task.first * size
         length = min(task.count * size, content.size - start)
-        data = self.repo.read_range(content.record, content.entry, start, length)
-        if len(data) != length:
-            raise OSError(5, f"short read of {content.entry.path}: {len(data)} of {length} bytes")
-        self.stats.count_fetch(len(data))
+        view = self.fetch_range(content, start, length)
         final = content.block_count(size) - 1
-        view = memoryview(data)
         blocks = {task.first + offset: view[offset * size:(offset + 1) * size]  # no copy
                   for offset in range(task.count)}
         early = {i: b for i, b in blocks.items() if i != final}

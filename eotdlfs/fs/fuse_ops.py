@@ -1,11 +1,13 @@
-"""The FUSE adapter: the only module that imports fusepy.
+"""The FUSE adapter: the only module that imports fusepy (the FUSE binding).
 
-Each callback routes a path to its owner and maps failures to errno in one place:
+Each callback routes a path to its owner and maps failures to errno in one place
+(`errors.errno_for`). The mount's one handle table is here: `fi.fh` names a published
+file's `OpenFile`, a staged file's handle, or a virtual file's bytes.
 - `/datasets/...`, `/models/...`  -> `ReadOnlyTree` (EROFS for every write);
 - `/staging/...`                  -> the staging overlay, if one is installed. Its methods
-  mirror fusepy's `Operations` with plain integer file handles (`raw_fi=False` style):
+  mirror fusepy's `Operations`, taking and returning handle objects instead of `fi`:
   `getattr(path, fh=None)`, `readdir(path, fh)`, `open(path, flags) -> fh`,
-  `create(path, mode) -> fh`, `read(path, size, offset, fh)`, `write(path, data, offset, fh)`,
+  `create(path, mode, flags) -> fh`, `read(path, size, offset, fh)`, `write(path, data, offset, fh)`,
   `truncate(path, length, fh=None)`, `flush`, `fsync`, `release`, `mkdir`, `rmdir`, `unlink`,
   `rename(old, new)` (both under staging; across trees is EXDEV), `chmod`, `chown`,
   `utimens`, `getxattr`, `listxattr`, `readlink`, `symlink`, `statfs`, `status() -> dict`,
@@ -15,6 +17,10 @@ Each callback routes a path to its owner and maps failures to errno in one place
   `setxattr` its `uid=` (only the mount's user may flush): with `--allow-other` the
   caller is not always the mount's user.
 - `/.eotdlfs/status.json`         -> a snapshot of the mount's statistics.
+
+Locks. `EotdlfsOperations._lock` guards changes of the handle table and is a leaf; lookups
+by fh read the table without it (a dict lookup; the kernel uses an fh only after `open`
+returned it and never after `release`).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import Any, Callable
 from fuse import FUSE, FuseOSError, Operations, c_stat, fuse_get_context, set_st_attrs
 
 from eotdlfs.fs.context import MountContext
-from eotdlfs.fs.errors import fuse_error
+from eotdlfs.fs.errors import logged_errno
 from eotdlfs.fs.readonly import XATTR_PREFIX, blocks_of, read_only
 from eotdlfs.fs.status import STATUS_DIR, STATUS_FILE, STATUS_PATH, collect_status, status_bytes
 from eotdlfs.metadata import KINDS
@@ -70,7 +76,7 @@ def _guarded(method: Callable) -> Callable:
         except FuseOSError:
             raise
         except Exception as exc:
-            raise fuse_error(exc) from exc
+            raise FuseOSError(logged_errno(exc)) from exc
     return wrapper
 
 
@@ -103,9 +109,10 @@ class EotdlfsOperations(Operations):
         self.mountpoint = mountpoint
         self.staging = staging
         self.started = time.time()
+        # changed under _lock, read without it (see the module's note on locks)
+        self._lock = threading.Lock()
         self._handles: dict[int, tuple[str, Any]] = {}
         self._next_fh = itertools.count(1)
-        self._lock = threading.Lock()
         # The `struct stat` of a 0-byte file, per version date: a file's differs only in size.
         self._file_stats: dict[float, bytes] = {}
 
@@ -297,7 +304,8 @@ class EotdlfsOperations(Operations):
     @_guarded
     def create(self, path, mode, fi):
         uid, gid, _ = fuse_get_context()
-        fi.fh = self._add_handle(STAGED, self._stage("create", self._writable_for(path), mode, uid=uid, gid=gid))
+        fi.fh = self._add_handle(STAGED, self._stage("create", self._writable_for(path), mode, fi.flags,
+                                                     uid=uid, gid=gid))
         return 0
 
     @_guarded

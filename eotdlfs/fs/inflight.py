@@ -3,6 +3,9 @@
 A FUSE callback must never hang on a server that accepts connections and never answers: the
 fetch (which may retry for minutes) runs in a thread of its own, callers that need the same
 answer share it, and each waits at most `limit` seconds for it.
+
+Locks. `BackgroundFetches._lock` guards the map of running fetches and is a leaf: it is held
+only to look up, add or remove a future, never while a fetch runs or a caller waits.
 """
 
 from __future__ import annotations

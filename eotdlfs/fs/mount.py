@@ -1,4 +1,5 @@
-"""Mounting and unmounting: the foreground mount process, the background launcher, umount, status.
+"""Mounting and unmounting: the background launcher, umount, status (the foreground process is
+built by `eotdlfs.app.mount`).
 
 `eotdlfs mount` runs a detached child (`python -m eotdlfs mount --foreground ...`) that logs
 to a file in the cache dir, and returns once the kernel shows the mount. A mount point left
@@ -101,47 +102,6 @@ def make_private(cache_dir: Path) -> None:
             st = os.lstat(path)
             if st.st_mode & 0o077 and not stat.S_ISLNK(st.st_mode):
                 os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
-
-
-# --- the foreground process ----------------------------------------------------------------
-
-def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache_size: int,
-                   allow_other: bool = False, autoflush: float | None = None,
-                   ttl: float = 10.0) -> None:
-    """Mount and serve until unmounted (this is the mount process)."""
-    from eotdlfs.client.api import ApiClient
-    from eotdlfs.client.repository import ApiRepository
-    from eotdlfs.client.settings import resolve_settings
-    from eotdlfs.fs.context import MountOptions, build_context
-    from eotdlfs.fs.fuse_ops import EotdlfsOperations, run_fuse
-    from eotdlfs.server.embedded import settings_or_local
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    mountpoint, cache_dir = Path(mountpoint).absolute(), Path(cache_dir)
-    make_private(cache_dir)
-    os.umask(PRIVATE_UMASK)  # covers what diskcache, SQLite and logging create there, not only our own files
-    clean_stale(mountpoint)
-    settings, embedded = settings_or_local(resolve_settings(api_url))
-    repo = ApiRepository(ApiClient(settings))
-    options = MountOptions(cache_dir=cache_dir, cache_size=cache_size, ttl=ttl, autoflush=autoflush,
-                           api_url=settings.api_url, read_timeout=settings.timeout + 5)
-    context = build_context(repo, options)
-    staging = _staging_overlay(context)
-    log.info("mounting %s on %s (cache %s)", settings.api_url, mountpoint, cache_dir)
-    try:
-        run_fuse(EotdlfsOperations(context, str(mountpoint), staging), str(mountpoint), allow_other)
-    finally:
-        if embedded is not None:
-            embedded.stop()
-
-
-def _staging_overlay(context) -> Any:
-    """The staging overlay, when that part of eotdlfs is installed (`eotdlfs.fs.staging`)."""
-    try:
-        from eotdlfs.fs.staging import make_staging_overlay
-    except ImportError:
-        return None
-    return make_staging_overlay(context)
 
 
 # --- the launcher --------------------------------------------------------------------------

@@ -6,6 +6,14 @@ published version's file list never changes, so it is fetched once and kept on d
 No caller waits for the server longer than `wait` seconds. What the server lists is checked
 with the rules for what we send it (record names, file paths, version numbers): an entry that
 breaks them is left out, and logged once. Paths resolve to `Node`s; nothing here knows FUSE or HTTP.
+
+Locks. `Namespace._lock` guards the record lists, their check times and generations and the
+version trees, and is held for dict operations only, never while the repository is asked.
+`_nodes` and `_versions` are written under it but read without it on the hot path (`ls -l`,
+`stat`): each entry is published data that never changes once written, and a dict lookup is
+atomic in CPython, so a reader sees no entry or the right one. `server_reachable` is a plain
+flag written by the refreshing thread. Refreshes run in `BackgroundFetches` (inflight.py),
+whose lock is a leaf; no other object's lock is taken under `_lock`.
 """
 
 from __future__ import annotations
@@ -139,6 +147,7 @@ class Namespace:
         # Bumped by `invalidate`: a refresh begun before then is not kept.
         self._generations: dict[str, int] = {}
         self._trees: dict[tuple[str, int], VersionTree] = {}
+        # Written under _lock, read without it (see the module's note on locks).
         # Paths inside a published version never change: resolved once, looked up after.
         self._nodes: dict[str, Node] = {}
         # Versions whose file list is loaded, by (kind, name, 'vN'): a file inside one is
@@ -317,9 +326,10 @@ class Namespace:
             node = Node(DIR, mtime, record=record, version=version.number)
         else:
             raise not_found(path)
-        if len(self._nodes) >= MAX_KEPT_NODES:
-            self._nodes.clear()
-        self._nodes[path] = node
+        with self._lock:
+            if len(self._nodes) >= MAX_KEPT_NODES:
+                self._nodes.clear()
+            self._nodes[path] = node
         return node
 
     def listed_file(self, path: str) -> tuple[FileEntry, float] | None:

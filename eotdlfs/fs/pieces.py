@@ -13,6 +13,12 @@ the file's running SHA-1: the end-to-end check is of whole-file reads, which do 
 and the reader never takes a file's final block in pieces, so the final block still waits
 for the file's checksum. When a file fails its checksum its pieces are dropped with its
 blocks (`BlockFetcher.on_drop`), and pieces of a fetch begun before the failure are not kept.
+
+Locks. `PieceFetcher._lock` guards the kept pieces, the in-flight map and the drop serials,
+and is held for map work only, never during a request or a cache read. Under it the kept
+pieces' RecentBlocks lock (a leaf) is taken and the fetcher asked for serials and failure
+marks (no lock of the fetcher's is taken). `_dropped` is also read without it at the start
+of `read_into` (a dict lookup; a stale answer costs one more `_drop`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from eotdlfs.fs.fetcher import BlockFetcher, Content, StaleFetch, _runs
+from eotdlfs.fs.content import Content, StaleFetch, runs
+from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs.recent import RecentBlocks
 
 log = logging.getLogger(__name__)
@@ -91,7 +98,7 @@ class PieceFetcher:
                         mine.append(number)
                 futures[number] = future
         missing = [number for number in mine if not self._load(checksum, number, futures[number], serial)]
-        for run in _runs(missing, LONGEST_REQUEST):
+        for run in runs(missing, LONGEST_REQUEST):
             self._tasks.put(_Task(content, run[0], [futures[n] for n in run], serial))
         for number, future in futures.items():
             data = future.result(timeout=max(0.0, deadline - time.monotonic()))
@@ -137,11 +144,7 @@ class PieceFetcher:
         start = task.first * size
         length = min(count * size, content.size - start)
         try:
-            data = self.fetcher.repo.read_range(content.record, content.entry, start, length)
-            if len(data) != length:
-                raise OSError(5, f"short read of {content.entry.path}: {len(data)} of {length} bytes")
-            self.fetcher.stats.count_fetch(len(data))
-            view = memoryview(data)
+            view = self.fetcher.fetch_range(content, start, length)
             pieces = {task.first + i: view[i * size:(i + 1) * size] for i in range(count)}
             with self._lock:
                 if self.fetcher.failed_since(checksum, task.serial):

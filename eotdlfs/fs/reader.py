@@ -4,6 +4,11 @@
 window, queue read-ahead fetches, then copy the requested range out of the bytes of recent
 fetches (memory), or out of cached blocks, read back from disk and checked once per block.
 A seeking reader's miss is fetched in small pieces (`pieces`), not as a whole block.
+
+Locks. An `OpenFile`'s `lock` guards its read-ahead window and the blocks it keeps; it is
+held only for that bookkeeping and the copy out of a kept block, never while calling the
+fetcher, so it comes before no other lock. `ContentReader._lock` guards the first-wait times
+of demanded blocks and is a leaf.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ import weakref
 from collections import OrderedDict
 from concurrent.futures import Future
 
-from eotdlfs.fs.fetcher import BlockFetcher, Content
+from eotdlfs.fs.content import Content
+from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs.pieces import PIECE_SIZE, PieceFetcher
 from eotdlfs.fs.readahead import ReadAheadWindow
 

@@ -10,7 +10,7 @@ import errno
 import os
 import stat
 
-from eotdlfs.fs.fetcher import Content
+from eotdlfs.fs.content import Content
 from eotdlfs.fs.namespace import DIR, FILE, LINK, Namespace, Node
 from eotdlfs.fs.reader import ContentReader, OpenFile
 

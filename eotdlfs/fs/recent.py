@@ -8,6 +8,9 @@ finishes it: the kernel's page cache of the mounted file has those bytes by then
 
 A block is a slice of the buffer its range request was read into, and keeps all of that
 buffer alive: the bound counts whole buffers, once each, not the slices.
+
+Locks. `_lock` guards the blocks, their buffers and the byte count; it is a leaf (nothing
+else is called while it is held).
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ finish out of order) it is held here until they land. A mismatch fails the reade
 `ContentMismatch` (EIO); the fetcher then drops every block of the file. A file read
 randomly, with earlier blocks neither cached nor being fetched, is not held: nobody is
 reading it end to end.
+
+Locks. `FileVerifier.lock` guards a file's hash state, its stash and its held final block;
+`Verifiers._lock` guards the map of verifiers and is a leaf. Under a verifier's lock the
+fetcher's lock, the RecentBlocks lock and the BlockCache's locks may each be taken briefly,
+one at a time; none of them is ever held when a verifier's lock is taken.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ from concurrent.futures import Future
 from typing import Callable
 
 from eotdlfs.fs.block_cache import BlockCache
-from eotdlfs.fs.errors import ContentMismatch
 from eotdlfs.fs.recent import RecentBlocks
+from eotdlfs.repository import ContentMismatch
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ renamed into place inside that transaction, after its last check and before it c
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -25,30 +24,11 @@ from eotdlfs.server.blobs import Staged, TooBig, open_blobs
 from eotdlfs.server.db import Database, Row, Tx
 from eotdlfs.server.errors import ApiError, bad_request
 from eotdlfs.server.limits import Limits
-from eotdlfs.paths import BadPath, validate_file_path
+from eotdlfs.server.uploads import MultipartUploads
+from eotdlfs.server.values import checked_path, checked_sha1, utc_now
 from eotdlfs.server.zipbatch import unpack_batch
 
-_SHA1 = re.compile(r"^[0-9a-f]{40}$")
-_MD5 = re.compile(r"^[0-9a-f]{32}$")
-_UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 UPLOAD_TTL_S = 7 * 24 * 3600  # an upload not completed within a week is dropped at the next start
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
-def _checksum(value: Any) -> str:
-    if not isinstance(value, str) or not _SHA1.match(value.lower()):
-        raise bad_request(f"checksum {value!r} is not a SHA-1 hex digest")
-    return value.lower()
-
-
-def _path(value: Any) -> str:
-    try:
-        return validate_file_path(value)
-    except BadPath as exc:
-        raise bad_request(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -59,7 +39,7 @@ class BlobRef:
     size: int
 
 
-class Store:
+class Store(MultipartUploads):
     """All state of one repository root."""
 
     def __init__(self, root: Path, limits: Limits | None = None, db_url: str | None = None,
@@ -163,7 +143,7 @@ class Store:
         except MetadataError as exc:
             raise bad_request(str(exc)) from None
         description = body.get("description", "") if isinstance(body, dict) else ""
-        record_id, now = secrets.token_hex(12), _now()
+        record_id, now = secrets.token_hex(12), utc_now()
         try:
             self._insert_record(kind, uid, meta, description, record_id, now)
         except IntegrityError:  # another replica created the same name after our check
@@ -190,7 +170,7 @@ class Store:
                                 (record_id,)).fetchone()["v"]
             version = (last or 0) + 1
             conn.execute("INSERT INTO versions (record_id, version, created_at, draft) VALUES (?, ?, ?, ?)",
-                         (record_id, version, _now(), int(draft)))
+                         (record_id, version, utc_now(), int(draft)))
             self._touch(conn, record_id)
         return version
 
@@ -226,7 +206,7 @@ class Store:
             self._touch(conn, record_id)
 
     def _touch(self, conn: Tx, record_id: str) -> None:
-        conn.execute("UPDATE records SET updated_at = ? WHERE id = ?", (_now(), record_id))
+        conn.execute("UPDATE records SET updated_at = ? WHERE id = ?", (utc_now(), record_id))
 
     # -- files ----------------------------------------------------------------
 
@@ -254,7 +234,7 @@ class Store:
         else:
             file_version = (latest["file_version"] + 1) if latest is not None else 1
             conn.execute("INSERT INTO file_versions (record_id, path, file_version, checksum, size, created_at)"
-                         " VALUES (?, ?, ?, ?, ?, ?)", (record_id, path, file_version, checksum, size, _now()))
+                         " VALUES (?, ?, ?, ?, ?, ?)", (record_id, path, file_version, checksum, size, utc_now()))
         self._put_in_version(conn, record_id, version, path, file_version, size)
         return file_version
 
@@ -313,7 +293,7 @@ class Store:
                      batch: BinaryIO, checksums: list[str]) -> tuple[str, list[str]]:
         """Route 6: every file of the zip BATCH into VERSION; (record name, paths)."""
         record = self._check_writable(kind, record_id, uid, version)
-        sums = [_checksum(c) for c in checksums]
+        sums = [checked_sha1(c) for c in checksums]
         staged = unpack_batch(batch, sums, self.blobs, self.limits)
         try:
             self._commit_files(kind, record_id, uid, version, staged)
@@ -326,7 +306,7 @@ class Store:
                     filename: Any, source: BinaryIO, checksum: str) -> str:
         """Route 8: one file into VERSION; its record's name."""
         record = self._check_writable(kind, record_id, uid, version)
-        path, expected = _path(filename), _checksum(checksum)
+        path, expected = checked_path(filename), checked_sha1(checksum)
         try:
             blob = self.blobs.stage(source, limit=self.limits.max_body_bytes)
         except TooBig:
@@ -344,7 +324,7 @@ class Store:
         """Route 7: put already-stored files into VERSION, all or none; the record's name."""
         if len(filenames) != len(checksums):
             raise bad_request(f"{len(filenames)} filenames but {len(checksums)} checksums")
-        pairs = [(_path(f), _checksum(c)) for f, c in zip(filenames, checksums)]
+        pairs = [(checked_path(f), checked_sha1(c)) for f, c in zip(filenames, checksums)]
         with self.db.write() as conn:
             record = self._owned(conn, kind, record_id, uid)
             self._version(conn, kind, record_id, version)
@@ -378,83 +358,3 @@ class Store:
                 self._record(conn, kind, record_id)
                 raise ApiError(404, errors.FILE_MISSING)
         return BlobRef(row["checksum"], row["size"])
-
-    # -- multipart uploads ----------------------------------------------------
-
-    def start_upload(self, kind: str, record_id: str, uid: str, filename: Any, checksum: Any) -> tuple[str, list[int]]:
-        """Route 10: an upload id for PATH (resumed when the same file was being uploaded)."""
-        path, checksum = _path(filename), _checksum(checksum)
-        with self.db.write() as conn:
-            self._owned(conn, kind, record_id, uid)
-            latest = self._latest_file(conn, record_id, path)
-            if latest is not None and latest["checksum"] == checksum:
-                raise ApiError(409, "File already exists")
-            file_version = latest["file_version"] + 1 if latest is not None else 1
-            old = conn.execute("SELECT * FROM uploads WHERE record_id = ? AND uid = ? AND path = ?"
-                               " AND file_version = ?", (record_id, uid, path, file_version)).fetchone()
-            if old is not None and old["checksum"] == checksum:
-                return old["upload_id"], self.blobs.parts(old["upload_id"])
-            if old is not None:
-                conn.execute("DELETE FROM uploads WHERE upload_id = ?", (old["upload_id"],))
-                self.blobs.drop_upload(old["upload_id"])
-            upload_id = secrets.token_hex(16)
-            conn.execute("INSERT INTO uploads (upload_id, record_id, uid, path, file_version, checksum, created_at)"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?)", (upload_id, record_id, uid, path, file_version, checksum, _now()))
-        return upload_id, []
-
-    def _upload(self, kind: str, upload_id: str, uid: str) -> Row:
-        row = None
-        if _UPLOAD_ID.match(upload_id):
-            with self.db.read() as conn:
-                row = conn.execute("SELECT u.*, r.uid AS owner FROM uploads u JOIN records r ON r.id = u.record_id"
-                                   " WHERE u.upload_id = ? AND r.kind = ?", (upload_id, kind)).fetchone()
-        if row is None:
-            raise ApiError(404, errors.UPLOAD_MISSING)
-        if row["owner"] != uid:
-            raise errors.not_owner(kind)
-        return row
-
-    def store_chunk(self, kind: str, upload_id: str, uid: str, part: int, source: BinaryIO, md5: str) -> None:
-        """Route 11: keep one part of an upload if its MD5 matches."""
-        self._upload(kind, upload_id, uid)
-        if not 1 <= part <= self.limits.max_parts:
-            raise bad_request(f"part_number must be between 1 and {self.limits.max_parts}")
-        if not isinstance(md5, str) or not _MD5.match(md5.lower()):
-            raise bad_request(f"checksum {md5!r} is not an MD5 hex digest")
-        if not self.blobs.store_part(upload_id, part, source, md5.lower()):
-            raise bad_request(errors.CHECKSUM_MISMATCH)
-
-    def complete_upload(self, kind: str, upload_id: str, uid: str, version: int | None) -> tuple[str, str, str, int]:
-        """Route 12: assemble, verify and add the file; (record id, record name, path, file version)."""
-        upload = self._upload(kind, upload_id, uid)
-        record_id = upload["record_id"]
-        record = self._check_writable(kind, record_id, uid, version)
-        parts = self.blobs.parts(upload_id)
-        if not parts:
-            raise bad_request("No parts were uploaded")
-        missing = sorted(set(range(1, parts[-1] + 1)) - set(parts))
-        if missing:
-            raise bad_request("Missing parts: " + ", ".join(map(str, missing[:20])))
-        blob = self.blobs.assemble(upload_id, parts)
-        try:
-            if blob.sha1 != upload["checksum"]:
-                self._drop_upload(upload_id)  # the parts are wrong: a retry must start over
-                raise bad_request(errors.CHECKSUM_MISMATCH)
-            self.blobs.sync_all([blob])
-            with self.db.write() as conn:
-                self._owned(conn, kind, record_id, uid)
-                self._version(conn, kind, record_id, version)
-                file_version = self._add_to_version(conn, record_id, version, upload["path"], blob.sha1, blob.size)
-                conn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
-                self._touch(conn, record_id)
-                self.blobs.commit_all([blob])  # in place before the rows naming it commit
-        finally:
-            blob.discard()
-        self.blobs.drop_upload(upload_id)
-        return record_id, record["name"], upload["path"], file_version
-
-    def _drop_upload(self, upload_id: str) -> None:
-        with self.db.write() as conn:
-            conn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
-        self.blobs.drop_upload(upload_id)
-

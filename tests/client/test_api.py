@@ -116,7 +116,7 @@ def test_a_dead_server_is_unreachable_after_bounded_retries(tmp_path):
         start = time.monotonic()
         with pytest.raises(Unreachable, match="Connection refused") as info:
             api.records("datasets")
-    assert info.value.errno and time.monotonic() - start < 5
+    assert time.monotonic() - start < 5
 
 
 def test_range_reads_keep_one_connection(repo_server, dataset):

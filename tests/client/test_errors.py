@@ -6,6 +6,7 @@ import errno
 
 import pytest
 
+from eotdlfs.fs.errors import errno_for
 from eotdlfs.client.errors import BadRequest, Conflict, Forbidden, NotFound, ServerError, TooLarge, Unauthorized, error_for_status
 
 
@@ -29,4 +30,4 @@ from eotdlfs.client.errors import BadRequest, Conflict, Forbidden, NotFound, Ser
 def test_status_and_detail_give_the_error_and_errno(status, detail, cls, code):
     error = error_for_status(status, detail)
     assert type(error) is cls
-    assert (error.errno, error.status, str(error)) == (code, status, detail)
+    assert (errno_for(error), error.status, str(error)) == (code, status, detail)

@@ -6,8 +6,7 @@ import hashlib
 import threading
 from datetime import datetime, timezone
 
-from eotdlfs.client.errors import NotFound, Unreachable
-from eotdlfs.repository import FileEntry, Record, Version
+from eotdlfs.repository import FileEntry, NotFound, Record, Unreachable, Version
 
 
 class MemoryRepository:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from eotdlfs.fs.mount import fusermount, is_mounted, read_status, stop_process, wait_for_exit
-from eotdlfs.server.embedded import SAMPLE_DIR, local_repository
+from eotdlfs.app.embedded import SAMPLE_DIR, local_repository
 
 
 def sha1(path) -> str:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 
-from eotdlfs.client.errors import NothingToIngest, VersionConflict
-from eotdlfs.client.ingest import IngestResult, SourceFile
 from eotdlfs.fs.staging.flush import FlushServices
 from eotdlfs.fs.staging.files import BaseVersion, StagedFile
-from eotdlfs.repository import FileEntry
+from eotdlfs.repository import FileEntry, FileToShip, IngestResult, NothingToIngest, VersionConflict
 
 
 class FakeVersions:
@@ -86,7 +84,7 @@ class FakeRepository:
         return self.records[name].open(entry)
 
     # the engine
-    def ingest(self, kind, metadata, sources: list[SourceFile], progress, base: int = 0) -> IngestResult:
+    def ingest(self, kind, metadata, sources: list[FileToShip], progress, base: int = 0) -> IngestResult:
         """Like the engine: publish only if BASE is still the latest version (else VersionConflict)."""
         self.ingests += 1
         if self.fail_with is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from eotdlfs.client.errors import Unreachable
+from eotdlfs.repository import Unreachable
 from eotdlfs.fs.staging.area import StagingArea
 from eotdlfs.fs.staging.control import FLUSH_XATTR
 from eotdlfs.fs.staging.flush import CONFLICT_RETRIES, RecordFlusher
@@ -332,3 +332,48 @@ def test_a_flush_requested_during_a_flush_runs_after_it_and_ships_the_rest(tmp_p
     assert {e.path for e in repo.records["demo"].versions[1]} >= {"first.txt"}
     assert "second.txt" not in {e.path for e in repo.records["demo"].versions[1]}
     assert "second.txt" in {e.path for e in repo.records["demo"].versions[2]}
+
+
+def test_rmdir_of_a_new_record_forgets_everything_kept_for_it(tmp_path, repo):
+    area = make_area(tmp_path, repo)
+    area.mkdir("/datasets/fresh", 0o755)
+    area.rmdir("/datasets/fresh")
+    key = ("datasets", "fresh")
+    assert key not in area._overlays and key not in area._flushers and key not in area._followed
+    assert "fresh" not in area.readdir("/datasets")
+
+
+@pytest.fixture
+def operations(tmp_path, repo, monkeypatch):
+    """The FUSE adapter over a staging area, called as libfuse would (no kernel needed for flags);
+    the caller's ids, which libfuse gives each request, are this process's."""
+    from eotdlfs.fs import fuse_ops
+    from eotdlfs.fs.context import MountOptions, build_context
+    from eotdlfs.fs.fuse_ops import EotdlfsOperations
+    from tests.fs.fakes import MemoryRepository
+
+    monkeypatch.setattr(fuse_ops, "fuse_get_context", lambda: (os.getuid(), os.getgid(), os.getpid()))
+
+    context = build_context(MemoryRepository(), MountOptions(cache_dir=tmp_path / "cache"))
+    area = make_area(tmp_path, repo)
+    yield EotdlfsOperations(context, str(tmp_path / "mnt"), area)
+    area.destroy()
+    context.close()
+
+
+def test_create_passes_the_open_flags_to_staging(operations):
+    """O_EXCL and O_APPEND given to open(O_CREAT) reach the staged file (the kernel asks `create`
+    without looking the name up first when its entry cache is cold or raced)."""
+    from types import SimpleNamespace
+
+    from fuse import FuseOSError
+
+    path = "/staging/datasets/demo/a.txt"  # published, 1 byte: b"a"
+    with pytest.raises(FuseOSError) as info:
+        operations.create(path, 0o644, SimpleNamespace(flags=os.O_WRONLY | os.O_CREAT | os.O_EXCL, fh=0))
+    assert info.value.errno == errno.EEXIST
+    fi = SimpleNamespace(flags=os.O_WRONLY | os.O_CREAT | os.O_APPEND, fh=0)
+    operations.create(path, 0o644, fi)
+    operations.write(path, b"+", 0, fi)  # offset 0, as a kernel that believed the file empty would ask
+    operations.release(path, fi)
+    assert read(operations.staging, "/datasets/demo/a.txt") == b"a+"

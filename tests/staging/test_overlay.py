@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -220,6 +221,42 @@ def test_modification_times_survive_a_flush(overlay, versions):
     flush(overlay, versions)
     assert overlay.getattr("stamped.txt")["st_mtime"] == 1_600_000_000_123_456_789
     assert overlay.getattr("a/one.txt")["st_mtime"] == 1_500_000_000 * 10**9
+
+
+def test_create_of_a_published_file_copies_it_up_outside_the_lock(tmp_path):
+    """`create` of an existing node (open(O_CREAT) without O_EXCL) copies the published bytes up;
+    they may come from the server, so other operations on the record must not wait for them."""
+    reading, finish = threading.Event(), threading.Event()
+
+    class SlowVersions(FakeVersions):
+        def open(self, entry):
+            file = super().open(entry)
+            real_read = file.read
+
+            def read(offset, size):
+                reading.set()
+                finish.wait(10)
+                return real_read(offset, size)
+
+            file.read = read
+            return file
+
+    versions = SlowVersions(BASE)
+    overlay = StagingOverlay("datasets", "demo", tmp_path / "staging", versions.base, versions.open)
+    created: list = []
+    creator = threading.Thread(target=lambda: created.append(overlay.create("a/one.txt", 0o644, os.O_WRONLY)))
+    creator.start()
+    try:
+        assert reading.wait(10)
+        other = threading.Thread(target=overlay.mkdir, args=("elsewhere", 0o755))
+        other.start()
+        other.join(5)
+        assert not other.is_alive(), "mkdir waited for the copy-up of another file"
+    finally:
+        finish.set()
+        creator.join(10)
+    overlay.release(created[0])
+    assert OverlayBackend(overlay).read("a/one.txt") == b"one"
 
 
 def test_a_journal_written_before_node_owners_reopens_and_keeps_new_owners(tmp_path, versions):

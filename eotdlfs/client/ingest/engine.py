@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -38,21 +37,12 @@ from eotdlfs.client.ingest.transfer import PARALLEL_REQUESTS, send_batch, send_m
 from eotdlfs.parallel import in_parallel
 from eotdlfs.client.progress import TransferProgress
 from eotdlfs.metadata import METADATA_FILE, Metadata, MetadataError, load_metadata, record_noun
+from eotdlfs.repository import IngestResult
 
 log = logging.getLogger(__name__)
 
 BATCH_MAX_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_FORM_FIELDS = 1000  # Starlette's default cap on form fields per request
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    version: int
-    uploaded: int
-    carried: int
-    dropped: int
-    bytes_sent: int
-    resumed: int = 0  # files an interrupted run had already put into the reused draft
 
 
 def ingest_folder(api: ApiClient, kind: str, folder: Path, progress: TransferProgress | None = None,

@@ -5,13 +5,21 @@ The FUSE shim calls these methods with paths relative to `/staging` ('/', '/data
 explicit errno. `staging/KIND/` lists the published records plus the new ones made with
 `mkdir`; the record folders carry the flush control attribute (`control.FLUSH_XATTR`).
 With AUTOFLUSH, a record is flushed once that many seconds passed without a change.
+
+Open files are `StagedHandle`s, kept in the mount's one handle table (the FUSE adapter's)
+and passed back here as `fh`; each carries the overlay it belongs to.
+
+Locks. `_create_lock` makes loading a record's overlay (or making a new record) happen
+once; `_lock` guards the per-record maps (`_overlays`, `_flushers`, `_followed`) and is
+held only for dict operations. Order: `_create_lock` -> `_lock`; `_create_lock` -> a
+StagingOverlay's lock (mkdir of a new record) and the namespace's (listing names). Neither
+is held while a flusher runs or a file is read.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import itertools
 import json
 import logging
 import os
@@ -20,10 +28,11 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from eotdlfs.fs.staging.control import FLUSH_XATTR
+from eotdlfs.fs.staging.control import FLUSH_XATTR, Stage
 from eotdlfs.fs.staging.flush import FlushServices, RecordFlusher
 from eotdlfs.fs.staging.journal import DIR_MODE, JOURNAL_FILE
-from eotdlfs.fs.staging.files import BaseFile, BaseVersion
+from eotdlfs.fs.staging.files import BaseFile, BaseVersion, staging_error
+from eotdlfs.fs.staging.openfiles import StagedHandle
 from eotdlfs.fs.staging.overlay import StagingOverlay
 from eotdlfs.metadata import KINDS, MetadataError, validate_name
 from eotdlfs.paths import MAX_COMPONENT, BadPath, PathTooLong, validate_file_path
@@ -49,15 +58,11 @@ class PublishedRecords(Protocol):
     def open_file(self, kind: str, name: str, entry: FileEntry) -> BaseFile: ...
 
 
-def _err(code: int, path: str) -> OSError:
-    return OSError(code, os.strerror(code), path)
-
-
 def _split(path: str) -> tuple[str | None, str | None, str]:
     """'/datasets/NAME/a/b' -> ('datasets', 'NAME', 'a/b'); '/datasets' -> ('datasets', None, '')."""
     parts = [p for p in path.split("/") if p]
     if parts and parts[0] not in KINDS:
-        raise _err(errno.ENOENT, path)
+        raise staging_error(errno.ENOENT, path)
     kind = parts[0] if parts else None
     name = parts[1] if len(parts) > 1 else None
     return kind, name, "/".join(parts[2:])
@@ -70,7 +75,7 @@ def _check_new_path(path: str, rel: str) -> None:
         validate_file_path(rel)
     except BadPath as exc:
         log.warning("%s refused: %s", path, exc)
-        raise _err(errno.ENAMETOOLONG if isinstance(exc, PathTooLong) else errno.EINVAL, path) from exc
+        raise staging_error(errno.ENAMETOOLONG if isinstance(exc, PathTooLong) else errno.EINVAL, path) from exc
 
 
 def _lock_folder(folder: Path) -> int:
@@ -97,14 +102,12 @@ class StagingArea:
         self._lock_file = _lock_folder(self.folder)
         self._started_ns = time.time_ns()
         self._stop = threading.Event()
+        self._create_lock = threading.Lock()  # one overlay per record, even when two threads look at once
         # guarded by _lock
         self._lock = threading.Lock()
-        self._create_lock = threading.Lock()  # one overlay per record, even when two threads look at once
         self._overlays: dict[tuple[str, str], StagingOverlay] = {}
         self._flushers: dict[tuple[str, str], RecordFlusher] = {}
         self._followed: dict[tuple[str, str], float] = {}
-        self._handles: dict[int, tuple[StagingOverlay, int]] = {}
-        self._next_fh = itertools.count(1)
         self._resume_interrupted()
         self._autoflusher = None
         if autoflush:
@@ -136,10 +139,11 @@ class StagingArea:
             overlay = self._overlays.get(key)
         if overlay is None:
             with self._create_lock:
-                overlay = self._overlays.get(key)
+                with self._lock:
+                    overlay = self._overlays.get(key)
                 if overlay is None:
                     if name not in self._names(kind):
-                        raise _err(errno.ENOENT, path or f"{kind}/{name}")
+                        raise staging_error(errno.ENOENT, path or f"{kind}/{name}")
                     overlay = self._load(kind, name)
         else:
             self._follow(overlay)
@@ -184,7 +188,9 @@ class StagingArea:
                     continue
                 if overlay.frozen_files():
                     log.info("resuming the interrupted flush of %s/%s", kind, name)
-                    self._flushers[(kind, name)].request()
+                    with self._lock:
+                        flusher = self._flushers[(kind, name)]
+                    flusher.request()
 
     # -- attributes and listings ----------------------------------------------------------
 
@@ -192,22 +198,21 @@ class StagingArea:
         return {"st_mode": DIR_MODE, "st_nlink": 2, "st_size": 0, "st_uid": os.getuid(), "st_gid": os.getgid(),
                 "st_atime": self._started_ns, "st_mtime": self._started_ns, "st_ctime": self._started_ns}
 
-    def getattr(self, path: str, fh: int | None = None) -> dict:
+    def getattr(self, path: str, fh: StagedHandle | None = None) -> dict:
         """A `stat` dict; ENAMETOOLONG for a name longer than any staged name can be, as a disk answers."""
         if any(len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT for part in path.split("/")):
-            raise _err(errno.ENAMETOOLONG, path)
+            raise staging_error(errno.ENAMETOOLONG, path)
         kind, name, rel = _split(path)
         if name is None:
             return self._dir_attrs()
-        if fh is not None and fh in self._handles:
-            overlay, local = self._handles[fh]
-            return overlay.getattr(rel, local)
+        if fh is not None:
+            return fh.overlay.getattr(rel, fh)
         if rel == "":
             with self._lock:
                 loaded = (kind, name) in self._overlays
             if not loaded:  # `ls -l staging/datasets` must not list every record's files
                 if name not in self._names(kind):
-                    raise _err(errno.ENOENT, path)
+                    raise staging_error(errno.ENOENT, path)
                 return self._dir_attrs()
         return self._overlay(kind, name, path).getattr(rel)
 
@@ -237,57 +242,38 @@ class StagingArea:
         """The overlay and relative path of a path inside a record folder; EPERM above them."""
         kind, name, rel = _split(path)
         if name is None or rel == "":
-            raise _err(errno.EPERM, path)
+            raise staging_error(errno.EPERM, path)
         return self._overlay(kind, name, path), rel
 
-    def _register(self, overlay: StagingOverlay, local: int) -> int:
-        with self._lock:
-            fh = next(self._next_fh)
-            self._handles[fh] = (overlay, local)
-        return fh
-
-    def _handle(self, fh: int) -> tuple[StagingOverlay, int]:
-        try:
-            return self._handles[fh]
-        except KeyError:
-            raise OSError(errno.EBADF, "bad file handle") from None
-
-    def open(self, path: str, flags: int) -> int:
+    def open(self, path: str, flags: int) -> StagedHandle:
         overlay, rel = self._inside(path)
-        return self._register(overlay, overlay.open(rel, flags))
+        return overlay.open(rel, flags)
 
     def create(self, path: str, mode: int, flags: int = os.O_WRONLY, uid: int | None = None,
-               gid: int | None = None) -> int:
+               gid: int | None = None) -> StagedHandle:
         overlay, rel = self._inside(path)
         _check_new_path(path, rel)
-        return self._register(overlay, overlay.create(rel, mode, flags, uid, gid))
+        return overlay.create(rel, mode, flags, uid, gid)
 
-    def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
-        overlay, local = self._handle(fh)
-        return overlay.read(local, size, offset)
+    def read(self, path: str, size: int, offset: int, fh: StagedHandle) -> bytes:
+        return fh.overlay.read(fh, size, offset)
 
-    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
-        overlay, local = self._handle(fh)
-        return overlay.write(local, data, offset)
+    def write(self, path: str, data: bytes, offset: int, fh: StagedHandle) -> int:
+        return fh.overlay.write(fh, data, offset)
 
-    def truncate(self, path: str, length: int, fh: int | None = None) -> None:
+    def truncate(self, path: str, length: int, fh: StagedHandle | None = None) -> None:
         overlay, rel = self._inside(path)
-        local = self._handles[fh][1] if fh in self._handles else None
-        overlay.truncate(rel, length, local)
+        overlay.truncate(rel, length, fh)
 
-    def flush(self, path: str, fh: int) -> int:
+    def flush(self, path: str, fh: StagedHandle) -> int:
         return 0  # writes go straight to the staged file; nothing is buffered here
 
-    def fsync(self, path: str, datasync: int, fh: int) -> int:
-        overlay, local = self._handle(fh)
-        overlay.fsync(local)
+    def fsync(self, path: str, datasync: int, fh: StagedHandle) -> int:
+        fh.overlay.fsync(fh)
         return 0
 
-    def release(self, path: str, fh: int) -> int:
-        with self._lock:
-            found = self._handles.pop(fh, None)
-        if found is not None:
-            found[0].release(found[1])
+    def release(self, path: str, fh: StagedHandle) -> int:
+        fh.overlay.release(fh)
         return 0
 
     # -- tree changes ---------------------------------------------------------------------
@@ -296,7 +282,7 @@ class StagingArea:
         """A folder owned by UID:GID (None: the mount's user); a record folder always belongs to the mount's user."""
         kind, name, rel = _split(path)
         if name is None:
-            raise _err(errno.EPERM, path)
+            raise staging_error(errno.EPERM, path)
         if rel:
             overlay = self._overlay(kind, name, path)
             _check_new_path(path, rel)
@@ -305,27 +291,27 @@ class StagingArea:
             validate_name(name)
         except MetadataError as exc:
             log.warning("mkdir %s refused: %s", path, exc)
-            raise _err(errno.EINVAL, path) from exc
+            raise staging_error(errno.EINVAL, path) from exc
         with self._create_lock:
             if name in self._names(kind):
-                raise _err(errno.EEXIST, path)
+                raise staging_error(errno.EEXIST, path)
             self._load(kind, name, new=True).start_new()
         log.info("new %s record %s staged; it needs a metadata.yml before a flush", kind, name)
 
     def rmdir(self, path: str) -> None:
         kind, name, rel = _split(path)
         if name is None:
-            raise _err(errno.EPERM, path)
+            raise staging_error(errno.EPERM, path)
         overlay = self._overlay(kind, name, path)
         if rel:
             return overlay.rmdir(rel)
         # Only a new, empty record may go: a published one is not deleted through a mount.
         if overlay.base_version is not None or overlay.busy:
-            raise _err(errno.EPERM if overlay.base_version is not None else errno.EBUSY, path)
+            raise staging_error(errno.EPERM if overlay.base_version is not None else errno.EBUSY, path)
         if overlay.readdir(""):
-            raise _err(errno.ENOTEMPTY, path)
+            raise staging_error(errno.ENOTEMPTY, path)
         with self._lock:
-            del self._overlays[(kind, name)], self._flushers[(kind, name)]
+            del self._overlays[(kind, name)], self._flushers[(kind, name)], self._followed[(kind, name)]
         overlay.discard()
 
     def unlink(self, path: str) -> None:
@@ -336,9 +322,9 @@ class StagingArea:
         old_kind, old_name, old_rel = _split(old)
         new_kind, new_name, new_rel = _split(new)
         if not old_rel or not new_rel:
-            raise _err(errno.EPERM, old)
+            raise staging_error(errno.EPERM, old)
         if (old_kind, old_name) != (new_kind, new_name):
-            raise _err(errno.EXDEV, new)  # mv falls back to copy + delete
+            raise staging_error(errno.EXDEV, new)  # mv falls back to copy + delete
         overlay = self._overlay(old_kind, old_name, old)
         _check_new_path(new, new_rel)
         overlay.rename(old_rel, new_rel)
@@ -370,10 +356,10 @@ class StagingArea:
         self._overlay(kind, name, path).utimens(rel, time.time_ns() if mtime_ns == UTIME_NOW else mtime_ns)
 
     def readlink(self, path: str) -> str:
-        raise _err(errno.EINVAL, path)  # staging holds no symlinks
+        raise staging_error(errno.EINVAL, path)  # staging holds no symlinks
 
     def symlink(self, target: str, source: str) -> None:
-        raise _err(errno.EPERM, target)  # a dataset version holds files only
+        raise staging_error(errno.EPERM, target)  # a dataset version holds files only
 
     # -- extended attributes: the flush control -----------------------------------------
 
@@ -385,7 +371,7 @@ class StagingArea:
         record = self._record_root(path)
         if record is not None and name == FLUSH_XATTR:
             return json.dumps(self._flusher(*record).state().to_json()).encode()
-        raise _err(errno.ENODATA, path)  # cheap: `ls -l` asks for ACLs and labels of every file
+        raise staging_error(errno.ENODATA, path)  # cheap: `ls -l` asks for ACLs and labels of every file
 
     def listxattr(self, path: str) -> list[str]:
         return []
@@ -395,14 +381,14 @@ class StagingArea:
         """Only the flush control; UID (None: the mount's user) must be the mount's user, whose token publishes."""
         record = self._record_root(path)
         if record is None or name != FLUSH_XATTR:
-            raise _err(errno.ENOTSUP, path)  # tar, rsync -X and cp -a carry on without them
+            raise staging_error(errno.ENOTSUP, path)  # tar, rsync -X and cp -a carry on without them
         if uid is not None and uid != os.getuid():
             log.warning("uid %d may not flush %s: only the mount's user (uid %d) publishes", uid, path, os.getuid())
-            raise _err(errno.EACCES, path)
+            raise staging_error(errno.EACCES, path)
         self._flusher(*record).request()
 
     def removexattr(self, path: str, name: str) -> None:
-        raise _err(errno.ENODATA, path)
+        raise staging_error(errno.ENODATA, path)
 
     # -- flushes, status, shutdown --------------------------------------------------------
 
@@ -434,7 +420,7 @@ class StagingArea:
         for flusher in flushers:
             overlay = flusher.overlay
             state = flusher.state()
-            if not overlay.dirty and state.state == "idle":
+            if not overlay.dirty and state.state is Stage.IDLE:
                 continue
             pending = overlay.pending()
             records.append({

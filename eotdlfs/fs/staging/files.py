@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -63,3 +64,8 @@ class PendingChanges:
 
     def __bool__(self) -> bool:
         return bool(self.added or self.changed or self.deleted)
+
+
+def staging_error(code: int, path: str) -> OSError:
+    """The OSError a staging operation on PATH fails with (the errno table keeps its errno)."""
+    return OSError(code, os.strerror(code), path)

@@ -18,6 +18,10 @@ write-back knows only a put function. Order, and why:
 5. only once the server has published, rebase the overlay onto the new version and drop
    the staged bytes it now holds. On any failure the frozen files are released and every
    staged change stays; the error is kept for `eotdlfs status`.
+
+Locks. `RecordFlusher._lock` guards the flush state and the running thread; it is held for
+those fields only, never while calling the overlay, the journal or the services, so it is a
+leaf (the engine's progress calls take it from the ingest's threads).
 """
 
 from __future__ import annotations
@@ -28,25 +32,23 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-from eotdlfs.client.errors import NothingToIngest, RepositoryError, Unauthorized, VersionConflict
-from eotdlfs.client.ingest import IngestResult, SourceFile
-from eotdlfs.client.progress import TransferProgress
+from eotdlfs.fs.staging.control import Stage
 from eotdlfs.fs.staging.files import BaseVersion, StagedFile
 from eotdlfs.fs.staging.overlay import StagingOverlay
 from eotdlfs.metadata import METADATA_FILE, Metadata, MetadataError, load_metadata
-from eotdlfs.repository import FileEntry
+from eotdlfs.repository import (FileEntry, FileToShip, IngestResult, NothingToIngest, RepositoryError,
+                                TransferProgress, Unauthorized, VersionConflict)
 
 log = logging.getLogger(__name__)
 
 WRITER_WAIT_S = 60.0  # longest a flush waits for a file open for writing
 CONFLICT_RETRIES = 3  # flushes re-planned onto a version another writer published meanwhile
-IDLE, WAITING, FLUSHING, DONE, NOTHING, FAILED = "idle", "waiting", "flushing", "done", "nothing", "failed"
-FINISHED = (DONE, NOTHING, FAILED)
 
-# (kind, metadata, sources, progress, base: the published version the sources derive from, 0 for none)
-Ingest = Callable[[str, Metadata, list[SourceFile], TransferProgress, int], IngestResult]
+
+# `Publisher.ingest`: (kind, metadata, files, progress, base: the published version the files derive from, 0 for none)
+Ingest = Callable[[str, Metadata, Sequence[FileToShip], TransferProgress, int], IngestResult]
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,16 @@ class FlushServices:
     published: Callable[[str, str, int], None]  # tell the mount's read-only tree
 
 
+@dataclass(frozen=True)
+class FlushOutcome:
+    """How one flush ended (a failure is an exception instead)."""
+
+    stage: Stage
+    message: str
+    version: int | None = None
+    result: dict = field(default_factory=dict)
+
+
 class FlushError(Exception):
     """A flush refused before anything was sent; the message says what to fix."""
 
@@ -68,7 +80,7 @@ class FlushState:
     """What `eotdlfs flush` and `eotdlfs status` see of a record's flushes; `run` counts them."""
 
     run: int = 0
-    state: str = IDLE
+    state: Stage = Stage.IDLE
     message: str = ""
     error: str | None = None
     version: int | None = None
@@ -121,8 +133,9 @@ class RecordFlusher:
         self._lock = threading.Lock()
         self._state = FlushState(**{k: v for k, v in overlay.journal.get_meta("last_flush", {}).items()
                                     if k in ("run", "state", "error", "version", "finished_at", "message")})
-        if self._state.state not in FINISHED:
-            self._state.state = IDLE  # a flush the last process did not finish: resumable, not running
+        self._state.state = Stage(self._state.state)
+        if not self._state.state.finished:
+            self._state.state = Stage.IDLE  # a flush the last process did not finish: resumable, not running
         self._thread: threading.Thread | None = None
 
     @property
@@ -145,7 +158,7 @@ class RecordFlusher:
             if self._thread is not None:
                 self._state.queued = True
                 return
-            self._state = FlushState(run=self._state.run + 1, state=WAITING, message="preparing")
+            self._state = FlushState(run=self._state.run + 1, state=Stage.WAITING, message="preparing")
             self._thread = threading.Thread(target=self._loop, name=f"flush-{self.overlay.name}", daemon=True)
             self._thread.start()
 
@@ -170,7 +183,7 @@ class RecordFlusher:
                 if not self._state.queued:
                     self._thread = None
                     return
-                self._state = FlushState(run=self._state.run + 1, state=WAITING, message="preparing")
+                self._state = FlushState(run=self._state.run + 1, state=Stage.WAITING, message="preparing")
 
     def _run_once(self) -> None:
         ov = self.overlay
@@ -180,18 +193,17 @@ class RecordFlusher:
             message = _describe(exc)
             log.warning("flush of %s/%s failed: %s", ov.kind, ov.name, message,
                         exc_info=not isinstance(exc, (FlushError, OSError, RepositoryError, MetadataError)))
-            self._finish(FAILED, message, error=message)
+            self._finish(FlushOutcome(Stage.FAILED, message), error=message)
             return
-        self._finish(*outcome)
+        self._finish(outcome)
 
-    def _finish(self, state: str, message: str, error: str | None = None, version: int | None = None,
-                result: dict | None = None) -> None:
+    def _finish(self, outcome: FlushOutcome, error: str | None = None) -> None:
         with self._lock:
             s = self._state
-            s.state, s.message, s.error, s.version, s.finished_at = state, message, error, version, time.time()
-            s.result = result or {}
-            kept = {"run": s.run, "state": state, "message": message, "error": error, "version": version,
-                    "finished_at": s.finished_at}
+            s.state, s.message, s.error, s.version = outcome.stage, outcome.message, error, outcome.version
+            s.finished_at, s.result = time.time(), dict(outcome.result)
+            kept = {"run": s.run, "state": s.state.value, "message": s.message, "error": error,
+                    "version": s.version, "finished_at": s.finished_at}
         try:
             self.overlay.journal.set_meta("last_flush", kept)
         except Exception:  # the disk may be full; the live state still tells the user
@@ -199,8 +211,8 @@ class RecordFlusher:
 
     # -- the flush itself ---------------------------------------------------------------
 
-    def flush(self) -> tuple:
-        """One flush, re-planned when another writer published meanwhile; (state, message, error, version, result)."""
+    def flush(self) -> FlushOutcome:
+        """One flush, re-planned when another writer published meanwhile."""
         for attempt in range(CONFLICT_RETRIES + 1):
             try:
                 return self._flush_once()
@@ -211,7 +223,7 @@ class RecordFlusher:
                             self.overlay.name, exc, exc.latest)
         raise AssertionError("unreachable")  # the loop always returns or raises
 
-    def _flush_once(self) -> tuple:
+    def _flush_once(self) -> FlushOutcome:
         ov, services = self.overlay, self._services
         started = time.monotonic()
         shipped = ov.frozen_files()
@@ -220,18 +232,17 @@ class RecordFlusher:
         if not resuming:
             if ov.base_version is not None and not ov.journal.has_changes():
                 ov.settle()
-                return NOTHING, f"nothing to flush: no staged changes since v{ov.base_version}"
-            self._update(state=WAITING, message="freezing the staged files")
+                return FlushOutcome(Stage.NOTHING, f"nothing to flush: no staged changes since v{ov.base_version}")
+            self._update(state=Stage.WAITING, message="freezing the staged files")
             shipped = ov.freeze(self._writer_wait, self._waiting_for)
         frozen_at = time.monotonic()
         try:
-            self._update(state=FLUSHING, message="hashing the staged files")
+            self._update(state=Stage.FLUSHING, message="hashing the staged files")
             shipped = ov.hash_frozen(shipped)
             metadata = self._metadata(shipped)
-            self._update(state=FLUSHING, message=f"ingesting {len(shipped)} files")
-            sources = [SourceFile(f.path, f.size, f.checksum, f.local_path) for f in shipped]
+            self._update(state=Stage.FLUSHING, message=f"ingesting {len(shipped)} files")
             try:
-                result = services.ingest(ov.kind, metadata, sources, _StateProgress(self), ov.base_version or 0)
+                result = services.ingest(ov.kind, metadata, shipped, _StateProgress(self), ov.base_version or 0)
                 version, summary = result.version, asdict(result)
             except NothingToIngest as exc:
                 version, summary = exc.version, {}
@@ -246,10 +257,10 @@ class RecordFlusher:
                    "restage_s": round(time.monotonic() - ingested_at, 3)}
         log.info("flush of %s/%s: %d files as v%d, %s", ov.kind, ov.name, len(shipped), version, timings)
         if not summary:
-            return NOTHING, f"nothing to flush: the staged files equal v{version}", None, version, timings
-        return (DONE, f"published v{version}: {summary['uploaded']} uploaded, {summary['carried']} carried, "
-                      f"{summary['dropped']} removed, {summary['bytes_sent']} bytes sent{note}", None, version,
-                dict(summary, **timings))
+            return FlushOutcome(Stage.NOTHING, f"nothing to flush: the staged files equal v{version}", version, timings)
+        return FlushOutcome(Stage.DONE, f"published v{version}: {summary['uploaded']} uploaded, "
+                            f"{summary['carried']} carried, {summary['dropped']} removed, "
+                            f"{summary['bytes_sent']} bytes sent{note}", version, dict(summary, **timings))
 
     def _waiting_for(self, path: str) -> None:
         log.info("flush of %s waits for %s, open for writing", self.overlay.name, path)

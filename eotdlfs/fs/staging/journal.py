@@ -8,6 +8,10 @@ writes nothing to disk; the first change makes it durable (`make_durable`).
 The tree is a table of nodes, one per path ('' is the record root): a directory, or a
 file whose bytes are either a staged upper file (`upper`, an id in the upper folder) or
 a file of the base version (`base_path`, the path it has in the base listing).
+
+Locks. `StagingJournal._lock` (an RLock) guards the SQLite connection and the path of its
+file; a transaction holds it from begin to commit. It is taken inside a StagingOverlay's
+lock, never the other way round, and nothing else is called while it is held.
 """
 
 from __future__ import annotations
@@ -258,11 +262,6 @@ class StagingJournal:
             row = self._db.execute("SELECT path, file_version, checksum, size FROM base WHERE path = ?",
                                    (path,)).fetchone()
         return FileEntry(*row) if row else None
-
-    def base_entries(self) -> dict[str, FileEntry]:
-        with self._lock:
-            rows = self._db.execute("SELECT path, file_version, checksum, size FROM base").fetchall()
-        return {r[0]: FileEntry(*r) for r in rows}
 
     def file_sources(self) -> list[tuple[str, str | None, FileEntry | None]]:
         """Every file as (path, upper id, base entry of its bytes when not staged)."""

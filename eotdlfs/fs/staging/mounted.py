@@ -1,4 +1,5 @@
-"""Staging wired into a mount: published records from the mount's namespace and block cache, flush by the engine."""
+"""Staging wired into a mount: published records from the mount's namespace and block cache,
+flushes through the repository's ports (`Repository` read fresh, `Publisher` to ingest)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,13 @@ import logging
 import time
 from pathlib import Path
 
-from eotdlfs.client.errors import NotFound
-from eotdlfs.client.ingest import run_ingest
-from eotdlfs.client.ingest.ledger import LEDGER_FILE, DraftLedger
 from eotdlfs.fs.context import MountContext
-from eotdlfs.fs.fetcher import Content
+from eotdlfs.fs.content import Content
 from eotdlfs.fs.reader import OpenFile
 from eotdlfs.fs.staging.area import StagingArea
-from eotdlfs.fs.staging.flush import FlushServices
 from eotdlfs.fs.staging.files import BaseVersion
-from eotdlfs.repository import FileEntry
+from eotdlfs.fs.staging.flush import FlushServices
+from eotdlfs.repository import FileEntry, NotFound, Publisher, Repository
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +62,9 @@ class MountPublished:
         return _PublishedFile(self._context, self._context.reader.open(Content(record, entry)))
 
 
-def flush_services(context: MountContext, ledger: DraftLedger) -> FlushServices:
-    """The engine and the server, fresh (no TTL): a flush must see the server as it is now.
-    LEDGER: the drafts this mount's flushes created (kept with the staged files, so a remount resumes them)."""
-    repo = context.repo
-    api = repo.api
+def flush_services(context: MountContext, publisher: Publisher) -> FlushServices:
+    """The engine and the server, fresh (no TTL): a flush must see the server as it is now."""
+    repo: Repository = context.repo
 
     def latest(kind: str, name: str) -> int | None:
         try:
@@ -83,18 +79,15 @@ def flush_services(context: MountContext, ledger: DraftLedger) -> FlushServices:
     def published(kind: str, name: str, version: int) -> None:
         context.namespace.invalidate(kind)
 
-    return FlushServices(
-        ingest=lambda kind, metadata, sources, progress, base: run_ingest(api, kind, metadata, sources, progress,
-                                                                          ledger, base),
-        latest=latest, files=files, published=published)
+    return FlushServices(ingest=publisher.ingest, latest=latest, files=files, published=published)
 
 
-def make_staging_overlay(context: MountContext) -> StagingArea | None:
-    """The object the FUSE shim routes `/staging/...` to; None (a mount without staging) when another
-    mount already stages into the same cache dir."""
-    folder = Path(context.options.cache_dir) / "staging"
+def make_staging_area(context: MountContext, publisher: Publisher, folder: Path) -> StagingArea | None:
+    """The object the FUSE adapter routes `/staging/...` to, keeping its state in FOLDER; None (a mount
+    without staging) when another mount already stages into the same folder. PUBLISHER's draft ledger
+    belongs in FOLDER too, so a remount resumes the drafts of this mount's flushes."""
     try:
-        return StagingArea(folder, MountPublished(context), flush_services(context, DraftLedger(folder / LEDGER_FILE)),
+        return StagingArea(folder, MountPublished(context), flush_services(context, publisher),
                            autoflush=context.options.autoflush)
     except OSError as exc:
         if exc.errno != errno.EBUSY:

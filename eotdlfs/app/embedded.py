@@ -14,19 +14,19 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import platformdirs
 
+from eotdlfs.client.api import ApiClient
+from eotdlfs.client.ingest.engine import ingest_folder
+from eotdlfs.client.settings import Settings
 from eotdlfs.server.auth import issue_token
 from eotdlfs.server.run import start_in_thread
 
-if TYPE_CHECKING:
-    from eotdlfs.client.settings import Settings
-
 log = logging.getLogger(__name__)
 
-SAMPLE_DIR = Path(__file__).parent / "sample"
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "server" / "sample"
 SEEDED_MARKER = "sample-seeded"
 
 
@@ -64,10 +64,6 @@ def sample_versions() -> list[Path]:
 
 def seed_sample(local: LocalRepository) -> None:
     """Ingest every sample version (as the local user); mark the repository as seeded."""
-    from eotdlfs.client.api import ApiClient
-    from eotdlfs.client.ingest.engine import ingest_folder
-    from eotdlfs.client.settings import Settings
-
     api = ApiClient(Settings(local.url, local.token, None))
     try:
         with tempfile.TemporaryDirectory(prefix="eotdlfs-sample-") as scratch:
@@ -81,11 +77,9 @@ def seed_sample(local: LocalRepository) -> None:
     (local.root / SEEDED_MARKER).write_text("sample-scenes\n")
 
 
-def settings_or_local(settings: "Settings") -> tuple["Settings", LocalRepository | None]:
+def settings_or_local(settings: Settings) -> tuple[Settings, LocalRepository | None]:
     """SETTINGS as they are when an API URL is configured; else the embedded local repository's
     URL and token, with that repository (the caller stops it)."""
-    from eotdlfs.client.settings import Settings
-
     if settings.api_url is not None:
         return settings, None
     local = local_repository()

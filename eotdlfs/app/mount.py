@@ -1,0 +1,48 @@
+"""Building a mount: the repository client, the read-only side, the staging area and the FUSE session.
+
+The one place that wires `eotdlfs.client` (the ports' HTTP implementation) to `eotdlfs.fs`;
+`fs` itself never imports the client.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from eotdlfs.app.embedded import settings_or_local
+from eotdlfs.client.api import ApiClient
+from eotdlfs.client.ingest.ledger import LEDGER_FILE, DraftLedger
+from eotdlfs.client.publisher import ApiPublisher
+from eotdlfs.client.repository import ApiRepository
+from eotdlfs.client.settings import resolve_settings
+from eotdlfs.fs.context import MountOptions, build_context
+from eotdlfs.fs.fuse_ops import EotdlfsOperations, run_fuse
+from eotdlfs.fs.mount import PRIVATE_UMASK, clean_stale, make_private
+from eotdlfs.fs.staging.mounted import make_staging_area
+
+log = logging.getLogger(__name__)
+
+
+def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache_size: int,
+                   allow_other: bool = False, autoflush: float | None = None,
+                   ttl: float = 10.0) -> None:
+    """Mount and serve until unmounted (this is the mount process)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    mountpoint, cache_dir = Path(mountpoint).absolute(), Path(cache_dir)
+    make_private(cache_dir)
+    os.umask(PRIVATE_UMASK)  # covers what diskcache, SQLite and logging create there, not only our own files
+    clean_stale(mountpoint)
+    settings, embedded = settings_or_local(resolve_settings(api_url))
+    api = ApiClient(settings)
+    options = MountOptions(cache_dir=cache_dir, cache_size=cache_size, ttl=ttl, autoflush=autoflush,
+                           api_url=settings.api_url, read_timeout=settings.timeout + 5)
+    context = build_context(ApiRepository(api), options)
+    folder = cache_dir / "staging"
+    staging = make_staging_area(context, ApiPublisher(api, DraftLedger(folder / LEDGER_FILE)), folder)
+    log.info("mounting %s on %s (cache %s)", settings.api_url, mountpoint, cache_dir)
+    try:
+        run_fuse(EotdlfsOperations(context, str(mountpoint), staging), str(mountpoint), allow_other)
+    finally:
+        if embedded is not None:
+            embedded.stop()
