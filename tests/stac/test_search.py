@@ -20,14 +20,17 @@ def _moment(text: str) -> float:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
 
 
-_SHAPES: dict[int, object] = {}
+# id(geometry) -> (geometry, its shape). The geometry is kept alive with its shape: keyed by
+# id alone, a later test's geometry could reuse a freed id and get another item's shape.
+_SHAPES: dict[int, tuple[dict, object]] = {}
 
 
 def _shape(item: dict):
-    key = id(item["geometry"])  # items live as long as the test; shapes are built once
-    if key not in _SHAPES:
-        _SHAPES[key] = shape(item["geometry"])
-    return _SHAPES[key]
+    geometry = item["geometry"]
+    kept = _SHAPES.get(id(geometry))
+    if kept is None or kept[0] is not geometry:
+        kept = _SHAPES[id(geometry)] = (geometry, shape(geometry))
+    return kept[1]
 
 
 def brute_force(items, bbox, interval) -> list[str]:
