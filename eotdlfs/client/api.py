@@ -210,12 +210,20 @@ class ApiClient:
             data={"checksums": list(checksums)},
         )
 
-    def carry(self, kind: str, record_id: str, version: int, paths: Sequence[str], checksums: Sequence[str]) -> None:
-        """Route 7: add already-stored files (path + checksum) to VERSION without sending bytes."""
-        self._request(
-            "POST", f"{kind}/{quote(record_id, safe='')}/files", idempotent=True,
-            params={"version": version}, data={"filenames": list(paths), "checksums": list(checksums)},
-        )
+    def carry(self, kind: str, record_id: str, version: int, paths: Sequence[str], checksums: Sequence[str],
+              any_path: bool = False) -> None:
+        """Route 7: add already-stored files (path + checksum) to VERSION without sending bytes; ANY_PATH
+        (servers whose capabilities say `carry_any_path`): also under a path that never had those bytes."""
+        params: dict[str, Any] = {"version": version}
+        if any_path:
+            params["any_path"] = "true"
+        self._request("POST", f"{kind}/{quote(record_id, safe='')}/files", idempotent=True,
+                      params=params, data={"filenames": list(paths), "checksums": list(checksums)})
+
+    @property
+    def carries_any_path(self) -> bool:
+        """Whether route 7 takes known bytes under a new path (`carry_any_path`): renames and copies send nothing."""
+        return bool(self.capabilities().get("carry_any_path"))
 
     def upload_file(self, kind: str, record_id: str, version: int, path: str, data: bytes, checksum: str) -> None:
         """Route 8: one file in one request."""

@@ -25,7 +25,7 @@ from eotdlfs.server.stats import Stats
 from eotdlfs.server.store import Store
 
 # max_form_fields: Starlette's cap on fields per form (route 7 sends two per file)
-CAPABILITIES = {"size": True, "range": True, "drafts": True, "max_form_fields": 1000}
+CAPABILITIES = {"size": True, "range": True, "drafts": True, "max_form_fields": 1000, "carry_any_path": True}
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
@@ -81,9 +81,9 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, redirect: bool
         return {f"{noun}_id": record_id, f"{noun}_name": name, "filenames": paths}
 
     @r.post("/{record_id}/files")
-    def carry(record_id: str, version: int | None = None, filenames: list[str] = Form(...),
+    def carry(record_id: str, version: int | None = None, any_path: bool = False, filenames: list[str] = Form(...),
               checksums: list[str] = Form(...), uid: str = Depends(user)) -> Any:
-        name = store.carry_files(kind, record_id, uid, version, filenames, checksums)
+        name = store.carry_files(kind, record_id, uid, version, filenames, checksums, any_path)
         stats.upload("carry")
         return {f"{noun}_id": record_id, f"{noun}_name": name, "filenames": filenames}
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 
-from tests.client.helpers import cli_env
-from tests.staging.test_mount_staging import KIND, flush_cli, publish_and_mount, published_versions, version_files
+from eotdlfs.client.ingest import ingest_folder
+from eotdlfs.client.ingest.plan import MULTIPART_THRESHOLD
+from tests.client.helpers import cli_env, client, make_folder
+from tests.staging.test_mount_staging import (KIND, flush_cli, publish_and_mount, published_versions, staged,
+                                              version_files)
 
 STATUS_WAIT_S = 30.0
 
@@ -50,3 +54,38 @@ def test_a_file_renamed_after_its_writer_closed_is_published_under_its_final_nam
     assert "during.tif" in files and ".during.tif.YYh6Fy" not in files, sorted(files)
     assert flush_cli(tmp_path, repo_server, record).returncode == 0
     assert published_versions(repo_server, name) == [1, 2]  # nothing was left for another flush
+
+
+def sent_to_server(server) -> dict:
+    """What the server has been sent (upload calls by route) and has served (bytes of route 9)."""
+    stats = server.stats()
+    return {"uploads": {r: stats["uploads"][r] for r in ("batch", "file", "chunk", "complete")},
+            "bytes_served": stats["bytes_sent"]}
+
+
+def test_rename_copy_and_folder_move_send_no_bytes(tmp_path, repo_server, mount_factory, unique_name):
+    """The store is content-addressed: a path pointing to bytes the record has is a carry (route 7 with
+    `any_path`); the old flush downloaded a renamed file and uploaded it again."""
+    name = unique_name("carry")
+    src = make_folder(tmp_path / "src", name, 20)
+    (src / "big.bin").write_bytes(os.urandom(MULTIPART_THRESHOLD + 1024))
+    ingest_folder(client(repo_server), KIND, src)
+    mount = mount_factory(repo_server, ttl=1)
+    record = staged(mount, name)
+    v1 = version_files(repo_server, name, 1)
+    shutil.copy(record / "part3" / "file0003.txt", record / "copy-of-3.txt")  # reads through the mount
+    before = sent_to_server(repo_server)
+    os.rename(record / "big.bin", record / "moved.bin")
+    os.rename(record / "part1", record / "part1-moved")
+    result = flush_cli(tmp_path, repo_server, record)
+    assert result.returncode == 0, result.stderr
+    after = sent_to_server(repo_server)
+    assert after["uploads"] == before["uploads"], result.stdout
+    assert after["bytes_served"] - before["bytes_served"] <= (src / "metadata.yml").stat().st_size  # read to check it
+    v2 = version_files(repo_server, name, 2)
+    assert v2["moved.bin"] == v1["big.bin"] and "big.bin" not in v2
+    assert v2["copy-of-3.txt"] == v1["part3/file0003.txt"]
+    moved = {p: c for p, c in v1.items() if p.startswith("part1/")}
+    assert moved and {p.replace("part1/", "part1-moved/", 1): c for p, c in moved.items()} == \
+        {p: c for p, c in v2.items() if p.startswith("part1-moved/")}
+    assert (mount.path / KIND / name / "v2" / "moved.bin").read_bytes() == (src / "big.bin").read_bytes()
