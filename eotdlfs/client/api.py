@@ -240,12 +240,15 @@ class ApiClient:
         )
         return str(data["upload_id"]), [int(p) for p in data.get("parts") or []]
 
-    def upload_chunk(self, kind: str, upload_id: str, part_number: int, chunk: bytes, md5: str) -> None:
-        """Route 11: one part (numbered from 1) with the MD5 hex of its bytes."""
-        self._request(
-            "POST", f"{kind}/chunk/{quote(upload_id, safe='')}", idempotent=True,
-            files={"file": ("chunk", chunk)}, data={"part_number": str(part_number), "checksum": md5},
-        )
+    def upload_chunk(self, kind: str, upload_id: str, part_number: int, chunk: bytes, md5: str,
+                     encoding: str | None = None) -> None:
+        """Route 11: one part (numbered from 1) with the MD5 hex of its bytes; ENCODING 'deflate' (servers whose
+        capabilities list it in `part_encodings`): CHUNK is those bytes deflated, MD5 still theirs."""
+        data = {"part_number": str(part_number), "checksum": md5}
+        if encoding is not None:
+            data["encoding"] = encoding
+        self._request("POST", f"{kind}/chunk/{quote(upload_id, safe='')}", idempotent=True,
+                      files={"file": ("chunk", chunk)}, data=data)
 
     def complete_multipart(self, kind: str, upload_id: str, version: int, size: int = 0) -> None:
         """Route 12: assemble the parts into a file of VERSION. The server reads and hashes all SIZE bytes

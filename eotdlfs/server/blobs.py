@@ -100,6 +100,18 @@ def check_upload_id(upload_id: str) -> str:
     return upload_id
 
 
+_ZEROS = bytes(CHUNK)
+
+
+def _write_sparse(out: BinaryIO, chunk: bytes) -> None:
+    """CHUNK written to OUT, or skipped over when it is all zeros: a sparse file stays sparse on the
+    server's disk (and costs no writes), and reads the same; the caller truncates OUT at its end."""
+    if chunk == (_ZEROS if len(chunk) == CHUNK else bytes(len(chunk))):
+        out.seek(len(chunk), os.SEEK_CUR)
+    else:
+        out.write(chunk)
+
+
 class Hashing:
     """A read-only stream over SOURCE that hashes what passes and enforces LIMIT and CHECK(bytes so far)."""
 
@@ -222,7 +234,8 @@ class BlobStore:
         try:
             with os.fdopen(fd, "wb") as out:
                 while chunk := hashing.read(CHUNK):
-                    out.write(chunk)
+                    _write_sparse(out, chunk)
+                out.truncate()
         except BaseException:
             os.unlink(name)
             raise
@@ -265,7 +278,8 @@ class BlobStore:
             with os.fdopen(fd, "wb") as out:
                 while chunk := source.read(CHUNK):
                     md5.update(chunk)
-                    out.write(chunk)
+                    _write_sparse(out, chunk)
+                out.truncate()
             if md5.hexdigest() != expected_md5:
                 os.unlink(name)
                 return False

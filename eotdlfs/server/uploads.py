@@ -12,6 +12,7 @@ from typing import Any, BinaryIO
 from eotdlfs.server import errors
 from eotdlfs.server.db import Row
 from eotdlfs.server.errors import ApiError, bad_request
+from eotdlfs.server.inflate import ENCODINGS, Inflating
 from eotdlfs.server.values import checked_path, checked_sha1, utc_now
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -54,9 +55,15 @@ class MultipartUploads:
             raise errors.not_owner(kind)
         return row
 
-    def store_chunk(self, kind: str, upload_id: str, uid: str, part: int, source: BinaryIO, md5: str) -> None:
-        """Route 11: keep one part of an upload if its MD5 matches."""
+    def store_chunk(self, kind: str, upload_id: str, uid: str, part: int, source: BinaryIO, md5: str,
+                    encoding: str | None = None) -> None:
+        """Route 11: keep one part of an upload if its MD5 (of the part's bytes, inflated when
+        ENCODING is 'deflate') matches."""
         self._upload(kind, upload_id, uid)
+        if encoding is not None:
+            if encoding not in ENCODINGS:
+                raise bad_request(f"encoding {encoding!r} is not one of {', '.join(ENCODINGS)}")
+            source = Inflating(source, self.limits.max_body_bytes)
         if not 1 <= part <= self.limits.max_parts:
             raise bad_request(f"part_number must be between 1 and {self.limits.max_parts}")
         if not isinstance(md5, str) or not _MD5.match(md5.lower()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -11,6 +12,8 @@ import time
 from eotdlfs.client.ingest import ingest_folder
 from eotdlfs.client.ingest.plan import MULTIPART_THRESHOLD
 from tests.client.helpers import cli_env, client, make_folder
+from tests.reliability.conftest import Proxied
+from tests.reliability.faultproxy import FaultProxy
 from tests.staging.test_mount_staging import (KIND, flush_cli, publish_and_mount, published_versions, staged,
                                               version_files)
 
@@ -89,3 +92,31 @@ def test_rename_copy_and_folder_move_send_no_bytes(tmp_path, repo_server, mount_
     assert moved and {p.replace("part1/", "part1-moved/", 1): c for p, c in moved.items()} == \
         {p: c for p, c in v2.items() if p.startswith("part1-moved/")}
     assert (mount.path / KIND / name / "v2" / "moved.bin").read_bytes() == (src / "big.bin").read_bytes()
+
+
+def test_a_sparse_file_crosses_the_wire_compressed(tmp_path, repo_server, mount_factory, unique_name):
+    """A 256 MiB hole and 7 bytes: its parts go deflated (route 11's `encoding`), and the server checks the
+    SHA-1 of the whole inflated file; the old flush sent every zero."""
+    hole, tail = 256 << 20, b"7 bytes"
+    name = unique_name("sparse")
+    ingest_folder(client(repo_server), KIND, make_folder(tmp_path / "src", name, 2))
+    with FaultProxy(repo_server.url) as proxy:
+        mount = mount_factory(Proxied(proxy.url, repo_server.token), ttl=1)
+        record = staged(mount, name)
+        with open(record / "sparse.bin", "wb") as sparse:
+            sparse.truncate(hole)
+            sparse.seek(hole)
+            sparse.write(tail)
+        before = proxy.bytes_received
+        result = flush_cli(tmp_path, repo_server, record)
+        sent = proxy.bytes_received - before
+    assert result.returncode == 0, result.stderr
+    assert sent < hole // 100, sent
+    digest = hashlib.sha1()
+    for _ in range(hole >> 20):
+        digest.update(bytes(1 << 20))
+    digest.update(tail)
+    assert version_files(repo_server, name, 2)["sparse.bin"] == digest.hexdigest()
+    with open(mount.path / KIND / name / "v2" / "sparse.bin", "rb") as published:
+        published.seek(hole - 3)
+        assert published.read() == b"\0\0\0" + tail

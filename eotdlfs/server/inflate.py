@@ -1,0 +1,43 @@
+"""Compressed multipart parts (our route 11 extension): a part sent deflated is inflated as it is read.
+
+A part is at most LIMIT bytes once inflated, however small it was on the wire, so a deflate
+bomb costs the server no more than an uncompressed part of that size would.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import BinaryIO
+
+from eotdlfs.server.errors import ApiError, bad_request
+
+ENCODINGS = ("deflate",)  # what route 11's `encoding` field accepts (a zlib stream, RFC 1950)
+_READ = 64 * 1024
+
+
+class Inflating:
+    """A read-only stream of SOURCE's zlib stream inflated; 413 past LIMIT bytes, 400 when damaged."""
+
+    def __init__(self, source: BinaryIO, limit: int):
+        self._source, self._limit = source, limit
+        self._inflater = zlib.decompressobj()
+        self._out = 0
+
+    def read(self, n: int) -> bytes:
+        while True:
+            pending = self._inflater.unconsumed_tail
+            if not pending:
+                if self._inflater.eof:
+                    return b""
+                pending = self._source.read(_READ)
+                if not pending:
+                    raise bad_request("The deflated part ends before its zlib stream does")
+            try:
+                data = self._inflater.decompress(pending, n)
+            except zlib.error as exc:
+                raise bad_request(f"The deflated part is damaged ({exc})") from None
+            self._out += len(data)
+            if self._out > self._limit:
+                raise ApiError(413, f"The part inflates to more than {self._limit} bytes")
+            if data:
+                return data
