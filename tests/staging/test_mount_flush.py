@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
 
+import pytest
+
+from eotdlfs.client.errors import NotFound
 from eotdlfs.client.ingest import ingest_folder
 from eotdlfs.client.ingest.plan import MULTIPART_THRESHOLD
-from tests.client.helpers import cli_env, client, make_folder
+from tests.client.helpers import cli_env, client, make_folder, run_cli, write_metadata
 from tests.reliability.conftest import Proxied
 from tests.reliability.faultproxy import FaultProxy
 from tests.staging.test_mount_staging import (KIND, flush_cli, publish_and_mount, published_versions, staged,
@@ -120,3 +125,60 @@ def test_a_sparse_file_crosses_the_wire_compressed(tmp_path, repo_server, mount_
     with open(mount.path / KIND / name / "v2" / "sparse.bin", "rb") as published:
         published.seek(hole - 3)
         assert published.read() == b"\0\0\0" + tail
+
+
+LONG_FOLDER = "/".join(c * 250 for c in "fghi")  # 1,003 bytes: a name in it makes a path over 1,024
+BAD_NAMES = {  # name -> the reason `eotdlfs status` gives, errno
+    "back\\slash.tif": ("contains a backslash", errno.EINVAL),
+    "new\nline.tif": ("contains a control character", errno.EINVAL),
+    "tab\there.tif": ("contains a control character", errno.EINVAL),
+    LONG_FOLDER + "/" + "x" * 30 + ".tif": ("longer than 1024 bytes", errno.ENAMETOOLONG),
+}
+
+
+def test_names_the_repository_refuses_fail_when_made_and_status_says_why(tmp_path, repo_server, mount_factory,
+                                                                         unique_name):
+    name = unique_name("names")
+    mount, record = publish_and_mount(tmp_path, repo_server, mount_factory, name, 2)
+    (record / "ok.tif").write_bytes(b"fine")
+    (record / LONG_FOLDER).mkdir(parents=True)
+    for bad, (reason, code) in BAD_NAMES.items():
+        for make in (lambda p: open(p, "wb").close(), os.mkdir, lambda p: os.rename(record / "ok.tif", p)):
+            with pytest.raises(OSError) as refused:
+                make(record / bad)
+            assert refused.value.errno == code, (bad, refused.value)
+    with pytest.raises(OSError) as refused:
+        os.mkdir(mount.path / "staging" / KIND / "bad_name")
+    assert refused.value.errno == errno.EINVAL
+    status = run_cli(cli_env(tmp_path, None, None), "status", str(mount.path)).stdout
+    assert f"refused name 'staging/{KIND}/bad_name': not a dataset name" in status, status
+    assert "refused name 'staging/" + KIND + "/" + name + "/tab\\there.tif': file path" in status, status
+    assert "contains a backslash" in mount.log.read_text()
+
+
+def test_a_flush_names_every_refused_file_before_it_writes_anything(tmp_path, repo_server, mount_factory,
+                                                                    unique_name):
+    """Names a journal of an older eotdlfs may hold: one flush lists them all, and no record is created."""
+    name = unique_name("oldjournal")
+    cache = tmp_path / "names-cache"
+    mount = mount_factory(repo_server, ttl=1, cache_dir=cache)
+    record = staged(mount, name)
+    record.mkdir()
+    write_metadata(record, name)
+    (record / "ok.tif").write_bytes(b"fine")
+    mount.unmount()
+    folder = cache / "staging" / KIND / name
+    upper = next(p.name for p in (folder / "upper").iterdir())
+    with sqlite3.connect(folder / "journal.sqlite") as journal:
+        for bad in BAD_NAMES:
+            journal.execute("INSERT INTO nodes (path, parent, is_dir, upper, mode, mtime_ns) VALUES (?, '', 0, ?, ?, 0)",
+                            (bad, upper, 0o100644))
+    mount.mount()
+    sent = sent_to_server(repo_server)
+    result = flush_cli(tmp_path, repo_server, record)
+    assert result.returncode == 1 and "4 file name(s) the repository refuses" in result.stderr, result.stderr
+    for reason, _ in BAD_NAMES.values():
+        assert reason in result.stderr
+    assert sent_to_server(repo_server) == sent
+    with pytest.raises(NotFound):
+        client(repo_server).record_by_name(KIND, name)
