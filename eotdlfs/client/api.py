@@ -241,12 +241,13 @@ class ApiClient:
         return str(data["upload_id"]), [int(p) for p in data.get("parts") or []]
 
     def upload_chunk(self, kind: str, upload_id: str, part_number: int, chunk: bytes, md5: str,
-                     encoding: str | None = None) -> None:
-        """Route 11: one part (numbered from 1) with the MD5 hex of its bytes; ENCODING 'deflate' (servers whose
-        capabilities list it in `part_encodings`): CHUNK is those bytes deflated, MD5 still theirs."""
+                     encoding: str | None = None, size: int | None = None) -> None:
+        """Route 11: one part (numbered from 1) with the MD5 hex of its bytes. ENCODING, for servers whose
+        capabilities list it in `part_encodings`: 'deflate', CHUNK is those bytes deflated; 'zeros', the part
+        is SIZE zero bytes and CHUNK is empty. MD5 is always of the part's SIZE bytes."""
         data = {"part_number": str(part_number), "checksum": md5}
         if encoding is not None:
-            data["encoding"] = encoding
+            data.update(encoding=encoding, size=str(size))
         self._request("POST", f"{kind}/chunk/{quote(upload_id, safe='')}", idempotent=True,
                       files={"file": ("chunk", chunk)}, data=data)
 

@@ -20,7 +20,7 @@ from eotdlfs.server.auth import AuthError, authenticate, load_secret
 from eotdlfs.server.bodylimit import BodyLimit
 from eotdlfs.server.download import DownloadFastPath, download_response
 from eotdlfs.server.errors import ApiError
-from eotdlfs.server.inflate import ENCODINGS
+from eotdlfs.server.encodedparts import ENCODINGS
 from eotdlfs.server.limits import Limits
 from eotdlfs.server.stats import Stats
 from eotdlfs.server.store import Store
@@ -60,8 +60,9 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, redirect: bool
 
     @r.post("/chunk/{upload_id}")
     def chunk(upload_id: str, file: UploadFile = File(...), part_number: int = Form(...),
-              checksum: str = Form(...), encoding: str | None = Form(None), uid: str = Depends(user)) -> Any:
-        store.store_chunk(kind, upload_id, uid, part_number, file.file, checksum, encoding)
+              checksum: str = Form(...), encoding: str | None = Form(None), size: int | None = Form(None),
+              uid: str = Depends(user)) -> Any:
+        store.store_chunk(kind, upload_id, uid, part_number, file.file, checksum, encoding, size)
         stats.upload("chunk")
         return {"message": "Chunk uploaded"}
 

@@ -65,6 +65,7 @@ class Blobs(Protocol):
     def presign(self, sha1: str, filename: str) -> str | None: ...
     def parts(self, upload_id: str) -> list[int]: ...
     def store_part(self, upload_id: str, part: int, source: BinaryIO, expected_md5: str) -> bool: ...
+    def store_zero_part(self, upload_id: str, part: int, size: int) -> None: ...
     def assemble(self, upload_id: str, parts: list[int]) -> Staged: ...
     def drop_upload(self, upload_id: str) -> None: ...
     def drop_uploads_except(self, live: set[str]) -> None: ...
@@ -289,6 +290,20 @@ class BlobStore:
                 os.unlink(name)
             raise
         return True
+
+    def store_zero_part(self, upload_id: str, part: int, size: int) -> None:
+        """A part of SIZE zero bytes, kept as a hole: nothing is written."""
+        d = self.upload_dir(upload_id)
+        d.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=d, prefix=".part-")
+        try:
+            os.ftruncate(fd, size)
+            os.close(fd)
+            os.replace(name, d / str(part))
+        except BaseException:
+            if os.path.exists(name):
+                os.unlink(name)
+            raise
 
     def assemble(self, upload_id: str, parts: list[int]) -> StagedBlob:
         """Concatenate PARTS in order into a staged blob (hashed while copying)."""

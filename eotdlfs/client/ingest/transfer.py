@@ -14,7 +14,7 @@ import os
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import Conflict
@@ -78,23 +78,22 @@ def data_bytes(fd: int, start: int, end: int) -> int:
 
 
 @functools.lru_cache(maxsize=4)
-def _zeros(length: int) -> tuple[bytes, str]:
-    """A part of LENGTH zero bytes (a hole), deflated, and its MD5: computed once per part size."""
-    zeros = bytes(length)
-    return zlib.compress(zeros, 9), hashlib.md5(zeros).hexdigest()
+def _zeros_md5(length: int) -> str:
+    """The MD5 of a part of LENGTH zero bytes (a hole): computed once per part size."""
+    return hashlib.md5(bytes(length)).hexdigest()
 
 
-def part_body(fd: int, offset: int, length: int, deflate: bool) -> tuple[bytes, str, str | None]:
+def part_body(fd: int, offset: int, length: int, encodings: Collection[str]) -> tuple[bytes, str, str | None]:
     """What route 11 sends for the part of FD at OFFSET: (body, MD5 of the part's bytes, encoding).
 
-    A part mostly made of holes (a sparse file) is deflated when the server takes that (DEFLATE):
-    3 GiB of holes cross the wire as ~3 MB. Other parts go as they are: compressing them would
-    cost CPU for little (EO rasters are compressed already)."""
-    data_size = data_bytes(fd, offset, offset + length) if deflate else length
-    if data_size == 0:
-        body, md5 = _zeros(length)
-        return body, md5, "deflate"
-    if data_size * 2 <= length:
+    With the server's ENCODINGS, a part that is all hole (a sparse file) is sent as `zeros`
+    (nothing but its size), one mostly made of holes `deflate`d: 3 GiB of holes cross the
+    wire as a few KB. Other parts go as they are: compressing them would cost CPU for
+    little (EO rasters are compressed already)."""
+    data_size = data_bytes(fd, offset, offset + length) if encodings else length
+    if data_size == 0 and "zeros" in encodings:
+        return b"", _zeros_md5(length), "zeros"
+    if data_size * 2 <= length and "deflate" in encodings:
         data = os.pread(fd, length, offset)
         return zlib.compress(data, 9), hashlib.md5(data).hexdigest(), "deflate"
     data = os.pread(fd, length, offset)
@@ -121,14 +120,14 @@ def send_multipart(
     held = set(present)
     missing = [n for n in range(1, -(-source.size // chunk) + 1) if n not in held]
     on_bytes(source.size - sum(min(chunk, source.size - (n - 1) * chunk) for n in missing))
-    deflate = "deflate" in (api.capabilities().get("part_encodings") or ())
+    encodings = frozenset(api.capabilities().get("part_encodings") or ())
     fd = os.open(local, os.O_RDONLY)
     try:
         def send_part(number: int) -> int:
             offset = (number - 1) * chunk
             length = min(chunk, source.size - offset)
-            body, md5, encoding = part_body(fd, offset, length, deflate)
-            api.upload_chunk(kind, upload_id, number, body, md5, encoding)
+            body, md5, encoding = part_body(fd, offset, length, encodings)
+            api.upload_chunk(kind, upload_id, number, body, md5, encoding, length)
             on_bytes(length)
             return len(body)
 

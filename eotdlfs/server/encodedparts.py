@@ -1,18 +1,28 @@
-"""Compressed multipart parts (our route 11 extension): a part sent deflated is inflated as it is read.
+"""Encoded multipart parts (our route 11 extension), for sparse files: `deflate`, a part sent as a
+zlib stream (RFC 1950) and inflated as it is read, and `zeros`, a part of SIZE zero bytes sent as
+nothing (a hole: the server stores it as a hole too, without reading or hashing a byte).
 
-A part is at most LIMIT bytes once inflated, however small it was on the wire, so a deflate
+A part is at most the body limit once decoded, however small it was on the wire, so a deflate
 bomb costs the server no more than an uncompressed part of that size would.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import zlib
 from typing import BinaryIO
 
 from eotdlfs.server.errors import ApiError, bad_request
 
-ENCODINGS = ("deflate",)  # what route 11's `encoding` field accepts (a zlib stream, RFC 1950)
+ENCODINGS = ("deflate", "zeros")  # what route 11's `encoding` field accepts
 _READ = 64 * 1024
+
+
+@functools.lru_cache(maxsize=8)
+def zeros_md5(size: int) -> str:
+    """The MD5 of SIZE zero bytes (parts of one upload share a size: computed once)."""
+    return hashlib.md5(bytes(size)).hexdigest()
 
 
 class Inflating:
@@ -20,6 +30,14 @@ class Inflating:
 
     def __init__(self, source: BinaryIO, limit: int):
         self._source, self._limit = source, limit
+        self._start = source.tell()
+        self.seek(0)
+
+    def seek(self, offset: int) -> None:
+        """Back to the start (only): the S3 blob store reads a part twice, to hash it, then to send it."""
+        if offset != 0:
+            raise ValueError("an inflating stream seeks to its start only")
+        self._source.seek(self._start)
         self._inflater = zlib.decompressobj()
         self._out = 0
 
