@@ -261,6 +261,10 @@ class Namespace:
             return None
         return self._sound_records(kind, stored)
 
+    def kept_listing(self) -> bool:
+        """Whether an earlier mount kept a record list on disk (what an offline mount serves)."""
+        return any(self._load_records(kind) is not None for kind in KINDS)
+
     def record(self, kind: str, name: str) -> Record:
         record = self.records(kind).get(name)
         if record is None:
