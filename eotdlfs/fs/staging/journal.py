@@ -300,6 +300,13 @@ class StagingJournal:
             kept = self._db.execute("SELECT count(*) FROM nodes WHERE is_dir = 0").fetchone()[0]
             return kept != self._db.execute("SELECT count(*) FROM base").fetchone()[0]
 
+    def empty_folders(self) -> list[str]:
+        """Folders with nothing in them (the record's own folder aside): a version holds files only."""
+        with self._lock:
+            rows = self._db.execute("SELECT path FROM nodes WHERE is_dir = 1 AND path != '' AND NOT EXISTS"
+                                    " (SELECT 1 FROM nodes c WHERE c.parent = nodes.path) ORDER BY path").fetchall()
+        return [r[0] for r in rows]
+
     def upper_ids(self) -> set[str]:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT upper FROM nodes WHERE upper IS NOT NULL")}
