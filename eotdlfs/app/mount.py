@@ -22,25 +22,25 @@ from eotdlfs.fs.mount import PRIVATE_UMASK, clean_stale, make_private
 from eotdlfs.fs.mountlock import hold_cache_dir
 from eotdlfs.fs.namespace import Namespace
 from eotdlfs.fs.staging.mounted import make_staging_area
-from eotdlfs.repository import RepositoryError, Unreachable
+from eotdlfs.repository import Unreachable
 
 log = logging.getLogger(__name__)
 
 
 def check_reachable(api: ApiClient, namespace: Namespace, cache_dir: Path) -> None:
-    """Ask the repository once before mounting. When it cannot be reached, a listing an earlier
-    mount kept in CACHE_DIR is served offline (said in the log and in `server_reachable` of the
-    status); without one the mount would show nothing but EIO, so it is refused (RuntimeError)."""
+    """Before mounting, check that something takes connections at the API URL. When nothing does, a
+    listing an earlier mount kept in CACHE_DIR is served offline (said in the log and in
+    `server_reachable` of the status); without one the mount would show nothing but EIO, so it is
+    refused (RuntimeError). A server that is there but silent is mounted: reads give EIO within
+    the mount's bound, and work once it answers."""
     try:
-        api.capabilities()
+        api.check_listening()
     except Unreachable as exc:
         if not namespace.kept_listing():
             raise RuntimeError(f"{exc}; {cache_dir} has no listing from an earlier mount to serve "
                                "offline, so nothing is mounted") from exc
         namespace.server_reachable = False
         log.warning("%s; mounting offline with the listing an earlier mount kept in %s", exc, cache_dir)
-    except RepositoryError as exc:  # it answered: reachable, and the mount's reads will report what is wrong
-        log.warning("the repository answered its capabilities with an error: %s", exc)
 
 
 def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache_size: int,
