@@ -114,12 +114,12 @@ def mount_background(mountpoint: Path, args: list[str], cache_dir: Path,
     clean_stale(mountpoint)
     if is_mounted(mountpoint):
         raise OSError(errno.EBUSY, f"{mountpoint} is already mounted")
+    check_cache_dir_free(cache_dir)
     if not mountpoint.exists():
         mountpoint.mkdir(parents=True)  # `eotdlfs mount ~/eotdl` on a fresh machine just works
     if not mountpoint.is_dir():
         raise OSError(errno.ENOTDIR, f"{mountpoint} is not a directory")
     make_private(cache_dir)
-    check_cache_dir_free(cache_dir)
     log_path = cache_dir / LOG_FILE
     with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log_file:
         logged_before = log_file.seek(0, os.SEEK_END)

@@ -41,8 +41,11 @@ def hold_cache_dir(cache_dir: Path, mountpoint: Path) -> int:
                 os.close(fd)
                 raise error from None
             time.sleep(RETRY_S)  # a `check_cache_dir_free` holds it for a moment only
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps({"pid": os.getpid(), "mountpoint": str(mountpoint)}).encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "mountpoint": str(mountpoint)}).encode(), 0)
+    except OSError:  # a full disk: held all the same, a second mount just cannot say by whom
+        pass
     return fd
 
 
