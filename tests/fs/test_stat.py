@@ -14,13 +14,15 @@ from eotdlfs.fs.fuse_ops import EotdlfsOperations
 from tests.fs.datasets import file_times, ingest, write_metadata
 from tests.fs.fakes import MemoryRepository
 
+FILE_TIME = 1_700_000_000
 SIZES = {"empty.txt": 0, "one.bin": 1, "block.bin": 512, "over.bin": 513, "sub/deep/big.bin": 3 * 1024 * 1024 + 17}
 
 
 @pytest.fixture
 def operations(tmp_path):
     repo = MemoryRepository()
-    repo.publish("datasets", "alpha", {path: b"x" * size for path, size in SIZES.items()})
+    repo.publish("datasets", "alpha", {path: b"x" * size for path, size in SIZES.items()},
+                 file_times={path: FILE_TIME + n + 0.123456 for n, path in enumerate(SIZES)})
     repo.publish("datasets", "alpha", {"later.txt": b"v2"})
     context = build_context(repo, MountOptions(cache_dir=tmp_path / "cache"))
     try:
@@ -38,6 +40,7 @@ def test_listed_files_are_filled_as_the_generic_path_fills_them(operations):
         set_st_attrs(generic, operations.getattr(full), use_ns=operations.use_ns)
         assert bytes(direct) == bytes(generic), path
         assert (direct.st_size, direct.st_blocks) == (size, -(-size // 512))
+        assert direct.st_mtimespec.tv_sec == FILE_TIME + list(SIZES).index(path)  # each file its own time
 
 
 def test_anything_else_is_left_to_the_generic_path(operations):
