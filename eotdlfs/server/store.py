@@ -323,8 +323,12 @@ class Store(MultipartUploads):
         return record["name"]
 
     def carry_files(self, kind: str, record_id: str, uid: str, version: int | None,
-                    filenames: list[str], checksums: list[str]) -> str:
-        """Route 7: put already-stored files into VERSION, all or none; the record's name."""
+                    filenames: list[str], checksums: list[str], any_path: bool = False) -> str:
+        """Route 7: put already-stored files into VERSION, all or none; the record's name.
+
+        ANY_PATH (our extension): a path none of whose file versions has the checksum takes the
+        bytes of any file of the record that has it, as a new file version (a rename or a copy
+        sends no bytes: the blobs are named by their SHA-1)."""
         if len(filenames) != len(checksums):
             raise bad_request(f"{len(filenames)} filenames but {len(checksums)} checksums")
         pairs = [(checked_path(f), checked_sha1(c)) for f, c in zip(filenames, checksums)]
@@ -337,6 +341,12 @@ class Store(MultipartUploads):
                 match = conn.execute(
                     "SELECT file_version, size FROM file_versions WHERE record_id = ? AND path = ? AND checksum = ?"
                     " ORDER BY file_version DESC LIMIT 1", (record_id, path, checksum)).fetchone()
+                if match is None and any_path:
+                    known = conn.execute("SELECT size FROM file_versions WHERE record_id = ? AND checksum = ? LIMIT 1",
+                                         (record_id, checksum)).fetchone()
+                    if known is not None:
+                        self._add_to_version(conn, record_id, version, path, checksum, known["size"])
+                        continue
                 if match is None:
                     if self._latest_file(conn, record_id, path) is None:
                         raise ApiError(404, errors.FILE_MISSING)

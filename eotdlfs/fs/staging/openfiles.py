@@ -231,6 +231,8 @@ class OpenFiles:
                 self._writers[handle.upper] -= 1
                 if not self._writers[handle.upper]:
                     del self._writers[handle.upper]
+                    if self._settling is not None:  # a flush waits: it lets this file settle
+                        self._settling[handle.upper] = time.monotonic()
                 self._released.notify_all()
         if handle.fd is not None:
             os.close(handle.fd)

@@ -65,6 +65,7 @@ class StagingOverlay(OpenFiles, Publishing):
         self._released = threading.Condition(self._lock)
         self._open_count = 0  # files open (the handles live in the mount's handle table)
         self._writers: Counter[str] = Counter()
+        self._settling: dict[str, float] | None = None  # while a flush freezes: upper id -> when its writer closed
         self._lost: set[str] = set()  # upper ids found deleted behind our back (logged once each)
         self._frozen: set[str] = {f.key for f in self.frozen_files()}
         self._dirty: bool = self.journal.get_meta("dirty", False)

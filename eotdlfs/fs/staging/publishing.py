@@ -21,6 +21,10 @@ from eotdlfs.fs.staging.openfiles import MAX_RETRIES
 from eotdlfs.hashing import sha1_file
 from eotdlfs.repository import FileEntry
 
+# How long a file closed while a flush waits must stay closed before the flush reads the tree
+# (rclone's --vfs-write-back waits 5 s after the last close for the same reason).
+SETTLE_S = 2.0
+
 
 class Publishing:
     """The flush half of `StagingOverlay` (a mixin: it uses the overlay's lock, journal and sets)."""
@@ -64,25 +68,36 @@ class Publishing:
     def freeze(self, timeout: float, on_wait: Callable[[str], None]) -> list[StagedFile]:
         """The staged tree as files to ship, frozen until `unfreeze` or `publish`.
 
-        Waits, at most TIMEOUT seconds, until no file of the tree is open for writing,
-        calling ON_WAIT with the path it waits for; raises EBUSY after that.
+        Waits, at most TIMEOUT seconds, until no file of the tree is open for writing and every
+        file closed while it waited has stayed closed for SETTLE_S (rsync and editors close a
+        temporary file, then rename it: the tree is read again once they did, so a temporary
+        name is never shipped); calls ON_WAIT with the path of a writer it waits for; raises
+        EBUSY after that.
         """
         deadline = time.monotonic() + timeout
         reported = None
         with self._lock:
-            while True:
-                files = self.journal.file_sources()
-                busy = [path for path, upper, _ in files if upper and self._writers.get(upper)]
-                if not busy:
-                    break
-                if busy[0] != reported:
-                    on_wait(busy[0])
-                    reported = busy[0]
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise OSError(errno.EBUSY, f"{busy[0]} is still open for writing after {timeout:.0f} s;"
-                                               " close it and flush again")
-                self._released.wait(min(remaining, 1.0))
+            self._settling = {}  # `release` notes here when each writer closed while this waits
+            try:
+                while True:
+                    files = self.journal.file_sources()
+                    now = time.monotonic()
+                    busy = [path for path, upper, _ in files if upper and self._writers.get(upper)]
+                    settling = [(closed + SETTLE_S - now, path) for path, upper, _ in files
+                                if upper and (closed := self._settling.get(upper)) and now < closed + SETTLE_S]
+                    if not busy and not settling:
+                        break
+                    if busy and busy[0] != reported:
+                        on_wait(busy[0])
+                        reported = busy[0]
+                    remaining = deadline - now
+                    if remaining <= 0:
+                        why = "open for writing" if busy else f"closed less than {SETTLE_S:g} s ago"
+                        raise OSError(errno.EBUSY, f"{(busy or [min(settling)[1]])[0]} is still {why} after "
+                                                   f"{timeout:.0f} s; close it and flush again")
+                    self._released.wait(min(remaining, 1.0, *(left for left, _ in settling)))
+            finally:
+                self._settling = None
             staged = [self._staged_file(path, upper) if upper
                       else StagedFile(path, entry.size, entry.checksum, None, f"base:{entry.path}")
                       for path, upper, entry in files]
