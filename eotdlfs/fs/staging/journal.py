@@ -5,9 +5,12 @@ a process killed at any point leaves the state either before or after each chang
 record nobody has changed keeps its journal in memory, so merely listing `staging/`
 writes nothing to disk; the first change makes it durable (`make_durable`).
 
-The tree is a table of nodes, one per path ('' is the record root): a directory, or a
+The tree is a table of nodes, one per path ('' is the record root): a directory, a
 file whose bytes are either a staged upper file (`upper`, an id in the upper folder) or
-a file of the base version (`base_path`, the path it has in the base listing).
+a file of the base version (`base_path`, the path it has in the base listing), or a node
+a disk keeps but a version does not (its type in `mode`): a symlink (`target`), a FIFO, a
+socket, a device (`rdev`). Hard links are file nodes sharing an `ino`: writing one row
+writes the shared fields (bytes, mode, owner, times) of every row with that `ino`.
 
 Locks. `StagingJournal._lock` (an RLock) guards the SQLite connection and the path of its
 file; a transaction holds it from begin to commit. It is taken inside a StagingOverlay's
@@ -19,6 +22,7 @@ from __future__ import annotations
 import errno
 import json
 import sqlite3
+import stat
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,12 +41,21 @@ CREATE TABLE IF NOT EXISTS base (path TEXT PRIMARY KEY, file_version INTEGER NOT
                                  checksum TEXT NOT NULL, size INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (path TEXT PRIMARY KEY, parent TEXT, is_dir INTEGER NOT NULL,
                                   upper TEXT, base_path TEXT, mode INTEGER NOT NULL,
-                                  mtime_ns INTEGER NOT NULL, uid INTEGER, gid INTEGER);
+                                  mtime_ns INTEGER NOT NULL, uid INTEGER, gid INTEGER,
+                                  atime_ns INTEGER, ctime_ns INTEGER, target TEXT, rdev INTEGER, ino INTEGER);
 CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent);
 """
 # Columns added after the first release, with the type an older journal gets them as.
-_ADDED_COLUMNS = {"uid": "INTEGER", "gid": "INTEGER"}
-_NODE_COLUMNS = "path, is_dir, upper, base_path, mode, mtime_ns, uid, gid"
+_ADDED_COLUMNS = {"uid": "INTEGER", "gid": "INTEGER", "atime_ns": "INTEGER", "ctime_ns": "INTEGER",
+                  "target": "TEXT", "rdev": "INTEGER", "ino": "INTEGER"}
+_NODE_COLUMNS = "path, is_dir, upper, base_path, mode, mtime_ns, uid, gid, atime_ns, ctime_ns, target, rdev, ino"
+_SHARED = ("upper", "base_path", "mode", "mtime_ns", "uid", "gid", "atime_ns", "ctime_ns")  # by hard links
+_FILE = "is_dir = 0 AND (mode & 61440) = 32768"  # S_ISREG: a file a version holds
+# A base path no file has, nor a symlink (a published symlink stays one in staging: its path, or the
+# paths below it for a folder's, are what it published as).
+_GONE = (f"path NOT IN (SELECT path FROM nodes WHERE {_FILE}) AND NOT EXISTS (SELECT 1 FROM nodes s WHERE"
+         " s.target IS NOT NULL AND (s.path = base.path OR (base.path > s.path || '/' AND base.path < s.path || '0')))")
+LINKS_PUBLISHED = "links_published_ns"  # meta: when the symlinks of the last published version were frozen
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,15 @@ class Node:
     mtime_ns: int = 0
     uid: int | None = None  # who created it (another user on an --allow-other mount); None: the mount's user
     gid: int | None = None
+    atime_ns: int | None = None  # None: the modification time
+    ctime_ns: int | None = None
+    target: str | None = None  # what a symlink points to
+    rdev: int = 0  # a device node's number
+    ino: int | None = None  # the hard-link group (None: a single name)
+
+    @property
+    def is_file(self) -> bool:
+        return stat.S_ISREG(self.mode) and not self.is_dir
 
 
 def parent_of(path: str) -> str | None:
@@ -67,8 +89,7 @@ def parent_of(path: str) -> str | None:
 
 
 def _node(row: tuple) -> Node:
-    path, is_dir, upper, base_path, mode, mtime_ns, uid, gid = row
-    return Node(path, bool(is_dir), upper, base_path, mode, mtime_ns, uid, gid)
+    return Node(row[0], bool(row[1]), *row[2:11], row[11] or 0, row[12])
 
 
 def _mtime_ns(entry: FileEntry, version_ns: int) -> int:
@@ -178,9 +199,9 @@ class StagingJournal:
         with self.transaction() as tx:
             old = {r[0] for r in tx.execute("SELECT path FROM base")}
             present = {n.path: n for n in tx.nodes("1")}
-            if any(not n.is_dir and n.upper is None and n.base_path != n.path for n in present.values()):
+            if any(n.is_file and n.upper is None and n.base_path != n.path for n in present.values()):
                 raise ValueError("copy up renamed base files before merging")
-            gone = [(p,) for p, n in present.items() if not n.is_dir and n.upper is None and p not in new]
+            gone = [(p,) for p, n in present.items() if n.is_file and n.upper is None and p not in new]
             tx.executemany("DELETE FROM nodes WHERE path = ?", gone)
             blocked, added = [], []
             for path in sorted(set(new) - old - set(present)):
@@ -225,7 +246,11 @@ class StagingJournal:
             tx.execute("UPDATE nodes SET base_path = (SELECT new FROM remap WHERE old = nodes.base_path)"
                        " WHERE upper IS NULL AND base_path IN (SELECT old FROM remap)")
             tx.executemany("UPDATE nodes SET upper = NULL, base_path = ?, mtime_ns = ? WHERE upper = ?", uppers)
-            lost = tx.execute("SELECT path FROM nodes WHERE is_dir = 0 AND upper IS NULL"
+            # A file published under two names (hard links) points at the one with its own path.
+            tx.execute("UPDATE nodes SET base_path = path WHERE upper IS NULL AND base_path != path AND"
+                       " (SELECT checksum FROM base WHERE path = nodes.path) ="
+                       " (SELECT checksum FROM base WHERE path = nodes.base_path)")
+            lost = tx.execute(f"SELECT path FROM nodes WHERE {_FILE} AND upper IS NULL"
                               " AND base_path NOT IN (SELECT path FROM base) LIMIT 1").fetchone()
             if lost:
                 raise ValueError(f"{lost[0]}: its bytes are in neither version {version} nor staging")
@@ -259,7 +284,14 @@ class StagingJournal:
 
     def files(self) -> list[Node]:
         with self._lock:
-            rows = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE is_dir = 0 ORDER BY path").fetchall()
+            rows = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE {_FILE} ORDER BY path").fetchall()
+        return [_node(r) for r in rows]
+
+    def special_nodes(self) -> list[Node]:
+        """Nodes a version cannot hold as they are: symlinks, FIFOs, sockets, devices."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE is_dir = 0 AND NOT ({_FILE})"
+                                    " ORDER BY path").fetchall()
         return [_node(r) for r in rows]
 
     def base_entry(self, path: str) -> FileEntry | None:
@@ -273,7 +305,7 @@ class StagingJournal:
         with self._lock:
             rows = self._db.execute(
                 "SELECT n.path, n.upper, b.path, b.file_version, b.checksum, b.size FROM nodes n"
-                " LEFT JOIN base b ON n.upper IS NULL AND b.path = n.base_path WHERE n.is_dir = 0 ORDER BY n.path"
+                f" LEFT JOIN base b ON n.upper IS NULL AND b.path = n.base_path WHERE n.{_FILE} ORDER BY n.path"
             ).fetchall()
         return [(r[0], r[1], FileEntry(*r[2:]) if r[2] is not None else None) for r in rows]
 
@@ -286,19 +318,36 @@ class StagingJournal:
             moved = self._db.execute(
                 "SELECT n.path, b.size FROM nodes n JOIN base b ON b.path = n.base_path"
                 " WHERE n.upper IS NULL AND n.is_dir = 0 AND n.base_path != n.path ORDER BY n.path").fetchall()
-            gone = self._db.execute(
-                "SELECT path FROM base WHERE path NOT IN (SELECT path FROM nodes WHERE is_dir = 0) ORDER BY path"
-            ).fetchall()
+            gone = self._db.execute(f"SELECT path FROM base WHERE {_GONE} ORDER BY path").fetchall()
         return [(p, u, bool(b)) for p, u, b in staged], moved, [r[0] for r in gone]
 
     def has_changes(self) -> bool:
-        """True when the tree differs from the base listing in any file (cheaper than `changes`)."""
+        """True when the tree differs from the base listing in any file (cheaper than `changes`): a file
+        staged, moved or gone, a symlink made or moved since LINKS_PUBLISHED, or a node a flush refuses."""
         with self._lock:
             if self._db.execute("SELECT 1 FROM nodes WHERE is_dir = 0 AND (upper IS NOT NULL OR base_path != path)"
                                 " LIMIT 1").fetchone():
                 return True
-            kept = self._db.execute("SELECT count(*) FROM nodes WHERE is_dir = 0").fetchone()[0]
-            return kept != self._db.execute("SELECT count(*) FROM base").fetchone()[0]
+            if self._db.execute(f"SELECT 1 FROM nodes WHERE is_dir = 0 AND NOT ({_FILE}) AND (target IS NULL OR"
+                                " max(mtime_ns, coalesce(ctime_ns, 0)) > ?) LIMIT 1",
+                                (self.get_meta(LINKS_PUBLISHED, 0),)).fetchone():
+                return True
+            return self._db.execute(f"SELECT 1 FROM base WHERE {_GONE} LIMIT 1").fetchone() is not None
+
+    def links(self, ino: int | None) -> int:
+        """How many names the hard-link group INO has (1 for a single name)."""
+        if ino is None:
+            return 1
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM nodes WHERE ino = ?", (ino,)).fetchone()[0]
+
+    def upper_in_use(self, upper: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM nodes WHERE upper = ? LIMIT 1", (upper,)).fetchone() is not None
+
+    def new_ino(self) -> int:
+        with self._lock:
+            return (self._db.execute("SELECT max(ino) FROM nodes").fetchone()[0] or 0) + 1
 
     def empty_folders(self) -> list[str]:
         """Folders with nothing in them (the record's own folder aside): a version holds files only."""
@@ -373,12 +422,21 @@ class NodeWriter:
         self.put_many((node,))
 
     def put_many(self, nodes: Iterable[Node]) -> None:
+        nodes = list(nodes)
         self._db.executemany(
-            "INSERT OR REPLACE INTO nodes (path, parent, is_dir, upper, base_path, mode, mtime_ns, uid, gid)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ((n.path, parent_of(n.path), int(n.is_dir), n.upper, n.base_path, n.mode, n.mtime_ns, n.uid, n.gid)
-             for n in nodes),
+            f"INSERT OR REPLACE INTO nodes (parent, {_NODE_COLUMNS}) VALUES (?{', ?' * 13})",
+            ((parent_of(n.path), n.path, int(n.is_dir), n.upper, n.base_path, n.mode, n.mtime_ns, n.uid, n.gid,
+              n.atime_ns, n.ctime_ns, n.target, n.rdev, n.ino) for n in nodes),
         )
+        self._db.executemany(  # the other names of a hard link see the same file
+            f"UPDATE nodes SET {', '.join(c + ' = ?' for c in _SHARED)} WHERE ino = ? AND path != ?",
+            ([getattr(n, c) for c in _SHARED] + [n.ino, n.path] for n in nodes if n.ino is not None))
+
+    def touch(self, path: str | None, now_ns: int) -> None:
+        """Folder PATH's content changed: its mtime and ctime become NOW_NS (None: nothing to touch)."""
+        if path is not None:
+            self._db.execute("UPDATE nodes SET mtime_ns = ?, ctime_ns = ? WHERE path = ? AND is_dir = 1",
+                             (now_ns, now_ns, path))
 
     def delete(self, path: str) -> None:
         self._db.execute("DELETE FROM nodes WHERE path = ?", (path,))
