@@ -84,8 +84,11 @@ def test_ln_mkfifo_and_tar_x_keep_nodes_through_a_remount(tmp_path, repo_server,
     with tarfile.open(tmp_path / "nodes.tar", "w") as tar:
         tar.add(packed, arcname="tarred")
     run("tar", "xf", str(tmp_path / "nodes.tar"), "-C", str(target))
+    mtime = os.stat(target / "data.txt").st_mtime_ns
+    run("touch", "-a", "-d", "@1000000000", str(target / "data.txt"))  # utimensat with UTIME_OMIT for the mtime
     mount.unmount()
     mount.mount()
+    assert (os.stat(target / "data.txt").st_atime, os.stat(target / "data.txt").st_mtime_ns) == (1_000_000_000, mtime)
     assert (target / "data.txt").read_text() == "data\nmore\n" and os.stat(target / "data.txt").st_nlink == 2
     assert os.readlink(target / "data-soft.txt") == "data.txt" and os.readlink(target / "tarred" / "s") == "f.txt"
     assert os.stat(target / "tarred" / "h.txt").st_nlink == 2

@@ -114,3 +114,10 @@ def test_a_flush_refuses_what_a_version_cannot_hold_naming_it(overlay, versions,
     with pytest.raises(RefusedNode, match=f"staging/datasets/demo/.*{says.replace('(', '.').replace(')', '.')}"):
         flush(overlay, versions)
     assert len(versions.versions) == before and overlay.dirty
+
+
+def test_a_folder_links_count_its_subfolders(overlay):  # noqa: F811
+    assert overlay.getattr("a")["st_nlink"] == 3  # a/b
+    overlay.mkdir("a/c", 0o755)
+    overlay.symlink("a/d", "c")  # not a folder
+    assert overlay.getattr("a")["st_nlink"] == 4 and overlay.getattr("a/c")["st_nlink"] == 2

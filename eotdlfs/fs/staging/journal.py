@@ -278,6 +278,10 @@ class StagingJournal:
                                     (path,)).fetchall()
         return [_node(r) for r in rows]
 
+    def subfolders(self, path: str) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM nodes WHERE parent = ? AND is_dir = 1", (path,)).fetchone()[0]
+
     def has_children(self, path: str) -> bool:
         with self._lock:
             return self._db.execute("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (path,)).fetchone() is not None

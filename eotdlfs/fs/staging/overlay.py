@@ -169,8 +169,8 @@ class StagingOverlay(OpenFiles, Publishing, Nodes):
             st = os.fstat(handle.fd)
             return _attrs(node, self.journal.links(node.ino), st.st_size, st)
         node = self._lookup(path)
-        if node.is_dir:
-            return _attrs(node, 2, 0)
+        if node.is_dir:  # '.', its name in its parent, and each subfolder's '..'
+            return _attrs(node, 2 + self.journal.subfolders(path), 0)
         if node.target is not None:
             return _attrs(node, 1, len(os.fsencode(node.target)))
         nlink = self.journal.links(node.ino)
