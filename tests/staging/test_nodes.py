@@ -121,3 +121,17 @@ def test_a_folder_links_count_its_subfolders(overlay):  # noqa: F811
     overlay.mkdir("a/c", 0o755)
     overlay.symlink("a/d", "c")  # not a folder
     assert overlay.getattr("a")["st_nlink"] == 4 and overlay.getattr("a/c")["st_nlink"] == 2
+
+
+def test_a_folder_symlink_publishes_the_symlinks_inside_it_followed_and_refuses_a_loop(overlay, versions):  # noqa: F811
+    overlay.mkdir("c", 0o755)
+    overlay.symlink("c/one", "../a/one.txt")
+    overlay.symlink("view", "c")
+    number = flush(overlay, versions)
+    published = {e.path: e.checksum for e in versions.versions[number - 1]}
+    assert published["view/one"] == published["c/one"] == published["a/one.txt"]
+    overlay.symlink("c/back", "../d")  # c/back -> d, d/to-c -> c: a loop through two folders, as ingest sees it
+    overlay.mkdir("d", 0o755)
+    overlay.symlink("d/to-c", "../c")
+    with pytest.raises(RefusedNode, match="is a loop"):
+        flush(overlay, versions)

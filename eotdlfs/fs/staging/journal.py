@@ -282,6 +282,13 @@ class StagingJournal:
         with self._lock:
             return self._db.execute("SELECT count(*) FROM nodes WHERE parent = ? AND is_dir = 1", (path,)).fetchone()[0]
 
+    def below(self, path: str) -> list[Node]:
+        """Every node strictly below PATH."""
+        where, args = _below(path)
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE {where} ORDER BY path", args).fetchall()
+        return [_node(r) for r in rows]
+
     def has_children(self, path: str) -> bool:
         with self._lock:
             return self._db.execute("SELECT 1 FROM nodes WHERE parent = ? LIMIT 1", (path,)).fetchone() is not None

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from eotdlfs.fs.staging.overlay import StagingOverlay
 
 MAX_SYMLINK_HOPS = 40  # as the kernel's ELOOP limit
-LINK_KEY = "link:"  # the key of a file a flush ships through a symlink: 'link:' + the symlink's path
+LINK_KEY = "link:"  # the key of a file a flush ships through a symlink: 'link:' + the path it publishes at
 _SPECIAL = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
             stat.S_IFBLK: "a block device"}
 
@@ -93,22 +93,35 @@ class Nodes:
 
     # -- flush --------------------------------------------------------------------------
 
-    def linked_sources(self: "StagingOverlay") -> list[tuple[str, str, str | None, FileEntry | None]]:
-        """What the symlinks of the tree publish, as (path, symlink, upper id, base entry), each
-        file through a symlink; `RefusedNode` naming the first node a version cannot hold."""
-        found = []
+    def linked_sources(self: "StagingOverlay") -> list[tuple[str, str | None, FileEntry | None]]:
+        """The files the symlinks of the tree publish, as (path, upper id, base entry);
+        `RefusedNode` naming the first node a version cannot hold."""
+        found: list[tuple[str, Node]] = []
         for node in self.journal.special_nodes():
             if node.target is None:
                 raise RefusedNode(f"{self._where(node.path)}: not a regular file ({_SPECIAL[stat.S_IFMT(node.mode)]}); "
                                   "a version holds files only: remove it, then flush again")
-            resolved = self._resolve(node)
-            files = [resolved] if not resolved.is_dir else [
-                n for n in self.journal.files() if n.path.startswith(resolved.path + "/") or resolved.path == ""]
-            for file in files:
-                path = node.path + file.path[len(resolved.path):] if resolved.is_dir else node.path
-                entry = None if file.upper else self.journal.base_entry(file.base_path)
-                found.append((path, node.path, file.upper, entry))
-        return found
+            self._follow(node, node.path, (), found)
+        return [(path, file.upper, None if file.upper else self.journal.base_entry(file.base_path))
+                for path, file in found]
+
+    def _follow(self: "StagingOverlay", link: Node, path: str, walked: tuple[str, ...],
+                found: list[tuple[str, Node]]) -> None:
+        """Add to FOUND the files LINK publishes at PATH, following the symlinks inside a folder it
+        leads to as ingest does; WALKED are the folders followed down to it (a loop is refused)."""
+        resolved = self._resolve(link)
+        if not resolved.is_dir:
+            found.append((path, resolved))
+            return
+        if any(f"{folder}/".startswith(f"{resolved.path}/") for folder in walked):
+            raise RefusedNode(f"{self._where(link.path)}: symlink to {link.target} is a loop (it leads to a "
+                              "folder that contains it)")
+        for node in self.journal.below(resolved.path):
+            inner = path + node.path[len(resolved.path):]
+            if node.is_file:
+                found.append((inner, node))
+            elif node.target is not None:
+                self._follow(node, inner, walked + (resolved.path,), found)
 
     def _where(self: "StagingOverlay", path: str) -> str:
         return f"staging/{self.kind}/{self.name}/{path}"

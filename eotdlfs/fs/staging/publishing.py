@@ -87,7 +87,7 @@ class Publishing:
                     raise OSError(errno.EBUSY, f"{busy[0]} is still open for writing after {timeout:.0f} s;"
                                                " close it and flush again")
                 self._released.wait(min(remaining, 1.0))
-            linked = [(path, upper, entry, LINK_KEY + link) for path, link, upper, entry in self.linked_sources()]
+            linked = [(path, upper, entry, LINK_KEY + path) for path, upper, entry in self.linked_sources()]
             staged = [self._staged_file(path, upper, key) if upper
                       else StagedFile(path, entry.size, entry.checksum, None, key or f"base:{entry.path}")
                       for path, upper, entry, key in linked + [(*f, None) for f in files]]
