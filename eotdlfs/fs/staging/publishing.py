@@ -19,11 +19,11 @@ from typing import Callable, Sequence
 from eotdlfs.fs.staging.files import BaseVersion, PendingChanges, StagedFile, staging_error
 from eotdlfs.fs.staging.journal import LINKS_PUBLISHED
 from eotdlfs.fs.staging.nodes import LINK_KEY
-
-LINKS_FROZEN = "links_frozen_ns"  # meta: when the flush in progress froze the symlinks it ships
 from eotdlfs.fs.staging.openfiles import MAX_RETRIES
 from eotdlfs.hashing import sha1_file
 from eotdlfs.repository import FileEntry
+
+LINKS_FROZEN = "links_frozen_ns"  # meta: when the flush in progress froze the symlinks it ships
 
 
 class Publishing:
