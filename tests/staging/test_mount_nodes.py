@@ -105,6 +105,16 @@ def test_ln_mkfifo_and_tar_x_keep_nodes_through_a_remount(tmp_path, repo_server,
     assert refused.returncode == 1 and "pipe: not a regular file" in refused.stderr, refused.stderr
     os.unlink(target / "pipe")
     os.unlink(target / "tarred" / "p")
+    os.symlink("../elsewhere.txt", target / "out")  # and a symlink leading out of the record, as ingest does
+    result = flush_cli(tmp_path, repo_server, target)
+    assert result.returncode == 1 and f"{name}/out: symlink to ../elsewhere.txt leads outside" in result.stderr, \
+        result.stderr
+    os.unlink(local / "pipe")
+    (tmp_path / "elsewhere.txt").write_text("outside\n")
+    os.symlink("../elsewhere.txt", local / "out")
+    refused = run_cli(cli_env(tmp_path, repo_server.url, repo_server.token("alice")), "ingest", str(local))
+    assert refused.returncode == 1 and "out: symlink to ../elsewhere.txt" in refused.stderr, refused.stderr
+    os.unlink(target / "out")
     result = flush_cli(tmp_path, repo_server, target)
     assert result.returncode == 0, result.stderr
     published = version_files(repo_server, name, 1)

@@ -107,6 +107,7 @@ def test_a_flush_publishes_hard_links_and_symlinks_inside_as_files(overlay, vers
     (lambda ov: (ov.symlink("x", "y"), ov.symlink("y", "x")), "is a symlink loop"),
     (lambda ov: ov.mknod("a/pipe", stat.S_IFIFO | 0o644, 0), "a/pipe: not a regular file (a FIFO)"),
     (lambda ov: ov.mknod("dev", stat.S_IFBLK | 0o600, 1), "dev: not a regular file (a block device)"),
+    (lambda ov: ov.mknod("sock", stat.S_IFSOCK | 0o600, 0), "sock: not a regular file (a socket)"),
 ])
 def test_a_flush_refuses_what_a_version_cannot_hold_naming_it(overlay, versions, make, says):  # noqa: F811
     make(overlay)
