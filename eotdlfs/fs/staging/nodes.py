@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from eotdlfs.fs.staging.overlay import StagingOverlay
 
 MAX_SYMLINK_HOPS = 40  # as the kernel's ELOOP limit
-LINK_KEY = "link:"  # the key of a file a flush ships through a symlink: 'link:' + the path it publishes at
 _SPECIAL = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
             stat.S_IFBLK: "a block device"}
 

@@ -18,7 +18,6 @@ from typing import Callable, Sequence
 
 from eotdlfs.fs.staging.files import BaseVersion, PendingChanges, StagedFile, staging_error
 from eotdlfs.fs.staging.journal import LINKS_PUBLISHED
-from eotdlfs.fs.staging.nodes import LINK_KEY
 from eotdlfs.fs.staging.openfiles import MAX_RETRIES
 from eotdlfs.hashing import sha1_file
 from eotdlfs.repository import FileEntry
@@ -87,10 +86,11 @@ class Publishing:
                     raise OSError(errno.EBUSY, f"{busy[0]} is still open for writing after {timeout:.0f} s;"
                                                " close it and flush again")
                 self._released.wait(min(remaining, 1.0))
-            linked = [(path, upper, entry, LINK_KEY + path) for path, upper, entry in self.linked_sources()]
-            staged = [self._staged_file(path, upper, key) if upper
-                      else StagedFile(path, entry.size, entry.checksum, None, key or f"base:{entry.path}")
-                      for path, upper, entry, key in linked + [(*f, None) for f in files]]
+            # A file through a symlink shares its key with the file it leads to, which comes later in
+            # the list, so that `publish` maps the key to that file's own path.
+            staged = [self._staged_file(path, upper) if upper
+                      else StagedFile(path, entry.size, entry.checksum, None, f"base:{entry.path}")
+                      for path, upper, entry in self.linked_sources() + files]
             self.journal.set_meta("frozen", [f.to_json() for f in staged])
             self.journal.set_meta(LINKS_FROZEN, time.time_ns())
             self._frozen = {f.key for f in staged}
@@ -108,12 +108,12 @@ class Publishing:
                 self.journal.set_meta("frozen", [f.to_json() for f in hashed])
         return hashed
 
-    def _staged_file(self, path: str, upper: str, key: str | None = None) -> StagedFile:
+    def _staged_file(self, path: str, upper: str) -> StagedFile:
         with self._staged_bytes(path, upper) as local:
-            return StagedFile(path, os.stat(local).st_size, None, local, key or upper)
+            return StagedFile(path, os.stat(local).st_size, None, local, upper)
 
     def _hash_staged(self, staged: StagedFile) -> str:
-        with self._staged_bytes(staged.path, staged.local_path.name):
+        with self._staged_bytes(staged.path, staged.key):
             return sha1_file(staged.local_path)
 
     def read_staged(self, staged: StagedFile) -> bytes:
@@ -151,8 +151,7 @@ class Publishing:
             raise ValueError(f"version {version} lacks {len(missing)} shipped file(s), e.g. {min(missing)}")
         mtimes = {f.key: os.stat(f.local_path).st_mtime_ns for f in shipped if f.local_path is not None}
         with self._lock:
-            self.journal.rebase(version, entries, {f.key: f.path for f in shipped if not f.key.startswith(LINK_KEY)},
-                                mtimes)
+            self.journal.rebase(version, entries, {f.key: f.path for f in shipped}, mtimes)
             self.journal.set_meta(LINKS_PUBLISHED, self.journal.get_meta(LINKS_FROZEN, 0))
             self.journal.set_meta("frozen", [])
             self._frozen = set()
