@@ -72,6 +72,7 @@ def test_ln_mkfifo_and_tar_x_keep_nodes_through_a_remount(tmp_path, repo_server,
     run("ln", str(target / "data.txt"), str(target / "data-hard.txt"))
     run("ln", "-s", "data.txt", str(target / "data-soft.txt"))
     run("mkfifo", "-m", "0640", str(target / "pipe"))
+    os.mknod(target / "by-mknod.txt", stat.S_IFREG | 0o600)  # mknod(2) of a regular file: an empty file
     os.chown(target / "pipe", 65534, 65534)
     with open(target / "data-hard.txt", "a") as f:  # writing through one name is seen through the other
         f.write("more\n")
@@ -95,6 +96,7 @@ def test_ln_mkfifo_and_tar_x_keep_nodes_through_a_remount(tmp_path, repo_server,
     pipe = os.lstat(target / "pipe")
     assert stat.S_ISFIFO(pipe.st_mode) and stat.S_IMODE(pipe.st_mode) == 0o640 and pipe.st_uid == 65534
     assert stat.S_ISFIFO(os.lstat(target / "tarred" / "p").st_mode)
+    assert os.stat(target / "by-mknod.txt").st_mode == stat.S_IFREG | 0o600
     # a FIFO makes a flush refuse, naming it, as `eotdlfs ingest` refuses a local folder holding one
     result = flush_cli(tmp_path, repo_server, target)
     assert result.returncode == 1 and f"{name}/pipe: not a regular file (a FIFO)" in result.stderr, result.stderr

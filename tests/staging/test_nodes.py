@@ -25,6 +25,7 @@ def test_symlinks_fifos_and_devices_keep_type_mode_owner_and_times_across_a_reop
     overlay.mknod("a/pipe", stat.S_IFIFO | 0o640, 0, uid=65534, gid=65534)
     overlay.mknod("a/dev", stat.S_IFCHR | 0o600, 0x0103, uid=0, gid=0)
     overlay.mknod("a/sock", stat.S_IFSOCK | 0o600, 0)
+    overlay.mknod("a/empty", stat.S_IFREG | 0o600, 0, uid=65534, gid=65534)  # mknod(2) of a regular file
     overlay.chown("a/pipe", 1000, None)
     overlay.utimens("a/pipe", 1_000_000_000 * 10**9, 1_100_000_000 * 10**9)
     again = reopened(overlay, versions)
@@ -38,7 +39,9 @@ def test_symlinks_fifos_and_devices_keep_type_mode_owner_and_times_across_a_reop
     dev = again.getattr("a/dev")
     assert stat.S_ISCHR(dev["st_mode"]) and dev["st_rdev"] == 0x0103
     assert stat.S_ISSOCK(again.getattr("a/sock")["st_mode"])
-    assert set(again.readdir("a")) == {"one.txt", "b", "to-one", "pipe", "dev", "sock"}
+    assert set(again.readdir("a")) == {"one.txt", "b", "to-one", "pipe", "dev", "sock", "empty"}
+    empty = again.getattr("a/empty")
+    assert empty["st_mode"] == stat.S_IFREG | 0o600 and empty["st_size"] == 0 and empty["st_uid"] == 65534
     with pytest.raises(OSError) as info:
         again.readlink("a/one.txt")
     assert info.value.errno == errno.EINVAL

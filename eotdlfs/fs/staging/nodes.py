@@ -14,6 +14,7 @@ file would fail its next lookups with EIO), standing for the files it published 
 from __future__ import annotations
 
 import errno
+import os
 import stat
 import time
 from dataclasses import replace
@@ -61,7 +62,10 @@ class Nodes:
 
     def mknod(self: "StagingOverlay", path: str, mode: int, rdev: int, uid: int | None = None,
               gid: int | None = None) -> None:
-        """A FIFO, socket or device node (kept, never published); a regular file is `create`'s job."""
+        """A FIFO, socket or device node (kept, never published), or an empty file (`mknod` of S_IFREG)."""
+        if stat.S_ISREG(mode):
+            self.release(self.create(path, mode, os.O_WRONLY | os.O_CREAT | os.O_EXCL, uid, gid))
+            return
         if stat.S_IFMT(mode) not in _SPECIAL:
             raise staging_error(errno.EPERM, path)
         with self._lock:
