@@ -9,8 +9,8 @@ The tree is a table of nodes, one per path ('' is the record root): a directory,
 file whose bytes are either a staged upper file (`upper`, an id in the upper folder) or
 a file of the base version (`base_path`, the path it has in the base listing), or a node
 a disk keeps but a version does not (its type in `mode`): a symlink (`target`), a FIFO, a
-socket, a device (`rdev`). Hard links are file nodes sharing an `ino`: writing one row
-writes the shared fields (bytes, mode, owner, times) of every row with that `ino`.
+socket, a device (`rdev`). Hard links are file nodes sharing an `ino` (rows and
+writes: `nodetable`).
 
 Locks. `StagingJournal._lock` (an RLock) guards the SQLite connection and the path of its
 file; a transaction holds it from begin to commit. It is taken inside a StagingOverlay's
@@ -22,18 +22,16 @@ from __future__ import annotations
 import errno
 import json
 import sqlite3
-import stat
 import threading
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
 from eotdlfs.diskfull import is_disk_full
+from eotdlfs.fs.staging.nodetable import NODE_COLUMNS, Node, NodeWriter, below, node_of, parent_of
 from eotdlfs.repository import FileEntry
 
 JOURNAL_FILE = "journal.sqlite"
 DIR_MODE = 0o040755
-FILE_MODE = 0o100644
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,8 +46,6 @@ CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent);
 # Columns added after the first release, with the type an older journal gets them as.
 _ADDED_COLUMNS = {"uid": "INTEGER", "gid": "INTEGER", "atime_ns": "INTEGER", "ctime_ns": "INTEGER",
                   "target": "TEXT", "rdev": "INTEGER", "ino": "INTEGER"}
-_NODE_COLUMNS = "path, is_dir, upper, base_path, mode, mtime_ns, uid, gid, atime_ns, ctime_ns, target, rdev, ino"
-_SHARED = ("upper", "base_path", "mode", "mtime_ns", "uid", "gid", "atime_ns", "ctime_ns")  # by hard links
 _FILE = "is_dir = 0 AND (mode & 61440) = 32768"  # S_ISREG: a file a version holds
 # A base path no file has, nor a symlink (a published symlink stays one in staging: its path, or the
 # paths below it for a folder's, are what it published as).
@@ -58,50 +54,9 @@ _GONE = (f"path NOT IN (SELECT path FROM nodes WHERE {_FILE}) AND NOT EXISTS (SE
 LINKS_PUBLISHED = "links_published_ns"  # meta: when the symlinks of the last published version were frozen
 
 
-@dataclass(frozen=True)
-class Node:
-    """One path of the staged tree."""
-
-    path: str
-    is_dir: bool
-    upper: str | None = None  # id of the staged file holding the bytes
-    base_path: str | None = None  # else the base file whose bytes these are
-    mode: int = FILE_MODE
-    mtime_ns: int = 0
-    uid: int | None = None  # who created it (another user on an --allow-other mount); None: the mount's user
-    gid: int | None = None
-    atime_ns: int | None = None  # None: the modification time
-    ctime_ns: int | None = None
-    target: str | None = None  # what a symlink points to
-    rdev: int = 0  # a device node's number
-    ino: int | None = None  # the hard-link group (None: a single name)
-
-    @property
-    def is_file(self) -> bool:
-        return stat.S_ISREG(self.mode) and not self.is_dir
-
-
-def parent_of(path: str) -> str | None:
-    """The parent path ('' for a top-level path, None for the root itself)."""
-    if path == "":
-        return None
-    return path.rpartition("/")[0]
-
-
-def _node(row: tuple) -> Node:
-    return Node(row[0], bool(row[1]), *row[2:11], row[11] or 0, row[12])
-
-
 def _mtime_ns(entry: FileEntry, version_ns: int) -> int:
     """A base file's mtime, as the read-only tree shows it: its file version's time, else its version's."""
     return version_ns if entry.created_at is None else int(entry.created_at * 1e9)
-
-
-def _below(path: str) -> tuple[str, tuple]:
-    """SQL condition and arguments selecting the paths strictly below PATH ('0' sorts right after '/')."""
-    if path == "":
-        return "path != ''", ()
-    return "path > ? AND path < ?", (path + "/", path + "0")
 
 
 class StagingJournal:
@@ -269,14 +224,14 @@ class StagingJournal:
 
     def node(self, path: str) -> Node | None:
         with self._lock:
-            row = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE path = ?", (path,)).fetchone()
-        return _node(row) if row else None
+            row = self._db.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE path = ?", (path,)).fetchone()
+        return node_of(row) if row else None
 
     def children(self, path: str) -> list[Node]:
         with self._lock:
-            rows = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? ORDER BY path",
+            rows = self._db.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE parent = ? ORDER BY path",
                                     (path,)).fetchall()
-        return [_node(r) for r in rows]
+        return [node_of(r) for r in rows]
 
     def subfolders(self, path: str) -> int:
         with self._lock:
@@ -284,10 +239,10 @@ class StagingJournal:
 
     def below(self, path: str) -> list[Node]:
         """Every node strictly below PATH."""
-        where, args = _below(path)
+        where, args = below(path)
         with self._lock:
-            rows = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE {where} ORDER BY path", args).fetchall()
-        return [_node(r) for r in rows]
+            rows = self._db.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE {where} ORDER BY path", args).fetchall()
+        return [node_of(r) for r in rows]
 
     def has_children(self, path: str) -> bool:
         with self._lock:
@@ -295,15 +250,15 @@ class StagingJournal:
 
     def files(self) -> list[Node]:
         with self._lock:
-            rows = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE {_FILE} ORDER BY path").fetchall()
-        return [_node(r) for r in rows]
+            rows = self._db.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE {_FILE} ORDER BY path").fetchall()
+        return [node_of(r) for r in rows]
 
     def special_nodes(self) -> list[Node]:
         """Nodes a version cannot hold as they are: symlinks, FIFOs, sockets, devices."""
         with self._lock:
-            rows = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE is_dir = 0 AND NOT ({_FILE})"
+            rows = self._db.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE is_dir = 0 AND NOT ({_FILE})"
                                     " ORDER BY path").fetchall()
-        return [_node(r) for r in rows]
+        return [node_of(r) for r in rows]
 
     def base_entry(self, path: str) -> FileEntry | None:
         with self._lock:
@@ -409,52 +364,3 @@ class _Transaction:
 def disk_error(error: sqlite3.Error) -> OSError:
     """A SQLite failure as the OSError a writer should see: ENOSPC when the disk is full, else EIO."""
     return OSError(errno.ENOSPC if is_disk_full(error) else errno.EIO, f"staging journal: {error}")
-
-
-class NodeWriter:
-    """The changes one transaction makes."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self._db = db
-
-    def execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
-        return self._db.execute(sql, args)
-
-    def executemany(self, sql: str, rows: Iterable) -> sqlite3.Cursor:
-        return self._db.executemany(sql, rows)
-
-    def set_meta(self, key: str, value: Any) -> None:
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
-
-    def nodes(self, where: str, args: tuple = ()) -> list[Node]:
-        return [_node(r) for r in self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE {where}", args)]
-
-    def put(self, node: Node) -> None:
-        self.put_many((node,))
-
-    def put_many(self, nodes: Iterable[Node]) -> None:
-        nodes = list(nodes)
-        self._db.executemany(
-            f"INSERT OR REPLACE INTO nodes (parent, {_NODE_COLUMNS}) VALUES (?{', ?' * 13})",
-            ((parent_of(n.path), n.path, int(n.is_dir), n.upper, n.base_path, n.mode, n.mtime_ns, n.uid, n.gid,
-              n.atime_ns, n.ctime_ns, n.target, n.rdev, n.ino) for n in nodes),
-        )
-        self._db.executemany(  # the other names of a hard link see the same file
-            f"UPDATE nodes SET {', '.join(c + ' = ?' for c in _SHARED)} WHERE ino = ? AND path != ?",
-            ([getattr(n, c) for c in _SHARED] + [n.ino, n.path] for n in nodes if n.ino is not None))
-
-    def touch(self, path: str | None, now_ns: int) -> None:
-        """Folder PATH's content changed: its mtime and ctime become NOW_NS (None: nothing to touch)."""
-        if path is not None:
-            self._db.execute("UPDATE nodes SET mtime_ns = ?, ctime_ns = ? WHERE path = ? AND is_dir = 1",
-                             (now_ns, now_ns, path))
-
-    def delete(self, path: str) -> None:
-        self._db.execute("DELETE FROM nodes WHERE path = ?", (path,))
-
-    def move_subtree(self, old: str, new: str) -> None:
-        """Move every node strictly below OLD to the same place below NEW."""
-        where, args = _below(old)
-        moved = self.nodes(where, args)
-        self._db.execute(f"DELETE FROM nodes WHERE {where}", args)
-        self.put_many(replace(n, path=new + n.path[len(old):]) for n in moved)

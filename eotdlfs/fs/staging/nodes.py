@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from eotdlfs.fs.staging.files import staging_error
-from eotdlfs.fs.staging.journal import Node, NodeWriter, parent_of
+from eotdlfs.fs.staging.nodetable import Node, NodeWriter, parent_of
 from eotdlfs.repository import FileEntry
 
 if TYPE_CHECKING:

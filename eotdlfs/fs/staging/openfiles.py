@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from eotdlfs.fs.staging.files import BaseFile, staging_error
-from eotdlfs.fs.staging.journal import Node, parent_of
+from eotdlfs.fs.staging.nodetable import Node, parent_of
 from eotdlfs.repository import FileEntry
 
 if TYPE_CHECKING:

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from eotdlfs.fs.staging.files import BaseVersion, OpenBase, staging_error
-from eotdlfs.fs.staging.journal import Node, StagingJournal, parent_of
+from eotdlfs.fs.staging.journal import StagingJournal
+from eotdlfs.fs.staging.nodetable import Node, parent_of
 from eotdlfs.fs.staging.nodes import Nodes
 from eotdlfs.fs.staging.openfiles import OpenFiles, StagedHandle
 from eotdlfs.fs.staging.publishing import Publishing
