@@ -10,10 +10,10 @@ file's `OpenFile`, a staged file's handle, or a virtual file's bytes.
   `create(path, mode, flags) -> fh`, `read(path, size, offset, fh)`, `write(path, data, offset, fh)`,
   `truncate(path, length, fh=None)`, `flush`, `fsync`, `release`, `mkdir`, `rmdir`, `unlink`,
   `rename(old, new)` (both under staging; across trees is EXDEV), `chmod`, `chown`,
-  `utimens`, `getxattr`, `listxattr`, `readlink`, `symlink`, `statfs`, `status() -> dict`,
-  `destroy()`. Paths given to it are relative to `/staging` ('/', '/datasets/NAME/...').
+  `utimens`, `getxattr`, `listxattr`, `readlink`, `symlink(new, target)`, `link(new, existing)`,
+  `mknod(path, mode, rdev)`, `statfs`, `status() -> dict`, `destroy()`. Paths given to it are relative to `/staging` ('/', '/datasets/NAME/...').
   Times are in nanoseconds (fusepy `use_ns`). An operation it lacks answers ENOTSUP.
-  `create` and `mkdir` also get the caller's `uid=`, `gid=` (the new node's owner) and
+  `create`, `mkdir`, `symlink` and `mknod` also get the caller's `uid=`, `gid=` (the new node's owner) and
   `setxattr` its `uid=` (only the mount's user may flush): with `--allow-other` the
   caller is not always the mount's user.
 - `/.eotdlfs/status.json`         -> a snapshot of the mount's statistics.
@@ -358,17 +358,21 @@ class EotdlfsOperations(Operations):
 
     @_guarded
     def symlink(self, target, source):
-        return self._stage("symlink", self._writable_for(target), source)
+        uid, gid, _ = fuse_get_context()
+        return self._stage("symlink", self._writable_for(target), source, uid=uid, gid=gid)
 
     @_guarded
     def link(self, target, source):
-        self._writable_for(target)
-        raise FuseOSError(errno.EPERM)
+        new = self._writable_for(target)
+        existing = _staged_path(source)
+        if existing is None:
+            raise FuseOSError(errno.EXDEV)  # a published file: `cp` it instead
+        return self._stage("link", new, existing)
 
     @_guarded
     def mknod(self, path, mode, dev):
-        self._writable_for(path)
-        raise FuseOSError(errno.EPERM)
+        uid, gid, _ = fuse_get_context()
+        return self._stage("mknod", self._writable_for(path), mode, dev, uid=uid, gid=gid)
 
     @_guarded
     def setxattr(self, path, name, value, options, position=0):

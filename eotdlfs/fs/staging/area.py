@@ -32,6 +32,7 @@ from eotdlfs.fs.staging.control import FLUSH_XATTR, Stage
 from eotdlfs.fs.staging.flush import FlushServices, RecordFlusher
 from eotdlfs.fs.staging.journal import DIR_MODE, JOURNAL_FILE
 from eotdlfs.fs.staging.files import BaseFile, BaseVersion, staging_error
+from eotdlfs.fs.staging.nodecalls import NodeCalls
 from eotdlfs.fs.staging.openfiles import StagedHandle
 from eotdlfs.fs.staging.overlay import StagingOverlay
 from eotdlfs.metadata import KINDS, MetadataError, validate_name
@@ -40,8 +41,6 @@ from eotdlfs.repository import FileEntry
 
 log = logging.getLogger(__name__)
 
-UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2  # <sys/stat.h>, as fusepy's use_ns hands them over
-_UNCHANGED_ID = (-1, (1 << 32) - 1)  # chown's "keep this one": (uid_t) -1
 FOLLOW_CHECK_S = 5.0  # how often an unchanged overlay looks for a newer published version
 REFUSED_KEPT = 5  # names refused when made that `eotdlfs status` shows, newest last
 SHUTDOWN_WAIT_S = 10.0  # unmount waits this long for a running flush (it resumes at the next mount)
@@ -82,7 +81,7 @@ def _lock_folder(folder: Path) -> int:
     return fd
 
 
-class StagingArea:
+class StagingArea(NodeCalls):
     def __init__(self, folder: Path, published: PublishedRecords, services: FlushServices,
                  autoflush: float | None = None):
         # set once
@@ -257,6 +256,15 @@ class StagingArea:
             raise staging_error(errno.EPERM, path)
         return self._overlay(kind, name, path), rel
 
+    def _node_at(self, path: str) -> tuple[StagingOverlay | None, str]:
+        kind, name, rel = _split(path)
+        return (None, rel) if name is None else (self._overlay(kind, name, path), rel)
+
+    def _new_path(self, path: str) -> tuple[StagingOverlay, str]:
+        overlay, rel = self._inside(path)
+        _check_new_path(path, rel)
+        return overlay, rel
+
     def open(self, path: str, flags: int) -> StagedHandle:
         overlay, rel = self._inside(path)
         return overlay.open(rel, flags)
@@ -339,38 +347,6 @@ class StagingArea:
         overlay = self._overlay(old_kind, old_name, old)
         self._check_new_path(new, new_rel)
         overlay.rename(old_rel, new_rel)
-
-    def chmod(self, path: str, mode: int) -> None:
-        kind, name, rel = _split(path)
-        if name is not None:
-            self._overlay(kind, name, path).chmod(rel, mode)
-
-    def chown(self, path: str, uid: int, gid: int) -> None:
-        """A new owner and group, each -1 (as libfuse hands it: 2**32 - 1) for unchanged. Who may
-        change them the kernel decides (`default_permissions`); above the records they stay."""
-        kind, name, rel = _split(path)
-        if name is None:
-            return
-        self._overlay(kind, name, path).chown(rel, None if uid in _UNCHANGED_ID else uid,
-                                              None if gid in _UNCHANGED_ID else gid)
-
-    def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
-        """Only the modification time is kept. libfuse passes UTIME_NOW / UTIME_OMIT as a zero second
-        with that marker in the nanoseconds (`touch`, `touch -a`)."""
-        kind, name, rel = _split(path)
-        if name is None:
-            return
-        mtime_ns = times[1] if times else UTIME_NOW
-        if mtime_ns == UTIME_OMIT:
-            self.getattr(path)
-            return
-        self._overlay(kind, name, path).utimens(rel, time.time_ns() if mtime_ns == UTIME_NOW else mtime_ns)
-
-    def readlink(self, path: str) -> str:
-        raise staging_error(errno.EINVAL, path)  # staging holds no symlinks
-
-    def symlink(self, target: str, source: str) -> None:
-        raise staging_error(errno.EPERM, target)  # a dataset version holds files only
 
     # -- extended attributes: the flush control -----------------------------------------
 

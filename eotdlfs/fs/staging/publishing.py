@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from eotdlfs.fs.staging.files import BaseVersion, PendingChanges, StagedFile, staging_error
+from eotdlfs.fs.staging.journal import LINKS_PUBLISHED
 from eotdlfs.fs.staging.openfiles import MAX_RETRIES
 from eotdlfs.hashing import sha1_file
 from eotdlfs.repository import FileEntry
@@ -24,6 +25,7 @@ from eotdlfs.repository import FileEntry
 # How long a file closed while a flush waits must stay closed before the flush reads the tree
 # (rclone's --vfs-write-back waits 5 s after the last close for the same reason).
 SETTLE_S = 2.0
+LINKS_FROZEN = "links_frozen_ns"  # meta: when the flush in progress froze the symlinks it ships
 
 
 class Publishing:
@@ -98,10 +100,13 @@ class Publishing:
                     self._released.wait(min(remaining, 1.0, *(left for left, _ in settling)))
             finally:
                 self._settling = None
+            # A file through a symlink shares its key with the file it leads to, which comes later in
+            # the list, so that `publish` maps the key to that file's own path.
             staged = [self._staged_file(path, upper) if upper
                       else StagedFile(path, entry.size, entry.checksum, None, f"base:{entry.path}")
-                      for path, upper, entry in files]
+                      for path, upper, entry in self.linked_sources() + files]
             self.journal.set_meta("frozen", [f.to_json() for f in staged])
+            self.journal.set_meta(LINKS_FROZEN, time.time_ns())
             self._frozen = {f.key for f in staged}
             return staged
 
@@ -161,6 +166,7 @@ class Publishing:
         mtimes = {f.key: os.stat(f.local_path).st_mtime_ns for f in shipped if f.local_path is not None}
         with self._lock:
             self.journal.rebase(version, entries, {f.key: f.path for f in shipped}, mtimes)
+            self.journal.set_meta(LINKS_PUBLISHED, self.journal.get_meta(LINKS_FROZEN, 0))
             self.journal.set_meta("frozen", [])
             self._frozen = set()
             self._collect_garbage_locked()
