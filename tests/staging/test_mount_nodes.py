@@ -16,7 +16,8 @@ from tests.staging.test_mount_staging import KIND, flush_cli, sha1_tree, staged,
 
 
 def run(*command: str) -> None:
-    subprocess.run(command, check=True, capture_output=True, timeout=60)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"{command}: {done.stderr}"
 
 
 def followed_tree(folder: Path) -> dict[str, str]:

@@ -262,7 +262,7 @@ class StagingArea(NodeCalls):
 
     def _new_path(self, path: str) -> tuple[StagingOverlay, str]:
         overlay, rel = self._inside(path)
-        _check_new_path(path, rel)
+        self._check_new_path(path, rel)
         return overlay, rel
 
     def open(self, path: str, flags: int) -> StagedHandle:
@@ -271,8 +271,7 @@ class StagingArea(NodeCalls):
 
     def create(self, path: str, mode: int, flags: int = os.O_WRONLY, uid: int | None = None,
                gid: int | None = None) -> StagedHandle:
-        overlay, rel = self._inside(path)
-        self._check_new_path(path, rel)
+        overlay, rel = self._new_path(path)
         return overlay.create(rel, mode, flags, uid, gid)
 
     def read(self, path: str, size: int, offset: int, fh: StagedHandle) -> bytes:

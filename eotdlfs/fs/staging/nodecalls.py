@@ -12,7 +12,6 @@ import errno
 import time
 
 from eotdlfs.fs.staging.files import staging_error
-from eotdlfs.fs.staging.overlay import StagingOverlay
 
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2  # <sys/stat.h>, as fusepy's use_ns hands them over
 _UNCHANGED_ID = (-1, (1 << 32) - 1)  # chown's "keep this one": (uid_t) -1
