@@ -16,8 +16,8 @@ import os
 import re
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from eotdlfs.app.embedded import LocalRepository, settings_or_local
 from eotdlfs.app.remotefile import RemoteFile, open_remote
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.download import DownloadResult, download_version
@@ -29,6 +29,9 @@ from eotdlfs.fs.mount import default_cache_dir, make_private
 from eotdlfs.fs.namespace import FILE, Node
 from eotdlfs.metadata import record_noun
 from eotdlfs.repository import IngestResult, Record, TransferProgress, Version
+
+if TYPE_CHECKING:
+    from eotdlfs.app.embedded import LocalRepository
 
 DEFAULT_CACHE_SIZE = 20 << 30  # the mount's default: one limit for the cache they share
 _LATEST_IN_PATH = re.compile(r"^(/[^/]+/[^/]+)/latest(?=/|$)")
@@ -143,6 +146,11 @@ def connect(api_url: str | None = None, token: str | None = None, cache_dir: str
     """A connection to the repository at API_URL (default: `EOTDL_API_URL`, the config file, else
     the embedded local repository), with TOKEN (default: `EOTDL_TOKEN`, `EOTDL_API_KEY`, the config
     file, the official client's login). Reads are cached in CACHE_DIR (default: the mount's)."""
-    settings, embedded = settings_or_local(resolve_settings(api_url, token))
+    settings, embedded = resolve_settings(api_url, token), None
+    if settings.api_url is None:
+        # Imported only then: the server's stack (FastAPI, SQLAlchemy) is a second of start-up.
+        from eotdlfs.app.embedded import settings_or_local
+
+        settings, embedded = settings_or_local(settings)
     return Connection(settings, embedded, Path(cache_dir) if cache_dir else None, cache_size, ttl)
 

@@ -211,3 +211,18 @@ def test_with_nothing_configured_the_embedded_repository_is_read(tmp_path):
     listing, labels = out.split("\n", 1)
     assert listing == "['datasets/sample-scenes']"
     assert labels == (SAMPLE_DIR / "v1" / "labels.csv").read_text()
+
+
+def test_a_large_read_is_one_range_request_of_about_its_size(repo_server, unique_name, tmp_path):
+    """A COG reader's tile read (640 KiB at an offset) stays one request: a buffered file would send
+    its whole-buffer part and then a second request for the tail, reaching into the next tile."""
+    name = unique_name("tile")
+    data = ingest_one_file(repo_server, tmp_path / "src", name, "scene.tif", 3 * MiB)
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    with fs.open(f"datasets/{name}/v1/scene.tif") as f:
+        before = repo_server.stats()
+        f.seek(100_000)
+        assert f.read(660_000) == data[100_000:760_000]
+        after = repo_server.stats()
+    assert after["downloads"] - before["downloads"] == 1
+    assert after["bytes_sent"] - before["bytes_sent"] <= 660_000 + 2 * (64 << 10)
