@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,10 @@ class EotdlFileSystem(AbstractFileSystem):
         if path.count("/") == 2 and path.endswith("/" + LATEST):
             info.update(islink=True, destination=self._destination(path))
         return info
+
+    def modified(self, path: str) -> datetime:
+        """When PATH's version was published (a version's files all carry its date, as on the mount)."""
+        return datetime.fromtimestamp(self.info(path)["mtime"], timezone.utc)
 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None, autocommit: bool = True,
               cache_options: dict | None = None, **kwargs: Any):

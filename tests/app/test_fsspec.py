@@ -75,6 +75,7 @@ def test_ls_with_detail_shows_the_mounts_tree(repo_server, two_versions, tmp_pat
                                                                  _sha1((v2 / "labels.csv").read_bytes()), 2)
     assert fs.info(f"datasets/{name}/latest")["islink"] and fs.isdir(f"datasets/{name}/latest")
     assert fs.isfile(f"datasets/{name}/v1/empty.txt") and not fs.exists(f"datasets/{name}/v3")
+    assert fs.modified(f"datasets/{name}/v1/labels.csv").timestamp() == versions[f"datasets/{name}/v1"]["mtime"]
     with pytest.raises(FileNotFoundError):
         fs.info(f"datasets/{name}/v1/nothing-here")
 
