@@ -26,15 +26,15 @@ from eotdlfs.client.repository import ApiRepository, parse_record, parsed
 from eotdlfs.client.settings import Settings, resolve_settings
 from eotdlfs.fs.context import MountContext, MountOptions, build_context
 from eotdlfs.fs.mount import default_cache_dir, make_private
-from eotdlfs.fs.namespace import FILE, Node
-from eotdlfs.metadata import record_noun
+from eotdlfs.fs.namespace import FILE, LATEST, Node
+from eotdlfs.metadata import KINDS, record_noun
 from eotdlfs.repository import IngestResult, Record, TransferProgress, Version
 
 if TYPE_CHECKING:
     from eotdlfs.app.embedded import LocalRepository
 
 DEFAULT_CACHE_SIZE = 20 << 30  # the mount's default: one limit for the cache they share
-_LATEST_IN_PATH = re.compile(r"^(/[^/]+/[^/]+)/latest(?=/|$)")
+_LATEST_IN_PATH = re.compile(rf"^(/(?:{'|'.join(KINDS)})/[^/]+)/{LATEST}(?=/|$)")
 
 
 class Connection:

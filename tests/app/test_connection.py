@@ -41,8 +41,10 @@ def test_list_versions_ingest_get_open(repo, repo_server, unique_name, tmp_path)
 def test_unknown_names_and_folders(repo, unique_name):
     with pytest.raises(NotFound):
         repo.versions(unique_name("none"))
-    with pytest.raises(FileNotFoundError):
-        repo.open(f"datasets/{unique_name('none')}/v1/a.bin")
+    for path in (f"datasets/{unique_name('none')}/v1/a.bin", f"datasets/{unique_name('none')}/latest/a.bin",
+                 "nonsense/x/latest/a.bin"):
+        with pytest.raises(FileNotFoundError):
+            repo.open(path)
     with pytest.raises(IsADirectoryError):
         repo.open("datasets")
     with pytest.raises(ValueError):
