@@ -4,10 +4,14 @@ real server, each with a cache folder of its own (the user cache dir, moved by X
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
+import pystac
+import pytest
+
 import eotdlfs
-from tests.fs.datasets import tree_digest
+from tests.fs.datasets import ingest, tree_digest, write_metadata
 from tests.guide.recipes import NAME, recipe, run_python
 from tests.guide.test_recipes import _labels, _sha1
 
@@ -56,3 +60,34 @@ def test_python_api(guide_server, s2_tiles, places, tmp_path: Path) -> None:
         before = repo.get(NAME, published - 1, tmp_path / "check").folder
         after = repo.get(NAME, published, tmp_path / "check").folder
     assert tree_digest(after) == tree_digest(before) | {"chips/201.bin": _sha1(new_chip.read_bytes())}
+
+
+STAC_NAME = "s2-stac"  # the pystac recipe's dataset
+
+
+@pytest.fixture(scope="module")
+def s2_stac(guide_server, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dataset holding a self-contained STAC catalog (two items, each with an `image` asset)
+    beside its metadata.yml, ingested as a plain dataset."""
+    folder = tmp_path_factory.mktemp("s2-stac")
+    write_metadata(folder, STAC_NAME)
+    catalog = pystac.Catalog(STAC_NAME, "chips as STAC items")
+    for n in (1, 2):
+        item = pystac.Item(f"chip-{n}", None, None, datetime(2024, 1, n, tzinfo=timezone.utc), {})
+        (folder / item.id).mkdir()  # where normalize_hrefs puts the item's own document
+        (folder / item.id / "image.bin").write_bytes(bytes([n]) * 1000)
+        item.add_asset("image", pystac.Asset(str(folder / item.id / "image.bin")))
+        catalog.add_item(item)
+    catalog.normalize_hrefs(str(folder))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    ingest(guide_server, folder)
+    return folder
+
+
+def test_pystac_reads_a_catalog_through_eotdl(guide_server, s2_stac, places, tmp_path: Path) -> None:
+    got = run_python(recipe("eotdl-pystac", _no_mount(places, tmp_path)),
+                     "import json; print(json.dumps([[item.id, item.assets['image'].get_absolute_href()] "
+                     "for item in items]))", tmp_path, _user_env(tmp_path))
+    version = f"eotdl://datasets/{STAC_NAME}/latest"
+    assert json.loads(got) == [[f"chip-{n}", f"{version}/chip-{n}/image.bin"] for n in (1, 2)], got
