@@ -16,7 +16,7 @@ import pytest
 from eotdlfs.app.embedded import SAMPLE_DIR
 from eotdlfs.app.fsspec_eotdl import EotdlFileSystem
 from tests.client.helpers import cli_env
-from tests.fs.datasets import ingest, ingest_one_file, make_folder, write_metadata
+from tests.fs.datasets import ingest, ingest_one_file, make_folder, tree_digest, write_metadata
 from tests.reliability.faultproxy import FaultProxy
 
 MiB = 1 << 20
@@ -91,6 +91,8 @@ def test_find_and_glob(repo_server, two_versions, tmp_path):
     assert fs.glob(f"datasets/{name}/v1/images/tile_*.bin") == [f"datasets/{name}/v1/images/tile_{i}.bin"
                                                                   for i in range(5)]
     assert fs.glob(f"eotdl://datasets/{name}/*/images/tile_4.bin") == [f"datasets/{name}/v1/images/tile_4.bin"]
+    fs.get(f"datasets/{name}/latest/", str(tmp_path / "copy") + "/", recursive=True)
+    assert tree_digest(tmp_path / "copy") == tree_digest(v2)
 
 
 def test_seek_and_ranged_reads(repo_server, two_versions, tmp_path):
