@@ -140,6 +140,21 @@ class ApiClient:
         except ValueError as exc:
             raise ServerError(f"{method} {route}: answer is not JSON", response.status_code) from exc
 
+    def check_listening(self, answer_wait: float = 0.5) -> None:
+        """Raise Unreachable when nothing takes a connection at the API URL (refused, no such
+        host, connect timeout), retried as idempotent calls are. A server that takes it is
+        there, even if it does not answer within ANSWER_WAIT seconds: its calls time out alone."""
+        for attempt in range(self._retries + 1):
+            try:
+                self._session.head(self.base_url, timeout=(self._connect_timeout, answer_wait)).close()
+                return
+            except requests.ReadTimeout:
+                return
+            except requests.ConnectionError as exc:
+                if attempt == self._retries:
+                    raise Unreachable(f"cannot reach the repository at {self.base_url} ({_reason(exc)})") from exc
+            time.sleep(self._backoff * (2**attempt))
+
     # ---- extensions
 
     def capabilities(self) -> dict[str, Any]:

@@ -113,8 +113,8 @@ class EotdlfsOperations(Operations):
         self._lock = threading.Lock()
         self._handles: dict[int, tuple[str, Any]] = {}
         self._next_fh = itertools.count(1)
-        # The `struct stat` of a 0-byte file, per version date: a file's differs only in size.
-        self._file_stats: dict[float, bytes] = {}
+        # The `struct stat` of a 0-byte file dated 0: a published file's differs only in size and times.
+        self._file_stat = _packed_stat(self.tree.file_attrs(0, 0.0))
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -177,11 +177,11 @@ class EotdlfsOperations(Operations):
         if found is None:
             return False
         size, mtime = found
-        template = self._file_stats.get(mtime)
-        if template is None:
-            template = self._file_stats[mtime] = _packed_stat(self.tree.file_attrs(0, mtime))
-        ctypes.memmove(ctypes.addressof(st), template, len(template))
+        ctypes.memmove(ctypes.addressof(st), self._file_stat, len(self._file_stat))
         st.st_size, st.st_blocks = size, blocks_of(size)
+        seconds, nanos = divmod(int(mtime * 1e9), 1_000_000_000)  # as `getattr` rounds it
+        for spec in (st.st_atimespec, st.st_mtimespec, st.st_ctimespec):
+            spec.tv_sec, spec.tv_nsec = seconds, nanos
         return True
 
     @_guarded

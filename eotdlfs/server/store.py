@@ -214,16 +214,19 @@ class Store(MultipartUploads):
         with self.db.read() as conn:
             self._record(conn, kind, record_id)
             if version is None:
-                rows = conn.execute("SELECT path, file_version, checksum, size FROM file_versions"
+                rows = conn.execute("SELECT path, file_version, checksum, size, created_at FROM file_versions"
                                     " WHERE record_id = ? ORDER BY path, file_version", (record_id,))
             else:
                 self._version(conn, kind, record_id, version)
                 rows = conn.execute(
-                    "SELECT fv.path, fv.file_version, fv.checksum, fv.size FROM version_files vf JOIN file_versions fv"
+                    "SELECT fv.path, fv.file_version, fv.checksum, fv.size, fv.created_at"
+                    " FROM version_files vf JOIN file_versions fv"
                     " ON fv.record_id = vf.record_id AND fv.path = vf.path AND fv.file_version = vf.file_version"
                     " WHERE vf.record_id = ? AND vf.version = ? ORDER BY fv.path", (record_id, version))
+            # `createdAt` (when the file version was made) is ours, beyond the official API: a file carried
+            # into later versions keeps it, so a mount shows it as the file's mtime and rsync sees it unchanged
             return [{"filename": r["path"], "version": r["file_version"], "checksum": r["checksum"],
-                     "size": r["size"]} for r in rows]
+                     "size": r["size"], "createdAt": r["created_at"]} for r in rows]
 
     def _add_to_version(self, conn: Tx, record_id: str, version: int,
                         path: str, checksum: str, size: int) -> int:

@@ -25,6 +25,17 @@ def test_file_versions_follow_checksums(api, unique_name):
     assert api.download(rid, "a").content == b"2"  # latest file version
 
 
+def test_a_file_version_keeps_its_creation_time_in_every_version(api, unique_name):
+    rid = api.create(unique_name("fvt"))
+    api.new_version(rid)
+    api.batch(rid, 1, {"a": b"1", "b": b"same"})
+    api.new_version(rid)
+    api.batch(rid, 2, {"a": b"2"})
+    assert api.carry(rid, 2, {"b": sha1(b"same")}).status_code == 200
+    v1, v2 = ({f["filename"]: f["createdAt"] for f in api.dated_files(rid, n)} for n in (1, 2))
+    assert v2["b"] == v1["b"] and v2["a"] > v1["a"]
+
+
 def test_reingest_into_same_version_replaces_path(api, unique_name):
     rid = api.create(unique_name("rep"))
     api.new_version(rid)

@@ -232,7 +232,8 @@ class RecordFlusher:
         if not resuming:
             if ov.base_version is not None and not ov.journal.has_changes():
                 ov.settle()
-                return FlushOutcome(Stage.NOTHING, f"nothing to flush: no staged changes since v{ov.base_version}")
+                return FlushOutcome(Stage.NOTHING, f"nothing to flush: no staged changes since v{ov.base_version}"
+                                    f"{self._empty_folders_note()}")
             self._update(state=Stage.WAITING, message="freezing the staged files")
             shipped = ov.freeze(self._writer_wait, self._waiting_for)
         frozen_at = time.monotonic()
@@ -256,11 +257,24 @@ class RecordFlusher:
         timings = {"freeze_s": round(frozen_at - started, 3), "ingest_s": round(ingested_at - frozen_at, 3),
                    "restage_s": round(time.monotonic() - ingested_at, 3)}
         log.info("flush of %s/%s: %d files as v%d, %s", ov.kind, ov.name, len(shipped), version, timings)
+        note += self._empty_folders_note()
         if not summary:
-            return FlushOutcome(Stage.NOTHING, f"nothing to flush: the staged files equal v{version}", version, timings)
+            return FlushOutcome(Stage.NOTHING, f"nothing to flush: the staged files equal v{version}{note}", version,
+                                timings)
         return FlushOutcome(Stage.DONE, f"published v{version}: {summary['uploaded']} uploaded, "
                             f"{summary['carried']} carried, {summary['dropped']} removed, "
                             f"{summary['bytes_sent']} bytes sent{note}", version, dict(summary, **timings))
+
+    def _empty_folders_note(self, shown: int = 5) -> str:
+        """What the result says of empty folders: a version holds files only, so they are not
+        published; they stay in staging (a tool may be about to write there), named here."""
+        empty = self.overlay.journal.empty_folders()
+        if not empty:
+            return ""
+        names = ", ".join(f"{path}/" for path in empty[:shown]) + (f" and {len(empty) - shown} more"
+                                                                    if len(empty) > shown else "")
+        log.warning("flush of %s/%s: empty folders not published: %s", self.overlay.kind, self.overlay.name, names)
+        return f" (not published: a version holds files only; empty folders kept in staging: {names})"
 
     def _waiting_for(self, path: str) -> None:
         log.info("flush of %s waits for %s, open for writing", self.overlay.name, path)

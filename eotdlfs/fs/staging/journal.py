@@ -71,6 +71,11 @@ def _node(row: tuple) -> Node:
     return Node(path, bool(is_dir), upper, base_path, mode, mtime_ns, uid, gid)
 
 
+def _mtime_ns(entry: FileEntry, version_ns: int) -> int:
+    """A base file's mtime, as the read-only tree shows it: its file version's time, else its version's."""
+    return version_ns if entry.created_at is None else int(entry.created_at * 1e9)
+
+
 def _below(path: str) -> tuple[str, tuple]:
     """SQL condition and arguments selecting the paths strictly below PATH ('0' sorts right after '/')."""
     if path == "":
@@ -157,7 +162,7 @@ class StagingJournal:
             tx.executemany("INSERT INTO base VALUES (?, ?, ?, ?)",
                            ((e.path, e.file_version, e.checksum, e.size) for e in entries))
             tx.put_many(Node(d, True, mode=DIR_MODE, mtime_ns=mtime_ns) for d in dirs)
-            tx.put_many(Node(e.path, False, base_path=e.path, mtime_ns=mtime_ns) for e in entries)
+            tx.put_many(Node(e.path, False, base_path=e.path, mtime_ns=_mtime_ns(e, mtime_ns)) for e in entries)
             tx.set_meta("base_version", version)
 
     def merge_base(self, version: int, entries: Iterable[FileEntry], mtime_ns: int) -> list[str]:
@@ -189,7 +194,7 @@ class StagingJournal:
                 for folder in parents:
                     present[folder] = Node(folder, True, mode=DIR_MODE, mtime_ns=mtime_ns)
                     added.append(present[folder])
-                present[path] = Node(path, False, base_path=path, mtime_ns=mtime_ns)
+                present[path] = Node(path, False, base_path=path, mtime_ns=_mtime_ns(new[path], mtime_ns))
                 added.append(present[path])
             tx.put_many(added)
             tx.execute("DELETE FROM base")
@@ -294,6 +299,13 @@ class StagingJournal:
                 return True
             kept = self._db.execute("SELECT count(*) FROM nodes WHERE is_dir = 0").fetchone()[0]
             return kept != self._db.execute("SELECT count(*) FROM base").fetchone()[0]
+
+    def empty_folders(self) -> list[str]:
+        """Folders with nothing in them (the record's own folder aside): a version holds files only."""
+        with self._lock:
+            rows = self._db.execute("SELECT path FROM nodes WHERE is_dir = 1 AND path != '' AND NOT EXISTS"
+                                    " (SELECT 1 FROM nodes c WHERE c.parent = nodes.path) ORDER BY path").fetchall()
+        return [r[0] for r in rows]
 
     def upper_ids(self) -> set[str]:
         with self._lock:
