@@ -83,7 +83,8 @@ class EotdlFileSystem(AbstractFileSystem):
         return info
 
     def modified(self, path: str) -> datetime:
-        """When PATH's version was published (a version's files all carry its date, as on the mount)."""
+        """PATH's mtime on the mount: a file's is when its file version was made (a file carried
+        unchanged into later versions keeps it), a folder's when its version was published."""
         return datetime.fromtimestamp(self.info(path)["mtime"], timezone.utc)
 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None, autocommit: bool = True,

@@ -75,7 +75,9 @@ def test_ls_with_detail_shows_the_mounts_tree(repo_server, two_versions, tmp_pat
                                                                  _sha1((v2 / "labels.csv").read_bytes()), 2)
     assert fs.info(f"datasets/{name}/latest")["islink"] and fs.isdir(f"datasets/{name}/latest")
     assert fs.isfile(f"datasets/{name}/v1/empty.txt") and not fs.exists(f"datasets/{name}/v3")
-    assert fs.modified(f"datasets/{name}/v1/labels.csv").timestamp() == versions[f"datasets/{name}/v1"]["mtime"]
+    carried = [fs.modified(f"datasets/{name}/{v}/images/tile_0.bin") for v in ("v1", "v2")]
+    assert carried[0] == carried[1] and carried[0].timestamp() == fs.info(f"datasets/{name}/v1/images/tile_0.bin")["mtime"]
+    assert fs.modified(f"datasets/{name}/v2/labels.csv") > carried[0]  # changed in v2: v2's time, as on the mount
     with pytest.raises(FileNotFoundError):
         fs.info(f"datasets/{name}/v1/nothing-here")
 
@@ -127,20 +129,28 @@ def test_a_1_mib_read_at_an_offset_of_a_64_mib_file_downloads_at_most_8_mib(repo
     assert MiB <= fetched <= 8 * MiB, fetched
 
 
-def test_a_file_read_through_eotdl_is_cached_for_a_mount_on_the_same_cache(repo_server, mount_factory,
-                                                                            unique_name, tmp_path):
-    name = unique_name("shared")
-    data = ingest_one_file(repo_server, tmp_path / "src", name, "data.bin", 3 * MiB + 5)
+def test_one_block_cache_for_eotdl_and_a_mount_both_ways(repo_server, mount_factory, unique_name, tmp_path):
+    """What eotdl:// read, a mount on its cache dir reads without the server; and what that mount
+    read, eotdl:// reads without the server while the mount holds the cache dir."""
+    first, second = unique_name("shared"), unique_name("shared")
+    data = ingest_one_file(repo_server, tmp_path / "src1", first, "data.bin", 3 * MiB + 5)
+    other = ingest_one_file(repo_server, tmp_path / "src2", second, "other.bin", 2 * MiB + 7)
     cache = tmp_path / "cache"
     fs = eotdl_fs(repo_server, cache)
-    assert fs.cat_file(f"datasets/{name}/v1/data.bin") == data
+    assert fs.cat_file(f"datasets/{first}/v1/data.bin") == data
     fs.connection.close()
     mnt = mount_factory(repo_server, cache_dir=cache)
-    path = mnt.path / "datasets" / name / "v1" / "data.bin"
+    path = mnt.path / "datasets" / first / "v1" / "data.bin"
     os.stat(path)
     before = repo_server.stats()["bytes_sent"]
     assert path.read_bytes() == data
     assert repo_server.stats()["bytes_sent"] == before  # every block came from the cache eotdl:// filled
+    assert (mnt.path / "datasets" / second / "v1" / "other.bin").read_bytes() == other
+    fs = eotdl_fs(repo_server, cache)
+    fs.info(f"datasets/{second}/v1/other.bin")
+    before = repo_server.stats()["bytes_sent"]
+    assert fs.cat_file(f"datasets/{second}/v1/other.bin") == other
+    assert repo_server.stats()["bytes_sent"] == before
 
 
 def test_a_corrupted_download_is_an_io_error_and_not_kept(repo_server, unique_name, tmp_path):
