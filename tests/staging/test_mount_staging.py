@@ -288,6 +288,24 @@ def test_status_says_the_server_is_unreachable_once_a_flush_found_it_so(tmp_path
     assert mount.status()["server_reachable"] is True
 
 
+def test_a_sparse_staged_file_counts_only_its_data_blocks(tmp_path, repo_server, mount_factory, unique_name):
+    """`du` of a staged file with a 64 MiB hole counts its data, as on the disk holding it, so `du` is
+    right and `cp` (which takes few blocks for a large size as a sign of holes) copies it out sparse."""
+    name = unique_name("holes")
+    mount = mount_factory(repo_server)
+    target = staged(mount, name)
+    target.mkdir()
+    fd = os.open(target / "holes.bin", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.pwrite(fd, b"end", 64 << 20)
+    finally:
+        os.close(fd)
+    assert os.stat(target / "holes.bin").st_blocks < 1024  # under 512 KiB of the 64 MiB
+    subprocess.run(["cp", str(target / "holes.bin"), str(tmp_path / "copy.bin")], check=True, timeout=60)
+    copy = os.stat(tmp_path / "copy.bin")
+    assert copy.st_size == (64 << 20) + 3 and copy.st_blocks < 1024
+
+
 def test_disk_full_gives_enospc_and_loses_nothing_staged(tmp_path, repo_server, mount_factory, unique_name):
     cache = tmp_path / "full-cache"
     (cache / "staging").mkdir(parents=True)
