@@ -196,9 +196,12 @@ class ApiClient:
 
     # ---- files (routes 5-12)
 
-    def files(self, kind: str, record_id: str, version: int | None = None) -> list[dict[str, Any]]:
-        """Route 5: the files of dataset VERSION (every file version of every path when None)."""
-        params = {"version": version} if version is not None else None
+    def files(self, kind: str, record_id: str, version: int | None = None,
+              path: str | None = None) -> list[dict[str, Any]]:
+        """Route 5: the files of dataset VERSION (every file version of every path when None);
+        with PATH, what our server has at PATH (see `Repository.lookup`), the whole list from
+        a server that ignores it."""
+        params = {k: v for k, v in (("version", version), ("path", path)) if v is not None} or None
         return self._json("GET", f"{kind}/{quote(record_id, safe='')}/files", idempotent=True, params=params)
 
     def upload_batch(self, kind: str, record_id: str, version: int, zip_bytes: bytes, checksums: Sequence[str]) -> None:

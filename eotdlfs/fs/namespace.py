@@ -44,6 +44,7 @@ DIR, FILE, LINK = "dir", "file", "link"
 LATEST = "latest"
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
 MAX_KEPT_NODES = 500_000
+LIST_LATER_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,14 @@ class Namespace:
             with self._lock:
                 return self._records.setdefault(kind, stored)
 
+    def warm(self) -> None:
+        """Fetch every kind's record list in the background: a fresh mount's first open then
+        finds it in hand (it cost that open a round trip, the first of the process)."""
+        for kind in KINDS:
+            with self._lock:
+                generation = self._generations.get(kind, 0)
+            self._fetches.start(("records", kind, generation), functools.partial(self._refresh, kind, generation))
+
     def _refresh(self, kind: str, generation: int) -> dict[str, Record]:
         try:
             listed = self.repo.records(kind)
@@ -263,29 +272,69 @@ class Namespace:
     # --- version trees -------------------------------------------------------------------
 
     def tree(self, record: Record, number: int) -> VersionTree:
-        key = (record.id, number)
+        tree = self._known_tree(record, number)
+        if tree is None:
+            tree = self._fetches.result(("files", record.id, number), functools.partial(self._fetch_tree, record, number),
+                                        f"the files of {record.kind}/{record.name} v{number}")
+        return tree
+
+    def _known_tree(self, record: Record, number: int) -> VersionTree | None:
+        """The version's files from memory or from the list kept on disk; None if neither has them."""
         with self._lock:
-            tree = self._trees.get(key)
+            tree = self._trees.get((record.id, number))
         if tree is not None:
             return tree
-        stored = self.state_dir / "listings" / record.kind / record.id / f"v{number}.rows.json"
         try:
-            entries = [FileEntry(*row) for row in json.loads(stored.read_text())]
+            entries = [FileEntry(*row) for row in json.loads(self._listing_file(record, number).read_text())]
         except (OSError, ValueError, TypeError):
-            entries = self._fetches.result(("files", record.id, number),
-                                           functools.partial(self._fetch_files, record, number, stored),
-                                           f"the files of {record.kind}/{record.name} v{number}")
+            return None
+        return self._install(record, number, entries)
+
+    def _fetch_tree(self, record: Record, number: int) -> VersionTree:
+        entries = self.repo.files(record, number)
+        _write_json(self._listing_file(record, number), [(e.path, e.file_version, e.checksum, e.size) for e in entries])
+        return self._install(record, number, entries)
+
+    def _install(self, record: Record, number: int, entries: list[FileEntry]) -> VersionTree:
         tree = VersionTree.build(self._sound_files(record, number, entries))
         mtime = self._published(record, number).created_at.timestamp()
         with self._lock:
-            self._trees[key] = tree
+            self._trees[(record.id, number)] = tree
             self._versions[(record.kind, record.name, f"v{number}")] = ListedVersion(mtime, tree)
         return tree
 
-    def _fetch_files(self, record: Record, number: int, stored: Path) -> list[FileEntry]:
-        entries = self.repo.files(record, number)
-        _write_json(stored, [(e.path, e.file_version, e.checksum, e.size) for e in entries])
-        return entries
+    def _list_later(self, record: Record, number: int) -> None:
+        """The version's whole list, a moment after its first lookup: fetched at once, its
+        10,000 entries (server and mount work alike) delayed the lookups of the first open."""
+        time.sleep(LIST_LATER_S)
+        self.tree(record, number)
+
+    def _listing_file(self, record: Record, number: int) -> Path:
+        return self.state_dir / "listings" / record.kind / record.id / f"v{number}.rows.json"
+
+    def _look_up(self, record: Record, number: int, rel: str) -> FileEntry | bool | None:
+        """REL in a version whose file list is not loaded, in one small request, then the whole
+        list in the background (an `ls` will want it): its entry if a file, True if a folder,
+        False if neither; None when only the whole list can tell (the caller waits for it)."""
+        try:
+            found = self._fetches.result(("lookup", record.id, number, rel),
+                                         functools.partial(self.repo.lookup, record, number, rel),
+                                         f"{rel} in {record.kind}/{record.name} v{number}")
+        except TimeoutError:
+            raise  # a silent server: the whole list would wait as long again
+        except Exception as exc:  # e.g. offline: the whole list's fetch says so, or finds it on disk
+            log.debug("cannot look up %s alone: %s", rel, exc)
+            return None
+        sound = self._sound_files(record, number, found)
+        if len(found) > 1 or any(e.path != rel and not e.path.startswith(rel + "/") for e in found):
+            self._install(record, number, sound)  # a server that ignores the filter sent the whole list
+            return None
+        self._fetches.start(("list later", record.id, number), functools.partial(self._list_later, record, number))
+        if not found:
+            return False
+        if len(sound) != len(found):
+            return None  # left out by the rules: the whole list says what stands there
+        return sound[0] if sound[0].path == rel else True
 
     # --- paths ---------------------------------------------------------------------------
 
@@ -317,15 +366,18 @@ class Namespace:
         mtime = version.created_at.timestamp()
         if len(parts) == 3:  # the version's folder: its file list is fetched when looked into
             return Node(DIR, mtime, record=record, version=version.number)
-        tree = self.tree(record, version.number)
         rel = "/".join(parts[3:])
-        entry = tree.files.get(rel)
-        if entry is not None:
-            node = Node(FILE, mtime, entry.size, record, version.number, entry)
-        elif rel in tree.children:
+        tree = self._known_tree(record, version.number)
+        found = self._look_up(record, version.number, rel) if tree is None else None
+        if found is None:
+            tree = self.tree(record, version.number)
+            found = tree.files.get(rel) or rel in tree.children
+        if found is False:
+            raise not_found(path)
+        if found is True:
             node = Node(DIR, mtime, record=record, version=version.number)
         else:
-            raise not_found(path)
+            node = Node(FILE, mtime, found.size, record, version.number, found)
         with self._lock:
             if len(self._nodes) >= MAX_KEPT_NODES:
                 self._nodes.clear()
