@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
 import platformdirs
 import yaml
 
@@ -40,6 +39,8 @@ class Settings:
 
 
 def token_subject(token: str) -> str | None:
+    import jwt  # here: it loads `cryptography`, 20 MB of every mount's memory, for ingests only
+
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
