@@ -3,7 +3,8 @@
 Record lists come from the repository and are refreshed after a TTL, in the background while
 the list in hand is served (kept on disk too, so a remount works while the server is down); a
 published version's file list never changes, so it is fetched once and kept on disk for good.
-No caller waits for the server longer than `wait` seconds. What the server lists is checked
+Until it is in hand, a path in the version is looked up alone (one small request) and the
+whole list follows in the background: a first open does not wait for 10,000 entries. No caller waits for the server longer than `wait` seconds. What the server lists is checked
 with the rules for what we send it (record names, file paths, version numbers): an entry that
 breaks them is left out, and logged once. Paths resolve to `Node`s; nothing here knows FUSE or HTTP.
 
