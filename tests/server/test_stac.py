@@ -163,3 +163,112 @@ def test_only_the_owner_puts_a_catalog(ds, unique_name):
     assert put_stac(ds.as_user(None), rid, official_payload(ds, rid)).status_code == 401
     assert put_stac(ds, "nope", official_payload(ds, rid)).status_code == 404
     assert list(files_of(ds, rid, version)) == ["B01.tif"]
+
+
+# -- hostile PUTs: a clear 4xx, and the version is as before -------------------------
+
+
+def _asset_href(href: str):
+    return lambda fc: fc["features"][2]["properties"]["assets"]["B01"].update(href=href)
+
+
+def _feature_prop(index: int, **values):
+    return lambda fc: fc["features"][index]["properties"].update(values)
+
+
+def _blob(fc):
+    fc["features"][2]["properties"]["properties"]["blob"] = "x" * MAX_DOCUMENT_BYTES
+
+
+@pytest.mark.parametrize("change, status, detail", [
+    (_asset_href("../../etc/passwd"), 422, "asset 'B01': href '../../etc/passwd' is not a file uploaded"),
+    (_asset_href("/etc/passwd"), 422, "href '/etc/passwd' is not a file uploaded"),
+    (_asset_href("file:///etc/passwd"), 422, "href 'file:///etc/passwd' is not a file uploaded"),
+    (_asset_href("{api}datasets/{rid}/download/../../etc/passwd"), 422, "'../../etc/passwd' is not a file of this"),
+    (_asset_href("https://example.com/B01.tif"), 422, "not a file uploaded to this dataset"),
+    (_feature_prop(2, id="../../evil"), 422, "id '../../evil' must be a non-empty name"),
+    (_feature_prop(0, type="Collection"), 422, "exactly one Catalog"),
+    (_feature_prop(2, properties=None), 422, "not a valid STAC Feature"),
+    (_blob, 422, "more than the 1048576 a STAC document may have"),
+])
+def test_a_hostile_catalog_is_refused_whole(ds, unique_name, change, status, detail):
+    rid = create_stac(ds, unique_name("bad"))
+    version = ds.new_version(rid)
+    upload(ds, rid, version, "B01.tif", ASSET)
+    fc = official_payload(ds, rid)
+    change(fc)
+    fc = json.loads(json.dumps(fc).replace("{api}", ds.url).replace("{rid}", rid))
+    r = put_stac(ds, rid, fc)
+    assert r.status_code == status and detail in r.json()["detail"], r.text
+    assert r.json()["detail"].startswith("Invalid STAC catalog: ")
+    assert list(files_of(ds, rid, version)) == ["B01.tif"]
+    assert ds.get(f"datasets/{rid}/download").status_code == 404
+
+
+@pytest.mark.parametrize("body, status, detail", [
+    (b'{"stac": {"type": "FeatureCollection", "features": [', 422, "JSON decode error"),
+    (b'{"stac": ["not", "a", "collection"]}', 422, "'stac' must be a GeoJSON FeatureCollection"),
+    (b'{"catalog": {}}', 400, '{"stac": <GeoJSON FeatureCollection>}'),
+    (b'[1, 2]', 400, '{"stac": <GeoJSON FeatureCollection>}'),
+])
+def test_a_body_that_is_no_catalog_is_refused(ds, unique_name, body, status, detail):
+    rid = create_stac(ds, unique_name("body"))
+    version = ds.new_version(rid)
+    r = ds.req("PUT", f"datasets/stac/{rid}", data=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == status and detail in r.json()["detail"], r.text
+    assert files_of(ds, rid, version) == {}
+
+
+def test_link_cycles_in_a_put_are_not_stored(ds, unique_name, tmp_path):
+    """Links are the uploader's and are rewritten: a cycle among them cannot reach the stored tree."""
+    rid = create_stac(ds, unique_name("cycle"))
+    version = ds.new_version(rid)
+    upload(ds, rid, version, "B01.tif", ASSET)
+    fc = official_payload(ds, rid)
+    collection, item = fc["features"][1]["properties"], fc["features"][2]["properties"]
+    collection["links"].append({"rel": "child", "href": "../catalog.json"})
+    item["links"].append({"rel": "child", "href": "./scene-0.json"})
+    assert put_stac(ds, rid, fc).status_code == 200
+    stored = {path: json.loads(ds.download(rid, path).content) for path in files_of(ds, rid, version)
+              if path.endswith(".json")}
+    assert [link["href"] for link in stored["sentinel/collection.json"]["links"] if link["rel"] == "child"] == []
+    assert [link for link in stored["sentinel/scene-0/scene-0.json"]["links"] if link["rel"] == "child"] == []
+
+
+def test_a_stored_link_cycle_is_a_clear_error_on_download(ds, unique_name):
+    """Documents uploaded as plain files (not through S4) are walked within bounds."""
+    rid = ds.create(unique_name("loop"))
+    version = ds.new_version(rid)
+    catalog = {"type": "Catalog", "id": "loop", "stac_version": "1.0.0", "description": "d",
+               "links": [{"rel": "child", "href": "./sub/catalog.json"}]}
+    sub = dict(catalog, id="sub", links=[{"rel": "child", "href": "../catalog.json"}])
+    files = {"catalog.json": json.dumps(catalog).encode(), "sub/catalog.json": json.dumps(sub).encode()}
+    assert ds.batch(rid, version, files).status_code == 200
+    r = ds.get(f"datasets/{rid}/download")
+    assert r.status_code == 409 and "link cycle" in r.json()["detail"], r.text
+
+
+def test_more_items_than_the_limit_are_refused(ds, unique_name):
+    """100,001 items: the body passes the 4 MiB cap of other JSON bodies, the item limit refuses it."""
+    rid = create_stac(ds, unique_name("many"))
+    version = ds.new_version(rid)
+    fc = official_payload(ds, rid)
+    fc["features"] = fc["features"][:2] + [
+        {"type": "Feature", "properties": {"type": "Feature", "id": f"i{i}"}, "geometry": None}
+        for i in range(100_001)]
+    r = put_stac(ds, rid, fc)
+    assert r.status_code == 422 and "more than 100000 items" in r.json()["detail"], r.text
+    assert files_of(ds, rid, version) == {}
+
+
+def test_a_put_over_the_body_cap_is_413(new_server, tmp_path):
+    server = new_server(tmp_path / "root", {"EOTDLFS_MAX_STAC_BODY_BYTES": "2000"})
+    server.start()
+    try:
+        api = Api(server, "datasets", server.token("alice"))
+        rid = create_stac(api, "capped")
+        api.new_version(rid)
+        r = put_stac(api, rid, official_payload(api, rid))
+        assert r.status_code == 413 and "larger than 2000 bytes" in r.json()["detail"]
+    finally:
+        server.stop()
