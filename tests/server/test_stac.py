@@ -272,3 +272,20 @@ def test_a_put_over_the_body_cap_is_413(new_server, tmp_path):
         assert r.status_code == 413 and "larger than 2000 bytes" in r.json()["detail"]
     finally:
         server.stop()
+
+
+def test_a_catalog_put_into_a_draft_appears_when_it_is_published(ds, unique_name):
+    """Drafts as for Q0: the documents are files of the draft, seen by S5 and `quality` once published."""
+    name = unique_name("draft")
+    rid = ds.create(name)
+    version = ds.new_version(rid, draft=True)
+    upload(ds, rid, version, "B01.tif", ASSET)
+    r = put_stac(ds, rid, official_payload(ds, rid), params={"version": version})
+    assert r.status_code == 200 and r.json() == {"dataset_id": rid, "version": version}, r.text
+    assert "catalog.json" in files_of(ds, rid, version)
+    assert ds.record(name)["quality"] == 0
+    assert ds.get(f"datasets/{rid}/download").status_code == 404  # no published version yet
+    assert ds.post(f"datasets/{rid}/publish?version={version}").status_code == 200
+    assert ds.record(name)["quality"] == 1
+    assert [f["properties"]["id"] for f in ds.get(f"datasets/{rid}/download").json()["features"]] == [
+        "my-stac-ds", "sentinel", "scene-0", "scene-1"]
