@@ -87,14 +87,14 @@ class StacDatasets:
             raise stac_refused(exc) from None
         staged = [(path, self.blobs.stage(io.BytesIO(data))) for path, data in catalog.documents]
         try:
-            if self._same_catalog(files, staged):
-                return version
             self.blobs.sync_all([blob for _, blob in staged])
             with self.db.write() as conn:
                 self._owned(conn, kind, record_id, uid)
                 self._version(conn, kind, record_id, version)
-                if conn.execute("SELECT 1 FROM version_files WHERE record_id = ? AND version = ? AND path = ?",
-                                (record_id, version, ROOT_DOCUMENT)).fetchone():
+                files = self._version_files(conn, record_id, version)  # now, under the record's write lock
+                if ROOT_DOCUMENT in files:
+                    if all(path in files and files[path]["checksum"] == blob.sha1 for path, blob in staged):
+                        return version  # the same PUT again: a retry whose answer was lost
                     raise ApiError(409, f"Dataset version {version} already has its STAC catalog;"
                                         " a changed catalog needs a new version")
                 for path, blob in staged:
@@ -105,11 +105,6 @@ class StacDatasets:
             for _, blob in staged:
                 blob.discard()
         return version
-
-    @staticmethod
-    def _same_catalog(files: dict[str, Row], staged: list) -> bool:
-        return ROOT_DOCUMENT in files and all(path in files and files[path]["checksum"] == blob.sha1
-                                              for path, blob in staged)
 
     def stac_feature_collection(self, kind: str, record_id: str, version: int | None,
                                 download_url: Callable[[str], str]) -> dict[str, Any]:
