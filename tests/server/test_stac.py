@@ -289,3 +289,22 @@ def test_a_catalog_put_into_a_draft_appears_when_it_is_published(ds, unique_name
     assert ds.record(name)["quality"] == 1
     assert [f["properties"]["id"] for f in ds.get(f"datasets/{rid}/download").json()["features"]] == [
         "my-stac-ds", "sentinel", "scene-0", "scene-1"]
+
+
+def test_a_collection_of_many_items_is_not_a_property_blob(ds, unique_name):
+    """A collection's item links grow with its items (100,000 are ~10 MB): only its own fields
+    get the 1 MiB cap. 2,000 items with 240-character ids make its links pass 1 MiB."""
+    rid = create_stac(ds, unique_name("wide"))
+    version = ds.new_version(rid)
+    upload(ds, rid, version, "B01.tif", ASSET)
+    fc = official_payload(ds, rid)
+    item = fc["features"][2]
+    fc["features"] = fc["features"][:2]
+    for i in range(2000):
+        feature = json.loads(json.dumps(item))
+        feature["properties"].update(id=f"{i:05d}".ljust(240, "x"), links=[])
+        fc["features"].append(feature)
+    r = put_stac(ds, rid, fc)
+    assert r.status_code == 200, r.text
+    assert int(ds.download(rid, "sentinel/collection.json").headers["Content-Length"]) > MAX_DOCUMENT_BYTES
+    assert len(ds.get(f"datasets/{rid}/download").json()["features"]) == 2002

@@ -188,13 +188,14 @@ def _official_python() -> Path:
     return python
 
 
-# Its venv pairs geopandas 0.13 with numpy 2, whose np.array(copy=False) raises inside
-# GeoDataFrame.to_json(): the official ingest_stac fails there before any PUT. This
-# turns copy=False back into numpy 1's meaning ("copy if needed") for this run.
+# geopandas 0.13 with numpy 2 (a venv made before test_official_client pinned numpy<2):
+# np.array(copy=False) raises inside GeoDataFrame.to_json(), before any PUT. This turns
+# copy=False back into numpy 1's meaning ("copy if needed") for this run.
 NUMPY1_COPY = """
 import numpy as np
-_array = np.array
-np.array = lambda *a, copy=True, **k: _array(*a, copy=None if copy is False else copy, **k)
+if int(np.__version__.split(".")[0]) >= 2:
+    _array = np.array
+    np.array = lambda *a, copy=True, **k: _array(*a, copy=None if copy is False else copy, **k)
 """
 
 OFFICIAL_PUT = NUMPY1_COPY + """
