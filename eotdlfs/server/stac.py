@@ -85,8 +85,10 @@ class StacDatasets:
             catalog = feature_collection_to_documents(body["stac"], record_id, set(files))
         except StacError as exc:
             raise stac_refused(exc) from None
-        staged = [(path, self.blobs.stage(io.BytesIO(data))) for path, data in catalog.documents]
+        staged = []
         try:
+            for path, data in catalog.documents:  # in the loop: a failed stage still discards the ones before
+                staged.append((path, self.blobs.stage(io.BytesIO(data))))
             self.blobs.sync_all([blob for _, blob in staged])
             with self.db.write() as conn:
                 self._owned(conn, kind, record_id, uid)

@@ -6,6 +6,8 @@ sends (absolute local `self` hrefs, asset hrefs as download URLs of its uploads)
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pystac
 import pytest
 from serverapi import Api, sha1
 
+from eotdlfs.server.store import Store
 from eotdlfs.stac import MAX_DOCUMENT_BYTES
 
 PAYLOAD = Path(__file__).resolve().parent.parent / "stac" / "official_put_payload.json"
@@ -308,3 +311,26 @@ def test_a_collection_of_many_items_is_not_a_property_blob(ds, unique_name):
     assert r.status_code == 200, r.text
     assert int(ds.download(rid, "sentinel/collection.json").headers["Content-Length"]) > MAX_DOCUMENT_BYTES
     assert len(ds.get(f"datasets/{rid}/download").json()["features"]) == 2002
+
+
+def test_a_put_failing_midway_stores_nothing_and_leaves_no_staged_blob(tmp_path, monkeypatch):
+    """The disk fills while the documents are staged (injected at the third): the version is as
+    before and no temp file of the ones staged before is left."""
+    store = Store(tmp_path / "root")
+    rid = store.create_stac_record("datasets", "alice", {"name": "half-put"})
+    version = store.create_version("datasets", rid, "alice")
+    store.ingest_file("datasets", rid, "alice", version, "B01.tif", io.BytesIO(ASSET), sha1(ASSET))
+    fc = json.loads(PAYLOAD.read_text().replace("/datasets/ID123/", f"/datasets/{rid}/"))["features"]
+    stage, calls = store.blobs.stage, []
+
+    def stage_until_the_disk_is_full(source, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return stage(source, *args, **kwargs)
+
+    monkeypatch.setattr(store.blobs, "stage", stage_until_the_disk_is_full)
+    with pytest.raises(OSError):
+        store.put_stac("datasets", rid, "alice", {"stac": {"type": "FeatureCollection", "features": fc}})
+    assert list(store.blobs.tmp.iterdir()) == []
+    assert [f["filename"] for f in store.list_files("datasets", rid, version)] == ["B01.tif"]
