@@ -18,9 +18,7 @@ import argparse
 import hashlib
 import io
 import json
-import shutil
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -30,7 +28,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from eotdlfs.server.auth import issue_token  # noqa: E402
 from eotdlfs.stac import StoredSource, documents_to_feature_collection, read_local_catalog  # noqa: E402
-from scripts.bench_server import ok, start_server  # noqa: E402
+from scripts.bench_server import ok, served  # noqa: E402
 from tests.stac.catalogs import write_catalog  # noqa: E402
 
 BATCH = 990  # checksums are form fields: at most 1000 a request
@@ -81,18 +79,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=10_000)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="eotdlfs-bench-stac-server-"))
-    proc = None
-    try:
-        proc, url = start_server(work / "root")
+    with served() as (proc, url, work):
         result = run(url, issue_token(work / "root", "bench"), work, args.items)
         result["server_max_rss_mib"] = peak_rss_mib(proc.pid)
         print(json.dumps(result, indent=2))
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
