@@ -162,7 +162,8 @@ def _objects(catalog_json: Path) -> dict[str, dict]:
 @pytest.mark.timeout(900)
 def test_official_client_stac_ingest_and_get(official, repo_server, unique_name, tmp_path):
     """Its STAC ingest (S1, assets by route 8, S4) and `get -a` (S5): assets byte-identical, objects
-    equal apart from hrefs, and the version's files a self-contained catalog the server wrote."""
+    equal apart from hrefs, and the version's files a self-contained catalog the server wrote; its
+    re-ingest makes version 2, where only the changed asset is a new file version."""
     name = unique_name("ostac")
     source = write_catalog(tmp_path / "src", items=3, name=name, asset="{id}.tif")
     out = official("datasets", "ingest", "-p", str(source))
@@ -189,3 +190,13 @@ def test_official_client_stac_ingest_and_get(official, repo_server, unique_name,
     assert _objects(got / name / "catalog.json") == _objects(source / "catalog.json"), out
     assert {p.name: p.read_bytes() for p in (got / "assets").iterdir()} == {
         f"{i}.tif": (source / "scenes" / "items" / i / f"{i}.tif").read_bytes() for i in ids}
+
+    # its re-ingest: a new version with every asset uploaded again (one changed) and the catalog PUT again
+    changed = source / "scenes" / "items" / ids[0] / f"{ids[0]}.tif"
+    changed.write_bytes(b"changed asset")
+    out = official("datasets", "ingest", "-p", str(source))
+    record = api.record(name)
+    assert [v["version_id"] for v in record["versions"]] == [1, 2], out
+    v2 = {f["filename"]: f["version"] for f in api.files(record["id"], 2)}
+    assert v2 == {path: 2 if path == f"{ids[0]}.tif" else 1 for path in files}, out
+    assert api.download(record["id"], f"{ids[0]}.tif").content == b"changed asset"
