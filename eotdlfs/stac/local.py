@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..metadata import MetadataError, validate_name
-from .rules import MAX_DOCUMENT_BYTES, ROOT_DOCUMENT, StacError, check_id, check_with_pystac, is_remote, is_under
+from .rules import MAX_DOCUMENT_BYTES, MAX_READ_BYTES, ROOT_DOCUMENT, StacError, check_id, check_with_pystac, is_remote, is_under
 from .tree import CatalogFiles, self_contained
 from .walk import walk
 
@@ -41,14 +41,14 @@ class FolderSource:
             raise StacError(f"{path}: a link out of {self.folder}")
         try:
             with open(file, "rb") as f:
-                data = f.read(MAX_DOCUMENT_BYTES + 1)
+                data = f.read(MAX_READ_BYTES + 1)
         except FileNotFoundError:
             raise StacError(f"{path}: not found in {self.folder}") from None
         except IsADirectoryError:
             raise StacError(f"{path}: a folder, not a STAC document") from None
         except OSError as exc:
             raise StacError(f"{path}: cannot be read ({exc.strerror})") from None
-        if len(data) > MAX_DOCUMENT_BYTES:
+        if len(data) > MAX_READ_BYTES:
             raise StacError(f"{path}: more than the {MAX_DOCUMENT_BYTES} bytes a STAC document may have")
         return data
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .rules import MAX_CATALOG_BYTES, MAX_DOCUMENT_BYTES, STRUCTURAL_RELS, StacError, is_remote, relative_href
+from .rules import MAX_CATALOG_BYTES, STRUCTURAL_RELS, StacError, check_size, is_remote, relative_href
 
 
 @dataclass
@@ -74,8 +74,7 @@ def self_contained(nodes: list[Node], name: str) -> CatalogFiles:
                               for key, path in node.assets.items()}
             assets.update(node.assets.values())
         data = json.dumps(stac, ensure_ascii=False).encode()  # no indent: the C encoder, 5x faster
-        if len(data) > MAX_DOCUMENT_BYTES:
-            raise StacError(f"{node.path}: {len(data)} bytes, more than the {MAX_DOCUMENT_BYTES} a STAC document may have")
+        check_size(stac, len(data), node.path)
         total += len(data)
         if total > MAX_CATALOG_BYTES:
             raise StacError(f"the catalog's documents pass {MAX_CATALOG_BYTES} bytes")
