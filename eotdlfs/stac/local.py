@@ -16,7 +16,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..metadata import MetadataError, validate_name
-from .rules import MAX_DOCUMENT_BYTES, ROOT_DOCUMENT, StacError, check_id, check_with_pystac, is_remote, is_under
+from ..paths import RefusedSymlink, is_under, resolve_inside
+from .rules import MAX_DOCUMENT_BYTES, ROOT_DOCUMENT, StacError, check_id, check_with_pystac, is_remote
 from .tree import CatalogFiles, self_contained
 from .walk import walk
 
@@ -37,8 +38,11 @@ class FolderSource:
 
     def read(self, path: str) -> bytes:
         file = self.path(path)
-        if path == ROOT_DOCUMENT and not self._inside(file):
-            raise StacError(f"{path}: a link out of {self.folder}")
+        try:
+            if path == ROOT_DOCUMENT and not self._inside(file):
+                raise RefusedSymlink(f"{file} is outside")
+        except RefusedSymlink as exc:
+            raise StacError(f"{path}: a link out of {self.folder} ({exc})") from None
         try:
             with open(file, "rb") as f:
                 data = f.read(MAX_DOCUMENT_BYTES + 1)
@@ -59,16 +63,24 @@ class FolderSource:
             href = unquote(urlsplit(href).path)
         base = os.path.dirname(self.path(document))
         lexical = os.path.normpath(os.path.join(base, href))  # an absolute href replaces base
-        if not is_under(lexical, self.folder) or lexical == self.folder or not self._inside(lexical):
+        try:
+            inside = is_under(lexical, self.folder) and lexical != self.folder and self._inside(lexical)
+        except RefusedSymlink as exc:
+            raise StacError(f"{what}: href {href!r} points outside {self.folder} ({exc})") from None
+        if not inside:
             raise StacError(f"{what}: href {href!r} points outside {self.folder}")
         return lexical[len(self.folder.rstrip("/")) + 1:]
 
     def _inside(self, lexical: str) -> bool:
         """Whether the real path of LEXICAL (a path under the folder) stays under the folder's."""
-        real = self._real_dir(os.path.dirname(lexical))
         if os.path.islink(lexical):
-            real = os.path.realpath(lexical)
-        return is_under(real, self._real_dirs[self.folder])
+            self._resolve(lexical)
+            return True
+        return is_under(self._real_dir(os.path.dirname(lexical)), self._real_dirs[self.folder])
+
+    def _resolve(self, link: str) -> str:
+        """The real path of LINK, by the one rule of `eotdlfs.paths` (RefusedSymlink when it leads out)."""
+        return str(resolve_inside(link, self._real_dirs[self.folder]))
 
     def _real_dir(self, directory: str) -> str:
         known = self._real_dirs.get(directory)
@@ -76,7 +88,7 @@ class FolderSource:
             if directory == os.path.dirname(directory):  # above the folder: cannot happen after the lexical check
                 return os.path.realpath(directory)
             if os.path.islink(directory):
-                known = os.path.realpath(directory)
+                known = self._resolve(directory)
             else:
                 known = os.path.join(self._real_dir(os.path.dirname(directory)), os.path.basename(directory))
             self._real_dirs[directory] = known
