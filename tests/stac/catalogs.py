@@ -53,3 +53,22 @@ def write_catalog(folder: Path, items: int = 3, name: str = "stac-test", seed: i
         write_json(item_folder / f"{stac_id}.json", item_doc(stac_id, bbox, when, {"data": "./data.tif"}))
         (item_folder / "data.tif").write_bytes(stac_id.encode())
     return folder
+
+
+def hostile(folder: Path, href: str, where: str = "asset") -> Path:
+    """A one-item catalog whose asset href (or, WHERE="link", an extra item link of its collection) is HREF."""
+    write_catalog(folder, items=1)
+    item = folder / "scenes" / "items" / "item-00000" / "item-00000.json"
+    doc = json.loads(item.read_text())
+    if where == "asset":
+        doc["assets"]["data"]["href"] = href
+        write_json(item, doc)
+    else:
+        add_link(folder / "scenes" / "collection.json", {"rel": "item", "href": href})
+    return folder
+
+
+def add_link(document: Path, link: dict) -> None:
+    doc = json.loads(document.read_text())
+    doc["links"].append(link)
+    write_json(document, doc)
