@@ -72,3 +72,22 @@ def add_link(document: Path, link: dict) -> None:
     doc = json.loads(document.read_text())
     doc["links"].append(link)
     write_json(document, doc)
+
+
+def add_cog_asset(folder: Path, item: str = "item-00000", side: int = 512, href: str = "./scene.tif") -> Path:
+    """Give ITEM of write_catalog's catalog a tiled Cloud-Optimised GeoTIFF asset `cog`: ITEM/scene.tif, as HREF."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    item_folder = folder / "scenes" / "items" / item
+    data = np.random.default_rng(3).integers(0, 10_000, size=(side, side), dtype=np.uint16)
+    with rasterio.open(item_folder / "scene.tif", "w", driver="COG", width=side, height=side, count=1,
+                       dtype="uint16", blocksize=256, crs="EPSG:4326",
+                       transform=Affine(0.001, 0, 0, 0, -0.001, 0)) as dst:
+        dst.write(data, 1)
+    document = item_folder / f"{item}.json"
+    doc = json.loads(document.read_text())
+    doc["assets"]["cog"] = {"href": href.format(folder=item_folder), "type": "image/tiff; application=geotiff; profile=cloud-optimized"}
+    write_json(document, doc)
+    return item_folder / "scene.tif"
