@@ -27,6 +27,9 @@ from .walk import Source, walk
 Bbox = tuple[float, float, float, float]
 Interval = tuple[float, float]  # epoch seconds; -inf / inf for an open end
 INDEX_FORMAT = 1
+# The index a STAC version keeps beside its catalog.json (eotdlfs ingest and flush write it):
+# hidden, as it is not part of the catalog, and a version never changes, so neither does it.
+INDEX_FILE = ".stac-index.json"
 
 
 def parse_bbox(text: str) -> Bbox:
@@ -119,6 +122,12 @@ class ItemIndex:
     @classmethod
     def from_items(cls, items: Sequence[tuple[str, dict[str, Any]]]) -> "ItemIndex":
         return cls([IndexEntry.of(path, item) for path, item in items])
+
+    @classmethod
+    def from_documents(cls, documents: Sequence[tuple[str, bytes]]) -> "ItemIndex":
+        """The items among a version's documents (path, JSON bytes), as `CatalogFiles` holds them."""
+        parsed = ((path, json.loads(data)) for path, data in documents)
+        return cls.from_items([(path, stac) for path, stac in parsed if stac.get("type") == "Feature"])
 
     @classmethod
     def from_source(cls, source: Source) -> "ItemIndex":

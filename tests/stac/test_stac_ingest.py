@@ -47,7 +47,7 @@ def test_a_stac_folder_becomes_documents_assets_and_metadata(repo_server, unique
     assets = {f"scenes/items/item-{i:05d}/data.tif" for i in range(4)}
     documents = {"catalog.json", "scenes/collection.json"} | {f"scenes/items/item-{i:05d}/item-{i:05d}.json"
                                                              for i in range(4)}
-    assert set(files) == assets | documents | {"metadata.yml"}
+    assert set(files) == assets | documents | {"metadata.yml", ".stac-index.json"}
     assert all(files[path] == sha1(folder / path) for path in assets | {"metadata.yml"})
     record = api.record_by_name("datasets", name)
     assert (record["authors"], record["license"], record["source"]) == (["tester"], "MIT", "http://example.org")
@@ -59,12 +59,12 @@ def test_reingest_with_one_asset_changed_uploads_one_file(repo_server, unique_na
     folder = stac_folder(tmp_path / "src", name, items=30)
     api = client(repo_server)
     first = ingest_folder(api, "datasets", folder)
-    assert (first.uploaded, first.carried) == (30 + 32 + 1, 0)
+    assert (first.uploaded, first.carried) == (30 + 32 + 2, 0)  # assets, documents, metadata.yml and the index
     (folder / "scenes" / "items" / "item-00007" / "data.tif").write_bytes(b"changed bytes")
     before = repo_server.stats()["uploads"]
     second = ingest_folder(api, "datasets", folder)
     after = repo_server.stats()["uploads"]
-    assert (second.version, second.uploaded, second.carried, second.dropped) == (first.version + 1, 1, 62, 0)
+    assert (second.version, second.uploaded, second.carried, second.dropped) == (first.version + 1, 1, 63, 0)
     assert second.bytes_sent == len(b"changed bytes")
     delta = {route: after[route] - before[route] for route in after}
     assert delta["batch"] == 1 and delta["file"] == delta["chunk"] == delta["complete"] == 0

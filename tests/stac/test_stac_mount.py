@@ -65,4 +65,4 @@ def test_get_writes_a_self_contained_catalog(repo_server, unique_name, tmp_path)
     assert result.returncode == 0, result.stderr
     got = tmp_path / "out" / name / "v1"
     assert_self_contained(got, source)
-    assert sorted(os.listdir(got)) == ["catalog.json", "metadata.yml", "scenes"]
+    assert sorted(os.listdir(got)) == [".stac-index.json", "catalog.json", "metadata.yml", "scenes"]

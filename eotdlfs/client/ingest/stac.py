@@ -29,6 +29,7 @@ from eotdlfs.client.hashcache import HashCache
 from eotdlfs.client.ingest.plan import SourceFile
 from eotdlfs.metadata import METADATA_FILE, Metadata, MetadataError, validate_name
 from eotdlfs.stac import CatalogFiles, read_local_catalog
+from eotdlfs.stac.search import INDEX_FILE, ItemIndex
 from eotdlfs.stac.rules import MAX_DOCUMENT_BYTES, ROOT_DOCUMENT, StacError, parse_document
 
 SOURCE_RELS = ("about", "via", "cite-as", "describedby", "license")
@@ -64,10 +65,12 @@ def stac_sources(folder: Path, cache: HashCache, scratch: Path) -> tuple[Metadat
 
 
 def document_sources(catalog: CatalogFiles, scratch: Path) -> list[SourceFile]:
-    """The rewritten documents of CATALOG as files under SCRATCH, with their SHA-1s."""
+    """The rewritten documents of CATALOG and its item index (`eotdlfs stac search`) as files under
+    SCRATCH, with their SHA-1s."""
     sources = []
     made: set[str] = set()
-    for path, data in catalog.documents:
+    index = (INDEX_FILE, ItemIndex.from_documents(catalog.documents).to_bytes())
+    for path, data in [*catalog.documents, index]:
         local = os.path.join(scratch, path)
         parent = os.path.dirname(local)
         if parent not in made:
