@@ -1,8 +1,7 @@
 """A STAC (Q1+) dataset folder on disk: what `eotdlfs ingest` uploads as a version.
 
-The files of the version are every asset whose href lies inside the folder, at its
-path there, plus the catalog, collection and item documents at theirs, rewritten
-self-contained. Files no document refers to are not part of the version.
+The catalog is checked whole (every asset a file inside the folder) and its catalog,
+collection and item documents rewritten self-contained, at their paths in the folder.
 
 Remote asset hrefs (http, https, s3, ...) are refused: a version is checksummed
 files that cannot change or vanish, and a mount or `get` folder must resolve every
@@ -12,6 +11,7 @@ href inside itself. Download the asset into the folder and point the href at it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -19,7 +19,7 @@ from ..metadata import MetadataError, validate_name
 from ..paths import RefusedSymlink, is_under, resolve_inside
 from .rules import MAX_DOCUMENT_BYTES, ROOT_DOCUMENT, StacError, check_id, check_with_pystac, is_remote
 from .tree import CatalogFiles, self_contained
-from .walk import walk
+from .walk import Source, walk
 
 
 class FolderSource:
@@ -102,6 +102,12 @@ def read_local_catalog(folder: Path) -> CatalogFiles:
     nothing is returned unless the whole catalog is valid.
     """
     source = FolderSource(folder)
+    return read_catalog(source, lambda rel: os.path.isfile(source.path(rel)), source.folder)
+
+
+def read_catalog(source: Source, is_file: Callable[[str], bool], where: str) -> CatalogFiles:
+    """The documents (rewritten) and asset files of the catalog SOURCE reads; IS_FILE says whether
+    a path inside it is a file (WHERE names the place in errors)."""
     nodes = walk(source)
     for node in nodes:
         check_id(node.stac, node.path)
@@ -115,8 +121,8 @@ def read_local_catalog(folder: Path) -> CatalogFiles:
             if not isinstance(href, str):
                 raise StacError(f"{what}: no href")
             rel = source.target(node.path, href, what)
-            if not os.path.isfile(source.path(rel)):
-                raise StacError(f"{what}: {href!r} is not a file in {source.folder}")
+            if not is_file(rel):
+                raise StacError(f"{what}: {href!r} is not a file in {where}")
             node.assets[key] = rel
     name = nodes[0].stac["id"]
     try:

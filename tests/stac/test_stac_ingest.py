@@ -40,14 +40,14 @@ def sha1(path: Path) -> str:
 def test_a_stac_folder_becomes_documents_assets_and_metadata(repo_server, unique_name, tmp_path):
     name = unique_name("stac")
     folder = stac_folder(tmp_path / "src", name)
-    (folder / "notes.txt").write_text("no document refers to me")
+    (folder / "notes.txt").write_text("no document refers to me, yet I am a file of the folder")
     api = client(repo_server)
     result = ingest_folder(api, "datasets", folder)
     files = version_files(api, name, result.version)
     assets = {f"scenes/items/item-{i:05d}/data.tif" for i in range(4)}
     documents = {"catalog.json", "scenes/collection.json"} | {f"scenes/items/item-{i:05d}/item-{i:05d}.json"
                                                              for i in range(4)}
-    assert set(files) == assets | documents | {"metadata.yml", ".stac-index.json"}
+    assert set(files) == assets | documents | {"metadata.yml", ".stac-index.json", "notes.txt"}
     assert all(files[path] == sha1(folder / path) for path in assets | {"metadata.yml"})
     record = api.record_by_name("datasets", name)
     assert (record["authors"], record["license"], record["source"]) == (["tester"], "MIT", "http://example.org")
