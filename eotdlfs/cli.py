@@ -185,7 +185,7 @@ KIND_OPTION = typer.Option("datasets", "--kind", help="datasets or models.")
 
 @app.command()
 def ingest(
-    path: Path = typer.Argument(..., help="Folder to ingest; its metadata.yml names the record."),
+    path: Path = typer.Argument(..., help="Folder to ingest; its metadata.yml (or STAC catalog.json) names the record."),
     kind: str = KIND_OPTION, api_url: str | None = API_URL_OPTION, token: str | None = TOKEN_OPTION,
     token_file: str | None = TOKEN_FILE_OPTION,
 ) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from eotdlfs.client.hashcache import HashCache
-from eotdlfs.client.ingest import ingest_folder, run_ingest
+from eotdlfs.client.ingest import run_ingest
 from eotdlfs.client.ingest.stac import stac_sources
 from eotdlfs.stac.search import INDEX_FILE, parse_bbox, parse_interval
 from client.helpers import assert_one_line_error, cli_env, client, run_cli, write_metadata
@@ -42,7 +42,8 @@ def test_search_reads_the_index_alone_and_finds_what_a_scan_finds(repo_server, u
     name = unique_name("stac-search")
     folder = write_catalog(tmp_path / "src", items=ITEMS, name=name)
     write_metadata(folder, name)
-    ingest_folder(client(repo_server), "datasets", folder)
+    ingested = run_cli(cli_env(tmp_path, repo_server.url, repo_server.token("alice")), "ingest", str(folder))
+    assert ingested.returncode == 0 and ingested.stdout.startswith(f"{name} v1: "), ingested.stderr
     wanted = expected(folder, f"datasets/{name}/v1")
     assert 0 < len(wanted) < ITEMS
     downloads = repo_server.stats()["downloads"]
