@@ -124,12 +124,6 @@ class ItemIndex:
         return cls([IndexEntry.of(path, item) for path, item in items])
 
     @classmethod
-    def from_documents(cls, documents: Sequence[tuple[str, bytes]]) -> "ItemIndex":
-        """The items among a version's documents (path, JSON bytes), as `CatalogFiles` holds them."""
-        parsed = ((path, json.loads(data)) for path, data in documents)
-        return cls.from_items([(path, stac) for path, stac in parsed if stac.get("type") == "Feature"])
-
-    @classmethod
     def from_source(cls, source: Source) -> "ItemIndex":
         return cls.from_items([(node.path, node.stac) for node in walk(source) if node.stac["type"] == "Feature"])
 

@@ -28,7 +28,7 @@ SOURCE_RELS = ("about", "via", "cite-as", "describedby", "license")
 
 def version_documents(catalog: CatalogFiles) -> list[tuple[str, bytes]]:
     """The JSON files the version holds in place of the folder's: the rewritten documents and the item index."""
-    return [*catalog.documents, (INDEX_FILE, ItemIndex.from_documents(catalog.documents).to_bytes())]
+    return [*catalog.documents, (INDEX_FILE, ItemIndex.from_items(catalog.items).to_bytes())]
 
 
 def catalog_metadata(catalog: CatalogFiles, metadata_yml: bytes | None) -> Metadata:
