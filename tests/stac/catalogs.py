@@ -33,10 +33,12 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
     path.write_text(json.dumps(doc))
 
 
-def write_catalog(folder: Path, items: int = 3, name: str = "stac-test", seed: int = 1) -> Path:
-    """catalog.json -> scenes/collection.json -> scenes/items/ID/ID.json with one asset ID/data.tif each.
+def write_catalog(folder: Path, items: int = 3, name: str = "stac-test", seed: int = 1,
+                  asset: str = "data.tif") -> Path:
+    """catalog.json -> scenes/collection.json -> scenes/items/ID/ID.json with one asset ID/ASSET each.
 
-    Items get random small boxes over the globe and random days of 2020-2021.
+    Items get random small boxes over the globe and random days of 2020-2021. ASSET "{id}.tif"
+    gives every asset its own base name (the official client uploads assets by base name).
     """
     rng = random.Random(seed)
     ids = [f"item-{i:05d}" for i in range(items)]
@@ -50,8 +52,9 @@ def write_catalog(folder: Path, items: int = 3, name: str = "stac-test", seed: i
         bbox = [west, south, west + rng.uniform(0.01, 5), south + rng.uniform(0.01, 5)]
         when = f"{rng.choice((2020, 2021))}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T12:00:00Z"
         item_folder = folder / "scenes" / "items" / stac_id
-        write_json(item_folder / f"{stac_id}.json", item_doc(stac_id, bbox, when, {"data": "./data.tif"}))
-        (item_folder / "data.tif").write_bytes(stac_id.encode())
+        asset_name = asset.format(id=stac_id)
+        write_json(item_folder / f"{stac_id}.json", item_doc(stac_id, bbox, when, {"data": f"./{asset_name}"}))
+        (item_folder / asset_name).write_bytes(stac_id.encode())
     return folder
 
 
