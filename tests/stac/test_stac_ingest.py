@@ -51,6 +51,7 @@ def test_a_stac_folder_becomes_documents_assets_and_metadata(repo_server, unique
     assert all(files[path] == sha1(folder / path) for path in assets | {"metadata.yml"})
     record = api.record_by_name("datasets", name)
     assert (record["authors"], record["license"], record["source"]) == (["tester"], "MIT", "http://example.org")
+    assert record["quality"] == 1  # the server's rule: the published version holds catalog.json at its root
     assert json.loads((folder / "catalog.json").read_text())["links"][0] == {"rel": "root", "href": "./catalog.json"}
 
 
