@@ -113,7 +113,7 @@ def mount(
     ttl: float = typer.Option(10.0, "--ttl", help="Seconds before record and version lists are refreshed."),
 ) -> None:
     """Mount every dataset and model version read-only, fetched lazily (staging is writable)."""
-    from eotdlfs.fs.mount import default_cache_dir, mount_background, parse_size
+    from eotdlfs.fs.mount import default_cache_dir, mount_background, offline_from, parse_size
 
     try:
         size, cache_dir = parse_size(cache_size), cache_dir or default_cache_dir()
@@ -128,6 +128,10 @@ def mount(
     except (OSError, ValueError, RuntimeError) as exc:
         fail(str(exc))
     typer.echo(f"mounted {mountpoint} (process {pid}, log {cache_dir / 'mount.log'})")
+    unreachable = offline_from(mountpoint)
+    if unreachable:
+        typer.echo(f"warning: cannot reach {unreachable}: mounted offline, showing the listing an earlier mount "
+                   f"kept in {cache_dir}; it refreshes once the repository answers", err=True)
 
 
 @app.command()

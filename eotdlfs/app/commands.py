@@ -168,14 +168,14 @@ def _human(n: int | None) -> str:
 def format_staging(staging: dict) -> list[str]:
     """Status lines, one per staged record: what is pending and how its last flush went."""
     records = staging.get("records", [])
-    if not records:
-        return ["staging      nothing staged" + (f" (autoflush after {staging['autoflush_s']:g} s)"
-                                                  if staging.get("autoflush_s") else "")]
-    lines = []
+    lines = [] if records else ["staging      nothing staged" + (f" (autoflush after {staging['autoflush_s']:g} s)"
+                                                                 if staging.get("autoflush_s") else "")]
     for r in records:
         base = f"on v{r['base_version']}" if r["base_version"] else "new record"
         lines.append(f"staging      {r['record']} ({base}): {r['added']} added, {r['changed']} changed, "
                      f"{r['deleted']} deleted, {r['bytes_pending']} bytes pending; {_flush_words(r)}")
+    # repr: a refused name may hold a newline or a tab
+    lines.extend(f"refused name {r['path']!r}: {r['reason']}" for r in staging.get("refused_names", []))
     return lines
 
 

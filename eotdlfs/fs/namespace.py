@@ -86,10 +86,17 @@ class VersionTree:
 
 @dataclass(frozen=True)
 class ListedVersion:
-    """A version folder already resolved: its date (every file's mtime) and its files."""
+    """A version folder already resolved: its date (its folders' mtime) and its files."""
 
     mtime: float
     tree: VersionTree
+
+
+def file_mtime(entry: FileEntry, version_mtime: float) -> float:
+    """A published file's mtime: when its file version was made, so a file carried unchanged into
+    later versions keeps its time (`rsync -a` from one version to the next skips it); the
+    version's date when the server does not say."""
+    return version_mtime if entry.created_at is None else entry.created_at
 
 
 def not_found(path: str) -> FileNotFoundError:
@@ -254,6 +261,10 @@ class Namespace:
             return None
         return self._sound_records(kind, stored)
 
+    def kept_listing(self) -> bool:
+        """Whether an earlier mount kept a record list on disk (what an offline mount serves)."""
+        return any(self._load_records(kind) is not None for kind in KINDS)
+
     def record(self, kind: str, name: str) -> Record:
         record = self.records(kind).get(name)
         if record is None:
@@ -284,7 +295,7 @@ class Namespace:
 
     def _fetch_files(self, record: Record, number: int, stored: Path) -> list[FileEntry]:
         entries = self.repo.files(record, number)
-        _write_json(stored, [(e.path, e.file_version, e.checksum, e.size) for e in entries])
+        _write_json(stored, [(e.path, e.file_version, e.checksum, e.size, e.created_at) for e in entries])
         return entries
 
     # --- paths ---------------------------------------------------------------------------
@@ -321,7 +332,7 @@ class Namespace:
         rel = "/".join(parts[3:])
         entry = tree.files.get(rel)
         if entry is not None:
-            node = Node(FILE, mtime, entry.size, record, version.number, entry)
+            node = Node(FILE, file_mtime(entry, mtime), entry.size, record, version.number, entry)
         elif rel in tree.children:
             node = Node(DIR, mtime, record=record, version=version.number)
         else:
@@ -342,7 +353,7 @@ class Namespace:
         if version is None:
             return None
         entry = version.tree.files.get(parts[4])
-        return None if entry is None else (entry, version.mtime)
+        return None if entry is None else (entry, file_mtime(entry, version.mtime))
 
     @staticmethod
     def _version(record: Record, name: str) -> Version | None:

@@ -21,6 +21,7 @@ from eotdlfs.server.auth import AuthError, authenticate, load_secret
 from eotdlfs.server.bodylimit import BodyLimit
 from eotdlfs.server.download import DownloadFastPath, download_response
 from eotdlfs.server.errors import ApiError
+from eotdlfs.server.encodedparts import ENCODINGS
 from eotdlfs.server.limits import Limits
 from eotdlfs.server.stac import STAC_KIND
 from eotdlfs.server.stats import Stats
@@ -30,7 +31,8 @@ from eotdlfs.server.store import Store
 # Kept unquoted in asset download URLs: the official `get -a` names the local file after the text
 # behind `/download/`, so only what would break the URL ('?', '#', '%', spaces...) is quoted.
 HREF_SAFE = "/:@!$&'()*+,;=-._~"
-CAPABILITIES = {"size": True, "range": True, "drafts": True, "max_form_fields": 1000}
+CAPABILITIES = {"size": True, "range": True, "drafts": True, "max_form_fields": 1000, "carry_any_path": True,
+                "part_encodings": list(ENCODINGS)}
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
@@ -65,8 +67,9 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, redirect: bool
 
     @r.post("/chunk/{upload_id}")
     def chunk(upload_id: str, file: UploadFile = File(...), part_number: int = Form(...),
-              checksum: str = Form(...), uid: str = Depends(user)) -> Any:
-        store.store_chunk(kind, upload_id, uid, part_number, file.file, checksum)
+              checksum: str = Form(...), encoding: str | None = Form(None), size: int | None = Form(None),
+              uid: str = Depends(user)) -> Any:
+        store.store_chunk(kind, upload_id, uid, part_number, file.file, checksum, encoding, size)
         stats.upload("chunk")
         return {"message": "Chunk uploaded"}
 
@@ -88,9 +91,9 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, redirect: bool
         return {f"{noun}_id": record_id, f"{noun}_name": name, "filenames": paths}
 
     @r.post("/{record_id}/files")
-    def carry(record_id: str, version: int | None = None, filenames: list[str] = Form(...),
+    def carry(record_id: str, version: int | None = None, any_path: bool = False, filenames: list[str] = Form(...),
               checksums: list[str] = Form(...), uid: str = Depends(user)) -> Any:
-        name = store.carry_files(kind, record_id, uid, version, filenames, checksums)
+        name = store.carry_files(kind, record_id, uid, version, filenames, checksums, any_path)
         stats.upload("carry")
         return {f"{noun}_id": record_id, f"{noun}_name": name, "filenames": filenames}
 

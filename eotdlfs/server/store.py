@@ -222,16 +222,19 @@ class Store(MultipartUploads, StacDatasets):
         with self.db.read() as conn:
             self._record(conn, kind, record_id)
             if version is None:
-                rows = conn.execute("SELECT path, file_version, checksum, size FROM file_versions"
+                rows = conn.execute("SELECT path, file_version, checksum, size, created_at FROM file_versions"
                                     " WHERE record_id = ? ORDER BY path, file_version", (record_id,))
             else:
                 self._version(conn, kind, record_id, version)
                 rows = conn.execute(
-                    "SELECT fv.path, fv.file_version, fv.checksum, fv.size FROM version_files vf JOIN file_versions fv"
+                    "SELECT fv.path, fv.file_version, fv.checksum, fv.size, fv.created_at"
+                    " FROM version_files vf JOIN file_versions fv"
                     " ON fv.record_id = vf.record_id AND fv.path = vf.path AND fv.file_version = vf.file_version"
                     " WHERE vf.record_id = ? AND vf.version = ? ORDER BY fv.path", (record_id, version))
+            # `createdAt` (when the file version was made) is ours, beyond the official API: a file carried
+            # into later versions keeps it, so a mount shows it as the file's mtime and rsync sees it unchanged
             return [{"filename": r["path"], "version": r["file_version"], "checksum": r["checksum"],
-                     "size": r["size"]} for r in rows]
+                     "size": r["size"], "createdAt": r["created_at"]} for r in rows]
 
     def _add_to_version(self, conn: Tx, record_id: str, version: int,
                         path: str, checksum: str, size: int) -> int:
@@ -328,8 +331,12 @@ class Store(MultipartUploads, StacDatasets):
         return record["name"]
 
     def carry_files(self, kind: str, record_id: str, uid: str, version: int | None,
-                    filenames: list[str], checksums: list[str]) -> str:
-        """Route 7: put already-stored files into VERSION, all or none; the record's name."""
+                    filenames: list[str], checksums: list[str], any_path: bool = False) -> str:
+        """Route 7: put already-stored files into VERSION, all or none; the record's name.
+
+        ANY_PATH (our extension): a path none of whose file versions has the checksum takes the
+        bytes of any file of the record that has it, as a new file version (a rename or a copy
+        sends no bytes: the blobs are named by their SHA-1)."""
         if len(filenames) != len(checksums):
             raise bad_request(f"{len(filenames)} filenames but {len(checksums)} checksums")
         pairs = [(checked_path(f), checked_sha1(c)) for f, c in zip(filenames, checksums)]
@@ -342,6 +349,12 @@ class Store(MultipartUploads, StacDatasets):
                 match = conn.execute(
                     "SELECT file_version, size FROM file_versions WHERE record_id = ? AND path = ? AND checksum = ?"
                     " ORDER BY file_version DESC LIMIT 1", (record_id, path, checksum)).fetchone()
+                if match is None and any_path:
+                    known = conn.execute("SELECT size FROM file_versions WHERE record_id = ? AND checksum = ? LIMIT 1",
+                                         (record_id, checksum)).fetchone()
+                    if known is not None:
+                        self._add_to_version(conn, record_id, version, path, checksum, known["size"])
+                        continue
                 if match is None:
                     if self._latest_file(conn, record_id, path) is None:
                         raise ApiError(404, errors.FILE_MISSING)

@@ -10,7 +10,8 @@ Order of work, and why:
    Another writer's draft is never touched: a new draft is created and recorded in the ledger
    before any byte is sent;
 4. large files by multipart (the server keeps received parts, so a re-run sends only the
-   missing ones), small ones in zip batches, unchanged ones carried (route 7, no bytes);
+   missing ones), small ones in zip batches, unchanged ones carried (route 7, no bytes), and
+   so are renamed and copied ones when the server carries known bytes under a new path;
 5. publish as a compare-and-swap: `base` = the latest version the plan was made against. If
    another writer published meanwhile, the server refuses (409), the draft is discarded and
    `VersionConflict` says which version came: a version never mixes two writers' files.
@@ -103,7 +104,7 @@ def _ingest_locked(api: ApiClient, kind: str, metadata: Metadata, sources: list[
         LatestFile(f["filename"], int(f["version"]), f["checksum"])
         for f in (api.files(kind, record["id"], latest) if latest is not None else [])
     ]
-    plan = plan_ingest(sources, latest_files)
+    plan = plan_ingest(sources, latest_files, api.carries_any_path)
     if plan.nothing_changed and latest is not None:
         raise NothingToIngest(metadata.name, latest)
     drafts = sorted(int(v["version_id"]) for v in versions if v.get("draft"))
@@ -226,7 +227,8 @@ def execute(api: ApiClient, kind: str, record_id: str, version: int, plan: Inges
         sent += sum(in_parallel(send, upload_batches(small, BATCH_MAX_BYTES, per_request), PARALLEL_REQUESTS))
 
     def carry(carries: Sequence[Carry]) -> None:
-        api.carry(kind, record_id, version, [c.path for c in carries], [c.checksum for c in carries])
+        api.carry(kind, record_id, version, [c.path for c in carries], [c.checksum for c in carries],
+                  any_path=any(c.new_path for c in carries))
         progress.advance(files=len(carries))
 
     in_parallel(carry, chunked(plan.carries, per_request), PARALLEL_REQUESTS)
