@@ -99,11 +99,6 @@ def relative_href(from_document: str, to_path: str) -> str:
     return "../" * ups + "/".join(there[common:]) if ups else "./" + "/".join(there[common:])
 
 
-def is_under(path: str, top: str) -> bool:
-    """PurePath.is_relative_to for normalised absolute path strings, without pathlib's parsing cost."""
-    return path == top or path.startswith(top.rstrip("/") + "/")
-
-
 def is_remote(href: str) -> bool:
     scheme = href.split(":", 1)[0].lower() if ":" in href else ""
     return len(scheme) > 1 and scheme != "file" and "/" not in scheme

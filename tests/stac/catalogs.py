@@ -56,3 +56,41 @@ def write_catalog(folder: Path, items: int = 3, name: str = "stac-test", seed: i
         write_json(item_folder / f"{stac_id}.json", item_doc(stac_id, bbox, when, {"data": f"./{asset_name}"}))
         (item_folder / asset_name).write_bytes(stac_id.encode())
     return folder
+
+
+def hostile(folder: Path, href: str, where: str = "asset") -> Path:
+    """A one-item catalog whose asset href (or, WHERE="link", an extra item link of its collection) is HREF."""
+    write_catalog(folder, items=1)
+    item = folder / "scenes" / "items" / "item-00000" / "item-00000.json"
+    doc = json.loads(item.read_text())
+    if where == "asset":
+        doc["assets"]["data"]["href"] = href
+        write_json(item, doc)
+    else:
+        add_link(folder / "scenes" / "collection.json", {"rel": "item", "href": href})
+    return folder
+
+
+def add_link(document: Path, link: dict) -> None:
+    doc = json.loads(document.read_text())
+    doc["links"].append(link)
+    write_json(document, doc)
+
+
+def add_cog_asset(folder: Path, item: str = "item-00000", side: int = 512, href: str = "./scene.tif") -> Path:
+    """Give ITEM of write_catalog's catalog a tiled Cloud-Optimised GeoTIFF asset `cog`: ITEM/scene.tif, as HREF."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    item_folder = folder / "scenes" / "items" / item
+    data = np.random.default_rng(3).integers(0, 10_000, size=(side, side), dtype=np.uint16)
+    with rasterio.open(item_folder / "scene.tif", "w", driver="COG", width=side, height=side, count=1,
+                       dtype="uint16", blocksize=256, crs="EPSG:4326",
+                       transform=Affine(0.001, 0, 0, 0, -0.001, 0)) as dst:
+        dst.write(data, 1)
+    document = item_folder / f"{item}.json"
+    doc = json.loads(document.read_text())
+    doc["assets"]["cog"] = {"href": href.format(folder=item_folder), "type": "image/tiff; application=geotiff; profile=cloud-optimized"}
+    write_json(document, doc)
+    return item_folder / "scene.tif"

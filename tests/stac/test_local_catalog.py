@@ -12,7 +12,7 @@ import pytest
 from eotdlfs.metadata import MetadataError
 from eotdlfs.stac import MAX_DOCUMENT_BYTES, CatalogFiles, StacError, read_local_catalog
 from eotdlfs.stac import rules
-from tests.stac.catalogs import catalog_doc, collection_doc, item_doc, write_catalog, write_json
+from tests.stac.catalogs import add_link, catalog_doc, collection_doc, hostile, item_doc, write_catalog, write_json
 
 
 def materialise(files: CatalogFiles, source: Path, dest: Path) -> Path:
@@ -73,24 +73,6 @@ def test_absolute_links_inside_the_folder_are_made_relative(tmp_path):
     assert [link["rel"] for link in root["links"]] == ["root", "child", "license"]
     assert files.assets == ["c/i/a.tif"]
     assert_walks_inside(materialise(files, source, tmp_path / "version"))
-
-
-def hostile(folder: Path, href: str, where: str = "asset") -> Path:
-    write_catalog(folder, items=1)
-    item = folder / "scenes" / "items" / "item-00000" / "item-00000.json"
-    doc = json.loads(item.read_text())
-    if where == "asset":
-        doc["assets"]["data"]["href"] = href
-        write_json(item, doc)
-    else:
-        add_link(folder / "scenes" / "collection.json", {"rel": "item", "href": href})
-    return folder
-
-
-def add_link(document: Path, link: dict) -> None:
-    doc = json.loads(document.read_text())
-    doc["links"].append(link)
-    write_json(document, doc)
 
 
 @pytest.mark.parametrize("href", ["../../../../../etc/passwd", "/etc/passwd", "file:///etc/passwd",
