@@ -10,7 +10,7 @@ turning these errors into errno values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence
@@ -48,12 +48,15 @@ class Record:
 
 @dataclass(frozen=True)
 class FileEntry:
-    """A file of one record version: its path, the file version that holds its bytes, SHA-1 and size."""
+    """A file of one record version: its path, the file version that holds its bytes, SHA-1 and size,
+    and when that file version was made (POSIX seconds; None when the repository does not say). The
+    time is not part of the identity: two listings of the same bytes are the same entry."""
 
     path: str
     file_version: int
     checksum: str
     size: int
+    created_at: float | None = field(default=None, compare=False)
 
 
 class Repository(Protocol):

@@ -90,8 +90,7 @@ class ApiClient:
         self._store.mount("http://", SendTimeoutAdapter(settings.timeout, pool_maxsize=POOL_SIZE, max_retries=0))
         self._store.mount("https://", SendTimeoutAdapter(settings.timeout, pool_maxsize=POOL_SIZE, max_retries=0))
         self._presigned = PresignedUrls()
-        # Ranges read without requests' per-call work (`_quick_range`), unless a proxy is set;
-        # a plain flag, cleared once the server shows it answers ranges another way.
+        # `_quick_range` unless a proxy is set; a plain flag, cleared when ranges come another way.
         self._adapter = adapter
         self._quick = not requests.utils.get_environ_proxies(self.base_url)
         # what finds requests' own pool for the server (its TLS settings are part of the key)
@@ -144,6 +143,21 @@ class ApiClient:
             return response.json()
         except ValueError as exc:
             raise ServerError(f"{method} {route}: answer is not JSON", response.status_code) from exc
+
+    def check_listening(self, answer_wait: float = 0.5) -> None:
+        """Raise Unreachable when nothing takes a connection at the API URL (refused, no such
+        host, connect timeout), retried as idempotent calls are. A server that takes it is
+        there, even if it does not answer within ANSWER_WAIT seconds: its calls time out alone."""
+        for attempt in range(self._retries + 1):
+            try:
+                self._session.head(self.base_url, timeout=(self._connect_timeout, answer_wait)).close()
+                return
+            except requests.ReadTimeout:
+                return
+            except requests.ConnectionError as exc:
+                if attempt == self._retries:
+                    raise Unreachable(f"cannot reach the repository at {self.base_url} ({_reason(exc)})") from exc
+            time.sleep(self._backoff * (2**attempt))
 
     # ---- extensions
 
@@ -218,12 +232,20 @@ class ApiClient:
             data={"checksums": list(checksums)},
         )
 
-    def carry(self, kind: str, record_id: str, version: int, paths: Sequence[str], checksums: Sequence[str]) -> None:
-        """Route 7: add already-stored files (path + checksum) to VERSION without sending bytes."""
-        self._request(
-            "POST", f"{kind}/{quote(record_id, safe='')}/files", idempotent=True,
-            params={"version": version}, data={"filenames": list(paths), "checksums": list(checksums)},
-        )
+    def carry(self, kind: str, record_id: str, version: int, paths: Sequence[str], checksums: Sequence[str],
+              any_path: bool = False) -> None:
+        """Route 7: add already-stored files (path + checksum) to VERSION without sending bytes; ANY_PATH
+        (servers whose capabilities say `carry_any_path`): also under a path that never had those bytes."""
+        params: dict[str, Any] = {"version": version}
+        if any_path:
+            params["any_path"] = "true"
+        self._request("POST", f"{kind}/{quote(record_id, safe='')}/files", idempotent=True,
+                      params=params, data={"filenames": list(paths), "checksums": list(checksums)})
+
+    @property
+    def carries_any_path(self) -> bool:
+        """Whether route 7 takes known bytes under a new path (`carry_any_path`): renames and copies send nothing."""
+        return bool(self.capabilities().get("carry_any_path"))
 
     def upload_file(self, kind: str, record_id: str, version: int, path: str, data: bytes, checksum: str) -> None:
         """Route 8: one file in one request."""
@@ -240,12 +262,16 @@ class ApiClient:
         )
         return str(data["upload_id"]), [int(p) for p in data.get("parts") or []]
 
-    def upload_chunk(self, kind: str, upload_id: str, part_number: int, chunk: bytes, md5: str) -> None:
-        """Route 11: one part (numbered from 1) with the MD5 hex of its bytes."""
-        self._request(
-            "POST", f"{kind}/chunk/{quote(upload_id, safe='')}", idempotent=True,
-            files={"file": ("chunk", chunk)}, data={"part_number": str(part_number), "checksum": md5},
-        )
+    def upload_chunk(self, kind: str, upload_id: str, part_number: int, chunk: bytes, md5: str,
+                     encoding: str | None = None, size: int | None = None) -> None:
+        """Route 11: one part (numbered from 1) with the MD5 hex of its bytes. ENCODING, for servers whose
+        capabilities list it in `part_encodings`: 'deflate', CHUNK is those bytes deflated; 'zeros', the part
+        is SIZE zero bytes and CHUNK is empty. MD5 is always of the part's SIZE bytes."""
+        data = {"part_number": str(part_number), "checksum": md5}
+        if encoding is not None:
+            data.update(encoding=encoding, size=str(size))
+        self._request("POST", f"{kind}/chunk/{quote(upload_id, safe='')}", idempotent=True,
+                      files={"file": ("chunk", chunk)}, data=data)
 
     def complete_multipart(self, kind: str, upload_id: str, version: int, size: int = 0) -> None:
         """Route 12: assemble the parts into a file of VERSION. The server reads and hashes all SIZE bytes
@@ -296,19 +322,15 @@ class ApiClient:
 
     def _quick_range(self, kind: str, record_id: str, path: str, file_version: int | None,
                      headers: dict[str, str]) -> tuple[memoryview | None, Exception | None]:
-        """A range of route 9 straight through the session's urllib3 pool, when the server
-        answers it plainly (206 with a Content-Length): (bytes, None). Anything else is left
-        to the full way of `read_range` (retries, redirects, whole files, errors): (None, None)
-        when nothing failed, (None, the error) when the connection did (a first try spent).
-        requests' own work per call cost more than the request: 270 against 610 ranges/s
-        from our server on loopback."""
+        """A plain 206 range of route 9 through the session's urllib3 pool, skipping requests'
+        per-call work (270 against 610 ranges/s from our server): (bytes, None); else (None,
+        None), or (None, the error) when the connection failed (a first try spent)."""
         if not self._quick or self._presigned.get((kind, record_id, path, file_version)) is not None:
             return None, None
         url = self.base_url + self._download_route(kind, record_id, path)
         if file_version is not None:
             url += f"?version={int(file_version)}"
         try:
-            # the pool requests itself uses for the server (one connection serves both ways)
             pool = self._adapter.get_connection_with_tls_context(self._base_request, self._verify)
             raw = pool.urlopen("GET", url, headers={**self._session.headers, **headers}, retries=False,
                                      redirect=False, preload_content=False,

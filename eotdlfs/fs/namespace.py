@@ -88,10 +88,17 @@ class VersionTree:
 
 @dataclass(frozen=True)
 class ListedVersion:
-    """A version folder already resolved: its date (every file's mtime) and its files."""
+    """A version folder already resolved: its date (its folders' mtime) and its files."""
 
     mtime: float
     tree: VersionTree
+
+
+def file_mtime(entry: FileEntry, version_mtime: float) -> float:
+    """A published file's mtime: when its file version was made, so a file carried unchanged into
+    later versions keeps its time (`rsync -a` from one version to the next skips it); the
+    version's date when the server does not say."""
+    return version_mtime if entry.created_at is None else entry.created_at
 
 
 def not_found(path: str) -> FileNotFoundError:
@@ -264,6 +271,10 @@ class Namespace:
             return None
         return self._sound_records(kind, stored)
 
+    def kept_listing(self) -> bool:
+        """Whether an earlier mount kept a record list on disk (what an offline mount serves)."""
+        return any(self._load_records(kind) is not None for kind in KINDS)
+
     def record(self, kind: str, name: str) -> Record:
         record = self.records(kind).get(name)
         if record is None:
@@ -293,7 +304,8 @@ class Namespace:
 
     def _fetch_tree(self, record: Record, number: int) -> VersionTree:
         entries = self.repo.files(record, number)
-        _write_json(self._listing_file(record, number), [(e.path, e.file_version, e.checksum, e.size) for e in entries])
+        _write_json(self._listing_file(record, number),
+                    [(e.path, e.file_version, e.checksum, e.size, e.created_at) for e in entries])
         return self._install(record, number, entries)
 
     def _install(self, record: Record, number: int, entries: list[FileEntry]) -> VersionTree:
@@ -378,7 +390,7 @@ class Namespace:
         if found is True:
             node = Node(DIR, mtime, record=record, version=version.number)
         else:
-            node = Node(FILE, mtime, found.size, record, version.number, found)
+            node = Node(FILE, file_mtime(found, mtime), found.size, record, version.number, found)
         with self._lock:
             if len(self._nodes) >= MAX_KEPT_NODES:
                 self._nodes.clear()
@@ -395,7 +407,7 @@ class Namespace:
         if version is None:
             return None
         entry = version.tree.files.get(parts[4])
-        return None if entry is None else (entry, version.mtime)
+        return None if entry is None else (entry, file_mtime(entry, version.mtime))
 
     @staticmethod
     def _version(record: Record, name: str) -> Version | None:

@@ -22,15 +22,17 @@ class MemoryRepository:
         self.corrupt: set[str] = set()  # checksums whose bytes come back altered
         self.delay = 0.0
 
-    def publish(self, kind: str, name: str, files: dict[str, bytes], draft: bool = False) -> Record:
-        """Add a version of NAME holding FILES (path -> bytes)."""
+    def publish(self, kind: str, name: str, files: dict[str, bytes], draft: bool = False,
+                file_times: dict[str, float] | None = None) -> Record:
+        """Add a version of NAME holding FILES (path -> bytes), made at FILE_TIMES (path -> POSIX
+        seconds; a file without one has no time of its own, as from an official server)."""
         old = self._records.get((kind, name))
         number = len(old.versions) + 1 if old else 1
         entries = []
         for path, data in sorted(files.items()):
             checksum = hashlib.sha1(data).hexdigest()
             self._blobs[checksum] = data
-            entries.append(FileEntry(path, number, checksum, len(data)))
+            entries.append(FileEntry(path, number, checksum, len(data), (file_times or {}).get(path)))
         version = Version(number, datetime(2024, 1, number, tzinfo=timezone.utc), sum(len(d) for d in files.values()), draft)
         record = Record(kind, f"id-{name}", name, "alice", (old.versions if old else ()) + (version,))
         self._records[(kind, name)] = record

@@ -3,8 +3,6 @@ flushes through the repository's ports (`Repository` read fresh, `Publisher` to 
 
 from __future__ import annotations
 
-import errno
-import logging
 import time
 from pathlib import Path
 
@@ -15,8 +13,6 @@ from eotdlfs.fs.staging.area import StagingArea
 from eotdlfs.fs.staging.files import BaseVersion
 from eotdlfs.fs.staging.flush import FlushServices
 from eotdlfs.repository import FileEntry, NotFound, Publisher, Repository
-
-log = logging.getLogger(__name__)
 
 
 class _PublishedFile:
@@ -82,15 +78,9 @@ def flush_services(context: MountContext, publisher: Publisher) -> FlushServices
     return FlushServices(ingest=publisher.ingest, latest=latest, files=files, published=published)
 
 
-def make_staging_area(context: MountContext, publisher: Publisher, folder: Path) -> StagingArea | None:
-    """The object the FUSE adapter routes `/staging/...` to, keeping its state in FOLDER; None (a mount
-    without staging) when another mount already stages into the same folder. PUBLISHER's draft ledger
-    belongs in FOLDER too, so a remount resumes the drafts of this mount's flushes."""
-    try:
-        return StagingArea(folder, MountPublished(context), flush_services(context, publisher),
-                           autoflush=context.options.autoflush)
-    except OSError as exc:
-        if exc.errno != errno.EBUSY:
-            raise
-        log.error("no staging folder on this mount: %s", exc.strerror)
-        return None
+def make_staging_area(context: MountContext, publisher: Publisher, folder: Path) -> StagingArea:
+    """The object the FUSE adapter routes `/staging/...` to, keeping its state in FOLDER (which the
+    mount holds: `eotdlfs.fs.mountlock`). PUBLISHER's draft ledger belongs in FOLDER too, so a
+    remount resumes the drafts of this mount's flushes."""
+    return StagingArea(folder, MountPublished(context), flush_services(context, publisher),
+                       autoflush=context.options.autoflush)
