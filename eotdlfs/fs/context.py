@@ -40,6 +40,7 @@ class MountContext:
     tree: ReadOnlyTree
 
     def close(self) -> None:
+        self.namespace.close()
         self.reader.close()
         self.fetcher.close()
         self.cache.close()

@@ -8,11 +8,11 @@ whole list follows in the background: a first open does not wait for 10,000 entr
 with the rules for what we send it (record names, file paths, version numbers): an entry that
 breaks them is left out, and logged once. Paths resolve to `Node`s; nothing here knows FUSE or HTTP.
 
-Locks. `Namespace._lock` guards the record lists, their check times and generations and the
-version trees, and is held for dict operations only, never while the repository is asked.
-`_nodes` and `_versions` are written under it but read without it on the hot path (`ls -l`,
-`stat`): each entry is published data that never changes once written, and a dict lookup is
-atomic in CPython, so a reader sees no entry or the right one. `server_reachable` is a plain
+Locks. `Namespace._lock` guards the record lists, their check times and generations, and is
+held for dict operations only, never while the repository is asked. `_nodes`, `_versions` and
+`_trees` are written under it but read without it on the hot path (`ls -l`, `stat`): each entry
+is published data that never changes once written, and a dict lookup is atomic in CPython, so
+a reader sees no entry or the right one. `server_reachable` is a plain
 flag written by the refreshing thread. Refreshes run in `BackgroundFetches` (inflight.py),
 whose lock is a leaf; no other object's lock is taken under `_lock`.
 """
@@ -46,6 +46,7 @@ LATEST = "latest"
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
 MAX_KEPT_NODES = 500_000
 LIST_LATER_S = 0.5
+LIST_AT_CLOSE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,9 @@ class Namespace:
         # found with two dict lookups (`ls -l` of a fresh folder asks once per file).
         self._versions: dict[tuple[str, str, str], ListedVersion] = {}
         self.server_reachable: bool | None = None
+        # Guarded by _lock: versions looked into before their list was in hand (`close` lists them).
+        self._to_list: set[tuple[Record, int]] = set()
+        self._closing = threading.Event()  # the mount's end: their delayed listing starts at once
 
     # --- what the server lists -----------------------------------------------------------
 
@@ -222,8 +226,7 @@ class Namespace:
                 return self._records.setdefault(kind, stored)
 
     def warm(self) -> None:
-        """Fetch every kind's record list in the background: a fresh mount's first open then
-        finds it in hand (it cost that open a round trip, the first of the process)."""
+        """Fetch every kind's record list in the background, for a fresh mount's first open."""
         for kind in KINDS:
             with self._lock:
                 generation = self._generations.get(kind, 0)
@@ -292,8 +295,7 @@ class Namespace:
 
     def _known_tree(self, record: Record, number: int) -> VersionTree | None:
         """The version's files from memory or from the list kept on disk; None if neither has them."""
-        with self._lock:
-            tree = self._trees.get((record.id, number))
+        tree = self._trees.get((record.id, number))  # a dict lookup (see the note on locks)
         if tree is not None:
             return tree
         try:
@@ -317,18 +319,30 @@ class Namespace:
         return tree
 
     def _list_later(self, record: Record, number: int) -> None:
-        """The version's whole list, a moment after its first lookup: fetched at once, its
-        10,000 entries (server and mount work alike) delayed the lookups of the first open."""
-        time.sleep(LIST_LATER_S)
+        """The version's whole list a moment after its first lookup (at once, its 10,000 entries
+        delayed the first open's next lookups)."""
+        self._closing.wait(LIST_LATER_S)
         self.tree(record, number)
+
+    def close(self, within: float = LIST_AT_CLOSE_S) -> None:
+        """List now (within WITHIN s) the versions looked into, for an offline remount."""
+        self._closing.set()
+        deadline = time.monotonic() + within
+        with self._lock:
+            to_list = list(self._to_list)
+        for record, number in to_list:
+            future = self._fetches.start(("list later", record.id, number),
+                                         functools.partial(self._list_later, record, number))
+            with contextlib.suppress(Exception):
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
 
     def _listing_file(self, record: Record, number: int) -> Path:
         return self.state_dir / "listings" / record.kind / record.id / f"v{number}.rows.json"
 
     def _look_up(self, record: Record, number: int, rel: str) -> FileEntry | bool | None:
-        """REL in a version whose file list is not loaded, in one small request, then the whole
-        list in the background (an `ls` will want it): its entry if a file, True if a folder,
-        False if neither; None when only the whole list can tell (the caller waits for it)."""
+        """REL in a version whose list is not in hand, in one small request (the whole list
+        follows): its entry if a file, True if a folder, False if neither; None when only the
+        whole list can tell."""
         try:
             found = self._fetches.result(("lookup", record.id, number, rel),
                                          functools.partial(self.repo.lookup, record, number, rel),
@@ -342,6 +356,8 @@ class Namespace:
         if len(found) > 1 or any(e.path != rel and not e.path.startswith(rel + "/") for e in found):
             self._install(record, number, sound)  # a server that ignores the filter sent the whole list
             return None
+        with self._lock:
+            self._to_list.add((record, number))
         self._fetches.start(("list later", record.id, number), functools.partial(self._list_later, record, number))
         if not found:
             return False

@@ -259,3 +259,13 @@ def test_warm_fetches_the_record_lists_before_anyone_looks(repo, tmp_path):
     assert repo.list_calls == len(KINDS)
     assert ns.listdir("/datasets") == ["alpha"] and ns.listdir("/models") == []
     assert repo.list_calls == len(KINDS)  # found in hand
+
+
+def test_closing_lists_the_versions_looked_into_for_an_offline_remount(repo, tmp_path):
+    """A mount that opened one file and ended at once still leaves its version's list on disk."""
+    ns = Namespace(repo, tmp_path)
+    assert ns.resolve("/datasets/alpha/v1/a.txt").size == 3
+    ns.close()
+    repo.offline = True
+    again = Namespace(repo, tmp_path)
+    assert again.listdir("/datasets/alpha/v1") == ["a.txt", "sub"]
