@@ -80,8 +80,8 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, redirect: bool
         return {f"{noun}_id": record_id, f"{noun}_name": name, "filename": path, "file_version": file_version}
 
     @r.get("/{record_id}/files")
-    def files(record_id: str, version: int | None = None) -> Any:
-        return store.list_files(kind, record_id, version)
+    def files(record_id: str, version: int | None = None, path: str | None = None) -> Any:
+        return store.list_files(kind, record_id, version, path)
 
     @r.post("/{record_id}/batch")
     def batch(record_id: str, version: int | None = None, batch: UploadFile = File(...),

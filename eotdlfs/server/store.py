@@ -218,19 +218,22 @@ class Store(MultipartUploads, StacDatasets):
 
     # -- files ----------------------------------------------------------------
 
-    def list_files(self, kind: str, record_id: str, version: int | None) -> list[dict[str, Any]]:
+    def list_files(self, kind: str, record_id: str, version: int | None,
+                   path: str | None = None) -> list[dict[str, Any]]:
+        """Route 5. With PATH (ours; the official client never sends it): the entries at PATH,
+        or if there are none, the first entry under PATH/ (PATH is a folder), or none."""
         with self.db.read() as conn:
             self._record(conn, kind, record_id)
             if version is None:
-                rows = conn.execute("SELECT path, file_version, checksum, size, created_at FROM file_versions"
-                                    " WHERE record_id = ? ORDER BY path, file_version", (record_id,))
+                query = ("SELECT path, file_version, checksum, size, created_at FROM file_versions"
+                         " WHERE record_id = ?", "path", (record_id,), ", file_version")
             else:
                 self._version(conn, kind, record_id, version)
-                rows = conn.execute(
-                    "SELECT fv.path, fv.file_version, fv.checksum, fv.size, fv.created_at"
-                    " FROM version_files vf JOIN file_versions fv"
-                    " ON fv.record_id = vf.record_id AND fv.path = vf.path AND fv.file_version = vf.file_version"
-                    " WHERE vf.record_id = ? AND vf.version = ? ORDER BY fv.path", (record_id, version))
+                query = ("SELECT fv.path, fv.file_version, fv.checksum, fv.size, fv.created_at FROM version_files vf"
+                         " JOIN file_versions fv ON fv.record_id = vf.record_id AND fv.path = vf.path"
+                         " AND fv.file_version = vf.file_version WHERE vf.record_id = ? AND vf.version = ?",
+                         "vf.path", (record_id, version), "")
+            rows = _files_at(conn, *query, path)
             # `createdAt` (when the file version was made) is ours, beyond the official API: a file carried
             # into later versions keeps it, so a mount shows it as the file's mtime and rsync sees it unchanged
             return [{"filename": r["path"], "version": r["file_version"], "checksum": r["checksum"],
@@ -379,3 +382,17 @@ class Store(MultipartUploads, StacDatasets):
                 self._record(conn, kind, record_id)
                 raise ApiError(404, errors.FILE_MISSING)
         return BlobRef(row["checksum"], row["size"])
+
+
+def _files_at(conn: Tx, select: str, column: str, params: tuple, order: str, path: str | None) -> list[Row]:
+    """Rows of SELECT (filtered by PARAMS) sorted by COLUMN then ORDER; with PATH, those at PATH,
+    else the first one under PATH/ ('0' sorts right after '/'), each an index search."""
+    if path is None:
+        return conn.execute(f"{select} ORDER BY {column}{order}", params).fetchall()
+    if "\x00" in path:  # never stored, and PostgreSQL refuses to compare text with a NUL
+        return []
+    rows = conn.execute(f"{select} AND {column} = ? ORDER BY {column}{order}", (*params, path)).fetchall()
+    if not rows:
+        rows = conn.execute(f"{select} AND {column} >= ? AND {column} < ? ORDER BY {column} LIMIT 1",
+                            (*params, path + "/", path + "0")).fetchall()
+    return rows
