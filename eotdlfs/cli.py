@@ -192,7 +192,7 @@ KIND_OPTION = typer.Option("datasets", "--kind", help="datasets or models.")
 
 @app.command()
 def ingest(
-    path: Path = typer.Argument(..., help="Folder to ingest; its metadata.yml names the record."),
+    path: Path = typer.Argument(..., help="Folder to ingest; its metadata.yml (or STAC catalog.json) names the record."),
     kind: str = KIND_OPTION, api_url: str | None = API_URL_OPTION, token: str | None = TOKEN_OPTION,
     token_file: str | None = TOKEN_FILE_OPTION,
 ) -> None:
@@ -240,6 +240,34 @@ def list_records(
         list_command(kind, match, api_url, given_token(token, token_file))
     except CLIENT_ERRORS as exc:
         fail(exc)
+
+
+stac_app = typer.Typer(help="STAC (Q1+) datasets.", no_args_is_help=True)
+app.add_typer(stac_app, name="stac")
+
+
+@stac_app.command("search")
+def stac_search(
+    name: str = typer.Argument(..., help="Dataset name."),
+    version: int | None = typer.Option(None, "-v", "--version", help="Version (default: latest)."),
+    bbox: str | None = typer.Option(None, "--bbox", help="W,S,E,N in degrees (W > E crosses the antimeridian)."),
+    datetime: str | None = typer.Option(None, "--datetime", help="A/B, A/.., ../B or one instant (RFC 3339)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the matching items as one GeoJSON FeatureCollection."),
+    mount: Path | None = typer.Option(None, "--mount", help="Read through this eotdlfs mount and print paths on it."),
+    kind: str = KIND_OPTION, api_url: str | None = API_URL_OPTION, token: str | None = TOKEN_OPTION,
+    token_file: str | None = TOKEN_FILE_OPTION,
+) -> None:
+    """Print the paths of a STAC version's items within --bbox and --datetime (from the catalog alone)."""
+    from eotdlfs.app.commands import CLIENT_ERRORS
+    from eotdlfs.app.stac import search_lines
+    from eotdlfs.client.settings import given_token
+
+    try:
+        lines = search_lines(name, version, bbox, datetime, as_json, mount, kind, api_url, given_token(token, token_file))
+    except CLIENT_ERRORS as exc:
+        fail(str(exc))
+    for line in lines:
+        typer.echo(line)
 
 
 if __name__ == "__main__":

@@ -69,6 +69,11 @@ class Repository(Protocol):
     def files(self, record: Record, version: int) -> list[FileEntry]:
         """The files of one version of RECORD, with true sizes."""
 
+    def lookup(self, record: Record, version: int, path: str) -> list[FileEntry]:
+        """PATH in one version of RECORD in one small request: its entry if it is a file, else
+        one entry under PATH/ if it is a folder, else none. A server that cannot filter
+        answers the whole list (`files`)."""
+
     def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes | memoryview:
         """LENGTH bytes of ENTRY from START (fewer only at end of file)."""
 

@@ -36,10 +36,10 @@ def _interactive() -> bool:
 def ingest_command(path: Path, kind: str, api_url: str | None, token: str | None) -> str:
     """Ingest PATH; the one-line summary (or why nothing was done)."""
     from eotdlfs.app.connection import connect  # the HTTP stack: not for `flush` and `status`
-    from eotdlfs.metadata import load_metadata
+    from eotdlfs.client.ingest import folder_name
 
     record_noun(kind)
-    name = load_metadata(path).name  # validated before any connection is made
+    name = folder_name(path)  # validated before any connection is made
     with connect(api_url, token) as repo, progress_for(f"{name}", _interactive()) as progress:
         try:
             result = repo.ingest(path, kind, progress)

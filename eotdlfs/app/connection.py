@@ -70,7 +70,7 @@ class Connection:
     # --- whole versions --------------------------------------------------------------------
 
     def ingest(self, path: str | Path, kind: str = "datasets", progress: TransferProgress | None = None) -> IngestResult:
-        """Ingest the folder PATH (with its metadata.yml) as the next version of the record it names:
+        """Ingest the folder PATH (with its metadata.yml, or a STAC catalog.json) as the next version of the record it names:
         only new and changed files are sent. `NothingToIngest` when nothing changed."""
         record_noun(kind)
         result = ingest_folder(self.api, kind, Path(path), progress)

@@ -82,7 +82,13 @@ class ApiRepository:
         return parse_record(kind, self.api.record_by_name(kind, name))
 
     def files(self, record: Record, version: int) -> list[FileEntry]:
-        listed = parsed(_file_row, self.api.files(record.kind, record.id, version), "file entry")
+        return self._entries(record, self.api.files(record.kind, record.id, version))
+
+    def lookup(self, record: Record, version: int, path: str) -> list[FileEntry]:
+        return self._entries(record, self.api.files(record.kind, record.id, version, path))
+
+    def _entries(self, record: Record, answer: list[dict[str, Any]]) -> list[FileEntry]:
+        listed = parsed(_file_row, answer, "file entry")
 
         def size(f: dict[str, Any]) -> int:
             if f["size"] is not None:

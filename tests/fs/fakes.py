@@ -17,6 +17,7 @@ class MemoryRepository:
         self.lock = threading.Lock()
         self.range_calls: list[tuple[str, int, int]] = []
         self.list_calls = 0
+        self.file_lists = 0
         self.offline = False
         self.corrupt: set[str] = set()  # checksums whose bytes come back altered
         self.delay = 0.0
@@ -56,7 +57,15 @@ class MemoryRepository:
 
     def files(self, record: Record, version: int) -> list[FileEntry]:
         self._check()
+        with self.lock:
+            self.file_lists += 1
         return list(self._files[(record.id, version)])
+
+    def lookup(self, record: Record, version: int, path: str) -> list[FileEntry]:
+        self._check()
+        entries = self._files[(record.id, version)]
+        found = [e for e in entries if e.path == path]
+        return found or [e for e in entries if e.path.startswith(path + "/")][:1]
 
     def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes:
         self._check()

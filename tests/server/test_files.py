@@ -193,3 +193,25 @@ def test_refused_batch_leaves_no_blob(api, unique_name, repo_server):
     assert r.status_code == 409
     digest = sha1(unique)
     assert repo_server.blob_store().blob_size(digest) is None
+
+
+def test_files_filtered_by_path_answer_one_entry(api, unique_name):
+    """Ours, for a mount's first open: a file, a folder (one entry under it) or nothing, in one small answer."""
+    rid = api.create(unique_name("lookup"))
+    api.new_version(rid)
+    api.batch(rid, 1, {"top": b"t", "d/x": b"1", "d/y": b"22", "d/e/z": b"3", "d0": b"4"})
+    api.new_version(rid)
+    api.batch(rid, 2, {"d/x": b"changed"})
+
+    def at(path: str, version: int | None = 1) -> list[tuple[str, int]]:
+        r = api.get(f"{api.kind}/{rid}/files", params={"path": path, **({"version": version} if version else {})})
+        assert r.status_code == 200, r.text
+        return [(f["filename"], f["version"]) for f in r.json()]
+
+    assert at("top") == [("top", 1)]
+    assert at("d") == [("d/e/z", 1)]  # a folder: its first entry only
+    assert at("d/e") == [("d/e/z", 1)]
+    assert at("d/x", 2) == [("d/x", 2)]
+    assert at("d/x", None) == [("d/x", 1), ("d/x", 2)]  # no version: every file version at the path
+    assert at("nothing") == [] and at("d/") == [] and at("t") == [] and at("nul\x00") == []
+    assert len(api.files(rid, 1)) == 5  # without a path: the whole list, as before

@@ -33,12 +33,14 @@ from eotdlfs.client.ingest.ledger import DraftLedger, user_ledger
 from eotdlfs.client.ingest.lock import ingest_lock
 from eotdlfs.client.ingest.plan import Carry, IngestPlan, LatestFile, SourceFile, Upload, chunked, plan_ingest, upload_batches
 from eotdlfs.client.ingest.sources import RefusedSymlink, scan_folder
+from eotdlfs.client.ingest.stac import catalog_name, documents_dir, is_stac_folder, stac_sources
 from eotdlfs.client.repository import record_versions
 from eotdlfs.client.ingest.transfer import PARALLEL_REQUESTS, send_batch, send_multipart
 from eotdlfs.parallel import in_parallel
 from eotdlfs.client.progress import TransferProgress
 from eotdlfs.metadata import METADATA_FILE, Metadata, MetadataError, load_metadata, record_noun
 from eotdlfs.repository import IngestResult
+from eotdlfs.stac.rules import ROOT_DOCUMENT
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +50,26 @@ DEFAULT_MAX_FORM_FIELDS = 1000  # Starlette's default cap on form fields per req
 
 def ingest_folder(api: ApiClient, kind: str, folder: Path, progress: TransferProgress | None = None,
                   cache: HashCache | None = None, ledger: DraftLedger | None = None) -> IngestResult:
-    """Ingest FOLDER (with its metadata.yml) as the next version of the record it names."""
-    metadata = load_metadata(folder)  # before any network call: a bad metadata.yml costs nothing
+    """Ingest FOLDER (with its metadata.yml, or a STAC catalog.json) as the next version of the record it names.
+
+    Everything about the folder is checked before any network call: a bad metadata.yml or
+    catalog costs nothing and publishes nothing.
+    """
     cache = cache or HashCache()
     try:
-        sources = scan_folder(folder, cache)
+        if is_stac_folder(folder):
+            metadata, sources = stac_sources(folder, cache, documents_dir(catalog_name(folder)))
+        else:
+            metadata = load_metadata(folder)
+            sources = scan_folder(folder, cache)
     finally:
         cache.close()
     return run_ingest(api, kind, metadata, sources, progress, ledger or user_ledger())
+
+
+def folder_name(folder: Path) -> str:
+    """The name of the record FOLDER ingests into: its STAC catalog's id, else its metadata.yml's name."""
+    return catalog_name(folder) if is_stac_folder(folder) else load_metadata(folder).name
 
 
 def run_ingest(api: ApiClient, kind: str, metadata: Metadata, sources: Sequence[SourceFile],
@@ -69,8 +83,8 @@ def run_ingest(api: ApiClient, kind: str, metadata: Metadata, sources: Sequence[
     """
     record_noun(kind)
     metadata = Metadata.from_mapping(metadata.to_json())  # the shared rules, whoever built METADATA
-    if not any(s.path == METADATA_FILE for s in sources):
-        raise MetadataError(METADATA_FILE, "must be one of the files ingested")
+    if not any(s.path in (METADATA_FILE, ROOT_DOCUMENT) for s in sources):
+        raise MetadataError(METADATA_FILE, f"(or a STAC {ROOT_DOCUMENT}) must be one of the files ingested")
     progress = progress or TransferProgress()
     check_local_sources(sources)
     sources = with_checksums(sources)

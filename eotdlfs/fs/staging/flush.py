@@ -7,7 +7,9 @@ write-back knows only a put function. Order, and why:
 2. freeze the tree (waiting, bounded, for files open for writing and for files closed
    meanwhile to keep their names) — or, after a crash, take the frozen list the journal
    kept, so the resumed flush ships the same bytes;
-3. validate every file name and metadata.yml before anything is hashed or sent;
+3. validate every file name and metadata.yml before anything is hashed or sent (a STAC
+   record: its whole catalog once hashed, and its documents become their self-contained
+   rewrites, `stacflush`);
 4. ingest: the engine reuses the draft an interrupted run of THIS mount left (its draft
    ledger sits in the staging folder), so exactly one version comes out however often this
    is retried; nothing changed -> no version. The engine publishes only if the version the
@@ -38,8 +40,10 @@ from typing import Callable, Sequence
 from eotdlfs.fs.staging.control import Stage
 from eotdlfs.fs.staging.files import BaseVersion, StagedFile
 from eotdlfs.fs.staging.overlay import StagingOverlay
+from eotdlfs.fs.staging.stacflush import is_stac, stac_files
 from eotdlfs.metadata import METADATA_FILE, Metadata, MetadataError, load_metadata
 from eotdlfs.paths import BadPath, validate_file_path
+from eotdlfs.stac.rules import ROOT_DOCUMENT
 from eotdlfs.repository import (FileEntry, FileToShip, IngestResult, NothingToIngest, RepositoryError,
                                 TransferProgress, Unauthorized, VersionConflict)
 
@@ -256,9 +260,13 @@ class RecordFlusher:
         frozen_at = time.monotonic()
         try:
             _check_names(shipped)
-            metadata = self._metadata(shipped)
+            stac = is_stac(shipped)
+            metadata = None if stac else self._metadata(shipped)
             self._update(state=Stage.FLUSHING, message="hashing the staged files")
             shipped = ov.hash_frozen(shipped)
+            if stac:  # after hashing: a rewritten document equal to its staged file is shipped as it is
+                metadata, shipped = stac_files(ov, shipped)
+                self._check_name(metadata.name, f"the catalog id in {ROOT_DOCUMENT}")
             self._update(state=Stage.FLUSHING, message=f"ingesting {len(shipped)} files")
             try:
                 result = services.ingest(ov.kind, metadata, shipped, _StateProgress(self), ov.base_version or 0)
@@ -304,16 +312,19 @@ class RecordFlusher:
         if found is None:
             noun = "a new dataset" if ov.kind == "datasets" else "a new model"
             top = sorted({f.path.split("/")[0] for f in shipped})
-            raise FlushError(f"{ov.kind}/{ov.name} has no {METADATA_FILE} at its root (it has: "
-                             f"{', '.join(top[:5]) or 'nothing'}{', ...' if len(top) > 5 else ''}); "
+            raise FlushError(f"{ov.kind}/{ov.name} has no {METADATA_FILE} (nor a STAC {ROOT_DOCUMENT}) at its root "
+                             f"(it has: {', '.join(top[:5]) or 'nothing'}{', ...' if len(top) > 5 else ''}); "
                              f"{noun} needs one (name, authors, license, source) before it can be flushed")
         with tempfile.TemporaryDirectory(prefix="eotdlfs-flush-") as folder:
             (Path(folder) / METADATA_FILE).write_bytes(ov.read_staged(found))
             metadata = load_metadata(Path(folder))
-        if metadata.name != ov.name:
-            raise FlushError(f"{METADATA_FILE} names {metadata.name!r} but this staging folder is {ov.name!r}; "
-                             "make them the same")
+        self._check_name(metadata.name, METADATA_FILE)
         return metadata
+
+    def _check_name(self, name: str, given_by: str) -> None:
+        if name != self.overlay.name:
+            raise FlushError(f"{given_by} names {name!r} but this staging folder is {self.overlay.name!r}; "
+                             "make them the same")
 
     def _catch_up(self) -> str:
         """When the server published a version after the one staging started from, apply the staged
