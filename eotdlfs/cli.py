@@ -14,8 +14,11 @@ app = typer.Typer(
 )
 
 
-def fail(message: str) -> None:
-    """Print a one-line error and exit non-zero: the CLI's only way to report failure."""
+def fail(message: str | BaseException) -> None:
+    """Print a one-line error and exit non-zero: the CLI's only way to report failure. An OSError
+    says its reason (and path), without the "[Errno N]" its str() starts with."""
+    if isinstance(message, OSError) and message.strerror:
+        message = f"{message.strerror}: {message.filename}" if message.filename else message.strerror
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 
@@ -47,7 +50,7 @@ def serve(
     try:
         run_server(root, host, port, db, blobs, redirect_downloads)
     except (OSError, ValueError, SQLAlchemyError, BotoCoreError, ClientError) as exc:
-        fail(str(exc))
+        fail(exc)
 
 
 @app.command()
@@ -68,7 +71,7 @@ def token(
     try:
         jwt_token, key = issue_token(root, user, db_url=db), create_api_key(root, user, db_url=db)
     except (OSError, ValueError, SQLAlchemyError) as exc:
-        fail(str(exc))
+        fail(exc)
     typer.echo(jwt_token)
     typer.echo(f"api key: {key}", err=True)
 
@@ -91,7 +94,7 @@ def fsck(
     try:
         report = check(root, hash_blobs=not quick, db_url=db, blobs_url=blobs)
     except (OSError, ValueError, SQLAlchemyError, BotoCoreError, ClientError) as exc:
-        fail(str(exc))
+        fail(exc)
     for kind, lines in (("problem", report.problems), ("orphan", report.orphans), ("note", report.notes)):
         for line in lines:
             typer.echo(f"{kind}: {line}")
@@ -126,7 +129,7 @@ def mount(
         args += ["--autoflush", str(autoflush)] if autoflush else []
         pid = mount_background(mountpoint, args, cache_dir)
     except (OSError, ValueError, RuntimeError) as exc:
-        fail(str(exc))
+        fail(exc)
     typer.echo(f"mounted {mountpoint} (process {pid}, log {cache_dir / 'mount.log'})")
     unreachable = offline_from(mountpoint)
     if unreachable:
@@ -142,7 +145,7 @@ def umount(mountpoint: Path = typer.Argument(..., help="The mount point.")) -> N
     try:
         unmount(mountpoint)
     except OSError as exc:
-        fail(str(exc))
+        fail(exc)
 
 
 @app.command()
@@ -157,7 +160,7 @@ def status(
     try:
         info = read_status(mountpoint)
     except (OSError, ValueError) as exc:
-        fail(str(exc))
+        fail(exc)
     typer.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else format_status(info))
 
 
@@ -172,7 +175,7 @@ def flush(
     try:
         state = flush_command(folder, timeout, lambda message: typer.echo(message, err=True))
     except (OSError, TimeoutError) as exc:
-        fail(str(exc))
+        fail(exc)
     if state["state"] == "failed":
         fail(state["error"])
     typer.echo(f"{folder.name}: {state['message']}")
@@ -200,7 +203,7 @@ def ingest(
     try:
         typer.echo(ingest_command(path, kind, api_url, given_token(token, token_file)))
     except CLIENT_ERRORS as exc:
-        fail(str(exc))
+        fail(exc)
 
 
 @app.command()
@@ -219,7 +222,7 @@ def get(
     try:
         typer.echo(get_command(name, version, kind, out, api_url, given_token(token, token_file)))
     except CLIENT_ERRORS as exc:
-        fail(str(exc))
+        fail(exc)
 
 
 @app.command("list")
@@ -236,7 +239,7 @@ def list_records(
     try:
         list_command(kind, match, api_url, given_token(token, token_file))
     except CLIENT_ERRORS as exc:
-        fail(str(exc))
+        fail(exc)
 
 
 stac_app = typer.Typer(help="STAC (Q1+) datasets.", no_args_is_help=True)

@@ -69,8 +69,14 @@ class EotdlFileSystem(AbstractFileSystem):
         if node.type == FILE:
             entries = [self._file_info(path, node)]
         else:
-            entries = [self._child_info(path, name) for name in self._listdir(path)]
+            follow = kwargs.get("follow_latest", False)
+            entries = [self._child_info(path, name, follow) for name in self._listdir(path)]
         return entries if detail else [e["name"] for e in entries]
+
+    def glob(self, path: str, maxdepth: int | None = None, **kwargs: Any) -> Any:
+        """As a shell glob on the mount: `datasets/*/latest/labels.csv` matches through the latest
+        link (its walk follows links), where `find` does not walk into latest."""
+        return super().glob(path, maxdepth=maxdepth, follow_latest=True, **kwargs)
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         path = self._strip_protocol(path)
@@ -101,9 +107,9 @@ class EotdlFileSystem(AbstractFileSystem):
         connection = self.connection
         return connection.reading().namespace.listdir(connection.tree_path(path))
 
-    def _child_info(self, parent: str, name: str) -> dict[str, Any]:
+    def _child_info(self, parent: str, name: str, follow_latest: bool = False) -> dict[str, Any]:
         path = f"{parent}/{name}" if parent else name
-        if parent.count("/") == 1 and name == LATEST:  # KIND/NAME/latest: a link, as `ls -l` shows it
+        if parent.count("/") == 1 and name == LATEST and not follow_latest:  # a link, as `ls -l` shows it
             node = self._node(path)
             return {"name": path, "type": "link", "size": 0, "destination": self._destination(path),
                     "version": node.version, "mtime": node.mtime}

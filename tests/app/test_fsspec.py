@@ -97,6 +97,17 @@ def test_find_and_glob(repo_server, two_versions, tmp_path):
     assert tree_digest(tmp_path / "copy") == tree_digest(v2)
 
 
+def test_glob_follows_latest_as_a_shell_glob_follows_a_link(repo_server, two_versions, tmp_path):
+    """`datasets/*/latest/labels.csv`, the latest labels of every dataset, matches as `ls` of the same
+    pattern on the mount does (a glob follows links; only `find` does not walk into latest)."""
+    name, v1, v2 = two_versions
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    assert f"datasets/{name}/latest/labels.csv" in fs.glob("datasets/*/latest/labels.csv")
+    assert fs.glob(f"datasets/{name}/*/labels.csv") == [f"datasets/{name}/{v}/labels.csv"
+                                                        for v in ("latest", "v1", "v2")]
+    assert fs.ls(f"datasets/{name}", detail=True)[-1]["type"] == "link"  # find still does not walk it
+
+
 def test_seek_and_ranged_reads(repo_server, two_versions, tmp_path):
     name, v1, _ = two_versions
     data = (v1 / "images/2023/big.bin").read_bytes()

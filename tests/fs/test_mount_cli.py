@@ -161,6 +161,7 @@ def test_mount_of_a_repository_nothing_answers_fails_naming_it(tmp_path, mountpo
         done = eotdlfs("mount", str(mnt), "--api-url", url, "--cache-dir", str(tmp_path / "cache"), *mode)
         assert done.returncode == 1 and url in done.stderr and "no listing from an earlier mount" in done.stderr, \
             done.stderr
+        assert f"error: cannot reach the repository at {url}" in done.stderr, done.stderr  # no "[Errno 5]" first
         assert not is_mounted(mnt)
 
 
@@ -197,6 +198,7 @@ def test_a_second_mount_on_a_cache_dir_in_use_fails_naming_the_holder(repo_serve
         done = eotdlfs("mount", str(mnt), "--api-url", repo_server.url, "--cache-dir", str(cache), *mode, env=env)
         assert done.returncode == 1, done.stderr
         assert f"in use by the eotdlfs mount on {holder.path} (process {holder.pid})" in done.stderr, done.stderr
+        assert f"error: {cache} is in use" in done.stderr, done.stderr
         assert not is_mounted(mnt)
     assert (holder.path / "staging" / "datasets" / name / "labels.csv").exists()  # the holder keeps its staging
     blocks = BlockCache(cache / "blocks", 1 << 30)  # the block cache stays open to readers that are not mounts

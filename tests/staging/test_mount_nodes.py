@@ -123,3 +123,28 @@ def test_ln_mkfifo_and_tar_x_keep_nodes_through_a_remount(tmp_path, repo_server,
     published = version_files(repo_server, name, 1)
     assert published["data-hard.txt"] == published["data-soft.txt"] == published["data.txt"]
     assert published["tarred/s"] == published["tarred/h.txt"] == published["tarred/f.txt"]
+
+
+def test_one_flush_names_every_node_a_version_cannot_hold(tmp_path, repo_server, mount_factory, unique_name):
+    """`tar x` of an archive with a FIFO, a dangling symlink and one leading out: the refused flush names all
+    three, so the user fixes them in one go (not one flush per node)."""
+    name = unique_name("allnodes")
+    mount = mount_factory(repo_server, ttl=1)
+    packed = tmp_path / "packed"
+    write_metadata(packed, name)
+    (packed / "f.txt").write_text("kept\n")
+    os.mkfifo(packed / "pipe")
+    os.symlink("gone.txt", packed / "dangling")
+    os.symlink("/etc/hostname", packed / "outside")
+    with tarfile.open(tmp_path / "nodes.tar", "w") as tar:
+        tar.add(packed, arcname=".")
+    target = staged(mount, name)
+    target.mkdir()
+    run("tar", "xf", str(tmp_path / "nodes.tar"), "-C", str(target))
+    result = flush_cli(tmp_path, repo_server, target)
+    assert result.returncode == 1, result.stderr
+    for refused in ("pipe: not a regular file (a FIFO)", "dangling: dangling symlink", "outside: symlink to /etc/hostname"):
+        assert f"{name}/{refused}" in result.stderr, result.stderr
+    for node in ("pipe", "dangling", "outside"):
+        os.unlink(target / node)
+    assert flush_cli(tmp_path, repo_server, target).returncode == 0

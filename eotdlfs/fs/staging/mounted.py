@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from eotdlfs.fs.context import MountContext
 from eotdlfs.fs.content import Content
@@ -12,7 +13,9 @@ from eotdlfs.fs.reader import OpenFile
 from eotdlfs.fs.staging.area import StagingArea
 from eotdlfs.fs.staging.files import BaseVersion
 from eotdlfs.fs.staging.flush import FlushServices
-from eotdlfs.repository import FileEntry, NotFound, Publisher, Repository
+from eotdlfs.repository import FileEntry, NotFound, Publisher, Repository, Unreachable
+
+T = TypeVar("T")
 
 
 class _PublishedFile:
@@ -58,6 +61,20 @@ class MountPublished:
         return _PublishedFile(self._context, self._context.reader.open(Content(record, entry)))
 
 
+def _noting_reach(context: MountContext, call: Callable[..., T]) -> Callable[..., T]:
+    """CALL, whose outcome also sets `server_reachable` of the status: a flush that could not reach
+    the server must not sit beside "reachable: yes" from the listing's last refresh (up to the TTL old)."""
+    def noted(*args: Any, **kwargs: Any) -> T:
+        try:
+            result = call(*args, **kwargs)
+        except Unreachable:
+            context.namespace.server_reachable = False
+            raise
+        context.namespace.server_reachable = True
+        return result
+    return noted
+
+
 def flush_services(context: MountContext, publisher: Publisher) -> FlushServices:
     """The engine and the server, fresh (no TTL): a flush must see the server as it is now."""
     repo: Repository = context.repo
@@ -75,7 +92,8 @@ def flush_services(context: MountContext, publisher: Publisher) -> FlushServices
     def published(kind: str, name: str, version: int) -> None:
         context.namespace.invalidate(kind)
 
-    return FlushServices(ingest=publisher.ingest, latest=latest, files=files, published=published)
+    return FlushServices(ingest=_noting_reach(context, publisher.ingest), latest=_noting_reach(context, latest),
+                         files=_noting_reach(context, files), published=published)
 
 
 def make_staging_area(context: MountContext, publisher: Publisher, folder: Path) -> StagingArea:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from eotdlfs.fs.staging.overlay import StagingOverlay
 
 MAX_SYMLINK_HOPS = 40  # as the kernel's ELOOP limit
+REFUSED_SHOWN = 20  # nodes named in one refused flush
 _SPECIAL = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
             stat.S_IFBLK: "a block device"}
 
@@ -98,13 +99,21 @@ class Nodes:
 
     def linked_sources(self: "StagingOverlay") -> list[tuple[str, str | None, FileEntry | None]]:
         """The files the symlinks of the tree publish, as (path, upper id, base entry);
-        `RefusedNode` naming the first node a version cannot hold."""
+        `RefusedNode` naming every node a version cannot hold (a `tar x` may bring many: one flush
+        lists them all, as it lists refused names)."""
         found: list[tuple[str, Node]] = []
+        refused: list[str] = []
         for node in self.journal.special_nodes():
-            if node.target is None:
-                raise RefusedNode(f"{self._where(node.path)}: not a regular file ({_SPECIAL[stat.S_IFMT(node.mode)]}); "
-                                  "a version holds files only: remove it, then flush again")
-            self._follow(node, node.path, (), found)
+            try:
+                if node.target is None:
+                    raise RefusedNode(f"{self._where(node.path)}: not a regular file "
+                                      f"({_SPECIAL[stat.S_IFMT(node.mode)]}); a version holds files only: remove it, "
+                                      "then flush again")
+                self._follow(node, node.path, (), found)
+            except RefusedNode as exc:
+                refused.append(str(exc))
+        if refused:
+            raise RefusedNode("; ".join(refused[:REFUSED_SHOWN]) + ("; ..." if len(refused) > REFUSED_SHOWN else ""))
         return [(path, file.upper, None if file.upper else self.journal.base_entry(file.base_path))
                 for path, file in found]
 

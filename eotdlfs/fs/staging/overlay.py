@@ -43,11 +43,13 @@ log = logging.getLogger(__name__)
 
 def _attrs(node: Node, nlink: int, size: int, staged: os.stat_result | None = None) -> dict:
     """NODE's `stat`; a staged file's times are its STAGED file's (writes and utimens land there),
-    its ctime also moved by what only the journal records (chmod, chown, link, rename)."""
-    mtime, atime, ctime = node.mtime_ns, node.atime_ns, node.ctime_ns
+    its ctime also moved by what only the journal records (chmod, chown, link, rename), its blocks
+    the staged file's, holes left out (`du`, and `cp`'s sign that a file has holes worth keeping)."""
+    mtime, atime, ctime, blocks = node.mtime_ns, node.atime_ns, node.ctime_ns, -(-size // 512)
     if staged is not None:
         mtime, atime, ctime = staged.st_mtime_ns, staged.st_atime_ns, max(staged.st_ctime_ns, ctime or 0)
-    return {"st_mode": node.mode, "st_nlink": nlink, "st_size": size, "st_blocks": -(-size // 512),
+        blocks = staged.st_blocks
+    return {"st_mode": node.mode, "st_nlink": nlink, "st_size": size, "st_blocks": blocks,
             "st_mtime": mtime, "st_atime": mtime if atime is None else atime,
             "st_ctime": mtime if ctime is None else ctime, "st_rdev": node.rdev,
             "st_uid": os.getuid() if node.uid is None else node.uid,
