@@ -28,7 +28,8 @@ import requests
 import urllib3
 
 from eotdlfs.client.bodies import DOWNLOAD_BLOCK, body_in_pages, pages_of, whole_body
-from eotdlfs.client.errors import NotFound, RepositoryError, ServerError, Unreachable, error_for_status
+from eotdlfs.client.errors import (NotFound, RepositoryError, ServerError, Unreachable, error_for_status, failure_reason,
+                                   timed_out)
 from eotdlfs.client.redirects import PresignedUrls
 from eotdlfs.client.settings import Settings
 from eotdlfs.client.transport import SendTimeoutAdapter
@@ -124,7 +125,7 @@ class ApiClient:
                 response = self._session.request(method, url, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if last:
-                    raise Unreachable(f"cannot reach the repository at {self.base_url} ({_reason(exc)})") from exc
+                    raise Unreachable(f"cannot reach the repository at {self.base_url} ({failure_reason(exc)})") from exc
             else:
                 if response.status_code in ok:
                     return response
@@ -156,7 +157,7 @@ class ApiClient:
                 return
             except requests.ConnectionError as exc:
                 if attempt == self._retries:
-                    raise Unreachable(f"cannot reach the repository at {self.base_url} ({_reason(exc)})") from exc
+                    raise Unreachable(f"cannot reach the repository at {self.base_url} ({failure_reason(exc)})") from exc
             time.sleep(self._backoff * (2**attempt))
 
     # ---- extensions
@@ -190,9 +191,12 @@ class ApiClient:
         return self._json("GET", kind, idempotent=True, params=params)
 
     def record_by_name(self, kind: str, name: str) -> dict[str, Any]:
-        data = self._json("GET", kind, idempotent=True, params={"name": name})
-        if not isinstance(data, dict):  # a server that ignores ?name= answers the whole list
-            raise NotFound(f"{record_noun(kind)} doesn't exist", 404)
+        try:
+            data = self._json("GET", kind, idempotent=True, params={"name": name})
+        except NotFound:
+            data = None  # the server's "Dataset doesn't exist" does not say which
+        if not isinstance(data, dict):  # (a server that ignores ?name= answers the whole list)
+            raise NotFound(f"{record_noun(kind)} {name!r} doesn't exist", 404)
         return data
 
     def create_record(self, kind: str, metadata: Metadata) -> str:
@@ -357,7 +361,7 @@ class ApiClient:
             return self._store.get(url, headers=headers, stream=True, allow_redirects=False,
                                    timeout=(self._connect_timeout, self.settings.timeout))
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise Unreachable(f"cannot reach the object store ({_reason(exc)})") from exc
+            raise Unreachable(f"cannot reach the object store ({failure_reason(exc)})") from exc
 
     def head_file(self, kind: str, record_id: str, path: str, file_version: int | None) -> int:
         """The size of one file version, from HEAD (or a GET's Content-Length where HEAD is refused); cached."""
@@ -397,8 +401,8 @@ class ApiClient:
             self.ranges_supported = True
             return quick
         if failed is not None:  # that was the first try
-            if self._retries == 0 or _timed_out(failed):
-                raise Unreachable(f"cannot reach the repository at {self.base_url} ({_reason(failed)})") from failed
+            if self._retries == 0 or timed_out(failed):
+                raise Unreachable(f"cannot reach the repository at {self.base_url} ({failure_reason(failed)})") from failed
             time.sleep(self._backoff)
         for attempt in range(0 if failed is None else 1, self._retries + 1):
             response = self._download_get(kind, record_id, path, file_version, headers)
@@ -409,8 +413,8 @@ class ApiClient:
                 body = body_in_pages(response) if response.status_code == 206 else whole_body(response)
                 break
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                if attempt == self._retries or _timed_out(exc):
-                    raise Unreachable(f"cannot reach the repository at {self.base_url} ({_reason(exc)})") from exc
+                if attempt == self._retries or timed_out(exc):
+                    raise Unreachable(f"cannot reach the repository at {self.base_url} ({failure_reason(exc)})") from exc
             finally:
                 response.close()
             time.sleep(self._backoff * (2**attempt))
@@ -430,21 +434,7 @@ class ApiClient:
         try:
             yield response.iter_content(DOWNLOAD_BLOCK)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-            raise Unreachable(f"cannot reach the repository at {self.base_url} ({_reason(exc)})") from exc
+            raise Unreachable(f"cannot reach the repository at {self.base_url} ({failure_reason(exc)})") from exc
         finally:
             response.close()
 
-
-def _timed_out(exc: Exception) -> bool:
-    """True when EXC is a read that waited past the read timeout (requests wraps it as a ConnectionError)."""
-    return isinstance(exc, requests.Timeout) or any(isinstance(a, urllib3.exceptions.ReadTimeoutError)
-                                                     for a in exc.args)
-
-
-def _reason(exc: Exception) -> str:
-    """A short cause for a connection failure ('Connection refused', 'timed out', ...)."""
-    text = str(exc)
-    for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset", "Connection aborted"):
-        if marker in text:
-            return marker
-    return exc.__class__.__name__

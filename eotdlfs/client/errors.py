@@ -6,12 +6,15 @@ the CLI prints `str(exc)` as its one-line message.
 
 from __future__ import annotations
 
+import requests
+import urllib3
+
 from eotdlfs.repository import (BadRequest, Conflict, ContentMismatch, Forbidden, NothingToIngest, NotFound,
                                 RepositoryError, TooLarge, Unauthorized, Unreachable, VersionConflict)
 
 __all__ = ["BadRequest", "Conflict", "ContentMismatch", "Forbidden", "NothingToIngest", "NotFound",
            "RepositoryError", "ServerError", "TooLarge", "Unauthorized", "Unreachable", "VersionConflict",
-           "error_for_status"]
+           "error_for_status", "failure_reason", "timed_out"]
 
 
 class ServerError(RepositoryError):
@@ -34,3 +37,18 @@ def error_for_status(status: int, detail: str) -> RepositoryError:
         return NotFound(detail, status)
     cls = _BY_STATUS.get(status, ServerError if status >= 500 else RepositoryError)
     return cls(detail, status)
+
+
+def timed_out(exc: Exception) -> bool:
+    """True when EXC is a read that waited past the read timeout (requests wraps it as a ConnectionError)."""
+    return isinstance(exc, requests.Timeout) or any(isinstance(a, urllib3.exceptions.ReadTimeoutError)
+                                                     for a in exc.args)
+
+
+def failure_reason(exc: Exception) -> str:
+    """A short cause for a connection failure ('Connection refused', 'timed out', ...)."""
+    text = str(exc)
+    for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset", "Connection aborted"):
+        if marker in text:
+            return marker
+    return exc.__class__.__name__

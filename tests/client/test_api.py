@@ -31,9 +31,9 @@ def test_real_error_answers_become_typed_errors(repo_server, dataset):
     name, _ = dataset
     alice, anonymous, bob = client(repo_server), client(repo_server, None), client(repo_server, "bob")
     record_id = alice.record_by_name("datasets", name)["id"]
-    with pytest.raises(NotFound, match="Dataset doesn't exist"):
+    with pytest.raises(NotFound, match=f"Dataset '{name}-missing' doesn't exist"):
         alice.record_by_name("datasets", name + "-missing")
-    with pytest.raises(NotFound, match="Model doesn't exist"):
+    with pytest.raises(NotFound, match=f"Model '{name}' doesn't exist"):
         alice.record_by_name("models", name)
     with pytest.raises(Conflict, match="Dataset already exists"):
         alice.create_record("datasets", Metadata(name, ["a"], "MIT", "http://x"))

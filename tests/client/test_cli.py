@@ -112,7 +112,8 @@ def test_list_and_get_errors(repo_server, unique_name, tmp_path):
     row = next(line for line in listed.stdout.splitlines() if name in line)
     assert row.split()[:3] == [name, "1", "v1"] and "alice" in row
     assert_one_line_error(run_cli(env, "get", name, "-v", "7", "--out", str(tmp_path)), "has versions 1")
-    assert_one_line_error(run_cli(env, "get", unique_name("nope"), "--out", str(tmp_path)), "Dataset doesn't exist")
+    missing = unique_name("nope")
+    assert_one_line_error(run_cli(env, "get", missing, "--out", str(tmp_path)), f"Dataset '{missing}' doesn't exist")
     assert_one_line_error(run_cli(env, "list", "--kind", "things"), "unknown kind")
 
 

@@ -86,7 +86,7 @@ def test_sizes_ranges_and_versions_without_extensions(plain_api):
 
 
 def test_the_official_409_for_a_missing_record_is_not_found(plain_api):
-    with pytest.raises(NotFound, match="Dataset doesn't exist"):
+    with pytest.raises(NotFound, match="Dataset 'nope' doesn't exist"):
         ApiRepository(plain_api).record("datasets", "nope")
 
 
