@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "eotdlfs"
 MAX_LINES = 450
 HTTP = ("requests", "urllib3", "http", "httpx", "fastapi", "starlette", "uvicorn")
-FUSE_BINDING = ("fuse",)
+FUSE_BINDING = ("fuse", "mfusepy")
 
 
 def modules(layer: str) -> list[Path]:
@@ -78,7 +78,7 @@ def test_the_ports_and_shared_helpers_import_no_layer():
 def test_the_fuse_binding_is_imported_in_one_module_of_fs():
     users = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if any(within(n, FUSE_BINDING)
                                                                               for n in imported(p))]
-    assert users == ["fs/fuse_ops.py"]
+    assert users == ["fs/fuse_binding.py"]
 
 
 def test_cli_is_only_typer_and_calls_into_the_layers():
