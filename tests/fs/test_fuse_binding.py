@@ -86,7 +86,10 @@ def test_the_other_binding_mounts_lists_reads_and_flushes(tmp_path, repo_server,
                             text=True, timeout=60, check=True).stdout.split()
     assert summed[0::2] == [digests["images/2023/big.bin"], digests["labels.csv"]]
     assert tree_digest(version) == digests
-    (staged(mount, name) / "added.txt").write_bytes(b"written through libfuse 2\n")
+    added = staged(mount, name) / "added.txt"
+    added.write_bytes(b"written through libfuse 2\n")
+    subprocess.run(["touch", "-m", "-d", "@1000000000", str(added)], check=True, timeout=30)  # UTIME_OMIT atime
+    assert added.stat().st_mtime == 1000000000
     result = flush_cli(tmp_path, repo_server, staged(mount, name))
     assert result.returncode == 0, result.stdout + result.stderr
     assert version_files(repo_server, name, 2)["added.txt"] == hashlib.sha1(b"written through libfuse 2\n").hexdigest()
