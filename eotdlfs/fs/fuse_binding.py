@@ -18,6 +18,7 @@ import errno
 import functools
 import logging
 import os
+import time
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ ATTR_TIMEOUT_S = 60
 FUSE_READDIR_PLUS, FUSE_FILL_DIR_PLUS = 1, 2
 FUSE_CAP_READDIRPLUS, FUSE_CAP_READDIRPLUS_AUTO = 1 << 13, 1 << 14
 KEPT_LISTINGS = 64
+KEPT_ATTRS_SENT = 100_000
 
 # What the kernel asked of this process's mount (one mount per process), for status.json: the
 # largest read request (1 MiB once libfuse 3 negotiated it, 128 KiB on libfuse 2) and the
@@ -109,7 +111,8 @@ class _DirectFUSE(FUSE):
     mountpoint = ""
 
     def __init__(self, *args, **kwargs):
-        self._listings: dict[str, list[str]] = {}  # folder -> its names, while the kernel reads it in parts
+        self._listings: dict[str, tuple[list[str], bool]] = {}  # folder -> (names, with attributes?) while read
+        self._attrs_sent: dict[str, float] = {}  # folder -> when its entries' attributes were last sent
         super().__init__(*args, **kwargs)  # serves until unmounted
 
     def getxattr(self, path, name, value, size, *args):
@@ -153,24 +156,32 @@ class _DirectFUSE(FUSE):
 
         def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):
             """With READDIRPLUS, each entry goes with its attributes, which the kernel keeps as a
-            lookup's: `ls -l` then asks nothing per file. libfuse 3.14 drops the attributes of
-            entries given without an offset, so each gets one (its index + 1) and a folder's
-            listing is kept between the kernel's calls for the next part of it."""
+            lookup's: `ls -l` then asks nothing per file. Within half the entry timeout of sending
+            a folder's attributes the kernel still holds them, so a listing again is names only.
+            libfuse 3.14 drops the attributes of entries given without an offset, so each gets
+            one (its index + 1) and the listing is kept between the kernel's calls for its parts."""
             if not flags & FUSE_READDIR_PLUS:
                 return super().readdir_fuse_3(path, buf, filler, offset, fip, flags)
             folder = self._path(path)
-            names = self._listings.get(folder) if offset else None
-            if names is None:
-                names = list(self.operations.readdir(folder, fip.contents.fh))
+            listing = self._listings.get(folder) if offset else None
+            if listing is None:
+                now = time.monotonic()
+                plus = self._attrs_sent.get(folder, 0) < now - ATTR_TIMEOUT_S / 2
+                listing = (list(self.operations.readdir(folder, fip.contents.fh)), plus)
                 while len(self._listings) >= KEPT_LISTINGS:  # readers that stopped half way
                     self._listings.pop(next(iter(self._listings)), None)
-                self._listings[folder] = names
+                self._listings[folder] = listing
+                if plus:
+                    if len(self._attrs_sent) >= KEPT_ATTRS_SENT:
+                        self._attrs_sent.clear()
+                    self._attrs_sent[folder] = now
+            names, plus = listing
             st = c_stat()
             for index in range(offset, len(names)):
                 name = names[index]
-                plus = name not in (".", "..") and self._child_stat(folder.rstrip("/") + "/" + name, st)
-                if filler(buf, name.encode(self.encoding, "surrogateescape"), st if plus else None, index + 1,
-                          FUSE_FILL_DIR_PLUS if plus else 0):
+                with_attrs = plus and name not in (".", "..") and self._child_stat(folder.rstrip("/") + "/" + name, st)
+                if filler(buf, name.encode(self.encoding, "surrogateescape"), st if with_attrs else None, index + 1,
+                          FUSE_FILL_DIR_PLUS if with_attrs else 0):
                     return 0  # the kernel's buffer is full: it asks again from index + 1
             if offset >= len(names):  # the kernel's last call, which finds the end
                 self._listings.pop(folder, None)
