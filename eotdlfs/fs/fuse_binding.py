@@ -1,8 +1,9 @@
 """The FUSE binding: the only module that imports one (mfusepy on libfuse 3, or fusepy on libfuse 2).
 
-libfuse 3 is the default when mfusepy and libfuse 3 are both here: it negotiates `max_pages`,
-so the kernel sends 1 MiB read requests instead of 128 KiB (8x fewer callbacks per GiB), and it
-has READDIRPLUS (a listing carries each entry's attributes: `ls -l` looks nothing up after it).
+libfuse 3 is the default when mfusepy and libfuse 3 are both here: it has READDIRPLUS (a
+listing carries each entry's attributes: `ls -l` looks nothing up after it), and it negotiates
+`max_pages`, so direct I/O reads come in 1 MiB requests instead of 128 KiB (buffered ones too
+with `EOTDLFS_FUSE_READ_AHEAD_KB=1024`, see `READ_AHEAD_KB`).
 libfuse 2 through fusepy stays the fallback for systems that only have it.
 `EOTDLFS_FUSE=2` or `=3` forces one (an ImportError names what is missing).
 
@@ -31,6 +32,12 @@ ATTR_TIMEOUT_S = 60
 FUSE_READDIR_PLUS, FUSE_FILL_DIR_PLUS = 1, 2
 FUSE_CAP_READDIRPLUS, FUSE_CAP_READDIRPLUS_AUTO = 1 << 13, 1 << 14
 KEPT_LISTINGS = 64
+# The kernel's read-ahead for the mount, in KiB (root only; libfuse 3): it caps buffered read
+# requests (128 KiB by default). 1024 gives 1 MiB requests, which on 2026-11-30 made cold
+# reads slower (115 MB/s against 171 on libfuse 2 and 227 on libfuse 3 at 128 KiB, medians of
+# alternated runs, docs/benchmarks.md), so it is a lever to measure again, off by default.
+# Direct I/O readers get requests of up to MAX_READ on libfuse 3 either way.
+READ_AHEAD_KB = int(os.environ.get("EOTDLFS_FUSE_READ_AHEAD_KB") or 0)
 KEPT_ATTRS_SENT = 100_000
 
 # What the kernel asked of this process's mount (one mount per process), for status.json: the
@@ -92,7 +99,8 @@ def _mount_device(mountpoint: str) -> str | None:
 
 def _raise_readahead(mountpoint: str, kib: int) -> None:
     """Let buffered reads reach KIB: with libfuse 3 the bdi's read-ahead (128 KiB by default,
-    writable by root only) caps the kernel's read requests, `max_readahead` can only lower it."""
+    writable by root only) caps the kernel's read requests, `max_readahead` in init can only
+    lower it."""
     device = _mount_device(mountpoint)
     path = f"/sys/class/bdi/{device}/read_ahead_kb"
     try:
@@ -151,7 +159,8 @@ class _DirectFUSE(FUSE):
             # every listing with attributes: in "auto" mode the kernel only sends the first part
             # of a folder that way, and `ls -l`, which lists before it stats, looks up the rest
             info.want = (info.want | info.capable & FUSE_CAP_READDIRPLUS) & ~FUSE_CAP_READDIRPLUS_AUTO
-            _raise_readahead(self.mountpoint, MAX_READ >> 10)
+            if READ_AHEAD_KB:
+                _raise_readahead(self.mountpoint, READ_AHEAD_KB)
             return super().init_fuse_3(conn, config)
 
         def readdir_fuse_3(self, path, buf, filler, offset, fip, flags):

@@ -4,6 +4,7 @@ libfuse 2 as the fallback (`EOTDLFS_FUSE=2|3` forces one); the mount works on bo
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import subprocess
 import sys
@@ -40,16 +41,45 @@ def test_an_unknown_binding_is_refused_naming_the_choices():
     assert result.returncode != 0 and "use 2 (fusepy, libfuse 2) or 3 (mfusepy, libfuse 3)" in result.stderr
 
 
-def test_a_sequential_read_reaches_the_mount_in_1_mib_requests(tmp_path, repo_server, mount_factory, unique_name):
-    """libfuse 3 negotiates max_pages and the mount raises its read-ahead: 8x fewer callbacks per
-    GiB than libfuse 2's 128 KiB requests."""
+def read_1_mib_at_a_time(path, direct: bool) -> bytes:
+    """PATH read start to end in 1 MiB reads (O_DIRECT into a page-aligned buffer when DIRECT)."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECT if direct else 0))
+    try:
+        with mmap.mmap(-1, MIB) as buffer:
+            parts, offset = [], 0
+            while n := os.preadv(fd, [buffer], offset):
+                parts.append(buffer[:n])
+                offset += n
+            return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("direct, read_ahead_kb", [
+    (True, None),
+    pytest.param(False, "1024", marks=pytest.mark.skipif(os.geteuid() != 0, reason="the read-ahead is root's")),
+])
+def test_reads_reach_the_mount_in_1_mib_requests(tmp_path, repo_server, mount_factory, unique_name, monkeypatch,
+                                                 direct, read_ahead_kb):
+    """libfuse 3 negotiates max_pages: 8x fewer callbacks per GiB than libfuse 2's 128 KiB requests,
+    for direct I/O, and for buffered reads once the mount's read-ahead is raised (root only)."""
+    if read_ahead_kb:
+        monkeypatch.setenv("EOTDLFS_FUSE_READ_AHEAD_KB", read_ahead_kb)
     name = unique_name("mib")
     data = ingest_one_file(repo_server, tmp_path / "src", name, "big.bin", 8 * MIB)
     mount = mount_factory(repo_server)
-    with open(mount.path / "datasets" / name / "v1" / "big.bin", "rb", buffering=0) as f:
-        assert hashlib.sha1(b"".join(iter(lambda: f.read(MIB), b""))).digest() == hashlib.sha1(data).digest()
+    assert read_1_mib_at_a_time(mount.path / "datasets" / name / "v1" / "big.bin", direct) == data
     fuse = mount.status()["fuse"]
     assert (fuse["binding"], fuse["libfuse"], fuse["largest_read"]) == ("mfusepy", 3, MIB), fuse
+
+
+def test_buffered_reads_keep_the_kernels_read_ahead_by_default(tmp_path, repo_server, mount_factory, unique_name):
+    """1 MiB buffered requests made cold reads slower here (docs/benchmarks.md): not the default."""
+    name = unique_name("ra")
+    data = ingest_one_file(repo_server, tmp_path / "src", name, "big.bin", 4 * MIB)
+    mount = mount_factory(repo_server)
+    assert read_1_mib_at_a_time(mount.path / "datasets" / name / "v1" / "big.bin", direct=False) == data
+    assert mount.status()["fuse"]["largest_read"] == 128 << 10
 
 
 def test_ls_l_of_a_fresh_folder_asks_no_attributes_per_file(tmp_path, repo_server, mount_factory, unique_name):
