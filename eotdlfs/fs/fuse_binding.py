@@ -119,7 +119,7 @@ class _DirectFUSE(FUSE):
     mountpoint = ""
 
     def __init__(self, *args, **kwargs):
-        self._listings: dict[str, tuple[list[str], bool]] = {}  # folder -> (names, with attributes?) while read
+        self._listings: dict[str, list[str]] = {}  # folder -> its names, while the kernel reads them with attributes
         self._attrs_sent: dict[str, float] = {}  # folder -> when its entries' attributes were last sent
         super().__init__(*args, **kwargs)  # serves until unmounted
 
@@ -169,26 +169,25 @@ class _DirectFUSE(FUSE):
             a folder's attributes the kernel still holds them, so a listing again is names only.
             libfuse 3.14 drops the attributes of entries given without an offset, so each gets
             one (its index + 1) and the listing is kept between the kernel's calls for its parts."""
-            if not flags & FUSE_READDIR_PLUS:
-                return super().readdir_fuse_3(path, buf, filler, offset, fip, flags)
             folder = self._path(path)
-            listing = self._listings.get(folder) if offset else None
-            if listing is None:
+            names = self._listings.get(folder) if offset else None
+            if names is None:
                 now = time.monotonic()
-                plus = self._attrs_sent.get(folder, 0) < now - ATTR_TIMEOUT_S / 2
-                listing = (list(self.operations.readdir(folder, fip.contents.fh)), plus)
+                recent = self._attrs_sent.get(folder, -ATTR_TIMEOUT_S) > now - ATTR_TIMEOUT_S / 2
+                if not offset and (recent or not flags & FUSE_READDIR_PLUS):
+                    # names only, all at once: libfuse keeps them and serves the kernel's next calls itself
+                    return super().readdir_fuse_3(path, buf, filler, offset, fip, flags)
+                names = list(self.operations.readdir(folder, fip.contents.fh))
                 while len(self._listings) >= KEPT_LISTINGS:  # readers that stopped half way
                     self._listings.pop(next(iter(self._listings)), None)
-                self._listings[folder] = listing
-                if plus:
-                    if len(self._attrs_sent) >= KEPT_ATTRS_SENT:
-                        self._attrs_sent.clear()
-                    self._attrs_sent[folder] = now
-            names, plus = listing
+                self._listings[folder] = names
+                if len(self._attrs_sent) >= KEPT_ATTRS_SENT:
+                    self._attrs_sent.clear()
+                self._attrs_sent[folder] = now
             st = c_stat()
             for index in range(offset, len(names)):
                 name = names[index]
-                with_attrs = plus and name not in (".", "..") and self._child_stat(folder.rstrip("/") + "/" + name, st)
+                with_attrs = name not in (".", "..") and self._child_stat(folder.rstrip("/") + "/" + name, st)
                 if filler(buf, name.encode(self.encoding, "surrogateescape"), st if with_attrs else None, index + 1,
                           FUSE_FILL_DIR_PLUS if with_attrs else 0):
                     return 0  # the kernel's buffer is full: it asks again from index + 1
