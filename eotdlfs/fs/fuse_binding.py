@@ -31,17 +31,17 @@ ATTR_TIMEOUT_S = 60
 # fuse_common.h (libfuse 3): readdir's flags and the filler's
 FUSE_READDIR_PLUS, FUSE_FILL_DIR_PLUS = 1, 2
 FUSE_CAP_READDIRPLUS, FUSE_CAP_READDIRPLUS_AUTO = 1 << 13, 1 << 14
-KEPT_LISTINGS = 64
+KEPT_LISTINGS = 64  # folders being read with attributes at once (bounds what readers that stop leave)
+KEPT_ATTRS_SENT = 100_000  # folders whose last listing with attributes is remembered
 # The kernel's read-ahead for the mount, in KiB (root only; libfuse 3): it caps buffered read
 # requests (128 KiB by default). 1024 gives 1 MiB requests, which on 2026-11-30 made cold
-# reads slower (115 MB/s against 171 on libfuse 2 and 227 on libfuse 3 at 128 KiB, medians of
+# reads slower (116 MB/s against 184 on libfuse 2 and 256 on libfuse 3 at 128 KiB, medians of
 # alternated runs, docs/benchmarks.md), so it is a lever to measure again, off by default.
 # Direct I/O readers get requests of up to MAX_READ on libfuse 3 either way.
 READ_AHEAD_KB = int(os.environ.get("EOTDLFS_FUSE_READ_AHEAD_KB") or 0)
-KEPT_ATTRS_SENT = 100_000
 
 # What the kernel asked of this process's mount (one mount per process), for status.json: the
-# largest read request (1 MiB once libfuse 3 negotiated it, 128 KiB on libfuse 2) and the
+# largest read request (up to 1 MiB once libfuse 3 negotiated it, 128 KiB on libfuse 2) and the
 # attribute requests that reached Python (READDIRPLUS spares one per listed file). Updated
 # without a lock: a lost update only makes a figure a little low.
 requests = {"largest_read": 0, "getattr": 0}
@@ -70,7 +70,7 @@ def _import_binding() -> tuple[Any, int]:
             else:
                 os.environ["FUSE_LIBRARY_PATH"] = previous
     if wanted == "3":
-        raise ImportError(f"{FUSE_ENV}=3 needs libfuse 3 (Debian: libfuse3-3) and mfusepy")
+        raise ImportError(f"{FUSE_ENV}=3 needs libfuse 3 (Debian: fuse3) and mfusepy")
     import fuse
     return fuse, 2
 
@@ -116,12 +116,11 @@ class _DirectFUSE(FUSE):
     """The binding with reads written straight into the kernel's buffer (no bytes object per
     read, no second copy) and a listed file's `stat` filled from a template."""
 
-    mountpoint = ""
-
-    def __init__(self, *args, **kwargs):
+    def __init__(self, operations: Any, mountpoint: str, **options):
+        self.mountpoint = os.path.abspath(mountpoint)
         self._listings: dict[str, list[str]] = {}  # folder -> its names, while the kernel reads them with attributes
         self._attrs_sent: dict[str, float] = {}  # folder -> when its entries' attributes were last sent
-        super().__init__(*args, **kwargs)  # serves until unmounted
+        super().__init__(operations, mountpoint, **options)  # serves until unmounted
 
     def getxattr(self, path, name, value, size, *args):
         # `ls -l` asks every file for its ACL (system.*) and SELinux label (security.*). The
@@ -226,5 +225,4 @@ def run_fuse(operations: Any, mountpoint: str, allow_other: bool = False) -> Non
         # Other users then reach the mount: the kernel must check mode bits for them as on a
         # disk (without default_permissions it checks nothing and every caller may write).
         options.update(allow_other=True, default_permissions=True)
-    _DirectFUSE.mountpoint = os.path.abspath(mountpoint)
     _DirectFUSE(operations, mountpoint, **options)
