@@ -14,8 +14,11 @@ app = typer.Typer(
 )
 
 
-def fail(message: str) -> None:
-    """Print a one-line error and exit non-zero: the CLI's only way to report failure."""
+def fail(message: str | BaseException) -> None:
+    """Print a one-line error and exit non-zero: the CLI's only way to report failure. An OSError
+    says its reason (and path), without the "[Errno N]" its str() starts with."""
+    if isinstance(message, OSError) and message.strerror:
+        message = f"{message.strerror}: {message.filename}" if message.filename else message.strerror
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 
@@ -47,7 +50,7 @@ def serve(
     try:
         run_server(root, host, port, db, blobs, redirect_downloads)
     except (OSError, ValueError, SQLAlchemyError, BotoCoreError, ClientError) as exc:
-        fail(str(exc))
+        fail(exc)
 
 
 @app.command()
@@ -68,7 +71,7 @@ def token(
     try:
         jwt_token, key = issue_token(root, user, db_url=db), create_api_key(root, user, db_url=db)
     except (OSError, ValueError, SQLAlchemyError) as exc:
-        fail(str(exc))
+        fail(exc)
     typer.echo(jwt_token)
     typer.echo(f"api key: {key}", err=True)
 
@@ -91,7 +94,7 @@ def fsck(
     try:
         report = check(root, hash_blobs=not quick, db_url=db, blobs_url=blobs)
     except (OSError, ValueError, SQLAlchemyError, BotoCoreError, ClientError) as exc:
-        fail(str(exc))
+        fail(exc)
     for kind, lines in (("problem", report.problems), ("orphan", report.orphans), ("note", report.notes)):
         for line in lines:
             typer.echo(f"{kind}: {line}")
@@ -113,7 +116,7 @@ def mount(
     ttl: float = typer.Option(10.0, "--ttl", help="Seconds before record and version lists are refreshed."),
 ) -> None:
     """Mount every dataset and model version read-only, fetched lazily (staging is writable)."""
-    from eotdlfs.fs.mount import default_cache_dir, mount_background, parse_size
+    from eotdlfs.fs.mount import default_cache_dir, mount_background, offline_from, parse_size
 
     try:
         size, cache_dir = parse_size(cache_size), cache_dir or default_cache_dir()
@@ -126,8 +129,12 @@ def mount(
         args += ["--autoflush", str(autoflush)] if autoflush else []
         pid = mount_background(mountpoint, args, cache_dir)
     except (OSError, ValueError, RuntimeError) as exc:
-        fail(str(exc))
+        fail(exc)
     typer.echo(f"mounted {mountpoint} (process {pid}, log {cache_dir / 'mount.log'})")
+    unreachable = offline_from(mountpoint)
+    if unreachable:
+        typer.echo(f"warning: cannot reach {unreachable}: mounted offline, showing the listing an earlier mount "
+                   f"kept in {cache_dir}; it refreshes once the repository answers", err=True)
 
 
 @app.command()
@@ -138,7 +145,7 @@ def umount(mountpoint: Path = typer.Argument(..., help="The mount point.")) -> N
     try:
         unmount(mountpoint)
     except OSError as exc:
-        fail(str(exc))
+        fail(exc)
 
 
 @app.command()
@@ -153,7 +160,7 @@ def status(
     try:
         info = read_status(mountpoint)
     except (OSError, ValueError) as exc:
-        fail(str(exc))
+        fail(exc)
     typer.echo(json.dumps(info, indent=2, sort_keys=True) if as_json else format_status(info))
 
 
@@ -168,7 +175,7 @@ def flush(
     try:
         state = flush_command(folder, timeout, lambda message: typer.echo(message, err=True))
     except (OSError, TimeoutError) as exc:
-        fail(str(exc))
+        fail(exc)
     if state["state"] == "failed":
         fail(state["error"])
     typer.echo(f"{folder.name}: {state['message']}")
@@ -185,7 +192,7 @@ KIND_OPTION = typer.Option("datasets", "--kind", help="datasets or models.")
 
 @app.command()
 def ingest(
-    path: Path = typer.Argument(..., help="Folder to ingest; its metadata.yml names the record."),
+    path: Path = typer.Argument(..., help="Folder to ingest; its metadata.yml (or STAC catalog.json) names the record."),
     kind: str = KIND_OPTION, api_url: str | None = API_URL_OPTION, token: str | None = TOKEN_OPTION,
     token_file: str | None = TOKEN_FILE_OPTION,
 ) -> None:
@@ -196,7 +203,7 @@ def ingest(
     try:
         typer.echo(ingest_command(path, kind, api_url, given_token(token, token_file)))
     except CLIENT_ERRORS as exc:
-        fail(str(exc))
+        fail(exc)
 
 
 @app.command()
@@ -215,7 +222,7 @@ def get(
     try:
         typer.echo(get_command(name, version, kind, out, api_url, given_token(token, token_file)))
     except CLIENT_ERRORS as exc:
-        fail(str(exc))
+        fail(exc)
 
 
 @app.command("list")
@@ -232,7 +239,35 @@ def list_records(
     try:
         list_command(kind, match, api_url, given_token(token, token_file))
     except CLIENT_ERRORS as exc:
+        fail(exc)
+
+
+stac_app = typer.Typer(help="STAC (Q1+) datasets.", no_args_is_help=True)
+app.add_typer(stac_app, name="stac")
+
+
+@stac_app.command("search")
+def stac_search(
+    name: str = typer.Argument(..., help="Dataset name."),
+    version: int | None = typer.Option(None, "-v", "--version", help="Version (default: latest)."),
+    bbox: str | None = typer.Option(None, "--bbox", help="W,S,E,N in degrees (W > E crosses the antimeridian)."),
+    datetime: str | None = typer.Option(None, "--datetime", help="A/B, A/.., ../B or one instant (RFC 3339)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the matching items as one GeoJSON FeatureCollection."),
+    mount: Path | None = typer.Option(None, "--mount", help="Read through this eotdlfs mount and print paths on it."),
+    kind: str = KIND_OPTION, api_url: str | None = API_URL_OPTION, token: str | None = TOKEN_OPTION,
+    token_file: str | None = TOKEN_FILE_OPTION,
+) -> None:
+    """Print the paths of a STAC version's items within --bbox and --datetime (from the catalog alone)."""
+    from eotdlfs.app.commands import CLIENT_ERRORS
+    from eotdlfs.app.stac import search_lines
+    from eotdlfs.client.settings import given_token
+
+    try:
+        lines = search_lines(name, version, bbox, datetime, as_json, mount, kind, api_url, given_token(token, token_file))
+    except CLIENT_ERRORS as exc:
         fail(str(exc))
+    for line in lines:
+        typer.echo(line)
 
 
 if __name__ == "__main__":

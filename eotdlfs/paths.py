@@ -1,11 +1,17 @@
-"""The rule for file paths inside a dataset or model: relative, '/'-separated, no tricks.
+"""The rules for file paths of a dataset or model: relative, '/'-separated, no tricks; and on
+disk, nothing read from outside the folder being ingested.
 
-Server and client both apply it: to the paths they are sent and to the paths they are given.
+Server and client both apply the first: to the paths they are sent and to the paths they are given.
+The second is the one rule for every local folder an ingest reads (the folder scan of a Q0
+dataset, the hrefs of a STAC catalog): a symlink is followed only when its real path is inside.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+from pathlib import Path
 
 MAX_PATH = 1024
 MAX_COMPONENT = 255
@@ -38,3 +44,29 @@ def validate_file_path(path: object) -> str:
         if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT:
             raise PathTooLong(f"file path {path!r} has a component longer than {MAX_COMPONENT} bytes")
     return path
+
+
+class RefusedSymlink(OSError):
+    """A symlink in a folder being ingested that may not be followed."""
+
+
+def is_under(path: str, top: str) -> bool:
+    """PurePath.is_relative_to for normalised absolute path strings, without pathlib's parsing cost."""
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def resolve_inside(link: str | Path, root: str | Path) -> Path:
+    """The real path LINK leads to, when it lies inside ROOT (a real path); else `RefusedSymlink` naming both."""
+    points_to = os.readlink(link)
+    try:
+        target = os.path.realpath(link, strict=True)
+    except FileNotFoundError:
+        raise RefusedSymlink(f"{link}: dangling symlink (to {points_to}, which does not exist)") from None
+    except OSError as exc:
+        why = "is a symlink loop" if exc.errno == errno.ELOOP else f"cannot be resolved ({exc.strerror})"
+        raise RefusedSymlink(f"{link}: symlink to {points_to} {why}") from None
+    if not is_under(target, str(root)):
+        resolved = "" if points_to == target else f", which resolves to {target},"
+        raise RefusedSymlink(f"{link}: symlink to {points_to}{resolved} leads outside {root}; an ingest takes "
+                             "only files inside the folder (copy the file in to include it)")
+    return Path(target)

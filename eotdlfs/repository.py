@@ -10,7 +10,7 @@ turning these errors into errno values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence
@@ -48,12 +48,15 @@ class Record:
 
 @dataclass(frozen=True)
 class FileEntry:
-    """A file of one record version: its path, the file version that holds its bytes, SHA-1 and size."""
+    """A file of one record version: its path, the file version that holds its bytes, SHA-1 and size,
+    and when that file version was made (POSIX seconds; None when the repository does not say). The
+    time is not part of the identity: two listings of the same bytes are the same entry."""
 
     path: str
     file_version: int
     checksum: str
     size: int
+    created_at: float | None = field(default=None, compare=False)
 
 
 class Repository(Protocol):
@@ -65,6 +68,11 @@ class Repository(Protocol):
 
     def files(self, record: Record, version: int) -> list[FileEntry]:
         """The files of one version of RECORD, with true sizes."""
+
+    def lookup(self, record: Record, version: int, path: str) -> list[FileEntry]:
+        """PATH in one version of RECORD in one small request: its entry if it is a file, else
+        one entry under PATH/ if it is a folder, else none. A server that cannot filter
+        answers the whole list (`files`)."""
 
     def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes | memoryview:
         """LENGTH bytes of ENTRY from START (fewer only at end of file)."""

@@ -35,7 +35,9 @@ import tempfile
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import requests
 
@@ -227,13 +229,20 @@ def main() -> None:
     if args.distributed:
         print(json.dumps(run_distributed(args.big_mib), indent=2))
         return
+    with served() as (_, url, work):
+        result = {"big_file_bytes": args.big_mib * 1024 * 1024,
+                  **run(url, issue_token(work / "root", "bench"), args.big_mib)}
+        print(json.dumps(result, indent=2))
+
+
+@contextmanager
+def served() -> Iterator[tuple[subprocess.Popen, str, Path]]:
+    """(server process, its URL, a temp folder whose root/ it serves); all gone after the block."""
     work = Path(tempfile.mkdtemp(prefix="eotdlfs-bench-server-"))
     proc = None
     try:
         proc, url = start_server(work / "root")
-        result = {"big_file_bytes": args.big_mib * 1024 * 1024,
-                  **run(url, issue_token(work / "root", "bench"), args.big_mib)}
-        print(json.dumps(result, indent=2))
+        yield proc, url, work
     finally:
         if proc is not None:
             proc.terminate()

@@ -4,10 +4,15 @@
   closed, bytes on the staging disk), in MB/s; target >= 200.
 - `flush_10k_1changed_s`: `eotdlfs flush` (the CLI, start-up included) of a staged dataset
   of 10,000 small files with one changed, until the new version is published; target < 3.
+- `carries`: bytes the flush sent and its seconds after `mv` of a published 64 MiB file,
+  `mv` of a folder of 20 files (76 MB), `cp` of a published file inside the record, and
+  for a new sparse file (3 GiB hole + 7 bytes); target: ~0 bytes for the first three, and
+  the sparse file's data (or its compressed parts) for the last.
 
 It starts its own `eotdlfs serve` and `eotdlfs mount --foreground` on temp folders
 (127.0.0.1 only) and removes both when done, also on failure.
-Usage: python scripts/bench_staging.py [--files 10000] [--copy-mib 1024]
+Usage: python scripts/bench_staging.py [--files 10000] [--copy-mib 1024] [--sparse-gib 3]
+       [--only copy,flush,carries]
 """
 
 from __future__ import annotations
@@ -111,10 +116,52 @@ def bench_flush(mnt: Path, env: dict[str, str], name: str, files: int) -> dict:
             "flush_message": done.stdout.strip()}
 
 
+def flush_cli(target: Path, env: dict[str, str]) -> dict:
+    """`eotdlfs flush TARGET`: its seconds (start-up included) and the bytes the ingest sent."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "eotdlfs", "flush", str(target), "--timeout", "600"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"flush failed: {done.stderr.strip()}")
+    state = json.loads(os.getxattr(target, FLUSH_XATTR))
+    return {"bytes_sent": state["result"].get("bytes_sent", 0), "s": round(seconds, 3)}
+
+
+def bench_carries(work: Path, mnt: Path, api: ApiClient, env: dict[str, str], sparse_gib: int) -> dict:
+    """Bytes sent and seconds of flushes whose files the repository already holds, and of a sparse file."""
+    name = "bench-moves"
+    folder = work / name
+    write_metadata(folder, name)
+    (folder / "big.bin").write_bytes(os.urandom(64 << 20))
+    (folder / "tiles").mkdir()
+    for i in range(20):
+        (folder / "tiles" / f"tile{i:02d}.tif").write_bytes(os.urandom(3_800_000))
+    (folder / "known.bin").write_bytes(os.urandom(4 << 20))
+    ingest_folder(api, "datasets", folder)
+    shutil.rmtree(folder)
+    target = mnt / "staging" / "datasets" / name
+    result = {}
+    os.rename(target / "big.bin", target / "big-moved.bin")
+    result["mv_64MiB"] = flush_cli(target, env)
+    os.rename(target / "tiles", target / "tiles-moved")
+    result["mv_folder_20_files_76MB"] = flush_cli(target, env)
+    subprocess.run(["cp", str(target / "known.bin"), str(target / "known-copy.bin")], check=True, timeout=600)
+    result["cp_known_4MiB"] = flush_cli(target, env)
+    with open(target / "sparse.bin", "wb") as sparse:
+        sparse.truncate(sparse_gib << 30)
+        sparse.seek(sparse_gib << 30)
+        sparse.write(b"7 bytes")
+    result[f"sparse_{sparse_gib}GiB_plus_7_bytes"] = flush_cli(target, env)
+    return {"carries": result}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--copy-mib", type=int, default=1024)
+    parser.add_argument("--sparse-gib", type=int, default=3)
+    parser.add_argument("--only", default="copy,flush,carries", help="comma-separated: copy, flush, carries")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="eotdlfs-bench-staging-"))
     root, mnt, cache = work / "root", work / "mnt", work / "cache"
@@ -132,13 +179,18 @@ def main() -> None:
         env["EOTDL_TOKEN"] = token
         api = ApiClient(Settings(api_url=url, token=token, api_key=None))
         os.environ["EOTDLFS_CACHE_DIR"] = env["EOTDLFS_CACHE_DIR"]
-        ingest_folder(api, "datasets", small_dataset(work / "small", "bench-small", args.files))
+        only = set(args.only.split(","))
+        if "flush" in only:
+            ingest_folder(api, "datasets", small_dataset(work / "small", "bench-small", args.files))
         procs.append(subprocess.Popen([sys.executable, "-m", "eotdlfs", "mount", str(mnt), "--foreground",
                                        "--api-url", url, "--cache-dir", str(cache)], env=env,
                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log))
         wait_until(lambda: is_mounted(mnt), "eotdlfs mount")
-        result = {**bench_copy_in(work, mnt, args.copy_mib), **bench_flush(mnt, env, "bench-small", args.files)}
-        result["targets"] = {"copy_in_MBps": ">= 200", "flush_10k_1changed_s": "< 3"}
+        result = {**(bench_copy_in(work, mnt, args.copy_mib) if "copy" in only else {}),
+                  **(bench_flush(mnt, env, "bench-small", args.files) if "flush" in only else {}),
+                  **(bench_carries(work, mnt, api, env, args.sparse_gib) if "carries" in only else {})}
+        result["targets"] = {"copy_in_MBps": ">= 200", "flush_10k_1changed_s": "< 3",
+                             "carries": "~0 bytes sent for mv and cp; the sparse file's data, compressed"}
         print(json.dumps(result, indent=2))
     finally:
         if is_mounted(mnt):

@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "eotdlfs"
 MAX_LINES = 450
 HTTP = ("requests", "urllib3", "http", "httpx", "fastapi", "starlette", "uvicorn")
 FUSE_BINDING = ("fuse", "mfusepy")
+FSSPEC = ("fsspec",)
 
 
 def modules(layer: str) -> list[Path]:
@@ -59,26 +60,38 @@ def test_the_rule_reader_sees_imports_inside_functions_and_relative_ones(tmp_pat
 
 
 @pytest.mark.parametrize("layer, forbidden", [
-    ("fs", ("eotdlfs.client", "eotdlfs.server", "eotdlfs.app", *HTTP)),
-    ("client", ("eotdlfs.fs", "eotdlfs.server", "eotdlfs.app", *FUSE_BINDING)),
-    ("server", ("eotdlfs.client", "eotdlfs.fs", "eotdlfs.app", *FUSE_BINDING)),
+    ("fs", ("eotdlfs.client", "eotdlfs.server", "eotdlfs.app", *HTTP, *FSSPEC)),
+    ("client", ("eotdlfs.fs", "eotdlfs.server", "eotdlfs.app", *FUSE_BINDING, *FSSPEC)),
+    ("server", ("eotdlfs.client", "eotdlfs.fs", "eotdlfs.app", *FUSE_BINDING, *FSSPEC)),
 ])
 def test_layers_import_only_what_they_may(layer, forbidden):
     assert offenders(layer, forbidden) == {}
 
 
 def test_the_ports_and_shared_helpers_import_no_layer():
-    shared = [p for p in PACKAGE.glob("*.py") if p.name not in ("cli.py", "__main__.py")]
+    shared = [p for p in PACKAGE.glob("*.py") if p.name not in ("cli.py", "__main__.py", "__init__.py")]
     bad = {p.name: sorted(n for n in imported(p) if within(n, ("eotdlfs.client", "eotdlfs.server", "eotdlfs.fs",
-                                                              "eotdlfs.app", *HTTP, *FUSE_BINDING)))
+                                                              "eotdlfs.app", *HTTP, *FUSE_BINDING, *FSSPEC)))
            for p in shared}
     assert {name: names for name, names in bad.items() if names} == {}
+
+
+def test_the_package_itself_only_hands_out_the_python_api():
+    """`eotdlfs.connect` comes from the composition root, imported when first asked for."""
+    assert imported(PACKAGE / "__init__.py") == {"__future__", "typing", "eotdlfs.app"}
 
 
 def test_the_fuse_binding_is_imported_in_one_module_of_fs():
     users = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if any(within(n, FUSE_BINDING)
                                                                               for n in imported(p))]
     assert users == ["fs/fuse_binding.py"]
+
+
+def test_fsspec_is_imported_in_one_adapter_beside_the_composition_root():
+    """`eotdl://` is an adapter like the FUSE one: fs and client know nothing of it."""
+    users = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if any(within(n, FSSPEC)
+                                                                              for n in imported(p))]
+    assert users == ["app/fsspec_eotdl.py"]
 
 
 def test_cli_is_only_typer_and_calls_into_the_layers():

@@ -1,22 +1,20 @@
 """The work behind the `eotdlfs` commands: connect, run the library call, say what happened.
 
-`cli.py` only parses options and turns `CLIENT_ERRORS` into its one-line `error: ...`.
+`ingest`, `get` and `list` are the Python API (`app/connection.py`) plus printing, so scripts
+and the command line run one implementation. `cli.py` only parses options and turns
+`CLIENT_ERRORS` into its one-line `error: ...`.
 """
 
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable
 
 from eotdlfs.client.progress import progress_for
 from eotdlfs.fs.staging.control import request_flush
 from eotdlfs.metadata import MetadataError, record_noun
 from eotdlfs.repository import NothingToIngest, RepositoryError, TransferProgress, Unauthorized
-
-if TYPE_CHECKING:
-    from eotdlfs.client.api import ApiClient
 
 CLIENT_ERRORS = (RepositoryError, MetadataError, OSError, ValueError)
 
@@ -31,45 +29,26 @@ def human_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-@contextmanager
-def connect(api_url: str | None, token: str | None) -> Iterator[ApiClient]:
-    """An API client for the configured repository; with no API URL, the embedded local one (stopped after)."""
-    # Imported here: `eotdlfs flush` and `status` start faster without the HTTP stack, and the
-    # embedded repository starts a server only when asked for.
-    from eotdlfs.app.embedded import settings_or_local
-    from eotdlfs.client.api import ApiClient
-    from eotdlfs.client.settings import resolve_settings
-
-    settings, embedded = settings_or_local(resolve_settings(api_url, token))
-    api = ApiClient(settings)
-    try:
-        yield api
-    finally:
-        api.close()
-        if embedded is not None:
-            embedded.stop()
-
-
 def _interactive() -> bool:
     return sys.stderr.isatty()
 
 
 def ingest_command(path: Path, kind: str, api_url: str | None, token: str | None) -> str:
     """Ingest PATH; the one-line summary (or why nothing was done)."""
-    from eotdlfs.client.ingest import ingest_folder
-    from eotdlfs.metadata import load_metadata
+    from eotdlfs.app.connection import connect  # the HTTP stack: not for `flush` and `status`
+    from eotdlfs.client.ingest import folder_name
 
     record_noun(kind)
-    name = load_metadata(path).name  # validated before any connection is made
-    with connect(api_url, token) as api, progress_for(f"{name}", _interactive()) as progress:
+    name = folder_name(path)  # validated before any connection is made
+    with connect(api_url, token) as repo, progress_for(f"{name}", _interactive()) as progress:
         try:
-            result = ingest_folder(api, kind, path, progress)
+            result = repo.ingest(path, kind, progress)
         except NothingToIngest as exc:
             return f"{exc}; no version created"
         except KeyboardInterrupt:
             raise RepositoryError("interrupted; run the same ingest again to resume where it stopped") from None
         except Unauthorized as exc:
-            if api.settings.token or api.settings.api_key:
+            if repo.settings.token or repo.settings.api_key:
                 raise
             raise Unauthorized(f"{exc} (no credentials: use EOTDL_TOKEN, EOTDL_API_KEY or --token-file)", exc.status) from exc
     resumed = f" (resumed: {result.resumed} already sent by an interrupted run)" if result.resumed else ""
@@ -79,11 +58,11 @@ def ingest_command(path: Path, kind: str, api_url: str | None, token: str | None
 
 def get_command(name: str, version: int | None, kind: str, out: Path, api_url: str | None, token: str | None) -> str:
     """Download NAME's version into OUT/NAME/vN; a line saying where and what was fetched."""
-    from eotdlfs.client.download import download_version
+    from eotdlfs.app.connection import connect
 
     record_noun(kind)
-    with connect(api_url, token) as api, progress_for(name, _interactive()) as progress:
-        result = download_version(api, kind, name, version, out, progress)
+    with connect(api_url, token) as repo, progress_for(name, _interactive()) as progress:
+        result = repo.get(name, version, out, kind, progress)
     return (f"{name} v{result.version}: {result.downloaded} downloaded, {result.skipped} already present, "
             f"{human_bytes(result.bytes_received)} received -> {result.folder}")
 
@@ -93,11 +72,11 @@ def list_command(kind: str, match: str | None, api_url: str | None, token: str |
     from rich.console import Console
     from rich.table import Table
 
-    from eotdlfs.client.repository import parse_record
+    from eotdlfs.app.connection import connect
 
     record_noun(kind)
-    with connect(api_url, token) as api:
-        records = [parse_record(kind, d) for d in api.records(kind, match=match)]
+    with connect(api_url, token) as repo:
+        records = repo.list(kind, match)
     table = Table("name", "versions", "latest", "size", "owner", box=None)
     for record in sorted(records, key=lambda r: r.name.lower()):
         published = record.published
@@ -169,14 +148,14 @@ def _human(n: int | None) -> str:
 def format_staging(staging: dict) -> list[str]:
     """Status lines, one per staged record: what is pending and how its last flush went."""
     records = staging.get("records", [])
-    if not records:
-        return ["staging      nothing staged" + (f" (autoflush after {staging['autoflush_s']:g} s)"
-                                                  if staging.get("autoflush_s") else "")]
-    lines = []
+    lines = [] if records else ["staging      nothing staged" + (f" (autoflush after {staging['autoflush_s']:g} s)"
+                                                                 if staging.get("autoflush_s") else "")]
     for r in records:
         base = f"on v{r['base_version']}" if r["base_version"] else "new record"
         lines.append(f"staging      {r['record']} ({base}): {r['added']} added, {r['changed']} changed, "
                      f"{r['deleted']} deleted, {r['bytes_pending']} bytes pending; {_flush_words(r)}")
+    # repr: a refused name may hold a newline or a tab
+    lines.extend(f"refused name {r['path']!r}: {r['reason']}" for r in staging.get("refused_names", []))
     return lines
 
 

@@ -21,8 +21,6 @@ import platformdirs
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.ingest.engine import ingest_folder
 from eotdlfs.client.settings import Settings
-from eotdlfs.server.auth import issue_token
-from eotdlfs.server.run import start_in_thread
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +42,11 @@ def default_root() -> Path:
 
 def local_repository(root: Path | None = None, seed: bool = True) -> LocalRepository:
     """Serve ROOT (default: the user data dir) on 127.0.0.1 in a daemon thread."""
+    # Imported here: the server (FastAPI, SQLAlchemy, drivers) is 60 MB of a mount's memory
+    # that only a mount without a repository URL needs.
+    from eotdlfs.server.auth import issue_token
+    from eotdlfs.server.run import start_in_thread
+
     root = Path(root or default_root())
     root.mkdir(parents=True, exist_ok=True)
     server = start_in_thread(root, "127.0.0.1", 0)

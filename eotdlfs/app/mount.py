@@ -20,9 +20,28 @@ from eotdlfs.fs.context import MountOptions, build_context
 from eotdlfs.fs.fuse_binding import run_fuse
 from eotdlfs.fs.fuse_ops import EotdlfsOperations
 from eotdlfs.fs.mount import PRIVATE_UMASK, clean_stale, make_private
+from eotdlfs.fs.mountlock import hold_cache_dir
+from eotdlfs.fs.namespace import Namespace
 from eotdlfs.fs.staging.mounted import make_staging_area
+from eotdlfs.repository import Unreachable
 
 log = logging.getLogger(__name__)
+
+
+def check_reachable(api: ApiClient, namespace: Namespace, cache_dir: Path) -> None:
+    """Before mounting, check that something takes connections at the API URL. When nothing does, a
+    listing an earlier mount kept in CACHE_DIR is served offline (said in the log and in
+    `server_reachable` of the status); without one the mount would show nothing but EIO, so it is
+    refused (RuntimeError). A server that is there but silent is mounted: reads give EIO within
+    the mount's bound, and work once it answers."""
+    try:
+        api.check_listening()
+    except Unreachable as exc:
+        if not namespace.kept_listing():
+            raise RuntimeError(f"{exc}; {cache_dir} has no listing from an earlier mount to serve "
+                               "offline, so nothing is mounted") from exc
+        namespace.server_reachable = False
+        log.warning("%s; mounting offline with the listing an earlier mount kept in %s", exc, cache_dir)
 
 
 def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache_size: int,
@@ -33,12 +52,14 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
     mountpoint, cache_dir = Path(mountpoint).absolute(), Path(cache_dir)
     make_private(cache_dir)
     os.umask(PRIVATE_UMASK)  # covers what diskcache, SQLite and logging create there, not only our own files
+    hold_cache_dir(cache_dir, mountpoint)  # kept until this process exits
     clean_stale(mountpoint)
     settings, embedded = settings_or_local(resolve_settings(api_url))
     api = ApiClient(settings)
     options = MountOptions(cache_dir=cache_dir, cache_size=cache_size, ttl=ttl, autoflush=autoflush,
                            api_url=settings.api_url, read_timeout=settings.timeout + 5)
     context = build_context(ApiRepository(api), options)
+    check_reachable(api, context.namespace, cache_dir)
     folder = cache_dir / "staging"
     staging = make_staging_area(context, ApiPublisher(api, DraftLedger(folder / LEDGER_FILE)), folder)
     log.info("mounting %s on %s (cache %s)", settings.api_url, mountpoint, cache_dir)

@@ -22,6 +22,7 @@ from eotdlfs.parallel import in_parallel
 from eotdlfs.client.progress import TransferProgress
 from eotdlfs.client.repository import parse_record
 from eotdlfs.metadata import record_noun
+from eotdlfs.repository import Record
 
 PARALLEL_FILES = 4
 
@@ -56,6 +57,26 @@ def _fetch(api: ApiClient, kind: str, record_id: str, entry: dict, target: Path,
     return received
 
 
+class VersionFiles:
+    """The files of one published version, read whole and checked against their SHA-1s."""
+
+    def __init__(self, api: ApiClient, kind: str, name: str, version: int | None):
+        self._api, self.kind = api, kind
+        self.record = parse_record(kind, api.record_by_name(kind, name))
+        self.version = published_version(self.record, version)
+        self.entries = {e["filename"]: e for e in api.files(kind, self.record.id, self.version)}
+
+    def read(self, path: str) -> bytes:
+        entry = self.entries.get(path)
+        if entry is None:
+            raise NotFound(f"{path}: not a file of {self.record.name} v{self.version}", 404)
+        with self._api.download(self.kind, self.record.id, path, int(entry["version"])) as blocks:
+            data = b"".join(blocks)
+        if hashlib.sha1(data).hexdigest() != entry["checksum"]:
+            raise RepositoryError(f"{path}: downloaded bytes do not match checksum {entry['checksum']}")
+        return data
+
+
 def present_digests(paths: list[Path], folder: Path) -> dict[Path, str]:
     """SHA-1 of those PATHS that exist as files, through the hash cache (a second `get` reads nothing)."""
     stats = {}
@@ -77,19 +98,25 @@ def present_digests(paths: list[Path], folder: Path) -> dict[Path, str]:
     return {path: digests[key] for path, key in stats.items()}
 
 
+def published_version(record: Record, version: int | None) -> int:
+    """VERSION if RECORD has published it (default: its latest); NotFound naming the versions it has."""
+    published = [v.number for v in record.published]
+    if version is None:
+        if not published:
+            raise NotFound(f"{record.name} has no published version yet", 404)
+        return published[-1]
+    if version not in published:
+        raise NotFound(f"{record_noun(record.kind)} version doesn't exist: {record.name} has versions "
+                       f"{', '.join(map(str, published)) or 'none'}", 404)
+    return version
+
+
 def download_version(api: ApiClient, kind: str, name: str, version: int | None, out: Path,
                      progress: TransferProgress | None = None) -> DownloadResult:
     """Files of NAME's VERSION (default: latest published) into OUT/NAME/vN/."""
     progress = progress or TransferProgress()
     record = parse_record(kind, api.record_by_name(kind, name))
-    published = [v.number for v in record.published]
-    if version is None:
-        if not published:
-            raise NotFound(f"{name} has no published version yet", 404)
-        version = published[-1]
-    elif version not in published:
-        raise NotFound(f"{record_noun(kind)} version doesn't exist: {name} has versions "
-                       f"{', '.join(map(str, published)) or 'none'}", 404)
+    version = published_version(record, version)
     folder = Path(out) / name / f"v{version}"
     entries = api.files(kind, record.id, version)
     targets = [(entry, folder / validate_file_path(entry["filename"])) for entry in entries]  # checked: stays in FOLDER

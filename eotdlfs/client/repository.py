@@ -37,10 +37,16 @@ def parsed(parse: Callable[[Any], T], items: Iterable[Any], what: str) -> list[T
 
 def parse_time(value: Any) -> datetime:
     """An ISO 8601 `createdAt` as an aware datetime (UTC when the server gives no zone)."""
+    return given_time(value) or datetime.fromtimestamp(0, timezone.utc)
+
+
+def given_time(value: Any) -> datetime | None:
+    """An ISO 8601 `createdAt` as an aware datetime, None when missing or odd (a listing must
+    not fail over a date)."""
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (AttributeError, TypeError, ValueError):  # missing or odd: a listing must not fail over a date
-        return datetime.fromtimestamp(0, timezone.utc)
+    except (AttributeError, TypeError, ValueError):
+        return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
@@ -76,7 +82,13 @@ class ApiRepository:
         return parse_record(kind, self.api.record_by_name(kind, name))
 
     def files(self, record: Record, version: int) -> list[FileEntry]:
-        listed = parsed(_file_row, self.api.files(record.kind, record.id, version), "file entry")
+        return self._entries(record, self.api.files(record.kind, record.id, version))
+
+    def lookup(self, record: Record, version: int, path: str) -> list[FileEntry]:
+        return self._entries(record, self.api.files(record.kind, record.id, version, path))
+
+    def _entries(self, record: Record, answer: list[dict[str, Any]]) -> list[FileEntry]:
+        listed = parsed(_file_row, answer, "file entry")
 
         def size(f: dict[str, Any]) -> int:
             if f["size"] is not None:
@@ -86,15 +98,16 @@ class ApiRepository:
         # a server without sizes in listings costs one HEAD per file: a few in flight
         sizes = in_parallel(size, listed, SIZE_LOOKUPS) if any(f["size"] is None for f in listed) \
             else [size(f) for f in listed]
-        return [FileEntry(path=f["filename"], file_version=f["version"], checksum=f["checksum"], size=n)
-                for f, n in zip(listed, sizes)]
+        return [FileEntry(path=f["filename"], file_version=f["version"], checksum=f["checksum"], size=n,
+                          created_at=f["created_at"]) for f, n in zip(listed, sizes)]
 
     def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes | memoryview:
         return self.api.read_range(record.kind, record.id, entry.path, entry.file_version, start, length)
 
 
 def _file_row(data: dict[str, Any]) -> dict[str, Any]:
-    """A file entry of route 5 with the fields `files` reads, checked for type."""
-    size = data.get("size")
+    """A file entry of route 5 with the fields `files` reads, checked for type. `createdAt` is our
+    server's (an older or official one sends none: the mount then dates files by their version)."""
+    size, created = data.get("size"), given_time(data.get("createdAt"))
     return {"filename": str(data["filename"]), "version": int(data["version"]), "checksum": str(data["checksum"]),
-            "size": None if size is None else int(size)}
+            "size": None if size is None else int(size), "created_at": created and created.timestamp()}

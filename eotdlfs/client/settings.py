@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
 import platformdirs
 import yaml
 
@@ -40,6 +39,10 @@ class Settings:
 
 
 def token_subject(token: str) -> str | None:
+    # Imported here: PyJWT brings in `cryptography`, a tenth of a second of every eotdl:// reader's
+    # start and 20 MB of every mount's memory.
+    import jwt
+
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:

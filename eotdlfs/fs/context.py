@@ -40,6 +40,7 @@ class MountContext:
     tree: ReadOnlyTree
 
     def close(self) -> None:
+        self.namespace.close()
         self.reader.close()
         self.fetcher.close()
         self.cache.close()
@@ -51,5 +52,6 @@ def build_context(repo: Repository, options: MountOptions) -> MountContext:
     fetcher = BlockFetcher(repo, cache, workers=options.fetch_workers,
                            request_blocks=options.request_blocks)
     namespace = Namespace(repo, cache_dir / "state", ttl=options.ttl, wait=options.read_timeout)
+    namespace.warm()
     reader = ContentReader(fetcher, demand_timeout=options.read_timeout)
     return MountContext(repo, options, cache, fetcher, namespace, reader, ReadOnlyTree(namespace, reader))

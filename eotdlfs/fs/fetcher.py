@@ -59,8 +59,8 @@ class _Task:
 
 class BlockFetcher:
     def __init__(self, repo: Repository, cache: BlockCache, workers: int = 4,
-                 request_blocks: int = 8, max_read_ahead_bytes: int = 128 << 20,
-                 recent_bytes: int = 96 << 20):
+                 request_blocks: int = 8, max_read_ahead_bytes: int = 64 << 20,
+                 recent_bytes: int = 48 << 20):
         # Set once.
         self.repo = repo
         self.cache = cache

@@ -10,10 +10,10 @@ file's `OpenFile`, a staged file's handle, or a virtual file's bytes.
   `create(path, mode, flags) -> fh`, `read(path, size, offset, fh)`, `write(path, data, offset, fh)`,
   `truncate(path, length, fh=None)`, `flush`, `fsync`, `release`, `mkdir`, `rmdir`, `unlink`,
   `rename(old, new)` (both under staging; across trees is EXDEV), `chmod`, `chown`,
-  `utimens`, `getxattr`, `listxattr`, `readlink`, `symlink`, `statfs`, `status() -> dict`,
-  `destroy()`. Paths given to it are relative to `/staging` ('/', '/datasets/NAME/...').
+  `utimens`, `getxattr`, `listxattr`, `readlink`, `symlink(new, target)`, `link(new, existing)`,
+  `mknod(path, mode, rdev)`, `statfs`, `status() -> dict`, `destroy()`. Paths given to it are relative to `/staging` ('/', '/datasets/NAME/...').
   Times are in nanoseconds (fusepy `use_ns`). An operation it lacks answers ENOTSUP.
-  `create` and `mkdir` also get the caller's `uid=`, `gid=` (the new node's owner) and
+  `create`, `mkdir`, `symlink` and `mknod` also get the caller's `uid=`, `gid=` (the new node's owner) and
   `setxattr` its `uid=` (only the mount's user may flush): with `--allow-other` the
   caller is not always the mount's user.
 - `/.eotdlfs/status.json`         -> a snapshot of the mount's statistics.
@@ -111,8 +111,8 @@ class EotdlfsOperations(Operations):
         self._lock = threading.Lock()
         self._handles: dict[int, tuple[str, Any]] = {}
         self._next_fh = itertools.count(1)
-        # The `struct stat` of a 0-byte file, per version date: a file's differs only in size.
-        self._file_stats: dict[float, bytes] = {}
+        # The `struct stat` of a 0-byte file dated 0: a published file's differs only in size and times.
+        self._file_stat = _packed_stat(self.tree.file_attrs(0, 0.0))
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -177,11 +177,11 @@ class EotdlfsOperations(Operations):
         if found is None:
             return False
         size, mtime = found
-        template = self._file_stats.get(mtime)
-        if template is None:
-            template = self._file_stats[mtime] = _packed_stat(self.tree.file_attrs(0, mtime))
-        ctypes.memmove(ctypes.addressof(st), template, len(template))
+        ctypes.memmove(ctypes.addressof(st), self._file_stat, len(self._file_stat))
         st.st_size, st.st_blocks = size, blocks_of(size)
+        seconds, nanos = divmod(int(mtime * 1e9), 1_000_000_000)  # as `getattr` rounds it
+        for spec in (st.st_atimespec, st.st_mtimespec, st.st_ctimespec):
+            spec.tv_sec, spec.tv_nsec = seconds, nanos
         return True
 
     @_guarded
@@ -358,17 +358,21 @@ class EotdlfsOperations(Operations):
 
     @_guarded
     def symlink(self, target, source):
-        return self._stage("symlink", self._writable_for(target), source)
+        uid, gid, _ = fuse_get_context()
+        return self._stage("symlink", self._writable_for(target), source, uid=uid, gid=gid)
 
     @_guarded
     def link(self, target, source):
-        self._writable_for(target)
-        raise FuseOSError(errno.EPERM)
+        new = self._writable_for(target)
+        existing = _staged_path(source)
+        if existing is None:
+            raise FuseOSError(errno.EXDEV)  # a published file: `cp` it instead
+        return self._stage("link", new, existing)
 
     @_guarded
     def mknod(self, path, mode, dev):
-        self._writable_for(path)
-        raise FuseOSError(errno.EPERM)
+        uid, gid, _ = fuse_get_context()
+        return self._stage("mknod", self._writable_for(path), mode, dev, uid=uid, gid=gid)
 
     @_guarded
     def setxattr(self, path, name, value, options, position=0):

@@ -23,6 +23,7 @@ from typing import Any
 
 import platformdirs
 
+from eotdlfs.fs.mountlock import check_cache_dir_free
 from eotdlfs.fs.status import STATUS_PATH
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ def mount_background(mountpoint: Path, args: list[str], cache_dir: Path,
     clean_stale(mountpoint)
     if is_mounted(mountpoint):
         raise OSError(errno.EBUSY, f"{mountpoint} is already mounted")
+    check_cache_dir_free(cache_dir)
     if not mountpoint.exists():
         mountpoint.mkdir(parents=True)  # `eotdlfs mount ~/eotdl` on a fresh machine just works
     if not mountpoint.is_dir():
@@ -120,6 +122,7 @@ def mount_background(mountpoint: Path, args: list[str], cache_dir: Path,
     make_private(cache_dir)
     log_path = cache_dir / LOG_FILE
     with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log_file:
+        logged_before = log_file.seek(0, os.SEEK_END)
         child = subprocess.Popen(
             [sys.executable, "-m", "eotdlfs", "mount", str(mountpoint), "--foreground", *args],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)
@@ -128,19 +131,26 @@ def mount_background(mountpoint: Path, args: list[str], cache_dir: Path,
         if is_mounted(mountpoint):
             return child.pid
         if child.poll() is not None:
-            raise OSError(errno.EIO, f"the mount process exited ({child.returncode}); "
-                          f"last log lines:\n{_tail(log_path)}")
+            raise OSError(errno.EIO, _child_failure(log_path, logged_before, child.returncode))
         time.sleep(0.05)
     child.kill()
     child.wait(5)
     raise TimeoutError(f"{mountpoint} was not mounted after {timeout:.0f} s; see {log_path}")
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def _child_failure(log_path: Path, offset: int, returncode: int, lines: int = 15) -> str:
+    """Why the mount process exited, from what it logged from OFFSET on: its `error:` line (the
+    CLI's one-line report) when it wrote one, else its last log lines."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        with open(log_path, "rb") as log_file:
+            log_file.seek(offset)
+            logged = log_file.read().decode(errors="replace").splitlines()
     except OSError:
-        return ""
+        logged = []
+    reported = [line for line in logged if line.startswith("error: ")]
+    if reported:
+        return reported[-1][len("error: "):]
+    return f"the mount process exited ({returncode}); last log lines:\n" + "\n".join(logged[-lines:])
 
 
 def read_status(mountpoint: Path) -> dict[str, Any]:
@@ -148,6 +158,16 @@ def read_status(mountpoint: Path) -> dict[str, Any]:
         return json.loads((Path(mountpoint) / STATUS_PATH.lstrip("/")).read_text())
     except FileNotFoundError:
         raise OSError(errno.ENOENT, f"{mountpoint} is not an eotdlfs mount") from None
+
+
+def offline_from(mountpoint: Path) -> str | None:
+    """The repository URL the mount at MOUNTPOINT cannot reach (it serves an earlier mount's
+    listing offline); None when it reaches it, or cannot say."""
+    try:
+        info = read_status(mountpoint)
+    except (OSError, ValueError):
+        return None
+    return str(info.get("api_url")) if info.get("server_reachable") is False else None
 
 
 def unmount(mountpoint: Path, timeout: float = EXIT_TIMEOUT_S) -> None:

@@ -3,15 +3,16 @@
 Record lists come from the repository and are refreshed after a TTL, in the background while
 the list in hand is served (kept on disk too, so a remount works while the server is down); a
 published version's file list never changes, so it is fetched once and kept on disk for good.
-No caller waits for the server longer than `wait` seconds. What the server lists is checked
+Until it is in hand, a path in the version is looked up alone (one small request) and the
+whole list follows in the background: a first open does not wait for 10,000 entries. No caller waits for the server longer than `wait` seconds. What the server lists is checked
 with the rules for what we send it (record names, file paths, version numbers): an entry that
 breaks them is left out, and logged once. Paths resolve to `Node`s; nothing here knows FUSE or HTTP.
 
-Locks. `Namespace._lock` guards the record lists, their check times and generations and the
-version trees, and is held for dict operations only, never while the repository is asked.
-`_nodes` and `_versions` are written under it but read without it on the hot path (`ls -l`,
-`stat`): each entry is published data that never changes once written, and a dict lookup is
-atomic in CPython, so a reader sees no entry or the right one. `server_reachable` is a plain
+Locks. `Namespace._lock` guards the record lists, their check times and generations, and is
+held for dict operations only, never while the repository is asked. `_nodes`, `_versions` and
+`_trees` are written under it but read without it on the hot path (`ls -l`, `stat`): each entry
+is published data that never changes once written, and a dict lookup is atomic in CPython, so
+a reader sees no entry or the right one. `server_reachable` is a plain
 flag written by the refreshing thread. Refreshes run in `BackgroundFetches` (inflight.py),
 whose lock is a leaf; no other object's lock is taken under `_lock`.
 """
@@ -44,6 +45,8 @@ DIR, FILE, LINK = "dir", "file", "link"
 LATEST = "latest"
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
 MAX_KEPT_NODES = 500_000
+LIST_LATER_S = 0.5
+LIST_AT_CLOSE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,17 @@ class VersionTree:
 
 @dataclass(frozen=True)
 class ListedVersion:
-    """A version folder already resolved: its date (every file's mtime) and its files."""
+    """A version folder already resolved: its date (its folders' mtime) and its files."""
 
     mtime: float
     tree: VersionTree
+
+
+def file_mtime(entry: FileEntry, version_mtime: float) -> float:
+    """A published file's mtime: when its file version was made, so a file carried unchanged into
+    later versions keeps its time (`rsync -a` from one version to the next skips it); the
+    version's date when the server does not say."""
+    return version_mtime if entry.created_at is None else entry.created_at
 
 
 def not_found(path: str) -> FileNotFoundError:
@@ -154,6 +164,9 @@ class Namespace:
         # found with two dict lookups (`ls -l` of a fresh folder asks once per file).
         self._versions: dict[tuple[str, str, str], ListedVersion] = {}
         self.server_reachable: bool | None = None
+        # Guarded by _lock: versions looked into before their list was in hand (`close` lists them).
+        self._to_list: set[tuple[Record, int]] = set()
+        self._closing = threading.Event()  # the mount's end: their delayed listing starts at once
 
     # --- what the server lists -----------------------------------------------------------
 
@@ -212,6 +225,13 @@ class Namespace:
             with self._lock:
                 return self._records.setdefault(kind, stored)
 
+    def warm(self) -> None:
+        """Fetch every kind's record list in the background, for a fresh mount's first open."""
+        for kind in KINDS:
+            with self._lock:
+                generation = self._generations.get(kind, 0)
+            self._fetches.start(("records", kind, generation), functools.partial(self._refresh, kind, generation))
+
     def _refresh(self, kind: str, generation: int) -> dict[str, Record]:
         try:
             listed = self.repo.records(kind)
@@ -254,6 +274,10 @@ class Namespace:
             return None
         return self._sound_records(kind, stored)
 
+    def kept_listing(self) -> bool:
+        """Whether an earlier mount kept a record list on disk (what an offline mount serves)."""
+        return any(self._load_records(kind) is not None for kind in KINDS)
+
     def record(self, kind: str, name: str) -> Record:
         record = self.records(kind).get(name)
         if record is None:
@@ -263,29 +287,83 @@ class Namespace:
     # --- version trees -------------------------------------------------------------------
 
     def tree(self, record: Record, number: int) -> VersionTree:
-        key = (record.id, number)
-        with self._lock:
-            tree = self._trees.get(key)
+        tree = self._known_tree(record, number)
+        if tree is None:
+            tree = self._fetches.result(("files", record.id, number), functools.partial(self._fetch_tree, record, number),
+                                        f"the files of {record.kind}/{record.name} v{number}")
+        return tree
+
+    def _known_tree(self, record: Record, number: int) -> VersionTree | None:
+        """The version's files from memory or from the list kept on disk; None if neither has them."""
+        tree = self._trees.get((record.id, number))  # a dict lookup (see the note on locks)
         if tree is not None:
             return tree
-        stored = self.state_dir / "listings" / record.kind / record.id / f"v{number}.rows.json"
         try:
-            entries = [FileEntry(*row) for row in json.loads(stored.read_text())]
+            entries = [FileEntry(*row) for row in json.loads(self._listing_file(record, number).read_text())]
         except (OSError, ValueError, TypeError):
-            entries = self._fetches.result(("files", record.id, number),
-                                           functools.partial(self._fetch_files, record, number, stored),
-                                           f"the files of {record.kind}/{record.name} v{number}")
+            return None
+        return self._install(record, number, entries)
+
+    def _fetch_tree(self, record: Record, number: int) -> VersionTree:
+        entries = self.repo.files(record, number)
+        _write_json(self._listing_file(record, number),
+                    [(e.path, e.file_version, e.checksum, e.size, e.created_at) for e in entries])
+        return self._install(record, number, entries)
+
+    def _install(self, record: Record, number: int, entries: list[FileEntry]) -> VersionTree:
         tree = VersionTree.build(self._sound_files(record, number, entries))
         mtime = self._published(record, number).created_at.timestamp()
         with self._lock:
-            self._trees[key] = tree
+            self._trees[(record.id, number)] = tree
             self._versions[(record.kind, record.name, f"v{number}")] = ListedVersion(mtime, tree)
         return tree
 
-    def _fetch_files(self, record: Record, number: int, stored: Path) -> list[FileEntry]:
-        entries = self.repo.files(record, number)
-        _write_json(stored, [(e.path, e.file_version, e.checksum, e.size) for e in entries])
-        return entries
+    def _list_later(self, record: Record, number: int) -> None:
+        """The version's whole list a moment after its first lookup (at once, its 10,000 entries
+        delayed the first open's next lookups)."""
+        self._closing.wait(LIST_LATER_S)
+        self.tree(record, number)
+
+    def close(self, within: float = LIST_AT_CLOSE_S) -> None:
+        """List now (within WITHIN s) the versions looked into, for an offline remount."""
+        self._closing.set()
+        deadline = time.monotonic() + within
+        with self._lock:
+            to_list = list(self._to_list)
+        for record, number in to_list:
+            future = self._fetches.start(("list later", record.id, number),
+                                         functools.partial(self._list_later, record, number))
+            with contextlib.suppress(Exception):
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _listing_file(self, record: Record, number: int) -> Path:
+        return self.state_dir / "listings" / record.kind / record.id / f"v{number}.rows.json"
+
+    def _look_up(self, record: Record, number: int, rel: str) -> FileEntry | bool | None:
+        """REL in a version whose list is not in hand, in one small request (the whole list
+        follows): its entry if a file, True if a folder, False if neither; None when only the
+        whole list can tell."""
+        try:
+            found = self._fetches.result(("lookup", record.id, number, rel),
+                                         functools.partial(self.repo.lookup, record, number, rel),
+                                         f"{rel} in {record.kind}/{record.name} v{number}")
+        except TimeoutError:
+            raise  # a silent server: the whole list would wait as long again
+        except Exception as exc:  # e.g. offline: the whole list's fetch says so, or finds it on disk
+            log.debug("cannot look up %s alone: %s", rel, exc)
+            return None
+        sound = self._sound_files(record, number, found)
+        if len(found) > 1 or any(e.path != rel and not e.path.startswith(rel + "/") for e in found):
+            self._install(record, number, sound)  # a server that ignores the filter sent the whole list
+            return None
+        with self._lock:
+            self._to_list.add((record, number))
+        self._fetches.start(("list later", record.id, number), functools.partial(self._list_later, record, number))
+        if not found:
+            return False
+        if len(sound) != len(found):
+            return None  # left out by the rules: the whole list says what stands there
+        return sound[0] if sound[0].path == rel else True
 
     # --- paths ---------------------------------------------------------------------------
 
@@ -317,15 +395,18 @@ class Namespace:
         mtime = version.created_at.timestamp()
         if len(parts) == 3:  # the version's folder: its file list is fetched when looked into
             return Node(DIR, mtime, record=record, version=version.number)
-        tree = self.tree(record, version.number)
         rel = "/".join(parts[3:])
-        entry = tree.files.get(rel)
-        if entry is not None:
-            node = Node(FILE, mtime, entry.size, record, version.number, entry)
-        elif rel in tree.children:
+        tree = self._known_tree(record, version.number)
+        found = self._look_up(record, version.number, rel) if tree is None else None
+        if found is None:
+            tree = self.tree(record, version.number)
+            found = tree.files.get(rel) or rel in tree.children
+        if found is False:
+            raise not_found(path)
+        if found is True:
             node = Node(DIR, mtime, record=record, version=version.number)
         else:
-            raise not_found(path)
+            node = Node(FILE, file_mtime(found, mtime), found.size, record, version.number, found)
         with self._lock:
             if len(self._nodes) >= MAX_KEPT_NODES:
                 self._nodes.clear()
@@ -342,7 +423,7 @@ class Namespace:
         if version is None:
             return None
         entry = version.tree.files.get(parts[4])
-        return None if entry is None else (entry, version.mtime)
+        return None if entry is None else (entry, file_mtime(entry, version.mtime))
 
     @staticmethod
     def _version(record: Record, name: str) -> Version | None:

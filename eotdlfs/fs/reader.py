@@ -57,7 +57,7 @@ def _copy(source: memoryview, lo: int, target: memoryview) -> None:
 
 class ContentReader:
     def __init__(self, fetcher: BlockFetcher, first_window: int = 2 << 20,
-                 max_window: int = 64 << 20, demand_timeout: float = 120.0, piece_size: int = PIECE_SIZE):
+                 max_window: int = 32 << 20, demand_timeout: float = 120.0, piece_size: int = PIECE_SIZE):
         self.fetcher = fetcher
         self.cache = fetcher.cache
         self.block_size = fetcher.block_size

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -20,12 +21,18 @@ from eotdlfs.server.auth import AuthError, authenticate, load_secret
 from eotdlfs.server.bodylimit import BodyLimit
 from eotdlfs.server.download import DownloadFastPath, download_response
 from eotdlfs.server.errors import ApiError
+from eotdlfs.server.encodedparts import ENCODINGS
 from eotdlfs.server.limits import Limits
+from eotdlfs.server.stac import STAC_KIND
 from eotdlfs.server.stats import Stats
 from eotdlfs.server.store import Store
 
+# Kept unquoted in asset download URLs: the official `get -a` names the local file after the text
+# behind `/download/`, so only what would break the URL ('?', '#', '%', spaces...) is quoted.
+HREF_SAFE = "/:@!$&'()*+,;=-._~"
 # max_form_fields: Starlette's cap on fields per form (route 7 sends two per file)
-CAPABILITIES = {"size": True, "range": True, "drafts": True, "max_form_fields": 1000}
+CAPABILITIES = {"size": True, "range": True, "drafts": True, "max_form_fields": 1000, "carry_any_path": True,
+                "part_encodings": list(ENCODINGS)}
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
@@ -41,6 +48,8 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, redirect: bool
     """Routes 1-12 and the draft extension for one KIND ('datasets' or 'models')."""
     noun = kind[:-1]  # 'dataset' or 'model': the prefix of the answers' keys
     r = APIRouter(prefix=f"/{kind}")
+    if kind == STAC_KIND:  # before `POST /{record_id}`, which would take "stac" for an id
+        stac_routes(r, store, user)
 
     @r.get("")
     def list_or_get(name: str | None = None, match: str | None = None, limit: int | None = None) -> Any:
@@ -58,8 +67,9 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, redirect: bool
 
     @r.post("/chunk/{upload_id}")
     def chunk(upload_id: str, file: UploadFile = File(...), part_number: int = Form(...),
-              checksum: str = Form(...), uid: str = Depends(user)) -> Any:
-        store.store_chunk(kind, upload_id, uid, part_number, file.file, checksum)
+              checksum: str = Form(...), encoding: str | None = Form(None), size: int | None = Form(None),
+              uid: str = Depends(user)) -> Any:
+        store.store_chunk(kind, upload_id, uid, part_number, file.file, checksum, encoding, size)
         stats.upload("chunk")
         return {"message": "Chunk uploaded"}
 
@@ -70,8 +80,8 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, redirect: bool
         return {f"{noun}_id": record_id, f"{noun}_name": name, "filename": path, "file_version": file_version}
 
     @r.get("/{record_id}/files")
-    def files(record_id: str, version: int | None = None) -> Any:
-        return store.list_files(kind, record_id, version)
+    def files(record_id: str, version: int | None = None, path: str | None = None) -> Any:
+        return store.list_files(kind, record_id, version, path)
 
     @r.post("/{record_id}/batch")
     def batch(record_id: str, version: int | None = None, batch: UploadFile = File(...),
@@ -81,9 +91,9 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, redirect: bool
         return {f"{noun}_id": record_id, f"{noun}_name": name, "filenames": paths}
 
     @r.post("/{record_id}/files")
-    def carry(record_id: str, version: int | None = None, filenames: list[str] = Form(...),
+    def carry(record_id: str, version: int | None = None, any_path: bool = False, filenames: list[str] = Form(...),
               checksums: list[str] = Form(...), uid: str = Depends(user)) -> Any:
-        name = store.carry_files(kind, record_id, uid, version, filenames, checksums)
+        name = store.carry_files(kind, record_id, uid, version, filenames, checksums, any_path)
         stats.upload("carry")
         return {f"{noun}_id": record_id, f"{noun}_name": name, "filenames": filenames}
 
@@ -119,6 +129,24 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, redirect: bool
     return r
 
 
+def stac_routes(r: APIRouter, store: Store, user: Any) -> None:
+    """S1, S4 and S5: the official client's STAC datasets (see eotdlfs/server/stac.py)."""
+
+    @r.post("/stac")
+    def create_stac(body: Any = Body(...), uid: str = Depends(user)) -> Any:
+        return {"dataset_id": store.create_stac_record(STAC_KIND, uid, body)}
+
+    @r.put("/stac/{record_id}")
+    def put_stac(record_id: str, body: Any = Body(...), version: int | None = None, uid: str = Depends(user)) -> Any:
+        return {"dataset_id": record_id, "version": store.put_stac(STAC_KIND, record_id, uid, body, version)}
+
+    @r.get("/{record_id}/download")
+    def download_stac(request: Request, record_id: str, version: int | None = None) -> Any:
+        base = str(request.base_url)
+        return store.stac_feature_collection(
+            STAC_KIND, record_id, version, lambda path: f"{base}datasets/{record_id}/download/{quote(path, safe=HREF_SAFE)}")
+
+
 def create_app(root: Path, limits: Limits | None = None, db_url: str | None = None,
                blobs_url: str | None = None, redirect_downloads: bool = False) -> FastAPI:
     """The server for the repository stored under ROOT, or in DB_URL (`--db`) and BLOBS_URL (`--blobs`) when
@@ -137,7 +165,8 @@ def create_app(root: Path, limits: Limits | None = None, db_url: str | None = No
 
     app = FastAPI(title="eotdlfs repository", openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
     app.state.store, app.state.stats = store, stats
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, max_other_bytes=limits.max_other_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, max_other_bytes=limits.max_other_body_bytes,
+                       max_stac_bytes=limits.max_stac_body_bytes)
     app.add_middleware(DownloadFastPath, store=store, stats=stats, redirect=redirect_downloads)
 
     @app.exception_handler(ApiError)

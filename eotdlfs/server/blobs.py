@@ -65,6 +65,7 @@ class Blobs(Protocol):
     def presign(self, sha1: str, filename: str) -> str | None: ...
     def parts(self, upload_id: str) -> list[int]: ...
     def store_part(self, upload_id: str, part: int, source: BinaryIO, expected_md5: str) -> bool: ...
+    def store_zero_part(self, upload_id: str, part: int, size: int) -> None: ...
     def assemble(self, upload_id: str, parts: list[int]) -> Staged: ...
     def drop_upload(self, upload_id: str) -> None: ...
     def drop_uploads_except(self, live: set[str]) -> None: ...
@@ -98,6 +99,18 @@ def check_upload_id(upload_id: str) -> str:
     if not _UPLOAD_ID.match(upload_id):
         raise ValueError(f"not an upload id: {upload_id!r}")
     return upload_id
+
+
+_ZEROS = bytes(CHUNK)
+
+
+def _write_sparse(out: BinaryIO, chunk: bytes) -> None:
+    """CHUNK written to OUT, or skipped over when it is all zeros: a sparse file stays sparse on the
+    server's disk (and costs no writes), and reads the same; the caller truncates OUT at its end."""
+    if chunk == (_ZEROS if len(chunk) == CHUNK else bytes(len(chunk))):
+        out.seek(len(chunk), os.SEEK_CUR)
+    else:
+        out.write(chunk)
 
 
 class Hashing:
@@ -222,7 +235,8 @@ class BlobStore:
         try:
             with os.fdopen(fd, "wb") as out:
                 while chunk := hashing.read(CHUNK):
-                    out.write(chunk)
+                    _write_sparse(out, chunk)
+                out.truncate()
         except BaseException:
             os.unlink(name)
             raise
@@ -265,7 +279,8 @@ class BlobStore:
             with os.fdopen(fd, "wb") as out:
                 while chunk := source.read(CHUNK):
                     md5.update(chunk)
-                    out.write(chunk)
+                    _write_sparse(out, chunk)
+                out.truncate()
             if md5.hexdigest() != expected_md5:
                 os.unlink(name)
                 return False
@@ -275,6 +290,20 @@ class BlobStore:
                 os.unlink(name)
             raise
         return True
+
+    def store_zero_part(self, upload_id: str, part: int, size: int) -> None:
+        """A part of SIZE zero bytes, kept as a hole: nothing is written."""
+        d = self.upload_dir(upload_id)
+        d.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=d, prefix=".part-")
+        try:
+            os.ftruncate(fd, size)
+            os.close(fd)
+            os.replace(name, d / str(part))
+        except BaseException:
+            if os.path.exists(name):
+                os.unlink(name)
+            raise
 
     def assemble(self, upload_id: str, parts: list[int]) -> StagedBlob:
         """Concatenate PARTS in order into a staged blob (hashed while copying)."""

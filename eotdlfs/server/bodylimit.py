@@ -11,11 +11,13 @@ class BodyLimit:
     """413 when Content-Length says too much; stop reading when a chunked body grows too big.
 
     Multipart bodies (files) may reach MAX_BYTES; any other body (JSON, url-encoded forms)
-    is parsed in memory, so it gets the much smaller MAX_OTHER_BYTES.
+    is parsed in memory, so it gets the much smaller MAX_OTHER_BYTES, except a STAC catalog's
+    `PUT datasets/stac/ID` (one JSON of every item), which may reach MAX_STAC_BYTES.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_other_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, max_other_bytes: int, max_stac_bytes: int):
         self.app, self.max_bytes, self.max_other_bytes = app, max_bytes, max_other_bytes
+        self.max_stac_bytes = max_stac_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -24,6 +26,8 @@ class BodyLimit:
         headers = dict(scope["headers"])
         multipart = headers.get(b"content-type", b"").lower().startswith(b"multipart/")
         limit = self.max_bytes if multipart else self.max_other_bytes
+        if scope["method"] == "PUT" and scope["path"].startswith("/datasets/stac/"):
+            limit = self.max_stac_bytes
         detail = f"Request body is larger than {limit} bytes"
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > limit:

@@ -76,6 +76,9 @@ sa.Table("version_sizes", metadata,
          sa.Column("record_id", _TEXT, primary_key=True),
          sa.Column("version", sa.BigInteger, primary_key=True),
          sa.Column("size", sa.BigInteger, nullable=False))
+# Records made by `POST datasets/stac` (S1): STAC datasets (quality 1) before any version has its catalog.
+sa.Table("stac_records", metadata,
+         sa.Column("record_id", _TEXT, sa.ForeignKey("records.id"), primary_key=True))
 sa.Table("uploads", metadata,
          sa.Column("upload_id", _TEXT, primary_key=True),
          sa.Column("record_id", _TEXT, nullable=False),

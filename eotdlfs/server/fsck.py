@@ -87,7 +87,7 @@ def _check_records(conn: Tx, report: FsckReport) -> None:
             validate_name(r["name"])
         except MetadataError as exc:
             report.problems.append(f"record {r['id']}: {exc}")
-    for table in ("versions", "file_versions", "version_files", "uploads"):
+    for table in ("versions", "file_versions", "version_files", "uploads", "stac_records"):
         for row in conn.execute(f"SELECT DISTINCT record_id FROM {table} "
                                 f"WHERE record_id NOT IN (SELECT id FROM records)"):
             report.problems.append(f"{table}: rows of record {row['record_id']} which does not exist")

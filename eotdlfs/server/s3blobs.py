@@ -15,6 +15,7 @@ is older than STALE_TEMP_S: a younger object may belong to a live request on ano
 from __future__ import annotations
 
 import hashlib
+import io
 import secrets
 import tempfile
 import time
@@ -27,6 +28,7 @@ from botocore.exceptions import ClientError
 
 from eotdlfs.parallel import in_parallel
 from eotdlfs.server.blobs import CHUNK, STALE_TEMP_S, Concat, Hashing, check_sha1, check_upload_id
+from eotdlfs.server.encodedparts import zeros_md5
 
 MULTIPART_BYTES = 8 * 1024 * 1024   # part size of the store's multipart uploads (10,000 parts: 78 GiB a file)
 UPLOAD_THREADS = 4                  # parts in flight per stream: at most 4 x 8 MiB in memory
@@ -170,6 +172,10 @@ class S3Blobs:
         source.seek(0)
         self.client.upload_fileobj(source, self.bucket, self._part_prefix(upload_id) + str(part), Config=self.transfer)
         return True
+
+    def store_zero_part(self, upload_id: str, part: int, size: int) -> None:
+        """A part of SIZE zero bytes (an object has no holes: the zeros are stored)."""
+        self.store_part(upload_id, part, io.BytesIO(bytes(size)), zeros_md5(size))
 
     def assemble(self, upload_id: str, parts: list[int]) -> S3Staged:
         prefix = self._part_prefix(upload_id)

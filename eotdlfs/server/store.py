@@ -24,6 +24,7 @@ from eotdlfs.server.blobs import Staged, TooBig, open_blobs
 from eotdlfs.server.db import Database, Row, Tx
 from eotdlfs.server.errors import ApiError, bad_request
 from eotdlfs.server.limits import Limits
+from eotdlfs.server.stac import StacDatasets
 from eotdlfs.server.uploads import MultipartUploads
 from eotdlfs.server.values import checked_path, checked_sha1, utc_now
 from eotdlfs.server.zipbatch import unpack_batch
@@ -39,7 +40,7 @@ class BlobRef:
     size: int
 
 
-class Store(MultipartUploads):
+class Store(MultipartUploads, StacDatasets):
     """All state of one repository root."""
 
     def __init__(self, root: Path, limits: Limits | None = None, db_url: str | None = None,
@@ -103,6 +104,7 @@ class Store(MultipartUploads):
                               f" ON s.record_id = v.record_id AND s.version = v.version"
                               f" WHERE v.record_id IN ({marks}) ORDER BY v.version", ids):
             versions[v["record_id"]].append(v)
+        stac = self._stac_records(conn, ids, versions)
         out = []
         for r in rows:
             entries = {True: [], False: []}
@@ -113,7 +115,7 @@ class Store(MultipartUploads):
                 "id": r["id"], "uid": r["uid"], "name": r["name"], "authors": json.loads(r["authors"]),
                 "source": r["source"], "license": r["license"], "files": r["files_id"],
                 "description": r["description"], "tags": [], "createdAt": r["created_at"],
-                "updatedAt": r["updated_at"], "likes": 0, "downloads": 0, "quality": 0,
+                "updatedAt": r["updated_at"], "likes": 0, "downloads": 0, "quality": int(r["id"] in stac),
                 "versions": entries[False], "drafts": entries[True],
             })
         return out
@@ -143,15 +145,19 @@ class Store(MultipartUploads):
         except MetadataError as exc:
             raise bad_request(str(exc)) from None
         description = body.get("description", "") if isinstance(body, dict) else ""
+        return self._insert_record(kind, uid, meta, description)
+
+    def _insert_record(self, kind: str, uid: str, meta: Metadata, description: Any, stac: bool = False) -> str:
+        """A new record's id; with STAC, one made by `POST datasets/stac` (quality 1 from the start)."""
         record_id, now = secrets.token_hex(12), utc_now()
         try:
-            self._insert_record(kind, uid, meta, description, record_id, now)
+            self._insert_record_rows(kind, uid, meta, description, record_id, now, stac)
         except IntegrityError:  # another replica created the same name after our check
             raise errors.record_exists(kind) from None
         return record_id
 
-    def _insert_record(self, kind: str, uid: str, meta: Metadata, description: Any, record_id: str,
-                       now: str) -> None:
+    def _insert_record_rows(self, kind: str, uid: str, meta: Metadata, description: Any, record_id: str,
+                            now: str, stac: bool) -> None:
         with self.db.write() as conn:
             if conn.execute("SELECT 1 FROM records WHERE kind = ? AND name = ?", (kind, meta.name)).fetchone():
                 raise errors.record_exists(kind)
@@ -160,6 +166,8 @@ class Store(MultipartUploads):
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record_id, kind, uid, meta.name, json.dumps(meta.authors), meta.source, meta.license,
                  description if isinstance(description, str) else "", secrets.token_hex(12), now, now))
+            if stac:
+                conn.execute("INSERT INTO stac_records (record_id) VALUES (?)", (record_id,))
 
     # -- versions -------------------------------------------------------------
 
@@ -210,20 +218,26 @@ class Store(MultipartUploads):
 
     # -- files ----------------------------------------------------------------
 
-    def list_files(self, kind: str, record_id: str, version: int | None) -> list[dict[str, Any]]:
+    def list_files(self, kind: str, record_id: str, version: int | None,
+                   path: str | None = None) -> list[dict[str, Any]]:
+        """Route 5. With PATH (ours; the official client never sends it): the entries at PATH,
+        or if there are none, the first entry under PATH/ (PATH is a folder), or none."""
         with self.db.read() as conn:
             self._record(conn, kind, record_id)
             if version is None:
-                rows = conn.execute("SELECT path, file_version, checksum, size FROM file_versions"
-                                    " WHERE record_id = ? ORDER BY path, file_version", (record_id,))
+                query = ("SELECT path, file_version, checksum, size, created_at FROM file_versions"
+                         " WHERE record_id = ?", "path", (record_id,), ", file_version")
             else:
                 self._version(conn, kind, record_id, version)
-                rows = conn.execute(
-                    "SELECT fv.path, fv.file_version, fv.checksum, fv.size FROM version_files vf JOIN file_versions fv"
-                    " ON fv.record_id = vf.record_id AND fv.path = vf.path AND fv.file_version = vf.file_version"
-                    " WHERE vf.record_id = ? AND vf.version = ? ORDER BY fv.path", (record_id, version))
+                query = ("SELECT fv.path, fv.file_version, fv.checksum, fv.size, fv.created_at FROM version_files vf"
+                         " JOIN file_versions fv ON fv.record_id = vf.record_id AND fv.path = vf.path"
+                         " AND fv.file_version = vf.file_version WHERE vf.record_id = ? AND vf.version = ?",
+                         "vf.path", (record_id, version), "")
+            rows = _files_at(conn, *query, path)
+            # `createdAt` (when the file version was made) is ours, beyond the official API: a file carried
+            # into later versions keeps it, so a mount shows it as the file's mtime and rsync sees it unchanged
             return [{"filename": r["path"], "version": r["file_version"], "checksum": r["checksum"],
-                     "size": r["size"]} for r in rows]
+                     "size": r["size"], "createdAt": r["created_at"]} for r in rows]
 
     def _add_to_version(self, conn: Tx, record_id: str, version: int,
                         path: str, checksum: str, size: int) -> int:
@@ -320,8 +334,12 @@ class Store(MultipartUploads):
         return record["name"]
 
     def carry_files(self, kind: str, record_id: str, uid: str, version: int | None,
-                    filenames: list[str], checksums: list[str]) -> str:
-        """Route 7: put already-stored files into VERSION, all or none; the record's name."""
+                    filenames: list[str], checksums: list[str], any_path: bool = False) -> str:
+        """Route 7: put already-stored files into VERSION, all or none; the record's name.
+
+        ANY_PATH (our extension): a path none of whose file versions has the checksum takes the
+        bytes of any file of the record that has it, as a new file version (a rename or a copy
+        sends no bytes: the blobs are named by their SHA-1)."""
         if len(filenames) != len(checksums):
             raise bad_request(f"{len(filenames)} filenames but {len(checksums)} checksums")
         pairs = [(checked_path(f), checked_sha1(c)) for f, c in zip(filenames, checksums)]
@@ -334,6 +352,12 @@ class Store(MultipartUploads):
                 match = conn.execute(
                     "SELECT file_version, size FROM file_versions WHERE record_id = ? AND path = ? AND checksum = ?"
                     " ORDER BY file_version DESC LIMIT 1", (record_id, path, checksum)).fetchone()
+                if match is None and any_path:
+                    known = conn.execute("SELECT size FROM file_versions WHERE record_id = ? AND checksum = ? LIMIT 1",
+                                         (record_id, checksum)).fetchone()
+                    if known is not None:
+                        self._add_to_version(conn, record_id, version, path, checksum, known["size"])
+                        continue
                 if match is None:
                     if self._latest_file(conn, record_id, path) is None:
                         raise ApiError(404, errors.FILE_MISSING)
@@ -358,3 +382,17 @@ class Store(MultipartUploads):
                 self._record(conn, kind, record_id)
                 raise ApiError(404, errors.FILE_MISSING)
         return BlobRef(row["checksum"], row["size"])
+
+
+def _files_at(conn: Tx, select: str, column: str, params: tuple, order: str, path: str | None) -> list[Row]:
+    """Rows of SELECT (filtered by PARAMS) sorted by COLUMN then ORDER; with PATH, those at PATH,
+    else the first one under PATH/ ('0' sorts right after '/'), each an index search."""
+    if path is None:
+        return conn.execute(f"{select} ORDER BY {column}{order}", params).fetchall()
+    if "\x00" in path:  # never stored, and PostgreSQL refuses to compare text with a NUL
+        return []
+    rows = conn.execute(f"{select} AND {column} = ? ORDER BY {column}{order}", (*params, path)).fetchall()
+    if not rows:
+        rows = conn.execute(f"{select} AND {column} >= ? AND {column} < ? ORDER BY {column} LIMIT 1",
+                            (*params, path + "/", path + "0")).fetchall()
+    return rows

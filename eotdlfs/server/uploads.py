@@ -12,6 +12,7 @@ from typing import Any, BinaryIO
 from eotdlfs.server import errors
 from eotdlfs.server.db import Row
 from eotdlfs.server.errors import ApiError, bad_request
+from eotdlfs.server.encodedparts import ENCODINGS, Inflating, zeros_md5
 from eotdlfs.server.values import checked_path, checked_sha1, utc_now
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -54,14 +55,26 @@ class MultipartUploads:
             raise errors.not_owner(kind)
         return row
 
-    def store_chunk(self, kind: str, upload_id: str, uid: str, part: int, source: BinaryIO, md5: str) -> None:
-        """Route 11: keep one part of an upload if its MD5 matches."""
+    def store_chunk(self, kind: str, upload_id: str, uid: str, part: int, source: BinaryIO, md5: str,
+                    encoding: str | None = None, size: int | None = None) -> None:
+        """Route 11: keep one part of an upload if its MD5 matches: of its bytes, inflated when ENCODING
+        is 'deflate', or of SIZE zero bytes when it is 'zeros' (the body is then empty)."""
         self._upload(kind, upload_id, uid)
+        if encoding not in (None, *ENCODINGS):
+            raise bad_request(f"encoding {encoding!r} is not one of {', '.join(ENCODINGS)}")
+        if encoding == "deflate":
+            source = Inflating(source, self.limits.max_body_bytes)
         if not 1 <= part <= self.limits.max_parts:
             raise bad_request(f"part_number must be between 1 and {self.limits.max_parts}")
         if not isinstance(md5, str) or not _MD5.match(md5.lower()):
             raise bad_request(f"checksum {md5!r} is not an MD5 hex digest")
-        if not self.blobs.store_part(upload_id, part, source, md5.lower()):
+        if encoding == "zeros":
+            if not isinstance(size, int) or not 0 < size <= self.limits.max_body_bytes:
+                raise bad_request(f"a part of zeros needs a size between 1 and {self.limits.max_body_bytes}")
+            if md5.lower() != zeros_md5(size):
+                raise bad_request(errors.CHECKSUM_MISMATCH)
+            self.blobs.store_zero_part(upload_id, part, size)
+        elif not self.blobs.store_part(upload_id, part, source, md5.lower()):
             raise bad_request(errors.CHECKSUM_MISMATCH)
 
     def complete_upload(self, kind: str, upload_id: str, uid: str, version: int | None) -> tuple[str, str, str, int]:

@@ -1,8 +1,7 @@
 """A STAC (Q1+) dataset folder on disk: what `eotdlfs ingest` uploads as a version.
 
-The files of the version are every asset whose href lies inside the folder, at its
-path there, plus the catalog, collection and item documents at theirs, rewritten
-self-contained. Files no document refers to are not part of the version.
+The catalog is checked whole (every asset a file inside the folder) and its catalog,
+collection and item documents rewritten self-contained, at their paths in the folder.
 
 Remote asset hrefs (http, https, s3, ...) are refused: a version is checksummed
 files that cannot change or vanish, and a mount or `get` folder must resolve every
@@ -12,13 +11,15 @@ href inside itself. Download the asset into the folder and point the href at it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from ..metadata import MetadataError, validate_name
-from .rules import MAX_DOCUMENT_BYTES, ROOT_DOCUMENT, StacError, check_id, check_with_pystac, is_remote, is_under
+from ..paths import RefusedSymlink, is_under, resolve_inside
+from .rules import MAX_DOCUMENT_BYTES, MAX_READ_BYTES, ROOT_DOCUMENT, StacError, check_id, check_with_pystac, is_remote
 from .tree import CatalogFiles, self_contained
-from .walk import walk
+from .walk import Source, walk
 
 
 class FolderSource:
@@ -37,18 +38,21 @@ class FolderSource:
 
     def read(self, path: str) -> bytes:
         file = self.path(path)
-        if path == ROOT_DOCUMENT and not self._inside(file):
-            raise StacError(f"{path}: a link out of {self.folder}")
+        try:
+            if path == ROOT_DOCUMENT and not self._inside(file):
+                raise RefusedSymlink(f"{file} is outside")
+        except RefusedSymlink as exc:
+            raise StacError(f"{path}: a link out of {self.folder} ({exc})") from None
         try:
             with open(file, "rb") as f:
-                data = f.read(MAX_DOCUMENT_BYTES + 1)
+                data = f.read(MAX_READ_BYTES + 1)
         except FileNotFoundError:
             raise StacError(f"{path}: not found in {self.folder}") from None
         except IsADirectoryError:
             raise StacError(f"{path}: a folder, not a STAC document") from None
         except OSError as exc:
             raise StacError(f"{path}: cannot be read ({exc.strerror})") from None
-        if len(data) > MAX_DOCUMENT_BYTES:
+        if len(data) > MAX_READ_BYTES:
             raise StacError(f"{path}: more than the {MAX_DOCUMENT_BYTES} bytes a STAC document may have")
         return data
 
@@ -59,16 +63,24 @@ class FolderSource:
             href = unquote(urlsplit(href).path)
         base = os.path.dirname(self.path(document))
         lexical = os.path.normpath(os.path.join(base, href))  # an absolute href replaces base
-        if not is_under(lexical, self.folder) or lexical == self.folder or not self._inside(lexical):
+        try:
+            inside = is_under(lexical, self.folder) and lexical != self.folder and self._inside(lexical)
+        except RefusedSymlink as exc:
+            raise StacError(f"{what}: href {href!r} points outside {self.folder} ({exc})") from None
+        if not inside:
             raise StacError(f"{what}: href {href!r} points outside {self.folder}")
         return lexical[len(self.folder.rstrip("/")) + 1:]
 
     def _inside(self, lexical: str) -> bool:
         """Whether the real path of LEXICAL (a path under the folder) stays under the folder's."""
-        real = self._real_dir(os.path.dirname(lexical))
         if os.path.islink(lexical):
-            real = os.path.realpath(lexical)
-        return is_under(real, self._real_dirs[self.folder])
+            self._resolve(lexical)
+            return True
+        return is_under(self._real_dir(os.path.dirname(lexical)), self._real_dirs[self.folder])
+
+    def _resolve(self, link: str) -> str:
+        """The real path of LINK, by the one rule of `eotdlfs.paths` (RefusedSymlink when it leads out)."""
+        return str(resolve_inside(link, self._real_dirs[self.folder]))
 
     def _real_dir(self, directory: str) -> str:
         known = self._real_dirs.get(directory)
@@ -76,7 +88,7 @@ class FolderSource:
             if directory == os.path.dirname(directory):  # above the folder: cannot happen after the lexical check
                 return os.path.realpath(directory)
             if os.path.islink(directory):
-                known = os.path.realpath(directory)
+                known = self._resolve(directory)
             else:
                 known = os.path.join(self._real_dir(os.path.dirname(directory)), os.path.basename(directory))
             self._real_dirs[directory] = known
@@ -90,6 +102,12 @@ def read_local_catalog(folder: Path) -> CatalogFiles:
     nothing is returned unless the whole catalog is valid.
     """
     source = FolderSource(folder)
+    return read_catalog(source, lambda rel: os.path.isfile(source.path(rel)), source.folder)
+
+
+def read_catalog(source: Source, is_file: Callable[[str], bool], where: str) -> CatalogFiles:
+    """The documents (rewritten) and asset files of the catalog SOURCE reads; IS_FILE says whether
+    a path inside it is a file (WHERE names the place in errors)."""
     nodes = walk(source)
     for node in nodes:
         check_id(node.stac, node.path)
@@ -103,8 +121,8 @@ def read_local_catalog(folder: Path) -> CatalogFiles:
             if not isinstance(href, str):
                 raise StacError(f"{what}: no href")
             rel = source.target(node.path, href, what)
-            if not os.path.isfile(source.path(rel)):
-                raise StacError(f"{what}: {href!r} is not a file in {source.folder}")
+            if not is_file(rel):
+                raise StacError(f"{what}: {href!r} is not a file in {where}")
             node.assets[key] = rel
     name = nodes[0].stac["id"]
     try:

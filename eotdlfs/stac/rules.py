@@ -14,6 +14,10 @@ import pystac
 # A real item is 2-20 KB; a collection with summaries rarely passes 100 KB. A bigger
 # document is a property blob that would be held in memory for every reader.
 MAX_DOCUMENT_BYTES = 1 << 20
+# A catalog's or collection's links grow with its children (100,000 item links are ~10 MB):
+# they may add this much; its own fields still get MAX_DOCUMENT_BYTES.
+MAX_LINKS_BYTES = 64 << 20
+MAX_READ_BYTES = MAX_DOCUMENT_BYTES + MAX_LINKS_BYTES  # the most of a document ever read
 # At least 100,000 (issue 15); the documents of this many items (~3 KB each) fit in memory.
 MAX_ITEMS = 100_000
 MAX_CATALOG_BYTES = 512 << 20
@@ -33,7 +37,7 @@ class StacError(ValueError):
 
 def parse_document(data: bytes, where: str) -> dict[str, Any]:
     """One STAC JSON document: size-checked, valid JSON, an object with a known type."""
-    if len(data) > MAX_DOCUMENT_BYTES:
+    if len(data) > MAX_READ_BYTES:
         raise StacError(f"{where}: {len(data)} bytes, more than the {MAX_DOCUMENT_BYTES} a STAC document may have")
     try:
         obj = json.loads(data)
@@ -42,7 +46,19 @@ def parse_document(data: bytes, where: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise StacError(f"{where}: a STAC document must be a JSON object")
     stac_kind(obj, where)
+    check_size(obj, len(data), where)
     return obj
+
+
+def check_size(obj: dict[str, Any], size: int, where: str) -> None:
+    """OBJ, SIZE bytes as JSON, within MAX_DOCUMENT_BYTES apart from a catalog's or collection's links."""
+    if size <= MAX_DOCUMENT_BYTES:
+        return
+    if obj.get("type") != "Feature" and size <= MAX_READ_BYTES:
+        own = {k: v for k, v in obj.items() if k != "links"}
+        if len(json.dumps(own, ensure_ascii=False).encode()) <= MAX_DOCUMENT_BYTES:
+            return
+    raise StacError(f"{where}: {size} bytes, more than the {MAX_DOCUMENT_BYTES} a STAC document may have")
 
 
 def stac_kind(obj: dict[str, Any], where: str) -> str:
@@ -81,11 +97,6 @@ def relative_href(from_document: str, to_path: str) -> str:
         common += 1
     ups = len(here) - common
     return "../" * ups + "/".join(there[common:]) if ups else "./" + "/".join(there[common:])
-
-
-def is_under(path: str, top: str) -> bool:
-    """PurePath.is_relative_to for normalised absolute path strings, without pathlib's parsing cost."""
-    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 def is_remote(href: str) -> bool:

@@ -27,6 +27,9 @@ from .walk import Source, walk
 Bbox = tuple[float, float, float, float]
 Interval = tuple[float, float]  # epoch seconds; -inf / inf for an open end
 INDEX_FORMAT = 1
+# The index a STAC version keeps beside its catalog.json (eotdlfs ingest and flush write it):
+# hidden, as it is not part of the catalog, and a version never changes, so neither does it.
+INDEX_FILE = ".stac-index.json"
 
 
 def parse_bbox(text: str) -> Bbox:

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .rules import MAX_CATALOG_BYTES, MAX_DOCUMENT_BYTES, STRUCTURAL_RELS, StacError, is_remote, relative_href
+from .rules import MAX_CATALOG_BYTES, STRUCTURAL_RELS, StacError, check_size, is_remote, relative_href
 
 
 @dataclass
@@ -31,6 +31,7 @@ class CatalogFiles:
     name: str                             # the root catalog's id: the dataset's name
     documents: list[tuple[str, bytes]]    # (path, JSON bytes); catalog.json first
     assets: list[str]                     # paths of the asset files, each once, sorted
+    items: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (path, item) as rewritten, to index
 
 
 def kept_links(stac: dict[str, Any]) -> list[dict[str, Any]]:
@@ -54,7 +55,7 @@ def self_contained(nodes: list[Node], name: str) -> CatalogFiles:
     for node in nodes[1:]:
         children.setdefault(node.parent or "", []).append(node)
     root = nodes[0]
-    documents, total, assets = [], 0, set()
+    documents, total, assets, items = [], 0, set(), []
     for node in nodes:
         links = [_link("root", relative_href(node.path, root.path), "Catalog")]
         parent = by_path[node.parent] if node.parent is not None else None
@@ -74,13 +75,14 @@ def self_contained(nodes: list[Node], name: str) -> CatalogFiles:
                               for key, path in node.assets.items()}
             assets.update(node.assets.values())
         data = json.dumps(stac, ensure_ascii=False).encode()  # no indent: the C encoder, 5x faster
-        if len(data) > MAX_DOCUMENT_BYTES:
-            raise StacError(f"{node.path}: {len(data)} bytes, more than the {MAX_DOCUMENT_BYTES} a STAC document may have")
+        check_size(stac, len(data), node.path)
         total += len(data)
         if total > MAX_CATALOG_BYTES:
             raise StacError(f"the catalog's documents pass {MAX_CATALOG_BYTES} bytes")
         documents.append((node.path, data))
+        if stac["type"] == "Feature":
+            items.append((node.path, stac))
     clash = assets.intersection(by_path)
     if clash:
         raise StacError(f"{sorted(clash)[0]}: both an asset and a STAC document")
-    return CatalogFiles(name=name, documents=documents, assets=sorted(assets))
+    return CatalogFiles(name=name, documents=documents, assets=sorted(assets), items=items)

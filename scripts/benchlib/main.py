@@ -24,8 +24,8 @@ from benchlib.dataset import DatasetSpec, generate
 from benchlib.peers import Nginx
 from benchlib.runner import Bench, Plan, Watchdog
 from benchlib.suites import (
-    run_curl_nginx, run_curl_server, run_delayed, run_download_all, run_eotdlfs_mounts, run_rclone_mounts,
-    run_staging, run_vsicurl,
+    run_curl_nginx, run_curl_server, run_delayed, run_download_all, run_eotdl_fsspec, run_eotdlfs_mounts,
+    run_rclone_mounts, run_staging, run_vsicurl,
 )
 
 DATASET_NAME = "bench-data"
@@ -107,6 +107,7 @@ def _run(bench: Bench, spec: DatasetSpec) -> None:
                        ("vsicurl", lambda: run_vsicurl(bench, server))]
         groups += [
             ("eotdlfs_mount", lambda: run_eotdlfs_mounts(bench, server, env)),
+            ("eotdl_fsspec", lambda: run_eotdl_fsspec(bench, server, env)),
             ("download_all", lambda: run_download_all(bench, env)),
             ("delayed", lambda: run_delayed(bench, server, nginx, env)),
         ]

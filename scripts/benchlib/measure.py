@@ -6,6 +6,7 @@ import hashlib
 import os
 import random
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -110,3 +111,24 @@ def geotiff_window_read(path: Path, size_px: int = 512) -> None:
         data = src.read(1, window=Window(src.width // 2, src.height // 2, size_px, size_px))
     if data.shape != (size_px, size_px):
         raise RuntimeError(f"window read of {path} gave shape {data.shape}")
+
+
+_RANGE_READ = """
+import sys, time, fsspec
+url, offset, length = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fs, path = fsspec.core.url_to_fs(url)
+fs.info(path)  # the version's listing: not part of the read
+start = time.perf_counter()
+got = len(fs.cat_file(path, offset, offset + length))
+print(time.perf_counter() - start if got == length else f"read {got} bytes of {length}")
+"""
+
+
+def fsspec_range_read_s(url: str, offset: int, length: int, env: dict[str, str], timeout_s: float = 300) -> float:
+    """`cat_file(URL, OFFSET, OFFSET + LENGTH)` through fsspec in a fresh process with ENV; its seconds."""
+    out = subprocess.run([sys.executable, "-c", _RANGE_READ, url, str(offset), str(length)], env=env,
+                         capture_output=True, text=True, timeout=timeout_s, check=True).stdout.strip()
+    try:
+        return float(out)
+    except ValueError:
+        raise RuntimeError(f"fsspec read of {url}: {out}") from None

@@ -59,22 +59,51 @@ def run_vsicurl(bench: Bench, server: eotdlfs_side.EotdlfsServer, base_url: str 
 
 
 def _windows(bench: Bench, key: str, target: str, bytes_sent: Callable[[], int], count: int, size: int,
-             readers: int = 1) -> None:
+             readers: int = 1, env: dict[str, str] | None = None) -> None:
     before = bytes_sent()
-    bench.record(f"{key}_s", windows.read_windows(target, count, size, COG_SEED, readers))
+    bench.record(f"{key}_s", windows.read_windows(target, count, size, COG_SEED, readers, env=env))
     time.sleep(0.5)  # let read-ahead that the reads started show up in the count
     bench.record(f"{key}_bytes_fetched", bytes_sent() - before)
 
 
-def _cog_windows(bench: Bench, peer: str, target: str, bytes_sent: Callable[[], int], again: bool = True) -> None:
+def _cog_windows(bench: Bench, peer: str, target: str, bytes_sent: Callable[[], int], again: bool = True,
+                 env: dict[str, str] | None = None) -> None:
     """Random 512x512 windows, cold; with AGAIN, the same windows by a second process after."""
-    _windows(bench, f"{peer}_cog_windows", target, bytes_sent, bench.plan.cog_windows, 512)
+    _windows(bench, f"{peer}_cog_windows", target, bytes_sent, bench.plan.cog_windows, 512, env=env)
     if again:
-        _windows(bench, f"{peer}_cog_windows_again", target, bytes_sent, bench.plan.cog_windows, 512)
+        _windows(bench, f"{peer}_cog_windows_again", target, bytes_sent, bench.plan.cog_windows, 512, env=env)
 
 
-def _cog_parallel(bench: Bench, peer: str, target: str, bytes_sent: Callable[[], int]) -> None:
-    _windows(bench, f"{peer}_cog_4x_windows", target, bytes_sent, bench.plan.cog_small_windows, 256, readers=4)
+def _cog_parallel(bench: Bench, peer: str, target: str, bytes_sent: Callable[[], int],
+                  env: dict[str, str] | None = None) -> None:
+    _windows(bench, f"{peer}_cog_4x_windows", target, bytes_sent, bench.plan.cog_small_windows, 256, readers=4,
+             env=env)
+
+
+def run_eotdl_fsspec(bench: Bench, server: eotdlfs_side.EotdlfsServer, env: dict[str, str]) -> None:
+    """eotdl:// without a mount: rasterio through fsspec on vsicurl's windows (cold, then a second
+    process on the warm cache, then 4 processes on a fresh one), and 1 MiB read at an offset of
+    the big file; each cold run on an empty user cache dir (the default cache of eotdl://)."""
+    ds = bench.dataset
+    version = f"eotdl://datasets/{ds.name}/v1"
+    homes = []
+
+    def fresh_env() -> dict[str, str]:
+        homes.append(bench.fresh_dir("fsspec-cache"))
+        return {**env, "EOTDL_API_URL": server.url, "XDG_CACHE_HOME": str(homes[-1])}
+
+    try:
+        if ds.geotiff is not None:
+            _cog_windows(bench, "eotdl_fsspec", f"{version}/{GEOTIFF_FILE}", server.bytes_sent, env=fresh_env())
+            _cog_parallel(bench, "eotdl_fsspec", f"{version}/{GEOTIFF_FILE}", server.bytes_sent, env=fresh_env())
+        before = server.bytes_sent()
+        seconds = measure.fsspec_range_read_s(f"{version}/{BIG_FILE}", ds.big_bytes // 2 + 12345, 1 << 20,
+                                              fresh_env())
+        bench.record("eotdl_fsspec_1MiB_at_offset_s", seconds)
+        bench.record("eotdl_fsspec_1MiB_at_offset_bytes_fetched", server.bytes_sent() - before)
+    finally:
+        for home in homes:
+            bench.drop(home)
 
 
 def run_rclone_mounts(bench: Bench, nginx: Nginx, base_url: str | None = None, peer: str = "rclone",

@@ -1,7 +1,8 @@
 """Random raster windows read with rasterio, each reader a process of its own (as users run GDAL).
 
 `read_windows` starts READERS processes at once (`python -m benchlib.windows`), each opening
-the same file (a path on a mount, or a `/vsicurl/` URL) and reading COUNT seeded random
+the same file (a path on a mount, a `/vsicurl/` URL, or an `eotdl://` URL read through fsspec
+as docs/guide.md does it) and reading COUNT seeded random
 SIZE-square windows of band 1; the wall time until the last one is done. The same seeds
 give every peer the same windows.
 """
@@ -25,10 +26,11 @@ def vsicurl(url: str) -> str:
     return f"/vsicurl/{url}"
 
 
-def read_windows(target: str, count: int, size: int, seed: int, readers: int = 1, timeout_s: float = 600) -> float:
+def read_windows(target: str, count: int, size: int, seed: int, readers: int = 1, timeout_s: float = 600,
+                 env: dict[str, str] | None = None) -> float:
     """Wall seconds for READERS processes reading COUNT random SIZE-px windows each of TARGET
-    (reader i uses seed SEED + i); fails if any reader fails."""
-    env = {**os.environ, **VSICURL_ENV}
+    (reader i uses seed SEED + i), in ENV (default: ours); fails if any reader fails."""
+    env = {**(env or os.environ), **VSICURL_ENV}
     argv = [sys.executable, "-m", "benchlib.windows", target, "--count", str(count), "--size", str(size)]
     start = time.perf_counter()
     procs = [subprocess.Popen([*argv, "--seed", str(seed + i)], env=env, stdout=subprocess.PIPE,
@@ -51,6 +53,10 @@ def _read(target: str, count: int, size: int, seed: int) -> None:
     from rasterio.windows import Window
 
     rng = random.Random(seed)
+    if target.startswith("eotdl://"):  # settings from EOTDL_API_URL; handed over unopened, as the guide says
+        import fsspec
+
+        target = fsspec.open(target)
     with rasterio.open(target) as src:
         for _ in range(count):
             col, row = rng.randrange(src.width - size + 1), rng.randrange(src.height - size + 1)
@@ -61,7 +67,7 @@ def _read(target: str, count: int, size: int, seed: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchlib.windows", description=__doc__.splitlines()[0])
-    p.add_argument("target", help="a file path, or /vsicurl/URL")
+    p.add_argument("target", help="a file path, /vsicurl/URL or eotdl://PATH")
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--size", type=int, required=True)
     p.add_argument("--seed", type=int, required=True)

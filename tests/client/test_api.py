@@ -134,6 +134,20 @@ def test_range_reads_keep_one_connection(repo_server, dataset):
     assert len(sockets) == 1
 
 
+def test_plain_range_reads_skip_requests_per_call_work(repo_server, dataset, monkeypatch):
+    """A 206 answer is read straight through the session's pool: requests' own work per call
+    (settings merged from the environment, hooks, cookies) cost more than the request itself."""
+    name, blob = dataset
+    api = ApiClient(Settings(repo_server.url, repo_server.token("alice"), None, 30))
+    record_id = api.record_by_name("datasets", name)["id"]
+    calls = []
+    request = api._session.request
+    monkeypatch.setattr(api._session, "request", lambda *a, **kw: calls.append(a) or request(*a, **kw))
+    for start in range(0, 50_000, 10_000):
+        assert api.read_range("datasets", record_id, "odd name #1.bin", 1, start, 10_000) == blob[start:start + 10_000]
+    assert calls == [] and api.ranges_supported
+
+
 def test_a_range_body_that_stalls_is_unreachable_after_the_read_timeout_not_retried():
     import socket
     import threading

@@ -16,6 +16,7 @@ from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import NotFound
 from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import Settings
+from eotdlfs.fs.namespace import Namespace
 
 CONTENT = {"a.txt": b"hello world", "dir/b c.bin": bytes(range(256)) * 100}
 RECORD = {"id": "rec1", "uid": "owner", "name": "plain-ds", "authors": ["a"], "source": "http://x", "license": "MIT",
@@ -87,3 +88,13 @@ def test_sizes_ranges_and_versions_without_extensions(plain_api):
 def test_the_official_409_for_a_missing_record_is_not_found(plain_api):
     with pytest.raises(NotFound, match="Dataset doesn't exist"):
         ApiRepository(plain_api).record("datasets", "nope")
+
+
+def test_files_are_dated_by_their_version_when_the_server_gives_no_file_times(plain_api, tmp_path):
+    repo = ApiRepository(plain_api)
+    record = repo.record("datasets", "plain-ds")
+    assert {e.created_at for e in repo.files(record, 1)} == {None}
+    namespace = Namespace(repo, tmp_path)
+    version_time = record.versions[0].created_at.timestamp()
+    assert namespace.resolve("/datasets/plain-ds/v1/dir/b c.bin").mtime == version_time
+    assert namespace.listed_file("/datasets/plain-ds/v1/a.txt")[1] == version_time

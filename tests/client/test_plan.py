@@ -50,6 +50,21 @@ def test_a_renamed_file_without_local_bytes_is_fetched_from_the_latest_version()
     assert plan.drops == (Drop("old-name"),)
 
 
+def test_known_bytes_under_a_new_path_are_carried_when_the_server_can():
+    """A rename, a copy and two new files with the same bytes: one upload, the rest carries (route 7 any_path)."""
+    renamed, copied = SourceFile("new-name", 10, A, None), local("copy", B)
+    plan = plan_ingest([renamed, copied, local("keep", B), local("n1", C), local("n2", C)],
+                       [LatestFile("old-name", 4, A), LatestFile("keep", 1, B)], carry_any_path=True)
+    assert [u.source.path for u in plan.uploads] == ["n1"]
+    assert plan.carries == (Carry("new-name", A, True), Carry("copy", B, True), Carry("keep", B), Carry("n2", C, True))
+    assert plan.drops == (Drop("old-name"),)
+
+
+def test_a_copy_alone_is_a_change():
+    plan = plan_ingest([local("x", A), local("copy", A)], [LatestFile("x", 1, A)], carry_any_path=True)
+    assert not plan.nothing_changed and not plan.uploads
+
+
 def test_unknown_bytes_are_refused():
     with pytest.raises(ValueError, match="neither local nor in the latest version"):
         plan_ingest([SourceFile("x", 1, C, None)], [LatestFile("x", 1, A)])

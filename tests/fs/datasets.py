@@ -9,6 +9,7 @@ from pathlib import Path
 
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.ingest.engine import ingest_folder
+from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import Settings
 
 
@@ -45,6 +46,16 @@ def ingest(server, folder: Path, kind: str = "datasets", user: str = "alice"):
     api = ApiClient(Settings(server.url, server.token(user), None))
     try:
         return ingest_folder(api, kind, folder)
+    finally:
+        api.close()
+
+
+def file_times(server, name: str, version: int, kind: str = "datasets") -> dict[str, float]:
+    """path -> when its file version was made (POSIX seconds), for every file of VERSION of NAME."""
+    api = ApiClient(Settings(server.url, None, None))
+    try:
+        repo = ApiRepository(api)
+        return {e.path: e.created_at for e in repo.files(repo.record(kind, name), version)}
     finally:
         api.close()
 

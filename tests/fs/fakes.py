@@ -17,19 +17,22 @@ class MemoryRepository:
         self.lock = threading.Lock()
         self.range_calls: list[tuple[str, int, int]] = []
         self.list_calls = 0
+        self.file_lists = 0
         self.offline = False
         self.corrupt: set[str] = set()  # checksums whose bytes come back altered
         self.delay = 0.0
 
-    def publish(self, kind: str, name: str, files: dict[str, bytes], draft: bool = False) -> Record:
-        """Add a version of NAME holding FILES (path -> bytes)."""
+    def publish(self, kind: str, name: str, files: dict[str, bytes], draft: bool = False,
+                file_times: dict[str, float] | None = None) -> Record:
+        """Add a version of NAME holding FILES (path -> bytes), made at FILE_TIMES (path -> POSIX
+        seconds; a file without one has no time of its own, as from an official server)."""
         old = self._records.get((kind, name))
         number = len(old.versions) + 1 if old else 1
         entries = []
         for path, data in sorted(files.items()):
             checksum = hashlib.sha1(data).hexdigest()
             self._blobs[checksum] = data
-            entries.append(FileEntry(path, number, checksum, len(data)))
+            entries.append(FileEntry(path, number, checksum, len(data), (file_times or {}).get(path)))
         version = Version(number, datetime(2024, 1, number, tzinfo=timezone.utc), sum(len(d) for d in files.values()), draft)
         record = Record(kind, f"id-{name}", name, "alice", (old.versions if old else ()) + (version,))
         self._records[(kind, name)] = record
@@ -54,7 +57,15 @@ class MemoryRepository:
 
     def files(self, record: Record, version: int) -> list[FileEntry]:
         self._check()
+        with self.lock:
+            self.file_lists += 1
         return list(self._files[(record.id, version)])
+
+    def lookup(self, record: Record, version: int, path: str) -> list[FileEntry]:
+        self._check()
+        entries = self._files[(record.id, version)]
+        found = [e for e in entries if e.path == path]
+        return found or [e for e in entries if e.path.startswith(path + "/")][:1]
 
     def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes:
         self._check()

@@ -12,7 +12,9 @@ import time
 
 import pytest
 
+from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.mount import fusermount, is_mounted, is_stale, stop_process, wait_for_exit
+from tests.conftest import _free_port as free_port
 from tests.fs.datasets import ingest, make_folder
 
 
@@ -144,7 +146,7 @@ def test_cache_dir_is_private_to_the_mount_user(repo_server, unique_name, tmp_pa
             labels.write("99,z\n")
 
     mount_and_use("first.txt")
-    assert sorted(p.name for p in cache.iterdir()) >= ["blocks", "mount.log", "staging", "state"]
+    assert {p.name for p in cache.iterdir()} >= {"blocks", "mount.lock", "mount.log", "staging", "state"}
     assert list(cache.glob("staging/datasets/*/upper/*")), "no staged file to check"
     assert open_to_others(cache) == []
     assert eotdlfs("umount", str(mnt)).returncode == 0
@@ -154,3 +156,57 @@ def test_cache_dir_is_private_to_the_mount_user(repo_server, unique_name, tmp_pa
     mount_and_use("second.txt")
     assert open_to_others(cache) == []
     assert eotdlfs("umount", str(mnt)).returncode == 0
+
+
+def test_mount_of_a_repository_nothing_answers_fails_naming_it(tmp_path, mountpoint):
+    mnt, _ = mountpoint
+    url = f"http://127.0.0.1:{free_port()}/"
+    for mode in ((), ("--foreground",)):
+        done = eotdlfs("mount", str(mnt), "--api-url", url, "--cache-dir", str(tmp_path / "cache"), *mode)
+        assert done.returncode == 1 and url in done.stderr and "no listing from an earlier mount" in done.stderr, \
+            done.stderr
+        assert f"error: cannot reach the repository at {url}" in done.stderr, done.stderr  # no "[Errno 5]" first
+        assert not is_mounted(mnt)
+
+
+def test_mount_of_a_repository_down_serves_an_earlier_listing_offline(fresh_server, mount_factory, unique_name,
+                                                                        tmp_path, mountpoint):
+    mnt, pids = mountpoint
+    name = unique_name("down")
+    source = make_folder(tmp_path / "src", name)
+    ingest(fresh_server, source)
+    cache = tmp_path / "cache"
+    earlier = mount_factory(fresh_server, cache_dir=cache)
+    assert (earlier.path / "datasets" / name / "v1" / "labels.csv").read_bytes() == (source / "labels.csv").read_bytes()
+    earlier.unmount()
+    fresh_server.stop()
+    done = eotdlfs("mount", str(mnt), "--api-url", fresh_server.url, "--cache-dir", str(cache))
+    assert done.returncode == 0, done.stderr
+    status = json.loads((mnt / ".eotdlfs" / "status.json").read_text())
+    pids.append(status["pid"])
+    assert f"cannot reach {fresh_server.url}: mounted offline" in done.stderr
+    assert status["server_reachable"] is False
+    assert (mnt / "datasets" / name / "v1" / "labels.csv").read_bytes() == (source / "labels.csv").read_bytes()
+    assert eotdlfs("umount", str(mnt)).returncode == 0
+
+
+def test_a_second_mount_on_a_cache_dir_in_use_fails_naming_the_holder(repo_server, mount_factory, unique_name,
+                                                                       tmp_path, mountpoint):
+    mnt, _ = mountpoint
+    name = unique_name("held")
+    ingest(repo_server, make_folder(tmp_path / "src", name))
+    cache = tmp_path / "cache"
+    holder = mount_factory(repo_server, cache_dir=cache)
+    env = {**os.environ, "EOTDL_TOKEN": repo_server.token("alice")}
+    for mode in ((), ("--foreground",)):
+        done = eotdlfs("mount", str(mnt), "--api-url", repo_server.url, "--cache-dir", str(cache), *mode, env=env)
+        assert done.returncode == 1, done.stderr
+        assert f"in use by the eotdlfs mount on {holder.path} (process {holder.pid})" in done.stderr, done.stderr
+        assert f"error: {cache} is in use" in done.stderr, done.stderr
+        assert not is_mounted(mnt)
+    assert (holder.path / "staging" / "datasets" / name / "labels.csv").exists()  # the holder keeps its staging
+    blocks = BlockCache(cache / "blocks", 1 << 30)  # the block cache stays open to readers that are not mounts
+    try:
+        assert blocks.stats()["size_limit"] == 1 << 30
+    finally:
+        blocks.close()

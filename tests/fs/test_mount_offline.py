@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import time
 
 import pytest
@@ -28,6 +29,7 @@ def test_offline_reads_and_recovery(fresh_server, mount_factory, unique_name, tm
     version = mnt.path / "datasets" / name / "v1"
     cached, uncached = "labels.csv", "images/2023/big.bin"
     assert (version / cached).read_bytes() == (source / cached).read_bytes()
+    assert "tile_1.bin" in os.listdir(version / "images")  # listed (a first open alone looks one path up)
     assert (version / "images" / "tile_1.bin").stat().st_size > 0  # listing known, bytes not fetched
 
     fresh_server.stop()

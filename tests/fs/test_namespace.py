@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 from eotdlfs.fs.namespace import DIR, FILE, LINK, Namespace, VersionTree
+from eotdlfs.metadata import KINDS
 from eotdlfs.repository import FileEntry
 from tests.fs.fakes import MemoryRepository
 
@@ -218,3 +219,53 @@ def test_what_breaks_the_rules_is_left_out_and_logged_once(repo, tmp_path, caplo
     again = Namespace(repo, tmp_path)  # and the lists kept on disk hold nothing bad either
     repo.offline = True
     assert again.listdir("/datasets") == ["alpha"] and again.listdir("/datasets/alpha/v1") == ["a.txt", "sub"]
+
+
+def test_first_open_resolves_one_path_without_the_whole_list(repo, tmp_path):
+    """A fresh mount answers a path in a version with one small lookup: the whole list (10,000
+    files in a big version) comes in the background, and nobody waits for it."""
+    listing_may_answer = threading.Event()
+    files = repo.files
+    repo.files = lambda record, version: listing_may_answer.wait(10) and files(record, version)
+    ns = Namespace(repo, tmp_path, wait=2)
+    try:
+        node = ns.resolve("/datasets/alpha/v1/sub/deep/b.bin")
+        assert (node.type, node.size) == (FILE, 10)
+        assert ns.resolve("/datasets/alpha/v1/sub").type == DIR
+        with pytest.raises(FileNotFoundError):
+            ns.resolve("/datasets/alpha/v1/sub/nothing")
+    finally:
+        listing_may_answer.set()
+    assert ns.listdir("/datasets/alpha/v1") == ["a.txt", "sub"]  # the list fetched in the background
+    assert repo.file_lists == 1
+
+
+def test_a_server_that_ignores_the_path_filter_sends_the_whole_list_which_is_kept(repo, tmp_path):
+    repo.lookup = lambda record, version, path: repo.files(record, version)
+    ns = Namespace(repo, tmp_path)
+    assert ns.resolve("/datasets/alpha/v1/a.txt").size == 3
+    with pytest.raises(FileNotFoundError):
+        ns.resolve("/datasets/alpha/v1/nothing")
+    assert ns.listdir("/datasets/alpha/v1/sub") == ["deep"]
+    assert repo.file_lists == 1
+
+
+def test_warm_fetches_the_record_lists_before_anyone_looks(repo, tmp_path):
+    ns = Namespace(repo, tmp_path)
+    ns.warm()
+    deadline = time.monotonic() + 5
+    while repo.list_calls < len(KINDS) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert repo.list_calls == len(KINDS)
+    assert ns.listdir("/datasets") == ["alpha"] and ns.listdir("/models") == []
+    assert repo.list_calls == len(KINDS)  # found in hand
+
+
+def test_closing_lists_the_versions_looked_into_for_an_offline_remount(repo, tmp_path):
+    """A mount that opened one file and ended at once still leaves its version's list on disk."""
+    ns = Namespace(repo, tmp_path)
+    assert ns.resolve("/datasets/alpha/v1/a.txt").size == 3
+    ns.close()
+    repo.offline = True
+    again = Namespace(repo, tmp_path)
+    assert again.listdir("/datasets/alpha/v1") == ["a.txt", "sub"]

@@ -43,13 +43,14 @@ def run_shell(code: str, cwd: Path) -> str:
     return done.stdout
 
 
-def run_python(code: str, check: str, folder: Path) -> str:
+def run_python(code: str, check: str, folder: Path, env: dict[str, str] | None = None) -> str:
     """Run a Python recipe as a script, followed by CHECK (test-only lines that print what the
-    test compares, under `if __name__ == "__main__":` so worker processes skip them)."""
+    test compares, under `if __name__ == "__main__":` so worker processes skip them), with ENV
+    added to the environment."""
     script = folder / "recipe.py"
     script.write_text(f"{code}\n\nif __name__ == '__main__':\n    {check}\n", encoding="utf-8")
-    done = subprocess.run([sys.executable, str(script)], cwd=folder, env=_env(), capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, str(script)], cwd=folder, env=_env() | (env or {}), capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, f"recipe failed ({done.returncode}):\n{script.read_text()}\n{done.stderr}"
     return done.stdout.splitlines()[-1]
 

@@ -15,7 +15,8 @@ from tests.fs.datasets import ingest, tree_digest, write_metadata
 from tests.guide.recipes import NAME, recipe, recipes, run_python, run_shell, unmount_if_left
 
 TESTED = {"mount", "rasterio-window", "pandas-csv", "dataset", "rsync-version", "rsync-update", "rsync-checksum",
-          "ingest", "get", "fstab"}  # fstab: test_mount_at_boot.py
+          "ingest", "get", "fstab",  # fstab: test_mount_at_boot.py
+          "eotdl-rasterio", "eotdl-pandas", "eotdl-dataset", "eotdl-pystac", "python-api"}  # test_without_a_mount.py
 
 
 def test_every_recipe_of_the_guide_has_its_test() -> None:
@@ -81,9 +82,9 @@ def test_rsync_v1_then_v2_into_one_folder(guide_server, s2_tiles, mount_factory,
     fetched = guide_server.stats()["bytes_sent"] - before
     v1, v2 = tree_digest(s2_tiles.v1), tree_digest(s2_tiles.v2)
     assert tree_digest(tmp_path / "data" / NAME) == v2
-    recopied = {line.split(" ", 1)[1] for line in out.splitlines() if line.startswith(">f")}
+    copied = {line.split(" ", 1)[1] for line in out.splitlines() if line.startswith(">f")}
     unchanged = {path for path, digest in v2.items() if v1.get(path) == digest}
-    assert unchanged <= recopied, "issue 14 gave files their own mtimes: update the rsync section of docs/guide.md"
+    assert unchanged and copied == v2.keys() - unchanged, "a file carried into v2 unchanged must keep its mtime"
     changed_bytes = sum((s2_tiles.v2 / path).stat().st_size for path in v2.keys() - unchanged)
     v1_bytes = sum((s2_tiles.v1 / path).stat().st_size for path in v1)
     assert fetched <= v1_bytes + changed_bytes, (fetched, v1_bytes, changed_bytes)

@@ -100,6 +100,7 @@ class FaultProxy:
         self.injected: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self.headers_seen: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers) of each request
+        self.bytes_received = 0  # request bodies, as they came over the wire (what a client sent)
         self._stopping = threading.Event()
         self._server = QuietHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="faultproxy", daemon=True)
@@ -196,6 +197,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         body = self._read_request_body(fault if fault is not None and fault.mode == "pause" else None)
         if body is None:
             return
+        with self.proxy._lock:
+            self.proxy.bytes_received += len(body)
         if fault is not None and fault.mode not in ("slow", "stall", "pause"):  # those strike elsewhere
             fault.struck.set()
         if fault is not None and fault.mode == "drop":

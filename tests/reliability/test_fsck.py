@@ -72,10 +72,12 @@ def test_dangling_rows_are_problems(root: Path) -> None:
         conn.execute("INSERT INTO version_files VALUES (?, 1, 'ghost.txt', 3)", (record_id,))
         conn.execute("INSERT INTO version_files VALUES (?, 9, 'a.txt', 1)", (record_id,))
         conn.execute("INSERT INTO versions VALUES ('nobody', 1, 'x', 0)")
+        conn.execute("INSERT INTO stac_records VALUES ('stac-nobody')")
     problems = check(root).problems
     assert any("ghost.txt@3 which does not exist" in p for p in problems)
     assert any("v9: files listed for a version that does not exist" in p for p in problems)
     assert any("record nobody which does not exist" in p for p in problems)
+    assert any(p.startswith("stac_records: rows of record stac-nobody which does not exist") for p in problems)
 
 
 def test_orphans_and_drafts_are_reported_not_problems(root: Path) -> None:

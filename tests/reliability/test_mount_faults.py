@@ -142,3 +142,23 @@ def test_eight_cold_readers_share_one_fetch_per_block(module_server, seeded, mou
         t.join(60)
     assert all(r == want for r in results)
     assert module_server.stats()["bytes_sent"] - before == len(want)
+
+
+def test_first_open_answers_before_the_whole_file_list(proxied_mount, seeded) -> None:
+    """A fresh mount's first open resolves its path with one small request: the version's whole
+    file list (10,000 entries in a big version) may hang without holding up the first bytes."""
+    import threading
+
+    proxy, version = proxied_mount
+    whole_list = proxy.inject("silent", r"/files\?version=1$", delay=30.0)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(open(version / "readers.bin", "rb").read(65536)), daemon=True)
+    reader.start()
+    reader.join(10.0)
+    answered_while_the_list_hung = bool(got)
+    whole_list.struck.wait(10.0)  # the whole list follows in the background
+    proxy.clear()  # the hung listing ends: the mount can be unmounted
+    reader.join(READ_WITHIN_S)
+    assert answered_while_the_list_hung, "the first open waited for the whole file list"
+    assert got == [seeded["readers.bin"][:65536]]
+    assert whole_list.hits == 1  # asked for, in the background

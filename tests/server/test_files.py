@@ -25,6 +25,17 @@ def test_file_versions_follow_checksums(api, unique_name):
     assert api.download(rid, "a").content == b"2"  # latest file version
 
 
+def test_a_file_version_keeps_its_creation_time_in_every_version(api, unique_name):
+    rid = api.create(unique_name("fvt"))
+    api.new_version(rid)
+    api.batch(rid, 1, {"a": b"1", "b": b"same"})
+    api.new_version(rid)
+    api.batch(rid, 2, {"a": b"2"})
+    assert api.carry(rid, 2, {"b": sha1(b"same")}).status_code == 200
+    v1, v2 = ({f["filename"]: f["createdAt"] for f in api.dated_files(rid, n)} for n in (1, 2))
+    assert v2["b"] == v1["b"] and v2["a"] > v1["a"]
+
+
 def test_reingest_into_same_version_replaces_path(api, unique_name):
     rid = api.create(unique_name("rep"))
     api.new_version(rid)
@@ -56,6 +67,25 @@ def test_carry_an_older_file_version(api, unique_name):
     api.new_version(rid)
     assert api.carry(rid, 3, {"a": sha1(b"v1")}).status_code == 200  # changed back to older bytes
     assert _ids(api.files(rid, 3)) == {"a": 1}
+
+
+def test_carry_any_path_takes_the_records_known_bytes_under_a_new_path(api, unique_name):
+    """Our extension: a rename or a copy sends no bytes; without `any_path` route 7 stays the official one."""
+    rid = api.create(unique_name("anypath"))
+    api.new_version(rid)
+    api.batch(rid, 1, {"a": b"x" * 7})
+    api.new_version(rid)
+    moved = {"a": sha1(b"x" * 7), "b/moved": sha1(b"x" * 7)}
+    r = api.carry(rid, 2, moved)
+    assert (r.status_code, r.json()) == (404, {"detail": "File doesn't exist"})
+    r = api.post(f"{api.kind}/{rid}/files?version=2&any_path=true",
+                 data={"filenames": list(moved), "checksums": list(moved.values())})
+    assert r.status_code == 200, r.text
+    assert {f["filename"]: (f["version"], f["checksum"], f["size"]) for f in api.files(rid, 2)} == {
+        "a": (1, sha1(b"x" * 7), 7), "b/moved": (1, sha1(b"x" * 7), 7)}
+    r = api.post(f"{api.kind}/{rid}/files?version=2&any_path=true",
+                 data={"filenames": ["c"], "checksums": [sha1(b"never sent")]})
+    assert (r.status_code, r.json()) == (404, {"detail": "File doesn't exist"})
 
 
 def test_carry_errors_store_nothing(api, unique_name):
@@ -163,3 +193,25 @@ def test_refused_batch_leaves_no_blob(api, unique_name, repo_server):
     assert r.status_code == 409
     digest = sha1(unique)
     assert repo_server.blob_store().blob_size(digest) is None
+
+
+def test_files_filtered_by_path_answer_one_entry(api, unique_name):
+    """Ours, for a mount's first open: a file, a folder (one entry under it) or nothing, in one small answer."""
+    rid = api.create(unique_name("lookup"))
+    api.new_version(rid)
+    api.batch(rid, 1, {"top": b"t", "d/x": b"1", "d/y": b"22", "d/e/z": b"3", "d0": b"4"})
+    api.new_version(rid)
+    api.batch(rid, 2, {"d/x": b"changed"})
+
+    def at(path: str, version: int | None = 1) -> list[tuple[str, int]]:
+        r = api.get(f"{api.kind}/{rid}/files", params={"path": path, **({"version": version} if version else {})})
+        assert r.status_code == 200, r.text
+        return [(f["filename"], f["version"]) for f in r.json()]
+
+    assert at("top") == [("top", 1)]
+    assert at("d") == [("d/e/z", 1)]  # a folder: its first entry only
+    assert at("d/e") == [("d/e/z", 1)]
+    assert at("d/x", 2) == [("d/x", 2)]
+    assert at("d/x", None) == [("d/x", 1), ("d/x", 2)]  # no version: every file version at the path
+    assert at("nothing") == [] and at("d/") == [] and at("t") == [] and at("nul\x00") == []
+    assert len(api.files(rid, 1)) == 5  # without a path: the whole list, as before

@@ -118,7 +118,8 @@ def test_capabilities_and_stats(repo_server):
     import requests
 
     assert requests.get(repo_server.url + "eotdlfs/capabilities").json() == {
-        "size": True, "range": True, "drafts": True, "max_form_fields": 1000}
+        "size": True, "range": True, "drafts": True, "max_form_fields": 1000, "carry_any_path": True,
+        "part_encodings": ["deflate", "zeros"]}
     stats = repo_server.stats()
     assert set(stats) == {"bytes_sent", "downloads", "uploads"}
     assert set(stats["uploads"]) == {"batch", "file", "chunk", "complete", "carry"}

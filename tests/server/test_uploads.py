@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import zlib
 
 import pytest
-from serverapi import sha1
+from serverapi import Api, sha1
 
 PART = 64 * 1024
 
@@ -175,3 +176,39 @@ def test_upload_id_bad_body(api, record):
     assert r.status_code == 400
     r = api.post(f"{api.kind}/0123456789abcdef01234567/uploadId", json={"filname": "a", "checksum": sha1(b"x")})
     assert (r.status_code, r.json()) == (404, {"detail": f"{api.noun.capitalize()} doesn't exist"})
+
+
+def test_deflated_and_zero_parts_are_decoded_and_checked(api, record):
+    """Our route 11 extension (a sparse file's holes cross the wire as sizes or deflated): the MD5 is of the
+    decoded part, the SHA-1 of the whole file is checked as for any upload."""
+    name, rid = record
+    zeros, tail = bytes(PART), b"tail" * 100
+    data = zeros * 3 + tail
+    upload_id = _start(api, rid, "sparse.bin", data).json()["upload_id"]
+    for part, chunk, encoding in ((1, zeros, "zeros"), (2, zeros, "deflate"), (3, zeros, "zeros"), (4, tail, "deflate")):
+        body = b"" if encoding == "zeros" else zlib.compress(chunk)
+        r = api.post(f"{api.kind}/chunk/{upload_id}", files={"file": ("blob", body)},
+                     data={"part_number": part, "checksum": _md5(chunk), "encoding": encoding, "size": len(chunk)})
+        assert r.status_code == 200, r.text
+    r = api.post(f"{api.kind}/complete/{upload_id}?version=1")
+    assert r.status_code == 200, r.text
+    assert api.download(rid, "sparse.bin").content == data
+
+
+@pytest.mark.parametrize("body, encoding, status, says", [
+    (zlib.compress(b"x" * PART), "gzip", 400, "encoding 'gzip' is not one of deflate, zeros"),
+    (zlib.compress(bytes(range(256)) * 4)[:-20], "deflate", 400, "ends before its zlib stream does"),
+    (b"not a zlib stream", "deflate", 400, "damaged"),
+    (zlib.compress(bytes(3000)), "deflate", 413, "inflates to more than 2000 bytes"),
+    (b"", "zeros", 400, "Checksum mismatch."),  # the MD5 is of 64 KiB of "x", not of zeros
+])
+def test_bad_deflated_parts_keep_nothing(server_factory, body, encoding, status, says):
+    server = server_factory(env={"EOTDLFS_MAX_BODY_BYTES": "2000"})
+    api = Api(server, "datasets", server.token("alice"))
+    rid = api.create("deflated")
+    api.new_version(rid)
+    upload_id = _start(api, rid, "f.bin", b"x" * PART).json()["upload_id"]
+    r = api.post(f"{api.kind}/chunk/{upload_id}", files={"file": ("blob", body)},
+                 data={"part_number": 1, "checksum": _md5(b"x" * PART), "encoding": encoding, "size": 1000})
+    assert r.status_code == status and says in r.json()["detail"], r.text
+    assert server.blob_store().parts(upload_id) == []

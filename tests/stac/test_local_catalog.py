@@ -12,7 +12,7 @@ import pytest
 from eotdlfs.metadata import MetadataError
 from eotdlfs.stac import MAX_DOCUMENT_BYTES, CatalogFiles, StacError, read_local_catalog
 from eotdlfs.stac import rules
-from tests.stac.catalogs import catalog_doc, collection_doc, item_doc, write_catalog, write_json
+from tests.stac.catalogs import add_link, catalog_doc, collection_doc, hostile, item_doc, write_catalog, write_json
 
 
 def materialise(files: CatalogFiles, source: Path, dest: Path) -> Path:
@@ -75,24 +75,6 @@ def test_absolute_links_inside_the_folder_are_made_relative(tmp_path):
     assert_walks_inside(materialise(files, source, tmp_path / "version"))
 
 
-def hostile(folder: Path, href: str, where: str = "asset") -> Path:
-    write_catalog(folder, items=1)
-    item = folder / "scenes" / "items" / "item-00000" / "item-00000.json"
-    doc = json.loads(item.read_text())
-    if where == "asset":
-        doc["assets"]["data"]["href"] = href
-        write_json(item, doc)
-    else:
-        add_link(folder / "scenes" / "collection.json", {"rel": "item", "href": href})
-    return folder
-
-
-def add_link(document: Path, link: dict) -> None:
-    doc = json.loads(document.read_text())
-    doc["links"].append(link)
-    write_json(document, doc)
-
-
 @pytest.mark.parametrize("href", ["../../../../../etc/passwd", "/etc/passwd", "file:///etc/passwd",
                                   "../../../../outside.tif", "../../../../src-prefix/a.tif"])
 @pytest.mark.parametrize("where", ["asset", "item link"])
@@ -144,14 +126,32 @@ def test_invalid_json_is_named(tmp_path):
         read_local_catalog(folder)
 
 
-def test_a_huge_property_blob_is_refused_unread(tmp_path):
+def test_a_huge_property_blob_is_refused(tmp_path):
     folder = write_catalog(tmp_path / "src", items=1)
     item = folder / "scenes" / "items" / "item-00000" / "item-00000.json"
     doc = json.loads(item.read_text())
     doc["properties"]["blob"] = "x" * MAX_DOCUMENT_BYTES
     write_json(item, doc)
-    with pytest.raises(StacError, match="item-00000.json: more than"):
+    with pytest.raises(StacError, match="item-00000.json: [0-9]+ bytes, more than"):
         read_local_catalog(folder)
+    collection = folder / "scenes" / "collection.json"
+    doc = json.loads(collection.read_text())
+    doc["summaries"] = {"blob": ["x" * MAX_DOCUMENT_BYTES]}
+    write_json(collection, doc)
+    with pytest.raises(StacError, match="collection.json: [0-9]+ bytes, more than"):
+        read_local_catalog(folder)
+
+
+def test_a_collection_over_the_document_cap_by_its_links_alone_is_read(tmp_path):
+    """Links grow with the children (100,000 item links are ~10 MB); only a document's own fields get the cap."""
+    folder = write_catalog(tmp_path / "src", items=1)
+    collection = folder / "scenes" / "collection.json"
+    doc = json.loads(collection.read_text())
+    doc["links"] += [{"rel": "related", "href": f"https://example.com/{i:05d}/" + "x" * 600} for i in range(2000)]
+    write_json(collection, doc)
+    assert collection.stat().st_size > MAX_DOCUMENT_BYTES
+    files = read_local_catalog(folder)
+    assert len(json.loads(dict(files.documents)["scenes/collection.json"])["links"]) == 3 + 2000  # root, parent, item
 
 
 def test_more_items_than_the_limit_are_refused(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -122,3 +123,24 @@ def test_chown_gives_a_staged_folder_to_another_user(shared_mount):
     assert (given.stat().st_uid, given.stat().st_gid) == (OTHER_UID, OTHER_UID)
     assert (kept.stat().st_uid, kept.stat().st_gid) == (os.getuid(), OTHER_UID)
     assert (given / "new.txt").stat().st_uid == OTHER_UID
+
+
+def test_nodes_another_user_makes_are_theirs_and_sticky_folders_hold(shared_mount):
+    """Symlinks, FIFOs and hard links made by another user in a folder open to all: owned by that user
+    (symlink, FIFO) or by the file's owner (a hard link); in a sticky folder only the owner removes them."""
+    mount, name = shared_mount
+    shared = staged(mount, name) / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "root.txt").write_text("root's\n")
+    (shared / "root.txt").chmod(0o644)
+    done = as_other("sh", "-c", f"cd '{shared}' && ln -s root.txt soft && mkfifo pipe && echo x > own.txt"
+                                " && ln own.txt hard")
+    assert done.returncode == 0, done.stderr
+    for made in ("soft", "pipe", "hard"):
+        st = os.lstat(shared / made)
+        assert (st.st_uid, st.st_gid) == (OTHER_UID, OTHER_UID), made
+    assert stat.S_ISLNK(os.lstat(shared / "soft").st_mode) and stat.S_ISFIFO(os.lstat(shared / "pipe").st_mode)
+    done = as_other("rm", "-f", str(shared / "root.txt"))  # sticky: not theirs
+    assert "Operation not permitted" in done.stderr and (shared / "root.txt").exists(), done.stderr
+    assert as_other("rm", str(shared / "pipe")).returncode == 0

@@ -267,6 +267,45 @@ def test_server_down_during_flush_keeps_the_stage_and_a_later_flush_works(tmp_pa
     assert published_versions(fresh_server, name) == [1, 2]
 
 
+def test_status_says_the_server_is_unreachable_once_a_flush_found_it_so(tmp_path, fresh_server, mount_factory,
+                                                                        unique_name):
+    """`eotdlfs flush` saying "cannot reach the repository" and `eotdlfs status` saying "reachable: yes"
+    next to it (the listing's last refresh, up to the TTL old): a flush's own contact counts."""
+    name = unique_name("reach")
+    ingest_folder(client(fresh_server), KIND, make_folder(tmp_path / "src", name, 2))
+    mount = mount_factory(fresh_server, ttl=60)
+    target = staged(mount, name)
+    assert mount.status()["server_reachable"] is True
+    (target / "new.txt").write_text("kept\n")
+    fresh_server.stop()
+    try:
+        result = flush_cli(tmp_path, fresh_server, target)
+        assert result.returncode == 1 and "cannot reach the repository" in result.stderr, result.stderr
+        assert mount.status()["server_reachable"] is False
+    finally:
+        fresh_server.start()
+    assert flush_cli(tmp_path, fresh_server, target).returncode == 0
+    assert mount.status()["server_reachable"] is True
+
+
+def test_a_sparse_staged_file_counts_only_its_data_blocks(tmp_path, repo_server, mount_factory, unique_name):
+    """`du` of a staged file with a 64 MiB hole counts its data, as on the disk holding it, so `du` is
+    right and `cp` (which takes few blocks for a large size as a sign of holes) copies it out sparse."""
+    name = unique_name("holes")
+    mount = mount_factory(repo_server)
+    target = staged(mount, name)
+    target.mkdir()
+    fd = os.open(target / "holes.bin", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.pwrite(fd, b"end", 64 << 20)
+    finally:
+        os.close(fd)
+    assert os.stat(target / "holes.bin").st_blocks < 1024  # under 512 KiB of the 64 MiB
+    subprocess.run(["cp", str(target / "holes.bin"), str(tmp_path / "copy.bin")], check=True, timeout=60)
+    copy = os.stat(tmp_path / "copy.bin")
+    assert copy.st_size == (64 << 20) + 3 and copy.st_blocks < 1024
+
+
 def test_disk_full_gives_enospc_and_loses_nothing_staged(tmp_path, repo_server, mount_factory, unique_name):
     cache = tmp_path / "full-cache"
     (cache / "staging").mkdir(parents=True)

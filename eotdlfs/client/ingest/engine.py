@@ -10,7 +10,8 @@ Order of work, and why:
    Another writer's draft is never touched: a new draft is created and recorded in the ledger
    before any byte is sent;
 4. large files by multipart (the server keeps received parts, so a re-run sends only the
-   missing ones), small ones in zip batches, unchanged ones carried (route 7, no bytes);
+   missing ones), small ones in zip batches, unchanged ones carried (route 7, no bytes), and
+   so are renamed and copied ones when the server carries known bytes under a new path;
 5. publish as a compare-and-swap: `base` = the latest version the plan was made against. If
    another writer published meanwhile, the server refuses (409), the draft is discarded and
    `VersionConflict` says which version came: a version never mixes two writers' files.
@@ -32,12 +33,14 @@ from eotdlfs.client.ingest.ledger import DraftLedger, user_ledger
 from eotdlfs.client.ingest.lock import ingest_lock
 from eotdlfs.client.ingest.plan import Carry, IngestPlan, LatestFile, SourceFile, Upload, chunked, plan_ingest, upload_batches
 from eotdlfs.client.ingest.sources import RefusedSymlink, scan_folder
+from eotdlfs.client.ingest.stac import catalog_name, documents_dir, is_stac_folder, stac_sources
 from eotdlfs.client.repository import record_versions
 from eotdlfs.client.ingest.transfer import PARALLEL_REQUESTS, send_batch, send_multipart
 from eotdlfs.parallel import in_parallel
 from eotdlfs.client.progress import TransferProgress
 from eotdlfs.metadata import METADATA_FILE, Metadata, MetadataError, load_metadata, record_noun
 from eotdlfs.repository import IngestResult
+from eotdlfs.stac.rules import ROOT_DOCUMENT
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +50,26 @@ DEFAULT_MAX_FORM_FIELDS = 1000  # Starlette's default cap on form fields per req
 
 def ingest_folder(api: ApiClient, kind: str, folder: Path, progress: TransferProgress | None = None,
                   cache: HashCache | None = None, ledger: DraftLedger | None = None) -> IngestResult:
-    """Ingest FOLDER (with its metadata.yml) as the next version of the record it names."""
-    metadata = load_metadata(folder)  # before any network call: a bad metadata.yml costs nothing
+    """Ingest FOLDER (with its metadata.yml, or a STAC catalog.json) as the next version of the record it names.
+
+    Everything about the folder is checked before any network call: a bad metadata.yml or
+    catalog costs nothing and publishes nothing.
+    """
     cache = cache or HashCache()
     try:
-        sources = scan_folder(folder, cache)
+        if is_stac_folder(folder):
+            metadata, sources = stac_sources(folder, cache, documents_dir(catalog_name(folder)))
+        else:
+            metadata = load_metadata(folder)
+            sources = scan_folder(folder, cache)
     finally:
         cache.close()
     return run_ingest(api, kind, metadata, sources, progress, ledger or user_ledger())
+
+
+def folder_name(folder: Path) -> str:
+    """The name of the record FOLDER ingests into: its STAC catalog's id, else its metadata.yml's name."""
+    return catalog_name(folder) if is_stac_folder(folder) else load_metadata(folder).name
 
 
 def run_ingest(api: ApiClient, kind: str, metadata: Metadata, sources: Sequence[SourceFile],
@@ -68,8 +83,8 @@ def run_ingest(api: ApiClient, kind: str, metadata: Metadata, sources: Sequence[
     """
     record_noun(kind)
     metadata = Metadata.from_mapping(metadata.to_json())  # the shared rules, whoever built METADATA
-    if not any(s.path == METADATA_FILE for s in sources):
-        raise MetadataError(METADATA_FILE, "must be one of the files ingested")
+    if not any(s.path in (METADATA_FILE, ROOT_DOCUMENT) for s in sources):
+        raise MetadataError(METADATA_FILE, f"(or a STAC {ROOT_DOCUMENT}) must be one of the files ingested")
     progress = progress or TransferProgress()
     check_local_sources(sources)
     sources = with_checksums(sources)
@@ -89,7 +104,7 @@ def _ingest_locked(api: ApiClient, kind: str, metadata: Metadata, sources: list[
         LatestFile(f["filename"], int(f["version"]), f["checksum"])
         for f in (api.files(kind, record["id"], latest) if latest is not None else [])
     ]
-    plan = plan_ingest(sources, latest_files)
+    plan = plan_ingest(sources, latest_files, api.carries_any_path)
     if plan.nothing_changed and latest is not None:
         raise NothingToIngest(metadata.name, latest)
     drafts = sorted(int(v["version_id"]) for v in versions if v.get("draft"))
@@ -212,7 +227,8 @@ def execute(api: ApiClient, kind: str, record_id: str, version: int, plan: Inges
         sent += sum(in_parallel(send, upload_batches(small, BATCH_MAX_BYTES, per_request), PARALLEL_REQUESTS))
 
     def carry(carries: Sequence[Carry]) -> None:
-        api.carry(kind, record_id, version, [c.path for c in carries], [c.checksum for c in carries])
+        api.carry(kind, record_id, version, [c.path for c in carries], [c.checksum for c in carries],
+                  any_path=any(c.new_path for c in carries))
         progress.advance(files=len(carries))
 
     in_parallel(carry, chunked(plan.carries, per_request), PARALLEL_REQUESTS)

@@ -2,7 +2,10 @@
 
 `plan_ingest` diffs the wanted files against the latest version's files by path and SHA-1:
 new and changed files become `Upload`s, unchanged ones `Carry`s (route 7, no bytes sent),
-and paths no longer wanted `Drop`s (simply left out of the new version). Everything here
+and paths no longer wanted `Drop`s (simply left out of the new version). On a server whose
+route 7 takes known bytes under any path (`carry_any_path`), a file whose SHA-1 the latest
+version holds under another path (a rename, a copy, a hard link), or that an upload of this
+plan sends (carries run after the uploads), is a `Carry` too. Everything here
 is pure, so plans and batches are tested without a server.
 """
 
@@ -60,10 +63,12 @@ class Upload:
 
 @dataclass(frozen=True)
 class Carry:
-    """Put the already-stored file PATH (same CHECKSUM) into the new version."""
+    """Put the already-stored file PATH (same CHECKSUM) into the new version; NEW_PATH: bytes the
+    record holds under another path (route 7 with `any_path`)."""
 
     path: str
     checksum: str
+    new_path: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ class IngestPlan:
 
     @property
     def nothing_changed(self) -> bool:
-        return not self.uploads and not self.drops
+        return not self.uploads and not self.drops and not any(c.new_path for c in self.carries)
 
     @property
     def bytes_to_send(self) -> int:
@@ -102,10 +107,13 @@ class IngestPlan:
         return all(self.wanted.get(path) == checksum for path, checksum in present.items())
 
 
-def plan_ingest(sources: Sequence[SourceFile], latest_files: Iterable[LatestFile]) -> IngestPlan:
-    """The operations that make the new version hold exactly SOURCES (whose checksums must be known)."""
+def plan_ingest(sources: Sequence[SourceFile], latest_files: Iterable[LatestFile],
+                carry_any_path: bool = False) -> IngestPlan:
+    """The operations that make the new version hold exactly SOURCES (whose checksums must be known);
+    CARRY_ANY_PATH: the server carries known bytes under new paths."""
     latest = {f.path: f for f in latest_files}
     by_checksum = {f.checksum: f for f in latest.values()}
+    stored = set(by_checksum) if carry_any_path else set()  # bytes the record holds once the uploads are done
     uploads: list[Upload] = []
     carries: list[Carry] = []
     wanted: dict[str, str] = {}
@@ -118,8 +126,12 @@ def plan_ingest(sources: Sequence[SourceFile], latest_files: Iterable[LatestFile
         current = latest.get(source.path)
         if current is not None and current.checksum == source.checksum:
             carries.append(Carry(source.path, source.checksum))
+        elif source.checksum in stored:
+            carries.append(Carry(source.path, source.checksum, new_path=True))
         elif source.local_path is not None:
             uploads.append(Upload(source))
+            if carry_any_path:
+                stored.add(source.checksum)
         elif source.checksum in by_checksum:
             uploads.append(Upload(source, origin=by_checksum[source.checksum]))
         else:

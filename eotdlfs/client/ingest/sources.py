@@ -15,34 +15,15 @@ source that is a symlink (`engine.check_local_sources`), so no caller reads thro
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from pathlib import Path
 
 from eotdlfs.client.hashcache import FileKey, HashCache
 from eotdlfs.client.ingest.plan import SourceFile
+from eotdlfs.paths import RefusedSymlink, resolve_inside
 
-
-class RefusedSymlink(OSError):
-    """A symlink in a folder being ingested that may not be followed."""
-
-
-def resolve_inside(link: Path, root: Path) -> Path:
-    """The real path LINK leads to, when it lies inside ROOT (a real path); else `RefusedSymlink` naming both."""
-    points_to = os.readlink(link)
-    try:
-        target = Path(os.path.realpath(link, strict=True))
-    except FileNotFoundError:
-        raise RefusedSymlink(f"{link}: dangling symlink (to {points_to}, which does not exist)") from None
-    except OSError as exc:
-        why = "is a symlink loop" if exc.errno == errno.ELOOP else f"cannot be resolved ({exc.strerror})"
-        raise RefusedSymlink(f"{link}: symlink to {points_to} {why}") from None
-    if not target.is_relative_to(root):
-        resolved = "" if points_to == str(target) else f", which resolves to {target},"
-        raise RefusedSymlink(f"{link}: symlink to {points_to}{resolved} leads outside {root}; an ingest takes "
-                             "only files inside the folder (copy the file in to include it)")
-    return target
+__all__ = ["RefusedSymlink", "scan_folder"]
 
 
 def _walk(root: Path) -> list[tuple[str, Path, os.stat_result]]:

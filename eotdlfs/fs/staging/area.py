@@ -32,6 +32,7 @@ from eotdlfs.fs.staging.control import FLUSH_XATTR, Stage
 from eotdlfs.fs.staging.flush import FlushServices, RecordFlusher
 from eotdlfs.fs.staging.journal import DIR_MODE, JOURNAL_FILE
 from eotdlfs.fs.staging.files import BaseFile, BaseVersion, staging_error
+from eotdlfs.fs.staging.nodecalls import NodeCalls
 from eotdlfs.fs.staging.openfiles import StagedHandle
 from eotdlfs.fs.staging.overlay import StagingOverlay
 from eotdlfs.metadata import KINDS, MetadataError, validate_name
@@ -40,9 +41,8 @@ from eotdlfs.repository import FileEntry
 
 log = logging.getLogger(__name__)
 
-UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2  # <sys/stat.h>, as fusepy's use_ns hands them over
-_UNCHANGED_ID = (-1, (1 << 32) - 1)  # chown's "keep this one": (uid_t) -1
 FOLLOW_CHECK_S = 5.0  # how often an unchanged overlay looks for a newer published version
+REFUSED_KEPT = 5  # names refused when made that `eotdlfs status` shows, newest last
 SHUTDOWN_WAIT_S = 10.0  # unmount waits this long for a running flush (it resumes at the next mount)
 
 
@@ -68,16 +68,6 @@ def _split(path: str) -> tuple[str | None, str | None, str]:
     return kind, name, "/".join(parts[2:])
 
 
-def _check_new_path(path: str, rel: str) -> None:
-    """Refuse at once a file path REL (inside the record of PATH) that a flush would fail on:
-    ENAMETOOLONG when too long, else EINVAL; the reason goes to the log."""
-    try:
-        validate_file_path(rel)
-    except BadPath as exc:
-        log.warning("%s refused: %s", path, exc)
-        raise staging_error(errno.ENAMETOOLONG if isinstance(exc, PathTooLong) else errno.EINVAL, path) from exc
-
-
 def _lock_folder(folder: Path) -> int:
     """Hold FOLDER for this process: two mounts on one staging folder would collect each other's files."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -91,7 +81,7 @@ def _lock_folder(folder: Path) -> int:
     return fd
 
 
-class StagingArea:
+class StagingArea(NodeCalls):
     def __init__(self, folder: Path, published: PublishedRecords, services: FlushServices,
                  autoflush: float | None = None):
         # set once
@@ -108,6 +98,7 @@ class StagingArea:
         self._overlays: dict[tuple[str, str], StagingOverlay] = {}
         self._flushers: dict[tuple[str, str], RecordFlusher] = {}
         self._followed: dict[tuple[str, str], float] = {}
+        self._refused: list[dict] = []  # the last REFUSED_KEPT names refused when made, for `eotdlfs status`
         self._resume_interrupted()
         self._autoflusher = None
         if autoflush:
@@ -192,6 +183,26 @@ class StagingArea:
                         flusher = self._flushers[(kind, name)]
                     flusher.request()
 
+    # -- names ------------------------------------------------------------------------------
+
+    def _check_new_path(self, path: str, rel: str) -> None:
+        """Refuse at once a file path REL (inside the record of PATH) that a flush would fail on:
+        ENAMETOOLONG when too long, else EINVAL."""
+        try:
+            validate_file_path(rel)
+        except BadPath as exc:
+            code = errno.ENAMETOOLONG if isinstance(exc, PathTooLong) else errno.EINVAL
+            raise self._refuse(path, str(exc), code) from exc
+
+    def _refuse(self, path: str, reason: str, code: int) -> OSError:
+        """The error for a name refused when made; the reason goes to the log and to `eotdlfs status`
+        (the writer sees only the errno)."""
+        log.warning("staging%s refused: %s", path, reason)
+        with self._lock:
+            self._refused.append({"path": f"staging{path}", "reason": reason, "at": time.time()})
+            del self._refused[:-REFUSED_KEPT]
+        return staging_error(code, path)
+
     # -- attributes and listings ----------------------------------------------------------
 
     def _dir_attrs(self) -> dict:
@@ -245,14 +256,22 @@ class StagingArea:
             raise staging_error(errno.EPERM, path)
         return self._overlay(kind, name, path), rel
 
+    def _node_at(self, path: str) -> tuple[StagingOverlay | None, str]:
+        kind, name, rel = _split(path)
+        return (None, rel) if name is None else (self._overlay(kind, name, path), rel)
+
+    def _new_path(self, path: str) -> tuple[StagingOverlay, str]:
+        overlay, rel = self._inside(path)
+        self._check_new_path(path, rel)
+        return overlay, rel
+
     def open(self, path: str, flags: int) -> StagedHandle:
         overlay, rel = self._inside(path)
         return overlay.open(rel, flags)
 
     def create(self, path: str, mode: int, flags: int = os.O_WRONLY, uid: int | None = None,
                gid: int | None = None) -> StagedHandle:
-        overlay, rel = self._inside(path)
-        _check_new_path(path, rel)
+        overlay, rel = self._new_path(path)
         return overlay.create(rel, mode, flags, uid, gid)
 
     def read(self, path: str, size: int, offset: int, fh: StagedHandle) -> bytes:
@@ -285,13 +304,12 @@ class StagingArea:
             raise staging_error(errno.EPERM, path)
         if rel:
             overlay = self._overlay(kind, name, path)
-            _check_new_path(path, rel)
+            self._check_new_path(path, rel)
             return overlay.mkdir(rel, mode, uid, gid)
         try:
             validate_name(name)
         except MetadataError as exc:
-            log.warning("mkdir %s refused: %s", path, exc)
-            raise staging_error(errno.EINVAL, path) from exc
+            raise self._refuse(path, f"not a {kind[:-1]} name: {exc}", errno.EINVAL) from exc
         with self._create_lock:
             if name in self._names(kind):
                 raise staging_error(errno.EEXIST, path)
@@ -326,40 +344,8 @@ class StagingArea:
         if (old_kind, old_name) != (new_kind, new_name):
             raise staging_error(errno.EXDEV, new)  # mv falls back to copy + delete
         overlay = self._overlay(old_kind, old_name, old)
-        _check_new_path(new, new_rel)
+        self._check_new_path(new, new_rel)
         overlay.rename(old_rel, new_rel)
-
-    def chmod(self, path: str, mode: int) -> None:
-        kind, name, rel = _split(path)
-        if name is not None:
-            self._overlay(kind, name, path).chmod(rel, mode)
-
-    def chown(self, path: str, uid: int, gid: int) -> None:
-        """A new owner and group, each -1 (as libfuse hands it: 2**32 - 1) for unchanged. Who may
-        change them the kernel decides (`default_permissions`); above the records they stay."""
-        kind, name, rel = _split(path)
-        if name is None:
-            return
-        self._overlay(kind, name, path).chown(rel, None if uid in _UNCHANGED_ID else uid,
-                                              None if gid in _UNCHANGED_ID else gid)
-
-    def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
-        """Only the modification time is kept. libfuse passes UTIME_NOW / UTIME_OMIT as a zero second
-        with that marker in the nanoseconds (`touch`, `touch -a`)."""
-        kind, name, rel = _split(path)
-        if name is None:
-            return
-        mtime_ns = times[1] if times else UTIME_NOW
-        if mtime_ns == UTIME_OMIT:
-            self.getattr(path)
-            return
-        self._overlay(kind, name, path).utimens(rel, time.time_ns() if mtime_ns == UTIME_NOW else mtime_ns)
-
-    def readlink(self, path: str) -> str:
-        raise staging_error(errno.EINVAL, path)  # staging holds no symlinks
-
-    def symlink(self, target: str, source: str) -> None:
-        raise staging_error(errno.EPERM, target)  # a dataset version holds files only
 
     # -- extended attributes: the flush control -----------------------------------------
 
@@ -429,7 +415,10 @@ class StagingArea:
                 "bytes_pending": pending.bytes_pending, "flush": state.state, "message": state.message,
                 "error": state.error, "version": state.version,
             })
-        return {"autoflush_s": self._autoflush, "records": sorted(records, key=lambda r: r["record"])}
+        with self._lock:
+            refused = list(self._refused)
+        return {"autoflush_s": self._autoflush, "records": sorted(records, key=lambda r: r["record"]),
+                "refused_names": refused}
 
     def destroy(self) -> None:
         self._stop.set()

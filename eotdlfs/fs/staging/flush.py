@@ -4,9 +4,12 @@ The flusher knows the ingestion engine only as a callable (`Ingest`), as rclone'
 write-back knows only a put function. Order, and why:
 1. if the server published a version after the one staging started from, apply the
    staged changes onto it first (staged files win), so a flush never undoes it;
-2. freeze the tree (waiting, bounded, for files open for writing) — or, after a crash,
-   take the frozen list the journal kept, so the resumed flush ships the same bytes;
-3. validate metadata.yml before anything is sent;
+2. freeze the tree (waiting, bounded, for files open for writing and for files closed
+   meanwhile to keep their names) — or, after a crash, take the frozen list the journal
+   kept, so the resumed flush ships the same bytes;
+3. validate every file name and metadata.yml before anything is hashed or sent (a STAC
+   record: its whole catalog once hashed, and its documents become their self-contained
+   rewrites, `stacflush`);
 4. ingest: the engine reuses the draft an interrupted run of THIS mount left (its draft
    ledger sits in the staging folder), so exactly one version comes out however often this
    is retried; nothing changed -> no version. The engine publishes only if the version the
@@ -37,7 +40,10 @@ from typing import Callable, Sequence
 from eotdlfs.fs.staging.control import Stage
 from eotdlfs.fs.staging.files import BaseVersion, StagedFile
 from eotdlfs.fs.staging.overlay import StagingOverlay
+from eotdlfs.fs.staging.stacflush import is_stac, stac_files
 from eotdlfs.metadata import METADATA_FILE, Metadata, MetadataError, load_metadata
+from eotdlfs.paths import BadPath, validate_file_path
+from eotdlfs.stac.rules import ROOT_DOCUMENT
 from eotdlfs.repository import (FileEntry, FileToShip, IngestResult, NothingToIngest, RepositoryError,
                                 TransferProgress, Unauthorized, VersionConflict)
 
@@ -45,6 +51,7 @@ log = logging.getLogger(__name__)
 
 WRITER_WAIT_S = 60.0  # longest a flush waits for a file open for writing
 CONFLICT_RETRIES = 3  # flushes re-planned onto a version another writer published meanwhile
+NAMES_SHOWN = 20  # refused names a failed flush lists
 
 
 # `Publisher.ingest`: (kind, metadata, files, progress, base: the published version the files derive from, 0 for none)
@@ -119,6 +126,20 @@ def _describe(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
     return str(exc) or type(exc).__name__
+
+
+def _check_names(shipped: list[StagedFile]) -> None:
+    """Every path the repository would refuse, in one error, before anything is hashed or sent (staging
+    refuses such names when they are made; a journal an older eotdlfs wrote may still hold some)."""
+    bad = []
+    for staged in shipped:
+        try:
+            validate_file_path(staged.path)
+        except BadPath as exc:
+            bad.append(str(exc))
+    if bad:
+        raise FlushError(f"{len(bad)} file name(s) the repository refuses (rename them, then flush again): "
+                         + "; ".join(bad[:NAMES_SHOWN]) + ("; ..." if len(bad) > NAMES_SHOWN else ""))
 
 
 class RecordFlusher:
@@ -232,14 +253,20 @@ class RecordFlusher:
         if not resuming:
             if ov.base_version is not None and not ov.journal.has_changes():
                 ov.settle()
-                return FlushOutcome(Stage.NOTHING, f"nothing to flush: no staged changes since v{ov.base_version}")
+                return FlushOutcome(Stage.NOTHING, f"nothing to flush: no staged changes since v{ov.base_version}"
+                                    f"{self._empty_folders_note()}")
             self._update(state=Stage.WAITING, message="freezing the staged files")
             shipped = ov.freeze(self._writer_wait, self._waiting_for)
         frozen_at = time.monotonic()
         try:
+            _check_names(shipped)
+            stac = is_stac(shipped)
+            metadata = None if stac else self._metadata(shipped)
             self._update(state=Stage.FLUSHING, message="hashing the staged files")
             shipped = ov.hash_frozen(shipped)
-            metadata = self._metadata(shipped)
+            if stac:  # after hashing: a rewritten document equal to its staged file is shipped as it is
+                metadata, shipped = stac_files(ov, shipped)
+                self._check_name(metadata.name, f"the catalog id in {ROOT_DOCUMENT}")
             self._update(state=Stage.FLUSHING, message=f"ingesting {len(shipped)} files")
             try:
                 result = services.ingest(ov.kind, metadata, shipped, _StateProgress(self), ov.base_version or 0)
@@ -256,11 +283,24 @@ class RecordFlusher:
         timings = {"freeze_s": round(frozen_at - started, 3), "ingest_s": round(ingested_at - frozen_at, 3),
                    "restage_s": round(time.monotonic() - ingested_at, 3)}
         log.info("flush of %s/%s: %d files as v%d, %s", ov.kind, ov.name, len(shipped), version, timings)
+        note += self._empty_folders_note()
         if not summary:
-            return FlushOutcome(Stage.NOTHING, f"nothing to flush: the staged files equal v{version}", version, timings)
+            return FlushOutcome(Stage.NOTHING, f"nothing to flush: the staged files equal v{version}{note}", version,
+                                timings)
         return FlushOutcome(Stage.DONE, f"published v{version}: {summary['uploaded']} uploaded, "
                             f"{summary['carried']} carried, {summary['dropped']} removed, "
                             f"{summary['bytes_sent']} bytes sent{note}", version, dict(summary, **timings))
+
+    def _empty_folders_note(self, shown: int = 5) -> str:
+        """What the result says of empty folders: a version holds files only, so they are not
+        published; they stay in staging (a tool may be about to write there), named here."""
+        empty = self.overlay.journal.empty_folders()
+        if not empty:
+            return ""
+        names = ", ".join(f"{path}/" for path in empty[:shown]) + (f" and {len(empty) - shown} more"
+                                                                    if len(empty) > shown else "")
+        log.warning("flush of %s/%s: empty folders not published: %s", self.overlay.kind, self.overlay.name, names)
+        return f" (not published: a version holds files only; empty folders kept in staging: {names})"
 
     def _waiting_for(self, path: str) -> None:
         log.info("flush of %s waits for %s, open for writing", self.overlay.name, path)
@@ -272,16 +312,19 @@ class RecordFlusher:
         if found is None:
             noun = "a new dataset" if ov.kind == "datasets" else "a new model"
             top = sorted({f.path.split("/")[0] for f in shipped})
-            raise FlushError(f"{ov.kind}/{ov.name} has no {METADATA_FILE} at its root (it has: "
-                             f"{', '.join(top[:5]) or 'nothing'}{', ...' if len(top) > 5 else ''}); "
+            raise FlushError(f"{ov.kind}/{ov.name} has no {METADATA_FILE} (nor a STAC {ROOT_DOCUMENT}) at its root "
+                             f"(it has: {', '.join(top[:5]) or 'nothing'}{', ...' if len(top) > 5 else ''}); "
                              f"{noun} needs one (name, authors, license, source) before it can be flushed")
         with tempfile.TemporaryDirectory(prefix="eotdlfs-flush-") as folder:
             (Path(folder) / METADATA_FILE).write_bytes(ov.read_staged(found))
             metadata = load_metadata(Path(folder))
-        if metadata.name != ov.name:
-            raise FlushError(f"{METADATA_FILE} names {metadata.name!r} but this staging folder is {ov.name!r}; "
-                             "make them the same")
+        self._check_name(metadata.name, METADATA_FILE)
         return metadata
+
+    def _check_name(self, name: str, given_by: str) -> None:
+        if name != self.overlay.name:
+            raise FlushError(f"{given_by} names {name!r} but this staging folder is {self.overlay.name!r}; "
+                             "make them the same")
 
     def _catch_up(self) -> str:
         """When the server published a version after the one staging started from, apply the staged

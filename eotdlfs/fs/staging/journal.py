@@ -5,9 +5,12 @@ a process killed at any point leaves the state either before or after each chang
 record nobody has changed keeps its journal in memory, so merely listing `staging/`
 writes nothing to disk; the first change makes it durable (`make_durable`).
 
-The tree is a table of nodes, one per path ('' is the record root): a directory, or a
+The tree is a table of nodes, one per path ('' is the record root): a directory, a
 file whose bytes are either a staged upper file (`upper`, an id in the upper folder) or
-a file of the base version (`base_path`, the path it has in the base listing).
+a file of the base version (`base_path`, the path it has in the base listing), or a node
+a disk keeps but a version does not (its type in `mode`): a symlink (`target`), a FIFO, a
+socket, a device (`rdev`). Hard links are file nodes sharing an `ino` (rows and
+writes: `nodetable`).
 
 Locks. `StagingJournal._lock` (an RLock) guards the SQLite connection and the path of its
 file; a transaction holds it from begin to commit. It is taken inside a StagingOverlay's
@@ -20,16 +23,15 @@ import errno
 import json
 import sqlite3
 import threading
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
 from eotdlfs.diskfull import is_disk_full
+from eotdlfs.fs.staging.nodetable import NODE_COLUMNS, Node, NodeWriter, below, node_of, parent_of
 from eotdlfs.repository import FileEntry
 
 JOURNAL_FILE = "journal.sqlite"
 DIR_MODE = 0o040755
-FILE_MODE = 0o100644
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -37,45 +39,24 @@ CREATE TABLE IF NOT EXISTS base (path TEXT PRIMARY KEY, file_version INTEGER NOT
                                  checksum TEXT NOT NULL, size INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS nodes (path TEXT PRIMARY KEY, parent TEXT, is_dir INTEGER NOT NULL,
                                   upper TEXT, base_path TEXT, mode INTEGER NOT NULL,
-                                  mtime_ns INTEGER NOT NULL, uid INTEGER, gid INTEGER);
+                                  mtime_ns INTEGER NOT NULL, uid INTEGER, gid INTEGER,
+                                  atime_ns INTEGER, ctime_ns INTEGER, target TEXT, rdev INTEGER, ino INTEGER);
 CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent);
 """
 # Columns added after the first release, with the type an older journal gets them as.
-_ADDED_COLUMNS = {"uid": "INTEGER", "gid": "INTEGER"}
-_NODE_COLUMNS = "path, is_dir, upper, base_path, mode, mtime_ns, uid, gid"
+_ADDED_COLUMNS = {"uid": "INTEGER", "gid": "INTEGER", "atime_ns": "INTEGER", "ctime_ns": "INTEGER",
+                  "target": "TEXT", "rdev": "INTEGER", "ino": "INTEGER"}
+_FILE = "is_dir = 0 AND (mode & 61440) = 32768"  # S_ISREG: a file a version holds
+# A base path no file has, nor a symlink (a published symlink stays one in staging: its path, or the
+# paths below it for a folder's, are what it published as).
+_GONE = (f"path NOT IN (SELECT path FROM nodes WHERE {_FILE}) AND NOT EXISTS (SELECT 1 FROM nodes s WHERE"
+         " s.target IS NOT NULL AND (s.path = base.path OR (base.path > s.path || '/' AND base.path < s.path || '0')))")
+LINKS_PUBLISHED = "links_published_ns"  # meta: when the symlinks of the last published version were frozen
 
 
-@dataclass(frozen=True)
-class Node:
-    """One path of the staged tree."""
-
-    path: str
-    is_dir: bool
-    upper: str | None = None  # id of the staged file holding the bytes
-    base_path: str | None = None  # else the base file whose bytes these are
-    mode: int = FILE_MODE
-    mtime_ns: int = 0
-    uid: int | None = None  # who created it (another user on an --allow-other mount); None: the mount's user
-    gid: int | None = None
-
-
-def parent_of(path: str) -> str | None:
-    """The parent path ('' for a top-level path, None for the root itself)."""
-    if path == "":
-        return None
-    return path.rpartition("/")[0]
-
-
-def _node(row: tuple) -> Node:
-    path, is_dir, upper, base_path, mode, mtime_ns, uid, gid = row
-    return Node(path, bool(is_dir), upper, base_path, mode, mtime_ns, uid, gid)
-
-
-def _below(path: str) -> tuple[str, tuple]:
-    """SQL condition and arguments selecting the paths strictly below PATH ('0' sorts right after '/')."""
-    if path == "":
-        return "path != ''", ()
-    return "path > ? AND path < ?", (path + "/", path + "0")
+def _mtime_ns(entry: FileEntry, version_ns: int) -> int:
+    """A base file's mtime, as the read-only tree shows it: its file version's time, else its version's."""
+    return version_ns if entry.created_at is None else int(entry.created_at * 1e9)
 
 
 class StagingJournal:
@@ -157,7 +138,7 @@ class StagingJournal:
             tx.executemany("INSERT INTO base VALUES (?, ?, ?, ?)",
                            ((e.path, e.file_version, e.checksum, e.size) for e in entries))
             tx.put_many(Node(d, True, mode=DIR_MODE, mtime_ns=mtime_ns) for d in dirs)
-            tx.put_many(Node(e.path, False, base_path=e.path, mtime_ns=mtime_ns) for e in entries)
+            tx.put_many(Node(e.path, False, base_path=e.path, mtime_ns=_mtime_ns(e, mtime_ns)) for e in entries)
             tx.set_meta("base_version", version)
 
     def merge_base(self, version: int, entries: Iterable[FileEntry], mtime_ns: int) -> list[str]:
@@ -173,9 +154,9 @@ class StagingJournal:
         with self.transaction() as tx:
             old = {r[0] for r in tx.execute("SELECT path FROM base")}
             present = {n.path: n for n in tx.nodes("1")}
-            if any(not n.is_dir and n.upper is None and n.base_path != n.path for n in present.values()):
+            if any(n.is_file and n.upper is None and n.base_path != n.path for n in present.values()):
                 raise ValueError("copy up renamed base files before merging")
-            gone = [(p,) for p, n in present.items() if not n.is_dir and n.upper is None and p not in new]
+            gone = [(p,) for p, n in present.items() if n.is_file and n.upper is None and p not in new]
             tx.executemany("DELETE FROM nodes WHERE path = ?", gone)
             blocked, added = [], []
             for path in sorted(set(new) - old - set(present)):
@@ -189,7 +170,7 @@ class StagingJournal:
                 for folder in parents:
                     present[folder] = Node(folder, True, mode=DIR_MODE, mtime_ns=mtime_ns)
                     added.append(present[folder])
-                present[path] = Node(path, False, base_path=path, mtime_ns=mtime_ns)
+                present[path] = Node(path, False, base_path=path, mtime_ns=_mtime_ns(new[path], mtime_ns))
                 added.append(present[path])
             tx.put_many(added)
             tx.execute("DELETE FROM base")
@@ -220,7 +201,11 @@ class StagingJournal:
             tx.execute("UPDATE nodes SET base_path = (SELECT new FROM remap WHERE old = nodes.base_path)"
                        " WHERE upper IS NULL AND base_path IN (SELECT old FROM remap)")
             tx.executemany("UPDATE nodes SET upper = NULL, base_path = ?, mtime_ns = ? WHERE upper = ?", uppers)
-            lost = tx.execute("SELECT path FROM nodes WHERE is_dir = 0 AND upper IS NULL"
+            # A file published under two names (hard links) points at the one with its own path.
+            tx.execute("UPDATE nodes SET base_path = path WHERE upper IS NULL AND base_path != path AND"
+                       " (SELECT checksum FROM base WHERE path = nodes.path) ="
+                       " (SELECT checksum FROM base WHERE path = nodes.base_path)")
+            lost = tx.execute(f"SELECT path FROM nodes WHERE {_FILE} AND upper IS NULL"
                               " AND base_path NOT IN (SELECT path FROM base) LIMIT 1").fetchone()
             if lost:
                 raise ValueError(f"{lost[0]}: its bytes are in neither version {version} nor staging")
@@ -239,14 +224,25 @@ class StagingJournal:
 
     def node(self, path: str) -> Node | None:
         with self._lock:
-            row = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE path = ?", (path,)).fetchone()
-        return _node(row) if row else None
+            row = self._db.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE path = ?", (path,)).fetchone()
+        return node_of(row) if row else None
 
     def children(self, path: str) -> list[Node]:
         with self._lock:
-            rows = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE parent = ? ORDER BY path",
+            rows = self._db.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE parent = ? ORDER BY path",
                                     (path,)).fetchall()
-        return [_node(r) for r in rows]
+        return [node_of(r) for r in rows]
+
+    def subfolders(self, path: str) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM nodes WHERE parent = ? AND is_dir = 1", (path,)).fetchone()[0]
+
+    def below(self, path: str) -> list[Node]:
+        """Every node strictly below PATH."""
+        where, args = below(path)
+        with self._lock:
+            rows = self._db.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE {where} ORDER BY path", args).fetchall()
+        return [node_of(r) for r in rows]
 
     def has_children(self, path: str) -> bool:
         with self._lock:
@@ -254,8 +250,15 @@ class StagingJournal:
 
     def files(self) -> list[Node]:
         with self._lock:
-            rows = self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE is_dir = 0 ORDER BY path").fetchall()
-        return [_node(r) for r in rows]
+            rows = self._db.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE {_FILE} ORDER BY path").fetchall()
+        return [node_of(r) for r in rows]
+
+    def special_nodes(self) -> list[Node]:
+        """Nodes a version cannot hold as they are: symlinks, FIFOs, sockets, devices."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE is_dir = 0 AND NOT ({_FILE})"
+                                    " ORDER BY path").fetchall()
+        return [node_of(r) for r in rows]
 
     def base_entry(self, path: str) -> FileEntry | None:
         with self._lock:
@@ -268,7 +271,7 @@ class StagingJournal:
         with self._lock:
             rows = self._db.execute(
                 "SELECT n.path, n.upper, b.path, b.file_version, b.checksum, b.size FROM nodes n"
-                " LEFT JOIN base b ON n.upper IS NULL AND b.path = n.base_path WHERE n.is_dir = 0 ORDER BY n.path"
+                f" LEFT JOIN base b ON n.upper IS NULL AND b.path = n.base_path WHERE n.{_FILE} ORDER BY n.path"
             ).fetchall()
         return [(r[0], r[1], FileEntry(*r[2:]) if r[2] is not None else None) for r in rows]
 
@@ -281,19 +284,43 @@ class StagingJournal:
             moved = self._db.execute(
                 "SELECT n.path, b.size FROM nodes n JOIN base b ON b.path = n.base_path"
                 " WHERE n.upper IS NULL AND n.is_dir = 0 AND n.base_path != n.path ORDER BY n.path").fetchall()
-            gone = self._db.execute(
-                "SELECT path FROM base WHERE path NOT IN (SELECT path FROM nodes WHERE is_dir = 0) ORDER BY path"
-            ).fetchall()
+            gone = self._db.execute(f"SELECT path FROM base WHERE {_GONE} ORDER BY path").fetchall()
         return [(p, u, bool(b)) for p, u, b in staged], moved, [r[0] for r in gone]
 
     def has_changes(self) -> bool:
-        """True when the tree differs from the base listing in any file (cheaper than `changes`)."""
+        """True when the tree differs from the base listing in any file (cheaper than `changes`): a file
+        staged, moved or gone, a symlink made or moved since LINKS_PUBLISHED, or a node a flush refuses."""
         with self._lock:
             if self._db.execute("SELECT 1 FROM nodes WHERE is_dir = 0 AND (upper IS NOT NULL OR base_path != path)"
                                 " LIMIT 1").fetchone():
                 return True
-            kept = self._db.execute("SELECT count(*) FROM nodes WHERE is_dir = 0").fetchone()[0]
-            return kept != self._db.execute("SELECT count(*) FROM base").fetchone()[0]
+            if self._db.execute(f"SELECT 1 FROM nodes WHERE is_dir = 0 AND NOT ({_FILE}) AND (target IS NULL OR"
+                                " max(mtime_ns, coalesce(ctime_ns, 0)) > ?) LIMIT 1",
+                                (self.get_meta(LINKS_PUBLISHED, 0),)).fetchone():
+                return True
+            return self._db.execute(f"SELECT 1 FROM base WHERE {_GONE} LIMIT 1").fetchone() is not None
+
+    def links(self, ino: int | None) -> int:
+        """How many names the hard-link group INO has (1 for a single name)."""
+        if ino is None:
+            return 1
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM nodes WHERE ino = ?", (ino,)).fetchone()[0]
+
+    def upper_in_use(self, upper: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM nodes WHERE upper = ? LIMIT 1", (upper,)).fetchone() is not None
+
+    def new_ino(self) -> int:
+        with self._lock:
+            return (self._db.execute("SELECT max(ino) FROM nodes").fetchone()[0] or 0) + 1
+
+    def empty_folders(self) -> list[str]:
+        """Folders with nothing in them (the record's own folder aside): a version holds files only."""
+        with self._lock:
+            rows = self._db.execute("SELECT path FROM nodes WHERE is_dir = 1 AND path != '' AND NOT EXISTS"
+                                    " (SELECT 1 FROM nodes c WHERE c.parent = nodes.path) ORDER BY path").fetchall()
+        return [r[0] for r in rows]
 
     def upper_ids(self) -> set[str]:
         with self._lock:
@@ -337,43 +364,3 @@ class _Transaction:
 def disk_error(error: sqlite3.Error) -> OSError:
     """A SQLite failure as the OSError a writer should see: ENOSPC when the disk is full, else EIO."""
     return OSError(errno.ENOSPC if is_disk_full(error) else errno.EIO, f"staging journal: {error}")
-
-
-class NodeWriter:
-    """The changes one transaction makes."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self._db = db
-
-    def execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
-        return self._db.execute(sql, args)
-
-    def executemany(self, sql: str, rows: Iterable) -> sqlite3.Cursor:
-        return self._db.executemany(sql, rows)
-
-    def set_meta(self, key: str, value: Any) -> None:
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
-
-    def nodes(self, where: str, args: tuple = ()) -> list[Node]:
-        return [_node(r) for r in self._db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE {where}", args)]
-
-    def put(self, node: Node) -> None:
-        self.put_many((node,))
-
-    def put_many(self, nodes: Iterable[Node]) -> None:
-        self._db.executemany(
-            "INSERT OR REPLACE INTO nodes (path, parent, is_dir, upper, base_path, mode, mtime_ns, uid, gid)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            ((n.path, parent_of(n.path), int(n.is_dir), n.upper, n.base_path, n.mode, n.mtime_ns, n.uid, n.gid)
-             for n in nodes),
-        )
-
-    def delete(self, path: str) -> None:
-        self._db.execute("DELETE FROM nodes WHERE path = ?", (path,))
-
-    def move_subtree(self, old: str, new: str) -> None:
-        """Move every node strictly below OLD to the same place below NEW."""
-        where, args = _below(old)
-        moved = self.nodes(where, args)
-        self._db.execute(f"DELETE FROM nodes WHERE {where}", args)
-        self.put_many(replace(n, path=new + n.path[len(old):]) for n in moved)

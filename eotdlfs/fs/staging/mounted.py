@@ -3,10 +3,9 @@ flushes through the repository's ports (`Repository` read fresh, `Publisher` to 
 
 from __future__ import annotations
 
-import errno
-import logging
 import time
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from eotdlfs.fs.context import MountContext
 from eotdlfs.fs.content import Content
@@ -14,9 +13,9 @@ from eotdlfs.fs.reader import OpenFile
 from eotdlfs.fs.staging.area import StagingArea
 from eotdlfs.fs.staging.files import BaseVersion
 from eotdlfs.fs.staging.flush import FlushServices
-from eotdlfs.repository import FileEntry, NotFound, Publisher, Repository
+from eotdlfs.repository import FileEntry, NotFound, Publisher, Repository, Unreachable
 
-log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class _PublishedFile:
@@ -62,6 +61,20 @@ class MountPublished:
         return _PublishedFile(self._context, self._context.reader.open(Content(record, entry)))
 
 
+def _noting_reach(context: MountContext, call: Callable[..., T]) -> Callable[..., T]:
+    """CALL, whose outcome also sets `server_reachable` of the status: a flush that could not reach
+    the server must not sit beside "reachable: yes" from the listing's last refresh (up to the TTL old)."""
+    def noted(*args: Any, **kwargs: Any) -> T:
+        try:
+            result = call(*args, **kwargs)
+        except Unreachable:
+            context.namespace.server_reachable = False
+            raise
+        context.namespace.server_reachable = True
+        return result
+    return noted
+
+
 def flush_services(context: MountContext, publisher: Publisher) -> FlushServices:
     """The engine and the server, fresh (no TTL): a flush must see the server as it is now."""
     repo: Repository = context.repo
@@ -79,18 +92,13 @@ def flush_services(context: MountContext, publisher: Publisher) -> FlushServices
     def published(kind: str, name: str, version: int) -> None:
         context.namespace.invalidate(kind)
 
-    return FlushServices(ingest=publisher.ingest, latest=latest, files=files, published=published)
+    return FlushServices(ingest=_noting_reach(context, publisher.ingest), latest=_noting_reach(context, latest),
+                         files=_noting_reach(context, files), published=published)
 
 
-def make_staging_area(context: MountContext, publisher: Publisher, folder: Path) -> StagingArea | None:
-    """The object the FUSE adapter routes `/staging/...` to, keeping its state in FOLDER; None (a mount
-    without staging) when another mount already stages into the same folder. PUBLISHER's draft ledger
-    belongs in FOLDER too, so a remount resumes the drafts of this mount's flushes."""
-    try:
-        return StagingArea(folder, MountPublished(context), flush_services(context, publisher),
-                           autoflush=context.options.autoflush)
-    except OSError as exc:
-        if exc.errno != errno.EBUSY:
-            raise
-        log.error("no staging folder on this mount: %s", exc.strerror)
-        return None
+def make_staging_area(context: MountContext, publisher: Publisher, folder: Path) -> StagingArea:
+    """The object the FUSE adapter routes `/staging/...` to, keeping its state in FOLDER (which the
+    mount holds: `eotdlfs.fs.mountlock`). PUBLISHER's draft ledger belongs in FOLDER too, so a
+    remount resumes the drafts of this mount's flushes."""
+    return StagingArea(folder, MountPublished(context), flush_services(context, publisher),
+                       autoflush=context.options.autoflush)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from eotdlfs.fs.staging.files import BaseFile, staging_error
-from eotdlfs.fs.staging.journal import Node
+from eotdlfs.fs.staging.nodetable import Node, parent_of
 from eotdlfs.repository import FileEntry
 
 if TYPE_CHECKING:
@@ -64,14 +64,17 @@ class OpenFiles:
             self._writers[upper] += 1
         return StagedHandle(self, upper, fd, base, size, writable)
 
-    def _new_upper_locked(self, node: Node, now_ns: int) -> Node:
-        """Give NODE a new, empty staged file (O_TRUNC, truncate to 0, or a frozen file being replaced)."""
+    def _new_upper_locked(self, node: Node, now_ns: int, created: bool = False) -> Node:
+        """Give NODE a new, empty staged file (O_TRUNC, truncate to 0, or a frozen file being replaced);
+        CREATED: NODE is new, its folder's times change too."""
         upper = uuid.uuid4().hex
         _new_staged_file(self.upper_path(upper)).close()
         staged = replace(node, upper=upper, base_path=None, mtime_ns=now_ns)
         try:
             with self.journal.transaction() as tx:
                 tx.put(staged)
+                if created:
+                    tx.touch(parent_of(node.path), now_ns)
         except BaseException:
             self.upper_path(upper).unlink(missing_ok=True)
             raise
@@ -182,7 +185,7 @@ class OpenFiles:
                     self._check_parent(path)
                     self._begin_change_locked()
                     node = Node(path, False, mode=stat.S_IFREG | (mode & 0o7777), uid=uid, gid=gid)
-                    node = self._new_upper_locked(node, time.time_ns())
+                    node = self._new_upper_locked(node, time.time_ns(), created=True)
                     fd = os.open(self.upper_path(node.upper), os.O_RDWR | (flags & os.O_APPEND))
                     return self._opened_locked(node.upper, fd, None, 0, True)
                 if flags & os.O_EXCL:
@@ -231,6 +234,8 @@ class OpenFiles:
                 self._writers[handle.upper] -= 1
                 if not self._writers[handle.upper]:
                     del self._writers[handle.upper]
+                    if self._settling is not None:  # a flush waits: it lets this file settle
+                        self._settling[handle.upper] = time.monotonic()
                 self._released.notify_all()
         if handle.fd is not None:
             os.close(handle.fd)

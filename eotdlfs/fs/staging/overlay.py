@@ -32,21 +32,31 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from eotdlfs.fs.staging.files import BaseVersion, OpenBase, staging_error
-from eotdlfs.fs.staging.journal import Node, StagingJournal, parent_of
+from eotdlfs.fs.staging.journal import StagingJournal
+from eotdlfs.fs.staging.nodetable import Node, parent_of
+from eotdlfs.fs.staging.nodes import Nodes
 from eotdlfs.fs.staging.openfiles import OpenFiles, StagedHandle
 from eotdlfs.fs.staging.publishing import Publishing
 
 log = logging.getLogger(__name__)
 
 
-def _attrs(node: Node, nlink: int, size: int, mtime_ns: int) -> dict:
-    return {"st_mode": node.mode, "st_nlink": nlink, "st_size": size, "st_blocks": -(-size // 512),
-            "st_mtime": mtime_ns, "st_atime": mtime_ns, "st_ctime": mtime_ns,
+def _attrs(node: Node, nlink: int, size: int, staged: os.stat_result | None = None) -> dict:
+    """NODE's `stat`; a staged file's times are its STAGED file's (writes and utimens land there),
+    its ctime also moved by what only the journal records (chmod, chown, link, rename), its blocks
+    the staged file's, holes left out (`du`, and `cp`'s sign that a file has holes worth keeping)."""
+    mtime, atime, ctime, blocks = node.mtime_ns, node.atime_ns, node.ctime_ns, -(-size // 512)
+    if staged is not None:
+        mtime, atime, ctime = staged.st_mtime_ns, staged.st_atime_ns, max(staged.st_ctime_ns, ctime or 0)
+        blocks = staged.st_blocks
+    return {"st_mode": node.mode, "st_nlink": nlink, "st_size": size, "st_blocks": blocks,
+            "st_mtime": mtime, "st_atime": mtime if atime is None else atime,
+            "st_ctime": mtime if ctime is None else ctime, "st_rdev": node.rdev,
             "st_uid": os.getuid() if node.uid is None else node.uid,
             "st_gid": os.getgid() if node.gid is None else node.gid}
 
 
-class StagingOverlay(OpenFiles, Publishing):
+class StagingOverlay(OpenFiles, Publishing, Nodes):
     """The staged tree of one record; thread-safe (FUSE calls it from many threads)."""
 
     def __init__(self, kind: str, name: str, folder: Path, base: Callable[[], BaseVersion], open_base: OpenBase):
@@ -65,6 +75,7 @@ class StagingOverlay(OpenFiles, Publishing):
         self._released = threading.Condition(self._lock)
         self._open_count = 0  # files open (the handles live in the mount's handle table)
         self._writers: Counter[str] = Counter()
+        self._settling: dict[str, float] | None = None  # while a flush freezes: upper id -> when its writer closed
         self._lost: set[str] = set()  # upper ids found deleted behind our back (logged once each)
         self._frozen: set[str] = {f.key for f in self.frozen_files()}
         self._dirty: bool = self.journal.get_meta("dirty", False)
@@ -160,18 +171,21 @@ class StagingOverlay(OpenFiles, Publishing):
         if handle is not None and handle.fd is not None:
             node = self.journal.node(path) or Node(path, False)
             st = os.fstat(handle.fd)
-            return _attrs(node, 1, st.st_size, st.st_mtime_ns)
+            return _attrs(node, self.journal.links(node.ino), st.st_size, st)
         node = self._lookup(path)
-        if node.is_dir:
-            return _attrs(node, 2, 0, node.mtime_ns)
+        if node.is_dir:  # '.', its name in its parent, and each subfolder's '..'
+            return _attrs(node, 2 + self.journal.subfolders(path), 0)
+        if node.target is not None:
+            return _attrs(node, 1, len(os.fsencode(node.target)))
+        nlink = self.journal.links(node.ino)
         if node.upper:
             try:
                 st = os.stat(self.upper_path(node.upper))
             except FileNotFoundError:
                 self._lost_bytes(path, node.upper)  # logged; a stat that failed would keep `rm` from removing it
-                return _attrs(node, 1, 0, node.mtime_ns)
-            return _attrs(node, 1, st.st_size, st.st_mtime_ns)
-        return _attrs(node, 1, self._size(node), node.mtime_ns)
+                return _attrs(node, nlink, 0)
+            return _attrs(node, nlink, st.st_size, st)
+        return _attrs(node, nlink, self._size(node))
 
     def readdir(self, path: str) -> list[str]:
         node = self._lookup(path)
@@ -183,10 +197,9 @@ class StagingOverlay(OpenFiles, Publishing):
         return self.journal.node(path) is not None
 
     def _drop_upper_locked(self, upper: str | None) -> None:
-        """Delete a staged file no node refers to any more, unless a flush is shipping it.
-
-        Open descriptors keep their bytes (POSIX unlink semantics)."""
-        if upper and upper not in self._frozen:
+        """Delete a staged file no node refers to any more (another hard link may), unless a flush
+        is shipping it. Open descriptors keep their bytes (POSIX unlink semantics)."""
+        if upper and upper not in self._frozen and not self.journal.upper_in_use(upper):
             self.upper_path(upper).unlink(missing_ok=True)
 
     # -- tree changes -------------------------------------------------------------------
@@ -197,8 +210,10 @@ class StagingOverlay(OpenFiles, Publishing):
                 raise staging_error(errno.EEXIST, path)
             self._check_parent(path)
             self._begin_change_locked()
+            now = time.time_ns()
             with self.journal.transaction() as tx:
-                tx.put(Node(path, True, mode=stat.S_IFDIR | (mode & 0o7777), mtime_ns=time.time_ns(), uid=uid, gid=gid))
+                tx.put(Node(path, True, mode=stat.S_IFDIR | (mode & 0o7777), mtime_ns=now, uid=uid, gid=gid))
+                tx.touch(parent_of(path), now)
 
     def rmdir(self, path: str) -> None:
         with self._lock:
@@ -212,6 +227,7 @@ class StagingOverlay(OpenFiles, Publishing):
             self._begin_change_locked()
             with self.journal.transaction() as tx:
                 tx.delete(path)
+                tx.touch(parent_of(path), time.time_ns())
 
     def unlink(self, path: str) -> None:
         with self._lock:
@@ -219,8 +235,11 @@ class StagingOverlay(OpenFiles, Publishing):
             if node.is_dir:
                 raise staging_error(errno.EISDIR, path)
             self._begin_change_locked()
+            now = time.time_ns()
             with self.journal.transaction() as tx:
                 tx.delete(path)
+                tx.touch(parent_of(path), now)
+                self._unlinked_locked(tx, node, now)
             self._drop_upper_locked(node.upper)
 
     def rename(self, old: str, new: str) -> None:
@@ -246,35 +265,48 @@ class StagingOverlay(OpenFiles, Publishing):
                 if target.is_dir and self.journal.has_children(new):
                     raise staging_error(errno.ENOTEMPTY, new)
             self._begin_change_locked()
+            now = time.time_ns()
             with self.journal.transaction() as tx:
                 tx.delete(old)
-                tx.put(replace(source, path=new))
+                tx.put(replace(source, path=new, ctime_ns=now))
                 if source.is_dir:
                     tx.move_subtree(old, new)
+                tx.touch(parent_of(old), now)
+                tx.touch(parent_of(new), now)
+                if target is not None:
+                    self._unlinked_locked(tx, target, now)
             if target is not None:
                 self._drop_upper_locked(target.upper)
 
-    def utimens(self, path: str, mtime_ns: int) -> None:
+    def utimens(self, path: str, atime_ns: int | None, mtime_ns: int | None) -> None:
+        """New access and modification times, None keeping one (UTIME_OMIT); the ctime becomes now."""
         with self._lock:
             node = self._lookup(path)
             if node.upper:
                 with self._staged_bytes(path, node.upper) as upper:
-                    os.utime(upper, ns=(mtime_ns, mtime_ns))
+                    st = os.stat(upper)
+                    os.utime(upper, ns=(st.st_atime_ns if atime_ns is None else atime_ns,
+                                        st.st_mtime_ns if mtime_ns is None else mtime_ns))
                 return
+            self.journal.make_durable()
             with self.journal.transaction() as tx:
-                tx.put(replace(node, mtime_ns=mtime_ns))
+                tx.put(replace(node, mtime_ns=node.mtime_ns if mtime_ns is None else mtime_ns, ctime_ns=time.time_ns(),
+                               atime_ns=node.atime_ns if atime_ns is None else atime_ns))
 
     def chmod(self, path: str, mode: int) -> None:
         """Permission bits are kept for `stat` (cp -p, rsync, tar set them) but not versioned."""
         with self._lock:
             node = self._lookup(path)
+            self.journal.make_durable()  # kept, but not a change a flush ships
             with self.journal.transaction() as tx:
-                tx.put(replace(node, mode=stat.S_IFMT(node.mode) | (mode & 0o7777)))
+                tx.put(replace(node, mode=stat.S_IFMT(node.mode) | (mode & 0o7777), ctime_ns=time.time_ns()))
 
     def chown(self, path: str, uid: int | None, gid: int | None) -> None:
         """Owners are kept for `stat` and the kernel's permission checks (tar and rsync -a as root
         set them) but not versioned; None keeps the current one."""
         with self._lock:
             node = self._lookup(path)
+            self.journal.make_durable()  # kept, but not a change a flush ships
             with self.journal.transaction() as tx:
-                tx.put(replace(node, uid=node.uid if uid is None else uid, gid=node.gid if gid is None else gid))
+                tx.put(replace(node, uid=node.uid if uid is None else uid, gid=node.gid if gid is None else gid,
+                               ctime_ns=time.time_ns()))

@@ -17,9 +17,15 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 from eotdlfs.fs.staging.files import BaseVersion, PendingChanges, StagedFile, staging_error
+from eotdlfs.fs.staging.journal import LINKS_PUBLISHED
 from eotdlfs.fs.staging.openfiles import MAX_RETRIES
 from eotdlfs.hashing import sha1_file
 from eotdlfs.repository import FileEntry
+
+# How long a file closed while a flush waits must stay closed before the flush reads the tree
+# (rclone's --vfs-write-back waits 5 s after the last close for the same reason).
+SETTLE_S = 2.0
+LINKS_FROZEN = "links_frozen_ns"  # meta: when the flush in progress froze the symlinks it ships
 
 
 class Publishing:
@@ -64,29 +70,43 @@ class Publishing:
     def freeze(self, timeout: float, on_wait: Callable[[str], None]) -> list[StagedFile]:
         """The staged tree as files to ship, frozen until `unfreeze` or `publish`.
 
-        Waits, at most TIMEOUT seconds, until no file of the tree is open for writing,
-        calling ON_WAIT with the path it waits for; raises EBUSY after that.
+        Waits, at most TIMEOUT seconds, until no file of the tree is open for writing and every
+        file closed while it waited has stayed closed for SETTLE_S (rsync and editors close a
+        temporary file, then rename it: the tree is read again once they did, so a temporary
+        name is never shipped); calls ON_WAIT with the path of a writer it waits for; raises
+        EBUSY after that.
         """
         deadline = time.monotonic() + timeout
         reported = None
         with self._lock:
-            while True:
-                files = self.journal.file_sources()
-                busy = [path for path, upper, _ in files if upper and self._writers.get(upper)]
-                if not busy:
-                    break
-                if busy[0] != reported:
-                    on_wait(busy[0])
-                    reported = busy[0]
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise OSError(errno.EBUSY, f"{busy[0]} is still open for writing after {timeout:.0f} s;"
-                                               " close it and flush again")
-                self._released.wait(min(remaining, 1.0))
+            self._settling = {}  # `release` notes here when each writer closed while this waits
+            try:
+                while True:
+                    files = self.journal.file_sources()
+                    now = time.monotonic()
+                    busy = [path for path, upper, _ in files if upper and self._writers.get(upper)]
+                    settling = [(closed + SETTLE_S - now, path) for path, upper, _ in files
+                                if upper and (closed := self._settling.get(upper)) and now < closed + SETTLE_S]
+                    if not busy and not settling:
+                        break
+                    if busy and busy[0] != reported:
+                        on_wait(busy[0])
+                        reported = busy[0]
+                    remaining = deadline - now
+                    if remaining <= 0:
+                        why = "open for writing" if busy else f"closed less than {SETTLE_S:g} s ago"
+                        raise OSError(errno.EBUSY, f"{(busy or [min(settling)[1]])[0]} is still {why} after "
+                                                   f"{timeout:.0f} s; close it and flush again")
+                    self._released.wait(min(remaining, 1.0, *(left for left, _ in settling)))
+            finally:
+                self._settling = None
+            # A file through a symlink shares its key with the file it leads to, which comes later in
+            # the list, so that `publish` maps the key to that file's own path.
             staged = [self._staged_file(path, upper) if upper
                       else StagedFile(path, entry.size, entry.checksum, None, f"base:{entry.path}")
-                      for path, upper, entry in files]
+                      for path, upper, entry in self.linked_sources() + files]
             self.journal.set_meta("frozen", [f.to_json() for f in staged])
+            self.journal.set_meta(LINKS_FROZEN, time.time_ns())
             self._frozen = {f.key for f in staged}
             return staged
 
@@ -146,6 +166,7 @@ class Publishing:
         mtimes = {f.key: os.stat(f.local_path).st_mtime_ns for f in shipped if f.local_path is not None}
         with self._lock:
             self.journal.rebase(version, entries, {f.key: f.path for f in shipped}, mtimes)
+            self.journal.set_meta(LINKS_PUBLISHED, self.journal.get_meta(LINKS_FROZEN, 0))
             self.journal.set_meta("frozen", [])
             self._frozen = set()
             self._collect_garbage_locked()

@@ -1,0 +1,156 @@
+"""The Python API: `eotdlfs.connect(...)` and the `Connection` it returns.
+
+One connection to a repository (settings and credentials found as by every command; with no
+API URL, the embedded local repository), for scripts and notebooks: list records and versions,
+ingest a folder, download a version, open a file. Files are read lazily through the same
+read path as the mount (block cache, fetcher, SHA-1 and per-block checks), built on the first
+`open` in the mount's cache dir by default, so a file read here is cached for a mount and the
+other way round. The CLI's `ingest`, `get` and `list` are this API plus printing
+(`app/commands.py`); `eotdl://` (`app/fsspec_eotdl.py`) is this API behind fsspec.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from eotdlfs.app.remotefile import RemoteFile, open_remote
+from eotdlfs.client.api import ApiClient
+from eotdlfs.client.download import DownloadResult, download_version
+from eotdlfs.client.ingest import ingest_folder
+from eotdlfs.client.repository import ApiRepository, parse_record, parsed
+from eotdlfs.client.settings import Settings, resolve_settings
+from eotdlfs.fs.context import MountContext, MountOptions, build_context
+from eotdlfs.fs.mount import default_cache_dir, make_private
+from eotdlfs.fs.namespace import FILE, LATEST, Node
+from eotdlfs.metadata import KINDS, record_noun
+from eotdlfs.repository import IngestResult, Record, TransferProgress, Version
+
+if TYPE_CHECKING:
+    from eotdlfs.app.embedded import LocalRepository
+
+DEFAULT_CACHE_SIZE = 20 << 30  # the mount's default: one limit for the cache they share
+_LATEST_IN_PATH = re.compile(rf"^(/(?:{'|'.join(KINDS)})/[^/]+)/{LATEST}(?=/|$)")
+
+
+class Connection:
+    """A repository, for scripts: records, versions, ingest, download and lazy reads."""
+
+    def __init__(self, settings: Settings, embedded: LocalRepository | None = None, cache_dir: Path | None = None,
+                 cache_size: int = DEFAULT_CACHE_SIZE, ttl: float = 10.0):
+        self.settings = settings
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.cache_size = cache_size
+        self.ttl = ttl
+        self.api = ApiClient(settings)
+        self._embedded = embedded
+        self._lock = threading.Lock()
+        self._reading: MountContext | None = None  # built by the first read
+
+    # --- records ---------------------------------------------------------------------------
+
+    def list(self, kind: str = "datasets", match: str | None = None) -> list[Record]:
+        """The records of KIND (names containing MATCH, case-insensitive), drafts included in their versions."""
+        record_noun(kind)
+        return parsed(lambda data: parse_record(kind, data), self.api.records(kind, match=match), f"{kind} record")
+
+    def record(self, name: str, kind: str = "datasets") -> Record:
+        """The record named NAME; `NotFound` when there is none."""
+        record_noun(kind)
+        return parse_record(kind, self.api.record_by_name(kind, name))
+
+    def versions(self, name: str, kind: str = "datasets") -> list[Version]:
+        """NAME's published versions, oldest first."""
+        return list(self.record(name, kind).published)
+
+    # --- whole versions --------------------------------------------------------------------
+
+    def ingest(self, path: str | Path, kind: str = "datasets", progress: TransferProgress | None = None) -> IngestResult:
+        """Ingest the folder PATH (with its metadata.yml, or a STAC catalog.json) as the next version of the record it names:
+        only new and changed files are sent. `NothingToIngest` when nothing changed."""
+        record_noun(kind)
+        result = ingest_folder(self.api, kind, Path(path), progress)
+        with self._lock:
+            reading = self._reading
+        if reading is not None:
+            reading.namespace.invalidate(kind)  # the next open sees the new version at once
+        return result
+
+    def get(self, name: str, version: int | None = None, out: str | Path = ".", kind: str = "datasets",
+            progress: TransferProgress | None = None) -> DownloadResult:
+        """Download NAME's VERSION (default: latest) into OUT/NAME/vN/, each file's SHA-1 checked,
+        files already there skipped."""
+        record_noun(kind)
+        return download_version(self.api, kind, name, version, Path(out), progress)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def open(self, path: str) -> RemoteFile:
+        """A seekable binary file of PATH ('datasets/NAME/v2/a.tif', 'datasets/NAME/latest/a.tif'),
+        read lazily through the block cache and checked against its SHA-1."""
+        node = self.resolve(path)
+        if node.type != FILE:
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        reading = self.reading()
+        return open_remote(reading.reader, node.record, node.entry, path)
+
+    def resolve(self, path: str) -> Node:
+        """What PATH is in the mount's tree, `latest` followed; FileNotFoundError when nothing."""
+        return self.reading().namespace.resolve(self.tree_path(path))
+
+    def tree_path(self, path: str) -> str:
+        """PATH as the namespace knows it: '/KIND/NAME/vN/...', with `latest` replaced by its version."""
+        path = "/" + "/".join(p for p in path.split("/") if p)
+        match = _LATEST_IN_PATH.match(path)
+        if match is None:
+            return path
+        parts = match.group(1).split("/")
+        number = self.reading().namespace.record(parts[1], parts[2]).published[-1].number
+        return f"{match.group(1)}/v{number}{path[match.end():]}"
+
+    def reading(self) -> MountContext:
+        """The read path (cache, fetcher, namespace, reader), built once."""
+        with self._lock:
+            if self._reading is None:
+                make_private(self.cache_dir)
+                options = MountOptions(cache_dir=self.cache_dir, cache_size=self.cache_size, ttl=self.ttl,
+                                       api_url=self.settings.api_url or "", read_timeout=self.settings.timeout + 5)
+                self._reading = build_context(ApiRepository(self.api), options)
+            return self._reading
+
+    # --- the end ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            reading, self._reading = self._reading, None
+        if reading is not None:
+            reading.close()
+        self.api.close()
+        if self._embedded is not None:
+            self._embedded.stop()
+            self._embedded = None
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(api_url: str | None = None, token: str | None = None, cache_dir: str | Path | None = None,
+            cache_size: int = DEFAULT_CACHE_SIZE, ttl: float = 10.0) -> Connection:
+    """A connection to the repository at API_URL (default: `EOTDL_API_URL`, the config file, else
+    the embedded local repository), with TOKEN (default: `EOTDL_TOKEN`, `EOTDL_API_KEY`, the config
+    file, the official client's login). Reads are cached in CACHE_DIR (default: the mount's)."""
+    settings, embedded = resolve_settings(api_url, token), None
+    if settings.api_url is None:
+        # Imported only then: the server's stack (FastAPI, SQLAlchemy) is a second of start-up.
+        from eotdlfs.app.embedded import settings_or_local
+
+        settings, embedded = settings_or_local(settings)
+    return Connection(settings, embedded, Path(cache_dir) if cache_dir else None, cache_size, ttl)
+

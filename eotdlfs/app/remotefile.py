@@ -1,0 +1,99 @@
+"""A repository file as a Python file object: seekable, read lazily through the mount's read path.
+
+`RemoteFile` is what `Connection.open` and `eotdl://` hand out: a binary reader whose reads
+are `ContentReader.read_into` calls on one `OpenFile`, so they get the mount's read-ahead
+for sequential readers, small pieces for seeking ones (a COG reader, a 1 MiB read at an offset),
+the block cache, and the SHA-1 and CRC32C checks. Failures come out as OSError with the mount's errno (`fs/errors.py`).
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+
+from eotdlfs.fs.content import Content
+from eotdlfs.fs.errors import errno_for
+from eotdlfs.fs.reader import ContentReader
+from eotdlfs.repository import ContentMismatch, FileEntry, Record, RepositoryError
+
+BUFFER_SIZE = 64 << 10  # a seeking reader's piece (fs/pieces.py): a small read costs no more than it would
+
+
+class RemoteFile(io.RawIOBase):
+    """A repository file open for reading: binary, seekable, `size` and `path` as fsspec's files have.
+
+    Reads of BUFFER_SIZE or more go to the reader in one call, as asked: a COG reader's tile
+    read must stay one range request (io.BufferedReader would cut it into its whole-buffer
+    part and a buffered tail, a second request reaching into the next tile). Smaller reads
+    (headers, `readline`) are served from one buffered chunk."""
+
+    def __init__(self, reader: ContentReader, content: Content, path: str):
+        super().__init__()
+        self._reader = reader
+        self._handle = reader.open(content)
+        self.size = content.size
+        self.path = self.name = path
+        self._pos = 0
+        self._chunk, self._chunk_at = b"", 0  # the last small read's chunk and where it starts
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        with memoryview(buffer) as view:
+            target = view.cast("B")
+            if len(target) >= BUFFER_SIZE:
+                count = self._read_into(target, self._pos)
+            else:
+                chunk = self.peek(len(target))[:len(target)]
+                count = len(chunk)
+                target[:count] = chunk
+        self._pos += count
+        return count
+
+    def peek(self, size: int = 1) -> bytes:
+        """The bytes from the position on (at least SIZE where the file has them, often more), not consumed."""
+        lo = self._pos - self._chunk_at
+        if not 0 <= lo or lo + max(1, size) > len(self._chunk):
+            chunk = bytearray(BUFFER_SIZE)
+            self._chunk = bytes(chunk[:self._read_into(memoryview(chunk), self._pos)])
+            self._chunk_at, lo = self._pos, 0
+        return self._chunk[lo:]
+
+    def readall(self) -> bytes:
+        rest = bytearray(max(0, self.size - self._pos))
+        count = self._read_into(memoryview(rest), self._pos)
+        self._pos += count
+        return bytes(rest[:count])
+
+    def _read_into(self, target: memoryview, offset: int) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        try:
+            return self._reader.read_into(self._handle, target, offset)
+        except (ContentMismatch, RepositoryError) as exc:
+            raise OSError(errno_for(exc), f"{self.path}: {exc}") from exc
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise OSError(errno.EINVAL, f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        if not self.closed:
+            self._handle.close()
+            self._chunk = b""
+        super().close()
+
+
+def open_remote(reader: ContentReader, record: Record, entry: FileEntry, path: str) -> RemoteFile:
+    return RemoteFile(reader, Content(record, entry), path)

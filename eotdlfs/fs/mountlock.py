@@ -1,0 +1,63 @@
+"""One mount per cache dir: its state and staging belong to the mount process holding
+`CACHE_DIR/mount.lock`, a `flock` (the kernel frees it when that process dies, however it dies).
+The block cache is not locked: processes that only read it (the fsspec filesystem) share it.
+The lock file names its holder, so a second mount can say which one is in the way.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+
+LOCK_FILE = "mount.lock"
+TRIES, RETRY_S = 5, 0.1
+
+
+def _busy(cache_dir: Path, fd: int) -> OSError:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        who = f"the eotdlfs mount on {holder['mountpoint']} (process {holder['pid']})"
+    except (OSError, ValueError, KeyError, TypeError):  # the holder is still writing its name
+        who = "another eotdlfs mount"
+    return OSError(errno.EBUSY, f"{cache_dir} is in use by {who}; unmount it, or give this mount "
+                                "another --cache-dir")
+
+
+def hold_cache_dir(cache_dir: Path, mountpoint: Path) -> int:
+    """Take CACHE_DIR for the mount on MOUNTPOINT, for as long as this process lives (the open file
+    descriptor returned keeps it); OSError EBUSY naming the holder when a mount has it."""
+    fd = os.open(cache_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    for attempt in range(TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt == TRIES - 1:
+                error = _busy(cache_dir, fd)
+                os.close(fd)
+                raise error from None
+            time.sleep(RETRY_S)  # a `check_cache_dir_free` holds it for a moment only
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "mountpoint": str(mountpoint)}).encode(), 0)
+    except OSError:  # a full disk: held all the same, a second mount just cannot say by whom
+        pass
+    return fd
+
+
+def check_cache_dir_free(cache_dir: Path) -> None:
+    """OSError EBUSY naming the holder when a mount holds CACHE_DIR (asked before starting one)."""
+    try:
+        fd = os.open(cache_dir / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared, and let go at once
+    except BlockingIOError:
+        raise _busy(cache_dir, fd) from None
+    finally:
+        os.close(fd)

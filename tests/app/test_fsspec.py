@@ -1,0 +1,252 @@
+"""`eotdl://` through fsspec against a real server: the mount's tree, lazy checked reads, the shared
+block cache, `put` as ingest, and every other write refused."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from eotdlfs.app.embedded import SAMPLE_DIR
+from eotdlfs.app.fsspec_eotdl import EotdlFileSystem
+from tests.client.helpers import cli_env
+from tests.fs.datasets import ingest, ingest_one_file, make_folder, tree_digest, write_metadata
+from tests.reliability.faultproxy import FaultProxy
+
+MiB = 1 << 20
+
+
+def eotdl_fs(server, cache_dir: Path, url: str | None = None) -> EotdlFileSystem:
+    return EotdlFileSystem(api_url=url or server.url, token=server.token("alice"), cache_dir=str(cache_dir),
+                           skip_instance_cache=True)
+
+
+@pytest.fixture
+def two_versions(repo_server, unique_name, tmp_path):
+    """A record NAME with v1 (make_folder) and v2 (labels.csv changed, tile_4 removed); (NAME, v1, v2)."""
+    name = unique_name("fss")
+    v1 = make_folder(tmp_path / "v1", name)
+    ingest(repo_server, v1)
+    v2 = make_folder(tmp_path / "v2", name)
+    (v2 / "labels.csv").write_text("id,label\n1,b\n")
+    (v2 / "images" / "tile_4.bin").unlink()
+    ingest(repo_server, v2)
+    return name, v1, v2
+
+
+def _sha1(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def test_fsspec_open_and_filesystem_find_the_class_through_the_entry_point(repo_server, two_versions, tmp_path):
+    name, v1, _ = two_versions
+    options = {"api_url": repo_server.url, "cache_dir": str(tmp_path / "cache")}
+    assert fsspec.get_filesystem_class("eotdl") is EotdlFileSystem
+    with fsspec.open(f"eotdl://datasets/{name}/v1/labels.csv", "rt", **options) as f:
+        assert f.read() == (v1 / "labels.csv").read_text()
+    fs = fsspec.filesystem("eotdl", **options)
+    assert fs.cat_file(f"eotdl://datasets/{name}/v1/images/2023/big.bin") == (v1 / "images/2023/big.bin").read_bytes()
+
+
+def test_ls_with_detail_shows_the_mounts_tree(repo_server, two_versions, tmp_path):
+    name, v1, v2 = two_versions
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    assert fs.ls("", detail=False) == ["datasets", "models"]
+    assert f"datasets/{name}" in fs.ls("datasets", detail=False)
+    versions = {e["name"]: e for e in fs.ls(f"datasets/{name}")}
+    assert set(versions) == {f"datasets/{name}/{v}" for v in ("v1", "v2", "latest")}
+    assert versions[f"datasets/{name}/v1"]["type"] == "directory" and versions[f"datasets/{name}/v1"]["version"] == 1
+    latest = versions[f"datasets/{name}/latest"]
+    assert (latest["type"], latest["destination"], latest["version"]) == ("link", f"datasets/{name}/v2", 2)
+    top = {e["name"].rsplit("/", 1)[1]: e for e in fs.ls(f"eotdl://datasets/{name}/v1/")}
+    assert set(top) == {"metadata.yml", "images", "labels.csv", "empty.txt", "name with spaces.txt"}
+    labels = top["labels.csv"]
+    data = (v1 / "labels.csv").read_bytes()
+    assert (labels["type"], labels["size"], labels["checksum"], labels["version"]) == ("file", len(data), _sha1(data), 1)
+    assert top["images"]["type"] == "directory"
+    info = fs.info(f"datasets/{name}/latest/labels.csv")
+    assert (info["size"], info["checksum"], info["version"]) == (len((v2 / "labels.csv").read_bytes()),
+                                                                 _sha1((v2 / "labels.csv").read_bytes()), 2)
+    assert fs.info(f"datasets/{name}/latest")["islink"] and fs.isdir(f"datasets/{name}/latest")
+    assert fs.isfile(f"datasets/{name}/v1/empty.txt") and not fs.exists(f"datasets/{name}/v3")
+    carried = [fs.modified(f"datasets/{name}/{v}/images/tile_0.bin") for v in ("v1", "v2")]
+    assert carried[0] == carried[1] and carried[0].timestamp() == fs.info(f"datasets/{name}/v1/images/tile_0.bin")["mtime"]
+    assert fs.modified(f"datasets/{name}/v2/labels.csv") > carried[0]  # changed in v2: v2's time, as on the mount
+    with pytest.raises(FileNotFoundError):
+        fs.info(f"datasets/{name}/v1/nothing-here")
+
+
+def test_find_and_glob(repo_server, two_versions, tmp_path):
+    name, v1, v2 = two_versions
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    local = sorted(str(p.relative_to(v2)) for p in v2.rglob("*") if p.is_file())
+    assert fs.find(f"datasets/{name}/v2") == [f"datasets/{name}/v2/{p}" for p in local]
+    assert fs.find(f"datasets/{name}/latest") == [f"datasets/{name}/latest/{p}" for p in local]
+    # latest is a link, not walked into: the record's files are its versions' files, once each
+    assert len(fs.find(f"datasets/{name}")) == len(local) + sum(1 for p in v1.rglob("*") if p.is_file()) + 1
+    assert fs.glob(f"datasets/{name}/v1/images/tile_*.bin") == [f"datasets/{name}/v1/images/tile_{i}.bin"
+                                                                  for i in range(5)]
+    assert fs.glob(f"eotdl://datasets/{name}/*/images/tile_4.bin") == [f"datasets/{name}/v1/images/tile_4.bin"]
+    fs.get(f"datasets/{name}/latest/", str(tmp_path / "copy") + "/", recursive=True)
+    assert tree_digest(tmp_path / "copy") == tree_digest(v2)
+
+
+def test_glob_follows_latest_as_a_shell_glob_follows_a_link(repo_server, two_versions, tmp_path):
+    """`datasets/*/latest/labels.csv`, the latest labels of every dataset, matches as `ls` of the same
+    pattern on the mount does (a glob follows links; only `find` does not walk into latest)."""
+    name, v1, v2 = two_versions
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    assert f"datasets/{name}/latest/labels.csv" in fs.glob("datasets/*/latest/labels.csv")
+    assert fs.glob(f"datasets/{name}/*/labels.csv") == [f"datasets/{name}/{v}/labels.csv"
+                                                        for v in ("latest", "v1", "v2")]
+    assert fs.ls(f"datasets/{name}", detail=True)[-1]["type"] == "link"  # find still does not walk it
+
+
+def test_seek_and_ranged_reads(repo_server, two_versions, tmp_path):
+    name, v1, _ = two_versions
+    data = (v1 / "images/2023/big.bin").read_bytes()
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    path = f"datasets/{name}/v1/images/2023/big.bin"
+    assert fs.cat_file(path, start=MiB - 10, end=2 * MiB + 10) == data[MiB - 10:2 * MiB + 10]
+    assert fs.cat_file(path, start=-17) == data[-17:]
+    with fs.open(path) as f:
+        assert f.size == len(data) and f.seekable()
+        f.seek(2 * MiB)
+        assert f.read(100) == data[2 * MiB:2 * MiB + 100] and f.tell() == 2 * MiB + 100
+        f.seek(-5, os.SEEK_END)
+        assert f.read() == data[-5:] and f.read(10) == b""
+        f.seek(12345)
+        buffer = bytearray(70_000)
+        assert f.readinto(buffer) == 70_000 and bytes(buffer) == data[12345:12345 + 70_000]
+        f.seek(0)
+        assert f.read() == data
+
+
+def test_a_1_mib_read_at_an_offset_of_a_64_mib_file_downloads_at_most_8_mib(repo_server, unique_name, tmp_path):
+    name = unique_name("off")
+    data = ingest_one_file(repo_server, tmp_path / "src", name, "big.bin", 64 * MiB)
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    fs.info(f"datasets/{name}/v1/big.bin")  # the listing, not counted
+    before = repo_server.stats()["bytes_sent"]
+    assert fs.cat_file(f"datasets/{name}/v1/big.bin", 40 * MiB + 12345, 41 * MiB + 12345) == \
+        data[40 * MiB + 12345:41 * MiB + 12345]
+    fetched = repo_server.stats()["bytes_sent"] - before
+    assert MiB <= fetched <= 8 * MiB, fetched
+
+
+def test_one_block_cache_for_eotdl_and_a_mount_both_ways(repo_server, mount_factory, unique_name, tmp_path):
+    """What eotdl:// read, a mount on its cache dir reads without the server; and what that mount
+    read, eotdl:// reads without the server while the mount holds the cache dir."""
+    first, second = unique_name("shared"), unique_name("shared")
+    data = ingest_one_file(repo_server, tmp_path / "src1", first, "data.bin", 3 * MiB + 5)
+    other = ingest_one_file(repo_server, tmp_path / "src2", second, "other.bin", 2 * MiB + 7)
+    cache = tmp_path / "cache"
+    fs = eotdl_fs(repo_server, cache)
+    assert fs.cat_file(f"datasets/{first}/v1/data.bin") == data
+    fs.connection.close()
+    mnt = mount_factory(repo_server, cache_dir=cache)
+    path = mnt.path / "datasets" / first / "v1" / "data.bin"
+    os.stat(path)
+    before = repo_server.stats()["bytes_sent"]
+    assert path.read_bytes() == data
+    assert repo_server.stats()["bytes_sent"] == before  # every block came from the cache eotdl:// filled
+    assert (mnt.path / "datasets" / second / "v1" / "other.bin").read_bytes() == other
+    fs = eotdl_fs(repo_server, cache)
+    fs.info(f"datasets/{second}/v1/other.bin")
+    before = repo_server.stats()["bytes_sent"]
+    assert fs.cat_file(f"datasets/{second}/v1/other.bin") == other
+    assert repo_server.stats()["bytes_sent"] == before
+
+
+def test_a_corrupted_download_is_an_io_error_and_not_kept(repo_server, unique_name, tmp_path):
+    name = unique_name("bad")
+    data = ingest_one_file(repo_server, tmp_path / "src", name, "data.bin", 3 * MiB + 3)
+    with FaultProxy(repo_server.url) as proxy:
+        fs = eotdl_fs(repo_server, tmp_path / "cache", url=proxy.url)
+        path = f"datasets/{name}/v1/data.bin"
+        fs.info(path)
+        proxy.inject("corrupt", r"/download/", count=1, at=1000)
+        with pytest.raises(OSError) as info:
+            fs.cat_file(path)
+        assert info.value.errno == errno.EIO
+        assert proxy.total_injected() == 1
+        assert fs.cat_file(path) == data  # fetched again: nothing of the bad bytes was kept
+
+
+def test_put_ingests_a_folder_as_the_next_version(repo_server, two_versions, tmp_path):
+    name, _, v2 = two_versions
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    assert fs.ls(f"datasets/{name}", detail=False)[-1] == f"datasets/{name}/latest"  # listed before the put
+    (v2 / "new.txt").write_text("new\n")
+    result = fs.put(str(v2), f"eotdl://datasets/{name}")
+    assert (result.version, result.uploaded) == (3, 1)
+    assert fs.cat_file(f"datasets/{name}/v3/new.txt") == b"new\n"
+    assert fs.info(f"datasets/{name}/latest")["destination"] == f"datasets/{name}/v3"
+    write_metadata(tmp_path / "other", "another-name")
+    with pytest.raises(ValueError, match="another-name"):
+        fs.put(str(tmp_path / "other"), f"datasets/{name}")
+
+
+def test_every_other_write_is_refused_clearly(repo_server, two_versions, tmp_path):
+    name, v1, _ = two_versions
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    inside = f"datasets/{name}/v1/labels.csv"
+    for call in (lambda: fs.open(inside, "wb"), lambda: fs.pipe_file(inside, b"x"), lambda: fs.rm(inside),
+                 lambda: fs.mv(inside, inside + ".old"), lambda: fs.touch(inside), lambda: fs.mkdir(inside + "d"),
+                 lambda: fs.put_file(str(v1 / "labels.csv"), inside)):
+        with pytest.raises(PermissionError, match="read-only") as info:
+            call()
+        assert info.value.errno == errno.EROFS
+    for call in (lambda: fs.open(f"datasets/{name}", "wb"), lambda: fs.mkdir("datasets/new-one"),
+                 lambda: fs.put(str(v1 / "labels.csv"), f"datasets/{name}")):
+        with pytest.raises(NotImplementedError, match=r"fs.put\(local_folder"):
+            call()
+    assert fs.cat_file(inside) == (v1 / "labels.csv").read_bytes()
+
+
+def _python(code: str, env: dict[str, str]) -> str:
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_settings_from_the_environment_in_a_fresh_process(repo_server, two_versions, tmp_path):
+    """EOTDL_API_URL alone, `import fsspec` alone: the entry point brings eotdlfs in."""
+    name, v1, _ = two_versions
+    env = cli_env(tmp_path, repo_server.url, None) | {"XDG_CACHE_HOME": str(tmp_path / "xdg-cache")}
+    out = _python(f"import fsspec\nwith fsspec.open('eotdl://datasets/{name}/v1/labels.csv') as f:\n"
+                  "    print(f.read().decode(), end='')", env)
+    assert out == (v1 / "labels.csv").read_text()
+    assert list((tmp_path / "xdg-cache" / "eotdlfs" / "blocks").iterdir())  # the mount's default cache dir
+
+
+def test_with_nothing_configured_the_embedded_repository_is_read(tmp_path):
+    env = cli_env(tmp_path, None, None) | {"XDG_DATA_HOME": str(tmp_path / "data"),
+                                           "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")}
+    out = _python("import fsspec\nfs = fsspec.filesystem('eotdl')\nprint(fs.ls('datasets', detail=False))\n"
+                  "print(fs.cat_file('datasets/sample-scenes/v1/labels.csv').decode(), end='')", env)
+    listing, labels = out.split("\n", 1)
+    assert listing == "['datasets/sample-scenes']"
+    assert labels == (SAMPLE_DIR / "v1" / "labels.csv").read_text()
+
+
+def test_a_large_read_is_one_range_request_of_about_its_size(repo_server, unique_name, tmp_path):
+    """A COG reader's tile read (640 KiB at an offset) stays one request: a buffered file would send
+    its whole-buffer part and then a second request for the tail, reaching into the next tile."""
+    name = unique_name("tile")
+    data = ingest_one_file(repo_server, tmp_path / "src", name, "scene.tif", 3 * MiB)
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    with fs.open(f"datasets/{name}/v1/scene.tif") as f:
+        before = repo_server.stats()
+        f.seek(100_000)
+        assert f.read(660_000) == data[100_000:760_000]
+        after = repo_server.stats()
+    assert after["downloads"] - before["downloads"] == 1
+    assert after["bytes_sent"] - before["bytes_sent"] <= 660_000 + 2 * (64 << 10)
