@@ -23,6 +23,8 @@ ingested by `eotdlfs ingest`, then measures, in the same run:
 - `disk_cache_seq_MBps`, `disk_cache_mount_cpu_s_per_GiB`: the same read once more after dropping
   the kernel's pages of the file: every block is read back from the block cache's disk and
   checked, nothing fetched (`disk_cache_fetched_ratio` says so);
+- `fuse_binding`, `largest_read_request`: the binding the mount loaded (`EOTDLFS_FUSE=2|3` picks
+  one) and the largest read request its callback got during those reads (status.json);
 - `rss_peak_MB`: peak RSS (VmHWM) of a second mount process, with a cache limit of 256 MiB,
   while it streams the big file twice cold (the pages are dropped with
   posix_fadvise(DONTNEED) between the reads): 2 GiB in the full run.
@@ -121,6 +123,9 @@ def run(work: Path, quick: bool) -> dict:
         result["disk_cache_mount_cpu_s_per_GiB"] = cpu_s_per_GiB(mount_cpu, mounts[-1].pid, spec.big_bytes)
         result["disk_cache_fetched_ratio"] = round((server.bytes_sent() - sent) / spec.big_bytes, 3)
         result["rss_after_cold_warm_MB"] = round(peak_rss_mb(mounts[-1].pid) or 0, 1)
+        fuse = json.loads((mounts[-1].mnt / ".eotdlfs" / "status.json").read_text())["fuse"]
+        result["fuse_binding"] = f"{fuse['binding']}, libfuse {fuse['libfuse']}"
+        result["largest_read_request"] = fuse["largest_read"]
 
         mounts.append(mount(work, "b", server, env, "--cache-size", "256M"))
         big = mounts[-1].mnt / "datasets" / NAME / "v1" / BIG_FILE

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need_apt=()
-command -v fusermount3 >/dev/null 2>&1 || need_apt+=(fuse3)
+# libfuse 3 (the default binding, mfusepy; the package pulls its libfuse3-N) and libfuse 2 (fusepy, the fallback)
+{ command -v fusermount3 && ldconfig -p | grep -q 'libfuse3\.so\.3'; } >/dev/null 2>&1 || need_apt+=(fuse3)
 ldconfig -p 2>/dev/null | grep -q 'libfuse\.so\.2' || need_apt+=(libfuse2)
 command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)

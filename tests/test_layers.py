@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "eotdlfs"
 MAX_LINES = 450
 HTTP = ("requests", "urllib3", "http", "httpx", "fastapi", "starlette", "uvicorn")
-FUSE_BINDING = ("fuse",)
+FUSE_BINDING = ("fuse", "mfusepy")
 FSSPEC = ("fsspec",)
 
 
@@ -84,7 +84,7 @@ def test_the_package_itself_only_hands_out_the_python_api():
 def test_the_fuse_binding_is_imported_in_one_module_of_fs():
     users = [str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if any(within(n, FUSE_BINDING)
                                                                               for n in imported(p))]
-    assert users == ["fs/fuse_ops.py"]
+    assert users == ["fs/fuse_binding.py"]
 
 
 def test_fsspec_is_imported_in_one_adapter_beside_the_composition_root():

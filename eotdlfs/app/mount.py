@@ -17,7 +17,8 @@ from eotdlfs.client.publisher import ApiPublisher
 from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import resolve_settings
 from eotdlfs.fs.context import MountOptions, build_context
-from eotdlfs.fs.fuse_ops import EotdlfsOperations, run_fuse
+from eotdlfs.fs.fuse_binding import run_fuse
+from eotdlfs.fs.fuse_ops import EotdlfsOperations
 from eotdlfs.fs.mount import PRIVATE_UMASK, clean_stale, make_private
 from eotdlfs.fs.mountlock import hold_cache_dir
 from eotdlfs.fs.namespace import Namespace

@@ -1,4 +1,4 @@
-"""The FUSE adapter: the only module that imports fusepy (the FUSE binding).
+"""The FUSE adapter: the callbacks, written to the API of the binding `fuse_binding` loads.
 
 Each callback routes a path to its owner and maps failures to errno in one place
 (`errors.errno_for`). The mount's one handle table is here: `fi.fh` names a published
@@ -36,10 +36,10 @@ import threading
 import time
 from typing import Any, Callable
 
-from fuse import FUSE, FuseOSError, Operations, c_stat, fuse_get_context, set_st_attrs
-
 from eotdlfs.fs.context import MountContext
 from eotdlfs.fs.errors import logged_errno
+from eotdlfs.fs.fuse_binding import (BINDING, LIBFUSE, FuseOSError, Operations, c_stat, fuse_get_context, requests,
+                                     set_st_attrs)
 from eotdlfs.fs.readonly import XATTR_PREFIX, blocks_of, read_only
 from eotdlfs.fs.status import STATUS_DIR, STATUS_FILE, STATUS_PATH, collect_status, status_bytes
 from eotdlfs.metadata import KINDS
@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 
 STAGING = "staging"
 TREE, STAGED, VIRTUAL = "tree", "staging", "virtual"
-# Published content never changes, so the kernel may keep attributes, entries and pages.
-ATTR_TIMEOUT_S = 60
 
 
 _thread_pinned = threading.local()
@@ -100,7 +98,7 @@ class EotdlfsOperations(Operations):
     use_ns = True
     # fusepy copies this field of `fuse_operations` from here. Without it libfuse 2 drops every
     # utimensat that sets one time and omits the other (`touch -m`, `tar x`): `utimens` gets
-    # UTIME_OMIT / UTIME_NOW as they are, and staging handles both.
+    # UTIME_OMIT / UTIME_NOW as they are, and staging handles both. (libfuse 3 always does so.)
     flag_utime_omit_ok = 1
 
     def __init__(self, context: MountContext, mountpoint: str, staging: Any = None):
@@ -143,7 +141,9 @@ class EotdlfsOperations(Operations):
                 "st_ctime": started_ns}
 
     def _status(self) -> bytes:
-        return status_bytes(collect_status(self.context, self.mountpoint, self.staging, self.started))
+        status = collect_status(self.context, self.mountpoint, self.staging, self.started)
+        status["fuse"] = {"binding": BINDING, "libfuse": LIBFUSE, **requests}
+        return status_bytes(status)
 
     def _writable_for(self, path: str) -> str | None:
         staged = _staged_path(path)
@@ -209,7 +209,7 @@ class EotdlfsOperations(Operations):
         if staged is not None and self.staging is not None:
             return self._stage("getxattr", staged, name, position)
         if not name.startswith(XATTR_PREFIX) or path == "/" or path.startswith("/" + STATUS_DIR):
-            raise FuseOSError(errno.ENODATA)  # (names outside user.* never get here: `_DirectFUSE`)
+            raise FuseOSError(errno.ENODATA)  # (names outside user.* never get here: `fuse_binding`)
         return self.tree.getxattr(path, name)
 
     @_guarded
@@ -262,7 +262,7 @@ class EotdlfsOperations(Operations):
 
     @_guarded
     def read_into(self, path, target, offset, fi):
-        """Fill TARGET (the kernel's buffer) from OFFSET; the byte count (see `_DirectFUSE`)."""
+        """Fill TARGET (the kernel's buffer) from OFFSET; the byte count (see `fuse_binding._DirectFUSE`)."""
         owner, value = self._handle(fi)
         if owner == TREE:
             return self.tree.read_into(value, target, offset)
@@ -273,7 +273,7 @@ class EotdlfsOperations(Operations):
         target[:len(data)] = data
         return len(data)
 
-    read = read_into  # the name fusepy looks for; `_DirectFUSE.read` calls read_into
+    read = read_into  # the name the binding looks for; `_DirectFUSE.read` calls read_into
 
     @_guarded
     def release(self, path, fi):
@@ -390,45 +390,3 @@ class EotdlfsOperations(Operations):
             except Exception:
                 log.exception("staging overlay failed to shut down cleanly")
         self.context.close()
-
-
-class _DirectFUSE(FUSE):
-    """fusepy with reads written straight into the kernel's buffer: no bytes object per
-    read and no second copy (fusepy's own `read` memmoves what the callback returns)."""
-
-    def getxattr(self, path, name, value, size, *args):
-        # `ls -l` asks every file for its ACL (system.*) and SELinux label (security.*). The
-        # mount has neither: EOPNOTSUPP, answered before any decoding, dispatch or exception,
-        # makes `ls` (and libacl, libselinux) stop asking for the rest of the file system,
-        # where ENODATA cost a round trip into Python per file. Only user.* names are kept.
-        if not name.startswith(b"user."):
-            return -errno.EOPNOTSUPP
-        return super().getxattr(path, name, value, size, *args)
-
-    def getattr(self, path, buf):
-        if self.operations.fill_listed_stat(path.decode(self.encoding), buf.contents):
-            return 0
-        return super().getattr(path, buf)
-
-    def read(self, path, buf, size, offset, fip):
-        target = memoryview(_buffer_type(size).from_address(ctypes.addressof(buf.contents))).cast("B")
-        return self.operations("read_into", self._decode_optional_path(path), target, offset, fip.contents)
-
-
-@functools.lru_cache(maxsize=64)
-def _buffer_type(size: int):
-    """The ctypes array type of SIZE bytes (making a type per read would cost more than the read)."""
-    return ctypes.c_char * size
-
-
-def run_fuse(operations: EotdlfsOperations, mountpoint: str, allow_other: bool = False) -> None:
-    """Serve OPERATIONS on MOUNTPOINT in the foreground until unmounted."""
-    options = dict(foreground=True, nothreads=False, raw_fi=True, fsname="eotdlfs",
-                   subtype="eotdlfs", attr_timeout=ATTR_TIMEOUT_S, entry_timeout=ATTR_TIMEOUT_S,
-                   negative_timeout=0, max_read=1 << 20, max_readahead=1 << 20, big_writes=True,
-                   auto_unmount=True)
-    if allow_other:
-        # Other users then reach the mount: the kernel must check mode bits for them as on a
-        # disk (without default_permissions it checks nothing and every caller may write).
-        options.update(allow_other=True, default_permissions=True)
-    _DirectFUSE(operations, mountpoint, **options)

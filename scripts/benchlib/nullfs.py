@@ -2,7 +2,7 @@
 
 It serves one read-only file, `/big`, of a given size, whose bytes are copied from one
 preallocated 1 MiB buffer: no network, no cache, no hashing. It goes through
-`eotdlfs.fs.fuse_ops.run_fuse`, so the fusepy path (`_DirectFUSE`, reads written into the
+`eotdlfs.fs.fuse_binding.run_fuse`, so the binding's path (`_DirectFUSE`, reads written into the
 kernel's buffer) and the mount options (1 MiB max_read and read-ahead, raw_fi, keep_cache)
 are the real mount's; what a read of it costs is what the mount pays before doing any work.
 
@@ -17,9 +17,8 @@ import stat
 import sys
 from pathlib import Path
 
-from fuse import FuseOSError, Operations
-
-from eotdlfs.fs.fuse_ops import _pin_thread_state, run_fuse
+from eotdlfs.fs.fuse_binding import FuseOSError, Operations, run_fuse
+from eotdlfs.fs.fuse_ops import _pin_thread_state
 from benchlib.processes import ForegroundMount
 
 FILE_NAME = "big"
@@ -63,7 +62,7 @@ class NullFile(Operations):
             done += chunk
         return count
 
-    read = read_into  # the name fusepy looks for; `_DirectFUSE.read` calls read_into
+    read = read_into  # the name the binding looks for; `_DirectFUSE.read` calls read_into
 
 
 def null_mount(mnt: Path, size: int, log: Path) -> ForegroundMount:

@@ -8,6 +8,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -62,6 +63,11 @@ def test_background_mount_status_umount_and_stale_cleanup(repo_server, unique_na
 
     os.kill(status["pid"], signal.SIGKILL)  # a crashed mount leaves a dead endpoint behind
     wait_for_exit(status["pid"], 10)
+    # auto_unmount's fusermount(3) unmounts a moment after the process is gone; until then a
+    # stat may still be answered from the kernel's attribute cache
+    deadline = time.monotonic() + 10
+    while is_mounted(mnt) and not is_stale(mnt) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert is_stale(mnt) or not is_mounted(mnt)
     done = eotdlfs(*args, env=env)
     assert done.returncode == 0, done.stderr
@@ -78,8 +84,6 @@ def test_background_mount_status_umount_and_stale_cleanup(repo_server, unique_na
 
 def test_mount_cleans_a_dead_mount_left_by_a_killed_process(repo_server, tmp_path, mountpoint):
     """A FUSE process killed without auto_unmount leaves 'Transport endpoint is not connected'."""
-    import time
-
     mnt, pids = mountpoint
     mnt.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "import sys; from fuse import FUSE, Operations; "

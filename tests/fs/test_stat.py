@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from fuse import c_stat, set_st_attrs
+from eotdlfs.fs.fuse_binding import c_stat, set_st_attrs
 
 from eotdlfs.fs.context import MountOptions, build_context
 from eotdlfs.fs.fuse_ops import EotdlfsOperations

@@ -366,7 +366,7 @@ def test_create_passes_the_open_flags_to_staging(operations):
     without looking the name up first when its entry cache is cold or raced)."""
     from types import SimpleNamespace
 
-    from fuse import FuseOSError
+    from eotdlfs.fs.fuse_binding import FuseOSError
 
     path = "/staging/datasets/demo/a.txt"  # published, 1 byte: b"a"
     with pytest.raises(FuseOSError) as info:
