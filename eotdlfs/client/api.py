@@ -348,6 +348,8 @@ class ApiClient:
                 body = pages_of(raw, int(announced))
             else:
                 self._quick = raw.status not in (200, 307)  # a server without ranges, or redirecting
+                if raw.status == 307 and raw.headers.get("Location"):  # the store's URL, for the full way to reuse
+                    self._presigned.put((kind, record_id, path, file_version), raw.headers["Location"])
         except requests.RequestException as exc:  # what `pages_of` raises for a broken body
             failed = exc
         finally:
