@@ -10,7 +10,6 @@ give every peer the same windows.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import subprocess
