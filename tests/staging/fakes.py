@@ -6,7 +6,12 @@ import hashlib
 
 from eotdlfs.fs.staging.flush import FlushServices
 from eotdlfs.fs.staging.files import BaseVersion, StagedFile
+from eotdlfs.fs.staging.overlay import StagingOverlay
 from eotdlfs.repository import FileEntry, FileToShip, IngestResult, NothingToIngest, VersionConflict
+
+
+# A small published version: what most overlay tests start from (the `versions` fixture).
+BASE = {"metadata.yml": b"name: x\n", "a/one.txt": b"one", "a/b/two.bin": bytes(range(256)) * 40}
 
 
 class FakeVersions:
@@ -108,3 +113,11 @@ class FakeRepository:
         return FlushServices(ingest=self.ingest, latest=self.latest,
                              files=lambda kind, name, n: self.records[name].versions[n - 1],
                              published=lambda kind, name, n: None)
+
+
+def flush(overlay: StagingOverlay, versions: FakeVersions) -> int:
+    """Freeze OVERLAY, publish what it ships as VERSIONS' next version, and rebase it there; the number."""
+    shipped = overlay.freeze(1.0, lambda path: None)
+    number = versions.ship(shipped)
+    overlay.publish(number, versions.versions[-1], shipped)
+    return number

@@ -1,16 +1,14 @@
 """`--allow-other`: another local user, as the kernel sees them (uid 65534), against the mount's user (root here).
 
 The mount point lives under a 0755 folder in /tmp (pytest's tmp dirs are 0700: nobody else could
-reach a mount there), made and removed by the `shared_mountpoint` fixture.
+reach a mount there), made and removed by the `shared_mountpoint` fixture (conftest.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,18 +37,6 @@ def other_flushes(folder: Path) -> subprocess.CompletedProcess:
     """What `eotdlfs flush` does first-hand: set the flush attribute on the record folder."""
     code = "import os, sys; os.setxattr(sys.argv[1], sys.argv[2], b'1')"
     return as_other("/usr/bin/python3", "-c", code, str(folder), FLUSH_XATTR)
-
-
-@pytest.fixture
-def shared_mountpoint():
-    parent = Path(tempfile.mkdtemp(dir="/tmp", prefix="eotdlfs-shared-"))
-    try:
-        parent.chmod(0o755)
-        yield parent / "mnt"
-    finally:
-        for folder in (parent / "mnt", parent):  # rmdir, not rmtree: never into a mount still there
-            with contextlib.suppress(OSError):
-                folder.rmdir()
 
 
 @pytest.fixture

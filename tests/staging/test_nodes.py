@@ -12,15 +12,15 @@ import pytest
 from eotdlfs.fs.staging.nodes import RefusedNode
 from eotdlfs.fs.staging.overlay import StagingOverlay
 from tests.staging.posix_model import OverlayBackend
-from tests.staging.test_overlay import BASE, flush, overlay, versions  # noqa: F401 (fixtures)
+from tests.staging.fakes import flush
 
 
-def reopened(overlay: StagingOverlay, versions) -> StagingOverlay:  # noqa: F811
+def reopened(overlay: StagingOverlay, versions) -> StagingOverlay:
     overlay.journal.close()
     return StagingOverlay("datasets", "demo", overlay.folder, versions.base, versions.open)
 
 
-def test_symlinks_fifos_and_devices_keep_type_mode_owner_and_times_across_a_reopen(overlay, versions):  # noqa: F811
+def test_symlinks_fifos_and_devices_keep_type_mode_owner_and_times_across_a_reopen(overlay, versions):
     overlay.symlink("a/to-one", "one.txt", uid=65534, gid=65533)
     overlay.mknod("a/pipe", stat.S_IFIFO | 0o640, 0, uid=65534, gid=65534)
     overlay.mknod("a/dev", stat.S_IFCHR | 0o600, 0x0103, uid=0, gid=0)
@@ -50,7 +50,7 @@ def test_symlinks_fifos_and_devices_keep_type_mode_owner_and_times_across_a_reop
     assert stat.S_ISFIFO(again.getattr("pipe2")["st_mode"]) and not again.exists("a/to-one")
 
 
-def test_a_hard_link_is_one_file_under_two_names(overlay, versions):  # noqa: F811
+def test_a_hard_link_is_one_file_under_two_names(overlay, versions):
     backend = OverlayBackend(overlay)
     overlay.link("a/one.txt", "a/also-one.txt")  # a published file
     backend.write("a/also-one.txt", 0, b"ONE")
@@ -65,7 +65,7 @@ def test_a_hard_link_is_one_file_under_two_names(overlay, versions):  # noqa: F8
     assert OverlayBackend(again).read("a/also-one.txt") == b"ONE"  # its staged bytes stay
 
 
-def test_ctime_moves_on_chmod_chown_rename_link_and_write(overlay):  # noqa: F811
+def test_ctime_moves_on_chmod_chown_rename_link_and_write(overlay):
     overlay.utimens("a/one.txt", 5 * 10**9, 5 * 10**9)
     for change in (lambda: overlay.chmod("a/one.txt", 0o600), lambda: overlay.chown("a/one.txt", 7, 7),
                    lambda: overlay.rename("a/one.txt", "a/uno.txt"), lambda: overlay.link("a/uno.txt", "a/eins.txt"),
@@ -78,7 +78,7 @@ def test_ctime_moves_on_chmod_chown_rename_link_and_write(overlay):  # noqa: F81
     assert overlay.getattr("a/uno.txt")["st_mtime"] > 5 * 10**9  # the write; the rest left it
 
 
-def test_a_flush_publishes_hard_links_and_symlinks_inside_as_files(overlay, versions):  # noqa: F811
+def test_a_flush_publishes_hard_links_and_symlinks_inside_as_files(overlay, versions):
     overlay.link("a/one.txt", "hard.txt")
     overlay.symlink("soft.txt", "a/one.txt")
     overlay.symlink("a/b/up", "../../a/b")  # a folder that contains it: refused as a loop
@@ -112,7 +112,7 @@ def test_a_flush_publishes_hard_links_and_symlinks_inside_as_files(overlay, vers
     (lambda ov: ov.mknod("dev", stat.S_IFBLK | 0o600, 1), "dev: not a regular file (a block device)"),
     (lambda ov: ov.mknod("sock", stat.S_IFSOCK | 0o600, 0), "sock: not a regular file (a socket)"),
 ])
-def test_a_flush_refuses_what_a_version_cannot_hold_naming_it(overlay, versions, make, says):  # noqa: F811
+def test_a_flush_refuses_what_a_version_cannot_hold_naming_it(overlay, versions, make, says):
     make(overlay)
     before = len(versions.versions)
     with pytest.raises(RefusedNode, match=f"staging/datasets/demo/.*{says.replace('(', '.').replace(')', '.')}"):
@@ -120,14 +120,14 @@ def test_a_flush_refuses_what_a_version_cannot_hold_naming_it(overlay, versions,
     assert len(versions.versions) == before and overlay.dirty
 
 
-def test_a_folder_links_count_its_subfolders(overlay):  # noqa: F811
+def test_a_folder_links_count_its_subfolders(overlay):
     assert overlay.getattr("a")["st_nlink"] == 3  # a/b
     overlay.mkdir("a/c", 0o755)
     overlay.symlink("a/d", "c")  # not a folder
     assert overlay.getattr("a")["st_nlink"] == 4 and overlay.getattr("a/c")["st_nlink"] == 2
 
 
-def test_a_folder_symlink_publishes_the_symlinks_inside_it_followed_and_refuses_a_loop(overlay, versions):  # noqa: F811
+def test_a_folder_symlink_publishes_the_symlinks_inside_it_followed_and_refuses_a_loop(overlay, versions):
     overlay.mkdir("c", 0o755)
     overlay.symlink("c/one", "../a/one.txt")
     overlay.symlink("view", "c")

@@ -6,34 +6,13 @@ import errno
 import os
 import sqlite3
 import threading
-from pathlib import Path
 
 import pytest
 
 from eotdlfs.fs.staging.journal import JOURNAL_FILE
 from eotdlfs.fs.staging.overlay import StagingOverlay
-from tests.staging.fakes import FakeVersions
+from tests.staging.fakes import BASE, FakeVersions, flush
 from tests.staging.posix_model import FolderBackend, OverlayBackend, random_program, run_both
-
-
-BASE = {"metadata.yml": b"name: x\n", "a/one.txt": b"one", "a/b/two.bin": bytes(range(256)) * 40}
-
-
-@pytest.fixture
-def versions() -> FakeVersions:
-    return FakeVersions(BASE)
-
-
-@pytest.fixture
-def overlay(tmp_path: Path, versions: FakeVersions) -> StagingOverlay:
-    return StagingOverlay("datasets", "demo", tmp_path / "staging", versions.base, versions.open)
-
-
-def flush(overlay: StagingOverlay, versions: FakeVersions) -> int:
-    shipped = overlay.freeze(1.0, lambda path: None)
-    number = versions.ship(shipped)
-    overlay.publish(number, versions.versions[-1], shipped)
-    return number
 
 
 def test_unchanged_tree_reads_through_and_writes_nothing(overlay, versions, tmp_path):

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.staging.test_mount_permissions import shared_mountpoint  # noqa: F401 (a fixture)
 from tests.staging.test_mount_staging import staged
 
 ROOT = Path(__file__).resolve().parents[2]
