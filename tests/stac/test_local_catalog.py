@@ -9,6 +9,7 @@ from pathlib import Path
 import pystac
 import pytest
 
+from eotdlfs.client.ingest.stac import catalog_name
 from eotdlfs.metadata import MetadataError
 from eotdlfs.stac import MAX_DOCUMENT_BYTES, CatalogFiles, StacError, read_local_catalog
 from eotdlfs.stac import rules
@@ -152,6 +153,18 @@ def test_a_collection_over_the_document_cap_by_its_links_alone_is_read(tmp_path)
     assert collection.stat().st_size > MAX_DOCUMENT_BYTES
     files = read_local_catalog(folder)
     assert len(json.loads(dict(files.documents)["scenes/collection.json"])["links"]) == 3 + 2000  # root, parent, item
+
+
+def test_a_root_catalog_over_the_document_cap_by_its_links_alone_names_its_dataset(tmp_path):
+    """The name is read by the same size rule as the whole catalog: a root catalog grown past 1 MiB by
+    its links is not cut short (it was read to MAX_DOCUMENT_BYTES, then refused as bad JSON)."""
+    folder = write_catalog(tmp_path / "src", items=1)
+    root = folder / "catalog.json"
+    doc = json.loads(root.read_text())
+    doc["links"] += [{"rel": "related", "href": f"https://example.com/{i:05d}/" + "x" * 600} for i in range(2000)]
+    write_json(root, doc)
+    assert root.stat().st_size > MAX_DOCUMENT_BYTES
+    assert catalog_name(folder) == read_local_catalog(folder).name == doc["id"]
 
 
 def test_more_items_than_the_limit_are_refused(tmp_path, monkeypatch):

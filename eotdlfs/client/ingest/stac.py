@@ -19,7 +19,7 @@ from eotdlfs.client.ingest.plan import SourceFile
 from eotdlfs.client.ingest.sources import scan_folder
 from eotdlfs.metadata import METADATA_FILE, Metadata, validate_name
 from eotdlfs.stac import read_local_catalog
-from eotdlfs.stac.rules import MAX_DOCUMENT_BYTES, ROOT_DOCUMENT, StacError, parse_document
+from eotdlfs.stac.rules import MAX_READ_BYTES, ROOT_DOCUMENT, StacError, parse_document
 from eotdlfs.stac.version import catalog_metadata, version_documents
 
 
@@ -31,7 +31,8 @@ def catalog_name(folder: Path) -> str:
     """The dataset name of the STAC folder FOLDER (its root catalog's id), read cheaply for messages;
     `stac_sources` checks the whole catalog."""
     try:
-        data = (Path(folder) / ROOT_DOCUMENT).read_bytes()[:MAX_DOCUMENT_BYTES + 1]
+        with open(Path(folder) / ROOT_DOCUMENT, "rb") as f:
+            data = f.read(MAX_READ_BYTES + 1)  # (a bigger one is refused by `parse_document`, unread)
     except OSError as exc:
         raise StacError(f"{ROOT_DOCUMENT}: cannot be read ({exc.strerror})") from None
     return validate_name(parse_document(data, ROOT_DOCUMENT).get("id"))

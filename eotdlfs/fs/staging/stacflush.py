@@ -18,7 +18,7 @@ from eotdlfs.fs.staging.overlay import StagingOverlay
 from eotdlfs.metadata import METADATA_FILE, Metadata
 from eotdlfs.stac import StacError, StoredSource
 from eotdlfs.stac.local import read_catalog
-from eotdlfs.stac.rules import MAX_DOCUMENT_BYTES, ROOT_DOCUMENT
+from eotdlfs.stac.rules import MAX_DOCUMENT_BYTES, MAX_READ_BYTES, ROOT_DOCUMENT
 from eotdlfs.stac.version import catalog_metadata, version_documents
 
 SCRATCH = "stac"
@@ -36,7 +36,7 @@ def stac_files(overlay: StagingOverlay, shipped: list[StagedFile]) -> tuple[Meta
         staged = by_path.get(path)
         if staged is None:
             raise StacError(f"{path}: not a file of staging/{overlay.kind}/{overlay.name}")
-        if staged.size > MAX_DOCUMENT_BYTES:
+        if staged.size > MAX_READ_BYTES:  # (`parse_document` checks what is read: one rule for flush and ingest)
             raise StacError(f"{path}: more than the {MAX_DOCUMENT_BYTES} bytes a STAC document may have")
         return overlay.read_staged(staged)
 
