@@ -41,9 +41,14 @@ def validate_file_path(path: object) -> str:
     for part in path.split("/"):
         if part in ("", ".", ".."):
             raise BadPath(f"file path {path!r} has an empty, '.' or '..' component")
-        if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT:
+        if too_long(part):
             raise PathTooLong(f"file path {path!r} has a component longer than {MAX_COMPONENT} bytes")
     return path
+
+
+def too_long(component: str) -> bool:
+    """Whether COMPONENT (one name of a path) is longer than a name may be, in bytes as a disk counts them."""
+    return len(component.encode("utf-8", "surrogatepass")) > MAX_COMPONENT
 
 
 class RefusedSymlink(OSError):

@@ -36,7 +36,7 @@ from eotdlfs.fs.staging.nodecalls import NodeCalls
 from eotdlfs.fs.staging.openfiles import StagedHandle
 from eotdlfs.fs.staging.overlay import StagingOverlay
 from eotdlfs.metadata import KINDS, MetadataError, validate_name
-from eotdlfs.paths import MAX_COMPONENT, BadPath, PathTooLong, validate_file_path
+from eotdlfs.paths import BadPath, PathTooLong, too_long, validate_file_path
 from eotdlfs.repository import FileEntry
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ class StagingArea(NodeCalls):
 
     def getattr(self, path: str, fh: StagedHandle | None = None) -> dict:
         """A `stat` dict; ENAMETOOLONG for a name longer than any staged name can be, as a disk answers."""
-        if any(len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT for part in path.split("/")):
+        if any(too_long(part) for part in path.split("/")):
             raise staging_error(errno.ENAMETOOLONG, path)
         kind, name, rel = _split(path)
         if name is None:

@@ -206,14 +206,8 @@ class StagingOverlay(OpenFiles, Publishing, Nodes):
 
     def mkdir(self, path: str, mode: int, uid: int | None = None, gid: int | None = None) -> None:
         with self._lock:
-            if self.journal.node(path) is not None:
-                raise staging_error(errno.EEXIST, path)
-            self._check_parent(path)
-            self._begin_change_locked()
-            now = time.time_ns()
-            with self.journal.transaction() as tx:
-                tx.put(Node(path, True, mode=stat.S_IFDIR | (mode & 0o7777), mtime_ns=now, uid=uid, gid=gid))
-                tx.touch(parent_of(path), now)
+            self._new_node_locked(Node(path, True, mode=stat.S_IFDIR | (mode & 0o7777), mtime_ns=time.time_ns(),
+                                       uid=uid, gid=gid))
 
     def rmdir(self, path: str) -> None:
         with self._lock:
