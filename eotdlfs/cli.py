@@ -265,7 +265,7 @@ def stac_search(
     try:
         lines = search_lines(name, version, bbox, datetime, as_json, mount, kind, api_url, given_token(token, token_file))
     except CLIENT_ERRORS as exc:
-        fail(str(exc))
+        fail(exc)
     for line in lines:
         typer.echo(line)
 

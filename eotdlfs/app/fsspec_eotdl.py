@@ -25,9 +25,10 @@ from typing import Any
 from fsspec.spec import AbstractFileSystem
 
 from eotdlfs.app.connection import DEFAULT_CACHE_SIZE, Connection, connect
+from eotdlfs.client.ingest import folder_name
 from eotdlfs.fs.mount import parse_size
 from eotdlfs.fs.namespace import FILE, LATEST, Node
-from eotdlfs.metadata import KINDS, load_metadata
+from eotdlfs.metadata import KINDS
 from eotdlfs.repository import IngestResult
 
 READ_ONLY = "versions are read-only; publish a new version with fs.put(local_folder, 'datasets/NAME')"
@@ -138,7 +139,7 @@ class EotdlFileSystem(AbstractFileSystem):
     def put(self, lpath: str, rpath: str, recursive: bool = False, callback: Any = None, maxdepth: int | None = None,
             **kwargs: Any) -> IngestResult:
         """Ingest the local folder LPATH as the next version of RPATH ('datasets/NAME'), through the
-        ingestion engine (only new and changed files sent). LPATH's metadata.yml must name NAME."""
+        ingestion engine (only new and changed files sent). LPATH's metadata.yml (or STAC catalog.json) must name NAME."""
         if not isinstance(lpath, (str, os.PathLike)) or not isinstance(rpath, str):
             raise NotImplementedError("eotdl:// ingests one folder at a time: fs.put(local_folder, 'datasets/NAME')")
         parts = self._strip_protocol(rpath).split("/")
@@ -146,9 +147,9 @@ class EotdlFileSystem(AbstractFileSystem):
         if len(parts) != 2 or parts[0] not in KINDS or not folder.is_dir():
             raise NotImplementedError(f"eotdl:// ingests a whole folder as a record's next version: "
                                       f"fs.put(local_folder, 'datasets/NAME'), not {lpath!r} -> {rpath!r}")
-        named = load_metadata(folder).name
+        named = folder_name(folder)  # metadata.yml's name, or a STAC catalog's id
         if named != parts[1]:
-            raise ValueError(f"{folder}/metadata.yml names {named!r}, not {parts[1]!r}")
+            raise ValueError(f"{folder} names {named!r} (its metadata.yml or catalog.json), not {parts[1]!r}")
         result = self.connection.ingest(folder, parts[0])
         self.invalidate_cache()
         return result

@@ -129,7 +129,7 @@ class PieceFetcher:
         began = self.fetcher.serial()
         with self._lock:
             self._kept.drop(content.checksum)
-        pieces = -(-content.size // self.piece_size)
+        pieces = content.block_count(self.piece_size)
         self.cache.drop_blocks(content.checksum, [piece_key(n) for n in range(pieces)])
         with self._lock:
             self._dropped[content.checksum] = max(began, self._dropped.get(content.checksum, -1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from eotdlfs.app.fsspec_eotdl import EotdlFileSystem
 from tests.client.helpers import cli_env
 from tests.fs.datasets import ingest, ingest_one_file, make_folder, tree_digest, write_metadata
 from tests.reliability.faultproxy import FaultProxy
+from tests.stac.catalogs import write_catalog, write_json
 
 MiB = 1 << 20
 
@@ -191,6 +193,19 @@ def test_put_ingests_a_folder_as_the_next_version(repo_server, two_versions, tmp
     write_metadata(tmp_path / "other", "another-name")
     with pytest.raises(ValueError, match="another-name"):
         fs.put(str(tmp_path / "other"), f"datasets/{name}")
+
+
+def test_put_ingests_a_stac_folder_named_by_its_catalog(repo_server, unique_name, tmp_path):
+    name = unique_name("stac-put")
+    folder = write_catalog(tmp_path / "src", items=2, name=name)
+    collection = json.loads((folder / "scenes" / "collection.json").read_text())
+    collection["providers"] = [{"name": "ESA", "url": "https://esa.int"}]  # authors and source, no metadata.yml
+    write_json(folder / "scenes" / "collection.json", collection)
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    with pytest.raises(ValueError, match=name):
+        fs.put(str(folder), "datasets/another-name")
+    assert fs.put(str(folder), f"datasets/{name}").version == 1
+    assert json.loads(fs.cat_file(f"datasets/{name}/v1/catalog.json"))["id"] == name
 
 
 def test_every_other_write_is_refused_clearly(repo_server, two_versions, tmp_path):
