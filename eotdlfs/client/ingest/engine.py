@@ -33,7 +33,7 @@ from eotdlfs.client.ingest.ledger import DraftLedger, user_ledger
 from eotdlfs.client.ingest.lock import ingest_lock
 from eotdlfs.client.ingest.plan import Carry, IngestPlan, LatestFile, SourceFile, Upload, chunked, plan_ingest, upload_batches
 from eotdlfs.client.ingest.sources import RefusedSymlink, scan_folder
-from eotdlfs.client.ingest.stac import catalog_name, documents_dir, is_stac_folder, stac_sources
+from eotdlfs.client.ingest.stac import catalog_name, is_stac_folder, stac_sources
 from eotdlfs.client.repository import record_versions
 from eotdlfs.client.ingest.transfer import PARALLEL_REQUESTS, send_batch, send_multipart
 from eotdlfs.parallel import in_parallel
@@ -58,7 +58,7 @@ def ingest_folder(api: ApiClient, kind: str, folder: Path, progress: TransferPro
     cache = cache or HashCache()
     try:
         if is_stac_folder(folder):
-            metadata, sources = stac_sources(folder, cache, documents_dir(catalog_name(folder)))
+            metadata, sources = stac_sources(folder, cache)
         else:
             metadata = load_metadata(folder)
             sources = scan_folder(folder, cache)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Container
 from pathlib import Path
 
 from eotdlfs.client.hashcache import FileKey, HashCache
@@ -51,10 +52,11 @@ def _walk(root: Path) -> list[tuple[str, Path, os.stat_result]]:
     return found
 
 
-def scan_folder(folder: Path, cache: HashCache) -> list[SourceFile]:
-    """Every file below FOLDER, with its size and SHA-1 (read only when the cache does not know it)."""
+def scan_folder(folder: Path, cache: HashCache, skip: Container[str] = ()) -> list[SourceFile]:
+    """Every file below FOLDER but the paths in SKIP, with its size and SHA-1 (read only when the
+    cache does not know it)."""
     root = Path(os.path.realpath(folder))
-    files = _walk(root)
+    files = [file for file in _walk(root) if file[0] not in skip]
     keys: list[FileKey] = [(str(path), st.st_size, st.st_mtime_ns) for _, path, st in files]
     digests = cache.digests(keys, under=str(root))
     return [

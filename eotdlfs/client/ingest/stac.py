@@ -38,14 +38,15 @@ def catalog_name(folder: Path) -> str:
     return validate_name(parse_document(data, ROOT_DOCUMENT).get("id"))
 
 
-def stac_sources(folder: Path, cache: HashCache, documents_dir: Path) -> tuple[Metadata, list[SourceFile]]:
-    """The metadata and files of the STAC dataset in FOLDER; rewritten documents are kept in DOCUMENTS_DIR."""
+def stac_sources(folder: Path, cache: HashCache, kept_in: Path | None = None) -> tuple[Metadata, list[SourceFile]]:
+    """The metadata and files of the STAC dataset in FOLDER; rewritten documents are kept in KEPT_IN
+    (default: `documents_dir` of the dataset). The documents as found are neither read nor hashed."""
     catalog = read_local_catalog(folder)
     yml = Path(folder) / METADATA_FILE
     metadata = catalog_metadata(catalog, yml.read_bytes() if yml.is_file() else None)
-    documents = written(version_documents(catalog), documents_dir)
-    return metadata, sorted([s for s in scan_folder(folder, cache) if s.path not in documents]
-                            + list(documents.values()), key=lambda s: s.path)
+    documents = written(version_documents(catalog), kept_in or documents_dir(catalog.name))
+    return metadata, sorted(scan_folder(folder, cache, skip=documents) + list(documents.values()),
+                            key=lambda s: s.path)
 
 
 def documents_dir(name: str) -> Path:
