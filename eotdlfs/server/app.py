@@ -17,11 +17,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from eotdlfs.diskfull import is_disk_full
 from eotdlfs.metadata import KINDS
+from eotdlfs.parts import ENCODINGS
 from eotdlfs.server.auth import AuthError, authenticate, load_secret
 from eotdlfs.server.bodylimit import BodyLimit
 from eotdlfs.server.download import DownloadFastPath, download_response
 from eotdlfs.server.errors import ApiError
-from eotdlfs.server.encodedparts import ENCODINGS
 from eotdlfs.server.limits import Limits
 from eotdlfs.server.stac import STAC_KIND
 from eotdlfs.server.stats import Stats

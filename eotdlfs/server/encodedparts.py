@@ -8,21 +8,12 @@ bomb costs the server no more than an uncompressed part of that size would.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import zlib
 from typing import BinaryIO
 
 from eotdlfs.server.errors import ApiError, bad_request
 
-ENCODINGS = ("deflate", "zeros")  # what route 11's `encoding` field accepts
 _READ = 64 * 1024
-
-
-@functools.lru_cache(maxsize=8)
-def zeros_md5(size: int) -> str:
-    """The MD5 of SIZE zero bytes (parts of one upload share a size: computed once)."""
-    return hashlib.md5(bytes(size)).hexdigest()
 
 
 class Inflating:

@@ -27,8 +27,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from eotdlfs.parallel import in_parallel
+from eotdlfs.parts import zeros_md5
 from eotdlfs.server.blobs import CHUNK, STALE_TEMP_S, Concat, Hashing, check_sha1, check_upload_id
-from eotdlfs.server.encodedparts import zeros_md5
 
 MULTIPART_BYTES = 8 * 1024 * 1024   # part size of the store's multipart uploads (10,000 parts: 78 GiB a file)
 UPLOAD_THREADS = 4                  # parts in flight per stream: at most 4 x 8 MiB in memory

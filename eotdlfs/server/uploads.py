@@ -9,10 +9,11 @@ import re
 import secrets
 from typing import Any, BinaryIO
 
+from eotdlfs.parts import ENCODINGS, zeros_md5
 from eotdlfs.server import errors
 from eotdlfs.server.db import Row
 from eotdlfs.server.errors import ApiError, bad_request
-from eotdlfs.server.encodedparts import ENCODINGS, Inflating, zeros_md5
+from eotdlfs.server.encodedparts import Inflating
 from eotdlfs.server.values import checked_path, checked_sha1, utc_now
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")

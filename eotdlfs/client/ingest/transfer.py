@@ -7,7 +7,6 @@ so a file changed during an ingest fails loudly instead of landing under a stale
 from __future__ import annotations
 
 import errno
-import functools
 import hashlib
 import io
 import os
@@ -19,6 +18,7 @@ from typing import Callable, Collection
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import Conflict
 from eotdlfs.parallel import in_parallel
+from eotdlfs.parts import zeros_md5
 from eotdlfs.client.ingest.plan import Upload
 
 CHUNK_SIZE = 10 * 1024 * 1024  # the official client's part size (its limit of 10,000 parts allows 100 GB)
@@ -77,12 +77,6 @@ def data_bytes(fd: int, start: int, end: int) -> int:
     return total
 
 
-@functools.lru_cache(maxsize=4)
-def _zeros_md5(length: int) -> str:
-    """The MD5 of a part of LENGTH zero bytes (a hole): computed once per part size."""
-    return hashlib.md5(bytes(length)).hexdigest()
-
-
 def part_body(fd: int, offset: int, length: int, encodings: Collection[str]) -> tuple[bytes, str, str | None]:
     """What route 11 sends for the part of FD at OFFSET: (body, MD5 of the part's bytes, encoding).
 
@@ -92,7 +86,7 @@ def part_body(fd: int, offset: int, length: int, encodings: Collection[str]) -> 
     little (EO rasters are compressed already)."""
     data_size = data_bytes(fd, offset, offset + length) if encodings else length
     if data_size == 0 and "zeros" in encodings:
-        return b"", _zeros_md5(length), "zeros"
+        return b"", zeros_md5(length), "zeros"
     if data_size * 2 <= length and "deflate" in encodings:
         data = os.pread(fd, length, offset)
         return zlib.compress(data, 9), hashlib.md5(data).hexdigest(), "deflate"
