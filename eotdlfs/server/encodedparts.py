@@ -32,7 +32,11 @@ class Inflating:
         self._inflater = zlib.decompressobj()
         self._out = 0
 
-    def read(self, n: int) -> bytes:
+    def read(self, n: int = -1) -> bytes:
+        """Up to N inflated bytes (some until the end); with N < 0 all that is left, as a file reads:
+        boto3 reads the body of a small object whole."""
+        if n is None or n < 0:
+            return b"".join(iter(lambda: self.read(_READ), b""))
         while True:
             pending = self._inflater.unconsumed_tail
             if not pending:
