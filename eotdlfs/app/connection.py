@@ -22,7 +22,7 @@ from eotdlfs.app.remotefile import RemoteFile, open_remote
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.download import DownloadResult, download_version
 from eotdlfs.client.ingest import ingest_folder
-from eotdlfs.client.repository import ApiRepository, parse_record, parsed
+from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import Settings, resolve_settings
 from eotdlfs.fs.context import MountContext, MountOptions, build_context
 from eotdlfs.fs.mount import default_cache_dir, make_private
@@ -47,6 +47,7 @@ class Connection:
         self.cache_size = cache_size
         self.ttl = ttl
         self.api = ApiClient(settings)
+        self.repo = ApiRepository(self.api)  # the port the read path and the record calls go through
         self._embedded = embedded
         self._lock = threading.Lock()
         self._reading: MountContext | None = None  # built by the first read
@@ -56,12 +57,12 @@ class Connection:
     def list(self, kind: str = "datasets", match: str | None = None) -> list[Record]:
         """The records of KIND (names containing MATCH, case-insensitive), drafts included in their versions."""
         record_noun(kind)
-        return parsed(lambda data: parse_record(kind, data), self.api.records(kind, match=match), f"{kind} record")
+        return self.repo.records(kind, match)
 
     def record(self, name: str, kind: str = "datasets") -> Record:
         """The record named NAME; `NotFound` when there is none."""
         record_noun(kind)
-        return parse_record(kind, self.api.record_by_name(kind, name))
+        return self.repo.record(kind, name)
 
     def versions(self, name: str, kind: str = "datasets") -> list[Version]:
         """NAME's published versions, oldest first."""
@@ -108,9 +109,8 @@ class Connection:
         match = _LATEST_IN_PATH.match(path)
         if match is None:
             return path
-        parts = match.group(1).split("/")
-        number = self.reading().namespace.record(parts[1], parts[2]).published[-1].number
-        return f"{match.group(1)}/v{number}{path[match.end():]}"
+        target = self.reading().namespace.resolve(f"{match.group(1)}/{LATEST}").target  # one rule for `latest`
+        return f"{match.group(1)}/{target}{path[match.end():]}"
 
     def reading(self) -> MountContext:
         """The read path (cache, fetcher, namespace, reader), built once."""
@@ -119,7 +119,7 @@ class Connection:
                 make_private(self.cache_dir)
                 options = MountOptions(cache_dir=self.cache_dir, cache_size=self.cache_size, ttl=self.ttl,
                                        api_url=self.settings.api_url or "", read_timeout=self.settings.timeout + 5)
-                self._reading = build_context(ApiRepository(self.api), options)
+                self._reading = build_context(self.repo, options)
             return self._reading
 
     # --- the end ---------------------------------------------------------------------------

@@ -75,8 +75,9 @@ class ApiRepository:
     def __init__(self, api: ApiClient):
         self.api = api
 
-    def records(self, kind: str) -> list[Record]:
-        return parsed(lambda data: parse_record(kind, data), self.api.records(kind), f"{kind} record")
+    def records(self, kind: str, match: str | None = None) -> list[Record]:
+        """The records of KIND (with MATCH, those whose names contain it, case-insensitive)."""
+        return parsed(lambda data: parse_record(kind, data), self.api.records(kind, match=match), f"{kind} record")
 
     def record(self, kind: str, name: str) -> Record:
         return parse_record(kind, self.api.record_by_name(kind, name))
