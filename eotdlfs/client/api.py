@@ -125,7 +125,7 @@ class ApiClient:
                 response = self._session.request(method, url, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if last:
-                    raise Unreachable(f"cannot reach the repository at {self.base_url} ({failure_reason(exc)})") from exc
+                    raise self._unreachable(exc) from exc
             else:
                 if response.status_code in ok:
                     return response
@@ -137,6 +137,9 @@ class ApiClient:
                     raise error
             time.sleep(self._backoff * (2**attempt))
         raise AssertionError("unreachable")  # the loop always returns or raises
+
+    def _unreachable(self, exc: Exception) -> Unreachable:
+        return Unreachable(f"cannot reach the repository at {self.base_url} ({failure_reason(exc)})")
 
     def _json(self, method: str, route: str, *, idempotent: bool, **kwargs: Any) -> Any:
         response = self._request(method, route, idempotent=idempotent, **kwargs)
@@ -157,7 +160,7 @@ class ApiClient:
                 return
             except requests.ConnectionError as exc:
                 if attempt == self._retries:
-                    raise Unreachable(f"cannot reach the repository at {self.base_url} ({failure_reason(exc)})") from exc
+                    raise self._unreachable(exc) from exc
             time.sleep(self._backoff * (2**attempt))
 
     # ---- extensions
@@ -404,7 +407,7 @@ class ApiClient:
             return quick
         if failed is not None:  # that was the first try
             if self._retries == 0 or timed_out(failed):
-                raise Unreachable(f"cannot reach the repository at {self.base_url} ({failure_reason(failed)})") from failed
+                raise self._unreachable(failed) from failed
             time.sleep(self._backoff)
         for attempt in range(0 if failed is None else 1, self._retries + 1):
             response = self._download_get(kind, record_id, path, file_version, headers)
@@ -416,7 +419,7 @@ class ApiClient:
                 break
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 if attempt == self._retries or timed_out(exc):
-                    raise Unreachable(f"cannot reach the repository at {self.base_url} ({failure_reason(exc)})") from exc
+                    raise self._unreachable(exc) from exc
             finally:
                 response.close()
             time.sleep(self._backoff * (2**attempt))
@@ -436,7 +439,7 @@ class ApiClient:
         try:
             yield response.iter_content(DOWNLOAD_BLOCK)
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-            raise Unreachable(f"cannot reach the repository at {self.base_url} ({failure_reason(exc)})") from exc
+            raise self._unreachable(exc) from exc
         finally:
             response.close()
 
