@@ -35,6 +35,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 import crc32c
 import diskcache
@@ -137,19 +138,24 @@ def reserve_bytes(st: os.statvfs_result) -> int:
     return max(MIN_RESERVE_BYTES, int(st.f_blocks * st.f_frsize * RESERVE_FRACTION))
 
 
+def _open_index(directory: Path, size_limit: int) -> diskcache.Cache:
+    return diskcache.Cache(str(directory), disk=_BlockDisk, size_limit=size_limit,
+                           eviction_policy="least-recently-used", disk_min_file_size=0, cull_limit=16)
+
+
 class BlockCache:
     """Blocks of BLOCK_SIZE bytes (the last block of a file may be shorter) in DIRECTORY."""
 
     def __init__(self, directory: Path, size_limit: int, block_size: int = DEFAULT_BLOCK_SIZE):
         self.block_size = block_size
-        self._cache = diskcache.Cache(
-            str(directory),
-            disk=_BlockDisk,
-            size_limit=size_limit,
-            eviction_policy="least-recently-used",
-            disk_min_file_size=0,
-            cull_limit=16,
-        )
+        try:
+            self._cache = _open_index(directory, size_limit)
+        except sqlite3.DatabaseError as exc:
+            # Blocks are only a cache: a damaged index (a failing disk) costs refetching, not a mount.
+            aside = directory.with_name(f"{directory.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+            os.replace(directory, aside)
+            log.error("the block cache's index is damaged (%s): moved to %s, starting empty", exc, aside)
+            self._cache = _open_index(directory, size_limit)
         # One diskcache call at a time: threads queue here (waking at once) instead of in
         # SQLite's busy handler, which sleeps for milliseconds between retries.
         self._db = threading.Lock()

@@ -108,3 +108,21 @@ def test_a_block_damaged_on_disk_is_dropped_and_a_miss(tmp_path, caplog):
     assert "failed its check" in caplog.text
     assert cache.put("sum", 0, blocks[0]) and cache.load_block("sum", 0) == blocks[0]
     cache.close()
+
+
+def test_a_damaged_index_is_set_aside_and_the_cache_starts_empty(tmp_path, caplog):
+    """A failing disk can damage the cache's SQLite index as well as its blocks; the blocks are
+    only a cache, so the mount starts with an empty one (keeping the damaged folder for a look)
+    rather than refusing to start."""
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put("sum", 0, os.urandom(BS))
+    cache.close()
+    index = tmp_path / "c" / "cache.db"
+    with open(index, "r+b") as f:  # garbage over the SQLite header and the first pages
+        f.write(os.urandom(8192))
+    again = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert again.load_block("sum", 0) is None
+    assert again.put("sum", 0, b"x" * 10) and again.load_block("sum", 0) == b"x" * 10
+    again.close()
+    (aside,) = tmp_path.glob("c.damaged-*")
+    assert (aside / "cache.db").exists() and "index is damaged" in caplog.text
