@@ -185,11 +185,16 @@ class StagingArea(NodeCalls):
 
     def _refuse(self, path: str, reason: str, code: int) -> OSError:
         """The error for a name refused when made; the reason goes to the log and to `eotdlfs status`
-        (the writer sees only the errno)."""
+        (the writer sees only the errno). The status keeps a refusal repeating the newest once:
+        coreutils' `mv` asks twice (renameat2 with RENAME_NOREPLACE, then rename)."""
         log.warning("staging%s refused: %s", path, reason)
+        refused = {"path": f"staging{path}", "reason": reason, "at": time.time()}
         with self._lock:
-            self._refused.append({"path": f"staging{path}", "reason": reason, "at": time.time()})
-            del self._refused[:-REFUSED_KEPT]
+            if self._refused and {**self._refused[-1], "at": refused["at"]} == refused:
+                self._refused[-1] = refused
+            else:
+                self._refused.append(refused)
+                del self._refused[:-REFUSED_KEPT]
         return staging_error(code, path)
 
     # -- attributes and listings ----------------------------------------------------------
