@@ -58,6 +58,13 @@ class FileEntry:
     size: int
     created_at: float | None = field(default=None, compare=False)
 
+    def mtime(self, version_mtime: float, per_second: float = 1) -> float:
+        """Its mtime in a version dated VERSION_MTIME: when its file version was made, so a file
+        carried unchanged into later versions keeps its time (`rsync -a` from one version to the
+        next skips it); the version's date when the repository does not say. PER_SECOND gives
+        VERSION_MTIME's unit (1e9: nanoseconds), in which the answer comes."""
+        return version_mtime if self.created_at is None else self.created_at * per_second
+
 
 class Repository(Protocol):
     def records(self, kind: str) -> list[Record]:

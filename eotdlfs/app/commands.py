@@ -8,6 +8,7 @@ and the command line run one implementation. `cli.py` only parses options and tu
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -134,7 +135,11 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"cache full   {cache['write_errors']} blocks could not be stored (reads still work)")
     if cache.get("damaged_blocks"):
         lines.append(f"damaged      {cache['damaged_blocks']} cached blocks failed their check and were fetched again")
-    if fetch.get("last_fetch_error"):
+    failure = status.get("last_failure")
+    if failure:  # what a reader got, with the file: says more than the fetch's last error
+        lines.append(f"last failure {failure['path']}: {failure['error']} ({failure['errno']}, "
+                     f"{time.time() - failure['at']:.0f} s ago)")
+    elif fetch.get("last_fetch_error"):
         lines.append(f"last error   {fetch['last_fetch_error']}")
     if "staging" in status:
         lines.extend(format_staging(status["staging"]))

@@ -64,7 +64,8 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
     staging = make_staging_area(context, ApiPublisher(api, DraftLedger(folder / LEDGER_FILE)), folder)
     log.info("mounting %s on %s (cache %s)", settings.api_url, mountpoint, cache_dir)
     try:
-        run_fuse(EotdlfsOperations(context, str(mountpoint), staging), str(mountpoint), allow_other)
+        run_fuse(EotdlfsOperations(context, str(mountpoint), staging), str(mountpoint), settings.api_url,
+                 allow_other)
     finally:
         if embedded is not None:
             embedded.stop()

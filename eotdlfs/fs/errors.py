@@ -33,13 +33,21 @@ def errno_for(exc: BaseException) -> int:
     return errno.EIO
 
 
-def logged_errno(exc: BaseException) -> int:
-    """`errno_for(EXC)`, logging repository and content failures and (with its trace) an unexpected
-    exception; ordinary errno answers (ENOENT, EROFS, ...) are not logged."""
+def is_failure(exc: BaseException) -> bool:
+    """Whether EXC is a failure worth a user's attention (a repository or content failure, or an
+    unexpected exception), not an ordinary errno answer (ENOENT, EROFS, ...)."""
+    if isinstance(exc, (RepositoryError, ContentMismatch)):
+        return not isinstance(exc, NotFound)
+    return not isinstance(exc, OSError)
+
+
+def logged_errno(exc: BaseException, path: str | None = None) -> int:
+    """`errno_for(EXC)`, logging a failure (`is_failure`) with the PATH it met, an unexpected
+    exception with its trace."""
     code = errno_for(exc)
-    if isinstance(exc, (RepositoryError, ContentMismatch)) and not isinstance(exc, NotFound):
-        log.warning("%s -> %s: %s", type(exc).__name__, errno.errorcode.get(code, code), exc)
-    elif not isinstance(exc, OSError):
-        log.error("unexpected %s -> %s", type(exc).__name__, errno.errorcode.get(code, code),
-                  exc_info=exc)
+    where, name = f"{path}: " if path else "", errno.errorcode.get(code, code)
+    if isinstance(exc, (RepositoryError, ContentMismatch)) and is_failure(exc):
+        log.warning("%s%s; %s -> %s", where, exc, type(exc).__name__, name)
+    elif is_failure(exc):
+        log.error("%sunexpected %s -> %s", where, type(exc).__name__, name, exc_info=exc)
     return code

@@ -213,9 +213,12 @@ def _buffer_type(size: int):
     return ctypes.c_char * size
 
 
-def run_fuse(operations: Any, mountpoint: str, allow_other: bool = False) -> None:
-    """Serve OPERATIONS on MOUNTPOINT in the foreground until unmounted."""
-    options = dict(foreground=True, nothreads=False, raw_fi=True, fsname="eotdlfs",
+def run_fuse(operations: Any, mountpoint: str, source: str, allow_other: bool = False) -> None:
+    """Serve OPERATIONS on MOUNTPOINT in the foreground until unmounted. SOURCE (the repository's
+    URL, as sshfs shows `user@host:`) is what `mount`, `df` and `findmnt` show it comes from: a
+    word like "eotdlfs" reads as a relative path, which `mount` resolves against its cwd. A comma
+    would end libfuse's option, so it is percent-encoded, as in any URL."""
+    options = dict(foreground=True, nothreads=False, raw_fi=True, fsname=source.replace(",", "%2C"),
                    subtype="eotdlfs", attr_timeout=ATTR_TIMEOUT_S, entry_timeout=ATTR_TIMEOUT_S,
                    negative_timeout=0, max_read=MAX_READ, auto_unmount=True)
     if LIBFUSE == 2:

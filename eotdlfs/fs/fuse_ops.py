@@ -37,12 +37,13 @@ import time
 from typing import Any, Callable
 
 from eotdlfs.fs.context import MountContext
-from eotdlfs.fs.errors import logged_errno
+from eotdlfs.fs.errors import is_failure, logged_errno
 from eotdlfs.fs.fuse_binding import (BINDING, LIBFUSE, FuseOSError, Operations, c_stat, fuse_get_context, requests,
                                      set_st_attrs)
 from eotdlfs.fs.readonly import XATTR_PREFIX, blocks_of, read_only
 from eotdlfs.fs.status import STATUS_DIR, STATUS_FILE, STATUS_PATH, collect_status, status_bytes
 from eotdlfs.metadata import KINDS
+from eotdlfs.repository import Unreachable
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def _guarded(method: Callable) -> Callable:
         except FuseOSError:
             raise
         except Exception as exc:
-            raise FuseOSError(logged_errno(exc)) from exc
+            raise FuseOSError(self.failed(args[0] if args and isinstance(args[0], str) else None, exc)) from exc
     return wrapper
 
 
@@ -110,6 +111,7 @@ class EotdlfsOperations(Operations):
         # changed under _lock, read without it (see the module's note on locks)
         self._lock = threading.Lock()
         self._handles: dict[int, tuple[str, Any]] = {}
+        self.last_failure: dict[str, Any] | None = None  # replaced whole, for the status
         self._next_fh = itertools.count(1)
         # The `struct stat` of a 0-byte file dated 0: a published file's differs only in size and times.
         self._file_stat = _packed_stat(self.tree.file_attrs(0, 0.0))
@@ -143,7 +145,20 @@ class EotdlfsOperations(Operations):
     def _status(self) -> bytes:
         status = collect_status(self.context, self.mountpoint, self.staging, self.started)
         status["fuse"] = {"binding": BINDING, "libfuse": LIBFUSE, **requests}
+        status["last_failure"] = self.last_failure
         return status_bytes(status)
+
+    def failed(self, path: str | None, exc: Exception) -> int:
+        """The errno for EXC met at PATH, logged with PATH: `cat` can only print the errno's words,
+        so the log and the status name the file and the cause. A repository that could not be
+        reached makes the status say so at once, not at the listing's next refresh."""
+        code = logged_errno(exc, path)
+        if isinstance(exc, Unreachable):
+            self.context.namespace.server_reachable = False
+        if is_failure(exc):
+            self.last_failure = {"path": path, "error": str(exc), "errno": errno.errorcode.get(code, str(code)),
+                                 "at": time.time()}
+        return code
 
     def _writable_for(self, path: str) -> str | None:
         staged = _staged_path(path)

@@ -23,7 +23,6 @@ from typing import Any
 
 import platformdirs
 
-from eotdlfs.fs.mountlock import check_cache_dir_free
 from eotdlfs.fs.status import STATUS_PATH
 
 log = logging.getLogger(__name__)
@@ -114,7 +113,6 @@ def mount_background(mountpoint: Path, args: list[str], cache_dir: Path,
     clean_stale(mountpoint)
     if is_mounted(mountpoint):
         raise OSError(errno.EBUSY, f"{mountpoint} is already mounted")
-    check_cache_dir_free(cache_dir)
     if not mountpoint.exists():
         mountpoint.mkdir(parents=True)  # `eotdlfs mount ~/eotdl` on a fresh machine just works
     if not mountpoint.is_dir():

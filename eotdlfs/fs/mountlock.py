@@ -1,7 +1,8 @@
 """One mount per cache dir: its state and staging belong to the mount process holding
 `CACHE_DIR/mount.lock`, a `flock` (the kernel frees it when that process dies, however it dies).
 The block cache is not locked: processes that only read it (the fsspec filesystem) share it.
-The lock file names its holder, so a second mount can say which one is in the way.
+The lock file names its holder, so a second mount can say which one is in the way. Only the
+mount process takes it: `eotdlfs mount` reports what its child said when refused.
 """
 
 from __future__ import annotations
@@ -10,11 +11,9 @@ import errno
 import fcntl
 import json
 import os
-import time
 from pathlib import Path
 
 LOCK_FILE = "mount.lock"
-TRIES, RETRY_S = 5, 0.1
 
 
 def _busy(cache_dir: Path, fd: int) -> OSError:
@@ -31,16 +30,12 @@ def hold_cache_dir(cache_dir: Path, mountpoint: Path) -> int:
     """Take CACHE_DIR for the mount on MOUNTPOINT, for as long as this process lives (the open file
     descriptor returned keeps it); OSError EBUSY naming the holder when a mount has it."""
     fd = os.open(cache_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    for attempt in range(TRIES):
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if attempt == TRIES - 1:
-                error = _busy(cache_dir, fd)
-                os.close(fd)
-                raise error from None
-            time.sleep(RETRY_S)  # a `check_cache_dir_free` holds it for a moment only
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        error = _busy(cache_dir, fd)
+        os.close(fd)
+        raise error from None
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "mountpoint": str(mountpoint)}).encode(), 0)
@@ -48,16 +43,3 @@ def hold_cache_dir(cache_dir: Path, mountpoint: Path) -> int:
         pass
     return fd
 
-
-def check_cache_dir_free(cache_dir: Path) -> None:
-    """OSError EBUSY naming the holder when a mount holds CACHE_DIR (asked before starting one)."""
-    try:
-        fd = os.open(cache_dir / LOCK_FILE, os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # shared, and let go at once
-    except BlockingIOError:
-        raise _busy(cache_dir, fd) from None
-    finally:
-        os.close(fd)

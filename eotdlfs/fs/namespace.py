@@ -95,13 +95,6 @@ class ListedVersion:
     tree: VersionTree
 
 
-def file_mtime(entry: FileEntry, version_mtime: float) -> float:
-    """A published file's mtime: when its file version was made, so a file carried unchanged into
-    later versions keeps its time (`rsync -a` from one version to the next skips it); the
-    version's date when the server does not say."""
-    return version_mtime if entry.created_at is None else entry.created_at
-
-
 def not_found(path: str) -> FileNotFoundError:
     return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
 
@@ -406,7 +399,7 @@ class Namespace:
         if found is True:
             node = Node(DIR, mtime, record=record, version=version.number)
         else:
-            node = Node(FILE, file_mtime(found, mtime), found.size, record, version.number, found)
+            node = Node(FILE, found.mtime(mtime), found.size, record, version.number, found)
         with self._lock:
             if len(self._nodes) >= MAX_KEPT_NODES:
                 self._nodes.clear()
@@ -423,7 +416,7 @@ class Namespace:
         if version is None:
             return None
         entry = version.tree.files.get(parts[4])
-        return None if entry is None else (entry, file_mtime(entry, version.mtime))
+        return None if entry is None else (entry, entry.mtime(version.mtime))
 
     @staticmethod
     def _version(record: Record, name: str) -> Version | None:

@@ -37,6 +37,15 @@ _INT64 = (-(2**63), 2**63 - 1)
 # query of `Store._put_in_version` relies on '/' sorting right before '0'.
 _TEXT = sa.Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")
 
+
+
+def version_files_query(columns: str, where: str = "vf.record_id = ? AND vf.version = ?") -> str:
+    """SELECT COLUMNS of the files of versions: `vf` a version_files row, `fv` the file_versions
+    row it names (path, checksum, size, created_at); WHERE (a version's by default; none when empty)."""
+    return ("SELECT " + columns + " FROM version_files vf JOIN file_versions fv ON fv.record_id = vf.record_id"
+            " AND fv.path = vf.path AND fv.file_version = vf.file_version" + (" WHERE " + where if where else ""))
+
+
 metadata = sa.MetaData()
 sa.Table("records", metadata,
          sa.Column("id", _TEXT, primary_key=True),
@@ -238,8 +247,7 @@ def _add_version_sizes(tx: Tx) -> None:
     """Give every version without a stored size its size (databases made before sizes were stored)."""
     tx.execute(
         "INSERT INTO version_sizes (record_id, version, size)"
-        " SELECT v.record_id, v.version, (SELECT COALESCE(SUM(fv.size), 0) FROM version_files vf"
-        " JOIN file_versions fv ON fv.record_id = vf.record_id AND fv.path = vf.path"
-        " AND fv.file_version = vf.file_version WHERE vf.record_id = v.record_id AND vf.version = v.version)"
+        " SELECT v.record_id, v.version, (" + version_files_query(
+            "COALESCE(SUM(fv.size), 0)", "vf.record_id = v.record_id AND vf.version = v.version") + ")"
         " FROM versions v WHERE NOT EXISTS (SELECT 1 FROM version_sizes s"
         " WHERE s.record_id = v.record_id AND s.version = v.version)")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from eotdlfs.metadata import KINDS, MetadataError, validate_name
 from eotdlfs.server.blobs import Blobs, open_blobs
-from eotdlfs.server.db import DB_FILE, Database, Tx
+from eotdlfs.server.db import DB_FILE, Database, Tx, version_files_query
 
 
 @dataclass
@@ -140,10 +140,9 @@ def _check_versions(conn: Tx, report: FsckReport) -> None:
                             "(SELECT 1 FROM versions v WHERE v.record_id = version_files.record_id "
                             "AND v.version = version_files.version)"):
         report.problems.append(f"{row['record_id']} v{row['version']}: files listed for a version that does not exist")
-    sizes = {(r["record_id"], r["version"]): (r["size"], r["n"]) for r in conn.execute(
-        "SELECT vf.record_id, vf.version, COALESCE(SUM(fv.size), 0) AS size, COUNT(*) AS n FROM version_files vf "
-        "JOIN file_versions fv ON fv.record_id = vf.record_id AND fv.path = vf.path "
-        "AND fv.file_version = vf.file_version GROUP BY vf.record_id, vf.version")}
+    sizes = {(r["record_id"], r["version"]): (r["size"], r["n"]) for r in conn.execute(version_files_query(
+        "vf.record_id, vf.version, COALESCE(SUM(fv.size), 0) AS size, COUNT(*) AS n", "")
+        + " GROUP BY vf.record_id, vf.version")}
     numbers: dict[str, list[int]] = {}
     for v in conn.execute("SELECT record_id, version, draft FROM versions ORDER BY record_id, version"):
         report.versions += 1

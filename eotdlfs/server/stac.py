@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from eotdlfs.metadata import Metadata, MetadataError, validate_name
-from eotdlfs.server.db import Row, Tx
+from eotdlfs.server.db import Row, Tx, version_files_query
 from eotdlfs.server.errors import ApiError, bad_request
 from eotdlfs.stac import StacError, StoredSource, documents_to_feature_collection, feature_collection_to_documents
 from eotdlfs.stac.rules import ROOT_DOCUMENT
@@ -60,10 +60,7 @@ class StacDatasets:
         return self._version(conn, kind, record_id, version)
 
     def _version_files(self, conn: Tx, record_id: str, version: int) -> dict[str, Row]:
-        rows = conn.execute(
-            "SELECT fv.path, fv.checksum, fv.size FROM version_files vf JOIN file_versions fv ON fv.record_id ="
-            " vf.record_id AND fv.path = vf.path AND fv.file_version = vf.file_version"
-            " WHERE vf.record_id = ? AND vf.version = ?", (record_id, version))
+        rows = conn.execute(version_files_query("fv.path, fv.checksum, fv.size"), (record_id, version))
         return {r["path"]: r for r in rows}
 
     def put_stac(self, kind: str, record_id: str, uid: str, body: Any, version: int | None = None) -> int:

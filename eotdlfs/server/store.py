@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from eotdlfs.metadata import Metadata, MetadataError, record_noun
 from eotdlfs.server import errors
 from eotdlfs.server.blobs import Staged, TooBig, open_blobs
-from eotdlfs.server.db import Database, Row, Tx
+from eotdlfs.server.db import Database, Row, Tx, version_files_query
 from eotdlfs.server.errors import ApiError, bad_request
 from eotdlfs.server.limits import Limits
 from eotdlfs.server.stac import StacDatasets
@@ -229,9 +229,7 @@ class Store(MultipartUploads, StacDatasets):
                          " WHERE record_id = ?", "path", (record_id,), ", file_version")
             else:
                 self._version(conn, kind, record_id, version)
-                query = ("SELECT fv.path, fv.file_version, fv.checksum, fv.size, fv.created_at FROM version_files vf"
-                         " JOIN file_versions fv ON fv.record_id = vf.record_id AND fv.path = vf.path"
-                         " AND fv.file_version = vf.file_version WHERE vf.record_id = ? AND vf.version = ?",
+                query = (version_files_query("fv.path, fv.file_version, fv.checksum, fv.size, fv.created_at"),
                          "vf.path", (record_id, version), "")
             rows = _files_at(conn, *query, path)
             # `createdAt` (when the file version was made) is ours, beyond the official API: a file carried
@@ -269,10 +267,8 @@ class Store(MultipartUploads, StacDatasets):
         if clash is not None:
             raise ApiError(409, f"File path {path!r} conflicts with {clash['path']!r} in version {version}:"
                                 " a path cannot be both a file and a folder")
-        replaced = conn.execute(
-            "SELECT fv.size FROM version_files vf JOIN file_versions fv ON fv.record_id = vf.record_id"
-            " AND fv.path = vf.path AND fv.file_version = vf.file_version"
-            " WHERE vf.record_id = ? AND vf.version = ? AND vf.path = ?", (record_id, version, path)).fetchone()
+        replaced = conn.execute(version_files_query("fv.size", "vf.record_id = ? AND vf.version = ? AND vf.path = ?"),
+                                (record_id, version, path)).fetchone()
         conn.execute("INSERT INTO version_files (record_id, version, path, file_version) VALUES (?, ?, ?, ?)"
                      " ON CONFLICT (record_id, version, path) DO UPDATE SET file_version = excluded.file_version",
                      (record_id, version, path, file_version))

@@ -73,4 +73,4 @@ def null_mount(mnt: Path, size: int, log: Path) -> ForegroundMount:
 
 
 if __name__ == "__main__":
-    run_fuse(NullFile(int(sys.argv[2])), sys.argv[1])
+    run_fuse(NullFile(int(sys.argv[2])), sys.argv[1], "nullfs:")

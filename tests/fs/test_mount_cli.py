@@ -18,9 +18,9 @@ from tests.conftest import _free_port as free_port
 from tests.fs.datasets import ingest, make_folder
 
 
-def eotdlfs(*args, env=None, timeout=60):
+def eotdlfs(*args, env=None, timeout=60, cwd=None):
     return subprocess.run([sys.executable, "-m", "eotdlfs", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=env, cwd=cwd)
 
 
 @pytest.fixture
@@ -80,6 +80,29 @@ def test_background_mount_status_umount_and_stale_cleanup(repo_server, unique_na
     assert wait_for_exit(pids[-1], 1)
     missing = eotdlfs("umount", str(mnt))
     assert missing.returncode == 1 and "not mounted" in missing.stderr
+
+
+def test_mount_source_is_the_repository_url(repo_server, tmp_path, mountpoint):
+    """`mount`, `df` and `findmnt` show where the files come from, as sshfs's `user@host:`. The
+    source was "eotdlfs", which `mount` took for a relative path: run next to a folder of that
+    name, it listed CWD/eotdlfs."""
+    mnt, pids = mountpoint
+    cwd = tmp_path / "work"
+    (cwd / "eotdlfs").mkdir(parents=True)
+    env = {**os.environ, "EOTDL_TOKEN": repo_server.token("alice"), "PYTHONPATH": os.getcwd()}
+    done = eotdlfs("mount", str(mnt), "--api-url", repo_server.url, "--cache-dir", str(tmp_path / "cache"),
+                   env=env, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    pids.append(json.loads((mnt / ".eotdlfs" / "status.json").read_text())["pid"])
+
+    def shown(*command: str) -> str:
+        return subprocess.run(command, capture_output=True, text=True, timeout=10, cwd=cwd).stdout
+
+    assert f"{repo_server.url} on {mnt} type fuse.eotdlfs " in shown("mount", "-t", "fuse.eotdlfs")
+    assert shown("findmnt", "-n", "-o", "SOURCE,FSTYPE", "--mountpoint", str(mnt)).split() == \
+        [repo_server.url, "fuse.eotdlfs"]
+    assert shown("df", "--output=source", str(mnt)).split()[-1] == repo_server.url
+    assert eotdlfs("umount", str(mnt)).returncode == 0
 
 
 def test_mount_cleans_a_dead_mount_left_by_a_killed_process(repo_server, tmp_path, mountpoint):

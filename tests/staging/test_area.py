@@ -277,15 +277,6 @@ def test_rmdir_drops_only_an_empty_new_record(tmp_path, repo):
     assert info.value.errno == errno.EPERM
 
 
-def test_a_second_area_on_the_same_folder_is_refused(tmp_path, repo):
-    first = make_area(tmp_path, repo)
-    with pytest.raises(OSError) as info:
-        make_area(tmp_path, repo)
-    assert info.value.errno == errno.EBUSY and "--cache-dir" in str(info.value)
-    first.destroy()
-    make_area(tmp_path, repo).destroy()
-
-
 def test_a_new_record_whose_name_appeared_on_the_server_is_not_merged(tmp_path, repo):
     area = make_area(tmp_path, repo)
     area.mkdir("/datasets/raced-name", 0o755)

@@ -150,10 +150,18 @@ def test_names_the_repository_refuses_fail_when_made_and_status_says_why(tmp_pat
     with pytest.raises(OSError) as refused:
         os.mkdir(mount.path / "staging" / KIND / "bad_name")
     assert refused.value.errno == errno.EINVAL
+    # coreutils' mv asks twice (renameat2 with RENAME_NOREPLACE, then rename) and, for EINVAL,
+    # says "cannot move ... to a subdirectory of itself": the log says why, and the status too, once
+    moved = subprocess.run(["mv", str(record / "ok.tif"), str(record / "mv\\here.tif")], capture_output=True,
+                           text=True, timeout=30)
+    assert moved.returncode == 1 and (record / "ok.tif").exists(), moved.stderr
     status = run_cli(cli_env(tmp_path, None, None), "status", str(mount.path)).stdout
     assert f"refused name 'staging/{KIND}/bad_name': not a dataset name" in status, status
     assert "refused name 'staging/" + KIND + "/" + name + "/tab\\there.tif': file path" in status, status
-    assert "contains a backslash" in mount.log.read_text()
+    refused_mv = f"refused name 'staging/{KIND}/{name}/mv\\\\here.tif': file path 'mv\\\\here.tif' contains a backslash"
+    assert status.count(refused_mv) == 1, status
+    assert f"staging/{KIND}/{name}/mv\\here.tif refused: file path 'mv\\\\here.tif' contains a backslash" \
+        in mount.log.read_text()
 
 
 def test_a_flush_names_every_refused_file_before_it_writes_anything(tmp_path, repo_server, mount_factory,

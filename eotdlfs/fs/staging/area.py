@@ -6,6 +6,9 @@ explicit errno. `staging/KIND/` lists the published records plus the new ones ma
 `mkdir`; the record folders carry the flush control attribute (`control.FLUSH_XATTR`).
 With AUTOFLUSH, a record is flushed once that many seconds passed without a change.
 
+FOLDER belongs to one process: the mount holds its cache dir (`eotdlfs.fs.mountlock`), as two
+areas on one folder would collect each other's files.
+
 Open files are `StagedHandle`s, kept in the mount's one handle table (the FUSE adapter's)
 and passed back here as `fh`; each carries the overlay it belongs to.
 
@@ -19,7 +22,6 @@ is held while a flusher runs or a file is read.
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -68,19 +70,6 @@ def _split(path: str) -> tuple[str | None, str | None, str]:
     return kind, name, "/".join(parts[2:])
 
 
-def _lock_folder(folder: Path) -> int:
-    """Hold FOLDER for this process: two mounts on one staging folder would collect each other's files."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise OSError(errno.EBUSY, f"another eotdlfs mount stages into {folder}; give this one another "
-                                   "--cache-dir") from None
-    return fd
-
-
 class StagingArea(NodeCalls):
     def __init__(self, folder: Path, published: PublishedRecords, services: FlushServices,
                  autoflush: float | None = None):
@@ -89,7 +78,7 @@ class StagingArea(NodeCalls):
         self._published = published
         self._services = services
         self._autoflush = autoflush
-        self._lock_file = _lock_folder(self.folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
         self._started_ns = time.time_ns()
         self._stop = threading.Event()
         self._create_lock = threading.Lock()  # one overlay per record, even when two threads look at once
@@ -196,11 +185,16 @@ class StagingArea(NodeCalls):
 
     def _refuse(self, path: str, reason: str, code: int) -> OSError:
         """The error for a name refused when made; the reason goes to the log and to `eotdlfs status`
-        (the writer sees only the errno)."""
+        (the writer sees only the errno). The status keeps a refusal repeating the newest once:
+        coreutils' `mv` asks twice (renameat2 with RENAME_NOREPLACE, then rename)."""
         log.warning("staging%s refused: %s", path, reason)
+        refused = {"path": f"staging{path}", "reason": reason, "at": time.time()}
         with self._lock:
-            self._refused.append({"path": f"staging{path}", "reason": reason, "at": time.time()})
-            del self._refused[:-REFUSED_KEPT]
+            if self._refused and {**self._refused[-1], "at": refused["at"]} == refused:
+                self._refused[-1] = refused
+            else:
+                self._refused.append(refused)
+                del self._refused[:-REFUSED_KEPT]
         return staging_error(code, path)
 
     # -- attributes and listings ----------------------------------------------------------
@@ -431,5 +425,3 @@ class StagingArea(NodeCalls):
         for flusher in flushers:
             if not flusher.running:  # a flush still running keeps its journal until the process ends
                 flusher.overlay.journal.close()
-        if not any(flusher.running for flusher in flushers):
-            os.close(self._lock_file)

@@ -54,11 +54,6 @@ _GONE = (f"path NOT IN (SELECT path FROM nodes WHERE {_FILE}) AND NOT EXISTS (SE
 LINKS_PUBLISHED = "links_published_ns"  # meta: when the symlinks of the last published version were frozen
 
 
-def _mtime_ns(entry: FileEntry, version_ns: int) -> int:
-    """A base file's mtime, as the read-only tree shows it: its file version's time, else its version's."""
-    return version_ns if entry.created_at is None else int(entry.created_at * 1e9)
-
-
 class StagingJournal:
     """The node table, base listing and key/values of one record; thread-safe.
 
@@ -138,7 +133,7 @@ class StagingJournal:
             tx.executemany("INSERT INTO base VALUES (?, ?, ?, ?)",
                            ((e.path, e.file_version, e.checksum, e.size) for e in entries))
             tx.put_many(Node(d, True, mode=DIR_MODE, mtime_ns=mtime_ns) for d in dirs)
-            tx.put_many(Node(e.path, False, base_path=e.path, mtime_ns=_mtime_ns(e, mtime_ns)) for e in entries)
+            tx.put_many(Node(e.path, False, base_path=e.path, mtime_ns=int(e.mtime(mtime_ns, 1e9))) for e in entries)
             tx.set_meta("base_version", version)
 
     def merge_base(self, version: int, entries: Iterable[FileEntry], mtime_ns: int) -> list[str]:
@@ -170,7 +165,7 @@ class StagingJournal:
                 for folder in parents:
                     present[folder] = Node(folder, True, mode=DIR_MODE, mtime_ns=mtime_ns)
                     added.append(present[folder])
-                present[path] = Node(path, False, base_path=path, mtime_ns=_mtime_ns(new[path], mtime_ns))
+                present[path] = Node(path, False, base_path=path, mtime_ns=int(new[path].mtime(mtime_ns, 1e9)))
                 added.append(present[path])
             tx.put_many(added)
             tx.execute("DELETE FROM base")
