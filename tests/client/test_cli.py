@@ -223,3 +223,10 @@ def test_help_says_token_shows_in_ps_and_offers_a_token_file(tmp_path, command):
     shown = run_cli(cli_env(tmp_path, None, None), command, "--help")
     text = " ".join(shown.stdout.replace("│", " ").split())
     assert shown.returncode == 0 and "sees it in `ps`" in text and "--token-file" in text, shown.stdout
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:{port}", "ftp://127.0.0.1:{port}/", "http://", "not a url"])
+def test_an_api_url_that_is_not_http_fails_naming_it(repo_server, tmp_path, url):
+    """A URL without http:// (the usual slip: host:port) is named as such, not requests' 'No connection adapters'."""
+    url = url.format(port=repo_server.port)
+    assert_one_line_error(run_cli(cli_env(tmp_path, url, None), "list"), f"API URL {url!r}", "http://")
