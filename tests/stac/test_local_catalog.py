@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pystac
@@ -105,6 +106,15 @@ def test_remote_asset_hrefs_are_refused(tmp_path, href):
 def test_a_missing_asset_file_is_named(tmp_path):
     with pytest.raises(StacError, match="asset 'data'.*not a file"):
         read_local_catalog(hostile(tmp_path / "src", "./missing.tif"))
+
+
+def test_a_missing_item_document_names_the_document_linking_it(tmp_path):
+    """An item folder removed but still linked: the error says which document to edit."""
+    folder = write_catalog(tmp_path / "src", items=2)
+    shutil.rmtree(folder / "scenes" / "items" / "item-00001")
+    with pytest.raises(StacError, match=r"^scenes/collection.json: item link to "
+                                        r"scenes/items/item-00001/item-00001.json: not found in "):
+        read_local_catalog(folder)
 
 
 @pytest.mark.parametrize("document, link, match", [
