@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from eotdlfs.app.embedded import LocalRepository
 
 DEFAULT_CACHE_SIZE = 20 << 30  # the mount's default: one limit for the cache they share
+URL_PREFIX = "eotdl://"  # the fsspec URL of a path, as a pystac walk over eotdl:// hands out asset hrefs
 _LATEST_IN_PATH = re.compile(rf"^(/(?:{'|'.join(KINDS)})/[^/]+)/{LATEST}(?=/|$)")
 
 
@@ -91,8 +92,8 @@ class Connection:
     # --- reading ---------------------------------------------------------------------------
 
     def open(self, path: str) -> RemoteFile:
-        """A seekable binary file of PATH ('datasets/NAME/v2/a.tif', 'datasets/NAME/latest/a.tif'),
-        read lazily through the block cache and checked against its SHA-1."""
+        """A seekable binary file of PATH ('datasets/NAME/v2/a.tif', 'datasets/NAME/latest/a.tif', or
+        its eotdl:// URL), read lazily through the block cache and checked against its SHA-1."""
         node = self.resolve(path)
         if node.type != FILE:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
@@ -104,8 +105,9 @@ class Connection:
         return self.reading().namespace.resolve(self.tree_path(path))
 
     def tree_path(self, path: str) -> str:
-        """PATH as the namespace knows it: '/KIND/NAME/vN/...', with `latest` replaced by its version."""
-        path = "/" + "/".join(p for p in path.split("/") if p)
+        """PATH (or its eotdl:// URL) as the namespace knows it: '/KIND/NAME/vN/...', with `latest`
+        replaced by its version."""
+        path = "/" + "/".join(p for p in path.removeprefix(URL_PREFIX).split("/") if p)
         match = _LATEST_IN_PATH.match(path)
         if match is None:
             return path

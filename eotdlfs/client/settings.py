@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 import yaml
@@ -100,7 +101,13 @@ def given_token(token: str | None, token_file: str | None) -> str | None:
 
 
 def normalize_url(url: str) -> str:
-    """The API base URL with exactly one trailing slash (route paths are appended to it)."""
+    """The API base URL with exactly one trailing slash (route paths are appended to it).
+
+    ValueError unless it is an http(s) URL with a host: 'host:port' without a scheme is the usual
+    slip, and requests would only say 'No connection adapters were found'."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+        raise ValueError(f"API URL {url!r}: an http:// or https:// URL expected (e.g. http://127.0.0.1:8000/)")
     return url.rstrip("/") + "/"
 
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ..metadata import MetadataError, validate_name
 from ..paths import RefusedSymlink, is_under, resolve_inside
-from .rules import MAX_DOCUMENT_BYTES, MAX_READ_BYTES, ROOT_DOCUMENT, StacError, check_id, check_with_pystac, is_remote
+from .rules import (MAX_DOCUMENT_BYTES, MAX_READ_BYTES, ROOT_DOCUMENT, STRUCTURAL_RELS, StacError, check_id,
+                    check_with_pystac, is_remote)
 from .tree import CatalogFiles, self_contained
 from .walk import Source, walk
 
@@ -124,9 +126,30 @@ def read_catalog(source: Source, is_file: Callable[[str], bool], where: str) -> 
             if not is_file(rel):
                 raise StacError(f"{what}: {href!r} is not a file in {where}")
             node.assets[key] = rel
+        node.local_links = _links_to_files(source, is_file, node.path, node.stac)
     name = nodes[0].stac["id"]
     try:
         validate_name(name)
     except MetadataError as exc:
         raise MetadataError("id", f"of {nodes[0].path} is the dataset's name and {exc.rule}") from None
     return self_contained(nodes, name)
+
+
+def _links_to_files(source: Source, is_file: Callable[[str], bool], document: str,
+                    stac: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """DOCUMENT's non-structural links (license, describedby, derived_from, ...) to files inside
+    the catalog, with those files' paths; a link leading out of it or to no file is left out."""
+    kept = []
+    for link in stac.get("links") or []:
+        if not isinstance(link, dict) or link.get("rel") in STRUCTURAL_RELS:
+            continue
+        href = link.get("href")
+        if not isinstance(href, str) or is_remote(href):
+            continue
+        try:
+            path = source.target(document, href, f"{document}: {link.get('rel')} link")
+        except StacError:
+            continue  # the uploader's disk: no reader has it
+        if is_file(path):
+            kept.append((link, path))
+    return kept

@@ -22,6 +22,7 @@ class Node:
     stac: dict[str, Any]           # the object as read; its links and asset hrefs get rewritten
     parent: str | None             # path of the parent document; None for the root catalog
     assets: dict[str, str] = field(default_factory=dict)  # asset key -> file path inside the version
+    local_links: list[tuple[dict[str, Any], str]] = field(default_factory=list)  # (link, file path inside) kept
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,8 @@ class CatalogFiles:
 def kept_links(stac: dict[str, Any]) -> list[dict[str, Any]]:
     """Non-structural links that point somewhere else on the web (license, via, ...).
 
-    Other non-structural links point at the uploader's disk, which no reader has.
+    Those to files of the version are the node's `local_links`; the others point at the
+    uploader's disk, which no reader has.
     """
     return [link for link in stac.get("links") or []
             if isinstance(link, dict) and link.get("rel") not in STRUCTURAL_RELS
@@ -67,7 +69,8 @@ def self_contained(nodes: list[Node], name: str) -> CatalogFiles:
         for child in children.get(node.path, []):
             rel = "item" if child.stac["type"] == "Feature" else "child"
             links.append(_link(rel, relative_href(node.path, child.path), child.stac["type"]))
-        stac = dict(node.stac, links=links + kept_links(node.stac))
+        local = [dict(link, href=relative_href(node.path, path)) for link, path in node.local_links]
+        stac = dict(node.stac, links=links + kept_links(node.stac) + local)
         if in_collection:
             stac["collection"] = parent.stac["id"]
         if node.assets:

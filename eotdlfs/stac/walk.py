@@ -48,7 +48,12 @@ def walk(source: Source) -> list[Node]:
     seen, items, total = {ROOT_DOCUMENT}, 0, 0
     while queue:
         path, parent, rel = queue.popleft()
-        data = source.read(path)
+        try:
+            data = source.read(path)
+        except StacError as exc:
+            if parent is None:
+                raise
+            raise StacError(f"{parent}: {rel} link to {exc}") from None  # the document to edit
         total += len(data)
         if total > MAX_CATALOG_BYTES:
             raise StacError(f"the catalog's documents pass {MAX_CATALOG_BYTES} bytes")

@@ -49,3 +49,13 @@ def test_unknown_names_and_folders(repo, unique_name):
         repo.open("datasets")
     with pytest.raises(ValueError):
         repo.list("nonsense")
+
+
+def test_open_takes_the_eotdl_url_of_a_file(repo, unique_name, tmp_path):
+    """An asset href a pystac walk over eotdl:// hands out opens as its path does (it was
+    FileNotFoundError '/eotdl:/datasets/...')."""
+    name = unique_name("api-url")
+    folder = make_folder(tmp_path / "src", name)
+    repo.ingest(folder)
+    with repo.open(f"eotdl://datasets/{name}/latest/name with spaces.txt") as f:
+        assert f.read() == (folder / "name with spaces.txt").read_bytes()

@@ -223,3 +223,19 @@ def test_help_says_token_shows_in_ps_and_offers_a_token_file(tmp_path, command):
     shown = run_cli(cli_env(tmp_path, None, None), command, "--help")
     text = " ".join(shown.stdout.replace("│", " ").split())
     assert shown.returncode == 0 and "sees it in `ps`" in text and "--token-file" in text, shown.stdout
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:{port}", "ftp://127.0.0.1:{port}/", "http://", "not a url"])
+def test_an_api_url_that_is_not_http_fails_naming_it(repo_server, tmp_path, url):
+    """A URL without http:// (the usual slip: host:port) is named as such, not requests' 'No connection adapters'."""
+    url = url.format(port=repo_server.port)
+    assert_one_line_error(run_cli(cli_env(tmp_path, url, None), "list"), f"API URL {url!r}", "http://")
+
+
+def test_ingest_of_a_path_that_is_not_a_folder_says_so(repo_server, tmp_path):
+    """A typo'd path was 'metadata.yml: not found in PATH', as if the folder lacked only that."""
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    missing, file = tmp_path / "no-such-folder", tmp_path / "a-file"
+    file.write_text("x")
+    assert_one_line_error(run_cli(env, "ingest", str(missing)), f"no such folder: {missing}")
+    assert_one_line_error(run_cli(env, "ingest", str(file)), f"a file, not a folder: {file}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pystac
@@ -53,6 +54,28 @@ def test_round_trip_keeps_layout_and_resolves_inside(tmp_path):
     items = assert_walks_inside(materialise(files, source, tmp_path / "version"))
     assert sorted(item.id for item in items) == [f"item-{i:05d}" for i in range(5)]
     assert all(item.collection_id == "scenes" for item in items)
+
+
+def test_links_to_files_inside_the_folder_are_kept_relative(tmp_path):
+    """A license file, a README, one item derived from another: links to files of the version stay
+    (they were dropped with the links to the uploader's disk); links leading out are still dropped."""
+    source = write_catalog(tmp_path / "src", items=2)
+    (source / "LICENSE").write_text("CC-BY-4.0\n")
+    (tmp_path / "outside.txt").write_text("not part of it")
+    add_link(source / "catalog.json", {"rel": "license", "href": "./LICENSE"})
+    add_link(source / "catalog.json", {"rel": "describedby", "href": str(tmp_path / "outside.txt")})
+    item = source / "scenes" / "items" / "item-00001" / "item-00001.json"
+    add_link(item, {"rel": "derived_from", "href": "file://" + str(source / "scenes/items/item-00000/item-00000.json")})
+    add_link(item, {"rel": "related", "href": "../../../../outside.txt"})
+    version = materialise(read_local_catalog(source), source, tmp_path / "version")
+    (version / "LICENSE").write_bytes((source / "LICENSE").read_bytes())  # a file of the version, as any other
+    catalog = pystac.Catalog.from_file(str(version / "catalog.json"))
+    assert [link.get_absolute_href() for link in catalog.get_links("license")] == [str(version / "LICENSE")]
+    assert catalog.get_links("describedby") == []
+    derived = pystac.Item.from_file(str(version / "scenes/items/item-00001/item-00001.json"))
+    assert [link.href for link in derived.get_links("derived_from")] == ["../item-00000/item-00000.json"]
+    assert pystac.Item.from_file(derived.get_links("derived_from")[0].get_absolute_href()).id == "item-00000"
+    assert derived.get_links("related") == []
 
 
 def test_absolute_links_inside_the_folder_are_made_relative(tmp_path):
@@ -105,6 +128,15 @@ def test_remote_asset_hrefs_are_refused(tmp_path, href):
 def test_a_missing_asset_file_is_named(tmp_path):
     with pytest.raises(StacError, match="asset 'data'.*not a file"):
         read_local_catalog(hostile(tmp_path / "src", "./missing.tif"))
+
+
+def test_a_missing_item_document_names_the_document_linking_it(tmp_path):
+    """An item folder removed but still linked: the error says which document to edit."""
+    folder = write_catalog(tmp_path / "src", items=2)
+    shutil.rmtree(folder / "scenes" / "items" / "item-00001")
+    with pytest.raises(StacError, match=r"^scenes/collection.json: item link to "
+                                        r"scenes/items/item-00001/item-00001.json: not found in "):
+        read_local_catalog(folder)
 
 
 @pytest.mark.parametrize("document, link, match", [

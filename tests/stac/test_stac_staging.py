@@ -65,3 +65,23 @@ def test_a_staged_catalog_with_an_escaping_href_is_refused_and_nothing_sent(
     before = uploads(repo_server)
     assert_one_line_error(flush_cli(tmp_path, repo_server, staged(mount, name)), "does not name a file of the version")
     assert uploads(repo_server) == before
+
+
+def test_after_a_flush_the_staged_tree_holds_the_item_index_and_nothing_is_pending(
+        tmp_path, repo_server, mount_factory, unique_name):
+    """The flush makes `.stac-index.json`; once published it is a file of the staged tree as of the
+    version (it was missing, counted as a pending delete forever, and kept the record dirty)."""
+    name = unique_name("stac-stg-idx")
+    source = write_catalog(tmp_path / "src", items=2, name=name)
+    write_metadata(source, name)
+    mount = mount_factory(repo_server, ttl=1)
+    shutil.copytree(source, staged(mount, name))
+    result = flush_cli(tmp_path, repo_server, staged(mount, name))
+    assert result.returncode == 0, result.stderr
+    index = (mount.path / "datasets" / name / "v1" / ".stac-index.json").read_bytes()
+    assert (staged(mount, name) / ".stac-index.json").read_bytes() == index
+    status = json.loads((mount.path / ".eotdlfs" / "status.json").read_text())
+    record = next(r for r in status["staging"]["records"] if r["record"] == f"datasets/{name}")
+    assert (record["added"], record["changed"], record["deleted"]) == (0, 0, 0)
+    again = flush_cli(tmp_path, repo_server, staged(mount, name))
+    assert again.returncode == 0 and "no staged changes since v1" in again.stdout + again.stderr

@@ -220,12 +220,17 @@ def test_kill_during_flush_then_remount_gives_exactly_one_version(tmp_path, repo
     (target / "part3" / "file0003.txt").write_text("staged before the crash\n")
     expected = sha1_tree(target)
     chunks = repo_server.stats()["uploads"]["chunk"]  # the session server counts every test's uploads
-    os.setxattr(target, "user.eotdlfs.flush", b"1")
+    waiting = subprocess.Popen([sys.executable, "-m", "eotdlfs", "flush", str(target), "--timeout", "60"],
+                               env=cli_env(tmp_path, repo_server.url, None), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while repo_server.stats()["uploads"]["chunk"] == chunks and time.monotonic() < deadline:
         time.sleep(0.01)
     assert repo_server.stats()["uploads"]["chunk"] > chunks  # killed in the middle of the upload
     os.kill(mount.pid, signal.SIGKILL)
+    _, stderr = waiting.communicate(timeout=30)
+    # what the waiting `eotdlfs flush` says (it said 'Software caused connection abort')
+    assert waiting.returncode == 1 and "the mount stopped during the flush" in stderr and "resumes" in stderr, stderr
     mount.unmount()
     assert published_versions(repo_server, name) == [1]  # the draft is not visible
     mount.mount()

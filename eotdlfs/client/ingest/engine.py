@@ -20,6 +20,7 @@ Order of work, and why:
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import tempfile
@@ -55,6 +56,7 @@ def ingest_folder(api: ApiClient, kind: str, folder: Path, progress: TransferPro
     Everything about the folder is checked before any network call: a bad metadata.yml or
     catalog costs nothing and publishes nothing.
     """
+    _check_folder(folder)
     cache = cache or HashCache()
     try:
         if is_stac_folder(folder):
@@ -69,7 +71,16 @@ def ingest_folder(api: ApiClient, kind: str, folder: Path, progress: TransferPro
 
 def folder_name(folder: Path) -> str:
     """The name of the record FOLDER ingests into: its STAC catalog's id, else its metadata.yml's name."""
+    _check_folder(folder)
     return catalog_name(folder) if is_stac_folder(folder) else load_metadata(folder).name
+
+
+def _check_folder(folder: Path) -> None:
+    """OSError naming FOLDER when it is missing or a file (not a folder without metadata.yml)."""
+    if not folder.is_dir():
+        if folder.exists():
+            raise NotADirectoryError(errno.ENOTDIR, "a file, not a folder", str(folder))
+        raise FileNotFoundError(errno.ENOENT, "no such folder", str(folder))
 
 
 def run_ingest(api: ApiClient, kind: str, metadata: Metadata, sources: Sequence[SourceFile],

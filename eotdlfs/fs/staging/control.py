@@ -19,6 +19,8 @@ from typing import Callable
 
 FLUSH_XATTR = "user.eotdlfs.flush"
 POLL_S = 0.05
+# What the folder's xattr read fails with once the mount process died (killed, crashed).
+MOUNT_GONE = (errno.ECONNABORTED, errno.ENOTCONN)
 
 
 class Stage(str, Enum):
@@ -52,7 +54,13 @@ def request_flush(folder: Path, on_state: Callable[[dict], None], timeout: float
     os.setxattr(folder, FLUSH_XATTR, b"1")
     deadline = time.monotonic() + timeout
     while True:
-        state = read_flush_state(folder)
+        try:
+            state = read_flush_state(folder)
+        except OSError as exc:
+            if exc.errno not in MOUNT_GONE:
+                raise
+            raise OSError(exc.errno, "the mount stopped during the flush; every staged change is kept, and the "
+                          "flush resumes when it is mounted again", str(folder)) from None
         on_state(state)
         if state["run"] > before and Stage(state["state"]).finished and not state["queued"]:
             return state

@@ -23,6 +23,10 @@ class BaseFile(Protocol):
 
 OpenBase = Callable[[FileEntry], BaseFile]
 
+# The key prefix of a file the flush itself makes (a STAC version's item index): no staged node
+# holds it, so publishing gives it one, and the staged tree shows the version it published.
+MADE_BY_FLUSH = "made:"
+
 
 @dataclass(frozen=True)
 class BaseVersion:
@@ -41,7 +45,7 @@ class StagedFile:
     size: int
     checksum: str | None
     local_path: Path | None
-    key: str  # what names its bytes across renames: the upper id, or 'base:' + its base path
+    key: str  # what names its bytes across renames: the upper id, 'base:' + its base path, or MADE_BY_FLUSH + path
 
     def to_json(self) -> dict:
         return {"path": self.path, "size": self.size, "checksum": self.checksum,

@@ -175,13 +175,15 @@ class StagingJournal:
         return blocked
 
     def rebase(self, version: int, entries: Iterable[FileEntry], published: dict[str, str],
-               mtimes: dict[str, int]) -> None:
+               mtimes: dict[str, int], made: dict[str, int]) -> None:
         """Make VERSION the base; files whose bytes it now holds become base files.
 
         PUBLISHED maps a source key (an upper id, or 'base:' + old base path) to the path
         those bytes have in VERSION; other staged files stay staged. MTIMES are the staged
-        files' modification times, kept so rsync's size+mtime check still matches. Raises
-        ValueError, changing nothing, if a base file would point at bytes VERSION lacks.
+        files' modification times, kept so rsync's size+mtime check still matches. MADE maps
+        the paths of files the flush made (at the record's root) to their mtimes: they become
+        base files unless a file was staged there meanwhile. Raises ValueError, changing
+        nothing, if a base file would point at bytes VERSION lacks.
         """
         remap = [(key[5:], path) for key, path in published.items() if key.startswith("base:") and key[5:] != path]
         uppers = [(path, mtimes[key], key) for key, path in published.items() if not key.startswith("base:")]
@@ -196,6 +198,9 @@ class StagingJournal:
             tx.execute("UPDATE nodes SET base_path = (SELECT new FROM remap WHERE old = nodes.base_path)"
                        " WHERE upper IS NULL AND base_path IN (SELECT old FROM remap)")
             tx.executemany("UPDATE nodes SET upper = NULL, base_path = ?, mtime_ns = ? WHERE upper = ?", uppers)
+            for path, mtime_ns in made.items():
+                if tx.execute("SELECT 1 FROM nodes WHERE path = ?", (path,)).fetchone() is None:
+                    tx.put_many([Node(path, False, base_path=path, mtime_ns=mtime_ns)])
             # A file published under two names (hard links) points at the one with its own path.
             tx.execute("UPDATE nodes SET base_path = path WHERE upper IS NULL AND base_path != path AND"
                        " (SELECT checksum FROM base WHERE path = nodes.path) ="

@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 from typing import Callable, Sequence
 
-from eotdlfs.fs.staging.files import BaseVersion, PendingChanges, StagedFile, staging_error
+from eotdlfs.fs.staging.files import MADE_BY_FLUSH, BaseVersion, PendingChanges, StagedFile, staging_error
 from eotdlfs.fs.staging.journal import LINKS_PUBLISHED
 from eotdlfs.fs.staging.openfiles import MAX_RETRIES
 from eotdlfs.hashing import sha1_file
@@ -164,8 +164,9 @@ class Publishing:
         if missing:
             raise ValueError(f"version {version} lacks {len(missing)} shipped file(s), e.g. {min(missing)}")
         mtimes = {f.key: os.stat(f.local_path).st_mtime_ns for f in shipped if f.local_path is not None}
+        made = {f.path: mtimes.pop(f.key) for f in shipped if f.key.startswith(MADE_BY_FLUSH)}
         with self._lock:
-            self.journal.rebase(version, entries, {f.key: f.path for f in shipped}, mtimes)
+            self.journal.rebase(version, entries, {f.key: f.path for f in shipped if f.path not in made}, mtimes, made)
             self.journal.set_meta(LINKS_PUBLISHED, self.journal.get_meta(LINKS_FROZEN, 0))
             self.journal.set_meta("frozen", [])
             self._frozen = set()

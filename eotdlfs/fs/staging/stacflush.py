@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 
-from eotdlfs.fs.staging.files import StagedFile
+from eotdlfs.fs.staging.files import MADE_BY_FLUSH, StagedFile
 from eotdlfs.fs.staging.overlay import StagingOverlay
 from eotdlfs.metadata import METADATA_FILE, Metadata
 from eotdlfs.stac import StacError, StoredSource
@@ -52,6 +52,7 @@ def stac_files(overlay: StagingOverlay, shipped: list[StagedFile]) -> tuple[Meta
         local = scratch / path
         local.parent.mkdir(parents=True, exist_ok=True)
         local.write_bytes(data)
-        # the staged file's key, so the flush's rebase makes the published copy its base file
-        by_path[path] = StagedFile(path, len(data), checksum, local, old.key if old else f"{SCRATCH}:{path}")
+        # the staged file's key, so the flush's rebase makes the published copy its base file (a file
+        # the flush made, the index, gets a node there)
+        by_path[path] = StagedFile(path, len(data), checksum, local, old.key if old else f"{MADE_BY_FLUSH}{path}")
     return metadata, sorted(by_path.values(), key=lambda f: f.path)
