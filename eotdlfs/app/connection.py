@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING
 
 from eotdlfs.app.remotefile import RemoteFile, open_remote
 from eotdlfs.client.api import ApiClient
-from eotdlfs.client.download import DownloadResult, download_version
-from eotdlfs.client.ingest import ingest_folder
 from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import Settings, resolve_settings
 from eotdlfs.fs.context import MountContext, MountOptions, build_context
@@ -32,6 +30,7 @@ from eotdlfs.repository import IngestResult, Record, TransferProgress, Version
 
 if TYPE_CHECKING:
     from eotdlfs.app.embedded import LocalRepository
+    from eotdlfs.client.download import DownloadResult
 
 DEFAULT_CACHE_SIZE = 20 << 30  # the mount's default: one limit for the cache they share
 _LATEST_IN_PATH = re.compile(rf"^(/(?:{'|'.join(KINDS)})/[^/]+)/{LATEST}(?=/|$)")
@@ -73,6 +72,8 @@ class Connection:
     def ingest(self, path: str | Path, kind: str = "datasets", progress: TransferProgress | None = None) -> IngestResult:
         """Ingest the folder PATH (with its metadata.yml, or a STAC catalog.json) as the next version of the record it names:
         only new and changed files are sent. `NothingToIngest` when nothing changed."""
+        from eotdlfs.client.ingest import ingest_folder  # the engine (and STAC's stack) only for an ingest
+
         record_noun(kind)
         result = ingest_folder(self.api, kind, Path(path), progress)
         with self._lock:
@@ -85,6 +86,8 @@ class Connection:
             progress: TransferProgress | None = None) -> DownloadResult:
         """Download NAME's VERSION (default: latest) into OUT/NAME/vN/, each file's SHA-1 checked,
         files already there skipped."""
+        from eotdlfs.client.download import download_version
+
         record_noun(kind)
         return download_version(self.api, kind, name, version, Path(out), progress)
 

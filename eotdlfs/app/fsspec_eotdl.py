@@ -25,7 +25,6 @@ from typing import Any
 from fsspec.spec import AbstractFileSystem
 
 from eotdlfs.app.connection import DEFAULT_CACHE_SIZE, Connection, connect
-from eotdlfs.client.ingest import folder_name
 from eotdlfs.fs.mount import parse_size
 from eotdlfs.fs.namespace import FILE, LATEST, Node
 from eotdlfs.metadata import KINDS
@@ -147,6 +146,8 @@ class EotdlFileSystem(AbstractFileSystem):
         if len(parts) != 2 or parts[0] not in KINDS or not folder.is_dir():
             raise NotImplementedError(f"eotdl:// ingests a whole folder as a record's next version: "
                                       f"fs.put(local_folder, 'datasets/NAME'), not {lpath!r} -> {rpath!r}")
+        from eotdlfs.client.ingest import folder_name  # the ingestion engine only for a put
+
         named = folder_name(folder)  # metadata.yml's name, or a STAC catalog's id
         if named != parts[1]:
             raise ValueError(f"{folder} names {named!r} (its metadata.yml or catalog.json), not {parts[1]!r}")
