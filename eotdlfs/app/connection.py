@@ -120,8 +120,11 @@ class Connection:
         with self._lock:
             if self._reading is None:
                 make_private(self.cache_dir)
+                # No version list in the background after a first lookup: a script opening one
+                # file of 10,000 may be done before it comes, and would pay for it while reading.
                 options = MountOptions(cache_dir=self.cache_dir, cache_size=self.cache_size, ttl=self.ttl,
-                                       api_url=self.settings.api_url or "", read_timeout=self.settings.timeout + 5)
+                                       api_url=self.settings.api_url or "", read_timeout=self.settings.timeout + 5,
+                                       list_later=False)
                 self._reading = build_context(self.repo, options)
             return self._reading
 
