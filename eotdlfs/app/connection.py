@@ -15,6 +15,7 @@ import errno
 import os
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from eotdlfs.client.download import DownloadResult
 
 DEFAULT_CACHE_SIZE = 20 << 30  # the mount's default: one limit for the cache they share
+SIDE_READS = 4  # a window's tile rows read at once: as many as the piece fetcher's requests
 _LATEST_IN_PATH = re.compile(rf"^(/(?:{'|'.join(KINDS)})/[^/]+)/{LATEST}(?=/|$)")
 
 
@@ -50,6 +52,7 @@ class Connection:
         self._embedded = embedded
         self._lock = threading.Lock()
         self._reading: MountContext | None = None  # built by the first read
+        self._side_reads: ThreadPoolExecutor | None = None  # made by the first open (threads by the first multi-range read)
 
     # --- records ---------------------------------------------------------------------------
 
@@ -100,7 +103,15 @@ class Connection:
         if node.type != FILE:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         reading = self.reading()
-        return open_remote(reading.reader, node.record, node.entry, path)
+        return open_remote(reading.reader, node.record, node.entry, path, self.side_reads())
+
+    def side_reads(self) -> ThreadPoolExecutor:
+        """The threads that read a multi-range read's ranges side by side (`RemoteFile.get_byte_ranges`);
+        none runs before the first such read."""
+        with self._lock:
+            if self._side_reads is None:
+                self._side_reads = ThreadPoolExecutor(SIDE_READS, thread_name_prefix="eotdl-range")
+            return self._side_reads
 
     def resolve(self, path: str) -> Node:
         """What PATH is in the mount's tree, `latest` followed; FileNotFoundError when nothing."""
@@ -133,6 +144,9 @@ class Connection:
     def close(self) -> None:
         with self._lock:
             reading, self._reading = self._reading, None
+            side_reads, self._side_reads = self._side_reads, None
+        if side_reads is not None:
+            side_reads.shutdown()
         if reading is not None:
             reading.close()
         self.api.close()
