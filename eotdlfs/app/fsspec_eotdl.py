@@ -212,8 +212,8 @@ class _Opener:
     def __init__(self, fs: EotdlFileSystem):
         self.fs = fs
 
-    def __call__(self, path: str, mode: str = "rb", **kwargs: Any) -> Any:
-        return AbstractFileSystem.open(self.fs, path, mode, **kwargs)
+    def __call__(self, path: str, mode: str = "rb", *args: Any, **kwargs: Any) -> Any:
+        return AbstractFileSystem.open(self.fs, path, mode, *args, **kwargs)
 
     open = __call__
 

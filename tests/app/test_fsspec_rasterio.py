@@ -12,7 +12,8 @@ import pytest
 rasterio = pytest.importorskip("rasterio")
 from rasterio.windows import Window  # noqa: E402
 
-from tests.fs.datasets import ingest, write_metadata  # noqa: E402
+from eotdlfs.app.fsspec_eotdl import EotdlFileSystem  # noqa: E402
+from tests.fs.datasets import ingest, ingest_one_file, write_metadata  # noqa: E402
 from tests.fs.test_mount_geotiff import TILE, write_tiled_geotiff  # noqa: E402
 from tests.reliability.faultproxy import FaultProxy  # noqa: E402
 
@@ -51,6 +52,21 @@ def test_a_windows_tile_rows_are_fetched_side_by_side(repo_server, unique_name, 
                                   for (start, end), (lo, hi) in zip(sorted(rows), sorted(held))), (rows, held)
     rows_px, cols_px = slice(2048 + TILE // 2, 2048 + 3 * TILE // 2), slice(1024 + TILE // 2, 1024 + 3 * TILE // 2)
     assert (got[0] == data[rows_px, cols_px]).all()
+
+
+def test_fs_open_is_still_fsspecs_open_once_rasterio_is_imported(repo_server, unique_name, tmp_path):
+    """With rasterio imported `fs.open` is rasterio's multi-range opener too, and still takes
+    whatever fsspec's `open` takes (text mode, a positional block size)."""
+    name = unique_name("opener")
+    data = ingest_one_file(repo_server, tmp_path / "src", name, "a.bin", 5000)
+    fs = EotdlFileSystem(api_url=repo_server.url, token=repo_server.token("alice"), cache_dir=str(tmp_path / "cache"),
+                         skip_instance_cache=True)
+    path = f"datasets/{name}/v1/a.bin"
+    with fs.open(path, "rb", 4096) as f:
+        assert f.read() == data
+    with fs.open(path, mode="rt", encoding="latin-1", newline="") as f:
+        assert f.read() == data.decode("latin-1")
+    assert fs.cat_file(path, start=10, end=20) == data[10:20]
 
 
 def _tile_span(src, col: int, row: int, count: int) -> tuple[int, int]:
