@@ -326,7 +326,7 @@ class Namespace:
         self._closing.set()
         deadline = time.monotonic() + within
         with self._lock:
-            to_list = list(self._to_list)
+            to_list = list(self._to_list) if self.list_later else []  # a script does not remount offline
         for record, number in to_list:
             future = self._fetches.start(("list later", record.id, number), functools.partial(self._list_later, record, number))
             with contextlib.suppress(Exception):

@@ -16,6 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 import fsspec
 import pytest
 
+import eotdlfs
+
 from eotdlfs.app.embedded import SAMPLE_DIR
 from eotdlfs.app.fsspec_eotdl import EotdlFileSystem
 from eotdlfs.fs.namespace import LIST_LATER_S
@@ -290,3 +292,7 @@ def test_opening_one_file_asks_for_it_alone_not_for_the_versions_whole_list(repo
         for rel in ("images/tile_0.bin", "images/tile_1.bin", "images/2023/big.bin"):
             assert fs.cat_file(f"datasets/{name}/v1/{rel}") == (v1 / rel).read_bytes()
         assert file_lists(proxy) == [["labels.csv"], []]
+        with eotdlfs.connect(api_url=proxy.url, cache_dir=tmp_path / "other-cache") as connection:
+            with connection.open(f"datasets/{name}/v1/labels.csv") as f:
+                assert f.read() == (v1 / "labels.csv").read_bytes()
+        assert file_lists(proxy)[2:] == [["labels.csv"]]  # nor at the end: a script does not remount offline
