@@ -94,11 +94,12 @@ class ContentReader:
         if offset >= end:
             return 0
         seeking, jumped = self._read_ahead(handle, offset, end)
+        until = self._pieces_until(handle, offset, end, jumped) if seeking else 0
         finished, deadline = [], time.monotonic() + self.demand_timeout
         for index in range(offset // bs, (end - 1) // bs + 1):
             lo, hi = max(offset, index * bs) - index * bs, min(end, (index + 1) * bs) - index * bs
             at = index * bs + lo - offset
-            self._copy_block(handle, index, lo, target[at:at + hi - lo], deadline, seeking, jumped)
+            self._copy_block(handle, index, lo, target[at:at + hi - lo], deadline, seeking, until)
             if hi == bs:
                 finished.append(index)
         if finished:
@@ -139,10 +140,22 @@ class ContentReader:
                 and not self.fetcher.in_flight(checksum, index)
                 and not (index > 0 and self.fetcher.fetched_whole(checksum, index - 1)))
 
+    def _pieces_until(self, handle: OpenFile, offset: int, end: int, jumped: bool) -> int:
+        """Where the pieces that a seeking read of OFFSET to END fetches with its first ones
+        end: the read's end (a read across a block boundary would otherwise wait for a round
+        trip per block), or the end of the TIFF tile it jumped to; short of the first block
+        after OFFSET's that is not fetched in pieces (kept whole, being fetched whole, the
+        final block; a block cached whole on disk is not looked up)."""
+        content, bs = handle.content, self.block_size
+        until = max(end, self._tile_end(content, offset, end) if jumped and handle.tiles else 0)
+        for index in range(offset // bs + 1, -(-until // bs)):
+            if self.fetcher.kept_block(content.checksum, index) is not None or not self._piecewise(content, index):
+                return index * bs
+        return until
+
     def _tile_end(self, content: Content, start: int, end: int) -> int:
         """Where the TIFF tile (or strip) that a read of START to END begins ends, if the read
-        begins one and the layout is known (else 0); short of the file's final block (never
-        fetched in pieces, see `_piecewise`)."""
+        begins one and the layout is known (else 0)."""
         header: list[OpenFile] = []  # a handle of its own for reading the header, made if needed
 
         def read(at: int, length: int) -> bytes:
@@ -156,12 +169,10 @@ class ContentReader:
         # reaches may be only the kernel's read-ahead past what the reader wants.
         span = self.layouts.span_at(content.entry.path, content.checksum, content.size, read,
                                     min(end - 1, start - start % PAGE + 2 * PAGE))
-        if span is None or span[0] < start or span[1] <= end:
-            return 0
-        return min(span[1], (content.block_count(self.block_size) - 1) * self.block_size)
+        return span[1] if span is not None and span[0] >= start else 0
 
     def _copy_block(self, handle: OpenFile, index: int, lo: int, target: memoryview, deadline: float,
-                    seeking: bool, jumped: bool) -> None:
+                    seeking: bool, until: int) -> None:
         with handle.lock:
             source = handle.sources.get(index)
             if source is not None:
@@ -169,9 +180,8 @@ class ContentReader:
         content = handle.content
         source = self.fetcher.kept_block(content.checksum, index)
         if source is None and seeking and self._piecewise(content, index):
-            start = index * self.block_size + lo
-            until = self._tile_end(content, start, start + len(target)) if jumped and handle.tiles else 0
-            return self.pieces.read_into(content, handle.opened, start, target, deadline, until)
+            return self.pieces.read_into(content, handle.opened, index * self.block_size + lo, target, deadline,
+                                         until)
         if source is None:
             future = self.fetcher.demand(handle.content, index, handle.opened)
             with self._lock:
