@@ -27,7 +27,8 @@ MAX_ENTRIES = 4096  # per IFD
 MAX_SPANS = 1 << 18  # tiles and strips in all: a layout holds 4 MiB at most
 KEPT_LAYOUTS = 16
 SUFFIXES = (".tif", ".tiff")
-MAX_SPAN_BYTES = 64 << 20  # a tile or strip longer than this is no use as one fetch
+MAX_SPAN_BYTES = 4 << 20  # a longer tile or strip (a whole image in one strip) is not fetched whole:
+# GDAL may want a few rows of it
 # Tags: StripOffsets, StripByteCounts, TileOffsets, TileByteCounts
 OFFSET_TAGS = {273: 279, 324: 325}
 # TIFF value types that offsets and counts come in: SHORT, LONG, LONG8 (BigTIFF)

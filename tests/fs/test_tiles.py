@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from eotdlfs.fs.tiles import MAX_IFDS, Layout, Layouts, parse_layout
+from eotdlfs.fs.tiles import MAX_IFDS, MAX_SPAN_BYTES, Layout, Layouts, parse_layout
 
 rasterio = pytest.importorskip("rasterio")
 from rasterio.shutil import copy  # noqa: E402
@@ -55,6 +55,13 @@ def _classic(entries_at: dict[int, list[tuple[int, int, int, int]]], first: int,
         body += struct.pack("<I", (next_of or {}).get(at, 0))
         data[at:at + len(body)] = body
     return bytes(data)
+
+
+def test_a_strip_too_long_to_fetch_whole_is_left_out():
+    # A whole image in one strip: a reader wanting a few rows must not be fetched all of it.
+    size = MAX_SPAN_BYTES + 2000
+    data = _classic({8: [(273, 4, 1, 1000), (279, 4, 1, MAX_SPAN_BYTES + 1)]}, 8, size)
+    assert parse_layout(reader_of(data), size).span_at(1000) is None
 
 
 def test_inline_strip_and_a_span_past_the_end():
