@@ -46,13 +46,13 @@ def test_spans_are_the_tiles_gdal_reads(tmp_path, options):
 
 
 def _classic(entries_at: dict[int, list[tuple[int, int, int, int]]], first: int, size: int,
-             next_of: dict[int, int] | None = None) -> bytes:
-    """A little-endian classic TIFF of SIZE bytes with IFDs at the given offsets."""
+             next_of: dict[int, int] | None = None, order: str = "<") -> bytes:
+    """A classic TIFF of SIZE bytes with IFDs at the given offsets (little-endian unless ORDER)."""
     data = bytearray(size)
-    data[:8] = b"II" + struct.pack("<HI", 42, first)
+    data[:8] = (b"II" if order == "<" else b"MM") + struct.pack(order + "HI", 42, first)
     for at, entries in entries_at.items():
-        body = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries)
-        body += struct.pack("<I", (next_of or {}).get(at, 0))
+        body = struct.pack(order + "H", len(entries)) + b"".join(struct.pack(order + "HHII", *e) for e in entries)
+        body += struct.pack(order + "I", (next_of or {}).get(at, 0))
         data[at:at + len(body)] = body
     return bytes(data)
 
@@ -64,10 +64,11 @@ def test_a_strip_too_long_to_fetch_whole_is_left_out():
     assert parse_layout(reader_of(data), size).span_at(1000) is None
 
 
-def test_inline_strip_and_a_span_past_the_end():
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_inline_strip_and_a_span_past_the_end(order):
     # One strip of 100 bytes at 1000 (values inline), and a second IFD whose strip runs past the end.
     data = _classic({8: [(273, 4, 1, 1000), (279, 4, 1, 100)], 100: [(273, 4, 1, 1900), (279, 4, 1, 500)]},
-                    8, 2000, next_of={8: 100})
+                    8, 2000, next_of={8: 100}, order=order)
     layout = parse_layout(reader_of(data), len(data))
     assert layout.span_at(1050) == (1000, 1100)
     assert layout.span_at(1950) is None
