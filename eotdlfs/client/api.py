@@ -97,6 +97,11 @@ class ApiClient:
         # what finds requests' own pool for the server (its TLS settings are part of the key)
         self._base_request = requests.Request("GET", self.base_url).prepare()
         self._verify = self._session.merge_environment_settings(self.base_url, {}, None, None, None)["verify"]
+        # made once: per call they cost as much as a small range's own work
+        self._quick_base = urllib3.util.parse_url(self.base_url).path or "/"
+        self._quick_headers = dict(self._session.headers)
+        self._quick_timeout = urllib3.Timeout(connect=connect_timeout, read=settings.timeout)
+        self._quick_pool: urllib3.HTTPConnectionPool | None = None  # requests' pool for the server, found once
         # guarded by _lock
         self._lock = threading.Lock()
         self._sizes: dict[tuple[str, str, str, int | None], int] = {}
@@ -334,15 +339,16 @@ class ApiClient:
         None), or (None, the error) when the connection failed (a first try spent)."""
         if not self._quick or self._presigned.get((kind, record_id, path, file_version)) is not None:
             return None, None
-        url = self.base_url + self._download_route(kind, record_id, path)
+        url = self._quick_base + self._download_route(kind, record_id, path)  # the pool knows the host
         if file_version is not None:
             url += f"?version={int(file_version)}"
         try:
-            pool = self._adapter.get_connection_with_tls_context(self._base_request, self._verify)
-            raw = pool.urlopen("GET", url, headers={**self._session.headers, **headers}, retries=False,
-                                     redirect=False, preload_content=False,
-                                     timeout=urllib3.Timeout(connect=self._connect_timeout, read=self.settings.timeout))
+            pool = self._quick_pool or self._adapter.get_connection_with_tls_context(self._base_request, self._verify)
+            self._quick_pool = pool
+            raw = pool.urlopen("GET", url, headers={**self._quick_headers, **headers}, retries=False, redirect=False,
+                               preload_content=False, timeout=self._quick_timeout, assert_same_host=False)
         except urllib3.exceptions.HTTPError as exc:
+            self._quick_pool = None  # maybe closed (a closed session): the next call finds requests' current one
             return None, exc
         body, failed = None, None
         try:
