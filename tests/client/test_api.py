@@ -181,3 +181,18 @@ def test_a_range_body_that_stalls_is_unreachable_after_the_read_timeout_not_retr
         done.set()
         listener.close()
         thread.join(10)
+
+
+@pytest.mark.parametrize("start, length", [(1000, 5000), (0, 1 << 20)])
+def test_range_bodies_come_in_page_aligned_memory(repo_server, dataset, start, length):
+    """The block cache writes fetched ranges with O_DIRECT, which wants page-aligned memory: small
+    bodies (the page-aligned part of a heap buffer) and big ones (a mapping of their own) alike."""
+    import ctypes
+    import mmap
+
+    name, blob = dataset
+    api = ApiClient(Settings(repo_server.url, repo_server.token("alice"), None, 30))
+    record_id = api.record_by_name("datasets", name)["id"]
+    body = api.read_range("datasets", record_id, "odd name #1.bin", 1, start, length)
+    assert body == blob[start:start + length]
+    assert ctypes.addressof(ctypes.c_char.from_buffer(body)) % mmap.PAGESIZE == 0
