@@ -120,21 +120,21 @@ class Downloads:
     version is never discarded, on any replica), so its blob is looked up in the database once;
     a draft's file version, which a discard can remove, and 'the latest' are looked up every time."""
 
-    KNOWN_LIMIT = 100_000  # about 20 MB of lookups; past it they are forgotten and asked again
+    KNOWN_LIMIT = 20_000  # about 10 MB of lookups; past it they are forgotten and asked again
 
     def __init__(self, store: Store, stats: Stats, redirect: bool = False):
         self.store, self.stats, self.redirect = store, stats, redirect
-        self._known: dict[tuple[str, str, str, int], BlobRef] = {}
+        self._known: dict[tuple[str, str, str, int | None], BlobRef] = {}
 
     def find(self, kind: str, record_id: str, path: str, file_version: int | None) -> BlobRef:
         key = (kind, record_id, path, file_version)
-        blob = self._known.get(key)  # type: ignore[arg-type]
+        blob = self._known.get(key)
         if blob is None:
             blob = self.store.find_download(kind, record_id, path, file_version)
             if blob.published and file_version is not None:
                 if len(self._known) >= self.KNOWN_LIMIT:
                     self._known.clear()
-                self._known[key] = blob  # type: ignore[index]
+                self._known[key] = blob
         return blob
 
     def answer(self, kind: str, record_id: str, path: str, file_version: int | None, head: bool,
