@@ -97,11 +97,10 @@ class ApiClient:
         # what finds requests' own pool for the server (its TLS settings are part of the key)
         self._base_request = requests.Request("GET", self.base_url).prepare()
         self._verify = self._session.merge_environment_settings(self.base_url, {}, None, None, None)["verify"]
-        # made once: per call they cost as much as a small range's own work
-        self._quick_base = urllib3.util.parse_url(self.base_url).path or "/"
+        self._quick_base = urllib3.util.parse_url(self.base_url).path or "/"  # these 4 made once: per call
         self._quick_headers = dict(self._session.headers)
         self._quick_timeout = urllib3.Timeout(connect=connect_timeout, read=settings.timeout)
-        self._quick_pool: urllib3.HTTPConnectionPool | None = None  # requests' pool for the server, found once
+        self._quick_pool: urllib3.HTTPConnectionPool | None = None  # they cost as much as a small range's work
         # guarded by _lock
         self._lock = threading.Lock()
         self._sizes: dict[tuple[str, str, str, int | None], int] = {}
