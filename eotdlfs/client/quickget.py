@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+import weakref
 from typing import Mapping
 
 import urllib3
@@ -25,9 +26,10 @@ class QuickGets:
         self._headers = dict(headers)
         self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._local = threading.local()
-        # guarded by _lock: every connection made, to close them all
+        # guarded by _lock: the connections of live threads, to close them all (weak: a thread that
+        # ends takes its connection with it, so threads that come and go leave no sockets open)
         self._lock = threading.Lock()
-        self._made: set[http.client.HTTPConnection] = set()
+        self._made: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
 
     def get(self, target: str, headers: Mapping[str, str]) -> http.client.HTTPResponse:
         """The answer to GET TARGET, its headers read: read its body to the end, or call `drop`."""
@@ -57,7 +59,7 @@ class QuickGets:
 
     def close(self) -> None:
         with self._lock:
-            made, self._made = self._made, set()
+            made, self._made = list(self._made), weakref.WeakSet()
         for conn in made:
             conn.close()
 
