@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import trustme
 
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import Unreachable
+from eotdlfs.client.quickget import QuickGets
 from eotdlfs.client.settings import Settings
 from eotdlfs.server.run import RunningServer, start_in_thread
 from tests.fs.datasets import ingest_one_file
@@ -79,8 +81,19 @@ def published(https_server_for, unique_name, tmp_path, monkeypatch) -> tuple[Htt
     return server, name, data
 
 
-def test_ranges_of_an_https_server_come_the_quick_way_with_the_ca_bundle_of_the_environment(published, monkeypatch):
+@pytest.mark.parametrize("bundle", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE folder"])
+def test_ranges_of_an_https_server_come_the_quick_way_with_the_ca_bundle_of_the_environment(published, monkeypatch,
+                                                                                          tmp_path, bundle):
+    """The CA bundle requests would trust, named by either variable, a file or a folder (OpenSSL's
+    hashed names, as `openssl rehash` makes them)."""
     server, name, data = published
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    variable, *folder = bundle.split()
+    if folder:
+        (tmp_path / "cas").mkdir()
+        shutil.copy(server.ca_bundle, tmp_path / "cas" / "test-ca.pem")
+        subprocess.run(["openssl", "rehash", str(tmp_path / "cas")], check=True, timeout=60)
+    monkeypatch.setenv(variable, str(tmp_path / "cas") if folder else server.ca_bundle)
     api = ApiClient(Settings(server.url, server.token("alice"), None, 30))
     record_id = api.record_by_name("datasets", name)["id"]
     calls = []
@@ -113,6 +126,19 @@ def test_an_untrusted_certificate_fails_the_read_at_once_naming_the_url(publishe
         api.read_range("datasets", record_id, "big.bin", 1, 0, 10_000)
     assert time.monotonic() - started < 5
     api.close()
+
+
+def test_quick_gets_that_check_no_certificate_read_without_a_ca(published, monkeypatch):
+    """A session with `verify=False` (requests then checks nothing): its quick GETs neither."""
+    server, name, data = published
+    api = ApiClient(Settings(server.url, None, None, 30))
+    record_id = api.record_by_name("datasets", name)["id"]
+    api.close()
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    gets = QuickGets(server.url, {}, 5, 5, verify=False)
+    answer = gets.get(f"/datasets/{record_id}/download/big.bin", {"Range": "bytes=0-9"})
+    assert (answer.status, answer.read()) == (206, data[:10])
+    gets.close()
 
 
 def test_a_mount_of_an_https_server_reads_files_byte_identical(published, mount_factory):
