@@ -29,7 +29,7 @@ import urllib3
 
 from eotdlfs.client.bodies import DOWNLOAD_BLOCK, body_in_pages, pages_of, whole_body
 from eotdlfs.client.errors import (NotFound, RepositoryError, ServerError, Unreachable, error_for_status, failure_reason,
-                                   timed_out)
+                                   not_trusted, timed_out)
 from eotdlfs.client.quickget import QuickGets
 from eotdlfs.client.redirects import PresignedUrls
 from eotdlfs.client.settings import Settings
@@ -92,10 +92,12 @@ class ApiClient:
         self._store.mount("http://", SendTimeoutAdapter(settings.timeout, pool_maxsize=POOL_SIZE, max_retries=0))
         self._store.mount("https://", SendTimeoutAdapter(settings.timeout, pool_maxsize=POOL_SIZE, max_retries=0))
         self._presigned = PresignedUrls()
-        # `_quick_range` for an http:// server with no proxy set (https takes requests' way, its TLS
-        # settings included); a plain flag, cleared when ranges come another way.
-        self._quick = self.base_url.startswith("http://") and not requests.utils.get_environ_proxies(self.base_url)
-        self._quick_gets = QuickGets(self.base_url, self._session.headers, connect_timeout, settings.timeout)
+        # `_quick_range` when no proxy is set, checking certificates as requests would (`verify`, CA
+        # bundles in the environment); a plain flag, cleared when ranges come another way.
+        env = self._session.merge_environment_settings(self.base_url, {}, None, None, None)
+        self._quick = not env["proxies"]
+        self._quick_gets = QuickGets(self.base_url, self._session.headers, connect_timeout, settings.timeout,
+                                     env["verify"])
         # guarded by _lock
         self._lock = threading.Lock()
         self._sizes: dict[tuple[str, str, str, int | None], int] = {}
@@ -124,7 +126,7 @@ class ApiClient:
             try:
                 response = self._session.request(method, url, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                if last:
+                if last or not_trusted(exc):
                     raise self._unreachable(exc) from exc
             else:
                 if response.status_code in ok:
@@ -159,7 +161,7 @@ class ApiClient:
             except requests.ReadTimeout:
                 return
             except requests.ConnectionError as exc:
-                if attempt == self._retries:
+                if attempt == self._retries or not_trusted(exc):
                     raise self._unreachable(exc) from exc
             time.sleep(self._backoff * (2**attempt))
 
@@ -402,7 +404,7 @@ class ApiClient:
             self.ranges_supported = True
             return quick
         if failed is not None:  # that was the first try
-            if self._retries == 0 or timed_out(failed):
+            if self._retries == 0 or timed_out(failed) or not_trusted(failed):
                 raise self._unreachable(failed) from failed
             time.sleep(self._backoff)
         for attempt in range(0 if failed is None else 1, self._retries + 1):

@@ -6,6 +6,8 @@ the CLI prints `str(exc)` as its one-line message.
 
 from __future__ import annotations
 
+import re
+
 import requests
 import urllib3
 
@@ -14,7 +16,7 @@ from eotdlfs.repository import (BadRequest, Conflict, ContentMismatch, Forbidden
 
 __all__ = ["BadRequest", "Conflict", "ContentMismatch", "Forbidden", "NothingToIngest", "NotFound",
            "RepositoryError", "ServerError", "TooLarge", "Unauthorized", "Unreachable", "VersionConflict",
-           "error_for_status", "failure_reason", "timed_out"]
+           "error_for_status", "failure_reason", "not_trusted", "timed_out"]
 
 
 class ServerError(RepositoryError):
@@ -45,9 +47,23 @@ def timed_out(exc: Exception) -> bool:
                                                      for a in exc.args)
 
 
+# what OpenSSL says when it refuses a server's certificate, then why ('unable to get local issuer
+# certificate', 'Hostname mismatch, ...'), up to the source location it appends ('(_ssl.c:1000)')
+_REFUSED_CERTIFICATE = re.compile(r"certificate verify failed: ([^(]*)")
+
+
+def not_trusted(exc: Exception) -> bool:
+    """True when EXC is a TLS handshake that refused the server's certificate: no retry can change that."""
+    return _REFUSED_CERTIFICATE.search(str(exc)) is not None
+
+
 def failure_reason(exc: Exception) -> str:
     """A short cause for a connection failure ('Connection refused', 'timed out', ...)."""
     text = str(exc)
+    refused = _REFUSED_CERTIFICATE.search(text)
+    if refused:
+        return (f"its TLS certificate is not trusted: {refused.group(1).strip()}; "
+                "REQUESTS_CA_BUNDLE names a CA bundle to trust")
     for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset", "Connection aborted"):
         if marker in text:
             return marker

@@ -2,27 +2,49 @@
 
 urllib3's urlopen cost about 250 us of CPU per small range here (its pool, retry and header
 objects, the check that a pooled connection is still up), http.client's own request about
-140 us. For http:// servers reached without a proxy (the caller checks). Failures come out
-as urllib3's exceptions, as urlopen raises them, so the caller handles one set.
+140 us. For servers reached without a proxy (the caller checks); an https:// server's
+certificate is checked as requests checks it (see `tls_context`). Failures come out as
+urllib3's exceptions, as urlopen raises them, so the caller handles one set.
 """
 
 from __future__ import annotations
 
 import http.client
+import os
+import ssl
 import threading
 import weakref
 from typing import Mapping
 
+import requests.certs
 import urllib3
 
 
-class QuickGets:
-    """GETs of paths of one http:// server, each thread on a connection of its own, kept alive."""
+def tls_context(verify: bool | str) -> ssl.SSLContext:
+    """The TLS settings requests uses for VERIFY, a session's `verify` merged with the environment
+    (`REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`): True checks the certificate and host name against
+    requests' own CA bundle (certifi's), a path against that bundle file or folder, False not at all."""
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        return context
+    where = requests.certs.where() if verify is True else str(verify)
+    return ssl.create_default_context(capath=where) if os.path.isdir(where) else ssl.create_default_context(cafile=where)
 
-    def __init__(self, base_url: str, headers: Mapping[str, str], connect_timeout: float, read_timeout: float):
+
+class QuickGets:
+    """GETs of paths of one http(s):// server, each thread on a connection of its own, kept alive."""
+
+    def __init__(self, base_url: str, headers: Mapping[str, str], connect_timeout: float, read_timeout: float,
+                 verify: bool | str = True):
         url = urllib3.util.parse_url(base_url)
         self.base = url.path or "/"  # what paths start with
-        self._host, self._port = url.host or "", url.port or 80
+        self._https = url.scheme == "https"
+        self._host, self._port = url.host or "", url.port or (443 if self._https else 80)
+        self._verify = verify
+        # made at the first https connection, not here: a CA bundle that cannot be read fails the
+        # first read as it fails requests' first call (set once; two threads may both make it)
+        self._tls: ssl.SSLContext | None = None
         self._headers = dict(headers)
         self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._local = threading.local()
@@ -64,11 +86,16 @@ class QuickGets:
             conn.close()
 
     def _connect(self) -> http.client.HTTPConnection:
-        conn = http.client.HTTPConnection(self._host, self._port, timeout=self._connect_timeout)
+        if not self._https:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=self._connect_timeout)
+        else:
+            if self._tls is None:
+                self._tls = tls_context(self._verify)
+            conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._connect_timeout, context=self._tls)
         self._local.conn = conn
         with self._lock:
             self._made.add(conn)
-        conn.connect()
+        conn.connect()  # the TLS handshake included, under the connect timeout
         conn.sock.settimeout(self._read_timeout)  # then the request is sent and answered under the read timeout
         return conn
 
@@ -78,7 +105,10 @@ class QuickGets:
 
 
 def _as_urllib3(exc: OSError | http.client.HTTPException, target: str) -> urllib3.exceptions.HTTPError:
-    """EXC as urllib3's urlopen raises it: a read timeout, or a protocol error saying why."""
+    """EXC as urllib3's urlopen raises it: a read timeout, a TLS failure (a certificate not
+    trusted, ...), or a protocol error saying why."""
+    if isinstance(exc, ssl.SSLError):
+        return urllib3.exceptions.SSLError(exc)
     if isinstance(exc, TimeoutError):
         return urllib3.exceptions.ReadTimeoutError(None, target, f"Read timed out. ({exc})")  # type: ignore[arg-type]
     return urllib3.exceptions.ProtocolError(f"Connection aborted: {exc}", exc)

@@ -17,14 +17,14 @@ GRACEFUL_STOP_S = 5
 
 
 def _config(root: Path, host: str, port: int, db_url: str | None = None, blobs_url: str | None = None,
-            redirect_downloads: bool = False) -> uvicorn.Config:
+            redirect_downloads: bool = False, **tls: str | None) -> uvicorn.Config:
     # uvicorn picks httptools and uvloop (dependencies) over h11 and asyncio. Access logs, and a
     # `server` header each client parses, cost time per request (a mount sends one per cold read).
     # Stopping waits at most GRACEFUL_STOP_S for requests in flight (a stalled download must not hang it).
     return uvicorn.Config(create_app(Path(root), db_url=db_url, blobs_url=blobs_url,
                                      redirect_downloads=redirect_downloads), host=host, port=port, log_level="warning",
                           access_log=False, server_header=False, timeout_keep_alive=30,
-                          timeout_graceful_shutdown=GRACEFUL_STOP_S)
+                          timeout_graceful_shutdown=GRACEFUL_STOP_S, **tls)
 
 
 def serve(root: Path, host: str = "127.0.0.1", port: int = 8000, db_url: str | None = None,
@@ -41,22 +41,26 @@ class RunningServer:
     thread: threading.Thread
     host: str
     port: int
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/"
+        return f"{self.scheme}://{self.host}:{self.port}/"
 
     def stop(self, timeout: float = 10.0) -> None:
         self.server.should_exit = True
         self.thread.join(timeout)
 
 
-def start_in_thread(root: Path, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
-    """Start serving ROOT on a daemon thread; returns once it accepts connections (port 0: any free port)."""
+def start_in_thread(root: Path, host: str = "127.0.0.1", port: int = 0, ssl_certfile: str | None = None,
+                    ssl_keyfile: str | None = None) -> RunningServer:
+    """Start serving ROOT on a daemon thread; returns once it accepts connections (port 0: any free port).
+    Over https when given SSL_CERTFILE (the certificate chain, PEM) and SSL_KEYFILE (its key)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(_config(root, host, sock.getsockname()[1]))
+    server = uvicorn.Server(_config(root, host, sock.getsockname()[1], ssl_certfile=ssl_certfile,
+                                    ssl_keyfile=ssl_keyfile))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="eotdlfs-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -65,4 +69,4 @@ def start_in_thread(root: Path, host: str = "127.0.0.1", port: int = 0) -> Runni
             server.should_exit = True
             raise RuntimeError(f"the repository server on {host}:{sock.getsockname()[1]} did not start")
         time.sleep(0.01)
-    return RunningServer(server, thread, host, sock.getsockname()[1])
+    return RunningServer(server, thread, host, sock.getsockname()[1], "https" if ssl_certfile else "http")

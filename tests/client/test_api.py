@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import ssl
 from contextlib import contextmanager
 from typing import Iterator
 
 import pytest
+import trustme
 
 from client.helpers import client, make_folder
 from eotdlfs.client.api import ApiClient
@@ -149,9 +151,10 @@ def test_plain_range_reads_skip_requests_per_call_work(repo_server, dataset, mon
 
 
 @contextmanager
-def _raw_server(answer: bytes, hold_open: bool) -> Iterator[tuple[int, list[bytes]]]:
+def _raw_server(answer: bytes, hold_open: bool, tls: ssl.SSLContext | None = None) -> Iterator[tuple[int, list[bytes]]]:
     """A server on 127.0.0.1 answering each connection's first request with ANSWER, then holding
-    it open until the test ends (HOLD_OPEN) or closing it; yields (port, requests seen)."""
+    it open until the test ends (HOLD_OPEN) or closing it; over TLS when given TLS (a server side
+    context); yields (port, requests seen)."""
     import socket
     import threading
 
@@ -166,6 +169,8 @@ def _raw_server(answer: bytes, hold_open: bool) -> Iterator[tuple[int, list[byte
                 conn, _ = listener.accept()
             except OSError:
                 return
+            if tls is not None:
+                conn = tls.wrap_socket(conn, server_side=True)
             seen.append(conn.recv(65536))
             conn.sendall(answer)
             if hold_open:
@@ -210,13 +215,21 @@ def test_range_bodies_come_in_page_aligned_memory(repo_server, dataset, start, l
     assert ctypes.addressof(ctypes.c_char.from_buffer(body)) % mmap.PAGESIZE == 0
 
 
-def test_a_kept_alive_connection_the_server_closed_is_reopened_without_a_retry():
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_kept_alive_connection_the_server_closed_is_reopened_without_a_retry(scheme, tmp_path, monkeypatch):
     """Servers close idle kept-alive connections (uvicorn after 30 s): the next range goes on a new
     connection at once, with no retry spent (here none are allowed) and no error."""
     # each connection: one complete 206, then closed as an idle keep-alive would be
     answer = b"HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\nContent-Range: bytes 0-9/5000\r\n\r\n0123456789"
-    with _raw_server(answer, hold_open=False) as (port, connections):
-        api = ApiClient(Settings(f"http://127.0.0.1:{port}/", None, None, 5), retries=0)
+    tls = None
+    if scheme == "https":  # a certificate of a test CA, trusted through the environment
+        ca, tls = trustme.CA(), ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(tls)
+        ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "ca.pem"))
+    with _raw_server(answer, hold_open=False, tls=tls) as (port, connections):
+        api = ApiClient(Settings(f"{scheme}://127.0.0.1:{port}/", None, None, 5), retries=0)
         for _ in range(3):
             assert api.read_range("datasets", "rec", "a.bin", 1, 0, 10) == b"0123456789"
         assert len(connections) == 3 and api.ranges_supported
+        assert getattr(api._quick_gets._local, "conn", None) is not None  # each read came the quick way
