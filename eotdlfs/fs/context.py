@@ -58,6 +58,6 @@ def build_context(repo: Repository, options: MountOptions) -> MountContext:
     namespace.warm()
     reader = ContentReader(fetcher, demand_timeout=options.read_timeout)
     tree = ReadOnlyTree(namespace, reader)
-    prefetch = DocumentPrefetch(repo, namespace, fetcher, wait=options.read_timeout)
+    prefetch = DocumentPrefetch(repo, namespace, fetcher, wait=min(10.0, options.read_timeout))
     tree.on_open = prefetch.opened
     return MountContext(repo, options, cache, fetcher, namespace, reader, tree, prefetch)

@@ -8,10 +8,11 @@ most `ahead_bytes` fetched and not yet opened. Each is checked against its SHA-1
 before it enters the block cache (and the fetcher's memory of recent blocks), so a reader
 finds it as if it had fetched it itself; one that fails is dropped and read as usual.
 
-An open of a planned document waits (at most `wait` s) for the request bringing it; one the
+An open of a planned document waits for the request bringing it, at most `wait` s; one the
 plan has not reached yet is read as usual and the plan goes on after it (the walker went
-ahead, or another way). A failed
-request ends the plan: readers fetch as they did without it. `close` stops it at unmount.
+ahead, or another way). A failed request, or one later than `wait`, ends the plan: readers
+fetch as they did without it (a silent server is not waited for twice by every open).
+`close` stops it at unmount.
 
 Locks. `DocumentPrefetch._lock` guards the plans and the count of requests in flight and is
 a leaf: the repository, the cache and the fetcher are called without it.
@@ -51,7 +52,7 @@ class _Plan:
 class DocumentPrefetch:
     def __init__(self, repo: Repository, namespace: Namespace, fetcher: BlockFetcher, workers: int = 2,
                  batch_files: int = 256, batch_bytes: int = 4 << 20, ahead_bytes: int = 32 << 20,
-                 wait: float = 65.0):
+                 wait: float = 10.0):
         # Set once.
         self.repo = repo
         self.namespace = namespace
@@ -73,6 +74,8 @@ class DocumentPrefetch:
     def opened(self, node: Node) -> None:
         """A file of the read-only tree is being opened: start a version's plan at its
         catalog, and wait for a planned document's request."""
+        if node.entry is None:
+            return
         key = (node.record.id, node.version)
         with self._lock:
             known = key in self._plans
@@ -88,8 +91,11 @@ class DocumentPrefetch:
             elif plan.index.get(node.entry.path, -1) >= plan.cursor:
                 plan.cursor = plan.index[node.entry.path] + 1  # the walker went ahead: go on from there
         self._fill(plan)
-        if event is not None:
-            event.wait(self.wait)
+        if event is not None and not event.wait(self.wait):
+            log.warning("prefetch of %s/%s is %.0f s late: its documents are read one by one from now on",
+                        plan.record.kind, plan.record.name, self.wait)
+            with self._lock:
+                plan.ended = True
 
     def close(self) -> None:
         self._closed.set()
@@ -142,8 +148,9 @@ class DocumentPrefetch:
 
     def _fetch(self, plan: _Plan, batch: list[FileEntry], done: threading.Event) -> None:
         try:
-            if not self._closed.is_set():
-                self._store(batch, self.repo.read_files(plan.record, batch))
+            contents = self.repo.read_files(plan.record, batch)
+            if not self._closed.is_set():  # the cache closes at unmount
+                self._store(batch, contents)
         except Exception as exc:  # readers fetch these themselves
             log.warning("prefetch of %d documents of %s/%s failed, stopped: %s", len(batch), plan.record.kind,
                         plan.record.name, exc)

@@ -45,9 +45,10 @@ def test_opening_the_catalog_fetches_every_small_document_in_few_requests(mounte
     repo, context = mounted
     context.prefetch.batch_files = 8
     read(context, "catalog.json")
-    wait_for(lambda: context.prefetch.fetched == len(FILES) - 1)  # every .json, not the asset
+    wait_for(lambda: context.prefetch.fetched >= len(ITEMS) + 1)  # the catalog too, unless its reader came first
     assert all(len(call) <= 8 for call in repo.read_files_calls)
-    assert sorted(p for call in repo.read_files_calls for p in call) == sorted(p for p in FILES if p != "data.tif")
+    asked = {p for call in repo.read_files_calls for p in call}
+    assert {"collection.json", *ITEMS} <= asked and "data.tif" not in asked
     ranges = len(repo.range_calls)
     assert all(read(context, path) == data for path, data in ITEMS.items())
     assert len(repo.range_calls) == ranges  # every item came from the cache
@@ -58,7 +59,7 @@ def test_a_document_that_fails_its_sha1_is_not_kept_and_its_reader_fetches_it(mo
     bad = "items/item-007.json"
     repo.corrupt_in_bulk.add(hashlib.sha1(ITEMS[bad]).hexdigest())
     read(context, "catalog.json")
-    wait_for(lambda: context.prefetch.fetched == len(FILES) - 2)
+    wait_for(lambda: context.prefetch.fetched >= len(ITEMS))  # all but the bad one (the catalog maybe)
     ranges = len(repo.range_calls)
     assert read(context, bad) == ITEMS[bad]
     assert len(repo.range_calls) == ranges + 1
