@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 
 import pytest
@@ -72,3 +73,18 @@ def test_nothing_is_fetched_ahead_without_the_catalog_nor_after_unmount(mounted)
     read(context, "catalog.json")
     time.sleep(0.2)
     assert repo.read_files_calls == [] and context.prefetch.fetched == 0
+
+
+def test_a_late_request_is_waited_for_once_then_documents_are_read_one_by_one(mounted, monkeypatch):
+    repo, context = mounted
+    context.prefetch.wait = 1.0
+    release = threading.Event()
+    monkeypatch.setattr(repo, "read_files", lambda record, entries: release.wait(30) and [])
+    read(context, "catalog.json")
+    wait_for(lambda: context.prefetch._running)  # the request hangs
+    start = time.monotonic()
+    for path in ("collection.json", "items/item-000.json", "items/item-001.json"):
+        assert read(context, path) == FILES[path]
+    waited = time.monotonic() - start
+    release.set()
+    assert 1.0 <= waited < 2.5  # one wait, not one per open
