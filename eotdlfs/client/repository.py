@@ -106,20 +106,39 @@ class ApiRepository:
         return self.api.read_range(record.kind, record.id, entry.path, entry.file_version, start, length)
 
     def read_files(self, record: Record, entries: Sequence[FileEntry]) -> list[bytes | memoryview]:
-        """One `contents` request when the server has the extension (the caller keeps within its
-        limits), else one range request per file, a few at a time."""
-        if not self.api.capabilities().get("contents"):
+        """`contents` requests within the server's limits when it has the extension, else one
+        range request per file, a few at a time."""
+        limits = self.api.capabilities().get("contents")
+        if not isinstance(limits, dict):
             return in_parallel(lambda e: self.read_range(record, e, 0, e.size), entries, SIZE_LOOKUPS)
-        data = memoryview(self.api.contents(record.kind, record.id, [(e.path, e.file_version) for e in entries]))
-        if len(data) != sum(e.size for e in entries):
-            raise RepositoryError(f"the contents of {len(entries)} files came back {len(data)} bytes long,"
-                                  f" not {sum(e.size for e in entries)}")
-        out, start = [], 0
-        for entry in entries:
-            out.append(data[start:start + entry.size])
-            start += entry.size
+        out: list[bytes | memoryview] = []
+        max_bytes = int(limits.get("max_bytes") or 0)
+        for group in _groups(entries, int(limits.get("max_files") or 1), max_bytes):
+            if group[0].size > max_bytes:  # alone in its group: too large for the route
+                out.append(self.read_range(record, group[0], 0, group[0].size))
+                continue
+            data = memoryview(self.api.contents(record.kind, record.id, [(e.path, e.file_version) for e in group]))
+            if len(data) != sum(e.size for e in group):
+                raise RepositoryError(f"the contents of {len(group)} files came back {len(data)} bytes long,"
+                                      f" not {sum(e.size for e in group)}")
+            start = 0
+            for entry in group:
+                out.append(data[start:start + entry.size])
+                start += entry.size
         return out
 
+
+def _groups(entries: Sequence[FileEntry], max_files: int, max_bytes: int) -> list[list[FileEntry]]:
+    """ENTRIES in order, cut into groups of at most MAX_FILES and MAX_BYTES (a larger file alone)."""
+    groups: list[list[FileEntry]] = []
+    size = 0
+    for entry in entries:
+        if not groups or len(groups[-1]) >= max_files or (groups[-1] and size + entry.size > max_bytes):
+            groups.append([])
+            size = 0
+        groups[-1].append(entry)
+        size += entry.size
+    return groups
 
 def _file_row(data: dict[str, Any]) -> dict[str, Any]:
     """A file entry of route 5 with the fields `files` reads, checked for type. `createdAt` is our

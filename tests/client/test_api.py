@@ -181,3 +181,21 @@ def test_a_range_body_that_stalls_is_unreachable_after_the_read_timeout_not_retr
         done.set()
         listener.close()
         thread.join(10)
+
+
+def test_read_files_asks_contents_within_the_servers_limits(repo_server, dataset):
+    name, blob = dataset
+    api = client(repo_server, None)
+    repo = ApiRepository(api)
+    record = repo.record("datasets", name)
+    entries = sorted(repo.files(record, 1), key=lambda e: (e.size > 1000, e.path))  # the 1 MiB file last
+    expected = [blob if e.path == "odd name #1.bin" else None for e in entries]
+    before = repo_server.stats()
+    got = [bytes(b) for b in repo.read_files(record, entries)]
+    assert all(g == x for g, x in zip(got, expected) if x is not None)
+    assert [hashlib.sha1(g).hexdigest() for g in got] == [e.checksum for e in entries]
+    assert repo_server.stats()["contents"]["requests"] - before["contents"]["requests"] == 1
+    api._capabilities = {"contents": {"max_files": 2, "max_bytes": 1000}}  # a server with smaller limits
+    assert [bytes(b) for b in repo.read_files(record, entries)] == got
+    small = [e for e in entries if e.size <= 1000]
+    assert repo_server.stats()["contents"]["requests"] - before["contents"]["requests"] == 1 + -(-len(small) // 2)
