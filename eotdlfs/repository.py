@@ -84,6 +84,10 @@ class Repository(Protocol):
     def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes | memoryview:
         """LENGTH bytes of ENTRY from START (fewer only at end of file)."""
 
+    def read_files(self, record: Record, entries: Sequence[FileEntry]) -> list[bytes | memoryview]:
+        """The whole bytes of each of ENTRIES (small files), in as few requests as the repository
+        allows; unchecked (the caller checks each against its SHA-1)."""
+
 
 # --- publishing ------------------------------------------------------------------------------
 

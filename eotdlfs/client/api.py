@@ -387,6 +387,11 @@ class ApiClient:
             self._sizes[key] = int(length)
         return int(length)
 
+    def contents(self, kind: str, record_id: str, files: Sequence[tuple[str, int]]) -> bytes:
+        """Our extension `contents`: the bytes of FILES (path, file version), one after another."""
+        return self._request("POST", f"{kind}/{quote(record_id, safe='')}/contents", idempotent=True,
+                             json={"files": [list(f) for f in files]}).content
+
     def read_range(self, kind: str, record_id: str, path: str, file_version: int | None, start: int,
                    length: int) -> bytes | memoryview:
         """LENGTH bytes of a file version from START (fewer at end of file, b'' past it), in

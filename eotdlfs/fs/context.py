@@ -8,6 +8,7 @@ from pathlib import Path
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs.namespace import Namespace
+from eotdlfs.fs.prefetch import DocumentPrefetch
 from eotdlfs.fs.reader import ContentReader
 from eotdlfs.fs.readonly import ReadOnlyTree
 from eotdlfs.repository import Repository
@@ -39,8 +40,10 @@ class MountContext:
     namespace: Namespace
     reader: ContentReader
     tree: ReadOnlyTree
+    prefetch: DocumentPrefetch
 
     def close(self) -> None:
+        self.prefetch.close()
         self.namespace.close()
         self.reader.close()
         self.fetcher.close()
@@ -56,4 +59,7 @@ def build_context(repo: Repository, options: MountOptions) -> MountContext:
                           list_later=options.list_later)
     namespace.warm()
     reader = ContentReader(fetcher, demand_timeout=options.read_timeout)
-    return MountContext(repo, options, cache, fetcher, namespace, reader, ReadOnlyTree(namespace, reader))
+    tree = ReadOnlyTree(namespace, reader)
+    prefetch = DocumentPrefetch(repo, namespace, fetcher, wait=min(10.0, options.read_timeout))
+    tree.on_open = prefetch.opened
+    return MountContext(repo, options, cache, fetcher, namespace, reader, tree, prefetch)

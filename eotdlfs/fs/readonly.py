@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from typing import Callable
 
 from eotdlfs.fs.content import Content
 from eotdlfs.fs.namespace import DIR, FILE, LINK, Namespace, Node
@@ -45,6 +46,8 @@ class ReadOnlyTree:
         self.namespace = namespace
         self.reader = reader
         self.uid, self.gid = os.getuid(), os.getgid()
+        # Told of each published file about to be opened (the STAC prefetch, `prefetch.py`).
+        self.on_open: Callable[[Node], None] | None = None
 
     def getattr(self, path: str) -> dict:
         return node_attrs(self.namespace.resolve(path), self.uid, self.gid, self.reader.block_size)
@@ -88,6 +91,8 @@ class ReadOnlyTree:
         node = self.namespace.resolve(path)
         if node.type == DIR:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if self.on_open is not None:
+            self.on_open(node)
         return self.reader.open(Content(node.record, node.entry))
 
     def read_into(self, handle: OpenFile, target: memoryview, offset: int) -> int:

@@ -21,6 +21,7 @@ from eotdlfs.metadata import KINDS
 from eotdlfs.parts import ENCODINGS
 from eotdlfs.server.auth import AuthError, authenticate, load_secret
 from eotdlfs.server.bodylimit import BodyLimit
+from eotdlfs.server.contents import MAX_BYTES as CONTENTS_MAX_BYTES, MAX_FILES as CONTENTS_MAX_FILES, file_contents
 from eotdlfs.server.download import DownloadFastPath, Downloads
 from eotdlfs.server.errors import ApiError
 from eotdlfs.server.limits import Limits
@@ -33,7 +34,8 @@ from eotdlfs.server.store import Store
 HREF_SAFE = "/:@!$&'()*+,;=-._~"
 # max_form_fields: Starlette's cap on fields per form (route 7 sends two per file)
 CAPABILITIES = {"size": True, "range": True, "drafts": True, "max_form_fields": 1000, "carry_any_path": True,
-                "part_encodings": list(ENCODINGS)}
+                "part_encodings": list(ENCODINGS), "contents": {"max_files": CONTENTS_MAX_FILES,
+                                                                "max_bytes": CONTENTS_MAX_BYTES}}
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
@@ -119,6 +121,12 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, downloads: Dow
         # Normally answered earlier by DownloadFastPath; this route documents it in the schema.
         return downloads.answer(kind, record_id, path, version, request.method == "HEAD",
                                 request.headers.get("range"), request.headers.get("if-range"))
+
+    @r.post("/{record_id}/contents")
+    def contents(record_id: str, body: Any = Body(...)) -> Response:
+        data = file_contents(store, kind, record_id, body)
+        stats.contents(len(data))
+        return Response(data, media_type="application/octet-stream")
 
     @r.post("/{record_id}")
     def ingest_file(record_id: str, version: int | None = None, file: UploadFile = File(...),

@@ -118,14 +118,15 @@ class StacDatasets:
         def read(path: str) -> bytes:
             if path not in files:
                 raise StacError(f"{path}: not a file of version {row['version']}")
-            return self._blob_bytes(files[path]["checksum"], files[path]["size"])
+            return self.blob_bytes(files[path]["checksum"], files[path]["size"])
 
         try:
             return documents_to_feature_collection(StoredSource(read), download_url)
         except StacError as exc:  # stored by a writer that bypassed S4, e.g. a plain file upload
             raise ApiError(409, f"The stored STAC catalog of version {row['version']} is not valid: {exc}") from None
 
-    def _blob_bytes(self, checksum: str, size: int) -> bytes:
+    def blob_bytes(self, checksum: str, size: int) -> bytes:
+        """The whole bytes of a stored blob (its SIZE from the row that names it)."""
         reader = self.blobs.reader(checksum, 0, max(size - 1, 0))
         try:
             chunks, got = [], 0

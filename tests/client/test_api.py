@@ -118,7 +118,7 @@ def test_a_dead_server_is_unreachable_after_bounded_retries(tmp_path):
         s.bind(("127.0.0.1", 0))
         api = ApiClient(Settings(f"http://127.0.0.1:{s.getsockname()[1]}/", None, None, 5), backoff=0.01)
         start = time.monotonic()
-        with pytest.raises(Unreachable, match="Connection refused") as info:
+        with pytest.raises(Unreachable, match="Connection refused"):
             api.records("datasets")
     assert time.monotonic() - start < 5
 
@@ -233,3 +233,21 @@ def test_a_kept_alive_connection_the_server_closed_is_reopened_without_a_retry(s
             assert api.read_range("datasets", "rec", "a.bin", 1, 0, 10) == b"0123456789"
         assert len(connections) == 3 and api.ranges_supported
         assert getattr(api._quick_gets._local, "conn", None) is not None  # each read came the quick way
+
+
+def test_read_files_asks_contents_within_the_servers_limits(repo_server, dataset):
+    name, blob = dataset
+    api = client(repo_server, None)
+    repo = ApiRepository(api)
+    record = repo.record("datasets", name)
+    entries = sorted(repo.files(record, 1), key=lambda e: (e.size > 1000, e.path))  # the 1 MiB file last
+    expected = [blob if e.path == "odd name #1.bin" else None for e in entries]
+    before = repo_server.stats()
+    got = [bytes(b) for b in repo.read_files(record, entries)]
+    assert all(g == x for g, x in zip(got, expected) if x is not None)
+    assert [hashlib.sha1(g).hexdigest() for g in got] == [e.checksum for e in entries]
+    assert repo_server.stats()["contents"]["requests"] - before["contents"]["requests"] == 1
+    api._capabilities = {"contents": {"max_files": 2, "max_bytes": 1000}}  # a server with smaller limits
+    assert [bytes(b) for b in repo.read_files(record, entries)] == got
+    small = [e for e in entries if e.size <= 1000]
+    assert repo_server.stats()["contents"]["requests"] - before["contents"]["requests"] == 1 + -(-len(small) // 2)

@@ -83,6 +83,7 @@ def test_sizes_ranges_and_versions_without_extensions(plain_api):
     assert repo.read_range(record, big, 300, 1000) == CONTENT["dir/b c.bin"][300:1300]
     assert repo.read_range(record, big, len(CONTENT["dir/b c.bin"]) - 3, 10) == CONTENT["dir/b c.bin"][-3:]
     assert plain_api.ranges_supported is False
+    assert [bytes(b) for b in repo.read_files(record, list(entries.values()))] == list(CONTENT.values())
 
 
 def test_the_official_409_for_a_missing_record_is_not_found(plain_api):

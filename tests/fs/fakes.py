@@ -21,6 +21,8 @@ class MemoryRepository:
         self.offline = False
         self.corrupt: set[str] = set()  # checksums whose bytes come back altered
         self.delay = 0.0
+        self.read_files_calls: list[list[str]] = []  # the paths of each `read_files`
+        self.corrupt_in_bulk: set[str] = set()  # checksums whose bytes `read_files` alone alters
 
     def publish(self, kind: str, name: str, files: dict[str, bytes], draft: bool = False,
                 file_times: dict[str, float] | None = None) -> Record:
@@ -83,3 +85,10 @@ class MemoryRepository:
     def bytes_served(self) -> int:
         with self.lock:
             return sum(min(length, max(0, len(self._blobs[c]) - start)) for c, start, length in self.range_calls)
+
+    def read_files(self, record: Record, entries: list[FileEntry]) -> list[bytes]:
+        self._check()
+        with self.lock:
+            self.read_files_calls.append([e.path for e in entries])
+        return [bytes([self._blobs[e.checksum][0] ^ 0xFF]) + self._blobs[e.checksum][1:]
+                if e.checksum in self.corrupt_in_bulk else self._blobs[e.checksum] for e in entries]

@@ -227,3 +227,16 @@ def test_a_failing_download_is_answered_like_any_route(tmp_path):
             assert (r.status_code, r.json()) == (500, {"detail": "Internal server error (FileNotFoundError)"})
     finally:
         running.stop()
+
+
+def test_contents_answers_many_files_in_one_body_in_the_order_asked(api, blob):
+    """Our extension `contents` (a mount fetching a STAC version's documents ahead)."""
+    files = [["empty", 1], ["d/data.bin", 1], ["d/data.bin", 1]]
+    r = api.post(f"{api.kind}/{blob}/contents", json={"files": files})
+    assert r.status_code == 200 and r.content == DATA + DATA
+    assert api.post(f"{api.kind}/{blob}/contents", json={"files": [["nope", 1]]}).status_code == 404
+    assert api.post(f"{api.kind}/{blob}/contents", json={"files": [["d/data.bin", 9]]}).status_code == 404
+    assert api.post(f"{api.kind}/no-such-id/contents", json={"files": [["d/data.bin", 1]]}).status_code == 404
+    for body in ({}, {"files": []}, {"files": [["d/data.bin"]]}, {"files": [["d/data.bin", "1"]]}, [1]):
+        assert api.post(f"{api.kind}/{blob}/contents", json=body).status_code == 400, body
+    assert api.post(f"{api.kind}/{blob}/contents", json={"files": [["d/data.bin", 1]] * 1001}).status_code == 413

@@ -119,7 +119,7 @@ def test_capabilities_and_stats(repo_server):
 
     assert requests.get(repo_server.url + "eotdlfs/capabilities").json() == {
         "size": True, "range": True, "drafts": True, "max_form_fields": 1000, "carry_any_path": True,
-        "part_encodings": ["deflate", "zeros"]}
+        "part_encodings": ["deflate", "zeros"], "contents": {"max_files": 1000, "max_bytes": 16 << 20}}
     stats = repo_server.stats()
-    assert set(stats) == {"bytes_sent", "downloads", "uploads"}
+    assert set(stats) == {"bytes_sent", "downloads", "uploads", "contents"}
     assert set(stats["uploads"]) == {"batch", "file", "chunk", "complete", "carry"}

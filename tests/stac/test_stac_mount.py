@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
 
 import pystac
@@ -66,3 +68,25 @@ def test_get_writes_a_self_contained_catalog(repo_server, unique_name, tmp_path)
     got = tmp_path / "out" / name / "v1"
     assert_self_contained(got, source)
     assert sorted(os.listdir(got)) == [".stac-index.json", "catalog.json", "metadata.yml", "scenes"]
+
+
+def test_opening_a_catalog_fetches_its_documents_ahead_so_a_walk_needs_no_server(fresh_server, unique_name, tmp_path,
+                                                                              mount_factory):
+    """Opening a version's catalog.json fetches its collection and item documents, many per request
+    and each checked: pystac then walks the whole catalog with the server stopped."""
+    name = unique_name("stac-ahead")
+    source = write_catalog(tmp_path / "src", items=40, name=name)
+    write_metadata(source, name)
+    ingest_folder(client(fresh_server), "datasets", source)
+    mnt = mount_factory(fresh_server)
+    root = mnt.path / "datasets" / name / "v1"
+    (root / "catalog.json").read_bytes()
+    deadline = time.monotonic() + 30
+    while json.loads((mnt.path / ".eotdlfs" / "status.json").read_text()).get("prefetched_documents", 0) < 41:
+        assert time.monotonic() < deadline, "the documents were not fetched ahead within 30 s"
+        time.sleep(0.05)
+    assert fresh_server.stats()["contents"]["requests"] <= 2
+    fresh_server.stop()
+    items = list(pystac.Catalog.from_file(str(root / "catalog.json")).get_items(recursive=True))
+    assert sorted(item.id for item in items) == [f"item-{i:05d}" for i in range(40)]
+    assert all(Path(item.assets["data"].get_absolute_href()).is_file() for item in items)
