@@ -4,7 +4,8 @@ One pooled `requests.Session` shared by all threads; every call has a short conn
 and the configured timeout (`EOTDLFS_TIMEOUT`) for sending the request, body included
 (`transport.py`), and for the answer; idempotent calls (GET/HEAD, and uploads the server
 treats idempotently) are retried with exponential backoff on connection errors and
-502/503/504; a 4xx is never retried. Failures come out as the typed exceptions of `eotdlfs.client.errors`.
+502/503/504; a 4xx is never retried, nor a GET/HEAD whose answer did not come within the
+timeout (a silent server costs one timeout, not one per try). Failures come out as the typed exceptions of `eotdlfs.client.errors`.
 
 Servers without the extensions are served too: no `size` in listings -> the size comes
 from a HEAD (or the Content-Length of a GET) of the download route, cached; no Range ->
@@ -124,7 +125,11 @@ class ApiClient:
             try:
                 response = self._session.request(method, url, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                if last:
+                # A server that took the connection and said nothing for a whole read timeout is
+                # not asked again by a read (GET/HEAD): each try would cost the timeout once more
+                # (a silent server held `eotdlfs list` 4x EOTDLFS_TIMEOUT). Uploads keep the
+                # retry: their bodies were sent, and the server may only have been slow to store them.
+                if last or (isinstance(exc, requests.ReadTimeout) and method in ("GET", "HEAD")):
                     raise self._unreachable(exc) from exc
             else:
                 if response.status_code in ok:
