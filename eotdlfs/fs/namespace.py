@@ -28,12 +28,13 @@ import os
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from eotdlfs.fs.inflight import BackgroundFetches
+from eotdlfs.fs.nodes import DIR, FILE, LINK, ListedVersion, Node, VersionTree, not_found
 from eotdlfs.metadata import KINDS, validate_name
 from eotdlfs.oncelog import OnceLog
 from eotdlfs.paths import validate_file_path
@@ -41,62 +42,11 @@ from eotdlfs.repository import FileEntry, Record, Repository, Version
 
 log = logging.getLogger(__name__)
 
-DIR, FILE, LINK = "dir", "file", "link"
 LATEST = "latest"
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
 MAX_KEPT_NODES = 500_000
 LIST_LATER_S = 0.5
 LIST_AT_CLOSE_S = 5.0
-
-
-@dataclass(frozen=True)
-class Node:
-    """What a path is: a directory, a file (with its record, version and entry) or a symlink."""
-
-    type: str
-    mtime: float
-    size: int = 0
-    record: Record | None = None
-    version: int = 0
-    entry: FileEntry | None = None
-    target: str = ""
-
-
-@dataclass
-class VersionTree:
-    """One published version's files, indexed by path, with every folder's children."""
-
-    files: dict[str, FileEntry]
-    children: dict[str, list[str]] = field(default_factory=dict)
-
-    @classmethod
-    def build(cls, entries: list[FileEntry]) -> "VersionTree":
-        files = {e.path: e for e in entries}
-        children: dict[str, set[str]] = {"": set()}
-        for path in files:
-            parent, _, name = path.rpartition("/")
-            children.setdefault(parent, set()).add(name)
-            while parent:
-                grand, _, folder = parent.rpartition("/")
-                known = grand in children
-                children.setdefault(grand, set()).add(folder)
-                children.setdefault(parent, set())
-                if known:
-                    break
-                parent = grand
-        return cls(files, {k: sorted(v) for k, v in children.items()})
-
-
-@dataclass(frozen=True)
-class ListedVersion:
-    """A version folder already resolved: its date (its folders' mtime) and its files."""
-
-    mtime: float
-    tree: VersionTree
-
-
-def not_found(path: str) -> FileNotFoundError:
-    return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
 
 
 def _record_to_json(record: Record) -> dict:
