@@ -101,8 +101,12 @@ class Connection:
         return open_remote(reading.reader, node.record, node.entry, path)
 
     def resolve(self, path: str) -> Node:
-        """What PATH is in the mount's tree, `latest` followed; FileNotFoundError when nothing."""
-        return self.reading().namespace.resolve(self.tree_path(path))
+        """What PATH is in the mount's tree, `latest` followed; FileNotFoundError naming PATH as
+        given when nothing (the tree names '/datasets/NAME/v1/x' or, for a record, 'datasets/NAME')."""
+        try:
+            return self.reading().namespace.resolve(self.tree_path(path))
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path) from None
 
     def tree_path(self, path: str) -> str:
         """PATH (or its eotdl:// URL) as the namespace knows it: '/KIND/NAME/vN/...', with `latest`
