@@ -15,13 +15,12 @@ import errno
 import os
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eotdlfs.app.remotefile import RemoteFile, open_remote
 from eotdlfs.client.api import ApiClient
-from eotdlfs.client.download import DownloadResult, download_version
-from eotdlfs.client.ingest import ingest_folder
 from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import Settings, resolve_settings
 from eotdlfs.fs.context import MountContext, MountOptions, build_context
@@ -32,9 +31,11 @@ from eotdlfs.repository import IngestResult, Record, TransferProgress, Version
 
 if TYPE_CHECKING:
     from eotdlfs.app.embedded import LocalRepository
+    from eotdlfs.client.download import DownloadResult
 
 DEFAULT_CACHE_SIZE = 20 << 30  # the mount's default: one limit for the cache they share
 URL_PREFIX = "eotdl://"  # the fsspec URL of a path, as a pystac walk over eotdl:// hands out asset hrefs
+SIDE_READS = 4  # a window's tile rows read at once: as many as the piece fetcher's requests
 _LATEST_IN_PATH = re.compile(rf"^(/(?:{'|'.join(KINDS)})/[^/]+)/{LATEST}(?=/|$)")
 
 
@@ -52,6 +53,7 @@ class Connection:
         self._embedded = embedded
         self._lock = threading.Lock()
         self._reading: MountContext | None = None  # built by the first read
+        self._side_reads: ThreadPoolExecutor | None = None  # made by the first open (threads by the first multi-range read)
 
     # --- records ---------------------------------------------------------------------------
 
@@ -74,6 +76,8 @@ class Connection:
     def ingest(self, path: str | Path, kind: str = "datasets", progress: TransferProgress | None = None) -> IngestResult:
         """Ingest the folder PATH (with its metadata.yml, or a STAC catalog.json) as the next version of the record it names:
         only new and changed files are sent. `NothingToIngest` when nothing changed."""
+        from eotdlfs.client.ingest import ingest_folder  # the engine (and STAC's stack) only for an ingest
+
         record_noun(kind)
         result = ingest_folder(self.api, kind, Path(path), progress)
         with self._lock:
@@ -86,6 +90,8 @@ class Connection:
             progress: TransferProgress | None = None) -> DownloadResult:
         """Download NAME's VERSION (default: latest; 2, '2' or 'v2') into OUT/NAME/vN/, each file's
         SHA-1 checked, files already there skipped."""
+        from eotdlfs.client.download import download_version
+
         record_noun(kind)
         return download_version(self.api, kind, name, version_number(version), Path(out), progress)
 
@@ -98,7 +104,15 @@ class Connection:
         if node.type != FILE:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         reading = self.reading()
-        return open_remote(reading.reader, node.record, node.entry, path)
+        return open_remote(reading.reader, node.record, node.entry, path, self.side_reads())
+
+    def side_reads(self) -> ThreadPoolExecutor:
+        """The threads that read a multi-range read's ranges side by side (`RemoteFile.get_byte_ranges`);
+        none runs before the first such read."""
+        with self._lock:
+            if self._side_reads is None:
+                self._side_reads = ThreadPoolExecutor(SIDE_READS, thread_name_prefix="eotdl-range")
+            return self._side_reads
 
     def resolve(self, path: str) -> Node:
         """What PATH is in the mount's tree, `latest` followed; FileNotFoundError naming PATH as
@@ -123,8 +137,11 @@ class Connection:
         with self._lock:
             if self._reading is None:
                 make_private(self.cache_dir)
+                # No version list in the background after a first lookup: a script opening one
+                # file of 10,000 may be done before it comes, and would pay for it while reading.
                 options = MountOptions(cache_dir=self.cache_dir, cache_size=self.cache_size, ttl=self.ttl,
-                                       api_url=self.settings.api_url or "", read_timeout=self.settings.timeout + 5)
+                                       api_url=self.settings.api_url or "", read_timeout=self.settings.timeout + 5,
+                                       list_later=False)
                 self._reading = build_context(self.repo, options)
             return self._reading
 
@@ -133,6 +150,9 @@ class Connection:
     def close(self) -> None:
         with self._lock:
             reading, self._reading = self._reading, None
+            side_reads, self._side_reads = self._side_reads, None
+        if side_reads is not None:
+            side_reads.shutdown()
         if reading is not None:
             reading.close()
         self.api.close()

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from fsspec.spec import AbstractFileSystem
 
 from eotdlfs.app.connection import DEFAULT_CACHE_SIZE, Connection, connect
-from eotdlfs.client.ingest import folder_name
 from eotdlfs.fs.mount import parse_size
 from eotdlfs.fs.namespace import FILE, LATEST, Node
 from eotdlfs.metadata import KINDS
@@ -94,6 +94,14 @@ class EotdlFileSystem(AbstractFileSystem):
         unchanged into later versions keeps it), a folder's when its version was published."""
         return datetime.fromtimestamp(self.info(path)["mtime"], timezone.utc)
 
+    @property
+    def open(self) -> Callable[..., Any]:
+        """fsspec's `fs.open(path, mode="rb", ...)`. Once rasterio is imported, also a multi-range
+        opener for it: `rasterio.open(fsspec.open(url))` opens through `fp.fs.open`, and GDAL then
+        asks for a window's tiles at once (`RemoteFile.get_byte_ranges`), not one after the other."""
+        opener = _rasterio_opener_class()
+        return super().open if opener is None else opener(self)
+
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None, autocommit: bool = True,
               cache_options: dict | None = None, **kwargs: Any):
         path = self._strip_protocol(path)
@@ -151,6 +159,8 @@ class EotdlFileSystem(AbstractFileSystem):
         if len(parts) != 2 or parts[0] not in KINDS or not folder.is_dir():
             raise NotImplementedError(f"eotdl:// ingests a whole folder as a record's next version: "
                                       f"fs.put(local_folder, 'datasets/NAME'), not {lpath!r} -> {rpath!r}")
+        from eotdlfs.client.ingest import folder_name  # the ingestion engine only for a put
+
         named = folder_name(folder)  # metadata.yml's name, or a STAC catalog's id
         if named != parts[1]:
             raise ValueError(f"{folder} names {named!r} (its metadata.yml or catalog.json), not {parts[1]!r}")
@@ -206,3 +216,55 @@ class EotdlFileSystem(AbstractFileSystem):
 
     def touch(self, path: str, truncate: bool = True, **kwargs: Any) -> None:
         self._refuse(path, "touch")
+
+
+class _Opener:
+    """`fs.open` as rasterio's Python opener sees it: callable as `fs.open`, and the file
+    container rasterio asks for stat, listing and multi-range reads. Its methods are copied into
+    a subclass of rasterio's container (`_rasterio_opener_class`) rather than inherited: with
+    `_Opener` among its bases, rasterio's dispatch sees a plain callable first and reads one
+    range at a time."""
+
+    def __init__(self, fs: EotdlFileSystem):
+        self.fs = fs
+
+    def __call__(self, path: str, mode: str = "rb", *args: Any, **kwargs: Any) -> Any:
+        return AbstractFileSystem.open(self.fs, path, mode, *args, **kwargs)
+
+    open = __call__
+
+    def isfile(self, path: str) -> bool:
+        return self.fs.isfile(path)
+
+    def isdir(self, path: str) -> bool:
+        return self.fs.isdir(path)
+
+    def ls(self, path: str) -> list[str]:
+        """Nothing, as rasterio's adapter of a plain opener says: GDAL lists a file's folder to look
+        for side-car files, and the folder may hold 10,000 files (/vsicurl/ users turn it off)."""
+        return []
+
+    def mtime(self, path: str) -> int:
+        return int(self.fs.modified(path).timestamp())
+
+    def rm(self, path: str) -> None:
+        self.fs.rm_file(path)
+
+    def size(self, path: str) -> int:
+        return self.fs.size(path)
+
+
+_OPENER_CLASS: list[type] = []  # _Opener's methods on rasterio's multi-range container, made once
+
+
+def _rasterio_opener_class() -> type | None:
+    """`_Opener` as a subclass of rasterio's `MultiByteRangeResourceContainer` (rasterio gives GDAL
+    the multi-range read only for those); None until rasterio is imported (not imported here: it
+    costs half a second) or when it has no such class."""
+    if not _OPENER_CLASS:
+        container = getattr(sys.modules.get("rasterio._vsiopener"), "MultiByteRangeResourceContainer", None)
+        if container is None:
+            return None
+        methods = {k: v for k, v in vars(_Opener).items() if k not in ("__dict__", "__weakref__")}
+        _OPENER_CLASS.append(type("EotdlRasterioOpener", (container,), methods))
+    return _OPENER_CLASS[0]

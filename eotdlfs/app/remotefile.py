@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+from concurrent.futures import Executor
 
 from eotdlfs.fs.content import Content
 from eotdlfs.fs.errors import errno_for
@@ -28,9 +29,10 @@ class RemoteFile(io.RawIOBase):
     part and a buffered tail, a second request reaching into the next tile). Smaller reads
     (headers, `readline`) are served from one buffered chunk."""
 
-    def __init__(self, reader: ContentReader, content: Content, path: str):
+    def __init__(self, reader: ContentReader, content: Content, path: str, side_reads: Executor | None = None):
         super().__init__()
         self._reader = reader
+        self._side_reads = side_reads  # where `get_byte_ranges` reads all ranges but the first
         self._handle = reader.open(content)
         self.size = content.size
         self.path = self.name = path
@@ -64,6 +66,21 @@ class RemoteFile(io.RawIOBase):
             self._chunk_at, lo = self._pos, 0
         return self._chunk[lo:]
 
+    def get_byte_ranges(self, offsets: list[int], sizes: list[int]) -> list[bytes]:
+        """The bytes at each (offset, size), read side by side; the position stays. GDAL asks for
+        a raster window's tile rows at once (rasterio's multi-range read) and /vsicurl/ fetches
+        them side by side: one after the other, each cold row waited a round trip of its own."""
+        ranges = list(zip(offsets, sizes))
+        if self._side_reads is None or len(ranges) < 2:
+            return [self._range(*r) for r in ranges]
+        later = [self._side_reads.submit(self._range, *r) for r in ranges[1:]]
+        return [self._range(*ranges[0])] + [f.result() for f in later]
+
+    def _range(self, offset: int, size: int) -> bytes:
+        buffer = bytearray(max(0, min(size, self.size - offset)))
+        count = self._read_into(memoryview(buffer), offset)
+        return bytes(buffer) if count == len(buffer) else bytes(buffer[:count])
+
     def readall(self) -> bytes:
         rest = bytearray(max(0, self.size - self._pos))
         count = self._read_into(memoryview(rest), self._pos)
@@ -95,5 +112,6 @@ class RemoteFile(io.RawIOBase):
         super().close()
 
 
-def open_remote(reader: ContentReader, record: Record, entry: FileEntry, path: str) -> RemoteFile:
-    return RemoteFile(reader, Content(record, entry), path)
+def open_remote(reader: ContentReader, record: Record, entry: FileEntry, path: str,
+                side_reads: Executor | None = None) -> RemoteFile:
+    return RemoteFile(reader, Content(record, entry), path, side_reads)

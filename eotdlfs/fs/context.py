@@ -24,6 +24,7 @@ class MountOptions:
     autoflush: float | None = None
     read_timeout: float = 65.0  # a callback waiting for the server gets EIO after this long
     api_url: str = ""
+    list_later: bool = True  # a version's whole list in the background after its first lookup (Namespace)
 
 
 @dataclass
@@ -51,7 +52,8 @@ def build_context(repo: Repository, options: MountOptions) -> MountContext:
     cache = BlockCache(cache_dir / "blocks", options.cache_size, options.block_size)
     fetcher = BlockFetcher(repo, cache, workers=options.fetch_workers,
                            request_blocks=options.request_blocks)
-    namespace = Namespace(repo, cache_dir / "state", ttl=options.ttl, wait=options.read_timeout)
+    namespace = Namespace(repo, cache_dir / "state", ttl=options.ttl, wait=options.read_timeout,
+                          list_later=options.list_later)
     namespace.warm()
     reader = ContentReader(fetcher, demand_timeout=options.read_timeout)
     return MountContext(repo, options, cache, fetcher, namespace, reader, ReadOnlyTree(namespace, reader))

@@ -52,14 +52,11 @@ LIST_AT_CLOSE_S = 5.0
 
 
 def _record_to_json(record: Record) -> dict:
-    data = asdict(record)
-    data["versions"] = [dict(asdict(v), created_at=v.created_at.isoformat()) for v in record.versions]
-    return data
+    return dict(asdict(record), versions=[dict(asdict(v), created_at=v.created_at.isoformat()) for v in record.versions])
 
 
 def _record_from_json(data: dict) -> Record:
-    versions = tuple(Version(v["number"], datetime.fromisoformat(v["created_at"]), v["size"], v["draft"])
-                     for v in data["versions"])
+    versions = tuple(Version(v["number"], datetime.fromisoformat(v["created_at"]), v["size"], v["draft"]) for v in data["versions"])
     return Record(data["kind"], data["id"], data["name"], data["owner"], versions)
 
 
@@ -86,9 +83,10 @@ def _version_number(number: object) -> int:
 
 class Namespace:
     def __init__(self, repo: Repository, state_dir: Path, ttl: float = 10.0, wait: float = 65.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, list_later: bool = True):
         # Set once.
         self.repo = repo
+        self.list_later = list_later  # see _look_up
         self.state_dir = Path(state_dir)
         self.ttl = ttl
         self.clock = clock
@@ -280,8 +278,7 @@ class Namespace:
 
     def _fetch_tree(self, record: Record, number: int) -> VersionTree:
         entries = self.repo.files(record, number)
-        _write_json(self._listing_file(record, number),
-                    [(e.path, e.file_version, e.checksum, e.size, e.created_at) for e in entries])
+        _write_json(self._listing_file(record, number), [(e.path, e.file_version, e.checksum, e.size, e.created_at) for e in entries])
         return self._install(record, number, entries)
 
     def _install(self, record: Record, number: int, entries: list[FileEntry]) -> VersionTree:
@@ -303,10 +300,9 @@ class Namespace:
         self._closing.set()
         deadline = time.monotonic() + within
         with self._lock:
-            to_list = list(self._to_list)
+            to_list = list(self._to_list) if self.list_later else []  # a script does not remount offline
         for record, number in to_list:
-            future = self._fetches.start(("list later", record.id, number),
-                                         functools.partial(self._list_later, record, number))
+            future = self._fetches.start(("list later", record.id, number), functools.partial(self._list_later, record, number))
             with contextlib.suppress(Exception):
                 future.result(timeout=max(0.0, deadline - time.monotonic()))
 
@@ -314,9 +310,12 @@ class Namespace:
         return self.state_dir / "listings" / record.kind / record.id / f"v{number}.rows.json"
 
     def _look_up(self, record: Record, number: int, rel: str) -> FileEntry | bool | None:
-        """REL in a version whose list is not in hand, in one small request (the whole list
-        follows): its entry if a file, True if a folder, False if neither; None when only the
-        whole list can tell."""
+        """REL in a version whose list is not in hand, in one small request (the whole list follows;
+        without `list_later`, for a script, it serves the version's second path looked up instead): its
+        entry if a file, True if a folder, False if neither; None when only the whole list can tell."""
+        with self._lock:
+            if not self.list_later and (record, number) in self._to_list:
+                return None
         try:
             found = self._fetches.result(("lookup", record.id, number, rel),
                                          functools.partial(self.repo.lookup, record, number, rel),
@@ -332,7 +331,8 @@ class Namespace:
             return None
         with self._lock:
             self._to_list.add((record, number))
-        self._fetches.start(("list later", record.id, number), functools.partial(self._list_later, record, number))
+        if self.list_later:
+            self._fetches.start(("list later", record.id, number), functools.partial(self._list_later, record, number))
         if not found:
             return False
         if len(sound) != len(found):

@@ -3,7 +3,8 @@
 A read far from its handle's last one (`ReadAheadWindow.seeking`) of a block neither cached
 nor being fetched gets no whole block and no read-ahead: the pieces of PIECE_SIZE bytes it
 spans are fetched in one range request, as GDAL fetches one tile of a Cloud-Optimized
-GeoTIFF. A whole 1 MiB block (with the read-ahead that a sequential run earns) fetched 2.8
+GeoTIFF; when the file's tile layout is known (`tiles`), a read at a tile's start fetches
+the whole tile in that request. A whole 1 MiB block (with the read-ahead that a sequential run earns) fetched 2.8
 times the bytes GDAL's /vsicurl/ does for random windows, and made the reader wait for them.
 
 Pieces are kept in memory (bounded, oldest out first) for the reads next to them, and in the
@@ -74,11 +75,15 @@ class PieceFetcher:
             thread.start()
         fetcher.on_drop.append(self._drop)
 
-    def read_into(self, content: Content, opened: int, offset: int, target: memoryview, deadline: float) -> None:
+    def read_into(self, content: Content, opened: int, offset: int, target: memoryview, deadline: float,
+                  until: int = 0) -> None:
         """Fill TARGET with CONTENT's bytes from OFFSET (all within the file), fetching the
-        pieces it spans that are neither kept nor being fetched; waits until DEADLINE."""
+        pieces it spans that are neither kept nor being fetched, and those on to byte UNTIL
+        (the end of the tile being read: the kernel's next requests for it find it coming,
+        not a round trip each); waits until DEADLINE, for TARGET's pieces only."""
         size, checksum = self.piece_size, content.checksum
         first, last = offset // size, (offset + len(target) - 1) // size
+        fetch_last = max(last, (until - 1) // size)
         futures: dict[int, Future] = {}
         mine: list[int] = []
         if self.fetcher.failed_since(checksum, self._dropped.get(checksum, -1)):
@@ -86,7 +91,7 @@ class PieceFetcher:
         with self._lock:
             self.fetcher.check_not_failed(content, opened)
             serial = self.fetcher.serial()
-            for number in range(first, last + 1):
+            for number in range(first, fetch_last + 1):
                 future = self._inflight.get((checksum, number))
                 if future is None:
                     future = Future()
@@ -100,7 +105,8 @@ class PieceFetcher:
         missing = [number for number in mine if not self._load(checksum, number, futures[number], serial)]
         for run in runs(missing, LONGEST_REQUEST):
             self._tasks.put(_Task(content, run[0], [futures[n] for n in run], serial))
-        for number, future in futures.items():
+        for number in range(first, last + 1):
+            future = futures[number]
             data = future.result(timeout=max(0.0, deadline - time.monotonic()))
             lo = max(offset, number * size)
             hi = min(offset + len(target), number * size + len(data))

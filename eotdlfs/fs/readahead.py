@@ -24,6 +24,9 @@ class ReadAheadWindow:
         self._expected: int | None = None
         self._run_start = 0  # where the current sequential run began
         self._grow_at = 0  # the window doubles once a read ends past this offset
+        # Whether the last read was far from the one before: the kernel's own read-ahead
+        # requests never are, so a jump is the reader's (a TIFF reader's jump to a tile, `tiles`).
+        self.jumped = False
 
     def advise(self, offset: int, size: int) -> tuple[int, int]:
         """Record a read of SIZE bytes at OFFSET; return (start, end) to read ahead (may be empty)."""
@@ -33,6 +36,7 @@ class ReadAheadWindow:
             and self._expected - self.first_window <= offset
             <= self._expected + max(self.first_window, self.window)
         )
+        self.jumped = not sequential
         if not sequential:
             self._run_start = offset
             self.window = 0

@@ -3,7 +3,8 @@
 `ContentReader.read` is the whole cold and warm read path: advise the handle's read-ahead
 window, queue read-ahead fetches, then copy the requested range out of the bytes of recent
 fetches (memory), or out of cached blocks, read back from disk and checked once per block.
-A seeking reader's miss is fetched in small pieces (`pieces`), not as a whole block.
+A seeking reader's miss is fetched in small pieces (`pieces`), not as a whole block; a jump
+to the start of a TIFF's tile fetches that tile's pieces in one request (`tiles`).
 
 Locks. An `OpenFile`'s `lock` guards its read-ahead window and the blocks it keeps; it is
 held only for that bookkeeping and the copy out of a kept block, never while calling the
@@ -23,7 +24,9 @@ from eotdlfs.fs.content import Content
 from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs.pieces import PIECE_SIZE, PieceFetcher
 from eotdlfs.fs.readahead import ReadAheadWindow
+from eotdlfs.fs.tiles import Layouts
 
+PAGE = 4096
 KEPT_SOURCES = 2  # a fetched block may pin its whole request (8 MiB) while kept
 
 
@@ -38,6 +41,7 @@ class OpenFile:
         self.lock = threading.Lock()
         self.window = window
         self.ahead_until = 0
+        self.tiles = True  # whether its seeking reads fetch whole TIFF tiles (`tiles`)
         # The blocks read last, checked: later reads of them are plain copies.
         self.sources: OrderedDict[int, memoryview] = OrderedDict()
 
@@ -65,6 +69,7 @@ class ContentReader:
         self.max_window = max_window
         self.demand_timeout = demand_timeout
         self.pieces = PieceFetcher(fetcher, piece_size)
+        self.layouts = Layouts()
         # When a reader first waited for each fetch still running: one that hangs (a silent server)
         # fails the readers after it at once, not each after a bound of its own (the kernel reads
         # a page again after a failed read-ahead: two callbacks for one read).
@@ -88,12 +93,13 @@ class ContentReader:
         self.fetcher.check_not_failed(content, handle.opened)
         if offset >= end:
             return 0
-        seeking = self._read_ahead(handle, offset, end)
+        seeking, jumped = self._read_ahead(handle, offset, end)
+        until = self._pieces_until(handle, offset, end, jumped) if seeking else 0
         finished, deadline = [], time.monotonic() + self.demand_timeout
         for index in range(offset // bs, (end - 1) // bs + 1):
             lo, hi = max(offset, index * bs) - index * bs, min(end, (index + 1) * bs) - index * bs
             at = index * bs + lo - offset
-            self._copy_block(handle, index, lo, target[at:at + hi - lo], deadline, seeking)
+            self._copy_block(handle, index, lo, target[at:at + hi - lo], deadline, seeking, until)
             if hi == bs:
                 finished.append(index)
         if finished:
@@ -103,15 +109,16 @@ class ContentReader:
     def close(self) -> None:
         self.pieces.close()
 
-    def _read_ahead(self, handle: OpenFile, offset: int, end: int) -> bool:
-        """Queue the read-ahead this read earns; whether the handle is seeking (see `pieces`)."""
+    def _read_ahead(self, handle: OpenFile, offset: int, end: int) -> tuple[bool, bool]:
+        """Queue the read-ahead this read earns; whether the handle is seeking (see `pieces`),
+        and whether this read jumped (see `ReadAheadWindow.jumped`)."""
         bs = self.block_size
         with handle.lock:
             start, stop = handle.window.advise(offset, end - offset)
-            seeking = handle.window.seeking
+            seeking, jumped = handle.window.seeking, handle.window.jumped
             if stop <= start:
                 handle.ahead_until = 0
-                return seeking
+                return seeking, jumped
             first = max(start // bs, handle.ahead_until)
             last = -(-stop // bs)
             # Top up in runs of whole requests while what is already asked for lasts half
@@ -121,7 +128,7 @@ class ContentReader:
             reached = self.fetcher.read_ahead(handle.content, first, last, handle.opened)
             with handle.lock:
                 handle.ahead_until = max(handle.ahead_until, reached)
-        return seeking
+        return seeking, jumped
 
     def _piecewise(self, content: Content, index: int) -> bool:
         """Whether a seeking reader's miss of block INDEX is fetched in pieces: not the file's
@@ -133,8 +140,39 @@ class ContentReader:
                 and not self.fetcher.in_flight(checksum, index)
                 and not (index > 0 and self.fetcher.fetched_whole(checksum, index - 1)))
 
+    def _pieces_until(self, handle: OpenFile, offset: int, end: int, jumped: bool) -> int:
+        """Where the pieces that a seeking read of OFFSET to END fetches with its first ones
+        end: the read's end (a read across a block boundary would otherwise wait for a round
+        trip per block), or the end of the TIFF tile it jumped to; short of the first block
+        after OFFSET's that is not fetched in pieces (kept whole, being fetched whole, the
+        final block; a block cached whole on disk is not looked up)."""
+        content, bs = handle.content, self.block_size
+        until = max(end, self._tile_end(content, offset, end) if jumped and handle.tiles else 0)
+        for index in range(offset // bs + 1, -(-until // bs)):
+            if self.fetcher.kept_block(content.checksum, index) is not None or not self._piecewise(content, index):
+                return index * bs
+        return until
+
+    def _tile_end(self, content: Content, start: int, end: int) -> int:
+        """Where the TIFF tile (or strip) that a read of START to END begins ends, if the read
+        begins one and the layout is known (else 0)."""
+        header: list[OpenFile] = []  # a handle of its own for reading the header, made if needed
+
+        def read(at: int, length: int) -> bytes:
+            if not header:
+                header.append(self.open(content))
+                header[0].tiles = False  # its own seeking reads ask for no layout
+            return self.read(header[0], at, length)
+
+        # GDAL reads a tile from its start; the kernel's request for that read begins on the
+        # page before at most (a page or two of the tile before). Any other tile a read
+        # reaches may be only the kernel's read-ahead past what the reader wants.
+        span = self.layouts.span_at(content.entry.path, content.checksum, content.size, read,
+                                    min(end - 1, start - start % PAGE + 2 * PAGE))
+        return span[1] if span is not None and span[0] >= start else 0
+
     def _copy_block(self, handle: OpenFile, index: int, lo: int, target: memoryview, deadline: float,
-                    seeking: bool) -> None:
+                    seeking: bool, until: int) -> None:
         with handle.lock:
             source = handle.sources.get(index)
             if source is not None:
@@ -142,7 +180,8 @@ class ContentReader:
         content = handle.content
         source = self.fetcher.kept_block(content.checksum, index)
         if source is None and seeking and self._piecewise(content, index):
-            return self.pieces.read_into(content, handle.opened, index * self.block_size + lo, target, deadline)
+            return self.pieces.read_into(content, handle.opened, index * self.block_size + lo, target, deadline,
+                                         until)
         if source is None:
             future = self.fetcher.demand(handle.content, index, handle.opened)
             with self._lock:

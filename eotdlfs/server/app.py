@@ -14,13 +14,14 @@ from fastapi import APIRouter, Body, Depends, FastAPI, File, Form, Header, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from eotdlfs.diskfull import is_disk_full
 from eotdlfs.metadata import KINDS
 from eotdlfs.parts import ENCODINGS
 from eotdlfs.server.auth import AuthError, authenticate, load_secret
 from eotdlfs.server.bodylimit import BodyLimit
-from eotdlfs.server.download import DownloadFastPath, download_response
+from eotdlfs.server.download import DownloadFastPath, Downloads
 from eotdlfs.server.errors import ApiError
 from eotdlfs.server.limits import Limits
 from eotdlfs.server.stac import STAC_KIND
@@ -44,7 +45,7 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "Invalid request"
 
 
-def kind_router(kind: str, store: Store, stats: Stats, user: Any, redirect: bool) -> APIRouter:
+def kind_router(kind: str, store: Store, stats: Stats, user: Any, downloads: Downloads) -> APIRouter:
     """Routes 1-12 and the draft extension for one KIND ('datasets' or 'models')."""
     noun = kind[:-1]  # 'dataset' or 'model': the prefix of the answers' keys
     r = APIRouter(prefix=f"/{kind}")
@@ -116,8 +117,8 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, redirect: bool
     @r.api_route("/{record_id}/download/{path:path}", methods=["GET", "HEAD"], response_model=None)
     async def download(request: Request, record_id: str, path: str, version: int | None = None) -> Response:
         # Normally answered earlier by DownloadFastPath; this route documents it in the schema.
-        return download_response(store, stats, kind, record_id, path, version, request.method == "HEAD",
-                                 request.headers.get("range"), request.headers.get("if-range"), redirect)
+        return downloads.answer(kind, record_id, path, version, request.method == "HEAD",
+                                request.headers.get("range"), request.headers.get("if-range"))
 
     @r.post("/{record_id}")
     def ingest_file(record_id: str, version: int | None = None, file: UploadFile = File(...),
@@ -147,10 +148,21 @@ def stac_routes(r: APIRouter, store: Store, user: Any) -> None:
             STAC_KIND, record_id, version, lambda path: f"{base}datasets/{record_id}/download/{quote(path, safe=HREF_SAFE)}")
 
 
+class RepositoryApp(FastAPI):
+    """FastAPI with route 9 answered in front of all of it (see `download.DownloadFastPath`)."""
+
+    def __init__(self, downloads: Downloads, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._front = DownloadFastPath(super().__call__, downloads)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._front(scope, receive, send)
+
+
 def create_app(root: Path, limits: Limits | None = None, db_url: str | None = None,
                blobs_url: str | None = None, redirect_downloads: bool = False) -> FastAPI:
     """The server for the repository stored under ROOT, or in DB_URL (`--db`) and BLOBS_URL (`--blobs`) when
-    given; with REDIRECT_DOWNLOADS, downloads are 307s to the blob store (see `download_response`)."""
+    given; with REDIRECT_DOWNLOADS, downloads are 307s to the blob store (see `Downloads.answer`)."""
     limits = limits or Limits.from_env()
     store = Store(Path(root), limits, db_url, blobs_url)
     store.recover()
@@ -163,11 +175,12 @@ def create_app(root: Path, limits: Limits | None = None, db_url: str | None = No
         except AuthError as exc:
             raise ApiError(401, str(exc)) from None
 
-    app = FastAPI(title="eotdlfs repository", openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
+    downloads = Downloads(store, stats, redirect_downloads)
+    app = RepositoryApp(downloads, title="eotdlfs repository", openapi_url="/openapi.json", docs_url="/docs",
+                        redoc_url=None)
     app.state.store, app.state.stats = store, stats
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, max_other_bytes=limits.max_other_body_bytes,
                        max_stac_bytes=limits.max_stac_body_bytes)
-    app.add_middleware(DownloadFastPath, store=store, stats=stats, redirect=redirect_downloads)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -207,6 +220,6 @@ def create_app(root: Path, limits: Limits | None = None, db_url: str | None = No
         return CAPABILITIES
 
     for kind in KINDS:
-        app.include_router(kind_router(kind, store, stats, current_user, redirect_downloads))
+        app.include_router(kind_router(kind, store, stats, current_user, downloads))
     return app
 

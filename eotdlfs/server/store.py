@@ -38,6 +38,7 @@ class BlobRef:
 
     checksum: str
     size: int
+    published: bool = False  # a published version holds this file version: it never changes (never discarded)
 
 
 class Store(MultipartUploads, StacDatasets):
@@ -367,8 +368,12 @@ class Store(MultipartUploads, StacDatasets):
         if "\x00" in path:  # never stored (see _record)
             raise ApiError(404, errors.FILE_MISSING)
         # One statement when the file is there (what mounts hammer); a second only to say what is missing.
-        sql = ("SELECT fv.checksum, fv.size FROM file_versions fv JOIN records r ON r.id = fv.record_id"
-               " WHERE fv.record_id = ? AND r.kind = ? AND fv.path = ?")
+        # A named file version also says whether a published version holds it (one index probe per version).
+        published = ("EXISTS (SELECT 1 FROM versions v JOIN version_files vf ON vf.record_id = v.record_id"
+                     " AND vf.version = v.version AND vf.path = fv.path WHERE v.record_id = fv.record_id"
+                     " AND v.draft = 0 AND vf.file_version = fv.file_version)" if file_version is not None else "0")
+        sql = (f"SELECT fv.checksum, fv.size, {published} AS published FROM file_versions fv"
+               " JOIN records r ON r.id = fv.record_id WHERE fv.record_id = ? AND r.kind = ? AND fv.path = ?")
         args: tuple[Any, ...] = (record_id, kind, path)
         if file_version is not None:
             sql, args = sql + " AND fv.file_version = ?", args + (file_version,)
@@ -377,7 +382,7 @@ class Store(MultipartUploads, StacDatasets):
             if row is None:
                 self._record(conn, kind, record_id)
                 raise ApiError(404, errors.FILE_MISSING)
-        return BlobRef(row["checksum"], row["size"])
+        return BlobRef(row["checksum"], row["size"], bool(row["published"]))
 
 
 def _files_at(conn: Tx, select: str, column: str, params: tuple, order: str, path: str | None) -> list[Row]:

@@ -9,13 +9,18 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import fsspec
 import pytest
 
+import eotdlfs
+
 from eotdlfs.app.embedded import SAMPLE_DIR
 from eotdlfs.app.fsspec_eotdl import EotdlFileSystem
+from eotdlfs.fs.namespace import LIST_LATER_S
 from tests.client.helpers import cli_env
 from tests.fs.datasets import ingest, ingest_one_file, make_folder, tree_digest, write_metadata
 from tests.reliability.faultproxy import FaultProxy
@@ -265,6 +270,32 @@ def test_a_large_read_is_one_range_request_of_about_its_size(repo_server, unique
         after = repo_server.stats()
     assert after["downloads"] - before["downloads"] == 1
     assert after["bytes_sent"] - before["bytes_sent"] <= 660_000 + 2 * (64 << 10)
+
+
+def test_opening_one_file_asks_for_it_alone_not_for_the_versions_whole_list(repo_server, two_versions, tmp_path):
+    """A script reading one file of a 10,000-file version must not fetch (and parse, while it reads)
+    the whole list, as the mount does in the background after its first lookup; the version's
+    second path looked up fetches the whole list, which serves every path after it."""
+    name, v1, _ = two_versions
+
+    def file_lists(proxy: FaultProxy) -> list[list[str]]:
+        """The `path=` of each request for a file list ([] for a whole list), in order."""
+        urls = [urlsplit(p) for _, p, _ in proxy.headers_seen if urlsplit(p).path.endswith("/files")]
+        return [parse_qs(u.query).get("path", []) for u in urls]
+
+    with FaultProxy(repo_server.url) as proxy:
+        fs = eotdl_fs(repo_server, tmp_path / "cache", url=proxy.url)
+        with fs.open(f"datasets/{name}/v1/labels.csv") as f:
+            assert f.read() == (v1 / "labels.csv").read_bytes()
+        time.sleep(3 * LIST_LATER_S)
+        assert file_lists(proxy) == [["labels.csv"]]
+        for rel in ("images/tile_0.bin", "images/tile_1.bin", "images/2023/big.bin"):
+            assert fs.cat_file(f"datasets/{name}/v1/{rel}") == (v1 / rel).read_bytes()
+        assert file_lists(proxy) == [["labels.csv"], []]
+        with eotdlfs.connect(api_url=proxy.url, cache_dir=tmp_path / "other-cache") as connection:
+            with connection.open(f"datasets/{name}/v1/labels.csv") as f:
+                assert f.read() == (v1 / "labels.csv").read_bytes()
+        assert file_lists(proxy)[2:] == [["labels.csv"]]  # nor at the end: a script does not remount offline
 
 
 def test_put_get_and_not_found_as_fsspec_users_expect(repo_server, two_versions, tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 
@@ -120,22 +122,20 @@ def test_a_dead_server_is_unreachable_after_bounded_retries(tmp_path):
 
 
 def test_range_reads_keep_one_connection(repo_server, dataset):
-    """Range bodies are read from the socket past urllib3; the connection must still go back
-    to the pool when the body is complete, not be closed and opened again per read."""
+    """Range bodies are read from the socket into our own memory; the thread's connection must
+    still be kept alive when the body is complete, not be closed and opened again per read."""
     name, blob = dataset
     api = ApiClient(Settings(repo_server.url, repo_server.token("alice"), None, 30))
     record_id = api.record_by_name("datasets", name)["id"]
-    pools = api._session.get_adapter(repo_server.url).poolmanager.pools
-    sockets = set()  # the local address of every open connection in the pool after each read
+    sockets = set()  # the local address of this thread's connection after each read
     for start in range(0, 50_000, 10_000):
         assert api.read_range("datasets", record_id, "odd name #1.bin", 1, start, 10_000) == blob[start:start + 10_000]
-        idle = [conn for key in pools.keys() for conn in list(pools[key].pool.queue) if conn is not None]
-        sockets |= {conn.sock.getsockname() for conn in idle if conn.sock is not None}
+        sockets.add(api._quick_gets._local.conn.sock.getsockname())
     assert len(sockets) == 1
 
 
 def test_plain_range_reads_skip_requests_per_call_work(repo_server, dataset, monkeypatch):
-    """A 206 answer is read straight through the session's pool: requests' own work per call
+    """A 206 answer is read straight through a kept-alive connection: requests' own work per call
     (settings merged from the environment, hooks, cookies) cost more than the request itself."""
     name, blob = dataset
     api = ApiClient(Settings(repo_server.url, repo_server.token("alice"), None, 30))
@@ -148,36 +148,75 @@ def test_plain_range_reads_skip_requests_per_call_work(repo_server, dataset, mon
     assert calls == [] and api.ranges_supported
 
 
-def test_a_range_body_that_stalls_is_unreachable_after_the_read_timeout_not_retried():
+@contextmanager
+def _raw_server(answer: bytes, hold_open: bool) -> Iterator[tuple[int, list[bytes]]]:
+    """A server on 127.0.0.1 answering each connection's first request with ANSWER, then holding
+    it open until the test ends (HOLD_OPEN) or closing it; yields (port, requests seen)."""
     import socket
     import threading
-    import time
 
     listener = socket.create_server(("127.0.0.1", 0))
-    port, requests_seen, done = listener.getsockname()[1], [], threading.Event()
+    seen: list[bytes] = []
+    done = threading.Event()
 
-    def serve():  # headers and 10 of 1,000 bytes, then silence until the test ends
+    def serve():
         listener.settimeout(10)
-        while not done.is_set() and len(requests_seen) < 5:
+        while not done.is_set() and len(seen) < 5:
             try:
                 conn, _ = listener.accept()
             except OSError:
                 return
-            requests_seen.append(conn.recv(65536))
-            conn.sendall(b"HTTP/1.1 206 Partial Content\r\nContent-Length: 1000\r\n"
-                         b"Content-Range: bytes 0-999/5000\r\n\r\n" + b"x" * 10)
-            done.wait(10)
+            seen.append(conn.recv(65536))
+            conn.sendall(answer)
+            if hold_open:
+                done.wait(10)
             conn.close()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
+        yield listener.getsockname()[1], seen
+    finally:
+        done.set()
+        listener.close()
+        thread.join(10)
+
+
+def test_a_range_body_that_stalls_is_unreachable_after_the_read_timeout_not_retried():
+    import time
+
+    # headers and 10 of 1,000 bytes, then silence until the test ends
+    answer = b"HTTP/1.1 206 Partial Content\r\nContent-Length: 1000\r\nContent-Range: bytes 0-999/5000\r\n\r\n" + b"x" * 10
+    with _raw_server(answer, hold_open=True) as (port, requests_seen):
         api = ApiClient(Settings(f"http://127.0.0.1:{port}/", None, None, 1), retries=2, backoff=0.01)
         started = time.monotonic()
         with pytest.raises(Unreachable, match="timed out"):
             api.read_range("datasets", "rec", "a.bin", 1, 0, 1000)
         assert time.monotonic() - started < 5 and len(requests_seen) == 1
-    finally:
-        done.set()
-        listener.close()
-        thread.join(10)
+
+
+@pytest.mark.parametrize("start, length", [(1000, 5000), (0, 1 << 20)])
+def test_range_bodies_come_in_page_aligned_memory(repo_server, dataset, start, length):
+    """The block cache writes fetched ranges with O_DIRECT, which wants page-aligned memory: small
+    bodies (the page-aligned part of a heap buffer) and big ones (a mapping of their own) alike."""
+    import ctypes
+    import mmap
+
+    name, blob = dataset
+    api = ApiClient(Settings(repo_server.url, repo_server.token("alice"), None, 30))
+    record_id = api.record_by_name("datasets", name)["id"]
+    body = api.read_range("datasets", record_id, "odd name #1.bin", 1, start, length)
+    assert body == blob[start:start + length]
+    assert ctypes.addressof(ctypes.c_char.from_buffer(body)) % mmap.PAGESIZE == 0
+
+
+def test_a_kept_alive_connection_the_server_closed_is_reopened_without_a_retry():
+    """Servers close idle kept-alive connections (uvicorn after 30 s): the next range goes on a new
+    connection at once, with no retry spent (here none are allowed) and no error."""
+    # each connection: one complete 206, then closed as an idle keep-alive would be
+    answer = b"HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\nContent-Range: bytes 0-9/5000\r\n\r\n0123456789"
+    with _raw_server(answer, hold_open=False) as (port, connections):
+        api = ApiClient(Settings(f"http://127.0.0.1:{port}/", None, None, 5), retries=0)
+        for _ in range(3):
+            assert api.read_range("datasets", "rec", "a.bin", 1, 0, 10) == b"0123456789"
+        assert len(connections) == 3 and api.ranges_supported

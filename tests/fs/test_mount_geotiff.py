@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ rasterio = pytest.importorskip("rasterio")
 from rasterio.transform import from_origin  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
+from eotdlfs.fs.pieces import PIECE_SIZE  # noqa: E402
 from tests.fs.datasets import ingest, write_metadata  # noqa: E402
 
 SIDE, TILE = 4096, 256
@@ -62,3 +65,39 @@ def test_random_windows_fetch_about_the_tiles_they_touch(repo_server, mount_fact
     fetched = repo_server.stats()["bytes_sent"] - before
     tile_bytes = tile * tile * 2
     assert fetched <= 1.3 * tiles_touched * tile_bytes + (1 << 20), (fetched, tiles_touched * tile_bytes)
+
+
+def test_a_seeking_read_of_a_tile_fetches_that_tile_in_one_request(repo_server, mount_factory, unique_name,
+                                                                     tmp_path):
+    """The kernel splits GDAL's read of a 512 KiB tile into 128 KiB requests, each a range
+    request of its own when fetched piecewise; the mount reads the tile layout from the TIFF's
+    header and fetches the tile in one, with no more than its edge pieces."""
+    name, tile = unique_name("tile"), 512
+    folder = tmp_path / "src"
+    write_metadata(folder, name)
+    write_tiled_geotiff(folder / "scene.tif", tile=tile)
+    source = folder / "scene.tif"
+    with rasterio.open(source) as src:
+        def span(col: int, row: int) -> tuple[int, int]:
+            return (int(src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=1)),
+                    int(src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=1)))
+        first, measured = span(1, 1), span(3, 5)
+    ingest(repo_server, folder)
+    mnt = mount_factory(repo_server)
+    expected = source.read_bytes()
+    fd = os.open(mnt.path / "datasets" / name / "v1" / "scene.tif", os.O_RDONLY)
+    try:
+        assert os.pread(fd, 16 << 10, 0) == expected[:16 << 10]  # the header, as GDAL reads it at open
+        offset, length = first  # a first seek: the mount reads the layout
+        assert os.pread(fd, length, offset) == expected[offset:offset + length]
+        before, fetch_before = repo_server.stats()["downloads"], mnt.status()["fetch"]
+        offset, length = measured
+        assert os.pread(fd, length, offset) == expected[offset:offset + length]
+        requests = repo_server.stats()["downloads"] - before
+        fetched = mnt.status()["fetch"]["bytes_fetched"] - fetch_before["bytes_fetched"]
+    finally:
+        os.close(fd)
+    # Piecewise, each 128 KiB request of the kernel was one of the server's: 4 for the tile.
+    # Beyond the tile, the kernel's own read-ahead asks for up to 256 KiB more, piecewise.
+    assert requests <= 3, requests
+    assert length <= fetched <= length + 2 * PIECE_SIZE + (256 << 10), (fetched, length)

@@ -266,3 +266,18 @@ def test_a_hanging_fetch_fails_the_readers_after_the_first_at_once(setup):
         assert time.monotonic() - started < most_s
     repo.delay = 0.0
     handle.close()
+
+
+def test_a_seeking_read_across_a_block_boundary_is_one_request(setup):
+    """Its pieces on both sides are asked for at once: a request per block made the reader
+    wait for two round trips in a row (1 in 8 of the kernel's 128 KiB requests crosses a
+    1 MiB block boundary)."""
+    repo, record, entries, data, make = setup
+    reader = make(piece_size=BS // 8)
+    handle = reader.open(Content(record, entries["f.bin"]))
+    assert reader.read(handle, 3 * BS + 100, 100) == data[3 * BS + 100:3 * BS + 200]
+    calls = len(repo.range_calls)
+    offset = 12 * BS - 3000
+    assert reader.read(handle, offset, 6000) == data[offset:offset + 6000]
+    assert len(repo.range_calls) == calls + 1
+    assert repo.bytes_served == 3 * (BS // 8)  # no more than the pieces read

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from serverapi import sha1
+from serverapi import Api, sha1
 
 DATA = bytes(range(256)) * 40  # 10240 bytes
 SIZE = len(DATA)
@@ -160,3 +160,70 @@ def test_head_errors_have_no_body(api, blob):
     assert r.status_code == 416 and r.content == b"" and r.headers["content-range"] == f"bytes */{SIZE}"
     r = api.req("HEAD", f"{api.kind}/{blob}/download/missing")
     assert r.status_code == 404 and r.content == b""
+
+
+class _ThreadServer:
+    """What `Api` needs of a server started by `start_in_thread`: its URL and tokens."""
+
+    def __init__(self, running, root):
+        self.url, self.root = running.url, root
+
+    def token(self, user: str) -> str:
+        from eotdlfs.server.auth import issue_token
+
+        return issue_token(self.root, user)
+
+
+def test_a_published_file_version_is_looked_up_once_a_drafts_every_time(tmp_path):
+    # What a mount hammers: ranges of published file versions, which never change (a published
+    # version is never discarded). A draft's file version can be discarded, so it is asked every
+    # time and a discarded one is 404 at once. The spy only counts the server's database queries.
+    from eotdlfs.server.run import start_in_thread
+
+    running = start_in_thread(tmp_path / "root")
+    try:
+        db = running.server.config.app.state.store.db
+        real_query, asked = db.query, []
+        db.query = lambda: (asked.append(1), real_query())[1]
+        server = _ThreadServer(running, tmp_path / "root")
+        api = Api(server, "datasets", server.token("alice"))
+        rid = api.create("once")
+        api.new_version(rid)
+        api.batch(rid, 1, {"a": DATA})
+        api.new_version(rid, draft=True)
+        api.batch(rid, 2, {"a": b"draft bytes"})
+
+        def reads(file_version: int | None, count: int = 3) -> list[tuple[int, bytes]]:
+            asked.clear()
+            return [(r.status_code, r.content) for r in (
+                api.download(rid, "a", file_version, headers={"Range": f"bytes={i}-{i + 9}"}) for i in range(count))]
+
+        assert reads(1) == [(206, DATA[i:i + 10]) for i in range(3)] and len(asked) == 1
+        assert reads(1) == [(206, DATA[i:i + 10]) for i in range(3)] and asked == []
+        assert reads(2) == [(206, b"draft bytes"[i:i + 10]) for i in range(3)] and len(asked) == 3
+        assert reads(None) == [(206, b"draft bytes"[i:i + 10]) for i in range(3)] and len(asked) == 3
+        assert api.req("DELETE", f"datasets/{rid}/version/2").status_code == 200
+        assert reads(2, 1) == [(404, b'{"detail":"File doesn\'t exist"}')]
+        assert reads(None, 1) == [(206, DATA[:10])]
+    finally:
+        running.stop()
+
+
+def test_a_failing_download_is_answered_like_any_route(tmp_path):
+    # Route 9 is answered in front of FastAPI's error handlers; an unexpected error (here a blob
+    # gone from the disk) must still be the JSON 500 every other route gives, not a bare text one.
+    from eotdlfs.server.run import start_in_thread
+
+    running = start_in_thread(tmp_path / "root")
+    try:
+        server = _ThreadServer(running, tmp_path / "root")
+        api = Api(server, "datasets", server.token("alice"))
+        rid = api.create("gone")
+        api.new_version(rid)
+        api.batch(rid, 1, {"a": DATA})
+        (tmp_path / "root" / "blobs" / sha1(DATA)[:2] / sha1(DATA)[2:]).unlink()
+        for file_version in (1, None):
+            r = api.download(rid, "a", file_version, headers={"Range": "bytes=0-9"})
+            assert (r.status_code, r.json()) == (500, {"detail": "Internal server error (FileNotFoundError)"})
+    finally:
+        running.stop()
