@@ -86,14 +86,14 @@ class Connection:
             reading.namespace.invalidate(kind)  # the next open sees the new version at once
         return result
 
-    def get(self, name: str, version: int | None = None, out: str | Path = ".", kind: str = "datasets",
+    def get(self, name: str, version: int | str | None = None, out: str | Path = ".", kind: str = "datasets",
             progress: TransferProgress | None = None) -> DownloadResult:
-        """Download NAME's VERSION (default: latest) into OUT/NAME/vN/, each file's SHA-1 checked,
-        files already there skipped."""
+        """Download NAME's VERSION (default: latest; 2, '2' or 'v2') into OUT/NAME/vN/, each file's
+        SHA-1 checked, files already there skipped."""
         from eotdlfs.client.download import download_version
 
         record_noun(kind)
-        return download_version(self.api, kind, name, version, Path(out), progress)
+        return download_version(self.api, kind, name, version_number(version), Path(out), progress)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -115,8 +115,12 @@ class Connection:
             return self._side_reads
 
     def resolve(self, path: str) -> Node:
-        """What PATH is in the mount's tree, `latest` followed; FileNotFoundError when nothing."""
-        return self.reading().namespace.resolve(self.tree_path(path))
+        """What PATH is in the mount's tree, `latest` followed; FileNotFoundError naming PATH as
+        given when nothing (the tree names '/datasets/NAME/v1/x' or, for a record, 'datasets/NAME')."""
+        try:
+            return self.reading().namespace.resolve(self.tree_path(path))
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path) from None
 
     def tree_path(self, path: str) -> str:
         """PATH (or its eotdl:// URL) as the namespace knows it: '/KIND/NAME/vN/...', with `latest`
@@ -161,6 +165,16 @@ class Connection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def version_number(version: int | str | None) -> int | None:
+    """VERSION as a number: 2, '2' or 'v2' (a version folder's name) are 2; None (the latest) stays None.
+    TypeError for anything else: a version given as '2' was compared with the numbers and not found."""
+    if isinstance(version, str) and re.fullmatch(r"v?[0-9]+", version):
+        return int(version.removeprefix("v"))
+    if version is None or (isinstance(version, int) and not isinstance(version, bool)):
+        return version
+    raise TypeError(f"version: a whole number such as 2 or '2' (or None for the latest), not {version!r}")
 
 
 def connect(api_url: str | None = None, token: str | None = None, cache_dir: str | Path | None = None,

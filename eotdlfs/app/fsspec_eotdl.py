@@ -7,7 +7,7 @@ Registered through the `fsspec.specs` entry point, so after `pip install eotdlfs
 FUSE one: a `Connection` (app/connection.py) holds the settings, the client and the read path
 (the mount's block cache, fetcher and checks, in the mount's cache dir by default); this class
 only turns fsspec calls into it. Versions are read-only: `put(folder, "datasets/NAME")` ingests
-a folder as NAME's next version; every other write raises.
+a folder as NAME's next version (a folder equal to the latest is a no-op); every other write raises.
 
 A fork (a worker process) gets a connection of its own on first use: the fetcher's threads
 and the client's sockets do not cross `fork`.
@@ -29,7 +29,7 @@ from eotdlfs.app.connection import DEFAULT_CACHE_SIZE, Connection, connect
 from eotdlfs.fs.mount import parse_size
 from eotdlfs.fs.namespace import FILE, LATEST, Node
 from eotdlfs.metadata import KINDS
-from eotdlfs.repository import IngestResult
+from eotdlfs.repository import IngestResult, NothingToIngest
 
 READ_ONLY = "versions are read-only; publish a new version with fs.put(local_folder, 'datasets/NAME')"
 
@@ -147,11 +147,15 @@ class EotdlFileSystem(AbstractFileSystem):
     def put(self, lpath: str, rpath: str, recursive: bool = False, callback: Any = None, maxdepth: int | None = None,
             **kwargs: Any) -> IngestResult:
         """Ingest the local folder LPATH as the next version of RPATH ('datasets/NAME'), through the
-        ingestion engine (only new and changed files sent). LPATH's metadata.yml (or STAC catalog.json) must name NAME."""
+        ingestion engine (only new and changed files sent). LPATH's metadata.yml (or STAC catalog.json) must name NAME.
+        A folder identical to the latest version makes no version, as a put of identical files changes nothing:
+        the result names that version, with nothing sent."""
         if not isinstance(lpath, (str, os.PathLike)) or not isinstance(rpath, str):
             raise NotImplementedError("eotdl:// ingests one folder at a time: fs.put(local_folder, 'datasets/NAME')")
         parts = self._strip_protocol(rpath).split("/")
         folder = Path(lpath)
+        if not folder.exists():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(lpath))
         if len(parts) != 2 or parts[0] not in KINDS or not folder.is_dir():
             raise NotImplementedError(f"eotdl:// ingests a whole folder as a record's next version: "
                                       f"fs.put(local_folder, 'datasets/NAME'), not {lpath!r} -> {rpath!r}")
@@ -160,9 +164,21 @@ class EotdlFileSystem(AbstractFileSystem):
         named = folder_name(folder)  # metadata.yml's name, or a STAC catalog's id
         if named != parts[1]:
             raise ValueError(f"{folder} names {named!r} (its metadata.yml or catalog.json), not {parts[1]!r}")
-        result = self.connection.ingest(folder, parts[0])
+        try:
+            result = self.connection.ingest(folder, parts[0])
+        except NothingToIngest as exc:
+            return IngestResult(exc.version, uploaded=0, carried=0, dropped=0, bytes_sent=0)
         self.invalidate_cache()
         return result
+
+    def get_file(self, rpath: str, lpath: Any = None, *args: Any, **kwargs: Any) -> None:
+        """As fsspec's, but a record's `latest` is not made a folder: a link to a version, it is
+        not walked into, so met in a walk of the record it would be an empty folder beside the
+        version it names; asked for itself, its files make the folder as they are copied."""
+        parts = self._strip_protocol(rpath).split("/")
+        if isinstance(lpath, (str, os.PathLike)) and len(parts) == 3 and parts[0] in KINDS and parts[2] == LATEST:
+            return
+        super().get_file(rpath, lpath, *args, **kwargs)
 
     def _refuse(self, path: str, what: str) -> None:
         """Raise: PermissionError inside a version, NotImplementedError elsewhere."""

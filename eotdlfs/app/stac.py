@@ -11,10 +11,14 @@ where a mount shows them.
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 from eotdlfs.app.connection import connect
+from eotdlfs.fs.namespace import LATEST
+from eotdlfs.metadata import record_noun
 from eotdlfs.stac import StoredSource
 from eotdlfs.stac.search import INDEX_FILE, Bbox, Interval, ItemIndex, parse_bbox, parse_interval
 
@@ -26,7 +30,7 @@ def search_lines(name: str, version: int | None, bbox: str | None, interval: str
     box = parse_bbox(bbox) if bbox else None
     span = parse_interval(interval) if interval else None  # both checked before any file is read
     if mount is not None:
-        folder = Path(mount) / kind / name / (f"v{version}" if version else "latest")
+        folder = mounted_version(Path(mount), kind, name, version)
         if not (folder / "catalog.json").is_file():
             raise FileNotFoundError(f"{folder}/catalog.json: not a STAC version on this mount")
         return _answer(lambda path: (folder / path).read_bytes(), (folder / INDEX_FILE).exists(),
@@ -36,6 +40,23 @@ def search_lines(name: str, version: int | None, bbox: str | None, interval: str
     with connect(api_url, token) as repo:
         files = VersionFiles(repo.api, kind, name, version)
         return _answer(files.read, INDEX_FILE in files.entries, f"{kind}/{name}/v{files.version}", box, span, as_json)
+
+
+def mounted_version(mount: Path, kind: str, name: str, version: int | None) -> Path:
+    """MOUNT/KIND/NAME/vN of VERSION, or of the version `latest` links to now: paths through
+    `latest` would name another version once a newer one is published. FileNotFoundError
+    naming the versions there are when VERSION is not one of them."""
+    record = mount / kind / name
+    try:
+        numbers = sorted(int(entry[1:]) for entry in os.listdir(record) if re.fullmatch(r"v[0-9]+", entry))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{record_noun(kind)} {name!r} doesn't exist on this mount ({record})") from None
+    if version is None:
+        return record / os.readlink(record / LATEST)
+    if version not in numbers:
+        raise FileNotFoundError(f"{record_noun(kind)} version doesn't exist: {name} has versions "
+                                f"{', '.join(map(str, numbers))}")
+    return record / f"v{version}"
 
 
 def _answer(read: Callable[[str], bytes], has_index: bool, prefix: str, box: Bbox | None, span: Interval | None,

@@ -4,7 +4,8 @@ One pooled `requests.Session` shared by all threads; every call has a short conn
 and the configured timeout (`EOTDLFS_TIMEOUT`) for sending the request, body included
 (`transport.py`), and for the answer; idempotent calls (GET/HEAD, and uploads the server
 treats idempotently) are retried with exponential backoff on connection errors and
-502/503/504; a 4xx is never retried. Failures come out as the typed exceptions of `eotdlfs.client.errors`.
+502/503/504; a 4xx is never retried, nor a GET/HEAD whose answer did not come within the
+timeout (a silent server costs one timeout, not one per try). Failures come out as the typed exceptions of `eotdlfs.client.errors`.
 
 Servers without the extensions are served too: no `size` in listings -> the size comes
 from a HEAD (or the Content-Length of a GET) of the download route, cached; no Range ->
@@ -126,7 +127,9 @@ class ApiClient:
             try:
                 response = self._session.request(method, url, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                if last or not_trusted(exc):
+                # a read is not retried after a timeout (docstring); an upload is: the server may
+                # only have been slow to store its body
+                if last or not_trusted(exc) or (isinstance(exc, requests.ReadTimeout) and method in ("GET", "HEAD")):
                     raise self._unreachable(exc) from exc
             else:
                 if response.status_code in ok:

@@ -1,7 +1,8 @@
 """The read-only tree of the mount: KIND/NAME/vN/<files>, KIND/NAME/latest, as plain data.
 
 Record lists come from the repository and are refreshed after a TTL, in the background while
-the list in hand is served (kept on disk too, so a remount works while the server is down); a
+the list in hand is served (kept on disk too, so a remount works while the server is down),
+except to a look for a name the list lacks, which waits for the refresh once a TTL; a
 published version's file list never changes, so it is fetched once and kept on disk for good.
 Until it is in hand, a path in the version is looked up alone (one small request) and the
 whole list follows in the background: a first open does not wait for 10,000 entries. No caller waits for the server longer than `wait` seconds. What the server lists is checked
@@ -28,12 +29,14 @@ import os
 import re
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from concurrent.futures import Future
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from eotdlfs.fs.inflight import BackgroundFetches
+from eotdlfs.fs.nodes import DIR, FILE, LINK, ListedVersion, Node, VersionTree, not_found
 from eotdlfs.metadata import KINDS, validate_name
 from eotdlfs.oncelog import OnceLog
 from eotdlfs.paths import validate_file_path
@@ -41,62 +44,11 @@ from eotdlfs.repository import FileEntry, Record, Repository, Version
 
 log = logging.getLogger(__name__)
 
-DIR, FILE, LINK = "dir", "file", "link"
 LATEST = "latest"
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
 MAX_KEPT_NODES = 500_000
 LIST_LATER_S = 0.5
 LIST_AT_CLOSE_S = 5.0
-
-
-@dataclass(frozen=True)
-class Node:
-    """What a path is: a directory, a file (with its record, version and entry) or a symlink."""
-
-    type: str
-    mtime: float
-    size: int = 0
-    record: Record | None = None
-    version: int = 0
-    entry: FileEntry | None = None
-    target: str = ""
-
-
-@dataclass
-class VersionTree:
-    """One published version's files, indexed by path, with every folder's children."""
-
-    files: dict[str, FileEntry]
-    children: dict[str, list[str]] = field(default_factory=dict)
-
-    @classmethod
-    def build(cls, entries: list[FileEntry]) -> "VersionTree":
-        files = {e.path: e for e in entries}
-        children: dict[str, set[str]] = {"": set()}
-        for path in files:
-            parent, _, name = path.rpartition("/")
-            children.setdefault(parent, set()).add(name)
-            while parent:
-                grand, _, folder = parent.rpartition("/")
-                known = grand in children
-                children.setdefault(grand, set()).add(folder)
-                children.setdefault(parent, set())
-                if known:
-                    break
-                parent = grand
-        return cls(files, {k: sorted(v) for k, v in children.items()})
-
-
-@dataclass(frozen=True)
-class ListedVersion:
-    """A version folder already resolved: its date (its folders' mtime) and its files."""
-
-    mtime: float
-    tree: VersionTree
-
-
-def not_found(path: str) -> FileNotFoundError:
-    return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
 
 
 def _record_to_json(record: Record) -> dict:
@@ -147,6 +99,9 @@ class Namespace:
         self._checked: dict[str, float] = {}
         # Bumped by `invalidate`: a refresh begun before then is not kept.
         self._generations: dict[str, int] = {}
+        # When a miss past the TTL last began waiting for the refresh (by `clock`), and until when
+        # (monotonic) it waits, by kind (see `_after_a_miss`).
+        self._missed: dict[str, tuple[float, float]] = {}
         self._trees: dict[tuple[str, int], VersionTree] = {}
         # Written under _lock, read without it (see the module's note on locks).
         # Paths inside a published version never change: resolved once, looked up after.
@@ -201,13 +156,12 @@ class Namespace:
             generation = self._generations.get(kind, 0)
         if known is not None and fresh:
             return known
-        key = ("records", kind, generation)
-        refresh = functools.partial(self._refresh, kind, generation)
         if known is not None:
-            self._fetches.start(key, refresh)
+            self._start_refresh(kind, generation)
             return known
         try:
-            return self._fetches.result(key, refresh, f"the list of {kind}")
+            return self._fetches.result(("records", kind, generation), functools.partial(self._refresh, kind, generation),
+                                        f"the list of {kind}")
         except TimeoutError as exc:
             stored = self._load_records(kind)
             if stored is None:
@@ -221,7 +175,34 @@ class Namespace:
         for kind in KINDS:
             with self._lock:
                 generation = self._generations.get(kind, 0)
-            self._fetches.start(("records", kind, generation), functools.partial(self._refresh, kind, generation))
+            self._start_refresh(kind, generation)
+
+    def _start_refresh(self, kind: str, generation: int) -> Future:
+        """KIND's record list fetched in the background; the fetch already running if there is one."""
+        return self._fetches.start(("records", kind, generation), functools.partial(self._refresh, kind, generation))
+
+    def _after_a_miss(self, kind: str) -> dict[str, Record]:
+        """KIND's records once a name was not among them. Past the TTL, the list in hand may predate
+        a record or version published elsewhere a moment ago (`eotdlfs ingest` in another shell),
+        so its refresh is waited for, at most `wait` s, and the first look finds it. One miss a
+        TTL starts that wait and the misses meanwhile share it until it ends; other misses are
+        answered from the list in hand at once (a silent server costs one wait a TTL, not one a miss)."""
+        with self._lock:
+            now, known = self.clock(), self._records.get(kind, {})
+            if now - self._checked.get(kind, -1e18) < self.ttl:
+                return known
+            began, until = self._missed.get(kind, (-1e18, 0.0))
+            if now - began >= self.ttl:
+                self._missed[kind] = (now, time.monotonic() + self._fetches.limit)
+                until = self._missed[kind][1]
+            generation = self._generations.get(kind, 0)
+        left = until - time.monotonic()
+        if left <= 0:
+            return known
+        try:
+            return self._start_refresh(kind, generation).result(timeout=left)
+        except TimeoutError:
+            return known
 
     def _refresh(self, kind: str, generation: int) -> dict[str, Record]:
         try:
@@ -270,7 +251,7 @@ class Namespace:
         return any(self._load_records(kind) is not None for kind in KINDS)
 
     def record(self, kind: str, name: str) -> Record:
-        record = self.records(kind).get(name)
+        record = self.records(kind).get(name) or self._after_a_miss(kind).get(name)
         if record is None:
             raise not_found(f"{kind}/{name}")
         return record
@@ -383,6 +364,8 @@ class Namespace:
             target = f"v{published[-1].number}"
             return Node(LINK, published[-1].created_at.timestamp(), len(target), record, target=target)
         version = self._version(record, parts[2])
+        if version is None and _VERSION_DIR.match(parts[2]):  # perhaps published since the list was fetched
+            version = self._version(self._after_a_miss(kind).get(record.name, record), parts[2])
         if version is None:
             raise not_found(path)
         mtime = version.created_at.timestamp()

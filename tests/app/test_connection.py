@@ -59,3 +59,16 @@ def test_open_takes_the_eotdl_url_of_a_file(repo, unique_name, tmp_path):
     repo.ingest(folder)
     with repo.open(f"eotdl://datasets/{name}/latest/name with spaces.txt") as f:
         assert f.read() == (folder / "name with spaces.txt").read_bytes()
+
+
+def test_get_takes_the_version_as_a_number_a_digit_string_or_vn(repo, unique_name, tmp_path):
+    """`get(name, "1")` said "version doesn't exist: NAME has versions 1"."""
+    name = unique_name("api-version")
+    folder = make_folder(tmp_path / "src", name)
+    repo.ingest(folder)
+    for version in ("1", "v1", 1):
+        got = repo.get(name, version, tmp_path / "out")
+        assert got.folder == tmp_path / "out" / name / "v1" and tree_digest(got.folder) == tree_digest(folder)
+    for wrong in (1.5, True, "latest", "one", [1]):
+        with pytest.raises(TypeError, match="version: a whole number such as 2 or '2'"):
+            repo.get(name, wrong, tmp_path / "out")

@@ -296,3 +296,32 @@ def test_opening_one_file_asks_for_it_alone_not_for_the_versions_whole_list(repo
             with connection.open(f"datasets/{name}/v1/labels.csv") as f:
                 assert f.read() == (v1 / "labels.csv").read_bytes()
         assert file_lists(proxy)[2:] == [["labels.csv"]]  # nor at the end: a script does not remount offline
+
+
+def test_put_get_and_not_found_as_fsspec_users_expect(repo_server, two_versions, tmp_path):
+    """put of a missing folder raised NotImplementedError, of an unchanged one NothingToIngest; a recursive
+    get of a record made an empty `latest/` folder; a path not found was named '/datasets/...' or 'datasets/...'."""
+    name, v1, v2 = two_versions
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    missing = tmp_path / "no-such-folder"
+    with pytest.raises(FileNotFoundError) as info:
+        fs.put(str(missing), f"datasets/{name}")
+    assert info.value.filename == str(missing)
+    unchanged = fs.put(str(v2), f"datasets/{name}")  # as putting identical files: nothing to do
+    assert (unchanged.version, unchanged.uploaded, unchanged.bytes_sent) == (2, 0, 0)
+    assert fs.ls(f"datasets/{name}", detail=False) == [f"datasets/{name}/{v}" for v in ("v1", "v2", "latest")]
+
+    fs.get(f"datasets/{name}", str(tmp_path / "out"), recursive=True)
+    assert sorted(os.listdir(tmp_path / "out")) == ["v1", "v2"]  # latest is a link to v2, copied already
+    assert tree_digest(tmp_path / "out" / "v2") == tree_digest(v2)
+    fs.get(f"datasets/{name}/latest", str(tmp_path / "copy") + "/", recursive=True)  # asked for itself: its files
+    assert tree_digest(tmp_path / "copy" / "latest") == tree_digest(v2)
+
+    for path in (f"datasets/{name}/v1/nope.csv", f"datasets/{name}/v9", "datasets/nope-nope",
+                 "datasets/nope-nope/latest/a.csv"):
+        with pytest.raises(FileNotFoundError) as info:
+            fs.info(path)
+        assert info.value.filename == path
+    with pytest.raises(FileNotFoundError) as info:
+        fs.open(f"eotdl://datasets/{name}/latest/nope.csv")
+    assert info.value.filename == f"datasets/{name}/latest/nope.csv"

@@ -239,3 +239,18 @@ def test_ingest_of_a_path_that_is_not_a_folder_says_so(repo_server, tmp_path):
     file.write_text("x")
     assert_one_line_error(run_cli(env, "ingest", str(missing)), f"no such folder: {missing}")
     assert_one_line_error(run_cli(env, "ingest", str(file)), f"a file, not a folder: {file}")
+
+
+@pytest.mark.parametrize("command", [["list"], ["get", "some-name"], ["stac", "search", "some-name"]],
+                         ids=["list", "get", "stac-search"])
+def test_a_silent_server_costs_one_timeout_not_one_per_retry(repo_server, tmp_path, command):
+    """A server that takes the connection and never answers: the read timed out was asked again
+    3 times, so `list` with EOTDLFS_TIMEOUT=5 failed after 23 s (4 min at the default 60 s)."""
+    from reliability.faultproxy import FaultProxy
+
+    with FaultProxy(repo_server.url) as proxy:
+        silence = proxy.inject("silent", method="GET", delay=30.0)  # HEAD (the liveness check) goes through
+        env = {**cli_env(tmp_path, proxy.url, None), "EOTDLFS_TIMEOUT": "2"}
+        result = run_cli(env, *command, "--out", str(tmp_path)) if command[0] == "get" else run_cli(env, *command)
+        assert_one_line_error(result, "cannot reach the repository", "timed out")
+        assert silence.hits == 1, silence.hits

@@ -130,6 +130,22 @@ def test_new_version_appears_after_ttl(repo_server, mount_factory, published, tm
     assert (record / "v3" / "third.txt").read_text() == "3\n"
 
 
+def test_a_record_or_version_published_elsewhere_is_found_at_the_first_look_past_the_ttl(
+        repo_server, mount_factory, unique_name, tmp_path):
+    """A name not in the listing in hand was answered from it past the TTL: after an `eotdlfs ingest`
+    elsewhere, `ls MNT/datasets/NEW/v1` was ENOENT once (11 s later too), and the next look found it."""
+    mnt = mount_factory(repo_server, ttl=1.0)
+    name, folder = unique_name("elsewhere"), tmp_path / "src"
+    assert name not in os.listdir(mnt.path / "datasets")  # a listing in hand
+    ingest_one_file(repo_server, folder, name, "a.bin", 1000)
+    time.sleep(1.5)
+    assert sorted(os.listdir(mnt.path / "datasets" / name / "v1")) == ["a.bin", "metadata.yml"]
+    (folder / "b.bin").write_bytes(b"b")
+    ingest(repo_server, folder)
+    time.sleep(1.5)
+    assert sorted(os.listdir(mnt.path / "datasets" / name / "v2")) == ["a.bin", "b.bin", "metadata.yml"]
+
+
 def test_models_are_mounted_like_datasets(repo_server, mount_factory, unique_name, tmp_path):
     name, folder = unique_name("model"), tmp_path / "model"
     ingest_one_file(repo_server, folder, name, "weights.bin", 1_500_000, kind="models")

@@ -7,6 +7,7 @@ import errno
 import threading
 import time
 from dataclasses import replace
+from typing import Callable
 
 import pytest
 
@@ -144,6 +145,14 @@ def test_listings_are_served_when_their_folder_on_disk_cannot_be_written(repo, t
     assert ns.resolve("/datasets/alpha/v2/c.csv").type == FILE
 
 
+def took(miss: Callable[[], object]) -> float:
+    """Seconds MISS took to raise FileNotFoundError."""
+    started = time.monotonic()
+    with pytest.raises(FileNotFoundError):
+        miss()
+    return time.monotonic() - started
+
+
 class HangingRepository(MemoryRepository):
     """A server that accepts and never answers listings until `answer` is set."""
 
@@ -160,12 +169,18 @@ class HangingRepository(MemoryRepository):
         return super().records(kind)
 
 
-def test_past_the_ttl_the_list_in_hand_is_served_while_one_refresh_runs(tmp_path):
+def listed_then_hanging(tmp_path, ttl: float, wait: float) -> tuple[HangingRepository, Clock, Namespace]:
+    """A namespace that listed record 'alpha', over a server that has stopped answering."""
     repo, clock = HangingRepository(), Clock()
     repo.publish("datasets", "alpha", {"a.txt": b"one"})
-    ns = Namespace(repo, tmp_path, ttl=1, wait=30, clock=clock)
+    ns = Namespace(repo, tmp_path, ttl=ttl, wait=wait, clock=clock)
     assert ns.listdir("/datasets") == ["alpha"]
     repo.answer.clear()
+    return repo, clock, ns
+
+
+def test_past_the_ttl_the_list_in_hand_is_served_while_one_refresh_runs(tmp_path):
+    repo, clock, ns = listed_then_hanging(tmp_path, ttl=1, wait=30)
     repo.publish("datasets", "beta", {"b.txt": b"two"})
     clock.now = 5
     started = time.monotonic()
@@ -178,6 +193,38 @@ def test_past_the_ttl_the_list_in_hand_is_served_while_one_refresh_runs(tmp_path
     assert repo.waiting == 1  # twenty looks, one refresh in flight
     repo.answer.set()
     assert listdir_once_refreshed(ns, "/datasets") == ["alpha", "beta"]
+
+
+def test_past_the_ttl_a_name_not_in_the_list_waits_for_the_refresh(repo, tmp_path):
+    """A record (or version) published elsewhere is found at its first look past the TTL: it was
+    answered from the list in hand (ENOENT), and found only by the next look."""
+    clock = Clock()
+    ns = Namespace(repo, tmp_path, ttl=1, clock=clock)
+    assert ns.listdir("/datasets") == ["alpha"]
+    repo.publish("datasets", "beta", {"b.txt": b"two"})
+    repo.publish("datasets", "alpha", {"a.txt": b"three"})
+    clock.now = 5
+    assert ns.resolve("/datasets/beta").type == DIR
+    assert ns.listdir("/datasets/beta/v1") == ["b.txt"]
+    repo.publish("datasets", "alpha", {"a.txt": b"four"})
+    clock.now = 10
+    assert ns.resolve("/datasets/alpha/v4").type == DIR
+    calls = repo.list_calls
+    with pytest.raises(FileNotFoundError):
+        ns.resolve("/datasets/gamma")  # within the TTL of the refresh: answered from the list at once
+    assert repo.list_calls == calls
+
+
+def test_a_silent_server_costs_misses_one_bounded_wait_per_ttl(tmp_path):
+    repo, clock, ns = listed_then_hanging(tmp_path, ttl=10, wait=1)
+    clock.now = 20
+    waits = [took(lambda: ns.resolve("/datasets/gamma")) for _ in range(3)]
+    assert waits[0] >= 1 and waits[1] < 1 and waits[2] < 1, waits  # misses after the first: no wait
+    assert ns.resolve("/datasets/alpha").type == DIR  # a hit: served from the list in hand
+    clock.now = 35  # the next TTL: one more bounded wait, on the same refresh
+    assert took(lambda: ns.resolve("/datasets/gamma")) >= 1
+    assert repo.waiting == 1
+    repo.answer.set()
 
 
 def test_with_no_list_in_hand_a_look_waits_a_bounded_time(repo, tmp_path):

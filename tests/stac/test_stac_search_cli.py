@@ -74,3 +74,22 @@ def test_a_version_without_the_index_is_indexed_from_its_documents(repo_server, 
 def test_bad_queries_are_one_line_errors(repo_server, tmp_path):
     result = run_cli(cli_env(tmp_path, repo_server.url, None), "stac", "search", "any-name", "--bbox", "1,2,3")
     assert_one_line_error(result, "bbox '1,2,3': four numbers W,S,E,N expected")
+
+
+def test_search_on_a_mount_prints_the_version_searched_and_names_the_versions_there(repo_server, unique_name,
+                                                                                    tmp_path, mount_factory):
+    """Without -v the paths went through `latest`, which names another version once one is published
+    between the search and the read; `-v 99` said "not a STAC version on this mount"."""
+    name = unique_name("stac-latest")
+    folder = write_catalog(tmp_path / "src", items=8, name=name)
+    write_metadata(folder, name)
+    assert run_cli(cli_env(tmp_path, repo_server.url, repo_server.token("alice")), "ingest", str(folder)).returncode == 0
+    mnt = mount_factory(repo_server)
+    env = cli_env(tmp_path, repo_server.url, None)
+    found = run_cli(env, "stac", "search", name, "--mount", str(mnt.path))
+    assert found.returncode == 0 and found.stdout, found.stderr
+    assert all(line.startswith(f"{mnt.path}/datasets/{name}/v1/") for line in found.stdout.splitlines()), found.stdout
+    missing = run_cli(env, "stac", "search", name, "-v", "99", "--mount", str(mnt.path))
+    assert_one_line_error(missing, "version doesn't exist", f"{name} has versions 1")
+    nobody = unique_name("nobody")
+    assert_one_line_error(run_cli(env, "stac", "search", nobody, "--mount", str(mnt.path)), f"'{nobody}' doesn't exist")

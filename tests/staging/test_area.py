@@ -131,9 +131,12 @@ def test_flush_of_one_change_uploads_one_file(tmp_path, repo):
     assert len(repo.records["demo"].versions) == 2
 
 
-def test_new_record_needs_metadata_then_flushes(tmp_path, repo):
+def test_new_record_needs_metadata_then_flushes(tmp_path, repo, caplog):
     area = make_area(tmp_path, repo)
-    area.mkdir("/datasets/brand-new", 0o755)
+    with caplog.at_level("INFO", logger="eotdlfs.fs.staging.area"):
+        area.mkdir("/datasets/brand-new", 0o755)
+    # a STAC catalog.json is the other way to name a record: the log said metadata.yml alone
+    assert "brand-new staged; it needs a metadata.yml (or a STAC catalog.json) before a flush" in caplog.text
     write(area, "/datasets/brand-new/data.bin", b"123")
     state = flush(area, "datasets", "brand-new")
     assert state["state"] == "failed" and "metadata.yml" in state["error"] and "brand-new" in state["error"]

@@ -308,7 +308,7 @@ class StagingArea(NodeCalls):
             if name in self._names(kind):
                 raise staging_error(errno.EEXIST, path)
             self._load(kind, name, new=True).start_new()
-        log.info("new %s record %s staged; it needs a metadata.yml before a flush", kind, name)
+        log.info("new %s record %s staged; it needs a metadata.yml (or a STAC catalog.json) before a flush", kind, name)
 
     def rmdir(self, path: str) -> None:
         kind, name, rel = _split(path)
