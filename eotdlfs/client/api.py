@@ -127,8 +127,7 @@ class ApiClient:
             try:
                 response = self._session.request(method, url, **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                # a read is not retried after a timeout (docstring); an upload is: the server may
-                # only have been slow to store its body
+                # a read is not retried after a timeout (docstring); an upload is (a slow store)
                 if last or not_trusted(exc) or (isinstance(exc, requests.ReadTimeout) and method in ("GET", "HEAD")):
                     raise self._unreachable(exc) from exc
             else:
