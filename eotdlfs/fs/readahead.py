@@ -17,8 +17,11 @@ from __future__ import annotations
 class ReadAheadWindow:
     """Per open file: given each read, the byte range worth having fetched beyond it."""
 
-    def __init__(self, first_window: int, max_window: int):
+    def __init__(self, first_window: int, max_window: int, seeking_only: bool = False):
         self.first_window = first_window
+        # A reader that is never read ahead for and always fetched in pieces (a TIFF header's
+        # reader: a few small reads near the start that must not cost a whole block)
+        self.seeking_only = seeking_only
         self.max_window = max_window
         self.window = 0
         self._expected: int | None = None
@@ -37,6 +40,9 @@ class ReadAheadWindow:
             <= self._expected + max(self.first_window, self.window)
         )
         self.jumped = not sequential
+        if self.seeking_only:
+            self._expected = end
+            return end, end
         if not sequential:
             self._run_start = offset
             self.window = 0
@@ -52,7 +58,7 @@ class ReadAheadWindow:
     def seeking(self) -> bool:
         """Whether the reader jumped (anywhere but the file's start) and has not read on far
         enough since to earn read-ahead: it is fetched only what it reads, in small pieces."""
-        return self.window == 0 and self._run_start > 0
+        return self.seeking_only or (self.window == 0 and self._run_start > 0)
 
     def _earns_read_ahead(self) -> int:
         # A run that began with a jump must cover a whole window: a COG reader reads rows of

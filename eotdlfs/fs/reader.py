@@ -76,8 +76,9 @@ class ContentReader:
         self._lock = threading.Lock()
         self._first_waits: weakref.WeakKeyDictionary[Future, float] = weakref.WeakKeyDictionary()
 
-    def open(self, content: Content) -> OpenFile:
-        return OpenFile(content, ReadAheadWindow(self.first_window, self.max_window), self.fetcher.serial())
+    def open(self, content: Content, seeking_only: bool = False) -> OpenFile:
+        window = ReadAheadWindow(self.first_window, self.max_window, seeking_only)
+        return OpenFile(content, window, self.fetcher.serial())
 
     def read(self, handle: OpenFile, offset: int, size: int) -> bytes:
         buffer = bytearray(max(0, min(size, handle.content.size - offset)))
@@ -160,7 +161,9 @@ class ContentReader:
 
         def read(at: int, length: int) -> bytes:
             if not header:
-                header.append(self.open(content))
+                # in pieces: a reader that jumped into a file without reading its header (GDAL
+                # reads it first, so it is usually held) is not fetched a whole block for it
+                header.append(self.open(content, seeking_only=True))
                 header[0].tiles = False  # its own seeking reads ask for no layout
             return self.read(header[0], at, length)
 
