@@ -35,6 +35,7 @@ from eotdlfs.client.redirects import PresignedUrls
 from eotdlfs.client.settings import Settings
 from eotdlfs.client.transport import SendTimeoutAdapter
 from eotdlfs.metadata import Metadata, record_noun
+from eotdlfs.repository import Arrived
 
 CONNECT_TIMEOUT = 5.0
 POOL_SIZE = 32
@@ -328,7 +329,8 @@ class ApiClient:
         return response
 
     def _quick_range(self, kind: str, record_id: str, path: str, file_version: int | None,
-                     headers: dict[str, str]) -> tuple[memoryview | None, Exception | None]:
+                     headers: dict[str, str],
+                     progress: Arrived | None = None) -> tuple[memoryview | None, Exception | None]:
         """A plain 206 range of route 9 through `QuickGets`, skipping requests' and urllib3's
         per-call work (see eotdlfs.client.quickget): (bytes, None); else (None,
         None), or (None, the error) when the connection failed (a first try spent)."""
@@ -345,7 +347,7 @@ class ApiClient:
         try:
             announced = raw.getheader("Content-Length")
             if raw.status == 206 and announced is not None and raw.getheader("Content-Encoding") is None:
-                body = pages_of(raw, int(announced))
+                body = pages_of(raw, int(announced), progress)
             else:
                 self._quick = raw.status not in (200, 307)  # a server without ranges, or redirecting
                 if raw.status == 307 and raw.getheader("Location"):  # the store's URL, for the full way to reuse
@@ -386,18 +388,18 @@ class ApiClient:
         return int(length)
 
     def read_range(self, kind: str, record_id: str, path: str, file_version: int | None, start: int,
-                   length: int) -> bytes | memoryview:
+                   length: int, progress: Arrived | None = None) -> bytes | memoryview:
         """LENGTH bytes of a file version from START (fewer at end of file, b'' past it), in
         page-aligned memory when the server sent a range (see `body_in_pages`).
 
         A connection broken mid-body (reset, or fewer bytes than Content-Length) is retried like
         any idempotent read; short bytes are never returned. A body that stalls past the read
-        timeout is not: the reader has waited long enough.
+        timeout is not: the reader has waited long enough. PROGRESS: see `pages_of`.
         """
         if length <= 0:
             return b""
         headers = {"Range": f"bytes={start}-{start + length - 1}"}
-        quick, failed = self._quick_range(kind, record_id, path, file_version, headers)
+        quick, failed = self._quick_range(kind, record_id, path, file_version, headers, progress)
         if quick is not None:
             self.ranges_supported = True
             return quick
@@ -411,7 +413,7 @@ class ApiClient:
                 if response.status_code == 416:
                     self.ranges_supported = True
                     return b""
-                body = body_in_pages(response) if response.status_code == 206 else whole_body(response)
+                body = body_in_pages(response, progress) if response.status_code == 206 else whole_body(response)
                 break
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 if attempt == self._retries or timed_out(exc):

@@ -29,14 +29,15 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
+from eotdlfs.fs.arrival import Arrival
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.content import Content, FetchStats, StaleFetch, runs
 from eotdlfs.fs.recent import RecentBlocks
 from eotdlfs.fs.verify import Verifiers
-from eotdlfs.repository import ContentMismatch, Repository, RepositoryError
+from eotdlfs.repository import Arrived, ContentMismatch, Repository, RepositoryError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class _Task:
     serial: int = 0
     started: bool = False
     read_ahead_bytes: int = 0
+    arrival: Arrival = field(default_factory=Arrival)
 
 
 class BlockFetcher:
@@ -170,6 +172,27 @@ class BlockFetcher:
             with self._loads_lock:
                 del self._loading[(checksum, index)]
 
+    def arrived_part(self, content: Content, index: int, upto: int, timeout: float) -> memoryview | None:
+        """The first UPTO bytes of block INDEX as soon as the request fetching it has brought
+        them; None when no request is fetching it, or it is the file's final block (which
+        waits for the file's SHA-1), or the request ended first (its future then says how).
+        StaleFetch if the file failed its checksum since the request was made."""
+        checksum, size = content.checksum, self.block_size
+        if index == content.block_count(size) - 1:
+            return None
+        with self._lock:
+            known = self._inflight.get((checksum, index))
+        if known is None:
+            return None
+        task = known[1]
+        at = (index - task.first) * size
+        body = task.arrival.wait(at + upto, timeout)
+        if body is None:
+            return None
+        if self.failed_since(checksum, task.serial):  # what `_check_fresh` keeps from readers
+            raise StaleFetch(f"content {checksum} failed its checksum during this fetch")
+        return body[at:at + upto]
+
     def in_flight(self, checksum: str, index: int) -> bool:
         """Whether block INDEX is queued or being fetched (a reader had best wait for it)."""
         with self._lock:
@@ -273,6 +296,8 @@ class BlockFetcher:
         except BaseException as exc:  # handed to every waiter, who maps it to an errno
             self._failed(task, exc)
             return
+        finally:
+            task.arrival.end()
         if final in blocks and not held:
             self._settle(task, {final: blocks[final]})
 
@@ -298,10 +323,10 @@ class BlockFetcher:
         for index, data in blocks.items():
             task.futures[index - task.first].set_result(data)
 
-    def fetch_range(self, content: Content, start: int, length: int) -> memoryview:
+    def fetch_range(self, content: Content, start: int, length: int, progress: Arrived | None = None) -> memoryview:
         """LENGTH bytes of CONTENT from START, in one range request, counted in the stats;
-        a RepositoryError when the repository sends fewer."""
-        data = self.repo.read_range(content.record, content.entry, start, length)
+        a RepositoryError when the repository sends fewer. PROGRESS: see `Repository.read_range`."""
+        data = self.repo.read_range(content.record, content.entry, start, length, progress)
         if len(data) != length:
             raise RepositoryError(f"short read of {content.entry.path}: {len(data)} of {length} bytes")
         self.stats.count_fetch(len(data))
@@ -313,7 +338,7 @@ class BlockFetcher:
         content, size = task.content, self.block_size
         start = task.first * size
         length = min(task.count * size, content.size - start)
-        view = self.fetch_range(content, start, length)
+        view = self.fetch_range(content, start, length, task.arrival.advance)
         final = content.block_count(size) - 1
         blocks = {task.first + offset: view[offset * size:(offset + 1) * size]  # no copy
                   for offset in range(task.count)}

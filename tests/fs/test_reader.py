@@ -308,3 +308,28 @@ def test_readers_never_wait_for_the_cache_disk(setup):
     reopened = BlockCache(reader.cache._cache.directory, 1 << 30, BS)
     assert all((content.checksum, i) in reopened for i in range(len(data) // BS))
     reopened.close()
+
+
+def test_a_reader_gets_its_bytes_before_the_rest_of_the_request(setup):
+    """A read-ahead request brings several blocks; a reader waiting for the first copies its
+    bytes as soon as they arrive, not once the whole body has (a 1 MiB kernel request waited
+    for the whole of an 8 MiB request before)."""
+    repo, record, entries, data, make = setup
+    reader = make(demand_timeout=3.0)
+    content = Content(record, entries["f.bin"])
+    handle = reader.open(content)
+    repo.stall_at = BS + BS // 2  # a block and a half of a four-block request, then nothing
+    try:
+        reader.fetcher.read_ahead(content, 0, 4, handle.opened)
+        assert reader.read(handle, 0, BS) == data[:BS]
+        assert reader.read(handle, BS, BS // 2) == data[BS:BS + BS // 2]
+        with pytest.raises(TimeoutError):  # not arrived: waits for the request, within the bound
+            reader.read(handle, BS + BS // 2, BS // 2)
+        assert not reader.fetcher.wait_idle(0.2)  # the request is still stalled: nothing came from elsewhere
+    finally:
+        repo.stall_at = None
+        repo.resume.set()
+    assert reader.fetcher.wait_idle(10)
+    assert reader.read(handle, BS + BS // 2, 2 * BS) == data[BS + BS // 2:3 * BS + BS // 2]
+    assert len(repo.range_calls) == 1
+    handle.close()
