@@ -35,6 +35,7 @@ their own locks when they call in; nothing here calls out while holding one.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -54,7 +55,7 @@ DEFAULT_BLOCK_SIZE = 1 << 20
 # Left free on the cache's disk: the larger of these two (mountpoint-s3 keeps 5 % free too).
 RESERVE_FRACTION = 0.05
 MIN_RESERVE_BYTES = 16 << 20
-WRITE_BEHIND_BYTES = 32 << 20  # four 8 MiB requests' blocks queued for the disk at most
+WRITE_BEHIND_BYTES = 16 << 20  # two 8 MiB requests' blocks queued for the disk at most
 # What a full or broken cache disk raises: OSError (ENOSPC) from block files, sqlite3 errors
 # ('database or disk is full') from the index, diskcache.Timeout from a locked index.
 CACHE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
@@ -304,7 +305,8 @@ class BlockCache:
             finally:
                 with self._room:
                     self._writing -= nbytes
-            with self._queued:  # a block dropped while being written must not enter the index
+            # a block dropped while being written must not enter the index, nor be read meanwhile
+            with self._queued if behind else contextlib.nullcontext():
                 if behind:
                     dropped = [entry for entry, data in zip(written, blocks.values())
                                if self._behind.get(entry[0]) is not data]
