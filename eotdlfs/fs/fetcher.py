@@ -35,6 +35,7 @@ from typing import Callable
 from eotdlfs.fs.arrival import Arrival
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.content import Content, FetchStats, StaleFetch, runs
+from eotdlfs.fs.drops import Drops
 from eotdlfs.fs.recent import RecentBlocks
 from eotdlfs.fs.verify import Verifiers
 from eotdlfs.repository import Arrived, ContentMismatch, Repository, RepositoryError
@@ -81,6 +82,7 @@ class BlockFetcher:
         self._running = 0
         self._serials = itertools.count()
         self._failed_at: dict[str, int] = {}  # checksum -> serial of its last failed check
+        self._drops = Drops()  # files whose blocks are being dropped: readers wait for them
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
         # Guarded by _loads_lock: blocks being read back from the disk cache.
         self._loads_lock = threading.Lock()
@@ -104,6 +106,7 @@ class BlockFetcher:
         nobody could check any more.
 
         The caller checks the cache first; this is for a miss."""
+        self._drops.wait(content.checksum)
         with self._lock:
             self.check_not_failed(content, opened)
             known = self._inflight.get((content.checksum, index))
@@ -114,7 +117,7 @@ class BlockFetcher:
                 return future
             # A fetch may have landed between the caller's cache miss and now (it stores
             # blocks before leaving the in-flight map).
-            source = self.kept_block(content.checksum, index)
+            source = self.kept_block(content.checksum, index, after_drops=False)  # waited above
             if source is not None:
                 done: Future = Future()
                 done.set_result(source)
@@ -128,6 +131,7 @@ class BlockFetcher:
         read-ahead budget; return the index up to which blocks are now cached or requested.
         Nothing is queued if the file failed its checksum since OPENED."""
         end = min(end, content.block_count(self.block_size))
+        self._drops.wait(content.checksum)
         with self._lock:
             room = (self.max_read_ahead_bytes - self._read_ahead_bytes) // self.block_size
             if room <= 0:
@@ -146,9 +150,11 @@ class BlockFetcher:
                 self._queue.put((READ_AHEAD, next(self._order), task))
         return end
 
-    def kept_block(self, checksum: str, index: int) -> memoryview | None:
+    def kept_block(self, checksum: str, index: int, after_drops: bool = True) -> memoryview | None:
         """Block INDEX from memory (a recent fetch) or from the disk cache (checked as it is
-        read back); None when neither has it."""
+        read back); None when neither has it. AFTER_DROPS: once drops of the file are over."""
+        if after_drops:
+            self._drops.wait(checksum)
         block = self.recent.get(checksum, index)
         if block is not None:
             return block
@@ -211,15 +217,20 @@ class BlockFetcher:
     def reject(self, content: Content) -> None:
         """CONTENT's bytes failed its SHA-1 outside the fetcher (a copy-up hashed them): fail
         its open readers and drop its blocks, so the next open fetches them again."""
+        self._drops.begin(content.checksum)  # before the mark: no reader comes between them
         with self._lock:
             self._failed_at[content.checksum] = next(self._serials)
         self._drop(content)
 
     def _drop(self, content: Content) -> None:
-        self.recent.drop(content.checksum)
-        self.cache.drop(content.checksum, content.block_count(self.block_size))
-        for drop in self.on_drop:
-            drop(content)
+        """Drop CONTENT's blocks everywhere; ends the drop `_drops.begin` began."""
+        try:
+            self.recent.drop(content.checksum)
+            self.cache.drop(content.checksum, content.block_count(self.block_size))
+            for drop in self.on_drop:
+                drop(content)
+        finally:
+            self._drops.end(content.checksum)
 
     def serial(self) -> int:
         """A mark in time, for `failed_since`."""
@@ -403,13 +414,15 @@ class BlockFetcher:
         content = task.content
         self.stats.count_error(exc)
         log.warning("fetch of %s blocks %d+%d failed: %s", content.entry.path, task.first, task.count, exc)
+        mismatch = isinstance(exc, ContentMismatch) and not isinstance(exc, StaleFetch)
+        if mismatch:
+            self._drops.begin(content.checksum)  # before the mark: no reader comes between them
         with self._lock:
             self._read_ahead_bytes -= task.read_ahead_bytes
             task.read_ahead_bytes = 0
             for offset, future in enumerate(task.futures):
                 if self._inflight.get((content.checksum, task.first + offset), (None,))[0] is future:
                     del self._inflight[(content.checksum, task.first + offset)]
-            mismatch = isinstance(exc, ContentMismatch) and not isinstance(exc, StaleFetch)
             if mismatch:
                 # Fetches of this file already under way may hold the same bad bytes.
                 self._failed_at[content.checksum] = next(self._serials)

@@ -333,3 +333,25 @@ def test_a_reader_gets_its_bytes_before_the_rest_of_the_request(setup):
     assert reader.read(handle, BS + BS // 2, 2 * BS) == data[BS + BS // 2:3 * BS + BS // 2]
     assert len(repo.range_calls) == 1
     handle.close()
+
+
+def test_a_read_just_after_a_checksum_failure_waits_for_the_bad_blocks_to_go(setup):
+    """The file's blocks are dropped after it fails its checksum, which takes a while (a
+    slow disk here): a reader opened meanwhile must not read the bad blocks still cached."""
+    repo, record, entries, data, make = setup
+    content = Content(record, entries["f.bin"])
+    repo.corrupt.add(content.checksum)  # the first byte of every range comes back flipped
+    reader = make()
+    real_drop = reader.cache.drop
+
+    def slow_drop(checksum, count):
+        time.sleep(0.5)
+        real_drop(checksum, count)
+
+    reader.cache.drop = slow_drop
+    reader.fetcher.read_ahead(content, 0, 20, reader.fetcher.serial())  # every block but the final one
+    assert reader.fetcher.wait_idle(10)
+    with pytest.raises(ContentMismatch):
+        read_all(reader, content)
+    repo.corrupt.clear()
+    assert read_all(reader, content) == data
