@@ -345,13 +345,17 @@ def test_a_read_just_after_a_checksum_failure_waits_for_the_bad_blocks_to_go(set
     real_drop = reader.cache.drop
 
     def slow_drop(checksum, count):
-        time.sleep(0.5)
+        time.sleep(1.0)
         real_drop(checksum, count)
 
     reader.cache.drop = slow_drop
-    reader.fetcher.read_ahead(content, 0, 20, reader.fetcher.serial())  # every block but the final one
-    assert reader.fetcher.wait_idle(10)
-    with pytest.raises(ContentMismatch):
-        read_all(reader, content)
+    failed = []
+    first = threading.Thread(target=lambda: failed.append(pytest.raises(ContentMismatch, read_all, reader, content)))
+    first.start()
+    deadline = time.monotonic() + 10
+    while not reader.fetcher.has_failed(content.checksum) and time.monotonic() < deadline:
+        time.sleep(0.001)
     repo.corrupt.clear()
     assert read_all(reader, content) == data
+    first.join(10)
+    assert failed
