@@ -21,12 +21,15 @@ class Arrival:
         self._body: memoryview | None = None
         self._arrived = 0
         self._over = False
+        self._wanted: int | None = None  # the fewest bytes a waiter waits for: wake no one before
 
     def advance(self, body: memoryview, arrived: int) -> None:
         """BODY holds the first ARRIVED bytes (a retry starts a new body, from 0)."""
         with self._changed:
             self._body, self._arrived = body, arrived
-            self._changed.notify_all()
+            if self._wanted is not None and arrived >= self._wanted:
+                self._wanted = None
+                self._changed.notify_all()
 
     def end(self) -> None:
         """The request is over (its bytes are handed out whole, or it failed): waiters stop."""
@@ -43,5 +46,6 @@ class Arrival:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"{self._arrived} of {upto} bytes arrived in {timeout:g} s")
+                self._wanted = upto if self._wanted is None else min(self._wanted, upto)
                 self._changed.wait(left)
             return self._body if self._arrived >= upto else None

@@ -156,7 +156,7 @@ class BlockFetcher:
         if after_drops:
             self._drops.wait(checksum)
         block = self.recent.get(checksum, index)
-        if block is not None:
+        if block is not None or (checksum, index) in self._inflight:  # (being fetched: not on disk)
             return block
         # The kernel asks for a block in several parallel requests: one disk read and
         # check serves them all.
