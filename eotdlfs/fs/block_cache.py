@@ -20,34 +20,23 @@ The cache never takes the last of its disk: before writing it evicts until the w
 leaves `reserve_bytes` free, so staging (under the same cache dir by default) can still
 record a `mkdir`, `rm` or small file on a disk the cache has filled.
 
-Fetched blocks are written behind (`put_blocks_later`): a thread of the cache's own writes
-them, so the fetch worker goes on to its next request and its readers never wait for the disk
-(an O_DIRECT write of 8 MiB took as long as its fetch). Until written they count as cached
-(`in`, `read_block` answer from memory), and a drop meanwhile keeps them out of the index.
-The bytes queued are bounded (`write_behind_bytes`): a slow disk slows the fetches, not memory.
-
 Locks. `_db` serialises calls into diskcache; `_lock` guards the hit, miss, error and damage
 counters; `_room` guards the bytes being written and is taken before `_db` (eviction makes
-room under it). `_queued` guards the blocks written behind and is taken before `_db` (a
-block is entered in the index only while still queued). Callers (fetcher, verifier) may hold
-their own locks when they call in; nothing here calls out while holding one.
+room under it). Callers (fetcher, verifier) may hold their own locks when they call in;
+nothing here calls out while holding one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
 import fcntl
 import logging
 import os
-import queue
 import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Mapping
-
 import crc32c
 import diskcache
 
@@ -55,7 +44,6 @@ DEFAULT_BLOCK_SIZE = 1 << 20
 # Left free on the cache's disk: the larger of these two (mountpoint-s3 keeps 5 % free too).
 RESERVE_FRACTION = 0.05
 MIN_RESERVE_BYTES = 16 << 20
-WRITE_BEHIND_BYTES = 16 << 20  # two 8 MiB requests' blocks queued for the disk at most
 # What a full or broken cache disk raises: OSError (ENOSPC) from block files, sqlite3 errors
 # ('database or disk is full') from the index, diskcache.Timeout from a locked index.
 CACHE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
@@ -158,10 +146,8 @@ def _open_index(directory: Path, size_limit: int) -> diskcache.Cache:
 class BlockCache:
     """Blocks of BLOCK_SIZE bytes (the last block of a file may be shorter) in DIRECTORY."""
 
-    def __init__(self, directory: Path, size_limit: int, block_size: int = DEFAULT_BLOCK_SIZE,
-                 write_behind_bytes: int = WRITE_BEHIND_BYTES):
+    def __init__(self, directory: Path, size_limit: int, block_size: int = DEFAULT_BLOCK_SIZE):
         self.block_size = block_size
-        self.write_behind_bytes = write_behind_bytes
         try:
             self._cache = _open_index(directory, size_limit)
         except sqlite3.DatabaseError as exc:
@@ -182,13 +168,6 @@ class BlockCache:
         # Guarded by _room: bytes being written, which the disk's free space does not show yet.
         self._room = threading.Lock()
         self._writing = 0
-        # Guarded by _queued: blocks handed to `put_blocks_later` and not written yet.
-        self._queued = threading.Condition(threading.Lock())
-        self._behind: dict[str, memoryview] = {}  # block key -> its bytes
-        self._behind_bytes = 0
-        self._writer: threading.Thread | None = None
-        self._closed = False
-        self._writes: queue.Queue = queue.Queue()
 
     def load_block(self, checksum: str, index: int) -> memoryview | None:
         """The block's checked bytes for a reader, or None when it is not cached or failed its
@@ -204,10 +183,6 @@ class BlockCache:
     def read_block(self, checksum: str, index: int) -> memoryview | None:
         """The block's bytes read from disk and checked against their CRC32C; None when the
         block is not cached, or failed its check (then it is dropped)."""
-        with self._queued:
-            data = self._behind.get(block_key(checksum, index))
-        if data is not None:  # still on its way to the disk: the fetched bytes themselves
-            return data
         try:  # an LRU read also writes (the access time): it can fail on a full disk
             with self._db:
                 handle, crc = self._cache.get(block_key(checksum, index), read=True, tag=True)
@@ -238,61 +213,15 @@ class BlockCache:
                         " (%d damaged blocks so far)", index, checksum, why, count)
 
     def __contains__(self, item: tuple[str, int]) -> bool:
-        key = block_key(*item)
-        with self._queued:
-            if key in self._behind:
-                return True
-        return key in self._cache  # a read: WAL readers never wait for writers
+        return block_key(*item) in self._cache  # a read: WAL readers never wait for writers
 
     def put(self, checksum: str, index: int, data: bytes | memoryview) -> bool:
         """Store a block; False when the cache cannot take it (disk full): the caller has the
         bytes anyway, so a full cache costs speed, never a read."""
         return self.put_blocks(checksum, {index: data})
 
-    def put_blocks(self, checksum: str, blocks: Mapping[int, bytes | memoryview]) -> bool:
+    def put_blocks(self, checksum: str, blocks: dict[int, bytes | memoryview]) -> bool:
         """Store BLOCKS (index -> bytes) as `put` does, entered in one transaction."""
-        return self._store(checksum, blocks, behind=False)
-
-    def put_blocks_later(self, checksum: str, blocks: Mapping[int, memoryview]) -> None:
-        """Store BLOCKS as `put_blocks` does, in the cache's writer thread; they count as cached
-        at once. Waits while `write_behind_bytes` are queued already."""
-        nbytes = sum(data.nbytes for data in blocks.values())
-        with self._queued:
-            while self._behind_bytes and self._behind_bytes + nbytes > self.write_behind_bytes and not self._closed:
-                self._queued.wait(1.0)
-            if self._closed:
-                return  # unmounting: the fetch that brought these is of no more use
-            for index, data in blocks.items():
-                self._behind[block_key(checksum, index)] = data
-            self._behind_bytes += nbytes
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_behind, name="cache-writer", daemon=True)
-                self._writer.start()
-        self._writes.put((checksum, blocks, nbytes))
-
-    def writing_behind(self) -> bool:
-        """Whether blocks handed to `put_blocks_later` are still on their way to the disk."""
-        with self._queued:
-            return bool(self._behind_bytes)
-
-    def _write_behind(self) -> None:
-        while (job := self._writes.get()) is not None:
-            checksum, blocks, nbytes = job
-            try:
-                self._store(checksum, blocks, behind=True)
-            except Exception:  # the writer must go on: a block not stored is only a miss later
-                log.exception("writing blocks of %s to the cache failed", checksum)
-            finally:
-                with self._queued:
-                    for index, data in blocks.items():
-                        if self._behind.get(block_key(checksum, index)) is data:
-                            del self._behind[block_key(checksum, index)]
-                    self._behind_bytes -= nbytes
-                    self._queued.notify_all()
-
-    def _store(self, checksum: str, blocks: Mapping[int, bytes | memoryview], behind: bool) -> bool:
-        """Write BLOCKS and enter them in the index; BEHIND: only those still queued (a drop
-        meanwhile took the others out of `_behind`)."""
         disk: _BlockDisk = self._cache.disk
         nbytes = sum(memoryview(data).nbytes for data in blocks.values())
         written = []
@@ -305,17 +234,9 @@ class BlockCache:
             finally:
                 with self._room:
                     self._writing -= nbytes
-            # a block dropped while being written must not enter the index, nor be read meanwhile
-            with self._queued if behind else contextlib.nullcontext():
-                if behind:
-                    dropped = [entry for entry, data in zip(written, blocks.values())
-                               if self._behind.get(entry[0]) is not data]
-                    for entry in dropped:
-                        written.remove(entry)
-                        disk.remove(entry[1].filename)
-                with self._db, self._cache.transact():
-                    for key, block, crc in written:
-                        self._cache.set(key, block, read=True, tag=crc)
+            with self._db, self._cache.transact():
+                for key, block, crc in written:
+                    self._cache.set(key, block, read=True, tag=crc)
         except CACHE_ERRORS as exc:
             for _, block, _ in written:
                 disk.remove(block.filename)
@@ -365,8 +286,6 @@ class BlockCache:
 
     def drop_blocks(self, checksum: str, indices) -> None:
         for index in indices:
-            with self._queued:
-                self._behind.pop(block_key(checksum, index), None)
             with self._db:
                 self._cache.delete(block_key(checksum, index))
 
@@ -384,13 +303,5 @@ class BlockCache:
                     "bytes_used": self.volume(),
                     "size_limit": self.size_limit, "block_size": self.block_size}
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Write what is queued (waiting at most TIMEOUT s), then close the index."""
-        with self._queued:
-            self._closed = True
-            writer = self._writer
-            self._queued.notify_all()
-        if writer is not None:
-            self._writes.put(None)
-            writer.join(timeout)
+    def close(self) -> None:
         self._cache.close()

@@ -250,13 +250,12 @@ class BlockFetcher:
             raise ContentMismatch(f"{content.entry.path} failed its SHA-1 check")
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until no fetch is queued or running, nor its blocks being written (tests)."""
+        """Wait until no fetch is queued or running (tests)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
-                idle = not self._inflight and not self._running
-            if idle and not self.cache.writing_behind():
-                return True
+                if not self._inflight and not self._running:
+                    return True
             time.sleep(0.01)
         return False
 
@@ -355,9 +354,9 @@ class BlockFetcher:
                   for offset in range(task.count)}
         early = {i: b for i, b in blocks.items() if i != final}
         # Readers and hashing take them from memory, the disk copy bypasses the page cache
-        # (O_DIRECT) and is written behind: the worker goes on to its next request.
+        # (O_DIRECT); in memory first, so nobody reads back what the loop just wrote.
         self.recent.add(content.checksum, early)
-        self.cache.put_blocks_later(content.checksum, early)
+        self.cache.put_blocks(content.checksum, early)
         return blocks
 
     def _verify(self, task: _Task, blocks: dict[int, memoryview], final: int) -> bool:
@@ -387,7 +386,7 @@ class BlockFetcher:
                         verifier.held = (blocks[final], future)
                         held = True
                     else:
-                        self.cache.put_blocks_later(checksum, {final: blocks[final]})
+                        self.cache.put(checksum, final, blocks[final])
             # Other blocks never wait for the lock: whoever holds it hashes what we stored
             # (it looks again while `pending` is set), so fetch workers keep fetching.
             for index, data in blocks.items():

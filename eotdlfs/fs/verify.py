@@ -96,7 +96,7 @@ class FileVerifier:
         if self.held is not None:
             data, future = self.held
             self.held = None
-            cache.put_blocks_later(self.checksum, {self.final: data})
+            cache.put(self.checksum, self.final, data)
             future.set_result(data)
 
 

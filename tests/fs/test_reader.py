@@ -85,7 +85,6 @@ def test_identical_content_shares_blocks_and_survives_a_new_cache_object(setup, 
     served = repo.bytes_served
     assert read_all(reader, Content(record, entries["same.bin"])) == data
     assert repo.bytes_served == served
-    assert reader.fetcher.wait_idle(10)  # blocks are written behind the reader
     reopened = ContentReader(BlockFetcher(repo, BlockCache(tmp_path / "blocks0", 1 << 30, BS)))
     assert read_all(reopened, Content(record, entries["f.bin"])) == data
     assert repo.bytes_served == served
@@ -282,32 +281,6 @@ def test_a_seeking_read_across_a_block_boundary_is_one_request(setup):
     assert reader.read(handle, offset, 6000) == data[offset:offset + 6000]
     assert len(repo.range_calls) == calls + 1
     assert repo.bytes_served == 3 * (BS // 8)  # no more than the pieces read
-
-
-def test_readers_never_wait_for_the_cache_disk(setup):
-    """A stalled cache disk (an O_DIRECT write of 8 MiB took as long as its fetch) must not stall
-    readers: blocks are written behind, count as cached meanwhile, and land on disk after."""
-    repo, record, entries, data, make = setup
-    reader = make(demand_timeout=2.0)
-    disk, stalled = reader.cache._cache.disk, threading.Event()
-    real_write = disk.write_block
-
-    def stalled_write(block):
-        stalled.wait(20)
-        return real_write(block)
-
-    disk.write_block = stalled_write
-    try:
-        content = Content(record, entries["f.bin"])
-        assert read_all(reader, content) == data
-        assert (content.checksum, 0) in reader.cache and not stalled.is_set()
-    finally:
-        stalled.set()
-    assert reader.fetcher.wait_idle(10)
-    reader.cache.close()  # writes what is queued before closing the index
-    reopened = BlockCache(reader.cache._cache.directory, 1 << 30, BS)
-    assert all((content.checksum, i) in reopened for i in range(len(data) // BS))
-    reopened.close()
 
 
 def test_a_reader_gets_its_bytes_before_the_rest_of_the_request(setup):
