@@ -32,9 +32,10 @@ class Arrival:
                 self._changed.notify_all()
 
     def end(self) -> None:
-        """The request is over (its bytes are handed out whole, or it failed): waiters stop."""
+        """The request is over (its bytes are handed out whole, or it failed): waiters stop,
+        and go to the request's future; the body is let go (it may be 8 MiB)."""
         with self._changed:
-            self._over = True
+            self._over, self._body, self._arrived = True, None, 0
             self._changed.notify_all()
 
     def wait(self, upto: int, timeout: float) -> memoryview | None:
