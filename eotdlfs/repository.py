@@ -13,12 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 if TYPE_CHECKING:
     from eotdlfs.metadata import Metadata
 
 # --- reading -------------------------------------------------------------------------------
+
+# Told (body, bytes arrived so far) as a range's body comes in; BODY is the memory the bytes
+# land in (a retry starts a new one).
+Arrived = Callable[[memoryview, int], None]
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,10 @@ class Repository(Protocol):
         one entry under PATH/ if it is a folder, else none. A server that cannot filter
         answers the whole list (`files`)."""
 
-    def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes | memoryview:
-        """LENGTH bytes of ENTRY from START (fewer only at end of file)."""
+    def read_range(self, record: Record, entry: FileEntry, start: int, length: int,
+                   progress: Arrived | None = None) -> bytes | memoryview:
+        """LENGTH bytes of ENTRY from START (fewer only at end of file). PROGRESS, if given, may
+        be told how far the body has arrived as it comes (readers waiting for its start)."""
 
     def read_files(self, record: Record, entries: Sequence[FileEntry]) -> list[bytes | memoryview]:
         """The whole bytes of each of ENTRIES (small files), in as few requests as the repository

@@ -28,7 +28,7 @@ from urllib.parse import quote
 import requests
 import urllib3
 
-from eotdlfs.client.bodies import DOWNLOAD_BLOCK, body_in_pages, pages_of, whole_body
+from eotdlfs.client.bodies import DOWNLOAD_BLOCK, body_in_pages, whole_body
 from eotdlfs.client.errors import (NotFound, RepositoryError, ServerError, Unreachable, error_for_status, failure_reason,
                                    not_trusted, timed_out)
 from eotdlfs.client.quickget import QuickGets
@@ -36,6 +36,7 @@ from eotdlfs.client.redirects import PresignedUrls
 from eotdlfs.client.settings import Settings
 from eotdlfs.client.transport import SendTimeoutAdapter
 from eotdlfs.metadata import Metadata, record_noun
+from eotdlfs.repository import Arrived
 
 CONNECT_TIMEOUT = 5.0
 POOL_SIZE = 32
@@ -331,8 +332,8 @@ class ApiClient:
             raise error_for_status(response.status_code, f"{path}: the object store answered {response.status_code}")
         return response
 
-    def _quick_range(self, kind: str, record_id: str, path: str, file_version: int | None,
-                     headers: dict[str, str]) -> tuple[memoryview | None, Exception | None]:
+    def _quick_range(self, kind: str, record_id: str, path: str, file_version: int | None, headers: dict[str, str],
+                     progress: Arrived | None = None) -> tuple[memoryview | None, Exception | None]:
         """A plain 206 range of route 9 through `QuickGets`, skipping requests' and urllib3's
         per-call work (see eotdlfs.client.quickget): (bytes, None); else (None,
         None), or (None, the error) when the connection failed (a first try spent)."""
@@ -342,24 +343,14 @@ class ApiClient:
         if file_version is not None:
             url += f"?version={int(file_version)}"
         try:
-            raw = self._quick_gets.get(url, headers)
-        except urllib3.exceptions.HTTPError as exc:
+            body, status, location = self._quick_gets.range_body(url, headers, progress)
+        except (urllib3.exceptions.HTTPError, requests.RequestException) as exc:  # no connection; a broken body
             return None, exc
-        body, failed = None, None
-        try:
-            announced = raw.getheader("Content-Length")
-            if raw.status == 206 and announced is not None and raw.getheader("Content-Encoding") is None:
-                body = pages_of(raw, int(announced))
-            else:
-                self._quick = raw.status not in (200, 307)  # a server without ranges, or redirecting
-                if raw.status == 307 and raw.getheader("Location"):  # the store's URL, for the full way to reuse
-                    self._presigned.put((kind, record_id, path, file_version), raw.getheader("Location"))
-        except requests.RequestException as exc:  # what `pages_of` raises for a broken body
-            failed = exc
-        finally:
-            if body is None:
-                self._quick_gets.drop()  # a body left unread must not reach the next request on this connection
-        return body, failed
+        if body is None:
+            self._quick = status not in (200, 307)  # a server without ranges, or redirecting
+            if status == 307 and location:  # the store's URL, for the full way to reuse
+                self._presigned.put((kind, record_id, path, file_version), location)
+        return body, None
 
     def _store_get(self, url: str, headers: dict[str, str]) -> requests.Response:
         try:
@@ -395,18 +386,18 @@ class ApiClient:
                              json={"files": [list(f) for f in files]}).content
 
     def read_range(self, kind: str, record_id: str, path: str, file_version: int | None, start: int,
-                   length: int) -> bytes | memoryview:
+                   length: int, progress: Arrived | None = None) -> bytes | memoryview:
         """LENGTH bytes of a file version from START (fewer at end of file, b'' past it), in
         page-aligned memory when the server sent a range (see `body_in_pages`).
 
         A connection broken mid-body (reset, or fewer bytes than Content-Length) is retried like
         any idempotent read; short bytes are never returned. A body that stalls past the read
-        timeout is not: the reader has waited long enough.
+        timeout is not: the reader has waited long enough. PROGRESS: see `pages_of`.
         """
         if length <= 0:
             return b""
         headers = {"Range": f"bytes={start}-{start + length - 1}"}
-        quick, failed = self._quick_range(kind, record_id, path, file_version, headers)
+        quick, failed = self._quick_range(kind, record_id, path, file_version, headers, progress)
         if quick is not None:
             self.ranges_supported = True
             return quick
@@ -420,7 +411,7 @@ class ApiClient:
                 if response.status_code == 416:
                     self.ranges_supported = True
                     return b""
-                body = body_in_pages(response) if response.status_code == 206 else whole_body(response)
+                body = body_in_pages(response, progress) if response.status_code == 206 else whole_body(response)
                 break
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 if attempt == self._retries or timed_out(exc):

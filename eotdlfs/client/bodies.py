@@ -13,6 +13,8 @@ import mmap
 import requests
 import urllib3
 
+from eotdlfs.repository import Arrived
+
 DOWNLOAD_BLOCK = 1 << 20
 
 
@@ -27,7 +29,7 @@ def whole_body(response: requests.Response) -> bytes:
     return body
 
 
-def body_in_pages(response: requests.Response) -> memoryview:
+def body_in_pages(response: requests.Response, progress: Arrived | None = None) -> memoryview:
     """RESPONSE's body read straight into fresh page-aligned memory (an anonymous mmap).
 
     The block cache writes such memory to disk with O_DIRECT, and no copy joins the pieces;
@@ -35,7 +37,7 @@ def body_in_pages(response: requests.Response) -> memoryview:
     announced = response.headers.get("Content-Length")
     if announced is None or "Content-Encoding" in response.headers:
         return memoryview(whole_body(response))
-    return pages_of(response.raw, int(announced))
+    return pages_of(response.raw, int(announced), progress)
 
 
 SMALL_BODY = 256 * 1024
@@ -57,9 +59,10 @@ def _aligned(size: int) -> memoryview:
     return memoryview(pages)[:size]
 
 
-def pages_of(raw: urllib3.HTTPResponse, size: int) -> memoryview:
+def pages_of(raw: urllib3.HTTPResponse, size: int, progress: Arrived | None = None) -> memoryview:
     """The SIZE bytes of RAW's body in page-aligned memory (see `body_in_pages`); its connection
-    goes back to the pool."""
+    goes back to the pool. PROGRESS is told (the memory, bytes so far) after each piece, so a
+    reader needing only the body's start need not wait for its end."""
     body = _aligned(size)
     # urllib3's readinto copies each piece out of a bytes of its own; the http.client
     # response under it reads from the socket straight into our buffer.
@@ -73,6 +76,8 @@ def pages_of(raw: urllib3.HTTPResponse, size: int) -> memoryview:
             if not count:
                 raise requests.exceptions.ChunkedEncodingError(f"body ended after {got} of {size} bytes")
             got += count
+            if progress is not None:
+                progress(body, got)
     except (urllib3.exceptions.ProtocolError, http.client.IncompleteRead, ConnectionError) as exc:
         raise requests.exceptions.ChunkedEncodingError(exc) from exc
     except TimeoutError as exc:

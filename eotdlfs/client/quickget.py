@@ -19,6 +19,9 @@ from typing import Mapping
 import requests.certs
 import urllib3
 
+from eotdlfs.client.bodies import pages_of
+from eotdlfs.repository import Arrived
+
 
 def tls_context(verify: bool | str) -> ssl.SSLContext:
     """The TLS settings requests uses for VERIFY, a session's `verify` merged with the environment
@@ -69,6 +72,22 @@ class QuickGets:
         except BaseException:
             self.drop()
             raise
+
+    def range_body(self, target: str, headers: Mapping[str, str],
+                   progress: Arrived | None = None) -> tuple[memoryview | None, int, str | None]:
+        """GET TARGET with a Range in HEADERS: (its body in page-aligned memory, status, None) for a
+        plain 206, else (None, status, Location), the connection dropped (its body left unread).
+        Raises urllib3's errors for the connection and requests' for a broken body (`pages_of`)."""
+        raw = self.get(target, headers)
+        body = None
+        try:
+            announced = raw.getheader("Content-Length")
+            if raw.status == 206 and announced is not None and raw.getheader("Content-Encoding") is None:
+                body = pages_of(raw, int(announced), progress)
+            return body, raw.status, raw.getheader("Location")
+        finally:
+            if body is None:
+                self.drop()  # a body left unread must not reach the next request on this connection
 
     def drop(self) -> None:
         """Close this thread's connection (a body left unread must not meet the next request)."""

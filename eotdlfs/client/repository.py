@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 from eotdlfs.client.api import ApiClient
 from eotdlfs.oncelog import OnceLog
 from eotdlfs.parallel import in_parallel
-from eotdlfs.repository import FileEntry, Record, RepositoryError, Version
+from eotdlfs.repository import Arrived, FileEntry, Record, RepositoryError, Version
 
 log = logging.getLogger(__name__)
 _malformed = OnceLog(log)
@@ -102,8 +102,9 @@ class ApiRepository:
         return [FileEntry(path=f["filename"], file_version=f["version"], checksum=f["checksum"], size=n,
                           created_at=f["created_at"]) for f, n in zip(listed, sizes)]
 
-    def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes | memoryview:
-        return self.api.read_range(record.kind, record.id, entry.path, entry.file_version, start, length)
+    def read_range(self, record: Record, entry: FileEntry, start: int, length: int,
+                   progress: Arrived | None = None) -> bytes | memoryview:
+        return self.api.read_range(record.kind, record.id, entry.path, entry.file_version, start, length, progress)
 
     def read_files(self, record: Record, entries: Sequence[FileEntry]) -> list[bytes | memoryview]:
         """`contents` requests within the server's limits when it has the extension, else one

@@ -29,14 +29,16 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
+from eotdlfs.fs.arrival import Arrival
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.content import Content, FetchStats, StaleFetch, runs
+from eotdlfs.fs.drops import Drops
 from eotdlfs.fs.recent import RecentBlocks
 from eotdlfs.fs.verify import Verifiers
-from eotdlfs.repository import ContentMismatch, Repository, RepositoryError
+from eotdlfs.repository import Arrived, ContentMismatch, Repository, RepositoryError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class _Task:
     serial: int = 0
     started: bool = False
     read_ahead_bytes: int = 0
+    arrival: Arrival = field(default_factory=Arrival)
 
 
 class BlockFetcher:
@@ -79,6 +82,7 @@ class BlockFetcher:
         self._running = 0
         self._serials = itertools.count()
         self._failed_at: dict[str, int] = {}  # checksum -> serial of its last failed check
+        self._drops = Drops()  # files whose blocks are being dropped: readers wait for them
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
         # Guarded by _loads_lock: blocks being read back from the disk cache.
         self._loads_lock = threading.Lock()
@@ -102,6 +106,7 @@ class BlockFetcher:
         nobody could check any more.
 
         The caller checks the cache first; this is for a miss."""
+        self._drops.wait(content.checksum)
         with self._lock:
             self.check_not_failed(content, opened)
             known = self._inflight.get((content.checksum, index))
@@ -112,7 +117,7 @@ class BlockFetcher:
                 return future
             # A fetch may have landed between the caller's cache miss and now (it stores
             # blocks before leaving the in-flight map).
-            source = self.kept_block(content.checksum, index)
+            source = self.kept_block(content.checksum, index, after_drops=False)  # waited above
             if source is not None:
                 done: Future = Future()
                 done.set_result(source)
@@ -126,6 +131,7 @@ class BlockFetcher:
         read-ahead budget; return the index up to which blocks are now cached or requested.
         Nothing is queued if the file failed its checksum since OPENED."""
         end = min(end, content.block_count(self.block_size))
+        self._drops.wait(content.checksum)
         with self._lock:
             room = (self.max_read_ahead_bytes - self._read_ahead_bytes) // self.block_size
             if room <= 0:
@@ -144,11 +150,13 @@ class BlockFetcher:
                 self._queue.put((READ_AHEAD, next(self._order), task))
         return end
 
-    def kept_block(self, checksum: str, index: int) -> memoryview | None:
+    def kept_block(self, checksum: str, index: int, after_drops: bool = True) -> memoryview | None:
         """Block INDEX from memory (a recent fetch) or from the disk cache (checked as it is
-        read back); None when neither has it."""
+        read back); None when neither has it. AFTER_DROPS: once drops of the file are over."""
+        if after_drops:
+            self._drops.wait(checksum)
         block = self.recent.get(checksum, index)
-        if block is not None:
+        if block is not None or (checksum, index) in self._inflight:  # (being fetched: not on disk)
             return block
         # The kernel asks for a block in several parallel requests: one disk read and
         # check serves them all.
@@ -170,6 +178,27 @@ class BlockFetcher:
             with self._loads_lock:
                 del self._loading[(checksum, index)]
 
+    def arrived_part(self, content: Content, index: int, upto: int, timeout: float) -> memoryview | None:
+        """The first UPTO bytes of block INDEX as soon as the request fetching it has brought
+        them; None when no request is fetching it, or it is the file's final block (which
+        waits for the file's SHA-1), or the request ended first (its future then says how).
+        StaleFetch if the file failed its checksum since the request was made."""
+        checksum, size = content.checksum, self.block_size
+        if index == content.block_count(size) - 1:
+            return None
+        with self._lock:
+            known = self._inflight.get((checksum, index))
+        if known is None:
+            return None
+        task = known[1]
+        at = (index - task.first) * size
+        body = task.arrival.wait(at + upto, timeout)
+        if body is None:
+            return None
+        if self.failed_since(checksum, task.serial):  # what `_check_fresh` keeps from readers
+            raise StaleFetch(f"content {checksum} failed its checksum during this fetch")
+        return body[at:at + upto]
+
     def in_flight(self, checksum: str, index: int) -> bool:
         """Whether block INDEX is queued or being fetched (a reader had best wait for it)."""
         with self._lock:
@@ -188,15 +217,20 @@ class BlockFetcher:
     def reject(self, content: Content) -> None:
         """CONTENT's bytes failed its SHA-1 outside the fetcher (a copy-up hashed them): fail
         its open readers and drop its blocks, so the next open fetches them again."""
+        self._drops.begin(content.checksum)  # before the mark: no reader comes between them
         with self._lock:
             self._failed_at[content.checksum] = next(self._serials)
         self._drop(content)
 
     def _drop(self, content: Content) -> None:
-        self.recent.drop(content.checksum)
-        self.cache.drop(content.checksum, content.block_count(self.block_size))
-        for drop in self.on_drop:
-            drop(content)
+        """Drop CONTENT's blocks everywhere; ends the drop `_drops.begin` began."""
+        try:
+            self.recent.drop(content.checksum)
+            self.cache.drop(content.checksum, content.block_count(self.block_size))
+            for drop in self.on_drop:
+                drop(content)
+        finally:
+            self._drops.end(content.checksum)
 
     def serial(self) -> int:
         """A mark in time, for `failed_since`."""
@@ -272,6 +306,8 @@ class BlockFetcher:
         except BaseException as exc:  # handed to every waiter, who maps it to an errno
             self._failed(task, exc)
             return
+        finally:
+            task.arrival.end()
         if final in blocks and not held:
             self._settle(task, {final: blocks[final]})
 
@@ -297,10 +333,10 @@ class BlockFetcher:
         for index, data in blocks.items():
             task.futures[index - task.first].set_result(data)
 
-    def fetch_range(self, content: Content, start: int, length: int) -> memoryview:
+    def fetch_range(self, content: Content, start: int, length: int, progress: Arrived | None = None) -> memoryview:
         """LENGTH bytes of CONTENT from START, in one range request, counted in the stats;
-        a RepositoryError when the repository sends fewer."""
-        data = self.repo.read_range(content.record, content.entry, start, length)
+        a RepositoryError when the repository sends fewer. PROGRESS: see `Repository.read_range`."""
+        data = self.repo.read_range(content.record, content.entry, start, length, progress)
         if len(data) != length:
             raise RepositoryError(f"short read of {content.entry.path}: {len(data)} of {length} bytes")
         self.stats.count_fetch(len(data))
@@ -312,7 +348,7 @@ class BlockFetcher:
         content, size = task.content, self.block_size
         start = task.first * size
         length = min(task.count * size, content.size - start)
-        view = self.fetch_range(content, start, length)
+        view = self.fetch_range(content, start, length, task.arrival.advance)
         final = content.block_count(size) - 1
         blocks = {task.first + offset: view[offset * size:(offset + 1) * size]  # no copy
                   for offset in range(task.count)}
@@ -377,13 +413,15 @@ class BlockFetcher:
         content = task.content
         self.stats.count_error(exc)
         log.warning("fetch of %s blocks %d+%d failed: %s", content.entry.path, task.first, task.count, exc)
+        mismatch = isinstance(exc, ContentMismatch) and not isinstance(exc, StaleFetch)
+        if mismatch:
+            self._drops.begin(content.checksum)  # before the mark: no reader comes between them
         with self._lock:
             self._read_ahead_bytes -= task.read_ahead_bytes
             task.read_ahead_bytes = 0
             for offset, future in enumerate(task.futures):
                 if self._inflight.get((content.checksum, task.first + offset), (None,))[0] is future:
                     del self._inflight[(content.checksum, task.first + offset)]
-            mismatch = isinstance(exc, ContentMismatch) and not isinstance(exc, StaleFetch)
             if mismatch:
                 # Fetches of this file already under way may hold the same bad bytes.
                 self._failed_at[content.checksum] = next(self._serials)

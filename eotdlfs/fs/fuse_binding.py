@@ -36,7 +36,8 @@ KEPT_ATTRS_SENT = 100_000  # folders whose last listing with attributes is remem
 # The kernel's read-ahead for the mount, in KiB (root only; libfuse 3): it caps buffered read
 # requests (128 KiB by default). 1024 gives 1 MiB requests, which on 2026-11-30 made cold
 # reads slower (116 MB/s against 184 on libfuse 2 and 256 on libfuse 3 at 128 KiB, medians of
-# alternated runs, docs/benchmarks.md), so it is a lever to measure again, off by default.
+# alternated runs, docs/benchmarks.md); with bytes handed out as they arrive it matched 128 KiB
+# (444-543 against 468-507 MB/s) at no less CPU and more memory, so it stays off by default.
 # Direct I/O readers get requests of up to MAX_READ on libfuse 3 either way.
 READ_AHEAD_KB = int(os.environ.get("EOTDLFS_FUSE_READ_AHEAD_KB") or 0)
 

@@ -189,7 +189,12 @@ class ContentReader:
             future = self.fetcher.demand(handle.content, index, handle.opened)
             with self._lock:
                 first_wait = self._first_waits.setdefault(future, time.monotonic())
-            source = future.result(timeout=max(0.0, min(deadline, first_wait + self.demand_timeout) - time.monotonic()))
+            wait_until = min(deadline, first_wait + self.demand_timeout)
+            if not future.done():  # copy this read's bytes as soon as they arrive, not the whole request's
+                part = self.fetcher.arrived_part(content, index, lo + len(target), max(0.0, wait_until - time.monotonic()))
+                if part is not None:
+                    return _copy(part, lo, target)
+            source = future.result(timeout=max(0.0, wait_until - time.monotonic()))
         with handle.lock:
             handle.keep_locked(index, source)
             return _copy(source, lo, target)

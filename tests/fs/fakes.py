@@ -23,6 +23,9 @@ class MemoryRepository:
         self.delay = 0.0
         self.read_files_calls: list[list[str]] = []  # the paths of each `read_files`
         self.corrupt_in_bulk: set[str] = set()  # checksums whose bytes `read_files` alone alters
+        # A body that stops after its first `stall_at` bytes until `resume` is set (told to progress).
+        self.stall_at: int | None = None
+        self.resume = threading.Event()
 
     def publish(self, kind: str, name: str, files: dict[str, bytes], draft: bool = False,
                 file_times: dict[str, float] | None = None) -> Record:
@@ -69,7 +72,7 @@ class MemoryRepository:
         found = [e for e in entries if e.path == path]
         return found or [e for e in entries if e.path.startswith(path + "/")][:1]
 
-    def read_range(self, record: Record, entry: FileEntry, start: int, length: int) -> bytes:
+    def read_range(self, record: Record, entry: FileEntry, start: int, length: int, progress=None) -> bytes:
         self._check()
         if self.delay:
             import time
@@ -79,6 +82,10 @@ class MemoryRepository:
         data = self._blobs[entry.checksum][start:start + length]
         if entry.checksum in self.corrupt and data:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
+        if self.stall_at is not None:
+            if progress is not None:
+                progress(memoryview(data), min(self.stall_at, len(data)))
+            self.resume.wait(30)
         return data
 
     @property

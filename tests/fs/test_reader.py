@@ -281,3 +281,54 @@ def test_a_seeking_read_across_a_block_boundary_is_one_request(setup):
     assert reader.read(handle, offset, 6000) == data[offset:offset + 6000]
     assert len(repo.range_calls) == calls + 1
     assert repo.bytes_served == 3 * (BS // 8)  # no more than the pieces read
+
+
+def test_a_reader_gets_its_bytes_before_the_rest_of_the_request(setup):
+    """A read-ahead request brings several blocks; a reader waiting for the first copies its
+    bytes as soon as they arrive, not once the whole body has (a 1 MiB kernel request waited
+    for the whole of an 8 MiB request before)."""
+    repo, record, entries, data, make = setup
+    reader = make(demand_timeout=3.0)
+    content = Content(record, entries["f.bin"])
+    handle = reader.open(content)
+    repo.stall_at = BS + BS // 2  # a block and a half of a four-block request, then nothing
+    try:
+        reader.fetcher.read_ahead(content, 0, 4, handle.opened)
+        assert reader.read(handle, 0, BS) == data[:BS]
+        assert reader.read(handle, BS, BS // 2) == data[BS:BS + BS // 2]
+        with pytest.raises(TimeoutError):  # not arrived: waits for the request, within the bound
+            reader.read(handle, BS + BS // 2, BS // 2)
+        assert not reader.fetcher.wait_idle(0.2)  # the request is still stalled: nothing came from elsewhere
+    finally:
+        repo.stall_at = None
+        repo.resume.set()
+    assert reader.fetcher.wait_idle(10)
+    assert reader.read(handle, BS + BS // 2, 2 * BS) == data[BS + BS // 2:3 * BS + BS // 2]
+    assert len(repo.range_calls) == 1
+    handle.close()
+
+
+def test_a_read_just_after_a_checksum_failure_waits_for_the_bad_blocks_to_go(setup):
+    """The file's blocks are dropped after it fails its checksum, which takes a while (a
+    slow disk here): a reader opened meanwhile must not read the bad blocks still cached."""
+    repo, record, entries, data, make = setup
+    content = Content(record, entries["f.bin"])
+    repo.corrupt.add(content.checksum)  # the first byte of every range comes back flipped
+    reader = make()
+    real_drop = reader.cache.drop
+
+    def slow_drop(checksum, count):
+        time.sleep(1.0)
+        real_drop(checksum, count)
+
+    reader.cache.drop = slow_drop
+    failed = []
+    first = threading.Thread(target=lambda: failed.append(pytest.raises(ContentMismatch, read_all, reader, content)))
+    first.start()
+    deadline = time.monotonic() + 10
+    while not reader.fetcher.has_failed(content.checksum) and time.monotonic() < deadline:
+        time.sleep(0.001)
+    repo.corrupt.clear()
+    assert read_all(reader, content) == data
+    first.join(10)
+    assert failed
