@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 PIECE_SIZE = 64 << 10
 KEPT_BYTES = 32 << 20
 LONGEST_REQUEST = 32  # pieces: 2 MiB
+# Fetched pieces are stored in batches, one transaction each: at most this long after their
+# fetch (and surely at `close`), sooner once this many wait. Until then the kept pieces serve them.
+STORE_DELAY = 0.25
+STORE_BATCH = 64
 
 
 def piece_key(number: int) -> str:
@@ -71,6 +75,11 @@ class PieceFetcher:
         self._tasks: queue.Queue = queue.Queue()
         self._threads = [threading.Thread(target=self._work, name=f"fetch-piece-{i}", daemon=True)
                          for i in range(workers)]
+        # Guarded by _storing: pieces fetched and not stored yet, as (checksum, number, bytes, serial).
+        self._storing = threading.Condition()
+        self._unstored: list[tuple[str, int, memoryview, int]] = []
+        self._closing = False
+        self._threads.append(threading.Thread(target=self._write_behind, name="store-pieces", daemon=True))
         for thread in self._threads:
             thread.start()
         fetcher.on_drop.append(self._drop)
@@ -113,8 +122,13 @@ class PieceFetcher:
             target[lo - offset:hi - offset] = data[lo - number * size:hi - number * size]
 
     def close(self) -> None:
-        for _ in self._threads:
+        """Stop the workers and store the pieces not stored yet (a remount finds them)."""
+        for _ in self._threads[:-1]:
             self._tasks.put(None)
+        with self._storing:
+            self._closing = True
+            self._storing.notify()
+        self._threads[-1].join(timeout=60)
 
     def _load(self, checksum: str, number: int, future: Future, serial: int) -> bool:
         """Settle FUTURE with the piece read back from the block cache (checked); False if
@@ -172,9 +186,29 @@ class PieceFetcher:
         self._store(checksum, pieces, task.serial)
 
     def _store(self, checksum: str, pieces: dict[int, memoryview], serial: int) -> None:
-        """Write PIECES to the block cache, after their readers have them (a disk write costs
+        """Queue PIECES for the block cache, after their readers have them (a disk write costs
         a random reader about as much as its fetch)."""
-        self.cache.put_blocks(checksum, {piece_key(n): piece for n, piece in pieces.items()})
+        with self._storing:
+            self._unstored.extend((checksum, n, piece, serial) for n, piece in pieces.items())
+            if len(self._unstored) >= STORE_BATCH:
+                self._storing.notify()
+
+    def _write_behind(self) -> None:
+        """Store queued pieces in batches: one transaction for many pieces, not one each."""
+        while True:
+            with self._storing:
+                if not self._closing and len(self._unstored) < STORE_BATCH:
+                    self._storing.wait(STORE_DELAY)
+                batch, self._unstored = self._unstored, []
+                closing = self._closing
+            if batch:
+                self._store_batch(batch)
+            if closing:
+                return
+
+    def _store_batch(self, batch: list[tuple[str, int, memoryview, int]]) -> None:
+        self.cache.put_inline([(checksum, piece_key(n), piece) for checksum, n, piece, _ in batch])
         # Checked after storing: a failure marked later drops these pieces itself.
-        if self.fetcher.failed_since(checksum, serial):
-            self.cache.drop_blocks(checksum, [piece_key(n) for n in pieces])
+        stale = [(checksum, n) for checksum, n, _, serial in batch if self.fetcher.failed_since(checksum, serial)]
+        for checksum, n in stale:
+            self.cache.drop_blocks(checksum, [piece_key(n)])

@@ -332,3 +332,29 @@ def test_a_read_just_after_a_checksum_failure_waits_for_the_bad_blocks_to_go(set
     assert read_all(reader, content) == data
     first.join(10)
     assert failed
+
+
+def test_pieces_are_stored_in_batches_without_a_file_each_and_surely_at_close(setup, tmp_path):
+    """A file (and a transaction) per 8 KiB piece was most of a cold seeking read's CPU: the
+    pieces go into the cache's index in batches, and those still waiting at close are stored."""
+    repo, record, entries, data, make = setup
+    piece = BS // 8
+    reader = make(piece_size=piece)
+    handle = reader.open(Content(record, entries["f.bin"]))
+    offsets = random.Random(7).sample(range(BS, 19 * BS, piece), 30)  # neither first nor last block
+    for offset in offsets:
+        assert reader.read(handle, offset + 10, 4000) == data[offset + 10:offset + 4010]
+    reader.close()  # at once: the pieces are stored by close, not some time after
+    assert not [p for p in (tmp_path / "blocks0").rglob("*") if p.is_file() and not p.name.startswith("cache.db")]
+    served = repo.bytes_served
+    cache = BlockCache(tmp_path / "blocks0", 1 << 30, BS)
+    reopened = ContentReader(BlockFetcher(repo, cache), piece_size=piece)
+    try:
+        handle = reopened.open(Content(record, entries["same.bin"]))  # the same bytes: the same pieces
+        for offset in offsets:
+            assert reopened.read(handle, offset + 10, 4000) == data[offset + 10:offset + 4010]
+        assert repo.bytes_served == served
+    finally:
+        reopened.close()
+        reopened.fetcher.close()
+        cache.close()
