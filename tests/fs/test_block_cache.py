@@ -7,6 +7,8 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import sqlite3
+import threading
 
 from eotdlfs.fs.block_cache import BlockCache
 
@@ -144,3 +146,23 @@ def test_pieces_kept_in_the_index_are_checked_and_read_back_after_close(tmp_path
     assert again.load_block("sum", "p7") is None and again.stats()["damaged_blocks"] == 1
     assert "failed its check" in caplog.text and ("sum", "p7") not in again
     again.close()
+
+
+def test_a_miss_is_a_read_that_never_waits_for_a_writer(tmp_path):
+    """A cold piece's lookup: diskcache's LRU `get` opens a write transaction even for a
+    missing key (a cost per cold piece, and a wait behind any writer); a miss is a read."""
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put("sum", 0, os.urandom(100))
+    writer = sqlite3.connect(tmp_path / "c" / "cache.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process storing blocks, holding the write lock
+    looked = []
+    try:
+        lookup = threading.Thread(target=lambda: looked.append(cache.load_block("sum", 1)), daemon=True)
+        lookup.start()
+        lookup.join(5)
+        assert looked == [None] and cache.stats()["write_errors"] == 0
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    lookup.join(70)
+    cache.close()
