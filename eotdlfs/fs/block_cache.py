@@ -5,6 +5,11 @@ library. Every block is stored as its own file (`disk_min_file_size=0`), so a re
 open file and reads it with `os.pread`, which releases the GIL. Identical files in different
 versions or records share blocks because the key is the content's checksum.
 
+Small blocks (a seeking reader's 64 KiB pieces) are kept in the index itself instead
+(`put_inline`: diskcache's inline values, many per transaction): a file create, an O_DIRECT
+write and a transaction per piece were most of a cold seeking read's CPU. Their bytes count
+in the database's pages, so `volume()`, the size limit and eviction include them.
+
 Blocks in page-aligned memory are written with O_DIRECT (`_BlockDisk`): a cold read hands
 its readers the fetched bytes from memory, so pushing a second copy of every byte through
 the page cache would only cost fresh pages (on this project's VMs, 2.7 CPU-s per GiB

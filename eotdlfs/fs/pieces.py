@@ -9,7 +9,9 @@ times the bytes GDAL's /vsicurl/ does for random windows, and made the reader wa
 
 Pieces are kept in memory (bounded, oldest out first) for the reads next to them, and in the
 block cache under keys of their own (`piece_key`), with the same CRC32C check on read-back
-as blocks, so a second reader, or the next mount, does not fetch them again. They never feed
+as blocks, so a second reader, or the next mount, does not fetch them again. They are
+stored behind the reads, in batches (`STORE_DELAY`, `STORE_BATCH`), one transaction each and
+in the index itself (`BlockCache.put_inline`), and those still waiting are stored at `close`. They never feed
 the file's running SHA-1: the end-to-end check is of whole-file reads, which do not seek,
 and the reader never takes a file's final block in pieces, so the final block still waits
 for the file's checksum. When a file fails its checksum its pieces are dropped with its
@@ -20,14 +22,17 @@ and is held for map work only, never during a request or a cache read. Under it 
 pieces' RecentBlocks lock (a leaf) is taken and the fetcher asked for serials and failure
 marks (no lock of the fetcher's is taken). `_dropped` is also read without it at the start
 of `read_into` (a dict lookup; a stale answer costs one more `_drop`).
+`_storing` (a leaf) guards the pieces waiting to be stored; the store itself runs outside it.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -44,6 +49,17 @@ LONGEST_REQUEST = 32  # pieces: 2 MiB
 # fetch (and surely at `close`), sooner once this many wait. Until then the kept pieces serve them.
 STORE_DELAY = 0.25
 STORE_BATCH = 64
+
+
+# Fetchers with pieces maybe not stored yet: an `eotdl://` script may end without closing
+# its connection, and the next process should find the windows it read.
+_open_fetchers: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _store_all_waiting() -> None:
+    for fetcher in list(_open_fetchers):
+        fetcher.store_waiting()
 
 
 def piece_key(number: int) -> str:
@@ -83,6 +99,7 @@ class PieceFetcher:
         for thread in self._threads:
             thread.start()
         fetcher.on_drop.append(self._drop)
+        _open_fetchers.add(self)
 
     def read_into(self, content: Content, opened: int, offset: int, target: memoryview, deadline: float,
                   until: int = 0) -> None:
@@ -199,14 +216,18 @@ class PieceFetcher:
             with self._storing:
                 if not self._closing and len(self._unstored) < STORE_BATCH:
                     self._storing.wait(STORE_DELAY)
-                batch, self._unstored = self._unstored, []
                 closing = self._closing
-            if batch:
-                self._store_batch(batch)
+            self.store_waiting()
             if closing:
+                _open_fetchers.discard(self)
                 return
 
-    def _store_batch(self, batch: list[tuple[str, int, memoryview, int]]) -> None:
+    def store_waiting(self) -> None:
+        """Store the pieces waiting to be stored, in one transaction."""
+        with self._storing:
+            batch, self._unstored = self._unstored, []
+        if not batch:
+            return
         self.cache.put_inline([(checksum, piece_key(n), piece) for checksum, n, piece, _ in batch])
         # Checked after storing: a failure marked later drops these pieces itself.
         stale = [(checksum, n) for checksum, n, _, serial in batch if self.fetcher.failed_since(checksum, serial)]
