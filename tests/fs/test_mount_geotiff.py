@@ -97,7 +97,8 @@ def test_a_seeking_read_of_a_tile_fetches_that_tile_in_one_request(repo_server, 
         fetched = mnt.status()["fetch"]["bytes_fetched"] - fetch_before["bytes_fetched"]
     finally:
         os.close(fd)
-    # Piecewise, each 128 KiB request of the kernel was one of the server's: 4 for the tile.
-    # Beyond the tile, the kernel's own read-ahead asks for up to 256 KiB more, piecewise.
-    assert requests <= 3, requests
+    # Piecewise, each 128 KiB request of the kernel was one of the server's: 4 for the tile, 7
+    # in all. Beyond the tile, the kernel's own read-ahead asks for up to 256 KiB more, piecewise;
+    # its requests come on several threads at once, so one of them may go apart (1 run in ~20).
+    assert requests <= 4, requests
     assert length <= fetched <= length + 2 * PIECE_SIZE + (256 << 10), (fetched, length)

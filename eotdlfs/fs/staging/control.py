@@ -57,7 +57,7 @@ def request_flush(folder: Path, on_state: Callable[[dict], None], timeout: float
         try:
             state = read_flush_state(folder)
         except OSError as exc:
-            if exc.errno not in MOUNT_GONE:
+            if exc.errno not in MOUNT_GONE and not _mount_gone(folder):
                 raise
             raise OSError(exc.errno, "the mount stopped during the flush; every staged change is kept, and the "
                           "flush resumes when it is mounted again", str(folder)) from None
@@ -68,3 +68,15 @@ def request_flush(folder: Path, on_state: Callable[[dict], None], timeout: float
             raise TimeoutError(f"the flush of {folder} did not end within {timeout:.0f} s; "
                                "it goes on in the mount (see `eotdlfs status`)")
         time.sleep(POLL_S)
+
+
+def _mount_gone(folder: Path) -> bool:
+    """Whether the mount holding FOLDER (MNT/staging/KIND/NAME) died. Its root answers ENOTCONN
+    until libfuse's auto_unmount takes the mount away; from then on FOLDER is ENOENT, and MNT is
+    a plain folder again."""
+    root = folder.absolute().parents[2]
+    try:
+        os.statvfs(root)
+    except OSError as exc:
+        return exc.errno in MOUNT_GONE
+    return not os.path.ismount(root)
