@@ -5,6 +5,11 @@ library. Every block is stored as its own file (`disk_min_file_size=0`), so a re
 open file and reads it with `os.pread`, which releases the GIL. Identical files in different
 versions or records share blocks because the key is the content's checksum.
 
+Small blocks (a seeking reader's 64 KiB pieces) are kept in the index itself instead
+(`put_inline`: diskcache's inline values, many per transaction): a file create, an O_DIRECT
+write and a transaction per piece were most of a cold seeking read's CPU. Their bytes count
+in the database's pages, so `volume()`, the size limit and eviction include them.
+
 Blocks in page-aligned memory are written with O_DIRECT (`_BlockDisk`): a cold read hands
 its readers the fetched bytes from memory, so pushing a second copy of every byte through
 the page cache would only cost fresh pages (on this project's VMs, 2.7 CPU-s per GiB
@@ -54,6 +59,13 @@ log = logging.getLogger(__name__)
 DIRECT_ALIGN = 4096  # O_DIRECT wants the memory and the length aligned to the disk's blocks
 
 
+class _InlineBlock:
+    """A block for `_BlockDisk.store` to keep in the index itself (a BLOB of its row)."""
+
+    def __init__(self, data: memoryview):
+        self.data = data
+
+
 class _WrittenBlock:
     """A block file already written, for `_BlockDisk.store` to enter as it is."""
 
@@ -83,6 +95,10 @@ class _BlockDisk(diskcache.Disk):
         return filename, os.path.join(self._directory, filename)
 
     def store(self, value, read, key=diskcache.UNKNOWN):
+        if isinstance(value, _InlineBlock):
+            # Size 0 as diskcache's own inline values: the bytes are counted in the
+            # database's pages, which `volume()` (and so eviction) includes.
+            return 0, diskcache.core.MODE_RAW, None, value.data
         if not isinstance(value, _WrittenBlock):
             return super().store(value, read, key)
         return value.size, diskcache.core.MODE_BINARY, value.filename, None
@@ -183,19 +199,27 @@ class BlockCache:
     def read_block(self, checksum: str, index: int) -> memoryview | None:
         """The block's bytes read from disk and checked against their CRC32C; None when the
         block is not cached, or failed its check (then it is dropped)."""
+        key = block_key(checksum, index)
+        # A miss by diskcache's LRU `get` costs a write transaction (for the access time it
+        # would update); a plain lookup first makes a miss (every cold piece) a read only.
+        if key not in self._cache:
+            return None
         try:  # an LRU read also writes (the access time): it can fail on a full disk
             with self._db:
-                handle, crc = self._cache.get(block_key(checksum, index), read=True, tag=True)
+                handle, crc = self._cache.get(key, read=True, tag=True)
         except CACHE_ERRORS as exc:
             self._failed_write(exc)
             return None
         if handle is None:
             return None
-        try:
-            with handle:
-                data = handle.read()
-        except OSError as exc:  # a failing disk: the block is as good as damaged
-            return self._damaged(checksum, index, str(exc))
+        if isinstance(handle, bytes):  # a block kept in the index (`put_inline`)
+            data = handle
+        else:
+            try:
+                with handle:
+                    data = handle.read()
+            except OSError as exc:  # a failing disk: the block is as good as damaged
+                return self._damaged(checksum, index, str(exc))
         if crc is None:
             return self._damaged(checksum, index, "no CRC32C stored with it")
         if block_crc(data) != crc:
@@ -234,15 +258,39 @@ class BlockCache:
             finally:
                 with self._room:
                     self._writing -= nbytes
-            with self._db, self._cache.transact():
-                for key, block, crc in written:
-                    self._cache.set(key, block, read=True, tag=crc)
+            self._enter(written)
         except CACHE_ERRORS as exc:
             for _, block, _ in written:
                 disk.remove(block.filename)
             self._failed_write(exc)
             return False
         return True
+
+    def put_inline(self, blocks: list[tuple[str, int | str, bytes | memoryview]]) -> bool:
+        """Store BLOCKS (checksum, index, bytes), of any files, in the index itself, in one
+        transaction; False as `put`. For small blocks (pieces): a file of its own per block
+        cost a file create and an O_DIRECT write, most of a cold seeking read's CPU."""
+        entries = [(block_key(checksum, index), _InlineBlock(memoryview(data).cast("B")), block_crc(data))
+                   for checksum, index, data in blocks]
+        nbytes = sum(entry.data.nbytes for _, entry, _ in entries)
+        try:
+            if not self._make_room(nbytes):
+                raise OSError(errno.ENOSPC, "no room beyond the disk's reserve, even after evicting")
+            try:
+                self._enter(entries)
+            finally:
+                with self._room:
+                    self._writing -= nbytes
+        except CACHE_ERRORS as exc:
+            self._failed_write(exc)
+            return False
+        return True
+
+    def _enter(self, entries: list) -> None:
+        """Enter ENTRIES (key, stored value, CRC32C) in one transaction."""
+        with self._db, self._cache.transact():
+            for key, value, crc in entries:
+                self._cache.set(key, value, read=True, tag=crc)
 
     def _make_room(self, nbytes: int) -> bool:
         """Evict least-recently-used blocks until NBYTES more leave the reserve free on the

@@ -9,7 +9,9 @@ times the bytes GDAL's /vsicurl/ does for random windows, and made the reader wa
 
 Pieces are kept in memory (bounded, oldest out first) for the reads next to them, and in the
 block cache under keys of their own (`piece_key`), with the same CRC32C check on read-back
-as blocks, so a second reader, or the next mount, does not fetch them again. They never feed
+as blocks, so a second reader, or the next mount, does not fetch them again. They are
+stored behind the reads, in batches (`STORE_DELAY`, `STORE_BATCH`), one transaction each and
+in the index itself (`BlockCache.put_inline`), and those still waiting are stored at `close`. They never feed
 the file's running SHA-1: the end-to-end check is of whole-file reads, which do not seek,
 and the reader never takes a file's final block in pieces, so the final block still waits
 for the file's checksum. When a file fails its checksum its pieces are dropped with its
@@ -20,14 +22,17 @@ and is held for map work only, never during a request or a cache read. Under it 
 pieces' RecentBlocks lock (a leaf) is taken and the fetcher asked for serials and failure
 marks (no lock of the fetcher's is taken). `_dropped` is also read without it at the start
 of `read_into` (a dict lookup; a stale answer costs one more `_drop`).
+`_storing` (a leaf) guards the pieces waiting to be stored; the store itself runs outside it.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
 import time
+import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -40,6 +45,21 @@ log = logging.getLogger(__name__)
 PIECE_SIZE = 64 << 10
 KEPT_BYTES = 32 << 20
 LONGEST_REQUEST = 32  # pieces: 2 MiB
+# Fetched pieces are stored in batches, one transaction each: at most this long after their
+# fetch (and surely at `close`), sooner once this many wait. Until then the kept pieces serve them.
+STORE_DELAY = 0.25
+STORE_BATCH = 64
+
+
+# Fetchers with pieces maybe not stored yet: an `eotdl://` script may end without closing
+# its connection, and the next process should find the windows it read.
+_open_fetchers: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _store_all_waiting() -> None:
+    for fetcher in list(_open_fetchers):
+        fetcher.store_waiting()
 
 
 def piece_key(number: int) -> str:
@@ -71,9 +91,15 @@ class PieceFetcher:
         self._tasks: queue.Queue = queue.Queue()
         self._threads = [threading.Thread(target=self._work, name=f"fetch-piece-{i}", daemon=True)
                          for i in range(workers)]
+        # Guarded by _storing: pieces fetched and not stored yet, as (checksum, number, bytes, serial).
+        self._storing = threading.Condition()
+        self._unstored: list[tuple[str, int, memoryview, int]] = []
+        self._closing = False
+        self._threads.append(threading.Thread(target=self._write_behind, name="store-pieces", daemon=True))
         for thread in self._threads:
             thread.start()
         fetcher.on_drop.append(self._drop)
+        _open_fetchers.add(self)
 
     def read_into(self, content: Content, opened: int, offset: int, target: memoryview, deadline: float,
                   until: int = 0) -> None:
@@ -113,8 +139,13 @@ class PieceFetcher:
             target[lo - offset:hi - offset] = data[lo - number * size:hi - number * size]
 
     def close(self) -> None:
-        for _ in self._threads:
+        """Stop the workers and store the pieces not stored yet (a remount finds them)."""
+        for _ in self._threads[:-1]:
             self._tasks.put(None)
+        with self._storing:
+            self._closing = True
+            self._storing.notify()
+        self._threads[-1].join(timeout=60)
 
     def _load(self, checksum: str, number: int, future: Future, serial: int) -> bool:
         """Settle FUTURE with the piece read back from the block cache (checked); False if
@@ -172,9 +203,33 @@ class PieceFetcher:
         self._store(checksum, pieces, task.serial)
 
     def _store(self, checksum: str, pieces: dict[int, memoryview], serial: int) -> None:
-        """Write PIECES to the block cache, after their readers have them (a disk write costs
+        """Queue PIECES for the block cache, after their readers have them (a disk write costs
         a random reader about as much as its fetch)."""
-        self.cache.put_blocks(checksum, {piece_key(n): piece for n, piece in pieces.items()})
+        with self._storing:
+            self._unstored.extend((checksum, n, piece, serial) for n, piece in pieces.items())
+            if len(self._unstored) >= STORE_BATCH:
+                self._storing.notify()
+
+    def _write_behind(self) -> None:
+        """Store queued pieces in batches: one transaction for many pieces, not one each."""
+        while True:
+            with self._storing:
+                if not self._closing and len(self._unstored) < STORE_BATCH:
+                    self._storing.wait(STORE_DELAY)
+                closing = self._closing
+            self.store_waiting()
+            if closing:
+                _open_fetchers.discard(self)
+                return
+
+    def store_waiting(self) -> None:
+        """Store the pieces waiting to be stored, in one transaction."""
+        with self._storing:
+            batch, self._unstored = self._unstored, []
+        if not batch:
+            return
+        self.cache.put_inline([(checksum, piece_key(n), piece) for checksum, n, piece, _ in batch])
         # Checked after storing: a failure marked later drops these pieces itself.
-        if self.fetcher.failed_since(checksum, serial):
-            self.cache.drop_blocks(checksum, [piece_key(n) for n in pieces])
+        stale = [(checksum, n) for checksum, n, _, serial in batch if self.fetcher.failed_since(checksum, serial)]
+        for checksum, n in stale:
+            self.cache.drop_blocks(checksum, [piece_key(n)])

@@ -7,6 +7,8 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import sqlite3
+import threading
 
 from eotdlfs.fs.block_cache import BlockCache
 
@@ -126,3 +128,41 @@ def test_a_damaged_index_is_set_aside_and_the_cache_starts_empty(tmp_path, caplo
     again.close()
     (aside,) = tmp_path.glob("c.damaged-*")
     assert (aside / "cache.db").exists() and "index is damaged" in caplog.text
+
+
+def test_pieces_kept_in_the_index_are_checked_and_read_back_after_close(tmp_path, caplog):
+    """Small blocks (pieces) stored inline, many per transaction: no file each, the same
+    CRC32C check on read-back, found by a new cache object on the folder."""
+    pieces = [("sum", f"p{i}", os.urandom(64 << 10)) for i in range(40)] + [("other", "p0", os.urandom(100))]
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put_inline(pieces)
+    assert not [p for p in (tmp_path / "c").rglob("*") if p.is_file() and not p.name.startswith("cache.db")]
+    cache.close()
+    again = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert [again.load_block(c, i) for c, i, _ in pieces] == [d for _, _, d in pieces]
+    assert again.volume() >= 40 * (64 << 10)
+    with again._cache.transact():  # damage one piece's stored bytes (a failing disk under the index)
+        again._cache._sql("UPDATE Cache SET value = ? WHERE key = ?", (b"x" * (64 << 10), "sum:p7"))
+    assert again.load_block("sum", "p7") is None and again.stats()["damaged_blocks"] == 1
+    assert "failed its check" in caplog.text and ("sum", "p7") not in again
+    again.close()
+
+
+def test_a_miss_is_a_read_that_never_waits_for_a_writer(tmp_path):
+    """A cold piece's lookup: diskcache's LRU `get` opens a write transaction even for a
+    missing key (a cost per cold piece, and a wait behind any writer); a miss is a read."""
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put("sum", 0, os.urandom(100))
+    writer = sqlite3.connect(tmp_path / "c" / "cache.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process storing blocks, holding the write lock
+    looked = []
+    try:
+        lookup = threading.Thread(target=lambda: looked.append(cache.load_block("sum", 1)), daemon=True)
+        lookup.start()
+        lookup.join(5)
+        assert looked == [None] and cache.stats()["write_errors"] == 0
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    lookup.join(70)
+    cache.close()

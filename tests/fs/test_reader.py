@@ -5,8 +5,11 @@ from __future__ import annotations
 import errno
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -332,3 +335,57 @@ def test_a_read_just_after_a_checksum_failure_waits_for_the_bad_blocks_to_go(set
     assert read_all(reader, content) == data
     first.join(10)
     assert failed
+
+
+def test_pieces_are_stored_in_batches_without_a_file_each_and_surely_at_close(setup, tmp_path):
+    """A file (and a transaction) per 8 KiB piece was most of a cold seeking read's CPU: the
+    pieces go into the cache's index in batches, and those still waiting at close are stored."""
+    repo, record, entries, data, make = setup
+    piece = BS // 8
+    reader = make(piece_size=piece)
+    handle = reader.open(Content(record, entries["f.bin"]))
+    offsets = random.Random(7).sample(range(BS, 19 * BS, piece), 30)  # neither first nor last block
+    for offset in offsets:
+        assert reader.read(handle, offset + 10, 4000) == data[offset + 10:offset + 4010]
+    reader.close()  # at once: the pieces are stored by close, not some time after
+    assert not [p for p in (tmp_path / "blocks0").rglob("*") if p.is_file() and not p.name.startswith("cache.db")]
+    served = repo.bytes_served
+    cache = BlockCache(tmp_path / "blocks0", 1 << 30, BS)
+    reopened = ContentReader(BlockFetcher(repo, cache), piece_size=piece)
+    try:
+        handle = reopened.open(Content(record, entries["same.bin"]))  # the same bytes: the same pieces
+        for offset in offsets:
+            assert reopened.read(handle, offset + 10, 4000) == data[offset + 10:offset + 4010]
+        assert repo.bytes_served == served
+    finally:
+        reopened.close()
+        reopened.fetcher.close()
+        cache.close()
+
+
+EXITS_WITHOUT_CLOSE = """
+import os, sys
+from pathlib import Path
+from eotdlfs.fs.block_cache import BlockCache
+from eotdlfs.fs.content import Content
+from eotdlfs.fs.fetcher import BlockFetcher
+from eotdlfs.fs.reader import ContentReader
+from tests.fs.fakes import MemoryRepository
+repo = MemoryRepository()
+record = repo.publish("datasets", "big", {"f.bin": bytes(range(256)) * (20 * 256 + 1)})
+content = Content(record, repo.files(record, 1)[0])
+reader = ContentReader(BlockFetcher(repo, BlockCache(Path(sys.argv[1]), 1 << 30, 1 << 16)), piece_size=8192)
+handle = reader.open(content)
+for offset in range(3 << 16, 9 << 16, 5 << 13):
+    assert len(reader.read(handle, offset, 100)) == 100
+print(repo.bytes_served)
+"""
+
+
+def test_pieces_read_by_a_process_that_exits_without_closing_are_stored(tmp_path):
+    """An `eotdl://` script may end without closing its connection: its pieces still reach
+    the cache (stored at exit), so the next process reading the same windows fetches nothing."""
+    runs = [subprocess.run([sys.executable, "-c", EXITS_WITHOUT_CLOSE, str(tmp_path / "c")], capture_output=True,
+                           text=True, timeout=60, cwd=Path(__file__).parents[2]) for _ in range(2)]
+    assert [run.returncode for run in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    assert int(runs[0].stdout) > 0 and int(runs[1].stdout) == 0
