@@ -166,6 +166,11 @@ class BlockCache:
         self.block_size = block_size
         try:
             self._cache = _open_index(directory, size_limit)
+        except sqlite3.OperationalError as exc:
+            # A full disk, an I/O error or a lock held: the index is not damaged, and a new one
+            # would meet the same disk, so the cache is kept and the mount refused in one line.
+            raise OSError(errno.EIO, f"cannot open the block cache in {directory} ({exc}); "
+                          "is its disk full? free some room or choose --cache-dir") from exc
         except sqlite3.DatabaseError as exc:
             # Blocks are only a cache: a damaged index (a failing disk) costs refetching, not a mount.
             aside = directory.with_name(f"{directory.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")

@@ -115,3 +115,28 @@ def test_mount_cache_disk_full_reads_stay_exact_and_staging_still_works(module_s
             assert (staged / "more" / "note.txt").read_text() == "note\n"
         finally:
             mount.unmount()  # before the disk under its cache goes
+
+
+def test_a_cache_on_a_full_disk_is_kept_and_refused_in_one_line(tmp_path: Path) -> None:
+    """A full disk is not a damaged index: the cache is neither set aside (the copy would only
+    take more room) nor rebuilt, and opening it says what is wrong (the mount prints it)."""
+    from eotdlfs.fs.block_cache import BlockCache
+
+    with small_disk(tmp_path / "disk", "32m") as disk:  # room for the cache's own reserve (16 MiB)
+        cache = BlockCache(disk / "blocks", 1 << 30, 64 << 10)
+        assert cache.put("sum", 0, os.urandom(64 << 10))
+        cache.close()
+        with open(disk / "filler", "wb") as f:  # fill what is left
+            try:
+                while True:
+                    f.write(b"\0" * (64 << 10))
+            except OSError:
+                pass
+        (disk / "blocks" / "cache.db-wal").unlink(missing_ok=True)
+        with pytest.raises(OSError, match="disk full"):
+            BlockCache(disk / "blocks", 1 << 30, 64 << 10)
+        assert sorted(p.name for p in disk.iterdir()) == ["blocks", "filler"]
+        (disk / "filler").unlink()
+        again = BlockCache(disk / "blocks", 1 << 30, 64 << 10)
+        assert again.load_block("sum", 0) is not None
+        again.close()
