@@ -41,7 +41,6 @@ class OpenFile:
         self.lock = threading.Lock()
         self.window = window
         self.ahead_until = 0
-        self.tiles = True  # whether its seeking reads fetch whole TIFF tiles (`tiles`)
         # The blocks read last, checked: later reads of them are plain copies.
         self.sources: OrderedDict[int, memoryview] = OrderedDict()
 
@@ -148,7 +147,7 @@ class ContentReader:
         after OFFSET's that is not fetched in pieces (kept whole, being fetched whole, the
         final block; a block cached whole on disk is not looked up)."""
         content, bs = handle.content, self.block_size
-        until = max(end, self._tile_end(content, offset, end) if jumped and handle.tiles else 0)
+        until = max(end, self._tile_end(content, offset, end) if jumped and not handle.window.seeking_only else 0)
         for index in range(offset // bs + 1, -(-until // bs)):
             if self.fetcher.kept_block(content.checksum, index) is not None or not self._piecewise(content, index):
                 return index * bs
@@ -162,9 +161,9 @@ class ContentReader:
         def read(at: int, length: int) -> bytes:
             if not header:
                 # in pieces: a reader that jumped into a file without reading its header (GDAL
-                # reads it first, so it is usually held) is not fetched a whole block for it
+                # reads it first, so it is usually held) is not fetched a whole block for it;
+                # a seeking-only handle asks for no layout of its own (`_pieces_until`)
                 header.append(self.open(content, seeking_only=True))
-                header[0].tiles = False  # its own seeking reads ask for no layout
             return self.read(header[0], at, length)
 
         # GDAL reads a tile from its start; the kernel's request for that read begins on the
