@@ -206,14 +206,17 @@ class PieceFetcher:
         """Queue PIECES for the block cache, after their readers have them (a disk write costs
         a random reader about as much as its fetch)."""
         with self._storing:
+            first = not self._unstored
             self._unstored.extend((checksum, n, piece, serial) for n, piece in pieces.items())
-            if len(self._unstored) >= STORE_BATCH:
+            if first or len(self._unstored) >= STORE_BATCH:  # the delay starts; or a batch is full
                 self._storing.notify()
 
     def _write_behind(self) -> None:
         """Store queued pieces in batches: one transaction for many pieces, not one each."""
         while True:
             with self._storing:
+                while not self._closing and not self._unstored:  # an idle mount: no wake-ups
+                    self._storing.wait()
                 if not self._closing and len(self._unstored) < STORE_BATCH:
                     self._storing.wait(STORE_DELAY)
                 closing = self._closing
