@@ -56,7 +56,7 @@ def ingest_folder(api: ApiClient, kind: str, folder: Path, progress: TransferPro
     Everything about the folder is checked before any network call: a bad metadata.yml or
     catalog costs nothing and publishes nothing.
     """
-    _check_folder(folder)
+    _check_record_folder(folder)
     cache = cache or HashCache()
     try:
         if is_stac_folder(folder):
@@ -71,16 +71,22 @@ def ingest_folder(api: ApiClient, kind: str, folder: Path, progress: TransferPro
 
 def folder_name(folder: Path) -> str:
     """The name of the record FOLDER ingests into: its STAC catalog's id, else its metadata.yml's name."""
-    _check_folder(folder)
+    _check_record_folder(folder)
     return catalog_name(folder) if is_stac_folder(folder) else load_metadata(folder).name
 
 
-def _check_folder(folder: Path) -> None:
-    """OSError naming FOLDER when it is missing or a file (not a folder without metadata.yml)."""
+def _check_record_folder(folder: Path) -> None:
+    """OSError naming FOLDER when it is missing or a file; MetadataError naming both kinds of
+    record folder when it has neither root file (a STAC folder is as much a record as a
+    metadata.yml one, so the error must not send its owner looking for a metadata.yml alone)."""
     if not folder.is_dir():
         if folder.exists():
             raise NotADirectoryError(errno.ENOTDIR, "a file, not a folder", str(folder))
         raise FileNotFoundError(errno.ENOENT, "no such folder", str(folder))
+    if not (folder / METADATA_FILE).exists() and not is_stac_folder(folder):
+        raise MetadataError(f"{METADATA_FILE} or {ROOT_DOCUMENT}", f"neither found in {folder}: a record's folder "
+                            f"holds one at its root ({METADATA_FILE}: name, authors, license, source; or the root "
+                            "catalog of a STAC dataset)")
 
 
 def run_ingest(api: ApiClient, kind: str, metadata: Metadata, sources: Sequence[SourceFile],
