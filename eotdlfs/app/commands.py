@@ -132,7 +132,8 @@ def format_status(status: dict[str, Any]) -> str:
         f"{fetch.get('fetch_errors', 0)} errors",
     ]
     if cache.get("write_errors"):
-        lines.append(f"cache full   {cache['write_errors']} blocks could not be stored (reads still work)")
+        lines.append(f"cache errors {cache['write_errors']} blocks could not be stored or looked up, last: "
+                     f"{cache.get('last_error')} (reads still work: fetched from the server)")
     if cache.get("damaged_blocks"):
         lines.append(f"damaged      {cache['damaged_blocks']} cached blocks failed their check and were fetched again")
     failure = status.get("last_failure")
