@@ -51,7 +51,8 @@ def ingest_command(path: Path, kind: str, api_url: str | None, token: str | None
         except Unauthorized as exc:
             if repo.settings.token or repo.settings.api_key:
                 raise
-            raise Unauthorized(f"{exc} (no credentials: use EOTDL_TOKEN, EOTDL_API_KEY or --token-file)", exc.status) from exc
+            raise Unauthorized(f"{exc} (no credentials: use EOTDL_TOKEN, EOTDL_API_KEY or --token-file)",
+                               exc.status) from exc
     resumed = f" (resumed: {result.resumed} already sent by an interrupted run)" if result.resumed else ""
     return (f"{name} v{result.version}: {result.uploaded} uploaded, {result.carried} carried, "
             f"{result.dropped} removed, {human_bytes(result.bytes_sent)} sent{resumed}")
