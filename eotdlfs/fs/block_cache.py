@@ -185,6 +185,7 @@ class BlockCache:
         self.hits = 0
         self.misses = 0
         self.write_errors = 0
+        self.last_error: str | None = None
         self.damaged = 0
         # Guarded by _room: bytes being written, which the disk's free space does not show yet.
         self._room = threading.Lock()
@@ -207,13 +208,13 @@ class BlockCache:
         key = block_key(checksum, index)
         # A miss by diskcache's LRU `get` costs a write transaction (for the access time it
         # would update); a plain lookup first makes a miss (every cold piece) a read only.
-        if key not in self._cache:
-            return None
-        try:  # an LRU read also writes (the access time): it can fail on a full disk
+        try:  # an LRU read also writes (the access time): it can fail on a full disk, and any
+            if key not in self._cache:  # lookup on an index damaged under the mount
+                return None
             with self._db:
                 handle, crc = self._cache.get(key, read=True, tag=True)
         except CACHE_ERRORS as exc:
-            self._failed_write(exc)
+            self._failed(exc)
             return None
         if handle is None:
             return None
@@ -242,7 +243,11 @@ class BlockCache:
                         " (%d damaged blocks so far)", index, checksum, why, count)
 
     def __contains__(self, item: tuple[str, int]) -> bool:
-        return block_key(*item) in self._cache  # a read: WAL readers never wait for writers
+        try:
+            return block_key(*item) in self._cache  # a read: WAL readers never wait for writers
+        except CACHE_ERRORS as exc:  # an index damaged under the mount: a miss
+            self._failed(exc)
+            return False
 
     def put(self, checksum: str, index: int, data: bytes | memoryview) -> bool:
         """Store a block; False when the cache cannot take it (disk full): the caller has the
@@ -267,7 +272,7 @@ class BlockCache:
         except CACHE_ERRORS as exc:
             for _, block, _ in written:
                 disk.remove(block.filename)
-            self._failed_write(exc)
+            self._failed(exc)
             return False
         return True
 
@@ -287,7 +292,7 @@ class BlockCache:
                 with self._room:
                     self._writing -= nbytes
         except CACHE_ERRORS as exc:
-            self._failed_write(exc)
+            self._failed(exc)
             return False
         return True
 
@@ -326,21 +331,27 @@ class BlockCache:
             finally:
                 self._cache.reset("size_limit", limit, update=False)
 
-    def _failed_write(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException) -> None:
+        """A store, lookup or drop the cache's disk refused: the reader has (or fetches) the bytes."""
         with self._lock:
             self.write_errors += 1
+            self.last_error = str(exc)
             first = self.write_errors == 1
         if first or self.write_errors % 1000 == 0:
-            log.warning("cannot store blocks in the cache (%d so far): %s", self.write_errors, exc)
+            log.warning("the block cache failed (%d errors so far: reads fetch from the server instead): %s",
+                        self.write_errors, exc)
 
     def drop(self, checksum: str, count: int) -> None:
         """Forget the first COUNT blocks of CHECKSUM (after a failed verification)."""
         self.drop_blocks(checksum, range(count))
 
     def drop_blocks(self, checksum: str, indices) -> None:
-        for index in indices:
-            with self._db:
-                self._cache.delete(block_key(checksum, index))
+        try:
+            for index in indices:
+                with self._db:
+                    self._cache.delete(block_key(checksum, index))
+        except CACHE_ERRORS as exc:  # left in place, still failing its check, or found later
+            self._failed(exc)
 
     def volume(self) -> int:
         return self._cache.volume()
@@ -350,10 +361,14 @@ class BlockCache:
         return int(self._cache.size_limit)
 
     def stats(self) -> dict[str, int]:
+        try:
+            used: int | None = self.volume()
+        except CACHE_ERRORS as exc:
+            used = None
+            self._failed(exc)
         with self._lock:
             return {"hits": self.hits, "misses": self.misses, "write_errors": self.write_errors,
-                    "damaged_blocks": self.damaged,
-                    "bytes_used": self.volume(),
+                    "last_error": self.last_error, "damaged_blocks": self.damaged, "bytes_used": used,
                     "size_limit": self.size_limit, "block_size": self.block_size}
 
     def close(self) -> None:
