@@ -14,9 +14,9 @@ Locks. `Namespace._lock` guards the record lists, their check times and generati
 held for dict operations only, never while the repository is asked. `_nodes`, `_versions` and
 `_trees` are written under it but read without it on the hot path (`ls -l`, `stat`): each entry
 is published data that never changes once written, and a dict lookup is atomic in CPython, so
-a reader sees no entry or the right one. `server_reachable` is a plain
-flag written by the refreshing thread and by a failed read, stamped with when it was set. Refreshes run in `BackgroundFetches` (inflight.py),
-whose lock is a leaf; no other object's lock is taken under `_lock`.
+a reader sees no entry or the right one. `server_reachable` is a plain flag written by the
+refreshing thread and by a failed read, stamped with when it was set. Refreshes run in
+`BackgroundFetches` (inflight.py), whose lock is a leaf; no other object's lock is taken under `_lock`.
 """
 
 from __future__ import annotations
