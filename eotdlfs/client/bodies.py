@@ -42,9 +42,9 @@ def body_in_pages(response: requests.Response, progress: Arrived | None = None) 
 
 
 SMALL_BODY = 256 * 1024
-# A mount's range requests (8 blocks of 1 MiB) take their bodies from a pool: about 7 are
+# A mount's range requests (8 blocks of 1 MiB) take their bodies from a pool: 7-9 are
 # held at once by a cold sequential read (read-ahead, recent blocks, hashing)
-RANGE_BODIES = PagePool(8 << 20, keep=12)
+RANGE_BODIES = PagePool(8 << 20, keep=8)
 
 
 def _aligned(size: int) -> memoryview:
