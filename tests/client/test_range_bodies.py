@@ -3,7 +3,9 @@ them is held, used again once none is, given back when reads stop."""
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import mmap
 import time
 import weakref
 
@@ -42,6 +44,7 @@ def test_a_range_body_is_used_again_only_once_no_view_of_it_is_left(big_file):
     second = api.read_range("datasets", record_id, "big.bin", 1, RANGE, RANGE)
     assert second.obj is not mapping()  # still held: not overwritten
     assert held == blob[1000:2000] and second == blob[RANGE:2 * RANGE]
+    assert ctypes.addressof(ctypes.c_char.from_buffer(second)) % mmap.PAGESIZE == 0  # for O_DIRECT
     del held, second
     gc.collect()
     third = api.read_range("datasets", record_id, "big.bin", 1, 100, RANGE)
