@@ -13,7 +13,6 @@ import mmap
 import requests
 import urllib3
 
-from eotdlfs.client.pagepool import PagePool, fresh_pages
 from eotdlfs.repository import Arrived
 
 DOWNLOAD_BLOCK = 1 << 20
@@ -42,9 +41,6 @@ def body_in_pages(response: requests.Response, progress: Arrived | None = None) 
 
 
 SMALL_BODY = 256 * 1024
-# A mount's range requests (8 blocks of 1 MiB) take their bodies from a pool: 7-9 are
-# held at once by a cold sequential read (read-ahead, recent blocks, hashing)
-RANGE_BODIES = PagePool(8 << 20, keep=8)
 
 
 def _aligned(size: int) -> memoryview:
@@ -55,9 +51,12 @@ def _aligned(size: int) -> memoryview:
         buffer = bytearray(size + mmap.PAGESIZE)
         skip = -ctypes.addressof(ctypes.c_char.from_buffer(buffer)) % mmap.PAGESIZE
         return memoryview(buffer)[skip:skip + size]
-    if size == RANGE_BODIES.size:
-        return RANGE_BODIES.take()
-    return memoryview(fresh_pages(size))[:size]
+    # Private (a shared anonymous mapping is shmem, whose page faults cost more), in huge
+    # pages where the kernel has them: 4 page faults per 8 MiB range instead of 2,048.
+    pages = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        pages.madvise(mmap.MADV_HUGEPAGE)
+    return memoryview(pages)[:size]
 
 
 def pages_of(raw: urllib3.HTTPResponse, size: int, progress: Arrived | None = None) -> memoryview:
