@@ -92,7 +92,12 @@ def test_reads_near_the_end_ask_for_no_read_ahead_past_it(setup, monkeypatch):
     reader = make()
     asked = []
     queue = reader.fetcher.read_ahead
-    monkeypatch.setattr(reader.fetcher, "read_ahead", lambda c, first, end, opened: asked.append(first) or queue(c, first, end, opened))
+
+    def read_ahead(c, first, end, opened):
+        asked.append(first)
+        return queue(c, first, end, opened)
+
+    monkeypatch.setattr(reader.fetcher, "read_ahead", read_ahead)
     assert read_all(reader, content, chunk=BS // 8) == data
     assert asked and max(asked) < content.block_count(BS)
 
