@@ -166,3 +166,31 @@ def test_a_miss_is_a_read_that_never_waits_for_a_writer(tmp_path):
         writer.close()
     lookup.join(70)
     cache.close()
+
+
+def test_a_hit_is_a_read_that_never_waits_for_a_writer(tmp_path):
+    """A piece read back while a batch of pieces is being stored (the store's transaction holds
+    the index's write lock for tens of ms): diskcache's LRU `get` is a write, which waited
+    for it; the read is a plain read and its access time is entered with a later write."""
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    data = os.urandom(64 << 10)
+    assert cache.put_inline([("sum", "p0", data), ("sum", "p1", os.urandom(100))])
+    writer = sqlite3.connect(tmp_path / "c" / "cache.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # a writer holding the write lock
+    looked = []
+    try:
+        lookup = threading.Thread(target=lambda: looked.append(cache.load_block("sum", "p0")), daemon=True)
+        lookup.start()
+        lookup.join(5)
+        assert looked == [data]
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    lookup.join(70)
+    # the read counts for the LRU order once the next write is entered: p0 is now the most recent
+    assert cache.put_inline([("sum", "p2", os.urandom(100))])
+    cache.close()
+    index = sqlite3.connect(tmp_path / "c" / "cache.db")
+    order = [key for key, in index.execute("SELECT key FROM Cache ORDER BY access_time, rowid")]
+    index.close()
+    assert order.index("sum:p0") > order.index("sum:p1")
