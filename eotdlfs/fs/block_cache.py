@@ -161,9 +161,28 @@ def reserve_bytes(st: os.statvfs_result) -> int:
     return max(MIN_RESERVE_BYTES, int(st.f_blocks * st.f_frsize * RESERVE_FRACTION))
 
 
+# Pages of a new index: a 64 KiB piece in 4 KiB pages (SQLite's default) is 17 pages, each
+# written to the WAL and checkpointed on its own, ~250 us of CPU per piece stored; in 32 KiB
+# pages ~105 us. Caches made before keep their pages (SQLite fixes them when a file is made).
+INDEX_PAGE_SIZE = 32 << 10
+# SQLite's page cache per connection, in KiB (diskcache's 8,192 pages, sized for 4 KiB pages)
+INDEX_CACHE_KIB = 32 << 10
+
+
 def _open_index(directory: Path, size_limit: int) -> diskcache.Cache:
+    index = directory / diskcache.core.DBNAME
+    if not index.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        made = sqlite3.connect(index)
+        try:  # these hold once the file is in WAL mode, before diskcache makes its tables
+            made.execute(f"PRAGMA page_size = {INDEX_PAGE_SIZE}")
+            made.execute("PRAGMA auto_vacuum = FULL")  # diskcache's: the file shrinks as blocks go
+            made.execute("PRAGMA journal_mode = wal")
+        finally:
+            made.close()
     return diskcache.Cache(str(directory), disk=_BlockDisk, size_limit=size_limit,
-                           eviction_policy="least-recently-used", disk_min_file_size=0, cull_limit=16)
+                           eviction_policy="least-recently-used", disk_min_file_size=0, cull_limit=16,
+                           sqlite_cache_size=-INDEX_CACHE_KIB)
 
 
 class BlockCache:
