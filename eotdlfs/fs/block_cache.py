@@ -29,9 +29,9 @@ A block read back is a plain read of its row (never waiting behind a write trans
 its access time, for the LRU order, is entered with the next write (`_touch`).
 
 Locks. `_db` serialises calls into diskcache that write; `_lock` guards the hit, miss, error
-and damage counters and the access times not entered yet; `_room` guards the bytes being written and is taken before `_db` (eviction makes
-room under it). Callers (fetcher, verifier) may hold their own locks when they call in;
-nothing here calls out while holding one.
+and damage counters and the access times not entered yet; `_room` guards the bytes being
+written and is taken before `_db` (eviction makes room under it). Callers (fetcher,
+verifier) may hold their own locks when they call in; nothing here calls out while holding one.
 """
 
 from __future__ import annotations
