@@ -11,7 +11,8 @@ on a jump to a tile, the tiles the last row spanned are fetched at once, and on 
 row of a window the rows below it that the last window had, side by side.
 
 How far a row went is told by its reads to their second farthest end: the farthest may be
-the kernel's read-ahead past the row. A stride is a jump distance seen twice among the last
+the kernel's read-ahead past the row, which the reader waits for when its last read shares
+a kernel request with it, so it is fetched with the row too (as far as it went last time). A stride is a jump distance seen twice among the last
 few jumps (random windows' jumps between windows do not repeat); a jump of the stride is a
 further row of the window, any other jump begins a window. What is guessed is bounded
 (`MAX_COLUMNS`, `MAX_ROWS`, `MAX_GUESS_BYTES`) and only steers what is fetched, never the
@@ -30,11 +31,10 @@ MAX_COLUMNS = 8  # tiles per row fetched on a jump
 MAX_ROWS = 4  # rows of a window fetched at its first
 MAX_GUESS_BYTES = 8 << 20  # a window's rows fetched at its first, in all
 MAX_STRIDE = 256 << 20
-MAX_PAST_ROW = 1 << 20
+MAX_PAST_ROW = 1 << 20  # the kernel's read-ahead past a row, fetched with the row
 KEPT_JUMPS = 8
 GAP = 64  # bytes between tiles side by side
 NEAR = 1 << 20  # a read starting this far past a row's farthest end is not of the row
-
 
 
 class TileWindows:
@@ -84,7 +84,8 @@ class TileWindows:
             budget = MAX_GUESS_BYTES - (ranges[0][1] - ranges[0][0])
             for row in range(1, min(self._window_rows, MAX_ROWS)):
                 start = tile_start + row * self._stride
-                if layout.span_at(start) is None or layout.span_at(start)[0] != start:
+                span = layout.span_at(start)
+                if span is None or span[0] != start:
                     break
                 below = (start, _row_end(start, self._columns, layout) + self._past_row)
                 budget -= below[1] - below[0]

@@ -69,25 +69,30 @@ def test_random_windows_fetch_about_the_tiles_they_touch(repo_server, mount_fact
     assert fetched <= 1.3 * tiles_touched * tile_bytes + (1 << 20), (fetched, tiles_touched * tile_bytes)
 
 
-def test_a_seeking_read_of_a_tile_fetches_that_tile_in_one_request(repo_server, mount_factory, unique_name,
-                                                                     tmp_path):
-    """The kernel splits GDAL's read of a 512 KiB tile into 128 KiB requests, each a range
-    request of its own when fetched piecewise; the mount reads the tile layout from the TIFF's
-    header and fetches the tile in one, with no more than its edge pieces."""
-    name, tile = unique_name("tile"), 512
+def _mounted_tiles(repo_server, mount_factory, name: str, tmp_path, tile: int = 512):
+    """A tiled GeoTIFF ingested as dataset NAME and mounted: the mount, the file's path in it,
+    its bytes, and its tiles' (offset, length) by (column, row)."""
     folder = tmp_path / "src"
     write_metadata(folder, name)
     write_tiled_geotiff(folder / "scene.tif", tile=tile)
     source = folder / "scene.tif"
     with rasterio.open(source) as src:
-        def span(col: int, row: int) -> tuple[int, int]:
-            return (int(src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=1)),
-                    int(src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=1)))
-        first, measured = span(1, 1), span(3, 5)
+        spans = {(col, row): (int(src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=1)),
+                              int(src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=1)))
+                 for col in range(SIDE // tile) for row in range(SIDE // tile)}
     ingest(repo_server, folder)
     mnt = mount_factory(repo_server)
-    expected = source.read_bytes()
-    fd = os.open(mnt.path / "datasets" / name / "v1" / "scene.tif", os.O_RDONLY)
+    return mnt, mnt.path / "datasets" / name / "v1" / "scene.tif", source.read_bytes(), spans
+
+
+def test_a_seeking_read_of_a_tile_fetches_that_tile_in_one_request(repo_server, mount_factory, unique_name,
+                                                                     tmp_path):
+    """The kernel splits GDAL's read of a 512 KiB tile into 128 KiB requests, each a range
+    request of its own when fetched piecewise; the mount reads the tile layout from the TIFF's
+    header and fetches the tile in one, with no more than its edge pieces."""
+    mnt, path, expected, spans = _mounted_tiles(repo_server, mount_factory, unique_name("tile"), tmp_path)
+    first, measured = spans[1, 1], spans[3, 5]
+    fd = os.open(path, os.O_RDONLY)
     try:
         assert os.pread(fd, 16 << 10, 0) == expected[:16 << 10]  # the header, as GDAL reads it at open
         offset, length = first  # a first seek: the mount reads the layout
@@ -112,20 +117,9 @@ def test_a_windows_tiles_come_in_one_request_per_row_once_its_shape_is_known(rep
     as read-ahead of its first, in 128 KiB requests, a round trip each. Once the reader's last
     windows showed their shape (tiles per row, rows, the stride between rows), a jump to a
     window's first tile fetches its rows' tiles at once, a request per row, side by side."""
-    name, tile = unique_name("win"), 512
-    folder = tmp_path / "src"
-    write_metadata(folder, name)
-    write_tiled_geotiff(folder / "scene.tif", tile=tile)
-    source = folder / "scene.tif"
-    with rasterio.open(source) as src:
-        def span(col: int, row: int) -> tuple[int, int]:
-            return (int(src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=1)),
-                    int(src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=1)))
-        # 2 x 2 tiles each, apart from each other (and from the header's blocks)
-        windows = [[[span(col + c, row + r) for c in (0, 1)] for r in (0, 1)] for col, row in ((4, 1), (1, 5), (5, 3))]
-    ingest(repo_server, folder)
-    mnt = mount_factory(repo_server)
-    expected = source.read_bytes()
+    mnt, path, expected, spans = _mounted_tiles(repo_server, mount_factory, unique_name("win"), tmp_path)
+    # 2 x 2 tiles each, apart from each other (and from the header's blocks)
+    windows = [[[spans[col + c, row + r] for c in (0, 1)] for r in (0, 1)] for col, row in ((4, 1), (1, 5), (5, 3))]
 
     def read_row(fd: int, row: list[tuple[int, int]]) -> None:
         for offset, length in row:  # through GDAL's 8 KiB buffer: a tile's first aligned 8 KiB, then the rest
@@ -133,7 +127,7 @@ def test_a_windows_tiles_come_in_one_request_per_row_once_its_shape_is_known(rep
             assert os.pread(fd, BUFFER, at) == expected[at:at + BUFFER]
             assert os.pread(fd, offset + length - at - BUFFER, at + BUFFER) == expected[at + BUFFER:offset + length]
 
-    fd = os.open(mnt.path / "datasets" / name / "v1" / "scene.tif", os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY)
     try:
         assert os.pread(fd, 16 << 10, 0) == expected[:16 << 10]  # the header, as GDAL reads it at open
         for window in windows[:-1]:
