@@ -33,6 +33,7 @@ MAX_GUESS_BYTES = 8 << 20  # a window's rows fetched at its first, in all
 MAX_STRIDE = 256 << 20
 MAX_PAST_ROW = 1 << 20  # the kernel's read-ahead past a row, fetched with the row
 KEPT_JUMPS = 8
+KEPT_SHAPES = 4  # rows and windows whose shape is remembered
 GAP = 64  # bytes between tiles side by side
 NEAR = 1 << 20  # a read starting this far past a row's farthest end is not of the row
 
@@ -44,12 +45,15 @@ class TileWindows:
     def __init__(self):
         self._run_start: int | None = None  # the tile the current row began at
         self._run_ends = [0, 0]  # the two farthest ends of the row's reads (largest last)
-        self._columns = 1  # tiles the last row spanned
+        # Of the last few rows and windows: tiles a row spanned, rows a window had. The widest
+        # is kept: GDAL reads no tile it holds already, so a window overlapping an earlier one
+        # looks smaller than it is.
+        self._columns: deque[int] = deque([1], maxlen=KEPT_SHAPES)
+        self._window_rows: deque[int] = deque([1], maxlen=KEPT_SHAPES)
         self._past_row = 0  # how far the kernel read past the last row's end
         self._jumps: deque[int] = deque(maxlen=KEPT_JUMPS)  # distances of the last jumps
         self._stride: int | None = None
         self._rows = 1  # rows of the window being read so far
-        self._window_rows = 1  # rows the last window had
 
     def read(self, offset: int, end: int) -> None:
         """A read that followed on from the reader's last one."""
@@ -65,9 +69,10 @@ class TileWindows:
         """The reader jumped to the start of the tile at TILE_START: the (start, end) byte
         ranges worth fetching now, the jumped-to row's first."""
         if self._run_start is not None:
-            self._columns = max(1, _tiles_until(self._run_start, self._run_ends[0], layout))
+            columns = _tiles_until(self._run_start, self._run_ends[0], layout)
+            self._columns.append(max(1, columns))
             # The kernel's read-ahead past the row: fetched with the row, not a round trip after it
-            self._past_row = min(MAX_PAST_ROW, max(0, self._run_ends[1] - _row_end(self._run_start, self._columns, layout)))
+            self._past_row = min(MAX_PAST_ROW, max(0, self._run_ends[1] - _row_end(self._run_start, columns, layout)))
             distance = tile_start - self._run_start
             if distance == self._stride:
                 self._rows += 1
@@ -75,19 +80,21 @@ class TileWindows:
                 if distance in self._jumps and 0 < abs(distance) <= MAX_STRIDE:
                     self._stride, self._rows = distance, 2  # the stride shows itself: a second row
                 else:
-                    self._window_rows, self._rows = self._rows, 1
+                    self._window_rows.append(self._rows)
+                    self._rows = 1
                 self._jumps.append(distance)
         first_row = self._rows == 1
         self._run_start, self._run_ends = tile_start, [tile_start, tile_start]
-        ranges = [(tile_start, _row_end(tile_start, self._columns, layout) + self._past_row)]
+        columns, past_row = max(self._columns), self._past_row
+        ranges = [(tile_start, _row_end(tile_start, columns, layout) + past_row)]
         if first_row and self._stride is not None:
             budget = MAX_GUESS_BYTES - (ranges[0][1] - ranges[0][0])
-            for row in range(1, min(self._window_rows, MAX_ROWS)):
+            for row in range(1, min(max(self._window_rows), MAX_ROWS)):
                 start = tile_start + row * self._stride
                 span = layout.span_at(start)
                 if span is None or span[0] != start:
                     break
-                below = (start, _row_end(start, self._columns, layout) + self._past_row)
+                below = (start, _row_end(start, columns, layout) + past_row)
                 budget -= below[1] - below[0]
                 if budget < 0:
                     break
