@@ -7,9 +7,9 @@ A seeking reader's miss is fetched in small pieces (`pieces`), not as a whole bl
 to the start of a TIFF's tile fetches that tile's pieces in one request (`tiles`), with the
 tiles of the window the reader's last one says it reads (`tilewindows`).
 
-Locks. An `OpenFile`'s `lock` guards its read-ahead window, its `TileWindows` and the blocks it keeps; it is
-held only for that bookkeeping and the copy out of a kept block, never while calling the
-fetcher, so it comes before no other lock. `ContentReader._lock` guards the first-wait times
+Locks. An `OpenFile`'s `lock` guards its read-ahead window, its `TileWindows` and the blocks
+it keeps; it is held only for that bookkeeping and the copy out of a kept block, never while
+calling the fetcher, so it comes before no other lock. `ContentReader._lock` guards the first-wait times
 of demanded blocks and is a leaf.
 """
 
