@@ -33,7 +33,7 @@ MAX_GUESS_BYTES = 8 << 20  # a window's rows fetched at its first, in all
 MAX_STRIDE = 256 << 20
 MAX_PAST_ROW = 1 << 20  # the kernel's read-ahead past a row, fetched with the row
 KEPT_JUMPS = 8
-KEPT_SHAPES = 4  # rows and windows whose shape is remembered
+KEPT_SHAPES = 3  # rows and windows whose shape is remembered
 GAP = 64  # bytes between tiles side by side
 NEAR = 1 << 20  # a read starting this far past a row's farthest end is not of the row
 
@@ -45,9 +45,9 @@ class TileWindows:
     def __init__(self):
         self._run_start: int | None = None  # the tile the current row began at
         self._run_ends = [0, 0]  # the two farthest ends of the row's reads (largest last)
-        # Of the last few rows and windows: tiles a row spanned, rows a window had. The widest
-        # is kept: GDAL reads no tile it holds already, so a window overlapping an earlier one
-        # looks smaller than it is.
+        # Of the last few rows and windows: tiles a row spanned, rows a window had. Only what
+        # they all had is fetched: a reader of windows of varied shapes (or of one size that
+        # does not divide into tiles) would be fetched tiles it does not read.
         self._columns: deque[int] = deque([1], maxlen=KEPT_SHAPES)
         self._window_rows: deque[int] = deque([1], maxlen=KEPT_SHAPES)
         self._past_row = 0  # how far the kernel read past the last row's end
@@ -79,17 +79,18 @@ class TileWindows:
             else:
                 if distance in self._jumps and 0 < abs(distance) <= MAX_STRIDE:
                     self._stride, self._rows = distance, 2  # the stride shows itself: a second row
+                    self._window_rows.clear()  # the windows before seemed to have one row each
                 else:
                     self._window_rows.append(self._rows)
                     self._rows = 1
                 self._jumps.append(distance)
         first_row = self._rows == 1
         self._run_start, self._run_ends = tile_start, [tile_start, tile_start]
-        columns, past_row = max(self._columns), self._past_row
+        columns, past_row = min(self._columns), self._past_row
         ranges = [(tile_start, _row_end(tile_start, columns, layout) + past_row)]
         if first_row and self._stride is not None:
             budget = MAX_GUESS_BYTES - (ranges[0][1] - ranges[0][0])
-            for row in range(1, min(max(self._window_rows), MAX_ROWS)):
+            for row in range(1, min(min(self._window_rows), MAX_ROWS)):
                 start = tile_start + row * self._stride
                 span = layout.span_at(start)
                 if span is None or span[0] != start:
