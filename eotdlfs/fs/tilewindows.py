@@ -1,4 +1,4 @@
-"""The shape of the windows a TIFF reader reads, learned from its last one: which tiles its
+"""The shape of the windows a TIFF reader reads, learned from its last ones: which tiles its
 next jump will want, so they come in one round trip instead of one per kernel request.
 
 GDAL reads a window of a tiled GeoTIFF row by row: it jumps to the row's first tile and
@@ -7,16 +7,18 @@ reads the row's tiles, which lie side by side in the file, then jumps one tile r
 second tile as read-ahead of its first, in 128 KiB requests that look no different from
 the read-ahead past a row's end, so only the reader's history can tell that it will be
 wanted. A reader of random windows of one size keeps the same shape from window to window:
-on a jump to a tile, the tiles the last row spanned are fetched at once, and on the first
-row of a window the rows below it that the last window had, side by side.
+on a jump to a tile, as many tiles as the last three rows all spanned are fetched at once,
+and on the first row of a window, as many rows below it as the last three windows all had,
+side by side. Windows of varied shapes agree on less, and are fetched less ahead.
 
 How far a row went is told by its reads to their second farthest end: the farthest may be
 the kernel's read-ahead past the row, which the reader waits for when its last read shares
-a kernel request with it, so it is fetched with the row too (as far as it went last time). A stride is a jump distance seen twice among the last
-few jumps (random windows' jumps between windows do not repeat); a jump of the stride is a
-further row of the window, any other jump begins a window. What is guessed is bounded
-(`MAX_COLUMNS`, `MAX_ROWS`, `MAX_GUESS_BYTES`) and only steers what is fetched, never the
-bytes served: a wrong guess costs bytes, not correctness.
+a kernel request with it, so it is fetched with the row too (as far as it went last time).
+A stride is a jump distance seen twice among the last few jumps (random windows' jumps
+between windows do not repeat); a jump of the stride is a further row of the window, any
+other jump begins a window. What is guessed is bounded (`MAX_COLUMNS`, `MAX_ROWS`,
+`MAX_GUESS_BYTES`, `MAX_PAST_ROW`) and only steers what is fetched, never the bytes served:
+a wrong guess costs bytes, not correctness.
 """
 
 from __future__ import annotations
