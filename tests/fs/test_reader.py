@@ -332,6 +332,29 @@ def test_a_reader_gets_its_bytes_before_the_rest_of_the_request(setup):
     handle.close()
 
 
+def test_blocks_read_before_they_were_hashed_leave_memory_once_hashed(setup):
+    """A reader copies a request's bytes as they arrive and finishes its first blocks before
+    the request ends, when hashing gets to them: they were then left in memory until the bound
+    pushed them out, pinning request buffers the reader was done with."""
+    repo, record, entries, data, make = setup
+    reader = make(demand_timeout=3.0)
+    content = Content(record, entries["f.bin"])
+    handle = reader.open(content)
+    repo.stall_at = BS + BS // 2  # the request brings a block and a half, then waits
+    try:
+        reader.fetcher.read_ahead(content, 0, 4, handle.opened)
+        assert reader.read(handle, 0, BS) == data[:BS]  # block 0 read to its end, not hashed yet
+        assert reader.fetcher.verifiers.hashed_until(content.checksum) == 0
+    finally:
+        repo.stall_at = None
+        repo.resume.set()
+    assert reader.fetcher.wait_idle(10)
+    assert reader.fetcher.verifiers.hashed_until(content.checksum) >= 4
+    assert (content.checksum, 0) not in reader.fetcher.recent
+    assert all((content.checksum, i) in reader.fetcher.recent for i in (1, 2, 3))  # not read yet: kept
+    handle.close()
+
+
 def test_a_read_just_after_a_checksum_failure_waits_for_the_bad_blocks_to_go(setup):
     """The file's blocks are dropped after it fails its checksum, which takes a while (a
     slow disk here): a reader opened meanwhile must not read the bad blocks still cached."""
