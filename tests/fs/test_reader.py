@@ -17,7 +17,7 @@ from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.errors import ContentMismatch, errno_for
 from eotdlfs.fs.content import Content
 from eotdlfs.fs.fetcher import BlockFetcher
-from eotdlfs.fs.pieces import piece_key
+from eotdlfs.fs.pieces import PieceFetcher, piece_key
 from eotdlfs.fs.readahead import ReadAheadWindow
 from eotdlfs.fs.reader import ContentReader
 from eotdlfs.repository import Unreachable
@@ -405,6 +405,39 @@ def test_pieces_are_stored_in_batches_without_a_file_each_and_surely_at_close(se
         reopened.close()
         reopened.fetcher.close()
         cache.close()
+
+
+def test_pieces_waiting_for_a_stalled_cache_write_are_bounded_and_readers_go_on(setup):
+    """Pieces wait in memory to be stored behind the reads; behind a cache disk slower than the
+    network they piled up without bound (each pinning its request's buffer). Past the bound
+    the oldest are let go unstored, and readers never wait for the disk."""
+    repo, record, entries, data, make = setup
+    fetcher = make().fetcher
+    piece = BS // 8
+    disk_free, stored = threading.Event(), []
+    put_inline = fetcher.cache.put_inline
+
+    def stalled_put_inline(items):  # fault: a disk that takes its time
+        disk_free.wait(20)
+        stored.extend(items)
+        put_inline(items)
+
+    fetcher.cache.put_inline = stalled_put_inline
+    pieces = PieceFetcher(fetcher, piece, unstored_bytes=4 * piece)
+    content = Content(record, entries["f.bin"])
+    try:
+        started = time.monotonic()
+        for number in range(10, 40):  # 30 pieces, one request each, none of the final block
+            target = memoryview(bytearray(100))
+            pieces.read_into(content, fetcher.serial(), number * piece, target, time.monotonic() + 10)
+            assert target == data[number * piece:number * piece + 100]
+        assert time.monotonic() - started < 10  # far below the stalled writes' 20 s
+    finally:
+        disk_free.set()
+        pieces.close()
+    # the batch the writer held while stalled, and what waited within the bound
+    assert 0 < len(stored) <= 8
+    assert [key for _, key, _ in stored][-4:] == [piece_key(n) for n in range(36, 40)]  # the newest are kept
 
 
 EXITS_WITHOUT_CLOSE = """
