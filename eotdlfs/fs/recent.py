@@ -14,8 +14,8 @@ request as they arrive, hashing waits for its end) is kept for the hashing, mark
 let go once hashed (`discard_read`); left to the bound, such blocks pinned up to 48 MiB of
 request buffers the reader was done with, a third of the mount's memory while streaming.
 
-Locks. `_lock` guards the blocks, their buffers and the byte count; it is a leaf (nothing
-else is called while it is held).
+Locks. `_lock` guards the blocks, their buffers, the byte count and the read marks; it is a
+leaf (nothing else is called while it is held).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class RecentBlocks:
         self._blocks: OrderedDict[tuple[str, int], memoryview] = OrderedDict()
         self._buffers: dict[int, list[int]] = {}  # id of a block's buffer -> [its size, blocks kept]
         self._bytes = 0
-        self._read: set[tuple[str, int]] = set()  # kept blocks their reader finished, waiting for hashing
+        self._read: set[tuple[str, int]] = set()  # blocks read to their end (kept or coming), not hashed yet
 
     def add(self, checksum: str, blocks: Mapping[int, memoryview]) -> None:
         with self._lock:
