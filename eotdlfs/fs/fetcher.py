@@ -14,9 +14,9 @@ the failure marks, and is held for map and counter work only, never during a req
 `_failed_at` is written under it; `has_failed` and `check_not_failed` outside `demand` read it
 without (a dict lookup; `demand` checks again under the lock before any fetch starts). Order
 across objects: a FileVerifier's `lock` -> `BlockFetcher._lock` (hashing asks whether a
-block is in flight) -> `_loads_lock`, `RecentBlocks._lock` and the BlockCache's locks (a
-block looked up in `demand`, which may wait there for another reader's read-back of it);
-the fetcher never takes a verifier's lock while holding its own. `_loads_lock` guards the
+block is in flight) -> `_loads_lock`, `RecentBlocks._lock`, `Verifiers._lock` (where hashing
+stands, as read blocks are let go) and the BlockCache's locks (a block looked up in `demand`,
+which may wait there for another reader's read-back of it); the fetcher never takes a verifier's lock while holding its own. `_loads_lock` guards the
 map of blocks being read back from disk and is a leaf, as is `FetchStats.lock`. An
 `OpenFile`'s lock (reader.py) is never held while calling in here.
 """
@@ -212,10 +212,16 @@ class BlockFetcher:
         return self.in_flight(checksum, index) or (checksum, index) in self.recent or (checksum, index) in self.cache
 
     def finished_reading(self, checksum: str, indices: list[int]) -> None:
-        """A reader read these blocks to their end: memory may let go of those hashed already
-        (the kernel keeps their pages; the disk cache keeps the bytes)."""
-        hashed = self.verifiers.hashed_until(checksum)
-        self.recent.discard(checksum, [i for i in indices if i < hashed])
+        """A reader read these blocks to their end: memory lets go of them once hashed (the
+        kernel keeps their pages; the disk cache keeps the bytes)."""
+        with self._lock:  # against `_let_go_read`: whichever comes second lets a block go
+            coming = [i for i in indices if (checksum, i) in self._inflight]
+            self.recent.finished(checksum, indices, self.verifiers.hashed_until(checksum), coming)
+
+    def _let_go_read(self, checksum: str) -> None:
+        """Forget the blocks read to their end before hashing got to them, now hashed."""
+        with self._lock:
+            self.recent.discard_read(checksum, self.verifiers.hashed_until(checksum))
 
     def reject(self, content: Content) -> None:
         """CONTENT's bytes failed its SHA-1 outside the fetcher (a copy-up hashed them): fail
@@ -405,6 +411,7 @@ class BlockFetcher:
         finally:
             if verifier.finished:
                 self.verifiers.forget(verifier)
+            self._let_go_read(checksum)
         return held
 
     def _forget(self, checksum: str, index: int, future: Future) -> None:

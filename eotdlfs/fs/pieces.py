@@ -11,10 +11,12 @@ Pieces are kept in memory (bounded, oldest out first) for the reads next to them
 block cache under keys of their own (`piece_key`), with the same CRC32C check on read-back
 as blocks, so a second reader, or the next mount, does not fetch them again. They are
 stored behind the reads, in batches (`STORE_DELAY`, `STORE_BATCH`), one transaction each and
-in the index itself (`BlockCache.put_inline`), and those still waiting are stored at `close`. They never feed
-the file's running SHA-1: the end-to-end check is of whole-file reads, which do not seek,
-and the reader never takes a file's final block in pieces, so the final block still waits
-for the file's checksum. When a file fails its checksum its pieces are dropped with its
+in the index itself (`BlockCache.put_inline`), and those still waiting are stored at `close`.
+Those waiting are bounded in bytes (`unstored_bytes`): behind a cache disk slower than the
+network the oldest are let go unstored (a later reader fetches them again), so neither memory
+nor the reader waits for the disk. Pieces never feed the file's running SHA-1: the end-to-end
+check is of whole-file reads, which do not seek, and the reader never takes a file's final
+block in pieces, so the final block still waits for the file's checksum. When a file fails its checksum its pieces are dropped with its
 blocks (`BlockFetcher.on_drop`), and pieces of a fetch begun before the failure are not kept.
 
 Locks. `PieceFetcher._lock` guards the kept pieces, the in-flight map and the drop serials,
@@ -49,6 +51,7 @@ LONGEST_REQUEST = 32  # pieces: 2 MiB
 # fetch (and surely at `close`), sooner once this many wait. Until then the kept pieces serve them.
 STORE_DELAY = 0.25
 STORE_BATCH = 64
+UNSTORED_BYTES = 16 << 20  # pieces waiting to be stored, at most (each pins its request's buffer)
 
 
 # Fetchers with pieces maybe not stored yet: an `eotdl://` script may end without closing
@@ -77,11 +80,12 @@ class _Task:
 
 class PieceFetcher:
     def __init__(self, fetcher: BlockFetcher, piece_size: int = PIECE_SIZE, kept_bytes: int = KEPT_BYTES,
-                 workers: int = 4):
+                 workers: int = 4, unstored_bytes: int = UNSTORED_BYTES):
         # Set once.
         self.fetcher = fetcher
         self.cache = fetcher.cache
         self.piece_size = piece_size
+        self.unstored_limit = unstored_bytes
         # Guarded by _lock.
         self._lock = threading.Lock()
         self._kept = RecentBlocks(kept_bytes)  # (checksum, piece number) -> bytes
@@ -94,6 +98,7 @@ class PieceFetcher:
         # Guarded by _storing: pieces fetched and not stored yet, as (checksum, number, bytes, serial).
         self._storing = threading.Condition()
         self._unstored: list[tuple[str, int, memoryview, int]] = []
+        self._unstored_bytes = 0
         self._closing = False
         self._threads.append(threading.Thread(target=self._write_behind, name="store-pieces", daemon=True))
         for thread in self._threads:
@@ -208,6 +213,12 @@ class PieceFetcher:
         with self._storing:
             first = not self._unstored
             self._unstored.extend((checksum, n, piece, serial) for n, piece in pieces.items())
+            self._unstored_bytes += sum(len(piece) for piece in pieces.values())
+            over = 0
+            while self._unstored_bytes > self.unstored_limit:  # the disk is behind: let the oldest go
+                self._unstored_bytes -= len(self._unstored[over][2])
+                over += 1
+            del self._unstored[:over]
             if first or len(self._unstored) >= STORE_BATCH:  # the delay starts; or a batch is full
                 self._storing.notify()
 
@@ -228,7 +239,7 @@ class PieceFetcher:
     def store_waiting(self) -> None:
         """Store the pieces waiting to be stored, in one transaction."""
         with self._storing:
-            batch, self._unstored = self._unstored, []
+            batch, self._unstored, self._unstored_bytes = self._unstored, [], 0
         if not batch:
             return
         self.cache.put_inline([(checksum, piece_key(n), piece) for checksum, n, piece, _ in batch])
