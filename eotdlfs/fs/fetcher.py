@@ -16,9 +16,10 @@ without (a dict lookup; `demand` checks again under the lock before any fetch st
 across objects: a FileVerifier's `lock` -> `BlockFetcher._lock` (hashing asks whether a
 block is in flight) -> `_loads_lock`, `RecentBlocks._lock`, `Verifiers._lock` (where hashing
 stands, as read blocks are let go) and the BlockCache's locks (a block looked up in `demand`,
-which may wait there for another reader's read-back of it); the fetcher never takes a verifier's lock while holding its own. `_loads_lock` guards the
-map of blocks being read back from disk and is a leaf, as is `FetchStats.lock`. An
-`OpenFile`'s lock (reader.py) is never held while calling in here.
+which may wait there for another reader's read-back of it); the fetcher never takes a
+verifier's lock while holding its own. `_loads_lock` guards the map of blocks being read back
+from disk and is a leaf, as is `FetchStats.lock`. An `OpenFile`'s lock (reader.py) is never
+held while calling in here.
 """
 
 from __future__ import annotations

@@ -16,8 +16,9 @@ Those waiting are bounded in bytes (`unstored_bytes`): behind a cache disk slowe
 network the oldest are let go unstored (a later reader fetches them again), so neither memory
 nor the reader waits for the disk. Pieces never feed the file's running SHA-1: the end-to-end
 check is of whole-file reads, which do not seek, and the reader never takes a file's final
-block in pieces, so the final block still waits for the file's checksum. When a file fails its checksum its pieces are dropped with its
-blocks (`BlockFetcher.on_drop`), and pieces of a fetch begun before the failure are not kept.
+block in pieces, so the final block still waits for the file's checksum. When a file fails its
+checksum its pieces are dropped with its blocks (`BlockFetcher.on_drop`), and pieces of a fetch
+begun before the failure are not kept.
 
 Locks. `PieceFetcher._lock` guards the kept pieces, the in-flight map and the drop serials,
 and is held for map work only, never during a request or a cache read. Under it the kept
