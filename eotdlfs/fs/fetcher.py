@@ -312,7 +312,11 @@ class BlockFetcher:
         finally:
             task.arrival.end()
         if final in blocks and not held:
+            # Readers first, the disk after: the disk write (a file, a transaction) took as long
+            # as a small file's whole round trip. The block waits in memory meanwhile (`_verify`),
+            # where it stays within the memory's bound.
             self._settle(task, {final: blocks[final]})
+            self.cache.put(content.checksum, final, blocks[final])
 
     def _check_fresh(self, task: _Task, blocks: dict[int, memoryview]) -> None:
         """Raise StaleFetch, dropping BLOCKS, if the file failed its checksum since TASK was
@@ -358,8 +362,9 @@ class BlockFetcher:
         early = {i: b for i, b in blocks.items() if i != final}
         # Readers and hashing take them from memory, the disk copy bypasses the page cache
         # (O_DIRECT); in memory first, so nobody reads back what the loop just wrote.
-        self.recent.add(content.checksum, early)
-        self.cache.put_blocks(content.checksum, early)
+        if early:  # (a file's only block is its final one: nothing to store yet)
+            self.recent.add(content.checksum, early)
+            self.cache.put_blocks(content.checksum, early)
         return blocks
 
     def _verify(self, task: _Task, blocks: dict[int, memoryview], final: int) -> bool:
@@ -388,8 +393,8 @@ class BlockFetcher:
                         future.add_done_callback(lambda done: self._forget(checksum, final, done))
                         verifier.held = (blocks[final], future)
                         held = True
-                    else:
-                        self.cache.put(checksum, final, blocks[final])
+                    else:  # stored by `_run` once its readers have it; in memory until then
+                        self.recent.add(checksum, {final: blocks[final]})
             # Other blocks never wait for the lock: whoever holds it hashes what we stored
             # (it looks again while `pending` is set), so fetch workers keep fetching.
             for index, data in blocks.items():
