@@ -27,6 +27,10 @@ from eotdlfs.repository import Unreachable
 
 log = logging.getLogger(__name__)
 
+# The record lists are waited for this long before the kernel sees the mount: its first lookup
+# then finds them in hand (they came after the mount was ready, on a loaded machine).
+RECORDS_WAIT_S = 2.0
+
 
 def check_reachable(api: ApiClient, namespace: Namespace, cache_dir: Path) -> None:
     """Before mounting, check that something takes connections at the API URL. When nothing does, a
@@ -62,6 +66,8 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
                            api_url=settings.api_url, read_timeout=settings.timeout + 5)
     context = build_context(ApiRepository(api), options)
     check_reachable(api, context.namespace, cache_dir)
+    if context.namespace.server_reachable is not False:
+        context.namespace.wait_warm(RECORDS_WAIT_S)
     folder = cache_dir / "staging"
     staging = make_staging_area(context, ApiPublisher(api, DraftLedger(folder / LEDGER_FILE)), folder)
     log.info("mounting %s on %s (cache %s)", settings.api_url, mountpoint, cache_dir)

@@ -116,6 +116,7 @@ class Namespace:
         # Guarded by _lock: versions looked into before their list was in hand (`close` lists them).
         self._to_list: set[tuple[Record, int]] = set()
         self._closing = threading.Event()  # the mount's end: their delayed listing starts at once
+        self._warming: list[Future] = []  # the record lists `warm` fetches (set by it once)
 
     # --- what the server lists -----------------------------------------------------------
 
@@ -192,7 +193,16 @@ class Namespace:
         for kind in KINDS:
             with self._lock:
                 generation = self._generations.get(kind, 0)
-            self._start_refresh(kind, generation)
+            self._warming.append(self._start_refresh(kind, generation))
+
+    def wait_warm(self, wait: float) -> None:
+        """Wait at most WAIT s for the record lists `warm` began fetching: a mount waits before
+        the kernel sees it, so its first lookup finds them in hand (they came after the mount was
+        ready on a loaded machine); a silent server only delays the mount by WAIT."""
+        deadline = time.monotonic() + wait
+        for future in self._warming:
+            with contextlib.suppress(Exception):  # offline or silent: the first look says so
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
 
     def _start_refresh(self, kind: str, generation: int) -> Future:
         """KIND's record list fetched in the background; the fetch already running if there is one."""
