@@ -150,6 +150,13 @@ class BlockFetcher:
                 self._queue.put((READ_AHEAD, next(self._order), task))
         return end
 
+    def fetch_small_file(self, content: Content) -> None:
+        """A file of one block fetched now, whole, unless cached or on its way: it was just looked
+        up, and the kernel opens and reads a file right after (a fresh mount's first read then
+        finds it arrived, or arriving, instead of starting its round trip then)."""
+        if 0 < content.size <= self.block_size and (content.checksum, 0) not in self.cache:
+            self.demand(content, 0, self.serial())
+
     def kept_block(self, checksum: str, index: int) -> memoryview | None:
         """Block INDEX from memory (a recent fetch) or from the disk cache (checked as it is
         read back), once drops of the file are over; None when neither has it."""
@@ -314,7 +321,8 @@ class BlockFetcher:
         if final in blocks and not held:
             # Readers first, the disk after: the disk write (a file, a transaction) took as long
             # as a small file's whole round trip. The block waits in memory meanwhile (`_verify`),
-            # where it stays within the memory's bound.
+            # where it stays within the memory's bound: a file fetched on its lookup
+            # (`fetch_small_file`) is read from there by the open that follows.
             self._settle(task, {final: blocks[final]})
             self.cache.put(content.checksum, final, blocks[final])
 

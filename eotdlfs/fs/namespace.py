@@ -117,6 +117,9 @@ class Namespace:
         self._to_list: set[tuple[Record, int]] = set()
         self._closing = threading.Event()  # the mount's end: their delayed listing starts at once
         self._warming: list[Future] = []  # the record lists `warm` fetches (set by it once)
+        # Told, from the lookup's own thread, of a file found by a lookup alone (set once, before
+        # any lookup): the kernel opens and reads a file right after looking it up.
+        self.on_found_alone: Callable[[Record, FileEntry], None] | None = None
 
     # --- what the server lists -----------------------------------------------------------
 
@@ -348,7 +351,7 @@ class Namespace:
                 return None
         try:
             found = self._fetches.result(("lookup", record.id, number, rel),
-                                         functools.partial(self.repo.lookup, record, number, rel),
+                                         functools.partial(self._lookup_alone, record, number, rel),
                                          f"{rel} in {record.kind}/{record.name} v{number}")
         except TimeoutError:
             raise  # a silent server: the whole list would wait as long again
@@ -368,6 +371,18 @@ class Namespace:
         if len(sound) != len(found):
             return None  # left out by the rules: the whole list says what stands there
         return sound[0] if sound[0].path == rel else True
+
+    def _lookup_alone(self, record: Record, number: int, rel: str) -> list[FileEntry]:
+        """What the server has at REL; a file found there is told to `on_found_alone` at once,
+        from this thread, so its bytes are on their way while the lookup's answer goes back."""
+        found = self.repo.lookup(record, number, rel)
+        if self.on_found_alone is not None and len(found) == 1 and found[0].path == rel \
+                and self._sound_files(record, number, found):
+            try:
+                self.on_found_alone(record, found[0])
+            except Exception as exc:  # only a head start: the open fetches as usual
+                log.debug("nothing fetched ahead of %s: %s", rel, exc)
+        return found
 
     # --- paths ---------------------------------------------------------------------------
 
