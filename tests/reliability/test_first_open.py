@@ -14,8 +14,6 @@ from typing import Any
 import pytest
 
 from eotdlfs.client.api import ApiClient
-from eotdlfs.client.hashcache import HashCache
-from eotdlfs.client.ingest import ingest_folder
 from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import Settings
 from eotdlfs.fs.block_cache import BlockCache
@@ -24,6 +22,7 @@ from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs.reader import ContentReader
 from reliability.conftest import Proxied
 from reliability.faultproxy import FaultProxy
+from tests.fs.datasets import ingest, write_metadata
 
 NAME = "first-open"
 SMALL = "d/e/small.bin"
@@ -36,16 +35,12 @@ def seeded(module_server: Any, tmp_path_factory: pytest.TempPathFactory) -> dict
     """Dataset 'first-open' v1: a 4 KiB file two folders down and a file of four blocks."""
     folder = tmp_path_factory.mktemp(NAME) / NAME
     (folder / "d" / "e").mkdir(parents=True)
-    (folder / "metadata.yml").write_text(f"name: {NAME}\nauthors: [r]\nlicense: MIT\nsource: http://example.com\n")
+    write_metadata(folder, NAME)
     rng = random.Random(16)
     files = {SMALL: rng.randbytes(4096), BIG: rng.randbytes(3 * 1024 * 1024 + 5)}
     for path, data in files.items():
         (folder / path).write_bytes(data)
-    api = ApiClient(Settings(module_server.url, module_server.token("alice"), None))
-    try:
-        ingest_folder(api, "datasets", folder, cache=HashCache(folder.parent / "hashes.sqlite"))
-    finally:
-        api.close()
+    ingest(module_server, folder)
     return files
 
 
