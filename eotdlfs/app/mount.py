@@ -16,6 +16,7 @@ from eotdlfs.client.ingest.ledger import LEDGER_FILE, DraftLedger
 from eotdlfs.client.publisher import ApiPublisher
 from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import resolve_settings
+from eotdlfs.fs.content import Content
 from eotdlfs.fs.context import MountOptions, build_context
 from eotdlfs.fs.fuse_binding import run_fuse
 from eotdlfs.fs.fuse_ops import EotdlfsOperations
@@ -65,6 +66,10 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
     options = MountOptions(cache_dir=cache_dir, cache_size=cache_size, ttl=ttl, autoflush=autoflush,
                            api_url=settings.api_url, read_timeout=settings.timeout + 5)
     context = build_context(ApiRepository(api), options)
+    # The kernel opens and reads a file right after looking it up (a script through eotdl:// does
+    # both at once, and reads where it means to: nothing to get ahead of there).
+    context.namespace.on_found_alone = lambda record, entry: context.fetcher.fetch_first_block(
+        Content(record, entry))
     check_reachable(api, context.namespace, cache_dir)
     if context.namespace.server_reachable is not False:
         context.namespace.wait_warm(RECORDS_WAIT_S)

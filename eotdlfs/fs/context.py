@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eotdlfs.fs.block_cache import BlockCache
-from eotdlfs.fs.content import Content
 from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs.namespace import Namespace
 from eotdlfs.fs.prefetch import DocumentPrefetch
@@ -58,7 +57,6 @@ def build_context(repo: Repository, options: MountOptions) -> MountContext:
                            request_blocks=options.request_blocks)
     namespace = Namespace(repo, cache_dir / "state", ttl=options.ttl, wait=options.read_timeout,
                           list_later=options.list_later)
-    namespace.on_found_alone = lambda record, entry: fetcher.fetch_small_file(Content(record, entry))
     namespace.warm()
     reader = ContentReader(fetcher, demand_timeout=options.read_timeout)
     tree = ReadOnlyTree(namespace, reader)

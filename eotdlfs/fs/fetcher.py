@@ -46,6 +46,7 @@ DEMAND, READ_AHEAD = 0, 1
 # Blocks this close to where a file's hashing stands wait for it in memory; blocks further
 # ahead (a random reader's) are read back from the cache if hashing ever gets there.
 STASH_AHEAD = 32
+STORE_AT_CLOSE_S = 5.0
 
 
 @dataclass
@@ -82,6 +83,8 @@ class BlockFetcher:
         self._running = 0
         self._serials = itertools.count()
         self._failed_at: dict[str, int] = {}  # checksum -> serial of its last failed check
+        self._storing = 0  # final blocks handed to readers and not stored yet (`_run`)
+        self._stored = threading.Condition(self._lock)
         self._drops = Drops()  # files whose blocks are being dropped: readers wait for them
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
         # Guarded by _loads_lock: blocks being read back from the disk cache.
@@ -150,11 +153,11 @@ class BlockFetcher:
                 self._queue.put((READ_AHEAD, next(self._order), task))
         return end
 
-    def fetch_small_file(self, content: Content) -> None:
-        """A file of one block fetched now, whole, unless cached or on its way: it was just looked
-        up, and the kernel opens and reads a file right after (a fresh mount's first read then
-        finds it arrived, or arriving, instead of starting its round trip then)."""
-        if 0 < content.size <= self.block_size and (content.checksum, 0) not in self.cache:
+    def fetch_first_block(self, content: Content) -> None:
+        """The file's first block (a small file whole) fetched now, unless cached or on its way:
+        the file was just looked up, and the kernel opens and reads it right after; its first
+        read (at the file's start: a whole block) then finds it arrived or arriving."""
+        if content.size > 0 and (content.checksum, 0) not in self.cache:
             self.demand(content, 0, self.serial())
 
     def kept_block(self, checksum: str, index: int) -> memoryview | None:
@@ -269,7 +272,10 @@ class BlockFetcher:
             time.sleep(0.01)
         return False
 
-    def close(self) -> None:
+    def close(self, within: float = STORE_AT_CLOSE_S) -> None:
+        """Stop the workers, once final blocks handed to readers are stored (within WITHIN s)."""
+        with self._lock:
+            self._stored.wait_for(lambda: not self._storing, timeout=within)
         self._demand_queue.put((DEMAND, -1, None))
         for _ in self._threads[1:]:
             self._queue.put((DEMAND, -1, None))
@@ -322,9 +328,17 @@ class BlockFetcher:
             # Readers first, the disk after: the disk write (a file, a transaction) took as long
             # as a small file's whole round trip. The block waits in memory meanwhile (`_verify`),
             # where it stays within the memory's bound: a file fetched on its lookup
-            # (`fetch_small_file`) is read from there by the open that follows.
-            self._settle(task, {final: blocks[final]})
-            self.cache.put(content.checksum, final, blocks[final])
+            # (`fetch_first_block`) is read from there by the open that follows. `close` waits
+            # for the write: a file read just before an unmount is there offline after.
+            with self._lock:
+                self._storing += 1
+            try:
+                self._settle(task, {final: blocks[final]})
+                self.cache.put(content.checksum, final, blocks[final])
+            finally:
+                with self._lock:
+                    self._storing -= 1
+                    self._stored.notify_all()
 
     def _check_fresh(self, task: _Task, blocks: dict[int, memoryview]) -> None:
         """Raise StaleFetch, dropping BLOCKS, if the file failed its checksum since TASK was

@@ -23,6 +23,10 @@ from eotdlfs.server.stats import Stats
 from eotdlfs.server.store import BlobRef, Store
 
 CHUNK = 1024 * 1024
+# A local blob's reads of up to this much run on the event loop (cheaper than a hop to a worker
+# thread), and a response's first chunk is no larger: a mount's first read of a file waits for
+# its first 128 KiB (the kernel's request), which then left only once a whole MiB was read.
+FIRST_CHUNK = 128 * 1024
 
 
 class Unsatisfiable(Exception):
@@ -60,7 +64,8 @@ def _number(digits: str) -> int:
 class BlobResponse(Response):
     """An ASGI response with the bytes [first, last] of a blob, in chunks of at most 1 MiB.
 
-    Reads of up to 64 KiB from a local blob happen inline (cheaper than a thread hop); others in a worker thread.
+    Reads of up to FIRST_CHUNK from a local blob happen inline (cheaper than a thread hop), and
+    the first chunk is one; others in a worker thread.
     """
 
     def __init__(self, blobs: Blobs, blob: BlobRef, filename: str, head: bool, byte_range: tuple[int, int] | None,
@@ -91,7 +96,9 @@ class BlobResponse(Response):
                 return
             while offset < end:
                 n = min(CHUNK, end - offset)
-                if data is None and reader.inline and n <= 65536:
+                if data is None and reader.inline and offset == self.first:
+                    n = min(n, FIRST_CHUNK)  # read here and sent at once: what the reader waits for first
+                if data is None and reader.inline and n <= FIRST_CHUNK:
                     data = reader.read_at(offset, n)
                 elif data is None:
                     data = await anyio.to_thread.run_sync(reader.read_at, offset, n)
