@@ -46,7 +46,6 @@ DEMAND, READ_AHEAD = 0, 1
 # Blocks this close to where a file's hashing stands wait for it in memory; blocks further
 # ahead (a random reader's) are read back from the cache if hashing ever gets there.
 STASH_AHEAD = 32
-STORE_AT_CLOSE_S = 5.0
 
 
 @dataclass
@@ -83,8 +82,6 @@ class BlockFetcher:
         self._running = 0
         self._serials = itertools.count()
         self._failed_at: dict[str, int] = {}  # checksum -> serial of its last failed check
-        self._storing = 0  # final blocks handed to readers and not stored yet (`_run`)
-        self._stored = threading.Condition(self._lock)
         self._drops = Drops()  # files whose blocks are being dropped: readers wait for them
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
         # Guarded by _loads_lock: blocks being read back from the disk cache.
@@ -152,13 +149,6 @@ class BlockFetcher:
                 self._read_ahead_bytes += task.read_ahead_bytes
                 self._queue.put((READ_AHEAD, next(self._order), task))
         return end
-
-    def fetch_first_block(self, content: Content) -> None:
-        """The file's first block (a small file whole) fetched now, unless cached or on its way:
-        the file was just looked up, and the kernel opens and reads it right after; its first
-        read (at the file's start: a whole block) then finds it arrived or arriving."""
-        if content.size > 0 and (content.checksum, 0) not in self.cache:
-            self.demand(content, 0, self.serial())
 
     def kept_block(self, checksum: str, index: int) -> memoryview | None:
         """Block INDEX from memory (a recent fetch) or from the disk cache (checked as it is
@@ -263,7 +253,7 @@ class BlockFetcher:
             raise ContentMismatch(f"{content.entry.path} failed its SHA-1 check")
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until no fetch is queued or running (tests)."""
+        """Wait until no fetch is queued or running."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -272,10 +262,9 @@ class BlockFetcher:
             time.sleep(0.01)
         return False
 
-    def close(self, within: float = STORE_AT_CLOSE_S) -> None:
-        """Stop the workers, once final blocks handed to readers are stored (within WITHIN s)."""
-        with self._lock:
-            self._stored.wait_for(lambda: not self._storing, timeout=within)
+    def close(self, within: float = 2.0) -> None:
+        """Stop the workers once the fetches under way are done (within WITHIN s; see `_run`)."""
+        self.wait_idle(within)
         self._demand_queue.put((DEMAND, -1, None))
         for _ in self._threads[1:]:
             self._queue.put((DEMAND, -1, None))
@@ -325,20 +314,10 @@ class BlockFetcher:
         finally:
             task.arrival.end()
         if final in blocks and not held:
-            # Readers first, the disk after: the disk write (a file, a transaction) took as long
-            # as a small file's whole round trip. The block waits in memory meanwhile (`_verify`),
-            # where it stays within the memory's bound: a file fetched on its lookup
-            # (`fetch_first_block`) is read from there by the open that follows. `close` waits
-            # for the write: a file read just before an unmount is there offline after.
-            with self._lock:
-                self._storing += 1
-            try:
-                self._settle(task, {final: blocks[final]})
-                self.cache.put(content.checksum, final, blocks[final])
-            finally:
-                with self._lock:
-                    self._storing -= 1
-                    self._stored.notify_all()
+            # Readers first, the disk after (a file and a transaction: as long as a small file's round
+            # trip); in memory meanwhile (`_verify`). `close` waits for it: read, then offline, it is there.
+            self._settle(task, {final: blocks[final]})
+            self.cache.put(content.checksum, final, blocks[final])
 
     def _check_fresh(self, task: _Task, blocks: dict[int, memoryview]) -> None:
         """Raise StaleFetch, dropping BLOCKS, if the file failed its checksum since TASK was

@@ -116,10 +116,6 @@ class Namespace:
         # Guarded by _lock: versions looked into before their list was in hand (`close` lists them).
         self._to_list: set[tuple[Record, int]] = set()
         self._closing = threading.Event()  # the mount's end: their delayed listing starts at once
-        self._warming: list[Future] = []  # the record lists `warm` fetches (set by it once)
-        # Told, from the lookup's own thread, of a file found by a lookup alone (set once, before
-        # any lookup): the kernel opens and reads a file right after looking it up.
-        self.on_found_alone: Callable[[Record, FileEntry], None] | None = None
 
     # --- what the server lists -----------------------------------------------------------
 
@@ -191,21 +187,11 @@ class Namespace:
         """When `server_reachable` was last set (time.monotonic())."""
         return self._reachable[1]
 
-    def warm(self) -> None:
-        """Fetch every kind's record list in the background, for a fresh mount's first open."""
-        for kind in KINDS:
-            with self._lock:
-                generation = self._generations.get(kind, 0)
-            self._warming.append(self._start_refresh(kind, generation))
-
-    def wait_warm(self, wait: float) -> None:
-        """Wait at most WAIT s for the record lists `warm` began fetching: a mount waits before
-        the kernel sees it, so its first lookup finds them in hand (they came after the mount was
-        ready on a loaded machine); a silent server only delays the mount by WAIT."""
-        deadline = time.monotonic() + wait
-        for future in self._warming:
-            with contextlib.suppress(Exception):  # offline or silent: the first look says so
-                future.result(timeout=max(0.0, deadline - time.monotonic()))
+    def warm(self) -> list[Future]:
+        """Fetch every kind's record list in the background, for a fresh mount's first open (their futures)."""
+        with self._lock:
+            generations = {kind: self._generations.get(kind, 0) for kind in KINDS}
+        return [self._start_refresh(kind, generation) for kind, generation in generations.items()]
 
     def _start_refresh(self, kind: str, generation: int) -> Future:
         """KIND's record list fetched in the background; the fetch already running if there is one."""
@@ -351,7 +337,7 @@ class Namespace:
                 return None
         try:
             found = self._fetches.result(("lookup", record.id, number, rel),
-                                         functools.partial(self._lookup_alone, record, number, rel),
+                                         functools.partial(self.repo.lookup, record, number, rel),
                                          f"{rel} in {record.kind}/{record.name} v{number}")
         except TimeoutError:
             raise  # a silent server: the whole list would wait as long again
@@ -371,18 +357,6 @@ class Namespace:
         if len(sound) != len(found):
             return None  # left out by the rules: the whole list says what stands there
         return sound[0] if sound[0].path == rel else True
-
-    def _lookup_alone(self, record: Record, number: int, rel: str) -> list[FileEntry]:
-        """What the server has at REL; a file found there is told to `on_found_alone` at once,
-        from this thread, so its bytes are on their way while the lookup's answer goes back."""
-        found = self.repo.lookup(record, number, rel)
-        if self.on_found_alone is not None and len(found) == 1 and found[0].path == rel \
-                and self._sound_files(record, number, found):
-            try:
-                self.on_found_alone(record, found[0])
-            except Exception as exc:  # only a head start: the open fetches as usual
-                log.debug("nothing fetched ahead of %s: %s", rel, exc)
-        return found
 
     # --- paths ---------------------------------------------------------------------------
 
