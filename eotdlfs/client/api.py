@@ -20,18 +20,15 @@ object's lock is taken under it.
 
 from __future__ import annotations
 
-import http.client
-import json
 import threading
 import time
 from typing import Any, Sequence
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import requests
-import urllib3
 
 from eotdlfs.client.errors import (NotFound, RepositoryError, ServerError, Unreachable, error_for_status,
-                                   failure_reason, not_trusted, timed_out)
+                                   failure_reason, not_trusted)
 from eotdlfs.client.downloads_api import FileDownloads
 from eotdlfs.client.quickget import QuickGets
 from eotdlfs.client.redirects import PresignedUrls
@@ -149,28 +146,6 @@ class ApiClient(FileDownloads):
         except ValueError as exc:
             raise ServerError(f"{method} {route}: answer is not JSON", response.status_code) from exc
 
-    def _quick_json(self, route: str, params: dict[str, Any]) -> Any:
-        """The JSON of a 200 to GET ROUTE?PARAMS over `QuickGets` (see `_quick_range`: requests'
-        own work cost more than our server's answer to a lookup); None for any other answer or
-        a connection that failed, which the caller then asks the full way (retries, errors). A
-        timeout or an untrusted certificate is raised at once: the full way would meet it again."""
-        if not self._quick:
-            return None
-        try:
-            raw = self._quick_gets.get(f"{self._quick_gets.base}{route}?{urlencode(params)}", {})
-            try:
-                if raw.status == 200 and raw.getheader("Content-Encoding") is None:
-                    return json.loads(raw.read())
-            finally:
-                if not raw.isclosed():
-                    self._quick_gets.drop()  # a body left unread must not meet the next request
-        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError, http.client.HTTPException,
-                ValueError) as exc:
-            self._quick_gets.drop()
-            if isinstance(exc, (TimeoutError, urllib3.exceptions.TimeoutError)) or timed_out(exc) or not_trusted(exc):
-                raise self._unreachable(exc) from exc
-        return None
-
     def check_listening(self, answer_wait: float = 0.5) -> None:
         """Raise Unreachable when nothing takes a connection at the API URL (refused, no such
         host, connect timeout), retried as idempotent calls are. A server that takes it is
@@ -251,12 +226,7 @@ class ApiClient(FileDownloads):
         with PATH, what our server has at PATH (see `Repository.lookup`), the whole list from
         a server that ignores it."""
         params = {k: v for k, v in (("version", version), ("path", path)) if v is not None} or None
-        route = f"{kind}/{quote(record_id, safe='')}/files"
-        if path is not None:  # a mount's lookup, which a first open waits for once per path component
-            found = self._quick_json(route, params)
-            if found is not None:
-                return found
-        return self._json("GET", route, idempotent=True, params=params)
+        return self._json("GET", f"{kind}/{quote(record_id, safe='')}/files", idempotent=True, params=params)
 
     def upload_batch(self, kind: str, record_id: str, version: int, zip_bytes: bytes, checksums: Sequence[str]) -> None:
         """Route 6: a zip of small files, `checksums` in the zip's entry order."""

@@ -16,9 +16,6 @@ import urllib3
 from eotdlfs.repository import Arrived
 
 DOWNLOAD_BLOCK = 1 << 20
-# The first read of a body is this short: a reader (the kernel's first request of a file is
-# 128 KiB) is told of it at once, where it waited for a whole DOWNLOAD_BLOCK to arrive.
-FIRST_PIECE = 128 << 10
 
 
 def whole_body(response: requests.Response) -> bytes:
@@ -75,7 +72,7 @@ def pages_of(raw: urllib3.HTTPResponse, size: int, progress: Arrived | None = No
     got = 0
     try:
         while got < size:
-            count = readinto(body[got:got + (DOWNLOAD_BLOCK if got else FIRST_PIECE)])
+            count = readinto(body[got:got + DOWNLOAD_BLOCK])
             if not count:
                 raise requests.exceptions.ChunkedEncodingError(f"body ended after {got} of {size} bytes")
             got += count
