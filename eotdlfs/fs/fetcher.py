@@ -260,7 +260,7 @@ class BlockFetcher:
             raise ContentMismatch(f"{content.entry.path} failed its SHA-1 check")
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until no fetch is queued or running (tests)."""
+        """Wait until no fetch is queued or running."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -269,7 +269,9 @@ class BlockFetcher:
             time.sleep(0.01)
         return False
 
-    def close(self) -> None:
+    def close(self, within: float = 2.0) -> None:
+        """Stop the workers once the fetches under way are done (within WITHIN s; see `_run`)."""
+        self.wait_idle(within)
         self._demand_queue.put((DEMAND, -1, None))
         for _ in self._threads[1:]:
             self._queue.put((DEMAND, -1, None))
@@ -319,7 +321,10 @@ class BlockFetcher:
         finally:
             task.arrival.end()
         if final in blocks and not held:
+            # Readers first, the disk after (a file and a transaction: as long as a small file's round
+            # trip); in memory meanwhile (`_verify`). `close` waits for it: read, then offline, it is there.
             self._settle(task, {final: blocks[final]})
+            self.cache.put(content.checksum, final, blocks[final])
 
     def _check_fresh(self, task: _Task, blocks: dict[int, memoryview]) -> None:
         """Raise StaleFetch, dropping BLOCKS, if the file failed its checksum since TASK was
@@ -365,8 +370,9 @@ class BlockFetcher:
         early = {i: b for i, b in blocks.items() if i != final}
         # Readers and hashing take them from memory, the disk copy bypasses the page cache
         # (O_DIRECT); in memory first, so nobody reads back what the loop just wrote.
-        self.recent.add(content.checksum, early)
-        self.cache.put_blocks(content.checksum, early)
+        if early:  # (a file's only block is its final one: nothing to store yet)
+            self.recent.add(content.checksum, early)
+            self.cache.put_blocks(content.checksum, early)
         return blocks
 
     def _verify(self, task: _Task, blocks: dict[int, memoryview], final: int) -> bool:
@@ -395,8 +401,8 @@ class BlockFetcher:
                         future.add_done_callback(lambda done: self._forget(checksum, final, done))
                         verifier.held = (blocks[final], future)
                         held = True
-                    else:
-                        self.cache.put(checksum, final, blocks[final])
+                    else:  # stored by `_run` once its readers have it; in memory until then
+                        self.recent.add(checksum, {final: blocks[final]})
             # Other blocks never wait for the lock: whoever holds it hashes what we stored
             # (it looks again while `pending` is set), so fetch workers keep fetching.
             for index, data in blocks.items():

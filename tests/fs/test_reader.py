@@ -109,6 +109,7 @@ def test_identical_content_shares_blocks_and_survives_a_new_cache_object(setup, 
     served = repo.bytes_served
     assert read_all(reader, Content(record, entries["same.bin"])) == data
     assert repo.bytes_served == served
+    assert reader.fetcher.wait_idle(10)  # a final block is stored once its readers have it
     reopened = ContentReader(BlockFetcher(repo, BlockCache(tmp_path / "blocks0", 1 << 30, BS)))
     assert read_all(reopened, Content(record, entries["f.bin"])) == data
     assert repo.bytes_served == served
