@@ -14,12 +14,11 @@ the failure marks, and is held for map and counter work only, never during a req
 `_failed_at` is written under it; `has_failed` and `check_not_failed` outside `demand` read it
 without (a dict lookup; `demand` checks again under the lock before any fetch starts). Order
 across objects: a FileVerifier's `lock` -> `BlockFetcher._lock` (hashing asks whether a
-block is in flight) -> `_loads_lock`, `RecentBlocks._lock`, `Verifiers._lock` (where hashing
+block is in flight) -> `SharedLoads._lock`, `RecentBlocks._lock`, `Verifiers._lock` (where hashing
 stands, as read blocks are let go) and the BlockCache's locks (a block looked up in `demand`,
 which may wait there for another reader's read-back of it); the fetcher never takes a
-verifier's lock while holding its own. `_loads_lock` guards the map of blocks being read back
-from disk and is a leaf, as is `FetchStats.lock`. An `OpenFile`'s lock (reader.py) is never
-held while calling in here.
+verifier's lock while holding its own. `SharedLoads._lock` (loads.py) is a leaf, as is
+`FetchStats.lock`. An `OpenFile`'s lock (reader.py) is never held while calling in here.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from eotdlfs.fs.arrival import Arrival
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.content import Content, FetchStats, StaleFetch, runs
 from eotdlfs.fs.drops import Drops
+from eotdlfs.fs.loads import SharedLoads
 from eotdlfs.fs.recent import RecentBlocks
 from eotdlfs.fs.verify import Verifiers
 from eotdlfs.repository import Arrived, ContentMismatch, Repository, RepositoryError
@@ -85,9 +85,7 @@ class BlockFetcher:
         self._failed_at: dict[str, int] = {}  # checksum -> serial of its last failed check
         self._drops = Drops()  # files whose blocks are being dropped: readers wait for them
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
-        # Guarded by _loads_lock: blocks being read back from the disk cache.
-        self._loads_lock = threading.Lock()
-        self._loading: dict[tuple[str, int], Future] = {}
+        self._loads = SharedLoads(cache)  # blocks being read back from the disk cache
         # One more worker takes only demand fetches, so a reader never waits behind read-ahead.
         self._demand_queue: queue.Queue = queue.Queue()
         self._order = itertools.count()
@@ -162,25 +160,7 @@ class BlockFetcher:
         block = self.recent.get(checksum, index)
         if block is not None or (checksum, index) in self._inflight:  # (being fetched: not on disk)
             return block
-        # The kernel asks for a block in several parallel requests: one disk read and
-        # check serves them all.
-        with self._loads_lock:
-            loading = self._loading.get((checksum, index))
-            mine = loading is None
-            if mine:
-                loading = self._loading[(checksum, index)] = Future()
-        if not mine:
-            return loading.result()
-        try:
-            block = self.cache.load_block(checksum, index)
-            loading.set_result(block)
-            return block
-        except BaseException as exc:
-            loading.set_exception(exc)
-            raise
-        finally:
-            with self._loads_lock:
-                del self._loading[(checksum, index)]
+        return self._loads.load(checksum, index)
 
     def arrived_part(self, content: Content, index: int, upto: int, timeout: float) -> memoryview | None:
         """The first UPTO bytes of block INDEX as soon as the request fetching it has brought
