@@ -42,6 +42,8 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Sequence
+
 import crc32c
 import diskcache
 
@@ -52,6 +54,8 @@ MIN_RESERVE_BYTES = 16 << 20
 # What a full or broken cache disk raises: OSError (ENOSPC) from block files, sqlite3 errors
 # ('database or disk is full') from the index, diskcache.Timeout from a locked index.
 CACHE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
+TOUCH_AFTER_S = 60.0  # see `read_blocks`
+LOOKUP_BATCH = 500  # keys per lookup: SQLite's limit on a statement's parameters is 999 in old builds
 
 log = logging.getLogger(__name__)
 
@@ -190,32 +194,63 @@ class BlockCache:
         self._room = threading.Lock()
         self._writing = 0
 
-    def load_block(self, checksum: str, index: int) -> memoryview | None:
+    def load_block(self, checksum: str, index: int | str) -> memoryview | None:
         """The block's checked bytes for a reader, or None when it is not cached or failed its
         check (counts a hit or a miss)."""
-        data = self.read_block(checksum, index)
-        with self._lock:
-            if data is None:
-                self.misses += 1
-            else:
-                self.hits += 1
-        return data
+        return self.load_blocks(checksum, [index]).get(index)
 
-    def read_block(self, checksum: str, index: int) -> memoryview | None:
+    def load_blocks(self, checksum: str, indices: Sequence[int | str]) -> dict[int | str, memoryview]:
+        """`load_block` of each of INDICES at once: the checked bytes of those cached, by index."""
+        found = self.read_blocks(checksum, indices)
+        with self._lock:
+            self.hits += len(found)
+            self.misses += len(indices) - len(found)
+        return found
+
+    def read_block(self, checksum: str, index: int | str) -> memoryview | None:
         """The block's bytes read from disk and checked against their CRC32C; None when the
         block is not cached, or failed its check (then it is dropped)."""
-        key = block_key(checksum, index)
-        # A miss by diskcache's LRU `get` costs a write transaction (for the access time it
-        # would update); a plain lookup first makes a miss (every cold piece) a read only.
-        if key not in self._cache:
-            return None
-        try:  # an LRU read also writes (the access time): it can fail on a full disk
+        return self.read_blocks(checksum, [index]).get(index)
+
+    def read_blocks(self, checksum: str, indices: Sequence[int | str]) -> dict[int | str, memoryview]:
+        """`read_block` of each of INDICES: one index lookup for them all, and one update of the
+        access times (the LRU order) of those found, not a transaction each: a seeking reader's
+        tile is a dozen pieces, and their lookups were most of a warm window's time. An entry
+        used in the last TOUCH_AFTER_S keeps its time: the write is most of a lookup's cost, and
+        the order of eviction does not need it finer."""
+        keys = {block_key(checksum, index): index for index in indices}
+        rows = []
+        for lo in range(0, len(keys), LOOKUP_BATCH):  # a miss costs a read, never a wait for a writer
+            batch = list(keys)[lo:lo + LOOKUP_BATCH]
+            rows += self._cache._sql(f"SELECT rowid, access_time, key, mode, filename, value, tag FROM Cache"
+                                     f" WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})", batch).fetchall()
+        now = time.time()
+        stale = [row[0] for row in rows if row[1] < now - TOUCH_AFTER_S]
+        if stale:
+            self._touch(stale, now)
+        found = {}
+        for _, _, key, mode, filename, value, crc in rows:
+            data = self._read_back(checksum, keys[key], mode, filename, value, crc)
+            if data is not None:
+                found[keys[key]] = data
+        return found
+
+    def _touch(self, rowids: list[int], now: float) -> None:
+        """Mark these entries used at NOW, as diskcache's LRU `get` does one at a time. A full disk
+        (the update is a write) costs the order of eviction, not the bytes: they are served."""
+        try:
             with self._db:
-                handle, crc = self._cache.get(key, read=True, tag=True)
+                self._cache._sql(f"UPDATE Cache SET access_time = ? WHERE rowid IN ({','.join('?' * len(rowids))})",
+                                 (now, *rowids))
         except CACHE_ERRORS as exc:
             self._failed_write(exc)
-            return None
-        if handle is None:
+
+    def _read_back(self, checksum: str, index: int | str, mode: int, filename: str | None, value: bytes | None,
+                   crc: int | None) -> memoryview | None:
+        """The bytes of one entry of the index (kept in it, or in its file), checked."""
+        try:
+            handle = self._cache.disk.fetch(mode, filename, value, True)
+        except FileNotFoundError:  # evicted (by another process) since the lookup: a miss
             return None
         if isinstance(handle, bytes):  # a block kept in the index (`put_inline`)
             data = handle

@@ -128,7 +128,7 @@ class PieceFetcher:
                         self._inflight[(checksum, number)] = future
                         mine.append(number)
                 futures[number] = future
-        missing = [number for number in mine if not self._load(checksum, number, futures[number], serial)]
+        missing = self._load(checksum, {number: futures[number] for number in mine}, serial)
         for run in runs(missing, LONGEST_REQUEST):
             self._tasks.put(_Task(content, run[0], [futures[n] for n in run], serial))
         for number in range(first, last + 1):
@@ -147,19 +147,23 @@ class PieceFetcher:
             self._storing.notify()
         self._threads[-1].join(timeout=60)
 
-    def _load(self, checksum: str, number: int, future: Future, serial: int) -> bool:
-        """Settle FUTURE with the piece read back from the block cache (checked); False if
-        it is not there, or the file failed its checksum since SERIAL (it may be of before)."""
-        data = self.cache.load_block(checksum, piece_key(number))
-        if data is None:
-            return False
+    def _load(self, checksum: str, futures: dict[int, Future], serial: int) -> list[int]:
+        """Settle the FUTURES (by piece number) of the pieces read back from the block cache
+        (checked; one index lookup for all); the numbers of the others: not there, or all if the
+        file failed its checksum since SERIAL (they may be of before)."""
+        if not futures:
+            return []
+        keys = {piece_key(number): number for number in futures}
+        found = {keys[key]: data for key, data in self.cache.load_blocks(checksum, list(keys)).items()}
         with self._lock:
             if self.fetcher.failed_since(checksum, serial):
-                return False
-            self._kept.add(checksum, {number: data})
-            self._inflight.pop((checksum, number), None)
-        future.set_result(data)
-        return True
+                return list(futures)
+            self._kept.add(checksum, found)
+            for number in found:
+                self._inflight.pop((checksum, number), None)
+        for number, data in found.items():
+            futures[number].set_result(data)
+        return [number for number in futures if number not in found]
 
     def _drop(self, content: Content) -> None:
         """CONTENT failed its checksum: forget its pieces, in memory and in the block cache."""

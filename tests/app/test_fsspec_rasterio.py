@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import sqlite3
 import threading
 import time
 
@@ -52,6 +53,43 @@ def test_a_windows_tile_rows_are_fetched_side_by_side(repo_server, unique_name, 
                                   for (start, end), (lo, hi) in zip(sorted(rows), sorted(held))), (rows, held)
     rows_px, cols_px = slice(2048 + TILE // 2, 2048 + 3 * TILE // 2), slice(1024 + TILE // 2, 1024 + 3 * TILE // 2)
     assert (got[0] == data[rows_px, cols_px]).all()
+
+
+def test_a_warm_windows_pieces_are_looked_up_together_not_one_by_one(repo_server, unique_name, tmp_path,
+                                                                     monkeypatch):
+    """A window read again from the block cache (a second process on the same cache dir) asks
+    its index once per tile row, not once per 64 KiB piece: a lookup and an access-time update per
+    piece were most of a warm window's time. Counted as the SQL statements run on the index."""
+    name = unique_name("cogwarm")
+    folder = tmp_path / "src"
+    write_metadata(folder, name)
+    data = write_tiled_geotiff(folder / "scene.tif", tile=512)  # tiles of 512 KiB: 8 pieces each
+    ingest(repo_server, folder)
+    url, options = f"datasets/{name}/v1/scene.tif", {"api_url": repo_server.url, "token": repo_server.token("alice"),
+                                                     "cache_dir": str(tmp_path / "cache"), "skip_instance_cache": True}
+    window, pixels = Window(768, 1280, 512, 512), data[1280:1792, 768:1280]  # 2 x 2 tiles, 32 pieces
+    cold = EotdlFileSystem(**options)
+    with rasterio.open(cold.open(url)) as src:
+        assert (src.read(1, window=window) == pixels).all()
+    cold.connection.close()  # its pieces stored, as at a process's end
+    statements: list[str] = []
+    real_connect = sqlite3.connect
+
+    def connect(*args, **kwargs):  # every connection to the index, with its statements seen
+        connection = real_connect(*args, **kwargs)
+        connection.set_trace_callback(statements.append)
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    warm = EotdlFileSystem(**options)
+    with rasterio.open(warm.open(url)) as src:
+        before, seen = repo_server.stats()["bytes_sent"], len(statements)
+        assert (src.read(1, window=window) == pixels).all()
+        looked = [s for s in statements[seen:] if "Cache" in s]
+        assert repo_server.stats()["bytes_sent"] == before
+    warm.connection.close()
+    # 2 tile rows: a lookup each (and a few of whole blocks); it was 5 statements per piece (160)
+    assert len(looked) <= 12, (len(looked), looked)
 
 
 def test_fs_open_is_still_fsspecs_open_once_rasterio_is_imported(repo_server, unique_name, tmp_path):
