@@ -166,3 +166,26 @@ def test_a_miss_is_a_read_that_never_waits_for_a_writer(tmp_path):
         writer.close()
     lookup.join(70)
     cache.close()
+
+
+def test_pieces_read_together_keep_the_lru_order_with_one_update(tmp_path):
+    """Pieces read back in one call: one access-time update for all of them, none for those used in
+    the last minute (the update is a write: it was a transaction per piece), and pieces read after a
+    while still move to the back of the eviction order."""
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    pieces = [("sum", f"p{i}", os.urandom(64 << 10)) for i in range(8)]
+    assert cache.put_inline(pieces)
+    long_ago = cache._cache._sql("SELECT min(access_time) FROM Cache").fetchone()[0] - 3600
+    cache._cache._sql("UPDATE Cache SET access_time = ?", (long_ago,))  # stored an hour ago
+    statements: list[str] = []
+    cache._cache._sql("SELECT 1")  # this thread's connection, made
+    cache._cache._con.set_trace_callback(statements.append)
+    assert [bytes(cache.load_blocks("sum", [f"p{i}" for i in range(4)])[f"p{i}"]) for i in range(4)] == \
+        [d for _, _, d in pieces[:4]]
+    updates = lambda: {s for s in statements if s.startswith("UPDATE Cache")}  # noqa: E731 (a trigger repeats each)
+    assert len(updates()) == 1
+    assert len(cache.load_blocks("sum", [f"p{i}" for i in range(4)])) == 4  # used a moment ago: no write
+    assert len(updates()) == 1
+    oldest = cache._cache._sql("SELECT key FROM Cache ORDER BY access_time LIMIT 4").fetchall()
+    assert sorted(key for (key,) in oldest) == [f"sum:p{i}" for i in range(4, 8)]  # evicted first
+    cache.close()
