@@ -250,7 +250,7 @@ class BlockCache:
         """The bytes of one entry of the index (kept in it, or in its file), checked."""
         try:
             handle = self._cache.disk.fetch(mode, filename, value, True)
-        except FileNotFoundError:  # evicted (by another process) since the lookup: a miss
+        except OSError:  # evicted (by another process) since the lookup: a miss, as diskcache's `get` has it
             return None
         if isinstance(handle, bytes):  # a block kept in the index (`put_inline`)
             data = handle
