@@ -8,7 +8,10 @@ versions or records share blocks because the key is the content's checksum.
 Small blocks (a seeking reader's 64 KiB pieces) are kept in the index itself instead
 (`put_inline`: diskcache's inline values, many per transaction): a file create, an O_DIRECT
 write and a transaction per piece were most of a cold seeking read's CPU. Their bytes count
-in the database's pages, so `volume()`, the size limit and eviction include them.
+in the database's pages, so `volume()`, the size limit and eviction include them. The pieces
+of a whole tile, fetched together, go into one file instead (`put_runs`, an entry per piece
+with its offset): through the index every page is written twice (WAL, checkpoint), 5 times
+the time of one file write, and a cold COG reader's process waited for it at its exit.
 
 Blocks in page-aligned memory are written with O_DIRECT (`_BlockDisk`): a cold read hands
 its readers the fetched bytes from memory, so pushing a second copy of every byte through
@@ -71,10 +74,11 @@ class _InlineBlock:
 
 
 class _WrittenBlock:
-    """A block file already written, for `_BlockDisk.store` to enter as it is."""
+    """A block file already written, for `_BlockDisk.store` to enter as it is; or, with an
+    OFFSET, one piece of a run of pieces written as one file (`put_runs`)."""
 
-    def __init__(self, filename: str, size: int):
-        self.filename, self.size = filename, size
+    def __init__(self, filename: str, size: int, offset: int | None = None):
+        self.filename, self.size, self.offset = filename, size, offset
 
 
 def _direct_capable(view: memoryview) -> bool:
@@ -105,7 +109,7 @@ class _BlockDisk(diskcache.Disk):
             return 0, diskcache.core.MODE_RAW, None, value.data
         if not isinstance(value, _WrittenBlock):
             return super().store(value, read, key)
-        return value.size, diskcache.core.MODE_BINARY, value.filename, None
+        return value.size, diskcache.core.MODE_BINARY, value.filename, value.offset  # the offset in its row's value
 
     def write_block(self, data: bytes | memoryview) -> _WrittenBlock:
         view = memoryview(data).cast("B")
@@ -222,15 +226,15 @@ class BlockCache:
         rows = []
         for lo in range(0, len(keys), LOOKUP_BATCH):  # a miss costs a read, never a wait for a writer
             batch = list(keys)[lo:lo + LOOKUP_BATCH]
-            rows += self._cache._sql(f"SELECT rowid, access_time, key, mode, filename, value, tag FROM Cache"
+            rows += self._cache._sql(f"SELECT rowid, access_time, key, mode, filename, value, tag, size FROM Cache"
                                      f" WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})", batch).fetchall()
         now = time.time()
         stale = [row[0] for row in rows if row[1] < now - TOUCH_AFTER_S]
         if stale:
             self._touch(stale, now)
         found = {}
-        for _, _, key, mode, filename, value, crc in rows:
-            data = self._read_back(checksum, keys[key], mode, filename, value, crc)
+        for _, _, key, mode, filename, value, crc, size in rows:
+            data = self._read_back(checksum, keys[key], mode, filename, value, crc, size)
             if data is not None:
                 found[keys[key]] = data
         return found
@@ -245,9 +249,9 @@ class BlockCache:
         except CACHE_ERRORS as exc:
             self._failed_write(exc)
 
-    def _read_back(self, checksum: str, index: int | str, mode: int, filename: str | None, value: bytes | None,
-                   crc: int | None) -> memoryview | None:
-        """The bytes of one entry of the index (kept in it, or in its file), checked."""
+    def _read_back(self, checksum: str, index: int | str, mode: int, filename: str | None, value: bytes | int | None,
+                   crc: int | None, size: int) -> memoryview | None:
+        """The bytes of one entry of the index (kept in it, in its file, or at VALUE in a run's file), checked."""
         try:
             handle = self._cache.disk.fetch(mode, filename, value, True)
         except OSError:  # evicted (by another process) since the lookup: a miss, as diskcache's `get` has it
@@ -257,7 +261,7 @@ class BlockCache:
         else:
             try:
                 with handle:
-                    data = handle.read()
+                    data = handle.read() if value is None else os.pread(handle.fileno(), size, value)
             except OSError as exc:  # a failing disk: the block is as good as damaged
                 return self._damaged(checksum, index, str(exc))
         if crc is None:
@@ -322,6 +326,38 @@ class BlockCache:
                 with self._room:
                     self._writing -= nbytes
         except CACHE_ERRORS as exc:
+            self._failed_write(exc)
+            return False
+        return True
+
+    def put_runs(self, runs: list[tuple[str, list[int | str], memoryview]], piece_size: int) -> bool:
+        """Store RUNS (checksum, indices, bytes): each run's bytes in one file (one write, O_DIRECT
+        when the memory allows), as pieces of PIECE_SIZE entered under INDICES, each with its own
+        CRC32C, all in one transaction; False as `put`. A seeking reader's tile (8-16 pieces)
+        written into the index cost 5 times the time and CPU of the same bytes in one file
+        (every page through the WAL and again at its checkpoint). A piece's file is its run's: when
+        eviction or a drop removes it, the run's other pieces are misses, fetched again if read."""
+        disk: _BlockDisk = self._cache.disk
+        nbytes = sum(memoryview(data).nbytes for _, _, data in runs)
+        written, entries = [], []
+        try:
+            if not self._make_room(nbytes):
+                raise OSError(errno.ENOSPC, "no room beyond the disk's reserve, even after evicting")
+            try:
+                for checksum, indices, data in runs:  # outside the lock, as in `put_blocks`
+                    view = memoryview(data).cast("B")
+                    written.append(disk.write_block(view))
+                    for at, index in zip(range(0, view.nbytes, piece_size), indices):
+                        piece = view[at:at + piece_size]
+                        entries.append((block_key(checksum, index),
+                                        _WrittenBlock(written[-1].filename, piece.nbytes, at), block_crc(piece)))
+            finally:
+                with self._room:
+                    self._writing -= nbytes
+            self._enter(entries)
+        except CACHE_ERRORS as exc:
+            for block in written:
+                disk.remove(block.filename)
             self._failed_write(exc)
             return False
         return True

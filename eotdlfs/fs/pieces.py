@@ -10,8 +10,9 @@ times the bytes GDAL's /vsicurl/ does for random windows, and made the reader wa
 Pieces are kept in memory (bounded, oldest out first) for the reads next to them, and in the
 block cache under keys of their own (`piece_key`), with the same CRC32C check on read-back
 as blocks, so a second reader, or the next mount, does not fetch them again. They are
-stored behind the reads, in batches (`STORE_DELAY`, `STORE_BATCH`), one transaction each and
-in the index itself (`BlockCache.put_inline`), and those still waiting are stored at `close`. They never feed
+stored behind the reads, in batches (`STORE_DELAY`, `STORE_BATCH`), one transaction each,
+those of a tile-sized fetch in one file (`BlockCache.put_runs`) and the others in the index
+itself (`BlockCache.put_inline`), and those still waiting are stored at `close`. They never feed
 the file's running SHA-1: the end-to-end check is of whole-file reads, which do not seek,
 and the reader never takes a file's final block in pieces, so the final block still waits
 for the file's checksum. When a file fails its checksum its pieces are dropped with its
@@ -49,6 +50,7 @@ LONGEST_REQUEST = 32  # pieces: 2 MiB
 # fetch (and surely at `close`), sooner once this many wait. Until then the kept pieces serve them.
 STORE_DELAY = 0.25
 STORE_BATCH = 64
+RUN_FILE_BYTES = 256 << 10  # pieces fetched this many bytes at a time are stored as one file (`store_waiting`)
 
 
 # Fetchers with pieces maybe not stored yet: an `eotdl://` script may end without closing
@@ -91,9 +93,10 @@ class PieceFetcher:
         self._tasks: queue.Queue = queue.Queue()
         self._threads = [threading.Thread(target=self._work, name=f"fetch-piece-{i}", daemon=True)
                          for i in range(workers)]
-        # Guarded by _storing: pieces fetched and not stored yet, as (checksum, number, bytes, serial).
+        # Guarded by _storing: pieces fetched and not stored yet, as (checksum, number, bytes, serial,
+        # the bytes of the fetch they came in), a fetch's pieces one after the other.
         self._storing = threading.Condition()
-        self._unstored: list[tuple[str, int, memoryview, int]] = []
+        self._unstored: list[tuple[str, int, memoryview, int, memoryview]] = []
         self._closing = False
         self._threads.append(threading.Thread(target=self._write_behind, name="store-pieces", daemon=True))
         for thread in self._threads:
@@ -204,14 +207,14 @@ class PieceFetcher:
             return
         for number, future in zip(pieces, task.futures):
             future.set_result(pieces[number])
-        self._store(checksum, pieces, task.serial)
+        self._store(checksum, pieces, task.serial, view)
 
-    def _store(self, checksum: str, pieces: dict[int, memoryview], serial: int) -> None:
-        """Queue PIECES for the block cache, after their readers have them (a disk write costs
-        a random reader about as much as its fetch)."""
+    def _store(self, checksum: str, pieces: dict[int, memoryview], serial: int, fetched: memoryview) -> None:
+        """Queue PIECES (FETCHED in one request) for the block cache, after their readers have them
+        (a disk write costs a random reader about as much as its fetch)."""
         with self._storing:
             first = not self._unstored
-            self._unstored.extend((checksum, n, piece, serial) for n, piece in pieces.items())
+            self._unstored.extend((checksum, n, piece, serial, fetched) for n, piece in pieces.items())
             if first or len(self._unstored) >= STORE_BATCH:  # the delay starts; or a batch is full
                 self._storing.notify()
 
@@ -230,13 +233,24 @@ class PieceFetcher:
                 return
 
     def store_waiting(self) -> None:
-        """Store the pieces waiting to be stored, in one transaction."""
+        """Store the pieces waiting to be stored: those fetched RUN_FILE_BYTES or more at a time
+        (a tile) as one file per fetch, the others in the index itself (a transaction each)."""
         with self._storing:
             batch, self._unstored = self._unstored, []
         if not batch:
             return
-        self.cache.put_inline([(checksum, piece_key(n), piece) for checksum, n, piece, _ in batch])
+        runs: dict[int, tuple[str, list[str], memoryview]] = {}  # by the fetch's buffer
+        inline = []
+        for checksum, n, piece, _, fetched in batch:
+            if fetched.nbytes >= RUN_FILE_BYTES:
+                runs.setdefault(id(fetched), (checksum, [], fetched))[1].append(piece_key(n))
+            else:
+                inline.append((checksum, piece_key(n), piece))
+        if runs:
+            self.cache.put_runs(list(runs.values()), self.piece_size)
+        if inline:
+            self.cache.put_inline(inline)
         # Checked after storing: a failure marked later drops these pieces itself.
-        stale = [(checksum, n) for checksum, n, _, serial in batch if self.fetcher.failed_since(checksum, serial)]
+        stale = [(checksum, n) for checksum, n, _, serial, _ in batch if self.fetcher.failed_since(checksum, serial)]
         for checksum, n in stale:
             self.cache.drop_blocks(checksum, [piece_key(n)])

@@ -94,6 +94,36 @@ def test_a_warm_windows_pieces_are_looked_up_together_not_one_by_one(repo_server
     assert len(looked) <= 20, "\n".join(looked)
 
 
+def test_a_tiles_pieces_are_stored_as_one_file_not_through_the_index(repo_server, unique_name, tmp_path):
+    """The pieces of a tile fetch are stored in one file (one write) rather than in the block
+    cache's index, where every page is written twice (WAL, checkpoint): that write was most of a
+    cold window reader's exit. Seen on disk: a file per tile row, an index far smaller than the
+    bytes, and the window read again from them without a fetch."""
+    name = unique_name("cogstore")
+    folder = tmp_path / "src"
+    write_metadata(folder, name)
+    data = write_tiled_geotiff(folder / "scene.tif", tile=512)  # tiles of 512 KiB
+    ingest(repo_server, folder)
+    url, cache = f"eotdl://datasets/{name}/v1/scene.tif", tmp_path / "cache"
+    options = {"api_url": repo_server.url, "token": repo_server.token("alice"), "cache_dir": str(cache),
+               "skip_instance_cache": True}
+    window, pixels = Window(1024 + 256, 2048 + 256, 512, 512), data[2048 + 256:2048 + 768, 1024 + 256:1024 + 768]
+    cold = fsspec.open(url, **options)
+    with rasterio.open(cold) as src:  # 2 rows of 2 tiles: 2 MiB of pieces
+        assert (src.read(1, window=window) == pixels).all()
+    cold.fs.connection.close()
+    files = [p for p in (cache / "blocks").rglob("*.val")]
+    index = sum(p.stat().st_size for p in (cache / "blocks").glob("cache.db*"))
+    assert 2 <= len(files) <= 8 and sum(p.stat().st_size for p in files) >= 2 << 20, files
+    assert index < 1 << 20, index  # it held the 2 MiB of pieces
+    warm = fsspec.open(url, **options)
+    with rasterio.open(warm) as src:
+        before = repo_server.stats()["bytes_sent"]
+        assert (src.read(1, window=window) == pixels).all()
+        assert repo_server.stats()["bytes_sent"] == before
+    warm.fs.connection.close()
+
+
 def test_fs_open_is_still_fsspecs_open_once_rasterio_is_imported(repo_server, unique_name, tmp_path):
     """With rasterio imported `fs.open` is rasterio's multi-range opener too, and still takes
     whatever fsspec's `open` takes (text mode, a positional block size)."""
