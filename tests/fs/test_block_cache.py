@@ -189,3 +189,28 @@ def test_pieces_read_together_keep_the_lru_order_with_one_update(tmp_path):
     oldest = cache._cache._sql("SELECT key FROM Cache ORDER BY access_time LIMIT 4").fetchall()
     assert sorted(key for (key,) in oldest) == [f"sum:p{i}" for i in range(4, 8)]  # evicted first
     cache.close()
+
+
+def test_a_runs_pieces_share_one_file_and_a_damaged_one_is_a_miss_never_bytes(tmp_path, caplog):
+    """Pieces fetched together are stored in one file, each with its own CRC32C: read back
+    exactly (also by a new cache object); a flipped byte in one makes it a miss (dropped with its
+    file: the run's other pieces are then misses too), never wrong bytes."""
+    run = os.urandom(4 << 16)
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put_runs([("sum", [f"p{i}" for i in range(4)], aligned(run))], 64 << 10)
+    files = [p for p in (tmp_path / "c").rglob("*.val")]
+    assert len(files) == 1 and files[0].read_bytes() == run
+    cache.close()
+    again = BlockCache(tmp_path / "c", 1 << 30, BS)
+    got = again.load_blocks("sum", [f"p{i}" for i in range(4)])
+    assert {key: bytes(data) for key, data in got.items()} == {f"p{i}": run[i << 16:(i + 1) << 16] for i in range(4)}
+    with open(files[0], "r+b") as f:  # one flipped byte in the third piece
+        f.seek((2 << 16) + 5)
+        f.write(bytes([run[(2 << 16) + 5] ^ 0xFF]))
+    assert again.load_block("sum", "p2") is None and again.stats()["damaged_blocks"] == 1
+    assert "failed its check" in caplog.text
+    assert all(bytes(data) == run[int(key[1:]) << 16:(int(key[1:]) + 1) << 16]
+               for key, data in again.load_blocks("sum", [f"p{i}" for i in range(4)]).items())
+    assert again.put_runs([("sum", ["p2"], aligned(run[2 << 16:3 << 16]))], 64 << 10)
+    assert again.load_block("sum", "p2") == run[2 << 16:3 << 16]
+    again.close()
