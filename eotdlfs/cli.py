@@ -26,8 +26,9 @@ def fail(message: str | BaseException) -> None:
 DB_OPTION = typer.Option(None, "--db", help="Metadata database: sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
                          " (default: SQLite under --root). Replicas on one database share tokens and API keys.")
 
-BLOBS_OPTION = typer.Option(None, "--blobs", help="Blob store: a folder, s3://BUCKET or s3://BUCKET/PREFIX (endpoint and keys"
-                            " from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...; default: a folder under --root).")
+BLOBS_OPTION = typer.Option(None, "--blobs", help="Blob store: a folder, s3://BUCKET or s3://BUCKET/PREFIX"
+                            " (endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...;"
+                            " default: a folder under --root).")
 
 
 @app.command()
@@ -35,8 +36,9 @@ def serve(
     root: Path = typer.Option(..., "--root", help="Folder holding the repository (created if missing)."),
     db: str | None = DB_OPTION,
     blobs: str | None = BLOBS_OPTION,
-    redirect_downloads: bool = typer.Option(False, "--redirect-downloads", help="Answer downloads with a 307 to a"
-                                            " short-lived presigned URL of the blob (S3 blobs), so bytes skip the server."),
+    redirect_downloads: bool = typer.Option(False, "--redirect-downloads", help="Answer downloads with a 307 to"
+                                            " a short-lived presigned URL of the blob (S3 blobs),"
+                                            " so bytes skip the server."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
 ) -> None:
@@ -106,7 +108,8 @@ def fsck(
 @app.command()
 def mount(
     mountpoint: Path = typer.Argument(..., help="An empty folder to mount on."),
-    api_url: str = typer.Option(None, "--api-url", help="Repository API (default: EOTDL_API_URL, config, else an embedded local repository)."),
+    api_url: str = typer.Option(None, "--api-url", help="Repository API (default: EOTDL_API_URL, config,"
+                                " else an embedded local repository)."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Block cache and state (default: the user cache dir)."),
     cache_size: str = typer.Option("20G", "--cache-size", help="Block cache limit, e.g. 500M, 20G (LRU eviction)."),
     foreground: bool = typer.Option(False, "--foreground", help="Serve in this process until unmounted."),
@@ -192,7 +195,8 @@ KIND_OPTION = typer.Option("datasets", "--kind", help="datasets or models.")
 
 @app.command()
 def ingest(
-    path: Path = typer.Argument(..., help="Folder to ingest; its metadata.yml (or STAC catalog.json) names the record."),
+    path: Path = typer.Argument(..., help="Folder to ingest; its metadata.yml (or STAC catalog.json)"
+                                " names the record."),
     kind: str = KIND_OPTION, api_url: str | None = API_URL_OPTION, token: str | None = TOKEN_OPTION,
     token_file: str | None = TOKEN_FILE_OPTION,
 ) -> None:
@@ -263,7 +267,8 @@ def stac_search(
     from eotdlfs.client.settings import given_token
 
     try:
-        lines = search_lines(name, version, bbox, datetime, as_json, mount, kind, api_url, given_token(token, token_file))
+        lines = search_lines(name, version, bbox, datetime, as_json, mount, kind, api_url,
+                             given_token(token, token_file))
     except CLIENT_ERRORS as exc:
         fail(exc)
     for line in lines:

@@ -13,6 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "eotdlfs"
 MAX_LINES = 450
+MAX_LINE_CHARS = 120
 HTTP = ("requests", "urllib3", "http", "httpx", "fastapi", "starlette", "uvicorn")
 FUSE_BINDING = ("fuse", "mfusepy")
 FSSPEC = ("fsspec",)
@@ -104,3 +105,9 @@ def test_no_module_is_over_the_size_limit():
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_no_line_is_over_the_width_limit():
+    wide = [f"{p.relative_to(PACKAGE)}:{i}" for p in sorted(PACKAGE.rglob("*.py"))
+            for i, line in enumerate(p.read_text().splitlines(), 1) if len(line) > MAX_LINE_CHARS]
+    assert wide == []

@@ -51,7 +51,8 @@ def ingest_command(path: Path, kind: str, api_url: str | None, token: str | None
         except Unauthorized as exc:
             if repo.settings.token or repo.settings.api_key:
                 raise
-            raise Unauthorized(f"{exc} (no credentials: use EOTDL_TOKEN, EOTDL_API_KEY or --token-file)", exc.status) from exc
+            raise Unauthorized(f"{exc} (no credentials: use EOTDL_TOKEN, EOTDL_API_KEY or --token-file)",
+                               exc.status) from exc
     resumed = f" (resumed: {result.resumed} already sent by an interrupted run)" if result.resumed else ""
     return (f"{name} v{result.version}: {result.uploaded} uploaded, {result.carried} carried, "
             f"{result.dropped} removed, {human_bytes(result.bytes_sent)} sent{resumed}")
@@ -132,7 +133,8 @@ def format_status(status: dict[str, Any]) -> str:
         f"{fetch.get('fetch_errors', 0)} errors",
     ]
     if cache.get("write_errors"):
-        lines.append(f"cache full   {cache['write_errors']} blocks could not be stored (reads still work)")
+        lines.append(f"cache errors {cache['write_errors']} blocks could not be stored or looked up, last: "
+                     f"{cache.get('last_error')} (reads still work: fetched from the server)")
     if cache.get("damaged_blocks"):
         lines.append(f"damaged      {cache['damaged_blocks']} cached blocks failed their check and were fetched again")
     failure = status.get("last_failure")

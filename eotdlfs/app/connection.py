@@ -53,7 +53,8 @@ class Connection:
         self._embedded = embedded
         self._lock = threading.Lock()
         self._reading: MountContext | None = None  # built by the first read
-        self._side_reads: ThreadPoolExecutor | None = None  # made by the first open (threads by the first multi-range read)
+        # Made by the first open (its threads by the first multi-range read).
+        self._side_reads: ThreadPoolExecutor | None = None
 
     # --- records ---------------------------------------------------------------------------
 
@@ -73,9 +74,11 @@ class Connection:
 
     # --- whole versions --------------------------------------------------------------------
 
-    def ingest(self, path: str | Path, kind: str = "datasets", progress: TransferProgress | None = None) -> IngestResult:
-        """Ingest the folder PATH (with its metadata.yml, or a STAC catalog.json) as the next version of the record it names:
-        only new and changed files are sent. `NothingToIngest` when nothing changed."""
+    def ingest(self, path: str | Path, kind: str = "datasets",
+               progress: TransferProgress | None = None) -> IngestResult:
+        """Ingest the folder PATH (with its metadata.yml, or a STAC catalog.json) as the next
+        version of the record it names: only new and changed files are sent. `NothingToIngest`
+        when nothing changed."""
         from eotdlfs.client.ingest import ingest_folder  # the engine (and STAC's stack) only for an ingest
 
         record_noun(kind)

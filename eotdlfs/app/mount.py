@@ -49,7 +49,9 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
                    ttl: float = 10.0) -> None:
     """Mount and serve until unmounted (this is the mount process)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    mountpoint, cache_dir = Path(mountpoint).absolute(), Path(cache_dir)
+    # Absolute now: libfuse moves this process to `/` once mounted, and the cache opens files
+    # (SQLite connections per thread, staged files) for as long as it runs.
+    mountpoint, cache_dir = Path(mountpoint).absolute(), Path(cache_dir).absolute()
     make_private(cache_dir)
     os.umask(PRIVATE_UMASK)  # covers what diskcache, SQLite and logging create there, not only our own files
     hold_cache_dir(cache_dir, mountpoint)  # kept until this process exits

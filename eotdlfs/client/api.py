@@ -5,12 +5,13 @@ and the configured timeout (`EOTDLFS_TIMEOUT`) for sending the request, body inc
 (`transport.py`), and for the answer; idempotent calls (GET/HEAD, and uploads the server
 treats idempotently) are retried with exponential backoff on connection errors and
 502/503/504; a 4xx is never retried, nor a GET/HEAD whose answer did not come within the
-timeout (a silent server costs one timeout, not one per try). Failures come out as the typed exceptions of `eotdlfs.client.errors`.
+timeout (a silent server costs one timeout, not one per try). Failures come out as the typed
+exceptions of `eotdlfs.client.errors`.
 
-Route 9 (downloads) is in `downloads_api.py`. Servers without the extensions are served too: no `size` in listings -> the size comes
-from a HEAD (or the Content-Length of a GET) of the download route, cached; no Range ->
-the whole file is fetched and the slice returned (`ranges_supported` says which way the
-last range read went); no capabilities route -> no drafts.
+Route 9 (downloads) is in `downloads_api.py`. Servers without the extensions are served too:
+no `size` in listings -> the size comes from a HEAD (or the Content-Length of a GET) of the
+download route, cached; no Range -> the whole file is fetched and the slice returned
+(`ranges_supported` says which way the last range read went); no capabilities route -> no drafts.
 
 Locks. `_lock` guards the size and capability caches and is held for dict work only;
 `requests.Session` is shared without it (its connection pool is thread-safe). No other
@@ -26,8 +27,8 @@ from urllib.parse import quote
 
 import requests
 
-from eotdlfs.client.errors import (NotFound, RepositoryError, ServerError, Unreachable, error_for_status, failure_reason,
-                                   not_trusted)
+from eotdlfs.client.errors import (NotFound, RepositoryError, ServerError, Unreachable, error_for_status,
+                                   failure_reason, not_trusted)
 from eotdlfs.client.downloads_api import FileDownloads
 from eotdlfs.client.quickget import QuickGets
 from eotdlfs.client.redirects import PresignedUrls

@@ -42,7 +42,8 @@ def _fetch(api: ApiClient, kind: str, record_id: str, entry: dict, target: Path,
     digest, received = hashlib.sha1(), 0
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, api.download(kind, record_id, entry["filename"], int(entry["version"])) as blocks:
+        with (os.fdopen(fd, "wb") as out,
+              api.download(kind, record_id, entry["filename"], int(entry["version"])) as blocks):
             for block in blocks:
                 out.write(block)
                 digest.update(block)

@@ -64,7 +64,8 @@ def failure_reason(exc: Exception) -> str:
     if refused:
         return (f"its TLS certificate is not trusted: {refused.group(1).strip()}; "
                 "REQUESTS_CA_BUNDLE names a CA bundle to trust")
-    for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset", "Connection aborted"):
+    for marker in ("Connection refused", "timed out", "Name or service not known", "Connection reset",
+                   "Connection aborted"):
         if marker in text:
             return marker
     return exc.__class__.__name__

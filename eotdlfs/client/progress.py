@@ -28,7 +28,8 @@ class RichTransferProgress(TransferProgress):
     def start(self, files: int, bytes_total: int) -> None:
         from rich.console import Console, Group
         from rich.live import Live
-        from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TransferSpeedColumn
+        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TransferSpeedColumn)
 
         self._bytes = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
         self._files = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())

@@ -32,7 +32,9 @@ def tls_context(verify: bool | str) -> ssl.SSLContext:
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
         return context
     where = requests.certs.where() if verify is True else str(verify)
-    return ssl.create_default_context(capath=where) if os.path.isdir(where) else ssl.create_default_context(cafile=where)
+    if os.path.isdir(where):
+        return ssl.create_default_context(capath=where)
+    return ssl.create_default_context(cafile=where)
 
 
 class QuickGets:
@@ -118,7 +120,8 @@ class QuickGets:
         conn.sock.settimeout(self._read_timeout)  # then the request is sent and answered under the read timeout
         return conn
 
-    def _send(self, conn: http.client.HTTPConnection, target: str, headers: Mapping[str, str]) -> http.client.HTTPResponse:
+    def _send(self, conn: http.client.HTTPConnection, target: str,
+              headers: Mapping[str, str]) -> http.client.HTTPResponse:
         conn.request("GET", target, headers={**self._headers, **headers})
         return conn.getresponse()
 

@@ -193,6 +193,7 @@ class BlockCache:
         self.hits = 0
         self.misses = 0
         self.write_errors = 0
+        self.last_error: str | None = None
         self.damaged = 0
         # Guarded by _room: bytes being written, which the disk's free space does not show yet.
         self._room = threading.Lock()
@@ -224,10 +225,15 @@ class BlockCache:
         the order of eviction does not need it finer."""
         keys = {block_key(checksum, index): index for index in indices}
         rows = []
-        for lo in range(0, len(keys), LOOKUP_BATCH):  # a miss costs a read, never a wait for a writer
-            batch = list(keys)[lo:lo + LOOKUP_BATCH]
-            rows += self._cache._sql(f"SELECT rowid, access_time, key, mode, filename, value, tag, size FROM Cache"
-                                     f" WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})", batch).fetchall()
+        try:  # a miss costs a read, never a wait for a writer
+            for lo in range(0, len(keys), LOOKUP_BATCH):
+                batch = list(keys)[lo:lo + LOOKUP_BATCH]
+                rows += self._cache._sql(f"SELECT rowid, access_time, key, mode, filename, value, tag, size"
+                                         f" FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})",
+                                         batch).fetchall()
+        except CACHE_ERRORS as exc:  # an index damaged under the mount: misses
+            self._failed(exc)
+            return {}
         now = time.time()
         stale = [row[0] for row in rows if row[1] < now - TOUCH_AFTER_S]
         if stale:
@@ -247,7 +253,7 @@ class BlockCache:
                 self._cache._sql(f"UPDATE Cache SET access_time = ? WHERE rowid IN ({','.join('?' * len(rowids))})",
                                  (now, *rowids))
         except CACHE_ERRORS as exc:
-            self._failed_write(exc)
+            self._failed(exc)
 
     def _read_back(self, checksum: str, index: int | str, mode: int, filename: str | None, value: bytes | int | None,
                    crc: int | None, size: int) -> memoryview | None:
@@ -281,7 +287,11 @@ class BlockCache:
                         " (%d damaged blocks so far)", index, checksum, why, count)
 
     def __contains__(self, item: tuple[str, int]) -> bool:
-        return block_key(*item) in self._cache  # a read: WAL readers never wait for writers
+        try:
+            return block_key(*item) in self._cache  # a read: WAL readers never wait for writers
+        except CACHE_ERRORS as exc:  # an index damaged under the mount: a miss
+            self._failed(exc)
+            return False
 
     def put(self, checksum: str, index: int, data: bytes | memoryview) -> bool:
         """Store a block; False when the cache cannot take it (disk full): the caller has the
@@ -306,7 +316,7 @@ class BlockCache:
         except CACHE_ERRORS as exc:
             for _, block, _ in written:
                 disk.remove(block.filename)
-            self._failed_write(exc)
+            self._failed(exc)
             return False
         return True
 
@@ -326,17 +336,14 @@ class BlockCache:
                 with self._room:
                     self._writing -= nbytes
         except CACHE_ERRORS as exc:
-            self._failed_write(exc)
+            self._failed(exc)
             return False
         return True
 
     def put_runs(self, runs: list[tuple[str, list[int | str], memoryview]], piece_size: int) -> bool:
-        """Store RUNS (checksum, indices, bytes): each run's bytes in one file (one write, O_DIRECT
-        when the memory allows), as pieces of PIECE_SIZE entered under INDICES, each with its own
-        CRC32C, all in one transaction; False as `put`. A seeking reader's tile (8-16 pieces)
-        written into the index cost 5 times the time and CPU of the same bytes in one file
-        (every page through the WAL and again at its checkpoint). A piece's file is its run's: when
-        eviction or a drop removes it, the run's other pieces are misses, fetched again if read."""
+        """Store RUNS (checksum, indices, bytes): each run's bytes in one file (as `put_blocks`), as
+        pieces of PIECE_SIZE entered under INDICES, each with its CRC32C, in one transaction; False as
+        `put`. When eviction or a drop removes a piece's file, its run's other pieces are misses."""
         disk: _BlockDisk = self._cache.disk
         nbytes = sum(memoryview(data).nbytes for _, _, data in runs)
         written, entries = [], []
@@ -358,7 +365,7 @@ class BlockCache:
         except CACHE_ERRORS as exc:
             for block in written:
                 disk.remove(block.filename)
-            self._failed_write(exc)
+            self._failed(exc)
             return False
         return True
 
@@ -397,21 +404,27 @@ class BlockCache:
             finally:
                 self._cache.reset("size_limit", limit, update=False)
 
-    def _failed_write(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException) -> None:
+        """A store, lookup or drop the cache's disk refused: the reader has (or fetches) the bytes."""
         with self._lock:
             self.write_errors += 1
+            self.last_error = str(exc)
             first = self.write_errors == 1
         if first or self.write_errors % 1000 == 0:
-            log.warning("cannot store blocks in the cache (%d so far): %s", self.write_errors, exc)
+            log.warning("the block cache failed (%d errors so far: reads fetch from the server instead): %s",
+                        self.write_errors, exc)
 
     def drop(self, checksum: str, count: int) -> None:
         """Forget the first COUNT blocks of CHECKSUM (after a failed verification)."""
         self.drop_blocks(checksum, range(count))
 
     def drop_blocks(self, checksum: str, indices) -> None:
-        for index in indices:
-            with self._db:
-                self._cache.delete(block_key(checksum, index))
+        try:
+            for index in indices:
+                with self._db:
+                    self._cache.delete(block_key(checksum, index))
+        except CACHE_ERRORS as exc:  # left in place, still failing its check, or found later
+            self._failed(exc)
 
     def volume(self) -> int:
         return self._cache.volume()
@@ -421,10 +434,14 @@ class BlockCache:
         return int(self._cache.size_limit)
 
     def stats(self) -> dict[str, int]:
+        try:
+            used: int | None = self.volume()
+        except CACHE_ERRORS as exc:
+            used = None
+            self._failed(exc)
         with self._lock:
             return {"hits": self.hits, "misses": self.misses, "write_errors": self.write_errors,
-                    "damaged_blocks": self.damaged,
-                    "bytes_used": self.volume(),
+                    "last_error": self.last_error, "damaged_blocks": self.damaged, "bytes_used": used,
                     "size_limit": self.size_limit, "block_size": self.block_size}
 
     def close(self) -> None:

@@ -117,7 +117,7 @@ class BlockFetcher:
                 return future
             # A fetch may have landed between the caller's cache miss and now (it stores
             # blocks before leaving the in-flight map).
-            source = self.kept_block(content.checksum, index, after_drops=False)  # waited above
+            source = self._kept_block_drops_over(content.checksum, index)
             if source is not None:
                 done: Future = Future()
                 done.set_result(source)
@@ -150,11 +150,14 @@ class BlockFetcher:
                 self._queue.put((READ_AHEAD, next(self._order), task))
         return end
 
-    def kept_block(self, checksum: str, index: int, after_drops: bool = True) -> memoryview | None:
+    def kept_block(self, checksum: str, index: int) -> memoryview | None:
         """Block INDEX from memory (a recent fetch) or from the disk cache (checked as it is
-        read back); None when neither has it. AFTER_DROPS: once drops of the file are over."""
-        if after_drops:
-            self._drops.wait(checksum)
+        read back), once drops of the file are over; None when neither has it."""
+        self._drops.wait(checksum)
+        return self._kept_block_drops_over(checksum, index)
+
+    def _kept_block_drops_over(self, checksum: str, index: int) -> memoryview | None:
+        """`kept_block` for a caller that waited for the file's drops itself."""
         block = self.recent.get(checksum, index)
         if block is not None or (checksum, index) in self._inflight:  # (being fetched: not on disk)
             return block

@@ -11,7 +11,8 @@ file's `OpenFile`, a staged file's handle, or a virtual file's bytes.
   `truncate(path, length, fh=None)`, `flush`, `fsync`, `release`, `mkdir`, `rmdir`, `unlink`,
   `rename(old, new)` (both under staging; across trees is EXDEV), `chmod`, `chown`,
   `utimens`, `getxattr`, `listxattr`, `readlink`, `symlink(new, target)`, `link(new, existing)`,
-  `mknod(path, mode, rdev)`, `statfs`, `status() -> dict`, `destroy()`. Paths given to it are relative to `/staging` ('/', '/datasets/NAME/...').
+  `mknod(path, mode, rdev)`, `statfs`, `status() -> dict`, `destroy()`. Paths given to it
+  are relative to `/staging` ('/', '/datasets/NAME/...').
   Times are in nanoseconds (fusepy `use_ns`). An operation it lacks answers ENOTSUP.
   `create`, `mkdir`, `symlink` and `mknod` also get the caller's `uid=`, `gid=` (the new node's owner) and
   `setxattr` its `uid=` (only the mount's user may flush): with `--allow-other` the

@@ -5,7 +5,8 @@ the list in hand is served (kept on disk too, so a remount works while the serve
 except to a look for a name the list lacks, which waits for the refresh once a TTL; a
 published version's file list never changes, so it is fetched once and kept on disk for good.
 Until it is in hand, a path in the version is looked up alone (one small request) and the
-whole list follows in the background: a first open does not wait for 10,000 entries. No caller waits for the server longer than `wait` seconds. What the server lists is checked
+whole list follows in the background: a first open does not wait for 10,000 entries. No
+caller waits for the server longer than `wait` seconds. What the server lists is checked
 with the rules for what we send it (record names, file paths, version numbers): an entry that
 breaks them is left out, and logged once. Paths resolve to `Node`s; nothing here knows FUSE or HTTP.
 
@@ -52,11 +53,13 @@ LIST_AT_CLOSE_S = 5.0
 
 
 def _record_to_json(record: Record) -> dict:
-    return dict(asdict(record), versions=[dict(asdict(v), created_at=v.created_at.isoformat()) for v in record.versions])
+    versions = [dict(asdict(v), created_at=v.created_at.isoformat()) for v in record.versions]
+    return dict(asdict(record), versions=versions)
 
 
 def _record_from_json(data: dict) -> Record:
-    versions = tuple(Version(v["number"], datetime.fromisoformat(v["created_at"]), v["size"], v["draft"]) for v in data["versions"])
+    versions = tuple(Version(v["number"], datetime.fromisoformat(v["created_at"]), v["size"], v["draft"])
+                     for v in data["versions"])
     return Record(data["kind"], data["id"], data["name"], data["owner"], versions)
 
 
@@ -160,8 +163,8 @@ class Namespace:
             self._start_refresh(kind, generation)
             return known
         try:
-            return self._fetches.result(("records", kind, generation), functools.partial(self._refresh, kind, generation),
-                                        f"the list of {kind}")
+            return self._fetches.result(("records", kind, generation),
+                                        functools.partial(self._refresh, kind, generation), f"the list of {kind}")
         except TimeoutError as exc:
             stored = self._load_records(kind)
             if stored is None:
@@ -261,7 +264,8 @@ class Namespace:
     def tree(self, record: Record, number: int) -> VersionTree:
         tree = self._known_tree(record, number)
         if tree is None:
-            tree = self._fetches.result(("files", record.id, number), functools.partial(self._fetch_tree, record, number),
+            tree = self._fetches.result(("files", record.id, number),
+                                        functools.partial(self._fetch_tree, record, number),
                                         f"the files of {record.kind}/{record.name} v{number}")
         return tree
 
@@ -278,7 +282,8 @@ class Namespace:
 
     def _fetch_tree(self, record: Record, number: int) -> VersionTree:
         entries = self.repo.files(record, number)
-        _write_json(self._listing_file(record, number), [(e.path, e.file_version, e.checksum, e.size, e.created_at) for e in entries])
+        _write_json(self._listing_file(record, number),
+                    [(e.path, e.file_version, e.checksum, e.size, e.created_at) for e in entries])
         return self._install(record, number, entries)
 
     def _install(self, record: Record, number: int, entries: list[FileEntry]) -> VersionTree:
@@ -302,7 +307,8 @@ class Namespace:
         with self._lock:
             to_list = list(self._to_list) if self.list_later else []  # a script does not remount offline
         for record, number in to_list:
-            future = self._fetches.start(("list later", record.id, number), functools.partial(self._list_later, record, number))
+            future = self._fetches.start(("list later", record.id, number),
+                                         functools.partial(self._list_later, record, number))
             with contextlib.suppress(Exception):
                 future.result(timeout=max(0.0, deadline - time.monotonic()))
 

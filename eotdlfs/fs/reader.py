@@ -190,7 +190,8 @@ class ContentReader:
                 first_wait = self._first_waits.setdefault(future, time.monotonic())
             wait_until = min(deadline, first_wait + self.demand_timeout)
             if not future.done():  # copy this read's bytes as soon as they arrive, not the whole request's
-                part = self.fetcher.arrived_part(content, index, lo + len(target), max(0.0, wait_until - time.monotonic()))
+                part = self.fetcher.arrived_part(content, index, lo + len(target),
+                                                 max(0.0, wait_until - time.monotonic()))
                 if part is not None:
                     return _copy(part, lo, target)
             source = future.result(timeout=max(0.0, wait_until - time.monotonic()))

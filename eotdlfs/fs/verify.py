@@ -3,8 +3,9 @@
 A `FileVerifier` hashes a file's blocks in order: fresh blocks from the fetch that brought
 them, earlier ones from memory (`RecentBlocks`) or, failing that, back from the cache
 (checked against their CRC32C; a damaged one is a miss). The file's final block is the
-gate: it enters the cache, and its readers get it, only once the whole file hashed right. When it arrives before the blocks ahead of it (parallel fetches
-finish out of order) it is held here until they land. A mismatch fails the readers with
+gate: it enters the cache, and its readers get it, only once the whole file hashed right.
+When it arrives before the blocks ahead of it (parallel fetches finish out of order) it is
+held here until they land. A mismatch fails the readers with
 `ContentMismatch` (EIO); the fetcher then drops every block of the file. A file read
 randomly, with earlier blocks neither cached nor being fetched, is not held: nobody is
 reading it end to end.

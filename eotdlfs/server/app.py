@@ -153,7 +153,8 @@ def stac_routes(r: APIRouter, store: Store, user: Any) -> None:
     def download_stac(request: Request, record_id: str, version: int | None = None) -> Any:
         base = str(request.base_url)
         return store.stac_feature_collection(
-            STAC_KIND, record_id, version, lambda path: f"{base}datasets/{record_id}/download/{quote(path, safe=HREF_SAFE)}")
+            STAC_KIND, record_id, version,
+            lambda path: f"{base}datasets/{record_id}/download/{quote(path, safe=HREF_SAFE)}")
 
 
 class RepositoryApp(FastAPI):

@@ -2,7 +2,8 @@
 
 Read-only: it changes no row and no blob (it only creates the empty blob folders of a root
 that lacks them). It checks either layout of `eotdlfs serve`: SQLite and a folder under the
-root, or the database of `--db` and the store of `--blobs` (a PostgreSQL and a bucket). It sorts what it finds into three kinds:
+root, or the database of `--db` and the store of `--blobs` (a PostgreSQL and a bucket). It
+sorts what it finds into three kinds:
 
 - problems: data a reader could lose or get wrong: a listed file version whose blob is
   missing, of the wrong size or of other bytes; a version naming a file version that does

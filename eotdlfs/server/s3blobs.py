@@ -8,8 +8,9 @@ named), `uploads/<upload id>/<part>` (parts of the API's multipart uploads). A s
 MULTIPART_BYTES is staged in a spooled local file while its SHA-1 is computed, then put under
 its SHA-1 in one request just before the rows naming it commit; a larger one goes on to tmp/
 with the store's own multipart upload (an object appears only once whole), and is then copied
-server-side under its SHA-1. Many small files thus cost one request each. Every replica shares the bucket, so clean-ups only take what
-is older than STALE_TEMP_S: a younger object may belong to a live request on another replica.
+server-side under its SHA-1. Many small files thus cost one request each. Every replica
+shares the bucket, so clean-ups only take what is older than STALE_TEMP_S: a younger object
+may belong to a live request on another replica.
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ class StacDatasets:
     def _stac_records(self, conn: Tx, ids: list[str], versions: dict[str, list[Row]]) -> set[str]:
         """Those of IDS whose quality is 1. VERSIONS: each record's version rows."""
         marks = ",".join("?" * len(ids))
-        found = {r["record_id"] for r in conn.execute(f"SELECT record_id FROM stac_records WHERE record_id IN ({marks})",
-                                                      ids)}
+        found = {r["record_id"] for r in
+                 conn.execute(f"SELECT record_id FROM stac_records WHERE record_id IN ({marks})", ids)}
         latest = {i: max((v["version"] for v in rows if not v["draft"]), default=None) for i, rows in versions.items()}
         for r in conn.execute(f"SELECT record_id, version FROM version_files WHERE path = ? AND record_id IN ({marks})",
                               (ROOT_DOCUMENT, *ids)):

@@ -41,7 +41,8 @@ class MultipartUploads:
                 self.blobs.drop_upload(old["upload_id"])
             upload_id = secrets.token_hex(16)
             conn.execute("INSERT INTO uploads (upload_id, record_id, uid, path, file_version, checksum, created_at)"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?)", (upload_id, record_id, uid, path, file_version, checksum, utc_now()))
+                         " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (upload_id, record_id, uid, path, file_version, checksum, utc_now()))
         return upload_id, []
 
     def _upload(self, kind: str, upload_id: str, uid: str) -> Row:

@@ -315,6 +315,10 @@ def test_put_get_and_not_found_as_fsspec_users_expect(repo_server, two_versions,
     with pytest.raises(FileNotFoundError) as info:
         fs.put(str(missing), f"datasets/{name}")
     assert info.value.filename == str(missing)
+    bare = make_folder(tmp_path / "bare", name, 1)
+    (bare / "metadata.yml").unlink()  # files, but neither metadata.yml nor catalog.json
+    with pytest.raises(ValueError, match="metadata.yml or catalog.json: neither found in .*STAC"):
+        fs.put(str(bare), f"datasets/{name}")
     unchanged = fs.put(str(v2), f"datasets/{name}")  # as putting identical files: nothing to do
     assert (unchanged.version, unchanged.uploaded, unchanged.bytes_sent) == (2, 0, 0)
     assert fs.ls(f"datasets/{name}", detail=False) == [f"datasets/{name}/{v}" for v in ("v1", "v2", "latest")]

@@ -44,11 +44,12 @@ def test_metadata_errors_name_field_and_rule_and_touch_nothing(repo_server, uniq
     assert no_record(repo_server, name)
 
 
-def test_missing_metadata_file(repo_server, tmp_path):
+def test_a_folder_with_neither_root_file_names_both_kinds(repo_server, tmp_path):
+    """It said 'metadata.yml: not found', as if a STAC catalog.json (a Q1+ dataset) would not do."""
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "data.txt").write_text("x")
     result = run_cli(cli_env(tmp_path, repo_server.url, repo_server.token("alice")), "ingest", str(tmp_path / "src"))
-    assert_one_line_error(result, "metadata.yml: not found in")
+    assert_one_line_error(result, "metadata.yml or catalog.json: neither found in", "STAC")
 
 
 def test_dead_server_then_a_second_run_succeeds(repo_server, unique_name, tmp_path):

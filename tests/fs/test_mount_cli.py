@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import signal
 import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -233,3 +235,31 @@ def test_a_second_mount_on_a_cache_dir_in_use_fails_naming_the_holder(repo_serve
         assert blocks.stats()["size_limit"] == 1 << 30
     finally:
         blocks.close()
+
+
+def test_a_relative_cache_dir_is_the_one_beside_the_caller(repo_server, unique_name, tmp_path, mountpoint):
+    """libfuse moves the mount process to `/` once mounted: a relative --cache-dir then put the
+    block cache's later connections, the listings and every staged file under `/REL` (another
+    disk, and gone from the cache dir at the next mount), and the cache failed to open."""
+    mnt, pids = mountpoint
+    name = unique_name("rel")
+    source = make_folder(tmp_path / "src", name)
+    ingest(repo_server, source)
+    relative = f"cache-{unique_name('rel')}"
+    env = {**os.environ, "EOTDL_TOKEN": repo_server.token("alice")}
+    try:
+        done = eotdlfs("mount", str(mnt), "--api-url", repo_server.url, "--cache-dir", relative,
+                       env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        pids.append(json.loads((mnt / ".eotdlfs" / "status.json").read_text())["pid"])
+        big = mnt / "datasets" / name / "v1" / "images" / "2023" / "big.bin"
+        assert big.read_bytes() == (source / "images" / "2023" / "big.bin").read_bytes()
+        (mnt / "staging" / "datasets" / name / "new.txt").write_text("staged\n")
+        status = json.loads((mnt / ".eotdlfs" / "status.json").read_text())
+        assert status["cache_dir"] == str(tmp_path / relative) and status["cache"]["write_errors"] == 0, status
+        assert not (Path("/") / relative).exists()
+        staged = [p for p in (tmp_path / relative / "staging").rglob("*") if p.is_file() and p.read_bytes() == b"staged\n"]
+        assert len(staged) == 1
+    finally:
+        done = eotdlfs("umount", str(mnt))
+        shutil.rmtree(Path("/") / relative, ignore_errors=True)  # what the old code left at the root

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
+import eotdlfs
+
 from reliability.conftest import assert_fsck_ok
 from tests.client.helpers import cli_env, client, run_cli
+from eotdlfs.fs.pieces import PIECE_SIZE
 from tests.fs.datasets import ingest_one_file
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -104,3 +109,117 @@ def test_damaged_cache_files_are_refetched_and_never_published(damage, module_se
         api.close()
     assert files["data.bin"] == hashlib.sha1(data + b"x\n").hexdigest()
     assert_fsck_ok(server.root)
+
+
+
+PIECE_READS = [(4 * (1 << 20) + 100, 4096), (1 * (1 << 20) + 70_000, 20_000), (3 * (1 << 20) + 9, 300)]
+
+
+def seeking_reads(path: Path) -> list[bytes]:
+    """Reads far from the file's start and from each other (none in the final block): a seeking
+    reader, fetched in 64 KiB pieces, which the block cache keeps in its SQLite index."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return [os.pread(fd, size, at) for at, size in PIECE_READS]
+    finally:
+        os.close(fd)
+
+
+def damage_piece_rows(cache_dir: Path, data: bytes) -> int:
+    """Flip a byte in every piece kept in the block cache's index, through SQLite; how many."""
+    db = sqlite3.connect(cache_dir / "blocks" / "cache.db", timeout=30)
+    try:
+        rows = db.execute("SELECT rowid, value FROM Cache WHERE key LIKE '%:p%' AND value IS NOT NULL").fetchall()
+        for rowid, value in rows:
+            damaged = bytearray(value)
+            damaged[len(damaged) // 2] ^= 0x5A
+            db.execute("UPDATE Cache SET value = ? WHERE rowid = ?", (bytes(damaged), rowid))
+        db.commit()
+    finally:
+        db.close()
+    return len(rows)
+
+
+def damage_piece_pages(cache_dir: Path, data: bytes) -> int:
+    """Flip a byte of each read piece where it lies in the index's file (a failing disk under
+    SQLite, which has no checksums of its own); how many were found there."""
+    index = cache_dir / "blocks" / "cache.db"
+    stored = index.read_bytes()
+    found = 0
+    with open(index, "r+b") as f:
+        for at, _ in PIECE_READS:
+            piece = at - at % PIECE_SIZE
+            where = stored.find(data[piece + 1000:piece + 1064])  # well inside one page of the piece
+            if where >= 0:
+                f.seek(where)
+                f.write(bytes([stored[where] ^ 0x5A]))
+                found += 1
+    return found
+
+
+@pytest.mark.parametrize("damage", [damage_piece_rows, damage_piece_pages], ids=["row", "page"])
+def test_damaged_pieces_in_the_index_are_refetched(damage, module_server, mount_factory, unique_name,
+                                                  tmp_path: Path, tally, caplog) -> None:
+    """Pieces are kept in the cache's SQLite index, not in files of their own: damaged there, they
+    are refetched, never served, after a remount and for a second reader of the cache (`eotdl://`)
+    while the mount runs, and the mount's log and `eotdlfs status` say so."""
+    server, name = module_server, unique_name("piece")
+    data = ingest_one_file(server, tmp_path / "src", name, "data.bin", SIZE)
+    right = [data[at:at + size] for at, size in PIECE_READS]
+    mount = mount_factory(server)
+    published = mount.path / "datasets" / name / "v1" / "data.bin"
+    assert seeking_reads(published) == right
+    mount.unmount()  # stores the pieces still waiting, and checkpoints the index's WAL into it
+    assert damage(mount.cache_dir, data) == len(PIECE_READS)
+    mount.mount()
+    got = seeking_reads(published)
+    tally.bytes_lost += sum(len(r) for g, r in zip(got, right) if g != r)
+    assert got == right, "a damaged piece was served"
+    assert mount.status()["cache"]["damaged_blocks"] >= 1
+    status = run_cli(cli_env(tmp_path, None, None), "status", str(mount.path)).stdout
+    assert "failed their check" in status, status
+    assert "failed its check" in mount.log.read_text()
+
+    mount.unmount()  # stores the refetched pieces; damaged again while a mount runs
+    mount.mount()
+    assert damage(mount.cache_dir, data) == len(PIECE_READS)
+    with eotdlfs.connect(api_url=server.url, cache_dir=mount.cache_dir) as repo:
+        with repo.open(f"datasets/{name}/v1/data.bin") as f:
+            got = []
+            for at, size in PIECE_READS:
+                f.seek(at)
+                got.append(f.read(size))
+    assert got == right, "a damaged piece was served"
+    assert "failed its check" in caplog.text
+    assert seeking_reads(published) == right
+
+
+def scribble_over_index(cache_dir: Path) -> None:
+    """Garbage over the head of every page but the first of the index, and of its WAL's first frame."""
+    index = cache_dir / "blocks" / "cache.db"
+    with open(index, "r+b") as f:
+        for page in range(1, index.stat().st_size // 4096):
+            f.seek(page * 4096)
+            f.write(b"\xff" * 16)
+    wal = index.with_name(index.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 96:
+        with open(wal, "r+b") as f:
+            f.seek(32)
+            f.write(b"\xff" * 64)
+
+
+def test_an_index_damaged_under_a_running_mount_costs_fetches_not_reads(module_server, mount_factory, unique_name,
+                                                                         tmp_path: Path) -> None:
+    """A failing disk under the cache's index while the mount runs: every lookup raised
+    'file is not a database', so every read not in memory, and status.json, were EIO."""
+    server, name = module_server, unique_name("scribble")
+    data = ingest_one_file(server, tmp_path / "src", name, "data.bin", SIZE)
+    mount = mount_factory(server)
+    published = mount.path / "datasets" / name / "v1" / "data.bin"
+    assert seeking_reads(published) == [data[at:at + size] for at, size in PIECE_READS]
+    time.sleep(1)  # the pieces stored (STORE_DELAY)
+    scribble_over_index(mount.cache_dir)
+    assert sha1sum(published) == hashlib.sha1(data).hexdigest()
+    status = run_cli(cli_env(tmp_path, None, None), "status", str(mount.path))
+    assert status.returncode == 0 and "cache errors" in status.stdout, status.stdout + status.stderr
+    assert "the block cache failed" in mount.log.read_text()

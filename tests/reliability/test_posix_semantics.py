@@ -95,7 +95,7 @@ def staging_ops(staged: Path, v1: Path) -> dict[str, tuple[Callable[[], Any], in
         "mkfifo": (lambda: os.mkfifo(d / "fifo"), OK),
         "setxattr other": (lambda: os.setxattr(f, "user.x", b"1"), errno.ENOTSUP),
         "rmdir published record": (lambda: os.rmdir(staged), errno.EPERM),
-        "mkdir bad record name": (lambda: os.mkdir(staged.parent / "no"), errno.EINVAL),
+        "mkdir bad record name": (lambda: os.mkdir(staged.parent / "no"), errno.EPERM),
         "removexattr": (lambda: os.removexattr(f, "user.x"), errno.ENODATA),
         "getxattr user.eotdl.checksum": (lambda: os.getxattr(f, "user.eotdl.checksum"), errno.ENODATA),
         "access W_OK": (lambda: _access_write(f), OK),

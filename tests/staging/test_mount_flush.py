@@ -129,9 +129,9 @@ def test_a_sparse_file_crosses_the_wire_compressed(tmp_path, repo_server, mount_
 
 LONG_FOLDER = "/".join(c * 250 for c in "fghi")  # 1,003 bytes: a name in it makes a path over 1,024
 BAD_NAMES = {  # name -> the reason `eotdlfs status` gives, errno
-    "back\\slash.tif": ("contains a backslash", errno.EINVAL),
-    "new\nline.tif": ("contains a control character", errno.EINVAL),
-    "tab\there.tif": ("contains a control character", errno.EINVAL),
+    "back\\slash.tif": ("contains a backslash", errno.EPERM),
+    "new\nline.tif": ("contains a control character", errno.EPERM),
+    "tab\there.tif": ("contains a control character", errno.EPERM),
     LONG_FOLDER + "/" + "x" * 30 + ".tif": ("longer than 1024 bytes", errno.ENAMETOOLONG),
 }
 
@@ -149,9 +149,8 @@ def test_names_the_repository_refuses_fail_when_made_and_status_says_why(tmp_pat
             assert refused.value.errno == code, (bad, refused.value)
     with pytest.raises(OSError) as refused:
         os.mkdir(mount.path / "staging" / KIND / "bad_name")
-    assert refused.value.errno == errno.EINVAL
-    # coreutils' mv asks twice (renameat2 with RENAME_NOREPLACE, then rename) and, for EINVAL,
-    # says "cannot move ... to a subdirectory of itself": the log says why, and the status too, once
+    assert refused.value.errno == errno.EPERM
+    # the log says why, and the status too, once (one refusal asked again at once is listed once)
     moved = subprocess.run(["mv", str(record / "ok.tif"), str(record / "mv\\here.tif")], capture_output=True,
                            text=True, timeout=30)
     assert moved.returncode == 1 and (record / "ok.tif").exists(), moved.stderr
@@ -162,6 +161,36 @@ def test_names_the_repository_refuses_fail_when_made_and_status_says_why(tmp_pat
     assert status.count(refused_mv) == 1, status
     assert f"staging/{KIND}/{name}/mv\\here.tif refused: file path 'mv\\\\here.tif' contains a backslash" \
         in mount.log.read_text()
+
+
+def test_ordinary_tools_say_a_refused_name_is_not_permitted(tmp_path, repo_server, mount_factory, unique_name):
+    """A name the repository refuses was EINVAL, which `mv` prints as "cannot move A to a
+    subdirectory of itself"; EPERM reads "Operation not permitted" in every tool, and the mount
+    log and `eotdlfs status` name the rule."""
+    name = unique_name("tools")
+    mount, record = publish_and_mount(tmp_path, repo_server, mount_factory, name, 2)
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "a.tif").write_bytes(b"fine")
+    (local / "b\\.tif").write_bytes(b"refused")
+    (record / "ok.tif").write_bytes(b"fine")
+    bad = str(record / "x\\y.tif")
+    tools = {
+        "mv": ["mv", str(record / "ok.tif"), bad],
+        "cp": ["cp", str(local / "a.tif"), bad],
+        "touch": ["touch", bad],
+        "mkdir": ["mkdir", bad],
+        "rsync": ["rsync", "-a", f"{local}/", f"{record}/synced/"],
+        "mkdir record": ["mkdir", str(mount.path / "staging" / KIND / "bad_name")],
+    }
+    for tool, command in tools.items():
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and "Operation not permitted" in done.stderr, (tool, done.stderr)
+        assert "subdirectory of itself" not in done.stderr and "Invalid argument" not in done.stderr, (tool, done.stderr)
+    assert (record / "ok.tif").read_bytes() == b"fine" and (record / "synced" / "a.tif").read_bytes() == b"fine"
+    status = run_cli(cli_env(tmp_path, None, None), "status", str(mount.path)).stdout
+    assert "contains a backslash" in status and "not a dataset name" in status, status
+    assert "x\\\\y.tif' contains a backslash" in mount.log.read_text()
 
 
 def test_a_flush_names_every_refused_file_before_it_writes_anything(tmp_path, repo_server, mount_factory,

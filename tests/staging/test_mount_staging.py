@@ -123,9 +123,9 @@ def test_flush_without_metadata_says_so(tmp_path, repo_server, mount_factory, un
     target.mkdir()
     (target / "data.csv").write_text("a,b\n")
     result = flush_cli(tmp_path, repo_server, target)
-    assert result.returncode == 1 and "metadata.yml" in result.stderr, result.stderr
+    assert result.returncode == 1 and "metadata.yml (nor a STAC catalog.json)" in result.stderr, result.stderr
     status = run_cli(cli_env(tmp_path, None, None), "status", str(mount.path)).stdout
-    assert "flush failed" in status and "metadata.yml" in status, status
+    assert "flush failed" in status and "metadata.yml (nor a STAC catalog.json)" in status, status
 
 
 def test_tools_on_the_staging_tree(tmp_path, repo_server, mount_factory, published):

@@ -32,7 +32,8 @@ from eotdlfs.client.errors import Conflict, Forbidden, NothingToIngest, NotFound
 from eotdlfs.client.hashcache import HashCache
 from eotdlfs.client.ingest.ledger import DraftLedger, user_ledger
 from eotdlfs.client.ingest.lock import ingest_lock
-from eotdlfs.client.ingest.plan import Carry, IngestPlan, LatestFile, SourceFile, Upload, chunked, plan_ingest, upload_batches
+from eotdlfs.client.ingest.plan import (Carry, IngestPlan, LatestFile, SourceFile, Upload, chunked, plan_ingest,
+                                        upload_batches)
 from eotdlfs.client.ingest.sources import RefusedSymlink, scan_folder
 from eotdlfs.client.ingest.stac import catalog_name, is_stac_folder, stac_sources
 from eotdlfs.client.repository import record_versions
@@ -56,7 +57,7 @@ def ingest_folder(api: ApiClient, kind: str, folder: Path, progress: TransferPro
     Everything about the folder is checked before any network call: a bad metadata.yml or
     catalog costs nothing and publishes nothing.
     """
-    _check_folder(folder)
+    _check_record_folder(folder)
     cache = cache or HashCache()
     try:
         if is_stac_folder(folder):
@@ -71,16 +72,22 @@ def ingest_folder(api: ApiClient, kind: str, folder: Path, progress: TransferPro
 
 def folder_name(folder: Path) -> str:
     """The name of the record FOLDER ingests into: its STAC catalog's id, else its metadata.yml's name."""
-    _check_folder(folder)
+    _check_record_folder(folder)
     return catalog_name(folder) if is_stac_folder(folder) else load_metadata(folder).name
 
 
-def _check_folder(folder: Path) -> None:
-    """OSError naming FOLDER when it is missing or a file (not a folder without metadata.yml)."""
+def _check_record_folder(folder: Path) -> None:
+    """OSError naming FOLDER when it is missing or a file; MetadataError naming both kinds of
+    record folder when it has neither root file (a STAC folder is as much a record as a
+    metadata.yml one, so the error must not send its owner looking for a metadata.yml alone)."""
     if not folder.is_dir():
         if folder.exists():
             raise NotADirectoryError(errno.ENOTDIR, "a file, not a folder", str(folder))
         raise FileNotFoundError(errno.ENOENT, "no such folder", str(folder))
+    if not (folder / METADATA_FILE).exists() and not is_stac_folder(folder):
+        raise MetadataError(f"{METADATA_FILE} or {ROOT_DOCUMENT}", f"neither found in {folder}: a record's folder "
+                            f"holds one at its root ({METADATA_FILE}: name, authors, license, source; or the root "
+                            "catalog of a STAC dataset)")
 
 
 def run_ingest(api: ApiClient, kind: str, metadata: Metadata, sources: Sequence[SourceFile],
@@ -150,7 +157,8 @@ def with_checksums(sources: Sequence[SourceFile]) -> list[SourceFile]:
         digests = cache.digests(list(keys.values()))
     finally:
         cache.close()
-    return [s if s.checksum else SourceFile(s.path, keys[s.path][1], digests[keys[s.path]], s.local_path) for s in sources]
+    return [s if s.checksum else SourceFile(s.path, keys[s.path][1], digests[keys[s.path]], s.local_path)
+            for s in sources]
 
 
 def ensure_record(api: ApiClient, kind: str, metadata: Metadata) -> dict:
@@ -172,7 +180,8 @@ def ensure_record(api: ApiClient, kind: str, metadata: Metadata) -> dict:
 
 def open_version(api: ApiClient, kind: str, record_id: str, plan: IngestPlan, drafts: list[int],
                  ledger: DraftLedger) -> tuple[int, IngestPlan, int]:
-    """The version to fill (our reused draft, a new draft, or a plain new version), the plan left to do, files resumed."""
+    """The version to fill (our reused draft, a new draft, or a plain new version), the plan
+    left to do, files resumed."""
     if not api.supports_drafts:
         return api.create_version(kind, record_id), plan, 0
     key = (kind, record_id)
@@ -181,7 +190,8 @@ def open_version(api: ApiClient, kind: str, record_id: str, plan: IngestPlan, dr
         present = {f["filename"]: f["checksum"] for f in api.files(kind, record_id, mine)}
         if plan.accepts(present):
             remaining = plan.without(present)
-            return mine, remaining, len(plan.uploads) + len(plan.carries) - len(remaining.uploads) - len(remaining.carries)
+            resumed = len(plan.uploads) + len(plan.carries) - len(remaining.uploads) - len(remaining.carries)
+            return mine, remaining, resumed
         ledger.forget(*key)  # before the discard: the server may hand the number out again, maybe to another writer
         api.discard_draft(kind, record_id, mine)
     draft = api.create_version(kind, record_id, draft=True)

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 FOLLOW_CHECK_S = 5.0  # how often an unchanged overlay looks for a newer published version
 REFUSED_KEPT = 5  # names refused when made that `eotdlfs status` shows, newest last
+# A name the repository refuses: "Operation not permitted" in every tool. EINVAL read as
+# `mv`'s "cannot move A to a subdirectory of itself" (coreutils' reading of rename's EINVAL).
+REFUSED_NAME = errno.EPERM
 SHUTDOWN_WAIT_S = 10.0  # unmount waits this long for a running flush (it resumes at the next mount)
 
 
@@ -176,11 +179,11 @@ class StagingArea(NodeCalls):
 
     def _check_new_path(self, path: str, rel: str) -> None:
         """Refuse at once a file path REL (inside the record of PATH) that a flush would fail on:
-        ENAMETOOLONG when too long, else EINVAL."""
+        ENAMETOOLONG when too long, else REFUSED_NAME."""
         try:
             validate_file_path(rel)
         except BadPath as exc:
-            code = errno.ENAMETOOLONG if isinstance(exc, PathTooLong) else errno.EINVAL
+            code = errno.ENAMETOOLONG if isinstance(exc, PathTooLong) else REFUSED_NAME
             raise self._refuse(path, str(exc), code) from exc
 
     def _refuse(self, path: str, reason: str, code: int) -> OSError:
@@ -303,7 +306,7 @@ class StagingArea(NodeCalls):
         try:
             validate_name(name)
         except MetadataError as exc:
-            raise self._refuse(path, f"not a {kind[:-1]} name: {exc}", errno.EINVAL) from exc
+            raise self._refuse(path, f"not a {kind[:-1]} name: {exc}", REFUSED_NAME) from exc
         with self._create_lock:
             if name in self._names(kind):
                 raise staging_error(errno.EEXIST, path)

@@ -1,4 +1,5 @@
-"""What staging exchanges with the mount and the flusher: published files and versions, staged files, pending changes."""
+"""What staging exchanges with the mount and the flusher: published files and versions,
+staged files, pending changes."""
 
 from __future__ import annotations
 

@@ -32,7 +32,8 @@ class NodeCalls:
             overlay.chmod(rel, mode)
 
     def chown(self, path: str, uid: int, gid: int) -> None:
-        """A new owner and group, each -1 (as libfuse hands it: 2**32 - 1) for unchanged; above the records they stay."""
+        """A new owner and group, each -1 (as libfuse hands it: 2**32 - 1) for unchanged; above
+        the records they stay."""
         overlay, rel = self._node_at(path)
         if overlay is not None:
             overlay.chown(rel, None if uid in _UNCHANGED_ID else uid, None if gid in _UNCHANGED_ID else gid)
