@@ -6,6 +6,7 @@ Locks. `FetchStats.lock` guards the counters and is a leaf.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 from eotdlfs.repository import ContentMismatch, FileEntry, Record
@@ -51,12 +52,14 @@ class FetchStats:
     requests: int = 0
     errors: int = 0
     last_error: str = ""
+    last_fetch_at: float = 0.0  # time.monotonic() of the last bytes the repository sent
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_fetch(self, nbytes: int) -> None:
         with self.lock:
             self.bytes_fetched += nbytes
             self.requests += 1
+            self.last_fetch_at = time.monotonic()
 
     def count_error(self, exc: BaseException) -> None:
         with self.lock:

@@ -14,9 +14,9 @@ Locks. `Namespace._lock` guards the record lists, their check times and generati
 held for dict operations only, never while the repository is asked. `_nodes`, `_versions` and
 `_trees` are written under it but read without it on the hot path (`ls -l`, `stat`): each entry
 is published data that never changes once written, and a dict lookup is atomic in CPython, so
-a reader sees no entry or the right one. `server_reachable` is a plain
-flag written by the refreshing thread. Refreshes run in `BackgroundFetches` (inflight.py),
-whose lock is a leaf; no other object's lock is taken under `_lock`.
+a reader sees no entry or the right one. `server_reachable` is a plain flag written by the
+refreshing thread and by a failed read, stamped with when it was set. Refreshes run in
+`BackgroundFetches` (inflight.py), whose lock is a leaf; no other object's lock is taken under `_lock`.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class Namespace:
         # Versions whose file list is loaded, by (kind, name, 'vN'): a file inside one is
         # found with two dict lookups (`ls -l` of a fresh folder asks once per file).
         self._versions: dict[tuple[str, str, str], ListedVersion] = {}
-        self.server_reachable: bool | None = None
+        self._reachable: tuple[bool | None, float] = (None, time.monotonic())
         # Guarded by _lock: versions looked into before their list was in hand (`close` lists them).
         self._to_list: set[tuple[Record, int]] = set()
         self._closing = threading.Event()  # the mount's end: their delayed listing starts at once
@@ -172,6 +172,20 @@ class Namespace:
             log.warning("%s; using the list from before", exc)
             with self._lock:
                 return self._records.setdefault(kind, stored)
+
+    @property
+    def server_reachable(self) -> bool | None:
+        """What the last contact with the repository found (None: not asked yet)."""
+        return self._reachable[0]
+
+    @server_reachable.setter
+    def server_reachable(self, reachable: bool | None) -> None:
+        self._reachable = (reachable, time.monotonic())
+
+    @property
+    def reachability_at(self) -> float:
+        """When `server_reachable` was last set (time.monotonic())."""
+        return self._reachable[1]
 
     def warm(self) -> None:
         """Fetch every kind's record list in the background, for a fresh mount's first open."""

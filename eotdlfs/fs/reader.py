@@ -120,7 +120,9 @@ class ContentReader:
                 handle.ahead_until = 0
                 return seeking, jumped
             first = max(start // bs, handle.ahead_until)
-            last = -(-stop // bs)
+            # a window past the file's end asks for nothing there (the fetcher would stop at
+            # the end anyway, after taking its locks, on every read of the last window)
+            last = min(-(-stop // bs), handle.content.block_count(bs))
             # Top up in runs of whole requests while what is already asked for lasts half
             # a window: a top-up per read would make a range request per block.
             topping_up = first > start // bs and first * bs - end > (stop - start) // 2

@@ -27,7 +27,7 @@ def collect_status(context: MountContext, mountpoint: str, staging: Any = None,
         "pid": os.getpid(),
         "api_url": context.options.api_url,
         "uptime_s": round(time.time() - (started or context.namespace.started), 1),
-        "server_reachable": context.namespace.server_reachable,
+        "server_reachable": _server_reachable(context),
         "cache_dir": str(context.options.cache_dir),
         "cache": dict(cache, hit_rate=round(cache["hits"] / lookups, 4) if lookups else None),
         "fetch": context.fetcher.stats.as_dict(),
@@ -40,3 +40,12 @@ def collect_status(context: MountContext, mountpoint: str, staging: Any = None,
 
 def status_bytes(status: dict[str, Any]) -> bytes:
     return (json.dumps(status, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _server_reachable(context: MountContext) -> bool | None:
+    """The latest evidence: bytes fetched after the repository was found unreachable (a read that
+    failed, a refresh that failed) say it is back, without waiting for the listing's next refresh."""
+    namespace = context.namespace
+    if namespace.server_reachable is False and context.fetcher.stats.last_fetch_at > namespace.reachability_at:
+        return True
+    return namespace.server_reachable

@@ -263,3 +263,23 @@ def test_a_relative_cache_dir_is_the_one_beside_the_caller(repo_server, unique_n
     finally:
         done = eotdlfs("umount", str(mnt))
         shutil.rmtree(Path("/") / relative, ignore_errors=True)  # what the old code left at the root
+
+
+def test_status_says_reachable_as_soon_as_a_read_fetches_again(fresh_server, mount_factory, unique_name, tmp_path):
+    """A failed read marks the repository unreachable at once; the first bytes fetched after it
+    is back say it is reachable again, before the listing's next refresh (TTL 60 s here)."""
+    name = unique_name("back")
+    source = make_folder(tmp_path / "src", name)
+    (source / "second.bin").write_bytes(os.urandom(10_000))
+    ingest(fresh_server, source)
+    mount = mount_factory(fresh_server, ttl=60.0)
+    version = mount.path / "datasets" / name / "v1"
+    assert sorted(p.name for p in version.iterdir())  # the version's list is in hand
+    status_file = mount.path / ".eotdlfs" / "status.json"
+    fresh_server.stop()
+    with pytest.raises(OSError):
+        (version / "labels.csv").read_bytes()
+    assert json.loads(status_file.read_text())["server_reachable"] is False
+    fresh_server.start()
+    assert (version / "second.bin").read_bytes() == (source / "second.bin").read_bytes()
+    assert json.loads(status_file.read_text())["server_reachable"] is True

@@ -81,6 +81,27 @@ def test_sequential_reader_tops_up_read_ahead_in_whole_requests(setup):
     assert len(repo.range_calls) - calls <= 64 // 4 + 4  # request_blocks=4: about one per 4 blocks
 
 
+def test_reads_near_the_end_ask_for_no_read_ahead_past_it(setup, monkeypatch):
+    """Once read-ahead reached the file's end, the reads of its last window queue nothing: a
+    window reaching past the end asked the fetcher again on every read (two locks and a scan
+    each, 256 times at the end of a file read in 128 KiB requests)."""
+    repo, _, _, _, make = setup
+    data = os.urandom(BS * 64)
+    record = repo.publish("datasets", "ending", {"ending.bin": data})
+    content = Content(record, repo.files(record, 1)[0])
+    reader = make()
+    asked = []
+    queue = reader.fetcher.read_ahead
+
+    def read_ahead(c, first, end, opened):
+        asked.append(first)
+        return queue(c, first, end, opened)
+
+    monkeypatch.setattr(reader.fetcher, "read_ahead", read_ahead)
+    assert read_all(reader, content, chunk=BS // 8) == data
+    assert asked and max(asked) < content.block_count(BS)
+
+
 def test_identical_content_shares_blocks_and_survives_a_new_cache_object(setup, tmp_path):
     repo, record, entries, data, make = setup
     reader = make()
