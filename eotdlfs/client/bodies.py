@@ -43,7 +43,7 @@ def body_in_pages(response: requests.Response, progress: Arrived | None = None) 
 SMALL_BODY = 256 * 1024
 
 
-def _aligned(size: int) -> memoryview:
+def page_aligned(size: int) -> memoryview:
     """SIZE bytes of fresh page-aligned memory."""
     if size <= SMALL_BODY:
         # The page-aligned part of a heap buffer: a fresh mapping costs a small range more than
@@ -63,7 +63,7 @@ def pages_of(raw: urllib3.HTTPResponse, size: int, progress: Arrived | None = No
     """The SIZE bytes of RAW's body in page-aligned memory (see `body_in_pages`); its connection
     goes back to the pool. PROGRESS is told (the memory, bytes so far) after each piece, so a
     reader needing only the body's start need not wait for its end."""
-    body = _aligned(size)
+    body = page_aligned(size)
     # urllib3's readinto copies each piece out of a bytes of its own; the http.client
     # response under it reads from the socket straight into our buffer.
     plain = getattr(raw, "_fp", None)

@@ -1,8 +1,12 @@
-"""Plain GETs on one kept-alive http.client connection per thread: what a mount's cold reads send.
+"""Plain range GETs on one kept-alive connection per thread: what a mount's cold reads send.
 
 urllib3's urlopen cost about 250 us of CPU per small range here (its pool, retry and header
-objects, the check that a pooled connection is still up), http.client's own request about
-140 us. For servers reached without a proxy (the caller checks); an https:// server's
+objects, the check that a pooled connection is still up), http.client's own request and
+answer about 140 us (its header objects, and the email parser for the answer's head). Only
+the simple case is read here: the request written whole in one send, a 206 with a
+Content-Length and neither Content-Encoding nor Transfer-Encoding; any other answer drops
+the connection and is left to the caller's full way (requests). http.client still makes
+the connection (and its TLS). For servers reached without a proxy (the caller checks); an https:// server's
 certificate is checked as requests checks it (see `tls_context`). Failures come out as
 urllib3's exceptions, as urlopen raises them, so the caller handles one set.
 """
@@ -11,15 +15,18 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
+import socket
 import ssl
 import threading
 import weakref
 from typing import Mapping
 
+import requests
 import requests.certs
 import urllib3
 
-from eotdlfs.client.bodies import pages_of
+from eotdlfs.client.bodies import DOWNLOAD_BLOCK, page_aligned
 from eotdlfs.repository import Arrived
 
 
@@ -51,6 +58,8 @@ class QuickGets:
         # first read as it fails requests' first call (set once; two threads may both make it)
         self._tls: ssl.SSLContext | None = None
         self._headers = dict(headers)
+        default_port = self._port == (443 if self._https else 80)
+        self._host_line = f"Host: {self._host if default_port else f'{self._host}:{self._port}'}"
         self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._local = threading.local()
         # guarded by _lock: the connections of live threads, to close them all (weak: a thread that
@@ -58,38 +67,26 @@ class QuickGets:
         self._lock = threading.Lock()
         self._made: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
 
-    def get(self, target: str, headers: Mapping[str, str]) -> http.client.HTTPResponse:
-        """The answer to GET TARGET, its headers read: read its body to the end, or call `drop`."""
+    def range_body(self, target: str, headers: Mapping[str, str],
+                   progress: Arrived | None = None) -> tuple[memoryview | None, int, str | None]:
+        """GET TARGET with a Range in HEADERS: (its body in page-aligned memory, status, None) for a
+        plain 206, else (None, status, Location), the connection dropped (its body left unread).
+        Raises urllib3's errors for the connection and requests' for a broken body (as `pages_of`)."""
+        request = self._request(target, headers)
         conn = getattr(self._local, "conn", None)
         try:
             if conn is not None and conn.sock is not None:
                 try:
-                    return self._send(conn, target, headers)
-                except (ConnectionError, http.client.BadStatusLine):
+                    return self._exchange(conn.sock, request, progress)
+                except _Stale:
                     self.drop()  # a kept-alive connection the server closed meanwhile: once more, on a new one
-            return self._send(self._connect(), target, headers)
-        except (OSError, http.client.HTTPException) as exc:
+            return self._exchange(self._connect().sock, request, progress)
+        except (_Stale, OSError, http.client.HTTPException) as exc:
             self.drop()
             raise _as_urllib3(exc, target) from exc
         except BaseException:
             self.drop()
             raise
-
-    def range_body(self, target: str, headers: Mapping[str, str],
-                   progress: Arrived | None = None) -> tuple[memoryview | None, int, str | None]:
-        """GET TARGET with a Range in HEADERS: (its body in page-aligned memory, status, None) for a
-        plain 206, else (None, status, Location), the connection dropped (its body left unread).
-        Raises urllib3's errors for the connection and requests' for a broken body (`pages_of`)."""
-        raw = self.get(target, headers)
-        body = None
-        try:
-            announced = raw.getheader("Content-Length")
-            if raw.status == 206 and announced is not None and raw.getheader("Content-Encoding") is None:
-                body = pages_of(raw, int(announced), progress)
-            return body, raw.status, raw.getheader("Location")
-        finally:
-            if body is None:
-                self.drop()  # a body left unread must not reach the next request on this connection
 
     def drop(self) -> None:
         """Close this thread's connection (a body left unread must not meet the next request)."""
@@ -120,10 +117,107 @@ class QuickGets:
         conn.sock.settimeout(self._read_timeout)  # then the request is sent and answered under the read timeout
         return conn
 
-    def _send(self, conn: http.client.HTTPConnection, target: str,
-              headers: Mapping[str, str]) -> http.client.HTTPResponse:
-        conn.request("GET", target, headers={**self._headers, **headers})
-        return conn.getresponse()
+    def _request(self, target: str, headers: Mapping[str, str]) -> bytes:
+        """The request's bytes, as http.client would send them (a target or value that could split
+        the request is refused as http.client refuses it)."""
+        fields = {**self._headers, **headers}
+        if _SPLITS_REQUEST.search(target) or any(_BREAKS_LINE.search(f"{n}{v}") for n, v in fields.items()):
+            raise ValueError(f"a request for {target!r} that could be read as two")
+        text = "\r\n".join([f"GET {target} HTTP/1.1", self._host_line, *(f"{n}: {v}" for n, v in fields.items())])
+        return text.encode("latin-1") + b"\r\n\r\n"
+
+    def _exchange(self, sock: socket.socket, request: bytes,
+                  progress: Arrived | None) -> tuple[memoryview | None, int, str | None]:
+        """Send REQUEST on SOCK and read the answer's head; for a plain 206 its body too.
+        _Stale when the connection ends before any byte of the answer (a kept-alive
+        connection the server closed: safe to send again)."""
+        try:
+            sock.sendall(request)
+            head, extra = _read_head(sock)
+        except ConnectionError as exc:
+            raise _Stale(str(exc)) from exc
+        status, fields = _parse_head(head)
+        length = fields.get(b"content-length")
+        plain = status == 206 and length is not None and length.isdigit() and not (
+            fields.keys() & {b"content-encoding", b"transfer-encoding"})
+        if not plain:
+            location = fields.get(b"location")
+            self.drop()  # a body left unread must not reach the next request on this connection
+            return None, status, None if location is None else location.decode("latin-1")
+        body = _read_body(sock, int(length), extra, progress)
+        if b"close" in fields.get(b"connection", b"").lower():
+            self.drop()
+        return body, status, None
+
+
+class _Stale(http.client.HTTPException):
+    """The connection ended before the answer began."""
+
+
+# what may not be in a request target, or in a header (http.client refuses the same)
+_SPLITS_REQUEST = re.compile(r"[\x00-\x20\x7f]")
+_BREAKS_LINE = re.compile(r"[\r\n\x00]")
+HEAD_LIMIT = 64 << 10  # an answer's status line and headers: route 9's are about 300 bytes
+HEAD_BUFFER = 4096  # mostly the head alone: the body is read straight into its memory
+
+
+def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The answer's head up to its blank line, and the bytes read past it (the body's start)."""
+    buffer = bytearray()
+    while True:
+        chunk = sock.recv(HEAD_BUFFER)
+        if not chunk:
+            if not buffer:
+                raise _Stale("the connection ended before the answer")
+            raise http.client.IncompleteRead(bytes(buffer))
+        buffer += chunk
+        end = buffer.find(b"\r\n\r\n", max(0, len(buffer) - len(chunk) - 3))
+        if end >= 0:
+            return bytes(buffer[:end]), bytes(buffer[end + 4:])
+        if len(buffer) > HEAD_LIMIT:
+            raise http.client.LineTooLong("the answer's head")
+
+
+
+def _parse_head(head: bytes) -> tuple[int, dict[bytes, bytes]]:
+    """(status, lower-cased field name -> value) of an HTTP/1.x answer's head."""
+    lines = head.split(b"\r\n")
+    version, _, rest = lines[0].partition(b" ")
+    code = rest[:3]
+    if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
+        raise http.client.BadStatusLine(lines[0].decode("latin-1"))
+    fields = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if colon:
+            fields[name.strip().lower()] = value.strip()
+    return int(code), fields
+
+
+def _read_body(sock: socket.socket, size: int, extra: bytes, progress: Arrived | None) -> memoryview:
+    """The SIZE bytes of a body in page-aligned memory, EXTRA (read with the head) first; failures
+    as requests' (as from `pages_of`). PROGRESS is told (the memory, bytes so far) after each piece."""
+    body = page_aligned(size)
+    if len(extra) > size:
+        raise requests.exceptions.ChunkedEncodingError(f"{len(extra)} bytes for a body of {size}")
+    got = len(extra)
+    body[:got] = extra
+    try:
+        while True:
+            if got and progress is not None:
+                progress(body, got)
+            if got == size:
+                return body
+            count = sock.recv_into(body[got:got + DOWNLOAD_BLOCK])
+            if not count:
+                raise requests.exceptions.ChunkedEncodingError(f"body ended after {got} of {size} bytes")
+            got += count
+    except TimeoutError as exc:
+        raise requests.ConnectionError(urllib3.exceptions.ReadTimeoutError(None, None, str(exc))) from exc
+    except ssl.SSLError as exc:
+        raise requests.ConnectionError(urllib3.exceptions.SSLError(exc)) from exc
+    except ConnectionError as exc:
+        raise requests.exceptions.ChunkedEncodingError(exc) from exc
 
 
 def _as_urllib3(exc: OSError | http.client.HTTPException, target: str) -> urllib3.exceptions.HTTPError:

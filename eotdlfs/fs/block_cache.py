@@ -28,17 +28,18 @@ The cache never takes the last of its disk: before writing it evicts until the w
 leaves `reserve_bytes` free, so staging (under the same cache dir by default) can still
 record a `mkdir`, `rm` or small file on a disk the cache has filled.
 
-Locks. `_db` serialises calls into diskcache; `_lock` guards the hit, miss, error and damage
-counters; `_room` guards the bytes being written and is taken before `_db` (eviction makes
-room under it). Callers (fetcher, verifier) may hold their own locks when they call in;
-nothing here calls out while holding one.
+A block read back is a plain read of its row (never waiting behind a write transaction);
+its access time, for the LRU order, is entered with the next write (`_touch`).
+
+Locks. `_db` serialises calls into diskcache that write; `_lock` guards the hit, miss, error
+and damage counters and the access times not entered yet; `_room` guards the bytes being
+written and is taken before `_db` (eviction makes room under it). Callers (fetcher,
+verifier) may hold their own locks when they call in; nothing here calls out while holding one.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import fcntl
 import logging
 import os
 import sqlite3
@@ -50,6 +51,8 @@ from typing import Sequence
 import crc32c
 import diskcache
 
+from eotdlfs.fs.block_disk import _BlockDisk, _InlineBlock, _WrittenBlock
+
 DEFAULT_BLOCK_SIZE = 1 << 20
 # Left free on the cache's disk: the larger of these two (mountpoint-s3 keeps 5 % free too).
 RESERVE_FRACTION = 0.05
@@ -57,96 +60,12 @@ MIN_RESERVE_BYTES = 16 << 20
 # What a full or broken cache disk raises: OSError (ENOSPC) from block files, sqlite3 errors
 # ('database or disk is full') from the index, diskcache.Timeout from a locked index.
 CACHE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
-TOUCH_AFTER_S = 60.0  # see `read_blocks`
 LOOKUP_BATCH = 500  # keys per lookup: SQLite's limit on a statement's parameters is 999 in old builds
 
 log = logging.getLogger(__name__)
 
 
-DIRECT_ALIGN = 4096  # O_DIRECT wants the memory and the length aligned to the disk's blocks
-
-
-class _InlineBlock:
-    """A block for `_BlockDisk.store` to keep in the index itself (a BLOB of its row)."""
-
-    def __init__(self, data: memoryview):
-        self.data = data
-
-
-class _WrittenBlock:
-    """A block file already written, for `_BlockDisk.store` to enter as it is; or, with an
-    OFFSET, one piece of a run of pieces written as one file (`put_runs`)."""
-
-    def __init__(self, filename: str, size: int, offset: int | None = None):
-        self.filename, self.size, self.offset = filename, size, offset
-
-
-def _direct_capable(view: memoryview) -> bool:
-    if view.readonly or view.nbytes % DIRECT_ALIGN:
-        return False
-    return ctypes.addressof(ctypes.c_char.from_buffer(view)) % DIRECT_ALIGN == 0
-
-
-class _BlockDisk(diskcache.Disk):
-    """diskcache's file storage, with blocks written beforehand (`write_block`: one
-    `os.write`, O_DIRECT when the memory allows) into a file of diskcache's naming."""
-
-    def __init__(self, directory: str, **kwargs):
-        super().__init__(directory, **kwargs)
-        self._direct = True  # until the cache's file system refuses O_DIRECT
-
-    def filename(self, key=diskcache.UNKNOWN, value=diskcache.UNKNOWN):
-        # One level of 256 folders, not diskcache's 65,536: a fresh cache would otherwise
-        # make a folder for nearly every block it stores.
-        name = os.urandom(16).hex()
-        filename = os.path.join(name[:2], name[2:] + ".val")
-        return filename, os.path.join(self._directory, filename)
-
-    def store(self, value, read, key=diskcache.UNKNOWN):
-        if isinstance(value, _InlineBlock):
-            # Size 0 as diskcache's own inline values: the bytes are counted in the
-            # database's pages, which `volume()` (and so eviction) includes.
-            return 0, diskcache.core.MODE_RAW, None, value.data
-        if not isinstance(value, _WrittenBlock):
-            return super().store(value, read, key)
-        return value.size, diskcache.core.MODE_BINARY, value.filename, value.offset  # the offset in its row's value
-
-    def write_block(self, data: bytes | memoryview) -> _WrittenBlock:
-        view = memoryview(data).cast("B")
-        filename, path = self.filename()
-        direct = self._direct and _direct_capable(view)
-        fd = self._create(path, direct)
-        try:
-            written = 0
-            while written < view.nbytes:
-                try:
-                    written += os.write(fd, view[written:])
-                except OSError as exc:
-                    if exc.errno != errno.EINVAL or not direct:
-                        raise
-                    direct = False  # this file system wants other alignment: write it plainly
-                    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-        except BaseException:
-            self.remove(filename)
-            raise
-        finally:
-            os.close(fd)
-        return _WrittenBlock(filename, view.nbytes)
-
-    def _create(self, path: str, direct: bool) -> int:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        for _ in range(9):  # eviction removes emptied folders, maybe this one meanwhile
-            try:
-                return os.open(path, flags | (os.O_DIRECT if direct else 0), 0o600)
-            except FileNotFoundError:
-                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL or not direct:
-                    raise
-                log.info("the cache's file system refuses O_DIRECT; blocks go through the page cache")
-                self._direct = direct = False
-        return os.open(path, flags, 0o600)  # the last try: its error is the one to report
-
+TOUCH_BATCH = 256  # access times noted before a reader enters them itself
 
 def block_key(checksum: str, index: int) -> str:
     return f"{checksum}:{index}"
@@ -162,9 +81,28 @@ def reserve_bytes(st: os.statvfs_result) -> int:
     return max(MIN_RESERVE_BYTES, int(st.f_blocks * st.f_frsize * RESERVE_FRACTION))
 
 
+# Pages of a new index: a 64 KiB piece in 4 KiB pages (SQLite's default) is 17 pages, each
+# written to the WAL and checkpointed on its own, ~250 us of CPU per piece stored; in 32 KiB
+# pages ~105 us. Caches made before keep their pages (SQLite fixes them when a file is made).
+INDEX_PAGE_SIZE = 32 << 10
+# SQLite's page cache per connection, in KiB (diskcache's 8,192 pages, sized for 4 KiB pages)
+INDEX_CACHE_KIB = 32 << 10
+
+
 def _open_index(directory: Path, size_limit: int) -> diskcache.Cache:
+    index = directory / diskcache.core.DBNAME
+    if not index.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        made = sqlite3.connect(index)
+        try:  # these hold once the file is in WAL mode, before diskcache makes its tables
+            made.execute(f"PRAGMA page_size = {INDEX_PAGE_SIZE}")
+            made.execute("PRAGMA auto_vacuum = FULL")  # diskcache's: the file shrinks as blocks go
+            made.execute("PRAGMA journal_mode = wal")
+        finally:
+            made.close()
     return diskcache.Cache(str(directory), disk=_BlockDisk, size_limit=size_limit,
-                           eviction_policy="least-recently-used", disk_min_file_size=0, cull_limit=16)
+                           eviction_policy="least-recently-used", disk_min_file_size=0, cull_limit=16,
+                           sqlite_cache_size=-INDEX_CACHE_KIB)
 
 
 class BlockCache:
@@ -195,6 +133,7 @@ class BlockCache:
         self.write_errors = 0
         self.last_error: str | None = None
         self.damaged = 0
+        self._touched: dict[str, float] = {}  # key -> when read back, not yet entered (`_touch`)
         # Guarded by _room: bytes being written, which the disk's free space does not show yet.
         self._room = threading.Lock()
         self._writing = 0
@@ -218,42 +157,27 @@ class BlockCache:
         return self.read_blocks(checksum, [index]).get(index)
 
     def read_blocks(self, checksum: str, indices: Sequence[int | str]) -> dict[int | str, memoryview]:
-        """`read_block` of each of INDICES: one index lookup for them all, and one update of the
-        access times (the LRU order) of those found, not a transaction each: a seeking reader's
-        tile is a dozen pieces, and their lookups were most of a warm window's time. An entry
-        used in the last TOUCH_AFTER_S keeps its time: the write is most of a lookup's cost, and
-        the order of eviction does not need it finer."""
+        """`read_block` of each of INDICES: one plain read of the index for them all (a seeking
+        reader's tile is a dozen pieces, and a lookup each was most of a warm window's time); their
+        access times, for the LRU order, are entered later, with the next write (`_touch`)."""
         keys = {block_key(checksum, index): index for index in indices}
         rows = []
         try:  # a miss costs a read, never a wait for a writer
             for lo in range(0, len(keys), LOOKUP_BATCH):
                 batch = list(keys)[lo:lo + LOOKUP_BATCH]
-                rows += self._cache._sql(f"SELECT rowid, access_time, key, mode, filename, value, tag, size"
+                rows += self._cache._sql(f"SELECT key, mode, filename, value, tag, size"
                                          f" FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})",
                                          batch).fetchall()
         except CACHE_ERRORS as exc:  # an index damaged under the mount: misses
             self._failed(exc)
             return {}
-        now = time.time()
-        stale = [row[0] for row in rows if row[1] < now - TOUCH_AFTER_S]
-        if stale:
-            self._touch(stale, now)
         found = {}
-        for _, _, key, mode, filename, value, crc, size in rows:
+        for key, mode, filename, value, crc, size in rows:
             data = self._read_back(checksum, keys[key], mode, filename, value, crc, size)
             if data is not None:
+                self._touch(key)
                 found[keys[key]] = data
         return found
-
-    def _touch(self, rowids: list[int], now: float) -> None:
-        """Mark these entries used at NOW, as diskcache's LRU `get` does one at a time. A full disk
-        (the update is a write) costs the order of eviction, not the bytes: they are served."""
-        try:
-            with self._db:
-                self._cache._sql(f"UPDATE Cache SET access_time = ? WHERE rowid IN ({','.join('?' * len(rowids))})",
-                                 (now, *rowids))
-        except CACHE_ERRORS as exc:
-            self._failed(exc)
 
     def _read_back(self, checksum: str, index: int | str, mode: int, filename: str | None, value: bytes | int | None,
                    crc: int | None, size: int) -> memoryview | None:
@@ -285,6 +209,29 @@ class BlockCache:
         if count == 1 or count % 1000 == 0:
             log.warning("cached block %s of %s failed its check (%s); dropped and fetched again"
                         " (%d damaged blocks so far)", index, checksum, why, count)
+
+    def _touch(self, key: str) -> None:
+        """Note that KEY was read, for the LRU order: entered with the next write transaction, or
+        by a reader once many are waiting and no write is under way (a warm-only workload)."""
+        with self._lock:
+            self._touched[key] = time.time()
+            many = len(self._touched) >= TOUCH_BATCH
+        if many and self._db.acquire(blocking=False):
+            try:
+                with self._cache.transact():
+                    self._enter_touches()
+            except CACHE_ERRORS as exc:
+                self._failed(exc)
+            finally:
+                self._db.release()
+
+    def _enter_touches(self) -> None:
+        """Enter the access times noted by `_touch` (in the caller's transaction, `_db` held)."""
+        with self._lock:
+            touched, self._touched = self._touched, {}
+        if touched:
+            self._cache._con.executemany("UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1",
+                                         [(when, key) for key, when in touched.items()])
 
     def __contains__(self, item: tuple[str, int]) -> bool:
         try:
@@ -372,6 +319,7 @@ class BlockCache:
     def _enter(self, entries: list) -> None:
         """Enter ENTRIES (key, stored value, CRC32C) in one transaction."""
         with self._db, self._cache.transact():
+            self._enter_touches()
             for key, value, crc in entries:
                 self._cache.set(key, value, read=True, tag=crc)
 
@@ -445,4 +393,9 @@ class BlockCache:
                     "size_limit": self.size_limit, "block_size": self.block_size}
 
     def close(self) -> None:
+        try:  # the access times noted since the last write
+            with self._db, self._cache.transact():
+                self._enter_touches()
+        except CACHE_ERRORS as exc:
+            self._failed(exc)
         self._cache.close()

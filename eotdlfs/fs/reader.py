@@ -4,11 +4,12 @@
 window, queue read-ahead fetches, then copy the requested range out of the bytes of recent
 fetches (memory), or out of cached blocks, read back from disk and checked once per block.
 A seeking reader's miss is fetched in small pieces (`pieces`), not as a whole block; a jump
-to the start of a TIFF's tile fetches that tile's pieces in one request (`tiles`).
+to the start of a TIFF's tile fetches that tile's pieces in one request (`tiles`), with the
+tiles of the window the reader's last one says it reads (`tilewindows`).
 
-Locks. An `OpenFile`'s `lock` guards its read-ahead window and the blocks it keeps; it is
-held only for that bookkeeping and the copy out of a kept block, never while calling the
-fetcher, so it comes before no other lock. `ContentReader._lock` guards the first-wait times
+Locks. An `OpenFile`'s `lock` guards its read-ahead window, its `TileWindows` and the blocks
+it keeps; it is held only for that bookkeeping and the copy out of a kept block, never while
+calling the fetcher, so it comes before no other lock. `ContentReader._lock` guards the first-wait times
 of demanded blocks and is a leaf.
 """
 
@@ -25,6 +26,7 @@ from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs.pieces import PIECE_SIZE, PieceFetcher
 from eotdlfs.fs.readahead import ReadAheadWindow
 from eotdlfs.fs.tiles import Layouts
+from eotdlfs.fs.tilewindows import TileWindows
 
 PAGE = 4096
 KEPT_SOURCES = 2  # a fetched block may pin its whole request (8 MiB) while kept
@@ -41,6 +43,7 @@ class OpenFile:
         self.lock = threading.Lock()
         self.window = window
         self.ahead_until = 0
+        self.tiles = TileWindows()
         # The blocks read last, checked: later reads of them are plain copies.
         self.sources: OrderedDict[int, memoryview] = OrderedDict()
 
@@ -116,6 +119,8 @@ class ContentReader:
         with handle.lock:
             start, stop = handle.window.advise(offset, end - offset)
             seeking, jumped = handle.window.seeking, handle.window.jumped
+            if not jumped:
+                handle.tiles.read(offset, end)
             if stop <= start:
                 handle.ahead_until = 0
                 return seeking, jumped
@@ -145,19 +150,39 @@ class ContentReader:
     def _pieces_until(self, handle: OpenFile, offset: int, end: int, jumped: bool) -> int:
         """Where the pieces that a seeking read of OFFSET to END fetches with its first ones
         end: the read's end (a read across a block boundary would otherwise wait for a round
-        trip per block), or the end of the TIFF tile it jumped to; short of the first block
-        after OFFSET's that is not fetched in pieces (kept whole, being fetched whole, the
-        final block; a block cached whole on disk is not looked up)."""
-        content, bs = handle.content, self.block_size
-        until = max(end, self._tile_end(content, offset, end) if jumped and not handle.window.seeking_only else 0)
+        trip per block), or, on a jump to a TIFF tile, the end of the tiles of the row that
+        the reader's last rows say it reads; those rows' other tiles of its window are queued
+        side by side (`tilewindows`)."""
+        rows = self._tile_rows(handle, offset, end) if jumped and not handle.window.seeking_only else []
+        if not rows:
+            return self._piecewise_until(handle.content, offset, end)
+        until = self._piecewise_until(handle.content, offset, max(end, rows[0][1]))
+        self._fetch_ahead(handle, offset, until)  # this row's first: the reader waits for it
+        for start, stop in rows[1:]:
+            self._fetch_ahead(handle, start, self._piecewise_until(handle.content, start, stop))
+        return until
+
+    def _piecewise_until(self, content: Content, offset: int, until: int) -> int:
+        """UNTIL, or short of it the first block after OFFSET's that is not fetched in pieces
+        (held whole, being fetched whole, the final block)."""
+        bs = self.block_size
         for index in range(offset // bs + 1, -(-until // bs)):
-            if self.fetcher.kept_block(content.checksum, index) is not None or not self._piecewise(content, index):
+            if self.fetcher.fetched_whole(content.checksum, index) or not self._piecewise(content, index):
                 return index * bs
         return until
 
-    def _tile_end(self, content: Content, start: int, end: int) -> int:
-        """Where the TIFF tile (or strip) that a read of START to END begins ends, if the read
-        begins one and the layout is known (else 0)."""
+    def _fetch_ahead(self, handle: OpenFile, start: int, until: int) -> None:
+        """Queue the pieces from START's to UNTIL that are neither kept nor being fetched, unless
+        START's block is (or is being) fetched whole; wait for none."""
+        index = start // self.block_size
+        if not self.fetcher.fetched_whole(handle.content.checksum, index) and self._piecewise(handle.content, index):
+            self.pieces.read_into(handle.content, handle.opened, start - start % self.pieces.piece_size,
+                                  memoryview(b""), time.monotonic(), until)
+
+    def _tile_rows(self, handle: OpenFile, start: int, end: int) -> list[tuple[int, int]]:
+        """The byte ranges worth fetching for a read of START to END that begins a TIFF tile
+        (its row's tiles first), if it does and the layout is known (else none)."""
+        content = handle.content
         header: list[OpenFile] = []  # a handle of its own for reading the header, made if needed
 
         def read(at: int, length: int) -> bytes:
@@ -168,12 +193,15 @@ class ContentReader:
                 header.append(self.open(content, seeking_only=True))
             return self.read(header[0], at, length)
 
+        layout = self.layouts.layout(content.entry.path, content.checksum, content.size, read)
         # GDAL reads a tile from its start; the kernel's request for that read begins on the
         # page before at most (a page or two of the tile before). Any other tile a read
         # reaches may be only the kernel's read-ahead past what the reader wants.
-        span = self.layouts.span_at(content.entry.path, content.checksum, content.size, read,
-                                    min(end - 1, start - start % PAGE + 2 * PAGE))
-        return span[1] if span is not None and span[0] >= start else 0
+        span = layout.span_at(min(end - 1, start - start % PAGE + 2 * PAGE)) if layout is not None else None
+        if span is None or span[0] < start:
+            return []
+        with handle.lock:
+            return handle.tiles.jumped(span[0], layout)
 
     def _copy_block(self, handle: OpenFile, index: int, lo: int, target: memoryview, deadline: float,
                     seeking: bool, until: int) -> None:

@@ -60,6 +60,12 @@ class Layout:
         return None
 
 
+    def span_from(self, offset: int) -> tuple[int, int] | None:
+        """The (start, end) of the first tile or strip starting at OFFSET or after, if any."""
+        i = bisect.bisect_left(self._starts, offset)
+        return (self._starts[i], self._ends[i]) if i < len(self._starts) else None
+
+
 class _Header:
     def __init__(self, read: Read, size: int):
         head = read(0, 16)
@@ -154,13 +160,17 @@ class Layouts:
 
     def span_at(self, path: str, checksum: str, size: int, read: Read, offset: int) -> tuple[int, int] | None:
         """The tile or strip holding OFFSET of the file PATH (parsed with READ the first time), if known."""
+        layout = self.layout(path, checksum, size, read)
+        return layout.span_at(offset) if layout is not None else None
+
+    def layout(self, path: str, checksum: str, size: int, read: Read) -> Layout | None:
+        """The layout of the file PATH (parsed with READ the first time), if known."""
         if not path.lower().endswith(SUFFIXES):
             return None
         with self._lock:
             if checksum in self._layouts:
                 self._layouts.move_to_end(checksum)
-                layout = self._layouts[checksum]
-                return layout.span_at(offset) if layout is not None else None
+                return self._layouts[checksum]
             if checksum in self._parsing:
                 return None
             self._parsing.add(checksum)
@@ -179,4 +189,4 @@ class Layouts:
             self._layouts[checksum] = layout
             while len(self._layouts) > self.kept:
                 self._layouts.popitem(last=False)
-        return layout.span_at(offset) if layout is not None else None
+        return layout

@@ -80,22 +80,27 @@ class BlobResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         reader = self.blobs.reader(self.blob.checksum, self.first, self.last)
         try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             offset, end = self.first, self.last + 1
+            small = reader.inline and 0 < end - offset <= 65536 and not self.head
+            # A small range is read before its head is sent: head and body then leave back to
+            # back, and the client wakes once for both, not once for the head and again for the body.
+            data = reader.read_at(offset, end - offset) if small else None
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             if self.head or offset >= end:
                 await send({"type": "http.response.body", "body": b""})
                 return
             while offset < end:
                 n = min(CHUNK, end - offset)
-                if reader.inline and n <= 65536:
+                if data is None and reader.inline and n <= 65536:
                     data = reader.read_at(offset, n)
-                else:
+                elif data is None:
                     data = await anyio.to_thread.run_sync(reader.read_at, offset, n)
                 if not data:
                     break  # the blob is shorter than its row says: stop rather than spin
                 offset += len(data)
                 await send({"type": "http.response.body", "body": data, "more_body": offset < end})
                 self.on_sent(len(data))
+                data = None
             if offset < end:
                 await send({"type": "http.response.body", "body": b""})
         finally:

@@ -10,6 +10,8 @@ import os
 import sqlite3
 import threading
 
+import diskcache
+
 from eotdlfs.fs.block_cache import BlockCache
 
 BS = 1 << 20
@@ -168,27 +170,47 @@ def test_a_miss_is_a_read_that_never_waits_for_a_writer(tmp_path):
     cache.close()
 
 
-def test_pieces_read_together_keep_the_lru_order_with_one_update(tmp_path):
-    """Pieces read back in one call: one access-time update for all of them, none for those used in
-    the last minute (the update is a write: it was a transaction per piece), and pieces read after a
-    while still move to the back of the eviction order."""
+def test_a_hit_is_a_read_that_never_waits_for_a_writer(tmp_path):
+    """A piece read back while a batch of pieces is being stored (the store's transaction holds
+    the index's write lock for tens of ms): diskcache's LRU `get` is a write, which waited
+    for it; the read is a plain read and its access time is entered with a later write."""
     cache = BlockCache(tmp_path / "c", 1 << 30, BS)
-    pieces = [("sum", f"p{i}", os.urandom(64 << 10)) for i in range(8)]
-    assert cache.put_inline(pieces)
-    long_ago = cache._cache._sql("SELECT min(access_time) FROM Cache").fetchone()[0] - 3600
-    cache._cache._sql("UPDATE Cache SET access_time = ?", (long_ago,))  # stored an hour ago
-    statements: list[str] = []
-    cache._cache._sql("SELECT 1")  # this thread's connection, made
-    cache._cache._con.set_trace_callback(statements.append)
-    assert [bytes(cache.load_blocks("sum", [f"p{i}" for i in range(4)])[f"p{i}"]) for i in range(4)] == \
-        [d for _, _, d in pieces[:4]]
-    updates = lambda: {s for s in statements if s.startswith("UPDATE Cache")}  # noqa: E731 (a trigger repeats each)
-    assert len(updates()) == 1
-    assert len(cache.load_blocks("sum", [f"p{i}" for i in range(4)])) == 4  # used a moment ago: no write
-    assert len(updates()) == 1
-    oldest = cache._cache._sql("SELECT key FROM Cache ORDER BY access_time LIMIT 4").fetchall()
-    assert sorted(key for (key,) in oldest) == [f"sum:p{i}" for i in range(4, 8)]  # evicted first
+    data = os.urandom(64 << 10)
+    assert cache.put_inline([("sum", "p0", data), ("sum", "p1", os.urandom(100))])
+    writer = sqlite3.connect(tmp_path / "c" / "cache.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # a writer holding the write lock
+    looked = []
+    try:
+        lookup = threading.Thread(target=lambda: looked.append(cache.load_block("sum", "p0")), daemon=True)
+        lookup.start()
+        lookup.join(5)
+        assert looked == [data]
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    lookup.join(70)
+    # the read counts for the LRU order once the next write is entered: p0 is now the most recent
+    assert cache.put_inline([("sum", "p2", os.urandom(100))])
     cache.close()
+    index = sqlite3.connect(tmp_path / "c" / "cache.db")
+    order = [key for key, in index.execute("SELECT key FROM Cache ORDER BY access_time, rowid")]
+    index.close()
+    assert order.index("sum:p0") > order.index("sum:p1")
+
+
+def test_a_new_index_has_big_pages_and_an_earlier_one_keeps_its_own(tmp_path):
+    """A new index is made with 32 KiB pages (a 64 KiB piece in SQLite's default 4 KiB pages
+    costs about twice the CPU to store), auto-vacuumed as diskcache makes it (the file shrinks
+    as blocks go); an index an earlier version made keeps its 4 KiB pages and serves as before."""
+    new = BlockCache(tmp_path / "new", 1 << 30, BS)
+    assert [new._cache._sql(f"PRAGMA {name}").fetchone()[0] for name in ("page_size", "auto_vacuum")] == [32 << 10, 1]
+    new.close()
+    diskcache.Cache(str(tmp_path / "old")).close()  # as an earlier version made it
+    old = BlockCache(tmp_path / "old", 1 << 30, BS)
+    piece = os.urandom(64 << 10)
+    assert old.put_inline([("sum", "p0", piece)]) and old.load_block("sum", "p0") == piece
+    assert old._cache._sql("PRAGMA page_size").fetchone()[0] == 4096
+    old.close()
 
 
 def test_a_runs_pieces_share_one_file_and_a_damaged_one_is_a_miss_never_bytes(tmp_path, caplog):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from eotdlfs.fs.pieces import PIECE_SIZE  # noqa: E402
 from tests.fs.datasets import ingest, write_metadata  # noqa: E402
 
 SIDE, TILE = 4096, 256
+BUFFER = 8192  # GDAL's reads of a local file go through a buffer of this size
 
 
 def write_tiled_geotiff(path, seed=5, tile=TILE):
@@ -67,25 +69,30 @@ def test_random_windows_fetch_about_the_tiles_they_touch(repo_server, mount_fact
     assert fetched <= 1.3 * tiles_touched * tile_bytes + (1 << 20), (fetched, tiles_touched * tile_bytes)
 
 
-def test_a_seeking_read_of_a_tile_fetches_that_tile_in_one_request(repo_server, mount_factory, unique_name,
-                                                                     tmp_path):
-    """The kernel splits GDAL's read of a 512 KiB tile into 128 KiB requests, each a range
-    request of its own when fetched piecewise; the mount reads the tile layout from the TIFF's
-    header and fetches the tile in one, with no more than its edge pieces."""
-    name, tile = unique_name("tile"), 512
+def _mounted_tiles(repo_server, mount_factory, name: str, tmp_path, tile: int = 512):
+    """A tiled GeoTIFF ingested as dataset NAME and mounted: the mount, the file's path in it,
+    its bytes, and its tiles' (offset, length) by (column, row)."""
     folder = tmp_path / "src"
     write_metadata(folder, name)
     write_tiled_geotiff(folder / "scene.tif", tile=tile)
     source = folder / "scene.tif"
     with rasterio.open(source) as src:
-        def span(col: int, row: int) -> tuple[int, int]:
-            return (int(src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=1)),
-                    int(src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=1)))
-        first, measured = span(1, 1), span(3, 5)
+        spans = {(col, row): (int(src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=1)),
+                              int(src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=1)))
+                 for col in range(SIDE // tile) for row in range(SIDE // tile)}
     ingest(repo_server, folder)
     mnt = mount_factory(repo_server)
-    expected = source.read_bytes()
-    fd = os.open(mnt.path / "datasets" / name / "v1" / "scene.tif", os.O_RDONLY)
+    return mnt, mnt.path / "datasets" / name / "v1" / "scene.tif", source.read_bytes(), spans
+
+
+def test_a_seeking_read_of_a_tile_fetches_that_tile_in_one_request(repo_server, mount_factory, unique_name,
+                                                                     tmp_path):
+    """The kernel splits GDAL's read of a 512 KiB tile into 128 KiB requests, each a range
+    request of its own when fetched piecewise; the mount reads the tile layout from the TIFF's
+    header and fetches the tile in one, with no more than its edge pieces."""
+    mnt, path, expected, spans = _mounted_tiles(repo_server, mount_factory, unique_name("tile"), tmp_path)
+    first, measured = spans[1, 1], spans[3, 5]
+    fd = os.open(path, os.O_RDONLY)
     try:
         assert os.pread(fd, 16 << 10, 0) == expected[:16 << 10]  # the header, as GDAL reads it at open
         offset, length = first  # a first seek: the mount reads the layout
@@ -102,3 +109,44 @@ def test_a_seeking_read_of_a_tile_fetches_that_tile_in_one_request(repo_server, 
     # its requests come on several threads at once, so one of them may go apart (1 run in ~20).
     assert requests <= 4, requests
     assert length <= fetched <= length + 2 * PIECE_SIZE + (256 << 10), (fetched, length)
+
+
+def test_a_windows_tiles_come_in_one_request_per_row_once_its_shape_is_known(repo_server, mount_factory, unique_name,
+                                                                            tmp_path):
+    """GDAL reads a window row by row, a tile at a time; the kernel asks for a row's second tile
+    as read-ahead of its first, in 128 KiB requests, a round trip each. Once the reader's last
+    windows showed their shape (tiles per row, rows, the stride between rows), a jump to a
+    window's first tile fetches its rows' tiles at once, a request per row, side by side."""
+    mnt, path, expected, spans = _mounted_tiles(repo_server, mount_factory, unique_name("win"), tmp_path)
+    # 2 x 2 tiles each, apart from each other (and from the header's blocks)
+    windows = [[[spans[col + c, row + r] for c in (0, 1)] for r in (0, 1)] for col, row in ((4, 1), (1, 5), (5, 3))]
+
+    def read_row(fd: int, row: list[tuple[int, int]]) -> None:
+        for offset, length in row:  # through GDAL's 8 KiB buffer: a tile's first aligned 8 KiB, then the rest
+            at = offset - offset % BUFFER
+            assert os.pread(fd, BUFFER, at) == expected[at:at + BUFFER]
+            assert os.pread(fd, offset + length - at - BUFFER, at + BUFFER) == expected[at + BUFFER:offset + length]
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert os.pread(fd, 16 << 10, 0) == expected[:16 << 10]  # the header, as GDAL reads it at open
+        for window in windows[:-1]:
+            for row in window:
+                read_row(fd, row)
+        before, fetch_before = repo_server.stats()["downloads"], mnt.status()["fetch"]["bytes_fetched"]
+        read_row(fd, windows[-1][0])
+        deadline = time.monotonic() + 10
+        while repo_server.stats()["downloads"] - before < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second_row_asked = repo_server.stats()["downloads"] - before == 2
+        read_row(fd, windows[-1][1])
+        requests = repo_server.stats()["downloads"] - before
+        fetched = mnt.status()["fetch"]["bytes_fetched"] - fetch_before
+    finally:
+        os.close(fd)
+    # Piecewise, each row's second tile came in a request per 128 KiB: 14 in all. The kernel's
+    # read-ahead past a row's end now comes in the row's request: the same bytes as before.
+    assert second_row_asked  # the second row's request went with the first's, before it was read
+    assert requests <= 3, requests
+    tiles = sum(length for row in windows[-1] for _, length in row)
+    assert tiles <= fetched <= tiles + 2 * (2 * PIECE_SIZE + (256 << 10)), (fetched, tiles)

@@ -124,3 +124,4 @@ def test_layouts_parse_a_tiff_once_and_skip_other_files():
 def test_overlapping_spans_keep_the_first():
     layout = Layout([(100, 200), (150, 250), (300, 400), (100, 200)])
     assert [layout.span_at(o) for o in (99, 100, 199, 220, 300)] == [None, (100, 200), (100, 200), None, (300, 400)]
+    assert [layout.span_from(o) for o in (0, 100, 101, 300, 301)] == [(100, 200), (100, 200), (300, 400), (300, 400), None]
