@@ -271,8 +271,9 @@ class BlockCache:
         """Store BLOCKS (checksum, index, bytes), of any files, in the index itself, in one
         transaction; False as `put`. For small blocks (pieces): a file of its own per block
         cost a file create and an O_DIRECT write, most of a cold seeking read's CPU."""
+        stored = self._stored([block_key(checksum, index) for checksum, index, _ in blocks])
         entries = [(block_key(checksum, index), _InlineBlock(memoryview(data).cast("B")), block_crc(data))
-                   for checksum, index, data in blocks]
+                   for checksum, index, data in blocks if block_key(checksum, index) not in stored]
         nbytes = sum(entry.data.nbytes for _, entry, _ in entries)
         try:
             if not self._make_room(nbytes):
@@ -292,6 +293,8 @@ class BlockCache:
         pieces of PIECE_SIZE entered under INDICES, each with its CRC32C, in one transaction; False as
         `put`. When eviction or a drop removes a piece's file, its run's other pieces are misses."""
         disk: _BlockDisk = self._cache.disk
+        stored = self._stored([block_key(checksum, index) for checksum, indices, _ in runs for index in indices])
+        runs = [run for run in runs if any(block_key(run[0], index) not in stored for index in run[1])]
         nbytes = sum(memoryview(data).nbytes for _, _, data in runs)
         written, entries = [], []
         try:
@@ -302,6 +305,8 @@ class BlockCache:
                     view = memoryview(data).cast("B")
                     written.append(disk.write_block(view))
                     for at, index in zip(range(0, view.nbytes, piece_size), indices):
+                        if block_key(checksum, index) in stored:
+                            continue
                         piece = view[at:at + piece_size]
                         entries.append((block_key(checksum, index),
                                         _WrittenBlock(written[-1].filename, piece.nbytes, at), block_crc(piece)))
@@ -315,6 +320,19 @@ class BlockCache:
             self._failed(exc)
             return False
         return True
+
+    def _stored(self, keys: list[str]) -> set[str]:
+        """Which of KEYS the index holds. A piece stored again keeps its entry: replacing it would
+        remove its file, which the other pieces of its run share (`put_runs`)."""
+        found: set[str] = set()
+        try:
+            for lo in range(0, len(keys), LOOKUP_BATCH):
+                batch = keys[lo:lo + LOOKUP_BATCH]
+                found.update(key for (key,) in self._cache._sql(
+                    f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})", batch))
+        except CACHE_ERRORS as exc:  # an index damaged under the mount: the store fails as it comes
+            self._failed(exc)
+        return found
 
     def _enter(self, entries: list) -> None:
         """Enter ENTRIES (key, stored value, CRC32C) in one transaction."""

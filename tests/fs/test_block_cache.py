@@ -236,3 +236,17 @@ def test_a_runs_pieces_share_one_file_and_a_damaged_one_is_a_miss_never_bytes(tm
     assert again.put_runs([("sum", ["p2"], aligned(run[2 << 16:3 << 16]))], 64 << 10)
     assert again.load_block("sum", "p2") == run[2 << 16:3 << 16]
     again.close()
+
+
+def test_pieces_stored_again_leave_the_file_they_share_with_others(tmp_path):
+    """A piece stored again (fetched again by a run overlapping one stored before, or alone) keeps
+    its entry: replacing it removed its file, which the other pieces of its run share, and those
+    were misses for the next reader (seen: 4 MiB fetched again by a second process)."""
+    run = os.urandom(8 << 16)
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put_runs([("sum", [f"p{i}" for i in range(6)], aligned(run[:6 << 16]))], 64 << 10)
+    assert cache.put_runs([("sum", [f"p{i}" for i in range(4, 8)], aligned(run[4 << 16:]))], 64 << 10)
+    assert cache.put_inline([("sum", "p2", run[2 << 16:3 << 16])])
+    got = cache.load_blocks("sum", [f"p{i}" for i in range(8)])
+    assert {key: bytes(data) for key, data in got.items()} == {f"p{i}": run[i << 16:(i + 1) << 16] for i in range(8)}
+    cache.close()
