@@ -6,8 +6,11 @@ The one place that wires `eotdlfs.client` (the ports' HTTP implementation) to `e
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
+from concurrent.futures import Future
 from pathlib import Path
 
 from eotdlfs.app.embedded import settings_or_local
@@ -16,16 +19,51 @@ from eotdlfs.client.ingest.ledger import LEDGER_FILE, DraftLedger
 from eotdlfs.client.publisher import ApiPublisher
 from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import resolve_settings
+from eotdlfs.fs.content import Content
 from eotdlfs.fs.context import MountOptions, build_context
+from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs.fuse_binding import run_fuse
 from eotdlfs.fs.fuse_ops import EotdlfsOperations
 from eotdlfs.fs.mount import PRIVATE_UMASK, clean_stale, make_private
 from eotdlfs.fs.mountlock import hold_cache_dir
 from eotdlfs.fs.namespace import Namespace
 from eotdlfs.fs.staging.mounted import make_staging_area
-from eotdlfs.repository import Unreachable
+from eotdlfs.repository import FileEntry, Record, Unreachable
 
 log = logging.getLogger(__name__)
+
+# The record lists asked for at start are waited for this long before the kernel sees the mount:
+# its first lookup then finds them in hand (they came after it was ready on a loaded machine),
+# and a silent server delays the mount by no more.
+RECORDS_WAIT_S = 2.0
+
+
+class FirstBlocksAhead(ApiRepository):
+    """The repository as a mount reads it: a file that a lookup finds alone (its version's list not
+    in hand yet) has its first block (a small file whole) fetched at once, from the lookup's thread,
+    since the kernel opens and reads a file right after looking it up. Not for eotdl://, where a
+    script opens and reads at once, and where it means to (a seeking reader would pay a block)."""
+
+    fetcher: BlockFetcher | None = None  # set once the mount is built, before the kernel sees it
+
+    def lookup(self, record: Record, version: int, path: str) -> list[FileEntry]:
+        found = super().lookup(record, version, path)
+        entry = found[0] if len(found) == 1 and found[0].path == path else None
+        if self.fetcher is not None and entry is not None and entry.size > 0 \
+                and (entry.checksum, 0) not in self.fetcher.cache:
+            try:
+                self.fetcher.demand(Content(record, entry), 0, self.fetcher.serial())
+            except Exception as exc:  # only a head start: the open fetches as usual
+                log.debug("nothing fetched ahead of %s: %s", path, exc)
+        return found
+
+
+def wait_for(futures: list[Future], within: float) -> None:
+    """Wait at most WITHIN s in all for FUTURES, whatever they end with."""
+    deadline = time.monotonic() + within
+    for future in futures:
+        with contextlib.suppress(Exception):  # offline or silent: the first look says so
+            future.result(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def check_reachable(api: ApiClient, namespace: Namespace, cache_dir: Path) -> None:
@@ -60,8 +98,12 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
     api = ApiClient(settings)
     options = MountOptions(cache_dir=cache_dir, cache_size=cache_size, ttl=ttl, autoflush=autoflush,
                            api_url=settings.api_url, read_timeout=settings.timeout + 5)
-    context = build_context(ApiRepository(api), options)
+    repo = FirstBlocksAhead(api)
+    context = build_context(repo, options)
+    repo.fetcher = context.fetcher
     check_reachable(api, context.namespace, cache_dir)
+    if context.namespace.server_reachable is not False:
+        wait_for(context.warming, RECORDS_WAIT_S)
     folder = cache_dir / "staging"
     staging = make_staging_area(context, ApiPublisher(api, DraftLedger(folder / LEDGER_FILE)), folder)
     log.info("mounting %s on %s (cache %s)", settings.api_url, mountpoint, cache_dir)

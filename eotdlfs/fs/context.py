@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from eotdlfs.fs.block_cache import BlockCache
@@ -41,6 +42,7 @@ class MountContext:
     reader: ContentReader
     tree: ReadOnlyTree
     prefetch: DocumentPrefetch
+    warming: list[Future] = field(default_factory=list)  # the record lists fetched as it starts (`Namespace.warm`)
 
     def close(self) -> None:
         self.prefetch.close()
@@ -57,9 +59,9 @@ def build_context(repo: Repository, options: MountOptions) -> MountContext:
                            request_blocks=options.request_blocks)
     namespace = Namespace(repo, cache_dir / "state", ttl=options.ttl, wait=options.read_timeout,
                           list_later=options.list_later)
-    namespace.warm()
+    warming = namespace.warm()
     reader = ContentReader(fetcher, demand_timeout=options.read_timeout)
     tree = ReadOnlyTree(namespace, reader)
     prefetch = DocumentPrefetch(repo, namespace, fetcher, wait=min(10.0, options.read_timeout))
     tree.on_open = prefetch.opened
-    return MountContext(repo, options, cache, fetcher, namespace, reader, tree, prefetch)
+    return MountContext(repo, options, cache, fetcher, namespace, reader, tree, prefetch, warming)

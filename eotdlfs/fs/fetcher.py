@@ -14,11 +14,12 @@ the failure marks, and is held for map and counter work only, never during a req
 `_failed_at` is written under it; `has_failed` and `check_not_failed` outside `demand` read it
 without (a dict lookup; `demand` checks again under the lock before any fetch starts). Order
 across objects: a FileVerifier's `lock` -> `BlockFetcher._lock` (hashing asks whether a
-block is in flight) -> `_loads_lock`, `RecentBlocks._lock` and the BlockCache's locks (a
-block looked up in `demand`, which may wait there for another reader's read-back of it);
-the fetcher never takes a verifier's lock while holding its own. `_loads_lock` guards the
-map of blocks being read back from disk and is a leaf, as is `FetchStats.lock`. An
-`OpenFile`'s lock (reader.py) is never held while calling in here.
+block is in flight) -> `_loads_lock`, `RecentBlocks._lock`, `Verifiers._lock` (where hashing
+stands, as read blocks are let go) and the BlockCache's locks (a block looked up in `demand`,
+which may wait there for another reader's read-back of it); the fetcher never takes a
+verifier's lock while holding its own. `_loads_lock` guards the map of blocks being read back
+from disk and is a leaf, as is `FetchStats.lock`. An `OpenFile`'s lock (reader.py) is never
+held while calling in here.
 """
 
 from __future__ import annotations
@@ -212,10 +213,16 @@ class BlockFetcher:
         return self.in_flight(checksum, index) or (checksum, index) in self.recent or (checksum, index) in self.cache
 
     def finished_reading(self, checksum: str, indices: list[int]) -> None:
-        """A reader read these blocks to their end: memory may let go of those hashed already
-        (the kernel keeps their pages; the disk cache keeps the bytes)."""
-        hashed = self.verifiers.hashed_until(checksum)
-        self.recent.discard(checksum, [i for i in indices if i < hashed])
+        """A reader read these blocks to their end: memory lets go of them once hashed (the
+        kernel keeps their pages; the disk cache keeps the bytes)."""
+        with self._lock:  # against `_let_go_read`: whichever comes second lets a block go
+            coming = [i for i in indices if (checksum, i) in self._inflight]
+            self.recent.finished(checksum, indices, self.verifiers.hashed_until(checksum), coming)
+
+    def _let_go_read(self, checksum: str) -> None:
+        """Forget the blocks read to their end before hashing got to them, now hashed."""
+        with self._lock:
+            self.recent.discard_read(checksum, self.verifiers.hashed_until(checksum))
 
     def reject(self, content: Content) -> None:
         """CONTENT's bytes failed its SHA-1 outside the fetcher (a copy-up hashed them): fail
@@ -253,7 +260,7 @@ class BlockFetcher:
             raise ContentMismatch(f"{content.entry.path} failed its SHA-1 check")
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until no fetch is queued or running (tests)."""
+        """Wait until no fetch is queued or running."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
@@ -262,7 +269,9 @@ class BlockFetcher:
             time.sleep(0.01)
         return False
 
-    def close(self) -> None:
+    def close(self, within: float = 2.0) -> None:
+        """Stop the workers once the fetches under way are done (within WITHIN s; see `_run`)."""
+        self.wait_idle(within)
         self._demand_queue.put((DEMAND, -1, None))
         for _ in self._threads[1:]:
             self._queue.put((DEMAND, -1, None))
@@ -312,7 +321,10 @@ class BlockFetcher:
         finally:
             task.arrival.end()
         if final in blocks and not held:
+            # Readers first, the disk after (a file and a transaction: as long as a small file's round
+            # trip); in memory meanwhile (`_verify`). `close` waits for it: read, then offline, it is there.
             self._settle(task, {final: blocks[final]})
+            self.cache.put(content.checksum, final, blocks[final])
 
     def _check_fresh(self, task: _Task, blocks: dict[int, memoryview]) -> None:
         """Raise StaleFetch, dropping BLOCKS, if the file failed its checksum since TASK was
@@ -358,8 +370,9 @@ class BlockFetcher:
         early = {i: b for i, b in blocks.items() if i != final}
         # Readers and hashing take them from memory, the disk copy bypasses the page cache
         # (O_DIRECT); in memory first, so nobody reads back what the loop just wrote.
-        self.recent.add(content.checksum, early)
-        self.cache.put_blocks(content.checksum, early)
+        if early:  # (a file's only block is its final one: nothing to store yet)
+            self.recent.add(content.checksum, early)
+            self.cache.put_blocks(content.checksum, early)
         return blocks
 
     def _verify(self, task: _Task, blocks: dict[int, memoryview], final: int) -> bool:
@@ -388,8 +401,8 @@ class BlockFetcher:
                         future.add_done_callback(lambda done: self._forget(checksum, final, done))
                         verifier.held = (blocks[final], future)
                         held = True
-                    else:
-                        self.cache.put(checksum, final, blocks[final])
+                    else:  # stored by `_run` once its readers have it; in memory until then
+                        self.recent.add(checksum, {final: blocks[final]})
             # Other blocks never wait for the lock: whoever holds it hashes what we stored
             # (it looks again while `pending` is set), so fetch workers keep fetching.
             for index, data in blocks.items():
@@ -405,6 +418,7 @@ class BlockFetcher:
         finally:
             if verifier.finished:
                 self.verifiers.forget(verifier)
+            self._let_go_read(checksum)
         return held
 
     def _forget(self, checksum: str, index: int, future: Future) -> None:

@@ -38,6 +38,11 @@ KEPT_ATTRS_SENT = 100_000  # folders whose last listing with attributes is remem
 # reads slower (116 MB/s against 184 on libfuse 2 and 256 on libfuse 3 at 128 KiB, medians of
 # alternated runs, docs/benchmarks.md); with bytes handed out as they arrive it matched 128 KiB
 # (444-543 against 468-507 MB/s) at no less CPU and more memory, so it stays off by default.
+# Measured again on 2026-12-01 (scripts/bench --only eotdlfs_mount, 6 samples each, medians):
+# cold sequential 162 against 143 MB/s (within the noise: 94-229 and 120-158) at 2.6 against
+# 2.5 CPU-s/GB, but 50 random COG windows fetched 344 MB instead of 116 (the kernel reads 1 MiB
+# around each tile) in 5.3 s instead of 4.1, warm reads 839 against 1206 MB/s, and peak RSS
+# 153 MB instead of 129 (over the 150 goal).
 # Direct I/O readers get requests of up to MAX_READ on libfuse 3 either way.
 READ_AHEAD_KB = int(os.environ.get("EOTDLFS_FUSE_READ_AHEAD_KB") or 0)
 

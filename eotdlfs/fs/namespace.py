@@ -187,12 +187,11 @@ class Namespace:
         """When `server_reachable` was last set (time.monotonic())."""
         return self._reachable[1]
 
-    def warm(self) -> None:
-        """Fetch every kind's record list in the background, for a fresh mount's first open."""
-        for kind in KINDS:
-            with self._lock:
-                generation = self._generations.get(kind, 0)
-            self._start_refresh(kind, generation)
+    def warm(self) -> list[Future]:
+        """Fetch every kind's record list in the background, for a fresh mount's first open (their futures)."""
+        with self._lock:
+            generations = {kind: self._generations.get(kind, 0) for kind in KINDS}
+        return [self._start_refresh(kind, generation) for kind, generation in generations.items()]
 
     def _start_refresh(self, kind: str, generation: int) -> Future:
         """KIND's record list fetched in the background; the fetch already running if there is one."""

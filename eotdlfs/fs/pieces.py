@@ -12,11 +12,14 @@ block cache under keys of their own (`piece_key`), with the same CRC32C check on
 as blocks, so a second reader, or the next mount, does not fetch them again. They are
 stored behind the reads, in batches (`STORE_DELAY`, `STORE_BATCH`), one transaction each,
 those of a tile-sized fetch in one file (`BlockCache.put_runs`) and the others in the index
-itself (`BlockCache.put_inline`), and those still waiting are stored at `close`. They never feed
-the file's running SHA-1: the end-to-end check is of whole-file reads, which do not seek,
-and the reader never takes a file's final block in pieces, so the final block still waits
-for the file's checksum. When a file fails its checksum its pieces are dropped with its
-blocks (`BlockFetcher.on_drop`), and pieces of a fetch begun before the failure are not kept.
+itself (`BlockCache.put_inline`), and those still waiting are stored at `close`.
+Those waiting are bounded in bytes (`unstored_bytes`): behind a cache disk slower than the
+network the oldest are let go unstored (a later reader fetches them again), so neither memory
+nor the reader waits for the disk. Pieces never feed the file's running SHA-1: the end-to-end
+check is of whole-file reads, which do not seek, and the reader never takes a file's final
+block in pieces, so the final block still waits for the file's checksum. When a file fails its
+checksum its pieces are dropped with its blocks (`BlockFetcher.on_drop`), and pieces of a fetch
+begun before the failure are not kept.
 
 Locks. `PieceFetcher._lock` guards the kept pieces, the in-flight map and the drop serials,
 and is held for map work only, never during a request or a cache read. Under it the kept
@@ -51,6 +54,7 @@ LONGEST_REQUEST = 32  # pieces: 2 MiB
 STORE_DELAY = 0.25
 STORE_BATCH = 64
 RUN_FILE_BYTES = 256 << 10  # pieces fetched this many bytes at a time are stored as one file (`store_waiting`)
+UNSTORED_BYTES = 16 << 20  # pieces waiting to be stored, at most (each pins its request's buffer)
 
 
 # Fetchers with pieces maybe not stored yet: an `eotdl://` script may end without closing
@@ -79,11 +83,12 @@ class _Task:
 
 class PieceFetcher:
     def __init__(self, fetcher: BlockFetcher, piece_size: int = PIECE_SIZE, kept_bytes: int = KEPT_BYTES,
-                 workers: int = 4):
+                 workers: int = 4, unstored_bytes: int = UNSTORED_BYTES):
         # Set once.
         self.fetcher = fetcher
         self.cache = fetcher.cache
         self.piece_size = piece_size
+        self.unstored_limit = unstored_bytes
         # Guarded by _lock.
         self._lock = threading.Lock()
         self._kept = RecentBlocks(kept_bytes)  # (checksum, piece number) -> bytes
@@ -97,6 +102,7 @@ class PieceFetcher:
         # the bytes of the fetch they came in), a fetch's pieces one after the other.
         self._storing = threading.Condition()
         self._unstored: list[tuple[str, int, memoryview, int, memoryview]] = []
+        self._unstored_bytes = 0
         self._closing = False
         self._threads.append(threading.Thread(target=self._write_behind, name="store-pieces", daemon=True))
         for thread in self._threads:
@@ -215,6 +221,12 @@ class PieceFetcher:
         with self._storing:
             first = not self._unstored
             self._unstored.extend((checksum, n, piece, serial, fetched) for n, piece in pieces.items())
+            self._unstored_bytes += sum(len(piece) for piece in pieces.values())
+            over = 0
+            while self._unstored_bytes > self.unstored_limit:  # the disk is behind: let the oldest go
+                self._unstored_bytes -= len(self._unstored[over][2])
+                over += 1
+            del self._unstored[:over]
             if first or len(self._unstored) >= STORE_BATCH:  # the delay starts; or a batch is full
                 self._storing.notify()
 
@@ -236,18 +248,22 @@ class PieceFetcher:
         """Store the pieces waiting to be stored: those fetched RUN_FILE_BYTES or more at a time
         (a tile) as one file per fetch, the others in the index itself (a transaction each)."""
         with self._storing:
-            batch, self._unstored = self._unstored, []
+            batch, self._unstored, self._unstored_bytes = self._unstored, [], 0
         if not batch:
             return
-        runs: dict[int, tuple[str, list[str], memoryview]] = {}  # by the fetch's buffer
-        inline = []
+        fetches: dict[int, tuple[str, memoryview, list]] = {}  # by the fetch's buffer: its pieces waiting
         for checksum, n, piece, _, fetched in batch:
-            if fetched.nbytes >= RUN_FILE_BYTES:
-                runs.setdefault(id(fetched), (checksum, [], fetched))[1].append(piece_key(n))
+            fetches.setdefault(id(fetched), (checksum, fetched, []))[2].append((n, piece))
+        runs, inline = [], []
+        for checksum, fetched, pieces in fetches.values():
+            # A whole fetch only: its pieces lie in its file at their places (the oldest waiting may
+            # have been let go, `unstored_limit`)
+            if fetched.nbytes >= RUN_FILE_BYTES and len(pieces) == -(-fetched.nbytes // self.piece_size):
+                runs.append((checksum, [piece_key(n) for n, _ in pieces], fetched))
             else:
-                inline.append((checksum, piece_key(n), piece))
+                inline += [(checksum, piece_key(n), piece) for n, piece in pieces]
         if runs:
-            self.cache.put_runs(list(runs.values()), self.piece_size)
+            self.cache.put_runs(runs, self.piece_size)
         if inline:
             self.cache.put_inline(inline)
         # Checked after storing: a failure marked later drops these pieces itself.

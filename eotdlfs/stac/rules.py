@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pystac
-
 # A real item is 2-20 KB; a collection with summaries rarely passes 100 KB. A bigger
 # document is a property blob that would be held in memory for every reader.
 MAX_DOCUMENT_BYTES = 1 << 20
@@ -79,6 +77,8 @@ def check_id(obj: dict[str, Any], where: str) -> str:
 
 def check_with_pystac(obj: dict[str, Any], where: str) -> None:
     """Refuse what pystac would refuse to read (missing description, extent, properties...)."""
+    import pystac  # here: the mount imports these rules, and pystac would add 13 MB to its memory
+
     reader = {"Catalog": pystac.Catalog, "Collection": pystac.Collection, "Feature": pystac.Item}[obj["type"]]
     bare = {k: v for k, v in obj.items() if k != "links"}
     bare["links"] = []

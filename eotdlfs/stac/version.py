@@ -20,7 +20,6 @@ import yaml
 
 from ..metadata import METADATA_FILE, Metadata, MetadataError
 from .rules import ROOT_DOCUMENT
-from .search import INDEX_FILE, ItemIndex
 from .tree import CatalogFiles
 
 SOURCE_RELS = ("about", "via", "cite-as", "describedby", "license")
@@ -28,6 +27,10 @@ SOURCE_RELS = ("about", "via", "cite-as", "describedby", "license")
 
 def version_documents(catalog: CatalogFiles) -> list[tuple[str, bytes]]:
     """The JSON files the version holds in place of the folder's: the rewritten documents and the item index."""
+    # here: the mount imports this module for its flushes, and the index's numpy and shapely
+    # would add 25 MB to its memory whether it flushes a STAC version or not
+    from .search import INDEX_FILE, ItemIndex
+
     return [*catalog.documents, (INDEX_FILE, ItemIndex.from_items(catalog.items).to_bytes())]
 
 

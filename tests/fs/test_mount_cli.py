@@ -283,3 +283,13 @@ def test_status_says_reachable_as_soon_as_a_read_fetches_again(fresh_server, mou
     fresh_server.start()
     assert (version / "second.bin").read_bytes() == (source / "second.bin").read_bytes()
     assert json.loads(status_file.read_text())["server_reachable"] is True
+
+
+def test_the_mount_process_leaves_the_stac_libraries_unloaded():
+    # numpy, shapely (the item index) and pystac (a document's check) were a third of the
+    # mount's memory while streaming; it loads them only to flush a STAC version.
+    modules = ("eotdlfs.cli", "eotdlfs.fs.mount", "eotdlfs.app.mount")  # what `eotdlfs mount --foreground` imports
+    heavy = ("numpy", "shapely", "pystac")
+    code = f"import sys, {', '.join(modules)}; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == []

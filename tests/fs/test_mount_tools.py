@@ -163,8 +163,8 @@ def test_concurrent_readers_of_a_cold_file_fetch_it_once(repo_server, mount_fact
     data = ingest_one_file(repo_server, tmp_path / "src", name, "big.bin", 12 * 1024 * 1024 + 5)
     mnt = mount_factory(repo_server)
     path = mnt.path / "datasets" / name / "v1" / "big.bin"
-    os.stat(path)
     before = repo_server.stats()["bytes_sent"]
+    os.stat(path)  # (fetches the first block: the kernel reads a file right after looking it up)
     digests = []
 
     def read():

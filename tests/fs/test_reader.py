@@ -17,7 +17,7 @@ from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.errors import ContentMismatch, errno_for
 from eotdlfs.fs.content import Content
 from eotdlfs.fs.fetcher import BlockFetcher
-from eotdlfs.fs.pieces import piece_key
+from eotdlfs.fs.pieces import PieceFetcher, piece_key
 from eotdlfs.fs.readahead import ReadAheadWindow
 from eotdlfs.fs.reader import ContentReader
 from eotdlfs.repository import Unreachable
@@ -109,6 +109,7 @@ def test_identical_content_shares_blocks_and_survives_a_new_cache_object(setup, 
     served = repo.bytes_served
     assert read_all(reader, Content(record, entries["same.bin"])) == data
     assert repo.bytes_served == served
+    assert reader.fetcher.wait_idle(10)  # a final block is stored once its readers have it
     reopened = ContentReader(BlockFetcher(repo, BlockCache(tmp_path / "blocks0", 1 << 30, BS)))
     assert read_all(reopened, Content(record, entries["f.bin"])) == data
     assert repo.bytes_served == served
@@ -332,6 +333,29 @@ def test_a_reader_gets_its_bytes_before_the_rest_of_the_request(setup):
     handle.close()
 
 
+def test_blocks_read_before_they_were_hashed_leave_memory_once_hashed(setup):
+    """A reader copies a request's bytes as they arrive and finishes its first blocks before
+    the request ends, when hashing gets to them: they were then left in memory until the bound
+    pushed them out, pinning request buffers the reader was done with."""
+    repo, record, entries, data, make = setup
+    reader = make(demand_timeout=3.0)
+    content = Content(record, entries["f.bin"])
+    handle = reader.open(content)
+    repo.stall_at = BS + BS // 2  # the request brings a block and a half, then waits
+    try:
+        reader.fetcher.read_ahead(content, 0, 4, handle.opened)
+        assert reader.read(handle, 0, BS) == data[:BS]  # block 0 read to its end, not hashed yet
+        assert reader.fetcher.verifiers.hashed_until(content.checksum) == 0
+    finally:
+        repo.stall_at = None
+        repo.resume.set()
+    assert reader.fetcher.wait_idle(10)
+    assert reader.fetcher.verifiers.hashed_until(content.checksum) >= 4
+    assert (content.checksum, 0) not in reader.fetcher.recent
+    assert all((content.checksum, i) in reader.fetcher.recent for i in (1, 2, 3))  # not read yet: kept
+    handle.close()
+
+
 def test_a_read_just_after_a_checksum_failure_waits_for_the_bad_blocks_to_go(setup):
     """The file's blocks are dropped after it fails its checksum, which takes a while (a
     slow disk here): a reader opened meanwhile must not read the bad blocks still cached."""
@@ -382,6 +406,39 @@ def test_pieces_are_stored_in_batches_without_a_file_each_and_surely_at_close(se
         reopened.close()
         reopened.fetcher.close()
         cache.close()
+
+
+def test_pieces_waiting_for_a_stalled_cache_write_are_bounded_and_readers_go_on(setup):
+    """Pieces wait in memory to be stored behind the reads; behind a cache disk slower than the
+    network they piled up without bound (each pinning its request's buffer). Past the bound
+    the oldest are let go unstored, and readers never wait for the disk."""
+    repo, record, entries, data, make = setup
+    fetcher = make().fetcher
+    piece = BS // 8
+    disk_free, stored = threading.Event(), []
+    put_inline = fetcher.cache.put_inline
+
+    def stalled_put_inline(items):  # fault: a disk that takes its time
+        disk_free.wait(20)
+        stored.extend(items)
+        put_inline(items)
+
+    fetcher.cache.put_inline = stalled_put_inline
+    pieces = PieceFetcher(fetcher, piece, unstored_bytes=4 * piece)
+    content = Content(record, entries["f.bin"])
+    try:
+        started = time.monotonic()
+        for number in range(10, 40):  # 30 pieces, one request each, none of the final block
+            target = memoryview(bytearray(100))
+            pieces.read_into(content, fetcher.serial(), number * piece, target, time.monotonic() + 10)
+            assert target == data[number * piece:number * piece + 100]
+        assert time.monotonic() - started < 10  # far below the stalled writes' 20 s
+    finally:
+        disk_free.set()
+        pieces.close()
+    # the batch the writer held while stalled, and what waited within the bound
+    assert 0 < len(stored) <= 8
+    assert [key for _, key, _ in stored][-4:] == [piece_key(n) for n in range(36, 40)]  # the newest are kept
 
 
 EXITS_WITHOUT_CLOSE = """
