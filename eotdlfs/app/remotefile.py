@@ -66,7 +66,7 @@ class RemoteFile(io.RawIOBase):
             self._chunk_at, lo = self._pos, 0
         return self._chunk[lo:]
 
-    def get_byte_ranges(self, offsets: list[int], sizes: list[int]) -> list[bytes]:
+    def get_byte_ranges(self, offsets: list[int], sizes: list[int]) -> list[bytearray]:
         """The bytes at each (offset, size), read side by side; the position stays. GDAL asks for
         a raster window's tile rows at once (rasterio's multi-range read) and /vsicurl/ fetches
         them side by side: one after the other, each cold row waited a round trip of its own."""
@@ -76,10 +76,13 @@ class RemoteFile(io.RawIOBase):
         later = [self._side_reads.submit(self._range, *r) for r in ranges[1:]]
         return [self._range(*ranges[0])] + [f.result() for f in later]
 
-    def _range(self, offset: int, size: int) -> bytes:
+    def _range(self, offset: int, size: int) -> bytearray:
+        """The bytes at OFFSET in the buffer they were read into: GDAL copies them out at once (a
+        copy into `bytes` first was a second pass over every byte of a window, and its page faults)."""
         buffer = bytearray(max(0, min(size, self.size - offset)))
         count = self._read_into(memoryview(buffer), offset)
-        return bytes(buffer) if count == len(buffer) else bytes(buffer[:count])
+        del buffer[count:]
+        return buffer
 
     def readall(self) -> bytes:
         rest = bytearray(max(0, self.size - self._pos))

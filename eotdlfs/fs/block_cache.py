@@ -8,7 +8,10 @@ versions or records share blocks because the key is the content's checksum.
 Small blocks (a seeking reader's 64 KiB pieces) are kept in the index itself instead
 (`put_inline`: diskcache's inline values, many per transaction): a file create, an O_DIRECT
 write and a transaction per piece were most of a cold seeking read's CPU. Their bytes count
-in the database's pages, so `volume()`, the size limit and eviction include them.
+in the database's pages, so `volume()`, the size limit and eviction include them. The pieces
+of a whole tile, fetched together, go into one file instead (`put_runs`, an entry per piece
+with its offset): through the index every page is written twice (WAL, checkpoint), 5 times
+the time of one file write, and a cold COG reader's process waited for it at its exit.
 
 Blocks in page-aligned memory are written with O_DIRECT (`_BlockDisk`): a cold read hands
 its readers the fetched bytes from memory, so pushing a second copy of every byte through
@@ -36,17 +39,19 @@ verifier) may hold their own locks when they call in; nothing here calls out whi
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import fcntl
 import logging
 import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Sequence
+
 import crc32c
 import diskcache
+
+from eotdlfs.fs.block_disk import _BlockDisk, _InlineBlock, _WrittenBlock
 
 DEFAULT_BLOCK_SIZE = 1 << 20
 # Left free on the cache's disk: the larger of these two (mountpoint-s3 keeps 5 % free too).
@@ -55,97 +60,12 @@ MIN_RESERVE_BYTES = 16 << 20
 # What a full or broken cache disk raises: OSError (ENOSPC) from block files, sqlite3 errors
 # ('database or disk is full') from the index, diskcache.Timeout from a locked index.
 CACHE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
+LOOKUP_BATCH = 500  # keys per lookup: SQLite's limit on a statement's parameters is 999 in old builds
 
 log = logging.getLogger(__name__)
 
 
-# A read-back's row: diskcache's own columns (mode: raw or a file; the CRC32C is its tag).
-_SELECT_ROW = "SELECT mode, filename, value, tag FROM Cache WHERE key = ? AND raw = 1"
 TOUCH_BATCH = 256  # access times noted before a reader enters them itself
-
-DIRECT_ALIGN = 4096  # O_DIRECT wants the memory and the length aligned to the disk's blocks
-
-
-class _InlineBlock:
-    """A block for `_BlockDisk.store` to keep in the index itself (a BLOB of its row)."""
-
-    def __init__(self, data: memoryview):
-        self.data = data
-
-
-class _WrittenBlock:
-    """A block file already written, for `_BlockDisk.store` to enter as it is."""
-
-    def __init__(self, filename: str, size: int):
-        self.filename, self.size = filename, size
-
-
-def _direct_capable(view: memoryview) -> bool:
-    if view.readonly or view.nbytes % DIRECT_ALIGN:
-        return False
-    return ctypes.addressof(ctypes.c_char.from_buffer(view)) % DIRECT_ALIGN == 0
-
-
-class _BlockDisk(diskcache.Disk):
-    """diskcache's file storage, with blocks written beforehand (`write_block`: one
-    `os.write`, O_DIRECT when the memory allows) into a file of diskcache's naming."""
-
-    def __init__(self, directory: str, **kwargs):
-        super().__init__(directory, **kwargs)
-        self._direct = True  # until the cache's file system refuses O_DIRECT
-
-    def filename(self, key=diskcache.UNKNOWN, value=diskcache.UNKNOWN):
-        # One level of 256 folders, not diskcache's 65,536: a fresh cache would otherwise
-        # make a folder for nearly every block it stores.
-        name = os.urandom(16).hex()
-        filename = os.path.join(name[:2], name[2:] + ".val")
-        return filename, os.path.join(self._directory, filename)
-
-    def store(self, value, read, key=diskcache.UNKNOWN):
-        if isinstance(value, _InlineBlock):
-            # Size 0 as diskcache's own inline values: the bytes are counted in the
-            # database's pages, which `volume()` (and so eviction) includes.
-            return 0, diskcache.core.MODE_RAW, None, value.data
-        if not isinstance(value, _WrittenBlock):
-            return super().store(value, read, key)
-        return value.size, diskcache.core.MODE_BINARY, value.filename, None
-
-    def write_block(self, data: bytes | memoryview) -> _WrittenBlock:
-        view = memoryview(data).cast("B")
-        filename, path = self.filename()
-        direct = self._direct and _direct_capable(view)
-        fd = self._create(path, direct)
-        try:
-            written = 0
-            while written < view.nbytes:
-                try:
-                    written += os.write(fd, view[written:])
-                except OSError as exc:
-                    if exc.errno != errno.EINVAL or not direct:
-                        raise
-                    direct = False  # this file system wants other alignment: write it plainly
-                    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
-        except BaseException:
-            self.remove(filename)
-            raise
-        finally:
-            os.close(fd)
-        return _WrittenBlock(filename, view.nbytes)
-
-    def _create(self, path: str, direct: bool) -> int:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        for _ in range(9):  # eviction removes emptied folders, maybe this one meanwhile
-            try:
-                return os.open(path, flags | (os.O_DIRECT if direct else 0), 0o600)
-            except FileNotFoundError:
-                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL or not direct:
-                    raise
-                log.info("the cache's file system refuses O_DIRECT; blocks go through the page cache")
-                self._direct = direct = False
-        return os.open(path, flags, 0o600)  # the last try: its error is the one to report
-
 
 def block_key(checksum: str, index: int) -> str:
     return f"{checksum}:{index}"
@@ -218,45 +138,60 @@ class BlockCache:
         self._room = threading.Lock()
         self._writing = 0
 
-    def load_block(self, checksum: str, index: int) -> memoryview | None:
+    def load_block(self, checksum: str, index: int | str) -> memoryview | None:
         """The block's checked bytes for a reader, or None when it is not cached or failed its
         check (counts a hit or a miss)."""
-        data = self.read_block(checksum, index)
-        with self._lock:
-            if data is None:
-                self.misses += 1
-            else:
-                self.hits += 1
-        return data
+        return self.load_blocks(checksum, [index]).get(index)
 
-    def read_block(self, checksum: str, index: int) -> memoryview | None:
+    def load_blocks(self, checksum: str, indices: Sequence[int | str]) -> dict[int | str, memoryview]:
+        """`load_block` of each of INDICES at once: the checked bytes of those cached, by index."""
+        found = self.read_blocks(checksum, indices)
+        with self._lock:
+            self.hits += len(found)
+            self.misses += len(indices) - len(found)
+        return found
+
+    def read_block(self, checksum: str, index: int | str) -> memoryview | None:
         """The block's bytes read from disk and checked against their CRC32C; None when the
         block is not cached, or failed its check (then it is dropped)."""
-        key = block_key(checksum, index)
-        # A plain read of the row: diskcache's LRU `get` is a write transaction (the access time
-        # it updates), which waits behind the writer's (a batch of pieces being stored: tens of
-        # ms); the access time is entered later, with the next write (`_touch`).
-        try:
-            row = self._cache._sql(_SELECT_ROW, (key,)).fetchone()
-        except CACHE_ERRORS as exc:  # an index damaged under the mount: a miss
+        return self.read_blocks(checksum, [index]).get(index)
+
+    def read_blocks(self, checksum: str, indices: Sequence[int | str]) -> dict[int | str, memoryview]:
+        """`read_block` of each of INDICES: one plain read of the index for them all (a seeking
+        reader's tile is a dozen pieces, and a lookup each was most of a warm window's time); their
+        access times, for the LRU order, are entered later, with the next write (`_touch`)."""
+        keys = {block_key(checksum, index): index for index in indices}
+        rows = []
+        try:  # a miss costs a read, never a wait for a writer
+            for lo in range(0, len(keys), LOOKUP_BATCH):
+                batch = list(keys)[lo:lo + LOOKUP_BATCH]
+                rows += self._cache._sql(f"SELECT key, mode, filename, value, tag, size"
+                                         f" FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})",
+                                         batch).fetchall()
+        except CACHE_ERRORS as exc:  # an index damaged under the mount: misses
             self._failed(exc)
-            return None
-        if row is None:
-            return None
-        mode, filename, value, crc = row
+            return {}
+        found = {}
+        for key, mode, filename, value, crc, size in rows:
+            data = self._read_back(checksum, keys[key], mode, filename, value, crc, size)
+            if data is not None:
+                self._touch(key)
+                found[keys[key]] = data
+        return found
+
+    def _read_back(self, checksum: str, index: int | str, mode: int, filename: str | None, value: bytes | int | None,
+                   crc: int | None, size: int) -> memoryview | None:
+        """The bytes of one entry of the index (kept in it, in its file, or at VALUE in a run's file), checked."""
         try:
             handle = self._cache.disk.fetch(mode, filename, value, True)
-        except OSError:  # evicted between the lookup and the open (as diskcache's `get` takes it)
+        except OSError:  # evicted (by another process) since the lookup: a miss, as diskcache's `get` has it
             return None
-        if handle is None:
-            return None
-        self._touch(key)
         if isinstance(handle, bytes):  # a block kept in the index (`put_inline`)
             data = handle
         else:
             try:
                 with handle:
-                    data = handle.read()
+                    data = handle.read() if value is None else os.pread(handle.fileno(), size, value)
             except OSError as exc:  # a failing disk: the block is as good as damaged
                 return self._damaged(checksum, index, str(exc))
         if crc is None:
@@ -336,8 +271,9 @@ class BlockCache:
         """Store BLOCKS (checksum, index, bytes), of any files, in the index itself, in one
         transaction; False as `put`. For small blocks (pieces): a file of its own per block
         cost a file create and an O_DIRECT write, most of a cold seeking read's CPU."""
+        stored = self._stored([block_key(checksum, index) for checksum, index, _ in blocks])
         entries = [(block_key(checksum, index), _InlineBlock(memoryview(data).cast("B")), block_crc(data))
-                   for checksum, index, data in blocks]
+                   for checksum, index, data in blocks if block_key(checksum, index) not in stored]
         nbytes = sum(entry.data.nbytes for _, entry, _ in entries)
         try:
             if not self._make_room(nbytes):
@@ -351,6 +287,52 @@ class BlockCache:
             self._failed(exc)
             return False
         return True
+
+    def put_runs(self, runs: list[tuple[str, list[int | str], memoryview]], piece_size: int) -> bool:
+        """Store RUNS (checksum, indices, bytes): each run's bytes in one file (as `put_blocks`), as
+        pieces of PIECE_SIZE entered under INDICES, each with its CRC32C, in one transaction; False as
+        `put`. When eviction or a drop removes a piece's file, its run's other pieces are misses."""
+        disk: _BlockDisk = self._cache.disk
+        stored = self._stored([block_key(checksum, index) for checksum, indices, _ in runs for index in indices])
+        runs = [run for run in runs if any(block_key(run[0], index) not in stored for index in run[1])]
+        nbytes = sum(memoryview(data).nbytes for _, _, data in runs)
+        written, entries = [], []
+        try:
+            if not self._make_room(nbytes):
+                raise OSError(errno.ENOSPC, "no room beyond the disk's reserve, even after evicting")
+            try:
+                for checksum, indices, data in runs:  # outside the lock, as in `put_blocks`
+                    view = memoryview(data).cast("B")
+                    written.append(disk.write_block(view))
+                    for at, index in zip(range(0, view.nbytes, piece_size), indices):
+                        if block_key(checksum, index) in stored:
+                            continue
+                        piece = view[at:at + piece_size]
+                        entries.append((block_key(checksum, index),
+                                        _WrittenBlock(written[-1].filename, piece.nbytes, at), block_crc(piece)))
+            finally:
+                with self._room:
+                    self._writing -= nbytes
+            self._enter(entries)
+        except CACHE_ERRORS as exc:
+            for block in written:
+                disk.remove(block.filename)
+            self._failed(exc)
+            return False
+        return True
+
+    def _stored(self, keys: list[str]) -> set[str]:
+        """Which of KEYS the index holds. A piece stored again keeps its entry: replacing it would
+        remove its file, which the other pieces of its run share (`put_runs`)."""
+        found: set[str] = set()
+        try:
+            for lo in range(0, len(keys), LOOKUP_BATCH):
+                batch = keys[lo:lo + LOOKUP_BATCH]
+                found.update(key for (key,) in self._cache._sql(
+                    f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})", batch))
+        except CACHE_ERRORS as exc:  # an index damaged under the mount: the store fails as it comes
+            self._failed(exc)
+        return found
 
     def _enter(self, entries: list) -> None:
         """Enter ENTRIES (key, stored value, CRC32C) in one transaction."""

@@ -10,8 +10,9 @@ times the bytes GDAL's /vsicurl/ does for random windows, and made the reader wa
 Pieces are kept in memory (bounded, oldest out first) for the reads next to them, and in the
 block cache under keys of their own (`piece_key`), with the same CRC32C check on read-back
 as blocks, so a second reader, or the next mount, does not fetch them again. They are
-stored behind the reads, in batches (`STORE_DELAY`, `STORE_BATCH`), one transaction each and
-in the index itself (`BlockCache.put_inline`), and those still waiting are stored at `close`.
+stored behind the reads, in batches (`STORE_DELAY`, `STORE_BATCH`), one transaction each,
+those of a tile-sized fetch in one file (`BlockCache.put_runs`) and the others in the index
+itself (`BlockCache.put_inline`), and those still waiting are stored at `close`.
 Those waiting are bounded in bytes (`unstored_bytes`): behind a cache disk slower than the
 network the oldest are let go unstored (a later reader fetches them again), so neither memory
 nor the reader waits for the disk. Pieces never feed the file's running SHA-1: the end-to-end
@@ -52,6 +53,7 @@ LONGEST_REQUEST = 32  # pieces: 2 MiB
 # fetch (and surely at `close`), sooner once this many wait. Until then the kept pieces serve them.
 STORE_DELAY = 0.25
 STORE_BATCH = 64
+RUN_FILE_BYTES = 256 << 10  # pieces fetched this many bytes at a time are stored as one file (`store_waiting`)
 UNSTORED_BYTES = 16 << 20  # pieces waiting to be stored, at most (each pins its request's buffer)
 
 
@@ -96,9 +98,10 @@ class PieceFetcher:
         self._tasks: queue.Queue = queue.Queue()
         self._threads = [threading.Thread(target=self._work, name=f"fetch-piece-{i}", daemon=True)
                          for i in range(workers)]
-        # Guarded by _storing: pieces fetched and not stored yet, as (checksum, number, bytes, serial).
+        # Guarded by _storing: pieces fetched and not stored yet, as (checksum, number, bytes, serial,
+        # the bytes of the fetch they came in), a fetch's pieces one after the other.
         self._storing = threading.Condition()
-        self._unstored: list[tuple[str, int, memoryview, int]] = []
+        self._unstored: list[tuple[str, int, memoryview, int, memoryview]] = []
         self._unstored_bytes = 0
         self._closing = False
         self._threads.append(threading.Thread(target=self._write_behind, name="store-pieces", daemon=True))
@@ -134,7 +137,7 @@ class PieceFetcher:
                         self._inflight[(checksum, number)] = future
                         mine.append(number)
                 futures[number] = future
-        missing = [number for number in mine if not self._load(checksum, number, futures[number], serial)]
+        missing = self._load(checksum, {number: futures[number] for number in mine}, serial)
         for run in runs(missing, LONGEST_REQUEST):
             self._tasks.put(_Task(content, run[0], [futures[n] for n in run], serial))
         for number in range(first, last + 1):
@@ -153,19 +156,23 @@ class PieceFetcher:
             self._storing.notify()
         self._threads[-1].join(timeout=60)
 
-    def _load(self, checksum: str, number: int, future: Future, serial: int) -> bool:
-        """Settle FUTURE with the piece read back from the block cache (checked); False if
-        it is not there, or the file failed its checksum since SERIAL (it may be of before)."""
-        data = self.cache.load_block(checksum, piece_key(number))
-        if data is None:
-            return False
+    def _load(self, checksum: str, futures: dict[int, Future], serial: int) -> list[int]:
+        """Settle the FUTURES (by piece number) of the pieces read back from the block cache
+        (checked; one index lookup for all); the numbers of the others: not there, or all if the
+        file failed its checksum since SERIAL (they may be of before)."""
+        if not futures:
+            return []
+        keys = {piece_key(number): number for number in futures}
+        found = {keys[key]: data for key, data in self.cache.load_blocks(checksum, list(keys)).items()}
         with self._lock:
             if self.fetcher.failed_since(checksum, serial):
-                return False
-            self._kept.add(checksum, {number: data})
-            self._inflight.pop((checksum, number), None)
-        future.set_result(data)
-        return True
+                return list(futures)
+            self._kept.add(checksum, found)
+            for number in found:
+                self._inflight.pop((checksum, number), None)
+        for number, data in found.items():
+            futures[number].set_result(data)
+        return [number for number in futures if number not in found]
 
     def _drop(self, content: Content) -> None:
         """CONTENT failed its checksum: forget its pieces, in memory and in the block cache."""
@@ -206,14 +213,14 @@ class PieceFetcher:
             return
         for number, future in zip(pieces, task.futures):
             future.set_result(pieces[number])
-        self._store(checksum, pieces, task.serial)
+        self._store(checksum, pieces, task.serial, view)
 
-    def _store(self, checksum: str, pieces: dict[int, memoryview], serial: int) -> None:
-        """Queue PIECES for the block cache, after their readers have them (a disk write costs
-        a random reader about as much as its fetch)."""
+    def _store(self, checksum: str, pieces: dict[int, memoryview], serial: int, fetched: memoryview) -> None:
+        """Queue PIECES (FETCHED in one request) for the block cache, after their readers have them
+        (a disk write costs a random reader about as much as its fetch)."""
         with self._storing:
             first = not self._unstored
-            self._unstored.extend((checksum, n, piece, serial) for n, piece in pieces.items())
+            self._unstored.extend((checksum, n, piece, serial, fetched) for n, piece in pieces.items())
             self._unstored_bytes += sum(len(piece) for piece in pieces.values())
             over = 0
             while self._unstored_bytes > self.unstored_limit:  # the disk is behind: let the oldest go
@@ -238,13 +245,28 @@ class PieceFetcher:
                 return
 
     def store_waiting(self) -> None:
-        """Store the pieces waiting to be stored, in one transaction."""
+        """Store the pieces waiting to be stored: those fetched RUN_FILE_BYTES or more at a time
+        (a tile) as one file per fetch, the others in the index itself (a transaction each)."""
         with self._storing:
             batch, self._unstored, self._unstored_bytes = self._unstored, [], 0
         if not batch:
             return
-        self.cache.put_inline([(checksum, piece_key(n), piece) for checksum, n, piece, _ in batch])
+        fetches: dict[int, tuple[str, memoryview, list]] = {}  # by the fetch's buffer: its pieces waiting
+        for checksum, n, piece, _, fetched in batch:
+            fetches.setdefault(id(fetched), (checksum, fetched, []))[2].append((n, piece))
+        runs, inline = [], []
+        for checksum, fetched, pieces in fetches.values():
+            # A whole fetch only: its pieces lie in its file at their places (the oldest waiting may
+            # have been let go, `unstored_limit`)
+            if fetched.nbytes >= RUN_FILE_BYTES and len(pieces) == -(-fetched.nbytes // self.piece_size):
+                runs.append((checksum, [piece_key(n) for n, _ in pieces], fetched))
+            else:
+                inline += [(checksum, piece_key(n), piece) for n, piece in pieces]
+        if runs:
+            self.cache.put_runs(runs, self.piece_size)
+        if inline:
+            self.cache.put_inline(inline)
         # Checked after storing: a failure marked later drops these pieces itself.
-        stale = [(checksum, n) for checksum, n, _, serial in batch if self.fetcher.failed_since(checksum, serial)]
+        stale = [(checksum, n) for checksum, n, _, serial, _ in batch if self.fetcher.failed_since(checksum, serial)]
         for checksum, n in stale:
             self.cache.drop_blocks(checksum, [piece_key(n)])

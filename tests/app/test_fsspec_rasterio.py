@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import sqlite3
 import threading
 import time
 
@@ -52,6 +53,75 @@ def test_a_windows_tile_rows_are_fetched_side_by_side(repo_server, unique_name, 
                                   for (start, end), (lo, hi) in zip(sorted(rows), sorted(held))), (rows, held)
     rows_px, cols_px = slice(2048 + TILE // 2, 2048 + 3 * TILE // 2), slice(1024 + TILE // 2, 1024 + 3 * TILE // 2)
     assert (got[0] == data[rows_px, cols_px]).all()
+
+
+def test_a_warm_windows_pieces_are_looked_up_together_not_one_by_one(repo_server, unique_name, tmp_path,
+                                                                     monkeypatch):
+    """A window read again from the block cache (a second process on the same cache dir) asks
+    its index once per tile row, not once per 64 KiB piece: a lookup and an access-time update per
+    piece were most of a warm window's time. Counted as the SQL statements run on the index."""
+    name = unique_name("cogwarm")
+    folder = tmp_path / "src"
+    write_metadata(folder, name)
+    data = write_tiled_geotiff(folder / "scene.tif", tile=512)  # tiles of 512 KiB: 8 pieces each
+    ingest(repo_server, folder)
+    url = f"eotdl://datasets/{name}/v1/scene.tif"
+    options = {"api_url": repo_server.url, "token": repo_server.token("alice"), "cache_dir": str(tmp_path / "cache"),
+               "skip_instance_cache": True}
+    window, pixels = Window(1024 + 256, 2048 + 256, 512, 512), data[2048 + 256:2048 + 768, 1024 + 256:1024 + 768]
+    cold = fsspec.open(url, **options)
+    with rasterio.open(cold) as src:  # 2 x 2 tiles: 32 pieces
+        assert (src.read(1, window=window) == pixels).all()
+    cold.fs.connection.close()  # its pieces stored, as at a process's end
+    statements: list[str] = []
+    real_connect = sqlite3.connect
+
+    def connect(*args, **kwargs):  # every connection to the index, with its statements seen
+        connection = real_connect(*args, **kwargs)
+        connection.set_trace_callback(statements.append)
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    warm = fsspec.open(url, **options)
+    with rasterio.open(warm) as src:
+        before, seen = repo_server.stats()["bytes_sent"], len(statements)
+        assert (src.read(1, window=window) == pixels).all()
+        looked = [s for s in statements[seen:] if "Cache" in s]
+        assert repo_server.stats()["bytes_sent"] == before
+    warm.fs.connection.close()
+    # A lookup of pieces per tile row, and a dozen reads asking whether the 1 MiB blocks around
+    # are cached whole; it was 5 statements per piece (187 in all: lookup, BEGIN, read, update, COMMIT).
+    assert len(looked) <= 20, "\n".join(looked)
+
+
+def test_a_tiles_pieces_are_stored_as_one_file_not_through_the_index(repo_server, unique_name, tmp_path):
+    """The pieces of a tile fetch are stored in one file (one write) rather than in the block
+    cache's index, where every page is written twice (WAL, checkpoint): that write was most of a
+    cold window reader's exit. Seen on disk: a file per tile row, an index far smaller than the
+    bytes, and the window read again from them without a fetch."""
+    name = unique_name("cogstore")
+    folder = tmp_path / "src"
+    write_metadata(folder, name)
+    data = write_tiled_geotiff(folder / "scene.tif", tile=512)  # tiles of 512 KiB
+    ingest(repo_server, folder)
+    url, cache = f"eotdl://datasets/{name}/v1/scene.tif", tmp_path / "cache"
+    options = {"api_url": repo_server.url, "token": repo_server.token("alice"), "cache_dir": str(cache),
+               "skip_instance_cache": True}
+    window, pixels = Window(1024 + 256, 2048 + 256, 512, 512), data[2048 + 256:2048 + 768, 1024 + 256:1024 + 768]
+    cold = fsspec.open(url, **options)
+    with rasterio.open(cold) as src:  # 2 rows of 2 tiles: 2 MiB of pieces
+        assert (src.read(1, window=window) == pixels).all()
+    cold.fs.connection.close()
+    files = [p for p in (cache / "blocks").rglob("*.val")]
+    index = sum(p.stat().st_size for p in (cache / "blocks").glob("cache.db*"))
+    assert 2 <= len(files) <= 8 and sum(p.stat().st_size for p in files) >= 2 << 20, files
+    assert index < 1 << 20, index  # it held the 2 MiB of pieces
+    warm = fsspec.open(url, **options)
+    with rasterio.open(warm) as src:
+        before = repo_server.stats()["bytes_sent"]
+        assert (src.read(1, window=window) == pixels).all()
+        assert repo_server.stats()["bytes_sent"] == before
+    warm.fs.connection.close()
 
 
 def test_fs_open_is_still_fsspecs_open_once_rasterio_is_imported(repo_server, unique_name, tmp_path):

@@ -211,3 +211,42 @@ def test_a_new_index_has_big_pages_and_an_earlier_one_keeps_its_own(tmp_path):
     assert old.put_inline([("sum", "p0", piece)]) and old.load_block("sum", "p0") == piece
     assert old._cache._sql("PRAGMA page_size").fetchone()[0] == 4096
     old.close()
+
+
+def test_a_runs_pieces_share_one_file_and_a_damaged_one_is_a_miss_never_bytes(tmp_path, caplog):
+    """Pieces fetched together are stored in one file, each with its own CRC32C: read back
+    exactly (also by a new cache object); a flipped byte in one makes it a miss (dropped with its
+    file: the run's other pieces are then misses too), never wrong bytes."""
+    run = os.urandom(4 << 16)
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put_runs([("sum", [f"p{i}" for i in range(4)], aligned(run))], 64 << 10)
+    files = [p for p in (tmp_path / "c").rglob("*.val")]
+    assert len(files) == 1 and files[0].read_bytes() == run
+    cache.close()
+    again = BlockCache(tmp_path / "c", 1 << 30, BS)
+    got = again.load_blocks("sum", [f"p{i}" for i in range(4)])
+    assert {key: bytes(data) for key, data in got.items()} == {f"p{i}": run[i << 16:(i + 1) << 16] for i in range(4)}
+    with open(files[0], "r+b") as f:  # one flipped byte in the third piece
+        f.seek((2 << 16) + 5)
+        f.write(bytes([run[(2 << 16) + 5] ^ 0xFF]))
+    assert again.load_block("sum", "p2") is None and again.stats()["damaged_blocks"] == 1
+    assert "failed its check" in caplog.text
+    assert all(bytes(data) == run[int(key[1:]) << 16:(int(key[1:]) + 1) << 16]
+               for key, data in again.load_blocks("sum", [f"p{i}" for i in range(4)]).items())
+    assert again.put_runs([("sum", ["p2"], aligned(run[2 << 16:3 << 16]))], 64 << 10)
+    assert again.load_block("sum", "p2") == run[2 << 16:3 << 16]
+    again.close()
+
+
+def test_pieces_stored_again_leave_the_file_they_share_with_others(tmp_path):
+    """A piece stored again (fetched again by a run overlapping one stored before, or alone) keeps
+    its entry: replacing it removed its file, which the other pieces of its run share, and those
+    were misses for the next reader (seen: 4 MiB fetched again by a second process)."""
+    run = os.urandom(8 << 16)
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put_runs([("sum", [f"p{i}" for i in range(6)], aligned(run[:6 << 16]))], 64 << 10)
+    assert cache.put_runs([("sum", [f"p{i}" for i in range(4, 8)], aligned(run[4 << 16:]))], 64 << 10)
+    assert cache.put_inline([("sum", "p2", run[2 << 16:3 << 16])])
+    got = cache.load_blocks("sum", [f"p{i}" for i in range(8)])
+    assert {key: bytes(data) for key, data in got.items()} == {f"p{i}": run[i << 16:(i + 1) << 16] for i in range(8)}
+    cache.close()
