@@ -64,8 +64,10 @@ _open_fetchers: weakref.WeakSet = weakref.WeakSet()
 
 @atexit.register
 def _store_all_waiting() -> None:
+    # Closed, not just emptied: the writer may be storing a batch it took, and a daemon thread
+    # is cut off at exit (that batch was lost, and the next process fetched it again).
     for fetcher in list(_open_fetchers):
-        fetcher.store_waiting()
+        fetcher.close()
 
 
 def piece_key(number: int) -> str:

@@ -442,7 +442,7 @@ def test_pieces_waiting_for_a_stalled_cache_write_are_bounded_and_readers_go_on(
 
 
 EXITS_WITHOUT_CLOSE = """
-import os, sys
+import os, sys, time
 from pathlib import Path
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.content import Content
@@ -452,18 +452,27 @@ from tests.fs.fakes import MemoryRepository
 repo = MemoryRepository()
 record = repo.publish("datasets", "big", {"f.bin": bytes(range(256)) * (20 * 256 + 1)})
 content = Content(record, repo.files(record, 1)[0])
-reader = ContentReader(BlockFetcher(repo, BlockCache(Path(sys.argv[1]), 1 << 30, 1 << 16)), piece_size=8192)
+cache = BlockCache(Path(sys.argv[1]), 1 << 30, 1 << 16)
+if sys.argv[2] == "slow-disk":  # the writer is still storing a batch when the script ends
+    put_inline = cache.put_inline
+    cache.put_inline = lambda *args: (time.sleep(0.5), put_inline(*args))
+reader = ContentReader(BlockFetcher(repo, cache), piece_size=8192)
 handle = reader.open(content)
 for offset in range(3 << 16, 9 << 16, 5 << 13):
     assert len(reader.read(handle, offset, 100)) == 100
+if sys.argv[2] == "slow-disk":
+    time.sleep(0.4)
 print(repo.bytes_served)
 """
 
 
-def test_pieces_read_by_a_process_that_exits_without_closing_are_stored(tmp_path):
+@pytest.mark.parametrize("disk", ["quick-disk", "slow-disk"])
+def test_pieces_read_by_a_process_that_exits_without_closing_are_stored(tmp_path, disk):
     """An `eotdl://` script may end without closing its connection: its pieces still reach
-    the cache (stored at exit), so the next process reading the same windows fetches nothing."""
-    runs = [subprocess.run([sys.executable, "-c", EXITS_WITHOUT_CLOSE, str(tmp_path / "c")], capture_output=True,
-                           text=True, timeout=60, cwd=Path(__file__).parents[2]) for _ in range(2)]
+    the cache (stored at exit), so the next process reading the same windows fetches nothing;
+    also when the writer is storing a batch as the script ends (its thread was cut off)."""
+    runs = [subprocess.run([sys.executable, "-c", EXITS_WITHOUT_CLOSE, str(tmp_path / "c"), mode],
+                           capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2])
+            for mode in (disk, "quick-disk")]
     assert [run.returncode for run in runs] == [0, 0], runs[0].stderr + runs[1].stderr
     assert int(runs[0].stdout) > 0 and int(runs[1].stdout) == 0
