@@ -31,7 +31,11 @@ record a `mkdir`, `rm` or small file on a disk the cache has filled.
 A block read back is a plain read of its row (never waiting behind a write transaction);
 its access time, for the LRU order, is entered with the next write (`_touch`).
 
-Locks. `_db` serialises calls into diskcache that write; `_lock` guards the hit, miss, error
+A process forking (multiprocessing's workers) waits for the writes under way: SQLite's lock
+bookkeeping is copied into the child, and a write transaction copied mid-way left the child's
+own connection to the index locked out for good.
+
+Locks. `_db` serialises calls into diskcache that write (and is held across a fork); `_lock` guards the hit, miss, error
 and damage counters and the access times not entered yet; `_room` guards the bytes being
 written and is taken before `_db` (eviction makes room under it). Callers (fetcher,
 verifier) may hold their own locks when they call in; nothing here calls out while holding one.
@@ -45,6 +49,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Sequence
 
@@ -105,6 +110,23 @@ def _open_index(directory: Path, size_limit: int) -> diskcache.Cache:
                            sqlite_cache_size=-INDEX_CACHE_KIB)
 
 
+_open_caches: weakref.WeakSet = weakref.WeakSet()
+
+
+def _hold_writes() -> None:
+    for cache in list(_open_caches):
+        cache._db.acquire()
+
+
+def _release_writes() -> None:
+    for cache in list(_open_caches):
+        if cache._db.locked():
+            cache._db.release()
+
+
+os.register_at_fork(before=_hold_writes, after_in_parent=_release_writes, after_in_child=_release_writes)
+
+
 class BlockCache:
     """Blocks of BLOCK_SIZE bytes (the last block of a file may be shorter) in DIRECTORY."""
 
@@ -126,6 +148,7 @@ class BlockCache:
         # One diskcache call at a time: threads queue here (waking at once) instead of in
         # SQLite's busy handler, which sleeps for milliseconds between retries.
         self._db = threading.Lock()
+        _open_caches.add(self)
         # Guarded by _lock: counters for `status`.
         self._lock = threading.Lock()
         self.hits = 0

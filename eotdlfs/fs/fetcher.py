@@ -302,9 +302,15 @@ class BlockFetcher:
             task.arrival.end()
         if final in blocks and not held:
             # Readers first, the disk after (a file and a transaction: as long as a small file's round
-            # trip); in memory meanwhile (`_verify`). `close` waits for it: read, then offline, it is there.
-            self._settle(task, {final: blocks[final]})
-            self.cache.put(content.checksum, final, blocks[final])
+            # trip). It stays in flight until stored: a reader coming meanwhile takes these bytes, where
+            # memory may have let go of them (read and hashed) and the disk has nothing yet. `close`
+            # waits for it: read, then offline, it is there.
+            future = task.futures[final - task.first]
+            future.set_result(blocks[final])
+            try:
+                self.cache.put(content.checksum, final, blocks[final])
+            finally:
+                self._forget(content.checksum, final, future)
 
     def _check_fresh(self, task: _Task, blocks: dict[int, memoryview]) -> None:
         """Raise StaleFetch, dropping BLOCKS, if the file failed its checksum since TASK was

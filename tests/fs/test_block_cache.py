@@ -8,7 +8,10 @@ import errno
 import mmap
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import diskcache
 
@@ -250,3 +253,44 @@ def test_pieces_stored_again_leave_the_file_they_share_with_others(tmp_path):
     got = cache.load_blocks("sum", [f"p{i}" for i in range(8)])
     assert {key: bytes(data) for key, data in got.items()} == {f"p{i}": run[i << 16:(i + 1) << 16] for i in range(8)}
     cache.close()
+
+
+FORKED_WHILE_WRITING = """
+import os, sys, threading
+from pathlib import Path
+from eotdlfs.fs.block_cache import BlockCache
+cache = BlockCache(Path(sys.argv[1]), 1 << 30, 1 << 12)
+stop = threading.Event()
+
+def write() -> None:  # a fetch worker storing blocks while the main thread forks
+    n = 0
+    while not stop.is_set():
+        cache.put(f"{n % 50:040x}", n, os.urandom(4096))
+        n += 1
+
+threading.Thread(target=write, daemon=True).start()
+stuck = 0
+for _ in range(int(sys.argv[2])):
+    pid = os.fork()
+    if pid == 0:  # a worker process (multiprocessing's fork): its own cache on the same folder
+        opened = threading.Thread(target=lambda: BlockCache(Path(sys.argv[1]), 1 << 30, 1 << 12).put("f" * 40, 0, b"x"),
+                                  daemon=True)
+        opened.start()
+        opened.join(10)
+        os._exit(1 if opened.is_alive() else 0)
+    _, status = os.waitpid(pid, 0)
+    stuck += os.waitstatus_to_exitcode(status) != 0
+stop.set()
+print(stuck)
+"""
+
+
+def test_a_process_forked_while_the_cache_writes_can_open_it(tmp_path):
+    """multiprocessing forks workers while a fetch worker may be inside a write transaction (a
+    file's final block is stored after its reader has it): SQLite's lock bookkeeping is copied
+    into the child, whose own connection then found the index locked for good ('database is
+    locked' after diskcache's 60 s). Forks wait for the write under way."""
+    done = subprocess.run([sys.executable, "-c", FORKED_WHILE_WRITING, str(tmp_path / "c"), "6"],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == 0, "forked processes could not open the cache"
