@@ -54,6 +54,8 @@ LONGEST_REQUEST = 32  # pieces: 2 MiB
 STORE_DELAY = 0.25
 STORE_BATCH = 64
 RUN_FILE_BYTES = 256 << 10  # pieces fetched this many bytes at a time are stored as one file (`store_waiting`)
+CLOSE_WAIT = 5.0  # for the fetches under way at close
+STORE_WAIT = 2.0  # how long a fetch worker waits for the writer to take the queue, once per stall
 UNSTORED_BYTES = 16 << 20  # pieces waiting to be stored, at most (each pins its request's buffer)
 
 
@@ -106,6 +108,7 @@ class PieceFetcher:
         self._unstored: list[tuple[str, int, memoryview, int, memoryview]] = []
         self._unstored_bytes = 0
         self._closing = False
+        self._stalled = False  # the writer took no batch within STORE_WAIT: pieces over the bound go
         self._threads.append(threading.Thread(target=self._write_behind, name="store-pieces", daemon=True))
         for thread in self._threads:
             thread.start()
@@ -153,6 +156,9 @@ class PieceFetcher:
         """Stop the workers and store the pieces not stored yet (a remount finds them)."""
         for _ in self._threads[:-1]:
             self._tasks.put(None)
+        deadline = time.monotonic() + CLOSE_WAIT  # their fetches under way queue pieces to store too
+        for worker in self._threads[:-1]:
+            worker.join(max(0.0, deadline - time.monotonic()))
         with self._storing:
             self._closing = True
             self._storing.notify()
@@ -224,8 +230,19 @@ class PieceFetcher:
             first = not self._unstored
             self._unstored.extend((checksum, n, piece, serial, fetched) for n, piece in pieces.items())
             self._unstored_bytes += sum(len(piece) for piece in pieces.values())
+            if self._unstored_bytes > self.unstored_limit and not self._stalled:
+                # The writer is behind (a batch arrives faster than the last one was written): this
+                # worker, whose readers have their bytes, waits for it to take the queue, so a
+                # disk slower than the network slows fetching, not drops pieces a next process
+                # would fetch again. A stalled disk is waited for once, until it takes a batch.
+                self._storing.notify_all()
+                deadline = time.monotonic() + STORE_WAIT
+                while self._unstored_bytes > self.unstored_limit and not self._closing \
+                        and (left := deadline - time.monotonic()) > 0:
+                    self._storing.wait(left)
+                self._stalled = self._unstored_bytes > self.unstored_limit
             over = 0
-            while self._unstored_bytes > self.unstored_limit:  # the disk is behind: let the oldest go
+            while self._unstored_bytes > self.unstored_limit:  # the disk is stalled: let the oldest go
                 self._unstored_bytes -= len(self._unstored[over][2])
                 over += 1
             del self._unstored[:over]
@@ -251,6 +268,8 @@ class PieceFetcher:
         (a tile) as one file per fetch, the others in the index itself (a transaction each)."""
         with self._storing:
             batch, self._unstored, self._unstored_bytes = self._unstored, [], 0
+            self._stalled = False
+            self._storing.notify_all()  # workers waiting for room
         if not batch:
             return
         fetches: dict[int, tuple[str, memoryview, list]] = {}  # by the fetch's buffer: its pieces waiting
