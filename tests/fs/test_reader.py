@@ -430,6 +430,14 @@ def test_pieces_are_stored_in_batches_without_a_file_each_and_surely_at_close(se
         cache.close()
 
 
+def read_pieces(pieces, content, data, piece, numbers):
+    """Read 100 bytes at the start of each of these pieces, one request each, checking them."""
+    for number in numbers:
+        target = memoryview(bytearray(100))
+        pieces.read_into(content, pieces.fetcher.serial(), number * piece, target, time.monotonic() + 10)
+        assert target == data[number * piece:number * piece + 100]
+
+
 def test_pieces_waiting_for_a_stalled_cache_write_are_bounded_and_readers_go_on(setup):
     """Pieces wait in memory to be stored behind the reads; behind a cache disk slower than the
     network they piled up without bound (each pinning its request's buffer). Past the bound a
@@ -451,10 +459,7 @@ def test_pieces_waiting_for_a_stalled_cache_write_are_bounded_and_readers_go_on(
     content = Content(record, entries["f.bin"])
     try:
         started = time.monotonic()
-        for number in range(10, 40):  # 30 pieces, one request each, none of the final block
-            target = memoryview(bytearray(100))
-            pieces.read_into(content, fetcher.serial(), number * piece, target, time.monotonic() + 10)
-            assert target == data[number * piece:number * piece + 100]
+        read_pieces(pieces, content, data, piece, range(10, 40))  # none of the final block
         assert time.monotonic() - started < 10  # far below the stalled writes' 20 s
     finally:
         disk_free.set()
@@ -484,10 +489,7 @@ def test_pieces_behind_a_slow_cache_disk_are_all_stored(setup):
     pieces = PieceFetcher(fetcher, piece, unstored_bytes=4 * piece)
     content = Content(record, entries["f.bin"])
     try:
-        for number in range(10, 40):
-            target = memoryview(bytearray(100))
-            pieces.read_into(content, fetcher.serial(), number * piece, target, time.monotonic() + 10)
-            assert target == data[number * piece:number * piece + 100]
+        read_pieces(pieces, content, data, piece, range(10, 40))
     finally:
         pieces.close()
     assert sorted(key for _, key, _ in stored) == sorted(piece_key(n) for n in range(10, 40))
