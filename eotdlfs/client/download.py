@@ -36,11 +36,19 @@ class DownloadResult:
     bytes_received: int
 
 
+TEMP_STEM_BYTES = 200  # of a temp file's name: with its dot, random part and suffix, under NAME_MAX (255)
+
+
+def _temp_stem(name: str) -> str:
+    """NAME cut to at most TEMP_STEM_BYTES bytes of UTF-8 (a file's name may have 255; its temp file's too)."""
+    return name.encode()[:TEMP_STEM_BYTES].decode(errors="ignore")
+
+
 def _fetch(api: ApiClient, kind: str, record_id: str, entry: dict, target: Path, progress: TransferProgress) -> int:
     """Download ENTRY to TARGET through a verified temp file; the bytes received."""
     target.parent.mkdir(parents=True, exist_ok=True)
     digest, received = hashlib.sha1(), 0
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{_temp_stem(target.name)}.", suffix=".part")
     try:
         with (os.fdopen(fd, "wb") as out,
               api.download(kind, record_id, entry["filename"], int(entry["version"])) as blocks):

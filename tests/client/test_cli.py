@@ -129,6 +129,21 @@ def test_get_default_is_latest(repo_server, unique_name, tmp_path):
     assert result.returncode == 0 and (tmp_path / "out" / name / "v2" / "v2-only.txt").read_text() == "2"
 
 
+def test_get_writes_files_whose_names_are_255_bytes(repo_server, unique_name, tmp_path):
+    """A name may have 255 bytes (NAME_MAX); the temp file `get` downloads it into must fit too."""
+    name = unique_name("longname")
+    folder = make_folder(tmp_path / "src", name, 1)
+    longest = {"x" * 255: b"ascii", "é" * 127 + "x": b"two bytes a letter"}
+    for filename, data in longest.items():
+        (folder / filename).write_bytes(data)
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    assert run_cli(env, "ingest", str(folder)).returncode == 0
+    got = run_cli(env, "get", name, "--out", str(tmp_path / "out"))
+    assert got.returncode == 0, got.stderr
+    for filename, data in longest.items():
+        assert (tmp_path / "out" / name / "v1" / filename).read_bytes() == data
+
+
 def test_without_an_api_url_the_embedded_repository_is_used(unique_name, tmp_path):
     env = cli_env(tmp_path, None, None)  # own HOME: the embedded repository lives in its data dir
     listed = run_cli(env, "list")
