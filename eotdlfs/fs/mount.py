@@ -197,9 +197,18 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
                 return True
         except ChildProcessError:
-            pass
+            if _is_zombie(pid):  # exited; only its parent (not us) can reap it
+                return True
         time.sleep(0.05)
     return False
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_line.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def stop_process(pid: int, timeout: float = 5.0) -> None:
