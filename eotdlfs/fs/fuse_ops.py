@@ -332,6 +332,13 @@ class EotdlfsOperations(Operations):
         return self._stage("write", _staged_path(path) or path, data, offset, value)
 
     @_guarded
+    def fallocate(self, path, mode, offset, length, fi):
+        owner, value = self._handle(fi)
+        if owner != STAGED:
+            raise read_only(path)
+        return self._stage("fallocate", _staged_path(path) or path, mode, offset, length, value)
+
+    @_guarded
     def truncate(self, path, length, fh=None):
         staged = self._writable_for(path)
         owner = self._handles.get(fh.fh) if fh is not None else None

@@ -128,6 +128,27 @@ def test_flush_without_metadata_says_so(tmp_path, repo_server, mount_factory, un
     assert "flush failed" in status and "metadata.yml (nor a STAC catalog.json)" in status, status
 
 
+def test_fallocate_reserves_extends_and_punches_as_on_a_disk(tmp_path, repo_server, mount_factory, published):
+    """`fallocate` (the tool; rsync --preallocate, downloaders) failed with EOPNOTSUPP and left an empty file."""
+    name, folder = published
+    mount = mount_factory(repo_server, ttl=1)
+    target = staged(mount, name)
+    subprocess.run(["fallocate", "-l", "3M", str(target / "reserved.bin")], check=True)
+    data = os.urandom(1 << 20)
+    (target / "punched.bin").write_bytes(data)
+    subprocess.run(["fallocate", "--punch-hole", "--offset", "4096", "--length", "65536", str(target / "punched.bin")],
+                   check=True)
+    old = (folder / "part0" / "file0000.txt").read_bytes()
+    subprocess.run(["fallocate", "-l", "100000", str(target / "part0" / "file0000.txt")], check=True)  # copied up
+    expected = {"reserved.bin": bytes(3 << 20), "punched.bin": data[:4096] + bytes(65536) + data[4096 + 65536:],
+                "part0/file0000.txt": old + bytes(100000 - len(old))}
+    assert {rel: (target / rel).read_bytes() for rel in expected} == expected
+    assert os.stat(target / "punched.bin").st_blocks * 512 < len(data)  # the hole is a hole
+    result = flush_cli(tmp_path, repo_server, target)
+    assert result.returncode == 0, result.stderr
+    assert {rel: (mount.path / KIND / name / "v2" / rel).read_bytes() for rel in expected} == expected
+
+
 def test_tools_on_the_staging_tree(tmp_path, repo_server, mount_factory, published):
     name, folder = published
     mount = mount_factory(repo_server, ttl=1)
