@@ -8,6 +8,7 @@ to a file in the cache dir, and returns once the kernel shows the mount. A mount
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -113,10 +114,21 @@ def mount_background(mountpoint: Path, args: list[str], cache_dir: Path,
     clean_stale(mountpoint)
     if is_mounted(mountpoint):
         raise OSError(errno.EBUSY, f"{mountpoint} is already mounted")
-    if not mountpoint.exists():
+    made = [folder for folder in (mountpoint, *mountpoint.parents) if not folder.exists()]
+    if made:
         mountpoint.mkdir(parents=True)  # `eotdlfs mount ~/eotdl` on a fresh machine just works
     if not mountpoint.is_dir():
         raise OSError(errno.ENOTDIR, f"{mountpoint} is not a directory")
+    try:
+        return _start_mount_process(mountpoint, args, cache_dir, timeout)
+    except BaseException:
+        for folder in made:  # a failed mount leaves no empty mount point of its own making
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _start_mount_process(mountpoint: Path, args: list[str], cache_dir: Path, timeout: float) -> int:
     make_private(cache_dir)
     log_path = cache_dir / LOG_FILE
     with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log_file:

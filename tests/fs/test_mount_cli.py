@@ -229,6 +229,7 @@ def test_a_second_mount_on_a_cache_dir_in_use_fails_naming_the_holder(repo_serve
         assert f"in use by the eotdlfs mount on {holder.path} (process {holder.pid})" in done.stderr, done.stderr
         assert f"error: {cache} is in use" in done.stderr, done.stderr
         assert not is_mounted(mnt)
+        assert not mnt.exists()  # the mount point it made, removed again (it stayed behind, empty)
     assert (holder.path / "staging" / "datasets" / name / "labels.csv").exists()  # the holder keeps its staging
     blocks = BlockCache(cache / "blocks", 1 << 30)  # the block cache stays open to readers that are not mounts
     try:
