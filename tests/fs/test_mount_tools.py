@@ -181,8 +181,10 @@ def test_concurrent_readers_of_a_cold_file_fetch_it_once(repo_server, mount_fact
 
 @pytest.mark.xfail(strict=True, reason="inode numbers are libfuse's node ids, handed out in lookup order: a "
                    "remount numbers files anew, so backup tools keyed on inodes (borg's files cache, tar "
-                   "--listed-incremental) read every file again. Needs use_ino with st_ino of our own, "
-                   "stable per path of a version (and for staging nodes)")
+                   "--listed-incremental) read every file again. Needs use_ino with st_ino of our own: "
+                   "a hash of the path serves a version (tried: both bindings), but use_ino is for the "
+                   "whole mount and a staged node must keep its number through a rename and share it "
+                   "with its hard links, which needs an identity per staged node")
 def test_inode_numbers_of_a_version_stay_the_same_across_a_remount(repo_server, mount_factory, published):
     name, _ = published
     mnt = mount_factory(repo_server)
