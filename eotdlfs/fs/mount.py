@@ -107,6 +107,16 @@ def make_private(cache_dir: Path) -> None:
 
 # --- the launcher --------------------------------------------------------------------------
 
+def entries_hidden_by(mountpoint: Path) -> int:
+    """How many entries of the folder MOUNTPOINT a mount on it would hide (libfuse 3 mounts on a
+    folder that is not empty without a word); 0 when it is missing, not a folder, or a dead mount."""
+    try:
+        with os.scandir(mountpoint) as entries:
+            return sum(1 for _ in entries)
+    except OSError:
+        return 0
+
+
 def mount_background(mountpoint: Path, args: list[str], cache_dir: Path,
                      timeout: float = READY_TIMEOUT_S) -> int:
     """Start the mount process detached with ARGS (the CLI options), wait until mounted; its PID."""

@@ -238,6 +238,21 @@ def test_a_second_mount_on_a_cache_dir_in_use_fails_naming_the_holder(repo_serve
         blocks.close()
 
 
+def test_mounting_on_a_folder_that_is_not_empty_warns_that_its_files_are_hidden(repo_server, tmp_path, mountpoint):
+    """libfuse 3 mounts on a folder with files in it without a word: they vanished from sight until the
+    unmount, and a user took them for lost."""
+    mnt, pids = mountpoint
+    mnt.mkdir()
+    (mnt / "mine.txt").write_text("mine\n")
+    done = eotdlfs("mount", str(mnt), "--api-url", repo_server.url, "--cache-dir", str(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr
+    pids.append(json.loads((mnt / ".eotdlfs" / "status.json").read_text())["pid"])
+    assert f"warning: {mnt} is not empty: what it holds (1 entries) is hidden until `eotdlfs umount {mnt}`" \
+        in done.stderr, done.stderr
+    assert eotdlfs("umount", str(mnt)).returncode == 0
+    assert (mnt / "mine.txt").read_text() == "mine\n"
+
+
 def test_a_relative_cache_dir_is_the_one_beside_the_caller(repo_server, unique_name, tmp_path, mountpoint):
     """libfuse moves the mount process to `/` once mounted: a relative --cache-dir then put the
     block cache's later connections, the listings and every staged file under `/REL` (another
