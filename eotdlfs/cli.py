@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -179,6 +180,7 @@ def flush(
     """Publish a record's staged changes as its next version (the mount ingests them; waits for the result)."""
     from eotdlfs.app.commands import flush_command
 
+    folder = Path(os.path.abspath(folder))  # `.` and `..` name no record; symlinks on the way stay as given
     try:
         state = flush_command(folder, timeout, lambda message: typer.echo(message, err=True))
     except (OSError, TimeoutError) as exc:

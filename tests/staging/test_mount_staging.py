@@ -287,6 +287,18 @@ def test_unmount_during_a_flush_lets_it_finish_and_the_waiting_flush_says_so(tmp
     assert waiting.returncode == 0 and "published v2" in stdout, stdout + stderr
 
 
+def test_flush_of_the_current_folder_names_the_record(tmp_path, repo_server, mount_factory, published):
+    """`cd MNT/staging/datasets/NAME; eotdlfs flush .` said ": published v2" (the name of `.` is empty)."""
+    name, _ = published
+    mount = mount_factory(repo_server, ttl=1)
+    target = staged(mount, name)
+    (target / "part1" / "here.txt").write_text("flushed from inside\n")
+    done = subprocess.run([sys.executable, "-m", "eotdlfs", "flush", "..", "--timeout", "60"], cwd=target / "part1",
+                          env=cli_env(tmp_path, repo_server.url, None), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith(f"{name}: published v2"), done.stdout + done.stderr
+
+
 def test_someone_elses_dataset_is_refused_and_kept(tmp_path, repo_server, mount_factory, published):
     name, _ = published
     mount = mount_factory(repo_server, ttl=1, user="bob")
