@@ -203,7 +203,11 @@ def unmount(mountpoint: Path, timeout: float = EXIT_TIMEOUT_S) -> None:
         pid = None
     done = fusermount(mountpoint)
     if done.returncode != 0:
-        raise OSError(errno.EBUSY, done.stderr.strip() or f"cannot unmount {mountpoint}")
+        said = done.stderr.strip() or f"cannot unmount {mountpoint}"
+        if "busy" in said:
+            said += (" (a process has a file or folder open in it, or it as its working directory: "
+                     f"`fuser -vm {mountpoint}` names them)")
+        raise OSError(errno.EBUSY, said)
     if pid is not None:
         wait_for_exit(pid, timeout)
 

@@ -253,6 +253,21 @@ def test_mounting_on_a_folder_that_is_not_empty_warns_that_its_files_are_hidden(
     assert (mnt / "mine.txt").read_text() == "mine\n"
 
 
+def test_umount_of_a_mount_in_use_says_how_to_find_who_uses_it(repo_server, unique_name, tmp_path, mountpoint):
+    """fusermount's "Device or resource busy" alone left the sysadmin guessing which process held the mount."""
+    mnt, pids = mountpoint
+    name = unique_name("busy")
+    ingest(repo_server, make_folder(tmp_path / "src", name))
+    done = eotdlfs("mount", str(mnt), "--api-url", repo_server.url, "--cache-dir", str(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr
+    pids.append(json.loads((mnt / ".eotdlfs" / "status.json").read_text())["pid"])
+    with open(mnt / "datasets" / name / "v1" / "labels.csv", "rb"):
+        busy = eotdlfs("umount", str(mnt))
+        assert busy.returncode == 1 and "busy" in busy.stderr and f"fuser -vm {mnt}" in busy.stderr, busy.stderr
+        assert is_mounted(mnt)
+    assert eotdlfs("umount", str(mnt)).returncode == 0
+
+
 def test_a_relative_cache_dir_is_the_one_beside_the_caller(repo_server, unique_name, tmp_path, mountpoint):
     """libfuse moves the mount process to `/` once mounted: a relative --cache-dir then put the
     block cache's later connections, the listings and every staged file under `/REL` (another
