@@ -107,7 +107,9 @@ class EotdlFileSystem(AbstractFileSystem):
         path = self._strip_protocol(path)
         if mode != "rb":
             self._refuse(path, f"open with mode {mode!r}")
-        return self.connection.open(path)
+        file = self.connection.open(path)
+        file.fs = self
+        return file
 
     def _node(self, path: str) -> Node:
         return self.connection.resolve(path)

@@ -12,6 +12,7 @@ import errno
 import io
 import os
 from concurrent.futures import Executor
+from typing import Any
 
 from eotdlfs.fs.content import Content
 from eotdlfs.fs.errors import errno_for
@@ -27,7 +28,17 @@ class RemoteFile(io.RawIOBase):
     Reads of BUFFER_SIZE or more go to the reader in one call, as asked: a COG reader's tile
     read must stay one range request (io.BufferedReader would cut it into its whole-buffer
     part and a buffered tail, a second request reaching into the next tile). Smaller reads
-    (headers, `readline`) are served from one buffered chunk."""
+    (headers, `readline`) are served from one buffered chunk.
+
+    Opened through `eotdl://`, it is that filesystem's file (`fs`, as fsspec's files have it) and
+    pickles as it, reopened at its position: Dask sends an open file to its workers (xarray's
+    `open_dataset(fs.open(...), chunks=...)`). Under fsspec's `blockcache::` its reads go through
+    the `cache` that layer gives it, which fetches its blocks with `_fetch_range`."""
+
+    mode = "rb"
+    blocksize = BUFFER_SIZE  # blockcache::'s block size
+    fs: Any = None  # the eotdl:// filesystem that opened it, if one did
+    cache: Any = None  # set by fsspec's blockcache:: only
 
     def __init__(self, reader: ContentReader, content: Content, path: str, side_reads: Executor | None = None):
         super().__init__()
@@ -38,6 +49,14 @@ class RemoteFile(io.RawIOBase):
         self.path = self.name = path
         self._pos = 0
         self._chunk, self._chunk_at = b"", 0  # the last small read's chunk and where it starts
+
+    @property
+    def closed(self) -> bool:
+        return io.RawIOBase.closed.__get__(self)
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        """blockcache:: sets it after closing the file: it is closed already."""
 
     def readable(self) -> bool:
         return True
@@ -91,6 +110,18 @@ class RemoteFile(io.RawIOBase):
         return bytes(rest[:count])
 
     def _read_into(self, target: memoryview, offset: int) -> int:
+        if self.cache is not None:
+            data = self.cache._fetch(offset, offset + len(target))
+            target[:len(data)] = data
+            return len(data)
+        return self._fetch_into(target, offset)
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        """The bytes from START to END, read from the repository (blockcache::'s fetcher)."""
+        buffer = bytearray(max(0, min(end, self.size) - start))
+        return bytes(buffer[:self._fetch_into(memoryview(buffer), start)])
+
+    def _fetch_into(self, target: memoryview, offset: int) -> int:
         if self.closed:
             raise ValueError("I/O operation on closed file")
         try:
@@ -108,11 +139,24 @@ class RemoteFile(io.RawIOBase):
     def tell(self) -> int:
         return self._pos
 
+    def __reduce__(self) -> tuple:
+        if self.fs is None:
+            raise TypeError(f"{self.path}: a file of Connection.open does not pickle; open it through eotdl:// "
+                            "(fsspec.open or EotdlFileSystem.open)")
+        return _reopen, (self.fs, self.path, self._pos)
+
     def close(self) -> None:
         if not self.closed:
             self._handle.close()
             self._chunk = b""
         super().close()
+
+
+def _reopen(fs: Any, path: str, position: int) -> RemoteFile:
+    """PATH opened through FS at POSITION: a pickled file, unpickled (in a worker process)."""
+    file = fs.open(path, "rb")
+    file.seek(position)
+    return file
 
 
 def open_remote(reader: ContentReader, record: Record, entry: FileEntry, path: str,

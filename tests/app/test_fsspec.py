@@ -6,11 +6,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import multiprocessing
 import os
+import pickle
 import subprocess
 import sys
 import time
 import tracemalloc
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -370,3 +373,45 @@ def test_put_get_and_not_found_as_fsspec_users_expect(repo_server, two_versions,
     with pytest.raises(FileNotFoundError) as info:
         fs.open(f"eotdl://datasets/{name}/latest/nope.csv")
     assert info.value.filename == f"datasets/{name}/latest/nope.csv"
+
+
+def _read_rest(file) -> bytes:
+    """A pickled open file's remaining bytes, read in a worker process (module level: spawn pickles it by name)."""
+    with file:
+        return file.read()
+
+
+def test_an_open_file_pickles_and_reads_on_in_a_worker_process(repo_server, two_versions, tmp_path):
+    """Dask sends open files to its workers (xarray's `open_dataset(fs.open(url), chunks=...)`): an
+    eotdl:// file pickles as its filesystem's file, reopened at its position. It raised
+    'cannot pickle _thread.lock'."""
+    name, v1, _ = two_versions
+    data = (v1 / "images/2023/big.bin").read_bytes()
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    with fs.open(f"datasets/{name}/v1/images/2023/big.bin") as f:
+        f.seek(MiB + 3)
+        copy = pickle.loads(pickle.dumps(f))
+        assert (copy.tell(), copy.read(10)) == (MiB + 3, data[MiB + 3:MiB + 13])
+        assert copy.fs.storage_options == fs.storage_options
+        copy.close()
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as workers:
+            assert workers.submit(_read_rest, f).result(timeout=120) == data[MiB + 3:]
+    with pytest.raises(TypeError, match="open it through eotdl://"):
+        with fs.connection.open(f"datasets/{name}/v1/labels.csv") as plain:
+            pickle.dumps(plain)
+
+
+@pytest.mark.parametrize("layer", ["simplecache", "filecache", "blockcache"])
+def test_fsspecs_caching_layers_chain_in_front_of_eotdl(repo_server, two_versions, tmp_path, layer):
+    """`simplecache::eotdl://...` and its kin, as fsspec users chain them; blockcache:: raised
+    AttributeError ('RemoteFile' object has no attribute 'blocksize')."""
+    name, v1, _ = two_versions
+    data = (v1 / "images/2023/big.bin").read_bytes()
+    options = {"eotdl": {"api_url": repo_server.url, "cache_dir": str(tmp_path / "cache"), "skip_instance_cache": True},
+               layer: {"cache_storage": str(tmp_path / layer)}}
+    with fsspec.open(f"{layer}::eotdl://datasets/{name}/v1/images/2023/big.bin", **options) as f:
+        f.seek(2 * MiB + 5)
+        assert f.read(1000) == data[2 * MiB + 5:2 * MiB + 1005]
+        f.seek(0)
+        assert f.read() == data
+    assert list((tmp_path / layer).iterdir())  # the layer kept its own copy
