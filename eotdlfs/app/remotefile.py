@@ -49,6 +49,8 @@ class RemoteFile(io.RawIOBase):
         self.path = self.name = path
         self._pos = 0
         self._chunk, self._chunk_at = b"", 0  # the last small read's chunk and where it starts
+        self._pid = os.getpid()
+        self._forked: RemoteFile | None = None  # this file reopened in a forked process (`_here`)
 
     @property
     def closed(self) -> bool:
@@ -89,6 +91,9 @@ class RemoteFile(io.RawIOBase):
         """The bytes at each (offset, size), read side by side; the position stays. GDAL asks for
         a raster window's tile rows at once (rasterio's multi-range read) and /vsicurl/ fetches
         them side by side: one after the other, each cold row waited a round trip of its own."""
+        here = self._here()
+        if here is not self:
+            return here.get_byte_ranges(offsets, sizes)
         ranges = list(zip(offsets, sizes))
         if self._side_reads is None or len(ranges) < 2:
             return [self._range(*r) for r in ranges]
@@ -124,6 +129,9 @@ class RemoteFile(io.RawIOBase):
     def _fetch_into(self, target: memoryview, offset: int) -> int:
         if self.closed:
             raise ValueError("I/O operation on closed file")
+        here = self._here()
+        if here is not self:
+            return here._fetch_into(target, offset)
         try:
             return self._reader.read_into(self._handle, target, offset)
         except (ContentMismatch, RepositoryError) as exc:
@@ -145,9 +153,26 @@ class RemoteFile(io.RawIOBase):
                             "(fsspec.open or EotdlFileSystem.open)")
         return _reopen, (self.fs, self.path, self._pos)
 
+    def _here(self) -> RemoteFile:
+        """This file as this process can read it. A process forked with the file open (a DataLoader's
+        or multiprocessing's worker, the dataset opened before) has none of the reader's threads and
+        sockets, and its first read waited for them for ever: there the file is reopened through its
+        filesystem, which connects anew in each process."""
+        if self._pid == os.getpid():
+            return self
+        if self._forked is None or self._forked._pid != os.getpid():
+            if self.fs is None:
+                raise OSError(errno.EBADF, f"{self.path}: opened by Connection.open before this process forked; "
+                                           "open it through eotdl:// to read it on in forked workers")
+            self._forked = self.fs._open(self.path)
+        return self._forked
+
     def close(self) -> None:
         if not self.closed:
-            self._handle.close()
+            if self._pid == os.getpid():  # a forked process leaves the parent's reader alone
+                self._handle.close()
+            if self._forked is not None and self._forked._pid == os.getpid():
+                self._forked.close()
             self._chunk = b""
         super().close()
 

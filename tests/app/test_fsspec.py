@@ -415,3 +415,41 @@ def test_fsspecs_caching_layers_chain_in_front_of_eotdl(repo_server, two_version
         f.seek(0)
         assert f.read() == data
     assert list((tmp_path / layer).iterdir())  # the layer kept its own copy
+
+
+def _exit_with_read(file, offset: int, expected: bytes) -> None:
+    """A forked worker's read of an inherited file: exit 0 when it read EXPECTED at OFFSET, 3
+    otherwise, 4 on an OSError naming eotdl://."""
+    try:
+        file.seek(offset)
+        ok = file.read(len(expected)) == expected
+        file.close()
+    except OSError as exc:
+        os._exit(4 if "eotdl://" in str(exc) else 5)
+    os._exit(0 if ok else 3)
+
+
+def _exit_code_of_forked(file, offset: int, expected: bytes) -> int | None:
+    worker = multiprocessing.get_context("fork").Process(target=_exit_with_read, args=(file, offset, expected))
+    worker.start()
+    worker.join(60)
+    if worker.is_alive():
+        worker.kill()
+        worker.join(10)
+        return None
+    return worker.exitcode
+
+
+def test_a_file_opened_before_a_fork_reads_in_the_forked_worker(repo_server, two_versions, tmp_path):
+    """A map-style dataset that opens its files in __init__, read by forked workers (a DataLoader's,
+    multiprocessing's): the child's first read waited for the parent's reader threads for ever."""
+    name, v1, _ = two_versions
+    data = (v1 / "images/2023/big.bin").read_bytes()
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    with fs.open(f"datasets/{name}/v1/images/2023/big.bin") as f:
+        assert f.read(10) == data[:10]
+        assert _exit_code_of_forked(f, 2 * MiB, data[2 * MiB:2 * MiB + 5000]) == 0
+        assert f.read(10) == data[10:20]  # the parent's file reads on
+    with fs.connection.open(f"datasets/{name}/v1/images/2023/big.bin") as plain:  # no filesystem to reopen it
+        assert plain.read(10) == data[:10]
+        assert _exit_code_of_forked(plain, 2 * MiB, data[2 * MiB:2 * MiB + 5000]) == 4
