@@ -453,3 +453,24 @@ def test_a_file_opened_before_a_fork_reads_in_the_forked_worker(repo_server, two
     with fs.connection.open(f"datasets/{name}/v1/images/2023/big.bin") as plain:  # no filesystem to reopen it
         assert plain.read(10) == data[:10]
         assert _exit_code_of_forked(plain, 2 * MiB, data[2 * MiB:2 * MiB + 5000]) == 4
+
+
+def test_du_counts_each_file_once_and_an_existing_folder_needs_no_making(repo_server, two_versions, tmp_path):
+    """A version's folder had the version's size, so `du` of a record counted every file twice (the
+    folder of `latest` and its files) and `du(withdirs=True)` of a version twice too; `makedirs`
+    of a folder that exists (exist_ok=True: fsspec's mapper does it before each write) raised
+    PermissionError, which hid the write's own refusal."""
+    name, v1, v2 = two_versions
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    v1_size, v2_size = (sum(p.stat().st_size for p in v.rglob("*") if p.is_file()) for v in (v1, v2))
+    assert fs.du(f"datasets/{name}") == v1_size + v2_size
+    assert fs.du(f"datasets/{name}/v1", withdirs=True) == fs.du(f"datasets/{name}/v1") == v1_size
+    assert fs.info(f"datasets/{name}/v1")["size"] == 0
+    fs.makedirs(f"datasets/{name}/v1/images", exist_ok=True)
+    fs.makedirs("datasets", exist_ok=True)
+    for call in (lambda: fs.makedirs(f"datasets/{name}/v1"), lambda: fs.mkdir(f"datasets/{name}")):
+        with pytest.raises(FileExistsError):
+            call()
+    with pytest.raises(PermissionError, match="write: versions are read-only"):
+        fsspec.get_mapper(f"eotdl://datasets/{name}/v1", api_url=repo_server.url,
+                          cache_dir=str(tmp_path / "cache"))["images/new.bin"] = b"x"
