@@ -108,7 +108,7 @@ class EotdlFileSystem(AbstractFileSystem):
         if mode != "rb":
             self._refuse(path, f"open with mode {mode!r}")
         file = self.connection.open(path)
-        file.fs = self
+        file.fs, file.version_path = self, self.connection.tree_path(path).lstrip("/")
         return file
 
     def _node(self, path: str) -> Node:

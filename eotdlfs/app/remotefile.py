@@ -38,6 +38,7 @@ class RemoteFile(io.RawIOBase):
     mode = "rb"
     blocksize = BUFFER_SIZE  # blockcache::'s block size
     fs: Any = None  # the eotdl:// filesystem that opened it, if one did
+    version_path = ""  # its path there with `latest` replaced by the version: what a copy reopens
     cache: Any = None  # set by fsspec's blockcache:: only
 
     def __init__(self, reader: ContentReader, content: Content, path: str, side_reads: Executor | None = None):
@@ -151,7 +152,7 @@ class RemoteFile(io.RawIOBase):
         if self.fs is None:
             raise TypeError(f"{self.path}: a file of Connection.open does not pickle; open it through eotdl:// "
                             "(fsspec.open or EotdlFileSystem.open)")
-        return _reopen, (self.fs, self.path, self._pos)
+        return _reopen, (self.fs, self.version_path, self._pos, self.path)
 
     def _here(self) -> RemoteFile:
         """This file as this process can read it. A process forked with the file open (a DataLoader's
@@ -164,7 +165,7 @@ class RemoteFile(io.RawIOBase):
             if self.fs is None:
                 raise OSError(errno.EBADF, f"{self.path}: opened by Connection.open before this process forked; "
                                            "open it through eotdl:// to read it on in forked workers")
-            self._forked = self.fs._open(self.path)
+            self._forked = self.fs._open(self.version_path)
         return self._forked
 
     def close(self) -> None:
@@ -177,10 +178,12 @@ class RemoteFile(io.RawIOBase):
         super().close()
 
 
-def _reopen(fs: Any, path: str, position: int) -> RemoteFile:
-    """PATH opened through FS at POSITION: a pickled file, unpickled (in a worker process)."""
-    file = fs.open(path, "rb")
+def _reopen(fs: Any, version_path: str, position: int, path: str) -> RemoteFile:
+    """A pickled file, unpickled (in a worker process): VERSION_PATH opened through FS at POSITION,
+    named PATH as the original was (`latest` in it names what the original read, not a newer version)."""
+    file = fs.open(version_path, "rb")
     file.seek(position)
+    file.path = file.name = path
     return file
 
 

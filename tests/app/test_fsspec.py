@@ -474,3 +474,17 @@ def test_du_counts_each_file_once_and_an_existing_folder_needs_no_making(repo_se
     with pytest.raises(PermissionError, match="write: versions are read-only"):
         fsspec.get_mapper(f"eotdl://datasets/{name}/v1", api_url=repo_server.url,
                           cache_dir=str(tmp_path / "cache"))["images/new.bin"] = b"x"
+
+
+def test_a_pickled_or_forked_file_of_latest_reads_the_version_it_was_opened_on(repo_server, two_versions, tmp_path):
+    """A copy of a `latest/...` file sent to a worker after a new version was published read the
+    new version's bytes, beside the original reading the old ones: it reopened `latest` by name."""
+    name, _, v2 = two_versions
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    old = (v2 / "images/2023/big.bin").read_bytes()
+    with fs.open(f"datasets/{name}/latest/images/2023/big.bin") as f:
+        (v2 / "images/2023/big.bin").write_bytes(os.urandom(len(old)))
+        assert fs.put(str(v2), f"datasets/{name}").version == 3
+        with pickle.loads(pickle.dumps(f)) as copy:
+            assert (copy.path, copy.read()) == (f"datasets/{name}/latest/images/2023/big.bin", old)
+        assert _exit_code_of_forked(f, 2 * MiB, old[2 * MiB:2 * MiB + 5000]) == 0
