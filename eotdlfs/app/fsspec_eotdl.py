@@ -94,6 +94,10 @@ class EotdlFileSystem(AbstractFileSystem):
         unchanged into later versions keeps it), a folder's when its version was published."""
         return datetime.fromtimestamp(self.info(path)["mtime"], timezone.utc)
 
+    def created(self, path: str) -> datetime:
+        """As `modified`: a file version never changes once made (fsspec's default raised NotImplementedError)."""
+        return self.modified(path)
+
     @property
     def open(self) -> Callable[..., Any]:
         """fsspec's `fs.open(path, mode="rb", ...)`. Once rasterio is imported, also a multi-range

@@ -89,6 +89,7 @@ def test_ls_with_detail_shows_the_mounts_tree(repo_server, two_versions, tmp_pat
     carried = [fs.modified(f"datasets/{name}/{v}/images/tile_0.bin") for v in ("v1", "v2")]
     assert carried[0] == carried[1] and carried[0].timestamp() == fs.info(f"datasets/{name}/v1/images/tile_0.bin")["mtime"]
     assert fs.modified(f"datasets/{name}/v2/labels.csv") > carried[0]  # changed in v2: v2's time, as on the mount
+    assert fs.created(f"datasets/{name}/v2/images/tile_0.bin") == carried[0]  # made once, never changed
     with pytest.raises(FileNotFoundError):
         fs.info(f"datasets/{name}/v1/nothing-here")
 
