@@ -1,9 +1,10 @@
 """Content-addressed block store on disk: blocks of file bytes keyed by (SHA-1, block index).
 
 Built on `diskcache` so the size limit, LRU eviction and crash safety come from a well-kept
-library. Every block is stored as its own file (`disk_min_file_size=0`), so a reader gets an
-open file and reads it with `os.pread`, which releases the GIL. Identical files in different
-versions or records share blocks because the key is the content's checksum.
+library. Every block is stored in a file (`disk_min_file_size=0`; the blocks of one fetch share
+one, `put_runs`), so a reader gets an open file and reads it with `os.pread`, which releases the
+GIL. Identical files in different versions or records share blocks because the key is the
+content's checksum.
 
 Small blocks (a seeking reader's 64 KiB pieces) are kept in the index itself instead
 (`put_inline`: diskcache's inline values, many per transaction): a file create, an O_DIRECT
@@ -207,7 +208,8 @@ class BlockCache:
         """The bytes of one entry of the index (kept in it, in its file, or at VALUE in a run's file), checked."""
         try:
             handle = self._cache.disk.fetch(mode, filename, value, True)
-        except OSError:  # evicted (by another process) since the lookup: a miss, as diskcache's `get` has it
+        except OSError:  # its file is gone (evicted since the lookup, or with another block of its run): a miss,
+            self.drop_blocks(checksum, [index])  # and no longer counted as cached (readers and hashing wait for those)
             return None
         if isinstance(handle, bytes):  # a block kept in the index (`put_inline`)
             data = handle
@@ -314,7 +316,7 @@ class BlockCache:
     def put_runs(self, runs: list[tuple[str, list[int | str], memoryview]], piece_size: int) -> bool:
         """Store RUNS (checksum, indices, bytes): each run's bytes in one file (as `put_blocks`), as
         pieces of PIECE_SIZE entered under INDICES, each with its CRC32C, in one transaction; False as
-        `put`. When eviction or a drop removes a piece's file, its run's other pieces are misses."""
+        `put`. When eviction or a drop removes a piece's file, its run's other pieces are misses (dropped as read)."""
         disk: _BlockDisk = self._cache.disk
         stored = self._stored([block_key(checksum, index) for checksum, indices, _ in runs for index in indices])
         runs = [run for run in runs if any(block_key(run[0], index) not in stored for index in run[1])]
