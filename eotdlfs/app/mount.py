@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # and a silent server delays the mount by no more.
 RECORDS_WAIT_S = 2.0
 AHEAD_NOT_OPENED = 4
+AHEAD_FORGET_S = 10.0  # a stat long ago says nothing of what the lookups of now are for
 
 
 class FirstBlocksAhead(ApiRepository):
@@ -48,16 +49,17 @@ class FirstBlocksAhead(ApiRepository):
     since the kernel opens and reads a file right after looking it up. Not for eotdl://, where a
     script opens and reads at once, and where it means to (a seeking reader would pay a block).
 
-    A lookup cannot tell a `stat` from an open: once AHEAD_NOT_OPENED files fetched so are not
-    opened, lookups fetch nothing until one is (a script testing which of 1,000 paths exist, on a
-    fresh mount, fetched a block per path)."""
+    A lookup cannot tell a `stat` from an open: once AHEAD_NOT_OPENED files fetched so in the last
+    AHEAD_FORGET_S are not opened, lookups fetch nothing until one is, or that long has passed (a
+    script testing which of 1,000 paths exist, on a fresh mount, fetched a block per path)."""
 
     fetcher: BlockFetcher | None = None  # set once the mount is built, before the kernel sees it
 
     def __init__(self, api: ApiClient):
         super().__init__(api)
         self._lock = threading.Lock()
-        self._not_opened: set[str] = set()  # guarded by _lock: checksums fetched ahead, not opened since
+        # guarded by _lock: checksums fetched ahead and not opened since, with when (monotonic)
+        self._not_opened: dict[str, float] = {}
 
     def lookup(self, record: Record, version: int, path: str) -> list[FileEntry]:
         return self._fetch_ahead(record, path, super().lookup(record, version, path))
@@ -69,16 +71,20 @@ class FirstBlocksAhead(ApiRepository):
     def opened(self, node: Node) -> None:
         """NODE, a published file, is being opened."""
         with self._lock:
-            self._not_opened.discard(node.entry.checksum)
+            self._not_opened.pop(node.entry.checksum, None)
 
     def _fetch_ahead(self, record: Record, path: str, found: list[FileEntry]) -> list[FileEntry]:
         entry = found[0] if len(found) == 1 and found[0].path == path else None
         if self.fetcher is None or entry is None or entry.size == 0 or (entry.checksum, 0) in self.fetcher.cache:
             return found
+        now = time.monotonic()
         with self._lock:
+            for checksum, when in list(self._not_opened.items()):
+                if now - when > AHEAD_FORGET_S:
+                    del self._not_opened[checksum]
             if len(self._not_opened) >= AHEAD_NOT_OPENED:
                 return found
-            self._not_opened.add(entry.checksum)
+            self._not_opened[entry.checksum] = now
         try:
             self.fetcher.demand(Content(record, entry), 0, self.fetcher.serial())
         except Exception as exc:  # only a head start: the open fetches as usual

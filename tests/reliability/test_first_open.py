@@ -92,8 +92,10 @@ def test_lookups_with_no_open_after_them_stop_fetching_first_blocks(module_serve
     assert (version / MANY[-1]).read_bytes() == seeded[MANY[-1]]
 
 
-def test_an_open_lets_lookups_fetch_first_blocks_again(module_server, seeded, tmp_path: Path) -> None:
-    """Each file fetched ahead and then opened gives the next lookup's head start back."""
+def test_an_open_lets_lookups_fetch_first_blocks_again(module_server, seeded, tmp_path: Path, monkeypatch) -> None:
+    """Each file fetched ahead and then opened gives the next lookup's head start back, and so does
+    time: a stat long ago says nothing of what the lookups of now are for."""
+    monkeypatch.setattr("eotdlfs.app.mount.AHEAD_FORGET_S", 1.0)
     api = ApiClient(Settings(module_server.url, None, None))
     repo = FirstBlocksAhead(api)
     cache = BlockCache(tmp_path / "blocks", 1 << 30)
@@ -109,6 +111,10 @@ def test_an_open_lets_lookups_fetch_first_blocks_again(module_server, seeded, tm
         assert fetcher.wait_idle(WITHIN_S)
         assert module_server.stats()["downloads"] - before == AHEAD_NOT_OPENED + 1
         assert (entries[AHEAD_NOT_OPENED].checksum, 0) not in cache
+        time.sleep(1.1)
+        repo.lookup_at_once(record, 1, MANY[AHEAD_NOT_OPENED])
+        assert fetcher.wait_idle(WITHIN_S)
+        assert (entries[AHEAD_NOT_OPENED].checksum, 0) in cache
     finally:
         fetcher.close()
         cache.close()
