@@ -88,7 +88,8 @@ def test_lookups_with_no_open_after_them_stop_fetching_first_blocks(module_serve
         assert (version / path).stat().st_size == 4096  # lookups, no open
     downloads_after(module_server, before, AHEAD_NOT_OPENED)
     time.sleep(0.5)  # time for more, if more were on their way
-    assert module_server.stats()["downloads"] - before == AHEAD_NOT_OPENED
+    # (fewer if the version's list came first: its paths are no lone lookups)
+    assert 1 <= module_server.stats()["downloads"] - before <= AHEAD_NOT_OPENED
     assert (version / MANY[-1]).read_bytes() == seeded[MANY[-1]]
 
 
