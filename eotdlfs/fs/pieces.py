@@ -38,9 +38,8 @@ import threading
 import time
 import weakref
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from eotdlfs.fs.arrival import Arrival
 from eotdlfs.fs.content import Content, StaleFetch, runs
 from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs.recent import RecentBlocks
@@ -84,7 +83,6 @@ class _Task:
     first: int
     futures: list[Future]
     serial: int
-    arrival: Arrival = field(default_factory=Arrival)
 
 
 class PieceFetcher:
@@ -99,7 +97,6 @@ class PieceFetcher:
         self._lock = threading.Lock()
         self._kept = RecentBlocks(kept_bytes)  # (checksum, piece number) -> bytes
         self._inflight: dict[tuple[str, int], Future] = {}
-        self._arriving: dict[tuple[str, int], _Task] = {}  # in-flight pieces whose request is queued or under way
         self._dropped: dict[str, int] = {}  # checksum -> serial at which its last drop began
         # Worker threads, so a reader waits for a silent server no longer than its own deadline.
         self._tasks: queue.Queue = queue.Queue()
@@ -147,33 +144,13 @@ class PieceFetcher:
                 futures[number] = future
         missing = self._load(checksum, {number: futures[number] for number in mine}, serial)
         for run in runs(missing, LONGEST_REQUEST):
-            task = _Task(content, run[0], [futures[n] for n in run], serial)
-            with self._lock:
-                self._arriving.update(((checksum, n), task) for n in run)
-            self._tasks.put(task)
+            self._tasks.put(_Task(content, run[0], [futures[n] for n in run], serial))
         for number in range(first, last + 1):
-            lo, hi = max(offset, number * size), min(offset + len(target), (number + 1) * size)
-            data = None if futures[number].done() else self._arrived(checksum, number, hi - number * size, deadline)
-            if data is None:
-                data = futures[number].result(timeout=max(0.0, deadline - time.monotonic()))
+            future = futures[number]
+            data = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            lo = max(offset, number * size)
+            hi = min(offset + len(target), number * size + len(data))
             target[lo - offset:hi - offset] = data[lo - number * size:hi - number * size]
-
-    def _arrived(self, checksum: str, number: int, upto: int, deadline: float) -> memoryview | None:
-        """The first UPTO bytes of piece NUMBER as soon as its request has brought them, not once
-        the whole request has (a tile row's request is 1-2 MiB, the reader wants its first 128
-        KiB); None when no request of ours is bringing it, or it ended first (its future then says
-        how). StaleFetch if the file failed its checksum since the request was made."""
-        with self._lock:
-            task = self._arriving.get((checksum, number))
-        if task is None:
-            return None
-        at = (number - task.first) * self.piece_size
-        body = task.arrival.wait(at + upto, max(0.0, deadline - time.monotonic()))
-        if body is None:
-            return None
-        if self.fetcher.failed_since(checksum, task.serial):  # what `_run` keeps from readers
-            raise StaleFetch(f"content {checksum} failed its checksum during this fetch")
-        return body[at:at + upto]
 
     def held(self, checksum: str, offset: int) -> bool:
         """Whether the piece holding byte OFFSET is kept in memory or being fetched."""
@@ -231,30 +208,25 @@ class PieceFetcher:
         start = task.first * size
         length = min(count * size, content.size - start)
         try:
-            try:
-                view = self.fetcher.fetch_range(content, start, length, task.arrival.advance)
-                pieces = {task.first + i: view[i * size:(i + 1) * size] for i in range(count)}
-                with self._lock:
-                    if self.fetcher.failed_since(checksum, task.serial):
-                        raise StaleFetch(f"content {checksum} failed its checksum during this fetch")
-                    self._kept.add(checksum, pieces)
-                    for number in pieces:
-                        self._inflight.pop((checksum, number), None)
-                        self._arriving.pop((checksum, number), None)
-            except BaseException as exc:  # handed to every waiter, who maps it to an errno
-                self.fetcher.stats.count_error(exc)
-                log.warning("fetch of %s pieces %d+%d failed: %s", content.entry.path, task.first, count, exc)
-                with self._lock:
-                    for i in range(count):
-                        self._inflight.pop((checksum, task.first + i), None)
-                        self._arriving.pop((checksum, task.first + i), None)
-                for future in task.futures:
-                    future.set_exception(exc)
-                return
-            for number, future in zip(pieces, task.futures):
-                future.set_result(pieces[number])
-        finally:
-            task.arrival.end()  # waiters still on the body go to the futures, settled by now
+            view = self.fetcher.fetch_range(content, start, length)
+            pieces = {task.first + i: view[i * size:(i + 1) * size] for i in range(count)}
+            with self._lock:
+                if self.fetcher.failed_since(checksum, task.serial):
+                    raise StaleFetch(f"content {checksum} failed its checksum during this fetch")
+                self._kept.add(checksum, pieces)
+                for number in pieces:
+                    self._inflight.pop((checksum, number), None)
+        except BaseException as exc:  # handed to every waiter, who maps it to an errno
+            self.fetcher.stats.count_error(exc)
+            log.warning("fetch of %s pieces %d+%d failed: %s", content.entry.path, task.first, count, exc)
+            with self._lock:
+                for i in range(count):
+                    self._inflight.pop((checksum, task.first + i), None)
+            for future in task.futures:
+                future.set_exception(exc)
+            return
+        for number, future in zip(pieces, task.futures):
+            future.set_result(pieces[number])
         self._store(checksum, pieces, task.serial, view)
 
     def _store(self, checksum: str, pieces: dict[int, memoryview], serial: int, fetched: memoryview) -> None:

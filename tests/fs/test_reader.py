@@ -333,33 +333,6 @@ def test_a_reader_gets_its_bytes_before_the_rest_of_the_request(setup):
     handle.close()
 
 
-def test_a_seeking_reader_gets_its_pieces_before_the_rest_of_the_request(setup):
-    """A jump to a TIFF tile fetches its row's tiles in one request (1-2 MiB); the reader's
-    first pieces go to it as they arrive, not once the whole body has (behind latency the
-    body of a row takes longer than its first 128 KiB)."""
-    repo, record, entries, data, make = setup
-    piece = BS // 8
-    reader = make(piece_size=piece)
-    content = Content(record, entries["f.bin"])
-    handle = reader.open(content)
-    offset = 5 * BS
-    repo.stall_at = piece + piece // 2  # a piece and a half of a four-piece request, then nothing
-    try:
-        target = bytearray(piece)
-        reader.pieces.read_into(content, handle.opened, offset, memoryview(target), time.monotonic() + 3,
-                                until=offset + 4 * piece)
-        assert target == data[offset:offset + piece]
-        later = bytearray(piece)
-        with pytest.raises(TimeoutError):  # not arrived: waits for the request, within the bound
-            reader.pieces.read_into(content, handle.opened, offset + piece, memoryview(later), time.monotonic() + 0.3)
-    finally:
-        repo.stall_at = None
-        repo.resume.set()
-    assert reader.read(handle, offset + piece, 3 * piece) == data[offset + piece:offset + 4 * piece]
-    assert len(repo.range_calls) == 1
-    handle.close()
-
-
 def test_blocks_read_before_they_were_hashed_leave_memory_once_hashed(setup):
     """A reader copies a request's bytes as they arrive and finishes its first blocks before
     the request ends, when hashing gets to them: they were then left in memory until the bound
