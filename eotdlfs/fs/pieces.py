@@ -152,12 +152,6 @@ class PieceFetcher:
             hi = min(offset + len(target), number * size + len(data))
             target[lo - offset:hi - offset] = data[lo - number * size:hi - number * size]
 
-    def held(self, checksum: str, offset: int) -> bool:
-        """Whether the piece holding byte OFFSET is kept in memory or being fetched."""
-        key = (checksum, offset // self.piece_size)
-        with self._lock:
-            return key in self._inflight or key in self._kept
-
     def close(self) -> None:
         """Stop the workers and store the pieces not stored yet (a remount finds them)."""
         for _ in self._threads[:-1]:

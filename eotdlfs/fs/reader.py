@@ -25,12 +25,11 @@ from eotdlfs.fs.content import Content
 from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs.pieces import PIECE_SIZE, PieceFetcher
 from eotdlfs.fs.readahead import ReadAheadWindow
-from eotdlfs.fs.tiles import Layout, Layouts
+from eotdlfs.fs.tiles import Layouts
 from eotdlfs.fs.tilewindows import TileWindows
 
 PAGE = 4096
 KEPT_SOURCES = 2  # a fetched block may pin its whole request (8 MiB) while kept
-NEXT_TILE_BYTES = 1 << 20  # of a tile (or strip) a seeking read reaches, fetched with the read
 
 
 class OpenFile:
@@ -154,11 +153,9 @@ class ContentReader:
         trip per block), or, on a jump to a TIFF tile, the end of the tiles of the row that
         the reader's last rows say it reads; those rows' other tiles of its window are queued
         side by side (`tilewindows`)."""
-        if handle.window.seeking_only:
-            return self._piecewise_until(handle.content, offset, end)
-        rows = self._tile_rows(handle, offset, end) if jumped else []
+        rows = self._tile_rows(handle, offset, end) if jumped and not handle.window.seeking_only else []
         if not rows:
-            return self._piecewise_until(handle.content, offset, max(end, self._next_tile_end(handle, offset, end)))
+            return self._piecewise_until(handle.content, offset, end)
         until = self._piecewise_until(handle.content, offset, max(end, rows[0][1]))
         self._fetch_ahead(handle, offset, until)  # this row's first: the reader waits for it
         for start, stop in rows[1:]:
@@ -182,34 +179,10 @@ class ContentReader:
             self.pieces.read_into(handle.content, handle.opened, start - start % self.pieces.piece_size,
                                   memoryview(b""), time.monotonic(), until)
 
-    def _next_tile_end(self, handle: OpenFile, start: int, end: int) -> int:
-        """Where the TIFF tile that begins inside a read of START to END ends (at most
-        NEXT_TILE_BYTES on), if the read's end is neither held nor coming; else 0. GDAL reads a
-        row's tiles one after the other: until the reader's windows show their shape (its first
-        window, a window wider than the last ones) the kernel asked for the next tile 128 KiB at
-        a time, a round trip each. A read whose end is held is left alone: the row's fetch
-        brought it as the kernel's read-ahead past the row, which is all that is read there."""
-        layout = self._layout(handle.content)
-        span = layout.span_from(start + 1) if layout is not None else None
-        if span is None or span[0] >= end or self.pieces.held(handle.content.checksum, end - 1):
-            return 0
-        return min(span[1], span[0] + NEXT_TILE_BYTES)
-
     def _tile_rows(self, handle: OpenFile, start: int, end: int) -> list[tuple[int, int]]:
         """The byte ranges worth fetching for a read of START to END that begins a TIFF tile
         (its row's tiles first), if it does and the layout is known (else none)."""
-        layout = self._layout(handle.content)
-        # GDAL reads a tile from its start; the kernel's request for that read begins on the
-        # page before at most (a page or two of the tile before). Any other tile a read
-        # reaches may be only the kernel's read-ahead past what the reader wants.
-        span = layout.span_at(min(end - 1, start - start % PAGE + 2 * PAGE)) if layout is not None else None
-        if span is None or span[0] < start:
-            return []
-        with handle.lock:
-            return handle.tiles.jumped(span[0], layout)
-
-    def _layout(self, content: Content) -> Layout | None:
-        """The tile layout of CONTENT, parsed at the first call (through a handle of its own)."""
+        content = handle.content
         header: list[OpenFile] = []  # a handle of its own for reading the header, made if needed
 
         def read(at: int, length: int) -> bytes:
@@ -220,7 +193,15 @@ class ContentReader:
                 header.append(self.open(content, seeking_only=True))
             return self.read(header[0], at, length)
 
-        return self.layouts.layout(content.entry.path, content.checksum, content.size, read)
+        layout = self.layouts.layout(content.entry.path, content.checksum, content.size, read)
+        # GDAL reads a tile from its start; the kernel's request for that read begins on the
+        # page before at most (a page or two of the tile before). Any other tile a read
+        # reaches may be only the kernel's read-ahead past what the reader wants.
+        span = layout.span_at(min(end - 1, start - start % PAGE + 2 * PAGE)) if layout is not None else None
+        if span is None or span[0] < start:
+            return []
+        with handle.lock:
+            return handle.tiles.jumped(span[0], layout)
 
     def _copy_block(self, handle: OpenFile, index: int, lo: int, target: memoryview, deadline: float,
                     seeking: bool, until: int) -> None:

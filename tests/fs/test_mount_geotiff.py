@@ -150,31 +150,3 @@ def test_a_windows_tiles_come_in_one_request_per_row_once_its_shape_is_known(rep
     assert requests <= 3, requests
     tiles = sum(length for row in windows[-1] for _, length in row)
     assert tiles <= fetched <= tiles + 2 * (2 * PIECE_SIZE + (256 << 10)), (fetched, tiles)
-
-
-def test_a_rows_next_tile_comes_whole_before_the_windows_shape_is_known(repo_server, mount_factory, unique_name,
-                                                                         tmp_path):
-    """A reader's first window: nothing tells yet how many tiles its rows span, and the kernel
-    asked for the row's second tile 128 KiB at a time, a round trip each (behind 20 ms, the first
-    window took ten). A read going on from one tile into the next, whose bytes are not coming,
-    fetches the rest of that tile with it."""
-    mnt, path, expected, spans = _mounted_tiles(repo_server, mount_factory, unique_name("next"), tmp_path)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        assert os.pread(fd, 16 << 10, 0) == expected[:16 << 10]  # the header, as GDAL reads it at open
-        before, fetch_before = repo_server.stats()["downloads"], mnt.status()["fetch"]["bytes_fetched"]
-        row = [spans[3, 5], spans[4, 5]]
-        for offset, length in row:  # as GDAL reads a tile: its first aligned 8 KiB, then the rest
-            at = offset - offset % BUFFER
-            assert os.pread(fd, BUFFER, at) == expected[at:at + BUFFER]
-            assert os.pread(fd, offset + length - at - BUFFER, at + BUFFER) == expected[at + BUFFER:offset + length]
-        requests = repo_server.stats()["downloads"] - before
-        fetched = mnt.status()["fetch"]["bytes_fetched"] - fetch_before
-    finally:
-        os.close(fd)
-    # Tile by tile in 128 KiB requests: 7. The kernel's read-ahead past the row's end reaches
-    # into the next tile, which nothing yet tells from the reader's next tile: it comes whole too
-    # (once: later rows fetch that read-ahead with the row, `tilewindows`).
-    assert requests <= 3, requests
-    tiles = sum(length for _, length in row)
-    assert tiles <= fetched <= tiles + spans[5, 5][1] + 2 * PIECE_SIZE + (256 << 10), (fetched, tiles)
