@@ -311,28 +311,28 @@ class BlockCache:
             return False
         return True
 
-    def put_runs(self, runs: list[tuple[str, list[int | str], memoryview]], piece_size: int) -> bool:
-        """Store RUNS (checksum, indices, bytes): each run's bytes in one file (as `put_blocks`), as
-        pieces of PIECE_SIZE entered under INDICES, each with its CRC32C, in one transaction; False as
-        `put`. When eviction or a drop removes a piece's file, its run's other pieces are misses."""
+    def put_runs(self, runs: list[tuple[list[tuple[str, int | str]], memoryview]], piece_size: int) -> bool:
+        """Store RUNS (keys, bytes): each run's bytes in one file (as `put_blocks`), as pieces of
+        PIECE_SIZE entered under its KEYS (checksum, index), each with its CRC32C, in one transaction;
+        False as `put`. When eviction or a drop removes a piece's file, its run's other pieces are misses."""
         disk: _BlockDisk = self._cache.disk
-        stored = self._stored([block_key(checksum, index) for checksum, indices, _ in runs for index in indices])
-        runs = [run for run in runs if any(block_key(run[0], index) not in stored for index in run[1])]
-        nbytes = sum(memoryview(data).nbytes for _, _, data in runs)
+        stored = self._stored([block_key(*key) for keys, _ in runs for key in keys])
+        runs = [run for run in runs if any(block_key(*key) not in stored for key in run[0])]
+        nbytes = sum(memoryview(data).nbytes for _, data in runs)
         written, entries = [], []
         try:
             if not self._make_room(nbytes):
                 raise OSError(errno.ENOSPC, "no room beyond the disk's reserve, even after evicting")
             try:
-                for checksum, indices, data in runs:  # outside the lock, as in `put_blocks`
+                for keys, data in runs:  # outside the lock, as in `put_blocks`
                     view = memoryview(data).cast("B")
                     written.append(disk.write_block(view))
-                    for at, index in zip(range(0, view.nbytes, piece_size), indices):
-                        if block_key(checksum, index) in stored:
+                    for at, key in zip(range(0, view.nbytes, piece_size), keys):
+                        if block_key(*key) in stored:
                             continue
                         piece = view[at:at + piece_size]
-                        entries.append((block_key(checksum, index),
-                                        _WrittenBlock(written[-1].filename, piece.nbytes, at), block_crc(piece)))
+                        entries.append((block_key(*key), _WrittenBlock(written[-1].filename, piece.nbytes, at),
+                                        block_crc(piece)))
             finally:
                 with self._room:
                     self._writing -= nbytes
