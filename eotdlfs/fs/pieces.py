@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import mmap
 import queue
 import threading
 import time
@@ -250,15 +249,6 @@ class PieceFetcher:
             if first or len(self._unstored) >= STORE_BATCH:  # the delay starts; or a batch is full
                 self._storing.notify()
 
-    def _pack(self, pieces: list[tuple[str, str, memoryview]]) -> tuple[list[tuple[str, str]], memoryview]:
-        """PIECES (checksum, key, whole piece) as one run: a random reader's pieces, one per fetch, cost
-        a file each, or in the index a write of every page twice (WAL, checkpoint); this was most of
-        the mount's CPU on random 4 KiB reads. In page-aligned memory, written with O_DIRECT."""
-        run = memoryview(mmap.mmap(-1, len(pieces) * self.piece_size))
-        for i, (_, _, piece) in enumerate(pieces):
-            run[i * self.piece_size:(i + 1) * self.piece_size] = piece
-        return [(checksum, key) for checksum, key, _ in pieces], run
-
     def _write_behind(self) -> None:
         """Store queued pieces in batches: one transaction for many pieces, not one each."""
         while True:
@@ -291,12 +281,12 @@ class PieceFetcher:
             # A whole fetch only: its pieces lie in its file at their places (the oldest waiting may
             # have been let go, `unstored_limit`)
             if fetched.nbytes >= RUN_FILE_BYTES and len(pieces) == -(-fetched.nbytes // self.piece_size):
-                runs.append(([(checksum, piece_key(n)) for n, _ in pieces], fetched))
+                runs.append(([(checksum, piece_key(n)) for n, _ in pieces], [fetched]))
             else:
                 for n, piece in pieces:
                     (packed if piece.nbytes == self.piece_size else inline).append((checksum, piece_key(n), piece))
-        if packed:
-            runs.append(self._pack(packed))
+        if packed:  # a random reader's pieces, one per fetch: a file each, or every page written twice
+            runs.append(([(checksum, key) for checksum, key, _ in packed], [piece for _, _, piece in packed]))
         if runs:
             self.cache.put_runs(runs, self.piece_size)
         if inline:
