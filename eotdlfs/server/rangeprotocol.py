@@ -4,7 +4,9 @@ A mount's random 4 KiB read is one ranged GET of route 9 for a piece of 64 KiB. 
 such a request costs a task, a request-response cycle, two ASGI messages and a write per
 message (the client wakes for the head, then again for the body); here it is answered in
 the parser's callback with one write. Only the plainest case is taken: a keep-alive HTTP/1.1
-GET without a body, nothing pipelined before it, a satisfiable single range of at most
+GET without a body, nothing pipelined before it, a client reading its answers (writing is not
+paused: one that sends requests without reading them is left to uvicorn's cycle, which waits
+for it and stops reading), a satisfiable single range of at most
 SMALL_RANGE bytes of a blob in a local folder, no `--redirect-downloads`. Everything else,
 errors included (404, 416, 422...), goes on to the ASGI application unchanged, which answers
 it as before; what is answered here carries the bytes and headers that path would send
@@ -51,7 +53,8 @@ def range_protocol(downloads: Downloads) -> type[HttpToolsProtocol]:
         def _answer_small_range(self) -> bool:
             parser = self.parser
             if (parser.get_method() != b"GET" or parser.get_http_version() != "1.1" or not parser.should_keep_alive()
-                    or parser.should_upgrade() or self.pipeline or not self.cycle_done() or self.root_path
+                    or parser.should_upgrade() or self.pipeline or not self.cycle_done() or self.flow.write_paused
+                    or self.root_path
                     or self.limit_concurrency is not None or self.config.access_log or downloads.redirect):
                 return False
             try:

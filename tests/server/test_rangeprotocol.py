@@ -168,3 +168,16 @@ def test_ranges_of_blobs_in_a_bucket_go_to_the_application(s3, tmp_path):
             (206, DATA[10:20], f"bytes 10-19/{len(DATA)}", ETAG)
     finally:
         server.stop()
+
+
+def test_a_client_that_does_not_read_its_answers_is_not_buffered_without_bound(servers, rid):
+    # 400 requests of 256 KiB sent in one go and none of the answers read: answered here each
+    # one would wait in the server's memory (100 MB); the server stops once writing is paused.
+    request = f"GET /datasets/{rid}/download/big.bin?version=1 HTTP/1.1\r\nHost: x\r\nRange: bytes=0-262143\r\n\r\n"
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        sock.connect(("127.0.0.1", servers.fast.port))
+        sock.sendall(request.encode() * 400)
+        time.sleep(2)
+        buffered = max(c.transport.get_write_buffer_size() for c in servers.fast.server.server_state.connections)
+        assert buffered < 8 << 20, buffered
