@@ -360,11 +360,17 @@ class BlockCache:
         return found
 
     def _enter(self, entries: list) -> None:
-        """Enter ENTRIES (key, stored value, CRC32C) in one transaction."""
+        """Enter ENTRIES (key, stored value, CRC32C) in one transaction. diskcache culls after the last
+        only, as many as entered (3 queries an entry, for the volume: 9 % of random reads' CPU)."""
+        limit = self._cache.cull_limit
         with self._db, self._cache.transact():
             self._enter_touches()
-            for key, value, crc in entries:
-                self._cache.set(key, value, read=True, tag=crc)
+            try:
+                for i, (key, value, crc) in enumerate(entries, 1):
+                    self._cache.reset("cull_limit", max(limit, i) if i == len(entries) else 0, update=False)
+                    self._cache.set(key, value, read=True, tag=crc)
+            finally:
+                self._cache.reset("cull_limit", limit, update=False)
 
     def _make_room(self, nbytes: int) -> bool:
         """Evict least-recently-used blocks until NBYTES more leave the reserve free on the
