@@ -1,18 +1,16 @@
 """Content-addressed block store on disk: blocks of file bytes keyed by (SHA-1, block index).
 
 Built on `diskcache` so the size limit, LRU eviction and crash safety come from a well-kept
-library. Every block is stored as its own file (`disk_min_file_size=0`), so a reader gets an
-open file and reads it with `os.pread`, which releases the GIL. Identical files in different
-versions or records share blocks because the key is the content's checksum.
+library. Every block is stored in a file (`disk_min_file_size=0`; the blocks of one fetch share
+one, `put_runs`), so a reader gets an open file and reads it with `os.pread`, which releases the
+GIL. Identical files in different versions or records share blocks because the key is the
+content's checksum.
 
-Small blocks (a seeking reader's 64 KiB pieces) share files: a file create, an O_DIRECT
-write and a transaction per piece were most of a cold seeking read's CPU. The pieces of a
-whole tile, or those of a batch stored together, go into one file (`put_runs`, an entry per
-piece with its offset, the file written with one `writev`). Kept in the index itself
-(`put_inline`: diskcache's inline values, counted in the database's pages, which `volume()`
-includes) every page is written twice (WAL, checkpoint): 5 times the time of one file write,
-a cold COG reader's process waited for it at its exit, and it was 45 % of the mount's CPU on
-random 4 KiB reads; only a piece shorter than the others goes there.
+Small blocks (a seeking reader's 64 KiB pieces) share files too, a tile's or a stored batch's
+(one `writev`): a file and a transaction per piece were most of a cold seeking read's CPU; in
+the index itself (`put_inline`: diskcache's inline values, in `volume()`) every page is written
+twice (WAL, checkpoint), 45 % of the mount's CPU on random 4 KiB reads. Only a piece shorter
+than the others goes there.
 
 Blocks in page-aligned memory are written with O_DIRECT (`_BlockDisk`): a cold read hands
 its readers the fetched bytes from memory, so pushing a second copy of every byte through
@@ -208,7 +206,8 @@ class BlockCache:
         """The bytes of one entry of the index (kept in it, in its file, or at VALUE in a run's file), checked."""
         try:
             handle = self._cache.disk.fetch(mode, filename, value, True)
-        except OSError:  # evicted (by another process) since the lookup: a miss, as diskcache's `get` has it
+        except OSError:  # its file is gone (evicted since the lookup, or with another block of its run): a miss,
+            self.drop_blocks(checksum, [index])  # and no longer counted as cached (readers and hashing wait for those)
             return None
         if isinstance(handle, bytes):  # a block kept in the index (`put_inline`)
             data = handle
@@ -316,7 +315,7 @@ class BlockCache:
         """Store RUNS (keys, parts): each run's parts one after the other in one file (as `put_blocks`),
         as pieces of PIECE_SIZE entered under its KEYS (checksum, index), each with its CRC32C, in one
         transaction; False as `put`. Every part but the last is whole pieces. When eviction or a drop
-        removes a piece's file, its run's other pieces are misses."""
+        removes a piece's file, its run's other pieces are misses (dropped as read)."""
         disk: _BlockDisk = self._cache.disk
         stored = self._stored([block_key(*key) for keys, _ in runs for key in keys])
         runs = [run for run in runs if any(block_key(*key) not in stored for key in run[0])]

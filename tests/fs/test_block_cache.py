@@ -267,6 +267,22 @@ def test_pieces_of_other_files_given_apart_are_one_file_written_whole(tmp_path, 
     cache.close()
 
 
+def test_blocks_whose_shared_file_went_with_another_are_dropped_when_read(tmp_path):
+    """A fetch's blocks share one file: dropping (or evicting) one of them removes it. The others
+    are then misses and leave the index as they are read: counted as cached, read-ahead would skip
+    them and a file's hashing would wait for them as for blocks on their way."""
+    run = os.urandom(3 * BS)
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put_runs([([("sum", 0), ("sum", 1), ("sum", 2)], [aligned(run)])], BS)
+    assert len(list((tmp_path / "c").rglob("*.val"))) == 1
+    cache.drop_blocks("sum", [1])
+    assert ("sum", 0) in cache and cache.load_block("sum", 0) is None
+    assert ("sum", 0) not in cache and cache.stats()["damaged_blocks"] == 0
+    assert cache.load_blocks("sum", [0, 2]) == {} and ("sum", 2) not in cache
+    assert cache.put("sum", 0, run[:BS]) and cache.load_block("sum", 0) == run[:BS]
+    cache.close()
+
+
 def test_pieces_stored_again_leave_the_file_they_share_with_others(tmp_path):
     """A piece stored again (fetched again by a run overlapping one stored before, or alone) keeps
     its entry: replacing it removed its file, which the other pieces of its run share, and those

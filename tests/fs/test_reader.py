@@ -102,6 +102,24 @@ def test_reads_near_the_end_ask_for_no_read_ahead_past_it(setup, monkeypatch):
     assert asked and max(asked) < content.block_count(BS)
 
 
+def test_a_fetchs_blocks_are_stored_in_one_file_and_read_back_checked(setup, tmp_path):
+    """A sequential reader's blocks are stored one file per request, not per block (a file created
+    per block was 7 % of a cold read's CPU); each still comes back exactly, checked on its own."""
+    repo, record, entries, data, make = setup
+    reader = make()
+    assert read_all(reader, Content(record, entries["f.bin"])) == data
+    reader.fetcher.wait_idle(5)
+    blocks = len(data) // BS + 1
+    files = list((tmp_path / "blocks0").rglob("*.val"))
+    assert len(files) <= blocks // 2 + 1, f"{len(files)} files for {blocks} blocks"
+    again = BlockCache(tmp_path / "blocks0", 1 << 30, BS)
+    try:
+        got = again.load_blocks(entries["f.bin"].checksum, range(blocks))
+        assert b"".join(bytes(got[i]) for i in range(blocks)) == data
+    finally:
+        again.close()
+
+
 def test_identical_content_shares_blocks_and_survives_a_new_cache_object(setup, tmp_path):
     repo, record, entries, data, make = setup
     reader = make()

@@ -25,7 +25,8 @@ from eotdlfs.fs.pieces import PIECE_SIZE
 from tests.fs.datasets import ingest_one_file
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-SIZE = 5 * (1 << 20) + 3  # six blocks, the last one short
+BLOCK = 1 << 20
+SIZE = 5 * BLOCK + 3  # six blocks, the last one short
 
 
 def data_files(cache_dir: Path) -> list[Path]:
@@ -42,13 +43,15 @@ def data_files(cache_dir: Path) -> list[Path]:
 
 
 def flip_a_byte(path: Path) -> None:
+    """A flipped byte in each block's stretch of PATH (a file may hold several blocks)."""
     with open(path, "r+b") as f:
         size = f.seek(0, os.SEEK_END)
-        at = size // 2
-        f.seek(at)
-        byte = f.read(1)
-        f.seek(at)
-        f.write(bytes([byte[0] ^ 0x5A]))
+        for start in range(0, size, BLOCK):
+            at = start + min(BLOCK, size - start) // 2
+            f.seek(at)
+            byte = f.read(1)
+            f.seek(at)
+            f.write(bytes([byte[0] ^ 0x5A]))
 
 
 def truncate(path: Path) -> None:
@@ -59,13 +62,14 @@ DAMAGES: dict[str, Callable[[Path], None]] = {"flipped": flip_a_byte, "truncated
 
 
 def damage_everything(mount, damage: str) -> int:
-    """Unmount, apply DAMAGE to every data file of the cache, mount again; how many files were damaged."""
+    """Unmount, apply DAMAGE to every data file of the cache, mount again; how many bytes those files held."""
     mount.unmount()
     files = [p for p in data_files(mount.cache_dir) if p.stat().st_size > 1]
+    held = sum(p.stat().st_size for p in files)
     for path in files:
         DAMAGES[damage](path)
     mount.mount()
-    return len(files)
+    return held
 
 
 def sha1sum(path: Path) -> str:
@@ -84,7 +88,7 @@ def test_damaged_cache_files_are_refetched_and_never_published(damage, module_se
     published = mount.path / "datasets" / name / "v1" / "data.bin"
     assert sha1sum(published) == right  # every block now in the cache
 
-    assert damage_everything(mount, damage) >= 6
+    assert damage_everything(mount, damage) >= SIZE  # every block
     got = sha1sum(published)
     if got != right:
         tally.bytes_lost += SIZE
@@ -94,7 +98,7 @@ def test_damaged_cache_files_are_refetched_and_never_published(damage, module_se
     log = mount.log.read_text()
     assert "failed its check" in log, log[-2000:]
 
-    assert damage_everything(mount, damage) >= 6
+    assert damage_everything(mount, damage) >= SIZE  # every block
     target = mount.path / "staging" / "datasets" / name
     with open(target / "data.bin", "a") as f:  # copy-up of the published file from the damaged cache
         f.write("x\n")
