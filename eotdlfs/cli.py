@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -119,7 +120,7 @@ def mount(
     ttl: float = typer.Option(10.0, "--ttl", help="Seconds before record and version lists are refreshed."),
 ) -> None:
     """Mount every dataset and model version read-only, fetched lazily (staging is writable)."""
-    from eotdlfs.fs.mount import default_cache_dir, mount_background, offline_from, parse_size
+    from eotdlfs.fs.mount import default_cache_dir, entries_hidden_by, mount_background, offline_from, parse_size
 
     try:
         size, cache_dir = parse_size(cache_size), cache_dir or default_cache_dir()
@@ -130,10 +131,14 @@ def mount(
         args = ["--cache-dir", str(cache_dir), "--cache-size", cache_size, "--ttl", str(ttl)]
         args += (["--api-url", api_url] if api_url else []) + (["--allow-other"] if allow_other else [])
         args += ["--autoflush", str(autoflush)] if autoflush else []
+        hidden = entries_hidden_by(mountpoint)
         pid = mount_background(mountpoint, args, cache_dir)
     except (OSError, ValueError, RuntimeError) as exc:
         fail(exc)
     typer.echo(f"mounted {mountpoint} (process {pid}, log {cache_dir / 'mount.log'})")
+    if hidden:
+        typer.echo(f"warning: {mountpoint} is not empty: what it holds ({hidden} entries) is hidden until "
+                   f"`eotdlfs umount {mountpoint}`", err=True)
     unreachable = offline_from(mountpoint)
     if unreachable:
         typer.echo(f"warning: cannot reach {unreachable}: mounted offline, showing the listing an earlier mount "
@@ -175,6 +180,7 @@ def flush(
     """Publish a record's staged changes as its next version (the mount ingests them; waits for the result)."""
     from eotdlfs.app.commands import flush_command
 
+    folder = Path(os.path.abspath(folder))  # `.` and `..` name no record; symlinks on the way stay as given
     try:
         state = flush_command(folder, timeout, lambda message: typer.echo(message, err=True))
     except (OSError, TimeoutError) as exc:

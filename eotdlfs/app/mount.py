@@ -30,6 +30,7 @@ from eotdlfs.fs.mount import PRIVATE_UMASK, clean_stale, make_private
 from eotdlfs.fs.mountlock import hold_cache_dir
 from eotdlfs.fs.namespace import Namespace
 from eotdlfs.fs.nodes import Node
+from eotdlfs.fs.staging.journal import STAGING_FOLDER
 from eotdlfs.fs.staging.mounted import make_staging_area
 from eotdlfs.repository import FileEntry, Record, Unreachable
 
@@ -147,7 +148,7 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
     check_reachable(api, context.namespace, cache_dir)
     if context.namespace.server_reachable is not False:
         wait_for(context.warming, RECORDS_WAIT_S)
-    folder = cache_dir / "staging"
+    folder = cache_dir / STAGING_FOLDER
     staging = make_staging_area(context, ApiPublisher(api, DraftLedger(folder / LEDGER_FILE)), folder)
     log.info("mounting %s on %s (cache %s)", settings.api_url, mountpoint, cache_dir)
     try:

@@ -7,10 +7,10 @@ the right checksum is not downloaded again, so an interrupted `get` resumes chea
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,25 +36,54 @@ class DownloadResult:
     bytes_received: int
 
 
+TEMP_STEM_BYTES = 200  # of a temp file's name: with its dot and suffix, under NAME_MAX (255)
+
+
+def _temp_stem(name: str) -> str:
+    """NAME cut to at most TEMP_STEM_BYTES bytes of UTF-8 (a file's name may have 255; its temp file's too)."""
+    return name.encode()[:TEMP_STEM_BYTES].decode(errors="ignore")
+
+
+def _open_temp(target: Path) -> tuple[int, Path]:
+    """TARGET's temp file, empty and locked: one name per target, so the temp a killed `get` left
+    is taken over by the next (a name of its own each time left it for good, and an ingest of
+    the folder published it); the lock keeps a second `get` into the same folder out of it."""
+    temp = target.parent / f".{_temp_stem(target.name)}.part"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.ftruncate(fd, 0)
+    except BlockingIOError:
+        os.close(fd)
+        raise RepositoryError(f"{target}: another download of it is under way (its temp file {temp} is locked)") \
+            from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, temp
+
+
 def _fetch(api: ApiClient, kind: str, record_id: str, entry: dict, target: Path, progress: TransferProgress) -> int:
     """Download ENTRY to TARGET through a verified temp file; the bytes received."""
     target.parent.mkdir(parents=True, exist_ok=True)
     digest, received = hashlib.sha1(), 0
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with (os.fdopen(fd, "wb") as out,
-              api.download(kind, record_id, entry["filename"], int(entry["version"])) as blocks):
-            for block in blocks:
-                out.write(block)
-                digest.update(block)
-                received += len(block)
-                progress.advance(bytes_done=len(block))
-        if digest.hexdigest() != entry["checksum"]:
-            raise RepositoryError(f"{entry['filename']}: downloaded bytes do not match checksum {entry['checksum']}")
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    fd, temp = _open_temp(target)
+    with os.fdopen(fd, "wb") as out:  # closing it frees the lock: the temp is renamed or removed before
+        try:
+            with api.download(kind, record_id, entry["filename"], int(entry["version"])) as blocks:
+                for block in blocks:
+                    out.write(block)
+                    digest.update(block)
+                    received += len(block)
+                    progress.advance(bytes_done=len(block))
+            if digest.hexdigest() != entry["checksum"]:
+                raise RepositoryError(f"{entry['filename']}: downloaded bytes do not match checksum "
+                                      f"{entry['checksum']}")
+            out.flush()
+            os.replace(temp, target)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
     return received
 
 

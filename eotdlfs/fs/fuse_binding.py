@@ -148,11 +148,37 @@ class _DirectFUSE(FUSE):
 
     def _listed_stat(self, path: bytes | None, buf) -> bool:
         requests["getattr"] += 1
-        return path is not None and self.operations.fill_listed_stat(self._path(path), buf.contents)
+        if path is None or not self.operations.fill_listed_stat(self._path(path), buf.contents):
+            return False
+        buf.contents.st_ino = self.operations.inode(self._path(path))
+        return True
+
+    def fgetattr(self, path, buf, fip):
+        done = super().fgetattr(path, buf, fip)
+        if path is not None:  # use_ino: the number is ours (`eotdlfs.fs.inodes`)
+            buf.contents.st_ino = self.operations.inode(self._path(path))
+        return done
+
+    def _names(self, folder: str, buf, filler, fip, *fill_flags: int) -> int:
+        """FOLDER's names, each with its inode number alone (the entry's `d_ino`; its type stays
+        unknown; FILL_FLAGS: libfuse 3's). The bindings give a name no `stat` (fusepy: `d_ino`
+        unknown) or a zeroed one (mfusepy), whose inode 0 marks a deleted entry under use_ino:
+        `readdir(3)` skipped every one."""
+        st = c_stat()
+        for name in self.operations.readdir(folder, fip.contents.fh):
+            dots = name in (".", "..")
+            if not dots:
+                st.st_ino = self.operations.inode(folder.rstrip("/") + "/" + name)
+            if filler(buf, name.encode(self.encoding, "surrogateescape"), None if dots else st, 0, *fill_flags):
+                break
+        return 0
 
     if LIBFUSE == 2:
         def getattr(self, path, buf):
             return 0 if self._listed_stat(path, buf) else super().getattr(path, buf)
+
+        def readdir(self, path, buf, filler, offset, fip):
+            return self._names(self._path(path), buf, filler, fip)
     else:
         def getattr_fuse_3(self, path, buf, fip):
             return 0 if not fip and self._listed_stat(path, buf) else super().getattr_fuse_3(path, buf, fip)
@@ -181,7 +207,7 @@ class _DirectFUSE(FUSE):
                 recent = self._attrs_sent.get(folder, -ATTR_TIMEOUT_S) > now - ATTR_TIMEOUT_S / 2
                 if not offset and (recent or not flags & FUSE_READDIR_PLUS):
                     # names only, all at once: libfuse keeps them and serves the kernel's next calls itself
-                    return super().readdir_fuse_3(path, buf, filler, offset, fip, flags)
+                    return self._names(folder, buf, filler, fip, 0)
                 names = list(self.operations.readdir(folder, fip.contents.fh))
                 while len(self._listings) >= KEPT_LISTINGS:  # readers that stopped half way
                     self._listings.pop(next(iter(self._listings)), None)
@@ -201,14 +227,14 @@ class _DirectFUSE(FUSE):
             return 0
 
         def _child_stat(self, path: str, st) -> bool:
-            if self.operations.fill_listed_stat(path, st):
-                return True
-            try:
-                attrs = self.operations.getattr(path)
-            except OSError:
-                return False  # gone meanwhile: the kernel looks it up when asked
-            ctypes.memset(ctypes.addressof(st), 0, ctypes.sizeof(st))
-            set_st_attrs(st, attrs, use_ns=self.use_ns)
+            if not self.operations.fill_listed_stat(path, st):
+                try:
+                    attrs = self.operations.getattr(path)
+                except OSError:
+                    return False  # gone meanwhile: the kernel looks it up when asked
+                ctypes.memset(ctypes.addressof(st), 0, ctypes.sizeof(st))
+                set_st_attrs(st, attrs, use_ns=self.use_ns)
+            st.st_ino = self.operations.inode(path)
             return True
 
 
@@ -226,7 +252,7 @@ def run_fuse(operations: Any, mountpoint: str, source: str, allow_other: bool = 
     would end libfuse's option, so it is percent-encoded, as in any URL."""
     options = dict(foreground=True, nothreads=False, raw_fi=True, fsname=source.replace(",", "%2C"),
                    subtype="eotdlfs", attr_timeout=ATTR_TIMEOUT_S, entry_timeout=ATTR_TIMEOUT_S,
-                   negative_timeout=0, max_read=MAX_READ, auto_unmount=True)
+                   negative_timeout=0, max_read=MAX_READ, auto_unmount=True, use_ino=True)
     if LIBFUSE == 2:
         # libfuse 3 refuses both options: it always writes big, and takes read-ahead in init
         options.update(big_writes=True, max_readahead=MAX_READ)

@@ -41,6 +41,7 @@ from eotdlfs.fs.context import MountContext
 from eotdlfs.fs.errors import is_failure, logged_errno
 from eotdlfs.fs.fuse_binding import (BINDING, LIBFUSE, FuseOSError, Operations, c_stat, fuse_get_context, requests,
                                      set_st_attrs)
+from eotdlfs.fs.inodes import StagedInodes, path_inode
 from eotdlfs.fs.readonly import XATTR_PREFIX, blocks_of, read_only
 from eotdlfs.fs.status import STATUS_DIR, STATUS_FILE, STATUS_PATH, collect_status, status_bytes
 from eotdlfs.metadata import KINDS
@@ -114,6 +115,7 @@ class EotdlfsOperations(Operations):
         self._handles: dict[int, tuple[str, Any]] = {}
         self.last_failure: dict[str, Any] | None = None  # replaced whole, for the status
         self._next_fh = itertools.count(1)
+        self._staged_inodes = StagedInodes()
         # The `struct stat` of a 0-byte file dated 0: a published file's differs only in size and times.
         self._file_stat = _packed_stat(self.tree.file_attrs(0, 0.0))
 
@@ -168,6 +170,12 @@ class EotdlfsOperations(Operations):
         return staged
 
     # --- attributes and listings -------------------------------------------------------------
+
+    def inode(self, path: str) -> int:
+        """The inode number `stat` shows for PATH (`eotdlfs.fs.inodes`)."""
+        if self.staging is not None and _staged_path(path) not in (None, "/"):
+            return self._staged_inodes.number(path)
+        return path_inode(path)
 
     @_guarded
     def getattr(self, path, fh=None):
@@ -332,6 +340,13 @@ class EotdlfsOperations(Operations):
         return self._stage("write", _staged_path(path) or path, data, offset, value)
 
     @_guarded
+    def fallocate(self, path, mode, offset, length, fi):
+        owner, value = self._handle(fi)
+        if owner != STAGED:
+            raise read_only(path)
+        return self._stage("fallocate", _staged_path(path) or path, mode, offset, length, value)
+
+    @_guarded
     def truncate(self, path, length, fh=None):
         staged = self._writable_for(path)
         owner = self._handles.get(fh.fh) if fh is not None else None
@@ -345,7 +360,13 @@ class EotdlfsOperations(Operations):
         if old_staged is None or new_staged is None:
             raise FuseOSError(errno.EXDEV)
         self._writable_for(old)
-        return self.staging.rename(old_staged, new_staged)
+        self.staging.rename(old_staged, new_staged)
+        try:
+            folder = stat.S_ISDIR(self.staging.getattr(new_staged, None)["st_mode"])
+        except OSError:
+            folder = False  # gone meanwhile
+        self._staged_inodes.renamed(old, new, folder)
+        return 0
 
     @_guarded
     def mkdir(self, path, mode):
@@ -354,11 +375,15 @@ class EotdlfsOperations(Operations):
 
     @_guarded
     def rmdir(self, path):
-        return self._stage("rmdir", self._writable_for(path))
+        self._stage("rmdir", self._writable_for(path))
+        self._staged_inodes.removed(path)
+        return 0
 
     @_guarded
     def unlink(self, path):
-        return self._stage("unlink", self._writable_for(path))
+        self._stage("unlink", self._writable_for(path))
+        self._staged_inodes.removed(path)
+        return 0
 
     @_guarded
     def chmod(self, path, mode):
@@ -383,7 +408,9 @@ class EotdlfsOperations(Operations):
         existing = _staged_path(source)
         if existing is None:
             raise FuseOSError(errno.EXDEV)  # a published file: `cp` it instead
-        return self._stage("link", new, existing)
+        self._stage("link", new, existing)
+        self._staged_inodes.linked(source, target)
+        return 0
 
     @_guarded
     def mknod(self, path, mode, dev):

@@ -8,6 +8,7 @@ to a file in the cache dir, and returns once the kernel shows the mount. A mount
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -106,6 +107,16 @@ def make_private(cache_dir: Path) -> None:
 
 # --- the launcher --------------------------------------------------------------------------
 
+def entries_hidden_by(mountpoint: Path) -> int:
+    """How many entries of the folder MOUNTPOINT a mount on it would hide (libfuse 3 mounts on a
+    folder that is not empty without a word); 0 when it is missing, not a folder, or a dead mount."""
+    try:
+        with os.scandir(mountpoint) as entries:
+            return sum(1 for _ in entries)
+    except OSError:
+        return 0
+
+
 def mount_background(mountpoint: Path, args: list[str], cache_dir: Path,
                      timeout: float = READY_TIMEOUT_S) -> int:
     """Start the mount process detached with ARGS (the CLI options), wait until mounted; its PID."""
@@ -113,10 +124,21 @@ def mount_background(mountpoint: Path, args: list[str], cache_dir: Path,
     clean_stale(mountpoint)
     if is_mounted(mountpoint):
         raise OSError(errno.EBUSY, f"{mountpoint} is already mounted")
-    if not mountpoint.exists():
+    made = [folder for folder in (mountpoint, *mountpoint.parents) if not folder.exists()]
+    if made:
         mountpoint.mkdir(parents=True)  # `eotdlfs mount ~/eotdl` on a fresh machine just works
     if not mountpoint.is_dir():
         raise OSError(errno.ENOTDIR, f"{mountpoint} is not a directory")
+    try:
+        return _start_mount_process(mountpoint, args, cache_dir, timeout)
+    except BaseException:
+        for folder in made:  # a failed mount leaves no empty mount point of its own making
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _start_mount_process(mountpoint: Path, args: list[str], cache_dir: Path, timeout: float) -> int:
     make_private(cache_dir)
     log_path = cache_dir / LOG_FILE
     with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log_file:
@@ -181,7 +203,11 @@ def unmount(mountpoint: Path, timeout: float = EXIT_TIMEOUT_S) -> None:
         pid = None
     done = fusermount(mountpoint)
     if done.returncode != 0:
-        raise OSError(errno.EBUSY, done.stderr.strip() or f"cannot unmount {mountpoint}")
+        said = done.stderr.strip() or f"cannot unmount {mountpoint}"
+        if "busy" in said:
+            said += (" (a process has a file or folder open in it, or it as its working directory: "
+                     f"`fuser -vm {mountpoint}` names them)")
+        raise OSError(errno.EBUSY, said)
     if pid is not None:
         wait_for_exit(pid, timeout)
 
@@ -197,9 +223,18 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
                 return True
         except ChildProcessError:
-            pass
+            if _is_zombie(pid):  # exited; only its parent (not us) can reap it
+                return True
         time.sleep(0.05)
     return False
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_line.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def stop_process(pid: int, timeout: float = 5.0) -> None:

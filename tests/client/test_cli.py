@@ -6,12 +6,14 @@ import hashlib
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
 from client.helpers import (CLI_TIMEOUT_S, OUTSIDE_LINKS, assert_one_line_error, cli_env, client, make_folder, make_outside_link,
                             run_cli, write_metadata)
 from eotdlfs.client.errors import NotFound
+from tests.reliability.faultproxy import FaultProxy
 
 
 def no_record(server, name: str) -> bool:
@@ -127,6 +129,50 @@ def test_get_default_is_latest(repo_server, unique_name, tmp_path):
     run_cli(env, "ingest", str(folder))
     result = run_cli(env, "get", name, "--out", str(tmp_path / "out"))
     assert result.returncode == 0 and (tmp_path / "out" / name / "v2" / "v2-only.txt").read_text() == "2"
+
+
+def test_get_writes_files_whose_names_are_255_bytes(repo_server, unique_name, tmp_path):
+    """A name may have 255 bytes (NAME_MAX); the temp file `get` downloads it into must fit too."""
+    name = unique_name("longname")
+    folder = make_folder(tmp_path / "src", name, 1)
+    longest = {"x" * 255: b"ascii", "é" * 127 + "x": b"two bytes a letter"}
+    for filename, data in longest.items():
+        (folder / filename).write_bytes(data)
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    assert run_cli(env, "ingest", str(folder)).returncode == 0
+    got = run_cli(env, "get", name, "--out", str(tmp_path / "out"))
+    assert got.returncode == 0, got.stderr
+    for filename, data in longest.items():
+        assert (tmp_path / "out" / name / "v1" / filename).read_bytes() == data
+
+
+def test_a_get_killed_mid_file_leaves_no_temp_file_once_run_again(repo_server, unique_name, tmp_path):
+    """`eotdlfs get` killed (kill -9, a lost terminal) while a file downloaded left its `.NAME.XXXXXXXX.part`
+    for good: the re-run downloaded into a temp file of another name, and an ingest of the copy (the
+    guide's recipe) then published the leftover too."""
+    name = unique_name("killed")
+    folder = make_folder(tmp_path / "src", name, 2)
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    assert run_cli(env, "ingest", str(folder)).returncode == 0
+    out = tmp_path / "out"
+    with FaultProxy(repo_server.url) as proxy:
+        proxy.inject("slow", r"/download/", delay=60)  # held: each file's temp is made, its bytes never come
+        getting = subprocess.Popen([sys.executable, "-m", "eotdlfs", "get", name, "--out", str(out)],
+                                   env={**env, "EOTDL_API_URL": proxy.url}, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while not list(out.rglob("*.part")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert list(out.rglob("*.part")), "get made no temp file within 30 s"
+        finally:
+            getting.kill()
+            getting.wait(10)
+    got = run_cli(env, "get", name, "--out", str(out))
+    assert got.returncode == 0, got.stderr
+    copy = out / name / "v1"
+    assert sorted(str(p.relative_to(copy)) for p in copy.rglob("*") if p.is_file()) == \
+        sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
 def test_without_an_api_url_the_embedded_repository_is_used(unique_name, tmp_path):

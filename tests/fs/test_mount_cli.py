@@ -229,12 +229,43 @@ def test_a_second_mount_on_a_cache_dir_in_use_fails_naming_the_holder(repo_serve
         assert f"in use by the eotdlfs mount on {holder.path} (process {holder.pid})" in done.stderr, done.stderr
         assert f"error: {cache} is in use" in done.stderr, done.stderr
         assert not is_mounted(mnt)
+        assert not mnt.exists()  # the mount point it made, removed again (it stayed behind, empty)
     assert (holder.path / "staging" / "datasets" / name / "labels.csv").exists()  # the holder keeps its staging
     blocks = BlockCache(cache / "blocks", 1 << 30)  # the block cache stays open to readers that are not mounts
     try:
         assert blocks.stats()["size_limit"] == 1 << 30
     finally:
         blocks.close()
+
+
+def test_mounting_on_a_folder_that_is_not_empty_warns_that_its_files_are_hidden(repo_server, tmp_path, mountpoint):
+    """libfuse 3 mounts on a folder with files in it without a word: they vanished from sight until the
+    unmount, and a user took them for lost."""
+    mnt, pids = mountpoint
+    mnt.mkdir()
+    (mnt / "mine.txt").write_text("mine\n")
+    done = eotdlfs("mount", str(mnt), "--api-url", repo_server.url, "--cache-dir", str(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr
+    pids.append(json.loads((mnt / ".eotdlfs" / "status.json").read_text())["pid"])
+    assert f"warning: {mnt} is not empty: what it holds (1 entries) is hidden until `eotdlfs umount {mnt}`" \
+        in done.stderr, done.stderr
+    assert eotdlfs("umount", str(mnt)).returncode == 0
+    assert (mnt / "mine.txt").read_text() == "mine\n"
+
+
+def test_umount_of_a_mount_in_use_says_how_to_find_who_uses_it(repo_server, unique_name, tmp_path, mountpoint):
+    """fusermount's "Device or resource busy" alone left the sysadmin guessing which process held the mount."""
+    mnt, pids = mountpoint
+    name = unique_name("busy")
+    ingest(repo_server, make_folder(tmp_path / "src", name))
+    done = eotdlfs("mount", str(mnt), "--api-url", repo_server.url, "--cache-dir", str(tmp_path / "cache"))
+    assert done.returncode == 0, done.stderr
+    pids.append(json.loads((mnt / ".eotdlfs" / "status.json").read_text())["pid"])
+    with open(mnt / "datasets" / name / "v1" / "labels.csv", "rb"):
+        busy = eotdlfs("umount", str(mnt))
+        assert busy.returncode == 1 and "busy" in busy.stderr and f"fuser -vm {mnt}" in busy.stderr, busy.stderr
+        assert is_mounted(mnt)
+    assert eotdlfs("umount", str(mnt)).returncode == 0
 
 
 def test_a_relative_cache_dir_is_the_one_beside_the_caller(repo_server, unique_name, tmp_path, mountpoint):

@@ -177,3 +177,17 @@ def test_concurrent_readers_of_a_cold_file_fetch_it_once(repo_server, mount_fact
         t.join(60)
     assert digests == [hashlib.sha1(data).hexdigest()] * 8
     assert repo_server.stats()["bytes_sent"] - before == len(data)
+
+
+def test_inode_numbers_of_a_version_stay_the_same_across_a_remount(repo_server, mount_factory, published):
+    """Inode numbers were libfuse's node ids, given in lookup order: after a remount tools keyed on inodes
+    (borg's files cache, tar --listed-incremental) took every file for a new one and read it again."""
+    name, _ = published
+    mnt = mount_factory(repo_server)
+    files = [mnt.path / "datasets" / name / "v1" / rel for rel in ("labels.csv", "empty.txt", "images/tile_1.bin")]
+    before = {path: os.stat(path).st_ino for path in files}
+    mnt.remount()
+    after = {path: os.stat(path).st_ino for path in reversed(files)}  # looked up in another order
+    assert after == before
+    listed = {entry.name: entry.inode() for entry in os.scandir(files[0].parent)}  # as `ls -i` shows them
+    assert listed["labels.csv"] == before[files[0]] and len(set(listed.values())) == len(listed)

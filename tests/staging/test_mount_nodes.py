@@ -148,3 +148,27 @@ def test_one_flush_names_every_node_a_version_cannot_hold(tmp_path, repo_server,
     for node in ("pipe", "dangling", "outside"):
         os.unlink(target / node)
     assert flush_cli(tmp_path, repo_server, target).returncode == 0
+
+
+def test_a_staged_node_keeps_its_inode_through_a_rename_and_shares_it_with_its_hard_links(tmp_path, repo_server,
+                                                                                          mount_factory, unique_name):
+    """As on a disk: `cp -a`, `tar` and `rsync -H` find hard links by inode, `find` and `du` tell folders
+    apart by it. (Each name of a hard link showed a number of its own.)"""
+    name = unique_name("inodes")
+    mount = mount_factory(repo_server, ttl=1)
+    target = staged(mount, name)
+    target.mkdir()
+    write_metadata(target, name)
+    (target / "sub").mkdir()
+    (target / "sub" / "data.txt").write_text("data\n")
+    run("ln", str(target / "sub" / "data.txt"), str(target / "hard.txt"))
+    number = os.stat(target / "sub" / "data.txt").st_ino
+    folder = os.stat(target / "sub").st_ino
+    assert os.stat(target / "hard.txt").st_ino == number
+    run("mv", str(target / "sub"), str(target / "moved"))
+    assert os.stat(target / "moved").st_ino == folder
+    assert os.stat(target / "moved" / "data.txt").st_ino == number
+    run("mv", str(target / "hard.txt"), str(target / "hard-moved.txt"))
+    assert os.stat(target / "hard-moved.txt").st_ino == number
+    numbers = [os.lstat(path).st_ino for path in (target, target / "metadata.yml", target / "moved")]
+    assert len(set(numbers + [number])) == 4

@@ -128,6 +128,27 @@ def test_flush_without_metadata_says_so(tmp_path, repo_server, mount_factory, un
     assert "flush failed" in status and "metadata.yml (nor a STAC catalog.json)" in status, status
 
 
+def test_fallocate_reserves_extends_and_punches_as_on_a_disk(tmp_path, repo_server, mount_factory, published):
+    """`fallocate` (the tool; rsync --preallocate, downloaders) failed with EOPNOTSUPP and left an empty file."""
+    name, folder = published
+    mount = mount_factory(repo_server, ttl=1)
+    target = staged(mount, name)
+    subprocess.run(["fallocate", "-l", "3M", str(target / "reserved.bin")], check=True)
+    data = os.urandom(1 << 20)
+    (target / "punched.bin").write_bytes(data)
+    subprocess.run(["fallocate", "--punch-hole", "--offset", "4096", "--length", "65536", str(target / "punched.bin")],
+                   check=True)
+    old = (folder / "part0" / "file0000.txt").read_bytes()
+    subprocess.run(["fallocate", "-l", "100000", str(target / "part0" / "file0000.txt")], check=True)  # copied up
+    expected = {"reserved.bin": bytes(3 << 20), "punched.bin": data[:4096] + bytes(65536) + data[4096 + 65536:],
+                "part0/file0000.txt": old + bytes(100000 - len(old))}
+    assert {rel: (target / rel).read_bytes() for rel in expected} == expected
+    assert os.stat(target / "punched.bin").st_blocks * 512 < len(data)  # the hole is a hole
+    result = flush_cli(tmp_path, repo_server, target)
+    assert result.returncode == 0, result.stderr
+    assert {rel: (mount.path / KIND / name / "v2" / rel).read_bytes() for rel in expected} == expected
+
+
 def test_tools_on_the_staging_tree(tmp_path, repo_server, mount_factory, published):
     name, folder = published
     mount = mount_factory(repo_server, ttl=1)
@@ -210,6 +231,20 @@ def test_random_operations_on_the_mount_agree_with_a_local_folder(tmp_path, repo
     run_both(ops[half:], FolderBackend(reference), FolderBackend(staged(mount, name)))
 
 
+def flush_under_way(tmp_path: Path, server, folder: Path) -> subprocess.Popen:
+    """`eotdlfs flush FOLDER` started, once the server has received a part of a file (FOLDER holds one over
+    16 MiB); the command waits on, its output piped."""
+    chunks = server.stats()["uploads"]["chunk"]  # the session server counts every test's uploads
+    waiting = subprocess.Popen([sys.executable, "-m", "eotdlfs", "flush", str(folder), "--timeout", "60"],
+                               env=cli_env(tmp_path, server.url, None), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while server.stats()["uploads"]["chunk"] == chunks and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.stats()["uploads"]["chunk"] > chunks, "the flush sent no part within 30 s"
+    return waiting
+
+
 def test_kill_during_flush_then_remount_gives_exactly_one_version(tmp_path, repo_server, mount_factory, published):
     name, _ = published
     cache = tmp_path / "kill-cache"
@@ -219,14 +254,7 @@ def test_kill_during_flush_then_remount_gives_exactly_one_version(tmp_path, repo
     (target / "big.bin").write_bytes(big)
     (target / "part3" / "file0003.txt").write_text("staged before the crash\n")
     expected = sha1_tree(target)
-    chunks = repo_server.stats()["uploads"]["chunk"]  # the session server counts every test's uploads
-    waiting = subprocess.Popen([sys.executable, "-m", "eotdlfs", "flush", str(target), "--timeout", "60"],
-                               env=cli_env(tmp_path, repo_server.url, None), stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while repo_server.stats()["uploads"]["chunk"] == chunks and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert repo_server.stats()["uploads"]["chunk"] > chunks  # killed in the middle of the upload
+    waiting = flush_under_way(tmp_path, repo_server, target)  # killed in the middle of the upload
     os.kill(mount.pid, signal.SIGKILL)
     _, stderr = waiting.communicate(timeout=30)
     # what the waiting `eotdlfs flush` says (it said 'Software caused connection abort')
@@ -240,6 +268,35 @@ def test_kill_during_flush_then_remount_gives_exactly_one_version(tmp_path, repo
     assert version_files(repo_server, name, 2) == expected
     assert hashlib.sha1((mount.path / KIND / name / "v2" / "big.bin").read_bytes()).digest() == \
         hashlib.sha1(big).digest()
+
+
+def test_unmount_during_a_flush_lets_it_finish_and_the_waiting_flush_says_so(tmp_path, repo_server, mount_factory,
+                                                                              published):
+    """An unmount lets a running flush finish (up to 10 s) before the mount process exits; the waiting
+    `eotdlfs flush` then says what was published, where it said "the mount stopped during the flush"."""
+    name, _ = published
+    mount = mount_factory(repo_server, ttl=1)
+    target = staged(mount, name)
+    (target / "big.bin").write_bytes(os.urandom(24 << 20))  # multipart: the flush is seen under way
+    expected = sha1_tree(target)
+    waiting = flush_under_way(tmp_path, repo_server, target)
+    mount.unmount()  # fusermount -u, then the mount process exits once the flush ended
+    stdout, stderr = waiting.communicate(timeout=60)
+    assert published_versions(repo_server, name) == [1, 2]
+    assert version_files(repo_server, name, 2) == expected
+    assert waiting.returncode == 0 and "published v2" in stdout, stdout + stderr
+
+
+def test_flush_of_the_current_folder_names_the_record(tmp_path, repo_server, mount_factory, published):
+    """`cd MNT/staging/datasets/NAME; eotdlfs flush .` said ": published v2" (the name of `.` is empty)."""
+    name, _ = published
+    mount = mount_factory(repo_server, ttl=1)
+    target = staged(mount, name)
+    (target / "part1" / "here.txt").write_text("flushed from inside\n")
+    done = subprocess.run([sys.executable, "-m", "eotdlfs", "flush", "..", "--timeout", "60"], cwd=target / "part1",
+                          env=cli_env(tmp_path, repo_server.url, None), stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith(f"{name}: published v2"), done.stdout + done.stderr
 
 
 def test_someone_elses_dataset_is_refused_and_kept(tmp_path, repo_server, mount_factory, published):

@@ -281,6 +281,10 @@ class StagingArea(NodeCalls):
         overlay, rel = self._inside(path)
         overlay.truncate(rel, length, fh)
 
+    def fallocate(self, path: str, mode: int, offset: int, length: int, fh: StagedHandle) -> int:
+        fh.overlay.fallocate(fh, mode, offset, length)
+        return 0
+
     def flush(self, path: str, fh: StagedHandle) -> int:
         return 0  # writes go straight to the staged file; nothing is buffered here
 

@@ -17,6 +17,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable
 
+from eotdlfs.fs.mount import read_status, wait_for_exit
+from eotdlfs.fs.staging.journal import JOURNAL_FILE, STAGING_FOLDER, StagingJournal
+
 FLUSH_XATTR = "user.eotdlfs.flush"
 POLL_S = 0.05
 # What the folder's xattr read fails with once the mount process died (killed, crashed).
@@ -51,6 +54,7 @@ def read_flush_state(folder: Path) -> dict:
 def request_flush(folder: Path, on_state: Callable[[dict], None], timeout: float) -> dict:
     """Ask the mount to flush FOLDER and wait for the outcome, calling ON_STATE with each state seen."""
     before = read_flush_state(folder)["run"]
+    holder = _mount_holder(folder)
     os.setxattr(folder, FLUSH_XATTR, b"1")
     deadline = time.monotonic() + timeout
     while True:
@@ -59,6 +63,10 @@ def request_flush(folder: Path, on_state: Callable[[dict], None], timeout: float
         except OSError as exc:
             if exc.errno not in MOUNT_GONE and not _mount_gone(folder):
                 raise
+            # An unmount lets a running flush end before the process exits: its journal has the outcome.
+            kept = _outcome_kept(holder, folder, before, deadline)
+            if kept is not None:
+                return kept
             raise OSError(exc.errno, "the mount stopped during the flush; every staged change is kept, and the "
                           "flush resumes when it is mounted again", str(folder)) from None
         on_state(state)
@@ -68,6 +76,34 @@ def request_flush(folder: Path, on_state: Callable[[dict], None], timeout: float
             raise TimeoutError(f"the flush of {folder} did not end within {timeout:.0f} s; "
                                "it goes on in the mount (see `eotdlfs status`)")
         time.sleep(POLL_S)
+
+
+def _mount_holder(folder: Path) -> tuple[int, Path] | None:
+    """The PID and cache dir of the mount process serving FOLDER (MNT/staging/KIND/NAME), if it says."""
+    try:
+        status = read_status(folder.absolute().parents[2])
+        return int(status["pid"]), Path(status["cache_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _outcome_kept(holder: tuple[int, Path] | None, folder: Path, before: int, deadline: float) -> dict | None:
+    """The flush state the mount process recorded in FOLDER's journal for a flush after run BEFORE,
+    once that process has exited (waiting until DEADLINE); None when it recorded none."""
+    if holder is None:
+        return None
+    pid, cache_dir = holder
+    journal_folder = cache_dir / STAGING_FOLDER / folder.absolute().parent.name / folder.name
+    if not wait_for_exit(pid, max(0.0, deadline - time.monotonic())) or not (journal_folder / JOURNAL_FILE).exists():
+        return None
+    journal = StagingJournal(journal_folder)
+    try:
+        kept = journal.get_meta("last_flush", {})
+    finally:
+        journal.close()
+    if kept.get("run", 0) <= before or not Stage(kept.get("state", Stage.IDLE)).finished:
+        return None
+    return {**kept, "queued": False}
 
 
 def _mount_gone(folder: Path) -> bool:

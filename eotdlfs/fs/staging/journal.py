@@ -31,6 +31,7 @@ from eotdlfs.fs.staging.nodetable import NODE_COLUMNS, Node, NodeWriter, below, 
 from eotdlfs.repository import FileEntry
 
 JOURNAL_FILE = "journal.sqlite"
+STAGING_FOLDER = "staging"  # of the cache dir: a record's journal is in STAGING_FOLDER/KIND/NAME/
 DIR_MODE = 0o040755
 
 _SCHEMA = """

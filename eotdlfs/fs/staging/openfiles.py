@@ -9,6 +9,7 @@ adapter's) and hands them back on every call; the overlay only counts them.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import logging
@@ -33,6 +34,10 @@ STAGED_FILE_MODE = 0o600  # staged bytes may be unpublished: the mount's user al
 # unlink that frees space again, else a full disk could not be cleaned through the mount.
 MIN_FREE_BYTES = 1 << 20
 MAX_RETRIES = 8  # copy-ups lost to a concurrent change before giving up
+FALLOC_FL_PUNCH_HOLE = 0x02  # linux/falloc.h: frees the range (with FALLOC_FL_KEEP_SIZE)
+
+_libc = ctypes.CDLL(None, use_errno=True)  # fallocate(2) with a mode: os has posix_fallocate alone
+_libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +215,17 @@ class OpenFiles:
         written = os.pwrite(handle.fd, data, offset)
         self.last_change = time.monotonic()
         return written
+
+    def fallocate(self, handle: StagedHandle, mode: int, offset: int, length: int) -> None:
+        """fallocate(2) with MODE on the staged file: reserve or extend, punch a hole, zero a range."""
+        if not handle.writable:
+            raise staging_error(errno.EBADF, "file not open for writing")
+        if not mode & FALLOC_FL_PUNCH_HOLE:
+            _check_room(os.fstatvfs(handle.fd), length)
+        if _libc.fallocate(handle.fd, mode, offset, length) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+        self.last_change = time.monotonic()
 
     def truncate(self, path: str, length: int, handle: StagedHandle | None = None) -> None:
         if handle is not None and handle.writable:
