@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Body, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,6 +33,7 @@ from eotdlfs.server.store import Store
 # behind `/download/`, so only what would break the URL ('?', '#', '%', spaces...) is quoted.
 HREF_SAFE = "/:@!$&'()*+,;=-._~"
 # max_form_fields: Starlette's cap on fields per form (route 7 sends two per file)
+CREDENTIAL_HEADERS = ("Authorization", "X-API-Key")  # the arguments of `authenticate`, in its order
 CAPABILITIES = {"size": True, "range": True, "drafts": True, "max_form_fields": 1000, "carry_any_path": True,
                 "part_encodings": list(ENCODINGS), "contents": {"max_files": CONTENTS_MAX_FILES,
                                                                 "max_bytes": CONTENTS_MAX_BYTES}}
@@ -45,6 +46,15 @@ def _validation_detail(exc: RequestValidationError) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()))
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "; ".join(parts) or "Invalid request"
+
+
+def _one_header(request: Request, name: str) -> str | None:
+    """The value of header NAME; AuthError when it comes twice (a proxy in front and this server may
+    each take another of the two, so neither is)."""
+    values = request.headers.getlist(name)
+    if len(values) > 1:
+        raise AuthError(f"More than one {name} header")
+    return values[0] if values else None
 
 
 def kind_router(kind: str, store: Store, stats: Stats, user: Any, downloads: Downloads) -> APIRouter:
@@ -178,9 +188,9 @@ def create_app(root: Path, limits: Limits | None = None, db_url: str | None = No
     secret = load_secret(Path(root), store.db)
     stats = Stats()
 
-    def current_user(authorization: str | None = Header(None), x_api_key: str | None = Header(None)) -> str:
+    def current_user(request: Request) -> str:
         try:
-            return authenticate(store.db, secret, authorization, x_api_key)
+            return authenticate(store.db, secret, *(_one_header(request, name) for name in CREDENTIAL_HEADERS))
         except AuthError as exc:
             raise ApiError(401, str(exc)) from None
 
