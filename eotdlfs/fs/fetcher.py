@@ -360,7 +360,7 @@ class BlockFetcher:
         # created per 1 MiB block was 7 % of a cold sequential read's CPU.
         if early:  # (a file's only block is its final one: nothing to store yet)
             self.recent.add(content.checksum, early)
-            self.cache.put_runs([(content.checksum, list(early), view[:len(early) * size])], size)
+            self.cache.put_runs([([(content.checksum, i) for i in early], [view[:len(early) * size]])], size)
         return blocks
 
     def _verify(self, task: _Task, blocks: dict[int, memoryview], final: int) -> bool:

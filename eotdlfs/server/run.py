@@ -11,6 +11,7 @@ from pathlib import Path
 import uvicorn
 
 from eotdlfs.server.app import create_app
+from eotdlfs.server.rangeprotocol import range_protocol
 
 STARTUP_TIMEOUT_S = 30.0
 GRACEFUL_STOP_S = 5
@@ -21,8 +22,9 @@ def _config(root: Path, host: str, port: int, db_url: str | None = None, blobs_u
     # uvicorn picks httptools and uvloop (dependencies) over h11 and asyncio. Access logs, and a
     # `server` header each client parses, cost time per request (a mount sends one per cold read).
     # Stopping waits at most GRACEFUL_STOP_S for requests in flight (a stalled download must not hang it).
-    return uvicorn.Config(create_app(Path(root), db_url=db_url, blobs_url=blobs_url,
-                                     redirect_downloads=redirect_downloads), host=host, port=port, log_level="warning",
+    # Small ranges of local blobs are answered by the protocol itself (`rangeprotocol`).
+    app = create_app(Path(root), db_url=db_url, blobs_url=blobs_url, redirect_downloads=redirect_downloads)
+    return uvicorn.Config(app, host=host, port=port, http=range_protocol(app.state.downloads), log_level="warning",
                           access_log=False, server_header=False, timeout_keep_alive=30,
                           timeout_graceful_shutdown=GRACEFUL_STOP_S, **tls)
 
