@@ -7,7 +7,7 @@ Every error is answered as `{"detail": "<one string>"}`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Depends, FastAPI, File, Form, Query, Request, UploadFile
@@ -174,9 +174,9 @@ def stac_routes(r: APIRouter, store: Store, user: Any, reader: Any) -> None:
 class RepositoryApp(FastAPI):
     """FastAPI with route 9 answered in front of all of it (see `download.DownloadFastPath`)."""
 
-    def __init__(self, downloads: Downloads, reader_of: Callable[[Headers], Reader], **kwargs: Any):
+    def __init__(self, downloads: Downloads, **kwargs: Any):
         super().__init__(**kwargs)
-        self._front = DownloadFastPath(super().__call__, downloads, reader_of)
+        self._front = DownloadFastPath(super().__call__, downloads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._front(scope, receive, send)
@@ -214,8 +214,8 @@ def create_app(root: Path, limits: Limits | None = None, db_url: str | None = No
     def reader(request: Request) -> Reader:
         return reader_of(request.headers)
 
-    downloads = Downloads(store, stats, redirect_downloads)
-    app = RepositoryApp(downloads, reader_of, title="eotdlfs repository", openapi_url="/openapi.json", docs_url="/docs",
+    downloads = Downloads(store, stats, reader_of, redirect_downloads)
+    app = RepositoryApp(downloads, title="eotdlfs repository", openapi_url="/openapi.json", docs_url="/docs",
                         redoc_url=None)
     app.state.store, app.state.stats, app.state.downloads = store, stats, downloads
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, max_other_bytes=limits.max_other_body_bytes,

@@ -136,8 +136,9 @@ class Downloads:
 
     KNOWN_LIMIT = 20_000  # about 10 MB of lookups; past it they are forgotten and asked again
 
-    def __init__(self, store: Store, stats: Stats, redirect: bool = False):
-        self.store, self.stats, self.redirect = store, stats, redirect
+    def __init__(self, store: Store, stats: Stats, reader_of: Callable[[Headers], Reader], redirect: bool = False):
+        # READER_OF: who reads with a request's headers, for every way route 9 is answered (draft files)
+        self.store, self.stats, self.reader_of, self.redirect = store, stats, reader_of, redirect
         self._known: dict[tuple[str, str, str, int | None], BlobRef] = {}
 
     def find(self, kind: str, record_id: str, path: str, file_version: int | None, reader: Reader) -> BlobRef:
@@ -187,8 +188,8 @@ class DownloadFastPath:
     answers; an unexpected error, before any byte is sent, is left to them, so it is answered as
     every other route's (JSON 500, or 507 for a full disk)."""
 
-    def __init__(self, app: ASGIApp, downloads: Downloads, reader_of: Callable[[Headers], Reader]):
-        self.app, self.downloads, self.reader_of = app, downloads, reader_of
+    def __init__(self, app: ASGIApp, downloads: Downloads):
+        self.app, self.downloads = app, downloads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = lookup = None
@@ -208,7 +209,7 @@ class DownloadFastPath:
 
         try:
             try:
-                reader = self.reader_of(Headers(scope=scope))
+                reader = self.downloads.reader_of(Headers(scope=scope))
                 if lookup is not None:
                     kind, record_id = lookup.groups()
                     response = JSONResponse(self.downloads.store.list_files(kind, record_id, _version(scope),

@@ -117,6 +117,10 @@ def test_a_draft_is_seen_by_its_owner_alone(api, unique_name):
         assert other.files(rid, 1) == published
         assert other.get(f"{k}/{rid}/files?path=only-draft").json() == []  # a mount's lookup
         assert other.download(rid, "pub").content == b"published"
+        small_range = {"Range": "bytes=0-3"}  # answered below ASGI by the range protocol
+        assert other.download(rid, "pub", headers=small_range).content == b"publ"
+        assert other.download(rid, "only-draft", 1, headers=small_range).status_code == 404
+        assert other.download(rid, "pub", 2, headers=small_range).status_code == 404
         assert other.req("HEAD", f"{k}/{rid}/download/pub").headers["content-length"] == "9"
         for path, file_version in (("pub", 2), ("only-draft", 1), ("only-draft", None)):
             assert other.download(rid, path, file_version).status_code == 404
@@ -127,6 +131,8 @@ def test_a_draft_is_seen_by_its_owner_alone(api, unique_name):
     assert {f["filename"] for f in api.files(rid, 2)} == {"pub", "only-draft"}
     assert api.download(rid, "pub").content == b"secret draft"
     assert api.download(rid, "only-draft", 1).content == b"secret"
+    assert api.download(rid, "only-draft", 1, headers={"Range": "bytes=0-3"}).content == b"secr"
+    assert api.download(rid, "pub", headers={"Range": "bytes=0-3"}).content == b"secr"
     assert api.post(f"{k}/{rid}/contents", json={"files": [["only-draft", 1]]}).content == b"secret"
     # published, it is everyone's
     assert api.post(f"{k}/{rid}/publish?version=2").status_code == 200
