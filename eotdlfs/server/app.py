@@ -10,16 +10,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Body, Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
+from fastapi import APIRouter, Body, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from eotdlfs.diskfull import is_disk_full
 from eotdlfs.metadata import KINDS
 from eotdlfs.parts import ENCODINGS
-from eotdlfs.server.auth import AuthError, authenticate, load_secret
+from eotdlfs.server.auth import AuthError, Reader, authenticate, load_secret
 from eotdlfs.server.bodylimit import BodyLimit
 from eotdlfs.server.contents import MAX_BYTES as CONTENTS_MAX_BYTES, MAX_FILES as CONTENTS_MAX_FILES, file_contents
 from eotdlfs.server.download import DownloadFastPath, Downloads
@@ -33,6 +34,7 @@ from eotdlfs.server.store import Store
 # behind `/download/`, so only what would break the URL ('?', '#', '%', spaces...) is quoted.
 HREF_SAFE = "/:@!$&'()*+,;=-._~"
 # max_form_fields: Starlette's cap on fields per form (route 7 sends two per file)
+CREDENTIAL_HEADERS = ("Authorization", "X-API-Key")  # the arguments of `authenticate`, in its order
 CAPABILITIES = {"size": True, "range": True, "drafts": True, "max_form_fields": 1000, "carry_any_path": True,
                 "part_encodings": list(ENCODINGS), "contents": {"max_files": CONTENTS_MAX_FILES,
                                                                 "max_bytes": CONTENTS_MAX_BYTES}}
@@ -47,12 +49,21 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "Invalid request"
 
 
-def kind_router(kind: str, store: Store, stats: Stats, user: Any, downloads: Downloads) -> APIRouter:
+def _one_header(headers: Headers, name: str) -> str | None:
+    """The value of header NAME; AuthError when it comes twice (a proxy in front and this server may
+    each take another of the two, so neither is)."""
+    values = headers.getlist(name)
+    if len(values) > 1:
+        raise AuthError(f"More than one {name} header")
+    return values[0] if values else None
+
+
+def kind_router(kind: str, store: Store, stats: Stats, user: Any, reader: Any, downloads: Downloads) -> APIRouter:
     """Routes 1-12 and the draft extension for one KIND ('datasets' or 'models')."""
     noun = kind[:-1]  # 'dataset' or 'model': the prefix of the answers' keys
     r = APIRouter(prefix=f"/{kind}")
     if kind == STAC_KIND:  # before `POST /{record_id}`, which would take "stac" for an id
-        stac_routes(r, store, user)
+        stac_routes(r, store, user, reader)
 
     @r.get("")
     def list_or_get(name: str | None = None, match: str | None = None, limit: int | None = None) -> Any:
@@ -83,8 +94,9 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, downloads: Dow
         return {f"{noun}_id": record_id, f"{noun}_name": name, "filename": path, "file_version": file_version}
 
     @r.get("/{record_id}/files")
-    def files(record_id: str, version: int | None = None, path: str | None = None) -> Any:
-        return store.list_files(kind, record_id, version, path)
+    def files(record_id: str, version: int | None = None, path: str | None = None,
+              who: Reader = Depends(reader)) -> Any:
+        return store.list_files(kind, record_id, version, path, who)
 
     @r.post("/{record_id}/batch")
     def batch(record_id: str, version: int | None = None, batch: UploadFile = File(...),
@@ -117,14 +129,15 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, downloads: Dow
         return {f"{noun}_id": record_id, "version": version}
 
     @r.api_route("/{record_id}/download/{path:path}", methods=["GET", "HEAD"], response_model=None)
-    async def download(request: Request, record_id: str, path: str, version: int | None = None) -> Response:
+    async def download(request: Request, record_id: str, path: str, version: int | None = None,
+                       who: Reader = Depends(reader)) -> Response:
         # Normally answered earlier by DownloadFastPath; this route documents it in the schema.
         return downloads.answer(kind, record_id, path, version, request.method == "HEAD",
-                                request.headers.get("range"), request.headers.get("if-range"))
+                                request.headers.get("range"), request.headers.get("if-range"), who)
 
     @r.post("/{record_id}/contents")
-    def contents(record_id: str, body: Any = Body(...)) -> Response:
-        data = file_contents(store, kind, record_id, body)
+    def contents(record_id: str, body: Any = Body(...), who: Reader = Depends(reader)) -> Response:
+        data = file_contents(store, kind, record_id, body, who)
         stats.contents(len(data))
         return Response(data, media_type="application/octet-stream")
 
@@ -138,7 +151,7 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, downloads: Dow
     return r
 
 
-def stac_routes(r: APIRouter, store: Store, user: Any) -> None:
+def stac_routes(r: APIRouter, store: Store, user: Any, reader: Any) -> None:
     """S1, S4 and S5: the official client's STAC datasets (see eotdlfs/server/stac.py)."""
 
     @r.post("/stac")
@@ -150,11 +163,12 @@ def stac_routes(r: APIRouter, store: Store, user: Any) -> None:
         return {"dataset_id": record_id, "version": store.put_stac(STAC_KIND, record_id, uid, body, version)}
 
     @r.get("/{record_id}/download")
-    def download_stac(request: Request, record_id: str, version: int | None = None) -> Any:
+    def download_stac(request: Request, record_id: str, version: int | None = None,
+                      who: Reader = Depends(reader)) -> Any:
         base = str(request.base_url)
         return store.stac_feature_collection(
             STAC_KIND, record_id, version,
-            lambda path: f"{base}datasets/{record_id}/download/{quote(path, safe=HREF_SAFE)}")
+            lambda path: f"{base}datasets/{record_id}/download/{quote(path, safe=HREF_SAFE)}", who)
 
 
 class RepositoryApp(FastAPI):
@@ -178,13 +192,29 @@ def create_app(root: Path, limits: Limits | None = None, db_url: str | None = No
     secret = load_secret(Path(root), store.db)
     stats = Stats()
 
-    def current_user(authorization: str | None = Header(None), x_api_key: str | None = Header(None)) -> str:
+    def credentials(headers: Headers) -> str:
+        return authenticate(store.db, secret, *(_one_header(headers, name) for name in CREDENTIAL_HEADERS))
+
+    def current_user(request: Request) -> str:
         try:
-            return authenticate(store.db, secret, authorization, x_api_key)
+            return credentials(request.headers)
         except AuthError as exc:
             raise ApiError(401, str(exc)) from None
 
-    downloads = Downloads(store, stats, redirect_downloads)
+    def reader_of(headers: Headers) -> Reader:
+        """Who reads with HEADERS, checked only when asked (for a draft): a read needs no credentials,
+        and bad ones make an anonymous reader, as before drafts were private."""
+        def who() -> str | None:
+            try:
+                return credentials(headers)
+            except AuthError:
+                return None
+        return who
+
+    def reader(request: Request) -> Reader:
+        return reader_of(request.headers)
+
+    downloads = Downloads(store, stats, reader_of, redirect_downloads)
     app = RepositoryApp(downloads, title="eotdlfs repository", openapi_url="/openapi.json", docs_url="/docs",
                         redoc_url=None)
     app.state.store, app.state.stats, app.state.downloads = store, stats, downloads
@@ -229,6 +259,6 @@ def create_app(root: Path, limits: Limits | None = None, db_url: str | None = No
         return CAPABILITIES
 
     for kind in KINDS:
-        app.include_router(kind_router(kind, store, stats, current_user, downloads))
+        app.include_router(kind_router(kind, store, stats, current_user, reader, downloads))
     return app
 

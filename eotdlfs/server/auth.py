@@ -14,6 +14,7 @@ import secrets
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import jwt
 
@@ -22,6 +23,13 @@ from eotdlfs.server.db import Database
 SECRET_FILE = "secret"
 ALGORITHM = "HS256"
 TOKEN_LIFETIME_S = 30 * 24 * 3600
+
+Reader = Callable[[], "str | None"]  # who is reading (None: nobody known); asked only when a draft is at stake
+
+
+def nobody() -> None:
+    """The reader of a request without valid credentials."""
+    return None
 
 
 class AuthError(Exception):

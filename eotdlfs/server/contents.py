@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from eotdlfs.server.errors import ApiError, bad_request
+from eotdlfs.server.auth import Reader
 from eotdlfs.server.store import Store
 
 MAX_FILES = 1000
@@ -34,9 +35,10 @@ def requested_files(body: Any) -> list[tuple[str, int]]:
     return pairs
 
 
-def file_contents(store: Store, kind: str, record_id: str, body: Any) -> bytes:
-    """The bytes of the files BODY names, one after another (404 for one the record lacks)."""
-    blobs = [store.find_download(kind, record_id, path, version) for path, version in requested_files(body)]
+def file_contents(store: Store, kind: str, record_id: str, body: Any, reader: Reader) -> bytes:
+    """The bytes of the files BODY names, one after another (404 for one the record lacks, or that only
+    a draft READER does not own holds)."""
+    blobs = [store.find_download(kind, record_id, path, version, reader) for path, version in requested_files(body)]
     if sum(blob.size for blob in blobs) > MAX_BYTES:
         raise ApiError(413, f"The files total more than {MAX_BYTES} bytes; ask for fewer at a time")
     return b"".join(store.blob_bytes(blob.checksum, blob.size) for blob in blobs)

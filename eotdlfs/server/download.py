@@ -14,9 +14,11 @@ from typing import Callable
 from urllib.parse import parse_qsl
 
 import anyio
+from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from eotdlfs.server.auth import Reader
 from eotdlfs.server.blobs import Blobs
 from eotdlfs.server.errors import ApiError
 from eotdlfs.server.stats import Stats
@@ -134,15 +136,16 @@ class Downloads:
 
     KNOWN_LIMIT = 20_000  # about 10 MB of lookups; past it they are forgotten and asked again
 
-    def __init__(self, store: Store, stats: Stats, redirect: bool = False):
-        self.store, self.stats, self.redirect = store, stats, redirect
+    def __init__(self, store: Store, stats: Stats, reader_of: Callable[[Headers], Reader], redirect: bool = False):
+        # READER_OF: who reads with a request's headers, for every way route 9 is answered (draft files)
+        self.store, self.stats, self.reader_of, self.redirect = store, stats, reader_of, redirect
         self._known: dict[tuple[str, str, str, int | None], BlobRef] = {}
 
-    def find(self, kind: str, record_id: str, path: str, file_version: int | None) -> BlobRef:
+    def find(self, kind: str, record_id: str, path: str, file_version: int | None, reader: Reader) -> BlobRef:
         key = (kind, record_id, path, file_version)
         blob = self._known.get(key)
         if blob is None:
-            blob = self.store.find_download(kind, record_id, path, file_version)
+            blob = self.store.find_download(kind, record_id, path, file_version, reader)
             if blob.published and file_version is not None:
                 if len(self._known) >= self.KNOWN_LIMIT:
                     self._known.clear()
@@ -150,11 +153,12 @@ class Downloads:
         return blob
 
     def answer(self, kind: str, record_id: str, path: str, file_version: int | None, head: bool,
-               range_header: str | None, if_range: str | None) -> Response:
+               range_header: str | None, if_range: str | None, reader: Reader) -> Response:
         """Raises ApiError (404, 416). With `redirect` (`--redirect-downloads`) a GET is answered 307
         to a short-lived presigned URL of the blob, when its store has URLs; a HEAD is still answered
-        here (a URL presigned for GET is refused for HEAD)."""
-        blob = self.find(kind, record_id, path, file_version)
+        here (a URL presigned for GET is refused for HEAD). A draft's file version is READER's if it owns
+        the record, else missing."""
+        blob = self.find(kind, record_id, path, file_version, reader)
         try:
             byte_range = parse_range(range_header, blob.size)
         except Unsatisfiable:
@@ -205,13 +209,14 @@ class DownloadFastPath:
 
         try:
             try:
+                reader = self.downloads.reader_of(Headers(scope=scope))
                 if lookup is not None:
                     kind, record_id = lookup.groups()
                     response = JSONResponse(self.downloads.store.list_files(kind, record_id, _version(scope),
-                                                                            _query(scope, "path")))
+                                                                            _query(scope, "path"), reader))
                 else:
                     response = self.downloads.answer(*match.groups(), _version(scope), scope["method"] == "HEAD",
-                                                      *_range_headers(scope))
+                                                      *_range_headers(scope), reader)
             except ApiError as exc:
                 response = JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
             await response(scope, receive, sending)

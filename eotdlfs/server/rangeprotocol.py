@@ -18,6 +18,7 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 import httptools
+from starlette.datastructures import Headers
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from eotdlfs.server.download import _DOWNLOAD_PATH, BlobResponse, Downloads, _version, parse_range
@@ -88,7 +89,8 @@ def range_protocol(downloads: Downloads) -> type[HttpToolsProtocol]:
             if range_header is None:
                 return None
             kind, record_id, file_path = match.groups()
-            blob = downloads.find(kind, record_id, file_path, _version({"query_string": url.query or b""}))
+            blob = downloads.find(kind, record_id, file_path, _version({"query_string": url.query or b""}),
+                                  downloads.reader_of(Headers(raw=self.headers)))
             byte_range = parse_range(range_header, blob.size)
             if byte_range is None or byte_range[1] - byte_range[0] >= SMALL_RANGE \
                     or if_range not in (None, f'"{blob.checksum}"'):

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from eotdlfs.metadata import Metadata, MetadataError, validate_name
+from eotdlfs.server import errors
+from eotdlfs.server.auth import Reader
 from eotdlfs.server.db import Row, Tx, version_files_query
 from eotdlfs.server.errors import ApiError, bad_request
 from eotdlfs.stac import StacError, StoredSource, documents_to_feature_collection, feature_collection_to_documents
@@ -106,11 +108,14 @@ class StacDatasets:
         return version
 
     def stac_feature_collection(self, kind: str, record_id: str, version: int | None,
-                                download_url: Callable[[str], str]) -> dict[str, Any]:
-        """S5: VERSION's catalog (default: the latest published) as the official `get` reads it."""
+                                download_url: Callable[[str], str], reader: Reader) -> dict[str, Any]:
+        """S5: VERSION's catalog (default: the latest published) as the official `get` reads it; a draft's
+        to its owner alone."""
         with self.db.read() as conn:
             self._record(conn, kind, record_id)
             row = self._version_or_latest(conn, kind, record_id, version, drafts=False)
+            if row["draft"] and not self._reads_drafts(conn, kind, record_id, reader):
+                raise errors.version_missing(kind)
             files = self._version_files(conn, record_id, row["version"])
         if ROOT_DOCUMENT not in files:
             raise ApiError(404, f"Dataset version {row['version']} has no STAC catalog")

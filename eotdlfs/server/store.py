@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from eotdlfs.metadata import Metadata, MetadataError, record_noun
 from eotdlfs.server import errors
+from eotdlfs.server.auth import Reader, nobody
 from eotdlfs.server.blobs import Staged, TooBig, open_blobs
 from eotdlfs.server.db import Database, Row, Tx, version_files_query
 from eotdlfs.server.errors import ApiError, bad_request
@@ -30,6 +31,10 @@ from eotdlfs.server.values import checked_path, checked_sha1, utc_now
 from eotdlfs.server.zipbatch import unpack_batch
 
 UPLOAD_TTL_S = 7 * 24 * 3600  # an upload not completed within a week is dropped at the next start
+# Whether the file version `fv` is in a published version (one index probe per version holding its path).
+PUBLISHED = ("EXISTS (SELECT 1 FROM versions v JOIN version_files vf ON vf.record_id = v.record_id"
+             " AND vf.version = v.version AND vf.path = fv.path WHERE v.record_id = fv.record_id"
+             " AND v.draft = 0 AND vf.file_version = fv.file_version)")
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,18 @@ class Store(MultipartUploads, StacDatasets):
             row = conn.execute("SELECT * FROM versions WHERE record_id = ? AND version = ?",
                                (record_id, version)).fetchone()
         if row is None:
+            raise errors.version_missing(kind)
+        return row
+
+    def _reads_drafts(self, conn: Tx, kind: str, record_id: str, reader: Reader) -> bool:
+        """Whether READER owns the record: a draft and its files are its owner's alone until published."""
+        uid = reader()
+        return uid is not None and self._record(conn, kind, record_id)["uid"] == uid
+
+    def _readable_version(self, conn: Tx, kind: str, record_id: str, version: int | None, reader: Reader) -> Row:
+        """VERSION's row; someone else's draft is a version that does not exist."""
+        row = self._version(conn, kind, record_id, version)
+        if row["draft"] and not self._reads_drafts(conn, kind, record_id, reader):
             raise errors.version_missing(kind)
         return row
 
@@ -220,16 +237,18 @@ class Store(MultipartUploads, StacDatasets):
     # -- files ----------------------------------------------------------------
 
     def list_files(self, kind: str, record_id: str, version: int | None,
-                   path: str | None = None) -> list[dict[str, Any]]:
+                   path: str | None = None, reader: Reader = nobody) -> list[dict[str, Any]]:
         """Route 5. With PATH (ours; the official client never sends it): the entries at PATH,
-        or if there are none, the first entry under PATH/ (PATH is a folder), or none."""
+        or if there are none, the first entry under PATH/ (PATH is a folder), or none.
+        Drafts and the file versions only they hold are listed to the record's owner alone."""
         with self.db.read() as conn:
             self._record(conn, kind, record_id)
             if version is None:
-                query = ("SELECT path, file_version, checksum, size, created_at FROM file_versions"
-                         " WHERE record_id = ?", "path", (record_id,), ", file_version")
+                published = "" if self._reads_drafts(conn, kind, record_id, reader) else " AND " + PUBLISHED
+                query = ("SELECT path, file_version, checksum, size, created_at FROM file_versions fv"
+                         " WHERE record_id = ?" + published, "path", (record_id,), ", file_version")
             else:
-                self._version(conn, kind, record_id, version)
+                self._readable_version(conn, kind, record_id, version, reader)
                 query = (version_files_query("fv.path, fv.file_version, fv.checksum, fv.size, fv.created_at"),
                          "vf.path", (record_id, version), "")
             rows = _files_at(conn, *query, path)
@@ -363,22 +382,26 @@ class Store(MultipartUploads, StacDatasets):
             self._touch(conn, record_id)
         return record["name"]
 
-    def find_download(self, kind: str, record_id: str, path: str, file_version: int | None) -> BlobRef:
-        """Route 9: the blob of PATH at FILE_VERSION (latest when None)."""
+    def find_download(self, kind: str, record_id: str, path: str, file_version: int | None,
+                      reader: Reader = nobody) -> BlobRef:
+        """Route 9: the blob of PATH at FILE_VERSION (latest when None). A file version that no published
+        version holds is its record owner's alone: to others it does not exist, and the latest is the
+        latest published."""
         if "\x00" in path:  # never stored (see _record)
             raise ApiError(404, errors.FILE_MISSING)
-        # One statement when the file is there (what mounts hammer); a second only to say what is missing.
-        # A named file version also says whether a published version holds it (one index probe per version).
-        published = ("EXISTS (SELECT 1 FROM versions v JOIN version_files vf ON vf.record_id = v.record_id"
-                     " AND vf.version = v.version AND vf.path = fv.path WHERE v.record_id = fv.record_id"
-                     " AND v.draft = 0 AND vf.file_version = fv.file_version)" if file_version is not None else "0")
-        sql = (f"SELECT fv.checksum, fv.size, {published} AS published FROM file_versions fv"
+        # One statement when the file is there and published (what mounts hammer); more only for a draft's
+        # file version, or to say what is missing.
+        sql = (f"SELECT fv.checksum, fv.size, {PUBLISHED} AS published FROM file_versions fv"
                " JOIN records r ON r.id = fv.record_id WHERE fv.record_id = ? AND r.kind = ? AND fv.path = ?")
         args: tuple[Any, ...] = (record_id, kind, path)
         if file_version is not None:
             sql, args = sql + " AND fv.file_version = ?", args + (file_version,)
+        order = " ORDER BY fv.file_version DESC LIMIT 1"
         with self.db.query() as conn:
-            row = conn.execute(sql + " ORDER BY fv.file_version DESC LIMIT 1", args).fetchone()
+            row = conn.execute(sql + order, args).fetchone()
+            if row is not None and not row["published"] and not self._reads_drafts(conn, kind, record_id, reader):
+                row = None if file_version is not None else conn.execute(f"{sql} AND {PUBLISHED}{order}",
+                                                                         args).fetchone()
             if row is None:
                 self._record(conn, kind, record_id)
                 raise ApiError(404, errors.FILE_MISSING)

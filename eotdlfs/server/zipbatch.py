@@ -2,7 +2,9 @@
 
 Entry names must be clean relative paths (no absolute, '..', backslash, NUL, duplicates,
 directories or symlinks). Sizes are counted while decompressing, never taken from the
-zip's headers, and capped in total, per entry ratio and entry count (zip bombs).
+zip's headers, and capped in total, per entry ratio and entry count (zip bombs). Entries are
+stored or deflated only: Python's bzip2 and LZMA readers inflate every compressed byte of a
+read in one call (a 100-byte bzip2 entry is 128 MiB of memory) before a cap can look.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from eotdlfs.server.blobs import Blobs, Staged
 from eotdlfs.server.errors import CHECKSUM_MISMATCH, ApiError, bad_request
 from eotdlfs.server.limits import Limits
 from eotdlfs.paths import BadPath, validate_file_path
+
+_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # the two that zipfile inflates in bounded steps
 
 
 def _check_entries(zf: zipfile.ZipFile, limits: Limits) -> list[zipfile.ZipInfo]:
@@ -33,6 +37,9 @@ def _check_entries(zf: zipfile.ZipFile, limits: Limits) -> list[zipfile.ZipInfo]
             raise bad_request(f"zip entry {name!r} is a symbolic link")
         if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
             raise bad_request(f"zip entry {name!r} is not a regular file")
+        if info.compress_type not in _METHODS:
+            raise bad_request(f"zip entry {name!r}: compression method {info.compress_type} is not accepted;"
+                              " store or deflate the entries")
         if info.flag_bits & 0x1:
             raise bad_request(f"zip entry {name!r} is encrypted")
         try:

@@ -161,3 +161,29 @@ def test_token_command_refuses_empty_user(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.strip() == "error: --user must not be empty"
+
+
+@pytest.mark.parametrize("header", ["Authorization", "X-API-Key"])
+def test_a_credential_header_sent_twice_is_refused(repo_server, unique_name, header):
+    """Two values of one credential header: a proxy and this server may each pick another one, so
+    neither is taken (the server used to act as the first, here bob, whatever the second said)."""
+    import http.client
+
+    values = {"Authorization": [f"Bearer {repo_server.token(u)}" for u in ("bob", "alice")],
+              "X-API-Key": ["eotdlfs_one", "eotdlfs_two"]}[header]
+    name = unique_name("twice")
+    body = json.dumps({"name": name, "authors": ["a"], "source": "http://x", "license": "MIT"}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", repo_server.port, timeout=30)
+    try:
+        conn.putrequest("POST", "/datasets")
+        for value in values:
+            conn.putheader(header, value)
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        answer = conn.getresponse()
+        status, detail = answer.status, json.loads(answer.read())["detail"]
+    finally:
+        conn.close()
+    assert (status, detail) == (401, f"More than one {header} header")
+    assert requests.get(repo_server.url + f"datasets?name={name}", timeout=30).status_code == 404

@@ -190,3 +190,41 @@ def test_caps_from_environment(server_factory, unique_name):
     assert r.status_code == 413
     # within the caps all is well
     assert api.batch(rid, 1, {"a": b"a" * 400, "b": b"b" * 400}).status_code == 200
+
+
+def _peak_rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_only_stored_and_deflated_entries_are_taken(api, target, method):
+    """Python's bzip2 and LZMA readers inflate all the compressed bytes of a read at once, before the
+    ratio cap can look: refused by method, whatever the entry holds."""
+    rid, unchanged = target
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=method) as zf:
+        zf.writestr("small", b"hello")
+    r = _post_zip(api, rid, buf.getvalue(), [sha1(b"hello")])
+    assert r.status_code == 400 and "compression method" in r.json()["detail"], r.text
+    unchanged()
+
+
+def test_a_bzip2_bomb_never_reaches_the_servers_memory(server_factory, unique_name):
+    """128 MiB of zeros in a ~100-byte bzip2 entry: refused before a byte is inflated (it used to
+    be inflated whole in one call, then refused as 413 by the ratio cap)."""
+    server = server_factory({"EOTDLFS_ZIP_RATIO_FLOOR_BYTES": str(64 * 1024), "EOTDLFS_ZIP_MAX_RATIO": "50"})
+    api = Api(server, "datasets", server.token("alice"))
+    rid = api.create(unique_name("bz2bomb"))
+    api.new_version(rid)
+    bomb = b"\0" * (128 << 20)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_BZIP2) as zf:
+        zf.writestr("zeros", bomb)
+    assert len(buf.getvalue()) < 1000
+    pid = server._proc.pid
+    before = _peak_rss_bytes(pid)
+    r = _post_zip(api, rid, buf.getvalue(), [sha1(bomb)])
+    assert _peak_rss_bytes(pid) - before < 32 << 20
+    assert r.status_code == 400 and "compression method" in r.json()["detail"], r.text
+    assert api.files(rid) == []

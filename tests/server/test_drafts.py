@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serverapi import sha1
+from serverapi import Api, sha1
 
 
 def test_draft_is_hidden_until_published(api, unique_name):
@@ -98,3 +98,45 @@ def test_publish_with_base_is_a_compare_and_swap(api, unique_name):
     assert api.new_version(rid, draft=True) == 3
     assert api.post(f"{api.kind}/{rid}/publish?version=3&base=2").status_code == 200
     assert [v["version_id"] for v in api.record(name)["versions"]] == [2, 3]
+
+
+def test_a_draft_is_seen_by_its_owner_alone(api, unique_name):
+    """Until published, a draft's files are its owner's: to anyone else (no credentials, bad ones, another
+    user) the draft and the file versions only it holds do not exist, on every read route, and the latest
+    file version of a path is the latest published one. They used to be served to anyone."""
+    rid = api.create(unique_name("priv"))
+    api.new_version(rid)
+    api.batch(rid, 1, {"pub": b"published"})
+    api.new_version(rid, draft=True)
+    api.batch(rid, 2, {"pub": b"secret draft", "only-draft": b"secret"})
+    k = api.kind
+    published = [{"filename": "pub", "version": 1, "checksum": sha1(b"published"), "size": 9}]
+    for other in (api.as_user(None), api.as_user("bob"), Api(api.server, k, "junk")):
+        assert other.get(f"{k}/{rid}/files?version=2").status_code == 404
+        assert other.files(rid) == published
+        assert other.files(rid, 1) == published
+        assert other.get(f"{k}/{rid}/files?path=only-draft").json() == []  # a mount's lookup
+        assert other.download(rid, "pub").content == b"published"
+        small_range = {"Range": "bytes=0-3"}  # answered below ASGI by the range protocol
+        assert other.download(rid, "pub", headers=small_range).content == b"publ"
+        assert other.download(rid, "only-draft", 1, headers=small_range).status_code == 404
+        assert other.download(rid, "pub", 2, headers=small_range).status_code == 404
+        assert other.req("HEAD", f"{k}/{rid}/download/pub").headers["content-length"] == "9"
+        for path, file_version in (("pub", 2), ("only-draft", 1), ("only-draft", None)):
+            assert other.download(rid, path, file_version).status_code == 404
+            assert other.req("HEAD", f"{k}/{rid}/download/{path}").status_code == (200 if path == "pub" else 404)
+        r = other.post(f"{k}/{rid}/contents", json={"files": [["pub", 1], ["only-draft", 1]]})
+        assert (r.status_code, r.json()) == (404, {"detail": "File doesn't exist"})
+    # the owner sees it all
+    assert {f["filename"] for f in api.files(rid, 2)} == {"pub", "only-draft"}
+    assert api.download(rid, "pub").content == b"secret draft"
+    assert api.download(rid, "only-draft", 1).content == b"secret"
+    assert api.download(rid, "only-draft", 1, headers={"Range": "bytes=0-3"}).content == b"secr"
+    assert api.download(rid, "pub", headers={"Range": "bytes=0-3"}).content == b"secr"
+    assert api.post(f"{k}/{rid}/contents", json={"files": [["only-draft", 1]]}).content == b"secret"
+    # published, it is everyone's
+    assert api.post(f"{k}/{rid}/publish?version=2").status_code == 200
+    anonymous = api.as_user(None)
+    assert {f["filename"] for f in anonymous.files(rid, 2)} == {"pub", "only-draft"}
+    assert anonymous.download(rid, "pub").content == b"secret draft"
+    assert anonymous.download(rid, "only-draft", 1).content == b"secret"

@@ -288,7 +288,13 @@ def test_a_catalog_put_into_a_draft_appears_when_it_is_published(ds, unique_name
     assert "catalog.json" in files_of(ds, rid, version)
     assert ds.record(name)["quality"] == 0
     assert ds.get(f"datasets/{rid}/download").status_code == 404  # no published version yet
+    # asked by number, the draft's catalog is its owner's alone (it used to be anyone's)
+    assert ds.get(f"datasets/{rid}/download?version={version}").status_code == 200
+    for other in (ds.as_user(None), ds.as_user("bob")):
+        r = other.get(f"datasets/{rid}/download?version={version}")
+        assert (r.status_code, r.json()) == (404, {"detail": "Dataset version doesn't exist"})
     assert ds.post(f"datasets/{rid}/publish?version={version}").status_code == 200
+    assert ds.as_user(None).get(f"datasets/{rid}/download?version={version}").status_code == 200
     assert ds.record(name)["quality"] == 1
     assert [f["properties"]["id"] for f in ds.get(f"datasets/{rid}/download").json()["features"]] == [
         "my-stac-ds", "sentinel", "scene-0", "scene-1"]
