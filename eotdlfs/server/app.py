@@ -119,8 +119,8 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, downloads: Dow
     @r.api_route("/{record_id}/download/{path:path}", methods=["GET", "HEAD"], response_model=None)
     async def download(request: Request, record_id: str, path: str, version: int | None = None) -> Response:
         # Normally answered earlier by DownloadFastPath; this route documents it in the schema.
-        return downloads.answer(kind, record_id, path, version, request.method == "HEAD",
-                                request.headers.get("range"), request.headers.get("if-range"))
+        return await downloads.answer(kind, record_id, path, version, request.method == "HEAD",
+                                      request.headers.get("range"), request.headers.get("if-range"))
 
     @r.post("/{record_id}/contents")
     def contents(record_id: str, body: Any = Body(...)) -> Response:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable
+from typing import Any, Callable, TypeVar
 from urllib.parse import parse_qsl
 
 import anyio
+from anyio import CapacityLimiter
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,11 +23,15 @@ from eotdlfs.server.errors import ApiError
 from eotdlfs.server.stats import Stats
 from eotdlfs.server.store import BlobRef, Store
 
+T = TypeVar("T")
 CHUNK = 1024 * 1024
 # A local blob's reads of up to this much run on the event loop (cheaper than a hop to a worker
 # thread), and a response's first chunk is no larger: a mount's first read of a file waits for
 # its first 128 KiB (the kernel's request), which then left only once a whole MiB was read.
 FIRST_CHUNK = 128 * 1024
+# Worker threads of the queries of downloads that may wait on the network (PostgreSQL): their
+# own, so a hung database holds at most these, not the threads of the application's other routes.
+STALLING_CALL_THREADS = 16
 
 
 class Unsatisfiable(Exception):
@@ -137,24 +142,34 @@ class Downloads:
     def __init__(self, store: Store, stats: Stats, redirect: bool = False):
         self.store, self.stats, self.redirect = store, stats, redirect
         self._known: dict[tuple[str, str, str, int | None], BlobRef] = {}
+        self._stalling_calls = CapacityLimiter(STALLING_CALL_THREADS)
 
-    def find(self, kind: str, record_id: str, path: str, file_version: int | None) -> BlobRef:
+    async def find(self, kind: str, record_id: str, path: str, file_version: int | None) -> BlobRef:
         key = (kind, record_id, path, file_version)
         blob = self._known.get(key)
         if blob is None:
-            blob = self.store.find_download(kind, record_id, path, file_version)
+            blob = await self.off_loop(self.store.queries_may_stall, self.store.find_download, kind, record_id, path,
+                                       file_version)
             if blob.published and file_version is not None:
                 if len(self._known) >= self.KNOWN_LIMIT:
                     self._known.clear()
                 self._known[key] = blob
         return blob
 
-    def answer(self, kind: str, record_id: str, path: str, file_version: int | None, head: bool,
+    async def off_loop(self, may_stall: bool, call: Callable[..., T], *args: Any) -> T:
+        """CALL(*ARGS), on a worker thread when it MAY_STALL (it waits on a network: PostgreSQL, S3):
+        on the event loop, a slow or hung database stalls every request, even those never touching it.
+        SQLite's queries stay on the loop (a hop to a thread costs more than the query)."""
+        if not may_stall:
+            return call(*args)
+        return await anyio.to_thread.run_sync(call, *args, limiter=self._stalling_calls)
+
+    async def answer(self, kind: str, record_id: str, path: str, file_version: int | None, head: bool,
                range_header: str | None, if_range: str | None) -> Response:
         """Raises ApiError (404, 416). With `redirect` (`--redirect-downloads`) a GET is answered 307
         to a short-lived presigned URL of the blob, when its store has URLs; a HEAD is still answered
         here (a URL presigned for GET is refused for HEAD)."""
-        blob = self.find(kind, record_id, path, file_version)
+        blob = await self.find(kind, record_id, path, file_version)
         try:
             byte_range = parse_range(range_header, blob.size)
         except Unsatisfiable:
@@ -207,11 +222,13 @@ class DownloadFastPath:
             try:
                 if lookup is not None:
                     kind, record_id = lookup.groups()
-                    response = JSONResponse(self.downloads.store.list_files(kind, record_id, _version(scope),
-                                                                            _query(scope, "path")))
+                    store = self.downloads.store
+                    response = JSONResponse(await self.downloads.off_loop(
+                        store.queries_may_stall, store.list_files, kind, record_id, _version(scope),
+                        _query(scope, "path")))
                 else:
-                    response = self.downloads.answer(*match.groups(), _version(scope), scope["method"] == "HEAD",
-                                                      *_range_headers(scope))
+                    response = await self.downloads.answer(*match.groups(), _version(scope),
+                                                            scope["method"] == "HEAD", *_range_headers(scope))
             except ApiError as exc:
                 response = JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
             await response(scope, receive, sending)

@@ -52,6 +52,11 @@ class Store(MultipartUploads, StacDatasets):
         self.db = Database(self.root, db_url)
         self.blobs = open_blobs(self.root, blobs_url)
 
+    @property
+    def queries_may_stall(self) -> bool:
+        """Whether a query may wait on the network (PostgreSQL): then it must not run on the event loop."""
+        return self.db.postgres
+
     def recover(self) -> None:
         """At server start: drop what crashed requests left, and uploads older than UPLOAD_TTL_S."""
         self.blobs.drop_stale_temp_files()
