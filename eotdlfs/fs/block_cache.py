@@ -105,9 +105,19 @@ def _open_index(directory: Path, size_limit: int) -> diskcache.Cache:
             made.execute("PRAGMA journal_mode = wal")
         finally:
             made.close()
-    return diskcache.Cache(str(directory), disk=_BlockDisk, size_limit=size_limit,
-                           eviction_policy="least-recently-used", disk_min_file_size=0, cull_limit=16,
-                           sqlite_cache_size=-INDEX_CACHE_KIB)
+    cache = diskcache.Cache(str(directory), disk=_BlockDisk, size_limit=size_limit,
+                            eviction_policy="least-recently-used", disk_min_file_size=0, cull_limit=16,
+                            sqlite_cache_size=-INDEX_CACHE_KIB)
+    # The pieces of a run share its file (`put_runs`; a piece's row alone has both a file and a
+    # value, its offset): when one piece goes (evicted, dropped), diskcache removes the file, so
+    # its row's siblings go in the same statement. Left behind, they stayed counted in the
+    # cache's size (eviction then threw out good blocks to make room no one used), and a run
+    # fetched again stored only the piece that went (`_stored`), its siblings misses for good.
+    cache._sql("CREATE INDEX IF NOT EXISTS Cache_run_file ON Cache(filename) WHERE value IS NOT NULL")
+    cache._sql("CREATE TRIGGER IF NOT EXISTS Cache_run_pieces_go_together AFTER DELETE ON Cache FOR EACH ROW"
+               " WHEN OLD.filename IS NOT NULL AND OLD.value IS NOT NULL BEGIN"
+               " DELETE FROM Cache WHERE filename = OLD.filename AND value IS NOT NULL; END")
+    return cache
 
 
 _open_caches: weakref.WeakSet = weakref.WeakSet()

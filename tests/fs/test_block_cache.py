@@ -255,6 +255,33 @@ def test_pieces_stored_again_leave_the_file_they_share_with_others(tmp_path):
     cache.close()
 
 
+
+def _counted_beyond_the_files(cache: BlockCache, directory: Path) -> int:
+    """Bytes the cache's size counts (beyond its index's pages) that no file on disk holds."""
+    pages = cache._cache._sql("PRAGMA page_count").fetchone()[0] * cache._cache._sql("PRAGMA page_size").fetchone()[0]
+    return cache.volume() - pages - sum(f.stat().st_size for f in directory.rglob("*.val"))
+
+
+def test_a_run_whose_file_goes_leaves_no_piece_counted_or_stored(tmp_path):
+    """Once one piece of a run goes (evicted or dropped), and with it the file the run's pieces
+    share, the others go too: they stayed counted in the cache's size (eviction then made room
+    no one used, throwing out good blocks), and a run fetched again stored only the piece that went."""
+    piece, runs = 64 << 10, {name: os.urandom(4 << 16) for name in ("a", "b", "c", "d")}
+    keys = [f"p{i}" for i in range(4)]
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put_runs([(name, keys, aligned(run)) for name, run in runs.items()], piece)
+    cache.drop_blocks("a", ["p1"])
+    assert _counted_beyond_the_files(cache, tmp_path / "c") == 0
+    assert cache.load_blocks("a", keys) == {}
+    assert cache.put_runs([("a", keys, aligned(runs["a"]))], piece)  # fetched again: all of it is stored
+    assert {k: bytes(v) for k, v in cache.load_blocks("a", keys).items()} == {
+        k: runs["a"][i * piece:(i + 1) * piece] for i, k in enumerate(keys)}
+    cache._evict(2 << 16)  # making room (diskcache's cull, least recently used first) takes whole runs too
+    assert _counted_beyond_the_files(cache, tmp_path / "c") == 0
+    for name in runs:
+        assert len(cache.load_blocks(name, keys)) in (0, 4)
+    cache.close()
+
 FORKED_WHILE_WRITING = """
 import os, sys, threading
 from pathlib import Path
