@@ -1,0 +1,87 @@
+"""uvicorn's HTTP/1.1 protocol (httptools) with a request's head bounded in time and in bytes.
+
+uvicorn bounds neither: a connection that never finishes its head (slowloris: a header byte
+now and then, which also restarts uvicorn's keep-alive timer) was kept for good, a file
+descriptor each until the server could accept no one; and a head of endless header bytes was
+buffered whole, re-copied as it grew (200 MB took 46 s of the event loop's CPU, during which
+no other request was answered). A head must now arrive within `head_timeout_s` of the
+connection's start or of the previous answer (408 otherwise), and be at most about
+`max_head_bytes` long (431 otherwise); either way the connection is then closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+class BoundedHeadProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol closing a connection whose request head is too slow or too long."""
+
+    def __init__(self, *args: Any, max_head_bytes: int, head_timeout_s: float, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.max_head_bytes, self.head_timeout_s = max_head_bytes, head_timeout_s
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._in_head = False  # between a message's first byte and its last header
+        self._head_bytes = 0
+        self._began_in_this_read = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._began_in_this_read = False
+        super().data_received(data)
+        # A read in which a head began may end a previous message too: it is not counted, so the
+        # bound is met within one read's bytes (uvloop reads at most 256 KiB).
+        if self._in_head and not self._began_in_this_read and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse(431, f"The request's head is larger than {self.max_head_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes, self._began_in_this_read = True, 0, True
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and not self.pipeline:  # waiting for the next head
+            self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        self._disarm_head_timer()
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._refuse, 408,
+                                                f"No whole request head within {self.head_timeout_s:g} s")
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """Answer STATUS (unless a response is under way: it would be cut into) and close."""
+        self._disarm_head_timer()
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            body = json.dumps({"detail": detail}).encode()
+            head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
+            head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+            head += [b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)]
+            self.transport.write(b"".join(head) + body)
+        self.transport.close()
