@@ -258,7 +258,8 @@ def test_pieces_stored_again_leave_the_file_they_share_with_others(tmp_path):
 
 def _counted_beyond_the_files(cache: BlockCache, directory: Path) -> int:
     """Bytes the cache's size counts (beyond its index's pages) that no file on disk holds."""
-    pages = cache._cache._sql("PRAGMA page_count").fetchone()[0] * cache._cache._sql("PRAGMA page_size").fetchone()[0]
+    pragma = lambda name: cache._cache._sql(f"PRAGMA {name}").fetchone()[0]  # noqa: E731
+    pages = pragma("page_count") * pragma("page_size")
     return cache.volume() - pages - sum(f.stat().st_size for f in directory.rglob("*.val"))
 
 
