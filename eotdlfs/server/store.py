@@ -128,6 +128,8 @@ class Store(MultipartUploads, StacDatasets):
 
     def list_records(self, kind: str, match: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM records WHERE kind = ?", [kind]
+        if match and "\x00" in match:  # no name holds one (see _record)
+            return []
         if match:
             sql += " AND lower(name) LIKE ? ESCAPE '!'"
             args.append("%" + match.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%")
@@ -139,6 +141,8 @@ class Store(MultipartUploads, StacDatasets):
             return self._records_json(conn, conn.execute(sql, args).fetchall())
 
     def record_by_name(self, kind: str, name: str) -> dict[str, Any]:
+        if "\x00" in name:  # never stored (see _record)
+            raise errors.record_missing(kind)
         with self.db.read() as conn:
             row = conn.execute("SELECT * FROM records WHERE kind = ? AND name = ?", (kind, name)).fetchone()
             if row is None:
@@ -370,7 +374,9 @@ class Store(MultipartUploads, StacDatasets):
 
     def find_download(self, kind: str, record_id: str, path: str, file_version: int | None) -> BlobRef:
         """Route 9: the blob of PATH at FILE_VERSION (latest when None)."""
-        if "\x00" in path:  # never stored (see _record)
+        if "\x00" in record_id:  # never stored (see _record)
+            raise errors.record_missing(kind)
+        if "\x00" in path:
             raise ApiError(404, errors.FILE_MISSING)
         # One statement when the file is there (what mounts hammer); a second only to say what is missing.
         # A named file version also says whether a published version holds it (one index probe per version).

@@ -15,17 +15,7 @@ import pytest
 import requests
 from serverapi import Api
 
-from tests.conftest import RepoServer, _serve
-
 WAIT_S = 30.0
-
-
-@pytest.fixture
-def pg_server(postgres, tmp_path):
-    """A server on its own PostgreSQL database (blobs under its root), and that database's URL."""
-    db = postgres.database()
-    for server in _serve(RepoServer(tmp_path / "root", db=db)):
-        yield server, db
 
 
 def _wait_for_a_blocked_query(db: str) -> None:
