@@ -5,8 +5,9 @@ now and then, which also restarts uvicorn's keep-alive timer) was kept for good,
 descriptor each until the server could accept no one; and a head of endless header bytes was
 buffered whole, re-copied as it grew (200 MB took 46 s of the event loop's CPU, during which
 no other request was answered). A head must now arrive within `head_timeout_s` of the
-connection's start or of the previous answer (408 otherwise), and be at most about
-`max_head_bytes` long (431 otherwise); either way the connection is then closed.
+connection's start or of the previous answer (408 otherwise, looked at every quarter of it),
+and be at most about `max_head_bytes` long (431 otherwise); either way the connection is
+then closed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+CHECKS_PER_TIMEOUT = 4  # a head is given up between 1 and 1.25 timeouts after it was awaited
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
@@ -26,17 +28,22 @@ class BoundedHeadProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, max_head_bytes: int, head_timeout_s: float, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.max_head_bytes, self.head_timeout_s = max_head_bytes, head_timeout_s
-        self._head_timer: asyncio.TimerHandle | None = None
+        # A timer per connection looking now and then, not one armed and cancelled per request:
+        # a request then costs two stores of the loop's time.
+        self._head_check: asyncio.TimerHandle | None = None
+        self._awaiting_head_since: float | None = None  # the loop's time, while a head is awaited
         self._in_head = False  # between a message's first byte and its last header
         self._head_bytes = 0
         self._began_in_this_read = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_timer()
+        self._awaiting_head_since = self.loop.time()
+        self._head_check = self.loop.call_later(self.head_timeout_s / CHECKS_PER_TIMEOUT, self._check_head_time)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_head_timer()
+        if self._head_check is not None:
+            self._head_check.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -54,28 +61,23 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._in_head, self._head_bytes, self._began_in_this_read = True, 0, True
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._disarm_head_timer()
+        self._in_head, self._awaiting_head_since = False, None
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing() and not self.pipeline:  # waiting for the next head
-            self._arm_head_timer()
+        if not self.pipeline:  # waiting for the next head
+            self._awaiting_head_since = self.loop.time()
 
-    def _arm_head_timer(self) -> None:
-        self._disarm_head_timer()
-        self._head_timer = self.loop.call_later(self.head_timeout_s, self._refuse, 408,
-                                                f"No whole request head within {self.head_timeout_s:g} s")
-
-    def _disarm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _check_head_time(self) -> None:
+        since = self._awaiting_head_since
+        if since is not None and self.loop.time() - since >= self.head_timeout_s:
+            self._refuse(408, f"No whole request head within {self.head_timeout_s:g} s")
+        elif not self.transport.is_closing():
+            self._head_check = self.loop.call_later(self.head_timeout_s / CHECKS_PER_TIMEOUT, self._check_head_time)
 
     def _refuse(self, status: int, detail: str) -> None:
         """Answer STATUS (unless a response is under way: it would be cut into) and close."""
-        self._disarm_head_timer()
         if self.transport.is_closing():
             return
         if self.cycle is None or self.cycle.response_complete:
