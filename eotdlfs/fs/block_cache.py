@@ -218,6 +218,7 @@ class BlockCache:
         try:
             handle = self._cache.disk.fetch(mode, filename, value, True)
         except OSError:  # evicted (by another process) since the lookup: a miss, as diskcache's `get` has it
+            self._forget_lost(block_key(checksum, index), filename)
             return None
         if isinstance(handle, bytes):  # a block kept in the index (`put_inline`)
             data = handle
@@ -232,6 +233,22 @@ class BlockCache:
         if block_crc(data) != crc:
             return self._damaged(checksum, index, f"CRC32C mismatch, {len(data)} bytes")
         return memoryview(data)
+
+    def _forget_lost(self, key: str, filename: str | None) -> None:
+        """Drop KEY's row if it still names FILENAME, a file gone: the pieces of a run whose file an
+        index made before `_open_index`'s trigger lost, or a file deleted by hand, stayed counted in
+        the cache's size and found stored, so never stored again. Only when no write is under way:
+        a miss never waits for a writer."""
+        if not self._db.acquire(blocking=False):
+            return
+        try:
+            with self._cache.transact():
+                self._cache._con.execute("DELETE FROM Cache WHERE key = ? AND raw = 1 AND filename = ?",
+                                         (key, filename))
+        except CACHE_ERRORS as exc:
+            self._failed(exc)
+        finally:
+            self._db.release()
 
     def _damaged(self, checksum: str, index: int, why: str) -> None:
         """Drop a block that failed its check (the caller fetches it again) and say so."""

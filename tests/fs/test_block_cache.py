@@ -283,6 +283,22 @@ def test_a_run_whose_file_goes_leaves_no_piece_counted_or_stored(tmp_path):
         assert len(cache.load_blocks(name, keys)) in (0, 4)
     cache.close()
 
+
+def test_pieces_whose_file_is_gone_are_forgotten_when_read(tmp_path):
+    """A run's file gone while its pieces' rows stay (an index made before the pieces went
+    together, a file deleted by hand): the first read finds them missing and drops the rows,
+    so they no longer count in the cache's size and the run fetched again is stored whole."""
+    piece, run, keys = 64 << 10, os.urandom(4 << 16), [f"p{i}" for i in range(4)]
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put_runs([("sum", keys, aligned(run))], piece)
+    for f in (tmp_path / "c").rglob("*.val"):
+        f.unlink()
+    assert cache.load_blocks("sum", keys) == {}
+    assert _counted_beyond_the_files(cache, tmp_path / "c") == 0
+    assert cache.put_runs([("sum", keys, aligned(run))], piece)
+    assert len(cache.load_blocks("sum", keys)) == 4
+    cache.close()
+
 FORKED_WHILE_WRITING = """
 import os, sys, threading
 from pathlib import Path
