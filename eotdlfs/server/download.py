@@ -29,8 +29,9 @@ CHUNK = 1024 * 1024
 # thread), and a response's first chunk is no larger: a mount's first read of a file waits for
 # its first 128 KiB (the kernel's request), which then left only once a whole MiB was read.
 FIRST_CHUNK = 128 * 1024
-# Worker threads of the queries of downloads that may wait on the network (PostgreSQL): their
-# own, so a hung database holds at most these, not the threads of the application's other routes.
+# Worker threads of the calls of downloads that may wait on the network (PostgreSQL's queries,
+# signing a URL with credentials botocore fetches first): their own, so a hung database holds
+# at most these, not the threads of the application's other routes.
 STALLING_CALL_THREADS = 16
 
 
@@ -157,7 +158,7 @@ class Downloads:
         return blob
 
     async def off_loop(self, may_stall: bool, call: Callable[..., T], *args: Any) -> T:
-        """CALL(*ARGS), on a worker thread when it MAY_STALL (it waits on a network: PostgreSQL, S3):
+        """CALL(*ARGS), on a worker thread when it MAY_STALL (it may wait on a network):
         on the event loop, a slow or hung database stalls every request, even those never touching it.
         SQLite's queries stay on the loop (a hop to a thread costs more than the query)."""
         if not may_stall:
@@ -168,7 +169,8 @@ class Downloads:
                range_header: str | None, if_range: str | None) -> Response:
         """Raises ApiError (404, 416). With `redirect` (`--redirect-downloads`) a GET is answered 307
         to a short-lived presigned URL of the blob, when its store has URLs; a HEAD is still answered
-        here (a URL presigned for GET is refused for HEAD)."""
+        here (a URL presigned for GET is refused for HEAD). Signing runs on a worker thread: botocore
+        may first fetch credentials (an instance's role, SSO, a credential_process)."""
         blob = await self.find(kind, record_id, path, file_version)
         try:
             byte_range = parse_range(range_header, blob.size)
@@ -177,7 +179,7 @@ class Downloads:
         if byte_range is not None and if_range not in (None, f'"{blob.checksum}"'):
             byte_range = None  # the client's copy is of other bytes: send the whole file
         if not head:
-            url = self.store.blobs.presign(blob.checksum, path) if self.redirect else None
+            url = await self.off_loop(True, self.store.blobs.presign, blob.checksum, path) if self.redirect else None
             self.stats.download()
             if url is not None:
                 return Response(status_code=307, headers={"location": url, "cache-control": "no-store"})

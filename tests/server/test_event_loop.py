@@ -1,8 +1,9 @@
-"""A request waiting on the database holds up no other request (the queries of the fast path in
-front of FastAPI, `download.DownloadFastPath`, run on the event loop only when they cannot stall).
+"""A request waiting on the database, or on credentials to sign a URL, holds up no other request
+(the fast path in front of FastAPI, `download.DownloadFastPath`, runs such calls on the event
+loop only when they cannot stall).
 
-The stall is real: another connection holds a lock on the table the query reads, on a real
-PostgreSQL, until the test lets go.
+The stalls are real: another connection holds a lock on the table the query reads, on a real
+PostgreSQL; a credential process takes its time; both until the test lets go.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import psycopg
 import pytest
 import requests
 from serverapi import Api
+
+from tests.conftest import RepoServer, _serve
 
 WAIT_S = 30.0
 
@@ -44,3 +47,41 @@ def test_a_query_waiting_on_the_database_stalls_no_other_request(pg_server, stal
         answer = stalled.result()
     assert answer.status_code == 200, answer.text
     assert answer.content == b"payload" or answer.json()[0]["filename"] == "data.bin"
+
+
+SLOW_CREDENTIALS = """#!/bin/sh
+[ -e {flag} ] && touch {flag}.asked
+for i in $(seq {tenths}); do [ -e {flag} ] || break; sleep 0.1; done
+printf '{{"Version": 1, "AccessKeyId": "testing", "SecretAccessKey": "testing", "Expiration": "%s"}}' \\
+    "$(date -u -d '+2 minutes' +%Y-%m-%dT%H:%M:%SZ)"
+"""
+
+
+def test_a_presign_waiting_for_credentials_stalls_no_other_request(s3, tmp_path):
+    """With --redirect-downloads, a 307's URL is signed with credentials botocore may have to
+    fetch first (an instance's role, SSO, a credential_process): here a process that takes its
+    time, asked again at each signing since its credentials expire within botocore's 10 minutes."""
+    flag, script = tmp_path / "slow", tmp_path / "credentials.sh"
+    script.write_text(SLOW_CREDENTIALS.format(flag=flag, tenths=int(WAIT_S * 10)))
+    script.chmod(0o755)
+    (tmp_path / "aws-config").write_text(f"[default]\ncredential_process = {script}\n")
+    env = {**s3.env, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+           "AWS_CONFIG_FILE": str(tmp_path / "aws-config")}
+    for server in _serve(RepoServer(tmp_path / "root", env=env, blobs=s3.bucket(), args=("--redirect-downloads",))):
+        api = Api(server, token=server.token("alice"))
+        rid = api.create("presigned")
+        api.new_version(rid)
+        assert api.batch(rid, 1, {"data.bin": b"payload"}).status_code == 200
+        flag.touch()
+        with ThreadPoolExecutor(1) as pool:
+            stalled = pool.submit(requests.get, f"{server.url}datasets/{rid}/download/data.bin", timeout=WAIT_S * 2,
+                                  allow_redirects=False)
+            deadline = time.monotonic() + WAIT_S
+            while not (tmp_path / "slow.asked").exists():  # the signing is under way, asking the slow process
+                assert time.monotonic() < deadline and not stalled.done(), "the download never asked for credentials"
+                time.sleep(0.05)
+            # answered while the other request's URL waits to be signed (before, the event loop waited with it)
+            assert requests.get(server.url, timeout=5).status_code == 200
+            assert not stalled.done()
+            flag.unlink()
+            assert stalled.result().status_code == 307
