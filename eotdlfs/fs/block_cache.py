@@ -113,7 +113,8 @@ def _open_index(directory: Path, size_limit: int) -> diskcache.Cache:
     # its row's siblings go in the same statement. Left behind, they stayed counted in the
     # cache's size (eviction then threw out good blocks to make room no one used), and a run
     # fetched again stored only the piece that went (`_stored`), its siblings misses for good.
-    cache._sql("CREATE INDEX IF NOT EXISTS Cache_run_file ON Cache(filename) WHERE value IS NOT NULL")
+    cache._sql("CREATE INDEX IF NOT EXISTS Cache_run_file ON Cache(filename)"
+               " WHERE filename IS NOT NULL AND value IS NOT NULL")  # pieces only: not a block's, not an inline one's
     cache._sql("CREATE TRIGGER IF NOT EXISTS Cache_run_pieces_go_together AFTER DELETE ON Cache FOR EACH ROW"
                " WHEN OLD.filename IS NOT NULL AND OLD.value IS NOT NULL BEGIN"
                " DELETE FROM Cache WHERE filename = OLD.filename AND value IS NOT NULL; END")
