@@ -57,6 +57,7 @@ import crc32c
 import diskcache
 
 from eotdlfs.fs.block_disk import _BlockDisk, _InlineBlock, _WrittenBlock
+from eotdlfs.fs.block_index import open_index
 
 DEFAULT_BLOCK_SIZE = 1 << 20
 # Left free on the cache's disk: the larger of these two (mountpoint-s3 keeps 5 % free too).
@@ -86,41 +87,6 @@ def reserve_bytes(st: os.statvfs_result) -> int:
     return max(MIN_RESERVE_BYTES, int(st.f_blocks * st.f_frsize * RESERVE_FRACTION))
 
 
-# Pages of a new index: a 64 KiB piece in 4 KiB pages (SQLite's default) is 17 pages, each
-# written to the WAL and checkpointed on its own, ~250 us of CPU per piece stored; in 32 KiB
-# pages ~105 us. Caches made before keep their pages (SQLite fixes them when a file is made).
-INDEX_PAGE_SIZE = 32 << 10
-# SQLite's page cache per connection, in KiB (diskcache's 8,192 pages, sized for 4 KiB pages)
-INDEX_CACHE_KIB = 32 << 10
-
-
-def _open_index(directory: Path, size_limit: int) -> diskcache.Cache:
-    index = directory / diskcache.core.DBNAME
-    if not index.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        made = sqlite3.connect(index)
-        try:  # these hold once the file is in WAL mode, before diskcache makes its tables
-            made.execute(f"PRAGMA page_size = {INDEX_PAGE_SIZE}")
-            made.execute("PRAGMA auto_vacuum = FULL")  # diskcache's: the file shrinks as blocks go
-            made.execute("PRAGMA journal_mode = wal")
-        finally:
-            made.close()
-    cache = diskcache.Cache(str(directory), disk=_BlockDisk, size_limit=size_limit,
-                            eviction_policy="least-recently-used", disk_min_file_size=0, cull_limit=16,
-                            sqlite_cache_size=-INDEX_CACHE_KIB)
-    # The pieces of a run share its file (`put_runs`; a piece's row alone has both a file and a
-    # value, its offset): when one piece goes (evicted, dropped), diskcache removes the file, so
-    # its row's siblings go in the same statement. Left behind, they stayed counted in the
-    # cache's size (eviction then threw out good blocks to make room no one used), and a run
-    # fetched again stored only the piece that went (`_stored`), its siblings misses for good.
-    cache._sql("CREATE INDEX IF NOT EXISTS Cache_run_file ON Cache(filename)"
-               " WHERE filename IS NOT NULL AND value IS NOT NULL")  # pieces only: not a block's, not an inline one's
-    cache._sql("CREATE TRIGGER IF NOT EXISTS Cache_run_pieces_go_together AFTER DELETE ON Cache FOR EACH ROW"
-               " WHEN OLD.filename IS NOT NULL AND OLD.value IS NOT NULL BEGIN"
-               " DELETE FROM Cache WHERE filename = OLD.filename AND value IS NOT NULL; END")
-    return cache
-
-
 _open_caches: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -144,7 +110,7 @@ class BlockCache:
     def __init__(self, directory: Path, size_limit: int, block_size: int = DEFAULT_BLOCK_SIZE):
         self.block_size = block_size
         try:
-            self._cache = _open_index(directory, size_limit)
+            self._cache = open_index(directory, size_limit)
         except sqlite3.OperationalError as exc:
             # A full disk, an I/O error or a lock held: the index is not damaged, and a new one
             # would meet the same disk, so the cache is kept and the mount refused in one line.
@@ -155,7 +121,7 @@ class BlockCache:
             aside = directory.with_name(f"{directory.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
             os.replace(directory, aside)
             log.error("the block cache's index is damaged (%s): moved to %s, starting empty", exc, aside)
-            self._cache = _open_index(directory, size_limit)
+            self._cache = open_index(directory, size_limit)
         # One diskcache call at a time: threads queue here (waking at once) instead of in
         # SQLite's busy handler, which sleeps for milliseconds between retries.
         self._db = threading.Lock()
@@ -237,7 +203,7 @@ class BlockCache:
 
     def _forget_lost(self, key: str, filename: str | None) -> None:
         """Drop KEY's row if it still names FILENAME, a file gone: the pieces of a run whose file an
-        index made before `_open_index`'s trigger lost, or a file deleted by hand, stayed counted in
+        index made before `block_index`'s trigger lost, or a file deleted by hand, stayed counted in
         the cache's size and found stored, so never stored again. Only when no write is under way:
         a miss never waits for a writer."""
         if not self._db.acquire(blocking=False):
