@@ -85,6 +85,10 @@ class Repository(Protocol):
         one entry under PATH/ if it is a folder, else none. A server that cannot filter
         answers the whole list (`files`)."""
 
+    def lookup_at_once(self, record: Record, version: int, path: str) -> list[FileEntry] | None:
+        """`lookup` on the caller's thread, tried once and within the read timeout (a FUSE lookup
+        waits for it); None when only `lookup` can answer (its retries, its fallbacks)."""
+
     def read_range(self, record: Record, entry: FileEntry, start: int, length: int,
                    progress: Arrived | None = None) -> bytes | memoryview:
         """LENGTH bytes of ENTRY from START (fewer only at end of file). PROGRESS, if given, may

@@ -94,6 +94,10 @@ class EotdlFileSystem(AbstractFileSystem):
         unchanged into later versions keeps it), a folder's when its version was published."""
         return datetime.fromtimestamp(self.info(path)["mtime"], timezone.utc)
 
+    def created(self, path: str) -> datetime:
+        """As `modified`: a file version never changes once made (fsspec's default raised NotImplementedError)."""
+        return self.modified(path)
+
     @property
     def open(self) -> Callable[..., Any]:
         """fsspec's `fs.open(path, mode="rb", ...)`. Once rasterio is imported, also a multi-range
@@ -107,7 +111,9 @@ class EotdlFileSystem(AbstractFileSystem):
         path = self._strip_protocol(path)
         if mode != "rb":
             self._refuse(path, f"open with mode {mode!r}")
-        return self.connection.open(path)
+        file = self.connection.open(path)
+        file.fs, file.version_path = self, self.connection.tree_path(path).lstrip("/")
+        return file
 
     def _node(self, path: str) -> Node:
         return self.connection.resolve(path)
@@ -134,12 +140,14 @@ class EotdlFileSystem(AbstractFileSystem):
         return {"name": path, "type": "file", "size": entry.size, "checksum": entry.checksum,
                 "version": node.version, "file_version": entry.file_version, "mtime": node.mtime}
 
-    def _dir_info(self, path: str, node: Node) -> dict[str, Any]:
+    @staticmethod
+    def _dir_info(path: str, node: Node) -> dict[str, Any]:
+        """A folder's size is 0, as on the mount and as fsspec's `du` counts folders (a version's
+        folder sized as the version made `du` of its record count every file twice); `fs.du(path)`
+        is a version's size."""
         info = {"name": path, "type": "directory", "size": 0, "mtime": node.mtime}
         if node.version:
             info["version"] = node.version
-            if path.count("/") == 2:  # a version's own folder: the version's size
-                info["size"] = next(v.size for v in node.record.published if v.number == node.version)
         return info
 
     # --- writing: whole versions only --------------------------------------------------------
@@ -206,9 +214,15 @@ class EotdlFileSystem(AbstractFileSystem):
         self._refuse(path if isinstance(path, str) else path[0], "remove")
 
     def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
-        self._refuse(path, "make a folder")
+        self.makedirs(path)
 
     def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        """A folder that exists is there already (FileExistsError, or nothing with EXIST_OK, as
+        `mkdir -p` on a read-only mount): fsspec's mapper and writers make a key's folder first."""
+        if self.isdir(path):
+            if exist_ok:
+                return
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), self._strip_protocol(path))
         self._refuse(path, "make a folder")
 
     def rmdir(self, path: str) -> None:

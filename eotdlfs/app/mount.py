@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Callable
 
 from eotdlfs.app.embedded import settings_or_local
 from eotdlfs.client.api import ApiClient
@@ -27,6 +29,7 @@ from eotdlfs.fs.fuse_ops import EotdlfsOperations
 from eotdlfs.fs.mount import PRIVATE_UMASK, clean_stale, make_private
 from eotdlfs.fs.mountlock import hold_cache_dir
 from eotdlfs.fs.namespace import Namespace
+from eotdlfs.fs.nodes import Node
 from eotdlfs.fs.staging.mounted import make_staging_area
 from eotdlfs.repository import FileEntry, Record, Unreachable
 
@@ -36,26 +39,65 @@ log = logging.getLogger(__name__)
 # its first lookup then finds them in hand (they came after it was ready on a loaded machine),
 # and a silent server delays the mount by no more.
 RECORDS_WAIT_S = 2.0
+AHEAD_NOT_OPENED = 4
+AHEAD_FORGET_S = 10.0  # a stat long ago says nothing of what the lookups of now are for
 
 
 class FirstBlocksAhead(ApiRepository):
     """The repository as a mount reads it: a file that a lookup finds alone (its version's list not
     in hand yet) has its first block (a small file whole) fetched at once, from the lookup's thread,
     since the kernel opens and reads a file right after looking it up. Not for eotdl://, where a
-    script opens and reads at once, and where it means to (a seeking reader would pay a block)."""
+    script opens and reads at once, and where it means to (a seeking reader would pay a block).
+
+    A lookup cannot tell a `stat` from an open: once AHEAD_NOT_OPENED files fetched so in the last
+    AHEAD_FORGET_S are not opened, lookups fetch nothing until one is, or that long has passed (a
+    script testing which of 1,000 paths exist, on a fresh mount, fetched a block per path)."""
 
     fetcher: BlockFetcher | None = None  # set once the mount is built, before the kernel sees it
 
+    def __init__(self, api: ApiClient):
+        super().__init__(api)
+        self._lock = threading.Lock()
+        # guarded by _lock: checksums fetched ahead and not opened since, with when (monotonic)
+        self._not_opened: dict[str, float] = {}
+
     def lookup(self, record: Record, version: int, path: str) -> list[FileEntry]:
-        found = super().lookup(record, version, path)
+        return self._fetch_ahead(record, path, super().lookup(record, version, path))
+
+    def lookup_at_once(self, record: Record, version: int, path: str) -> list[FileEntry] | None:
+        found = super().lookup_at_once(record, version, path)
+        return None if found is None else self._fetch_ahead(record, path, found)
+
+    def opened(self, node: Node) -> None:
+        """NODE, a published file, is being opened."""
+        with self._lock:
+            self._not_opened.pop(node.entry.checksum, None)
+
+    def _fetch_ahead(self, record: Record, path: str, found: list[FileEntry]) -> list[FileEntry]:
         entry = found[0] if len(found) == 1 and found[0].path == path else None
-        if self.fetcher is not None and entry is not None and entry.size > 0 \
-                and (entry.checksum, 0) not in self.fetcher.cache:
-            try:
-                self.fetcher.demand(Content(record, entry), 0, self.fetcher.serial())
-            except Exception as exc:  # only a head start: the open fetches as usual
-                log.debug("nothing fetched ahead of %s: %s", path, exc)
+        if self.fetcher is None or entry is None or entry.size == 0 or (entry.checksum, 0) in self.fetcher.cache:
+            return found
+        now = time.monotonic()
+        with self._lock:
+            for checksum, when in list(self._not_opened.items()):
+                if now - when > AHEAD_FORGET_S:
+                    del self._not_opened[checksum]
+            if len(self._not_opened) >= AHEAD_NOT_OPENED:
+                return found
+            self._not_opened[entry.checksum] = now
+        try:
+            self.fetcher.demand(Content(record, entry), 0, self.fetcher.serial())
+        except Exception as exc:  # only a head start: the open fetches as usual
+            log.debug("nothing fetched ahead of %s: %s", path, exc)
         return found
+
+
+def _told_first(first: Callable[[Node], None], then: Callable[[Node], None] | None) -> Callable[[Node], None]:
+    def opened(node: Node) -> None:
+        first(node)
+        if then is not None:
+            then(node)
+    return opened
 
 
 def wait_for(futures: list[Future], within: float) -> None:
@@ -101,6 +143,7 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
     repo = FirstBlocksAhead(api)
     context = build_context(repo, options)
     repo.fetcher = context.fetcher
+    context.tree.on_open = _told_first(repo.opened, context.tree.on_open)
     check_reachable(api, context.namespace, cache_dir)
     if context.namespace.server_reachable is not False:
         wait_for(context.warming, RECORDS_WAIT_S)

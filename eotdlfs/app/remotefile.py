@@ -12,6 +12,7 @@ import errno
 import io
 import os
 from concurrent.futures import Executor
+from typing import Any
 
 from eotdlfs.fs.content import Content
 from eotdlfs.fs.errors import errno_for
@@ -27,7 +28,18 @@ class RemoteFile(io.RawIOBase):
     Reads of BUFFER_SIZE or more go to the reader in one call, as asked: a COG reader's tile
     read must stay one range request (io.BufferedReader would cut it into its whole-buffer
     part and a buffered tail, a second request reaching into the next tile). Smaller reads
-    (headers, `readline`) are served from one buffered chunk."""
+    (headers, `readline`) are served from one buffered chunk.
+
+    Opened through `eotdl://`, it is that filesystem's file (`fs`, as fsspec's files have it) and
+    pickles as it, reopened at its position: Dask sends an open file to its workers (xarray's
+    `open_dataset(fs.open(...), chunks=...)`). Under fsspec's `blockcache::` its reads go through
+    the `cache` that layer gives it, which fetches its blocks with `_fetch_range`."""
+
+    mode = "rb"
+    blocksize = BUFFER_SIZE  # blockcache::'s block size
+    fs: Any = None  # the eotdl:// filesystem that opened it, if one did
+    version_path = ""  # its path there with `latest` replaced by the version: what a copy reopens
+    cache: Any = None  # set by fsspec's blockcache:: only
 
     def __init__(self, reader: ContentReader, content: Content, path: str, side_reads: Executor | None = None):
         super().__init__()
@@ -38,6 +50,16 @@ class RemoteFile(io.RawIOBase):
         self.path = self.name = path
         self._pos = 0
         self._chunk, self._chunk_at = b"", 0  # the last small read's chunk and where it starts
+        self._pid = os.getpid()
+        self._forked: RemoteFile | None = None  # this file reopened in a forked process (`_here`)
+
+    @property
+    def closed(self) -> bool:
+        return io.RawIOBase.closed.__get__(self)
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        """blockcache:: sets it after closing the file: it is closed already."""
 
     def readable(self) -> bool:
         return True
@@ -70,6 +92,9 @@ class RemoteFile(io.RawIOBase):
         """The bytes at each (offset, size), read side by side; the position stays. GDAL asks for
         a raster window's tile rows at once (rasterio's multi-range read) and /vsicurl/ fetches
         them side by side: one after the other, each cold row waited a round trip of its own."""
+        here = self._here()
+        if here is not self:
+            return here.get_byte_ranges(offsets, sizes)
         ranges = list(zip(offsets, sizes))
         if self._side_reads is None or len(ranges) < 2:
             return [self._range(*r) for r in ranges]
@@ -91,8 +116,23 @@ class RemoteFile(io.RawIOBase):
         return bytes(rest[:count])
 
     def _read_into(self, target: memoryview, offset: int) -> int:
+        if self.cache is not None:
+            data = self.cache._fetch(offset, offset + len(target))
+            target[:len(data)] = data
+            return len(data)
+        return self._fetch_into(target, offset)
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        """The bytes from START to END, read from the repository (blockcache::'s fetcher)."""
+        buffer = bytearray(max(0, min(end, self.size) - start))
+        return bytes(buffer[:self._fetch_into(memoryview(buffer), start)])
+
+    def _fetch_into(self, target: memoryview, offset: int) -> int:
         if self.closed:
             raise ValueError("I/O operation on closed file")
+        here = self._here()
+        if here is not self:
+            return here._fetch_into(target, offset)
         try:
             return self._reader.read_into(self._handle, target, offset)
         except (ContentMismatch, RepositoryError) as exc:
@@ -108,11 +148,43 @@ class RemoteFile(io.RawIOBase):
     def tell(self) -> int:
         return self._pos
 
+    def __reduce__(self) -> tuple:
+        if self.fs is None:
+            raise TypeError(f"{self.path}: a file of Connection.open does not pickle; open it through eotdl:// "
+                            "(fsspec.open or EotdlFileSystem.open)")
+        return _reopen, (self.fs, self.version_path, self._pos, self.path)
+
+    def _here(self) -> RemoteFile:
+        """This file as this process can read it. A process forked with the file open (a DataLoader's
+        or multiprocessing's worker, the dataset opened before) has none of the reader's threads and
+        sockets, and its first read waited for them for ever: there the file is reopened through its
+        filesystem, which connects anew in each process."""
+        if self._pid == os.getpid():
+            return self
+        if self._forked is None or self._forked._pid != os.getpid():
+            if self.fs is None:
+                raise OSError(errno.EBADF, f"{self.path}: opened by Connection.open before this process forked; "
+                                           "open it through eotdl:// to read it on in forked workers")
+            self._forked = self.fs._open(self.version_path)
+        return self._forked
+
     def close(self) -> None:
         if not self.closed:
-            self._handle.close()
+            if self._pid == os.getpid():  # a forked process leaves the parent's reader alone
+                self._handle.close()
+            if self._forked is not None and self._forked._pid == os.getpid():
+                self._forked.close()
             self._chunk = b""
         super().close()
+
+
+def _reopen(fs: Any, version_path: str, position: int, path: str) -> RemoteFile:
+    """A pickled file, unpickled (in a worker process): VERSION_PATH opened through FS at POSITION,
+    named PATH as the original was (`latest` in it names what the original read, not a newer version)."""
+    file = fs.open(version_path, "rb")
+    file.seek(position)
+    file.path = file.name = path
+    return file
 
 
 def open_remote(reader: ContentReader, record: Record, entry: FileEntry, path: str,

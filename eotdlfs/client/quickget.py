@@ -1,10 +1,10 @@
-"""Plain range GETs on one kept-alive connection per thread: what a mount's cold reads send.
+"""Plain GETs on one kept-alive connection per thread: a mount's cold reads and lone lookups.
 
 urllib3's urlopen cost about 250 us of CPU per small range here (its pool, retry and header
 objects, the check that a pooled connection is still up), http.client's own request and
 answer about 140 us (its header objects, and the email parser for the answer's head). Only
 the simple case is read here: the request written whole in one send, a 206 with a
-Content-Length and neither Content-Encoding nor Transfer-Encoding; any other answer drops
+Content-Length (a 200 for a lookup) and neither Content-Encoding nor Transfer-Encoding; any other answer drops
 the connection and is left to the caller's full way (requests). http.client still makes
 the connection (and its TLS). For servers reached without a proxy (the caller checks); an https:// server's
 certificate is checked as requests checks it (see `tls_context`). Failures come out as
@@ -72,15 +72,23 @@ class QuickGets:
         """GET TARGET with a Range in HEADERS: (its body in page-aligned memory, status, None) for a
         plain 206, else (None, status, Location), the connection dropped (its body left unread).
         Raises urllib3's errors for the connection and requests' for a broken body (as `pages_of`)."""
+        return self._get(target, headers, 206, progress)
+
+    def whole_body(self, target: str) -> tuple[memoryview | None, int, str | None]:
+        """GET TARGET, as `range_body` but for a plain 200 (a small JSON answer)."""
+        return self._get(target, {}, 200, None)
+
+    def _get(self, target: str, headers: Mapping[str, str], plain_status: int,
+             progress: Arrived | None) -> tuple[memoryview | None, int, str | None]:
         request = self._request(target, headers)
         conn = getattr(self._local, "conn", None)
         try:
             if conn is not None and conn.sock is not None:
                 try:
-                    return self._exchange(conn.sock, request, progress)
+                    return self._exchange(conn.sock, request, plain_status, progress)
                 except _Stale:
                     self.drop()  # a kept-alive connection the server closed meanwhile: once more, on a new one
-            return self._exchange(self._connect().sock, request, progress)
+            return self._exchange(self._connect().sock, request, plain_status, progress)
         except (_Stale, OSError, http.client.HTTPException) as exc:
             self.drop()
             raise _as_urllib3(exc, target) from exc
@@ -126,9 +134,9 @@ class QuickGets:
         text = "\r\n".join([f"GET {target} HTTP/1.1", self._host_line, *(f"{n}: {v}" for n, v in fields.items())])
         return text.encode("latin-1") + b"\r\n\r\n"
 
-    def _exchange(self, sock: socket.socket, request: bytes,
+    def _exchange(self, sock: socket.socket, request: bytes, plain_status: int,
                   progress: Arrived | None) -> tuple[memoryview | None, int, str | None]:
-        """Send REQUEST on SOCK and read the answer's head; for a plain 206 its body too.
+        """Send REQUEST on SOCK and read the answer's head; for a plain PLAIN_STATUS its body too.
         _Stale when the connection ends before any byte of the answer (a kept-alive
         connection the server closed: safe to send again)."""
         try:
@@ -138,7 +146,7 @@ class QuickGets:
             raise _Stale(str(exc)) from exc
         status, fields = _parse_head(head)
         length = fields.get(b"content-length")
-        plain = status == 206 and length is not None and length.isdigit() and not (
+        plain = status == plain_status and length is not None and length.isdigit() and not (
             fields.keys() & {b"content-encoding", b"transfer-encoding"})
         if not plain:
             location = fields.get(b"location")

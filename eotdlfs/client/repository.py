@@ -88,6 +88,10 @@ class ApiRepository:
     def lookup(self, record: Record, version: int, path: str) -> list[FileEntry]:
         return self._entries(record, self.api.files(record.kind, record.id, version, path))
 
+    def lookup_at_once(self, record: Record, version: int, path: str) -> list[FileEntry] | None:
+        answer = self.api.lookup_at_once(record.kind, record.id, version, path)
+        return None if answer is None else self._entries(record, answer)
+
     def _entries(self, record: Record, answer: list[dict[str, Any]]) -> list[FileEntry]:
         listed = parsed(_file_row, answer, "file entry")
 

@@ -1,17 +1,16 @@
 """Content-addressed block store on disk: blocks of file bytes keyed by (SHA-1, block index).
 
 Built on `diskcache` so the size limit, LRU eviction and crash safety come from a well-kept
-library. Every block is stored as its own file (`disk_min_file_size=0`), so a reader gets an
-open file and reads it with `os.pread`, which releases the GIL. Identical files in different
-versions or records share blocks because the key is the content's checksum.
+library. Every block is stored in a file (`disk_min_file_size=0`; the blocks of one fetch share
+one, `put_runs`), so a reader gets an open file and reads it with `os.pread`, which releases the
+GIL. Identical files in different versions or records share blocks because the key is the
+content's checksum.
 
-Small blocks (a seeking reader's 64 KiB pieces) are kept in the index itself instead
-(`put_inline`: diskcache's inline values, many per transaction): a file create, an O_DIRECT
-write and a transaction per piece were most of a cold seeking read's CPU. Their bytes count
-in the database's pages, so `volume()`, the size limit and eviction include them. The pieces
-of a whole tile, fetched together, go into one file instead (`put_runs`, an entry per piece
-with its offset): through the index every page is written twice (WAL, checkpoint), 5 times
-the time of one file write, and a cold COG reader's process waited for it at its exit.
+Small blocks (a seeking reader's 64 KiB pieces) share files too, a tile's or a stored batch's
+(one `writev`): a file and a transaction per piece were most of a cold seeking read's CPU; in
+the index itself (`put_inline`: diskcache's inline values, in `volume()`) every page is written
+twice (WAL, checkpoint), 45 % of the mount's CPU on random 4 KiB reads. Only a piece shorter
+than the others goes there.
 
 Blocks in page-aligned memory are written with O_DIRECT (`_BlockDisk`): a cold read hands
 its readers the fetched bytes from memory, so pushing a second copy of every byte through
@@ -184,8 +183,8 @@ class BlockCache:
         """The bytes of one entry of the index (kept in it, in its file, or at VALUE in a run's file), checked."""
         try:
             handle = self._cache.disk.fetch(mode, filename, value, True)
-        except OSError:  # evicted (by another process) since the lookup: a miss, as diskcache's `get` has it
-            self._forget_lost(block_key(checksum, index), filename)
+        except OSError:  # its file is gone (evicted since the lookup, or with another block of its run): a miss,
+            self.drop_blocks(checksum, [index])  # and no longer counted as cached (readers and hashing wait for those)
             return None
         if isinstance(handle, bytes):  # a block kept in the index (`put_inline`)
             data = handle
@@ -200,22 +199,6 @@ class BlockCache:
         if block_crc(data) != crc:
             return self._damaged(checksum, index, f"CRC32C mismatch, {len(data)} bytes")
         return memoryview(data)
-
-    def _forget_lost(self, key: str, filename: str | None) -> None:
-        """Drop KEY's row if it still names FILENAME, a file gone: the pieces of a run whose file an
-        index made before `block_index`'s trigger lost, or a file deleted by hand, stayed counted in
-        the cache's size and found stored, so never stored again. Only when no write is under way:
-        a miss never waits for a writer."""
-        if not self._db.acquire(blocking=False):
-            return
-        try:
-            with self._cache.transact():
-                self._cache._con.execute("DELETE FROM Cache WHERE key = ? AND raw = 1 AND filename = ?",
-                                         (key, filename))
-        except CACHE_ERRORS as exc:
-            self._failed(exc)
-        finally:
-            self._db.release()
 
     def _damaged(self, checksum: str, index: int, why: str) -> None:
         """Drop a block that failed its check (the caller fetches it again) and say so."""
@@ -305,28 +288,29 @@ class BlockCache:
             return False
         return True
 
-    def put_runs(self, runs: list[tuple[str, list[int | str], memoryview]], piece_size: int) -> bool:
-        """Store RUNS (checksum, indices, bytes): each run's bytes in one file (as `put_blocks`), as
-        pieces of PIECE_SIZE entered under INDICES, each with its CRC32C, in one transaction; False as
-        `put`. When eviction or a drop removes a piece's file, its run's other pieces are misses."""
+    def put_runs(self, runs: list[tuple[list[tuple[str, int | str]], list[memoryview]]], piece_size: int) -> bool:
+        """Store RUNS (keys, parts): each run's parts one after the other in one file (as `put_blocks`),
+        as pieces of PIECE_SIZE entered under its KEYS (checksum, index), each with its CRC32C, in one
+        transaction; False as `put`. Every part but the last is whole pieces. When eviction or a drop
+        removes a piece's file, its run's other pieces are misses (dropped as read)."""
         disk: _BlockDisk = self._cache.disk
-        stored = self._stored([block_key(checksum, index) for checksum, indices, _ in runs for index in indices])
-        runs = [run for run in runs if any(block_key(run[0], index) not in stored for index in run[1])]
-        nbytes = sum(memoryview(data).nbytes for _, _, data in runs)
+        stored = self._stored([block_key(*key) for keys, _ in runs for key in keys])
+        runs = [run for run in runs if any(block_key(*key) not in stored for key in run[0])]
+        runs = [(keys, [memoryview(part).cast("B") for part in parts]) for keys, parts in runs]
+        nbytes = sum(part.nbytes for _, parts in runs for part in parts)
         written, entries = [], []
         try:
             if not self._make_room(nbytes):
                 raise OSError(errno.ENOSPC, "no room beyond the disk's reserve, even after evicting")
             try:
-                for checksum, indices, data in runs:  # outside the lock, as in `put_blocks`
-                    view = memoryview(data).cast("B")
-                    written.append(disk.write_block(view))
-                    for at, index in zip(range(0, view.nbytes, piece_size), indices):
-                        if block_key(checksum, index) in stored:
+                for keys, parts in runs:  # outside the lock, as in `put_blocks`
+                    written.append(disk.write_block(parts))
+                    pieces = [part[at:at + piece_size] for part in parts for at in range(0, part.nbytes, piece_size)]
+                    for at, key, piece in zip(range(0, written[-1].size, piece_size), keys, pieces):
+                        if block_key(*key) in stored:
                             continue
-                        piece = view[at:at + piece_size]
-                        entries.append((block_key(checksum, index),
-                                        _WrittenBlock(written[-1].filename, piece.nbytes, at), block_crc(piece)))
+                        entries.append((block_key(*key), _WrittenBlock(written[-1].filename, piece.nbytes, at),
+                                        block_crc(piece)))
             finally:
                 with self._room:
                     self._writing -= nbytes
@@ -352,11 +336,17 @@ class BlockCache:
         return found
 
     def _enter(self, entries: list) -> None:
-        """Enter ENTRIES (key, stored value, CRC32C) in one transaction."""
+        """Enter ENTRIES (key, stored value, CRC32C) in one transaction. diskcache culls after the last
+        only, as many as entered (3 queries an entry, for the volume: 9 % of random reads' CPU)."""
+        limit = self._cache.cull_limit
         with self._db, self._cache.transact():
             self._enter_touches()
-            for key, value, crc in entries:
-                self._cache.set(key, value, read=True, tag=crc)
+            try:
+                for i, (key, value, crc) in enumerate(entries, 1):
+                    self._cache.reset("cull_limit", max(limit, i) if i == len(entries) else 0, update=False)
+                    self._cache.set(key, value, read=True, tag=crc)
+            finally:
+                self._cache.reset("cull_limit", limit, update=False)
 
     def _make_room(self, nbytes: int) -> bool:
         """Evict least-recently-used blocks until NBYTES more leave the reserve free on the

@@ -11,8 +11,8 @@ Pieces are kept in memory (bounded, oldest out first) for the reads next to them
 block cache under keys of their own (`piece_key`), with the same CRC32C check on read-back
 as blocks, so a second reader, or the next mount, does not fetch them again. They are
 stored behind the reads, in batches (`STORE_DELAY`, `STORE_BATCH`), one transaction each,
-those of a tile-sized fetch in one file (`BlockCache.put_runs`) and the others in the index
-itself (`BlockCache.put_inline`), and those still waiting are stored at `close`.
+those of a tile-sized fetch in one file, the others of a batch side by side in one file
+(`BlockCache.put_runs`), and those still waiting are stored at `close`.
 Those waiting are bounded in bytes (`unstored_bytes`): behind a cache disk slower than the
 network the oldest are let go unstored (a later reader fetches them again), so neither memory
 nor the reader waits for the disk. Pieces never feed the file's running SHA-1: the end-to-end
@@ -265,7 +265,8 @@ class PieceFetcher:
 
     def store_waiting(self) -> None:
         """Store the pieces waiting to be stored: those fetched RUN_FILE_BYTES or more at a time
-        (a tile) as one file per fetch, the others in the index itself (a transaction each)."""
+        (a tile) as one file per fetch, the other whole pieces side by side in one file, and
+        any shorter one in the index itself."""
         with self._storing:
             batch, self._unstored, self._unstored_bytes = self._unstored, [], 0
             self._stalled = False
@@ -275,14 +276,17 @@ class PieceFetcher:
         fetches: dict[int, tuple[str, memoryview, list]] = {}  # by the fetch's buffer: its pieces waiting
         for checksum, n, piece, _, fetched in batch:
             fetches.setdefault(id(fetched), (checksum, fetched, []))[2].append((n, piece))
-        runs, inline = [], []
+        runs, packed, inline = [], [], []
         for checksum, fetched, pieces in fetches.values():
             # A whole fetch only: its pieces lie in its file at their places (the oldest waiting may
             # have been let go, `unstored_limit`)
             if fetched.nbytes >= RUN_FILE_BYTES and len(pieces) == -(-fetched.nbytes // self.piece_size):
-                runs.append((checksum, [piece_key(n) for n, _ in pieces], fetched))
+                runs.append(([(checksum, piece_key(n)) for n, _ in pieces], [fetched]))
             else:
-                inline += [(checksum, piece_key(n), piece) for n, piece in pieces]
+                for n, piece in pieces:
+                    (packed if piece.nbytes == self.piece_size else inline).append((checksum, piece_key(n), piece))
+        if packed:  # a random reader's pieces, one per fetch: a file each, or every page written twice
+            runs.append(([(checksum, key) for checksum, key, _ in packed], [piece for _, _, piece in packed]))
         if runs:
             self.cache.put_runs(runs, self.piece_size)
         if inline:

@@ -188,7 +188,7 @@ def create_app(root: Path, limits: Limits | None = None, db_url: str | None = No
     downloads = Downloads(store, stats, redirect_downloads)
     app = RepositoryApp(downloads, title="eotdlfs repository", openapi_url="/openapi.json", docs_url="/docs",
                         redoc_url=None)
-    app.state.store, app.state.stats = store, stats
+    app.state.store, app.state.stats, app.state.downloads = store, stats, downloads
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, max_other_bytes=limits.max_other_body_bytes,
                        max_stac_bytes=limits.max_stac_body_bytes)
 

@@ -145,16 +145,28 @@ class Downloads:
         self._known: dict[tuple[str, str, str, int | None], BlobRef] = {}
         self._stalling_calls = CapacityLimiter(STALLING_CALL_THREADS)
 
+    def find_at_once(self, kind: str, record_id: str, path: str, file_version: int | None) -> BlobRef | None:
+        """The blob, when it is known or its store's queries cannot stall (SQLite); None when finding it
+        would wait on the network (a caller on the event loop then leaves the request to `find`)."""
+        blob = self._known.get((kind, record_id, path, file_version))
+        if blob is None and not self.store.queries_may_stall:
+            blob = self._look_up(kind, record_id, path, file_version)
+        return blob
+
     async def find(self, kind: str, record_id: str, path: str, file_version: int | None) -> BlobRef:
-        key = (kind, record_id, path, file_version)
-        blob = self._known.get(key)
+        blob = self._known.get((kind, record_id, path, file_version))
         if blob is None:
-            blob = await self.off_loop(self.store.queries_may_stall, self.store.find_download, kind, record_id, path,
+            blob = await self.off_loop(self.store.queries_may_stall, self._look_up, kind, record_id, path,
                                        file_version)
-            if blob.published and file_version is not None:
-                if len(self._known) >= self.KNOWN_LIMIT:
-                    self._known.clear()
-                self._known[key] = blob
+        return blob
+
+    def _look_up(self, kind: str, record_id: str, path: str, file_version: int | None) -> BlobRef:
+        """The store's answer, kept when it never changes."""
+        blob = self.store.find_download(kind, record_id, path, file_version)
+        if blob.published and file_version is not None:
+            if len(self._known) >= self.KNOWN_LIMIT:
+                self._known.clear()
+            self._known[(kind, record_id, path, file_version)] = blob
         return blob
 
     async def off_loop(self, may_stall: bool, call: Callable[..., T], *args: Any) -> T:
@@ -166,7 +178,7 @@ class Downloads:
         return await anyio.to_thread.run_sync(call, *args, limiter=self._stalling_calls)
 
     async def answer(self, kind: str, record_id: str, path: str, file_version: int | None, head: bool,
-               range_header: str | None, if_range: str | None) -> Response:
+                     range_header: str | None, if_range: str | None) -> Response:
         """Raises ApiError (404, 416). With `redirect` (`--redirect-downloads`) a GET is answered 307
         to a short-lived presigned URL of the blob, when its store has URLs; a HEAD is still answered
         here (a URL presigned for GET is refused for HEAD). Signing runs on a worker thread: botocore

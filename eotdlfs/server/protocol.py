@@ -23,7 +23,8 @@ _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol closing a connection whose request head is too slow or too long."""
+    """HttpToolsProtocol closing a connection whose request head is too slow or too long; first in
+    the bases of a subclass of HttpToolsProtocol (`bounded_head`), it bounds that one's heads."""
 
     def __init__(self, *args: Any, max_head_bytes: int, head_timeout_s: float, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -87,3 +88,9 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             head += [b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)]
             self.transport.write(b"".join(head) + body)
         self.transport.close()
+
+
+def bounded_head(protocol: type[HttpToolsProtocol]) -> type[BoundedHeadProtocol]:
+    """PROTOCOL (uvicorn's httptools protocol or a subclass) with its request heads bounded: its
+    callbacks run after the bounds' (which see every head, also one PROTOCOL answers itself)."""
+    return type(f"BoundedHead{protocol.__name__}", (BoundedHeadProtocol, protocol), {})

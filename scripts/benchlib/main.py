@@ -45,6 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", type=Path, help="record py-spy profiles of the mount and server into this folder")
     p.add_argument("--time-limit", type=float, help="stop everything after this many seconds")
     p.add_argument("--only", help="run only these groups of measurements (comma-separated, e.g. vsicurl,eotdlfs_mount)")
+    p.add_argument("--steps", help="in the mount groups, run only these steps (comma-separated, e.g. first_small)")
     p.add_argument("--geotiff-mb", type=int, help="size of the COG's full-resolution band, in MiB")
     p.add_argument("--render", type=Path, metavar="JSON",
                    help="run nothing: write the docs from the JSON output of an earlier run")
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = dataclasses.replace(spec, geotiff_bytes=args.geotiff_mb << 20)
     if args.only:
         plan = plan._replace(only=tuple(args.only.split(",")))
+    if args.steps:
+        plan = plan._replace(steps=tuple(args.steps.split(",")))
     if args.time_limit:
         plan = plan._replace(time_limit_s=args.time_limit)
     own_workdir = args.workdir is None

@@ -27,6 +27,7 @@ class Plan(NamedTuple):
     cog_small_windows: int = 25  # random 256x256 windows per reader, 4 readers at once
     delay_s: float = 0.02  # latency added each way by the delaying proxy
     only: tuple[str, ...] = ()  # groups of measurements to run (all when empty)
+    steps: tuple[str, ...] = ()  # steps of the mount groups to run (all when empty), e.g. first_small
 
 
 class Stoppable(Protocol):

@@ -208,7 +208,8 @@ def _run_mount_reads(
     named = {step.__name__: step for step in (first_byte, first_small, sequential, listing_and_window, random_reads,
                                               cog_windows, cog_parallel)}
     for name in steps:
-        on_fresh_mount(named[name])
+        if not plan.steps or name in plan.steps:
+            on_fresh_mount(named[name])
 
 
 def run_staging(bench: Bench, server: eotdlfs_side.EotdlfsServer, env: dict[str, str]) -> None:

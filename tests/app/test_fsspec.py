@@ -6,11 +6,14 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import multiprocessing
 import os
+import pickle
 import subprocess
 import sys
 import time
 import tracemalloc
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -86,6 +89,7 @@ def test_ls_with_detail_shows_the_mounts_tree(repo_server, two_versions, tmp_pat
     carried = [fs.modified(f"datasets/{name}/{v}/images/tile_0.bin") for v in ("v1", "v2")]
     assert carried[0] == carried[1] and carried[0].timestamp() == fs.info(f"datasets/{name}/v1/images/tile_0.bin")["mtime"]
     assert fs.modified(f"datasets/{name}/v2/labels.csv") > carried[0]  # changed in v2: v2's time, as on the mount
+    assert fs.created(f"datasets/{name}/v2/images/tile_0.bin") == carried[0]  # made once, never changed
     with pytest.raises(FileNotFoundError):
         fs.info(f"datasets/{name}/v1/nothing-here")
 
@@ -370,3 +374,118 @@ def test_put_get_and_not_found_as_fsspec_users_expect(repo_server, two_versions,
     with pytest.raises(FileNotFoundError) as info:
         fs.open(f"eotdl://datasets/{name}/latest/nope.csv")
     assert info.value.filename == f"datasets/{name}/latest/nope.csv"
+
+
+def _read_rest(file) -> bytes:
+    """A pickled open file's remaining bytes, read in a worker process (module level: spawn pickles it by name)."""
+    with file:
+        return file.read()
+
+
+def test_an_open_file_pickles_and_reads_on_in_a_worker_process(repo_server, two_versions, tmp_path):
+    """Dask sends open files to its workers (xarray's `open_dataset(fs.open(url), chunks=...)`): an
+    eotdl:// file pickles as its filesystem's file, reopened at its position. It raised
+    'cannot pickle _thread.lock'."""
+    name, v1, _ = two_versions
+    data = (v1 / "images/2023/big.bin").read_bytes()
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    with fs.open(f"datasets/{name}/v1/images/2023/big.bin") as f:
+        f.seek(MiB + 3)
+        copy = pickle.loads(pickle.dumps(f))
+        assert (copy.tell(), copy.read(10)) == (MiB + 3, data[MiB + 3:MiB + 13])
+        assert copy.fs.storage_options == fs.storage_options
+        copy.close()
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as workers:
+            assert workers.submit(_read_rest, f).result(timeout=120) == data[MiB + 3:]
+    with pytest.raises(TypeError, match="open it through eotdl://"):
+        with fs.connection.open(f"datasets/{name}/v1/labels.csv") as plain:
+            pickle.dumps(plain)
+
+
+@pytest.mark.parametrize("layer", ["simplecache", "filecache", "blockcache"])
+def test_fsspecs_caching_layers_chain_in_front_of_eotdl(repo_server, two_versions, tmp_path, layer):
+    """`simplecache::eotdl://...` and its kin, as fsspec users chain them; blockcache:: raised
+    AttributeError ('RemoteFile' object has no attribute 'blocksize')."""
+    name, v1, _ = two_versions
+    data = (v1 / "images/2023/big.bin").read_bytes()
+    options = {"eotdl": {"api_url": repo_server.url, "cache_dir": str(tmp_path / "cache"), "skip_instance_cache": True},
+               layer: {"cache_storage": str(tmp_path / layer)}}
+    with fsspec.open(f"{layer}::eotdl://datasets/{name}/v1/images/2023/big.bin", **options) as f:
+        f.seek(2 * MiB + 5)
+        assert f.read(1000) == data[2 * MiB + 5:2 * MiB + 1005]
+        f.seek(0)
+        assert f.read() == data
+    assert list((tmp_path / layer).iterdir())  # the layer kept its own copy
+
+
+def _exit_with_read(file, offset: int, expected: bytes) -> None:
+    """A forked worker's read of an inherited file: exit 0 when it read EXPECTED at OFFSET, 3
+    otherwise, 4 on an OSError naming eotdl://."""
+    try:
+        file.seek(offset)
+        ok = file.read(len(expected)) == expected
+        file.close()
+    except OSError as exc:
+        os._exit(4 if "eotdl://" in str(exc) else 5)
+    os._exit(0 if ok else 3)
+
+
+def _exit_code_of_forked(file, offset: int, expected: bytes) -> int | None:
+    worker = multiprocessing.get_context("fork").Process(target=_exit_with_read, args=(file, offset, expected))
+    worker.start()
+    worker.join(60)
+    if worker.is_alive():
+        worker.kill()
+        worker.join(10)
+        return None
+    return worker.exitcode
+
+
+def test_a_file_opened_before_a_fork_reads_in_the_forked_worker(repo_server, two_versions, tmp_path):
+    """A map-style dataset that opens its files in __init__, read by forked workers (a DataLoader's,
+    multiprocessing's): the child's first read waited for the parent's reader threads for ever."""
+    name, v1, _ = two_versions
+    data = (v1 / "images/2023/big.bin").read_bytes()
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    with fs.open(f"datasets/{name}/v1/images/2023/big.bin") as f:
+        assert f.read(10) == data[:10]
+        assert _exit_code_of_forked(f, 2 * MiB, data[2 * MiB:2 * MiB + 5000]) == 0
+        assert f.read(10) == data[10:20]  # the parent's file reads on
+    with fs.connection.open(f"datasets/{name}/v1/images/2023/big.bin") as plain:  # no filesystem to reopen it
+        assert plain.read(10) == data[:10]
+        assert _exit_code_of_forked(plain, 2 * MiB, data[2 * MiB:2 * MiB + 5000]) == 4
+
+
+def test_du_counts_each_file_once_and_an_existing_folder_needs_no_making(repo_server, two_versions, tmp_path):
+    """A version's folder had the version's size, so `du` of a record counted every file twice (the
+    folder of `latest` and its files) and `du(withdirs=True)` of a version twice too; `makedirs`
+    of a folder that exists (exist_ok=True: fsspec's mapper does it before each write) raised
+    PermissionError, which hid the write's own refusal."""
+    name, v1, v2 = two_versions
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    v1_size, v2_size = (sum(p.stat().st_size for p in v.rglob("*") if p.is_file()) for v in (v1, v2))
+    assert fs.du(f"datasets/{name}") == v1_size + v2_size
+    assert fs.du(f"datasets/{name}/v1", withdirs=True) == fs.du(f"datasets/{name}/v1") == v1_size
+    assert fs.info(f"datasets/{name}/v1")["size"] == 0
+    fs.makedirs(f"datasets/{name}/v1/images", exist_ok=True)
+    fs.makedirs("datasets", exist_ok=True)
+    for call in (lambda: fs.makedirs(f"datasets/{name}/v1"), lambda: fs.mkdir(f"datasets/{name}")):
+        with pytest.raises(FileExistsError):
+            call()
+    with pytest.raises(PermissionError, match="write: versions are read-only"):
+        fsspec.get_mapper(f"eotdl://datasets/{name}/v1", api_url=repo_server.url,
+                          cache_dir=str(tmp_path / "cache"))["images/new.bin"] = b"x"
+
+
+def test_a_pickled_or_forked_file_of_latest_reads_the_version_it_was_opened_on(repo_server, two_versions, tmp_path):
+    """A copy of a `latest/...` file sent to a worker after a new version was published read the
+    new version's bytes, beside the original reading the old ones: it reopened `latest` by name."""
+    name, _, v2 = two_versions
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    old = (v2 / "images/2023/big.bin").read_bytes()
+    with fs.open(f"datasets/{name}/latest/images/2023/big.bin") as f:
+        (v2 / "images/2023/big.bin").write_bytes(os.urandom(len(old)))
+        assert fs.put(str(v2), f"datasets/{name}").version == 3
+        with pickle.loads(pickle.dumps(f)) as copy:
+            assert (copy.path, copy.read()) == (f"datasets/{name}/latest/images/2023/big.bin", old)
+        assert _exit_code_of_forked(f, 2 * MiB, old[2 * MiB:2 * MiB + 5000]) == 0

@@ -251,3 +251,37 @@ def test_read_files_asks_contents_within_the_servers_limits(repo_server, dataset
     assert [bytes(b) for b in repo.read_files(record, entries)] == got
     small = [e for e in entries if e.size <= 1000]
     assert repo_server.stats()["contents"]["requests"] - before["contents"]["requests"] == 1 + -(-len(small) // 2)
+
+
+def test_a_lone_path_is_looked_up_at_once_on_the_callers_connection(repo_server, dataset):
+    """A fresh mount's lookup of one path goes on the calling thread's kept-alive connection, tried
+    once, with the answers of `lookup`: a file's entry, one entry under a folder, nothing."""
+    name, _ = dataset
+    repo = ApiRepository(client(repo_server, None))
+    record = repo.record("datasets", name)
+    for path in ("part0/file0000.txt", "part0", "part0/missing", "odd name #1.bin"):
+        assert repo.lookup_at_once(record, 1, path) == repo.lookup(record, 1, path)
+    assert getattr(repo.api._quick_gets._local, "conn", None) is not None  # it came the quick way
+
+
+@pytest.mark.parametrize("answer", [b"HTTP/1.1 500 Oops\r\nContent-Length: 2\r\n\r\n{}",
+                                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n[oops"])
+def test_a_lookup_at_once_leaves_other_answers_to_the_full_way(answer):
+    """An error or a body that is not JSON: None, and `lookup` (retries, typed errors) answers."""
+    with _raw_server(answer, hold_open=False) as (port, seen):
+        api = ApiClient(Settings(f"http://127.0.0.1:{port}/", None, None, 5), retries=0)
+        assert api.lookup_at_once("datasets", "rec", 1, "a/b c.tif") is None
+    assert seen[0].startswith(b"GET /datasets/rec/files?version=1&path=a%2Fb+c.tif HTTP/1.1\r\n")
+
+
+def test_a_lookup_at_once_that_stalls_is_unreachable_after_the_read_timeout():
+    """A server that takes the request and never answers: Unreachable after the read timeout, not
+    None (the full way would wait as long again)."""
+    import time
+
+    with _raw_server(b"", hold_open=True) as (port, _):
+        api = ApiClient(Settings(f"http://127.0.0.1:{port}/", None, None, 1), retries=0)
+        start = time.monotonic()
+        with pytest.raises(Unreachable, match="timed out"):
+            api.lookup_at_once("datasets", "rec", 1, "a.tif")
+        assert time.monotonic() - start < 4

@@ -287,6 +287,25 @@ def test_first_open_resolves_one_path_without_the_whole_list(repo, tmp_path):
     assert repo.file_lists == 1
 
 
+def test_a_lone_lookup_is_answered_on_the_callers_thread_when_the_repository_can(repo, tmp_path):
+    """A lookup the repository answers at once runs on the resolving (FUSE) thread: a hop to a
+    fetch thread and back was a third of a fresh mount's lookup. When it cannot (None), `lookup`
+    answers from a fetch thread, as before."""
+    threads = []
+
+    def at_once(record, version, path):
+        threads.append(threading.get_ident())
+        return repo.lookup(record, version, path) if path != "sub" else None
+
+    repo.lookup_at_once = at_once
+    ns = Namespace(repo, tmp_path, wait=2)
+    assert ns.resolve("/datasets/alpha/v1/a.txt").size == 3
+    assert ns.resolve("/datasets/alpha/v1/sub").type == DIR  # through `lookup`
+    with pytest.raises(FileNotFoundError):
+        ns.resolve("/datasets/alpha/v1/nothing")
+    assert threads == [threading.get_ident()] * 3
+
+
 def test_a_server_that_ignores_the_path_filter_sends_the_whole_list_which_is_kept(repo, tmp_path):
     repo.lookup = lambda record, version, path: repo.files(record, version)
     ns = Namespace(repo, tmp_path)

@@ -102,6 +102,24 @@ def test_reads_near_the_end_ask_for_no_read_ahead_past_it(setup, monkeypatch):
     assert asked and max(asked) < content.block_count(BS)
 
 
+def test_a_fetchs_blocks_are_stored_in_one_file_and_read_back_checked(setup, tmp_path):
+    """A sequential reader's blocks are stored one file per request, not per block (a file created
+    per block was 7 % of a cold read's CPU); each still comes back exactly, checked on its own."""
+    repo, record, entries, data, make = setup
+    reader = make()
+    assert read_all(reader, Content(record, entries["f.bin"])) == data
+    reader.fetcher.wait_idle(5)
+    blocks = len(data) // BS + 1
+    files = list((tmp_path / "blocks0").rglob("*.val"))
+    assert len(files) <= blocks // 2 + 1, f"{len(files)} files for {blocks} blocks"
+    again = BlockCache(tmp_path / "blocks0", 1 << 30, BS)
+    try:
+        got = again.load_blocks(entries["f.bin"].checksum, range(blocks))
+        assert b"".join(bytes(got[i]) for i in range(blocks)) == data
+    finally:
+        again.close()
+
+
 def test_identical_content_shares_blocks_and_survives_a_new_cache_object(setup, tmp_path):
     repo, record, entries, data, make = setup
     reader = make()
@@ -404,9 +422,10 @@ def test_a_read_just_after_a_checksum_failure_waits_for_the_bad_blocks_to_go(set
     assert failed
 
 
-def test_pieces_are_stored_in_batches_without_a_file_each_and_surely_at_close(setup, tmp_path):
-    """A file (and a transaction) per 8 KiB piece was most of a cold seeking read's CPU: the
-    pieces go into the cache's index in batches, and those still waiting at close are stored."""
+def test_pieces_are_stored_in_batches_in_a_file_each_and_surely_at_close(setup, tmp_path):
+    """A file (and a transaction) per 8 KiB piece was most of a cold seeking read's CPU, and so,
+    later, was writing them into the cache's index (every page twice: WAL, checkpoint): a batch's
+    pieces go side by side into one file, and those still waiting at close are stored."""
     repo, record, entries, data, make = setup
     piece = BS // 8
     reader = make(piece_size=piece)
@@ -415,7 +434,8 @@ def test_pieces_are_stored_in_batches_without_a_file_each_and_surely_at_close(se
     for offset in offsets:
         assert reader.read(handle, offset + 10, 4000) == data[offset + 10:offset + 4010]
     reader.close()  # at once: the pieces are stored by close, not some time after
-    assert not [p for p in (tmp_path / "blocks0").rglob("*") if p.is_file() and not p.name.startswith("cache.db")]
+    files = [p for p in (tmp_path / "blocks0").rglob("*") if p.is_file() and not p.name.startswith("cache.db")]
+    assert 1 <= len(files) <= len(offsets) // 5 and sum(p.stat().st_size for p in files) == len(offsets) * piece
     served = repo.bytes_served
     cache = BlockCache(tmp_path / "blocks0", 1 << 30, BS)
     reopened = ContentReader(BlockFetcher(repo, cache), piece_size=piece)
@@ -447,14 +467,14 @@ def test_pieces_waiting_for_a_stalled_cache_write_are_bounded_and_readers_go_on(
     fetcher = make().fetcher
     piece = BS // 8
     disk_free, stored = threading.Event(), []
-    put_inline = fetcher.cache.put_inline
+    put_runs = fetcher.cache.put_runs
 
-    def stalled_put_inline(items):  # fault: a disk that takes its time
+    def stalled_put_runs(runs, piece_size):  # fault: a disk that takes its time
         disk_free.wait(20)
-        stored.extend(items)
-        put_inline(items)
+        stored.extend(key for keys, _ in runs for key in keys)
+        put_runs(runs, piece_size)
 
-    fetcher.cache.put_inline = stalled_put_inline
+    fetcher.cache.put_runs = stalled_put_runs
     pieces = PieceFetcher(fetcher, piece, unstored_bytes=4 * piece)
     content = Content(record, entries["f.bin"])
     try:
@@ -467,7 +487,7 @@ def test_pieces_waiting_for_a_stalled_cache_write_are_bounded_and_readers_go_on(
     # the batch the writer took when the bound was reached (the bound and one fetch at most),
     # and what waited within the bound (plus a piece per worker adding as it was checked)
     assert 0 < len(stored) <= (4 + 1) + (4 + 4)
-    assert [key for _, key, _ in stored][-4:] == [piece_key(n) for n in range(36, 40)]  # the newest are kept
+    assert [key for _, key in stored][-4:] == [piece_key(n) for n in range(36, 40)]  # the newest are kept
 
 
 def test_pieces_behind_a_slow_cache_disk_are_all_stored(setup):
@@ -478,21 +498,21 @@ def test_pieces_behind_a_slow_cache_disk_are_all_stored(setup):
     fetcher = make().fetcher
     piece = BS // 8
     stored = []
-    put_inline = fetcher.cache.put_inline
+    put_runs = fetcher.cache.put_runs
 
-    def slow_put_inline(items):  # fault: a disk that takes its time, and gets there
+    def slow_put_runs(runs, piece_size):  # fault: a disk that takes its time, and gets there
         time.sleep(0.2)
-        stored.extend(items)
-        put_inline(items)
+        stored.extend(key for keys, _ in runs for key in keys)
+        put_runs(runs, piece_size)
 
-    fetcher.cache.put_inline = slow_put_inline
+    fetcher.cache.put_runs = slow_put_runs
     pieces = PieceFetcher(fetcher, piece, unstored_bytes=4 * piece)
     content = Content(record, entries["f.bin"])
     try:
         read_pieces(pieces, content, data, piece, range(10, 40))
     finally:
         pieces.close()
-    assert sorted(key for _, key, _ in stored) == sorted(piece_key(n) for n in range(10, 40))
+    assert sorted(key for _, key in stored) == sorted(piece_key(n) for n in range(10, 40))
 
 
 EXITS_WITHOUT_CLOSE = """
@@ -508,8 +528,8 @@ record = repo.publish("datasets", "big", {"f.bin": bytes(range(256)) * (20 * 256
 content = Content(record, repo.files(record, 1)[0])
 cache = BlockCache(Path(sys.argv[1]), 1 << 30, 1 << 16)
 if sys.argv[2] == "slow-disk":  # the writer is still storing a batch when the script ends
-    put_inline = cache.put_inline
-    cache.put_inline = lambda *args: (time.sleep(0.5), put_inline(*args))
+    put_runs = cache.put_runs
+    cache.put_runs = lambda *args: (time.sleep(0.5), put_runs(*args))
 reader = ContentReader(BlockFetcher(repo, cache), piece_size=8192)
 handle = reader.open(content)
 for offset in range(3 << 16, 9 << 16, 5 << 13):

@@ -16,7 +16,7 @@ from tests.guide.recipes import NAME, recipe, recipes, run_python, run_shell, un
 
 TESTED = {"mount", "rasterio-window", "pandas-csv", "dataset", "rsync-version", "rsync-update", "rsync-checksum",
           "ingest", "get", "fstab",  # fstab: test_mount_at_boot.py
-          "eotdl-rasterio", "eotdl-pandas", "eotdl-dataset", "eotdl-pystac", "python-api"}  # test_without_a_mount.py
+          "eotdl-rasterio", "eotdl-pandas", "eotdl-zarr", "eotdl-dataset", "eotdl-pystac", "python-api"}  # test_without_a_mount.py
 
 
 def test_every_recipe_of_the_guide_has_its_test() -> None:

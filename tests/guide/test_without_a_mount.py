@@ -7,6 +7,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pystac
 import pytest
 
@@ -91,3 +92,26 @@ def test_pystac_reads_a_catalog_through_eotdl(guide_server, s2_stac, places, tmp
                      "for item in items]))", tmp_path, _user_env(tmp_path))
     version = f"eotdl://datasets/{STAC_NAME}/latest"
     assert json.loads(got) == [[f"chip-{n}", f"{version}/chip-{n}/image.bin"] for n in (1, 2)], got
+
+
+CUBE_NAME = "s2-cube"  # the xarray recipe's dataset
+
+
+@pytest.fixture(scope="module")
+def s2_cube(guide_server, tmp_path_factory: pytest.TempPathFactory):
+    """A dataset holding a Zarr cube (NDVI, 3 times of 64x64, chunked by time); the cube."""
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("zarr")
+    folder = tmp_path_factory.mktemp("s2-cube")
+    write_metadata(folder, CUBE_NAME)
+    ndvi = np.random.default_rng(3).uniform(-1, 1, size=(3, 64, 64)).astype("float32")
+    cube = xr.Dataset({"ndvi": (("time", "y", "x"), ndvi)}, coords={"time": [1, 2, 3]})
+    cube.chunk({"time": 1}).to_zarr(folder / "cube.zarr", zarr_format=2, consolidated=True)
+    ingest(guide_server, folder)
+    return cube
+
+
+def test_xarray_reads_a_zarr_cube_through_eotdl(guide_server, s2_cube, places, tmp_path: Path) -> None:
+    got = run_python(recipe("eotdl-zarr", _no_mount(places, tmp_path)),
+                     "print(repr(float(cube['ndvi'].isel(time=0).mean())))", tmp_path, _user_env(tmp_path))
+    assert float(got) == float(s2_cube["ndvi"].isel(time=0).mean())

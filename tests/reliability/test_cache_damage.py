@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -26,7 +25,8 @@ from eotdlfs.fs.pieces import PIECE_SIZE
 from tests.fs.datasets import ingest_one_file
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-SIZE = 5 * (1 << 20) + 3  # six blocks, the last one short
+BLOCK = 1 << 20
+SIZE = 5 * BLOCK + 3  # six blocks, the last one short
 
 
 def data_files(cache_dir: Path) -> list[Path]:
@@ -43,13 +43,15 @@ def data_files(cache_dir: Path) -> list[Path]:
 
 
 def flip_a_byte(path: Path) -> None:
+    """A flipped byte in each block's stretch of PATH (a file may hold several blocks)."""
     with open(path, "r+b") as f:
         size = f.seek(0, os.SEEK_END)
-        at = size // 2
-        f.seek(at)
-        byte = f.read(1)
-        f.seek(at)
-        f.write(bytes([byte[0] ^ 0x5A]))
+        for start in range(0, size, BLOCK):
+            at = start + min(BLOCK, size - start) // 2
+            f.seek(at)
+            byte = f.read(1)
+            f.seek(at)
+            f.write(bytes([byte[0] ^ 0x5A]))
 
 
 def truncate(path: Path) -> None:
@@ -60,13 +62,14 @@ DAMAGES: dict[str, Callable[[Path], None]] = {"flipped": flip_a_byte, "truncated
 
 
 def damage_everything(mount, damage: str) -> int:
-    """Unmount, apply DAMAGE to every data file of the cache, mount again; how many files were damaged."""
+    """Unmount, apply DAMAGE to every data file of the cache, mount again; how many bytes those files held."""
     mount.unmount()
     files = [p for p in data_files(mount.cache_dir) if p.stat().st_size > 1]
+    held = sum(p.stat().st_size for p in files)
     for path in files:
         DAMAGES[damage](path)
     mount.mount()
-    return len(files)
+    return held
 
 
 def sha1sum(path: Path) -> str:
@@ -85,7 +88,7 @@ def test_damaged_cache_files_are_refetched_and_never_published(damage, module_se
     published = mount.path / "datasets" / name / "v1" / "data.bin"
     assert sha1sum(published) == right  # every block now in the cache
 
-    assert damage_everything(mount, damage) >= 6
+    assert damage_everything(mount, damage) >= SIZE  # every block
     got = sha1sum(published)
     if got != right:
         tally.bytes_lost += SIZE
@@ -95,7 +98,7 @@ def test_damaged_cache_files_are_refetched_and_never_published(damage, module_se
     log = mount.log.read_text()
     assert "failed its check" in log, log[-2000:]
 
-    assert damage_everything(mount, damage) >= 6
+    assert damage_everything(mount, damage) >= SIZE  # every block
     target = mount.path / "staging" / "datasets" / name
     with open(target / "data.bin", "a") as f:  # copy-up of the published file from the damaged cache
         f.write("x\n")
@@ -118,7 +121,7 @@ PIECE_READS = [(4 * (1 << 20) + 100, 4096), (2 * (1 << 20) + 70_000, 20_000), (3
 def seeking_reads(path: Path) -> list[bytes]:
     """Reads far from the file's start and from each other (none in the final block, none in the
     block after the first, which a fresh mount fetches whole on the file's lookup): a seeking
-    reader, fetched in 64 KiB pieces, which the block cache keeps in its SQLite index."""
+    reader, fetched in 64 KiB pieces, which the block cache keeps side by side in shared files."""
     fd = os.open(path, os.O_RDONLY)
     try:
         return [os.pread(fd, size, at) for at, size in PIECE_READS]
@@ -126,44 +129,45 @@ def seeking_reads(path: Path) -> list[bytes]:
         os.close(fd)
 
 
-def damage_piece_rows(cache_dir: Path, data: bytes) -> int:
-    """Flip a byte in every piece kept in the block cache's index, through SQLite; how many."""
-    db = sqlite3.connect(cache_dir / "blocks" / "cache.db", timeout=30)
-    try:
-        rows = db.execute("SELECT rowid, value FROM Cache WHERE key LIKE '%:p%' AND value IS NOT NULL").fetchall()
-        for rowid, value in rows:
-            damaged = bytearray(value)
-            damaged[len(damaged) // 2] ^= 0x5A
-            db.execute("UPDATE Cache SET value = ? WHERE rowid = ?", (bytes(damaged), rowid))
-        db.commit()
-    finally:
-        db.close()
-    return len(rows)
-
-
-def damage_piece_pages(cache_dir: Path, data: bytes) -> int:
-    """Flip a byte of each read piece where it lies in the index's file (a failing disk under
-    SQLite, which has no checksums of its own); how many were found there."""
-    index = cache_dir / "blocks" / "cache.db"
-    stored = index.read_bytes()
-    found = 0
-    with open(index, "r+b") as f:
+def _piece_files(cache_dir: Path, data: bytes) -> list[tuple[Path, int]]:
+    """Where each read piece lies in the cache's data files: (file, offset of a byte well inside it)."""
+    found = []
+    for path in data_files(cache_dir / "blocks"):
+        stored = path.read_bytes()
         for at, _ in PIECE_READS:
             piece = at - at % PIECE_SIZE
-            where = stored.find(data[piece + 1000:piece + 1064])  # well inside one page of the piece
+            where = stored.find(data[piece + 1000:piece + 1064])
             if where >= 0:
-                f.seek(where)
-                f.write(bytes([stored[where] ^ 0x5A]))
-                found += 1
+                found.append((path, where))
     return found
 
 
-@pytest.mark.parametrize("damage", [damage_piece_rows, damage_piece_pages], ids=["row", "page"])
-def test_damaged_pieces_in_the_index_are_refetched(damage, module_server, mount_factory, unique_name,
-                                                  tmp_path: Path, tally, caplog) -> None:
-    """Pieces are kept in the cache's SQLite index, not in files of their own: damaged there, they
-    are refetched, never served, after a remount and for a second reader of the cache (`eotdl://`)
-    while the mount runs, and the mount's log and `eotdlfs status` say so."""
+def flip_piece_bytes(cache_dir: Path, data: bytes) -> int:
+    """Flip a byte of each read piece where it lies on disk; how many were found there."""
+    found = _piece_files(cache_dir, data)
+    for path, where in found:
+        with open(path, "r+b") as f:
+            f.seek(where)
+            byte = f.read(1)
+            f.seek(where)
+            f.write(bytes([byte[0] ^ 0x5A]))
+    return len(found)
+
+
+def truncate_piece_files(cache_dir: Path, data: bytes) -> int:
+    """Cut short the files holding the read pieces; how many pieces they held."""
+    found = _piece_files(cache_dir, data)
+    for path in {path for path, _ in found}:
+        truncate(path)
+    return len(found)
+
+
+@pytest.mark.parametrize("damage", [flip_piece_bytes, truncate_piece_files], ids=["flipped", "truncated"])
+def test_damaged_pieces_are_refetched(damage, module_server, mount_factory, unique_name,
+                                      tmp_path: Path, tally, caplog) -> None:
+    """Pieces are kept side by side in files a batch shares: damaged there, they are refetched,
+    never served, after a remount and for a second reader of the cache (`eotdl://`) while the
+    mount runs, and the mount's log and `eotdlfs status` say so."""
     server, name = module_server, unique_name("piece")
     data = ingest_one_file(server, tmp_path / "src", name, "data.bin", SIZE)
     right = [data[at:at + size] for at, size in PIECE_READS]
