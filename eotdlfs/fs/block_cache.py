@@ -56,6 +56,7 @@ import crc32c
 import diskcache
 
 from eotdlfs.fs.block_disk import _BlockDisk, _InlineBlock, _WrittenBlock
+from eotdlfs.fs.block_index import open_index
 
 DEFAULT_BLOCK_SIZE = 1 << 20
 # Left free on the cache's disk: the larger of these two (mountpoint-s3 keeps 5 % free too).
@@ -85,30 +86,6 @@ def reserve_bytes(st: os.statvfs_result) -> int:
     return max(MIN_RESERVE_BYTES, int(st.f_blocks * st.f_frsize * RESERVE_FRACTION))
 
 
-# Pages of a new index: a 64 KiB piece in 4 KiB pages (SQLite's default) is 17 pages, each
-# written to the WAL and checkpointed on its own, ~250 us of CPU per piece stored; in 32 KiB
-# pages ~105 us. Caches made before keep their pages (SQLite fixes them when a file is made).
-INDEX_PAGE_SIZE = 32 << 10
-# SQLite's page cache per connection, in KiB (diskcache's 8,192 pages, sized for 4 KiB pages)
-INDEX_CACHE_KIB = 32 << 10
-
-
-def _open_index(directory: Path, size_limit: int) -> diskcache.Cache:
-    index = directory / diskcache.core.DBNAME
-    if not index.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        made = sqlite3.connect(index)
-        try:  # these hold once the file is in WAL mode, before diskcache makes its tables
-            made.execute(f"PRAGMA page_size = {INDEX_PAGE_SIZE}")
-            made.execute("PRAGMA auto_vacuum = FULL")  # diskcache's: the file shrinks as blocks go
-            made.execute("PRAGMA journal_mode = wal")
-        finally:
-            made.close()
-    return diskcache.Cache(str(directory), disk=_BlockDisk, size_limit=size_limit,
-                           eviction_policy="least-recently-used", disk_min_file_size=0, cull_limit=16,
-                           sqlite_cache_size=-INDEX_CACHE_KIB)
-
-
 _open_caches: weakref.WeakSet = weakref.WeakSet()
 
 
@@ -132,7 +109,7 @@ class BlockCache:
     def __init__(self, directory: Path, size_limit: int, block_size: int = DEFAULT_BLOCK_SIZE):
         self.block_size = block_size
         try:
-            self._cache = _open_index(directory, size_limit)
+            self._cache = open_index(directory, size_limit)
         except sqlite3.OperationalError as exc:
             # A full disk, an I/O error or a lock held: the index is not damaged, and a new one
             # would meet the same disk, so the cache is kept and the mount refused in one line.
@@ -143,7 +120,7 @@ class BlockCache:
             aside = directory.with_name(f"{directory.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
             os.replace(directory, aside)
             log.error("the block cache's index is damaged (%s): moved to %s, starting empty", exc, aside)
-            self._cache = _open_index(directory, size_limit)
+            self._cache = open_index(directory, size_limit)
         # One diskcache call at a time: threads queue here (waking at once) instead of in
         # SQLite's busy handler, which sleeps for milliseconds between retries.
         self._db = threading.Lock()

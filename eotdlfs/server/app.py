@@ -23,6 +23,7 @@ from eotdlfs.parts import ENCODINGS
 from eotdlfs.server.auth import AuthError, Reader, authenticate, load_secret
 from eotdlfs.server.bodylimit import BodyLimit
 from eotdlfs.server.contents import MAX_BYTES as CONTENTS_MAX_BYTES, MAX_FILES as CONTENTS_MAX_FILES, file_contents
+from eotdlfs.server.db import TextWithNul
 from eotdlfs.server.download import DownloadFastPath, Downloads
 from eotdlfs.server.errors import ApiError
 from eotdlfs.server.limits import Limits
@@ -132,8 +133,8 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, reader: Any, d
     async def download(request: Request, record_id: str, path: str, version: int | None = None,
                        who: Reader = Depends(reader)) -> Response:
         # Normally answered earlier by DownloadFastPath; this route documents it in the schema.
-        return downloads.answer(kind, record_id, path, version, request.method == "HEAD",
-                                request.headers.get("range"), request.headers.get("if-range"), who)
+        return await downloads.answer(kind, record_id, path, version, request.method == "HEAD",
+                                      request.headers.get("range"), request.headers.get("if-range"), who)
 
     @r.post("/{record_id}/contents")
     def contents(record_id: str, body: Any = Body(...), who: Reader = Depends(reader)) -> Response:
@@ -234,6 +235,11 @@ def create_app(root: Path, limits: Limits | None = None, db_url: str | None = No
     async def number_too_big(request: Request, exc: OverflowError) -> JSONResponse:
         # a query or path integer beyond SQLite's 64 bits reaches the database as an OverflowError
         return JSONResponse({"detail": "A number in the request is out of range"}, status_code=400)
+
+    @app.exception_handler(TextWithNul)
+    async def text_with_nul(request: Request, exc: TextWithNul) -> JSONResponse:
+        # PostgreSQL's text cannot hold one (SQLite's can); Store answers lookups of one as on SQLite, before
+        return JSONResponse({"detail": "A text in the request contains a NUL character"}, status_code=400)
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, exc: Exception) -> JSONResponse:

@@ -123,6 +123,10 @@ def engine_url(root: Path | None, url: str | None) -> str:
 Row = Mapping[str, Any]  # a result row: row["column"]
 
 
+class TextWithNul(ValueError):
+    """A text for PostgreSQL holds a NUL, which its text cannot (psycopg's DataError was a 500)."""
+
+
 class Tx:
     """One connection inside one transaction (or, from `Database.query`, one statement)."""
 
@@ -138,6 +142,8 @@ class Tx:
         for value in params:
             if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
                 raise OverflowError("a number in the request is out of range")  # as sqlite3 does
+            if isinstance(value, str) and "\x00" in value:
+                raise TextWithNul("a text in the request contains a NUL character")
         cursor = self._dbapi.cursor(row_factory=dict_row)
         cursor.execute(sql.replace("?", "%s"), tuple(params) if params else None)
         return cursor

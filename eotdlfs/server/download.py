@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable
+from typing import Any, Callable, TypeVar
 from urllib.parse import parse_qsl
 
 import anyio
 from starlette.datastructures import Headers
+from anyio import CapacityLimiter
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,11 +25,16 @@ from eotdlfs.server.errors import ApiError
 from eotdlfs.server.stats import Stats
 from eotdlfs.server.store import BlobRef, Store
 
+T = TypeVar("T")
 CHUNK = 1024 * 1024
 # A local blob's reads of up to this much run on the event loop (cheaper than a hop to a worker
 # thread), and a response's first chunk is no larger: a mount's first read of a file waits for
 # its first 128 KiB (the kernel's request), which then left only once a whole MiB was read.
 FIRST_CHUNK = 128 * 1024
+# Worker threads of the calls of downloads that may wait on the network (PostgreSQL's queries,
+# signing a URL with credentials botocore fetches first): their own, so a hung database holds
+# at most these, not the threads of the application's other routes.
+STALLING_CALL_THREADS = 16
 
 
 class Unsatisfiable(Exception):
@@ -140,25 +146,49 @@ class Downloads:
         # READER_OF: who reads with a request's headers, for every way route 9 is answered (draft files)
         self.store, self.stats, self.reader_of, self.redirect = store, stats, reader_of, redirect
         self._known: dict[tuple[str, str, str, int | None], BlobRef] = {}
+        self._stalling_calls = CapacityLimiter(STALLING_CALL_THREADS)
 
-    def find(self, kind: str, record_id: str, path: str, file_version: int | None, reader: Reader) -> BlobRef:
-        key = (kind, record_id, path, file_version)
-        blob = self._known.get(key)
-        if blob is None:
-            blob = self.store.find_download(kind, record_id, path, file_version, reader)
-            if blob.published and file_version is not None:
-                if len(self._known) >= self.KNOWN_LIMIT:
-                    self._known.clear()
-                self._known[key] = blob
+    def find_at_once(self, kind: str, record_id: str, path: str, file_version: int | None,
+                     reader: Reader) -> BlobRef | None:
+        """The blob, when it is known or its store's queries cannot stall (SQLite); None when finding it
+        would wait on the network (a caller on the event loop then leaves the request to `find`)."""
+        blob = self._known.get((kind, record_id, path, file_version))
+        if blob is None and not self.store.queries_may_stall:
+            blob = self._look_up(kind, record_id, path, file_version, reader)
         return blob
 
-    def answer(self, kind: str, record_id: str, path: str, file_version: int | None, head: bool,
-               range_header: str | None, if_range: str | None, reader: Reader) -> Response:
+    async def find(self, kind: str, record_id: str, path: str, file_version: int | None, reader: Reader) -> BlobRef:
+        blob = self._known.get((kind, record_id, path, file_version))
+        if blob is None:
+            blob = await self.off_loop(self.store.queries_may_stall, self._look_up, kind, record_id, path,
+                                       file_version, reader)
+        return blob
+
+    def _look_up(self, kind: str, record_id: str, path: str, file_version: int | None, reader: Reader) -> BlobRef:
+        """The store's answer, kept when it never changes."""
+        blob = self.store.find_download(kind, record_id, path, file_version, reader)
+        if blob.published and file_version is not None:
+            if len(self._known) >= self.KNOWN_LIMIT:
+                self._known.clear()
+            self._known[(kind, record_id, path, file_version)] = blob
+        return blob
+
+    async def off_loop(self, may_stall: bool, call: Callable[..., T], *args: Any) -> T:
+        """CALL(*ARGS), on a worker thread when it MAY_STALL (it may wait on a network):
+        on the event loop, a slow or hung database stalls every request, even those never touching it.
+        SQLite's queries stay on the loop (a hop to a thread costs more than the query)."""
+        if not may_stall:
+            return call(*args)
+        return await anyio.to_thread.run_sync(call, *args, limiter=self._stalling_calls)
+
+    async def answer(self, kind: str, record_id: str, path: str, file_version: int | None, head: bool,
+                     range_header: str | None, if_range: str | None, reader: Reader) -> Response:
         """Raises ApiError (404, 416). With `redirect` (`--redirect-downloads`) a GET is answered 307
         to a short-lived presigned URL of the blob, when its store has URLs; a HEAD is still answered
-        here (a URL presigned for GET is refused for HEAD). A draft's file version is READER's if it owns
-        the record, else missing."""
-        blob = self.find(kind, record_id, path, file_version, reader)
+        here (a URL presigned for GET is refused for HEAD). Signing runs on a worker thread: botocore
+        may first fetch credentials (an instance's role, SSO, a credential_process). A draft's file
+        version is READER's if it owns the record, else missing."""
+        blob = await self.find(kind, record_id, path, file_version, reader)
         try:
             byte_range = parse_range(range_header, blob.size)
         except Unsatisfiable:
@@ -166,7 +196,7 @@ class Downloads:
         if byte_range is not None and if_range not in (None, f'"{blob.checksum}"'):
             byte_range = None  # the client's copy is of other bytes: send the whole file
         if not head:
-            url = self.store.blobs.presign(blob.checksum, path) if self.redirect else None
+            url = await self.off_loop(True, self.store.blobs.presign, blob.checksum, path) if self.redirect else None
             self.stats.download()
             if url is not None:
                 return Response(status_code=307, headers={"location": url, "cache-control": "no-store"})
@@ -212,11 +242,13 @@ class DownloadFastPath:
                 reader = self.downloads.reader_of(Headers(scope=scope))
                 if lookup is not None:
                     kind, record_id = lookup.groups()
-                    response = JSONResponse(self.downloads.store.list_files(kind, record_id, _version(scope),
-                                                                            _query(scope, "path"), reader))
+                    store = self.downloads.store
+                    response = JSONResponse(await self.downloads.off_loop(
+                        store.queries_may_stall, store.list_files, kind, record_id, _version(scope),
+                        _query(scope, "path"), reader))
                 else:
-                    response = self.downloads.answer(*match.groups(), _version(scope), scope["method"] == "HEAD",
-                                                      *_range_headers(scope), reader)
+                    response = await self.downloads.answer(*match.groups(), _version(scope),
+                                                            scope["method"] == "HEAD", *_range_headers(scope), reader)
             except ApiError as exc:
                 response = JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
             await response(scope, receive, sending)

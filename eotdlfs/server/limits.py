@@ -11,7 +11,7 @@ GiB = 1024 * MiB
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps that keep one request from filling the disk or memory."""
+    """Caps that keep one request from filling the disk or memory, or holding a connection for good."""
 
     max_body_bytes: int = 1 * GiB          # a multipart request body (413 above)
     max_other_body_bytes: int = 4 * MiB    # a JSON or url-encoded body, parsed in memory
@@ -21,6 +21,8 @@ class Limits:
     zip_max_ratio: int = 200               # uncompressed / compressed, per entry ...
     zip_ratio_floor_bytes: int = 1 * MiB   # ... checked once an entry is bigger than this
     max_parts: int = 10_000                # part numbers 1..max_parts
+    max_head_bytes: int = 64 * 1024        # a request's line and headers (431 above; see server/protocol.py)
+    head_timeout_s: int = 30               # to send them, from the connection's start or the previous answer (408)
 
     @classmethod
     def from_env(cls) -> "Limits":

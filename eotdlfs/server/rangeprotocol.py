@@ -89,8 +89,10 @@ def range_protocol(downloads: Downloads) -> type[HttpToolsProtocol]:
             if range_header is None:
                 return None
             kind, record_id, file_path = match.groups()
-            blob = downloads.find(kind, record_id, file_path, _version({"query_string": url.query or b""}),
-                                  downloads.reader_of(Headers(raw=self.headers)))
+            blob = downloads.find_at_once(kind, record_id, file_path, _version({"query_string": url.query or b""}),
+                                          downloads.reader_of(Headers(raw=self.headers)))
+            if blob is None:
+                return None  # its lookup may wait on the network: not on the event loop
             byte_range = parse_range(range_header, blob.size)
             if byte_range is None or byte_range[1] - byte_range[0] >= SMALL_RANGE \
                     or if_range not in (None, f'"{blob.checksum}"'):

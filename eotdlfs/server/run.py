@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 import uvicorn
 
 from eotdlfs.server.app import create_app
+from eotdlfs.server.limits import Limits
+from eotdlfs.server.protocol import bounded_head
 from eotdlfs.server.rangeprotocol import range_protocol
 
 STARTUP_TIMEOUT_S = 30.0
@@ -19,14 +22,17 @@ GRACEFUL_STOP_S = 5
 
 def _config(root: Path, host: str, port: int, db_url: str | None = None, blobs_url: str | None = None,
             redirect_downloads: bool = False, **tls: str | None) -> uvicorn.Config:
-    # uvicorn picks httptools and uvloop (dependencies) over h11 and asyncio. Access logs, and a
+    # httptools (its heads bounded: `protocol`) and uvloop, dependencies, over h11 and asyncio. Access logs, and a
     # `server` header each client parses, cost time per request (a mount sends one per cold read).
     # Stopping waits at most GRACEFUL_STOP_S for requests in flight (a stalled download must not hang it).
     # Small ranges of local blobs are answered by the protocol itself (`rangeprotocol`).
-    app = create_app(Path(root), db_url=db_url, blobs_url=blobs_url, redirect_downloads=redirect_downloads)
-    return uvicorn.Config(app, host=host, port=port, http=range_protocol(app.state.downloads), log_level="warning",
+    limits = Limits.from_env()
+    app = create_app(Path(root), limits, db_url=db_url, blobs_url=blobs_url, redirect_downloads=redirect_downloads)
+    protocol = functools.partial(bounded_head(range_protocol(app.state.downloads)),
+                                 max_head_bytes=limits.max_head_bytes, head_timeout_s=limits.head_timeout_s)
+    return uvicorn.Config(app, host=host, port=port, log_level="warning",
                           access_log=False, server_header=False, timeout_keep_alive=30,
-                          timeout_graceful_shutdown=GRACEFUL_STOP_S, **tls)
+                          timeout_graceful_shutdown=GRACEFUL_STOP_S, http=protocol, **tls)
 
 
 def serve(root: Path, host: str = "127.0.0.1", port: int = 8000, db_url: str | None = None,

@@ -57,6 +57,11 @@ class Store(MultipartUploads, StacDatasets):
         self.db = Database(self.root, db_url)
         self.blobs = open_blobs(self.root, blobs_url)
 
+    @property
+    def queries_may_stall(self) -> bool:
+        """Whether a query may wait on the network (PostgreSQL): then it must not run on the event loop."""
+        return self.db.postgres
+
     def recover(self) -> None:
         """At server start: drop what crashed requests left, and uploads older than UPLOAD_TTL_S."""
         self.blobs.drop_stale_temp_files()
@@ -140,6 +145,8 @@ class Store(MultipartUploads, StacDatasets):
 
     def list_records(self, kind: str, match: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM records WHERE kind = ?", [kind]
+        if match and "\x00" in match:  # no name holds one (see _record)
+            return []
         if match:
             sql += " AND lower(name) LIKE ? ESCAPE '!'"
             args.append("%" + match.lower().replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%")
@@ -151,6 +158,8 @@ class Store(MultipartUploads, StacDatasets):
             return self._records_json(conn, conn.execute(sql, args).fetchall())
 
     def record_by_name(self, kind: str, name: str) -> dict[str, Any]:
+        if "\x00" in name:  # never stored (see _record)
+            raise errors.record_missing(kind)
         with self.db.read() as conn:
             row = conn.execute("SELECT * FROM records WHERE kind = ? AND name = ?", (kind, name)).fetchone()
             if row is None:
@@ -387,7 +396,9 @@ class Store(MultipartUploads, StacDatasets):
         """Route 9: the blob of PATH at FILE_VERSION (latest when None). A file version that no published
         version holds is its record owner's alone: to others it does not exist, and the latest is the
         latest published."""
-        if "\x00" in path:  # never stored (see _record)
+        if "\x00" in record_id:  # never stored (see _record)
+            raise errors.record_missing(kind)
+        if "\x00" in path:
             raise ApiError(404, errors.FILE_MISSING)
         # One statement when the file is there and published (what mounts hammer); more only for a draft's
         # file version, or to say what is missing.

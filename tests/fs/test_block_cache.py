@@ -269,15 +269,16 @@ def test_pieces_of_other_files_given_apart_are_one_file_written_whole(tmp_path, 
 
 def test_blocks_whose_shared_file_went_with_another_are_dropped_when_read(tmp_path):
     """A fetch's blocks share one file: dropping (or evicting) one of them removes it. The others
-    are then misses and leave the index as they are read: counted as cached, read-ahead would skip
-    them and a file's hashing would wait for them as for blocks on their way."""
+    are then misses and leave the index with it (or, lost so by an index made before, as they are
+    read): counted as cached, read-ahead would skip them and a file's hashing would wait for them
+    as for blocks on their way."""
     run = os.urandom(3 * BS)
     cache = BlockCache(tmp_path / "c", 1 << 30, BS)
     assert cache.put_runs([([("sum", 0), ("sum", 1), ("sum", 2)], [aligned(run)])], BS)
     assert len(list((tmp_path / "c").rglob("*.val"))) == 1
     cache.drop_blocks("sum", [1])
-    assert ("sum", 0) in cache and cache.load_block("sum", 0) is None
-    assert ("sum", 0) not in cache and cache.stats()["damaged_blocks"] == 0
+    assert ("sum", 0) not in cache and cache.load_block("sum", 0) is None
+    assert cache.stats()["damaged_blocks"] == 0
     assert cache.load_blocks("sum", [0, 2]) == {} and ("sum", 2) not in cache
     assert cache.put("sum", 0, run[:BS]) and cache.load_block("sum", 0) == run[:BS]
     cache.close()
@@ -294,6 +295,35 @@ def test_pieces_stored_again_leave_the_file_they_share_with_others(tmp_path):
     assert cache.put_inline([("sum", "p2", run[2 << 16:3 << 16])])
     got = cache.load_blocks("sum", [f"p{i}" for i in range(8)])
     assert {key: bytes(data) for key, data in got.items()} == {f"p{i}": run[i << 16:(i + 1) << 16] for i in range(8)}
+    cache.close()
+
+
+
+def _counted_beyond_the_files(cache: BlockCache, directory: Path) -> int:
+    """Bytes the cache's size counts (beyond its index's pages) that no file on disk holds."""
+    pragma = lambda name: cache._cache._sql(f"PRAGMA {name}").fetchone()[0]  # noqa: E731
+    pages = pragma("page_count") * pragma("page_size")
+    return cache.volume() - pages - sum(f.stat().st_size for f in directory.rglob("*.val"))
+
+
+def test_a_run_whose_file_goes_leaves_no_piece_counted_or_stored(tmp_path):
+    """Once one piece of a run goes (evicted or dropped), and with it the file the run's pieces
+    share, the others go too: they stayed counted in the cache's size (eviction then made room
+    no one used, throwing out good blocks), and a run fetched again stored only the piece that went."""
+    piece, runs = 64 << 10, {name: os.urandom(4 << 16) for name in ("a", "b", "c", "d")}
+    keys = [f"p{i}" for i in range(4)]
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put_runs([([(name, k) for k in keys], [aligned(run)]) for name, run in runs.items()], piece)
+    cache.drop_blocks("a", ["p1"])
+    assert _counted_beyond_the_files(cache, tmp_path / "c") == 0
+    assert cache.load_blocks("a", keys) == {}
+    assert cache.put_runs([([("a", k) for k in keys], [aligned(runs["a"])])], piece)  # fetched again: all stored
+    assert {k: bytes(v) for k, v in cache.load_blocks("a", keys).items()} == {
+        k: runs["a"][i * piece:(i + 1) * piece] for i, k in enumerate(keys)}
+    cache._evict(2 << 16)  # making room (diskcache's cull, least recently used first) takes whole runs too
+    assert _counted_beyond_the_files(cache, tmp_path / "c") == 0
+    for name in runs:
+        assert len(cache.load_blocks(name, keys)) in (0, 4)
     cache.close()
 
 

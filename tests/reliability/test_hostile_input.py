@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
 import struct
 import tempfile
 import time
@@ -31,7 +32,9 @@ TIGHT_LIMITS = {
     "EOTDLFS_ZIP_MAX_ENTRIES": "100",
     "EOTDLFS_ZIP_MAX_RATIO": "50",
     "EOTDLFS_ZIP_RATIO_FLOOR_BYTES": str(64 * 1024),
+    "EOTDLFS_HEAD_TIMEOUT_S": "3",
 }
+HEAD_TIMEOUT_S = 3
 CONTENT = bytes(range(256)) * 40  # 10 KiB, the one file of the seeded dataset
 
 
@@ -281,6 +284,91 @@ def test_huge_headers_never_5xx_and_the_server_lives(tight: Target, tally, size:
             tally.server_errors_seen += 1
         assert status in (0, 200) or 400 <= status < 500  # served, refused, or the connection closed
     assert rawhttp.get(tight.url, path) == (200, CONTENT)
+
+
+def _connect(url: str) -> socket.socket:
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def _closed_by_server(sock: socket.socket) -> bytes | None:
+    """What the server sent before it closed SOCK (None: it closed it with a reset, its answer
+    dropped with what it left unread); raises socket.timeout when it keeps it open."""
+    chunks = []
+    try:
+        while data := sock.recv(65536):
+            chunks.append(data)
+    except ConnectionResetError:
+        return None
+    return b"".join(chunks)
+
+
+def test_a_request_head_that_never_ends_is_cut_off_in_time(tight: Target, tally) -> None:
+    """Slowloris: connections that send nothing, or a header byte now and then (which restarted
+    uvicorn's keep-alive timer), were kept for good, a file descriptor each, until the server
+    could accept no one. Each is now answered 408 and closed within EOTDLFS_HEAD_TIMEOUT_S."""
+    silent, dribbling = _connect(tight.url), _connect(tight.url)
+    try:
+        dribbling.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        started, closed = time.monotonic(), False
+        for _ in range(int(HEAD_TIMEOUT_S * 5 / 0.25)):  # a header byte every 0.25 s, for up to 5 timeouts
+            try:
+                dribbling.sendall(b"X")
+            except OSError:
+                closed = True
+                break
+            dribbling.settimeout(0.25)
+            try:
+                if dribbling.recv(65536).startswith(b"HTTP/1.1 408"):
+                    closed = True
+                    break
+            except socket.timeout:
+                pass
+        tally.bad_inputs_tried += 2
+        assert closed and time.monotonic() - started < HEAD_TIMEOUT_S * 3
+        silent.settimeout(HEAD_TIMEOUT_S * 3)
+        assert _closed_by_server(silent).startswith(b"HTTP/1.1 408")
+    finally:
+        silent.close()
+        dribbling.close()
+    assert requests.get(tight.url, timeout=10).status_code == 200
+
+
+def test_a_slow_body_is_not_cut_off_by_the_head_timeout(tight: Target) -> None:
+    """Only the head has a deadline: a body arriving after it is read and answered (a record name
+    too short: 400, nothing stored)."""
+    body = b'{"name": "x", "authors": ["a"], "license": "MIT", "source": "http://example.com"}'
+    sock = _connect(tight.url)
+    try:
+        auth = tight.auth["Authorization"].encode()
+        sock.sendall(b"POST /datasets HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                     b"Authorization: %s\r\nContent-Length: %d\r\n\r\n" % (auth, len(body)) + body[:10])
+        time.sleep(HEAD_TIMEOUT_S + 1)
+        sock.sendall(body[10:])
+        assert _closed_by_server(sock).startswith(b"HTTP/1.1 400")
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("where", ["url", "header"])
+def test_a_request_head_of_endless_bytes_is_refused_early(tight: Target, tally, where: str) -> None:
+    """A head of 4 MiB is refused (431) and its connection closed once 64 KiB (and the read
+    under way) came: uvicorn buffered a head whole, re-copying it as it grew (200 MB took 46 s of
+    the event loop's CPU, no other request answered meanwhile)."""
+    start = b"GET /" if where == "url" else b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: "
+    sock = _connect(tight.url)
+    try:
+        try:
+            sock.sendall(start + b"a" * (4 * MiB))
+        except OSError:
+            pass  # closed by the server before it took it all
+        sock.settimeout(10)  # before: kept open, waiting for the rest of the head
+        answer = _closed_by_server(sock)
+        assert answer is None or answer.startswith(b"HTTP/1.1 431")
+        tally.bad_inputs_tried += 1
+    finally:
+        sock.close()
+    assert requests.get(tight.url, timeout=10).status_code == 200
 
 
 HUGE = "9" * 30  # beyond SQLite's 64-bit integers

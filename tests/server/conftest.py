@@ -74,6 +74,15 @@ def shared(request, tmp_path):
 
 
 @pytest.fixture
+def pg_server(postgres, tmp_path):
+    """A server on a PostgreSQL database of its own (blobs under its root), whatever the layout; and that
+    database's URL."""
+    db = postgres.database()
+    for server in _serve(RepoServer(tmp_path / "root", db=db)):
+        yield server, db
+
+
+@pytest.fixture
 def local_only(layout) -> None:
     """For tests of the local layout's own files (the SQLite file, the blob folder)."""
     if layout != "local":

@@ -1,0 +1,96 @@
+"""uvicorn's HTTP/1.1 protocol (httptools) with a request's head bounded in time and in bytes.
+
+uvicorn bounds neither: a connection that never finishes its head (slowloris: a header byte
+now and then, which also restarts uvicorn's keep-alive timer) was kept for good, a file
+descriptor each until the server could accept no one; and a head of endless header bytes was
+buffered whole, re-copied as it grew (200 MB took 46 s of the event loop's CPU, during which
+no other request was answered). A head must now arrive within `head_timeout_s` of the
+connection's start or of the previous answer (408 otherwise, looked at every quarter of it),
+and be at most about `max_head_bytes` long (431 otherwise); either way the connection is
+then closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+CHECKS_PER_TIMEOUT = 4  # a head is given up between 1 and 1.25 timeouts after it was awaited
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+class BoundedHeadProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol closing a connection whose request head is too slow or too long; first in
+    the bases of a subclass of HttpToolsProtocol (`bounded_head`), it bounds that one's heads."""
+
+    def __init__(self, *args: Any, max_head_bytes: int, head_timeout_s: float, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.max_head_bytes, self.head_timeout_s = max_head_bytes, head_timeout_s
+        # A timer per connection looking now and then, not one armed and cancelled per request:
+        # a request then costs two stores of the loop's time.
+        self._head_check: asyncio.TimerHandle | None = None
+        self._awaiting_head_since: float | None = None  # the loop's time, while a head is awaited
+        self._in_head = False  # between a message's first byte and its last header
+        self._head_bytes = 0
+        self._began_in_this_read = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._awaiting_head_since = self.loop.time()
+        self._head_check = self.loop.call_later(self.head_timeout_s / CHECKS_PER_TIMEOUT, self._check_head_time)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_check is not None:
+            self._head_check.cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._began_in_this_read = False
+        super().data_received(data)
+        # A read in which a head began may end a previous message too: it is not counted, so the
+        # bound is met within one read's bytes (uvloop reads at most 256 KiB).
+        if self._in_head and not self._began_in_this_read and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head_bytes:
+                self._refuse(431, f"The request's head is larger than {self.max_head_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes, self._began_in_this_read = True, 0, True
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._awaiting_head_since = False, None
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.pipeline:  # waiting for the next head
+            self._awaiting_head_since = self.loop.time()
+
+    def _check_head_time(self) -> None:
+        since = self._awaiting_head_since
+        if since is not None and self.loop.time() - since >= self.head_timeout_s:
+            self._refuse(408, f"No whole request head within {self.head_timeout_s:g} s")
+        elif not self.transport.is_closing():
+            self._head_check = self.loop.call_later(self.head_timeout_s / CHECKS_PER_TIMEOUT, self._check_head_time)
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """Answer STATUS (unless a response is under way: it would be cut into) and close."""
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            body = json.dumps({"detail": detail}).encode()
+            head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
+            head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+            head += [b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)]
+            self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+
+def bounded_head(protocol: type[HttpToolsProtocol]) -> type[BoundedHeadProtocol]:
+    """PROTOCOL (uvicorn's httptools protocol or a subclass) with its request heads bounded: its
+    callbacks run after the bounds' (which see every head, also one PROTOCOL answers itself)."""
+    return type(f"BoundedHead{protocol.__name__}", (BoundedHeadProtocol, protocol), {})
