@@ -284,8 +284,8 @@ class StagingJournal:
         with self._lock:
             staged = self._db.execute(
                 "SELECT n.path, n.upper, b.path IS NOT NULL FROM nodes n LEFT JOIN base b ON b.path = n.path"
-                " LEFT JOIN copies c ON c.upper = n.upper"
-                " WHERE n.upper IS NOT NULL AND (c.checksum IS NULL OR c.checksum IS NOT b.checksum) ORDER BY n.path").fetchall()
+                " LEFT JOIN copies c ON c.upper = n.upper WHERE n.upper IS NOT NULL"
+                " AND (c.checksum IS NULL OR c.checksum IS NOT b.checksum) ORDER BY n.path").fetchall()
             moved = self._db.execute(
                 "SELECT n.path, b.size FROM nodes n JOIN base b ON b.path = n.base_path"
                 " WHERE n.upper IS NULL AND n.is_dir = 0 AND n.base_path != n.path ORDER BY n.path").fetchall()
