@@ -108,7 +108,9 @@ def fsck(
 
 @app.command()
 def mount(
-    mountpoint: Path = typer.Argument(..., help="An empty folder to mount on."),
+    # not readable=True: a crashed mount's MNT stats fine (the kernel's attribute cache) but
+    # access() fails, so the check refused the remount that clears it
+    mountpoint: Path = typer.Argument(..., readable=False, help="An empty folder to mount on."),
     api_url: str = typer.Option(None, "--api-url", help="Repository API (default: EOTDL_API_URL, config,"
                                 " else an embedded local repository)."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Block cache and state (default: the user cache dir)."),
@@ -146,7 +148,7 @@ def mount(
 
 
 @app.command()
-def umount(mountpoint: Path = typer.Argument(..., help="The mount point.")) -> None:
+def umount(mountpoint: Path = typer.Argument(..., readable=False, help="The mount point.")) -> None:
     """Unmount an eotdlfs mount and wait for its process to exit."""
     from eotdlfs.fs.mount import unmount
 

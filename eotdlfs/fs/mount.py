@@ -61,10 +61,13 @@ def is_mounted(mountpoint: Path) -> bool:
 
 
 def is_stale(mountpoint: Path) -> bool:
+    """Whether MOUNTPOINT is a FUSE mount whose process is gone. statfs, not stat: the kernel
+    answers a stat of the root from its attribute cache (60 s) even after the connection is gone,
+    so a crashed mount looked alive until libfuse's auto_unmount helper happened to run."""
     try:
-        os.stat(mountpoint)
+        os.statvfs(mountpoint)
     except OSError as exc:
-        return exc.errno == errno.ENOTCONN
+        return exc.errno in (errno.ENOTCONN, errno.ECONNABORTED)
     return False
 
 

@@ -26,9 +26,13 @@ class BodyLimit:
         headers = dict(scope["headers"])
         multipart = headers.get(b"content-type", b"").lower().startswith(b"multipart/")
         limit = self.max_bytes if multipart else self.max_other_bytes
-        if scope["method"] == "PUT" and scope["path"].startswith("/datasets/stac/"):
+        stac = scope["method"] == "PUT" and scope["path"].startswith("/datasets/stac/")
+        if stac:
             limit = self.max_stac_bytes
         detail = f"Request body is larger than {limit} bytes"
+        if stac:
+            detail += (f" ({limit / 2**20:g} MiB, EOTDLFS_MAX_STAC_BODY_BYTES): a STAC catalog is parsed"
+                       " whole in memory; split the dataset, or raise the limit on a server with the memory")
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > limit:
             await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)

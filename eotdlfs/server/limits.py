@@ -15,7 +15,9 @@ class Limits:
 
     max_body_bytes: int = 1 * GiB          # a multipart request body (413 above)
     max_other_body_bytes: int = 4 * MiB    # a JSON or url-encoded body, parsed in memory
-    max_stac_body_bytes: int = 512 * MiB   # the JSON of `PUT datasets/stac/ID`: 100,000 items fit
+    # the JSON of `PUT datasets/stac/ID`, parsed whole: ~12 bytes of server memory per byte
+    # (scripts/bench_stac_server.py), so 128 MiB peaks near 1.6 GiB (512 MiB: ~6 GiB); 100,000 ~1 KB items fit
+    max_stac_body_bytes: int = 128 * MiB
     zip_max_total_bytes: int = 2 * GiB     # sum of uncompressed entries of one batch
     zip_max_entries: int = 10_000
     zip_max_ratio: int = 200               # uncompressed / compressed, per entry ...

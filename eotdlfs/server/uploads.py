@@ -11,6 +11,7 @@ from typing import Any, BinaryIO
 
 from eotdlfs.parts import ENCODINGS, zeros_md5
 from eotdlfs.server import errors
+from eotdlfs.server.blobs import Staged
 from eotdlfs.server.db import Row
 from eotdlfs.server.errors import ApiError, bad_request
 from eotdlfs.server.encodedparts import Inflating
@@ -84,21 +85,22 @@ class MultipartUploads:
         upload = self._upload(kind, upload_id, uid)
         record_id = upload["record_id"]
         record = self._check_writable(kind, record_id, uid, version)
-        parts = self.blobs.parts(upload_id)
-        if not parts:
-            raise bad_request("No parts were uploaded")
-        missing = sorted(set(range(1, parts[-1] + 1)) - set(parts))
-        if missing:
-            raise bad_request("Missing parts: " + ", ".join(map(str, missing[:20])))
-        blob = self.blobs.assemble(upload_id, parts)
+        try:
+            blob = self._assembled(upload_id)
+        except Exception:
+            self._upload(kind, upload_id, uid)  # 404 if a concurrent complete finished and dropped the parts
+            raise
         try:
             if blob.sha1 != upload["checksum"]:
+                self._upload(kind, upload_id, uid)  # parts dropped under us by a finished complete: 404
                 self._drop_upload(upload_id)  # the parts are wrong: a retry must start over
                 raise bad_request(errors.CHECKSUM_MISMATCH)
             self.blobs.sync_all([blob])
             with self.db.write() as conn:
                 self._owned(conn, kind, record_id, uid)
                 self._version(conn, kind, record_id, version)
+                if conn.execute("SELECT 1 FROM uploads WHERE upload_id = ?", (upload_id,)).fetchone() is None:
+                    raise ApiError(404, errors.UPLOAD_MISSING)  # a concurrent complete of it won
                 file_version = self._add_to_version(conn, record_id, version, upload["path"], blob.sha1, blob.size)
                 conn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
                 self._touch(conn, record_id)
@@ -107,6 +109,16 @@ class MultipartUploads:
             blob.discard()
         self.blobs.drop_upload(upload_id)
         return record_id, record["name"], upload["path"], file_version
+
+    def _assembled(self, upload_id: str) -> Staged:
+        """The staged concatenation of every part of UPLOAD_ID; 400 when none or some are missing."""
+        parts = self.blobs.parts(upload_id)
+        if not parts:
+            raise bad_request("No parts were uploaded")
+        missing = sorted(set(range(1, parts[-1] + 1)) - set(parts))
+        if missing:
+            raise bad_request("Missing parts: " + ", ".join(map(str, missing[:20])))
+        return self.blobs.assemble(upload_id, parts)
 
     def _drop_upload(self, upload_id: str) -> None:
         with self.db.write() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import os
@@ -39,6 +40,43 @@ def mountpoint(tmp_path):
                 stop_process(pid)
         if is_mounted(path) or is_stale(path):
             fusermount(path, lazy=True)
+
+
+def _child_named(pid: int, comm: str) -> int:
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat_file.read_text().rpartition(")")
+            if fields[0].endswith("(" + comm) and int(fields[2].split()[1]) == pid:
+                return int(stat_file.parent.name)
+    raise LookupError(f"no {comm} child of {pid}")
+
+
+def test_killed_mount_is_stale_at_once_and_remounts(repo_server, unique_name, tmp_path, mountpoint):
+    """A crashed mount is stale as soon as its process is gone, not only once libfuse's
+    auto_unmount helper has run (here held stopped): a stat of MNT is answered from the kernel's
+    attribute cache for a minute, so it cannot tell; `eotdlfs mount` then clears and remounts."""
+    mnt, pids = mountpoint
+    name = unique_name("cli")
+    ingest(repo_server, make_folder(tmp_path / "src", name))
+    env = {**os.environ, "EOTDL_TOKEN": repo_server.token("alice")}
+    args = ["mount", str(mnt), "--api-url", repo_server.url, "--cache-dir", str(tmp_path / "cache")]
+    assert eotdlfs(*args, env=env).returncode == 0
+    pid = json.loads((mnt / ".eotdlfs" / "status.json").read_text())["pid"]
+    pids.append(pid)
+    helper = _child_named(pid, "fusermount3")
+    os.kill(helper, signal.SIGSTOP)
+    try:
+        os.stat(mnt)  # the root's attributes are cached now
+        os.kill(pid, signal.SIGKILL)
+        assert wait_for_exit(pid, 10)
+        assert is_mounted(mnt) and is_stale(mnt)
+        done = eotdlfs(*args, env=env)
+        assert done.returncode == 0, done.stderr
+        pids.append(json.loads((mnt / ".eotdlfs" / "status.json").read_text())["pid"])
+        assert (mnt / "datasets" / name / "v1").is_dir()
+    finally:
+        os.kill(helper, signal.SIGCONT)
+    assert eotdlfs("umount", str(mnt)).returncode == 0
 
 
 def test_background_mount_status_umount_and_stale_cleanup(repo_server, unique_name, tmp_path, mountpoint):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import stat
 import zipfile
 
@@ -228,3 +229,25 @@ def test_a_bzip2_bomb_never_reaches_the_servers_memory(server_factory, unique_na
     assert _peak_rss_bytes(pid) - before < 32 << 20
     assert r.status_code == 400 and "compression method" in r.json()["detail"], r.text
     assert api.files(rid) == []
+
+
+def test_stac_body_over_its_limit_is_413_naming_it_before_it_is_read(repo_server):
+    """S4's JSON is parsed whole (~12 bytes of memory a byte): a body over MAX_STAC_BODY_BYTES
+    (128 MiB; it was 512 MiB, several GB of server memory) is refused from its Content-Length."""
+    import socket
+
+    length = 128 * 1024 * 1024 + 1
+    with socket.create_connection(("127.0.0.1", repo_server.port), timeout=15) as conn:
+        conn.sendall(f"PUT /datasets/stac/anything HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Authorization: Bearer {repo_server.token('alice')}\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {length}\r\n\r\n".encode())
+        conn.sendall(b'{"stac": ')  # and no more: the answer must not wait for the rest
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    detail = json.loads(answer.split(b"\r\n\r\n", 1)[1])["detail"]
+    assert f"larger than {length - 1} bytes (128 MiB, EOTDLFS_MAX_STAC_BODY_BYTES)" in detail, detail

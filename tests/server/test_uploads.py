@@ -212,3 +212,21 @@ def test_bad_deflated_parts_keep_nothing(server_factory, body, encoding, status,
                  data={"part_number": 1, "checksum": _md5(b"x" * PART), "encoding": encoding, "size": 1000})
     assert r.status_code == status and says in r.json()["detail"], r.text
     assert server.blob_store().parts(upload_id) == []
+
+
+def test_concurrent_completes_store_once_and_losers_get_404(api, record):
+    """The losers of concurrent completes get what a complete after the first gets: 404, never
+    'No parts were uploaded' or 'Missing parts' from seeing the winner drop the parts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, rid = record
+    data = bytes(range(256)) * (32 * 1024)  # 8 MiB: long enough an assembly for completes to overlap
+    big_part = 1024 * 1024
+    upload_id = _start(api, rid, "race.bin", data).json()["upload_id"]
+    for i in range(0, len(data), big_part):
+        assert _chunk(api, upload_id, i // big_part + 1, data[i:i + big_part]).status_code == 200
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: api.post(f"{api.kind}/complete/{upload_id}?version=1"), range(8)))
+    codes = sorted((r.status_code, r.json().get("detail")) for r in answers)
+    assert codes == [(200, None)] + [(404, "Upload Id not found.")] * 7, codes
+    assert api.files(rid, 1) == [{"filename": "race.bin", "version": 1, "checksum": sha1(data), "size": len(data)}]

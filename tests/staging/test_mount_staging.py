@@ -559,3 +559,21 @@ def test_staged_bytes_deleted_behind_the_mount_give_eio_naming_the_file(tmp_path
     (record / "notes.txt").unlink()  # what the error says to do
     assert "notes.txt" not in os.listdir(record)
     assert flush_cli(tmp_path, repo_server, record).returncode == 0 and published_versions(repo_server, name) == [1]
+
+
+def test_touch_of_a_published_file_is_no_pending_change(tmp_path, repo_server, mount_factory, unique_name):
+    """`touch` opens a published file for writing (a copy-up) but writes nothing: status and flush
+    agree that nothing is pending; the first write after it makes it a change again."""
+    name = unique_name("touch")
+    mount, folder = publish_and_mount(tmp_path, repo_server, mount_factory, name, 3)
+    target = folder / "part0" / "file0000.txt"
+    subprocess.run(["touch", str(target)], check=True)
+    record = mount.status()["staging"]["records"][0]
+    assert (record["added"], record["changed"], record["deleted"], record["bytes_pending"]) == (0, 0, 0, 0), record
+    result = flush_cli(tmp_path, repo_server, folder)
+    assert result.returncode == 0 and "nothing to flush" in result.stdout, result.stdout + result.stderr
+    with open(target, "r+b") as f:  # same size, other bytes: a change however it was opened
+        f.write(b"X")
+    record = mount.status()["staging"]["records"][0]
+    assert (record["changed"], record["bytes_pending"]) == (1, target.stat().st_size), record
+    assert "published v2" in flush_cli(tmp_path, repo_server, folder).stdout

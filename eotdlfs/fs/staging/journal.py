@@ -43,7 +43,10 @@ CREATE TABLE IF NOT EXISTS nodes (path TEXT PRIMARY KEY, parent TEXT, is_dir INT
                                   mtime_ns INTEGER NOT NULL, uid INTEGER, gid INTEGER,
                                   atime_ns INTEGER, ctime_ns INTEGER, target TEXT, rdev INTEGER, ino INTEGER);
 CREATE INDEX IF NOT EXISTS nodes_parent ON nodes(parent);
+CREATE TABLE IF NOT EXISTS copies (upper TEXT PRIMARY KEY, checksum TEXT NOT NULL);
 """
+# copies: staged files not written since their copy-up (`touch` opens for writing, writes nothing),
+# with the SHA-1 they were copied with: equal to the base file's, they are no change.
 # Columns added after the first release, with the type an older journal gets them as.
 _ADDED_COLUMNS = {"uid": "INTEGER", "gid": "INTEGER", "atime_ns": "INTEGER", "ctime_ns": "INTEGER",
                   "target": "TEXT", "rdev": "INTEGER", "ino": "INTEGER"}
@@ -281,12 +284,24 @@ class StagingJournal:
         with self._lock:
             staged = self._db.execute(
                 "SELECT n.path, n.upper, b.path IS NOT NULL FROM nodes n LEFT JOIN base b ON b.path = n.path"
-                " WHERE n.upper IS NOT NULL ORDER BY n.path").fetchall()
+                " LEFT JOIN copies c ON c.upper = n.upper WHERE n.upper IS NOT NULL"
+                " AND (c.checksum IS NULL OR c.checksum IS NOT b.checksum) ORDER BY n.path").fetchall()
             moved = self._db.execute(
                 "SELECT n.path, b.size FROM nodes n JOIN base b ON b.path = n.base_path"
                 " WHERE n.upper IS NULL AND n.is_dir = 0 AND n.base_path != n.path ORDER BY n.path").fetchall()
             gone = self._db.execute(f"SELECT path FROM base WHERE {_GONE} ORDER BY path").fetchall()
         return [(p, u, bool(b)) for p, u, b in staged], moved, [r[0] for r in gone]
+
+    def copy_checksum(self, upper: str) -> str | None:
+        """The SHA-1 staged file UPPER was copied up with, while it is unwritten since."""
+        with self._lock:
+            row = self._db.execute("SELECT checksum FROM copies WHERE upper = ?", (upper,)).fetchone()
+        return row[0] if row else None
+
+    def forget_copy(self, upper: str) -> None:
+        """Staged file UPPER is about to be written: its bytes may differ from those copied up."""
+        with self.transaction() as tx:
+            tx.execute("DELETE FROM copies WHERE upper = ?", (upper,))
 
     def has_changes(self) -> bool:
         """True when the tree differs from the base listing in any file (cheaper than `changes`): a file

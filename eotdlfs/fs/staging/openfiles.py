@@ -42,7 +42,7 @@ _libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class StagedHandle:
     """One open staged or published file of a record (pread and pwrite on its fd need no lock)."""
 
@@ -52,6 +52,7 @@ class StagedHandle:
     base: BaseFile | None  # else a published file
     size: int  # of the published file
     writable: bool
+    unwritten_copy: bool = False  # a copy-up of published bytes, not written yet through any handle
 
 
 def _new_staged_file(path: Path) -> BinaryIO:
@@ -109,6 +110,9 @@ class OpenFiles:
                     return
                 with self.journal.transaction() as tx:
                     tx.put(replace(node, upper=upper, base_path=None))
+                    if limit is None and not node.upper:  # all its published bytes, checked by SHA-1
+                        tx.execute("INSERT INTO copies VALUES (?, ?)",
+                                   (upper, self.journal.base_entry(node.base_path).checksum))
         except BaseException:
             target.unlink(missing_ok=True)
             raise
@@ -177,7 +181,11 @@ class OpenFiles:
                 fd = os.open(upper, os.O_RDWR | (flags & os.O_APPEND))
             if flags & os.O_TRUNC:
                 os.ftruncate(fd, 0)
-            return self._opened_locked(node.upper, fd, None, 0, True)
+            handle = self._opened_locked(node.upper, fd, None, 0, True)
+            handle.unwritten_copy = self.journal.copy_checksum(node.upper) is not None
+            if handle.unwritten_copy and flags & os.O_TRUNC:
+                self._written(handle)
+            return handle
         finally:
             self._lock.release()
 
@@ -212,6 +220,7 @@ class OpenFiles:
         if not handle.writable:
             raise staging_error(errno.EBADF, "file not open for writing")
         _check_room(os.fstatvfs(handle.fd), len(data))
+        self._written(handle)
         written = os.pwrite(handle.fd, data, offset)
         self.last_change = time.monotonic()
         return written
@@ -222,6 +231,7 @@ class OpenFiles:
             raise staging_error(errno.EBADF, "file not open for writing")
         if not mode & FALLOC_FL_PUNCH_HOLE:
             _check_room(os.fstatvfs(handle.fd), length)
+        self._written(handle)
         if _libc.fallocate(handle.fd, mode, offset, length) != 0:
             code = ctypes.get_errno()
             raise OSError(code, os.strerror(code))
@@ -229,15 +239,23 @@ class OpenFiles:
 
     def truncate(self, path: str, length: int, handle: StagedHandle | None = None) -> None:
         if handle is not None and handle.writable:
+            self._written(handle)
             os.ftruncate(handle.fd, length)
             self.last_change = time.monotonic()
             return
         node = self._writable_node(path, length)
         try:
+            self.journal.forget_copy(node.upper)
             with self._staged_bytes(path, node.upper) as upper:
                 os.truncate(upper, length)
         finally:
             self._lock.release()
+
+    def _written(self, handle: StagedHandle) -> None:
+        """HANDLE's staged file is about to change: from now on it is a change, whatever its bytes."""
+        if handle.unwritten_copy:
+            self.journal.forget_copy(handle.upper)
+            handle.unwritten_copy = False
 
     def fsync(self, handle: StagedHandle) -> None:
         if handle.fd is not None and handle.writable:
