@@ -106,7 +106,7 @@ def s2_cube(guide_server, tmp_path_factory: pytest.TempPathFactory):
     write_metadata(folder, CUBE_NAME)
     ndvi = np.random.default_rng(3).uniform(-1, 1, size=(3, 64, 64)).astype("float32")
     cube = xr.Dataset({"ndvi": (("time", "y", "x"), ndvi)}, coords={"time": [1, 2, 3]})
-    cube.chunk({"time": 1}).to_zarr(folder / "cube.zarr", zarr_format=2, consolidated=True)
+    cube.to_zarr(folder / "cube.zarr", zarr_format=2, consolidated=True, encoding={"ndvi": {"chunks": (1, 64, 64)}})
     ingest(guide_server, folder)
     return cube
 
