@@ -1,0 +1,66 @@
+"""A gate that the block cache's calls into SQLite pass through, closed while the process forks.
+
+A thread inside SQLite when another forks leaves the child a copy of SQLite's mutexes as they
+were: the unix VFS's per-file mutexes (shared by every connection of the process to one file)
+stay locked for ever in the child, whose first connection to the index then hangs. Reads of the
+index run on fetch workers, the hasher and the pieces writer without `BlockCache._db`, so the
+fork waits here until no thread is inside, and lets none in until it is done.
+
+Order: `_db` is taken before the gate (writes: `with self._db, SQLITE_GATE`) and the fork takes
+every `_db` before closing the gate, so a thread inside never waits for a `_db` the fork holds.
+A thread already inside passes again without waiting (a nested call must not wait for a fork
+that waits for it).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+
+class ForkGate:
+    """Counts the threads inside; `close` (before a fork) waits until none are and keeps new ones out."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition(threading.Lock())
+        self._inside = 0
+        self._closed = False
+        self._depth = threading.local()
+
+    def __enter__(self) -> None:
+        depth = getattr(self._depth, "n", 0)
+        if depth == 0:
+            with self._changed:
+                while self._closed:
+                    self._changed.wait()
+                self._inside += 1
+        self._depth.n = depth + 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth.n -= 1
+        if self._depth.n == 0:
+            with self._changed:
+                self._inside -= 1
+                if self._inside == 0:
+                    self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            while self._inside:
+                self._changed.wait()
+
+    def open(self) -> None:
+        with self._changed:
+            self._closed = False
+            self._changed.notify_all()
+
+    def reset_in_child(self) -> None:
+        """After a fork, in the child: only the forking thread exists, and it was outside."""
+        self._changed = threading.Condition(threading.Lock())
+        self._inside = 0
+        self._closed = False
+        self._depth = threading.local()
+
+
+SQLITE_GATE = ForkGate()
