@@ -389,7 +389,7 @@ def test_a_process_forked_while_threads_read_the_cache_can_open_it(tmp_path):
     unix VFS's, per file and shared by the process's connections) locked in the child for ever,
     and the child's first read of the index hung (a forked fsspec worker, 60 s). Forks wait for
     the reads under way (`fork_gate`)."""
-    assert _stuck_forks(tmp_path / "c", 30, "reads", 3) == 0, "forked processes hung on the cache"
+    assert _stuck_forks(tmp_path / "c", 60, "reads", 3) == 0, "forked processes hung on the cache"
 
 
 def test_a_batch_asks_the_index_for_its_volume_once_and_still_keeps_the_limit(tmp_path):
