@@ -22,45 +22,50 @@ class ForkGate:
     """Counts the threads inside; `close` (before a fork) waits until none are and keeps new ones out."""
 
     def __init__(self) -> None:
-        self._changed = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()  # guards _inside and _closed; a plain lock: the way in is every read's
         self._inside = 0
         self._closed = False
+        self._opened = threading.Event()  # set while not closed
+        self._opened.set()
+        self._drained = threading.Event()  # set once none are inside after a close
         self._depth = threading.local()
 
     def __enter__(self) -> None:
         depth = getattr(self._depth, "n", 0)
-        if depth == 0:
-            with self._changed:
-                while self._closed:
-                    self._changed.wait()
-                self._inside += 1
+        while not depth:
+            with self._lock:
+                if not self._closed:
+                    self._inside += 1
+                    break
+            self._opened.wait()
         self._depth.n = depth + 1
 
     def __exit__(self, *exc: object) -> None:
         self._depth.n -= 1
-        if self._depth.n == 0:
-            with self._changed:
+        if not self._depth.n:
+            with self._lock:
                 self._inside -= 1
-                if self._inside == 0:
-                    self._changed.notify_all()
+                if self._closed and not self._inside:
+                    self._drained.set()
 
     def close(self) -> None:
-        with self._changed:
+        with self._lock:
             self._closed = True
-            while self._inside:
-                self._changed.wait()
+            self._opened.clear()
+            if self._inside:
+                self._drained.clear()
+            else:
+                self._drained.set()
+        self._drained.wait()
 
     def open(self) -> None:
-        with self._changed:
+        with self._lock:
             self._closed = False
-            self._changed.notify_all()
+            self._opened.set()
 
     def reset_in_child(self) -> None:
         """After a fork, in the child: only the forking thread exists, and it was outside."""
-        self._changed = threading.Condition(threading.Lock())
-        self._inside = 0
-        self._closed = False
-        self._depth = threading.local()
+        self.__init__()
 
 
 SQLITE_GATE = ForkGate()
