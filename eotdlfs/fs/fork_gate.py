@@ -1,8 +1,9 @@
 """A gate that the block cache's calls into SQLite pass through, closed while the process forks.
 
 A thread inside SQLite when another forks leaves the child a copy of SQLite's mutexes as they
-were: the unix VFS's per-file mutexes (shared by every connection of the process to one file)
-stay locked for ever in the child, whose first connection to the index then hangs. Reads of the
+were: its memory allocator's (taken on every allocation) or the unix VFS's per-file one (shared
+by every connection of the process to one file) stays locked for ever in the child, whose first
+connection to the index then hangs (both seen in gdb stacks of hung children). Reads of the
 index run on fetch workers, the hasher and the pieces writer without `BlockCache._db`, so the
 fork waits here until no thread is inside, and lets none in until it is done.
 
