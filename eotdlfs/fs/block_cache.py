@@ -32,9 +32,11 @@ its access time, for the LRU order, is entered with the next write (`_touch`).
 
 A process forking (multiprocessing's workers) waits for the writes under way: SQLite's lock
 bookkeeping is copied into the child, and a write transaction copied mid-way left the child's
-own connection to the index locked out for good.
+own connection to the index locked out for good. It waits for the reads under way too
+(`fork_gate`): a SQLite mutex copied locked hung the child's first read of the index.
 
-Locks. `_db` serialises calls into diskcache that write (and is held across a fork); `_lock` guards the hit, miss, error
+Locks. `_db` serialises calls into diskcache that write (and is held across a fork), and is
+taken before `SQLITE_GATE`, which every call into the index passes; `_lock` guards the hit, miss, error
 and damage counters and the access times not entered yet; `_room` guards the bytes being
 written and is taken before `_db` (eviction makes room under it). Callers (fetcher,
 verifier) may hold their own locks when they call in; nothing here calls out while holding one.
@@ -57,6 +59,7 @@ import diskcache
 
 from eotdlfs.fs.block_disk import _BlockDisk, _InlineBlock, _WrittenBlock
 from eotdlfs.fs.block_index import open_index
+from eotdlfs.fs.fork_gate import SQLITE_GATE
 
 DEFAULT_BLOCK_SIZE = 1 << 20
 # Left free on the cache's disk: the larger of these two (mountpoint-s3 keeps 5 % free too).
@@ -89,9 +92,10 @@ def reserve_bytes(st: os.statvfs_result) -> int:
 _open_caches: weakref.WeakSet = weakref.WeakSet()
 
 
-def _hold_writes() -> None:
-    for cache in list(_open_caches):
+def _hold_sqlite() -> None:
+    for cache in list(_open_caches):  # every `_db` before the gate: a writer inside it holds its `_db`
         cache._db.acquire()
+    SQLITE_GATE.close()
 
 
 def _release_writes() -> None:
@@ -100,7 +104,17 @@ def _release_writes() -> None:
             cache._db.release()
 
 
-os.register_at_fork(before=_hold_writes, after_in_parent=_release_writes, after_in_child=_release_writes)
+def _release_in_parent() -> None:
+    SQLITE_GATE.open()
+    _release_writes()
+
+
+def _release_in_child() -> None:
+    SQLITE_GATE.reset_in_child()
+    _release_writes()
+
+
+os.register_at_fork(before=_hold_sqlite, after_in_parent=_release_in_parent, after_in_child=_release_in_child)
 
 
 class BlockCache:
@@ -109,7 +123,8 @@ class BlockCache:
     def __init__(self, directory: Path, size_limit: int, block_size: int = DEFAULT_BLOCK_SIZE):
         self.block_size = block_size
         try:
-            self._cache = open_index(directory, size_limit)
+            with SQLITE_GATE:
+                self._cache = open_index(directory, size_limit)
         except sqlite3.OperationalError as exc:
             # A full disk, an I/O error or a lock held: the index is not damaged, and a new one
             # would meet the same disk, so the cache is kept and the mount refused in one line.
@@ -120,7 +135,8 @@ class BlockCache:
             aside = directory.with_name(f"{directory.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
             os.replace(directory, aside)
             log.error("the block cache's index is damaged (%s): moved to %s, starting empty", exc, aside)
-            self._cache = open_index(directory, size_limit)
+            with SQLITE_GATE:
+                self._cache = open_index(directory, size_limit)
         # One diskcache call at a time: threads queue here (waking at once) instead of in
         # SQLite's busy handler, which sleeps for milliseconds between retries.
         self._db = threading.Lock()
@@ -162,11 +178,12 @@ class BlockCache:
         keys = {block_key(checksum, index): index for index in indices}
         rows = []
         try:  # a miss costs a read, never a wait for a writer
-            for lo in range(0, len(keys), LOOKUP_BATCH):
-                batch = list(keys)[lo:lo + LOOKUP_BATCH]
-                rows += self._cache._sql(f"SELECT key, mode, filename, value, tag, size"
-                                         f" FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})",
-                                         batch).fetchall()
+            with SQLITE_GATE:
+                for lo in range(0, len(keys), LOOKUP_BATCH):
+                    batch = list(keys)[lo:lo + LOOKUP_BATCH]
+                    rows += self._cache._sql(f"SELECT key, mode, filename, value, tag, size"
+                                             f" FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})",
+                                             batch).fetchall()
         except CACHE_ERRORS as exc:  # an index damaged under the mount: misses
             self._failed(exc)
             return {}
@@ -218,7 +235,7 @@ class BlockCache:
             many = len(self._touched) >= TOUCH_BATCH
         if many and self._db.acquire(blocking=False):
             try:
-                with self._cache.transact():
+                with SQLITE_GATE, self._cache.transact():
                     self._enter_touches()
             except CACHE_ERRORS as exc:
                 self._failed(exc)
@@ -235,7 +252,8 @@ class BlockCache:
 
     def __contains__(self, item: tuple[str, int]) -> bool:
         try:
-            return block_key(*item) in self._cache  # a read: WAL readers never wait for writers
+            with SQLITE_GATE:
+                return block_key(*item) in self._cache  # a read: WAL readers never wait for writers
         except CACHE_ERRORS as exc:  # an index damaged under the mount: a miss
             self._failed(exc)
             return False
@@ -327,10 +345,11 @@ class BlockCache:
         remove its file, which the other pieces of its run share (`put_runs`)."""
         found: set[str] = set()
         try:
-            for lo in range(0, len(keys), LOOKUP_BATCH):
-                batch = keys[lo:lo + LOOKUP_BATCH]
-                found.update(key for (key,) in self._cache._sql(
-                    f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})", batch))
+            with SQLITE_GATE:
+                for lo in range(0, len(keys), LOOKUP_BATCH):
+                    batch = keys[lo:lo + LOOKUP_BATCH]
+                    found.update(key for (key,) in self._cache._sql(
+                        f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})", batch))
         except CACHE_ERRORS as exc:  # an index damaged under the mount: the store fails as it comes
             self._failed(exc)
         return found
@@ -339,7 +358,7 @@ class BlockCache:
         """Enter ENTRIES (key, stored value, CRC32C) in one transaction. diskcache culls after the last
         only, as many as entered (3 queries an entry, for the volume: 9 % of random reads' CPU)."""
         limit = self._cache.cull_limit
-        with self._db, self._cache.transact():
+        with self._db, SQLITE_GATE, self._cache.transact():
             self._enter_touches()
             try:
                 for i, (key, value, crc) in enumerate(entries, 1):
@@ -369,7 +388,7 @@ class BlockCache:
     def _evict(self, nbytes: int) -> None:
         """Evict least-recently-used blocks worth NBYTES, by diskcache's own cull under a
         lowered size limit (in memory only: the stored limit stays)."""
-        with self._db:
+        with self._db, SQLITE_GATE:
             limit = self._cache.size_limit
             self._cache.reset("size_limit", max(0, self._cache.volume() - nbytes), update=False)
             try:
@@ -394,13 +413,14 @@ class BlockCache:
     def drop_blocks(self, checksum: str, indices) -> None:
         try:
             for index in indices:
-                with self._db:
+                with self._db, SQLITE_GATE:
                     self._cache.delete(block_key(checksum, index))
         except CACHE_ERRORS as exc:  # left in place, still failing its check, or found later
             self._failed(exc)
 
     def volume(self) -> int:
-        return self._cache.volume()
+        with SQLITE_GATE:
+            return self._cache.volume()
 
     @property
     def size_limit(self) -> int:
@@ -419,8 +439,9 @@ class BlockCache:
 
     def close(self) -> None:
         try:  # the access times noted since the last write
-            with self._db, self._cache.transact():
+            with self._db, SQLITE_GATE, self._cache.transact():
                 self._enter_touches()
         except CACHE_ERRORS as exc:
             self._failed(exc)
-        self._cache.close()
+        with SQLITE_GATE:
+            self._cache.close()

@@ -327,12 +327,14 @@ def test_a_run_whose_file_goes_leaves_no_piece_counted_or_stored(tmp_path):
     cache.close()
 
 
-FORKED_WHILE_WRITING = """
+FORKED_WHILE_BUSY = """
 import os, sys, threading
 from pathlib import Path
 from eotdlfs.fs.block_cache import BlockCache
 cache = BlockCache(Path(sys.argv[1]), 1 << 30, 1 << 12)
 stop = threading.Event()
+for n in range(50):
+    cache.put(f"{n:040x}", 0, os.urandom(4096))
 
 def write() -> None:  # a fetch worker storing blocks while the main thread forks
     n = 0
@@ -340,7 +342,14 @@ def write() -> None:  # a fetch worker storing blocks while the main thread fork
         cache.put(f"{n % 50:040x}", n, os.urandom(4096))
         n += 1
 
-threading.Thread(target=write, daemon=True).start()
+def read() -> None:  # a reader (fetch worker, hasher) reading blocks back while the main thread forks
+    n = 0
+    while not stop.is_set():
+        cache.read_blocks(f"{n % 50:040x}", [0])
+        n += 1
+
+for _ in range(int(sys.argv[4])):
+    threading.Thread(target={"writes": write, "reads": read}[sys.argv[3]], daemon=True).start()
 stuck = 0
 for _ in range(int(sys.argv[2])):
     pid = os.fork()
@@ -357,15 +366,30 @@ print(stuck)
 """
 
 
+def _stuck_forks(directory: Path, forks: int, busy: str, threads: int) -> int:
+    """How many of FORKS forked processes could not open the cache in DIRECTORY and store a block
+    while THREADS threads of the parent did BUSY ('writes' or 'reads') on it."""
+    done = subprocess.run([sys.executable, "-c", FORKED_WHILE_BUSY, str(directory), str(forks), busy, str(threads)],
+                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
 def test_a_process_forked_while_the_cache_writes_can_open_it(tmp_path):
     """multiprocessing forks workers while a fetch worker may be inside a write transaction (a
     file's final block is stored after its reader has it): SQLite's lock bookkeeping is copied
     into the child, whose own connection then found the index locked for good ('database is
     locked' after diskcache's 60 s). Forks wait for the write under way."""
-    done = subprocess.run([sys.executable, "-c", FORKED_WHILE_WRITING, str(tmp_path / "c"), "6"],
-                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2])
-    assert done.returncode == 0, done.stderr
-    assert int(done.stdout) == 0, "forked processes could not open the cache"
+    assert _stuck_forks(tmp_path / "c", 6, "writes", 1) == 0, "forked processes could not open the cache"
+
+
+def test_a_process_forked_while_threads_read_the_cache_can_open_it(tmp_path):
+    """Reads of the index run without the write lock (fetch workers, the hasher, the pieces
+    writer): a thread inside SQLite when the process forked left one of SQLite's mutexes (the
+    unix VFS's, per file and shared by the process's connections) locked in the child for ever,
+    and the child's first read of the index hung (a forked fsspec worker, 60 s). Forks wait for
+    the reads under way (`fork_gate`)."""
+    assert _stuck_forks(tmp_path / "c", 60, "reads", 3) == 0, "forked processes hung on the cache"
 
 
 def test_a_batch_asks_the_index_for_its_volume_once_and_still_keeps_the_limit(tmp_path):
