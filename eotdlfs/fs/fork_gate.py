@@ -15,7 +15,6 @@ that waits for it).
 
 from __future__ import annotations
 
-import os
 import threading
 
 
