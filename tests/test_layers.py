@@ -111,3 +111,15 @@ def test_no_line_is_over_the_width_limit():
     wide = [f"{p.relative_to(PACKAGE)}:{i}" for p in sorted(PACKAGE.rglob("*.py"))
             for i, line in enumerate(p.read_text().splitlines(), 1) if len(line) > MAX_LINE_CHARS]
     assert wide == []
+
+
+def test_pyflakes_finds_nothing_in_the_package():
+    """Unused imports and undefined names: merges of parallel branches left some behind."""
+    import io
+
+    from pyflakes.api import checkRecursive
+    from pyflakes.reporter import Reporter
+
+    out = io.StringIO()
+    checkRecursive([str(PACKAGE)], Reporter(out, out))
+    assert out.getvalue() == ""
