@@ -215,6 +215,16 @@ def table(r: dict[str, Any]) -> str:
          f"{_fmt(r['rclone_cog_4x_windows_s'])} / {_fmt(_mb(r['rclone_cog_4x_windows_bytes_fetched']))}",
          f"GDAL /vsicurl/ {_fmt(r['vsicurl_cog_4x_windows_s'])} / {_fmt(_mb(r['vsicurl_cog_4x_windows_bytes_fetched']))}",
          f"{_fmt(r['cog_4x_speed_vs_vsicurl'])}x vsicurl's speed"),
+        ("through `eotdl://` (fsspec, no mount): the same COG windows (s / MB fetched)",
+         f"{_fmt(r['eotdl_fsspec_cog_windows_s'])} / {_fmt(_mb(r['eotdl_fsspec_cog_windows_bytes_fetched']))}", "",
+         f"GDAL /vsicurl/ {_fmt(r['vsicurl_cog_windows_s'])} / {_fmt(_mb(r['vsicurl_cog_windows_bytes_fetched']))}",
+         f"{_fmt(r['fsspec_cog_time_vs_vsicurl'])}x vsicurl's time {goal('fsspec_cog_time_vs_vsicurl')}; "
+         f"{_fmt(r['fsspec_cog_bytes_vs_vsicurl'])}x its bytes {goal('fsspec_cog_bytes_vs_vsicurl')}"),
+        ("... same windows, second process (MB fetched) / 1 MiB at an offset (MB fetched)",
+         f"{_fmt(_mb(r['eotdl_fsspec_cog_windows_again_bytes_fetched']))} / "
+         f"{_fmt(_mb(r['eotdl_fsspec_1MiB_at_offset_bytes_fetched']))}", "", "",
+         "1 MiB at an offset: <= 8 MiB ("
+         f"{({True: 'met', False: 'missed', None: 'n/a'})[r['goals_met']['eotdl_fsspec_1MiB_at_offset_bytes_fetched']]})"),
         (f"first 64 KiB of a small file in a version of {ds['small_files']:,}, fresh mount (ms)",
          _fmt(r["eotdlfs_first_small_ms"]), _fmt(r["rclone_first_small_ms"]), "",
          f"{_fmt(r['first_small_vs_rclone'])}x {goal('first_small_vs_rclone')}"),
