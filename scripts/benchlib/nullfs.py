@@ -36,10 +36,14 @@ class NullFile(Operations):
 
     def getattr(self, path, fh=None):
         if path == "/":
-            return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2}
+            return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2, "st_ino": self.inode(path)}
         if path == "/" + FILE_NAME:
-            return {"st_mode": stat.S_IFREG | 0o444, "st_nlink": 1, "st_size": self.size}
+            return {"st_mode": stat.S_IFREG | 0o444, "st_nlink": 1, "st_size": self.size, "st_ino": self.inode(path)}
         raise FuseOSError(errno.ENOENT)
+
+    def inode(self, path) -> int:
+        """The number `stat` shows: the binding mounts with use_ino, as the mount does (inode 0 is EINVAL)."""
+        return 1 if path == "/" else 2
 
     def fill_listed_stat(self, path, st) -> bool:
         return False  # `_DirectFUSE.getattr` asks; the generic getattr answers instead
