@@ -30,6 +30,11 @@ from eotdlfs.fs.tilewindows import TileWindows
 
 PAGE = 4096
 KEPT_SOURCES = 2  # a fetched block may pin its whole request (8 MiB) while kept
+# A block whose fetch hung (half the bound or more) and then failed fails again at once for this
+# long: the kernel reads a page again after a failed read-ahead, and that second callback started
+# a fetch of its own and waited a whole bound more (18.7 s for one `read` behind a silent server).
+# A fetch that fails fast (a refused connection) is tried again at once: the server may be back.
+HUNG_FAILURE_KEPT_S = 2.0
 
 
 class OpenFile:
@@ -77,6 +82,7 @@ class ContentReader:
         # a page again after a failed read-ahead: two callbacks for one read).
         self._lock = threading.Lock()
         self._first_waits: weakref.WeakKeyDictionary[Future, float] = weakref.WeakKeyDictionary()
+        self._hung: dict[tuple[str, int], tuple[float, BaseException]] = {}  # guarded by _lock
 
     def open(self, content: Content, seeking_only: bool = False) -> OpenFile:
         window = ReadAheadWindow(self.first_window, self.max_window, seeking_only)
@@ -203,6 +209,19 @@ class ContentReader:
         with handle.lock:
             return handle.tiles.jumped(span[0], layout)
 
+    def _raise_if_hung(self, checksum: str, index: int) -> None:
+        with self._lock:
+            failed = self._hung.get((checksum, index))
+        if failed is not None and time.monotonic() - failed[0] < HUNG_FAILURE_KEPT_S:
+            raise failed[1]
+
+    def _note_hung(self, checksum: str, index: int, exc: BaseException) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, (at, _) in self._hung.items() if now - at >= HUNG_FAILURE_KEPT_S]:
+                del self._hung[key]
+            self._hung[(checksum, index)] = (now, exc)
+
     def _copy_block(self, handle: OpenFile, index: int, lo: int, target: memoryview, deadline: float,
                     seeking: bool, until: int) -> None:
         with handle.lock:
@@ -215,6 +234,7 @@ class ContentReader:
             return self.pieces.read_into(content, handle.opened, index * self.block_size + lo, target, deadline,
                                          until)
         if source is None:
+            self._raise_if_hung(content.checksum, index)
             future = self.fetcher.demand(handle.content, index, handle.opened)
             with self._lock:
                 first_wait = self._first_waits.setdefault(future, time.monotonic())
@@ -224,7 +244,12 @@ class ContentReader:
                                                  max(0.0, wait_until - time.monotonic()))
                 if part is not None:
                     return _copy(part, lo, target)
-            source = future.result(timeout=max(0.0, wait_until - time.monotonic()))
+            try:
+                source = future.result(timeout=max(0.0, wait_until - time.monotonic()))
+            except Exception as exc:  # not done: our wait ended (TimeoutError), the fetch goes on
+                if future.done() and time.monotonic() - first_wait >= self.demand_timeout / 2:
+                    self._note_hung(content.checksum, index, exc)
+                raise
         with handle.lock:
             handle.keep_locked(index, source)
             return _copy(source, lo, target)

@@ -19,6 +19,7 @@ from eotdlfs.fs.content import Content
 from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs.pieces import PieceFetcher, piece_key
 from eotdlfs.fs.readahead import ReadAheadWindow
+from eotdlfs.fs import reader as reader_module
 from eotdlfs.fs.reader import ContentReader
 from eotdlfs.repository import Unreachable
 from tests.fs.fakes import MemoryRepository
@@ -521,6 +522,7 @@ from pathlib import Path
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.content import Content
 from eotdlfs.fs.fetcher import BlockFetcher
+from eotdlfs.fs import reader as reader_module
 from eotdlfs.fs.reader import ContentReader
 from tests.fs.fakes import MemoryRepository
 repo = MemoryRepository()
@@ -550,3 +552,30 @@ def test_pieces_read_by_a_process_that_exits_without_closing_are_stored(tmp_path
             for mode in (disk, "quick-disk")]
     assert [run.returncode for run in runs] == [0, 0], runs[0].stderr + runs[1].stderr
     assert int(runs[0].stdout) > 0 and int(runs[1].stdout) == 0
+
+
+def test_a_block_whose_fetch_hung_and_failed_fails_again_at_once(setup, monkeypatch):
+    """Behind a silent server the kernel's second callback for one `read` (it reads a page again
+    after a failed read-ahead) started a fetch of its own and waited a whole bound more: 18.7 s
+    for one read with a bound of 10. A fetch that fails fast is tried again at once."""
+    repo, record, entries, data, make = setup
+    reader = make(demand_timeout=1.0)
+    calls = []
+
+    def hangs_then_fails(*args, **kwargs):
+        calls.append(time.monotonic())
+        time.sleep(0.8)
+        raise Unreachable("cannot reach the repository (timed out)")
+
+    handle = reader.open(Content(record, entries["f.bin"]))
+    with monkeypatch.context() as patch:
+        patch.setattr(repo, "read_range", hangs_then_fails)
+        with pytest.raises(Unreachable):
+            reader.read(handle, 0, 100)
+        started = time.monotonic()
+        with pytest.raises(Unreachable):
+            reader.read(handle, 0, 100)
+        assert time.monotonic() - started < 0.3 and len(calls) == 1
+    time.sleep(reader_module.HUNG_FAILURE_KEPT_S)
+    assert reader.read(handle, 0, 100) == data[:100]  # the server is back: fetched again
+    handle.close()
