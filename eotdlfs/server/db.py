@@ -19,19 +19,25 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql
+from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from sqlalchemy.engine import Connection, Engine
+
+from eotdlfs.server.errors import database_timeout
 
 DB_FILE = "repository.db"
 SCHEMA_VERSION = 1
 _INT64 = (-(2**63), 2**63 - 1)
+# statement_timeout, lock_timeout; SQLite's busy timeout (SQLITE_BUSY, SQLITE_LOCKED); a pool with no free connection
+_TIMEOUTS = (pg_errors.QueryCanceled, pg_errors.LockNotAvailable, sa.exc.TimeoutError)
+_SQLITE_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 # Bytewise order on both engines ("C" on PostgreSQL, SQLite's default BINARY): the path range
 # query of `Store._put_in_version` relies on '/' sorting right before '0'.
@@ -156,10 +162,12 @@ class Tx:
 class Database:
     """The metadata database of one repository, safe to use from any thread and any replica."""
 
-    def __init__(self, root: Path | None, url: str | None = None, read_only: bool = False):
-        """READ_ONLY (fsck): no migration, and SQLite opens the file read-only."""
+    def __init__(self, root: Path | None, url: str | None = None, read_only: bool = False, timeout_s: int = 30):
+        """READ_ONLY (fsck): no migration, and SQLite opens the file read-only. TIMEOUT_S bounds each
+        statement and each wait for a lock or a connection; past it, `ApiError` 503."""
         self.shared = url is not None  # given with --db: holds the signing secret too
-        self.engine: Engine = _engine(engine_url(root, url), read_only)
+        self.timeout_s = timeout_s
+        self.engine: Engine = _engine(engine_url(root, url), read_only, timeout_s)
         self.postgres = self.engine.dialect.name == "postgresql"
         self._write_lock = threading.Lock() if not self.postgres else None
         if not read_only:
@@ -168,31 +176,55 @@ class Database:
     @contextmanager
     def query(self) -> Iterator[Tx]:
         """For one statement, which sees one state on its own: no transaction around it."""
-        with self.engine.connect() as conn:
+        with self._in_time(), self.engine.connect() as conn:
             yield Tx(conn, self.postgres, writing=False)
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
         """A read snapshot: several queries see one state, whatever commits meanwhile."""
         begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if self.postgres else "BEGIN"
-        with self.engine.connect() as conn:
+        with self._in_time(), self.engine.connect() as conn:
             conn.exec_driver_sql(begin)
             try:
                 yield Tx(conn, self.postgres, writing=False)
             finally:
-                conn.exec_driver_sql("COMMIT")
+                conn.exec_driver_sql("COMMIT")  # after a failed statement, PostgreSQL rolls back instead
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
         """One write transaction: all its statements land together or not at all."""
-        with self._write_lock or nullcontext(), self.engine.connect() as conn:
+        with self._in_time(), self._writer_turn(), self.engine.connect() as conn:
             conn.exec_driver_sql("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
             try:
                 yield Tx(conn, self.postgres, writing=True)
             except BaseException:
-                conn.exec_driver_sql("ROLLBACK")
+                conn.exec_driver_sql("ROLLBACK")  # the connection goes back to the pool usable
                 raise
             conn.exec_driver_sql("COMMIT")
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """SQLite's one writer at a time, waited for no longer than a statement may take."""
+        if self._write_lock is None:
+            yield
+            return
+        if not self._write_lock.acquire(timeout=self.timeout_s):
+            raise database_timeout(self.timeout_s)
+        try:
+            yield
+        finally:
+            self._write_lock.release()
+
+    @contextmanager
+    def _in_time(self) -> Iterator[None]:
+        """A statement or wait that ran out of time becomes the 503 clients retry, not a 500."""
+        try:
+            yield
+        except Exception as exc:
+            cause = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
+            if isinstance(cause, _TIMEOUTS) or getattr(cause, "sqlite_errorcode", None) in _SQLITE_BUSY:
+                raise database_timeout(self.timeout_s) from exc
+            raise
 
     def setting(self, tx: Tx, name: str) -> str | None:
         row = tx.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
@@ -225,28 +257,31 @@ class Database:
                        " DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
 
 
-def _engine(url: str, read_only: bool) -> Engine:
+def _engine(url: str, read_only: bool, timeout_s: int) -> Engine:
     if url.startswith("sqlite"):
         if read_only:
             url = f"sqlite:///file:{url[len('sqlite:///'):]}?mode=ro&uri=true"
         # transactions are ours (Database.read/write): nothing to reset when a connection goes back
         engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_size=8, max_overflow=64,
-                                  pool_reset_on_return=None,
-                                  connect_args={"timeout": 30, "check_same_thread": False})
+                                  pool_reset_on_return=None, pool_timeout=timeout_s,
+                                  connect_args={"timeout": timeout_s, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.row_factory = sqlite3.Row
             if not read_only:
                 dbapi_conn.execute("PRAGMA journal_mode=WAL")
-            dbapi_conn.execute("PRAGMA busy_timeout=30000")
+            dbapi_conn.execute(f"PRAGMA busy_timeout={timeout_s * 1000}")
             dbapi_conn.execute("PRAGMA synchronous=FULL")  # a 200 means the rows survive a power loss too
 
         return engine
     # Up to 48 connections per replica (uvicorn runs sync routes on 40 threads); PostgreSQL's
     # default max_connections of 100 thus fits two replicas.
+    ms = timeout_s * 1000
     return sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_size=8, max_overflow=40,
-                            pool_reset_on_return=None, pool_pre_ping=True, pool_recycle=3600)
+                            pool_reset_on_return=None, pool_pre_ping=True, pool_recycle=3600, pool_timeout=timeout_s,
+                            connect_args={"connect_timeout": timeout_s,
+                                          "options": f"-c statement_timeout={ms} -c lock_timeout={ms}"})
 
 
 def _add_version_sizes(tx: Tx) -> None:

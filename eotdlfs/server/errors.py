@@ -31,6 +31,12 @@ def version_missing(kind: str) -> ApiError:
     return ApiError(404, f"{record_noun(kind)} version doesn't exist")
 
 
+def database_timeout(seconds: int) -> ApiError:
+    """The database did not answer in time (a lock held elsewhere, a stalled server): worth a retry."""
+    return ApiError(503, f"the repository database did not answer within {seconds} s",
+                    {"Retry-After": str(max(1, seconds // 10))})
+
+
 def not_owner(kind: str) -> ApiError:
     return ApiError(403, f"You are not the owner of this {record_noun(kind).lower()}")
 

@@ -25,6 +25,9 @@ class Limits:
     max_parts: int = 10_000                # part numbers 1..max_parts
     max_head_bytes: int = 64 * 1024        # a request's line and headers (431 above; see server/protocol.py)
     head_timeout_s: int = 30               # to send them, from the connection's start or the previous answer (408)
+    # each database statement, lock wait, connection and pooled connection wait (503 above): a hung
+    # database otherwise holds a worker thread and a pooled connection per request until the pool runs out
+    db_statement_timeout_s: int = 30
 
     @classmethod
     def from_env(cls) -> "Limits":

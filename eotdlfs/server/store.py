@@ -54,7 +54,7 @@ class Store(MultipartUploads, StacDatasets):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.limits = limits or Limits()
-        self.db = Database(self.root, db_url)
+        self.db = Database(self.root, db_url, timeout_s=self.limits.db_statement_timeout_s)
         self.blobs = open_blobs(self.root, blobs_url)
 
     @property
