@@ -25,6 +25,7 @@ class Limits:
     max_parts: int = 10_000                # part numbers 1..max_parts
     max_head_bytes: int = 64 * 1024        # a request's line and headers (431 above; see server/protocol.py)
     head_timeout_s: int = 30               # to send them, from the connection's start or the previous answer (408)
+    send_timeout_s: int = 60               # a client accepting no byte of an answer this long: connection aborted
 
     @classmethod
     def from_env(cls) -> "Limits":

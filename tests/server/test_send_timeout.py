@@ -1,0 +1,89 @@
+"""A client that stops reading a download is cut after EOTDLFS_SEND_TIMEOUT_S; a slow reader never is.
+
+Before, such a client kept its connection, the blob's open file and a chunk in memory for good.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+
+import pytest
+from serverapi import Api
+
+SEND_TIMEOUT_S = 2
+SIZE = 32 * 1024 * 1024  # well past what loopback's socket buffers of both ends hold
+DATA = os.urandom(SIZE)
+
+
+@pytest.fixture
+def server(server_factory, local_only):
+    return server_factory(env={"EOTDLFS_SEND_TIMEOUT_S": str(SEND_TIMEOUT_S)})
+
+
+@pytest.fixture
+def path(server) -> str:
+    api = Api(server, "datasets", server.token("alice"))
+    rid = api.create("sendtimeout")
+    api.new_version(rid)
+    assert api.batch(rid, 1, {"big.bin": DATA}).status_code == 200
+    return f"/datasets/{rid}/download/big.bin"
+
+
+def _get(server, path: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock
+
+
+def _open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_a_client_that_stops_reading_is_cut_and_its_blob_released(server, path) -> None:
+    pid = server._proc.pid
+    before = _open_files(pid)
+    sock = _get(server, path)
+    try:
+        deadline = time.monotonic() + 10
+        while _open_files(pid) < before + 2 and time.monotonic() < deadline:  # its socket and the blob
+            time.sleep(0.05)
+        assert _open_files(pid) >= before + 2
+        started = time.monotonic()
+        while _open_files(pid) > before and time.monotonic() - started < SEND_TIMEOUT_S * 3 + 5:
+            time.sleep(0.1)
+        assert _open_files(pid) <= before, "the connection and the blob are still open"
+        received = 0
+        sock.settimeout(10)
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+        assert received < SIZE  # cut, not sent whole
+    finally:
+        sock.close()
+
+
+def test_a_slow_but_steady_reader_gets_the_whole_file(server, path) -> None:
+    sock = _get(server, path)
+    try:
+        received = bytearray()
+        slow_until = time.monotonic() + SEND_TIMEOUT_S * 3
+        while time.monotonic() < slow_until:  # 64 KiB every 0.5 s, for three timeouts
+            received += sock.recv(64 * 1024)
+            time.sleep(0.5)
+        deadline = time.monotonic() + 60
+        head, _, rest = bytes(received).partition(b"\r\n\r\n")
+        body = bytearray(rest)
+        assert head.startswith(b"HTTP/1.1 200")
+        while len(body) < SIZE and time.monotonic() < deadline:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                break
+            body += chunk
+        assert hashlib.sha1(body).hexdigest() == hashlib.sha1(DATA).hexdigest()
+    finally:
+        sock.close()
