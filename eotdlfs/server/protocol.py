@@ -33,7 +33,8 @@ _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol closing a connection whose request head is too slow or too long; first in
+    """HttpToolsProtocol closing a connection whose request head is too slow or too long, or whose
+    client stopped taking its answer; first in
     the bases of a subclass of HttpToolsProtocol (`bounded_head`), it bounds that one's heads."""
 
     def __init__(self, *args: Any, max_head_bytes: int, head_timeout_s: float, send_timeout_s: float,

@@ -41,7 +41,27 @@ def _get(server, path: str, requests: int = 1) -> socket.socket:
 
 
 def _open_files(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    """The server's open sockets and opens of the blob (not SQLite's files, which its pool may add)."""
+    blob = hashlib.sha1(DATA).hexdigest()
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue  # closed meanwhile
+        count += target.startswith("socket:") or target.endswith(f"/{blob[:2]}/{blob[2:]}")
+    return count
+
+
+def _settled_open_files(pid: int) -> int:
+    """`_open_files` once unchanged for a second: the sockets of the fixture's requests close meanwhile."""
+    count, since = _open_files(pid), time.monotonic()
+    deadline = since + 15
+    while time.monotonic() - since < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        if (now := _open_files(pid)) != count:
+            count, since = now, time.monotonic()
+    return count
 
 
 # A download whole (streamed by the application), or small ranges asked without reading the answers
@@ -52,7 +72,7 @@ REQUESTS = {"whole": 1, "small-ranges": 200}
 @pytest.mark.parametrize("asked", REQUESTS)
 def test_a_client_that_stops_reading_is_cut_and_its_blob_released(server, path, asked: str) -> None:
     pid = server._proc.pid
-    before = _open_files(pid)
+    before = _settled_open_files(pid)
     sock = _get(server, path, REQUESTS[asked])
     try:
         deadline = time.monotonic() + 10
