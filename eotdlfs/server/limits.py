@@ -28,6 +28,7 @@ class Limits:
     # each database statement, lock wait, connection and pooled connection wait (503 above): a hung
     # database otherwise holds a worker thread and a pooled connection per request until the pool runs out
     db_statement_timeout_s: int = 30
+    send_timeout_s: int = 60               # a client accepting no byte of an answer this long: connection aborted
 
     @classmethod
     def from_env(cls) -> "Limits":

@@ -8,12 +8,22 @@ no other request was answered). A head must now arrive within `head_timeout_s` o
 connection's start or of the previous answer (408 otherwise, looked at every quarter of it),
 and be at most about `max_head_bytes` long (431 otherwise); either way the connection is
 then closed.
+
+uvicorn bounds no answer's sending either: a client that stops reading a download kept its
+connection, the blob's open file and up to a chunk (1 MiB) in memory for good. When no byte of
+an answer is accepted by the client for `send_timeout_s` (nginx's `send_timeout`), the
+connection is aborted (a close would wait for the unsent bytes). Looked at by the same timer:
+the bytes not yet acknowledged (the transport's buffer and the kernel's send queue) are
+compared with the previous look's; a reader that progresses, however slowly, is never cut.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import struct
+import termios
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -23,12 +33,15 @@ _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
-    """HttpToolsProtocol closing a connection whose request head is too slow or too long; first in
+    """HttpToolsProtocol closing a connection whose request head is too slow or too long, or whose
+    client stopped taking its answer; first in
     the bases of a subclass of HttpToolsProtocol (`bounded_head`), it bounds that one's heads."""
 
-    def __init__(self, *args: Any, max_head_bytes: int, head_timeout_s: float, **kwargs: Any):
+    def __init__(self, *args: Any, max_head_bytes: int, head_timeout_s: float, send_timeout_s: float,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.max_head_bytes, self.head_timeout_s = max_head_bytes, head_timeout_s
+        self.max_head_bytes, self.head_timeout_s, self.send_timeout_s = max_head_bytes, head_timeout_s, send_timeout_s
+        self._check_every = min(head_timeout_s, send_timeout_s) / CHECKS_PER_TIMEOUT
         # A timer per connection looking now and then, not one armed and cancelled per request:
         # a request then costs two stores of the loop's time.
         self._head_check: asyncio.TimerHandle | None = None
@@ -36,11 +49,17 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._in_head = False  # between a message's first byte and its last header
         self._head_bytes = 0
         self._began_in_this_read = False
+        self._socket_fd = -1
+        self._unsent = 0  # bytes of answers not acknowledged by the client at the previous look
+        self._unsent_since = 0.0  # the loop's time since when they are
+        self._resumed = False  # the transport drained below its low mark since the previous look
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._awaiting_head_since = self.loop.time()
-        self._head_check = self.loop.call_later(self.head_timeout_s / CHECKS_PER_TIMEOUT, self._check_head_time)
+        sock = transport.get_extra_info("socket")
+        self._socket_fd = sock.fileno() if sock is not None else -1
+        self._head_check = self.loop.call_later(self._check_every, self._check_times)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._head_check is not None:
@@ -70,12 +89,29 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         if not self.pipeline:  # waiting for the next head
             self._awaiting_head_since = self.loop.time()
 
-    def _check_head_time(self) -> None:
+    def resume_writing(self) -> None:
+        self._resumed = True  # the client took bytes: its send timer restarts at the next look
+        super().resume_writing()
+
+    def _check_times(self) -> None:
+        now = self.loop.time()
+        if self._client_stopped_reading(now):
+            self.transport.abort()
+            return
         since = self._awaiting_head_since
-        if since is not None and self.loop.time() - since >= self.head_timeout_s:
+        if since is not None and now - since >= self.head_timeout_s:
             self._refuse(408, f"No whole request head within {self.head_timeout_s:g} s")
-        elif not self.transport.is_closing():
-            self._head_check = self.loop.call_later(self.head_timeout_s / CHECKS_PER_TIMEOUT, self._check_head_time)
+        if not self.transport.is_closing() or self._unsent:  # a closing transport waits for its unsent bytes
+            self._head_check = self.loop.call_later(self._check_every, self._check_times)
+
+    def _client_stopped_reading(self, now: float) -> bool:
+        """Whether bytes of an answer wait, unchanged, for `send_timeout_s`. Any change restarts the
+        timer: fewer is the client's progress; more, new bytes the server could write (unpaused)."""
+        unsent = self.transport.get_write_buffer_size() + _kernel_unsent(self._socket_fd)
+        if unsent != self._unsent or self._resumed or not unsent:
+            self._unsent, self._unsent_since, self._resumed = unsent, now, False
+            return False
+        return now - self._unsent_since >= self.send_timeout_s
 
     def _refuse(self, status: int, detail: str) -> None:
         """Answer STATUS (unless a response is under way: it would be cut into) and close."""
@@ -88,6 +124,16 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             head += [b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)]
             self.transport.write(b"".join(head) + body)
         self.transport.close()
+
+
+def _kernel_unsent(fd: int) -> int:
+    """Bytes of the socket FD's send queue the peer has not acknowledged (Linux's SIOCOUTQ)."""
+    if fd < 0:
+        return 0
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
 
 
 def bounded_head(protocol: type[HttpToolsProtocol]) -> type[BoundedHeadProtocol]:
