@@ -176,14 +176,8 @@ class BlockCache:
         reader's tile is a dozen pieces, and a lookup each was most of a warm window's time); their
         access times, for the LRU order, are entered later, with the next write (`_touch`)."""
         keys = {block_key(checksum, index): index for index in indices}
-        rows = []
         try:  # a miss costs a read, never a wait for a writer
-            with SQLITE_GATE:
-                for lo in range(0, len(keys), LOOKUP_BATCH):
-                    batch = list(keys)[lo:lo + LOOKUP_BATCH]
-                    rows += self._cache._sql(f"SELECT key, mode, filename, value, tag, size"
-                                             f" FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})",
-                                             batch).fetchall()
+            rows = self._rows("key, mode, filename, value, tag, size", list(keys))
         except CACHE_ERRORS as exc:  # an index damaged under the mount: misses
             self._failed(exc)
             return {}
@@ -343,16 +337,21 @@ class BlockCache:
     def _stored(self, keys: list[str]) -> set[str]:
         """Which of KEYS the index holds. A piece stored again keeps its entry: replacing it would
         remove its file, which the other pieces of its run share (`put_runs`)."""
-        found: set[str] = set()
         try:
-            with SQLITE_GATE:
-                for lo in range(0, len(keys), LOOKUP_BATCH):
-                    batch = keys[lo:lo + LOOKUP_BATCH]
-                    found.update(key for (key,) in self._cache._sql(
-                        f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})", batch))
+            return {key for (key,) in self._rows("key", keys)}
         except CACHE_ERRORS as exc:  # an index damaged under the mount: the store fails as it comes
             self._failed(exc)
-        return found
+            return set()
+
+    def _rows(self, columns: str, keys: list[str]) -> list[tuple]:
+        """COLUMNS of the index's rows of KEYS, in batches of parameters SQLite takes (a plain read)."""
+        rows: list[tuple] = []
+        with SQLITE_GATE:
+            for lo in range(0, len(keys), LOOKUP_BATCH):
+                batch = keys[lo:lo + LOOKUP_BATCH]
+                rows += self._cache._sql(f"SELECT {columns} FROM Cache WHERE raw = 1"
+                                         f" AND key IN ({','.join('?' * len(batch))})", batch).fetchall()
+        return rows
 
     def _enter(self, entries: list) -> None:
         """Enter ENTRIES (key, stored value, CRC32C) in one transaction. diskcache culls after the last
