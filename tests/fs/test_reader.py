@@ -459,6 +459,20 @@ def read_pieces(pieces, content, data, piece, numbers):
         assert target == data[number * piece:number * piece + 100]
 
 
+def delay_cache_writes(fetcher, wait) -> list:
+    """Fault: a cache disk that takes its time (WAIT() before each batch is stored); the list of the
+    keys stored, filled as they are."""
+    stored, put_runs = [], fetcher.cache.put_runs
+
+    def delayed_put_runs(runs, piece_size):
+        wait()
+        stored.extend(key for keys, _ in runs for key in keys)
+        put_runs(runs, piece_size)
+
+    fetcher.cache.put_runs = delayed_put_runs
+    return stored
+
+
 def test_pieces_waiting_for_a_stalled_cache_write_are_bounded_and_readers_go_on(setup):
     """Pieces wait in memory to be stored behind the reads; behind a cache disk slower than the
     network they piled up without bound (each pinning its request's buffer). Past the bound a
@@ -467,15 +481,8 @@ def test_pieces_waiting_for_a_stalled_cache_write_are_bounded_and_readers_go_on(
     repo, record, entries, data, make = setup
     fetcher = make().fetcher
     piece = BS // 8
-    disk_free, stored = threading.Event(), []
-    put_runs = fetcher.cache.put_runs
-
-    def stalled_put_runs(runs, piece_size):  # fault: a disk that takes its time
-        disk_free.wait(20)
-        stored.extend(key for keys, _ in runs for key in keys)
-        put_runs(runs, piece_size)
-
-    fetcher.cache.put_runs = stalled_put_runs
+    disk_free = threading.Event()
+    stored = delay_cache_writes(fetcher, lambda: disk_free.wait(20))
     pieces = PieceFetcher(fetcher, piece, unstored_bytes=4 * piece)
     content = Content(record, entries["f.bin"])
     try:
@@ -498,15 +505,7 @@ def test_pieces_behind_a_slow_cache_disk_are_all_stored(setup):
     repo, record, entries, data, make = setup
     fetcher = make().fetcher
     piece = BS // 8
-    stored = []
-    put_runs = fetcher.cache.put_runs
-
-    def slow_put_runs(runs, piece_size):  # fault: a disk that takes its time, and gets there
-        time.sleep(0.2)
-        stored.extend(key for keys, _ in runs for key in keys)
-        put_runs(runs, piece_size)
-
-    fetcher.cache.put_runs = slow_put_runs
+    stored = delay_cache_writes(fetcher, lambda: time.sleep(0.2))  # slow, and gets there
     pieces = PieceFetcher(fetcher, piece, unstored_bytes=4 * piece)
     content = Content(record, entries["f.bin"])
     try:
