@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import stat
+import struct
 import zipfile
 
 import pytest
@@ -228,6 +229,30 @@ def test_a_bzip2_bomb_never_reaches_the_servers_memory(server_factory, unique_na
     r = _post_zip(api, rid, buf.getvalue(), [sha1(bomb)])
     assert _peak_rss_bytes(pid) - before < 32 << 20
     assert r.status_code == 400 and "compression method" in r.json()["detail"], r.text
+    assert api.files(rid) == []
+
+
+def _central_directory_only(entries: int) -> bytes:
+    """A zip of ENTRIES central directory headers (each of a 1-byte name and no data) whose end record
+    claims one entry: what a directory walk costs, with no local entries at all."""
+    header = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0) + b"a"
+    directory = header * entries
+    return directory + struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(directory), 0, 0)
+
+
+def test_a_zip_of_countless_entries_is_refused_before_its_directory_is_parsed(server_factory, unique_name):
+    """500,000 entries in 23 MB (a 1 GiB body holds 20 million): refused by counting the directory's
+    headers, not after zipfile made an object of each (~450 bytes and 10 us of CPU an entry, so a
+    1 GiB batch took minutes and GBs before its 413). The end record's count is not trusted."""
+    server = server_factory()
+    api = Api(server, "datasets", server.token("alice"))
+    rid = api.create(unique_name("entries"))
+    api.new_version(rid)
+    pid = server._proc.pid
+    before = _peak_rss_bytes(pid)
+    r = _post_zip(api, rid, _central_directory_only(500_000), [sha1(b"")])
+    assert _peak_rss_bytes(pid) - before < 64 << 20
+    assert r.status_code == 413 and "more than 10000 entries" in r.json()["detail"], r.text
     assert api.files(rid) == []
 
 
