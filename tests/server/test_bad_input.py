@@ -9,7 +9,7 @@ import struct
 import zipfile
 
 import pytest
-from serverapi import Api, sha1, zip_of
+from serverapi import Api, one_answer, sha1
 
 
 @pytest.fixture
@@ -267,12 +267,7 @@ def test_stac_body_over_its_limit_is_413_naming_it_before_it_is_read(repo_server
                      f"Authorization: Bearer {repo_server.token('alice')}\r\nContent-Type: application/json\r\n"
                      f"Content-Length: {length}\r\n\r\n".encode())
         conn.sendall(b'{"stac": ')  # and no more: the answer must not wait for the rest
-        answer = b""
-        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            answer += chunk
+        answer = one_answer(conn)
     assert answer.startswith(b"HTTP/1.1 413"), answer
     detail = json.loads(answer.split(b"\r\n\r\n", 1)[1])["detail"]
     assert f"larger than {length - 1} bytes (128 MiB, EOTDLFS_MAX_STAC_BODY_BYTES)" in detail, detail

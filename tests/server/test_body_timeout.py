@@ -9,7 +9,7 @@ import socket
 import time
 
 import pytest
-from serverapi import Api, sha1
+from serverapi import Api, one_answer, sha1
 
 BODY_TIMEOUT_S = 2
 PART = b"p" * 5000
@@ -35,23 +35,12 @@ def chunk_request(server, unique_name) -> tuple[str, bytes, bytes]:
     return upload_id, head, body
 
 
-def _answer(sock: socket.socket) -> bytes:
-    """What the server sent until it closed SOCK or finished one answer; socket.timeout if it holds it."""
-    received = b""
-    while b"\r\n\r\n" not in received or not received.endswith(b"}"):
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        received += chunk
-    return received
-
-
 @pytest.mark.parametrize("sent", ["head-only", "half-the-body"])
 def test_a_body_that_stops_coming_is_answered_408_and_closed(server, chunk_request, sent: str) -> None:
     upload_id, head, body = chunk_request
     with socket.create_connection(("127.0.0.1", server.port), timeout=BODY_TIMEOUT_S * 5 + 10) as sock:
         sock.sendall(head + (body[:len(body) // 2] if sent == "half-the-body" else b""))
-        answer = _answer(sock)
+        answer = one_answer(sock)
         assert answer.startswith(b"HTTP/1.1 408"), answer
         assert b"No byte of the request's body for 2 s" in answer
         assert sock.recv(1) == b""  # closed
@@ -66,6 +55,6 @@ def test_a_slow_but_steady_body_is_taken_whole(server, chunk_request) -> None:
         for piece in pieces:  # a piece every half second: three timeouts in all, none without a byte
             time.sleep(BODY_TIMEOUT_S * 3 / len(pieces))
             sock.sendall(piece)
-        answer = _answer(sock)
+        answer = one_answer(sock)
     assert answer.startswith(b"HTTP/1.1 200"), answer
     assert answer.endswith(b'{"message":"Chunk uploaded"}')

@@ -27,11 +27,7 @@ def server(server_factory):
 
 @pytest.fixture
 def path(server) -> str:
-    api = Api(server, "datasets", server.token("alice"))
-    rid = api.create("hangup")
-    api.new_version(rid)
-    assert api.batch(rid, 1, {"big.bin": DATA}).status_code == 200
-    return f"/datasets/{rid}/download/big.bin"
+    return Api(server, "datasets", server.token("alice")).published_file("hangup", DATA)
 
 
 def _settled_bytes_sent(server) -> int:
