@@ -30,6 +30,7 @@ from eotdlfs.server.limits import Limits
 from eotdlfs.server.stac import STAC_KIND
 from eotdlfs.server.stats import Stats
 from eotdlfs.server.store import Store
+from eotdlfs.server.upkeep import upkeep
 
 # Kept unquoted in asset download URLs: the official `get -a` names the local file after the text
 # behind `/download/`, so only what would break the URL ('?', '#', '%', spaces...) is quoted.
@@ -217,7 +218,7 @@ def create_app(root: Path, limits: Limits | None = None, db_url: str | None = No
 
     downloads = Downloads(store, stats, reader_of, redirect_downloads)
     app = RepositoryApp(downloads, title="eotdlfs repository", openapi_url="/openapi.json", docs_url="/docs",
-                        redoc_url=None)
+                        redoc_url=None, lifespan=upkeep(store))
     app.state.store, app.state.stats, app.state.downloads = store, stats, downloads
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, max_other_bytes=limits.max_other_body_bytes,
                        max_stac_bytes=limits.max_stac_body_bytes)

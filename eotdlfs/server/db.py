@@ -17,6 +17,7 @@ mode, so each engine gets the kind it needs:
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -277,11 +278,22 @@ def _engine(url: str, read_only: bool, timeout_s: int) -> Engine:
         return engine
     # Up to 48 connections per replica (uvicorn runs sync routes on 40 threads); PostgreSQL's
     # default max_connections of 100 thus fits two replicas.
-    ms = timeout_s * 1000
+    url, options = _pg_options(url, timeout_s)
     return sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_size=8, max_overflow=40,
                             pool_reset_on_return=None, pool_pre_ping=True, pool_recycle=3600, pool_timeout=timeout_s,
-                            connect_args={"connect_timeout": timeout_s,
-                                          "options": f"-c statement_timeout={ms} -c lock_timeout={ms}"})
+                            connect_args={"connect_timeout": timeout_s, "options": options})
+
+
+def _pg_options(url: str, timeout_s: int) -> tuple[str, str]:
+    """URL without its `options=`, and the server options to connect with: the statement bounds of
+    TIMEOUT_S, then the URL's own options (else PGOPTIONS, which libpq ignores once any are given),
+    so a schema or setting the operator named applies too, and their own statement_timeout wins."""
+    parsed = sa.engine.make_url(url)
+    given = parsed.query.get("options", os.environ.get("PGOPTIONS", ""))
+    given = " ".join(given) if isinstance(given, tuple) else given  # `options=` more than once
+    ms = timeout_s * 1000
+    options = f"-c statement_timeout={ms} -c lock_timeout={ms} {given}".strip()
+    return parsed.difference_update_query(["options"]).render_as_string(hide_password=False), options
 
 
 def _add_version_sizes(tx: Tx) -> None:

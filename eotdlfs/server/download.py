@@ -15,12 +15,12 @@ from urllib.parse import parse_qsl
 
 import anyio
 from starlette.datastructures import Headers
-from anyio import CapacityLimiter
+from anyio import CancelScope, CapacityLimiter
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from eotdlfs.server.auth import Reader
-from eotdlfs.server.blobs import Blobs
+from eotdlfs.server.blobs import Blobs, RangeReader
 from eotdlfs.server.errors import ApiError
 from eotdlfs.server.stats import Stats
 from eotdlfs.server.store import BlobRef, Store
@@ -93,33 +93,51 @@ class BlobResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         reader = self.blobs.reader(self.blob.checksum, self.first, self.last)
         try:
-            offset, end = self.first, self.last + 1
-            small = reader.inline and 0 < end - offset <= 65536 and not self.head
-            # A small range is read before its head is sent: head and body then leave back to
-            # back, and the client wakes once for both, not once for the head and again for the body.
-            data = reader.read_at(offset, end - offset) if small else None
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            if self.head or offset >= end:
-                await send({"type": "http.response.body", "body": b""})
+            if self.head or self.last - self.first < (FIRST_CHUNK if reader.inline else CHUNK):
+                await self._send(reader, send)  # one read: nothing to stop
                 return
-            while offset < end:
-                n = min(CHUNK, end - offset)
-                if data is None and reader.inline and offset == self.first:
-                    n = min(n, FIRST_CHUNK)  # read here and sent at once: what the reader waits for first
-                if data is None and reader.inline and n <= FIRST_CHUNK:
-                    data = reader.read_at(offset, n)
-                elif data is None:
-                    data = await anyio.to_thread.run_sync(reader.read_at, offset, n)
-                if not data:
-                    break  # the blob is shorter than its row says: stop rather than spin
-                offset += len(data)
-                await send({"type": "http.response.body", "body": data, "more_body": offset < end})
-                self.on_sent(len(data))
-                data = None
-            if offset < end:
-                await send({"type": "http.response.body", "body": b""})
+            # uvicorn's `send` on a lost connection returns as if it had sent: without watching
+            # for the client's leaving, the rest of the blob was read for nobody.
+            async with anyio.create_task_group() as sending:
+                sending.start_soon(_cancel_when_gone, receive, sending.cancel_scope)
+                await self._send(reader, send)
+                sending.cancel_scope.cancel()
         finally:
-            reader.close()
+            reader.close()  # after a cancelled read in a worker thread has returned: anyio waits for it
+
+    async def _send(self, reader: RangeReader, send: Send) -> None:
+        offset, end = self.first, self.last + 1
+        small = reader.inline and 0 < end - offset <= 65536 and not self.head
+        # A small range is read before its head is sent: head and body then leave back to
+        # back, and the client wakes once for both, not once for the head and again for the body.
+        data = reader.read_at(offset, end - offset) if small else None
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if self.head or offset >= end:
+            await send({"type": "http.response.body", "body": b""})
+            return
+        while offset < end:
+            n = min(CHUNK, end - offset)
+            if data is None and reader.inline and offset == self.first:
+                n = min(n, FIRST_CHUNK)  # read here and sent at once: what the reader waits for first
+            if data is None and reader.inline and n <= FIRST_CHUNK:
+                data = reader.read_at(offset, n)
+            elif data is None:
+                data = await anyio.to_thread.run_sync(reader.read_at, offset, n)
+            if not data:
+                break  # the blob is shorter than its row says: stop rather than spin
+            offset += len(data)
+            await send({"type": "http.response.body", "body": data, "more_body": offset < end})
+            self.on_sent(len(data))
+            data = None
+        if offset < end:
+            await send({"type": "http.response.body", "body": b""})
+
+
+async def _cancel_when_gone(receive: Receive, scope: CancelScope) -> None:
+    """Cancel SCOPE once the client has gone (a GET's body, if any, is read and dropped meanwhile)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    scope.cancel()
 
 
 _OCTETS = (b"content-type", b"application/octet-stream")

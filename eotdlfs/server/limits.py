@@ -29,6 +29,8 @@ class Limits:
     # database otherwise holds a worker thread and a pooled connection per request until the pool runs out
     db_statement_timeout_s: int = 30
     send_timeout_s: int = 60               # a client accepting no byte of an answer this long: connection aborted
+    body_timeout_s: int = 60               # a request body with no byte for this long while awaited: 408, closed
+    upload_ttl_s: int = 7 * 24 * 3600      # a multipart upload not completed this long: its row and parts dropped
 
     @classmethod
     def from_env(cls) -> "Limits":

@@ -15,6 +15,13 @@ an answer is accepted by the client for `send_timeout_s` (nginx's `send_timeout`
 connection is aborted (a close would wait for the unsent bytes). Looked at by the same timer:
 the bytes not yet acknowledged (the transport's buffer and the kernel's send queue) are
 compared with the previous look's; a reader that progresses, however slowly, is never cut.
+
+Nor does uvicorn bound a request's body in time: a client that sent a head and then a body byte
+now and then (or none) held its connection, the application's task and the parsed part of the
+body (up to 1 MiB of a multipart file in memory) for good. While the application waits for a
+body, a gap of `body_timeout_s` between two of its reads (nginx's `client_body_timeout`) is
+answered 408 and the connection closed; time in which the server itself does not read (its
+buffer is full, or the client waits for its `100 Continue`) is not the client's.
 """
 
 from __future__ import annotations
@@ -34,18 +41,20 @@ _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 class BoundedHeadProtocol(HttpToolsProtocol):
     """HttpToolsProtocol closing a connection whose request head is too slow or too long, or whose
-    client stopped taking its answer; first in
-    the bases of a subclass of HttpToolsProtocol (`bounded_head`), it bounds that one's heads."""
+    client stopped sending its body or taking its answer; first in the bases of a subclass of
+    HttpToolsProtocol (`bounded_head`), it bounds that one's heads."""
 
     def __init__(self, *args: Any, max_head_bytes: int, head_timeout_s: float, send_timeout_s: float,
-                 **kwargs: Any):
+                 body_timeout_s: float, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.max_head_bytes, self.head_timeout_s, self.send_timeout_s = max_head_bytes, head_timeout_s, send_timeout_s
-        self._check_every = min(head_timeout_s, send_timeout_s) / CHECKS_PER_TIMEOUT
+        self.body_timeout_s = body_timeout_s
+        self._check_every = min(head_timeout_s, send_timeout_s, body_timeout_s) / CHECKS_PER_TIMEOUT
         # A timer per connection looking now and then, not one armed and cancelled per request:
         # a request then costs two stores of the loop's time.
         self._head_check: asyncio.TimerHandle | None = None
         self._awaiting_head_since: float | None = None  # the loop's time, while a head is awaited
+        self._awaiting_body_since: float | None = None  # the loop's time of the last body bytes, until its end
         self._in_head = False  # between a message's first byte and its last header
         self._head_bytes = 0
         self._began_in_this_read = False
@@ -81,8 +90,16 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         self._in_head, self._head_bytes, self._began_in_this_read = True, 0, True
 
     def on_headers_complete(self) -> None:
-        self._in_head, self._awaiting_head_since = False, None
+        self._in_head, self._awaiting_head_since, self._awaiting_body_since = False, None, self.loop.time()
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._awaiting_body_since = self.loop.time()
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._awaiting_body_since = None
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -101,6 +118,8 @@ class BoundedHeadProtocol(HttpToolsProtocol):
         since = self._awaiting_head_since
         if since is not None and now - since >= self.head_timeout_s:
             self._refuse(408, f"No whole request head within {self.head_timeout_s:g} s")
+        if self._client_stopped_sending_its_body(now):
+            self._refuse(408, f"No byte of the request's body for {self.body_timeout_s:g} s")
         if not self.transport.is_closing() or self._unsent:  # a closing transport waits for its unsent bytes
             self._head_check = self.loop.call_later(self._check_every, self._check_times)
 
@@ -113,11 +132,21 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             return False
         return now - self._unsent_since >= self.send_timeout_s
 
+    def _client_stopped_sending_its_body(self, now: float) -> bool:
+        """Whether the application has waited `body_timeout_s` for more of a body the client owes."""
+        cycle = self.cycle
+        if self._awaiting_body_since is None or cycle is None or cycle.response_complete:
+            return False
+        if self.flow.read_paused or cycle.waiting_for_100_continue:  # the server's wait, not the client's
+            self._awaiting_body_since = now
+            return False
+        return now - self._awaiting_body_since >= self.body_timeout_s
+
     def _refuse(self, status: int, detail: str) -> None:
         """Answer STATUS (unless a response is under way: it would be cut into) and close."""
         if self.transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete:
+        if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
             body = json.dumps({"detail": detail}).encode()
             head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
             head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]

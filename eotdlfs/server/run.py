@@ -30,7 +30,7 @@ def _config(root: Path, host: str, port: int, db_url: str | None = None, blobs_u
     app = create_app(Path(root), limits, db_url=db_url, blobs_url=blobs_url, redirect_downloads=redirect_downloads)
     protocol = functools.partial(bounded_head(range_protocol(app.state.downloads)),
                                  max_head_bytes=limits.max_head_bytes, head_timeout_s=limits.head_timeout_s,
-                                 send_timeout_s=limits.send_timeout_s)
+                                 send_timeout_s=limits.send_timeout_s, body_timeout_s=limits.body_timeout_s)
     return uvicorn.Config(app, host=host, port=port, log_level="warning",
                           access_log=False, server_header=False, timeout_keep_alive=30,
                           timeout_graceful_shutdown=GRACEFUL_STOP_S, http=protocol, **tls)

@@ -30,7 +30,6 @@ from eotdlfs.server.uploads import MultipartUploads
 from eotdlfs.server.values import checked_path, checked_sha1, utc_now
 from eotdlfs.server.zipbatch import unpack_batch
 
-UPLOAD_TTL_S = 7 * 24 * 3600  # an upload not completed within a week is dropped at the next start
 # Whether the file version `fv` is in a published version (one index probe per version holding its path).
 PUBLISHED = ("EXISTS (SELECT 1 FROM versions v JOIN version_files vf ON vf.record_id = v.record_id"
              " AND vf.version = v.version AND vf.path = fv.path WHERE v.record_id = fv.record_id"
@@ -63,13 +62,24 @@ class Store(MultipartUploads, StacDatasets):
         return self.db.postgres
 
     def recover(self) -> None:
-        """At server start: drop what crashed requests left, and uploads older than UPLOAD_TTL_S."""
+        """At server start: drop what crashed requests left, and expired uploads."""
         self.blobs.drop_stale_temp_files()
-        cutoff = datetime.fromtimestamp(time.time() - UPLOAD_TTL_S, timezone.utc).isoformat()
-        with self.db.write() as conn:
-            conn.execute("DELETE FROM uploads WHERE created_at < ?", (cutoff,))
+        self.drop_expired_uploads()
+        with self.db.read() as conn:
             live = {r["upload_id"] for r in conn.execute("SELECT upload_id FROM uploads")}
         self.blobs.drop_uploads_except(live)
+
+    def drop_expired_uploads(self) -> None:
+        """Drop the rows and parts of uploads older than the limits' `upload_ttl_s`: at start, and now
+        and then while the server runs (`app`), on every replica. A chunk racing with its upload's
+        expiry may leave its part behind, an orphan the next start drops."""
+        cutoff = datetime.fromtimestamp(time.time() - self.limits.upload_ttl_s, timezone.utc).isoformat()
+        with self.db.write() as conn:
+            expired = [r["upload_id"] for r in conn.execute("SELECT upload_id FROM uploads WHERE created_at < ?",
+                                                              (cutoff,))]
+            conn.execute("DELETE FROM uploads WHERE created_at < ?", (cutoff,))
+        for upload_id in expired:
+            self.blobs.drop_upload(upload_id)
 
     # -- lookups ------------------------------------------------------------
 

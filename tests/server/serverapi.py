@@ -1,9 +1,11 @@
-"""Helpers for the server tests: an `Api` bound to one server, kind and user, and zip/sha1 builders."""
+"""Helpers for the server tests: an `Api` bound to one server, kind and user, zip/sha1 builders, and raw
+HTTP over a socket."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import socket
 import zipfile
 from datetime import datetime
 
@@ -20,6 +22,18 @@ def zip_of(files: dict[str, bytes]) -> bytes:
         for name, data in files.items():
             zf.writestr(name, data)
     return buf.getvalue()
+
+
+def one_answer(sock: socket.socket) -> bytes:
+    """What the server sent on SOCK until it closed it or finished an answer ending in a JSON object;
+    socket.timeout if it keeps it open."""
+    answer = b""
+    while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    return answer
 
 
 class Api:
@@ -92,3 +106,10 @@ class Api:
     def download(self, rid: str, path: str, file_version: int | None = None, **kw) -> requests.Response:
         q = f"?version={file_version}" if file_version is not None else ""
         return self.get(f"{self.kind}/{rid}/download/{path}{q}", **kw)
+
+    def published_file(self, name: str, data: bytes) -> str:
+        """The download path of DATA as the one file of version 1 of a new record NAME."""
+        rid = self.create(name)
+        self.new_version(rid)
+        assert self.batch(rid, 1, {"big.bin": data}).status_code == 200
+        return f"/{self.kind}/{rid}/download/big.bin"

@@ -25,11 +25,7 @@ def server(server_factory, local_only):
 
 @pytest.fixture
 def path(server) -> str:
-    api = Api(server, "datasets", server.token("alice"))
-    rid = api.create("sendtimeout")
-    api.new_version(rid)
-    assert api.batch(rid, 1, {"big.bin": DATA}).status_code == 200
-    return f"/datasets/{rid}/download/big.bin"
+    return Api(server, "datasets", server.token("alice")).published_file("sendtimeout", DATA)
 
 
 def _get(server, path: str, requests: int = 1) -> socket.socket:

@@ -230,3 +230,25 @@ def test_concurrent_completes_store_once_and_losers_get_404(api, record):
     codes = sorted((r.status_code, r.json().get("detail")) for r in answers)
     assert codes == [(200, None)] + [(404, "Upload Id not found.")] * 7, codes
     assert api.files(rid, 1) == [{"filename": "race.bin", "version": 1, "checksum": sha1(data), "size": len(data)}]
+
+
+def test_an_upload_left_unfinished_is_dropped_while_the_server_runs(server_factory, unique_name):
+    """Its row and parts go once older than EOTDLFS_UPLOAD_TTL_S (a week by default), looked at every
+    half of it at most; before, only a restart dropped them, so a server that ran on kept every
+    abandoned upload's parts for good."""
+    import time
+
+    server = server_factory({"EOTDLFS_UPLOAD_TTL_S": "2"})
+    api = Api(server, "datasets", server.token("alice"))
+    rid = api.create(unique_name("ttl"))
+    upload_id = _start(api, rid, "big.bin", b"x" * PART).json()["upload_id"]
+    assert _chunk(api, upload_id, 1, b"x" * PART).status_code == 200
+    store = server.blob_store()
+    assert store.parts(upload_id) == [1]
+    deadline = time.monotonic() + 60
+    while store.parts(upload_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert store.parts(upload_id) == []
+    assert _chunk(api, upload_id, 2, b"x" * PART).json() == {"detail": "Upload Id not found."}
+    report = server.fsck()
+    assert report.problems == [] and report.orphans == []
