@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 
 import pytest
 
@@ -209,6 +212,29 @@ def test_a_link_out_of_an_ingested_folder_makes_no_draft(repo_server, unique_nam
     record = client(repo_server).record_by_name("datasets", name)
     assert [v["version_id"] for v in record["versions"]] == [1] and not record["drafts"]
     assert repo_server.stats()["uploads"] == before
+
+
+REFUSED_FILE_NAMES = {  # a file name on disk (bytes) -> what the error says of it
+    "not UTF-8": (b"caf\xe9.tif", "file path b'part0/caf\\xe9.tif' is not UTF-8 text"),
+    "tab": (b"a\tb.tif", "file path 'part0/a\\tb.tif' contains a control character"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_FILE_NAMES)
+def test_a_file_name_the_repository_refuses_fails_naming_it_before_anything_is_hashed(repo_server, unique_name,
+                                                                                     tmp_path, case):
+    """A name of Latin-1 bytes (a folder from an old system or a zip) failed with a bare "'utf-8' codec can't
+    encode character '\\udce9'", naming no file; a tab was named, but only once every file was hashed."""
+    raw, said = REFUSED_FILE_NAMES[case]
+    name = unique_name("badname")
+    folder = make_folder(tmp_path / "src", name, 3)
+    (folder / "part0" / os.fsdecode(raw)).write_bytes(b"bytes")
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    assert_one_line_error(run_cli(env, "ingest", str(folder)), said, "rename it" if case == "not UTF-8" else "")
+    assert no_record(repo_server, name)
+    hashes = tmp_path / "hash-cache" / "hashes.sqlite"
+    with closing(sqlite3.connect(hashes)) as db:
+        assert db.execute("SELECT count(*) FROM hashes").fetchone()[0] == 0
 
 
 def test_links_inside_the_folder_are_ingested_as_cp_rL_would_copy_them(repo_server, unique_name, tmp_path):

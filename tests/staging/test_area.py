@@ -83,6 +83,7 @@ def test_mkdir_of_a_record_checks_the_name(tmp_path, repo, path, code):
     ("back\\slash.txt", errno.EPERM, "backslash"),
     ("new\nline.txt", errno.EPERM, "control character"),
     ("tab\there.txt", errno.EPERM, "control character"),
+    ("caf\udce9.txt", errno.EPERM, "b'caf\\xe9.txt' is not UTF-8 text"),  # Latin-1 bytes; it was EIO
     ("n" * 256, errno.ENAMETOOLONG, "component longer than 255 bytes"),
     ("/".join(["d" * 200] * 6), errno.ENAMETOOLONG, "longer than 1024 bytes"),
 ])
