@@ -37,6 +37,7 @@ def no_record(server, name: str) -> bool:
         ({"source": "ftp://example.org"}, ["source: must be a URL starting with http"]),
         ({"authors": "{a: 1}"}, ["authors: must be a list of names"]),
         ({"license": "[unclosed"}, ["metadata.yml: is not valid YAML"]),
+        ({"notes": "n" * (1 << 20)}, ["metadata.yml: is 1,048,6", "more than the 1,048,576"]),  # it was parsed
     ],
 )
 def test_metadata_errors_name_field_and_rule_and_touch_nothing(repo_server, unique_name, tmp_path, overrides, fragments):
