@@ -20,7 +20,7 @@ METADATA_FILE = "metadata.yml"
 MAX_METADATA_BYTES = 1 << 20
 
 NAME_MIN, NAME_MAX = 3, 45
-_NAME_CHARS = re.compile(r"^[A-Za-z][A-Za-z0-9-]*$")
+_NAME_CHARS = re.compile(r"^[A-Za-z][A-Za-z0-9-]*\Z")  # \Z: "$" lets a final newline through
 
 
 def record_noun(kind: str) -> str:

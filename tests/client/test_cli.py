@@ -32,6 +32,7 @@ def no_record(server, name: str) -> bool:
     [
         ({"name": "x"}, ["name: must be 3 to 45 characters long"]),
         ({"name": "9starts-with-digit"}, ["name: may use only letters"]),
+        ({"name": '"ends-with-newline\\n"'}, ["name: may use only letters"]),  # a record 'NAME\n' was made
         ({"authors": None}, ["authors: is required"]),
         ({"license": None}, ["license: is required"]),
         ({"source": "ftp://example.org"}, ["source: must be a URL starting with http"]),
