@@ -19,7 +19,7 @@ from eotdlfs.fs.block_disk import _BlockDisk
 INDEX_PAGE_SIZE = 32 << 10
 # SQLite's page cache per connection, in KiB (diskcache's 8,192 pages, sized for 4 KiB pages)
 INDEX_CACHE_KIB = 32 << 10
-_BLOCK_FOLDER = re.compile(r"^[0-9a-f]{2}$")  # `_BlockDisk.filename`: XX/REST.val
+_BLOCK_FOLDER = re.compile(r"^[0-9a-f]{2}\Z")  # `_BlockDisk.filename`: XX/REST.val
 
 log = logging.getLogger(__name__)
 
