@@ -16,7 +16,7 @@ from pathlib import Path
 
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import NotFound, RepositoryError
-from eotdlfs.client.hashcache import HashCache
+from eotdlfs.client.hashcache import HashCache, file_key
 from eotdlfs.paths import validate_file_path
 from eotdlfs.parallel import in_parallel
 from eotdlfs.client.progress import TransferProgress
@@ -117,7 +117,7 @@ def present_digests(paths: list[Path], folder: Path) -> dict[Path, str]:
             continue
         if not stat.S_ISREG(st.st_mode):
             continue
-        stats[path] = (str(path.absolute()), st.st_size, st.st_mtime_ns)
+        stats[path] = file_key(str(path.absolute()), st)
     if not stats:
         return {}
     cache = HashCache()

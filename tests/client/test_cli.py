@@ -236,7 +236,7 @@ def test_a_file_name_the_repository_refuses_fails_naming_it_before_anything_is_h
     assert no_record(repo_server, name)
     hashes = tmp_path / "hash-cache" / "hashes.sqlite"
     with closing(sqlite3.connect(hashes)) as db:
-        assert db.execute("SELECT count(*) FROM hashes").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM file_hashes").fetchone()[0] == 0
 
 
 def test_links_inside_the_folder_are_ingested_as_cp_rL_would_copy_them(repo_server, unique_name, tmp_path):

@@ -22,7 +22,7 @@ import stat
 from collections.abc import Container
 from pathlib import Path
 
-from eotdlfs.client.hashcache import FileKey, HashCache
+from eotdlfs.client.hashcache import FileKey, HashCache, file_key
 from eotdlfs.client.ingest.plan import SourceFile
 from eotdlfs.paths import RefusedSymlink, resolve_inside, validate_file_path
 
@@ -59,7 +59,7 @@ def scan_folder(folder: Path, cache: HashCache, skip: Container[str] = ()) -> li
     cache does not know it)."""
     root = Path(os.path.realpath(folder))
     files = [file for file in _walk(root) if file[0] not in skip]
-    keys: list[FileKey] = [(str(path), st.st_size, st.st_mtime_ns) for _, path, st in files]
+    keys: list[FileKey] = [file_key(str(path), st) for _, path, st in files]
     digests = cache.digests(keys, under=str(root))
     return [
         SourceFile(path=rel, size=key[1], checksum=digests[key], local_path=path)
