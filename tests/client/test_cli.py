@@ -136,6 +136,21 @@ def test_get_default_is_latest(repo_server, unique_name, tmp_path):
     assert result.returncode == 0 and (tmp_path / "out" / name / "v2" / "v2-only.txt").read_text() == "2"
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_get_gives_its_files_the_mode_the_umask_asks(repo_server, unique_name, tmp_path, umask):
+    """They were 0600 whatever the umask (their temp file's mode), so a `get` into a group's project
+    folder made files the rest of the group could not read."""
+    name = unique_name("modes")
+    folder = make_folder(tmp_path / "src", name, 3)
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    assert run_cli(env, "ingest", str(folder)).returncode == 0
+    got = subprocess.run([sys.executable, "-m", "eotdlfs", "get", name, "--out", str(tmp_path / "out")], env=env,
+                         capture_output=True, text=True, timeout=CLI_TIMEOUT_S, preexec_fn=lambda: os.umask(umask))
+    assert got.returncode == 0, got.stderr
+    files = [p for p in (tmp_path / "out" / name / "v1").rglob("*") if p.is_file()]
+    assert len(files) == 4 and {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o666 & ~umask)}
+
+
 def test_get_writes_files_whose_names_are_255_bytes(repo_server, unique_name, tmp_path):
     """A name may have 255 bytes (NAME_MAX); the temp file `get` downloads it into must fit too."""
     name = unique_name("longname")
