@@ -106,6 +106,13 @@ def fsck(
         raise typer.Exit(1)
 
 
+def check_seconds(option: str, seconds: float | None, zero: str = "") -> None:
+    """ValueError unless SECONDS (given to OPTION) is a number of seconds, 0 or more. `--autoflush -1`, read
+    as "off" as -1 often is, flushed after every write: a version, permanent, per `cp` of a file."""
+    if seconds is not None and not 0 <= seconds < float("inf"):
+        raise ValueError(f"{option} {seconds}: a number of seconds, 0 or more{zero}, expected")
+
+
 @app.command()
 def mount(
     # not readable=True: a crashed mount's MNT stats fine (the kernel's attribute cache) but
@@ -126,6 +133,8 @@ def mount(
 
     try:
         size, cache_dir = parse_size(cache_size), cache_dir or default_cache_dir()
+        check_seconds("--ttl", ttl)
+        check_seconds("--autoflush", autoflush, " (0: off)")
         if foreground:
             from eotdlfs.app.mount import run_foreground  # the client, server and FUSE: only in the mount process
 

@@ -16,6 +16,7 @@ from pathlib import Path
 MAX_PATH = 1024
 MAX_COMPONENT = 255
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class BadPath(ValueError):
@@ -32,6 +33,10 @@ def validate_file_path(path: object) -> str:
         raise BadPath("file path is empty")
     if len(path.encode("utf-8", "surrogatepass")) > MAX_PATH:
         raise PathTooLong(f"file path is longer than {MAX_PATH} bytes")
+    if not_utf8(path):
+        # no repository, JSON or SQLite text can hold it, and a bare UnicodeEncodeError later
+        # names neither the file nor the rule
+        raise BadPath(f"file path {_raw(path)} is not UTF-8 text; rename it")
     if _CONTROL.search(path):
         raise BadPath(f"file path {path!r} contains a control character")
     if "\\" in path:
@@ -44,6 +49,19 @@ def validate_file_path(path: object) -> str:
         if too_long(part):
             raise PathTooLong(f"file path {path!r} has a component longer than {MAX_COMPONENT} bytes")
     return path
+
+
+def not_utf8(path: str) -> bool:
+    """Whether PATH holds a surrogate: a name whose bytes are not UTF-8, as os.fsdecode gives it."""
+    return _SURROGATE.search(path) is not None
+
+
+def _raw(path: str) -> str:
+    """PATH as the bytes a disk holds (b'caf\\xe9.txt'), where os.fsdecode made it; else its repr."""
+    try:
+        return repr(path.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:  # a surrogate no disk name decodes to (JSON's "\\ud800")
+        return repr(path)
 
 
 def too_long(component: str) -> bool:

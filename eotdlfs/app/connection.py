@@ -12,8 +12,11 @@ other way round. The CLI's `ingest`, `get` and `list` are this API plus printing
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
+import shutil
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 DEFAULT_CACHE_SIZE = 20 << 30  # the mount's default: one limit for the cache they share
 URL_PREFIX = "eotdl://"  # the fsspec URL of a path, as a pystac walk over eotdl:// hands out asset hrefs
 SIDE_READS = 4  # a window's tile rows read at once: as many as the piece fetcher's requests
+log = logging.getLogger(__name__)
 _LATEST_IN_PATH = re.compile(rf"^(/(?:{'|'.join(KINDS)})/[^/]+)/{LATEST}(?=/|$)")
 
 
@@ -53,6 +57,7 @@ class Connection:
         self._embedded = embedded
         self._lock = threading.Lock()
         self._reading: MountContext | None = None  # built by the first read
+        self._scratch: Path | None = None  # the cache dir made for this connection when CACHE_DIR was refused
         # Made by the first open (its threads by the first multi-range read).
         self._side_reads: ThreadPoolExecutor | None = None
 
@@ -139,14 +144,26 @@ class Connection:
         """The read path (cache, fetcher, namespace, reader), built once."""
         with self._lock:
             if self._reading is None:
-                make_private(self.cache_dir)
-                # No version list in the background after a first lookup: a script opening one
-                # file of 10,000 may be done before it comes, and would pay for it while reading.
-                options = MountOptions(cache_dir=self.cache_dir, cache_size=self.cache_size, ttl=self.ttl,
-                                       api_url=self.settings.api_url or "", read_timeout=self.settings.timeout + 5,
-                                       list_later=False)
-                self._reading = build_context(self.repo, options)
+                try:
+                    self._reading = self._build_reading()
+                except OSError as exc:
+                    # A read-only home (a container's, a notebook's) or a cache dir another user owns: reads
+                    # would all fail for want of a cache. They go through a cache of this connection instead.
+                    self._scratch = Path(tempfile.mkdtemp(prefix="eotdlfs-cache-"))
+                    log.warning("cannot use the cache dir %s (%s): caching in %s for this connection alone "
+                                "(give cache_dir= a folder you can write)", self.cache_dir, exc, self._scratch)
+                    self.cache_dir = self._scratch
+                    self._reading = self._build_reading()
             return self._reading
+
+    def _build_reading(self) -> MountContext:
+        make_private(self.cache_dir)
+        # No version list in the background after a first lookup: a script opening one
+        # file of 10,000 may be done before it comes, and would pay for it while reading.
+        options = MountOptions(cache_dir=self.cache_dir, cache_size=self.cache_size, ttl=self.ttl,
+                               api_url=self.settings.api_url or "", read_timeout=self.settings.timeout + 5,
+                               list_later=False)
+        return build_context(self.repo, options)
 
     # --- the end ---------------------------------------------------------------------------
 
@@ -162,6 +179,9 @@ class Connection:
         if self._embedded is not None:
             self._embedded.stop()
             self._embedded = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def __enter__(self) -> "Connection":
         return self

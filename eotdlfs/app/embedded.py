@@ -49,7 +49,10 @@ def local_repository(root: Path | None = None, seed: bool = True) -> LocalReposi
 
     root = Path(root or default_root())
     root.mkdir(parents=True, exist_ok=True)
-    server = start_in_thread(root, "127.0.0.1", 0)
+    # The user's own data, as private as the rest of their home: its folder closed to other users
+    # (the umask left it 0755), and every request to its port, which any local user can open, checked.
+    root.chmod(0o700)
+    server = start_in_thread(root, "127.0.0.1", 0, private=True)
     local = LocalRepository(server.url, issue_token(root, getpass.getuser()), server.stop, root)
     if seed and not (root / SEEDED_MARKER).exists():
         try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import NotFound, RepositoryError
-from eotdlfs.client.hashcache import HashCache
+from eotdlfs.client.hashcache import HashCache, file_key
 from eotdlfs.paths import validate_file_path
 from eotdlfs.parallel import in_parallel
 from eotdlfs.client.progress import TransferProgress
@@ -63,6 +63,18 @@ def _open_temp(target: Path) -> tuple[int, Path]:
     return fd, temp
 
 
+def _file_mode() -> int:
+    """0666 less the process's umask, as a file `cp` makes gets (a `get` into a group's project folder made
+    files only their downloader could read). Read from /proc: `os.umask` can only be read by setting it,
+    which would race with the other threads making files."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = 0o022
+    return 0o666 & ~umask
+
+
 def _fetch(api: ApiClient, kind: str, record_id: str, entry: dict, target: Path, progress: TransferProgress) -> int:
     """Download ENTRY to TARGET through a verified temp file; the bytes received."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +92,7 @@ def _fetch(api: ApiClient, kind: str, record_id: str, entry: dict, target: Path,
                 raise RepositoryError(f"{entry['filename']}: downloaded bytes do not match checksum "
                                       f"{entry['checksum']}")
             out.flush()
+            os.fchmod(out.fileno(), _file_mode())  # the temp is 0600; the file gets what `cp` would give it
             os.replace(temp, target)
         except BaseException:
             temp.unlink(missing_ok=True)
@@ -117,7 +130,7 @@ def present_digests(paths: list[Path], folder: Path) -> dict[Path, str]:
             continue
         if not stat.S_ISREG(st.st_mode):
             continue
-        stats[path] = (str(path.absolute()), st.st_size, st.st_mtime_ns)
+        stats[path] = file_key(str(path.absolute()), st)
     if not stats:
         return {}
     cache = HashCache()

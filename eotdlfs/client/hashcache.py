@@ -1,4 +1,11 @@
-"""SHA-1 of local files, remembered by (absolute path, size, mtime_ns) so an unchanged file is never read twice.
+"""SHA-1 of local files, remembered by (absolute path, size, mtime_ns, inode, ctime_ns) so an unchanged file is
+never read twice.
+
+Size and mtime alone are what a user or a tool can set back: `cp -p`, `touch -r`, `tar x` or a
+pipeline fixing its outputs' times (SOURCE_DATE_EPOCH) put different bytes of the same size behind the
+same mtime, and the ingest took the old digest: "nothing changed", the old bytes kept published. The
+inode and the ctime, which no one sets, change with them (as in git's index); a `chmod` or a rename
+costs a re-hash.
 
 One SQLite file, `user_cache_dir("eotdlfs")/hashes.sqlite` (or `$EOTDLFS_CACHE_DIR/hashes.sqlite`).
 Lookups are batched into few queries and new digests are written in one transaction, so
@@ -18,6 +25,7 @@ import platformdirs
 from eotdlfs.hashing import sha1_file
 
 _LOOKUP_CHUNK = 500  # SQLite's default limit of host parameters is 999
+_COLUMNS = "path, size, mtime_ns, ino, ctime_ns, sha1"
 
 
 def cache_dir() -> Path:
@@ -25,11 +33,16 @@ def cache_dir() -> Path:
     return Path(override) if override else Path(platformdirs.user_cache_dir("eotdlfs"))
 
 
-FileKey = tuple[str, int, int]  # absolute path, size, mtime_ns
+FileKey = tuple[str, int, int, int, int]  # absolute path, size, mtime_ns, inode, ctime_ns
+
+
+def file_key(path: str, st: os.stat_result) -> FileKey:
+    """The key of the file at PATH (absolute) with stat ST."""
+    return path, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
 class HashCache:
-    """Digests of files keyed by (absolute path, size, mtime_ns); not shared between threads."""
+    """Digests of files keyed by `file_key`; not shared between threads."""
 
     def __init__(self, path: Path | None = None):
         self.path = path or cache_dir() / "hashes.sqlite"
@@ -37,9 +50,9 @@ class HashCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn: sqlite3.Connection | None = sqlite3.connect(self.path, timeout=10)
             self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sha1 TEXT)"
-            )
+            # `file_hashes`: keys of the five fields (the table of three, `hashes`, is left unread)
+            self._conn.execute("CREATE TABLE IF NOT EXISTS file_hashes (path TEXT PRIMARY KEY, size INTEGER,"
+                               " mtime_ns INTEGER, ino INTEGER, ctime_ns INTEGER, sha1 TEXT)")
         except (OSError, sqlite3.Error):
             self._conn = None
 
@@ -48,28 +61,28 @@ class HashCache:
             self._conn.close()
             self._conn = None
 
-    def _rows(self, paths: list[str], under: str | None) -> Iterator[tuple[str, int, int, str]]:
+    def _rows(self, paths: list[str], under: str | None) -> Iterator[tuple[str, int, int, int, int, str]]:
         assert self._conn is not None
         if under is not None:  # one range scan of the primary key: every path below UNDER
             yield from self._conn.execute(
-                "SELECT path, size, mtime_ns, sha1 FROM hashes WHERE path >= ? AND path < ?",
+                f"SELECT {_COLUMNS} FROM file_hashes WHERE path >= ? AND path < ?",
                 (under.rstrip("/") + "/", under.rstrip("/") + "0"))  # '0' sorts right after '/'
             return
         for i in range(0, len(paths), _LOOKUP_CHUNK):
             chunk = paths[i:i + _LOOKUP_CHUNK]
             yield from self._conn.execute(
-                f"SELECT path, size, mtime_ns, sha1 FROM hashes WHERE path IN ({','.join('?' * len(chunk))})", chunk)
+                f"SELECT {_COLUMNS} FROM file_hashes WHERE path IN ({','.join('?' * len(chunk))})", chunk)
 
     def lookup(self, keys: Iterable[FileKey], under: str | None = None) -> dict[FileKey, str]:
-        """The cached digests of those KEYS whose size and mtime still match (all below UNDER, if given)."""
+        """The cached digests of those KEYS whose stat fields all still match (all below UNDER, if given)."""
         wanted = {k[0]: k for k in keys}
         found: dict[FileKey, str] = {}
         if self._conn is None:
             return found
         try:
-            for path, size, mtime_ns, sha1 in self._rows(list(wanted), under):
-                if wanted.get(path) == (path, size, mtime_ns):
-                    found[wanted[path]] = sha1
+            for *key, sha1 in self._rows(list(wanted), under):
+                if wanted.get(key[0]) == tuple(key):
+                    found[wanted[key[0]]] = sha1
         except sqlite3.Error:
             return {}
         return found
@@ -80,8 +93,8 @@ class HashCache:
         try:
             with self._conn:
                 self._conn.executemany(
-                    "INSERT OR REPLACE INTO hashes (path, size, mtime_ns, sha1) VALUES (?, ?, ?, ?)",
-                    [(p, s, m, h) for (p, s, m), h in digests.items()],
+                    f"INSERT OR REPLACE INTO file_hashes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(*key, sha1) for key, sha1 in digests.items()],
                 )
         except sqlite3.Error:
             pass  # a cache that cannot be written only costs a re-hash next time

@@ -60,6 +60,23 @@ def official_creds_path() -> Path:
     return Path.home() / ".cache" / "eotdl" / "creds.json"
 
 
+_warned: set[str] = set()  # credential files already warned about: a process resolves its settings more than once
+
+
+def _warn_if_others_can_read(path: Path, what: str) -> None:
+    """A `warning:` line on stderr when PATH, holding WHAT, is readable by other local users: any of them
+    could publish as you with it (a config made with the usual umask 022 is 0644). Not refused, as ssh
+    refuses such a key: a warning keeps the user's scripts working while it says how to close it."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return
+    if mode & 0o044 and str(path) not in _warned:
+        _warned.add(str(path))
+        print(f"warning: {path} holds {what} and other users can read it (mode {mode:o}): chmod 600 {path}",
+              file=sys.stderr)
+
+
 def _read_config() -> dict[str, Any]:
     try:
         data = yaml.safe_load(config_path().read_text(encoding="utf-8"))
@@ -67,7 +84,11 @@ def _read_config() -> dict[str, Any]:
         return {}
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"cannot read {config_path()}: {exc}") from exc
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    if data.get("token") or data.get("api_key"):
+        _warn_if_others_can_read(config_path(), "a token" if data.get("token") else "an API key")
+    return data
 
 
 def _read_official_token() -> str | None:
@@ -90,6 +111,8 @@ def read_token_file(path: str) -> str:
     if len(words) != 1:
         raise ValueError(f"the token file {shown} must hold the token alone, "
                          f"found {f'{len(words)} words' if words else 'nothing'}")
+    if path != "-":
+        _warn_if_others_can_read(Path(path), "a token")
     return words[0]
 
 

@@ -132,8 +132,11 @@ class BlockCache:
                           "is its disk full? free some room or choose --cache-dir") from exc
         except sqlite3.DatabaseError as exc:
             # Blocks are only a cache: a damaged index (a failing disk) costs refetching, not a mount.
+            # The index is kept for a look; the blocks it named go (`open_index`), not their room.
             aside = directory.with_name(f"{directory.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
-            os.replace(directory, aside)
+            aside.mkdir(exist_ok=True)
+            for part in directory.glob(f"{diskcache.core.DBNAME}*"):
+                os.replace(part, aside / part.name)
             log.error("the block cache's index is damaged (%s): moved to %s, starting empty", exc, aside)
             with SQLITE_GATE:
                 self._cache = open_index(directory, size_limit)

@@ -3,6 +3,9 @@ and the pieces of a run (one file, `BlockCache.put_runs`) going together."""
 
 from __future__ import annotations
 
+import logging
+import re
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -16,6 +19,9 @@ from eotdlfs.fs.block_disk import _BlockDisk
 INDEX_PAGE_SIZE = 32 << 10
 # SQLite's page cache per connection, in KiB (diskcache's 8,192 pages, sized for 4 KiB pages)
 INDEX_CACHE_KIB = 32 << 10
+_BLOCK_FOLDER = re.compile(r"^[0-9a-f]{2}\Z")  # `_BlockDisk.filename`: XX/REST.val
+
+log = logging.getLogger(__name__)
 
 
 def open_index(directory: Path, size_limit: int) -> diskcache.Cache:
@@ -23,6 +29,7 @@ def open_index(directory: Path, size_limit: int) -> diskcache.Cache:
     index = directory / diskcache.core.DBNAME
     if not index.exists():
         directory.mkdir(parents=True, exist_ok=True)
+        _drop_unindexed_files(directory)
         made = sqlite3.connect(index)
         try:  # these hold once the file is in WAL mode, before diskcache makes its tables
             made.execute(f"PRAGMA page_size = {INDEX_PAGE_SIZE}")
@@ -44,3 +51,15 @@ def open_index(directory: Path, size_limit: int) -> diskcache.Cache:
                " WHEN OLD.filename IS NOT NULL AND OLD.value IS NOT NULL BEGIN"
                " DELETE FROM Cache WHERE filename = OLD.filename AND value IS NOT NULL; END")
     return cache
+
+
+def _drop_unindexed_files(directory: Path) -> None:
+    """Remove the block files in DIRECTORY, whose index is about to be made new: no index names
+    them, so nothing would ever read or evict them, and a cache whose index was deleted (or set
+    aside as damaged) kept up to its whole size of them on its disk for good, outside its limit."""
+    folders = [entry for entry in directory.iterdir() if entry.is_dir() and _BLOCK_FOLDER.match(entry.name)]
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    if folders:
+        log.warning("the block cache in %s had no index: removed the block files it left (%d folders)",
+                    directory, len(folders))

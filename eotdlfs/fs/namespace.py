@@ -46,7 +46,7 @@ from eotdlfs.repository import FileEntry, Record, Repository, Version
 log = logging.getLogger(__name__)
 
 LATEST = "latest"
-_VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
+_VERSION_DIR = re.compile(r"^v([1-9][0-9]*)\Z")  # not "$": "v1\n" would name v1
 MAX_KEPT_NODES = 500_000
 LIST_LATER_S = 0.5
 LIST_AT_CLOSE_S = 5.0

@@ -37,6 +37,7 @@ from eotdlfs.server.upkeep import upkeep
 HREF_SAFE = "/:@!$&'()*+,;=-._~"
 # max_form_fields: Starlette's cap on fields per form (route 7 sends two per file)
 CREDENTIAL_HEADERS = ("Authorization", "X-API-Key")  # the arguments of `authenticate`, in its order
+PRIVATE_DETAIL = "Not authenticated (this repository is private: every request needs a token)"
 CAPABILITIES = {"size": True, "range": True, "drafts": True, "max_form_fields": 1000, "carry_any_path": True,
                 "part_encodings": list(ENCODINGS), "contents": {"max_files": CONTENTS_MAX_FILES,
                                                                 "max_bytes": CONTENTS_MAX_BYTES}}
@@ -174,20 +175,28 @@ def stac_routes(r: APIRouter, store: Store, user: Any, reader: Any) -> None:
 
 
 class RepositoryApp(FastAPI):
-    """FastAPI with route 9 answered in front of all of it (see `download.DownloadFastPath`)."""
+    """FastAPI with route 9 answered in front of all of it (see `download.DownloadFastPath`); when the
+    downloads are private, a request without valid credentials is answered 401 in front of both."""
 
     def __init__(self, downloads: Downloads, **kwargs: Any):
         super().__init__(**kwargs)
+        self._downloads = downloads
         self._front = DownloadFastPath(super().__call__, downloads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._downloads.admits(Headers(scope=scope)):
+            refused = JSONResponse({"detail": PRIVATE_DETAIL}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            await refused(scope, receive, send)
+            return
         await self._front(scope, receive, send)
 
 
 def create_app(root: Path, limits: Limits | None = None, db_url: str | None = None,
-               blobs_url: str | None = None, redirect_downloads: bool = False) -> FastAPI:
+               blobs_url: str | None = None, redirect_downloads: bool = False, private: bool = False) -> FastAPI:
     """The server for the repository stored under ROOT, or in DB_URL (`--db`) and BLOBS_URL (`--blobs`) when
-    given; with REDIRECT_DOWNLOADS, downloads are 307s to the blob store (see `Downloads.answer`)."""
+    given; with REDIRECT_DOWNLOADS, downloads are 307s to the blob store (see `Downloads.answer`); PRIVATE:
+    every request, reads too, needs credentials (the embedded local repository: a port on 127.0.0.1 is
+    open to every user of the machine)."""
     limits = limits or Limits.from_env()
     store = Store(Path(root), limits, db_url, blobs_url)
     store.recover()
@@ -216,7 +225,7 @@ def create_app(root: Path, limits: Limits | None = None, db_url: str | None = No
     def reader(request: Request) -> Reader:
         return reader_of(request.headers)
 
-    downloads = Downloads(store, stats, reader_of, redirect_downloads)
+    downloads = Downloads(store, stats, reader_of, redirect_downloads, private)
     app = RepositoryApp(downloads, title="eotdlfs repository", openapi_url="/openapi.json", docs_url="/docs",
                         redoc_url=None, lifespan=upkeep(store))
     app.state.store, app.state.stats, app.state.downloads = store, stats, downloads

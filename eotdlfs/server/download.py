@@ -160,11 +160,18 @@ class Downloads:
 
     KNOWN_LIMIT = 20_000  # about 10 MB of lookups; past it they are forgotten and asked again
 
-    def __init__(self, store: Store, stats: Stats, reader_of: Callable[[Headers], Reader], redirect: bool = False):
+    def __init__(self, store: Store, stats: Stats, reader_of: Callable[[Headers], Reader], redirect: bool = False,
+                 private: bool = False):
         # READER_OF: who reads with a request's headers, for every way route 9 is answered (draft files)
         self.store, self.stats, self.reader_of, self.redirect = store, stats, reader_of, redirect
+        self.private = private  # every request needs credentials, reads too (`admits`)
         self._known: dict[tuple[str, str, str, int | None], BlobRef] = {}
         self._stalling_calls = CapacityLimiter(STALLING_CALL_THREADS)
+
+    def admits(self, headers: Headers) -> bool:
+        """Whether a request with HEADERS may be answered: always, unless the repository is private and
+        they carry no valid credentials (checked by every way in: the app, its front, the protocol)."""
+        return not self.private or self.reader_of(headers)() is not None
 
     def find_at_once(self, kind: str, record_id: str, path: str, file_version: int | None,
                      reader: Reader) -> BlobRef | None:

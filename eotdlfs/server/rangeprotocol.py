@@ -86,8 +86,8 @@ def range_protocol(downloads: Downloads) -> type[HttpToolsProtocol]:
                     if_range = value.decode("latin-1")
                 elif name in (b"content-length", b"transfer-encoding"):
                     return None  # a body: left to uvicorn's cycle
-            if range_header is None:
-                return None
+            if range_header is None or not downloads.admits(Headers(raw=self.headers)):
+                return None  # a refusal is the application's to answer
             kind, record_id, file_path = match.groups()
             blob = downloads.find_at_once(kind, record_id, file_path, _version({"query_string": url.query or b""}),
                                           downloads.reader_of(Headers(raw=self.headers)))

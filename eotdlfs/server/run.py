@@ -21,13 +21,14 @@ GRACEFUL_STOP_S = 5
 
 
 def _config(root: Path, host: str, port: int, db_url: str | None = None, blobs_url: str | None = None,
-            redirect_downloads: bool = False, **tls: str | None) -> uvicorn.Config:
+            redirect_downloads: bool = False, private: bool = False, **tls: str | None) -> uvicorn.Config:
     # httptools (its heads bounded: `protocol`) and uvloop, dependencies, over h11 and asyncio. Access logs, and a
     # `server` header each client parses, cost time per request (a mount sends one per cold read).
     # Stopping waits at most GRACEFUL_STOP_S for requests in flight (a stalled download must not hang it).
     # Small ranges of local blobs are answered by the protocol itself (`rangeprotocol`).
     limits = Limits.from_env()
-    app = create_app(Path(root), limits, db_url=db_url, blobs_url=blobs_url, redirect_downloads=redirect_downloads)
+    app = create_app(Path(root), limits, db_url=db_url, blobs_url=blobs_url, redirect_downloads=redirect_downloads,
+                     private=private)
     protocol = functools.partial(bounded_head(range_protocol(app.state.downloads)),
                                  max_head_bytes=limits.max_head_bytes, head_timeout_s=limits.head_timeout_s,
                                  send_timeout_s=limits.send_timeout_s, body_timeout_s=limits.body_timeout_s)
@@ -62,13 +63,14 @@ class RunningServer:
 
 
 def start_in_thread(root: Path, host: str = "127.0.0.1", port: int = 0, ssl_certfile: str | None = None,
-                    ssl_keyfile: str | None = None) -> RunningServer:
+                    ssl_keyfile: str | None = None, private: bool = False) -> RunningServer:
     """Start serving ROOT on a daemon thread; returns once it accepts connections (port 0: any free port).
-    Over https when given SSL_CERTFILE (the certificate chain, PEM) and SSL_KEYFILE (its key)."""
+    Over https when given SSL_CERTFILE (the certificate chain, PEM) and SSL_KEYFILE (its key); PRIVATE: as
+    `create_app`'s."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(_config(root, host, sock.getsockname()[1], ssl_certfile=ssl_certfile,
+    server = uvicorn.Server(_config(root, host, sock.getsockname()[1], private=private, ssl_certfile=ssl_certfile,
                                     ssl_keyfile=ssl_keyfile))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="eotdlfs-server", daemon=True)
     thread.start()

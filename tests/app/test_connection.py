@@ -72,3 +72,20 @@ def test_get_takes_the_version_as_a_number_a_digit_string_or_vn(repo, unique_nam
     for wrong in (1.5, True, "latest", "one", [1]):
         with pytest.raises(TypeError, match="version: a whole number such as 2 or '2'"):
             repo.get(name, wrong, tmp_path / "out")
+
+
+def test_a_cache_dir_that_cannot_be_made_falls_back_to_one_of_the_connection(repo_server, unique_name, tmp_path,
+                                                                              caplog):
+    """A read-only home (a container's, a notebook's: where eotdl:// is for) made every read raise the
+    OSError of making ~/.cache/eotdlfs; here a file where a folder should be stands for it."""
+    name = unique_name("nocache")
+    folder = make_folder(tmp_path / "src", name)
+    (tmp_path / "a-file").write_text("not a folder")
+    with eotdlfs.connect(api_url=repo_server.url, token=repo_server.token("alice"),
+                         cache_dir=tmp_path / "a-file" / "cache") as connection:
+        connection.ingest(folder)
+        with connection.open(f"datasets/{name}/v1/labels.csv") as f:
+            assert f.read() == (folder / "labels.csv").read_bytes()
+        scratch = connection.cache_dir
+        assert scratch.is_dir() and f"cannot use the cache dir {tmp_path / 'a-file' / 'cache'}" in caplog.text
+    assert not scratch.exists()

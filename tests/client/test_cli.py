@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 
 import pytest
 
@@ -29,11 +32,13 @@ def no_record(server, name: str) -> bool:
     [
         ({"name": "x"}, ["name: must be 3 to 45 characters long"]),
         ({"name": "9starts-with-digit"}, ["name: may use only letters"]),
+        ({"name": '"ends-with-newline\\n"'}, ["name: may use only letters"]),  # a record 'NAME\n' was made
         ({"authors": None}, ["authors: is required"]),
         ({"license": None}, ["license: is required"]),
         ({"source": "ftp://example.org"}, ["source: must be a URL starting with http"]),
         ({"authors": "{a: 1}"}, ["authors: must be a list of names"]),
         ({"license": "[unclosed"}, ["metadata.yml: is not valid YAML"]),
+        ({"notes": "n" * (1 << 20)}, ["metadata.yml: is 1,048,6", "more than the 1,048,576"]),  # it was parsed
     ],
 )
 def test_metadata_errors_name_field_and_rule_and_touch_nothing(repo_server, unique_name, tmp_path, overrides, fragments):
@@ -131,6 +136,21 @@ def test_get_default_is_latest(repo_server, unique_name, tmp_path):
     assert result.returncode == 0 and (tmp_path / "out" / name / "v2" / "v2-only.txt").read_text() == "2"
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_get_gives_its_files_the_mode_the_umask_asks(repo_server, unique_name, tmp_path, umask):
+    """They were 0600 whatever the umask (their temp file's mode), so a `get` into a group's project
+    folder made files the rest of the group could not read."""
+    name = unique_name("modes")
+    folder = make_folder(tmp_path / "src", name, 3)
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    assert run_cli(env, "ingest", str(folder)).returncode == 0
+    got = subprocess.run([sys.executable, "-m", "eotdlfs", "get", name, "--out", str(tmp_path / "out")], env=env,
+                         capture_output=True, text=True, timeout=CLI_TIMEOUT_S, preexec_fn=lambda: os.umask(umask))
+    assert got.returncode == 0, got.stderr
+    files = [p for p in (tmp_path / "out" / name / "v1").rglob("*") if p.is_file()]
+    assert len(files) == 4 and {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o666 & ~umask)}
+
+
 def test_get_writes_files_whose_names_are_255_bytes(repo_server, unique_name, tmp_path):
     """A name may have 255 bytes (NAME_MAX); the temp file `get` downloads it into must fit too."""
     name = unique_name("longname")
@@ -209,6 +229,29 @@ def test_a_link_out_of_an_ingested_folder_makes_no_draft(repo_server, unique_nam
     record = client(repo_server).record_by_name("datasets", name)
     assert [v["version_id"] for v in record["versions"]] == [1] and not record["drafts"]
     assert repo_server.stats()["uploads"] == before
+
+
+REFUSED_FILE_NAMES = {  # a file name on disk (bytes) -> what the error says of it
+    "not UTF-8": (b"caf\xe9.tif", "file path b'part0/caf\\xe9.tif' is not UTF-8 text"),
+    "tab": (b"a\tb.tif", "file path 'part0/a\\tb.tif' contains a control character"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_FILE_NAMES)
+def test_a_file_name_the_repository_refuses_fails_naming_it_before_anything_is_hashed(repo_server, unique_name,
+                                                                                     tmp_path, case):
+    """A name of Latin-1 bytes (a folder from an old system or a zip) failed with a bare "'utf-8' codec can't
+    encode character '\\udce9'", naming no file; a tab was named, but only once every file was hashed."""
+    raw, said = REFUSED_FILE_NAMES[case]
+    name = unique_name("badname")
+    folder = make_folder(tmp_path / "src", name, 3)
+    (folder / "part0" / os.fsdecode(raw)).write_bytes(b"bytes")
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    assert_one_line_error(run_cli(env, "ingest", str(folder)), said, "rename it" if case == "not UTF-8" else "")
+    assert no_record(repo_server, name)
+    hashes = tmp_path / "hash-cache" / "hashes.sqlite"
+    with closing(sqlite3.connect(hashes)) as db:
+        assert db.execute("SELECT count(*) FROM file_hashes").fetchone()[0] == 0
 
 
 def test_links_inside_the_folder_are_ingested_as_cp_rL_would_copy_them(repo_server, unique_name, tmp_path):

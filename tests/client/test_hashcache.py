@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 
 import pytest
 
 from eotdlfs.client import hashcache
-from eotdlfs.client.hashcache import HashCache
+from eotdlfs.client.hashcache import HashCache, file_key
 from eotdlfs.client.ingest.sources import RefusedSymlink, scan_folder
 from client.helpers import OUTSIDE_LINKS, make_outside_link
 
@@ -55,6 +56,33 @@ def test_rescanning_reads_only_the_changed_file(cache, reads, tmp_path):
     by_path = {s.path: s for s in second}
     assert by_path["sub/7.txt"].checksum == hashlib.sha1(b"seven, changed").hexdigest()
     assert [s.path for s in first] == [s.path for s in second]
+
+
+@pytest.mark.parametrize("how", ["cp -p", "mv over it", "written in place"])
+def test_other_bytes_of_the_same_size_behind_the_same_mtime_are_hashed_again(cache, reads, tmp_path, how):
+    """`cp -p`, `touch -r`, `tar x` or a pipeline fixing its outputs' times: the size and mtime were the
+    cache's whole key, so the old digest was taken, the ingest said "nothing changed" and the old
+    bytes stayed published."""
+    folder = tmp_path / "src"
+    folder.mkdir()
+    data = folder / "data.txt"
+    data.write_bytes(b"AAAA-version-one")
+    scan_folder(folder, cache)
+    other = tmp_path / "other.txt"
+    other.write_bytes(b"BBBB-version-two")
+    st = data.stat()
+    os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+    if how == "cp -p":
+        subprocess.run(["cp", "-p", str(other), str(data)], check=True)
+    elif how == "mv over it":
+        os.replace(other, data)
+    else:
+        data.write_bytes(b"BBBB-version-two")
+        os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (data.stat().st_size, data.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    reads.clear()
+    (found,) = scan_folder(folder, cache)
+    assert reads == [str(data)] and found.checksum == hashlib.sha1(b"BBBB-version-two").hexdigest()
 
 
 def test_scan_includes_hidden_files_and_follows_links_that_stay_inside_as_cp_rL_would(cache, tmp_path):
@@ -130,7 +158,7 @@ def test_lookup_by_keys_and_by_folder_agree(cache, tmp_path):
     inside.parent.mkdir()
     inside.write_text("a")
     outside.write_text("b")
-    keys = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in (inside, outside)]
+    keys = [file_key(str(p), p.stat()) for p in (inside, outside)]
     cache.digests(keys)
     assert set(cache.lookup(keys)) == set(keys)
     assert set(cache.lookup(keys, under=str(tmp_path / "dir"))) == {keys[0]}

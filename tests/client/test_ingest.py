@@ -15,7 +15,9 @@ from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import Forbidden, NotFound, NothingToIngest, Unreachable, VersionConflict
 from eotdlfs.client.ingest import SourceFile, ingest_folder, run_ingest
 from eotdlfs.client.ingest.ledger import DraftLedger, user_ledger
+from eotdlfs.client.ingest.plan import MULTIPART_THRESHOLD
 from eotdlfs.client.ingest.sources import RefusedSymlink
+from eotdlfs.client.ingest.transfer import ChangedDuringIngest
 from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import Settings
 from eotdlfs.metadata import load_metadata
@@ -125,6 +127,31 @@ def test_models_ingest_too(repo_server, unique_name, tmp_path):
     result = ingest_folder(client(repo_server), "models", folder)
     assert (result.version, result.uploaded) == (1, 4)
     assert ApiRepository(client(repo_server)).record("models", name).published[0].number == 1
+
+
+def test_a_big_file_changed_while_it_is_sent_in_parts_is_named_and_a_rerun_sends_its_new_bytes(
+        repo_server, unique_name, tmp_path):
+    """A file still being written (a download, a processing step) when ingested: sent in parts, it failed
+    with the server's bare "Checksum mismatch.", naming no file (small files named it already)."""
+    name = unique_name("growing")
+    folder = make_folder(tmp_path / "src", name, 1)
+    big = folder / "big.bin"
+    big.write_bytes(os.urandom(MULTIPART_THRESHOLD + 1000))
+    api = client(repo_server)
+    start = api.start_multipart
+
+    def written_meanwhile(*args, **kwargs):
+        with open(big, "r+b") as f:  # a writer still at work after the hashing: same size, other bytes
+            f.write(b"new bytes")
+        return start(*args, **kwargs)
+
+    api.start_multipart = written_meanwhile  # type: ignore[method-assign]
+    with pytest.raises(ChangedDuringIngest, match=f"{big} changed while it was being ingested"):
+        ingest_folder(api, "datasets", folder)
+    api.start_multipart = start  # type: ignore[method-assign]
+    assert ingest_folder(api, "datasets", folder).version == 1
+    assert listing(api, api.record_by_name("datasets", name)["id"], 1)["big.bin"] == \
+        hashlib.sha1(big.read_bytes()).hexdigest()
 
 
 def test_another_owner_is_refused_naming_them(repo_server, unique_name, tmp_path):

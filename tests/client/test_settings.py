@@ -7,7 +7,8 @@ import json
 import jwt
 import pytest
 
-from eotdlfs.client.settings import resolve_settings
+from eotdlfs.client import settings
+from eotdlfs.client.settings import read_token_file, resolve_settings
 
 
 def _token(sub: str) -> str:
@@ -76,3 +77,26 @@ def test_arguments_beat_everything(home, monkeypatch):
 
 def test_a_token_that_is_not_a_jwt_has_no_user(home):
     assert resolve_settings(token="not-a-jwt").user_id is None
+
+
+@pytest.mark.parametrize("mode, warned", [(0o644, True), (0o640, True), (0o600, False)])
+def test_a_token_other_users_can_read_is_warned_about_once(home, monkeypatch, capsys, mode, warned):
+    """A config or token file written with the usual umask (0644) let every local user read the token
+    and publish as its owner, and nothing said so (the README only asks to `chmod 600` it)."""
+    monkeypatch.setattr(settings, "_warned", set(), raising=False)  # a fresh process
+    _write_config(home, f"token: {_token('bob')}\n")
+    token_file = home / "token"
+    token_file.write_text(_token("carol") + "\n")
+    for path in (home / "config" / "eotdlfs" / "config.yml", token_file):
+        path.chmod(mode)
+    for _ in range(2):
+        assert resolve_settings().user_id == "bob"
+        assert read_token_file(str(token_file)) == _token("carol")
+    lines = capsys.readouterr().err.splitlines()
+    if warned:
+        assert lines == [f"warning: {home}/config/eotdlfs/config.yml holds a token and other users can read it "
+                         f"(mode {mode:o}): chmod 600 {home}/config/eotdlfs/config.yml",
+                         f"warning: {token_file} holds a token and other users can read it (mode {mode:o}): "
+                         f"chmod 600 {token_file}"]
+    else:
+        assert lines == []

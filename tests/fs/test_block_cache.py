@@ -133,6 +133,34 @@ def test_a_damaged_index_is_set_aside_and_the_cache_starts_empty(tmp_path, caplo
     again.close()
     (aside,) = tmp_path.glob("c.damaged-*")
     assert (aside / "cache.db").exists() and "index is damaged" in caplog.text
+    # only the index is kept: the blocks it named went (the damaged folder kept them, up to the
+    # cache's whole size on its disk for good, outside its limit)
+    assert not [p for p in aside.rglob("*") if p.is_file() and not p.name.startswith("cache.db")]
+    assert block_file_bytes(tmp_path / "c") == 10
+
+
+def block_file_bytes(directory: Path) -> int:
+    """The bytes of every file under DIRECTORY but the index."""
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file() and not p.name.startswith("cache.db"))
+
+
+def test_a_cache_whose_index_was_deleted_keeps_none_of_the_blocks_it_left(tmp_path, caplog):
+    """`rm CACHE/blocks/cache.db*` (a user clearing a database that seemed stuck): the block files
+    stayed, named by no index, so never read nor evicted, and took their room outside the size
+    limit for good."""
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put_blocks("sum", {0: os.urandom(BS), 1: os.urandom(BS)}) and cache.put("other", 0, os.urandom(BS))
+    cache.close()
+    assert block_file_bytes(tmp_path / "c") == 3 * BS
+    for part in (tmp_path / "c").glob("cache.db*"):
+        part.unlink()
+    (tmp_path / "c" / "mine.txt").write_text("not the cache's: kept")
+    again = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert again.load_block("sum", 0) is None and block_file_bytes(tmp_path / "c") == len("not the cache's: kept")
+    assert again.put("sum", 0, b"y" * 10) and again.load_block("sum", 0) == b"y" * 10
+    assert again.volume() >= 10 and block_file_bytes(tmp_path / "c") == 10 + len("not the cache's: kept")
+    again.close()
+    assert "had no index: removed the block files it left" in caplog.text
 
 
 def test_pieces_kept_in_the_index_are_checked_and_read_back_after_close(tmp_path, caplog):

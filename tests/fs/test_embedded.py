@@ -35,6 +35,33 @@ def test_local_repository_seeds_the_sample_once(tmp_path):
         again.stop()
 
 
+def test_the_local_repository_answers_its_user_alone(tmp_path):
+    """Its port on 127.0.0.1 is open to every user of the machine, and reads needed no token: anyone
+    could list and download the datasets kept in your data dir (its folder was 0755 too)."""
+    import jwt
+    import requests
+
+    from eotdlfs.client.api import ApiClient
+    from eotdlfs.client.settings import Settings
+
+    local = local_repository(tmp_path / "repo")
+    try:
+        record = ApiClient(Settings(local.url, local.token, None)).record_by_name("datasets", "sample-scenes")
+        download = f"{local.url}datasets/{record['id']}/download/labels.csv"
+        forged = jwt.encode({"sub": "me"}, "another-secret-of-at-least-32-bytes!!", algorithm="HS256")
+        for headers in ({}, {"Authorization": f"Bearer {forged}"}, {"X-API-Key": "guessed"}):
+            for method, url, extra in (("GET", f"{local.url}datasets", {}), ("GET", download, {"Range": "bytes=0-9"}),
+                                       ("HEAD", download, {}), ("GET", download, {}), ("GET", local.url, {})):
+                refused = requests.request(method, url, headers={**headers, **extra}, timeout=10)
+                assert refused.status_code == 401, (method, url, headers, refused.status_code)
+        mine = requests.get(download, headers={"Authorization": f"Bearer {local.token}", "Range": "bytes=0-9"},
+                            timeout=10)
+        assert mine.status_code == 206 and mine.content == (SAMPLE_DIR / "v1" / "labels.csv").read_bytes()[:10]
+        assert (tmp_path / "repo").stat().st_mode & 0o777 == 0o700
+    finally:
+        local.stop()
+
+
 def test_mount_without_api_url_shows_the_sample(tmp_path):
     mnt, home = tmp_path / "mnt", tmp_path / "home"
     mnt.mkdir()

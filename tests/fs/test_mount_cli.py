@@ -232,6 +232,21 @@ def test_mount_of_a_repository_nothing_answers_fails_naming_it(tmp_path, mountpo
         assert not is_mounted(mnt)
 
 
+@pytest.mark.parametrize("option, value", [("--autoflush", "-1"), ("--autoflush", "nan"), ("--ttl", "-1"),
+                                           ("--ttl", "inf")])
+def test_seconds_that_are_no_time_are_refused_in_one_line(repo_server, tmp_path, mountpoint, option, value):
+    """`--autoflush -1` (read as "off", as -1 often is) mounted, then published a version after every
+    write: `cp` of three files made three permanent versions."""
+    mnt, _ = mountpoint
+    for mode in ((), ("--foreground",)):
+        done = eotdlfs("mount", str(mnt), "--api-url", repo_server.url, "--cache-dir", str(tmp_path / "cache"),
+                       option, value, *mode)
+        assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+            f"error: {option} {float(value)}: a number of seconds, 0 or more"
+            f"{' (0: off)' if option == '--autoflush' else ''}, expected"], done.stderr
+        assert not is_mounted(mnt)
+
+
 def test_mount_of_a_repository_down_serves_an_earlier_listing_offline(fresh_server, mount_factory, unique_name,
                                                                         tmp_path, mountpoint):
     mnt, pids = mountpoint

@@ -65,7 +65,7 @@ def test_paths_resolve_to_files_dirs_and_latest(repo, tmp_path):
     assert ns.listdir("/datasets/alpha/v2") == ["a.txt", "c.csv"]
     assert ns.resolve("/datasets/alpha/v2/a.txt").size == 4
     assert ns.resolve("/datasets/alpha/v1").mtime == repo.record("datasets", "alpha").versions[0].created_at.timestamp()
-    for missing in ("/datasets/beta", "/datasets/alpha/v3", "/datasets/alpha/v0", "/nope",
+    for missing in ("/datasets/beta", "/datasets/alpha/v3", "/datasets/alpha/v0", "/nope", "/datasets/alpha/v1\n",
                     "/datasets/alpha/v1/none.txt", "/datasets/alpha/latest/a.txt"):
         with pytest.raises(FileNotFoundError) as info:
             ns.resolve(missing)

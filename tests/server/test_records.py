@@ -54,7 +54,8 @@ def test_create_twice_is_409(api, unique_name):
     assert r.json() == {"detail": f"{api.noun.capitalize()} already exists"}
 
 
-@pytest.mark.parametrize("name", ["ab", "a" * 46, "1abc", "-abc", "ab_c", "ab c", "abc/d", "ab.c", "", "ábc"])
+@pytest.mark.parametrize("name", ["ab", "a" * 46, "1abc", "-abc", "ab_c", "ab c", "abc/d", "ab.c", "", "ábc",
+                                  "abcd\n"])  # a final newline: a record "abcd\n" was made
 def test_create_bad_name_is_400_and_stores_nothing(api, name):
     r = api.post(api.kind, json={"name": name, **META})
     assert r.status_code == 400, r.text

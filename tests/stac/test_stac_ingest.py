@@ -95,6 +95,9 @@ def test_missing_metadata_is_named_before_anything_is_sent(repo_server, unique_n
     write_metadata(folder, "other-name")
     with pytest.raises(MetadataError, match="differs from the catalog id"):
         ingest_folder(client(repo_server), "datasets", folder)
+    write_metadata(folder, name, notes="n" * (1 << 20))
+    with pytest.raises(MetadataError, match="metadata.yml: is 1,048,6.* more than the 1,048,576"):
+        ingest_folder(client(repo_server), "datasets", folder)
 
 
 def _invalid_json(folder: Path) -> None:

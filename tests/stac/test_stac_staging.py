@@ -67,6 +67,20 @@ def test_a_staged_catalog_with_an_escaping_href_is_refused_and_nothing_sent(
     assert uploads(repo_server) == before
 
 
+def test_a_staged_catalogs_metadata_yml_over_1_mib_is_refused_unread_and_nothing_sent(
+        tmp_path, repo_server, mount_factory, unique_name):
+    """It was read into the mount's memory and parsed there (PyYAML: ~2 s and ~25 MB per MB)."""
+    name = unique_name("stac-stg-big")
+    source = write_catalog(tmp_path / "src", items=1, name=name)
+    write_metadata(source, name, notes="n" * (1 << 20))
+    mount = mount_factory(repo_server, ttl=1)
+    shutil.copytree(source, staged(mount, name))
+    before = uploads(repo_server)
+    assert_one_line_error(flush_cli(tmp_path, repo_server, staged(mount, name)), "metadata.yml: is 1,048,6",
+                          "more than the 1,048,576 a metadata.yml may have")
+    assert uploads(repo_server) == before
+
+
 def test_after_a_flush_the_staged_tree_holds_the_item_index_and_nothing_is_pending(
         tmp_path, repo_server, mount_factory, unique_name):
     """The flush makes `.stac-index.json`; once published it is a file of the staged tree as of the

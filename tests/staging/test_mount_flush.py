@@ -132,6 +132,7 @@ BAD_NAMES = {  # name -> the reason `eotdlfs status` gives, errno
     "back\\slash.tif": ("contains a backslash", errno.EPERM),
     "new\nline.tif": ("contains a control character", errno.EPERM),
     "tab\there.tif": ("contains a control character", errno.EPERM),
+    "caf\udce9.tif": ("is not UTF-8 text", errno.EPERM),  # Latin-1 bytes: it was EIO, a traceback in the log
     LONG_FOLDER + "/" + "x" * 30 + ".tif": ("longer than 1024 bytes", errno.ENAMETOOLONG),
 }
 

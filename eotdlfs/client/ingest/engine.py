@@ -29,7 +29,7 @@ from typing import Sequence
 
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import Conflict, Forbidden, NothingToIngest, NotFound, RepositoryError, VersionConflict
-from eotdlfs.client.hashcache import HashCache
+from eotdlfs.client.hashcache import HashCache, file_key
 from eotdlfs.client.ingest.ledger import DraftLedger, user_ledger
 from eotdlfs.client.ingest.lock import ingest_lock
 from eotdlfs.client.ingest.plan import (Carry, IngestPlan, LatestFile, SourceFile, Upload, chunked, plan_ingest,
@@ -151,7 +151,7 @@ def with_checksums(sources: Sequence[SourceFile]) -> list[SourceFile]:
     keys = {}
     for s in missing:
         st = os.stat(s.local_path)  # type: ignore[arg-type]  # SourceFile guarantees bytes when no checksum
-        keys[s.path] = (str(Path(s.local_path).absolute()), st.st_size, st.st_mtime_ns)  # type: ignore[arg-type]
+        keys[s.path] = file_key(str(Path(s.local_path).absolute()), st)  # type: ignore[arg-type]
     cache = HashCache()
     try:
         digests = cache.digests(list(keys.values()))

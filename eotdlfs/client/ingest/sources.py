@@ -8,7 +8,9 @@ A version holds what `cp -rL FOLDER copy` would copy, and never a byte from outs
   stores the bytes once), a link to a directory gives its files under the link's path;
 - a symlink that leads outside the folder, that dangles, or that loops (to itself, or to
   a directory containing it) is an error naming the link and where it points, raised by
-  the scan, before the server is asked anything.
+  the scan, before the server is asked anything;
+- a path the repository refuses (a control character, bytes that are not UTF-8, ...) is an
+  error naming it, raised by the scan too, before a byte of the folder is hashed.
 Sources carry the resolved path of their bytes, never a link: the engine refuses any
 source that is a symlink (`engine.check_local_sources`), so no caller reads through one.
 """
@@ -20,9 +22,9 @@ import stat
 from collections.abc import Container
 from pathlib import Path
 
-from eotdlfs.client.hashcache import FileKey, HashCache
+from eotdlfs.client.hashcache import FileKey, HashCache, file_key
 from eotdlfs.client.ingest.plan import SourceFile
-from eotdlfs.paths import RefusedSymlink, resolve_inside
+from eotdlfs.paths import RefusedSymlink, resolve_inside, validate_file_path
 
 __all__ = ["RefusedSymlink", "scan_folder"]
 
@@ -45,7 +47,7 @@ def _walk(root: Path) -> list[tuple[str, Path, os.stat_result]]:
                                              "(it leads to a folder that contains it)")
                     pending.append((path, rel + "/", (*walked, path)))
                 elif stat.S_ISREG(st.st_mode):
-                    found.append((rel, path, st))
+                    found.append((validate_file_path(rel), path, st))
                 else:
                     raise OSError(f"{entry.path}: not a regular file")
     found.sort(key=lambda item: item[0])
@@ -57,7 +59,7 @@ def scan_folder(folder: Path, cache: HashCache, skip: Container[str] = ()) -> li
     cache does not know it)."""
     root = Path(os.path.realpath(folder))
     files = [file for file in _walk(root) if file[0] not in skip]
-    keys: list[FileKey] = [(str(path), st.st_size, st.st_mtime_ns) for _, path, st in files]
+    keys: list[FileKey] = [file_key(str(path), st) for _, path, st in files]
     digests = cache.digests(keys, under=str(root))
     return [
         SourceFile(path=rel, size=key[1], checksum=digests[key], local_path=path)

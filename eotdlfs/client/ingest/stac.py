@@ -17,7 +17,7 @@ from pathlib import Path
 from eotdlfs.client.hashcache import HashCache, cache_dir
 from eotdlfs.client.ingest.plan import SourceFile
 from eotdlfs.client.ingest.sources import scan_folder
-from eotdlfs.metadata import METADATA_FILE, Metadata, validate_name
+from eotdlfs.metadata import METADATA_FILE, Metadata, check_metadata_size, validate_name
 from eotdlfs.stac import read_local_catalog
 from eotdlfs.stac.rules import MAX_READ_BYTES, ROOT_DOCUMENT, StacError, parse_document
 from eotdlfs.stac.version import catalog_metadata, version_documents
@@ -43,6 +43,8 @@ def stac_sources(folder: Path, cache: HashCache, kept_in: Path | None = None) ->
     (default: `documents_dir` of the dataset). The documents as found are neither read nor hashed."""
     catalog = read_local_catalog(folder)
     yml = Path(folder) / METADATA_FILE
+    if yml.is_file():
+        check_metadata_size(yml.stat().st_size)
     metadata = catalog_metadata(catalog, yml.read_bytes() if yml.is_file() else None)
     documents = written(version_documents(catalog), kept_in or documents_dir(catalog.name))
     return metadata, sorted(scan_folder(folder, cache, skip=documents) + list(documents.values()),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Collection
 
 from eotdlfs.client.api import ApiClient
-from eotdlfs.client.errors import Conflict
+from eotdlfs.client.errors import BadRequest, Conflict
 from eotdlfs.parallel import in_parallel
 from eotdlfs.parts import zeros_md5
 from eotdlfs.client.ingest.plan import Upload
@@ -128,5 +128,12 @@ def send_multipart(
         sent = sum(in_parallel(send_part, missing, PARALLEL_PARTS))
     finally:
         os.close(fd)
-    api.complete_multipart(kind, upload_id, version, source.size)
+    try:
+        api.complete_multipart(kind, upload_id, version, source.size)
+    except BadRequest as exc:
+        # the parts the server assembled are not the bytes hashed: the file changed meanwhile (the server
+        # said only "Checksum mismatch.", naming no file); small files are checked as they are read
+        if "checksum mismatch" in exc.detail.lower():
+            raise ChangedDuringIngest(local) from exc
+        raise
     return sent

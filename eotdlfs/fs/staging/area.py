@@ -38,7 +38,7 @@ from eotdlfs.fs.staging.nodecalls import NodeCalls
 from eotdlfs.fs.staging.openfiles import StagedHandle
 from eotdlfs.fs.staging.overlay import StagingOverlay
 from eotdlfs.metadata import KINDS, MetadataError, validate_name
-from eotdlfs.paths import BadPath, PathTooLong, too_long, validate_file_path
+from eotdlfs.paths import BadPath, PathTooLong, not_utf8, too_long, validate_file_path
 from eotdlfs.repository import FileEntry
 
 log = logging.getLogger(__name__)
@@ -210,6 +210,8 @@ class StagingArea(NodeCalls):
         """A `stat` dict; ENAMETOOLONG for a name longer than any staged name can be, as a disk answers."""
         if any(too_long(part) for part in path.split("/")):
             raise staging_error(errno.ENAMETOOLONG, path)
+        if not_utf8(path):  # refused when made, so never staged; and the journal cannot even look it up
+            raise staging_error(errno.ENOENT, path)
         kind, name, rel = _split(path)
         if name is None:
             return self._dir_attrs()

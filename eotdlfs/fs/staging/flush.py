@@ -41,7 +41,7 @@ from eotdlfs.fs.staging.control import Stage
 from eotdlfs.fs.staging.files import BaseVersion, StagedFile
 from eotdlfs.fs.staging.overlay import StagingOverlay
 from eotdlfs.fs.staging.stacflush import is_stac, stac_files
-from eotdlfs.metadata import METADATA_FILE, Metadata, MetadataError, load_metadata
+from eotdlfs.metadata import METADATA_FILE, Metadata, MetadataError, check_metadata_size, load_metadata
 from eotdlfs.paths import BadPath, validate_file_path
 from eotdlfs.stac.rules import ROOT_DOCUMENT
 from eotdlfs.repository import (FileEntry, FileToShip, IngestResult, NothingToIngest, RepositoryError,
@@ -315,6 +315,7 @@ class RecordFlusher:
             raise FlushError(f"{ov.kind}/{ov.name} has no {METADATA_FILE} (nor a STAC {ROOT_DOCUMENT}) at its root "
                              f"(it has: {', '.join(top[:5]) or 'nothing'}{', ...' if len(top) > 5 else ''}); "
                              f"{noun} needs one (name, authors, license, source) before it can be flushed")
+        check_metadata_size(found.size)  # before its bytes are read into memory
         with tempfile.TemporaryDirectory(prefix="eotdlfs-flush-") as folder:
             (Path(folder) / METADATA_FILE).write_bytes(ov.read_staged(found))
             metadata = load_metadata(Path(folder))

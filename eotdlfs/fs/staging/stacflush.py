@@ -15,7 +15,7 @@ import shutil
 
 from eotdlfs.fs.staging.files import MADE_BY_FLUSH, StagedFile
 from eotdlfs.fs.staging.overlay import StagingOverlay
-from eotdlfs.metadata import METADATA_FILE, Metadata
+from eotdlfs.metadata import METADATA_FILE, Metadata, check_metadata_size
 from eotdlfs.stac import StacError, StoredSource
 from eotdlfs.stac.local import read_catalog
 from eotdlfs.stac.rules import MAX_DOCUMENT_BYTES, MAX_READ_BYTES, ROOT_DOCUMENT
@@ -42,6 +42,8 @@ def stac_files(overlay: StagingOverlay, shipped: list[StagedFile]) -> tuple[Meta
 
     catalog = read_catalog(StoredSource(read), by_path.__contains__, f"staging/{overlay.kind}/{overlay.name}")
     yml = by_path.get(METADATA_FILE)
+    if yml is not None:
+        check_metadata_size(yml.size)
     metadata = catalog_metadata(catalog, overlay.read_staged(yml) if yml is not None else None)
     scratch = overlay.folder / SCRATCH
     shutil.rmtree(scratch, ignore_errors=True)  # the last flush's copies: published, or to be made again
