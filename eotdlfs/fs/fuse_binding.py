@@ -47,10 +47,10 @@ KEPT_ATTRS_SENT = 100_000  # folders whose last listing with attributes is remem
 READ_AHEAD_KB = int(os.environ.get("EOTDLFS_FUSE_READ_AHEAD_KB") or 0)
 
 # What the kernel asked of this process's mount (one mount per process), for status.json: the
-# largest read request (up to 1 MiB once libfuse 3 negotiated it, 128 KiB on libfuse 2) and the
-# attribute requests that reached Python (READDIRPLUS spares one per listed file). Updated
-# without a lock: a lost update only makes a figure a little low.
-requests = {"largest_read": 0, "getattr": 0}
+# read requests, their bytes and the largest (up to 1 MiB once libfuse 3 negotiated it, 128 KiB
+# on libfuse 2), and the attribute requests that reached Python (READDIRPLUS spares one per
+# listed file). Updated without a lock: a lost update only makes a figure a little low.
+requests = {"reads": 0, "read_bytes": 0, "largest_read": 0, "getattr": 0}
 
 
 def _import_binding() -> tuple[Any, int]:
@@ -138,6 +138,8 @@ class _DirectFUSE(FUSE):
         return super().getxattr(path, name, value, size, *args)
 
     def read(self, path, buf, size, offset, fip):
+        requests["reads"] += 1
+        requests["read_bytes"] += size
         if size > requests["largest_read"]:
             requests["largest_read"] = size
         target = memoryview(_buffer_type(size).from_address(ctypes.addressof(buf.contents))).cast("B")
