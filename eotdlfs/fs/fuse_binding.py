@@ -43,14 +43,17 @@ KEPT_ATTRS_SENT = 100_000  # folders whose last listing with attributes is remem
 # 2.5 CPU-s/GB, but 50 random COG windows fetched 344 MB instead of 116 (the kernel reads 1 MiB
 # around each tile) in 5.3 s instead of 4.1, warm reads 839 against 1206 MB/s, and peak RSS
 # 153 MB instead of 129 (over the 150 goal).
-# Direct I/O readers get requests of up to MAX_READ on libfuse 3 either way.
+# Direct I/O readers get requests of up to MAX_READ on libfuse 3 either way. A large buffered
+# read is no exception: the kernel (6.18 here) leaves the mount's io_pages at 128 KiB whatever
+# max_pages is, so a 1 MiB pread comes as 128 KiB requests too; 256 cut COG windows' requests
+# from 925 to 555 but fetched 138 MB instead of 121 (docs/benchmarks.md).
 READ_AHEAD_KB = int(os.environ.get("EOTDLFS_FUSE_READ_AHEAD_KB") or 0)
 
 # What the kernel asked of this process's mount (one mount per process), for status.json: the
-# largest read request (up to 1 MiB once libfuse 3 negotiated it, 128 KiB on libfuse 2) and the
-# attribute requests that reached Python (READDIRPLUS spares one per listed file). Updated
-# without a lock: a lost update only makes a figure a little low.
-requests = {"largest_read": 0, "getattr": 0}
+# read requests, their bytes and the largest (up to 1 MiB once libfuse 3 negotiated it, 128 KiB
+# on libfuse 2), and the attribute requests that reached Python (READDIRPLUS spares one per
+# listed file). Updated without a lock: a lost update only makes a figure a little low.
+requests = {"reads": 0, "read_bytes": 0, "largest_read": 0, "getattr": 0}
 
 
 def _import_binding() -> tuple[Any, int]:
@@ -138,6 +141,8 @@ class _DirectFUSE(FUSE):
         return super().getxattr(path, name, value, size, *args)
 
     def read(self, path, buf, size, offset, fip):
+        requests["reads"] += 1
+        requests["read_bytes"] += size
         if size > requests["largest_read"]:
             requests["largest_read"] = size
         target = memoryview(_buffer_type(size).from_address(ctypes.addressof(buf.contents))).cast("B")

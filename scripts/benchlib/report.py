@@ -31,6 +31,7 @@ MEASURED_KEYS = (
     # in a version of many files, and the same through a proxy adding latency.
     *(f"{peer}_cog_windows_{unit}" for peer in ("eotdlfs", "rclone", "vsicurl") for unit in ("s", "bytes_fetched")),
     *(f"{peer}_cog_windows_again_{unit}" for peer in ("eotdlfs", "rclone") for unit in ("s", "bytes_fetched")),
+    "eotdlfs_cog_windows_read_requests", "eotdlfs_cog_windows_again_read_requests",
     *(f"{peer}_cog_4x_windows_{unit}" for peer in ("eotdlfs", "rclone", "vsicurl") for unit in ("s", "bytes_fetched")),
     "eotdlfs_first_small_ms", "rclone_first_small_ms",
     "eotdlfs_delayed_first_byte_ms", "rclone_delayed_first_byte_ms",

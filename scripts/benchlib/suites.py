@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -59,19 +60,36 @@ def run_vsicurl(bench: Bench, server: eotdlfs_side.EotdlfsServer, base_url: str 
 
 
 def _windows(bench: Bench, key: str, target: str, bytes_sent: Callable[[], int], count: int, size: int,
-             readers: int = 1, env: dict[str, str] | None = None) -> None:
-    before = bytes_sent()
+             readers: int = 1, env: dict[str, str] | None = None,
+             read_requests: Callable[[], int | None] = lambda: None) -> None:
+    """Time and bytes fetched of the windows; with READ_REQUESTS (a mount's count), also how many
+    read requests the kernel sent the mount for them."""
+    before, requests_before = bytes_sent(), read_requests()
     bench.record(f"{key}_s", windows.read_windows(target, count, size, COG_SEED, readers, env=env))
     time.sleep(0.5)  # let read-ahead that the reads started show up in the count
     bench.record(f"{key}_bytes_fetched", bytes_sent() - before)
+    requests_after = read_requests()
+    if requests_before is not None and requests_after is not None:
+        bench.record(f"{key}_read_requests", requests_after - requests_before)
 
 
 def _cog_windows(bench: Bench, peer: str, target: str, bytes_sent: Callable[[], int], again: bool = True,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, read_requests: Callable[[], int | None] = lambda: None) -> None:
     """Random 512x512 windows, cold; with AGAIN, the same windows by a second process after."""
-    _windows(bench, f"{peer}_cog_windows", target, bytes_sent, bench.plan.cog_windows, 512, env=env)
+    _windows(bench, f"{peer}_cog_windows", target, bytes_sent, bench.plan.cog_windows, 512, env=env,
+             read_requests=read_requests)
     if again:
-        _windows(bench, f"{peer}_cog_windows_again", target, bytes_sent, bench.plan.cog_windows, 512, env=env)
+        _windows(bench, f"{peer}_cog_windows_again", target, bytes_sent, bench.plan.cog_windows, 512, env=env,
+                 read_requests=read_requests)
+
+
+def _mount_read_requests(m: ForegroundMount) -> int | None:
+    """The read requests an eotdlfs mount has had (`status.json` `fuse`; reading it costs two of
+    its own, status.json being read through FUSE too); None for another mount."""
+    try:
+        return int(json.loads((m.mnt / ".eotdlfs" / "status.json").read_text())["fuse"]["reads"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _cog_parallel(bench: Bench, peer: str, target: str, bytes_sent: Callable[[], int],
@@ -199,7 +217,8 @@ def _run_mount_reads(
 
     def cog_windows(m: ForegroundMount, root: Path) -> None:
         if ds.geotiff is not None:
-            _cog_windows(bench, peer, str(root / GEOTIFF_FILE), bytes_sent)
+            _cog_windows(bench, peer, str(root / GEOTIFF_FILE), bytes_sent,
+                         read_requests=lambda: _mount_read_requests(m))
 
     def cog_parallel(m: ForegroundMount, root: Path) -> None:
         if ds.geotiff is not None:

@@ -82,6 +82,23 @@ def test_buffered_reads_keep_the_kernels_read_ahead_by_default(tmp_path, repo_se
     assert mount.status()["fuse"]["largest_read"] == 128 << 10
 
 
+def test_a_warm_re_read_asks_the_mount_for_nothing(tmp_path, repo_server, mount_factory, unique_name):
+    """Published bytes never change: kept pages (keep_cache) and attributes (60 s) serve a file
+    read again, through new opens, without a single read request reaching the mount."""
+    name = unique_name("warm")
+    data = ingest_one_file(repo_server, tmp_path / "src", name, "big.bin", 8 * MIB)
+    mount = mount_factory(repo_server)
+    path = mount.path / "datasets" / name / "v1" / "big.bin"
+    before = mount.status()["fuse"]
+    assert read_1_mib_at_a_time(path, direct=False) == data
+    cold = mount.status()["fuse"]
+    assert cold["reads"] - before["reads"] > 8 and cold["read_bytes"] - before["read_bytes"] >= 8 * MIB
+    own = mount.status()["fuse"]["reads"] - cold["reads"]  # status.json is read through FUSE too
+    for _ in range(3):
+        assert read_1_mib_at_a_time(path, direct=False) == data
+    assert mount.status()["fuse"]["reads"] - cold["reads"] == 2 * own
+
+
 def test_ls_l_of_a_fresh_folder_asks_no_attributes_per_file(tmp_path, repo_server, mount_factory, unique_name):
     """READDIRPLUS: the listing carries every entry's attributes, which the kernel keeps."""
     name = unique_name("plus")
