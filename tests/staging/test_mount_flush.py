@@ -135,6 +135,8 @@ BAD_NAMES = {  # name -> the reason `eotdlfs status` gives, errno
     "caf\udce9.tif": ("is not UTF-8 text", errno.EPERM),  # Latin-1 bytes: it was EIO, a traceback in the log
     LONG_FOLDER + "/" + "x" * 30 + ".tif": ("longer than 1024 bytes", errno.ENAMETOOLONG),
 }
+# the names an older journal can hold: SQLite's text is UTF-8, so a not-UTF-8 name never reached one
+JOURNAL_NAMES = [bad for bad in BAD_NAMES if bad.encode("utf-8", "replace").decode() == bad]
 
 
 def test_names_the_repository_refuses_fail_when_made_and_status_says_why(tmp_path, repo_server, mount_factory,
@@ -208,15 +210,16 @@ def test_a_flush_names_every_refused_file_before_it_writes_anything(tmp_path, re
     folder = cache / "staging" / KIND / name
     upper = next(p.name for p in (folder / "upper").iterdir())
     with sqlite3.connect(folder / "journal.sqlite") as journal:
-        for bad in BAD_NAMES:
+        for bad in JOURNAL_NAMES:
             journal.execute("INSERT INTO nodes (path, parent, is_dir, upper, mode, mtime_ns) VALUES (?, '', 0, ?, ?, 0)",
                             (bad, upper, 0o100644))
     mount.mount()
     sent = sent_to_server(repo_server)
     result = flush_cli(tmp_path, repo_server, record)
-    assert result.returncode == 1 and "4 file name(s) the repository refuses" in result.stderr, result.stderr
-    for reason, _ in BAD_NAMES.values():
-        assert reason in result.stderr
+    assert result.returncode == 1 and f"{len(JOURNAL_NAMES)} file name(s) the repository refuses" in result.stderr, \
+        result.stderr
+    for bad in JOURNAL_NAMES:
+        assert BAD_NAMES[bad][0] in result.stderr
     assert sent_to_server(repo_server) == sent
     with pytest.raises(NotFound):
         client(repo_server).record_by_name(KIND, name)
