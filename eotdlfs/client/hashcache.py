@@ -33,6 +33,21 @@ def cache_dir() -> Path:
     return Path(override) if override else Path(platformdirs.user_cache_dir("eotdlfs"))
 
 
+def private_folder(folder: Path) -> Path:
+    """Make FOLDER (and missing parents); the cache dir and folders made below it are 0700.
+
+    They hold the names of files ingested (drafts, hashes, STAC documents) and locks; with the
+    usual umask 022 an `ingest` run before any mount left them readable by every user, where
+    a mount makes the same cache dir 0700.
+    """
+    root = cache_dir()
+    if folder == root or root in folder.parents:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
 FileKey = tuple[str, int, int, int, int]  # absolute path, size, mtime_ns, inode, ctime_ns
 
 
@@ -47,7 +62,7 @@ class HashCache:
     def __init__(self, path: Path | None = None):
         self.path = path or cache_dir() / "hashes.sqlite"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_folder(self.path.parent)
             self._conn: sqlite3.Connection | None = sqlite3.connect(self.path, timeout=10)
             self._conn.execute("PRAGMA journal_mode=WAL")
             # `file_hashes`: keys of the five fields (the table of three, `hashes`, is left unread)

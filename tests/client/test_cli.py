@@ -344,3 +344,17 @@ def test_a_silent_server_costs_one_timeout_not_one_per_retry(repo_server, tmp_pa
         result = run_cli(env, *command, "--out", str(tmp_path)) if command[0] == "get" else run_cli(env, *command)
         assert_one_line_error(result, "cannot reach the repository", "timed out")
         assert silence.hits == 1, silence.hits
+
+
+def test_an_ingest_keeps_its_cache_dir_to_its_user_under_a_lax_umask(repo_server, unique_name, tmp_path):
+    """The drafts ledger and the hash cache name every file ingested; with umask 022 an ingest run
+    before any mount left them readable by all, where a mount makes the same dir 0700."""
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    env.pop("EOTDLFS_CACHE_DIR")
+    folder = make_folder(tmp_path / "src", unique_name("private"), 2)
+    result = subprocess.run([sys.executable, "-m", "eotdlfs", "ingest", str(folder)], env=env, capture_output=True,
+                            text=True, timeout=CLI_TIMEOUT_S, preexec_fn=lambda: os.umask(0o022))
+    assert result.returncode == 0, result.stderr
+    cache = tmp_path / "home" / ".cache" / "eotdlfs"
+    assert (cache / "drafts.sqlite").is_file() and (cache / "hashes.sqlite").is_file()
+    assert {oct(p.stat().st_mode & 0o777) for p in (cache, cache / "locks")} == {oct(0o700)}

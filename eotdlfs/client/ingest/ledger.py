@@ -20,7 +20,7 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from eotdlfs.client.hashcache import cache_dir
+from eotdlfs.client.hashcache import cache_dir, private_folder
 
 LEDGER_FILE = "drafts.sqlite"
 
@@ -33,7 +33,7 @@ class DraftLedger:
 
     def _connect(self) -> sqlite3.Connection:
         # A connection per call: calls are rare (a few per ingest) and no handle outlives them.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_folder(self.path.parent)
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         conn.execute("PRAGMA synchronous=FULL")  # a recorded draft survives a power loss
         conn.execute("CREATE TABLE IF NOT EXISTS own_drafts (kind TEXT NOT NULL, record_id TEXT NOT NULL,"

@@ -14,7 +14,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from eotdlfs.client.hashcache import HashCache, cache_dir
+from eotdlfs.client.hashcache import HashCache, cache_dir, private_folder
 from eotdlfs.client.ingest.plan import SourceFile
 from eotdlfs.client.ingest.sources import scan_folder
 from eotdlfs.metadata import METADATA_FILE, Metadata, check_metadata_size, validate_name
@@ -63,7 +63,7 @@ def written(documents: list[tuple[str, bytes]], folder: Path) -> dict[str, Sourc
     of 10,000 items with one asset changed writes nothing (writing 10,000 small files costs
     seconds). Files of documents no longer wanted are removed.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    private_folder(folder)
     present = set(os.listdir(folder))
     sources = {}
     for path, data in documents:
