@@ -31,6 +31,9 @@ class Limits:
     send_timeout_s: int = 60               # a client accepting no byte of an answer this long: connection aborted
     body_timeout_s: int = 60               # a request body with no byte for this long while awaited: 408, closed
     upload_ttl_s: int = 7 * 24 * 3600      # a multipart upload not completed this long: its row and parts dropped
+    # multipart uploads a user has started and not completed (429 above): each may keep up to
+    # max_parts x max_body_bytes of parts on disk until upload_ttl_s, so their number is the cap on that
+    max_open_uploads: int = 1000
 
     @classmethod
     def from_env(cls) -> "Limits":

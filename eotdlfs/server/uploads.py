@@ -40,11 +40,20 @@ class MultipartUploads:
             if old is not None:
                 conn.execute("DELETE FROM uploads WHERE upload_id = ?", (old["upload_id"],))
                 self.blobs.drop_upload(old["upload_id"])
+            self._check_open_uploads(conn, uid)
             upload_id = secrets.token_hex(16)
             conn.execute("INSERT INTO uploads (upload_id, record_id, uid, path, file_version, checksum, created_at)"
                          " VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (upload_id, record_id, uid, path, file_version, checksum, utc_now()))
         return upload_id, []
+
+    def _check_open_uploads(self, conn: Any, uid: str) -> None:
+        cap = self.limits.max_open_uploads
+        open_uploads = conn.execute("SELECT COUNT(*) AS n FROM uploads WHERE uid = ?", (uid,)).fetchone()["n"]
+        if open_uploads >= cap:
+            raise ApiError(429, f"You have {open_uploads:,} multipart uploads started and not completed, the most"
+                                f" allowed ({cap:,}, EOTDLFS_MAX_OPEN_UPLOADS): complete them, or wait until"
+                                " unfinished ones expire")
 
     def _upload(self, kind: str, upload_id: str, uid: str) -> Row:
         row = None

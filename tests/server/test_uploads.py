@@ -252,3 +252,25 @@ def test_an_upload_left_unfinished_is_dropped_while_the_server_runs(server_facto
     assert _chunk(api, upload_id, 2, b"x" * PART).json() == {"detail": "Upload Id not found."}
     report = server.fsck()
     assert report.problems == [] and report.orphans == []
+
+
+def test_a_user_may_keep_only_so_many_uploads_open(server_factory):
+    """Each open upload may keep up to max_parts parts on disk until it expires; with no cap on
+    their number one token could fill the disk with parts that are never completed."""
+    server = server_factory({"EOTDLFS_MAX_OPEN_UPLOADS": "2"})
+    alice, bob = (Api(server, "datasets", server.token(user)) for user in ("alice", "bob"))
+    rid = alice.create("capped")
+    alice.new_version(rid)
+    first, second = (_start(alice, rid, f"f{i}.bin", bytes([i]) * PART).json()["upload_id"] for i in (1, 2))
+    refused = _start(alice, rid, "f3.bin", b"3" * PART)
+    assert refused.status_code == 429, refused.text
+    assert "2 multipart uploads started and not completed" in refused.json()["detail"]
+    assert "EOTDLFS_MAX_OPEN_UPLOADS" in refused.json()["detail"]
+    again = _start(alice, rid, "f1.bin", b"\x01" * PART)  # resuming one is no new upload
+    assert again.status_code == 200 and again.json()["upload_id"] == first
+    bob_rid = bob.create("bobs-own")
+    bob.new_version(bob_rid)
+    assert _start(bob, bob_rid, "f.bin", b"b" * PART).status_code == 200  # the cap is per user
+    _upload_all(alice, second, bytes([2]) * PART)
+    assert alice.post(f"{alice.kind}/complete/{second}?version=1").status_code == 200
+    assert _start(alice, rid, "f3.bin", b"3" * PART).status_code == 200  # a completed one frees its place
