@@ -137,6 +137,7 @@ class IngestResult:
     dropped: int
     bytes_sent: int
     resumed: int = 0  # files an interrupted run had already put into the reused draft
+    record_note: str = ""  # what became of the record's fields when metadata.yml changed them
 
 
 class Publisher(Protocol):

@@ -55,7 +55,8 @@ def ingest_command(path: Path, kind: str, api_url: str | None, token: str | None
                                exc.status) from exc
     resumed = f" (resumed: {result.resumed} already sent by an interrupted run)" if result.resumed else ""
     return (f"{name} v{result.version}: {result.uploaded} uploaded, {result.carried} carried, "
-            f"{result.dropped} removed, {human_bytes(result.bytes_sent)} sent{resumed}")
+            f"{result.dropped} removed, {human_bytes(result.bytes_sent)} sent{resumed}"
+            + (f"; {result.record_note}" if result.record_note else ""))
 
 
 def get_command(name: str, version: int | None, kind: str, out: Path, api_url: str | None, token: str | None) -> str:

@@ -206,6 +206,10 @@ class ApiClient(FileDownloads):
         data = self._json("POST", kind, idempotent=False, json=metadata.to_json())
         return str(data.get("dataset_id") or data.get("model_id"))
 
+    def update_record(self, kind: str, record_id: str, fields: dict[str, Any]) -> None:
+        """The official `PUT KIND/ID`: set the record's FIELDS (authors, license, source)."""
+        self._request("PUT", f"{kind}/{quote(record_id, safe='')}", idempotent=True, json=fields)
+
     def create_version(self, kind: str, record_id: str, draft: bool = False) -> int:
         params = {"draft": "true"} if draft else None
         data = self._json("POST", f"{kind}/version/{quote(record_id, safe='')}", idempotent=False, params=params)

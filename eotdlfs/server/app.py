@@ -120,6 +120,10 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, reader: Any, d
         upload, parts = store.start_upload(kind, record_id, uid, body.get("filname"), body.get("checksum"))
         return {"upload_id": upload, "parts": parts}
 
+    @r.put("/{record_id}")
+    def update(record_id: str, body: Any = Body(...), uid: str = Depends(user)) -> Any:
+        return store.update_record(kind, record_id, uid, body)
+
     @r.post("/{record_id}/publish")
     def publish(record_id: str, version: int = Query(...), base: int | None = Query(None),
                 uid: str = Depends(user)) -> Any:

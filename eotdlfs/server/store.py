@@ -25,6 +25,7 @@ from eotdlfs.server.blobs import Staged, TooBig, open_blobs
 from eotdlfs.server.db import Database, Row, Tx, version_files_query
 from eotdlfs.server.errors import ApiError, bad_request
 from eotdlfs.server.limits import Limits
+from eotdlfs.server.recordedit import RecordEdits
 from eotdlfs.server.stac import StacDatasets
 from eotdlfs.server.uploads import MultipartUploads
 from eotdlfs.server.values import checked_path, checked_sha1, utc_now
@@ -45,7 +46,7 @@ class BlobRef:
     published: bool = False  # a published version holds this file version: it never changes (never discarded)
 
 
-class Store(MultipartUploads, StacDatasets):
+class Store(MultipartUploads, StacDatasets, RecordEdits):
     """All state of one repository root."""
 
     def __init__(self, root: Path, limits: Limits | None = None, db_url: str | None = None,

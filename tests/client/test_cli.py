@@ -358,3 +358,19 @@ def test_an_ingest_keeps_its_cache_dir_to_its_user_under_a_lax_umask(repo_server
     cache = tmp_path / "home" / ".cache" / "eotdlfs"
     assert (cache / "drafts.sqlite").is_file() and (cache / "hashes.sqlite").is_file()
     assert {oct(p.stat().st_mode & 0o777) for p in (cache, cache / "locks")} == {oct(0o700)}
+
+
+def test_a_reingest_with_a_new_license_in_metadata_yml_gives_the_record_that_license(repo_server, unique_name,
+                                                                                     tmp_path):
+    """The record's fields were set at creation only: the new metadata.yml was published as a file
+    while `list` and every record lookup kept the old license and authors."""
+    name = unique_name("relicense")
+    folder = make_folder(tmp_path / "src", name, 2)
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    assert run_cli(env, "ingest", str(folder)).returncode == 0
+    write_metadata(folder, name, license="CC-BY-4.0", authors="[tester, other]")
+    again = run_cli(env, "ingest", str(folder))
+    assert again.returncode == 0, again.stderr
+    assert "v2: 1 uploaded" in again.stdout and "the record's authors, license updated" in again.stdout
+    record = client(repo_server).record_by_name("datasets", name)
+    assert (record["license"], record["authors"]) == ("CC-BY-4.0", ["tester", "other"])

@@ -124,3 +124,38 @@ def test_capabilities_and_stats(repo_server):
     stats = repo_server.stats()
     assert set(stats) == {"bytes_sent", "downloads", "uploads", "contents"}
     assert set(stats["uploads"]) == {"batch", "file", "chunk", "complete", "carry"}
+
+
+def test_the_owner_edits_a_records_fields_with_the_official_put(api, unique_name):
+    name = unique_name("edit")
+    rid = api.create(name, description="first")
+    r = api.req("PUT", f"{api.kind}/{rid}", json={"license": "CC-BY-4.0", "authors": ["Ada", "Bob"], "name": name})
+    assert r.status_code == 200, r.text
+    assert r.json()["license"] == "CC-BY-4.0" and r.json()["id"] == rid
+    record = api.record(name)
+    assert (record["license"], record["authors"], record["source"], record["description"]) == \
+        ("CC-BY-4.0", ["Ada", "Bob"], "http://example.com", "first")  # fields not given are kept
+
+
+@pytest.mark.parametrize("body, status, says", [
+    ({"source": "ftp://x"}, 400, "source: must be a URL starting with http"),
+    ({"authors": [""]}, 400, "authors: must be a list of names"),
+    ({"name": "another-name"}, 400, "cannot be renamed"),
+    (["license"], 400, "must be a JSON object"),
+])
+def test_a_bad_edit_of_a_record_changes_nothing(api, unique_name, body, status, says):
+    name = unique_name("badedit")
+    rid = api.create(name)
+    r = api.req("PUT", f"{api.kind}/{rid}", json=body)
+    assert r.status_code == status and says in r.json()["detail"], r.text
+    record = api.record(name)
+    assert (record["license"], record["authors"], record["source"]) == ("MIT", ["Ada"], "http://example.com")
+
+
+def test_only_the_owner_edits_a_record(api, unique_name):
+    name = unique_name("notyours")
+    rid = api.create(name)
+    assert api.as_user("bob").req("PUT", f"{api.kind}/{rid}", json={"license": "stolen"}).status_code == 403
+    assert api.as_user(None).req("PUT", f"{api.kind}/{rid}", json={"license": "stolen"}).status_code == 401
+    assert api.req("PUT", f"{api.kind}/nope", json={"license": "x"}).status_code == 404
+    assert api.record(name)["license"] == "MIT"

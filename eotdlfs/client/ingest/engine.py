@@ -130,8 +130,23 @@ def _ingest_locked(api: ApiClient, kind: str, metadata: Metadata, sources: list[
     bytes_sent = execute(api, kind, record["id"], version, plan, progress)
     if api.supports_drafts:
         publish(api, kind, record, version, latest or 0, ledger)
+    note = "" if any(s.path == ROOT_DOCUMENT for s in sources) else update_record_fields(api, kind, record, metadata)
     return IngestResult(version=version, uploaded=len(plan.uploads), carried=len(plan.carries),
-                        dropped=len(plan.drops), bytes_sent=bytes_sent, resumed=resumed)
+                        dropped=len(plan.drops), bytes_sent=bytes_sent, resumed=resumed, record_note=note)
+
+
+def update_record_fields(api: ApiClient, kind: str, record: dict, metadata: Metadata) -> str:
+    """Give the record the authors, license and source of the metadata.yml just published, which are
+    set only at creation otherwise; what was done, or why not (the version stands either way)."""
+    changed = {field: value for field, value in metadata.to_json().items()
+               if field != "name" and record.get(field) != value}
+    if not changed:
+        return ""
+    try:
+        api.update_record(kind, record["id"], changed)
+    except RepositoryError as exc:
+        return f"the record's {', '.join(changed)} not updated from {METADATA_FILE}: {exc}"
+    return f"the record's {', '.join(changed)} updated from {METADATA_FILE}"
 
 
 def check_local_sources(sources: Sequence[SourceFile]) -> None:
