@@ -1,17 +1,25 @@
 """The block cache's index (`block_cache`): diskcache's SQLite file, with bigger pages when new,
-and the pieces of a run (one file, `BlockCache.put_runs`) going together."""
+the pieces of a run (one file, `BlockCache.put_runs`) going together, and each thread's
+connection opened ahead (`_Index`).
+
+Locks. `_Index._spares_wanted` guards its spare connections and `_closing`; it is a leaf, and
+no SQLite call is made under it."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import diskcache
 
 from eotdlfs.fs.block_disk import _BlockDisk
+from eotdlfs.fs.fork_gate import SQLITE_GATE
 
 # Pages of a new index: a 64 KiB piece in 4 KiB pages (SQLite's default) is 17 pages, each
 # written to the WAL and checkpointed on its own, ~250 us of CPU per piece stored; in 32 KiB
@@ -20,6 +28,10 @@ INDEX_PAGE_SIZE = 32 << 10
 # SQLite's page cache per connection, in KiB (diskcache's 8,192 pages, sized for 4 KiB pages)
 INDEX_CACHE_KIB = 32 << 10
 _BLOCK_FOLDER = re.compile(r"^[0-9a-f]{2}\Z")  # `_BlockDisk.filename`: XX/REST.val
+SPARE_CONNECTIONS = 2  # a fresh mount's first file: the lookup's FUSE thread, the fetch worker that stores it
+# A spare taken is replaced this long after: at once, opening it took the GIL from the thread
+# that took one, in the middle of the first read it was taken for (0.5 ms more than no spare).
+REPLACE_SPARE_AFTER_S = 0.2
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +49,7 @@ def open_index(directory: Path, size_limit: int) -> diskcache.Cache:
             made.execute("PRAGMA journal_mode = wal")
         finally:
             made.close()
-    cache = diskcache.Cache(str(directory), disk=_BlockDisk, size_limit=size_limit,
+    cache = _Index(str(directory), disk=_BlockDisk, size_limit=size_limit,
                             eviction_policy="least-recently-used", disk_min_file_size=0, cull_limit=16,
                             sqlite_cache_size=-INDEX_CACHE_KIB)
     # The pieces of a run share its file (`put_runs`; a piece's row alone has both a file and a
@@ -63,3 +75,79 @@ def _drop_unindexed_files(directory: Path) -> None:
     if folders:
         log.warning("the block cache in %s had no index: removed the block files it left (%d folders)",
                     directory, len(folders))
+
+
+class _Index(diskcache.Cache):
+    """diskcache's Cache, whose threads find their SQLite connection opened (diskcache's pragmas
+    set) by a thread of its own: opening one took 0.4-0.7 ms of a thread's first call, which on a
+    fresh mount was the first file's lookup. A thread keeps the one it takes, as diskcache's own.
+    Not across a fork: the child opens its own (SQLite connections must not cross one)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._spares_pid = os.getpid()
+        self._spares_wanted = threading.Condition()
+        self._spares: list[sqlite3.Connection] = []  # guarded by _spares_wanted
+        self._closing = False  # guarded by _spares_wanted
+        threading.Thread(target=self._open_spares, name="index-connections", daemon=True).start()
+
+    @property
+    def _con(self) -> sqlite3.Connection:
+        local = self._local
+        if getattr(local, "con", None) is None and getattr(self, "_spares_pid", None) == os.getpid():
+            with self._spares_wanted:
+                if self._spares:
+                    local.pid, local.con = self._spares_pid, self._spares.pop()
+                    self._spares_wanted.notify()
+        return super()._con
+
+    def close(self) -> None:
+        """This thread's connection; at the cache's end (in its own process), the spare ones too."""
+        super().close()
+        if getattr(self, "_spares_pid", None) != os.getpid():
+            return
+        with self._spares_wanted:
+            self._closing = True
+            spares, self._spares = self._spares, []
+            self._spares_wanted.notify()
+        for con in spares:
+            con.close()
+
+    def _open_spares(self) -> None:
+        while True:
+            with self._spares_wanted:
+                replacing = len(self._spares) >= SPARE_CONNECTIONS
+                while not self._closing and len(self._spares) >= SPARE_CONNECTIONS:
+                    self._spares_wanted.wait()
+                if self._closing:
+                    return
+            if replacing:
+                time.sleep(REPLACE_SPARE_AFTER_S)
+            try:
+                with SQLITE_GATE:
+                    con = self._connect_spare()
+            except sqlite3.Error as exc:  # each thread opens its own then, as diskcache does
+                log.debug("no spare connection to the block index: %s", exc)
+                return
+            with self._spares_wanted:
+                if not self._closing:
+                    self._spares.append(con)
+                    continue
+            con.close()
+            return
+
+    def _connect_spare(self) -> sqlite3.Connection:
+        """A connection any one thread may take, set up as diskcache sets up its own (`Cache._con`)."""
+        con = sqlite3.connect(os.path.join(self.directory, diskcache.core.DBNAME), timeout=self.timeout,
+                              isolation_level=None, check_same_thread=False)
+        self._local.pid, self._local.con = os.getpid(), con  # `reset` sets pragmas on this thread's connection
+        try:
+            for key, value in con.execute("SELECT key, value FROM Settings").fetchall():
+                if key.startswith("sqlite_"):
+                    self.reset(key, value, update=False)
+        except BaseException:
+            con.close()
+            raise
+        finally:
+            del self._local.con
+        return con

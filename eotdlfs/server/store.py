@@ -31,10 +31,13 @@ from eotdlfs.server.uploads import MultipartUploads
 from eotdlfs.server.values import checked_path, checked_sha1, utc_now
 from eotdlfs.server.zipbatch import unpack_batch
 
-# Whether the file version `fv` is in a published version (one index probe per version holding its path).
-PUBLISHED = ("EXISTS (SELECT 1 FROM versions v JOIN version_files vf ON vf.record_id = v.record_id"
-             " AND vf.version = v.version AND vf.path = fv.path WHERE v.record_id = fv.record_id"
-             " AND v.draft = 0 AND vf.file_version = fv.file_version)")
+# Whether the file version `fv` is in a published version: one primary-key probe of version_files
+# per published version. Nested so the versions come first: as one join SQLite chose to walk all
+# of the record's version_files rows (its key has the version before the path), 0.5 ms per
+# download and 6 s to list a 10,000-file record.
+PUBLISHED = ("EXISTS (SELECT 1 FROM versions v WHERE v.record_id = fv.record_id AND v.draft = 0"
+             " AND EXISTS (SELECT 1 FROM version_files vf WHERE vf.record_id = v.record_id"
+             " AND vf.version = v.version AND vf.path = fv.path AND vf.file_version = fv.file_version))")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from serverapi import Api, sha1
 
+from eotdlfs.server.store import PUBLISHED, Store
+
 
 def test_draft_is_hidden_until_published(api, unique_name):
     name = unique_name("draft")
@@ -140,3 +142,15 @@ def test_a_draft_is_seen_by_its_owner_alone(api, unique_name):
     assert {f["filename"] for f in anonymous.files(rid, 2)} == {"pub", "only-draft"}
     assert anonymous.download(rid, "pub").content == b"secret draft"
     assert anonymous.download(rid, "only-draft", 1).content == b"secret"
+
+
+def test_the_published_check_probes_each_version_by_its_whole_key(tmp_path):
+    """Whether a file version is published (every download, every listing without a version) looks
+    up (record, version, path) in version_files: searched by the record alone, it read all of a
+    record's rows per file, 0.5 ms per download and 6 s to list a record of 10,000 files."""
+    store = Store(tmp_path / "root")
+    sql = f"EXPLAIN QUERY PLAN SELECT fv.path FROM file_versions fv WHERE fv.record_id = ? AND {PUBLISHED}"
+    with store.db.read() as conn:
+        plan = [row["detail"] for row in conn.execute(sql, ("r",))]
+    searches = [step for step in plan if " vf " in f" {step} " or "version_files" in step]
+    assert searches and all("version=? AND path=?" in step for step in searches), plan
