@@ -4,8 +4,10 @@ A read far from its handle's last one (`ReadAheadWindow.seeking`) of a block nei
 nor being fetched gets no whole block and no read-ahead: the pieces of PIECE_SIZE bytes it
 spans are fetched in one range request, as GDAL fetches one tile of a Cloud-Optimized
 GeoTIFF; when the file's tile layout is known (`tiles`), a read at a tile's start fetches
-the whole tile in that request. A whole 1 MiB block (with the read-ahead that a sequential run earns) fetched 2.8
-times the bytes GDAL's /vsicurl/ does for random windows, and made the reader wait for them.
+the whole tile in that request. A multi-range read (GDAL asks a file object for a window's
+tile rows at once) fetches the pieces missing from all its ranges at once (`read_ranges`).
+A whole 1 MiB block (with the read-ahead that a sequential run earns) fetched 2.8 times the
+bytes GDAL's /vsicurl/ does for random windows, and made the reader wait for them.
 
 Pieces are kept in memory (bounded, oldest out first) for the reads next to them, and in the
 block cache under keys of their own (`piece_key`), with the same CRC32C check on read-back
@@ -39,6 +41,7 @@ import time
 import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Iterable
 
 from eotdlfs.fs.content import Content, StaleFetch, runs
 from eotdlfs.fs.fetcher import BlockFetcher
@@ -49,6 +52,7 @@ log = logging.getLogger(__name__)
 PIECE_SIZE = 64 << 10
 KEPT_BYTES = 32 << 20
 LONGEST_REQUEST = 32  # pieces: 2 MiB
+NEAR_PIECES = 1  # a multi-range read's missing pieces this far apart are fetched in one request
 # Fetched pieces are stored in batches, one transaction each: at most this long after their
 # fetch (and surely at `close`), sooner once this many wait. Until then the kept pieces serve them.
 STORE_DELAY = 0.25
@@ -121,9 +125,38 @@ class PieceFetcher:
         pieces it spans that are neither kept nor being fetched, and those on to byte UNTIL
         (the end of the tile being read: the kernel's next requests for it find it coming,
         not a round trip each); waits until DEADLINE, for TARGET's pieces only."""
-        size, checksum = self.piece_size, content.checksum
+        size = self.piece_size
         first, last = offset // size, (offset + len(target) - 1) // size
         fetch_last = max(last, (until - 1) // size)
+        futures, tasks = self._claim(content, opened, range(first, fetch_last + 1))
+        for task in tasks:
+            self._tasks.put(task)
+        self._copy_out(futures, offset, target, deadline)
+
+    def read_ranges(self, content: Content, opened: int, ranges: list[tuple[int, memoryview]], deadline: float) -> None:
+        """Fill each (offset, target) of RANGES (within the file) with CONTENT's bytes there: a multi-range
+        read's (GDAL's tile rows of a window, asked for at once). The pieces missing from all of them are
+        fetched at once, in as few requests as they allow (pieces NEAR_PIECES apart go in one, with the
+        pieces between): the first request on this thread, the others by the workers side by side.
+        Each range read on a thread of its own made two thread hops per cold range. Waits until DEADLINE."""
+        size = self.piece_size
+        ranges = [(offset, target) for offset, target in ranges if len(target)]
+        wanted = sorted({number for offset, target in ranges
+                         for number in range(offset // size, (offset + len(target) - 1) // size + 1)})
+        between = [n for a, b in zip(wanted, wanted[1:]) if b - a <= NEAR_PIECES + 1 for n in range(a + 1, b)]
+        futures, tasks = self._claim(content, opened, sorted(wanted + between))
+        for task in tasks[1:]:
+            self._tasks.put(task)
+        if tasks:
+            self._run(tasks[0])  # its failure is its futures', raised by the copy
+        for offset, target in ranges:
+            self._copy_out(futures, offset, target, deadline)
+
+    def _claim(self, content: Content, opened: int, numbers: Iterable[int]) -> tuple[dict[int, Future], list[_Task]]:
+        """The futures of CONTENT's pieces NUMBERS (sorted): settled for those kept in memory or
+        the block cache, shared with the fetch under way for those being fetched, and for the others
+        settled by the returned tasks, one per run of them (not queued yet)."""
+        checksum = content.checksum
         futures: dict[int, Future] = {}
         mine: list[int] = []
         if self.fetcher.failed_since(checksum, self._dropped.get(checksum, -1)):
@@ -131,7 +164,7 @@ class PieceFetcher:
         with self._lock:
             self.fetcher.check_not_failed(content, opened)
             serial = self.fetcher.serial()
-            for number in range(first, fetch_last + 1):
+            for number in numbers:
                 future = self._inflight.get((checksum, number))
                 if future is None:
                     future = Future()
@@ -143,11 +176,14 @@ class PieceFetcher:
                         mine.append(number)
                 futures[number] = future
         missing = self._load(checksum, {number: futures[number] for number in mine}, serial)
-        for run in runs(missing, LONGEST_REQUEST):
-            self._tasks.put(_Task(content, run[0], [futures[n] for n in run], serial))
-        for number in range(first, last + 1):
-            future = futures[number]
-            data = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        return futures, [_Task(content, run[0], [futures[n] for n in run], serial)
+                         for run in runs(missing, LONGEST_REQUEST)]
+
+    def _copy_out(self, futures: dict[int, Future], offset: int, target: memoryview, deadline: float) -> None:
+        """Copy into TARGET the bytes from OFFSET of the pieces FUTURES bring, waiting until DEADLINE."""
+        size = self.piece_size
+        for number in range(offset // size, (offset + len(target) - 1) // size + 1):
+            data = futures[number].result(timeout=max(0.0, deadline - time.monotonic()))
             lo = max(offset, number * size)
             hi = min(offset + len(target), number * size + len(data))
             target[lo - offset:hi - offset] = data[lo - number * size:hi - number * size]
