@@ -13,7 +13,7 @@ Pieces are kept in memory (bounded, oldest out first) for the reads next to them
 block cache under keys of their own (`piece_key`), with the same CRC32C check on read-back
 as blocks, so a second reader, or the next mount, does not fetch them again. They are
 stored behind the reads, in batches (`STORE_DELAY`, `STORE_BATCH`), one transaction each,
-those of a tile-sized fetch in one file, the others of a batch side by side in one file
+a batch's whole pieces side by side in one file
 (`BlockCache.put_runs`), and those still waiting are stored at `close`.
 Those waiting are bounded in bytes (`unstored_bytes`): behind a cache disk slower than the
 network the oldest are let go unstored (a later reader fetches them again), so neither memory
@@ -57,7 +57,7 @@ NEAR_PIECES = 1  # a multi-range read's missing pieces this far apart are fetche
 # fetch (and surely at `close`), sooner once this many wait. Until then the kept pieces serve them.
 STORE_DELAY = 0.25
 STORE_BATCH = 64
-RUN_FILE_BYTES = 256 << 10  # pieces fetched this many bytes at a time are stored as one file (`store_waiting`)
+RUN_FILE_BYTES = 256 << 10  # pieces fetched this many bytes at a time are stored at their places (`store_waiting`)
 CLOSE_WAIT = 5.0  # for the fetches under way at close
 STORE_WAIT = 2.0  # how long a fetch worker waits for the writer to take the queue, once per stall
 UNSTORED_BYTES = 16 << 20  # pieces waiting to be stored, at most (each pins its request's buffer)
@@ -300,9 +300,9 @@ class PieceFetcher:
                 return
 
     def store_waiting(self) -> None:
-        """Store the pieces waiting to be stored: those fetched RUN_FILE_BYTES or more at a time
-        (a tile) as one file per fetch, the other whole pieces side by side in one file, and
-        any shorter one in the index itself."""
+        """Store the pieces waiting to be stored: whole pieces side by side in one file (those fetched
+        RUN_FILE_BYTES or more at a time, a tile, at their places in their fetch's bytes), any shorter
+        one in the index itself (or, at a tile's end, after its tile in a file of its own)."""
         with self._storing:
             batch, self._unstored, self._unstored_bytes = self._unstored, [], 0
             self._stalled = False
@@ -312,17 +312,24 @@ class PieceFetcher:
         fetches: dict[int, tuple[str, memoryview, list]] = {}  # by the fetch's buffer: its pieces waiting
         for checksum, n, piece, _, fetched in batch:
             fetches.setdefault(id(fetched), (checksum, fetched, []))[2].append((n, piece))
-        runs, packed, inline = [], [], []
+        runs, whole, inline = [], [], []
         for checksum, fetched, pieces in fetches.values():
-            # A whole fetch only: its pieces lie in its file at their places (the oldest waiting may
+            # A whole fetch only: its pieces lie in its bytes at their places (the oldest waiting may
             # have been let go, `unstored_limit`)
             if fetched.nbytes >= RUN_FILE_BYTES and len(pieces) == -(-fetched.nbytes // self.piece_size):
-                runs.append(([(checksum, piece_key(n)) for n, _ in pieces], [fetched]))
+                keys = [(checksum, piece_key(n)) for n, _ in pieces]
+                if fetched.nbytes % self.piece_size:  # the file's end: its short piece after its others
+                    runs.append((keys, [fetched]))
+                else:
+                    whole.append((keys, fetched))
             else:
                 for n, piece in pieces:
-                    (packed if piece.nbytes == self.piece_size else inline).append((checksum, piece_key(n), piece))
-        if packed:  # a random reader's pieces, one per fetch: a file each, or every page written twice
-            runs.append(([(checksum, key) for checksum, key, _ in packed], [piece for _, _, piece in packed]))
+                    if piece.nbytes == self.piece_size:
+                        whole.append(([(checksum, piece_key(n))], piece))
+                    else:
+                        inline.append((checksum, piece_key(n), piece))
+        if whole:  # one file: a file per fetch was a new inode (and often a new folder) per tile row read
+            runs.append(([key for keys, _ in whole for key in keys], [part for _, part in whole]))
         if runs:
             self.cache.put_runs(runs, self.piece_size)
         if inline:
