@@ -1,7 +1,8 @@
 """A repository file as a Python file object: seekable, read lazily through the mount's read path.
 
 `RemoteFile` is what `Connection.open` and `eotdl://` hand out: a binary reader whose reads
-are `ContentReader.read_into` calls on one `OpenFile`, so they get the mount's read-ahead
+are `ContentReader.read_into` calls on one `OpenFile` (a multi-range read one `read_ranges` call),
+so they get the mount's read-ahead
 for sequential readers, small pieces for seeking ones (a COG reader, a 1 MiB read at an offset),
 the block cache, and the SHA-1 and CRC32C checks. Failures come out as OSError with the mount's errno (`fs/errors.py`).
 """

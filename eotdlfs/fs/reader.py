@@ -5,7 +5,8 @@ window, queue read-ahead fetches, then copy the requested range out of the bytes
 fetches (memory), or out of cached blocks, read back from disk and checked once per block.
 A seeking reader's miss is fetched in small pieces (`pieces`), not as a whole block; a jump
 to the start of a TIFF's tile fetches that tile's pieces in one request (`tiles`), with the
-tiles of the window the reader's last one says it reads (`tilewindows`).
+tiles of the window the reader's last one says it reads (`tilewindows`). A multi-range read
+(`read_ranges`: GDAL's tile rows of a window, through `eotdl://`) says all that at once.
 
 Locks. An `OpenFile`'s `lock` guards its read-ahead window, its `TileWindows` and the blocks
 it keeps; it is held only for that bookkeeping and the copy out of a kept block, never while
