@@ -18,7 +18,6 @@ import re
 import shutil
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
 
 DEFAULT_CACHE_SIZE = 20 << 30  # the mount's default: one limit for the cache they share
 URL_PREFIX = "eotdl://"  # the fsspec URL of a path, as a pystac walk over eotdl:// hands out asset hrefs
-SIDE_READS = 4  # a window's tile rows read at once: as many as the piece fetcher's requests
 log = logging.getLogger(__name__)
 _LATEST_IN_PATH = re.compile(rf"^(/(?:{'|'.join(KINDS)})/[^/]+)/{LATEST}(?=/|$)")
 
@@ -58,8 +56,6 @@ class Connection:
         self._lock = threading.Lock()
         self._reading: MountContext | None = None  # built by the first read
         self._scratch: Path | None = None  # the cache dir made for this connection when CACHE_DIR was refused
-        # Made by the first open (its threads by the first multi-range read).
-        self._side_reads: ThreadPoolExecutor | None = None
 
     # --- records ---------------------------------------------------------------------------
 
@@ -112,15 +108,7 @@ class Connection:
         if node.type != FILE:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         reading = self.reading()
-        return open_remote(reading.reader, node.record, node.entry, path, self.side_reads())
-
-    def side_reads(self) -> ThreadPoolExecutor:
-        """The threads that read a multi-range read's ranges side by side (`RemoteFile.get_byte_ranges`);
-        none runs before the first such read."""
-        with self._lock:
-            if self._side_reads is None:
-                self._side_reads = ThreadPoolExecutor(SIDE_READS, thread_name_prefix="eotdl-range")
-            return self._side_reads
+        return open_remote(reading.reader, node.record, node.entry, path)
 
     def resolve(self, path: str) -> Node:
         """What PATH is in the mount's tree, `latest` followed; FileNotFoundError naming PATH as
@@ -170,9 +158,6 @@ class Connection:
     def close(self) -> None:
         with self._lock:
             reading, self._reading = self._reading, None
-            side_reads, self._side_reads = self._side_reads, None
-        if side_reads is not None:
-            side_reads.shutdown()
         if reading is not None:
             reading.close()
         self.api.close()

@@ -1,7 +1,8 @@
 """A repository file as a Python file object: seekable, read lazily through the mount's read path.
 
 `RemoteFile` is what `Connection.open` and `eotdl://` hand out: a binary reader whose reads
-are `ContentReader.read_into` calls on one `OpenFile`, so they get the mount's read-ahead
+are `ContentReader.read_into` calls on one `OpenFile` (a multi-range read one `read_ranges` call),
+so they get the mount's read-ahead
 for sequential readers, small pieces for seeking ones (a COG reader, a 1 MiB read at an offset),
 the block cache, and the SHA-1 and CRC32C checks. Failures come out as OSError with the mount's errno (`fs/errors.py`).
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-from concurrent.futures import Executor
 from typing import Any
 
 from eotdlfs.fs.content import Content
@@ -41,10 +41,9 @@ class RemoteFile(io.RawIOBase):
     version_path = ""  # its path there with `latest` replaced by the version: what a copy reopens
     cache: Any = None  # set by fsspec's blockcache:: only
 
-    def __init__(self, reader: ContentReader, content: Content, path: str, side_reads: Executor | None = None):
+    def __init__(self, reader: ContentReader, content: Content, path: str):
         super().__init__()
         self._reader = reader
-        self._side_reads = side_reads  # where `get_byte_ranges` reads all ranges but the first
         self._handle = reader.open(content)
         self.size = content.size
         self.path = self.name = path
@@ -89,25 +88,27 @@ class RemoteFile(io.RawIOBase):
         return self._chunk[lo:]
 
     def get_byte_ranges(self, offsets: list[int], sizes: list[int]) -> list[bytearray]:
-        """The bytes at each (offset, size), read side by side; the position stays. GDAL asks for
-        a raster window's tile rows at once (rasterio's multi-range read) and /vsicurl/ fetches
-        them side by side: one after the other, each cold row waited a round trip of its own."""
+        """The bytes at each (offset, size), read together; the position stays. GDAL asks for a raster
+        window's tile rows at once (rasterio's multi-range read) and /vsicurl/ fetches them side by
+        side: one after the other, each cold row waited a round trip of its own. Each comes back in
+        the buffer it was read into: GDAL copies them out at once (a copy into `bytes` first was a
+        second pass over every byte of a window, and its page faults)."""
         here = self._here()
         if here is not self:
             return here.get_byte_ranges(offsets, sizes)
-        ranges = list(zip(offsets, sizes))
-        if self._side_reads is None or len(ranges) < 2:
-            return [self._range(*r) for r in ranges]
-        later = [self._side_reads.submit(self._range, *r) for r in ranges[1:]]
-        return [self._range(*ranges[0])] + [f.result() for f in later]
-
-    def _range(self, offset: int, size: int) -> bytearray:
-        """The bytes at OFFSET in the buffer they were read into: GDAL copies them out at once (a
-        copy into `bytes` first was a second pass over every byte of a window, and its page faults)."""
-        buffer = bytearray(max(0, min(size, self.size - offset)))
-        count = self._read_into(memoryview(buffer), offset)
-        del buffer[count:]
-        return buffer
+        buffers = [bytearray(max(0, min(size, self.size - offset))) for offset, size in zip(offsets, sizes)]
+        if self.cache is not None:  # blockcache:: reads through its own blocks
+            counts = [self._read_into(memoryview(buffer), offset) for offset, buffer in zip(offsets, buffers)]
+        else:
+            if self.closed:
+                raise ValueError("I/O operation on closed file")
+            try:
+                counts = self._reader.read_ranges(self._handle, [(o, memoryview(b)) for o, b in zip(offsets, buffers)])
+            except (ContentMismatch, RepositoryError) as exc:
+                raise OSError(errno_for(exc), f"{self.path}: {exc}") from exc
+        for buffer, count in zip(buffers, counts):
+            del buffer[count:]
+        return buffers
 
     def readall(self) -> bytes:
         rest = bytearray(max(0, self.size - self._pos))
@@ -187,6 +188,5 @@ def _reopen(fs: Any, version_path: str, position: int, path: str) -> RemoteFile:
     return file
 
 
-def open_remote(reader: ContentReader, record: Record, entry: FileEntry, path: str,
-                side_reads: Executor | None = None) -> RemoteFile:
-    return RemoteFile(reader, Content(record, entry), path, side_reads)
+def open_remote(reader: ContentReader, record: Record, entry: FileEntry, path: str) -> RemoteFile:
+    return RemoteFile(reader, Content(record, entry), path)

@@ -4,14 +4,16 @@ A read far from its handle's last one (`ReadAheadWindow.seeking`) of a block nei
 nor being fetched gets no whole block and no read-ahead: the pieces of PIECE_SIZE bytes it
 spans are fetched in one range request, as GDAL fetches one tile of a Cloud-Optimized
 GeoTIFF; when the file's tile layout is known (`tiles`), a read at a tile's start fetches
-the whole tile in that request. A whole 1 MiB block (with the read-ahead that a sequential run earns) fetched 2.8
-times the bytes GDAL's /vsicurl/ does for random windows, and made the reader wait for them.
+the whole tile in that request. A multi-range read (GDAL asks a file object for a window's
+tile rows at once) fetches the pieces missing from all its ranges at once (`read_ranges`).
+A whole 1 MiB block (with the read-ahead that a sequential run earns) fetched 2.8 times the
+bytes GDAL's /vsicurl/ does for random windows, and made the reader wait for them.
 
 Pieces are kept in memory (bounded, oldest out first) for the reads next to them, and in the
 block cache under keys of their own (`piece_key`), with the same CRC32C check on read-back
 as blocks, so a second reader, or the next mount, does not fetch them again. They are
 stored behind the reads, in batches (`STORE_DELAY`, `STORE_BATCH`), one transaction each,
-those of a tile-sized fetch in one file, the others of a batch side by side in one file
+a batch's whole pieces side by side in one file
 (`BlockCache.put_runs`), and those still waiting are stored at `close`.
 Those waiting are bounded in bytes (`unstored_bytes`): behind a cache disk slower than the
 network the oldest are let go unstored (a later reader fetches them again), so neither memory
@@ -39,6 +41,7 @@ import time
 import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Iterable
 
 from eotdlfs.fs.content import Content, StaleFetch, runs
 from eotdlfs.fs.fetcher import BlockFetcher
@@ -49,11 +52,12 @@ log = logging.getLogger(__name__)
 PIECE_SIZE = 64 << 10
 KEPT_BYTES = 32 << 20
 LONGEST_REQUEST = 32  # pieces: 2 MiB
+NEAR_PIECES = 1  # a multi-range read's missing pieces this far apart are fetched in one request
 # Fetched pieces are stored in batches, one transaction each: at most this long after their
 # fetch (and surely at `close`), sooner once this many wait. Until then the kept pieces serve them.
 STORE_DELAY = 0.25
 STORE_BATCH = 64
-RUN_FILE_BYTES = 256 << 10  # pieces fetched this many bytes at a time are stored as one file (`store_waiting`)
+RUN_FILE_BYTES = 256 << 10  # pieces fetched this many bytes at a time are stored at their places (`store_waiting`)
 CLOSE_WAIT = 5.0  # for the fetches under way at close
 STORE_WAIT = 2.0  # how long a fetch worker waits for the writer to take the queue, once per stall
 UNSTORED_BYTES = 16 << 20  # pieces waiting to be stored, at most (each pins its request's buffer)
@@ -121,9 +125,38 @@ class PieceFetcher:
         pieces it spans that are neither kept nor being fetched, and those on to byte UNTIL
         (the end of the tile being read: the kernel's next requests for it find it coming,
         not a round trip each); waits until DEADLINE, for TARGET's pieces only."""
-        size, checksum = self.piece_size, content.checksum
+        size = self.piece_size
         first, last = offset // size, (offset + len(target) - 1) // size
         fetch_last = max(last, (until - 1) // size)
+        futures, tasks = self._claim(content, opened, range(first, fetch_last + 1))
+        for task in tasks:
+            self._tasks.put(task)
+        self._copy_out(futures, offset, target, deadline)
+
+    def read_ranges(self, content: Content, opened: int, ranges: list[tuple[int, memoryview]], deadline: float) -> None:
+        """Fill each (offset, target) of RANGES (within the file) with CONTENT's bytes there: a multi-range
+        read's (GDAL's tile rows of a window, asked for at once). The pieces missing from all of them are
+        fetched at once, in as few requests as they allow (pieces NEAR_PIECES apart go in one, with the
+        pieces between): the first request on this thread, the others by the workers side by side.
+        Each range read on a thread of its own made two thread hops per cold range. Waits until DEADLINE."""
+        size = self.piece_size
+        ranges = [(offset, target) for offset, target in ranges if len(target)]
+        wanted = sorted({number for offset, target in ranges
+                         for number in range(offset // size, (offset + len(target) - 1) // size + 1)})
+        between = [n for a, b in zip(wanted, wanted[1:]) if b - a <= NEAR_PIECES + 1 for n in range(a + 1, b)]
+        futures, tasks = self._claim(content, opened, sorted(wanted + between))
+        for task in tasks[1:]:
+            self._tasks.put(task)
+        if tasks:
+            self._run(tasks[0])  # its failure is its futures', raised by the copy
+        for offset, target in ranges:
+            self._copy_out(futures, offset, target, deadline)
+
+    def _claim(self, content: Content, opened: int, numbers: Iterable[int]) -> tuple[dict[int, Future], list[_Task]]:
+        """The futures of CONTENT's pieces NUMBERS (sorted): settled for those kept in memory or
+        the block cache, shared with the fetch under way for those being fetched, and for the others
+        settled by the returned tasks, one per run of them (not queued yet)."""
+        checksum = content.checksum
         futures: dict[int, Future] = {}
         mine: list[int] = []
         if self.fetcher.failed_since(checksum, self._dropped.get(checksum, -1)):
@@ -131,7 +164,7 @@ class PieceFetcher:
         with self._lock:
             self.fetcher.check_not_failed(content, opened)
             serial = self.fetcher.serial()
-            for number in range(first, fetch_last + 1):
+            for number in numbers:
                 future = self._inflight.get((checksum, number))
                 if future is None:
                     future = Future()
@@ -143,11 +176,14 @@ class PieceFetcher:
                         mine.append(number)
                 futures[number] = future
         missing = self._load(checksum, {number: futures[number] for number in mine}, serial)
-        for run in runs(missing, LONGEST_REQUEST):
-            self._tasks.put(_Task(content, run[0], [futures[n] for n in run], serial))
-        for number in range(first, last + 1):
-            future = futures[number]
-            data = future.result(timeout=max(0.0, deadline - time.monotonic()))
+        return futures, [_Task(content, run[0], [futures[n] for n in run], serial)
+                         for run in runs(missing, LONGEST_REQUEST)]
+
+    def _copy_out(self, futures: dict[int, Future], offset: int, target: memoryview, deadline: float) -> None:
+        """Copy into TARGET the bytes from OFFSET of the pieces FUTURES bring, waiting until DEADLINE."""
+        size = self.piece_size
+        for number in range(offset // size, (offset + len(target) - 1) // size + 1):
+            data = futures[number].result(timeout=max(0.0, deadline - time.monotonic()))
             lo = max(offset, number * size)
             hi = min(offset + len(target), number * size + len(data))
             target[lo - offset:hi - offset] = data[lo - number * size:hi - number * size]
@@ -264,9 +300,9 @@ class PieceFetcher:
                 return
 
     def store_waiting(self) -> None:
-        """Store the pieces waiting to be stored: those fetched RUN_FILE_BYTES or more at a time
-        (a tile) as one file per fetch, the other whole pieces side by side in one file, and
-        any shorter one in the index itself."""
+        """Store the pieces waiting to be stored: whole pieces side by side in one file (those fetched
+        RUN_FILE_BYTES or more at a time, a tile, at their places in their fetch's bytes), any shorter
+        one in the index itself (or, at a tile's end, after its tile in a file of its own)."""
         with self._storing:
             batch, self._unstored, self._unstored_bytes = self._unstored, [], 0
             self._stalled = False
@@ -276,17 +312,24 @@ class PieceFetcher:
         fetches: dict[int, tuple[str, memoryview, list]] = {}  # by the fetch's buffer: its pieces waiting
         for checksum, n, piece, _, fetched in batch:
             fetches.setdefault(id(fetched), (checksum, fetched, []))[2].append((n, piece))
-        runs, packed, inline = [], [], []
+        runs, whole, inline = [], [], []
         for checksum, fetched, pieces in fetches.values():
-            # A whole fetch only: its pieces lie in its file at their places (the oldest waiting may
+            # A whole fetch only: its pieces lie in its bytes at their places (the oldest waiting may
             # have been let go, `unstored_limit`)
             if fetched.nbytes >= RUN_FILE_BYTES and len(pieces) == -(-fetched.nbytes // self.piece_size):
-                runs.append(([(checksum, piece_key(n)) for n, _ in pieces], [fetched]))
+                keys = [(checksum, piece_key(n)) for n, _ in pieces]
+                if fetched.nbytes % self.piece_size:  # the file's end: its short piece after its others
+                    runs.append((keys, [fetched]))
+                else:
+                    whole.append((keys, fetched))
             else:
                 for n, piece in pieces:
-                    (packed if piece.nbytes == self.piece_size else inline).append((checksum, piece_key(n), piece))
-        if packed:  # a random reader's pieces, one per fetch: a file each, or every page written twice
-            runs.append(([(checksum, key) for checksum, key, _ in packed], [piece for _, _, piece in packed]))
+                    if piece.nbytes == self.piece_size:
+                        whole.append(([(checksum, piece_key(n))], piece))
+                    else:
+                        inline.append((checksum, piece_key(n), piece))
+        if whole:  # one file: a file per fetch was a new inode (and often a new folder) per tile row read
+            runs.append(([key for keys, _ in whole for key in keys], [part for _, part in whole]))
         if runs:
             self.cache.put_runs(runs, self.piece_size)
         if inline:

@@ -5,7 +5,8 @@ window, queue read-ahead fetches, then copy the requested range out of the bytes
 fetches (memory), or out of cached blocks, read back from disk and checked once per block.
 A seeking reader's miss is fetched in small pieces (`pieces`), not as a whole block; a jump
 to the start of a TIFF's tile fetches that tile's pieces in one request (`tiles`), with the
-tiles of the window the reader's last one says it reads (`tilewindows`).
+tiles of the window the reader's last one says it reads (`tilewindows`). A multi-range read
+(`read_ranges`: GDAL's tile rows of a window, through `eotdl://`) says all that at once.
 
 Locks. An `OpenFile`'s `lock` guards its read-ahead window, its `TileWindows` and the blocks
 it keeps; it is held only for that bookkeeping and the copy out of a kept block, never while
@@ -114,6 +115,27 @@ class ContentReader:
         if finished:
             self.fetcher.finished_reading(content.checksum, finished)
         return end - offset
+
+    def read_ranges(self, handle: OpenFile, ranges: list[tuple[int, memoryview]]) -> list[int]:
+        """Fill each (offset, target) of RANGES with the file's bytes there (fewer at its end); their counts.
+        A multi-range read is a seeking reader's (GDAL's tile rows of a window): the ranges that pieces
+        may serve (`_piecewise`, no block of theirs held whole) are read together (`PieceFetcher.read_ranges`),
+        the others as `read_into` reads them. The handle's read-ahead window is not moved: these reads
+        say where the reader is going, all at once."""
+        content = handle.content
+        self.fetcher.check_not_failed(content, handle.opened)
+        ranges = [(offset, target[:max(0, min(len(target), content.size - offset))]) for offset, target in ranges]
+        together, alone = [], []
+        for offset, target in ranges:
+            blocks = range(offset // self.block_size, (offset + len(target) - 1) // self.block_size + 1)
+            in_pieces = all(self._piecewise(content, i) and self.fetcher.kept_block(content.checksum, i) is None
+                            for i in blocks)
+            (together if in_pieces else alone).append((offset, target))
+        if together:
+            self.pieces.read_ranges(content, handle.opened, together, time.monotonic() + self.demand_timeout)
+        for offset, target in alone:
+            self.read_into(handle, target, offset)
+        return [len(target) for _, target in ranges]
 
     def close(self) -> None:
         self.pieces.close()

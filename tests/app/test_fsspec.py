@@ -160,6 +160,25 @@ def test_a_multi_range_read_hands_back_the_buffers_it_read_into(repo_server, uni
     assert peak < 3 * MiB + (512 << 10), peak  # the 3 MiB asked for, once (it was twice)
 
 
+def test_a_multi_range_reads_missing_pieces_come_in_as_few_requests_as_they_allow(repo_server, unique_name, tmp_path):
+    """One multi-range read (GDAL's tile rows of a window) fetches the pieces missing from all its
+    ranges together: ranges in adjacent or nearly adjacent 64 KiB pieces share a request, as
+    /vsicurl/ joins them; read range by range, each was a request of its own. Counted at the server."""
+    name = unique_name("scattered")
+    data = ingest_one_file(repo_server, tmp_path / "src", name, "a.bin", 16 * MiB)
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    # in pieces 1-2; 48-51 and 52 (adjacent); 96-97; 147 and 149 (one piece apart): four requests.
+    # Far enough apart that none looks like a sequential run, which earns whole blocks.
+    offsets = [100_000, 3 * MiB + 10, 3 * MiB + 300_000, 6 * MiB + 5, 9 * MiB + 200_000, 9 * MiB + 330_000]
+    sizes = [50_000, 200_000, 10_000, 70_000, 1000, 1000]
+    with fs.connection.open(f"datasets/{name}/v1/a.bin") as f:
+        before = repo_server.stats()["downloads"]
+        got = f.get_byte_ranges(offsets, sizes)
+        requests = repo_server.stats()["downloads"] - before
+    assert [bytes(g) for g in got] == [data[o:o + n] for o, n in zip(offsets, sizes)]
+    assert requests == 4, requests
+
+
 def test_a_1_mib_read_at_an_offset_of_a_64_mib_file_downloads_at_most_8_mib(repo_server, unique_name, tmp_path):
     name = unique_name("off")
     data = ingest_one_file(repo_server, tmp_path / "src", name, "big.bin", 64 * MiB)
