@@ -148,7 +148,7 @@ class PieceFetcher:
         for task in tasks[1:]:
             self._tasks.put(task)
         if tasks:
-            self._run(tasks[0])  # its failure is its futures', raised by the copy
+            self._run(tasks[0], may_wait=False)  # its failure is its futures', raised by the copy
         for offset, target in ranges:
             self._copy_out(futures, offset, target, deadline)
 
@@ -232,7 +232,7 @@ class PieceFetcher:
         while (task := self._tasks.get()) is not None:
             self._run(task)
 
-    def _run(self, task: _Task) -> None:
+    def _run(self, task: _Task, may_wait: bool = True) -> None:
         content, size = task.content, self.piece_size
         checksum, count = content.checksum, len(task.futures)
         start = task.first * size
@@ -257,16 +257,18 @@ class PieceFetcher:
             return
         for number, future in zip(pieces, task.futures):
             future.set_result(pieces[number])
-        self._store(checksum, pieces, task.serial, view)
+        self._store(checksum, pieces, task.serial, view, may_wait)
 
-    def _store(self, checksum: str, pieces: dict[int, memoryview], serial: int, fetched: memoryview) -> None:
+    def _store(self, checksum: str, pieces: dict[int, memoryview], serial: int, fetched: memoryview,
+               may_wait: bool = True) -> None:
         """Queue PIECES (FETCHED in one request) for the block cache, after their readers have them
-        (a disk write costs a random reader about as much as its fetch)."""
+        (a disk write costs a random reader about as much as its fetch). A reader's own thread (not
+        MAY_WAIT) never waits for the writer: past the bound the oldest pieces go unstored at once."""
         with self._storing:
             first = not self._unstored
             self._unstored.extend((checksum, n, piece, serial, fetched) for n, piece in pieces.items())
             self._unstored_bytes += sum(len(piece) for piece in pieces.values())
-            if self._unstored_bytes > self.unstored_limit and not self._stalled:
+            if may_wait and self._unstored_bytes > self.unstored_limit and not self._stalled:
                 # The writer is behind (a batch arrives faster than the last one was written): this
                 # worker, whose readers have their bytes, waits for it to take the queue, so a
                 # disk slower than the network slows fetching, not drops pieces a next process

@@ -603,3 +603,25 @@ def test_a_block_whose_fetch_hung_and_failed_fails_again_at_once(setup, monkeypa
     time.sleep(reader_module.HUNG_FAILURE_KEPT_S)
     assert reader.read(handle, 0, 100) == data[:100]  # the server is back: fetched again
     handle.close()
+
+
+def test_a_multi_range_read_never_waits_for_a_stalled_cache_write(setup):
+    """A multi-range read's first request runs on the reader's own thread; past the bound of pieces
+    waiting to be stored, that thread waited for the writer (STORE_WAIT, 2 s) with its bytes in hand."""
+    repo, record, entries, data, make = setup
+    fetcher = make().fetcher
+    piece = BS // 8
+    disk_free = threading.Event()
+    delay_cache_writes(fetcher, lambda: disk_free.wait(20))
+    pieces = PieceFetcher(fetcher, piece, unstored_bytes=2 * piece)
+    content = Content(record, entries["f.bin"])
+    try:
+        for first in range(10, 40, 3):  # each call a single run: all on this thread
+            target = memoryview(bytearray(2 * piece))
+            started = time.monotonic()
+            pieces.read_ranges(content, fetcher.serial(), [(first * piece, target)], time.monotonic() + 10)
+            assert time.monotonic() - started < pieces_module.STORE_WAIT / 2
+            assert bytes(target) == data[first * piece:(first + 2) * piece]
+    finally:
+        disk_free.set()
+        pieces.close()
