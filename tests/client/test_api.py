@@ -215,29 +215,6 @@ def test_range_bodies_come_in_page_aligned_memory(repo_server, dataset, start, l
     assert ctypes.addressof(ctypes.c_char.from_buffer(body)) % mmap.PAGESIZE == 0
 
 
-def test_the_memory_of_a_big_body_no_one_views_takes_a_later_body(repo_server, dataset):
-    """A mapping per range cost its page faults and the kernel's zeroing of each page (a GiB of
-    them for a GiB read). A big body's memory is read into again once no view of it is left;
-    not before (a view kept, here a block of it, keeps its bytes)."""
-    import ctypes
-
-    def address(body) -> int:
-        return ctypes.addressof(ctypes.c_char.from_buffer(body))
-
-    name, blob = dataset
-    api = ApiClient(Settings(repo_server.url, repo_server.token("alice"), None, 30))
-    record_id = api.record_by_name("datasets", name)["id"]
-    first = api.read_range("datasets", record_id, "odd name #1.bin", 1, 0, 1 << 20)
-    block, used = first[4096:8192], address(first)
-    del first
-    second = api.read_range("datasets", record_id, "odd name #1.bin", 1, 4096, (1 << 20) - 4096)
-    assert second == blob[4096:] and block == blob[4096:8192] and address(second) != used
-    del block
-    third = api.read_range("datasets", record_id, "odd name #1.bin", 1, 1, 500_000)
-    assert third == blob[1:500_001] and address(third) == used
-    assert second == blob[4096:]
-
-
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_a_kept_alive_connection_the_server_closed_is_reopened_without_a_retry(scheme, tmp_path, monkeypatch):
     """Servers close idle kept-alive connections (uvicorn after 30 s): the next range goes on a new
