@@ -131,21 +131,27 @@ def test_same_answer_as_the_asgi_application(servers, rid, target, method, heade
         assert expected[0] in (200, 206)
 
 
+def _pipelined(port: int, requests: str) -> list[tuple[int, bytes]]:
+    """(status, body) of each answer to REQUESTS (GETs), sent in one write on one connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(requests.encode())
+        reader, answers = sock.makefile("rb"), []
+        for _ in range(requests.count("GET ")):
+            lines = iter(reader.readline, b"\r\n")
+            status = int(next(lines).split()[1])
+            length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:"))
+            list(lines)  # the rest of the head
+            answers.append((status, reader.read(length)))
+    return answers
+
+
 def test_pipelined_requests_are_answered_in_order(servers, rid):
     # A small range, one the application answers (the whole file), and a small range again, in one
     # write: the third waits for the second, answered by the application, and comes after it.
     one = f"GET /datasets/{rid}/download/{FILE} HTTP/1.1\r\nHost: x\r\nRange: bytes=%d-%d\r\n\r\n"
     whole = f"GET /datasets/{rid}/download/{FILE} HTTP/1.1\r\nHost: x\r\n\r\n"
     servers.answered_by_app.clear()
-    with socket.create_connection(("127.0.0.1", servers.fast.port), timeout=30) as sock:
-        sock.sendall((one % (0, 9) + whole + one % (100, 104)).encode())
-        reader, answers = sock.makefile("rb"), []
-        for _ in range(3):
-            lines = iter(reader.readline, b"\r\n")
-            status = int(next(lines).split()[1])
-            length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:"))
-            list(lines)  # the rest of the head
-            answers.append((status, reader.read(length)))
+    answers = _pipelined(servers.fast.port, one % (0, 9) + whole + one % (100, 104))
     assert answers == [(206, DATA[:10]), (200, DATA), (206, DATA[100:105])]
     assert servers.answered_by_app == ["GET", "GET"]  # the third waited in uvicorn's pipeline
 
@@ -156,15 +162,7 @@ def test_pipelined_requests_wait_for_a_file_sent_below_asgi(servers, rid):
     big = f"GET /datasets/{rid}/download/big.bin?version=1 HTTP/1.1\r\nHost: x\r\n%s\r\n"
     small = f"GET /datasets/{rid}/download/{FILE} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n"
     servers.answered_by_app.clear()
-    with socket.create_connection(("127.0.0.1", servers.fast.port), timeout=30) as sock:
-        sock.sendall((big % "" + small + big % "Range: bytes=5-300004\r\n").encode())
-        reader, answers = sock.makefile("rb"), []
-        for _ in range(3):
-            lines = iter(reader.readline, b"\r\n")
-            status = int(next(lines).split()[1])
-            length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:"))
-            list(lines)  # the rest of the head
-            answers.append((status, reader.read(length)))
+    answers = _pipelined(servers.fast.port, big % "" + small + big % "Range: bytes=5-300004\r\n")
     assert answers == [(200, BIG), (206, DATA[:10]), (206, BIG[5:300005])]
     assert servers.answered_by_app == ["GET", "GET"]
 
