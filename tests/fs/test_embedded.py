@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 
@@ -37,26 +38,42 @@ def test_local_repository_seeds_the_sample_once(tmp_path):
 
 def test_the_local_repository_answers_its_user_alone(tmp_path):
     """Its port on 127.0.0.1 is open to every user of the machine, and reads needed no token: anyone
-    could list and download the datasets kept in your data dir (its folder was 0755 too)."""
+    could list and download the datasets kept in your data dir (its folder was 0755 too). Large
+    answers, which the kernel sends from the blob file below ASGI, are refused as small ones."""
     import jwt
     import requests
 
     from eotdlfs.client.api import ApiClient
+    from eotdlfs.client.ingest.engine import ingest_folder
     from eotdlfs.client.settings import Settings
 
     local = local_repository(tmp_path / "repo")
+    big = os.urandom(3 << 20)
     try:
-        record = ApiClient(Settings(local.url, local.token, None)).record_by_name("datasets", "sample-scenes")
-        download = f"{local.url}datasets/{record['id']}/download/labels.csv"
+        api = ApiClient(Settings(local.url, local.token, None))
+        folder = tmp_path / "v3"
+        shutil.copytree(SAMPLE_DIR / "v1", folder)
+        (folder / "big.bin").write_bytes(big)
+        ingest_folder(api, "datasets", folder)
+        record = api.record_by_name("datasets", "sample-scenes")
+        api.close()
+        download = f"{local.url}datasets/{record['id']}/download/"
+        small = download + "labels.csv?version=1"
         forged = jwt.encode({"sub": "me"}, "another-secret-of-at-least-32-bytes!!", algorithm="HS256")
         for headers in ({}, {"Authorization": f"Bearer {forged}"}, {"X-API-Key": "guessed"}):
-            for method, url, extra in (("GET", f"{local.url}datasets", {}), ("GET", download, {"Range": "bytes=0-9"}),
-                                       ("HEAD", download, {}), ("GET", download, {}), ("GET", local.url, {})):
+            for method, url, extra in (("GET", f"{local.url}datasets", {}), ("GET", small, {"Range": "bytes=0-9"}),
+                                       ("HEAD", small, {}), ("GET", small, {}), ("GET", local.url, {}),
+                                       ("GET", download + "big.bin", {"Range": "bytes=0-1999999"}),
+                                       ("GET", download + "big.bin", {})):
                 refused = requests.request(method, url, headers={**headers, **extra}, timeout=10)
                 assert refused.status_code == 401, (method, url, headers, refused.status_code)
-        mine = requests.get(download, headers={"Authorization": f"Bearer {local.token}", "Range": "bytes=0-9"},
-                            timeout=10)
-        assert mine.status_code == 206 and mine.content == (SAMPLE_DIR / "v1" / "labels.csv").read_bytes()[:10]
+        mine = {"Authorization": f"Bearer {local.token}"}
+        answer = requests.get(small, headers={**mine, "Range": "bytes=0-9"}, timeout=10)
+        assert answer.status_code == 206 and answer.content == (SAMPLE_DIR / "v1" / "labels.csv").read_bytes()[:10]
+        answer = requests.get(download + "big.bin", headers={**mine, "Range": "bytes=1-1999999"}, timeout=10)
+        assert answer.status_code == 206 and answer.content == big[1:2000000]
+        answer = requests.get(download + "big.bin", headers=mine, timeout=10)
+        assert answer.status_code == 200 and answer.content == big
         assert (tmp_path / "repo").stat().st_mode & 0o777 == 0o700
     finally:
         local.stop()
