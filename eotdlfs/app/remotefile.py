@@ -12,7 +12,8 @@ from __future__ import annotations
 import errno
 import io
 import os
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from eotdlfs.fs.content import Content
 from eotdlfs.fs.errors import errno_for
@@ -102,10 +103,8 @@ class RemoteFile(io.RawIOBase):
         else:
             if self.closed:
                 raise ValueError("I/O operation on closed file")
-            try:
+            with self._read_errors():
                 counts = self._reader.read_ranges(self._handle, [(o, memoryview(b)) for o, b in zip(offsets, buffers)])
-            except (ContentMismatch, RepositoryError) as exc:
-                raise OSError(errno_for(exc), f"{self.path}: {exc}") from exc
         for buffer, count in zip(buffers, counts):
             del buffer[count:]
         return buffers
@@ -134,8 +133,14 @@ class RemoteFile(io.RawIOBase):
         here = self._here()
         if here is not self:
             return here._fetch_into(target, offset)
-        try:
+        with self._read_errors():
             return self._reader.read_into(self._handle, target, offset)
+
+    @contextmanager
+    def _read_errors(self) -> Iterator[None]:
+        """A failed read as the OSError a file's read raises, with the mount's errno."""
+        try:
+            yield
         except (ContentMismatch, RepositoryError) as exc:
             raise OSError(errno_for(exc), f"{self.path}: {exc}") from exc
 
