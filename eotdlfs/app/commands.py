@@ -136,6 +136,9 @@ def format_status(status: dict[str, Any]) -> str:
     if cache.get("write_errors"):
         lines.append(f"cache errors {cache['write_errors']} blocks could not be stored or looked up, last: "
                      f"{cache.get('last_error')} (reads still work: fetched from the server)")
+    if fetch.get("pieces_let_go"):
+        lines.append(f"cache slow   {fetch['pieces_let_go']} pieces fetched were not stored: the cache disk fell "
+                     "behind (a later read fetches them again)")
     if cache.get("damaged_blocks"):
         lines.append(f"damaged      {cache['damaged_blocks']} cached blocks failed their check and were fetched again")
     failure = status.get("last_failure")

@@ -15,9 +15,13 @@ as blocks, so a second reader, or the next mount, does not fetch them again. The
 stored behind the reads, in batches (`STORE_DELAY`, `STORE_BATCH`), one transaction each,
 a batch's whole pieces side by side in one file
 (`BlockCache.put_runs`), and those still waiting are stored at `close`.
-Those waiting are bounded in bytes (`unstored_bytes`): behind a cache disk slower than the
-network the oldest are let go unstored (a later reader fetches them again), so neither memory
-nor the reader waits for the disk. Pieces never feed the file's running SHA-1: the end-to-end
+Until a batch is in the cache its pieces are served from where they wait (`_unstored`, and the
+batch being written, `_in_store`), so a second reader finds every piece fetched even when the
+kept pieces have moved on. Those waiting are bounded in bytes (`unstored_bytes`): behind a cache
+disk slower than the network a fetch worker waits for the writer once, then the oldest are let go
+unstored (a later reader fetches them again; counted, `pieces_let_go` in status), so neither
+memory nor the reader waits for the disk. A reader's own thread never waits, and lets pieces go
+only past twice the bound: a busy disk lagging behind a burst must not cost the next reader. Pieces never feed the file's running SHA-1: the end-to-end
 check is of whole-file reads, which do not seek, and the reader never takes a file's final
 block in pieces, so the final block still waits for the file's checksum. When a file fails its
 checksum its pieces are dropped with its blocks (`BlockFetcher.on_drop`), and pieces of a fetch
@@ -28,7 +32,8 @@ and is held for map work only, never during a request or a cache read. Under it 
 pieces' RecentBlocks lock (a leaf) is taken and the fetcher asked for serials and failure
 marks (no lock of the fetcher's is taken). `_dropped` is also read without it at the start
 of `read_into` (a dict lookup; a stale answer costs one more `_drop`).
-`_storing` (a leaf) guards the pieces waiting to be stored; the store itself runs outside it.
+`_storing` (a leaf, also taken under `_lock` to find a waiting piece) guards the pieces waiting
+to be stored and the batch being stored; the store itself runs outside it.
 """
 
 from __future__ import annotations
@@ -106,11 +111,14 @@ class PieceFetcher:
         self._tasks: queue.Queue = queue.Queue()
         self._threads = [threading.Thread(target=self._work, name=f"fetch-piece-{i}", daemon=True)
                          for i in range(workers)]
-        # Guarded by _storing: pieces fetched and not stored yet, as (checksum, number, bytes, serial,
-        # the bytes of the fetch they came in), a fetch's pieces one after the other.
+        # Guarded by _storing: pieces fetched and not stored yet, (checksum, number) -> (bytes, serial,
+        # the bytes of the fetch they came in), oldest first, a fetch's pieces one after the other;
+        # and the batch being written, until it is in the cache.
         self._storing = threading.Condition()
-        self._unstored: list[tuple[str, int, memoryview, int, memoryview]] = []
+        self._unstored: dict[tuple[str, int], tuple[memoryview, int, memoryview]] = {}
+        self._in_store: dict[tuple[str, int], tuple[memoryview, int, memoryview]] = {}
         self._unstored_bytes = 0
+        self.let_go = 0  # pieces never stored: the disk was stalled (for status)
         self._closing = False
         self._stalled = False  # the writer took no batch within STORE_WAIT: pieces over the bound go
         self._threads.append(threading.Thread(target=self._write_behind, name="store-pieces", daemon=True))
@@ -169,6 +177,8 @@ class PieceFetcher:
                 if future is None:
                     future = Future()
                     data = self._kept.get(checksum, number)
+                    if data is None:
+                        data = self._waiting(checksum, number)
                     if data is not None:
                         future.set_result(data)
                     else:
@@ -178,6 +188,12 @@ class PieceFetcher:
         missing = self._load(checksum, {number: futures[number] for number in mine}, serial)
         return futures, [_Task(content, run[0], [futures[n] for n in run], serial)
                          for run in runs(missing, LONGEST_REQUEST)]
+
+    def _waiting(self, checksum: str, number: int) -> memoryview | None:
+        """The piece if it waits to be stored or is being stored (the caller holds `_lock`)."""
+        with self._storing:
+            found = self._unstored.get((checksum, number)) or self._in_store.get((checksum, number))
+        return None if found is None else found[0]
 
     def _copy_out(self, futures: dict[int, Future], offset: int, target: memoryview, deadline: float) -> None:
         """Copy into TARGET the bytes from OFFSET of the pieces FUTURES bring, waiting until DEADLINE."""
@@ -223,6 +239,10 @@ class PieceFetcher:
         began = self.fetcher.serial()
         with self._lock:
             self._kept.drop(content.checksum)
+            with self._storing:  # no reader gets them; those being written are dropped after, as stale
+                for key in [key for key in self._unstored if key[0] == content.checksum]:
+                    self._unstored_bytes -= len(self._unstored.pop(key)[0])
+                self._in_store = {key: value for key, value in self._in_store.items() if key[0] != content.checksum}
         pieces = content.block_count(self.piece_size)
         self.cache.drop_blocks(content.checksum, [piece_key(n) for n in range(pieces)])
         with self._lock:
@@ -263,11 +283,13 @@ class PieceFetcher:
                may_wait: bool = True) -> None:
         """Queue PIECES (FETCHED in one request) for the block cache, after their readers have them
         (a disk write costs a random reader about as much as its fetch). A reader's own thread (not
-        MAY_WAIT) never waits for the writer: past the bound the oldest pieces go unstored at once."""
+        MAY_WAIT) never waits for the writer: past twice the bound the oldest pieces go unstored at once."""
         with self._storing:
             first = not self._unstored
-            self._unstored.extend((checksum, n, piece, serial, fetched) for n, piece in pieces.items())
-            self._unstored_bytes += sum(len(piece) for piece in pieces.values())
+            for n, piece in pieces.items():
+                replaced = self._unstored.pop((checksum, n), None)  # moved to the end: the newest
+                self._unstored_bytes += len(piece) - (len(replaced[0]) if replaced else 0)
+                self._unstored[(checksum, n)] = (piece, serial, fetched)
             if may_wait and self._unstored_bytes > self.unstored_limit and not self._stalled:
                 # The writer is behind (a batch arrives faster than the last one was written): this
                 # worker, whose readers have their bytes, waits for it to take the queue, so a
@@ -279,11 +301,10 @@ class PieceFetcher:
                         and (left := deadline - time.monotonic()) > 0:
                     self._storing.wait(left)
                 self._stalled = self._unstored_bytes > self.unstored_limit
-            over = 0
-            while self._unstored_bytes > self.unstored_limit:  # the disk is stalled: let the oldest go
-                self._unstored_bytes -= len(self._unstored[over][2])
-                over += 1
-            del self._unstored[:over]
+            bound = self.unstored_limit if may_wait else 2 * self.unstored_limit
+            while self._unstored_bytes > bound:  # the disk is stalled: let the oldest go
+                self._unstored_bytes -= len(self._unstored.pop(next(iter(self._unstored)))[0])
+                self.let_go += 1
             if first or len(self._unstored) >= STORE_BATCH:  # the delay starts; or a batch is full
                 self._storing.notify()
 
@@ -306,13 +327,14 @@ class PieceFetcher:
         RUN_FILE_BYTES or more at a time, a tile, at their places in their fetch's bytes), any shorter
         one in the index itself (or, at a tile's end, after its tile in a file of its own)."""
         with self._storing:
-            batch, self._unstored, self._unstored_bytes = self._unstored, [], 0
+            batch, self._unstored, self._unstored_bytes = self._unstored, {}, 0
+            self._in_store = batch  # replaced, never changed in place: the loops below read it unlocked
             self._stalled = False
             self._storing.notify_all()  # workers waiting for room
         if not batch:
             return
         fetches: dict[int, tuple[str, memoryview, list]] = {}  # by the fetch's buffer: its pieces waiting
-        for checksum, n, piece, _, fetched in batch:
+        for (checksum, n), (piece, _, fetched) in batch.items():
             fetches.setdefault(id(fetched), (checksum, fetched, []))[2].append((n, piece))
         runs, whole, inline = [], [], []
         for checksum, fetched, pieces in fetches.values():
@@ -337,6 +359,9 @@ class PieceFetcher:
         if inline:
             self.cache.put_inline(inline)
         # Checked after storing: a failure marked later drops these pieces itself.
-        stale = [(checksum, n) for checksum, n, _, serial, _ in batch if self.fetcher.failed_since(checksum, serial)]
+        stale = [key for key, (_, serial, _) in batch.items() if self.fetcher.failed_since(key[0], serial)]
         for checksum, n in stale:
             self.cache.drop_blocks(checksum, [piece_key(n)])
+        with self._storing:
+            if self._in_store is batch:
+                self._in_store = {}

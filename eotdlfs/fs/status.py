@@ -30,7 +30,7 @@ def collect_status(context: MountContext, mountpoint: str, staging: Any = None,
         "server_reachable": _server_reachable(context),
         "cache_dir": str(context.options.cache_dir),
         "cache": dict(cache, hit_rate=round(cache["hits"] / lookups, 4) if lookups else None),
-        "fetch": context.fetcher.stats.as_dict(),
+        "fetch": dict(context.fetcher.stats.as_dict(), pieces_let_go=context.reader.pieces.let_go),
         "prefetched_documents": context.prefetch.fetched,
     }
     if staging is not None and hasattr(staging, "status"):

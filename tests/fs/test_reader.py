@@ -26,6 +26,7 @@ from eotdlfs.repository import Unreachable
 from tests.fs.fakes import MemoryRepository
 
 BS = 64 * 1024
+PIECE = BS // 8
 
 
 @pytest.fixture
@@ -498,18 +499,24 @@ def delay_cache_writes(fetcher, wait) -> list:
     return stored
 
 
+def pieces_behind_a_slow_disk(setup, wait, **options):
+    """A PieceFetcher of PIECE-byte pieces whose cache disk WAITs before each batch (`delay_cache_writes`):
+    it, the content of f.bin, and the keys stored as they are."""
+    repo, record, entries, data, make = setup
+    fetcher = make().fetcher
+    stored = delay_cache_writes(fetcher, wait)
+    return PieceFetcher(fetcher, PIECE, **options), Content(record, entries["f.bin"]), stored
+
+
 def test_pieces_waiting_for_a_stalled_cache_write_are_bounded_and_readers_go_on(setup):
     """Pieces wait in memory to be stored behind the reads; behind a cache disk slower than the
     network they piled up without bound (each pinning its request's buffer). Past the bound a
     stalled disk is waited for once (STORE_WAIT), then the oldest are let go unstored, and
     readers never wait for the disk."""
     repo, record, entries, data, make = setup
-    fetcher = make().fetcher
-    piece = BS // 8
+    piece = PIECE
     disk_free = threading.Event()
-    stored = delay_cache_writes(fetcher, lambda: disk_free.wait(20))
-    pieces = PieceFetcher(fetcher, piece, unstored_bytes=4 * piece)
-    content = Content(record, entries["f.bin"])
+    pieces, content, stored = pieces_behind_a_slow_disk(setup, lambda: disk_free.wait(20), unstored_bytes=4 * piece)
     try:
         started = time.monotonic()
         read_pieces(pieces, content, data, piece, range(10, 40))  # none of the final block
@@ -520,6 +527,7 @@ def test_pieces_waiting_for_a_stalled_cache_write_are_bounded_and_readers_go_on(
     # the batch the writer took when the bound was reached (the bound and one fetch at most),
     # and what waited within the bound (plus a piece per worker adding as it was checked)
     assert 0 < len(stored) <= (4 + 1) + (4 + 4)
+    assert pieces.let_go == 30 - len(stored)
     assert [key for _, key in stored][-4:] == [piece_key(n) for n in range(36, 40)]  # the newest are kept
 
 
@@ -528,11 +536,9 @@ def test_pieces_behind_a_slow_cache_disk_are_all_stored(setup):
     writer (their fetch worker does, after its readers have their bytes) instead of being let
     go, which cost a next process 11 MB of 103 in the eotdl:// COG bench."""
     repo, record, entries, data, make = setup
-    fetcher = make().fetcher
-    piece = BS // 8
-    stored = delay_cache_writes(fetcher, lambda: time.sleep(0.2))  # slow, and gets there
-    pieces = PieceFetcher(fetcher, piece, unstored_bytes=4 * piece)
-    content = Content(record, entries["f.bin"])
+    piece = PIECE
+    slow = lambda: time.sleep(0.2)  # noqa: E731  slow, and gets there
+    pieces, content, stored = pieces_behind_a_slow_disk(setup, slow, unstored_bytes=4 * piece)
     try:
         read_pieces(pieces, content, data, piece, range(10, 40))
     finally:
@@ -609,19 +615,56 @@ def test_a_multi_range_read_never_waits_for_a_stalled_cache_write(setup):
     """A multi-range read's first request runs on the reader's own thread; past the bound of pieces
     waiting to be stored, that thread waited for the writer (STORE_WAIT, 2 s) with its bytes in hand."""
     repo, record, entries, data, make = setup
-    fetcher = make().fetcher
-    piece = BS // 8
+    piece = PIECE
     disk_free = threading.Event()
-    delay_cache_writes(fetcher, lambda: disk_free.wait(20))
-    pieces = PieceFetcher(fetcher, piece, unstored_bytes=2 * piece)
-    content = Content(record, entries["f.bin"])
+    pieces, content, _ = pieces_behind_a_slow_disk(setup, lambda: disk_free.wait(20), unstored_bytes=2 * piece)
     try:
         for first in range(10, 40, 3):  # each call a single run: all on this thread
             target = memoryview(bytearray(2 * piece))
             started = time.monotonic()
-            pieces.read_ranges(content, fetcher.serial(), [(first * piece, target)], time.monotonic() + 10)
+            pieces.read_ranges(content, pieces.fetcher.serial(), [(first * piece, target)], time.monotonic() + 10)
             assert time.monotonic() - started < pieces_module.STORE_WAIT / 2
             assert bytes(target) == data[first * piece:(first + 2) * piece]
+        assert pieces.let_go > 0  # the disk stays stalled: memory is bounded, at twice the bound
     finally:
         disk_free.set()
         pieces.close()
+
+
+def test_pieces_waiting_to_be_stored_are_served_when_no_longer_kept(setup):
+    """A second reader of pieces the writer has not stored yet, and that the kept pieces (bounded)
+    have let go, fetched them again: a second process reading a COG's windows fetched 320 KiB in
+    CI, behind a cache disk busy with the first's batch. They are served from where they wait."""
+    repo, record, entries, data, make = setup
+    piece = PIECE
+    disk_free = threading.Event()
+    pieces, content, stored = pieces_behind_a_slow_disk(setup, lambda: disk_free.wait(20), kept_bytes=2 * piece)
+    try:
+        read_pieces(pieces, content, data, piece, range(10, 40))
+        time.sleep(pieces_module.STORE_DELAY * 2)  # the writer has taken a batch and waits for the disk
+        served = repo.bytes_served
+        read_pieces(pieces, content, data, piece, range(10, 40))
+        assert repo.bytes_served == served
+    finally:
+        disk_free.set()
+        pieces.close()
+    assert sorted(key for _, key in stored) == sorted(piece_key(n) for n in range(10, 40))
+
+
+def test_a_burst_of_multi_range_reads_behind_a_busy_cache_disk_loses_no_piece(setup):
+    """A reader's own thread never waits for the writer; it let the oldest pieces go as soon as those
+    waiting passed the bound, so a burst of windows faster than one batch's write cost a next process
+    its fetches again. It lets pieces go only past twice the bound, behind a disk that stays stalled."""
+    repo, record, entries, data, make = setup
+    piece = PIECE
+    busy = lambda: time.sleep(0.3)  # noqa: E731  busy, and gets there
+    pieces, content, stored = pieces_behind_a_slow_disk(setup, busy, unstored_bytes=4 * piece)
+    try:
+        for first in (10, 17):  # 6 pieces waiting: past the bound, within twice it
+            target = memoryview(bytearray(3 * piece))
+            pieces.read_ranges(content, pieces.fetcher.serial(), [(first * piece, target)], time.monotonic() + 10)
+            assert bytes(target) == data[first * piece:(first + 3) * piece]
+    finally:
+        pieces.close()
+    assert pieces.let_go == 0
+    assert sorted(key for _, key in stored) == sorted(piece_key(n) for n in (*range(10, 13), *range(17, 20)))
