@@ -18,14 +18,14 @@ a batch's whole pieces side by side in one file
 Until a batch is in the cache its pieces are served from where they wait (`_unstored`, and the
 batch being written, `_in_store`), so a second reader finds every piece fetched even when the
 kept pieces have moved on. Those waiting are bounded in bytes (`unstored_bytes`): behind a cache
-disk slower than the network a fetch worker waits for the writer once, then the oldest are let go
-unstored (a later reader fetches them again; counted, `pieces_let_go` in status), so neither
+disk slower than the network a fetch worker waits for the writer once, then the oldest are let
+go unstored (a later reader fetches them again; counted, `pieces_let_go` in status), so neither
 memory nor the reader waits for the disk. A reader's own thread never waits, and lets pieces go
-only past twice the bound: a busy disk lagging behind a burst must not cost the next reader. Pieces never feed the file's running SHA-1: the end-to-end
-check is of whole-file reads, which do not seek, and the reader never takes a file's final
-block in pieces, so the final block still waits for the file's checksum. When a file fails its
-checksum its pieces are dropped with its blocks (`BlockFetcher.on_drop`), and pieces of a fetch
-begun before the failure are not kept.
+only past twice the bound: a busy disk lagging behind a burst must not cost the next reader.
+Pieces never feed the file's running SHA-1: the end-to-end check is of whole-file reads, which
+do not seek, and the reader never takes a file's final block in pieces, so the final block still
+waits for the file's checksum. When a file fails its checksum its pieces are dropped with its
+blocks (`BlockFetcher.on_drop`), and pieces of a fetch begun before the failure are not kept.
 
 Locks. `PieceFetcher._lock` guards the kept pieces, the in-flight map and the drop serials,
 and is held for map work only, never during a request or a cache read. Under it the kept
