@@ -129,10 +129,11 @@ def mount(
     ttl: float = typer.Option(10.0, "--ttl", help="Seconds before record and version lists are refreshed."),
 ) -> None:
     """Mount every dataset and model version read-only, fetched lazily (staging is writable)."""
-    from eotdlfs.fs.mount import default_cache_dir, entries_hidden_by, mount_background, offline_from, parse_size
+    from eotdlfs.cachedir import user_cache_dir
+    from eotdlfs.fs.mount import entries_hidden_by, mount_background, offline_from, parse_size
 
     try:
-        size, cache_dir = parse_size(cache_size), cache_dir or default_cache_dir()
+        size, cache_dir = parse_size(cache_size), cache_dir or user_cache_dir()
         check_seconds("--ttl", ttl)
         check_seconds("--autoflush", autoflush, " (0: off)")
         if foreground:

@@ -26,7 +26,7 @@ from eotdlfs.client.api import ApiClient
 from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import Settings, resolve_settings
 from eotdlfs.fs.context import MountContext, MountOptions, build_context
-from eotdlfs.fs.mount import default_cache_dir, make_private
+from eotdlfs.cachedir import make_private, user_cache_dir
 from eotdlfs.fs.namespace import FILE, LATEST, Node
 from eotdlfs.metadata import KINDS, record_noun
 from eotdlfs.repository import IngestResult, Record, TransferProgress, Version
@@ -47,7 +47,7 @@ class Connection:
     def __init__(self, settings: Settings, embedded: LocalRepository | None = None, cache_dir: Path | None = None,
                  cache_size: int = DEFAULT_CACHE_SIZE, ttl: float = 10.0):
         self.settings = settings
-        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.cache_dir = Path(cache_dir) if cache_dir else user_cache_dir()
         self.cache_size = cache_size
         self.ttl = ttl
         self.api = ApiClient(settings)

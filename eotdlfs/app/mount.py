@@ -26,7 +26,8 @@ from eotdlfs.fs.context import MountOptions, build_context
 from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs.fuse_binding import run_fuse
 from eotdlfs.fs.fuse_ops import EotdlfsOperations
-from eotdlfs.fs.mount import PRIVATE_UMASK, clean_stale, make_private
+from eotdlfs.cachedir import make_private
+from eotdlfs.fs.mount import PRIVATE_UMASK, clean_stale
 from eotdlfs.fs.mountlock import hold_cache_dir
 from eotdlfs.fs.namespace import Namespace
 from eotdlfs.fs.nodes import Node

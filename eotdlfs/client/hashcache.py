@@ -20,30 +20,23 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import platformdirs
-
+from eotdlfs.cachedir import make_private, user_cache_dir
 from eotdlfs.hashing import sha1_file
 
 _LOOKUP_CHUNK = 500  # SQLite's default limit of host parameters is 999
 _COLUMNS = "path, size, mtime_ns, ino, ctime_ns, sha1"
 
 
-def cache_dir() -> Path:
-    override = os.environ.get("EOTDLFS_CACHE_DIR")
-    return Path(override) if override else Path(platformdirs.user_cache_dir("eotdlfs"))
-
-
 def private_folder(folder: Path) -> Path:
-    """Make FOLDER (and missing parents); the cache dir and folders made below it are 0700.
+    """Make FOLDER (and missing parents); the cache dir (closed if it was open) and folders made
+    below it are 0700.
 
     They hold the names of files ingested (drafts, hashes, STAC documents) and locks; with the
-    usual umask 022 an `ingest` run before any mount left them readable by every user, where
-    a mount makes the same cache dir 0700.
+    usual umask 022 an `ingest` run before any mount left them readable by every user.
     """
-    root = cache_dir()
+    root = user_cache_dir()
     if folder == root or root in folder.parents:
-        root.parent.mkdir(parents=True, exist_ok=True)
-        root.mkdir(mode=0o700, exist_ok=True)
+        make_private(root)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     return folder
 
@@ -60,7 +53,7 @@ class HashCache:
     """Digests of files keyed by `file_key`; not shared between threads."""
 
     def __init__(self, path: Path | None = None):
-        self.path = path or cache_dir() / "hashes.sqlite"
+        self.path = path or user_cache_dir() / "hashes.sqlite"
         try:
             private_folder(self.path.parent)
             self._conn: sqlite3.Connection | None = sqlite3.connect(self.path, timeout=10)

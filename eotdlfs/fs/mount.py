@@ -15,15 +15,13 @@ import logging
 import os
 import re
 import signal
-import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
+from eotdlfs.cachedir import make_private
 from eotdlfs.fs.status import STATUS_PATH
 
 log = logging.getLogger(__name__)
@@ -33,10 +31,6 @@ READY_TIMEOUT_S = 30.0
 EXIT_TIMEOUT_S = 15.0
 LOG_FILE = "mount.log"
 _SIZE = re.compile(r"^\s*([0-9.]+)\s*([kKmMgGtT]?)i?[bB]?\s*$")
-
-
-def default_cache_dir() -> Path:
-    return Path(platformdirs.user_cache_dir("eotdlfs"))
 
 
 def parse_size(text: str) -> int:
@@ -88,24 +82,6 @@ def clean_stale(mountpoint: Path) -> bool:
         fusermount(mountpoint, lazy=True)
         return True
     return False
-
-
-# --- the cache dir ---------------------------------------------------------------------------
-
-def make_private(cache_dir: Path) -> None:
-    """Create CACHE_DIR 0700 if missing. Staged files there are the only copy of unpublished
-    bytes, so when it is open to group or others (made by an older eotdlfs or by hand) it is
-    closed, with everything below it. A private cache dir is not walked: its content was made
-    under PRIVATE_UMASK and nobody else can reach it anyway."""
-    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not stat.S_IMODE(cache_dir.stat().st_mode) & 0o077:
-        return
-    log.warning("%s was open to other users; closing it and everything in it", cache_dir)
-    for folder, _, files in os.walk(cache_dir):  # each folder is visited as FOLDER once
-        for path in [folder, *(os.path.join(folder, name) for name in files)]:
-            st = os.lstat(path)
-            if st.st_mode & 0o077 and not stat.S_ISLNK(st.st_mode):
-                os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
 
 
 # --- the launcher --------------------------------------------------------------------------

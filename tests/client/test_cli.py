@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from pathlib import Path
 
 import pytest
 
@@ -358,6 +359,22 @@ def test_an_ingest_keeps_its_cache_dir_to_its_user_under_a_lax_umask(repo_server
     cache = tmp_path / "home" / ".cache" / "eotdlfs"
     assert (cache / "drafts.sqlite").is_file() and (cache / "hashes.sqlite").is_file()
     assert {oct(p.stat().st_mode & 0o777) for p in (cache, cache / "locks")} == {oct(0o700)}
+
+
+def test_an_ingest_closes_a_cache_dir_left_open_to_other_users(repo_server, unique_name, tmp_path):
+    """A cache dir made 0755 by hand or by an older eotdlfs, with a 0644 hash cache in it, stayed open:
+    only a mount closed it. An ingest closes it and what is in it too."""
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    cache = Path(env["EOTDLFS_CACHE_DIR"])
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / "hashes.sqlite").write_bytes(b"")
+    (cache / "hashes.sqlite").chmod(0o644)
+    cache.chmod(0o755)
+    folder = make_folder(tmp_path / "src", unique_name("closed"), 2)
+    result = run_cli(env, "ingest", str(folder))
+    assert result.returncode == 0, result.stderr
+    assert {oct(p.stat().st_mode & 0o777) for p in (cache, cache / "locks")} == {oct(0o700)}
+    assert oct((cache / "hashes.sqlite").stat().st_mode & 0o777) == oct(0o600)
 
 
 def test_a_reingest_with_a_new_license_in_metadata_yml_gives_the_record_that_license(repo_server, unique_name,

@@ -20,7 +20,8 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from eotdlfs.client.hashcache import cache_dir, private_folder
+from eotdlfs.cachedir import user_cache_dir
+from eotdlfs.client.hashcache import private_folder
 
 LEDGER_FILE = "drafts.sqlite"
 
@@ -58,4 +59,4 @@ class DraftLedger:
 
 def user_ledger() -> DraftLedger:
     """The ledger of `eotdlfs ingest` on this machine (`$EOTDLFS_CACHE_DIR` overrides the user cache dir)."""
-    return DraftLedger(cache_dir() / LEDGER_FILE)
+    return DraftLedger(user_cache_dir() / LEDGER_FILE)

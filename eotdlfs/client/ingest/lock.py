@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Iterator
 
 from eotdlfs.client.errors import Conflict
-from eotdlfs.client.hashcache import cache_dir, private_folder
+from eotdlfs.cachedir import user_cache_dir
+from eotdlfs.client.hashcache import private_folder
 
 
 @contextmanager
 def ingest_lock(api_url: str, kind: str, name: str, folder: Path | None = None) -> Iterator[None]:
     """Hold the lock of record KIND/NAME at API_URL in FOLDER (default: the user cache dir's);
     Conflict at once if another process holds it."""
-    folder = folder or cache_dir() / "locks"
+    folder = folder or user_cache_dir() / "locks"
     private_folder(folder)
     path = folder / (hashlib.sha1(f"{api_url}\n{kind}\n{name}".encode()).hexdigest() + ".lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)

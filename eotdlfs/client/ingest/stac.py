@@ -14,7 +14,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from eotdlfs.client.hashcache import HashCache, cache_dir, private_folder
+from eotdlfs.cachedir import user_cache_dir
+from eotdlfs.client.hashcache import HashCache, private_folder
 from eotdlfs.client.ingest.plan import SourceFile
 from eotdlfs.client.ingest.sources import scan_folder
 from eotdlfs.metadata import METADATA_FILE, Metadata, check_metadata_size, validate_name
@@ -53,7 +54,7 @@ def stac_sources(folder: Path, cache: HashCache, kept_in: Path | None = None) ->
 
 def documents_dir(name: str) -> Path:
     """Where the rewritten documents of dataset NAME are kept between ingests, by SHA-1."""
-    return cache_dir() / "stac-documents" / name
+    return user_cache_dir() / "stac-documents" / name
 
 
 def written(documents: list[tuple[str, bytes]], folder: Path) -> dict[str, SourceFile]:

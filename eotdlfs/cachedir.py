@@ -1,0 +1,39 @@
+"""The user's eotdlfs cache dir, shared by the mount (block cache, listings, staged files, its log)
+and `eotdlfs ingest` (SHA-1s, drafts, locks, STAC documents): where it is, and that it is private.
+
+One place for both, so `$EOTDLFS_CACHE_DIR` moves both, and an ingest run before any mount
+closes a cache dir open to other users as a mount does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+import platformdirs
+
+log = logging.getLogger(__name__)
+
+
+def user_cache_dir() -> Path:
+    """`$EOTDLFS_CACHE_DIR`, else the platform's user cache dir for eotdlfs."""
+    override = os.environ.get("EOTDLFS_CACHE_DIR")
+    return Path(override) if override else Path(platformdirs.user_cache_dir("eotdlfs"))
+
+
+def make_private(cache_dir: Path) -> None:
+    """Create CACHE_DIR 0700 if missing. Staged files there are the only copy of unpublished
+    bytes, and ingest's files name the files ingested, so when it is open to group or others (made
+    by an older eotdlfs or by hand) it is closed, with everything below it. A private cache dir is
+    not walked: what is in it was made private and nobody else can reach it anyway."""
+    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not stat.S_IMODE(cache_dir.stat().st_mode) & 0o077:
+        return
+    log.warning("%s was open to other users; closing it and everything in it", cache_dir)
+    for folder, _, files in os.walk(cache_dir):  # each folder is visited as FOLDER once
+        for path in [folder, *(os.path.join(folder, name) for name in files)]:
+            st = os.lstat(path)
+            if st.st_mode & 0o077 and not stat.S_ISLNK(st.st_mode):
+                os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
