@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import ssl
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -112,7 +113,6 @@ def test_a_range_read_broken_mid_body_is_retried_never_short(repo_server, datase
 
 def test_a_dead_server_is_unreachable_after_bounded_retries(tmp_path):
     import socket
-    import time
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -163,10 +163,15 @@ def _raw_server(answer: bytes, hold_open: bool, tls: ssl.SSLContext | None = Non
     done = threading.Event()
 
     def serve():
-        listener.settimeout(10)
-        while not done.is_set() and len(seen) < 5:
+        # A short accept timeout: closing the listener does not wake a blocked accept, and each
+        # test waited out a 10 s one at its end.
+        listener.settimeout(0.05)
+        deadline = time.monotonic() + 10
+        while not done.is_set() and len(seen) < 5 and time.monotonic() < deadline:
             try:
                 conn, _ = listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             if tls is not None:
@@ -188,7 +193,6 @@ def _raw_server(answer: bytes, hold_open: bool, tls: ssl.SSLContext | None = Non
 
 
 def test_a_range_body_that_stalls_is_unreachable_after_the_read_timeout_not_retried():
-    import time
 
     # headers and 10 of 1,000 bytes, then silence until the test ends
     answer = b"HTTP/1.1 206 Partial Content\r\nContent-Length: 1000\r\nContent-Range: bytes 0-999/5000\r\n\r\n" + b"x" * 10
@@ -277,7 +281,6 @@ def test_a_lookup_at_once_leaves_other_answers_to_the_full_way(answer):
 def test_a_lookup_at_once_that_stalls_is_unreachable_after_the_read_timeout():
     """A server that takes the request and never answers: Unreachable after the read timeout, not
     None (the full way would wait as long again)."""
-    import time
 
     with _raw_server(b"", hold_open=True) as (port, _):
         api = ApiClient(Settings(f"http://127.0.0.1:{port}/", None, None, 1), retries=0)
