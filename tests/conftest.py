@@ -36,9 +36,23 @@ import pytest
 import requests
 
 START_TIMEOUT_S = 30.0
+IN_CI = os.environ.get("CI") == "true"
+# CI, or EOTDLFS_FULL_MATRIX=1: also the tests marked slow (long suites, the server suite on
+# PostgreSQL + S3), which keep the default run within about 12 minutes when left out.
+FULL_MATRIX = IN_CI or os.environ.get("EOTDLFS_FULL_MATRIX") == "1"
 T = TypeVar("T")
 STOP_TIMEOUT_S = 10.0
 
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Outside CI, the tests marked slow are skipped, saying how to run them."""
+    if FULL_MATRIX:
+        return
+    skip = pytest.mark.skip(reason="slow: runs in CI, or with EOTDLFS_FULL_MATRIX=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

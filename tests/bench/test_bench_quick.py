@@ -24,6 +24,7 @@ def _mounts_under(folder: Path) -> list[str]:
         return [line.split()[1] for line in f if line.split()[1].startswith(str(folder))]
 
 
+@pytest.mark.slow  # about a minute
 @pytest.mark.timeout(180)
 def test_bench_quick_prints_every_key(tmp_path: Path) -> None:
     work = tmp_path / "bench"

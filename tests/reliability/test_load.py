@@ -95,6 +95,7 @@ def ingester(url: str, token: str, folder: Path, stop: threading.Event, errors: 
         api.close()
 
 
+@pytest.mark.slow  # about 40 s
 @pytest.mark.timeout(LOAD_SECONDS * 6 + 120)
 def test_200_downloads_and_20_ingests_at_once(server_class: type, tmp_path: Path, tally) -> None:
     server = server_class(tmp_path / "root")

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from engines import FULL_MATRIX, IN_CI, MotoS3, Postgres, postgres_bindir
+from engines import MotoS3, Postgres, postgres_bindir
+from tests.conftest import FULL_MATRIX, IN_CI
 from serverapi import Api
 
 from tests.conftest import RepoServer, _serve, stop_all

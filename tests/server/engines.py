@@ -22,9 +22,6 @@ import requests
 from tests.conftest import START_TIMEOUT_S, stop_process
 from tests.conftest import _free_port as free_port
 
-IN_CI = os.environ.get("CI") == "true"
-FULL_MATRIX = IN_CI or os.environ.get("EOTDLFS_FULL_MATRIX") == "1"  # the server suite on PostgreSQL + S3 too
-
 
 def postgres_bindir() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from engines import FULL_MATRIX
+from tests.conftest import FULL_MATRIX
 from serverapi import Api, sha1
 
 from eotdlfs.server.fsck import check

@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 import requests
-from engines import FULL_MATRIX
+from tests.conftest import FULL_MATRIX
 from serverapi import Api
 
 from eotdlfs.client.api import ApiClient

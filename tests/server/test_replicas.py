@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from engines import FULL_MATRIX, Balancer
+from engines import Balancer
+from tests.conftest import FULL_MATRIX
 
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.errors import RepositoryError

@@ -467,6 +467,7 @@ def test_invalid_metadata_fails_naming_the_field_and_sends_nothing(tmp_path, rep
     assert uploads(repo_server) == sent and published_versions(repo_server, name) == [1]
 
 
+@pytest.mark.slow  # about 30 s
 def test_flushes_while_writers_keep_writing_lose_nothing(tmp_path, repo_server, mount_factory, published):
     name, _ = published
     mount = mount_factory(repo_server, ttl=1)

@@ -118,6 +118,7 @@ def test_count_prove_output_counts_todo_as_passed_and_unrun_as_failed():
                                ("chown", "?", "?", "")]
 
 
+@pytest.mark.slow  # about 4 minutes
 @pytest.mark.timeout(BUILD_TIMEOUT_S + RUN_TIMEOUT_S + 120)
 def test_pjdfstest_in_staging_passes_at_least_the_documented_floor(
         pjdfstest, shared_mountpoint, tmp_path, repo_server, mount_factory, unique_name):  # noqa: F811
