@@ -354,14 +354,16 @@ class PieceFetcher:
                         inline.append((checksum, piece_key(n), piece))
         if whole:  # one file: a file per fetch was a new inode (and often a new folder) per tile row read
             runs.append(([key for keys, _ in whole for key in keys], [part for _, part in whole]))
-        if runs:
-            self.cache.put_runs(runs, self.piece_size)
-        if inline:
-            self.cache.put_inline(inline)
-        # Checked after storing: a failure marked later drops these pieces itself.
-        stale = [key for key, (_, serial, _) in batch.items() if self.fetcher.failed_since(key[0], serial)]
-        for checksum, n in stale:
-            self.cache.drop_blocks(checksum, [piece_key(n)])
-        with self._storing:
-            if self._in_store is batch:
-                self._in_store = {}
+        try:
+            if runs:
+                self.cache.put_runs(runs, self.piece_size)
+            if inline:
+                self.cache.put_inline(inline)
+            # Checked after storing: a failure marked later drops these pieces itself.
+            stale = [key for key, (_, serial, _) in batch.items() if self.fetcher.failed_since(key[0], serial)]
+            for checksum, n in stale:
+                self.cache.drop_blocks(checksum, [piece_key(n)])
+        finally:  # stored, or never will be: either way no longer served from here
+            with self._storing:
+                if self._in_store is batch:
+                    self._in_store = {}

@@ -135,7 +135,9 @@ def kind_router(kind: str, store: Store, stats: Stats, user: Any, reader: Any, d
         store.discard(kind, record_id, uid, version)
         return {f"{noun}_id": record_id, "version": version}
 
-    @r.api_route("/{record_id}/download/{path:path}", methods=["GET", "HEAD"], response_model=None)
+    # Two routes, not one for both methods: that gave both the same operation ID in the schema.
+    @r.head("/{record_id}/download/{path:path}", response_model=None, operation_id=f"head_{kind}_download")
+    @r.get("/{record_id}/download/{path:path}", response_model=None)
     async def download(request: Request, record_id: str, path: str, version: int | None = None,
                        who: Reader = Depends(reader)) -> Response:
         # Normally answered earlier by DownloadFastPath; this route documents it in the schema.

@@ -285,10 +285,13 @@ def test_settings_from_the_environment_in_a_fresh_process(repo_server, two_versi
     """EOTDL_API_URL alone, `import fsspec` alone: the entry point brings eotdlfs in."""
     name, v1, _ = two_versions
     env = cli_env(tmp_path, repo_server.url, None) | {"XDG_CACHE_HOME": str(tmp_path / "xdg-cache")}
-    out = _python(f"import fsspec\nwith fsspec.open('eotdl://datasets/{name}/v1/labels.csv') as f:\n"
-                  "    print(f.read().decode(), end='')", env)
-    assert out == (v1 / "labels.csv").read_text()
+    moved = Path(env.pop("EOTDLFS_CACHE_DIR"))
+    read = f"import fsspec\nwith fsspec.open('eotdl://datasets/{name}/v1/labels.csv') as f:\n" \
+           "    print(f.read().decode(), end='')"
+    assert _python(read, env) == (v1 / "labels.csv").read_text()
     assert list((tmp_path / "xdg-cache" / "eotdlfs" / "blocks").iterdir())  # the mount's default cache dir
+    assert _python(read, env | {"EOTDLFS_CACHE_DIR": str(moved)}) == (v1 / "labels.csv").read_text()
+    assert list((moved / "blocks").iterdir())  # moved, as a mount's and ingest's are
 
 
 def test_with_nothing_configured_the_embedded_repository_is_read(tmp_path):
