@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-
 from tests.fs.datasets import ingest, make_folder
 
 EIO_WITHIN_S = 15.0  # the client's timeout in the mount fixture is 5 s, plus its retries
