@@ -245,7 +245,7 @@ class ApiClient(FileDownloads):
         try:
             body, _, _ = self._quick_gets.whole_body(target + urlencode({"version": version, "path": path}))
         except (urllib3.exceptions.HTTPError, requests.RequestException) as exc:
-            if isinstance(exc, urllib3.exceptions.ReadTimeoutError) or timed_out(exc) or not_trusted(exc):
+            if timed_out(exc) or not_trusted(exc):
                 raise self._unreachable(exc) from exc  # the full way would wait as long again
             return None
         try:

@@ -42,9 +42,10 @@ def error_for_status(status: int, detail: str) -> RepositoryError:
 
 
 def timed_out(exc: Exception) -> bool:
-    """True when EXC is a read that waited past the read timeout (requests wraps it as a ConnectionError)."""
-    return isinstance(exc, requests.Timeout) or any(isinstance(a, urllib3.exceptions.ReadTimeoutError)
-                                                     for a in exc.args)
+    """True when EXC is a read that waited past the read timeout: requests' Timeout, urllib3's own
+    (the quick path's), or urllib3's wrapped in a requests ConnectionError."""
+    return isinstance(exc, (requests.Timeout, urllib3.exceptions.ReadTimeoutError)) or any(
+        isinstance(a, urllib3.exceptions.ReadTimeoutError) for a in exc.args)
 
 
 # what OpenSSL says when it refuses a server's certificate, then why ('unable to get local issuer

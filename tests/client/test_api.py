@@ -278,6 +278,18 @@ def test_a_lookup_at_once_leaves_other_answers_to_the_full_way(answer):
     assert seen[0].startswith(b"GET /datasets/rec/files?version=1&path=a%2Fb+c.tif HTTP/1.1\r\n")
 
 
+def test_a_range_request_nothing_answers_costs_one_read_timeout():
+    """A server that takes the connection and never answers (stopped, SIGSTOP): the quick path's
+    urllib3 timeout was not taken for one, so the full way waited as long again, and behind the
+    default 60 s timeout a mount's read took 120 s, past its 65 s bound."""
+    with _raw_server(b"", hold_open=True) as (port, requests_seen):
+        api = ApiClient(Settings(f"http://127.0.0.1:{port}/", None, None, 1), retries=2, backoff=0.01)
+        started = time.monotonic()
+        with pytest.raises(Unreachable, match="timed out"):
+            api.read_range("datasets", "rec", "a.bin", 1, 0, 1000)
+        assert time.monotonic() - started < 1.8 and len(requests_seen) == 1
+
+
 def test_a_lookup_at_once_that_stalls_is_unreachable_after_the_read_timeout():
     """A server that takes the request and never answers: Unreachable after the read timeout, not
     None (the full way would wait as long again)."""
