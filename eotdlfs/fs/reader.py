@@ -33,7 +33,8 @@ PAGE = 4096
 KEPT_SOURCES = 2  # a fetched block may pin its whole request (8 MiB) while kept
 # A block whose fetch hung (half the bound or more) and then failed fails again at once for this
 # long: the kernel reads a page again after a failed read-ahead, and that second callback started
-# a fetch of its own and waited a whole bound more (18.7 s for one `read` behind a silent server).
+# a fetch of its own and waited a whole bound more (18.7 s for one `read` behind a silent server;
+# a seeking read's pieces too: 120 s for a `dd skip=` with the default 60 s timeout).
 # A fetch that fails fast (a refused connection) is tried again at once: the server may be back.
 HUNG_FAILURE_KEPT_S = 2.0
 
@@ -253,8 +254,15 @@ class ContentReader:
         content = handle.content
         source = self.fetcher.kept_block(content.checksum, index)
         if source is None and seeking and self._piecewise(content, index):
-            return self.pieces.read_into(content, handle.opened, index * self.block_size + lo, target, deadline,
-                                         until)
+            self._raise_if_hung(content.checksum, index)
+            started = time.monotonic()
+            try:
+                return self.pieces.read_into(content, handle.opened, index * self.block_size + lo, target, deadline,
+                                             until)
+            except Exception as exc:  # the kernel's second callback for this `read` fails at once, as a block's
+                if time.monotonic() - started >= self.demand_timeout / 2:
+                    self._note_hung(content.checksum, index, exc)
+                raise
         if source is None:
             self._raise_if_hung(content.checksum, index)
             future = self.fetcher.demand(handle.content, index, handle.opened)

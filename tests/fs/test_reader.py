@@ -584,6 +584,15 @@ def test_pieces_read_by_a_process_that_exits_without_closing_are_stored(tmp_path
     assert int(runs[0].stdout) > 0 and int(runs[1].stdout) == 0
 
 
+def hangs_then_fails(calls: list):
+    """Fault: a fetch that hangs 0.8 s, then fails as one behind a silent server does; each noted in CALLS."""
+    def fetch(*args, **kwargs):
+        calls.append(time.monotonic())
+        time.sleep(0.8)
+        raise Unreachable("cannot reach the repository (timed out)")
+    return fetch
+
+
 def test_a_block_whose_fetch_hung_and_failed_fails_again_at_once(setup, monkeypatch):
     """Behind a silent server the kernel's second callback for one `read` (it reads a page again
     after a failed read-ahead) started a fetch of its own and waited a whole bound more: 18.7 s
@@ -592,14 +601,9 @@ def test_a_block_whose_fetch_hung_and_failed_fails_again_at_once(setup, monkeypa
     reader = make(demand_timeout=1.0)
     calls = []
 
-    def hangs_then_fails(*args, **kwargs):
-        calls.append(time.monotonic())
-        time.sleep(0.8)
-        raise Unreachable("cannot reach the repository (timed out)")
-
     handle = reader.open(Content(record, entries["f.bin"]))
     with monkeypatch.context() as patch:
-        patch.setattr(repo, "read_range", hangs_then_fails)
+        patch.setattr(repo, "read_range", hangs_then_fails(calls))
         with pytest.raises(Unreachable):
             reader.read(handle, 0, 100)
         started = time.monotonic()
@@ -608,6 +612,29 @@ def test_a_block_whose_fetch_hung_and_failed_fails_again_at_once(setup, monkeypa
         assert time.monotonic() - started < 0.3 and len(calls) == 1
     time.sleep(reader_module.HUNG_FAILURE_KEPT_S)
     assert reader.read(handle, 0, 100) == data[:100]  # the server is back: fetched again
+    handle.close()
+
+
+def test_a_seeking_read_whose_pieces_hung_and_failed_fails_again_at_once(setup, monkeypatch):
+    """As a block's: the kernel's second callback after a failed read started a piece fetch of its
+    own behind the silent server (`dd skip=20` took two timeouts, 120 s with the default 60 s)."""
+    repo, record, entries, data, make = setup
+    reader = make(demand_timeout=1.0)
+    calls = []
+
+    handle = reader.open(Content(record, entries["f.bin"]))
+    assert reader.read(handle, 0, 100) == data[:100]
+    far = 12 * BS + 5
+    with monkeypatch.context() as patch:
+        patch.setattr(repo, "read_range", hangs_then_fails(calls))
+        with pytest.raises(Unreachable):
+            reader.read(handle, far, 100)
+        started = time.monotonic()
+        with pytest.raises(Unreachable):
+            reader.read(handle, far, 100)
+        assert time.monotonic() - started < 0.3 and len(calls) == 1
+    time.sleep(reader_module.HUNG_FAILURE_KEPT_S)
+    assert reader.read(handle, far, 100) == data[far:far + 100]  # the server is back: fetched again
     handle.close()
 
 
