@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eotdlfs.app.remotefile import RemoteFile, open_remote
+from eotdlfs.cachedir import make_private, user_cache_dir
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import Settings, resolve_settings
 from eotdlfs.fs.context import MountContext, MountOptions, build_context
-from eotdlfs.cachedir import make_private, user_cache_dir
 from eotdlfs.fs.namespace import FILE, LATEST, Node
 from eotdlfs.metadata import KINDS, record_noun
 from eotdlfs.repository import IngestResult, Record, TransferProgress, Version

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from eotdlfs.app.embedded import settings_or_local
+from eotdlfs.cachedir import make_private
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.ingest.ledger import LEDGER_FILE, DraftLedger
 from eotdlfs.client.publisher import ApiPublisher
@@ -26,7 +27,6 @@ from eotdlfs.fs.context import MountOptions, build_context
 from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs.fuse_binding import run_fuse
 from eotdlfs.fs.fuse_ops import EotdlfsOperations
-from eotdlfs.cachedir import make_private
 from eotdlfs.fs.mount import PRIVATE_UMASK, clean_stale
 from eotdlfs.fs.mountlock import hold_cache_dir
 from eotdlfs.fs.namespace import Namespace
