@@ -28,7 +28,11 @@ def make_private(cache_dir: Path) -> None:
     bytes, and ingest's files name the files ingested, so when it is open to group or others (made
     by an older eotdlfs or by hand) it is closed, with everything below it. A private cache dir is
     not walked: what is in it was made private and nobody else can reach it anyway."""
-    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:  # a read-only home on a cluster node: say what to do, not only ENOENT
+        raise type(exc)(exc.errno, f"cannot make the cache dir ({exc.strerror}); give a writable one with "
+                                   "EOTDLFS_CACHE_DIR (or a mount's --cache-dir)", str(cache_dir)) from exc
     if not stat.S_IMODE(cache_dir.stat().st_mode) & 0o077:
         return
     log.warning("%s was open to other users; closing it and everything in it", cache_dir)

@@ -377,6 +377,18 @@ def test_an_ingest_closes_a_cache_dir_left_open_to_other_users(repo_server, uniq
     assert oct((cache / "hashes.sqlite").stat().st_mode & 0o777) == oct(0o600)
 
 
+def test_an_ingest_whose_cache_dir_cannot_be_made_says_so_and_how_to_move_it(repo_server, unique_name, tmp_path):
+    """A read-only home on a cluster node: the error was a bare "No such file or directory"."""
+    env = cli_env(tmp_path, repo_server.url, repo_server.token("alice"))
+    (tmp_path / "a-file").write_bytes(b"")
+    env["EOTDLFS_CACHE_DIR"] = str(tmp_path / "a-file" / "cache")
+    folder = make_folder(tmp_path / "src", unique_name("nocache"), 2)
+    result = run_cli(env, "ingest", str(folder))
+    assert result.returncode == 1 and "cannot make the cache dir" in result.stderr, result.stderr
+    assert "EOTDLFS_CACHE_DIR" in result.stderr and env["EOTDLFS_CACHE_DIR"] in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_reingest_with_a_new_license_in_metadata_yml_gives_the_record_that_license(repo_server, unique_name,
                                                                                      tmp_path):
     """The record's fields were set at creation only: the new metadata.yml was published as a file
