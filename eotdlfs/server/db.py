@@ -53,6 +53,20 @@ def version_files_query(columns: str, where: str = "vf.record_id = ? AND vf.vers
             " AND fv.path = vf.path AND fv.file_version = vf.file_version" + (" WHERE " + where if where else ""))
 
 
+def held_by_versions(which: str) -> str:
+    """Whether the file version `fv` is in a version of the record (WHICH: more conditions on `v`):
+    one primary-key probe of version_files per version. Nested so the versions come first: as one
+    join (or searched by the record alone) SQLite walked all of the record's version_files rows (its
+    key has the version before the path) for each file version: 0.5 ms per download, 6 s to list a
+    10,000-file record, and 4.3 s under the write lock to discard a draft of one with 6 versions."""
+    return ("EXISTS (SELECT 1 FROM versions v WHERE v.record_id = fv.record_id" + which +
+            " AND EXISTS (SELECT 1 FROM version_files vf WHERE vf.record_id = v.record_id"
+            " AND vf.version = v.version AND vf.path = fv.path AND vf.file_version = fv.file_version))")
+
+
+PUBLISHED = held_by_versions(" AND v.draft = 0")
+IN_A_VERSION = held_by_versions("")
+
 metadata = sa.MetaData()
 sa.Table("records", metadata,
          sa.Column("id", _TEXT, primary_key=True),

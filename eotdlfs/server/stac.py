@@ -30,6 +30,10 @@ def stac_refused(exc: StacError) -> ApiError:
     return ApiError(422, f"Invalid STAC catalog: {exc}")
 
 
+STAC_ROOT_ROWS = ("SELECT record_id, version FROM version_files WHERE record_id IN ({records})"
+                  " AND version IN ({versions}) AND path = ?")
+
+
 class StacDatasets:
     """Routes S1, S4 and S5 of `Store`."""
 
@@ -39,8 +43,13 @@ class StacDatasets:
         found = {r["record_id"] for r in
                  conn.execute(f"SELECT record_id FROM stac_records WHERE record_id IN ({marks})", ids)}
         latest = {i: max((v["version"] for v in rows if not v["draft"]), default=None) for i, rows in versions.items()}
-        for r in conn.execute(f"SELECT record_id, version FROM version_files WHERE path = ? AND record_id IN ({marks})",
-                              (ROOT_DOCUMENT, *ids)):
+        numbers = sorted({v for v in latest.values() if v is not None})
+        if not numbers:
+            return found
+        # The whole key (record, version, path): by the record alone this read every file row of every
+        # record listed, on each listing.
+        for r in conn.execute(STAC_ROOT_ROWS.format(records=marks, versions=",".join("?" * len(numbers))),
+                              (*ids, *numbers, ROOT_DOCUMENT)):
             if latest[r["record_id"]] == r["version"]:
                 found.add(r["record_id"])
         return found
