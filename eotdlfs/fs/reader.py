@@ -32,9 +32,10 @@ from eotdlfs.fs.tilewindows import TileWindows
 PAGE = 4096
 KEPT_SOURCES = 2  # a fetched block may pin its whole request (8 MiB) while kept
 # A block whose fetch hung (half the bound or more) and then failed fails again at once for this
-# long: the kernel reads a page again after a failed read-ahead, and that second callback started
-# a fetch of its own and waited a whole bound more (18.7 s for one `read` behind a silent server;
-# a seeking read's pieces too: 120 s for a `dd skip=` with the default 60 s timeout).
+# long, on the same handle: the kernel reads a page again after a failed read-ahead, through the
+# same open file, and that second callback started a fetch of its own and waited a whole bound more
+# (18.7 s for one `read` behind a silent server; a seeking read's pieces too: 120 s for a `dd skip=`
+# with the default 60 s timeout). Another open (a user trying again: the server may be back) fetches.
 # A fetch that fails fast (a refused connection) is tried again at once: the server may be back.
 HUNG_FAILURE_KEPT_S = 2.0
 
@@ -53,6 +54,7 @@ class OpenFile:
         self.tiles = TileWindows()
         # The blocks read last, checked: later reads of them are plain copies.
         self.sources: OrderedDict[int, memoryview] = OrderedDict()
+        self.hung: dict[int, tuple[float, BaseException]] = {}  # block -> when its hung fetch failed, how
 
     def keep_locked(self, index: int, source: memoryview) -> None:
         self.sources[index] = source
@@ -84,7 +86,6 @@ class ContentReader:
         # a page again after a failed read-ahead: two callbacks for one read).
         self._lock = threading.Lock()
         self._first_waits: weakref.WeakKeyDictionary[Future, float] = weakref.WeakKeyDictionary()
-        self._hung: dict[tuple[str, int], tuple[float, BaseException]] = {}  # guarded by _lock
 
     def open(self, content: Content, seeking_only: bool = False) -> OpenFile:
         window = ReadAheadWindow(self.first_window, self.max_window, seeking_only)
@@ -232,18 +233,20 @@ class ContentReader:
         with handle.lock:
             return handle.tiles.jumped(span[0], layout)
 
-    def _raise_if_hung(self, checksum: str, index: int) -> None:
-        with self._lock:
-            failed = self._hung.get((checksum, index))
+    @staticmethod
+    def _raise_if_hung(handle: OpenFile, index: int) -> None:
+        with handle.lock:
+            failed = handle.hung.get(index)
         if failed is not None and time.monotonic() - failed[0] < HUNG_FAILURE_KEPT_S:
             raise failed[1]
 
-    def _note_hung(self, checksum: str, index: int, exc: BaseException) -> None:
+    @staticmethod
+    def _note_hung(handle: OpenFile, index: int, exc: BaseException) -> None:
         now = time.monotonic()
-        with self._lock:
-            for key in [k for k, (at, _) in self._hung.items() if now - at >= HUNG_FAILURE_KEPT_S]:
-                del self._hung[key]
-            self._hung[(checksum, index)] = (now, exc)
+        with handle.lock:
+            for key in [k for k, (at, _) in handle.hung.items() if now - at >= HUNG_FAILURE_KEPT_S]:
+                del handle.hung[key]
+            handle.hung[index] = (now, exc)
 
     def _copy_block(self, handle: OpenFile, index: int, lo: int, target: memoryview, deadline: float,
                     seeking: bool, until: int) -> None:
@@ -254,17 +257,17 @@ class ContentReader:
         content = handle.content
         source = self.fetcher.kept_block(content.checksum, index)
         if source is None and seeking and self._piecewise(content, index):
-            self._raise_if_hung(content.checksum, index)
+            self._raise_if_hung(handle, index)
             started = time.monotonic()
             try:
                 return self.pieces.read_into(content, handle.opened, index * self.block_size + lo, target, deadline,
                                              until)
             except Exception as exc:  # the kernel's second callback for this `read` fails at once, as a block's
                 if time.monotonic() - started >= self.demand_timeout / 2:
-                    self._note_hung(content.checksum, index, exc)
+                    self._note_hung(handle, index, exc)
                 raise
         if source is None:
-            self._raise_if_hung(content.checksum, index)
+            self._raise_if_hung(handle, index)
             future = self.fetcher.demand(handle.content, index, handle.opened)
             with self._lock:
                 first_wait = self._first_waits.setdefault(future, time.monotonic())
@@ -278,7 +281,7 @@ class ContentReader:
                 source = future.result(timeout=max(0.0, wait_until - time.monotonic()))
             except Exception as exc:  # not done: our wait ended (TimeoutError), the fetch goes on
                 if future.done() and time.monotonic() - first_wait >= self.demand_timeout / 2:
-                    self._note_hung(content.checksum, index, exc)
+                    self._note_hung(handle, index, exc)
                 raise
         with handle.lock:
             handle.keep_locked(index, source)

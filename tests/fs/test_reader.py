@@ -596,7 +596,9 @@ def hangs_then_fails(calls: list):
 def test_a_block_whose_fetch_hung_and_failed_fails_again_at_once(setup, monkeypatch):
     """Behind a silent server the kernel's second callback for one `read` (it reads a page again
     after a failed read-ahead) started a fetch of its own and waited a whole bound more: 18.7 s
-    for one read with a bound of 10. A fetch that fails fast is tried again at once."""
+    for one read with a bound of 10. A fetch that fails fast is tried again at once, and so is one
+    through another open (a user trying again once the server is back: it fetched nothing for 2 s,
+    and the same mount's next `cat` failed)."""
     repo, record, entries, data, make = setup
     reader = make(demand_timeout=1.0)
     calls = []
@@ -610,8 +612,11 @@ def test_a_block_whose_fetch_hung_and_failed_fails_again_at_once(setup, monkeypa
         with pytest.raises(Unreachable):
             reader.read(handle, 0, 100)
         assert time.monotonic() - started < 0.3 and len(calls) == 1
+    again = reader.open(Content(record, entries["f.bin"]))
+    assert reader.read(again, 0, 100) == data[:100]  # the server is back: another open fetches at once
+    again.close()
     time.sleep(reader_module.HUNG_FAILURE_KEPT_S)
-    assert reader.read(handle, 0, 100) == data[:100]  # the server is back: fetched again
+    assert reader.read(handle, 0, 100) == data[:100]  # and so does this one, later
     handle.close()
 
 
