@@ -286,10 +286,9 @@ class PieceFetcher:
         MAY_WAIT) never waits for the writer: past twice the bound the oldest pieces go unstored at once."""
         with self._storing:
             first = not self._unstored
-            for n, piece in pieces.items():
-                replaced = self._unstored.pop((checksum, n), None)  # moved to the end: the newest
-                self._unstored_bytes += len(piece) - (len(replaced[0]) if replaced else 0)
-                self._unstored[(checksum, n)] = (piece, serial, fetched)
+            # Never a piece already waiting: `_claim` serves those from here instead of fetching them.
+            self._unstored.update(((checksum, n), (piece, serial, fetched)) for n, piece in pieces.items())
+            self._unstored_bytes += sum(len(piece) for piece in pieces.values())
             if may_wait and self._unstored_bytes > self.unstored_limit and not self._stalled:
                 # The writer is behind (a batch arrives faster than the last one was written): this
                 # worker, whose readers have their bytes, waits for it to take the queue, so a
