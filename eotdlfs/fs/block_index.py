@@ -81,11 +81,29 @@ def _drop_unindexed_files(directory: Path) -> None:
                     directory, len(folders))
 
 
+class _GatedConnection(sqlite3.Connection):
+    """A connection to the index closed through the fork gate, also by the garbage collector. A
+    connection is in a reference cycle (with its statement cache), so the one of a thread that ended
+    is closed by a collection, in whatever thread runs one next, outside any gate: a fork meanwhile
+    copied SQLite's memory mutex locked into the child, whose first connection hung for good (gdb:
+    `sqlite3Malloc`; the fork tests of test_block_cache failed about 1 run in 3 on a busy machine)."""
+
+    _gate = SQLITE_GATE  # kept here: a collection at the interpreter's exit may find the module emptied
+
+    def close(self) -> None:
+        with self._gate:
+            super().close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class _Index(diskcache.Cache):
     """diskcache's Cache, whose threads find their SQLite connection opened (diskcache's pragmas
     set) by a thread of its own: opening one took 0.4-0.7 ms of a thread's first call, which on a
     fresh mount was the first file's lookup. A thread keeps the one it takes, as diskcache's own.
-    Not across a fork: the child opens its own (SQLite connections must not cross one)."""
+    Not across a fork: the child opens its own (SQLite connections must not cross one). Every
+    connection of this process is ours (`_GatedConnection`), diskcache's first one too."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -93,6 +111,9 @@ class _Index(diskcache.Cache):
         self._spares_wanted = threading.Condition()
         self._spares: list[sqlite3.Connection] = []  # guarded by _spares_wanted
         self._closing = False  # guarded by _spares_wanted
+        made = self._local.__dict__.pop("con", None)  # diskcache's own, for its set-up: one of ours instead
+        if made is not None:
+            made.close()
         threading.Thread(target=self._open_spares, name="index-connections", daemon=True).start()
 
     @property
@@ -100,9 +121,10 @@ class _Index(diskcache.Cache):
         local = self._local
         if getattr(local, "con", None) is None and getattr(self, "_spares_pid", None) == os.getpid():
             with self._spares_wanted:
-                if self._spares:
-                    local.pid, local.con = self._spares_pid, self._spares.pop()
+                con = self._spares.pop() if self._spares else None
+                if con is not None:
                     self._spares_wanted.notify()
+            local.pid, local.con = self._spares_pid, con if con is not None else self._connect_spare()
         return super()._con
 
     def close(self) -> None:
@@ -143,7 +165,7 @@ class _Index(diskcache.Cache):
     def _connect_spare(self) -> sqlite3.Connection:
         """A connection any one thread may take, set up as diskcache sets up its own (`Cache._con`)."""
         con = sqlite3.connect(os.path.join(self.directory, diskcache.core.DBNAME), timeout=self.timeout,
-                              isolation_level=None, check_same_thread=False)
+                              isolation_level=None, check_same_thread=False, factory=_GatedConnection)
         self._local.pid, self._local.con = os.getpid(), con  # `reset` sets pragmas on this thread's connection
         try:
             for key, value in con.execute("SELECT key, value FROM Settings").fetchall():

@@ -10,7 +10,9 @@ fork waits here until no thread is inside, and lets none in until it is done.
 Order: `_db` is taken before the gate (writes: `with self._db, SQLITE_GATE`) and the fork takes
 every `_db` before closing the gate, so a thread inside never waits for a `_db` the fork holds.
 A thread already inside passes again without waiting (a nested call must not wait for a fork
-that waits for it).
+that waits for it), and so does the thread that closed the gate: its own calls into SQLite end
+before it forks, and the garbage collector may close a connection in it (`block_index`) while
+it runs the other fork handlers.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ class ForkGate:
     """Counts the threads inside; `close` (before a fork) waits until none are and keeps new ones out."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()  # guards _inside and _closed; a plain lock: the way in is every read's
+        self._lock = threading.Lock()  # guards _inside, _closed and _closer; a plain lock: the way in is every read's
         self._inside = 0
         self._closed = False
+        self._closer: int | None = None  # the thread that closed it
         self._opened = threading.Event()  # set while not closed
         self._opened.set()
         self._drained = threading.Event()  # set once none are inside after a close
@@ -34,7 +37,7 @@ class ForkGate:
         depth = getattr(self._depth, "n", 0)
         while not depth:
             with self._lock:
-                if not self._closed:
+                if not self._closed or self._closer == threading.get_ident():
                     self._inside += 1
                     break
             self._opened.wait()
@@ -50,7 +53,7 @@ class ForkGate:
 
     def close(self) -> None:
         with self._lock:
-            self._closed = True
+            self._closed, self._closer = True, threading.get_ident()
             self._opened.clear()
             if self._inside:
                 self._drained.clear()
@@ -60,7 +63,7 @@ class ForkGate:
 
     def open(self) -> None:
         with self._lock:
-            self._closed = False
+            self._closed, self._closer = False, None
             self._opened.set()
 
     def reset_in_child(self) -> None:

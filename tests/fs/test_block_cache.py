@@ -5,6 +5,7 @@ a block damaged on disk is a miss, never bytes."""
 from __future__ import annotations
 
 import errno
+import gc
 import mmap
 import os
 import sqlite3
@@ -18,6 +19,7 @@ import diskcache
 
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.block_index import INDEX_CACHE_KIB
+from eotdlfs.fs.fork_gate import SQLITE_GATE
 
 BS = 1 << 20
 
@@ -452,6 +454,57 @@ def test_a_process_forked_while_threads_read_the_cache_can_open_it(tmp_path):
     and the child's first read of the index hung (a forked fsspec worker, 60 s). Forks wait for
     the reads under way (`fork_gate`)."""
     assert _stuck_forks(tmp_path / "c", 60, "reads", 3) == 0, "forked processes hung on the cache"
+
+
+def test_a_connection_let_go_is_closed_through_the_fork_gate(tmp_path):
+    """A connection is in a reference cycle (with its statement cache), so one let go (a thread's that
+    ended: libfuse's come and go) is closed by the garbage collector, in whatever thread runs it next:
+    outside the gate, and a fork meanwhile copied SQLite's memory mutex locked into the child, whose
+    first connection hung (the fork tests above failed about 1 run in 3 on a busy machine). Its close
+    waits while the gate is closed."""
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put("sum", 0, aligned(os.urandom(4096)))
+    gc.disable()
+    try:
+        cache._cache._local.__dict__.pop("con")  # as when its thread ends: garbage, in a cycle
+        SQLITE_GATE.close()  # a fork under way
+        try:
+            collector = threading.Thread(target=gc.collect)
+            collector.start()
+            collector.join(0.5)
+            waited = collector.is_alive()
+        finally:
+            SQLITE_GATE.open()
+        collector.join(10)
+    finally:
+        gc.enable()
+        cache.close()
+    assert waited, "the garbage collector closed a connection while a fork was under way"
+
+
+def test_the_thread_that_closed_the_gate_passes_it(tmp_path):
+    """The forking thread runs the other fork handlers after closing the gate: a connection the
+    garbage collector closes there must not wait for a gate only that thread opens (the fork hung)."""
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put("sum", 0, aligned(os.urandom(4096)))
+    gc.disable()
+
+    def fork_handlers() -> None:
+        SQLITE_GATE.close()
+        gc.collect()  # closes the connection let go
+        SQLITE_GATE.open()
+
+    try:
+        cache._cache._local.__dict__.pop("con")
+        forker = threading.Thread(target=fork_handlers, daemon=True)
+        forker.start()
+        forker.join(5)
+        hung = forker.is_alive()
+    finally:
+        SQLITE_GATE.open()  # let a hung one go: the tests after need the gate
+        gc.enable()
+        cache.close()
+    assert not hung, "the thread that closed the gate waited for it"
 
 
 def test_a_batch_asks_the_index_for_its_volume_once_and_still_keeps_the_limit(tmp_path):
