@@ -58,7 +58,7 @@ import crc32c
 import diskcache
 
 from eotdlfs.fs.block_disk import _BlockDisk, _InlineBlock, _WrittenBlock
-from eotdlfs.fs.block_index import open_index
+from eotdlfs.fs.block_index import LOOKUP_BATCH, open_index
 from eotdlfs.fs.fork_gate import SQLITE_GATE
 
 DEFAULT_BLOCK_SIZE = 1 << 20
@@ -68,7 +68,6 @@ MIN_RESERVE_BYTES = 16 << 20
 # What a full or broken cache disk raises: OSError (ENOSPC) from block files, sqlite3 errors
 # ('database or disk is full') from the index, diskcache.Timeout from a locked index.
 CACHE_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
-LOOKUP_BATCH = 500  # keys per lookup: SQLite's limit on a statement's parameters is 999 in old builds
 
 log = logging.getLogger(__name__)
 
@@ -357,17 +356,10 @@ class BlockCache:
         return rows
 
     def _enter(self, entries: list) -> None:
-        """Enter ENTRIES (key, stored value, CRC32C) in one transaction. diskcache culls after the last
-        only, as many as entered (3 queries an entry, for the volume: 9 % of random reads' CPU)."""
-        limit = self._cache.cull_limit
+        """Enter ENTRIES (key, stored value, CRC32C) in one transaction, with the access times noted."""
         with self._db, SQLITE_GATE, self._cache.transact():
             self._enter_touches()
-            try:
-                for i, (key, value, crc) in enumerate(entries, 1):
-                    self._cache.reset("cull_limit", max(limit, i) if i == len(entries) else 0, update=False)
-                    self._cache.set(key, value, read=True, tag=crc)
-            finally:
-                self._cache.reset("cull_limit", limit, update=False)
+            self._cache.set_many(entries)
 
     def _make_room(self, nbytes: int) -> bool:
         """Evict least-recently-used blocks until NBYTES more leave the reserve free on the
@@ -407,10 +399,6 @@ class BlockCache:
         if first or self.write_errors % 1000 == 0:
             log.warning("the block cache failed (%d errors so far: reads fetch from the server instead): %s",
                         self.write_errors, exc)
-
-    def drop(self, checksum: str, count: int) -> None:
-        """Forget the first COUNT blocks of CHECKSUM (after a failed verification)."""
-        self.drop_blocks(checksum, range(count))
 
     def drop_blocks(self, checksum: str, indices) -> None:
         try:

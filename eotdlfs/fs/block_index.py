@@ -32,6 +32,7 @@ SPARE_CONNECTIONS = 2  # a fresh mount's first file: the lookup's FUSE thread, t
 # A spare taken is replaced this long after: at once, opening it took the GIL from the thread
 # that took one, in the middle of the first read it was taken for (0.5 ms more than no spare).
 REPLACE_SPARE_AFTER_S = 0.2
+LOOKUP_BATCH = 500  # keys per lookup: SQLite's limit on a statement's parameters is 999 in old builds
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,36 @@ class _Index(diskcache.Cache):
                     self._spares_wanted.notify()
             local.pid, local.con = self._spares_pid, con if con is not None else self._connect_spare()
         return super()._con
+
+    def set_many(self, entries: list[tuple[str, object, object]]) -> None:
+        """`set(key, value, read=True, tag=tag)` of each of ENTRIES (key, value, tag) in one transaction
+        (the caller's, if it has one): the new keys in one INSERT of the rows `set` makes (its SELECT, INSERT
+        and cull per entry, in Python, were most of storing a cold COG window's pieces, on the readers' GIL),
+        a key already there through `set` (it replaces the row and removes the old file); then diskcache's
+        cull, as many entries as entered, as `set` culls after each."""
+        now, rows = time.time(), {}
+        for key, value, tag in entries:
+            db_key, raw = self._disk.put(key)
+            size, mode, filename, db_value = self._disk.store(value, True, key=key)
+            rows[key] = (db_key, raw, now, now, tag, size, mode, filename, db_value)
+        keys = list(rows)
+        with self._transact() as (sql, cleanup):
+            present = {key for lo in range(0, len(keys), LOOKUP_BATCH) for (key,) in sql(
+                f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(keys[lo:lo + LOOKUP_BATCH]))})",
+                keys[lo:lo + LOOKUP_BATCH]).fetchall()}
+            self._con.executemany(
+                "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size, mode,"
+                " filename, value) VALUES (?, ?, ?, NULL, ?, 0, ?, ?, ?, ?, ?)",
+                [row for key, row in rows.items() if key not in present])
+            limit = self.cull_limit
+            self.reset("cull_limit", 0, update=False)
+            try:
+                for key, value, tag in entries:
+                    if key in present:
+                        self.set(key, value, read=True, tag=tag)
+            finally:
+                self.reset("cull_limit", limit, update=False)
+            self._cull(now, sql, cleanup, max(limit, len(entries)))
 
     def close(self) -> None:
         """This thread's connection; at the cache's end (in its own process), the spare ones too."""

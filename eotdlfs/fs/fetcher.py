@@ -216,7 +216,7 @@ class BlockFetcher:
         """Drop CONTENT's blocks everywhere; ends the drop `_drops.begin` began."""
         try:
             self.recent.drop(content.checksum)
-            self.cache.drop(content.checksum, content.block_count(self.block_size))
+            self.cache.drop_blocks(content.checksum, range(content.block_count(self.block_size)))
             for drop in self.on_drop:
                 drop(content)
         finally:

@@ -363,6 +363,19 @@ def test_pieces_stored_again_leave_the_file_they_share_with_others(tmp_path):
 
 
 
+def test_a_block_stored_again_replaces_the_one_before_and_its_file(tmp_path):
+    """A batch enters its new keys in one INSERT; a block already there goes through diskcache's `set`,
+    which replaces its row and removes the file it had (none left behind, none counted twice)."""
+    first, second, other = os.urandom(BS), os.urandom(BS), os.urandom(BS)
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    assert cache.put_blocks("sum", {0: aligned(first)})
+    assert cache.put_blocks("sum", {0: aligned(second), 1: aligned(other)})
+    assert [cache.read_block("sum", 0), cache.read_block("sum", 1)] == [second, other]
+    assert len(list((tmp_path / "c").rglob("*.val"))) == 2
+    assert _counted_beyond_the_files(cache, tmp_path / "c") == 0
+    cache.close()
+
+
 def _counted_beyond_the_files(cache: BlockCache, directory: Path) -> int:
     """Bytes the cache's size counts (beyond its index's pages) that no file on disk holds."""
     pragma = lambda name: cache._cache._sql(f"PRAGMA {name}").fetchone()[0]  # noqa: E731

@@ -406,13 +406,13 @@ def test_a_read_just_after_a_checksum_failure_waits_for_the_bad_blocks_to_go(set
     content = Content(record, entries["f.bin"])
     repo.corrupt.add(content.checksum)  # the first byte of every range comes back flipped
     reader = make()
-    real_drop = reader.cache.drop
+    real_drop = reader.cache.drop_blocks
 
-    def slow_drop(checksum, count):
+    def slow_drop(checksum, indices):
         time.sleep(1.0)
-        real_drop(checksum, count)
+        real_drop(checksum, indices)
 
-    reader.cache.drop = slow_drop
+    reader.cache.drop_blocks = slow_drop
     failed = []
     first = threading.Thread(target=lambda: failed.append(pytest.raises(ContentMismatch, read_all, reader, content)))
     first.start()
