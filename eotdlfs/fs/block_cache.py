@@ -23,12 +23,13 @@ a version without checks) is dropped and is a cache miss, so the caller fetches 
 The check costs about 0.04 CPU-s per GiB (`block_check_cpu_s_per_GiB` of
 scripts/bench_mount.py); readers then copy from the checked bytes in memory.
 
-The cache never takes the last of its disk: before writing it evicts until the write
-leaves `reserve_bytes` free, so staging (under the same cache dir by default) can still
-record a `mkdir`, `rm` or small file on a disk the cache has filled.
+The cache never takes the last of its disk: before writing it evicts until the write leaves
+`reserve_bytes` free, so staging (under the same cache dir by default) can still record a
+`mkdir`, `rm` or small file on a disk the cache has filled.
 
-A block read back is a plain read of its row (never waiting behind a write transaction);
-its access time, for the LRU order, is entered with the next write (`_touch`).
+A block read back is a plain read of its row (never waiting behind a write transaction); its
+access time, for the LRU order, is entered with the next write (`_touch`). A key found absent
+is a miss without a lookup for a moment (`absent_keys`).
 
 A process forking (multiprocessing's workers) waits for the writes under way: SQLite's lock
 bookkeeping is copied into the child, and a write transaction copied mid-way left the child's
@@ -57,6 +58,7 @@ from typing import Sequence
 import crc32c
 import diskcache
 
+from eotdlfs.fs.absent_keys import AbsentKeys
 from eotdlfs.fs.block_disk import _BlockDisk, _InlineBlock, _WrittenBlock
 from eotdlfs.fs.block_index import LOOKUP_BATCH, open_index
 from eotdlfs.fs.fork_gate import SQLITE_GATE
@@ -151,6 +153,7 @@ class BlockCache:
         self.last_error: str | None = None
         self.damaged = 0
         self._touched: dict[str, float] = {}  # key -> when read back, not yet entered (`_touch`)
+        self._absent = AbsentKeys()  # misses without asking the index again
         # Guarded by _room: bytes being written, which the disk's free space does not show yet.
         self._room = threading.Lock()
         self._writing = 0
@@ -178,11 +181,13 @@ class BlockCache:
         reader's tile is a dozen pieces, and a lookup each was most of a warm window's time); their
         access times, for the LRU order, are entered later, with the next write (`_touch`)."""
         keys = {block_key(checksum, index): index for index in indices}
+        asked, mark = self._absent.may_hold(keys)
         try:  # a miss costs a read, never a wait for a writer
-            rows = self._rows("key, mode, filename, value, tag, size", list(keys))
+            rows = self._rows("key, mode, filename, value, tag, size", asked) if asked else []
         except CACHE_ERRORS as exc:  # an index damaged under the mount: misses
             self._failed(exc)
             return {}
+        self._absent.note(set(asked).difference(row[0] for row in rows), mark)
         found = {}
         for key, mode, filename, value, crc, size in rows:
             data = self._read_back(checksum, keys[key], mode, filename, value, crc, size)
@@ -247,12 +252,18 @@ class BlockCache:
                                          [(when, key) for key, when in touched.items()])
 
     def __contains__(self, item: tuple[str, int]) -> bool:
+        asked, mark = self._absent.may_hold([block_key(*item)])
+        if not asked:
+            return False
         try:
             with SQLITE_GATE:
-                return block_key(*item) in self._cache  # a read: WAL readers never wait for writers
+                held = asked[0] in self._cache  # a read: WAL readers never wait for writers
         except CACHE_ERRORS as exc:  # an index damaged under the mount: a miss
             self._failed(exc)
             return False
+        if not held:
+            self._absent.note(asked, mark)
+        return held
 
     def put(self, checksum: str, index: int, data: bytes | memoryview) -> bool:
         """Store a block; False when the cache cannot take it (disk full): the caller has the
@@ -360,6 +371,7 @@ class BlockCache:
         with self._db, SQLITE_GATE, self._cache.transact():
             self._enter_touches()
             self._cache.set_many(entries)
+        self._absent.entered(key for key, _, _ in entries)
 
     def _make_room(self, nbytes: int) -> bool:
         """Evict least-recently-used blocks until NBYTES more leave the reserve free on the

@@ -376,6 +376,28 @@ def test_a_block_stored_again_replaces_the_one_before_and_its_file(tmp_path):
     cache.close()
 
 
+def test_a_miss_asks_the_index_once_a_moment_and_this_processs_store_ends_it(tmp_path):
+    """A seeking reader's kernel request asked the index three or four times whether its block was
+    there whole: a key found absent is a miss without a lookup for a moment; one this process stores
+    is found at once, and one another process stores once the moment is over."""
+    cache = BlockCache(tmp_path / "c", 1 << 30, BS)
+    statements: list[str] = []
+    cache._cache._con.set_trace_callback(statements.append)
+    assert ("sum", 0) not in cache and cache.read_block("sum", 0) is None and ("sum", 0) not in cache
+    assert sum("FROM Cache" in s for s in statements) == 1, statements
+    data = os.urandom(BS)
+    assert cache.put("sum", 0, aligned(data))
+    assert ("sum", 0) in cache and cache.read_block("sum", 0) == data
+    assert ("sum", 1) not in cache
+    elsewhere = BlockCache(tmp_path / "c", 1 << 30, BS)  # another process's cache object on the same folder
+    assert elsewhere.put("sum", 1, aligned(data))
+    assert ("sum", 1) not in cache
+    cache._absent.kept_s = 0.0  # the moment is over
+    assert ("sum", 1) in cache
+    elsewhere.close()
+    cache.close()
+
+
 def _counted_beyond_the_files(cache: BlockCache, directory: Path) -> int:
     """Bytes the cache's size counts (beyond its index's pages) that no file on disk holds."""
     pragma = lambda name: cache._cache._sql(f"PRAGMA {name}").fetchone()[0]  # noqa: E731
