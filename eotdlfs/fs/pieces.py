@@ -12,9 +12,10 @@ bytes GDAL's /vsicurl/ does for random windows, and made the reader wait for the
 Pieces are kept in memory (bounded, oldest out first) for the reads next to them, and in the
 block cache under keys of their own (`piece_key`), with the same CRC32C check on read-back
 as blocks, so a second reader, or the next mount, does not fetch them again. They are
-stored behind the reads, in batches (`STORE_DELAY`, `STORE_BATCH`), one transaction each,
-a batch's whole pieces side by side in one file
-(`BlockCache.put_runs`), and those still waiting are stored at `close`.
+stored behind the reads, in batches, one transaction each, a batch's whole pieces side by side
+in one file (`BlockCache.put_runs`): once the readers pause (`STORE_QUIET_S`: a batch stored
+between a burst's windows took the GIL, a core and the disk from them, 0.05-0.1 s of a 50-window
+run on the mount), or once `STORE_AT_BYTES` wait; those still waiting are stored at `close`.
 Until a batch is in the cache its pieces are served from where they wait (`_unstored`, and the
 batch being written, `_in_store`), so a second reader finds every piece fetched even when the
 kept pieces have moved on. Those waiting are bounded in bytes (`unstored_bytes`): behind a cache
@@ -58,14 +59,14 @@ PIECE_SIZE = 64 << 10
 KEPT_BYTES = 32 << 20
 LONGEST_REQUEST = 32  # pieces: 2 MiB
 NEAR_PIECES = 1  # a multi-range read's missing pieces this far apart are fetched in one request
-# Fetched pieces are stored in batches, one transaction each: at most this long after their
-# fetch (and surely at `close`), sooner once this many wait. Until then the kept pieces serve them.
-STORE_DELAY = 0.25
-STORE_BATCH = 64
+# Fetched pieces are stored in batches, one transaction each: once no fetch brought any for this long
+# (and surely at `close`), sooner once this many bytes wait. Until then they are served from memory.
+STORE_QUIET_S = 0.1
+STORE_AT_BYTES = 32 << 20
 RUN_FILE_BYTES = 256 << 10  # pieces fetched this many bytes at a time are stored at their places (`store_waiting`)
 CLOSE_WAIT = 5.0  # for the fetches under way at close
 STORE_WAIT = 2.0  # how long a fetch worker waits for the writer to take the queue, once per stall
-UNSTORED_BYTES = 16 << 20  # pieces waiting to be stored, at most (each pins its request's buffer)
+UNSTORED_BYTES = 2 * STORE_AT_BYTES  # pieces waiting to be stored, at most (each pins its request's buffer)
 
 
 # Fetchers with pieces maybe not stored yet: an `eotdl://` script may end without closing
@@ -102,6 +103,7 @@ class PieceFetcher:
         self.cache = fetcher.cache
         self.piece_size = piece_size
         self.unstored_limit = unstored_bytes
+        self._store_at = min(STORE_AT_BYTES, unstored_bytes // 2)
         # Guarded by _lock.
         self._lock = threading.Lock()
         self._kept = RecentBlocks(kept_bytes)  # (checksum, piece number) -> bytes
@@ -120,6 +122,7 @@ class PieceFetcher:
         self._unstored_bytes = 0
         self.let_go = 0  # pieces never stored: the disk was stalled (for status)
         self._closing = False
+        self._last_queued = 0.0  # when pieces last joined those waiting (`STORE_QUIET_S`)
         self._stalled = False  # the writer took no batch within STORE_WAIT: pieces over the bound go
         self._threads.append(threading.Thread(target=self._write_behind, name="store-pieces", daemon=True))
         for thread in self._threads:
@@ -304,7 +307,8 @@ class PieceFetcher:
             while self._unstored_bytes > bound:  # the disk is stalled: let the oldest go
                 self._unstored_bytes -= len(self._unstored.pop(next(iter(self._unstored)))[0])
                 self.let_go += 1
-            if first or len(self._unstored) >= STORE_BATCH:  # the delay starts; or a batch is full
+            self._last_queued = time.monotonic()
+            if first or self._unstored_bytes >= self._store_at:  # the wait for a pause starts; or no pause
                 self._storing.notify()
 
     def _write_behind(self) -> None:
@@ -313,8 +317,9 @@ class PieceFetcher:
             with self._storing:
                 while not self._closing and not self._unstored:  # an idle mount: no wake-ups
                     self._storing.wait()
-                if not self._closing and len(self._unstored) < STORE_BATCH:
-                    self._storing.wait(STORE_DELAY)
+                while not self._closing and self._unstored_bytes < self._store_at \
+                        and (left := self._last_queued + STORE_QUIET_S - time.monotonic()) > 0:
+                    self._storing.wait(left)
                 closing = self._closing
             self.store_waiting()
             if closing:

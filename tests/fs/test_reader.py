@@ -458,7 +458,7 @@ def test_the_tiles_fetched_for_a_batch_are_stored_in_one_file(setup, tmp_path, m
     side by side in one file: a file per fetch was a new inode, and often a new folder, per row read
     (ext4's inode search was 5 % of a cold `eotdl://` window reader's CPU). Each piece reads back."""
     repo, record, entries, data, make = setup
-    monkeypatch.setattr(pieces_module, "STORE_DELAY", 60)  # one batch, stored at close (48 pieces wait)
+    monkeypatch.setattr(pieces_module, "STORE_QUIET_S", 60)  # one batch, stored at close (48 pieces wait)
     piece = BS // 4
     reader = make(piece_size=piece)
     content = Content(record, entries["f.bin"])
@@ -506,6 +506,39 @@ def pieces_behind_a_slow_disk(setup, wait, **options):
     fetcher = make().fetcher
     stored = delay_cache_writes(fetcher, wait)
     return PieceFetcher(fetcher, PIECE, **options), Content(record, entries["f.bin"]), stored
+
+
+def test_pieces_are_stored_once_their_readers_pause_or_too_many_wait(setup, monkeypatch):
+    """A batch stored between a burst's windows took the GIL, a core and the disk from its readers
+    (0.05-0.1 s of 50 cold COG windows on the mount): pieces wait while fetches keep bringing more,
+    and are stored in one batch once none came for STORE_QUIET_S, or as soon as STORE_AT_BYTES wait."""
+    repo, record, entries, data, make = setup
+    monkeypatch.setattr(pieces_module, "STORE_QUIET_S", 0.4)
+    stored_at: list[float] = []
+    pieces, content, stored = pieces_behind_a_slow_disk(setup, lambda: stored_at.append(time.monotonic()))
+    try:
+        for number in range(10, 30):  # a burst: a fetch every 50 ms, for a second
+            read_pieces(pieces, content, data, PIECE, [number])
+            time.sleep(0.05)
+        last_read = time.monotonic()
+        assert stored_at == []
+        deadline = last_read + 10
+        while not stored_at and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(stored_at) == 1 and stored_at[0] >= last_read + 0.3, [t - last_read for t in stored_at]
+        assert sorted(key for _, key in stored) == sorted(piece_key(n) for n in range(10, 30))
+    finally:
+        pieces.close()
+    few = PieceFetcher(pieces.fetcher, PIECE, unstored_bytes=8 * PIECE)  # stores once 4 pieces wait
+    stored_at.clear()
+    try:
+        started = time.monotonic()
+        read_pieces(few, content, data, PIECE, range(40, 44))
+        while not stored_at and time.monotonic() < started + 10:
+            time.sleep(0.01)
+        assert stored_at and stored_at[0] - started < 0.3  # long before the pause of 0.4 s would end
+    finally:
+        few.close()
 
 
 def test_pieces_waiting_for_a_stalled_cache_write_are_bounded_and_readers_go_on(setup):
@@ -673,7 +706,7 @@ def test_pieces_waiting_to_be_stored_are_served_when_no_longer_kept(setup):
     pieces, content, stored = pieces_behind_a_slow_disk(setup, lambda: disk_free.wait(20), kept_bytes=2 * piece)
     try:
         read_pieces(pieces, content, data, piece, range(10, 40))
-        time.sleep(pieces_module.STORE_DELAY * 2)  # the writer has taken a batch and waits for the disk
+        time.sleep(pieces_module.STORE_QUIET_S * 3)  # the writer has taken a batch and waits for the disk
         served = repo.bytes_served
         read_pieces(pieces, content, data, piece, range(10, 40))
         assert repo.bytes_served == served

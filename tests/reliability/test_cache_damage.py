@@ -222,7 +222,7 @@ def test_an_index_damaged_under_a_running_mount_costs_fetches_not_reads(module_s
     mount = mount_factory(server)
     published = mount.path / "datasets" / name / "v1" / "data.bin"
     assert seeking_reads(published) == [data[at:at + size] for at, size in PIECE_READS]
-    time.sleep(1)  # the pieces stored (STORE_DELAY)
+    time.sleep(1)  # the pieces stored (STORE_QUIET_S)
     scribble_over_index(mount.cache_dir)
     assert sha1sum(published) == hashlib.sha1(data).hexdigest()
     status = run_cli(cli_env(tmp_path, None, None), "status", str(mount.path))
