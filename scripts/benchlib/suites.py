@@ -217,8 +217,9 @@ def _run_mount_reads(
 
     def cog_windows(m: ForegroundMount, root: Path) -> None:
         if ds.geotiff is not None:
-            _cog_windows(bench, peer, str(root / GEOTIFF_FILE), bytes_sent,
-                         read_requests=lambda: _mount_read_requests(m))
+            with Profiler(bench.profile_dir, f"{peer}-cog-windows", [m.pid, profile_server_pid]):
+                _cog_windows(bench, peer, str(root / GEOTIFF_FILE), bytes_sent,
+                             read_requests=lambda: _mount_read_requests(m))
 
     def cog_parallel(m: ForegroundMount, root: Path) -> None:
         if ds.geotiff is not None:
