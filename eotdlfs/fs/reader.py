@@ -185,7 +185,10 @@ class ContentReader:
         side by side (`tilewindows`)."""
         rows = self._tile_rows(handle, offset, end) if jumped and not handle.window.seeking_only else []
         if not rows:
-            return self._piecewise_until(handle.content, offset, end)
+            layout = None if jumped or handle.window.seeking_only else self.layouts.known(handle.content.checksum)
+            with handle.lock:
+                tile_end = handle.tiles.continued(end, layout) if layout is not None else 0
+            return self._piecewise_until(handle.content, offset, max(end, tile_end))
         until = self._piecewise_until(handle.content, offset, max(end, rows[0][1]))
         self._fetch_ahead(handle, offset, until)  # this row's first: the reader waits for it
         for start, stop in rows[1:]:

@@ -163,6 +163,11 @@ class Layouts:
         layout = self.layout(path, checksum, size, read)
         return layout.span_at(offset) if layout is not None else None
 
+    def known(self, checksum: str) -> Layout | None:
+        """The layout of the file CHECKSUM if it was parsed already (this never parses)."""
+        with self._lock:
+            return self._layouts.get(checksum)
+
     def layout(self, path: str, checksum: str, size: int, read: Read) -> Layout | None:
         """The layout of the file PATH (parsed with READ the first time), if known."""
         if not path.lower().endswith(SUFFIXES):

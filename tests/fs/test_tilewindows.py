@@ -44,3 +44,22 @@ def test_windows_mostly_of_one_tile_are_fetched_one_tile():
             read_row(windows, row + r, col, tiles)
     fetch = read_row(windows, 20, 12)
     assert len(fetch) == 1 and fetch[0][1] - fetch[0][0] < 2 * TILE
+
+
+def test_a_readers_first_row_fetches_its_next_tile_whole_and_its_second_row_is_fetched_as_wide():
+    """The kernel asks for a row's next tile in 128 KiB parts, one after the other: with no row seen
+    yet each part was a round trip of its own, and the second row was fetched a tile wide too (behind
+    20 ms, a file's first window took 275 ms where /vsicurl/ took 50). In the reader's first row a
+    read following on into the next tile fetches that tile whole; its second row is fetched as many
+    tiles wide as the first was read; later rows' next tiles come with their jump."""
+    windows = TileWindows()
+    start = (3 * COLUMNS + 4) * TILE
+    assert windows.jumped(start, LAYOUT) == [(start, start + TILE)]
+    assert windows.continued(start + REQUEST, LAYOUT) == 0  # still the jumped-to tile
+    assert windows.continued(start + TILE + REQUEST, LAYOUT) == start + 2 * TILE
+    for offset in range(start, start + 2 * TILE + REQUEST, REQUEST):
+        windows.read(offset, offset + REQUEST)
+    below = start + STRIDE
+    fetch = windows.jumped(below, LAYOUT)
+    assert fetch[0][0] == below and fetch[0][1] >= below + 2 * TILE
+    assert windows.continued(below + TILE + REQUEST, LAYOUT) == 0
