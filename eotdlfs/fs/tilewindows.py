@@ -76,7 +76,7 @@ class TileWindows:
         """A read that followed on from the reader's last one reached END: in the reader's first row (its
         shape unknown yet), the end of the row's next tile it reached into; 0 otherwise. The kernel asks
         for that tile in 128 KiB parts, one after the other, and piece by piece each was a round trip:
-        behind 20 ms each way, a file's first window took 275 ms where GDAL's /vsicurl/ took 50, 185
+        behind 20 ms each way, a file's first window took 275 ms where GDAL's /vsicurl/ took 50, 145
         now (a loader reading a window per file paid it on every file). The tile past the row's end is
         the kernel's read-ahead, fetched whole for nothing: one tile per reader. Its next rows are
         fetched as wide as its first was (`jumped`)."""
