@@ -60,7 +60,7 @@ import diskcache
 
 from eotdlfs.fs.absent_keys import AbsentKeys
 from eotdlfs.fs.block_disk import _BlockDisk, _InlineBlock, _WrittenBlock
-from eotdlfs.fs.block_index import LOOKUP_BATCH, open_index
+from eotdlfs.fs.block_index import open_index
 from eotdlfs.fs.fork_gate import SQLITE_GATE
 
 DEFAULT_BLOCK_SIZE = 1 << 20
@@ -357,14 +357,9 @@ class BlockCache:
             return set()
 
     def _rows(self, columns: str, keys: list[str]) -> list[tuple]:
-        """COLUMNS of the index's rows of KEYS, in batches of parameters SQLite takes (a plain read)."""
-        rows: list[tuple] = []
+        """COLUMNS of the index's rows of KEYS (a plain read)."""
         with SQLITE_GATE:
-            for lo in range(0, len(keys), LOOKUP_BATCH):
-                batch = keys[lo:lo + LOOKUP_BATCH]
-                rows += self._cache._sql(f"SELECT {columns} FROM Cache WHERE raw = 1"
-                                         f" AND key IN ({','.join('?' * len(batch))})", batch).fetchall()
-        return rows
+            return self._cache.rows(columns, keys)
 
     def _enter(self, entries: list) -> None:
         """Enter ENTRIES (key, stored value, CRC32C) in one transaction, with the access times noted."""

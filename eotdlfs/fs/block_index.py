@@ -128,6 +128,16 @@ class _Index(diskcache.Cache):
             local.pid, local.con = self._spares_pid, con if con is not None else self._connect_spare()
         return super()._con
 
+    def rows(self, columns: str, keys: list[str]) -> list[tuple]:
+        """COLUMNS of the rows of KEYS, in batches of parameters SQLite takes (in the caller's transaction,
+        if it has one)."""
+        rows: list[tuple] = []
+        for lo in range(0, len(keys), LOOKUP_BATCH):
+            batch = keys[lo:lo + LOOKUP_BATCH]
+            rows += self._sql(f"SELECT {columns} FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})",
+                              batch).fetchall()
+        return rows
+
     def set_many(self, entries: list[tuple[str, object, object]]) -> None:
         """`set(key, value, read=True, tag=tag)` of each of ENTRIES (key, value, tag) in one transaction
         (the caller's, if it has one): the new keys in one INSERT of the rows `set` makes (its SELECT, INSERT
@@ -139,11 +149,8 @@ class _Index(diskcache.Cache):
             db_key, raw = self._disk.put(key)
             size, mode, filename, db_value = self._disk.store(value, True, key=key)
             rows[key] = (db_key, raw, now, now, tag, size, mode, filename, db_value)
-        keys = list(rows)
         with self._transact() as (sql, cleanup):
-            present = {key for lo in range(0, len(keys), LOOKUP_BATCH) for (key,) in sql(
-                f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(keys[lo:lo + LOOKUP_BATCH]))})",
-                keys[lo:lo + LOOKUP_BATCH]).fetchall()}
+            present = {key for (key,) in self.rows("key", list(rows))}
             self._con.executemany(
                 "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size, mode,"
                 " filename, value) VALUES (?, ?, ?, NULL, ?, 0, ?, ?, ?, ?, ?)",
