@@ -60,7 +60,6 @@ class TileWindows:
         self._jumps: deque[int] = deque(maxlen=KEPT_JUMPS)  # distances of the last jumps
         self._stride: int | None = None
         self._rows = 1  # rows of the window being read so far
-        self._rows_read = 0  # rows this reader read to their end (jumped away from)
 
     def read(self, offset: int, end: int) -> None:
         """A read that followed on from the reader's last one."""
@@ -80,7 +79,7 @@ class TileWindows:
         now (a loader reading a window per file paid it on every file). The tile past the row's end is
         the kernel's read-ahead, fetched whole for nothing: one tile per reader. Its next rows are
         fetched as wide as its first was (`jumped`)."""
-        if self._run_start is None or self._rows_read:
+        if self._run_start is None or self._columns:  # a row read to its end (jumped away from) tells its width
             return 0
         span = layout.span_at(end - 1)
         return span[1] if span is not None and span[0] > self._run_start else 0
@@ -89,7 +88,6 @@ class TileWindows:
         """The reader jumped to the start of the tile at TILE_START: the (start, end) byte
         ranges worth fetching now, the jumped-to row's first."""
         if self._run_start is not None:
-            self._rows_read += 1
             columns = _tiles_until(self._run_start, self._run_ends[0], layout)
             self._columns.append(max(1, columns))
             # The kernel's read-ahead past the row: fetched with the row, not a round trip after it
