@@ -53,7 +53,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import crc32c
 import diskcache
@@ -252,18 +252,21 @@ class BlockCache:
                                          [(when, key) for key, when in touched.items()])
 
     def __contains__(self, item: tuple[str, int]) -> bool:
-        asked, mark = self._absent.may_hold([block_key(*item)])
+        return bool(self.holding(item[0], [item[1]]))
+
+    def holding(self, checksum: str, indices: Iterable[int | str]) -> set[int | str]:
+        """Those of INDICES whose blocks the index holds, in one read (WAL readers never wait for writers)."""
+        keys = {block_key(checksum, index): index for index in indices}
+        asked, mark = self._absent.may_hold(keys)
         if not asked:
-            return False
+            return set()
         try:
-            with SQLITE_GATE:
-                held = asked[0] in self._cache  # a read: WAL readers never wait for writers
-        except CACHE_ERRORS as exc:  # an index damaged under the mount: a miss
+            held = {key for (key,) in self._rows("key", asked)}
+        except CACHE_ERRORS as exc:  # an index damaged under the mount: misses
             self._failed(exc)
-            return False
-        if not held:
-            self._absent.note(asked, mark)
-        return held
+            return set()
+        self._absent.note(set(asked).difference(held), mark)
+        return {keys[key] for key in held}
 
     def put(self, checksum: str, index: int, data: bytes | memoryview) -> bool:
         """Store a block; False when the cache cannot take it (disk full): the caller has the

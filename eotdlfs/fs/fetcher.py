@@ -30,7 +30,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from eotdlfs.fs.arrival import Arrival
 from eotdlfs.fs.block_cache import BlockCache
@@ -191,6 +191,16 @@ class BlockFetcher:
     def fetched_whole(self, checksum: str, index: int) -> bool:
         """Whether block INDEX is being fetched whole, or was (in memory or the disk cache)."""
         return self.in_flight(checksum, index) or (checksum, index) in self.recent or (checksum, index) in self.cache
+
+    def held_whole(self, checksum: str, indices: Iterable[int]) -> set[int]:
+        """Those of INDICES `fetched_whole` says, once drops of the file are over (as `kept_block`):
+        one read of the index for them all (a window's tile rows span a few blocks each)."""
+        self._drops.wait(checksum)
+        indices = set(indices)
+        with self._lock:
+            held = {index for index in indices if (checksum, index) in self._inflight}
+        held |= {index for index in indices - held if (checksum, index) in self.recent}
+        return held | self.cache.holding(checksum, indices - held)
 
     def finished_reading(self, checksum: str, indices: list[int]) -> None:
         """A reader read these blocks to their end: memory lets go of them once hashed (the

@@ -203,6 +203,23 @@ def test_a_multi_range_reads_missing_pieces_come_in_as_few_requests_as_they_allo
     assert requests == 4, requests
 
 
+def test_a_multi_range_read_of_blocks_held_whole_fetches_nothing_again(repo_server, unique_name, tmp_path):
+    """Ranges in blocks the cache holds whole (the file was read through before) are read back from
+    them, not fetched again in pieces; the blocks of all the ranges are looked up at once."""
+    name = unique_name("held")
+    data = ingest_one_file(repo_server, tmp_path / "src", name, "a.bin", 6 * MiB)
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    path = f"datasets/{name}/v1/a.bin"
+    with fs.connection.open(path) as f:
+        assert f.read() == data
+    offsets, sizes = [MiB + 4321, 4 * MiB + 99, 3 * MiB], [MiB, 500_000, 10]
+    with fs.connection.open(path) as f:
+        before = repo_server.stats()["downloads"]
+        got = f.get_byte_ranges(offsets, sizes)
+        assert repo_server.stats()["downloads"] == before
+    assert [bytes(g) for g in got] == [data[o:o + n] for o, n in zip(offsets, sizes)]
+
+
 def test_a_1_mib_read_at_an_offset_of_a_64_mib_file_downloads_at_most_8_mib(repo_server, unique_name, tmp_path):
     name = unique_name("off")
     data = ingest_one_file(repo_server, tmp_path / "src", name, "big.bin", 64 * MiB)
