@@ -30,7 +30,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
 from eotdlfs.fs.arrival import Arrival
 from eotdlfs.fs.block_cache import BlockCache
@@ -62,9 +62,8 @@ class _Task:
 
 
 class BlockFetcher:
-    def __init__(self, repo: Repository, cache: BlockCache, workers: int = 4,
-                 request_blocks: int = 8, max_read_ahead_bytes: int = 64 << 20,
-                 recent_bytes: int = 48 << 20):
+    def __init__(self, repo: Repository, cache: BlockCache, workers: int = 4, request_blocks: int = 8,
+                 max_read_ahead_bytes: int = 64 << 20, recent_bytes: int = 48 << 20):
         # Set once.
         self.repo = repo
         self.cache = cache
@@ -99,10 +98,9 @@ class BlockFetcher:
     # --- what readers call -------------------------------------------------------------
 
     def demand(self, content: Content, index: int, opened: int) -> Future:
-        """A future of block INDEX (its bytes), fetched now unless
-        already cached or in flight. ContentMismatch if the file failed its checksum since
-        OPENED (a `serial()`): a reader on its way then must not start fetches of bytes
-        nobody could check any more.
+        """A future of block INDEX (its bytes), fetched now unless already cached or in flight.
+        ContentMismatch if the file failed its checksum since OPENED (a `serial()`): a reader
+        on its way then must not start fetches of bytes nobody could check any more.
 
         The caller checks the cache first; this is for a miss."""
         self._drops.wait(content.checksum)
@@ -190,16 +188,12 @@ class BlockFetcher:
 
     def fetched_whole(self, checksum: str, index: int) -> bool:
         """Whether block INDEX is being fetched whole, or was (in memory or the disk cache)."""
-        return self.in_flight(checksum, index) or (checksum, index) in self.recent or (checksum, index) in self.cache
+        return bool(self.held_whole(checksum, {index}))
 
-    def held_whole(self, checksum: str, indices: Iterable[int]) -> set[int]:
-        """Those of INDICES `fetched_whole` says, once drops of the file are over (as `kept_block`):
-        one read of the index for them all (a window's tile rows span a few blocks each)."""
-        self._drops.wait(checksum)
-        indices = set(indices)
+    def held_whole(self, checksum: str, indices: set[int]) -> set[int]:
+        """Those of INDICES `fetched_whole` says, in one read of the index (a window's tile rows span a few blocks)."""
         with self._lock:
-            held = {index for index in indices if (checksum, index) in self._inflight}
-        held |= {index for index in indices - held if (checksum, index) in self.recent}
+            held = {i for i in indices if (checksum, i) in self._inflight or (checksum, i) in self.recent}
         return held | self.cache.holding(checksum, indices - held)
 
     def finished_reading(self, checksum: str, indices: list[int]) -> None:
