@@ -335,6 +335,16 @@ def test_settings_from_the_environment_in_a_fresh_process(repo_server, two_versi
     assert list((moved / "blocks").iterdir())  # moved, as a mount's and ingest's are
 
 
+def test_a_script_reading_through_eotdl_with_no_config_file_imports_no_yaml(repo_server, two_versions, tmp_path):
+    """PyYAML's import was ~9 ms of every eotdl:// script's start (a COG window is ~5): it comes only
+    with a config file or a metadata.yml to read."""
+    name, v1, _ = two_versions
+    env = cli_env(tmp_path, repo_server.url, None)
+    read = f"import fsspec, sys\nwith fsspec.open('eotdl://datasets/{name}/v1/labels.csv') as f:\n" \
+           "    print(f.read().decode(), end='')\nprint('yaml' in sys.modules)"
+    assert _python(read, env) == (v1 / "labels.csv").read_text() + "False\n"
+
+
 def test_with_nothing_configured_the_embedded_repository_is_read(tmp_path):
     env = cli_env(tmp_path, None, None) | {"XDG_DATA_HOME": str(tmp_path / "data"),
                                            "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")}
