@@ -31,12 +31,12 @@ import re
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import asdict, replace
-from datetime import datetime
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from eotdlfs.fs.inflight import BackgroundFetches
+from eotdlfs.fs.kept_lists import record_from_json, record_to_json, write_json
 from eotdlfs.fs.nodes import DIR, FILE, LINK, ListedVersion, Node, VersionTree, not_found
 from eotdlfs.metadata import KINDS, validate_name
 from eotdlfs.oncelog import OnceLog
@@ -50,31 +50,10 @@ _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)\Z")  # not "$": "v1\n" would name v1
 MAX_KEPT_NODES = 500_000
 LIST_LATER_S = 0.5
 LIST_AT_CLOSE_S = 5.0
-
-
-def _record_to_json(record: Record) -> dict:
-    versions = [dict(asdict(v), created_at=v.created_at.isoformat()) for v in record.versions]
-    return dict(asdict(record), versions=versions)
-
-
-def _record_from_json(data: dict) -> Record:
-    versions = tuple(Version(v["number"], datetime.fromisoformat(v["created_at"]), v["size"], v["draft"])
-                     for v in data["versions"])
-    return Record(data["kind"], data["id"], data["name"], data["owner"], versions)
-
-
-def _write_json(path: Path, data) -> None:
-    """Keep DATA on disk for the next mount; a full or read-only disk only costs that keeping
-    (the listing in hand is served all the same)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-    except OSError as exc:
-        log.warning("cannot keep %s on disk: %s", path, exc)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+# A script's lookups in a version, one small request each, before its whole list serves the next: paths
+# found, paths missed (opening a TIFF, GDAL looks for 7 sidecar files that are seldom there)
+WHOLE_LIST_AFTER = (2, 32)
+ABSENT = Node(FILE, 0.0)  # kept for a path a published version lacks: asked once (GDAL probes for sidecar files)
 
 
 def _version_number(number: object) -> int:
@@ -113,8 +92,9 @@ class Namespace:
         # found with two dict lookups (`ls -l` of a fresh folder asks once per file).
         self._versions: dict[tuple[str, str, str], ListedVersion] = {}
         self._reachable: tuple[bool | None, float] = (None, time.monotonic())
-        # Guarded by _lock: versions looked into before their list was in hand (`close` lists them).
-        self._to_list: set[tuple[Record, int]] = set()
+        # Guarded by _lock: versions looked into before their list was in hand (`close` lists them), and
+        # how many paths were found and missed in each (see WHOLE_LIST_AFTER).
+        self._to_list: dict[tuple[Record, int], tuple[int, int]] = {}
         self._closing = threading.Event()  # the mount's end: their delayed listing starts at once
 
     # --- what the server lists -----------------------------------------------------------
@@ -236,7 +216,7 @@ class Namespace:
             self._keep(kind, generation, known)
             return known
         records = self._sound_records(kind, listed)
-        _write_json(self._records_file(kind), [_record_to_json(r) for r in records.values()])
+        write_json(self._records_file(kind), [record_to_json(r) for r in records.values()])
         self._keep(kind, generation, records)
         return records
 
@@ -257,7 +237,7 @@ class Namespace:
 
     def _load_records(self, kind: str) -> dict[str, Record] | None:
         try:
-            stored = [_record_from_json(r) for r in json.loads(self._records_file(kind).read_text())]
+            stored = [record_from_json(r) for r in json.loads(self._records_file(kind).read_text())]
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return self._sound_records(kind, stored)
@@ -295,7 +275,7 @@ class Namespace:
 
     def _fetch_tree(self, record: Record, number: int) -> VersionTree:
         entries = self.repo.files(record, number)
-        _write_json(self._listing_file(record, number),
+        write_json(self._listing_file(record, number),
                     [(e.path, e.file_version, e.checksum, e.size, e.created_at) for e in entries])
         return self._install(record, number, entries)
 
@@ -329,11 +309,12 @@ class Namespace:
         return self.state_dir / "listings" / record.kind / record.id / f"v{number}.rows.json"
 
     def _look_up(self, record: Record, number: int, rel: str) -> FileEntry | bool | None:
-        """REL in a version whose list is not in hand, in one small request (the whole list follows;
-        without `list_later`, for a script, it serves the version's second path looked up instead): its
-        entry if a file, True if a folder, False if neither; None when only the whole list can tell."""
+        """REL in a version whose list is not in hand, in one small request (the whole list follows; without
+        `list_later`, a script's, it serves the lookups after WHOLE_LIST_AFTER): its entry if a file, True if
+        a folder, False if neither; None when only the whole list can tell."""
         with self._lock:
-            if not self.list_later and (record, number) in self._to_list:
+            counts = self._to_list.get((record, number), (0, 0))
+            if not self.list_later and any(n >= most for n, most in zip(counts, WHOLE_LIST_AFTER)):
                 return None
         try:  # on this thread first: a hop to a fetch thread and back was a third of a lookup's time
             found = self.repo.lookup_at_once(record, number, rel)
@@ -351,7 +332,8 @@ class Namespace:
             self._install(record, number, sound)  # a server that ignores the filter sent the whole list
             return None
         with self._lock:
-            self._to_list.add((record, number))
+            found_alone, missed = self._to_list.get((record, number), (0, 0))
+            self._to_list[(record, number)] = (found_alone + bool(found), missed + (not found))
         if self.list_later:
             self._fetches.start(("list later", record.id, number), functools.partial(self._list_later, record, number))
         if not found:
@@ -366,6 +348,8 @@ class Namespace:
         """The node at PATH ('/datasets/NAME/v1/a.tif'); FileNotFoundError when there is none."""
         node = self._nodes.get(path)
         if node is not None:
+            if node is ABSENT:
+                raise not_found(path)
             return node
         parts = [p for p in path.split("/") if p]
         if not parts:
@@ -398,16 +382,16 @@ class Namespace:
         if found is None:
             tree = self.tree(record, version.number)
             found = tree.files.get(rel) or rel in tree.children
-        if found is False:
-            raise not_found(path)
         if found is True:
             node = Node(DIR, mtime, record=record, version=version.number)
         else:
-            node = Node(FILE, found.mtime(mtime), found.size, record, version.number, found)
+            node = Node(FILE, found.mtime(mtime), found.size, record, version.number, found) if found else ABSENT
         with self._lock:
             if len(self._nodes) >= MAX_KEPT_NODES:
                 self._nodes.clear()
             self._nodes[path] = node
+        if node is ABSENT:
+            raise not_found(path)
         return node
 
     def listed_file(self, path: str) -> tuple[FileEntry, float] | None:

@@ -390,30 +390,46 @@ def _settled_stats(server) -> dict:
     return stats
 
 
+def _file_lists(proxy: FaultProxy) -> list[list[str]]:
+    """The `path=` of each request for a file list ([] for a whole list), in order."""
+    urls = [urlsplit(p) for _, p, _ in proxy.headers_seen if urlsplit(p).path.endswith("/files")]
+    return [parse_qs(u.query).get("path", []) for u in urls]
+
+
 def test_opening_one_file_asks_for_it_alone_not_for_the_versions_whole_list(repo_server, two_versions, tmp_path):
     """A script reading one file of a 10,000-file version must not fetch (and parse, while it reads)
-    the whole list, as the mount does in the background after its first lookup; the version's
-    second path looked up fetches the whole list, which serves every path after it."""
+    the whole list, as the mount does in the background after its first lookup; once two paths were
+    found alone in the version, the next lookup fetches the whole list, which serves every path after it."""
     name, v1, _ = two_versions
-
-    def file_lists(proxy: FaultProxy) -> list[list[str]]:
-        """The `path=` of each request for a file list ([] for a whole list), in order."""
-        urls = [urlsplit(p) for _, p, _ in proxy.headers_seen if urlsplit(p).path.endswith("/files")]
-        return [parse_qs(u.query).get("path", []) for u in urls]
-
     with FaultProxy(repo_server.url) as proxy:
         fs = eotdl_fs(repo_server, tmp_path / "cache", url=proxy.url)
         with fs.open(f"datasets/{name}/v1/labels.csv") as f:
             assert f.read() == (v1 / "labels.csv").read_bytes()
         time.sleep(3 * LIST_LATER_S)
-        assert file_lists(proxy) == [["labels.csv"]]
+        assert _file_lists(proxy) == [["labels.csv"]]
         for rel in ("images/tile_0.bin", "images/tile_1.bin", "images/2023/big.bin"):
             assert fs.cat_file(f"datasets/{name}/v1/{rel}") == (v1 / rel).read_bytes()
-        assert file_lists(proxy) == [["labels.csv"], []]
+        assert _file_lists(proxy) == [["labels.csv"], ["images/tile_0.bin"], []]
         with eotdlfs.connect(api_url=proxy.url, cache_dir=tmp_path / "other-cache") as connection:
             with connection.open(f"datasets/{name}/v1/labels.csv") as f:
                 assert f.read() == (v1 / "labels.csv").read_bytes()
-        assert file_lists(proxy)[2:] == [["labels.csv"]]  # nor at the end: a script does not remount offline
+        assert _file_lists(proxy)[3:] == [["labels.csv"]]  # nor at the end: a script does not remount offline
+
+
+def test_paths_a_version_lacks_are_looked_up_alone_once_not_through_its_whole_list(repo_server, two_versions,
+                                                                                   tmp_path):
+    """Opening a TIFF, GDAL asks for 7 sidecar files (.aux.xml, .aux, .xml...) that are seldom there: each
+    fetched a 10,000-file version's whole list (rasterio's open 40 -> 130 ms). Each is one small request,
+    once; and a path a published version lacks stays absent, so it is not asked again."""
+    name, v1, _ = two_versions
+    with FaultProxy(repo_server.url) as proxy:
+        fs = eotdl_fs(repo_server, tmp_path / "cache", url=proxy.url)
+        with fs.open(f"datasets/{name}/v1/labels.csv") as f:
+            assert f.read() == (v1 / "labels.csv").read_bytes()
+        sidecars = [f"labels.csv{ext}" for ext in (".aux.xml", ".aux", ".AUX", ".xml", ".XML", ".ovr", ".msk")]
+        for _ in range(2):
+            assert not any(fs.exists(f"datasets/{name}/v1/{rel}") for rel in sidecars)
+        assert [p for p in _file_lists(proxy) if p != ["labels.csv"]] == [[rel] for rel in sidecars]
 
 
 def test_put_get_and_not_found_as_fsspec_users_expect(repo_server, two_versions, tmp_path):

@@ -1,0 +1,44 @@
+"""The namespace's lists kept on disk (record lists, published versions' file lists): JSON, written whole.
+
+A remount finds them while the server is down, and a published version's file list, which never
+changes, is fetched once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+
+from eotdlfs.repository import Record, Version
+
+log = logging.getLogger(__name__)
+
+
+def record_to_json(record: Record) -> dict:
+    versions = [dict(asdict(v), created_at=v.created_at.isoformat()) for v in record.versions]
+    return dict(asdict(record), versions=versions)
+
+
+def record_from_json(data: dict) -> Record:
+    versions = tuple(Version(v["number"], datetime.fromisoformat(v["created_at"]), v["size"], v["draft"])
+                     for v in data["versions"])
+    return Record(data["kind"], data["id"], data["name"], data["owner"], versions)
+
+
+def write_json(path: Path, data) -> None:
+    """Keep DATA on disk for the next mount; a full or read-only disk costs only that (the list in hand is served)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot keep %s on disk: %s", path, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
