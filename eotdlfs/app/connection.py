@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 DEFAULT_CACHE_SIZE = 20 << 30  # the mount's default: one limit for the cache they share
 URL_PREFIX = "eotdl://"  # the fsspec URL of a path, as a pystac walk over eotdl:// hands out asset hrefs
 log = logging.getLogger(__name__)
+
+SPARE_CONNECTIONS = 2  # made as the read path is built (`ApiClient.connect_ahead`)
 _LATEST_IN_PATH = re.compile(rf"^(/(?:{'|'.join(KINDS)})/[^/]+)/{LATEST}(?=/|$)")
 
 
@@ -151,6 +153,9 @@ class Connection:
         options = MountOptions(cache_dir=self.cache_dir, cache_size=self.cache_size, ttl=self.ttl,
                                api_url=self.settings.api_url or "", read_timeout=self.settings.timeout + 5,
                                list_later=False)
+        # A script's first lookup and reads (its thread, the piece workers') find their connections made
+        threading.Thread(target=self.api.connect_ahead, args=(SPARE_CONNECTIONS,), name="connect-ahead",
+                         daemon=True).start()
         return build_context(self.repo, options)
 
     # --- the end ---------------------------------------------------------------------------

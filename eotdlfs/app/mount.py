@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 # its first lookup then finds them in hand (they came after it was ready on a loaded machine),
 # and a silent server delays the mount by no more.
 RECORDS_WAIT_S = 2.0
+# Connections made as the mount starts, for the first lookups and fetches: each comes on a thread of its own
+SPARE_CONNECTIONS = 4
 AHEAD_NOT_OPENED = 4
 AHEAD_FORGET_S = 10.0  # a stat long ago says nothing of what the lookups of now are for
 
@@ -148,6 +150,7 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
     context.tree.on_open = _told_first(repo.opened, context.tree.on_open)
     check_reachable(api, context.namespace, cache_dir)
     if context.namespace.server_reachable is not False:
+        threading.Thread(target=api.connect_ahead, args=(SPARE_CONNECTIONS,), name="connect-ahead", daemon=True).start()
         wait_for(context.warming, RECORDS_WAIT_S)
     folder = cache_dir / STAGING_FOLDER
     staging = make_staging_area(context, ApiPublisher(api, DraftLedger(folder / LEDGER_FILE)), folder)

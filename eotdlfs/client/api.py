@@ -104,6 +104,11 @@ class ApiClient(FileDownloads):
         # it only reports which path served the bytes (the tests of both paths read it).
         self.ranges_supported: bool | None = None
 
+    def connect_ahead(self, count: int) -> None:
+        """COUNT connections for range reads and lookups made now (`QuickGets.connect_ahead`); none behind a proxy."""
+        if self._quick:
+            self._quick_gets.connect_ahead(count)
+
     def close(self) -> None:
         self._session.close()
         self._store.close()

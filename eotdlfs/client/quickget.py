@@ -66,6 +66,8 @@ class QuickGets:
         # ends takes its connection with it, so threads that come and go leave no sockets open)
         self._lock = threading.Lock()
         self._made: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
+        self._spares: list[http.client.HTTPConnection] = []  # made ahead, for threads without one (`connect_ahead`)
+        self._closed = False  # no more spares then
 
     def range_body(self, target: str, headers: Mapping[str, str],
                    progress: Arrived | None = None) -> tuple[memoryview | None, int, str | None]:
@@ -83,12 +85,13 @@ class QuickGets:
         request = self._request(target, headers)
         conn = getattr(self._local, "conn", None)
         try:
-            if conn is not None and conn.sock is not None:
-                try:
-                    return self._exchange(conn.sock, request, plain_status, progress)
-                except _Stale:
-                    self.drop()  # a kept-alive connection the server closed meanwhile: once more, on a new one
-            return self._exchange(self._connect().sock, request, plain_status, progress)
+            if conn is None or conn.sock is None:
+                conn = self._connect()  # maybe a spare, made a while ago
+            try:
+                return self._exchange(conn.sock, request, plain_status, progress)
+            except _Stale:
+                self.drop()  # a kept-alive connection the server closed meanwhile: once more, on a new one
+            return self._exchange(self._connect(may_take_spare=False).sock, request, plain_status, progress)
         except (_Stale, OSError, http.client.HTTPException) as exc:
             self.drop()
             raise _as_urllib3(exc, target) from exc
@@ -107,23 +110,49 @@ class QuickGets:
 
     def close(self) -> None:
         with self._lock:
-            made, self._made = list(self._made), weakref.WeakSet()
+            made, self._made, self._spares, self._closed = list(self._made), weakref.WeakSet(), [], True
         for conn in made:
             conn.close()
 
-    def _connect(self) -> http.client.HTTPConnection:
+    def connect_ahead(self, count: int) -> None:
+        """Make COUNT connections now, for the first threads that ask: a fresh mount's first lookups
+        came each on a FUSE thread of its own, which connected while the user's `open` waited. A
+        spare the server closed meanwhile is sent on once, found closed, and replaced (`_get`)."""
+        for _ in range(count):
+            conn = self._unconnected()
+            try:
+                self._open(conn)
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                return  # the first read will say why
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    return
+                self._spares.append(conn)
+
+    def _connect(self, may_take_spare: bool = True) -> http.client.HTTPConnection:
+        with self._lock:
+            spare = self._spares.pop() if may_take_spare and self._spares else None
+        self._local.conn = conn = spare or self._unconnected()
+        if spare is None:
+            self._open(conn)
+        return conn
+
+    def _unconnected(self) -> http.client.HTTPConnection:
         if not self._https:
             conn = http.client.HTTPConnection(self._host, self._port, timeout=self._connect_timeout)
         else:
             if self._tls is None:
                 self._tls = tls_context(self._verify)
             conn = http.client.HTTPSConnection(self._host, self._port, timeout=self._connect_timeout, context=self._tls)
-        self._local.conn = conn
         with self._lock:
             self._made.add(conn)
+        return conn
+
+    def _open(self, conn: http.client.HTTPConnection) -> None:
         conn.connect()  # the TLS handshake included, under the connect timeout
         conn.sock.settimeout(self._read_timeout)  # then the request is sent and answered under the read timeout
-        return conn
 
     def _request(self, target: str, headers: Mapping[str, str]) -> bytes:
         """The request's bytes, as http.client would send them (a target or value that could split

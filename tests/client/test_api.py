@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import ssl
+import threading
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -134,6 +136,35 @@ def test_range_reads_keep_one_connection(repo_server, dataset):
         assert api.read_range("datasets", record_id, "odd name #1.bin", 1, start, 10_000) == blob[start:start + 10_000]
         sockets.add(api._quick_gets._local.conn.sock.getsockname())
     assert len(sockets) == 1
+
+
+def test_connections_made_ahead_serve_first_reads_and_one_closed_meanwhile_is_replaced(repo_server, dataset):
+    """A fresh mount's first lookups and fetches each come on a thread of its own: connections made
+    as it starts serve them. One the server closed meanwhile (idle too long) is replaced at once,
+    with no retry spent (none allowed here)."""
+    name, blob = dataset
+    api = ApiClient(Settings(repo_server.url, repo_server.token("alice"), None, 30), retries=0)
+    record_id = api.record_by_name("datasets", name)["id"]
+    used = []
+
+    def read_in_a_new_thread() -> None:
+        def read() -> None:
+            assert api.read_range("datasets", record_id, "odd name #1.bin", 1, 100, 1000) == blob[100:1100]
+            used.append(api._quick_gets._local.conn.sock.getsockname())
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join(30)
+
+    api.connect_ahead(2)
+    spares = {conn.sock.getsockname() for conn in api._quick_gets._spares}
+    for _ in range(2):
+        read_in_a_new_thread()
+    assert len(spares) == 2 and set(used) == spares
+    api.connect_ahead(1)
+    api._quick_gets._spares[0].sock.shutdown(socket.SHUT_RDWR)  # as the server's end of an idle connection
+    read_in_a_new_thread()
+    assert len(used) == 3 and used[2] not in spares
+    api.close()
 
 
 def test_plain_range_reads_skip_requests_per_call_work(repo_server, dataset, monkeypatch):
