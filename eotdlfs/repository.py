@@ -94,6 +94,11 @@ class Repository(Protocol):
         """LENGTH bytes of ENTRY from START (fewer only at end of file). PROGRESS, if given, may
         be told how far the body has arrived as it comes (readers waiting for its start)."""
 
+    def read_ranges(self, record: Record, entry: FileEntry,
+                    spans: Sequence[tuple[int, int]]) -> list[bytes | memoryview]:
+        """`read_range` of each (start, length) of SPANS, the requests in flight at once where the
+        repository allows, all on the caller's thread (a seeking reader's tile rows)."""
+
     def read_files(self, record: Record, entries: Sequence[FileEntry]) -> list[bytes | memoryview]:
         """The whole bytes of each of ENTRIES (small files), in as few requests as the repository
         allows; unchecked (the caller checks each against its SHA-1)."""

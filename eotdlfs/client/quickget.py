@@ -80,6 +80,41 @@ class QuickGets:
         """GET TARGET, as `range_body` but for a plain 200 (a small JSON answer)."""
         return self._get(target, {}, 200, None)
 
+    def range_bodies(self, asks: list[tuple[str, Mapping[str, str]]]) -> list[memoryview] | None:
+        """GETs of ranges (target, headers with a Range) in flight at once from this thread, each on a
+        connection of its own (the thread's, then others it keeps), all sent before any answer is read,
+        AT_ONCE at a time: a seeking reader's tile rows came one after the other, or hopped to fetch
+        threads and back. Their bodies when all are plain 206s, else None (for the caller's full way);
+        failures as `range_body`'s, every connection of the batch closed."""
+        wire = [self._request(target, headers) for target, headers in asks]
+        bodies: list[memoryview] = []
+        for lo in range(0, len(wire), AT_ONCE):
+            batch, answers = wire[lo:lo + AT_ONCE], None
+            for fresh in (False, True):  # kept connections the server closed meanwhile: once more, on new ones
+                conns: list[http.client.HTTPConnection] = []
+                try:
+                    conns = self._connections(len(batch), fresh)
+                    for conn, request in zip(conns, batch):
+                        _send(conn.sock, request)
+                    answers = [_answer(conn.sock, 206, None) for conn in conns]
+                    break
+                except _Stale as exc:
+                    self._drop_all(conns)
+                    if fresh:
+                        raise _as_urllib3(exc, asks[lo][0]) from exc
+                except (OSError, http.client.HTTPException) as exc:
+                    self._drop_all(conns)
+                    raise _as_urllib3(exc, asks[lo][0]) from exc
+                except BaseException:
+                    self._drop_all(conns)
+                    raise
+            assert answers is not None
+            self._drop_all([conn for conn, (*_, keep) in zip(conns, answers) if not keep])
+            if any(body is None for body, *_ in answers):
+                return None
+            bodies += [body for body, *_ in answers]
+        return bodies
+
     def _get(self, target: str, headers: Mapping[str, str], plain_status: int,
              progress: Arrived | None) -> tuple[memoryview | None, int, str | None]:
         request = self._request(target, headers)
@@ -98,6 +133,28 @@ class QuickGets:
         except BaseException:
             self.drop()
             raise
+
+    def _connections(self, count: int, fresh: bool) -> list[http.client.HTTPConnection]:
+        """This thread's connection and COUNT - 1 more that it keeps for `range_bodies`, made as needed
+        (FRESH: all new)."""
+        first = getattr(self._local, "conn", None)
+        if fresh or first is None or first.sock is None:
+            first = self._connect(may_take_spare=not fresh)
+        more = [] if fresh else [conn for conn in getattr(self._local, "more", []) if conn.sock is not None]
+        self._local.more = more
+        while len(more) < count - 1:
+            more.append(self._connection(may_take_spare=not fresh))
+        return [first, *more[:count - 1]]
+
+    def _drop_all(self, conns: list[http.client.HTTPConnection]) -> None:
+        for conn in conns:
+            if conn is getattr(self._local, "conn", None):
+                self.drop()
+                continue
+            self._local.more = [kept for kept in getattr(self._local, "more", []) if kept is not conn]
+            with self._lock:
+                self._made.discard(conn)
+            conn.close()
 
     def drop(self) -> None:
         """Close this thread's connection (a body left unread must not meet the next request)."""
@@ -132,11 +189,22 @@ class QuickGets:
                 self._spares.append(conn)
 
     def _connect(self, may_take_spare: bool = True) -> http.client.HTTPConnection:
+        self._local.conn = None
+        self._local.conn = conn = self._connection(may_take_spare)
+        return conn
+
+    def _connection(self, may_take_spare: bool = True) -> http.client.HTTPConnection:
+        """A connection made ahead (`connect_ahead`), or a new one."""
         with self._lock:
             spare = self._spares.pop() if may_take_spare and self._spares else None
-        self._local.conn = conn = spare or self._unconnected()
-        if spare is None:
+        if spare is not None:
+            return spare
+        conn = self._unconnected()
+        try:
             self._open(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _unconnected(self) -> http.client.HTTPConnection:
@@ -168,23 +236,38 @@ class QuickGets:
         """Send REQUEST on SOCK and read the answer's head; for a plain PLAIN_STATUS its body too.
         _Stale when the connection ends before any byte of the answer (a kept-alive
         connection the server closed: safe to send again)."""
-        try:
-            sock.sendall(request)
-            head, extra = _read_head(sock)
-        except ConnectionError as exc:
-            raise _Stale(str(exc)) from exc
-        status, fields = _parse_head(head)
-        length = fields.get(b"content-length")
-        plain = status == plain_status and length is not None and length.isdigit() and not (
-            fields.keys() & {b"content-encoding", b"transfer-encoding"})
-        if not plain:
-            location = fields.get(b"location")
-            self.drop()  # a body left unread must not reach the next request on this connection
-            return None, status, None if location is None else location.decode("latin-1")
-        body = _read_body(sock, int(length), extra, progress)
-        if b"close" in fields.get(b"connection", b"").lower():
+        _send(sock, request)
+        body, status, location, keep = _answer(sock, plain_status, progress)
+        if not keep:
             self.drop()
-        return body, status, None
+        return body, status, location
+
+
+def _send(sock: socket.socket, request: bytes) -> None:
+    try:
+        sock.sendall(request)
+    except ConnectionError as exc:  # a kept-alive connection the server closed
+        raise _Stale(str(exc)) from exc
+
+
+def _answer(sock: socket.socket, plain_status: int,
+            progress: Arrived | None) -> tuple[memoryview | None, int, str | None, bool]:
+    """The answer on SOCK: (its body, status, None) for a plain PLAIN_STATUS, else (None, status, its
+    Location), its body left unread; and whether the connection may carry another request. _Stale
+    when the connection ends before any byte of it (a kept-alive one the server closed: safe to send again)."""
+    try:
+        head, extra = _read_head(sock)
+    except ConnectionError as exc:
+        raise _Stale(str(exc)) from exc
+    status, fields = _parse_head(head)
+    length = fields.get(b"content-length")
+    plain = status == plain_status and length is not None and length.isdigit() and not (
+        fields.keys() & {b"content-encoding", b"transfer-encoding"})
+    if not plain:
+        location = fields.get(b"location")
+        return None, status, None if location is None else location.decode("latin-1"), False
+    body = _read_body(sock, int(length), extra, progress)
+    return body, status, None, b"close" not in fields.get(b"connection", b"").lower()
 
 
 class _Stale(http.client.HTTPException):
@@ -194,6 +277,7 @@ class _Stale(http.client.HTTPException):
 # what may not be in a request target, or in a header (http.client refuses the same)
 _SPLITS_REQUEST = re.compile(r"[\x00-\x20\x7f]")
 _BREAKS_LINE = re.compile(r"[\r\n\x00]")
+AT_ONCE = 4  # ranges of one `range_bodies` call in flight at once
 HEAD_LIMIT = 64 << 10  # an answer's status line and headers: route 9's are about 300 bytes
 HEAD_BUFFER = 4096  # mostly the head alone: the body is read straight into its memory
 

@@ -110,6 +110,10 @@ class ApiRepository:
                    progress: Arrived | None = None) -> bytes | memoryview:
         return self.api.read_range(record.kind, record.id, entry.path, entry.file_version, start, length, progress)
 
+    def read_ranges(self, record: Record, entry: FileEntry,
+                    spans: Sequence[tuple[int, int]]) -> list[bytes | memoryview]:
+        return self.api.read_ranges(record.kind, record.id, entry.path, entry.file_version, spans)
+
     def read_files(self, record: Record, entries: Sequence[FileEntry]) -> list[bytes | memoryview]:
         """`contents` requests within the server's limits when it has the extension, else one
         range request per file, a few at a time."""

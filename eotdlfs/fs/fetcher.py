@@ -37,9 +37,10 @@ from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.content import Content, FetchStats, StaleFetch, runs
 from eotdlfs.fs.drops import Drops
 from eotdlfs.fs.loads import SharedLoads
+from eotdlfs.fs.range_reads import fetch_range
 from eotdlfs.fs.recent import RecentBlocks
 from eotdlfs.fs.verify import Verifiers
-from eotdlfs.repository import Arrived, ContentMismatch, Repository, RepositoryError
+from eotdlfs.repository import Arrived, ContentMismatch, Repository
 
 log = logging.getLogger(__name__)
 
@@ -339,13 +340,8 @@ class BlockFetcher:
             task.futures[index - task.first].set_result(data)
 
     def fetch_range(self, content: Content, start: int, length: int, progress: Arrived | None = None) -> memoryview:
-        """LENGTH bytes of CONTENT from START, in one range request, counted in the stats;
-        a RepositoryError when the repository sends fewer. PROGRESS: see `Repository.read_range`."""
-        data = self.repo.read_range(content.record, content.entry, start, length, progress)
-        if len(data) != length:
-            raise RepositoryError(f"short read of {content.entry.path}: {len(data)} of {length} bytes")
-        self.stats.count_fetch(len(data))
-        return memoryview(data)
+        """`range_reads.fetch_range` from this fetcher's repository, counted in its stats."""
+        return fetch_range(self.repo, self.stats, content, start, length, progress)
 
     def _fetch(self, task: _Task) -> dict[int, memoryview]:
         """The task's blocks, fetched in one range request; all but the file's final block

@@ -51,6 +51,7 @@ from typing import Iterable
 
 from eotdlfs.fs.content import Content, StaleFetch, runs
 from eotdlfs.fs.fetcher import BlockFetcher
+from eotdlfs.fs.range_reads import fetch_ranges
 from eotdlfs.fs.recent import RecentBlocks
 
 log = logging.getLogger(__name__)
@@ -148,18 +149,18 @@ class PieceFetcher:
         """Fill each (offset, target) of RANGES (within the file) with CONTENT's bytes there: a multi-range
         read's (GDAL's tile rows of a window, asked for at once). The pieces missing from all of them are
         fetched at once, in as few requests as they allow (pieces NEAR_PIECES apart go in one, with the
-        pieces between): the first request on this thread, the others by the workers side by side.
-        Each range read on a thread of its own made two thread hops per cold range. Waits until DEADLINE."""
+        pieces between), all in flight at once from this thread (`Repository.read_ranges`): on worker
+        threads, each request hopped there and back, and the threads took the GIL from each other
+        (50 cold COG windows through eotdl://: 0.26 s; 0.22 on this thread one after the other).
+        Waits until DEADLINE."""
         size = self.piece_size
         ranges = [(offset, target) for offset, target in ranges if len(target)]
         wanted = sorted({number for offset, target in ranges
                          for number in range(offset // size, (offset + len(target) - 1) // size + 1)})
         between = [n for a, b in zip(wanted, wanted[1:]) if b - a <= NEAR_PIECES + 1 for n in range(a + 1, b)]
         futures, tasks = self._claim(content, opened, sorted(wanted + between))
-        for task in tasks[1:]:
-            self._tasks.put(task)
-        if tasks:
-            self._run(tasks[0], may_wait=False)  # its failure is its futures', raised by the copy
+        if tasks:  # their failure is their futures', raised by the copy
+            self._run_together(tasks, may_wait=False)
         for offset, target in ranges:
             self._copy_out(futures, offset, target, deadline)
 
@@ -257,31 +258,47 @@ class PieceFetcher:
             self._run(task)
 
     def _run(self, task: _Task, may_wait: bool = True) -> None:
-        content, size = task.content, self.piece_size
-        checksum, count = content.checksum, len(task.futures)
-        start = task.first * size
-        length = min(count * size, content.size - start)
+        self._run_together([task], may_wait)
+
+    def _run_together(self, tasks: list[_Task], may_wait: bool = True) -> None:
+        """Fetch TASKS (of one content), their requests in flight at once, and settle their futures."""
+        content, size = tasks[0].content, self.piece_size
+        spans = [(task.first * size, min(len(task.futures) * size, content.size - task.first * size)) for task in tasks]
         try:
-            view = self.fetcher.fetch_range(content, start, length)
-            pieces = {task.first + i: view[i * size:(i + 1) * size] for i in range(count)}
-            with self._lock:
-                if self.fetcher.failed_since(checksum, task.serial):
-                    raise StaleFetch(f"content {checksum} failed its checksum during this fetch")
+            views = [self.fetcher.fetch_range(content, *spans[0])] if len(tasks) == 1 else \
+                fetch_ranges(self.fetcher.repo, self.fetcher.stats, content, spans)
+        except BaseException as exc:  # handed to every waiter, who maps it to an errno
+            for task in tasks:
+                self._failed(task, exc)
+            return
+        for task, view in zip(tasks, views):
+            self._settle(task, view, may_wait)
+
+    def _settle(self, task: _Task, view: memoryview, may_wait: bool) -> None:
+        checksum, size = task.content.checksum, self.piece_size
+        pieces = {task.first + i: view[i * size:(i + 1) * size] for i in range(len(task.futures))}
+        with self._lock:
+            stale = self.fetcher.failed_since(checksum, task.serial)
+            if not stale:
                 self._kept.add(checksum, pieces)
                 for number in pieces:
                     self._inflight.pop((checksum, number), None)
-        except BaseException as exc:  # handed to every waiter, who maps it to an errno
-            self.fetcher.stats.count_error(exc)
-            log.warning("fetch of %s pieces %d+%d failed: %s", content.entry.path, task.first, count, exc)
-            with self._lock:
-                for i in range(count):
-                    self._inflight.pop((checksum, task.first + i), None)
-            for future in task.futures:
-                future.set_exception(exc)
+        if stale:
+            self._failed(task, StaleFetch(f"content {checksum} failed its checksum during this fetch"))
             return
         for number, future in zip(pieces, task.futures):
             future.set_result(pieces[number])
         self._store(checksum, pieces, task.serial, view, may_wait)
+
+    def _failed(self, task: _Task, exc: BaseException) -> None:
+        count = len(task.futures)
+        self.fetcher.stats.count_error(exc)
+        log.warning("fetch of %s pieces %d+%d failed: %s", task.content.entry.path, task.first, count, exc)
+        with self._lock:
+            for i in range(count):
+                self._inflight.pop((task.content.checksum, task.first + i), None)
+        for future in task.futures:
+            future.set_exception(exc)
 
     def _store(self, checksum: str, pieces: dict[int, memoryview], serial: int, fetched: memoryview,
                may_wait: bool = True) -> None:

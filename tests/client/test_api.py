@@ -167,6 +167,44 @@ def test_connections_made_ahead_serve_first_reads_and_one_closed_meanwhile_is_re
     api.close()
 
 
+def test_the_ranges_of_one_read_are_in_flight_at_once_from_the_callers_thread(repo_server, dataset):
+    """A seeking reader's tile rows: all requests sent, each on a connection of its own, before any answer
+    is read (one after the other they cost a round trip each; on fetch threads, hops and the GIL), the
+    connections kept for the next read; one the server closed meanwhile is replaced, no retry spent."""
+    from reliability.faultproxy import FaultProxy
+
+    name, blob = dataset
+    spans = [(0, 1000), (20_000, 5000), (40_000, 3000)]
+    with FaultProxy(repo_server.url) as proxy:
+        api = ApiClient(Settings(proxy.url, repo_server.token("alice"), None, 30), retries=0)
+        record_id = api.record_by_name("datasets", name)["id"]
+        proxy.inject("slow", "/download/", delay=0.5)  # every answer held half a second
+        started = time.monotonic()
+        got = api.read_ranges("datasets", record_id, "odd name #1.bin", 1, spans)
+        elapsed = time.monotonic() - started
+        assert [bytes(g) for g in got] == [blob[s:s + n] for s, n in spans]
+        assert elapsed < 1.0, elapsed  # one after the other: 1.5 s
+        proxy.clear()
+        quick = api._quick_gets
+        kept = [quick._local.conn, *quick._local.more]
+        assert len({id(conn) for conn in kept}) == 3
+        kept[1].sock.shutdown(socket.SHUT_RDWR)  # as the server's end of an idle connection
+        assert [bytes(g) for g in api.read_ranges("datasets", record_id, "odd name #1.bin", 1, spans)] == \
+            [blob[s:s + n] for s, n in spans]
+    api.close()
+
+
+def test_ranges_a_server_answers_whole_are_read_one_by_one_and_sliced():
+    """A server without ranges (a 200 with the whole file) for a multi-range read: each range is read its full way."""
+    body = bytes(range(256)) * 20
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    with _raw_server(answer, hold_open=False) as (port, _):
+        api = ApiClient(Settings(f"http://127.0.0.1:{port}/", None, None, 5), retries=0)
+        got = api.read_ranges("datasets", "rec", "a.bin", 1, [(0, 10), (1000, 30)])
+    assert [bytes(g) for g in got] == [body[:10], body[1000:1030]]
+    api.close()
+
+
 def test_plain_range_reads_skip_requests_per_call_work(repo_server, dataset, monkeypatch):
     """A 206 answer is read straight through a kept-alive connection: requests' own work per call
     (settings merged from the environment, hooks, cookies) cost more than the request itself."""

@@ -75,6 +75,9 @@ class MemoryRepository:
     def lookup_at_once(self, record: Record, version: int, path: str) -> None:
         return None  # always the way of `lookup`, whose waits the tests control
 
+    def read_ranges(self, record: Record, entry: FileEntry, spans) -> list[bytes]:
+        return [self.read_range(record, entry, start, length) for start, length in spans]
+
     def read_range(self, record: Record, entry: FileEntry, start: int, length: int, progress=None) -> bytes:
         self._check()
         if self.delay:

@@ -453,6 +453,21 @@ def test_pieces_are_stored_in_batches_in_a_file_each_and_surely_at_close(setup, 
         cache.close()
 
 
+def test_a_multi_range_reads_requests_go_together_from_the_readers_own_thread(setup):
+    """A window's tile rows are asked of the repository in one `read_ranges` call, on the reader's thread:
+    on fetch threads each request hopped there and back, and the threads took the GIL from each other."""
+    repo, record, entries, data, make = setup
+    reader = make()
+    content = Content(record, entries["f.bin"])
+    calls, read_ranges = [], repo.read_ranges
+    repo.read_ranges = lambda record, entry, spans: (calls.append((threading.current_thread(), spans)),
+                                                      read_ranges(record, entry, spans))[1]
+    rows = [(BS + i * 6 * BS + 100, memoryview(bytearray(BS))) for i in range(3)]
+    reader.pieces.read_ranges(content, reader.fetcher.serial(), rows, time.monotonic() + 10)
+    assert [bytes(target) for _, target in rows] == [data[offset:offset + BS] for offset, _ in rows]
+    assert [(thread, len(spans)) for thread, spans in calls] == [(threading.current_thread(), 3)]
+
+
 def test_the_tiles_fetched_for_a_batch_are_stored_in_one_file(setup, tmp_path, monkeypatch):
     """Tile-sized fetches (a window's rows, each RUN_FILE_BYTES or more) waiting together are stored
     side by side in one file: a file per fetch was a new inode, and often a new folder, per row read
