@@ -35,7 +35,7 @@ MEASURED_KEYS = (
     *(f"{peer}_cog_4x_windows_{unit}" for peer in ("eotdlfs", "rclone", "vsicurl") for unit in ("s", "bytes_fetched")),
     "eotdlfs_first_small_ms", "rclone_first_small_ms",
     "eotdlfs_delayed_first_byte_ms", "rclone_delayed_first_byte_ms",
-    *(f"{peer}_delayed_cog_windows_{unit}" for peer in ("eotdlfs", "rclone", "vsicurl")
+    *(f"{peer}_delayed_cog_windows_{unit}" for peer in ("eotdlfs", "rclone", "vsicurl", "eotdl_fsspec")
       for unit in ("s", "bytes_fetched")),
     "eotdlfs_delayed_cold_seq_MBps", "rclone_delayed_cold_seq_MBps",
     # Issue 18: the same windows through eotdl:// (fsspec, no mount), and 1 MiB at an offset of the big file.
@@ -63,6 +63,7 @@ RATIOS = {
     "fsspec_cog_time_vs_vsicurl": ("eotdl_fsspec_cog_windows_s", "vsicurl_cog_windows_s"),  # a fraction
     "fsspec_cog_bytes_vs_vsicurl": ("eotdl_fsspec_cog_windows_bytes_fetched", "vsicurl_cog_windows_bytes_fetched"),
     "fsspec_cog_4x_time_vs_vsicurl": ("eotdl_fsspec_cog_4x_windows_s", "vsicurl_cog_4x_windows_s"),
+    "delayed_fsspec_cog_time_vs_vsicurl": ("eotdl_fsspec_delayed_cog_windows_s", "vsicurl_delayed_cog_windows_s"),
 }
 GOALS = {  # issue 16's goals (the read path, second round): ratio key -> the least value that meets it
     "cold_vs_curl": 0.4, "cold_vs_rclone": 1.5, "warm_vs_rclone": 10.0,
@@ -234,6 +235,9 @@ def table(r: dict[str, Any]) -> str:
         ("... random 512x512 windows (s)", _fmt(r["eotdlfs_delayed_cog_windows_s"]),
          _fmt(r["rclone_delayed_cog_windows_s"]), f"GDAL /vsicurl/ {_fmt(r['vsicurl_delayed_cog_windows_s'])}",
          f"{_fmt(r['delayed_cog_speed_vs_vsicurl'])}x vsicurl's speed"),
+        ("... the same windows through `eotdl://` (s)", _fmt(r["eotdl_fsspec_delayed_cog_windows_s"]), "",
+         f"GDAL /vsicurl/ {_fmt(r['vsicurl_delayed_cog_windows_s'])}",
+         f"{_fmt(r['delayed_fsspec_cog_time_vs_vsicurl'])}x vsicurl's time"),
         ("... cold sequential (MB/s)", _fmt(r["eotdlfs_delayed_cold_seq_MBps"]), _fmt(r["rclone_delayed_cold_seq_MBps"]),
          "", f"{_fmt(r['delayed_cold_vs_rclone'])}x"),
         ("peak RSS of the mount process (MB)", _fmt(r["eotdlfs_rss_peak_MB"]), _fmt(r["rclone_rss_peak_MB"]), "", ""),

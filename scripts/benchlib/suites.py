@@ -98,19 +98,25 @@ def _cog_parallel(bench: Bench, peer: str, target: str, bytes_sent: Callable[[],
              env=env)
 
 
-def run_eotdl_fsspec(bench: Bench, server: eotdlfs_side.EotdlfsServer, env: dict[str, str]) -> None:
+def run_eotdl_fsspec(bench: Bench, server: eotdlfs_side.EotdlfsServer, env: dict[str, str],
+                     api_url: str | None = None, peer: str = "eotdl_fsspec") -> None:
     """eotdl:// without a mount: rasterio through fsspec on vsicurl's windows (cold, then a second
     process on the warm cache, then 4 processes on a fresh one), and 1 MiB read at an offset of
-    the big file; each cold run on an empty user cache dir (the default cache of eotdl://)."""
+    the big file; each cold run on an empty user cache dir (the default cache of eotdl://). Through
+    API_URL (a delaying proxy) only the cold windows, as PEER."""
     ds = bench.dataset
     version = f"eotdl://datasets/{ds.name}/v1"
     homes = []
 
     def fresh_env() -> dict[str, str]:
         homes.append(bench.fresh_dir("fsspec-cache"))
-        return {**env, "EOTDL_API_URL": server.url, "XDG_CACHE_HOME": str(homes[-1])}
+        return {**env, "EOTDL_API_URL": api_url or server.url, "XDG_CACHE_HOME": str(homes[-1])}
 
     try:
+        if api_url is not None:
+            if ds.geotiff is not None:
+                _cog_windows(bench, peer, f"{version}/{GEOTIFF_FILE}", server.bytes_sent, again=False, env=fresh_env())
+            return
         if ds.geotiff is not None:
             _cog_windows(bench, "eotdl_fsspec", f"{version}/{GEOTIFF_FILE}", server.bytes_sent, env=fresh_env())
             _cog_parallel(bench, "eotdl_fsspec", f"{version}/{GEOTIFF_FILE}", server.bytes_sent, env=fresh_env())
@@ -156,6 +162,7 @@ def run_delayed(bench: Bench, server: eotdlfs_side.EotdlfsServer, nginx: Nginx, 
         run_eotdlfs_mounts(bench, server, env, api_url=to_server.url, peer="eotdlfs_delayed", steps=DELAYED_STEPS)
         run_rclone_mounts(bench, nginx, base_url=to_nginx.url, peer="rclone_delayed", steps=DELAYED_STEPS)
         run_vsicurl(bench, server, base_url=to_server.url, peer="vsicurl_delayed")
+        run_eotdl_fsspec(bench, server, env, api_url=to_server.url, peer="eotdl_fsspec_delayed")
     finally:
         bench.stop(to_nginx)
         bench.stop(to_server)
