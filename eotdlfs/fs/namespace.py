@@ -86,7 +86,7 @@ class Namespace:
         self._missed: dict[str, tuple[float, float]] = {}
         self._trees: dict[tuple[str, int], VersionTree] = {}
         # Written under _lock, read without it (see the module's note on locks).
-        # Paths inside a published version never change: resolved once, looked up after.
+        # Paths inside a published version never change: resolved once (a path not there as ABSENT), looked up after.
         self._nodes: dict[str, Node] = {}
         # Versions whose file list is loaded, by (kind, name, 'vN'): a file inside one is
         # found with two dict lookups (`ls -l` of a fresh folder asks once per file).
@@ -276,7 +276,7 @@ class Namespace:
     def _fetch_tree(self, record: Record, number: int) -> VersionTree:
         entries = self.repo.files(record, number)
         write_json(self._listing_file(record, number),
-                    [(e.path, e.file_version, e.checksum, e.size, e.created_at) for e in entries])
+                   [(e.path, e.file_version, e.checksum, e.size, e.created_at) for e in entries])
         return self._install(record, number, entries)
 
     def _install(self, record: Record, number: int, entries: list[FileEntry]) -> VersionTree:
