@@ -147,8 +147,11 @@ class BlockCache:
         _open_caches.add(self)
         # Guarded by _lock: counters for `status`.
         self._lock = threading.Lock()
-        self.hits = self.misses = self.write_errors = self.damaged = 0
+        self.hits = 0
+        self.misses = 0
+        self.write_errors = 0
         self.last_error: str | None = None
+        self.damaged = 0
         self._touched: dict[str, float] = {}  # key -> when read back, not yet entered (`_touch`)
         self._absent = AbsentKeys()  # misses without asking the index again
         # Guarded by _room: bytes being written, which the disk's free space does not show yet.
@@ -414,11 +417,6 @@ class BlockCache:
                     self._cache.delete(block_key(checksum, index))
         except CACHE_ERRORS as exc:  # left in place, still failing its check, or found later
             self._failed(exc)
-
-    def write_through_page_cache(self) -> None:
-        """Write through the page cache from now on (not O_DIRECT): at the end of a script or a mount, waiting
-        for the disk only delays the end (the last pieces: 37 -> 25 ms), and a next process reads them from memory."""
-        self._cache.disk.direct = False
 
     def volume(self) -> int:
         with SQLITE_GATE:

@@ -58,7 +58,7 @@ class _BlockDisk(diskcache.Disk):
 
     def __init__(self, directory: str, **kwargs):
         super().__init__(directory, **kwargs)
-        self.direct = True  # until the cache's file system refuses O_DIRECT, or the writer ends
+        self._direct = True  # until the cache's file system refuses O_DIRECT
 
     def filename(self, key=diskcache.UNKNOWN, value=diskcache.UNKNOWN):
         # One level of 256 folders, not diskcache's 65,536: a fresh cache would otherwise
@@ -82,7 +82,7 @@ class _BlockDisk(diskcache.Disk):
         views = [memoryview(part).cast("B") for part in (data if isinstance(data, list) else [data])]
         size = sum(view.nbytes for view in views)
         filename, path = self.filename()
-        direct = self.direct and all(_direct_capable(view) for view in views)
+        direct = self._direct and all(_direct_capable(view) for view in views)
         fd = self._create(path, direct)
         try:
             written = 0
@@ -113,5 +113,5 @@ class _BlockDisk(diskcache.Disk):
                 if exc.errno != errno.EINVAL or not direct:
                     raise
                 log.info("the cache's file system refuses O_DIRECT; blocks go through the page cache")
-                self.direct = direct = False
+                self._direct = direct = False
         return os.open(path, flags, 0o600)  # the last try: its error is the one to report

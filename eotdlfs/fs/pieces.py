@@ -215,7 +215,6 @@ class PieceFetcher:
         deadline = time.monotonic() + CLOSE_WAIT  # their fetches under way queue pieces to store too
         for worker in self._threads[:-1]:
             worker.join(max(0.0, deadline - time.monotonic()))
-        self.cache.write_through_page_cache()
         with self._storing:
             self._closing = True
             self._storing.notify()

@@ -9,7 +9,6 @@ import json
 import multiprocessing
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import time
@@ -219,35 +218,6 @@ def test_a_multi_range_read_of_blocks_held_whole_fetches_nothing_again(repo_serv
         got = f.get_byte_ranges(offsets, sizes)
         assert repo_server.stats()["downloads"] == before
     assert [bytes(g) for g in got] == [data[o:o + n] for o, n in zip(offsets, sizes)]
-
-
-def _resident_bytes(files: set[Path]) -> dict[str, int]:
-    """How many bytes of each of FILES the page cache holds (util-linux's fincore), by name."""
-    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES,FILE", *map(str, files)],
-                         capture_output=True, text=True, check=True).stdout
-    return {Path(line.split(" ", 1)[1]).name: int(line.split(" ", 1)[0]) for line in out.splitlines()}
-
-
-@pytest.mark.skipif(not shutil.which("fincore"), reason="needs util-linux's fincore")
-def test_pieces_stored_at_the_end_go_through_the_page_cache_those_stored_before_bypass_it(
-        repo_server, unique_name, tmp_path):
-    """A script's last pieces are stored as it exits: written with O_DIRECT, its exit waited for the disk
-    (37 ms of a 50-window script's ~640), and the next process read them from the disk. Pieces stored
-    while it reads still bypass the page cache (a second copy of every byte would evict pages in use)."""
-    name = unique_name("exit")
-    data = ingest_one_file(repo_server, tmp_path / "src", name, "a.bin", 6 * MiB)
-    fs = eotdl_fs(repo_server, tmp_path / "cache")
-    blocks = tmp_path / "cache" / "blocks"
-    with fs.connection.open(f"datasets/{name}/v1/a.bin") as f:
-        assert [bytes(g) for g in f.get_byte_ranges([MiB + 5], [300_000])] == [data[MiB + 5:MiB + 300_005]]
-        fs.connection.reading().reader.pieces.store_waiting()  # as once its readers pause
-        during = set(blocks.rglob("*.val"))
-        assert [bytes(g) for g in f.get_byte_ranges([4 * MiB], [300_000])] == [data[4 * MiB:4 * MiB + 300_000]]
-    fs.connection.close()
-    at_the_end = set(blocks.rglob("*.val")) - during
-    assert during and at_the_end
-    assert set(_resident_bytes(during).values()) == {0}
-    assert all(_resident_bytes(at_the_end).values())
 
 
 def test_a_1_mib_read_at_an_offset_of_a_64_mib_file_downloads_at_most_8_mib(repo_server, unique_name, tmp_path):
