@@ -220,6 +220,31 @@ def test_a_multi_range_read_of_blocks_held_whole_fetches_nothing_again(repo_serv
     assert [bytes(g) for g in got] == [data[o:o + n] for o, n in zip(offsets, sizes)]
 
 
+def test_a_multi_range_read_meets_a_reset_and_a_silent_server_as_a_single_read_does(repo_server, unique_name,
+                                                                                      tmp_path, monkeypatch):
+    """The tile rows of a window go out together: a connection reset in one of them is read again (right
+    bytes), and a server that stops answering costs one read timeout and EIO, not a timeout per row."""
+    monkeypatch.setenv("EOTDLFS_TIMEOUT", "3")
+    name = unique_name("faults")
+    data = ingest_one_file(repo_server, tmp_path / "src", name, "a.bin", 8 * MiB)
+    offsets, sizes = [MiB + 3, 3 * MiB, 6 * MiB + 7], [200_000, 150_000, 90_000]
+    with FaultProxy(repo_server.url) as proxy:
+        fs = eotdl_fs(repo_server, tmp_path / "cache", url=proxy.url)
+        with fs.connection.open(f"datasets/{name}/v1/a.bin") as f:
+            proxy.inject("reset", "/download/", at=50_000, count=1)
+            assert [bytes(g) for g in f.get_byte_ranges(offsets, sizes)] == \
+                [data[o:o + n] for o, n in zip(offsets, sizes)]
+            assert proxy.total_injected() == 1
+            proxy.inject("silent", "/download/", delay=30)
+            started = time.monotonic()
+            with pytest.raises(OSError) as failed:
+                f.get_byte_ranges([o + MiB for o in offsets], sizes)
+            assert failed.value.errno == errno.EIO and time.monotonic() - started < 4.5  # timing out again: 6 s
+            proxy.clear()
+            assert [bytes(g) for g in f.get_byte_ranges([o + MiB for o in offsets], sizes)] == \
+                [data[o + MiB:o + MiB + n] for o, n in zip(offsets, sizes)]
+
+
 def test_a_1_mib_read_at_an_offset_of_a_64_mib_file_downloads_at_most_8_mib(repo_server, unique_name, tmp_path):
     name = unique_name("off")
     data = ingest_one_file(repo_server, tmp_path / "src", name, "big.bin", 64 * MiB)
