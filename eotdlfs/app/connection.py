@@ -28,6 +28,7 @@ from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import Settings, resolve_settings
 from eotdlfs.fs.context import MountContext, MountOptions, build_context
 from eotdlfs.fs.namespace import FILE, LATEST, Node
+from eotdlfs.fs.pieces import SCRIPT_STORE_AT_BYTES
 from eotdlfs.metadata import KINDS, record_noun
 from eotdlfs.repository import IngestResult, Record, TransferProgress, Version
 
@@ -152,7 +153,7 @@ class Connection:
         # file of 10,000 may be done before it comes, and would pay for it while reading.
         options = MountOptions(cache_dir=self.cache_dir, cache_size=self.cache_size, ttl=self.ttl,
                                api_url=self.settings.api_url or "", read_timeout=self.settings.timeout + 5,
-                               list_later=False)
+                               list_later=False, store_pieces_at=SCRIPT_STORE_AT_BYTES)
         # A script's first lookup and reads (its thread, the piece workers') find their connections made
         threading.Thread(target=self.api.connect_ahead, args=(SPARE_CONNECTIONS,), name="connect-ahead",
                          daemon=True).start()

@@ -9,6 +9,7 @@ from pathlib import Path
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs.namespace import Namespace
+from eotdlfs.fs.pieces import STORE_AT_BYTES
 from eotdlfs.fs.prefetch import DocumentPrefetch
 from eotdlfs.fs.reader import ContentReader
 from eotdlfs.fs.readonly import ReadOnlyTree
@@ -27,6 +28,7 @@ class MountOptions:
     read_timeout: float = 65.0  # a callback waiting for the server gets EIO after this long
     api_url: str = ""
     list_later: bool = True  # a version's whole list in the background after its first lookup (Namespace)
+    store_pieces_at: int = STORE_AT_BYTES  # a seeking reader's pieces waiting to be stored, at most (`pieces`)
 
 
 @dataclass
@@ -60,7 +62,7 @@ def build_context(repo: Repository, options: MountOptions) -> MountContext:
     namespace = Namespace(repo, cache_dir / "state", ttl=options.ttl, wait=options.read_timeout,
                           list_later=options.list_later)
     warming = namespace.warm()
-    reader = ContentReader(fetcher, demand_timeout=options.read_timeout)
+    reader = ContentReader(fetcher, demand_timeout=options.read_timeout, store_pieces_at=options.store_pieces_at)
     tree = ReadOnlyTree(namespace, reader)
     prefetch = DocumentPrefetch(repo, namespace, fetcher, wait=min(10.0, options.read_timeout))
     tree.on_open = prefetch.opened

@@ -24,7 +24,7 @@ from concurrent.futures import Future
 
 from eotdlfs.fs.content import Content
 from eotdlfs.fs.fetcher import BlockFetcher
-from eotdlfs.fs.pieces import PIECE_SIZE, PieceFetcher
+from eotdlfs.fs.pieces import PIECE_SIZE, STORE_AT_BYTES, PieceFetcher
 from eotdlfs.fs.readahead import ReadAheadWindow
 from eotdlfs.fs.tiles import Layouts
 from eotdlfs.fs.tilewindows import TileWindows
@@ -72,14 +72,15 @@ def _copy(source: memoryview, lo: int, target: memoryview) -> None:
 
 class ContentReader:
     def __init__(self, fetcher: BlockFetcher, first_window: int = 2 << 20,
-                 max_window: int = 32 << 20, demand_timeout: float = 120.0, piece_size: int = PIECE_SIZE):
+                 max_window: int = 32 << 20, demand_timeout: float = 120.0, piece_size: int = PIECE_SIZE,
+                 store_pieces_at: int = STORE_AT_BYTES):
         self.fetcher = fetcher
         self.cache = fetcher.cache
         self.block_size = fetcher.block_size
         self.first_window = first_window
         self.max_window = max_window
         self.demand_timeout = demand_timeout
-        self.pieces = PieceFetcher(fetcher, piece_size)
+        self.pieces = PieceFetcher(fetcher, piece_size, store_at=store_pieces_at)
         self.layouts = Layouts()
         # When a reader first waited for each fetch still running: one that hangs (a silent server)
         # fails the readers after it at once, not each after a bound of its own (the kernel reads

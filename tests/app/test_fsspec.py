@@ -24,6 +24,8 @@ import eotdlfs
 
 from eotdlfs.app.embedded import SAMPLE_DIR
 from eotdlfs.app.fsspec_eotdl import EotdlFileSystem
+from eotdlfs.fs import pieces as pieces_module
+from eotdlfs.fs.pieces import piece_key
 from eotdlfs.fs.namespace import LIST_LATER_S
 from tests.client.helpers import cli_env
 from tests.fs.datasets import ingest, ingest_one_file, make_folder, tree_digest, write_metadata
@@ -243,6 +245,24 @@ def test_a_multi_range_read_meets_a_reset_and_a_silent_server_as_a_single_read_d
             proxy.clear()
             assert [bytes(g) for g in f.get_byte_ranges([o + MiB for o in offsets], sizes)] == \
                 [data[o + MiB:o + MiB + n] for o, n in zip(offsets, sizes)]
+
+
+def test_a_scripts_pieces_are_stored_along_the_way_not_all_as_it_exits(repo_server, unique_name, tmp_path,
+                                                                       monkeypatch):
+    """What waits is stored as the script exits, and its exit waits for the disk: a script's pieces are
+    stored once SCRIPT_STORE_AT_BYTES wait (a mount's once 32 MiB wait, or its readers pause)."""
+    monkeypatch.setattr(pieces_module, "STORE_QUIET_S", 60)  # no pause counts
+    name = unique_name("along")
+    data = ingest_one_file(repo_server, tmp_path / "src", name, "a.bin", 16 * MiB)
+    fs = eotdl_fs(repo_server, tmp_path / "cache")
+    with fs.connection.open(f"datasets/{name}/v1/a.bin") as f:
+        offsets = [MiB + 5 + i * (2 * MiB) for i in range(6)]  # 6 ranges of 1 MiB, apart: 6 MiB of pieces
+        assert [bytes(g) for g in f.get_byte_ranges(offsets, [MiB] * 6)] == [data[o:o + MiB] for o in offsets]
+        cache, checksum = fs.connection.reading().cache, f._handle.content.checksum
+        deadline = time.monotonic() + 10
+        while not cache.holding(checksum, [piece_key(n) for n in range(256)]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cache.holding(checksum, [piece_key(n) for n in range(256)])  # before the connection's end
 
 
 def test_a_1_mib_read_at_an_offset_of_a_64_mib_file_downloads_at_most_8_mib(repo_server, unique_name, tmp_path):
