@@ -181,15 +181,8 @@ class BlockCache:
         reader's tile is a dozen pieces, and a lookup each was most of a warm window's time); their
         access times, for the LRU order, are entered later, with the next write (`_touch`)."""
         keys = {block_key(checksum, index): index for index in indices}
-        asked, mark = self._absent.may_hold(keys)
-        try:  # a miss costs a read, never a wait for a writer
-            rows = self._rows("key, mode, filename, value, tag, size", asked) if asked else []
-        except CACHE_ERRORS as exc:  # an index damaged under the mount: misses
-            self._failed(exc)
-            return {}
-        self._absent.note(set(asked).difference(row[0] for row in rows), mark)
         found = {}
-        for key, mode, filename, value, crc, size in rows:
+        for key, mode, filename, value, crc, size in self._held_rows("key, mode, filename, value, tag, size", keys):
             data = self._read_back(checksum, keys[key], mode, filename, value, crc, size)
             if data is not None:
                 self._touch(key)
@@ -255,18 +248,24 @@ class BlockCache:
         return bool(self.holding(item[0], [item[1]]))
 
     def holding(self, checksum: str, indices: Iterable[int | str]) -> set[int | str]:
-        """Those of INDICES whose blocks the index holds, in one read (WAL readers never wait for writers)."""
+        """Those of INDICES whose blocks the index holds, in one read."""
         keys = {block_key(checksum, index): index for index in indices}
+        return {keys[key] for (key,) in self._held_rows("key", keys)}
+
+    def _held_rows(self, columns: str, keys: Iterable[str]) -> list[tuple]:
+        """COLUMNS (the key first) of the index's rows of KEYS, in one plain read (WAL readers never wait
+        for writers, so a miss costs a read), keys found absent a moment ago not asked again (`absent_keys`);
+        none when the index fails (damaged under the mount: misses)."""
         asked, mark = self._absent.may_hold(keys)
         if not asked:
-            return set()
+            return []
         try:
-            held = {key for (key,) in self._rows("key", asked)}
-        except CACHE_ERRORS as exc:  # an index damaged under the mount: misses
+            rows = self._rows(columns, asked)
+        except CACHE_ERRORS as exc:
             self._failed(exc)
-            return set()
-        self._absent.note(set(asked).difference(held), mark)
-        return {keys[key] for key in held}
+            return []
+        self._absent.note(set(asked).difference(row[0] for row in rows), mark)
+        return rows
 
     def put(self, checksum: str, index: int, data: bytes | memoryview) -> bool:
         """Store a block; False when the cache cannot take it (disk full): the caller has the
