@@ -71,11 +71,9 @@ class FileDownloads:
         """A plain 206 range of route 9 through `QuickGets`, skipping requests' and urllib3's
         per-call work (see eotdlfs.client.quickget): (bytes, None); else (None,
         None), or (None, the error) when the connection failed (a first try spent)."""
-        if not self._quick or self._presigned.get((kind, record_id, path, file_version)) is not None:
+        url = self._quick_url(kind, record_id, path, file_version)
+        if url is None:
             return None, None
-        url = self._quick_gets.base + self._download_route(kind, record_id, path)
-        if file_version is not None:
-            url += f"?version={int(file_version)}"
         try:
             body, status, location = self._quick_gets.range_body(url, headers, progress)
         except (urllib3.exceptions.HTTPError, requests.RequestException) as exc:  # no connection; a broken body
@@ -85,6 +83,14 @@ class FileDownloads:
             if status == 307 and location:  # the store's URL, for the full way to reuse
                 self._presigned.put((kind, record_id, path, file_version), location)
         return body, None
+
+    def _quick_url(self, kind: str, record_id: str, path: str, file_version: int | None) -> str | None:
+        """Route 9's target for `QuickGets`, or None when the quick way does not serve (a proxy set, a
+        server without ranges, a file redirected to the object store)."""
+        if not self._quick or self._presigned.get((kind, record_id, path, file_version)) is not None:
+            return None
+        url = self._quick_gets.base + self._download_route(kind, record_id, path)
+        return url if file_version is None else f"{url}?version={int(file_version)}"
 
     def _store_get(self, url: str, headers: dict[str, str]) -> requests.Response:
         try:
@@ -164,10 +170,8 @@ class FileDownloads:
         """The bytes of each (start, length) of SPANS of a file version, the requests in flight at once
         on this thread (`QuickGets.range_bodies`) where the quick way serves them, else one after the
         other as `read_range` reads them (a reset connection then retried as there)."""
-        if self._quick and len(spans) > 1 and self._presigned.get((kind, record_id, path, file_version)) is None:
-            url = self._quick_gets.base + self._download_route(kind, record_id, path)
-            if file_version is not None:
-                url += f"?version={int(file_version)}"
+        url = self._quick_url(kind, record_id, path, file_version) if len(spans) > 1 else None
+        if url is not None:
             try:
                 bodies = self._quick_gets.range_bodies(
                     [(url, {"Range": f"bytes={start}-{start + length - 1}"}) for start, length in spans])
