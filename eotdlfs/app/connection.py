@@ -155,8 +155,7 @@ class Connection:
                                api_url=self.settings.api_url or "", read_timeout=self.settings.timeout + 5,
                                list_later=False, store_pieces_at=SCRIPT_STORE_AT_BYTES)
         # A script's first lookup and reads (its thread, the piece workers') find their connections made
-        threading.Thread(target=self.api.connect_ahead, args=(SPARE_CONNECTIONS,), name="connect-ahead",
-                         daemon=True).start()
+        self.api.connect_ahead(SPARE_CONNECTIONS)
         return build_context(self.repo, options)
 
     # --- the end ---------------------------------------------------------------------------

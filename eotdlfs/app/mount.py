@@ -150,7 +150,7 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
     context.tree.on_open = _told_first(repo.opened, context.tree.on_open)
     check_reachable(api, context.namespace, cache_dir)
     if context.namespace.server_reachable is not False:
-        threading.Thread(target=api.connect_ahead, args=(SPARE_CONNECTIONS,), name="connect-ahead", daemon=True).start()
+        api.connect_ahead(SPARE_CONNECTIONS)
         wait_for(context.warming, RECORDS_WAIT_S)
     folder = cache_dir / STAGING_FOLDER
     staging = make_staging_area(context, ApiPublisher(api, DraftLedger(folder / LEDGER_FILE)), folder)

@@ -105,9 +105,11 @@ class ApiClient(FileDownloads):
         self.ranges_supported: bool | None = None
 
     def connect_ahead(self, count: int) -> None:
-        """COUNT connections for range reads and lookups made now (`QuickGets.connect_ahead`); none behind a proxy."""
+        """COUNT connections for range reads and lookups made in the background now (`QuickGets.connect_ahead`);
+        none behind a proxy."""
         if self._quick:
-            self._quick_gets.connect_ahead(count)
+            threading.Thread(target=self._quick_gets.connect_ahead, args=(count,), name="connect-ahead",
+                             daemon=True).start()
 
     def close(self) -> None:
         self._session.close()

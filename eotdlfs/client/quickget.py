@@ -176,11 +176,9 @@ class QuickGets:
         came each on a FUSE thread of its own, which connected while the user's `open` waited. A
         spare the server closed meanwhile is sent on once, found closed, and replaced (`_get`)."""
         for _ in range(count):
-            conn = self._unconnected()
             try:
-                self._open(conn)
+                conn = self._connection(may_take_spare=False)
             except (OSError, http.client.HTTPException):
-                conn.close()
                 return  # the first read will say why
             with self._lock:
                 if self._closed:

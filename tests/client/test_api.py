@@ -155,12 +155,12 @@ def test_connections_made_ahead_serve_first_reads_and_one_closed_meanwhile_is_re
         thread.start()
         thread.join(30)
 
-    api.connect_ahead(2)
+    api._quick_gets.connect_ahead(2)  # what api.connect_ahead runs in the background
     spares = {conn.sock.getsockname() for conn in api._quick_gets._spares}
     for _ in range(2):
         read_in_a_new_thread()
     assert len(spares) == 2 and set(used) == spares
-    api.connect_ahead(1)
+    api._quick_gets.connect_ahead(1)
     api._quick_gets._spares[0].sock.shutdown(socket.SHUT_RDWR)  # as the server's end of an idle connection
     read_in_a_new_thread()
     assert len(used) == 3 and used[2] not in spares
