@@ -37,7 +37,7 @@ from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.content import Content, FetchStats, StaleFetch, runs
 from eotdlfs.fs.drops import Drops
 from eotdlfs.fs.loads import SharedLoads
-from eotdlfs.fs.range_reads import fetch_range
+from eotdlfs.fs.range_reads import fetch_range, fetch_ranges
 from eotdlfs.fs.recent import RecentBlocks
 from eotdlfs.fs.verify import Verifiers
 from eotdlfs.repository import Arrived, ContentMismatch, Repository
@@ -342,6 +342,10 @@ class BlockFetcher:
     def fetch_range(self, content: Content, start: int, length: int, progress: Arrived | None = None) -> memoryview:
         """`range_reads.fetch_range` from this fetcher's repository, counted in its stats."""
         return fetch_range(self.repo, self.stats, content, start, length, progress)
+
+    def fetch_ranges(self, content: Content, spans: list[tuple[int, int]]) -> list[memoryview]:
+        """`range_reads.fetch_ranges` (their requests in flight at once), as `fetch_range`."""
+        return fetch_ranges(self.repo, self.stats, content, spans)
 
     def _fetch(self, task: _Task) -> dict[int, memoryview]:
         """The task's blocks, fetched in one range request; all but the file's final block

@@ -51,7 +51,6 @@ from typing import Iterable
 
 from eotdlfs.fs.content import Content, StaleFetch, runs
 from eotdlfs.fs.fetcher import BlockFetcher
-from eotdlfs.fs.range_reads import fetch_ranges
 from eotdlfs.fs.recent import RecentBlocks
 
 log = logging.getLogger(__name__)
@@ -268,8 +267,7 @@ class PieceFetcher:
         content, size = tasks[0].content, self.piece_size
         spans = [(task.first * size, min(len(task.futures) * size, content.size - task.first * size)) for task in tasks]
         try:
-            views = [self.fetcher.fetch_range(content, *spans[0])] if len(tasks) == 1 else \
-                fetch_ranges(self.fetcher.repo, self.fetcher.stats, content, spans)
+            views = self.fetcher.fetch_ranges(content, spans)
         except BaseException as exc:  # handed to every waiter, who maps it to an errno
             for task in tasks:
                 self._failed(task, exc)
