@@ -15,6 +15,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import diskcache
 
@@ -74,6 +75,11 @@ def open_index(directory: Path, size_limit: int) -> diskcache.Cache:
                " WHEN OLD.filename IS NOT NULL AND OLD.value IS NOT NULL BEGIN"
                " DELETE FROM Cache WHERE filename = OLD.filename AND value IS NOT NULL; END")
     return cache
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    """ITEMS in consecutive slices of at most SIZE (a statement's parameters are bounded)."""
+    return (items[lo:lo + size] for lo in range(0, len(items), size))
 
 
 def _drop_unindexed_files(directory: Path) -> None:
@@ -138,8 +144,7 @@ class _Index(diskcache.Cache):
         """COLUMNS of the rows of KEYS, in batches of parameters SQLite takes (in the caller's transaction,
         if it has one)."""
         rows: list[tuple] = []
-        for lo in range(0, len(keys), LOOKUP_BATCH):
-            batch = keys[lo:lo + LOOKUP_BATCH]
+        for batch in _batches(keys, LOOKUP_BATCH):
             rows += self._sql(f"SELECT {columns} FROM Cache WHERE raw = 1 AND key IN ({','.join('?' * len(batch))})",
                               batch).fetchall()
         return rows
@@ -157,9 +162,7 @@ class _Index(diskcache.Cache):
             rows[key] = (db_key, raw, now, now, tag, size, mode, filename, db_value)
         with self._transact() as (sql, cleanup):
             present = {key for (key,) in self.rows("key", list(rows))}
-            new = [row for key, row in rows.items() if key not in present]
-            for lo in range(0, len(new), INSERT_ROWS):
-                batch = new[lo:lo + INSERT_ROWS]
+            for batch in _batches([row for key, row in rows.items() if key not in present], INSERT_ROWS):
                 self._con.execute(
                     "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size, mode,"
                     " filename, value) VALUES " + ",".join(["(?, ?, ?, NULL, ?, 0, ?, ?, ?, ?, ?)"] * len(batch)),
