@@ -10,7 +10,7 @@ from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs.namespace import Namespace
 from eotdlfs.fs.pieces import STORE_AT_BYTES
-from eotdlfs.fs.prefetch import DocumentPrefetch
+from eotdlfs.fs.prefetch import SmallFilePrefetch
 from eotdlfs.fs.reader import ContentReader
 from eotdlfs.fs.readonly import ReadOnlyTree
 from eotdlfs.repository import Repository
@@ -43,7 +43,7 @@ class MountContext:
     namespace: Namespace
     reader: ContentReader
     tree: ReadOnlyTree
-    prefetch: DocumentPrefetch
+    prefetch: SmallFilePrefetch
     warming: list[Future] = field(default_factory=list)  # the record lists fetched as it starts (`Namespace.warm`)
 
     def close(self) -> None:
@@ -64,6 +64,6 @@ def build_context(repo: Repository, options: MountOptions) -> MountContext:
     warming = namespace.warm()
     reader = ContentReader(fetcher, demand_timeout=options.read_timeout, store_pieces_at=options.store_pieces_at)
     tree = ReadOnlyTree(namespace, reader)
-    prefetch = DocumentPrefetch(repo, namespace, fetcher, wait=min(10.0, options.read_timeout))
+    prefetch = SmallFilePrefetch(repo, namespace, fetcher, wait=min(10.0, options.read_timeout))
     tree.on_open = prefetch.opened
     return MountContext(repo, options, cache, fetcher, namespace, reader, tree, prefetch, warming)

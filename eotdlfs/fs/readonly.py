@@ -46,7 +46,7 @@ class ReadOnlyTree:
         self.namespace = namespace
         self.reader = reader
         self.uid, self.gid = os.getuid(), os.getgid()
-        # Told of each published file about to be opened (the STAC prefetch, `prefetch.py`).
+        # Told of each published file about to be opened (fetching small files ahead, `prefetch.py`).
         self.on_open: Callable[[Node], None] | None = None
 
     def getattr(self, path: str) -> dict:

@@ -31,7 +31,7 @@ def collect_status(context: MountContext, mountpoint: str, staging: Any = None,
         "cache_dir": str(context.options.cache_dir),
         "cache": dict(cache, hit_rate=round(cache["hits"] / lookups, 4) if lookups else None),
         "fetch": dict(context.fetcher.stats.as_dict(), pieces_let_go=context.reader.pieces.let_go),
-        "prefetched_documents": context.prefetch.fetched,
+        "prefetched_files": context.prefetch.fetched,
     }
     if staging is not None and hasattr(staging, "status"):
         status["staging"] = staging.status()

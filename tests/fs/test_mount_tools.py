@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.fs.datasets import ingest, ingest_one_file, make_folder, tree_digest
+from tests.fs.datasets import ingest, ingest_one_file, make_folder, tree_digest, write_metadata
 
 
 @pytest.fixture
@@ -191,3 +191,24 @@ def test_inode_numbers_of_a_version_stay_the_same_across_a_remount(repo_server, 
     assert after == before
     listed = {entry.name: entry.inode() for entry in os.scandir(files[0].parent)}  # as `ls -i` shows them
     assert listed["labels.csv"] == before[files[0]] and len(set(listed.values())) == len(listed)
+
+
+def test_cp_r_of_many_small_files_is_served_by_few_requests(repo_server, mount_factory, unique_name, tmp_path):
+    """A walker (cp -r, rsync, tar) over small files: after its first few opens the rest of the version
+    comes many files per request, each checked, not one round trip per file on the walker's path."""
+    name = unique_name("chips")
+    source = tmp_path / "src"
+    write_metadata(source, name)
+    rng = random.Random(7)
+    for folder in ("a", "a-b", "b"):
+        (source / folder).mkdir()
+        for i in range(100):
+            (source / folder / f"chip-{i:03d}.bin").write_bytes(rng.randbytes(rng.randrange(1, 4096)))
+    ingest(repo_server, source)
+    mnt = mount_factory(repo_server)
+    before = repo_server.stats()["downloads"]
+    subprocess.run(["cp", "-r", str(mnt.path / "datasets" / name / "v1"), str(tmp_path / "out")], check=True,
+                   timeout=120)
+    assert tree_digest(tmp_path / "out") == tree_digest(source)
+    assert repo_server.stats()["downloads"] - before < 20  # of 301 files
+    assert mnt.status()["prefetched_files"] >= 270

@@ -1,8 +1,11 @@
-"""A STAC version's documents fetched ahead of a walker (`eotdlfs.fs.prefetch`), on the in-memory repository."""
+"""Small files fetched ahead of a walker (`eotdlfs.fs.prefetch`): a STAC version's documents, a folder's
+files; on the in-memory repository."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import random
 import threading
 import time
 
@@ -16,10 +19,11 @@ FILES = {"catalog.json": b'{"type": "Catalog"}', "collection.json": b'{"type": "
          **ITEMS}
 
 
-@pytest.fixture
-def mounted(tmp_path):
+@contextlib.contextmanager
+def published(tmp_path, name: str, files: dict[str, bytes]):
+    """(repository, mount context) of dataset NAME holding FILES as v1."""
     repo = MemoryRepository()
-    repo.publish("datasets", "walk", FILES)
+    repo.publish("datasets", name, files)
     context = build_context(repo, MountOptions(cache_dir=tmp_path / "cache"))
     try:
         yield repo, context
@@ -27,8 +31,14 @@ def mounted(tmp_path):
         context.close()
 
 
-def read(context, path: str) -> bytes:
-    handle = context.tree.open(f"/datasets/walk/v1/{path}", 0)
+@pytest.fixture
+def mounted(tmp_path):
+    with published(tmp_path, "walk", FILES) as pair:
+        yield pair
+
+
+def read(context, path: str, name: str = "walk") -> bytes:
+    handle = context.tree.open(f"/datasets/{name}/v1/{path}", 0)
     try:
         return context.reader.read(handle, 0, 1 << 20)
     finally:
@@ -88,3 +98,81 @@ def test_a_late_request_is_waited_for_once_then_documents_are_read_one_by_one(mo
     waited = time.monotonic() - start
     release.set()
     assert 1.0 <= waited < 2.5  # one wait, not one per open
+
+
+CHIP_PATHS = [f"{folder}/chip-{i:02d}.bin" for folder in ("a", "a-b", "b") for i in range(15)]
+CHIPS = {path: (path.encode() * 10)[:100] for path in CHIP_PATHS}  # 100 bytes, each its own
+
+
+@pytest.fixture
+def chips(tmp_path):
+    with published(tmp_path, "chips", {**CHIPS, "a/big.bin": b"x" * (2 << 20)}) as pair:
+        yield pair
+
+
+def read_chip(context, path: str) -> bytes:
+    return read(context, path, "chips")
+
+
+def cached(context, path: str) -> bool:
+    return (hashlib.sha1(CHIPS[path]).hexdigest(), 0) in context.cache
+
+
+def folder(name: str) -> list[str]:
+    return [path for path in CHIP_PATHS if path.startswith(name + "/")]
+
+
+def test_four_opens_in_a_folder_in_any_order_fetch_its_other_small_files_in_few_requests(chips):
+    repo, context = chips
+    context.prefetch.batch_files = 5
+    walk = random.Random(3).sample(folder("a"), 15)  # `cp -r` goes by inode number: no order of names
+    assert [read_chip(context, path) for path in walk[:4]] == [CHIPS[path] for path in walk[:4]]
+    wait_for(lambda: context.prefetch.fetched >= 11)
+    asked = [path for call in repo.read_files_calls for path in call]
+    assert sorted(asked) == sorted(walk[4:])  # each once, the four opened not again
+    assert all(len(call) <= 5 and call == sorted(call) for call in repo.read_files_calls)
+    ranges = len(repo.range_calls)
+    assert all(read_chip(context, path) == CHIPS[path] for path in walk[4:])
+    assert len(repo.range_calls) == ranges  # every later chip came from the cache
+
+
+def test_opens_spread_over_folders_or_of_one_file_fetch_nothing_ahead(chips):
+    """A loader drawing at random from many folders, or a script reading one file again and again."""
+    repo, context = chips
+    for path in [p for trio in zip(folder("a"), folder("a-b"), folder("b")) for p in trio] + [CHIP_PATHS[0]] * 6:
+        assert read_chip(context, path) == CHIPS[path]
+    time.sleep(0.2)
+    assert repo.read_files_calls == [] and context.prefetch.fetched == 0
+
+
+def test_the_bytes_fetched_ahead_are_bounded_and_opens_make_room(chips):
+    repo, context = chips
+    context.prefetch.batch_files = 1  # the bound then holds to the file
+    context.prefetch.ahead_bytes = 300  # three chips fetched and not opened
+    chips_a = folder("a")
+    for path in chips_a[:4]:
+        read_chip(context, path)
+    wait_for(lambda: all(cached(context, path) for path in chips_a[4:7]))
+    time.sleep(0.2)
+    assert not cached(context, chips_a[7])
+    read_chip(context, chips_a[4])
+    wait_for(lambda: cached(context, chips_a[7]))
+    time.sleep(0.2)
+    assert not cached(context, chips_a[8])
+
+
+def test_a_third_walk_ends_the_oldest(chips):
+    repo, context = chips
+    context.prefetch.ahead_bytes = 100  # each plan stops after one chip until it is opened
+    context.prefetch.batch_files = 1
+    for name in ("a", "a-b", "b"):
+        for path in folder(name)[:4]:
+            read_chip(context, path)
+        wait_for(lambda: cached(context, folder(name)[4]))
+    time.sleep(0.2)
+    asked = len(repo.read_files_calls)
+    read_chip(context, folder("a")[4])  # would make room in a's plan, were it still going
+    read_chip(context, folder("b")[4])  # makes room in b's
+    wait_for(lambda: cached(context, folder("b")[5]))
+    time.sleep(0.2)
+    assert [call for call in repo.read_files_calls[asked:]] == [[folder("b")[5]]]

@@ -82,7 +82,7 @@ def test_opening_a_catalog_fetches_its_documents_ahead_so_a_walk_needs_no_server
     root = mnt.path / "datasets" / name / "v1"
     (root / "catalog.json").read_bytes()
     deadline = time.monotonic() + 30
-    while json.loads((mnt.path / ".eotdlfs" / "status.json").read_text()).get("prefetched_documents", 0) < 41:
+    while json.loads((mnt.path / ".eotdlfs" / "status.json").read_text()).get("prefetched_files", 0) < 41:
         assert time.monotonic() < deadline, "the documents were not fetched ahead within 30 s"
         time.sleep(0.05)
     assert fresh_server.stats()["contents"]["requests"] <= 2
