@@ -82,6 +82,17 @@ def ls_lR_s(folder: Path, expected_files: int, timeout_s: float = 600) -> float:
     return elapsed
 
 
+def cp_r_files_per_s(folders: list[Path], out: Path, expected_files: int, timeout_s: float = 600) -> float:
+    """`cp -r FOLDERS... OUT` (OUT an empty folder): a walker over small files; checks every file came."""
+    start = time.perf_counter()
+    subprocess.run(["cp", "-r", *map(str, folders), str(out)], timeout=timeout_s, check=True)
+    elapsed = time.perf_counter() - start
+    copied = sum(len(files) for _, _, files in os.walk(out))
+    if copied != expected_files:
+        raise RuntimeError(f"cp -r into {out} copied {copied} files, expected {expected_files}")
+    return expected_files / elapsed
+
+
 def rand4k_iops(path: Path, size: int, count: int, time_limit_s: float, seed: int = 42) -> float:
     """COUNT preads of 4 KiB at seeded 4 KiB-aligned offsets (stops early at TIME_LIMIT_S)."""
     rng = random.Random(seed)

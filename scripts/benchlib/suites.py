@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
 from benchlib import eotdlfs_side, measure, windows
-from benchlib.dataset import BIG_FILE, GEOTIFF_FILE, SMALL_DIR, small_file, write_metadata
+from benchlib.dataset import BIG_FILE, GEOTIFF_FILE, SMALL_DIR, SMALL_PER_FOLDER, small_file, write_metadata
 from benchlib.delayproxy import DelayProxy
 from benchlib.peers import Nginx, rclone_mount
 from benchlib.processes import ForegroundMount, cpu_seconds, peak_rss_mb
@@ -19,7 +20,9 @@ from benchlib.runner import Bench
 STAGING_DATASET = "bench-staging"
 COG_SEED = 11
 ALL_STEPS = ("first_byte", "first_small", "sequential", "listing_and_window", "random_reads", "cog_windows",
-             "cog_parallel")
+             "cog_parallel", "copy_small")
+COPY_SMALL_FOLDERS = 20  # of the small files' folders (100 files each): `cp -r` of 2,000 files
+SHM = Path("/dev/shm")
 DELAYED_STEPS = ("first_byte", "cog_windows", "sequential")
 
 
@@ -232,8 +235,19 @@ def _run_mount_reads(
         if ds.geotiff is not None:
             _cog_parallel(bench, peer, str(root / GEOTIFF_FILE), bytes_sent)
 
+    def copy_small(m: ForegroundMount, root: Path) -> None:
+        # A walker over small files (`cp -r` goes by inode number), as users copy a folder of chips.
+        count = min(ds.small_count, COPY_SMALL_FOLDERS * SMALL_PER_FOLDER)
+        folders = sorted({root / SMALL_DIR / small_file(i).split("/")[0] for i in range(count)})
+        # Into memory when it can: this machine's disk creates ~1,100 files/s, which bounded both peers.
+        out = Path(tempfile.mkdtemp(prefix="bench-copy-small-", dir=SHM if SHM.is_dir() else bench.work))
+        try:
+            bench.record(f"{peer}_cp_r_small_files_per_s", measure.cp_r_files_per_s(folders, out, count))
+        finally:
+            bench.drop(out)
+
     named = {step.__name__: step for step in (first_byte, first_small, sequential, listing_and_window, random_reads,
-                                              cog_windows, cog_parallel)}
+                                              cog_windows, cog_parallel, copy_small)}
     for name in steps:
         if not plan.steps or name in plan.steps:
             on_fresh_mount(named[name])
