@@ -111,6 +111,7 @@ class Connection:
         if node.type != FILE:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         reading = self.reading()
+        reading.prefetch.opened(node)  # a walk of small files (fs.get, a loop of opens) as on the mount
         return open_remote(reading.reader, node.record, node.entry, path)
 
     def resolve(self, path: str) -> Node:

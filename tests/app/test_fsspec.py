@@ -623,3 +623,20 @@ def test_a_pickled_or_forked_file_of_latest_reads_the_version_it_was_opened_on(r
         with pickle.loads(pickle.dumps(f)) as copy:
             assert (copy.path, copy.read()) == (f"datasets/{name}/latest/images/2023/big.bin", old)
         assert _exit_code_of_forked(f, 2 * MiB, old[2 * MiB:2 * MiB + 5000]) == 0
+
+
+def test_a_walk_of_small_files_through_eotdl_is_served_many_files_per_request(repo_server, unique_name, tmp_path):
+    """`fs.get(..., recursive=True)` opens file after file, as `cp -r` does on the mount."""
+    name = unique_name("fss-chips")
+    source = tmp_path / "src"
+    write_metadata(source, name)
+    (source / "chips").mkdir()
+    for i in range(120):
+        (source / "chips" / f"{i:03d}.bin").write_bytes(os.urandom(100 + i))
+    ingest(repo_server, source)
+    before = repo_server.stats()
+    eotdl_fs(repo_server, tmp_path / "cache").get(f"datasets/{name}/v1/chips", str(tmp_path / "out"), recursive=True)
+    assert tree_digest(tmp_path / "out") == tree_digest(source / "chips")
+    after = repo_server.stats()
+    assert after["downloads"] - before["downloads"] < 20  # of 120 files
+    assert after["contents"]["requests"] > before["contents"]["requests"]
