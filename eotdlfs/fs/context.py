@@ -64,6 +64,8 @@ def build_context(repo: Repository, options: MountOptions) -> MountContext:
     warming = namespace.warm()
     reader = ContentReader(fetcher, demand_timeout=options.read_timeout, store_pieces_at=options.store_pieces_at)
     tree = ReadOnlyTree(namespace, reader)
-    prefetch = SmallFilePrefetch(repo, namespace, fetcher, wait=min(10.0, options.read_timeout))
+    # Two walks' files fetched ahead fill at most a quarter of a small cache: not evicted before they are read.
+    prefetch = SmallFilePrefetch(repo, namespace, fetcher, ahead_bytes=min(32 << 20, options.cache_size // 8),
+                                 wait=min(10.0, options.read_timeout))
     tree.on_open = prefetch.opened
     return MountContext(repo, options, cache, fetcher, namespace, reader, tree, prefetch, warming)

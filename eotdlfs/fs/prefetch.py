@@ -10,10 +10,10 @@ in a row, so it starts nothing.
 
 Planned files (one block at most, not cached yet) are fetched in path order, many per request
 (`Repository.read_files`), by a few threads, at most `ahead_bytes` fetched and not opened yet
-per plan, and for at most `MAX_WALKS` folders at once (a new one ends the oldest: a walker is
-in one folder at a time). Each is checked against its SHA-1, whole, before it enters the block
-cache (and the fetcher's memory of recent blocks), so a reader finds it as if it had fetched
-it itself; one that fails is dropped and read as usual.
+per plan (an eighth of a smaller cache, `context.py`), and for at most `MAX_WALKS` folders at
+once (a new one ends the oldest: a walker is in one folder at a time). Each is checked against
+its SHA-1, whole, before it enters the block cache (and the fetcher's memory of recent blocks),
+so a reader finds it as if it had fetched it itself; one that fails is dropped and read as usual.
 
 An open of a planned file waits for the request bringing it, at most `wait` s; one not asked
 for yet is read as usual and left out of the plan. A failed request, or one later than `wait`,

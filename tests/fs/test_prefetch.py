@@ -176,3 +176,19 @@ def test_a_third_walk_ends_the_oldest(chips):
     wait_for(lambda: cached(context, folder("b")[5]))
     time.sleep(0.2)
     assert [call for call in repo.read_files_calls[asked:]] == [[folder("b")[5]]]
+
+
+def test_a_small_cache_bounds_the_bytes_fetched_ahead_to_an_eighth_of_it(tmp_path):
+    """Files fetched ahead into a cache they do not fit in would be evicted before the walker came."""
+    repo = MemoryRepository()
+    repo.publish("datasets", "chips", CHIPS)
+    context = build_context(repo, MountOptions(cache_dir=tmp_path / "cache", cache_size=8_000))
+    try:
+        chips_a = folder("a")
+        for path in chips_a[:4]:
+            read(context, path, "chips")
+        wait_for(lambda: context.prefetch.fetched >= 10)  # 1,000 bytes: ten chips
+        time.sleep(0.2)
+        assert context.prefetch.fetched == 10 and not cached(context, chips_a[-1])
+    finally:
+        context.close()
