@@ -28,6 +28,7 @@ from eotdlfs.fs.pieces import PIECE_SIZE, STORE_AT_BYTES, PieceFetcher
 from eotdlfs.fs.readahead import ReadAheadWindow
 from eotdlfs.fs.tiles import Layouts
 from eotdlfs.fs.tilewindows import TileWindows
+from eotdlfs.repository import Unreachable
 
 PAGE = 4096
 KEPT_SOURCES = 2  # a fetched block may pin its whole request (8 MiB) while kept
@@ -38,6 +39,12 @@ KEPT_SOURCES = 2  # a fetched block may pin its whole request (8 MiB) while kept
 # with the default 60 s timeout). Another open (a user trying again: the server may be back) fetches.
 # A fetch that fails fast (a refused connection) is tried again at once: the server may be back.
 HUNG_FAILURE_KEPT_S = 2.0
+# After such a failure the server counts as silent, on every handle, until a fetch is answered: a
+# walker (`cp -r`, `rsync`, a loader) behind a silent server waited a whole bound per file (65 s
+# each, 10,000 files). Every PROBE_EVERY_S the reads that need it ask it again, waiting at most
+# PROBE_WAIT_S (a server back answers sooner: a user trying again is served); between, they fail at once.
+SILENT_PROBE_EVERY_S = 5.0
+SILENT_PROBE_WAIT_S = 0.5
 
 
 class OpenFile:
@@ -87,6 +94,10 @@ class ContentReader:
         # a page again after a failed read-ahead: two callbacks for one read).
         self._lock = threading.Lock()
         self._first_waits: weakref.WeakKeyDictionary[Future, float] = weakref.WeakKeyDictionary()
+        # Guarded by _lock: since when the server is silent (a read waited half a bound for nothing), and
+        # when its last probe began.
+        self._silent_since: float | None = None
+        self._probe_at: float | None = None
 
     def open(self, content: Content, seeking_only: bool = False) -> OpenFile:
         window = ReadAheadWindow(self.first_window, self.max_window, seeking_only)
@@ -241,20 +252,44 @@ class ContentReader:
         with handle.lock:
             return handle.tiles.jumped(span[0], layout)
 
-    @staticmethod
-    def _raise_if_hung(handle: OpenFile, index: int) -> None:
+    def _raise_if_hung(self, handle: OpenFile, index: int) -> None:
         with handle.lock:
             failed = handle.hung.get(index)
         if failed is not None and time.monotonic() - failed[0] < HUNG_FAILURE_KEPT_S:
             raise failed[1]
 
-    @staticmethod
-    def _note_hung(handle: OpenFile, index: int, exc: BaseException) -> None:
+    def _server_deadline(self, deadline: float) -> float:
+        """DEADLINE for a read about to ask the server: sooner if it is silent and a probe is on, or
+        `Unreachable` at once between probes."""
+        with self._lock:
+            if self._silent_since is None:
+                return deadline
+            now = time.monotonic()
+            if self._probe_at is None or now - self._probe_at >= SILENT_PROBE_EVERY_S:
+                self._probe_at = now
+            elif now - self._probe_at >= SILENT_PROBE_WAIT_S:
+                raise Unreachable(f"the repository has not answered reads for {now - self._silent_since:.0f} s:"
+                                  f" asked again in {self._probe_at + SILENT_PROBE_EVERY_S - now:.1f} s")
+            return min(deadline, self._probe_at + SILENT_PROBE_WAIT_S)
+
+    def _note_hung(self, handle: OpenFile, index: int, exc: BaseException) -> None:
         now = time.monotonic()
         with handle.lock:
             for key in [k for k, (at, _) in handle.hung.items() if now - at >= HUNG_FAILURE_KEPT_S]:
                 del handle.hung[key]
             handle.hung[index] = (now, exc)
+
+    def _note_silent(self, exc: BaseException) -> None:
+        """A read waited half a bound or more and got EXC: the server is silent, if that is what it says."""
+        if isinstance(exc, (TimeoutError, Unreachable)):
+            with self._lock:
+                self._silent_since = self._silent_since or time.monotonic()
+
+    def _answered(self) -> None:
+        """A fetch brought bytes: the server answers."""
+        if self._silent_since is not None:
+            with self._lock:
+                self._silent_since = self._probe_at = None
 
     def _copy_block(self, handle: OpenFile, index: int, lo: int, target: memoryview, deadline: float,
                     seeking: bool, until: int) -> None:
@@ -268,29 +303,38 @@ class ContentReader:
             self._raise_if_hung(handle, index)
             started = time.monotonic()
             try:
-                return self.pieces.read_into(content, handle.opened, index * self.block_size + lo, target, deadline,
-                                             until)
+                copied = self.pieces.read_into(content, handle.opened, index * self.block_size + lo, target,
+                                               self._server_deadline(deadline), until)
+                self._answered()
+                return copied
             except Exception as exc:  # the kernel's second callback for this `read` fails at once, as a block's
                 if time.monotonic() - started >= self.demand_timeout / 2:
                     self._note_hung(handle, index, exc)
+                    self._note_silent(exc)
                 raise
         if source is None:
             self._raise_if_hung(handle, index)
+            deadline = self._server_deadline(deadline)
             future = self.fetcher.demand(handle.content, index, handle.opened)
             with self._lock:
                 first_wait = self._first_waits.setdefault(future, time.monotonic())
             wait_until = min(deadline, first_wait + self.demand_timeout)
-            if not future.done():  # copy this read's bytes as soon as they arrive, not the whole request's
-                part = self.fetcher.arrived_part(content, index, lo + len(target),
-                                                 max(0.0, wait_until - time.monotonic()))
-                if part is not None:
-                    return _copy(part, lo, target)
+            part = None
             try:
-                source = future.result(timeout=max(0.0, wait_until - time.monotonic()))
+                if not future.done():  # copy this read's bytes as soon as they arrive, not the whole request's
+                    part = self.fetcher.arrived_part(content, index, lo + len(target),
+                                                     max(0.0, wait_until - time.monotonic()))
+                if part is None:
+                    source = future.result(timeout=max(0.0, wait_until - time.monotonic()))
             except Exception as exc:  # not done: our wait ended (TimeoutError), the fetch goes on
-                if future.done() and time.monotonic() - first_wait >= self.demand_timeout / 2:
-                    self._note_hung(handle, index, exc)
+                if time.monotonic() - first_wait >= self.demand_timeout / 2:
+                    if future.done():
+                        self._note_hung(handle, index, exc)
+                    self._note_silent(exc)
                 raise
+            self._answered()
+            if part is not None:
+                return _copy(part, lo, target)
         with handle.lock:
             handle.keep_locked(index, source)
             return _copy(source, lo, target)

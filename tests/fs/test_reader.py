@@ -314,6 +314,49 @@ def test_a_hanging_fetch_fails_the_readers_after_the_first_at_once(setup):
     handle.close()
 
 
+def test_behind_a_silent_server_other_files_reads_fail_at_once_between_short_probes(setup, monkeypatch):
+    """A walker (`cp -r`) behind a silent server waited a whole bound per file; now the first file
+    costs the bound, a probe every few seconds costs half a second, the reads between fail at once."""
+    repo, record, entries, data, make = setup
+    monkeypatch.setattr(reader_module, "SILENT_PROBE_EVERY_S", 1.5)
+    reader = make(demand_timeout=1.0)
+    repo.delay = 4.0
+    first, other = (reader.open(Content(record, entries[path])) for path in ("f.bin", "tiny"))
+    with pytest.raises(TimeoutError):
+        reader.read(first, 0, 100)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):  # the probe: asked, not answered within its half second
+        reader.read(other, 0, 2)
+    assert 0.4 < time.monotonic() - started < 0.8
+    started = time.monotonic()
+    with pytest.raises(Unreachable, match="has not answered reads"):
+        reader.read(other, 0, 2)
+    assert time.monotonic() - started < 0.1 and errno_for(Unreachable("x")) == errno.EIO
+    repo.delay = 0.0
+    assert reader.fetcher.wait_idle(10)  # the fetches that hung end; past the next probe's time
+    far = 15 * BS
+    assert reader.read(first, far, 10) == data[far:far + 10]  # the next probe: answered
+    first.close()
+    other.close()
+
+
+def test_once_a_probe_is_answered_reads_wait_their_whole_bound_again(setup, monkeypatch):
+    repo, record, entries, data, make = setup
+    reader = make(demand_timeout=2.0)
+    repo.delay = 8.0
+    handle = reader.open(Content(record, entries["f.bin"]))
+    with pytest.raises(TimeoutError):
+        reader.read(handle, 0, 100)
+    repo.delay = 0.0
+    tiny = reader.open(Content(record, entries["tiny"]))
+    assert reader.read(tiny, 0, 2) == b"hi"  # the server is back: the probe is served at once
+    repo.delay = 0.8  # slower than a probe's wait, well within the bound
+    far = reader.open(Content(record, entries["same.bin"]))
+    assert reader.read(far, 10 * BS, 10) == data[10 * BS:10 * BS + 10]
+    for h in (handle, tiny, far):
+        h.close()
+
+
 def test_a_seeking_read_across_a_block_boundary_is_one_request(setup):
     """Its pieces on both sides are asked for at once: a request per block made the reader
     wait for two round trips in a row (1 in 8 of the kernel's 128 KiB requests crosses a

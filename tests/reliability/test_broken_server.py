@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -137,3 +138,28 @@ def test_a_silent_server_never_stalls_the_mount(module_server, mount_factory, un
         assert "v2" in os.listdir(published / name)
         assert (published / name / "v2" / "more.txt").read_bytes() == b"v2\n"
         assert (version / "uncached.bin").read_bytes() == files["uncached.bin"]
+
+
+def test_cp_r_behind_a_silent_server_fails_in_about_one_bound_not_one_per_file(module_server, mount_factory,
+                                                                               unique_name, tmp_path, tally) -> None:
+    """A walker behind a silent server waited a whole bound per file (20 files: 200 s here, 10,000
+    files at the default bound: a week); once the server answers again the copy is whole."""
+    name = unique_name("silent-walk")
+    files = {f"chips/{i:02d}.bin": os.urandom(1000 + i) for i in range(20)}
+    make_record(module_server, tmp_path / name, name, files)
+    with FaultProxy(module_server.url) as proxy:
+        mount = mount_factory(Proxied(proxy.url, module_server.token))
+        chips = mount.path / KIND / name / "v1" / "chips"
+        assert len(os.listdir(chips)) == 20  # listed before the silence: only the bytes are missing
+        proxy.inject("silent")
+        started = time.monotonic()
+        copy = subprocess.run(["cp", "-r", str(chips), str(tmp_path / "out")], capture_output=True, text=True,
+                              timeout=20 * BOUND_S)
+        seconds = time.monotonic() - started
+        assert copy.returncode != 0 and "Input/output error" in copy.stderr
+        assert seconds < 2 * BOUND_S + 5, seconds  # a bound, a probe, the walk's plan given up once
+        tally.faults_injected += proxy.total_injected()
+        proxy.clear()
+        time.sleep(6)  # past the next probe's time
+        subprocess.run(["cp", "-r", str(chips), str(tmp_path / "again")], check=True, timeout=60)
+        assert {f"chips/{p.name}": p.read_bytes() for p in (tmp_path / "again").iterdir()} == files
