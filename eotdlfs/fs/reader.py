@@ -261,6 +261,8 @@ class ContentReader:
     def _server_deadline(self, deadline: float) -> float:
         """DEADLINE for a read about to ask the server: sooner if it is silent and a probe is on, or
         `Unreachable` at once between probes."""
+        if self._silent_since is None:  # the usual case, read without the lock on every fetch
+            return deadline
         with self._lock:
             if self._silent_since is None:
                 return deadline
@@ -303,8 +305,12 @@ class ContentReader:
             self._raise_if_hung(handle, index)
             started = time.monotonic()
             try:
+                wait_until = self._server_deadline(deadline)
+            except Unreachable:  # between probes: pieces held still serve, a missing one fails at once
+                wait_until = started
+            try:
                 copied = self.pieces.read_into(content, handle.opened, index * self.block_size + lo, target,
-                                               self._server_deadline(deadline), until)
+                                               wait_until, until)
                 self._answered()
                 return copied
             except Exception as exc:  # the kernel's second callback for this `read` fails at once, as a block's

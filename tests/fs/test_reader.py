@@ -734,6 +734,29 @@ def test_a_seeking_read_whose_pieces_hung_and_failed_fails_again_at_once(setup, 
     handle.close()
 
 
+def test_behind_a_silent_server_pieces_already_held_are_read_between_probes(setup, monkeypatch):
+    """What is cached stays readable while the server is silent: a seeking read whose pieces are
+    held must not fail at once as the reads that need the server do."""
+    repo, record, entries, data, make = setup
+    reader = make(demand_timeout=1.0)
+    handle = reader.open(Content(record, entries["f.bin"]))
+    far, other = 12 * BS + 5, 16 * BS + 5
+    assert reader.read(handle, 0, 100) == data[:100]
+    assert reader.read(handle, far, 100) == data[far:far + 100]  # pieces, held from now on
+    assert reader.fetcher.wait_idle(10)
+    with monkeypatch.context() as patch:
+        patch.setattr(repo, "read_range", hangs_then_fails([]))
+        with pytest.raises(Unreachable):
+            reader.read(handle, other, 100)  # hangs 0.8 s of the 1 s bound: the server is silent
+        with pytest.raises(TimeoutError):
+            reader.read(handle, other + BS, 100)  # the probe, not answered within its wait
+        again = reader.open(Content(record, entries["f.bin"]))
+        assert reader.read(again, 0, 100) == data[:100]
+        assert reader.read(again, far, 100) == data[far:far + 100]  # between probes, from what is held
+        again.close()
+    handle.close()
+
+
 def test_a_multi_range_read_never_waits_for_a_stalled_cache_write(setup):
     """A multi-range read's first request runs on the reader's own thread; past the bound of pieces
     waiting to be stored, that thread waited for the writer (STORE_WAIT, 2 s) with its bytes in hand."""
