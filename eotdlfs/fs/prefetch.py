@@ -17,8 +17,10 @@ so a reader finds it as if it had fetched it itself; one that fails is dropped a
 
 An open of a planned file waits for the request bringing it, at most `wait` s; one not asked
 for yet is read as usual and left out of the plan. A failed request, or one later than `wait`,
-ends fetching ahead for its version: readers fetch as they did without it (a silent server is
-not waited for twice by every open). `close` stops it at unmount.
+ends fetching ahead for its version for `resume_after` s: readers fetch as they did without it
+(a silent server is not waited for twice by every open), and a walk after that plans again (a
+server back from a restart serves walks many files per request again). `close` stops it at
+unmount.
 
 Locks. `SmallFilePrefetch._lock` guards the plans, the walks, the streaks and the count of
 requests in flight and is a leaf: the repository, the cache and the fetcher are called without it.
@@ -29,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -43,6 +46,7 @@ TRIGGER = "catalog.json"  # the root document of a STAC version
 DOCUMENT_SUFFIX = ".json"
 WALK_OPENS = 4  # small files of one folder opened in a row that make a walk (a script's few opens do not)
 MAX_WALKS = 2  # folders fetched ahead at once
+RESUME_AFTER_S = 60.0  # a version's fetching ahead, stopped by a failed or late request, may start again
 
 VersionKey = tuple[str, int]  # (record id, version)
 PlanKey = tuple[str, int, "str | None"]  # (record id, version, folder; None: the STAC documents)
@@ -66,7 +70,7 @@ class _Plan:
 class SmallFilePrefetch:
     def __init__(self, repo: Repository, namespace: Namespace, fetcher: BlockFetcher, workers: int = 2,
                  batch_files: int = 256, batch_bytes: int = 4 << 20, ahead_bytes: int = 32 << 20,
-                 wait: float = 10.0):
+                 wait: float = 10.0, resume_after: float = RESUME_AFTER_S):
         # Set once.
         self.repo = repo
         self.namespace = namespace
@@ -77,6 +81,7 @@ class SmallFilePrefetch:
         self.batch_bytes = min(batch_bytes, ahead_bytes)
         self.ahead_bytes = ahead_bytes
         self.wait = wait
+        self.resume_after = resume_after
         self._pool = ThreadPoolExecutor(workers + 1, thread_name_prefix="prefetch")
         self._closed = threading.Event()
         # Guarded by _lock.
@@ -84,7 +89,7 @@ class SmallFilePrefetch:
         self._plans: dict[PlanKey, _Plan | None] = {}  # None: being planned
         self._walks: list[PlanKey] = []  # the folders' plans, oldest first
         self._streaks: dict[VersionKey, tuple[str, set[str]]] = {}  # -> (folder, its small files opened in a row)
-        self._stopped: set[VersionKey] = set()  # versions whose fetching ahead failed or came late
+        self._stopped: dict[VersionKey, float] = {}  # version -> when its fetching ahead failed or came late
         self._running = 0
         self.fetched = 0  # files stored, for status and tests
 
@@ -98,7 +103,7 @@ class SmallFilePrefetch:
         folder = entry.path.rpartition("/")[0]
         waits = []
         with self._lock:
-            if self._closed.is_set() or version in self._stopped:
+            if self._closed.is_set() or self._resting(version):
                 return
             if entry.path == TRIGGER and (*version, None) not in self._plans:
                 self._start((*version, None), node, DOCUMENT_SUFFIX)
@@ -124,6 +129,16 @@ class SmallFilePrefetch:
     def close(self) -> None:
         self._closed.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _resting(self, version: VersionKey) -> bool:
+        """True while VERSION's fetching ahead is stopped (under _lock)."""
+        stopped = self._stopped.get(version)
+        if stopped is None:
+            return False
+        if time.monotonic() - stopped < self.resume_after:
+            return True
+        del self._stopped[version]
+        return False
 
     def _walking(self, version: VersionKey, folder: str, entry: FileEntry) -> bool:
         """Count ENTRY's open in its folder's streak (under _lock); True once the streak is a walk
@@ -220,14 +235,17 @@ class SmallFilePrefetch:
         self._fill(plan)
 
     def _stop(self, plan: _Plan) -> None:
-        """End fetching ahead in PLAN's version, its other plans too."""
+        """End fetching ahead in PLAN's version, its other plans too, for `resume_after` s."""
         version = (plan.record.id, plan.version)
         with self._lock:
-            self._stopped.add(version)
+            self._stopped[version] = time.monotonic()
             plan.ended = True
-            for key, other in self._plans.items():
-                if other is not None and key[:2] == version:
+            for key in [key for key in self._plans if key[:2] == version]:
+                other = self._plans.pop(key)
+                if other is not None:
                     other.ended = True
+            self._walks = [key for key in self._walks if key[:2] != version]
+            self._streaks.pop(version, None)
 
     def _store(self, batch: list[FileEntry], contents: list) -> None:
         checked = []

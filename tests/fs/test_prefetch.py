@@ -100,6 +100,32 @@ def test_a_late_request_is_waited_for_once_then_documents_are_read_one_by_one(mo
     assert 1.0 <= waited < 2.5  # one wait, not one per open
 
 
+def test_a_failed_request_stops_fetching_ahead_for_a_while_then_a_walk_plans_again(mounted, monkeypatch):
+    repo, context = mounted
+    context.prefetch.resume_after = 1.0
+    real = repo.read_files
+    failing = [True]
+
+    def read_files(record, entries):
+        if failing[0]:
+            raise OSError("the server went away")
+        return real(record, entries)
+
+    monkeypatch.setattr(repo, "read_files", read_files)
+    read(context, "catalog.json")
+    wait_for(lambda: context.prefetch._stopped)
+    failing[0] = False
+    read(context, "catalog.json")
+    time.sleep(0.2)
+    assert context.prefetch.fetched == 0  # still resting
+    time.sleep(1.0)
+    read(context, "catalog.json")
+    wait_for(lambda: context.prefetch.fetched >= len(ITEMS))
+    ranges = len(repo.range_calls)
+    assert all(read(context, path) == data for path, data in ITEMS.items())
+    assert len(repo.range_calls) == ranges
+
+
 CHIP_PATHS = [f"{folder}/chip-{i:02d}.bin" for folder in ("a", "a-b", "b") for i in range(15)]
 CHIPS = {path: (path.encode() * 10)[:100] for path in CHIP_PATHS}  # 100 bytes, each its own
 
