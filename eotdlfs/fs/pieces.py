@@ -135,37 +135,52 @@ class PieceFetcher:
         _open_fetchers.add(self)
 
     def read_into(self, content: Content, opened: int, offset: int, target: memoryview, deadline: float,
-                  until: int = 0) -> None:
+                  until: int = 0, refused: BaseException | None = None) -> bool:
         """Fill TARGET with CONTENT's bytes from OFFSET (all within the file), fetching the
         pieces it spans that are neither kept nor being fetched, and those on to byte UNTIL
         (the end of the tile being read: the kernel's next requests for it find it coming,
-        not a round trip each); waits until DEADLINE, for TARGET's pieces only."""
+        not a round trip each); waits until DEADLINE, for TARGET's pieces only. REFUSED (the
+        server is silent and not being asked now): held pieces serve, missing ones fail with it
+        at once. Whether a fetch of this call's brought some of TARGET's pieces (the server answered)."""
         size = self.piece_size
         first, last = offset // size, (offset + len(target) - 1) // size
         fetch_last = max(last, (until - 1) // size)
         futures, tasks = self._claim(content, opened, range(first, fetch_last + 1))
-        for task in tasks:
-            self._tasks.put(task)
+        self._start(tasks, refused)
         self._copy_out(futures, offset, target, deadline)
+        return any(task.first <= last and task.first + len(task.futures) > first for task in tasks)
 
-    def read_ranges(self, content: Content, opened: int, ranges: list[tuple[int, memoryview]], deadline: float) -> None:
+    def read_ranges(self, content: Content, opened: int, ranges: list[tuple[int, memoryview]], deadline: float,
+                    refused: BaseException | None = None, queued: bool = False) -> bool:
         """Fill each (offset, target) of RANGES (within the file) with CONTENT's bytes there: a multi-range
         read's (GDAL's tile rows of a window, asked for at once). The pieces missing from all of them are
         fetched at once, in as few requests as they allow (pieces NEAR_PIECES apart go in one, with the
         pieces between), all in flight at once from this thread (`Repository.read_ranges`): on worker
         threads, each request hopped there and back, and the threads took the GIL from each other
         (50 cold COG windows through eotdl://: 0.26 s; 0.22 on this thread one after the other).
-        Waits until DEADLINE."""
+        Waits until DEADLINE; QUEUED: the requests go to the workers (this thread would wait for them
+        a whole read timeout, not until DEADLINE); REFUSED: as `read_into`. Whether it fetched any."""
         size = self.piece_size
         ranges = [(offset, target) for offset, target in ranges if len(target)]
         wanted = sorted({number for offset, target in ranges
                          for number in range(offset // size, (offset + len(target) - 1) // size + 1)})
         between = [n for a, b in zip(wanted, wanted[1:]) if b - a <= NEAR_PIECES + 1 for n in range(a + 1, b)]
         futures, tasks = self._claim(content, opened, sorted(wanted + between))
-        if tasks:  # their failure is their futures', raised by the copy
+        if queued or refused is not None:
+            self._start(tasks, refused)
+        elif tasks:  # their failure is their futures', raised by the copy
             self._run_together(tasks, may_wait=False)
         for offset, target in ranges:
             self._copy_out(futures, offset, target, deadline)
+        return bool(tasks)
+
+    def _start(self, tasks: list[_Task], refused: BaseException | None) -> None:
+        """Queue TASKS for the workers, or fail them with REFUSED at once (no error counted: nothing was asked)."""
+        for task in tasks:
+            if refused is None:
+                self._tasks.put(task)
+            else:
+                self._failed(task, refused, asked=False)
 
     def _claim(self, content: Content, opened: int, numbers: Iterable[int]) -> tuple[dict[int, Future], list[_Task]]:
         """The futures of CONTENT's pieces NUMBERS (sorted): settled for those kept in memory or
@@ -291,10 +306,11 @@ class PieceFetcher:
             future.set_result(pieces[number])
         self._store(checksum, pieces, task.serial, view, may_wait)
 
-    def _failed(self, task: _Task, exc: BaseException) -> None:
+    def _failed(self, task: _Task, exc: BaseException, asked: bool = True) -> None:
         count = len(task.futures)
-        self.fetcher.stats.count_error(exc)
-        log.warning("fetch of %s pieces %d+%d failed: %s", task.content.entry.path, task.first, count, exc)
+        if asked:
+            self.fetcher.stats.count_error(exc)
+            log.warning("fetch of %s pieces %d+%d failed: %s", task.content.entry.path, task.first, count, exc)
         with self._lock:
             for i in range(count):
                 self._inflight.pop((task.content.checksum, task.first + i), None)

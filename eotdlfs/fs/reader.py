@@ -21,6 +21,7 @@ import time
 import weakref
 from collections import OrderedDict
 from concurrent.futures import Future
+from typing import Callable
 
 from eotdlfs.fs.content import Content
 from eotdlfs.fs.fetcher import BlockFetcher
@@ -150,7 +151,9 @@ class ContentReader:
             in_pieces = all(i < final and i not in held and i - 1 not in held for i in span)
             (together if in_pieces else alone).append((offset, target))
         if together:
-            self.pieces.read_ranges(content, handle.opened, together, time.monotonic() + self.demand_timeout)
+            queued = self._silent_since is not None  # a probe waits SILENT_PROBE_WAIT_S, not a read timeout
+            self._read_pieces(handle, None, time.monotonic() + self.demand_timeout, lambda wait_until, refused:
+                              self.pieces.read_ranges(content, handle.opened, together, wait_until, refused, queued))
         for offset, target in alone:
             self.read_into(handle, target, offset)
         return [len(target) for _, target in ranges]
@@ -224,6 +227,8 @@ class ContentReader:
         """Queue the pieces from START's to UNTIL that are neither kept nor being fetched, unless
         START's block is (or is being) fetched whole; wait for none."""
         index = start // self.block_size
+        if self._silent_since is not None:  # a probe asks for what its reader waits for, no more
+            return
         if not self.fetcher.fetched_whole(handle.content.checksum, index) and self._piecewise(handle.content, index):
             self.pieces.read_into(handle.content, handle.opened, start - start % self.pieces.piece_size,
                                   memoryview(b""), time.monotonic(), until)
@@ -274,6 +279,29 @@ class ContentReader:
                                   f" asked again in {self._probe_at + SILENT_PROBE_EVERY_S - now:.1f} s")
             return min(deadline, self._probe_at + SILENT_PROBE_WAIT_S)
 
+    def _read_pieces(self, handle: OpenFile, index: int | None, deadline: float,
+                     read: Callable[[float, Unreachable | None], bool]) -> None:
+        """READ(wait until, refusal) of pieces of HANDLE's file (block INDEX, or a multi-range read's),
+        under the silent hold: between probes pieces held still serve and a missing one fails at once.
+        Only bytes the server sent end the silence: held pieces say nothing of it."""
+        if index is not None:
+            self._raise_if_hung(handle, index)
+        started = time.monotonic()
+        try:
+            wait_until, refused = self._server_deadline(deadline), None
+        except Unreachable as exc:
+            wait_until, refused = started, exc
+        try:
+            fetched = read(wait_until, refused)
+        except Exception as exc:  # the kernel's second callback for this `read` fails at once, as a block's
+            if time.monotonic() - started >= self.demand_timeout / 2:
+                if index is not None:
+                    self._note_hung(handle, index, exc)
+                self._note_silent(exc)
+            raise
+        if fetched:
+            self._answered()
+
     def _note_hung(self, handle: OpenFile, index: int, exc: BaseException) -> None:
         now = time.monotonic()
         with handle.lock:
@@ -302,22 +330,8 @@ class ContentReader:
         content = handle.content
         source = self.fetcher.kept_block(content.checksum, index)
         if source is None and seeking and self._piecewise(content, index):
-            self._raise_if_hung(handle, index)
-            started = time.monotonic()
-            try:
-                wait_until = self._server_deadline(deadline)
-            except Unreachable:  # between probes: pieces held still serve, a missing one fails at once
-                wait_until = started
-            try:
-                copied = self.pieces.read_into(content, handle.opened, index * self.block_size + lo, target,
-                                               wait_until, until)
-                self._answered()
-                return copied
-            except Exception as exc:  # the kernel's second callback for this `read` fails at once, as a block's
-                if time.monotonic() - started >= self.demand_timeout / 2:
-                    self._note_hung(handle, index, exc)
-                    self._note_silent(exc)
-                raise
+            return self._read_pieces(handle, index, deadline, lambda wait_until, refused: self.pieces.read_into(
+                content, handle.opened, index * self.block_size + lo, target, wait_until, until, refused))
         if source is None:
             self._raise_if_hung(handle, index)
             deadline = self._server_deadline(deadline)

@@ -744,8 +744,9 @@ def test_behind_a_silent_server_pieces_already_held_are_read_between_probes(setu
     assert reader.read(handle, 0, 100) == data[:100]
     assert reader.read(handle, far, 100) == data[far:far + 100]  # pieces, held from now on
     assert reader.fetcher.wait_idle(10)
+    calls = []
     with monkeypatch.context() as patch:
-        patch.setattr(repo, "read_range", hangs_then_fails([]))
+        patch.setattr(repo, "read_range", hangs_then_fails(calls))
         with pytest.raises(Unreachable):
             reader.read(handle, other, 100)  # hangs 0.8 s of the 1 s bound: the server is silent
         with pytest.raises(TimeoutError):
@@ -753,7 +754,45 @@ def test_behind_a_silent_server_pieces_already_held_are_read_between_probes(setu
         again = reader.open(Content(record, entries["f.bin"]))
         assert reader.read(again, 0, 100) == data[:100]
         assert reader.read(again, far, 100) == data[far:far + 100]  # between probes, from what is held
+        asked = len(calls)
+        started = time.monotonic()
+        with pytest.raises(Unreachable, match="has not answered reads"):  # held pieces did not end the silence
+            reader.read(again, other + 2 * BS, 100)
+        assert time.monotonic() - started < 0.1 and len(calls) == asked  # and nothing was queued for the server
         again.close()
+    handle.close()
+
+
+def test_behind_a_silent_server_a_multi_range_read_fails_at_once_between_probes(setup, monkeypatch):
+    """A multi-range read (GDAL's tile rows through `eotdl://`) waited a whole read timeout every time
+    behind a silent server; it keeps the hold as single reads do, and its held ranges still serve."""
+    repo, record, entries, data, make = setup
+    reader = make(demand_timeout=1.0)
+    handle = reader.open(Content(record, entries["f.bin"]))
+    held = [3 * BS + 7, 5 * BS + 9]
+    targets = [memoryview(bytearray(3000)) for _ in held]
+    assert reader.read(handle, 0, 100) == data[:100]
+    reader.read_ranges(handle, list(zip(held, targets)))
+    assert [bytes(t) for t in targets] == [data[o:o + 3000] for o in held]
+    calls = []
+    with monkeypatch.context() as patch:
+        patch.setattr(repo, "read_range", hangs_then_fails(calls))
+        patch.setattr(repo, "read_ranges", hangs_then_fails(calls))
+        with pytest.raises(Unreachable):
+            reader.read(handle, 12 * BS, 100)  # the server is silent
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):  # a probe: on the workers, waited for half a second, not the bound
+            reader.read_ranges(handle, [(14 * BS + 1, memoryview(bytearray(10))), (15 * BS, memoryview(bytearray(10)))])
+        assert time.monotonic() - started < 0.7
+        asked = len(calls)
+        started = time.monotonic()
+        with pytest.raises(Unreachable, match="has not answered reads"):
+            reader.read_ranges(handle, [(16 * BS + 1, memoryview(bytearray(10))), (17 * BS, memoryview(bytearray(10)))])
+        assert time.monotonic() - started < 0.1 and len(calls) == asked
+        again = [memoryview(bytearray(3000)) for _ in held]
+        reader.read_ranges(handle, list(zip(held, again)))  # between probes, from what is held
+        assert [bytes(t) for t in again] == [data[o:o + 3000] for o in held]
+    assert reader.fetcher.wait_idle(10)
     handle.close()
 
 
