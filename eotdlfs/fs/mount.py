@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,7 +150,22 @@ def _child_failure(log_path: Path, offset: int, returncode: int, lines: int = 15
     reported = [line for line in logged if line.startswith("error: ")]
     if reported:
         return reported[-1][len("error: "):]
+    if not logged:  # its report went where the log is: a full disk takes that too
+        return f"the mount process exited ({returncode}) and wrote nothing to {log_path}" + _disk_full_hint(log_path)
     return f"the mount process exited ({returncode}); last log lines:\n" + "\n".join(logged[-lines:])
+
+
+def _disk_full_hint(log_path: Path) -> str:
+    from eotdlfs.fs.block_cache import MIN_RESERVE_BYTES  # only on this failure: the launcher stays light
+
+    try:
+        free = shutil.disk_usage(log_path.parent).free
+    except OSError:
+        return ""
+    if free >= MIN_RESERVE_BYTES:
+        return ""
+    return (f"; its disk has {free // 1024} KiB free: is it full? free some room, or choose another"
+            " --cache-dir")
 
 
 def read_status(mountpoint: Path) -> dict[str, Any]:

@@ -7,10 +7,12 @@ error, the repository passes fsck, and the system keeps working once the write f
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -140,3 +142,17 @@ def test_a_cache_on_a_full_disk_is_kept_and_refused_in_one_line(tmp_path: Path) 
         again = BlockCache(disk / "blocks", 1 << 30, 64 << 10)
         assert again.load_block("sum", 0) is not None
         again.close()
+
+
+def test_a_background_mount_on_a_full_cache_disk_says_so(module_server, tmp_path: Path) -> None:
+    """The mount process writes its report where its log is, in the cache dir: on a full disk it
+    could write nothing, and `eotdlfs mount` said only 'exited (1); last log lines:' and none."""
+    mnt = tmp_path / "mnt"
+    with small_disk(tmp_path / "disk", "600k") as disk:
+        with open(disk / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 4096)
+        done = subprocess.run([sys.executable, "-m", "eotdlfs", "mount", str(mnt), "--api-url", module_server.url,
+                               "--cache-dir", str(disk / "cache")], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and not mnt.exists(), done.stderr
+        assert "is it full?" in done.stderr and str(disk / "cache") in done.stderr, done.stderr
