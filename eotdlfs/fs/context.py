@@ -66,6 +66,6 @@ def build_context(repo: Repository, options: MountOptions) -> MountContext:
     tree = ReadOnlyTree(namespace, reader)
     # Two walks' files fetched ahead fill at most a quarter of a small cache: not evicted before they are read.
     prefetch = SmallFilePrefetch(repo, namespace, fetcher, ahead_bytes=min(32 << 20, options.cache_size // 8),
-                                 wait=min(10.0, options.read_timeout))
+                                 wait=min(10.0, options.read_timeout), silent=reader.server_silent)
     tree.on_open = prefetch.opened
     return MountContext(repo, options, cache, fetcher, namespace, reader, tree, prefetch, warming)

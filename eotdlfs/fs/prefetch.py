@@ -19,8 +19,9 @@ An open of a planned file waits for the request bringing it, at most `wait` s; o
 for yet is read as usual and left out of the plan. A failed request, or one later than `wait`,
 ends fetching ahead for its version for `resume_after` s: readers fetch as they did without it
 (a silent server is not waited for twice by every open), and a walk after that plans again (a
-server back from a restart serves walks many files per request again). `close` stops it at
-unmount.
+server back from a restart serves walks many files per request again). While the readers hold
+the server silent (`silent`), opens neither wait nor plan: their reads fail at once, and a walk's
+open waited for a request that would not come. `close` stops it at unmount.
 
 Locks. `SmallFilePrefetch._lock` guards the plans, the walks, the streaks and the count of
 requests in flight and is a leaf: the repository, the cache and the fetcher are called without it.
@@ -34,6 +35,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Callable
 
 from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs.namespace import Namespace, Node
@@ -70,7 +72,8 @@ class _Plan:
 class SmallFilePrefetch:
     def __init__(self, repo: Repository, namespace: Namespace, fetcher: BlockFetcher, workers: int = 2,
                  batch_files: int = 256, batch_bytes: int = 4 << 20, ahead_bytes: int = 32 << 20,
-                 wait: float = 10.0, resume_after: float = RESUME_AFTER_S):
+                 wait: float = 10.0, resume_after: float = RESUME_AFTER_S,
+                 silent: Callable[[], bool] = lambda: False):
         # Set once.
         self.repo = repo
         self.namespace = namespace
@@ -82,6 +85,7 @@ class SmallFilePrefetch:
         self.ahead_bytes = ahead_bytes
         self.wait = wait
         self.resume_after = resume_after
+        self.silent = silent
         self._pool = ThreadPoolExecutor(workers + 1, thread_name_prefix="prefetch")
         self._closed = threading.Event()
         # Guarded by _lock.
@@ -97,7 +101,7 @@ class SmallFilePrefetch:
         """A file of the read-only tree is being opened: start a plan at a catalog or a walk,
         and wait for a planned file's request."""
         entry = node.entry
-        if entry is None:
+        if entry is None or self.silent():
             return
         version = (node.record.id, node.version)
         folder = entry.path.rpartition("/")[0]

@@ -263,6 +263,10 @@ class ContentReader:
         if failed is not None and time.monotonic() - failed[0] < HUNG_FAILURE_KEPT_S:
             raise failed[1]
 
+    def server_silent(self) -> bool:
+        """Whether reads hold the server silent (see SILENT_PROBE_EVERY_S)."""
+        return self._silent_since is not None
+
     def _server_deadline(self, deadline: float) -> float:
         """DEADLINE for a read about to ask the server: sooner if it is silent and a probe is on, or
         `Unreachable` at once between probes."""

@@ -171,6 +171,17 @@ def test_opens_spread_over_folders_or_of_one_file_fetch_nothing_ahead(chips):
     assert repo.read_files_calls == [] and context.prefetch.fetched == 0
 
 
+def test_while_reads_hold_the_server_silent_a_walk_plans_nothing(chips):
+    """Behind a silent server a walk's opens waited for a plan's request that would not come (10 s),
+    after their reads had already failed at once."""
+    repo, context = chips
+    assert context.prefetch.silent == context.reader.server_silent  # the mount's wiring
+    context.prefetch.silent = lambda: True
+    assert [read_chip(context, path) for path in folder("a")[:6]] == [CHIPS[path] for path in folder("a")[:6]]
+    time.sleep(0.2)
+    assert repo.read_files_calls == [] and context.prefetch.fetched == 0
+
+
 def test_the_bytes_fetched_ahead_are_bounded_and_opens_make_room(chips):
     repo, context = chips
     context.prefetch.batch_files = 1  # the bound then holds to the file
