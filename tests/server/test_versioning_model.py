@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
                                  run_state_machine_as_test)
 from serverapi import Api, sha1
+from tests.conftest import FULL_MATRIX
 
 PATHS = ["a", "b", "d", "d/x", "d/y"]
 CONTENTS = [b"1", b"22", b"333"]
@@ -156,5 +157,5 @@ class VersioningModel(RuleBasedStateMachine):
 def test_versioning_matches_the_model(repo_server):
     VersioningModel.server = repo_server
     run_state_machine_as_test(VersioningModel, settings=settings(
-        max_examples=25, stateful_step_count=10, deadline=None, database=None,
+        max_examples=50 if FULL_MATRIX else 12, stateful_step_count=10, deadline=None, database=None,
         suppress_health_check=list(HealthCheck)))

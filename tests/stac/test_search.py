@@ -107,6 +107,7 @@ def test_index_matches_brute_force_on_random_queries():
         assert stored.search(bbox, interval) == expected, (bbox, interval)
 
 
+@pytest.mark.slow  # 9 s: the scale test; smaller catalogs check the same code in the default run
 def test_a_10000_item_catalog_on_disk(tmp_path):
     """One generated catalog at the scale of the goals: read for ingest, then searched."""
     folder = write_catalog(tmp_path / "big", items=10_000, seed=7)
