@@ -333,7 +333,8 @@ def test_behind_a_silent_server_other_files_reads_fail_at_once_between_short_pro
         reader.read(other, 0, 2)
     assert time.monotonic() - started < 0.1 and errno_for(Unreachable("x")) == errno.EIO
     repo.delay = 0.0
-    assert reader.fetcher.wait_idle(10)  # the fetches that hung end; past the next probe's time
+    assert reader.fetcher.wait_idle(10)  # the fetches that hung end
+    time.sleep(reader_module.SILENT_PROBE_EVERY_S)  # past the next probe's time
     far = 15 * BS
     assert reader.read(first, far, 10) == data[far:far + 10]  # the next probe: answered
     first.close()
