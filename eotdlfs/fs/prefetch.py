@@ -101,17 +101,18 @@ class SmallFilePrefetch:
         """A file of the read-only tree is being opened: start a plan at a catalog or a walk,
         and wait for a planned file's request."""
         entry = node.entry
-        if entry is None or self.silent():
+        if entry is None:
             return
         version = (node.record.id, node.version)
         folder = entry.path.rpartition("/")[0]
+        silent = self.silent()  # the plans' books are still kept: they go on once the server answers
         waits = []
         with self._lock:
             if self._closed.is_set() or self._resting(version):
                 return
-            if entry.path == TRIGGER and (*version, None) not in self._plans:
+            if not silent and entry.path == TRIGGER and (*version, None) not in self._plans:
                 self._start((*version, None), node, DOCUMENT_SUFFIX)
-            if self._walking(version, folder, entry):
+            if not silent and self._walking(version, folder, entry):
                 self._start((*version, folder), node, "")
             plans = [plan for plan in (self._plans.get((*version, None)), self._plans.get((*version, folder)))
                      if plan is not None and not plan.ended]
@@ -122,6 +123,8 @@ class SmallFilePrefetch:
                     waits.append((plan, event))
                 elif plan.index.get(entry.path, -1) >= plan.cursor:
                     plan.opened.add(entry.path)
+        if silent:
+            return
         for plan in plans:
             self._fill(plan)
         for plan, event in waits:

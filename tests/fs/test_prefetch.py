@@ -182,6 +182,23 @@ def test_while_reads_hold_the_server_silent_a_walk_plans_nothing(chips):
     assert repo.read_files_calls == [] and context.prefetch.fetched == 0
 
 
+def test_a_walk_opened_through_a_silence_goes_on_after_it(chips):
+    """Its opens meanwhile still make room in the bytes fetched ahead: the plan is not left full."""
+    repo, context = chips
+    context.prefetch.batch_files = 1
+    context.prefetch.ahead_bytes = 300  # three chips fetched and not opened
+    chips_a = folder("a")
+    for path in chips_a[:4]:
+        read_chip(context, path)
+    wait_for(lambda: all(cached(context, path) for path in chips_a[4:7]))
+    context.prefetch.silent = lambda: True
+    for path in chips_a[4:7]:
+        assert read_chip(context, path) == CHIPS[path]
+    context.prefetch.silent = lambda: False
+    read_chip(context, chips_a[7])
+    wait_for(lambda: all(cached(context, path) for path in chips_a[8:11]))
+
+
 def test_the_bytes_fetched_ahead_are_bounded_and_opens_make_room(chips):
     repo, context = chips
     context.prefetch.batch_files = 1  # the bound then holds to the file
