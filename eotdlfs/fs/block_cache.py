@@ -249,7 +249,11 @@ class BlockCache:
 
     def holding(self, checksum: str, indices: Iterable[int | str]) -> set[int | str]:
         """Those of INDICES whose blocks the index holds, in one read."""
-        keys = {block_key(checksum, index): index for index in indices}
+        return {index for _, index in self.held((checksum, index) for index in indices)}
+
+    def held(self, blocks: Iterable[tuple[str, int | str]]) -> set[tuple[str, int | str]]:
+        """Those of BLOCKS (checksum, index), of any files, that the index holds, in one read."""
+        keys = {block_key(checksum, index): (checksum, index) for checksum, index in blocks}
         return {keys[key] for (key,) in self._held_rows("key", keys)}
 
     def _held_rows(self, columns: str, keys: Iterable[str]) -> list[tuple]:

@@ -192,8 +192,11 @@ class SmallFilePrefetch:
                  "" if folder is None else f", folder '{folder}'")
         self._fill(plan)
 
-    def _wanted(self, entry: FileEntry) -> bool:
-        return not self.fetcher.has_failed(entry.checksum) and (entry.checksum, 0) not in self.cache
+    def _wanted(self, batch: list[FileEntry]) -> list[FileEntry]:
+        """BATCH's files neither cached (one index read for all: one each took 1-5 ms a request) nor failed."""
+        cached = self.cache.held((entry.checksum, 0) for entry in batch)
+        return [entry for entry in batch
+                if (entry.checksum, 0) not in cached and not self.fetcher.has_failed(entry.checksum)]
 
     def _fill(self, plan: _Plan) -> None:
         """Start requests for PLAN's next files, within the workers and the bytes ahead."""
@@ -227,7 +230,7 @@ class SmallFilePrefetch:
     def _fetch(self, plan: _Plan, batch: list[FileEntry], done: threading.Event) -> None:
         try:
             # Checked here, not when planning: a walker does not wait for 10,000 lookups to start.
-            wanted = [entry for entry in batch if self._wanted(entry)]
+            wanted = self._wanted(batch)
             contents = self.repo.read_files(plan.record, wanted) if wanted else []
             if not self._closed.is_set():  # the cache closes at unmount
                 self._store(wanted, contents)

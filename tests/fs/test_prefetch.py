@@ -215,6 +215,23 @@ def test_the_bytes_fetched_ahead_are_bounded_and_opens_make_room(chips):
     assert not cached(context, chips_a[8])
 
 
+def test_a_walk_asks_only_for_files_not_cached_yet(tmp_path):
+    with published(tmp_path, "chips", CHIPS) as (repo, context):
+        for pair in zip(folder("a")[5:10], folder("b")[5:10]):  # by turns: no walk
+            assert [read_chip(context, path) for path in pair] == [CHIPS[path] for path in pair]
+        assert repo.read_files_calls == []
+        context.close()
+        context = build_context(repo, MountOptions(cache_dir=tmp_path / "cache"))  # a remount, same cache
+        try:
+            for path in folder("a")[:4]:
+                read_chip(context, path)
+            wait_for(lambda: context.prefetch.fetched >= 6)
+            asked = sorted(path for call in repo.read_files_calls for path in call)
+            assert asked == [folder("a")[4], *folder("a")[10:]]  # 5-9 were cached by the first mount
+        finally:
+            context.close()
+
+
 def test_a_third_walk_ends_the_oldest(chips):
     repo, context = chips
     context.prefetch.ahead_bytes = 100  # each plan stops after one chip until it is opened
