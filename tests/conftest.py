@@ -51,7 +51,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="slow: runs in CI, or with EOTDLFS_FULL_MATRIX=1")
     for item in items:
-        if "slow" in item.keywords:
+        if item.get_closest_marker("slow") is not None:  # not a parameter named "slow"
             item.add_marker(skip)
 
 def _free_port() -> int:

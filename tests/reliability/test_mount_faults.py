@@ -76,7 +76,13 @@ def read_all(path: Path) -> tuple[bytes | None, OSError | None]:
         return None, exc
 
 
-@pytest.mark.parametrize("fault", sorted(FAULTS))
+# The default run leaves out two faults that reach the mount as a reset does, and the 7 s stall; CI
+# injects all of them.
+IN_CI_ONLY = {"truncate", "drop", "slow"}
+
+
+@pytest.mark.parametrize("fault", [pytest.param(fault, marks=pytest.mark.slow) if fault in IN_CI_ONLY else fault
+                                   for fault in sorted(FAULTS)])
 def test_fault_gives_eio_or_right_bytes_then_recovers(proxied_mount, seeded, tally, fault: str) -> None:
     proxy, version = proxied_mount
     name = f"{fault}.bin"
