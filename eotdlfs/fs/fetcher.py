@@ -108,7 +108,9 @@ class BlockFetcher:
         with self._lock:
             self.check_not_failed(content, opened)
             known = self._inflight.get((content.checksum, index))
-            if known is not None:
+            # A fetch begun before the file last failed its checksum will fail as stale: a reader
+            # opened since (a user trying again) fetches anew, or it got EIO again (found in CI).
+            if known is not None and not known[1].serial < self._failed_at.get(content.checksum, -1):
                 future, task = known
                 if not task.started:
                     self._queue_demand_locked(task)

@@ -15,7 +15,7 @@ import pytest
 
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.errors import ContentMismatch, errno_for
-from eotdlfs.fs.content import Content
+from eotdlfs.fs.content import Content, StaleFetch
 from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs import pieces as pieces_module
 from eotdlfs.fs.pieces import PieceFetcher, piece_key
@@ -642,7 +642,7 @@ EXITS_WITHOUT_CLOSE = """
 import os, sys, time
 from pathlib import Path
 from eotdlfs.fs.block_cache import BlockCache
-from eotdlfs.fs.content import Content
+from eotdlfs.fs.content import Content, StaleFetch
 from eotdlfs.fs.fetcher import BlockFetcher
 from eotdlfs.fs import reader as reader_module
 from eotdlfs.fs.reader import ContentReader
@@ -854,3 +854,25 @@ def test_a_burst_of_multi_range_reads_behind_a_busy_cache_disk_loses_no_piece(se
         pieces.close()
     assert pieces.let_go == 0
     assert sorted(key for _, key in stored) == sorted(piece_key(n) for n in (*range(10, 13), *range(17, 20)))
+
+
+def test_a_reader_opened_after_a_checksum_failure_does_not_join_a_fetch_begun_before_it(setup):
+    """Found in CI: right after a corrupt read's EIO, the user's next read joined a fetch of the
+    same block begun before the failure, which then failed as stale: EIO again, the server fine."""
+    repo, record, entries, data, make = setup
+    reader = make()
+    fetcher, content = reader.fetcher, Content(record, entries["f.bin"])
+    repo.stall_at = 10  # the fetch of block 0 brings 10 bytes, then waits
+    before = fetcher.demand(content, 0, fetcher.serial())
+    deadline = time.monotonic() + 10
+    while not repo.range_calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    fetcher.reject(content)  # the file failed its SHA-1 meanwhile (another fetch's bytes)
+    repo.stall_at = None
+    try:
+        after = fetcher.demand(content, 0, fetcher.serial())  # a reader opened after the failure
+        assert bytes(after.result(timeout=10)) == data[:BS]
+    finally:
+        repo.resume.set()
+    with pytest.raises(StaleFetch):
+        before.result(timeout=10)
