@@ -107,9 +107,7 @@ class BlockFetcher:
         self._drops.wait(content.checksum)
         with self._lock:
             self.check_not_failed(content, opened)
-            known = self._inflight.get((content.checksum, index))
-            # A fetch begun before the file last failed its checksum will fail as stale: a reader
-            # opened since (a user trying again) fetches anew, or it got EIO again (found in CI).
+            known = self._inflight.get((content.checksum, index))  # not one begun before a failure: it fails stale
             if known is not None and not known[1].serial < self._failed_at.get(content.checksum, -1):
                 future, task = known
                 if not task.started:
