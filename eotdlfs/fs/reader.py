@@ -151,7 +151,7 @@ class ContentReader:
             in_pieces = all(i < final and i not in held and i - 1 not in held for i in span)
             (together if in_pieces else alone).append((offset, target))
         if together:
-            queued = self._silent_since is not None  # a probe waits SILENT_PROBE_WAIT_S, not a read timeout
+            queued = self.server_silent()  # a probe waits SILENT_PROBE_WAIT_S, not a read timeout
             self._read_pieces(handle, None, time.monotonic() + self.demand_timeout, lambda wait_until, refused:
                               self.pieces.read_ranges(content, handle.opened, together, wait_until, refused, queued))
         for offset, target in alone:
@@ -227,7 +227,7 @@ class ContentReader:
         """Queue the pieces from START's to UNTIL that are neither kept nor being fetched, unless
         START's block is (or is being) fetched whole; wait for none."""
         index = start // self.block_size
-        if self._silent_since is not None:  # a probe asks for what its reader waits for, no more
+        if self.server_silent():  # a probe asks for what its reader waits for, no more
             return
         if not self.fetcher.fetched_whole(handle.content.checksum, index) and self._piecewise(handle.content, index):
             self.pieces.read_into(handle.content, handle.opened, start - start % self.pieces.piece_size,
