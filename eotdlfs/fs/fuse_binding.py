@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 FUSE_ENV = "EOTDLFS_FUSE"
 MAX_READ = 1 << 20
+LOOP_MT_MAX_THREADS = 100_000  # libfuse 3's FUSE_LOOP_MT_MAX_THREADS: the most it takes
 # Published content never changes, so the kernel may keep attributes, entries and pages.
 ATTR_TIMEOUT_S = 60
 # fuse_common.h (libfuse 3): readdir's flags and the filler's
@@ -261,6 +262,11 @@ def run_fuse(operations: Any, mountpoint: str, source: str, allow_other: bool = 
     if LIBFUSE == 2:
         # libfuse 3 refuses both options: it always writes big, and takes read-ahead in init
         options.update(big_writes=True, max_readahead=MAX_READ)
+    else:
+        # Idle threads are kept, as libfuse 3.14's default "unset" (UINT_MAX) keeps them, but
+        # named: 3.14 logs that default as "Ignoring invalid max threads value 4294967295" at
+        # every mount, a false alarm at the head of the mount.log a failed mount shows.
+        options.update(max_idle_threads=LOOP_MT_MAX_THREADS)
     if allow_other:
         # Other users then reach the mount: the kernel must check mode bits for them as on a
         # disk (without default_permissions it checks nothing and every caller may write).

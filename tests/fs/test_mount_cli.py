@@ -6,6 +6,7 @@ import contextlib
 import json
 import shutil
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -92,6 +93,10 @@ def test_background_mount_status_umount_and_stale_cleanup(repo_server, unique_na
     status = json.loads((mnt / ".eotdlfs" / "status.json").read_text())
     pids.append(status["pid"])
     assert (mnt / "datasets" / name / "v1" / "labels.csv").read_bytes() == (source / "labels.csv").read_bytes()
+    # a failed mount shows the log's last lines: a healthy one holds no alarm (libfuse 3.14 wrote
+    # one at every start, about a thread limit nobody set)
+    log_lines = (tmp_path / "cache" / "mount.log").read_text().splitlines()
+    assert log_lines and all(re.match(r"\d{4}-\d\d-\d\d [\d:,]+ INFO ", line) for line in log_lines), log_lines
 
     shown = eotdlfs("status", str(mnt))
     assert shown.returncode == 0 and "reachable: yes" in shown.stdout and "hit rate" in shown.stdout
