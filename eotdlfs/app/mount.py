@@ -25,7 +25,7 @@ from eotdlfs.client.settings import resolve_settings
 from eotdlfs.fs.content import Content
 from eotdlfs.fs.context import MountOptions, build_context
 from eotdlfs.fs.fetcher import BlockFetcher
-from eotdlfs.fs.fuse_binding import run_fuse
+from eotdlfs.fs.fuse_binding import check_can_mount, run_fuse
 from eotdlfs.fs.fuse_ops import EotdlfsOperations
 from eotdlfs.fs.mount import PRIVATE_UMASK, clean_stale
 from eotdlfs.fs.mountlock import hold_cache_dir
@@ -136,6 +136,7 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
     # Absolute now: libfuse moves this process to `/` once mounted, and the cache opens files
     # (SQLite connections per thread, staged files) for as long as it runs.
     mountpoint, cache_dir = Path(mountpoint).absolute(), Path(cache_dir).absolute()
+    check_can_mount(allow_other)  # before the cache, repository and listings are set up for nothing
     make_private(cache_dir)
     os.umask(PRIVATE_UMASK)  # covers what diskcache, SQLite and logging create there, not only our own files
     hold_cache_dir(cache_dir, mountpoint)  # kept until this process exits

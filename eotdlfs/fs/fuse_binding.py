@@ -244,6 +244,36 @@ class _DirectFUSE(FUSE):
             return True
 
 
+FUSE_DEVICE = "/dev/fuse"
+FUSE_CONF = "/etc/fuse.conf"
+# What fuse_main's return code means on libfuse 3 (fuse.h); libfuse 2 gives 1 for any failure to start
+FUSE_MAIN_FAILURES = {1: "invalid options", 2: "no mount point", 3: "FUSE setup failed", 4: "mounting failed",
+                      5: "could not detach", 6: "could not set up signal handlers", 7: "its event loop failed"}
+
+
+def check_can_mount(allow_other: bool, device: str = FUSE_DEVICE, conf: str = FUSE_CONF) -> None:
+    """Refuse in words (OSError) what libfuse would refuse with a bare exit code: no FUSE device,
+    a device this user cannot open (a container's default), and --allow-other for a user whom
+    CONF does not let (fusermount's rule)."""
+    without = "or read without a mount through eotdl:// (docs/guide.md)"
+    if not os.path.exists(device):
+        raise OSError(errno.ENODEV, f"{device} does not exist: FUSE is not available here (`modprobe fuse`; in a "
+                      f"container, give it the device, e.g. `docker run --device /dev/fuse`), {without}")
+    if not os.access(device, os.R_OK | os.W_OK):
+        raise OSError(errno.EACCES, f"{device} cannot be opened by this user, and FUSE needs it readable and "
+                      f"writable (`ls -l {device}`: most systems make it 0666), {without}")
+    if allow_other and os.geteuid() != 0 and not _lets_users_allow_other(conf):
+        raise OSError(errno.EPERM, f"--allow-other needs `user_allow_other` in {conf} for users other than root "
+                      f"(as root: echo user_allow_other >> {conf})")
+
+
+def _lets_users_allow_other(conf: str) -> bool:
+    try:
+        with open(conf) as lines:
+            return any(line.split("#", 1)[0].strip() == "user_allow_other" for line in lines)
+    except OSError:
+        return False
+
 
 @functools.lru_cache(maxsize=64)
 def _buffer_type(size: int):
@@ -271,4 +301,12 @@ def run_fuse(operations: Any, mountpoint: str, source: str, allow_other: bool = 
         # Other users then reach the mount: the kernel must check mode bits for them as on a
         # disk (without default_permissions it checks nothing and every caller may write).
         options.update(allow_other=True, default_permissions=True)
-    _DirectFUSE(operations, mountpoint, **options)
+    try:
+        _DirectFUSE(operations, mountpoint, **options)
+    except RuntimeError as exc:  # both bindings raise fuse_main's bare return code as one
+        code = exc.args[0] if exc.args else None
+        if not isinstance(code, int):
+            raise
+        meaning = FUSE_MAIN_FAILURES.get(code) if LIBFUSE == 3 else None
+        raise OSError(errno.EIO, f"libfuse could not serve {mountpoint}" + (f": {meaning}" if meaning else "")
+                      + " (its reason is what it wrote before this)") from None

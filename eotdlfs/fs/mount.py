@@ -31,6 +31,7 @@ PRIVATE_UMASK = 0o077  # what the mount process creates in the cache dir: folder
 READY_TIMEOUT_S = 30.0
 EXIT_TIMEOUT_S = 15.0
 LOG_FILE = "mount.log"
+LIBFUSE_LINE = re.compile(r"(fuse|fusermount\d?): ")  # what libfuse and fusermount write to stderr start with
 _SIZE = re.compile(r"^\s*([0-9.]+)\s*([kKmMgGtT]?)i?[bB]?\s*$")
 
 
@@ -148,8 +149,9 @@ def _child_failure(log_path: Path, offset: int, returncode: int, lines: int = 15
     except OSError:
         logged = []
     reported = [line for line in logged if line.startswith("error: ")]
-    if reported:
-        return reported[-1][len("error: "):]
+    if reported:  # with what libfuse or fusermount said on the way (its reason for a failed mount)
+        said = [line for line in logged if LIBFUSE_LINE.match(line)]
+        return "; ".join(said[-2:] + [reported[-1][len("error: "):]])
     if not logged:  # its report went where the log is: a full disk takes that too
         return f"the mount process exited ({returncode}) and wrote nothing to {log_path}" + _disk_full_hint(log_path)
     return f"the mount process exited ({returncode}); last log lines:\n" + "\n".join(logged[-lines:])

@@ -154,3 +154,51 @@ def test_the_other_binding_mounts_lists_reads_and_flushes(tmp_path, repo_server,
     assert version_files(repo_server, name, 2)["added.txt"] == hashlib.sha1(b"written through libfuse 2\n").hexdigest()
     mount.unmount()
     assert not os.path.ismount(mount.path)
+
+
+class NoOperations:
+    use_ns = True  # as the mount's: the bindings warn about float times otherwise
+
+
+def test_a_mount_libfuse_refuses_is_an_error_in_words(tmp_path, capfd):
+    """fuse_main gives a bare code (the CLI printed `error: 4`): it becomes an OSError naming the
+    mount point, after the reason libfuse wrote to stderr."""
+    missing = tmp_path / "gone" / "mnt"
+    said = f"^\\[Errno 5\\] libfuse could not serve {missing}.* \\(its reason is what it wrote before"
+    with pytest.raises(OSError, match=said):
+        fuse_binding.run_fuse(NoOperations(), str(missing), "http://127.0.0.1:1/")
+    assert f"bad mount point `{missing}'" in capfd.readouterr().err
+
+
+def test_no_fuse_device_is_refused_saying_what_to_do(tmp_path):
+    with pytest.raises(OSError, match=r"fuse does not exist: FUSE is not available here .*--device /dev/fuse"):
+        fuse_binding.check_can_mount(False, device=str(tmp_path / "fuse"))
+
+
+def test_a_fuse_device_this_user_cannot_open_is_refused_saying_so(tmp_path, monkeypatch):
+    device = tmp_path / "fuse"
+    device.touch(mode=0o600)
+    fuse_binding.check_can_mount(False, device=str(device))
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # root opens anything: the refusal is injected
+    with pytest.raises(OSError, match=r"fuse cannot be opened by this user, .*readable and writable .*eotdl://"):
+        fuse_binding.check_can_mount(False, device=str(device))
+
+
+@pytest.mark.parametrize("conf_text, allowed", [
+    (None, False), ("", False), ("#user_allow_other\n", False), ("mount_max = 1000\nuser_allow_other  # yes\n", True),
+])
+def test_allow_other_for_a_user_needs_user_allow_other_in_fuse_conf(tmp_path, monkeypatch, conf_text, allowed):
+    """fusermount refuses -o allow_other to users unless /etc/fuse.conf says `user_allow_other`
+    (the mount printed `error: 4`); root may always."""
+    device, conf = tmp_path / "fuse", tmp_path / "fuse.conf"
+    device.touch()
+    if conf_text is not None:
+        conf.write_text(conf_text)
+    fuse_binding.check_can_mount(True, str(device), str(conf))  # as root
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    fuse_binding.check_can_mount(False, str(device), str(conf))
+    if allowed:
+        fuse_binding.check_can_mount(True, str(device), str(conf))
+    else:
+        with pytest.raises(OSError, match=f"^\\[Errno 1\\] --allow-other needs `user_allow_other` in {conf} "):
+            fuse_binding.check_can_mount(True, str(device), str(conf))

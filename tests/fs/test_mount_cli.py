@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -382,3 +383,37 @@ def test_the_mount_process_leaves_the_stac_libraries_unloaded():
     code = f"import sys, {', '.join(modules)}; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.split() == []
+
+
+NOBODY = 65534
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs the mount as another user: needs root")
+def test_a_user_fuse_refuses_is_told_why_in_one_line(repo_server):
+    """A user other than root meets FUSE's own refusals: /dev/fuse closed to users (a container's
+    default), or a mount point the user may not write (fusermount's check). Both printed `error: 4`."""
+    as_nobody = dict(user=NOBODY, group=NOBODY, extra_groups=[], capture_output=True, text=True, timeout=60)
+    try:
+        runs = subprocess.run([sys.executable, "-c", "import eotdlfs"], **as_nobody).returncode == 0
+    except PermissionError:  # the interpreter lies where the user cannot reach (e.g. under /root)
+        runs = False
+    if not runs:
+        pytest.skip(f"uid {NOBODY} cannot run this Python ({sys.executable})")
+    home, mnt = Path(tempfile.mkdtemp(prefix="eotdlfs-user-")), Path(tempfile.mkdtemp(prefix="eotdlfs-user-mnt-"))
+    try:
+        os.chown(home, NOBODY, NOBODY)
+        mnt.chmod(0o755)  # root's: the user may enter it, not write it
+        done = subprocess.run([sys.executable, "-m", "eotdlfs", "mount", str(mnt), "--api-url", repo_server.url,
+                               "--cache-dir", str(home / "cache")], cwd=home,
+                              env={"PATH": os.environ["PATH"], "HOME": str(home)}, **as_nobody)
+        assert not is_mounted(mnt)
+    finally:
+        shutil.rmtree(home)
+        mnt.rmdir()
+    if os.stat("/dev/fuse").st_mode & 0o006 != 0o006:
+        expected = r"error: /dev/fuse cannot be opened by this user, and FUSE needs it readable and writable"
+    else:
+        expected = (f"error: fusermount3?: user has no write access to mountpoint {mnt}; "
+                    f"libfuse could not serve {mnt}: mounting failed")
+    assert done.returncode == 1 and re.match(expected, done.stderr), done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
