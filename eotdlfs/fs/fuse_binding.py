@@ -130,7 +130,17 @@ class _DirectFUSE(FUSE):
         self.mountpoint = os.path.abspath(mountpoint)
         self._listings: dict[str, list[str]] = {}  # folder -> its names, while the kernel reads them with attributes
         self._attrs_sent: dict[str, float] = {}  # folder -> when its entries' attributes were last sent
-        super().__init__(operations, mountpoint, **options)  # serves until unmounted
+        self._served = False
+        try:
+            super().__init__(operations, mountpoint, **options)  # serves until unmounted
+        except RuntimeError as exc:
+            if not self._served:
+                raise
+            # libfuse 3 ends its loop with a code on SIGINT, SIGTERM or SIGHUP (Ctrl-C, `kill`,
+            # systemd's stop): a way to stop a mount, not a failure (a failure of the loop
+            # itself, reading /dev/fuse, libfuse writes to stderr first)
+            log.info("stopped: libfuse's loop ended with code %s (SIGINT, SIGTERM or SIGHUP, or what libfuse "
+                     "wrote before this)", exc.args[0] if exc.args else None)
 
     def getxattr(self, path, name, value, size, *args):
         # `ls -l` asks every file for its ACL (system.*) and SELinux label (security.*). The
@@ -180,6 +190,10 @@ class _DirectFUSE(FUSE):
         return 0
 
     if LIBFUSE == 2:
+        def init(self, conn):
+            self._served = True
+            return super().init(conn)
+
         def getattr(self, path, buf):
             return 0 if self._listed_stat(path, buf) else super().getattr(path, buf)
 
@@ -190,6 +204,7 @@ class _DirectFUSE(FUSE):
             return 0 if not fip and self._listed_stat(path, buf) else super().getattr_fuse_3(path, buf, fip)
 
         def init_fuse_3(self, conn, config):
+            self._served = True
             info = conn.contents
             # both here and in the mount options, or libfuse 3 refuses to start
             info.max_read = info.max_readahead = MAX_READ

@@ -417,3 +417,24 @@ def test_a_user_fuse_refuses_is_told_why_in_one_line(repo_server):
                     f"libfuse could not serve {mnt}: mounting failed")
     assert done.returncode == 1 and re.match(expected, done.stderr), done.stderr
     assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_a_foreground_mount_stopped_by_a_signal_exits_cleanly(repo_server, tmp_path, mountpoint, sig):
+    """Ctrl-C on `eotdlfs mount --foreground`, or `kill` (systemd's stop) of any mount process: the
+    mount is released and the process exits 0 without an error (it printed `error: 8`, libfuse's
+    code for a loop ended by a signal)."""
+    mnt, pids = mountpoint
+    mnt.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "eotdlfs", "mount", str(mnt), "--foreground", "--api-url",
+                             repo_server.url, "--cache-dir", str(tmp_path / "cache")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids.append(proc.pid)
+    deadline = time.monotonic() + 30  # status.json answers once libfuse serves, its signal handlers set
+    while not (mnt / ".eotdlfs" / "status.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert is_mounted(mnt)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "error" not in err, err
+    assert not is_mounted(mnt)
