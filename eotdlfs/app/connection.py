@@ -154,6 +154,7 @@ class Connection:
         # file of 10,000 may be done before it comes, and would pay for it while reading.
         options = MountOptions(cache_dir=self.cache_dir, cache_size=self.cache_size, ttl=self.ttl,
                                api_url=self.settings.api_url or "", read_timeout=self.settings.timeout + 5,
+                               repository=str(self._embedded.root) if self._embedded else "",
                                list_later=False, store_pieces_at=SCRIPT_STORE_AT_BYTES)
         # A script's first lookup and reads (its thread, the piece workers') find their connections made
         self.api.connect_ahead(SPARE_CONNECTIONS)

@@ -144,7 +144,8 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
     settings, embedded = settings_or_local(resolve_settings(api_url))
     api = ApiClient(settings)
     options = MountOptions(cache_dir=cache_dir, cache_size=cache_size, ttl=ttl, autoflush=autoflush,
-                           api_url=settings.api_url, read_timeout=settings.timeout + 5)
+                           api_url=settings.api_url, read_timeout=settings.timeout + 5,
+                           repository=str(embedded.root) if embedded else "")
     repo = FirstBlocksAhead(api)
     context = build_context(repo, options)
     repo.fetcher = context.fetcher

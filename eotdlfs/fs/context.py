@@ -8,6 +8,7 @@ from pathlib import Path
 
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.fetcher import BlockFetcher
+from eotdlfs.fs.kept_lists import kept_lists_dir
 from eotdlfs.fs.namespace import Namespace
 from eotdlfs.fs.pieces import STORE_AT_BYTES
 from eotdlfs.fs.prefetch import SmallFilePrefetch
@@ -27,6 +28,9 @@ class MountOptions:
     autoflush: float | None = None
     read_timeout: float = 65.0  # a callback waiting for the server gets EIO after this long
     api_url: str = ""
+    # What the lists kept on disk belong to: the API URL, or for the embedded repository its folder
+    # (its URL's port changes at each start); "" is the API URL.
+    repository: str = ""
     list_later: bool = True  # a version's whole list in the background after its first lookup (Namespace)
     store_pieces_at: int = STORE_AT_BYTES  # a seeking reader's pieces waiting to be stored, at most (`pieces`)
 
@@ -59,8 +63,8 @@ def build_context(repo: Repository, options: MountOptions) -> MountContext:
     cache = BlockCache(cache_dir / "blocks", options.cache_size, options.block_size)
     fetcher = BlockFetcher(repo, cache, workers=options.fetch_workers,
                            request_blocks=options.request_blocks)
-    namespace = Namespace(repo, cache_dir / "state", ttl=options.ttl, wait=options.read_timeout,
-                          list_later=options.list_later)
+    lists = kept_lists_dir(cache_dir, options.repository or options.api_url)
+    namespace = Namespace(repo, lists, ttl=options.ttl, wait=options.read_timeout, list_later=options.list_later)
     warming = namespace.warm()
     reader = ContentReader(fetcher, demand_timeout=options.read_timeout, store_pieces_at=options.store_pieces_at)
     tree = ReadOnlyTree(namespace, reader)

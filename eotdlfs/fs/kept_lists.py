@@ -7,9 +7,11 @@ changes, is fetched once.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import re
 import threading
 from dataclasses import asdict
 from datetime import datetime
@@ -18,6 +20,13 @@ from pathlib import Path
 from eotdlfs.repository import Record, Version
 
 log = logging.getLogger(__name__)
+
+
+def kept_lists_dir(cache_dir: Path, repository: str) -> Path:
+    """Where CACHE_DIR keeps REPOSITORY's lists: a folder per repository, so that a mount of another
+    one, down, does not serve this one's datasets as its own (they shared one before)."""
+    readable = re.sub(r"[^A-Za-z0-9.-]+", "_", repository).strip("_")[-60:]
+    return cache_dir / "state" / f"{readable}-{hashlib.sha1(repository.encode()).hexdigest()[:12]}"
 
 
 def record_to_json(record: Record) -> dict:

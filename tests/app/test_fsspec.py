@@ -26,8 +26,10 @@ from eotdlfs.app.embedded import SAMPLE_DIR
 from eotdlfs.app.fsspec_eotdl import EotdlFileSystem
 from eotdlfs.fs import pieces as pieces_module
 from eotdlfs.fs.pieces import piece_key
+from eotdlfs.repository import Unreachable
 from eotdlfs.fs.namespace import LIST_LATER_S
 from tests.client.helpers import cli_env
+from tests.conftest import _free_port as free_port
 from tests.fs.datasets import ingest, ingest_one_file, make_folder, tree_digest, write_metadata
 from tests.reliability.faultproxy import FaultProxy
 from tests.stac.catalogs import write_catalog, write_json
@@ -65,6 +67,19 @@ def test_fsspec_open_and_filesystem_find_the_class_through_the_entry_point(repo_
         assert f.read() == (v1 / "labels.csv").read_text()
     fs = fsspec.filesystem("eotdl", **options)
     assert fs.cat_file(f"eotdl://datasets/{name}/v1/images/2023/big.bin") == (v1 / "images/2023/big.bin").read_bytes()
+
+
+def test_a_repository_down_is_not_answered_from_another_ones_kept_lists(repo_server, two_versions, tmp_path):
+    """The cache dir (shared with the mount by default) keeps lists per repository: eotdl:// of one
+    that is down said FileNotFoundError after a warning "using the list from before", another's."""
+    name, v1, _ = two_versions
+    up = eotdl_fs(repo_server, tmp_path / "cache")
+    assert "labels.csv" in {Path(p).name for p in up.ls(f"datasets/{name}/v1", detail=False)}  # its whole list kept
+    assert up.cat_file(f"datasets/{name}/v1/labels.csv") == (v1 / "labels.csv").read_bytes()
+    down = eotdl_fs(repo_server, tmp_path / "cache", url=f"http://127.0.0.1:{free_port()}/")
+    for look in (down.ls, down.cat_file):
+        with pytest.raises(Unreachable, match="cannot reach the repository"):
+            look(f"datasets/{name}/v1/labels.csv")
 
 
 def test_ls_with_detail_shows_the_mounts_tree(repo_server, two_versions, tmp_path):

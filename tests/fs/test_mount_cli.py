@@ -238,6 +238,23 @@ def test_mount_of_a_repository_nothing_answers_fails_naming_it(tmp_path, mountpo
         assert not is_mounted(mnt)
 
 
+def test_a_listing_kept_for_another_repository_is_not_served_as_this_ones(repo_server, mount_factory, unique_name,
+                                                                          tmp_path, mountpoint):
+    """The lists kept for mounting offline belong to their repository. With one cache dir (the
+    default), a mount of another repository that was down showed the first one's datasets as its own."""
+    mnt, _ = mountpoint
+    cache, name = tmp_path / "cache", unique_name("kept")
+    ingest(repo_server, make_folder(tmp_path / "src", name))
+    earlier = mount_factory(repo_server, cache_dir=cache)
+    assert (earlier.path / "datasets" / name / "v1").is_dir()
+    earlier.unmount()
+    url = f"http://127.0.0.1:{free_port()}/"
+    done = eotdlfs("mount", str(mnt), "--api-url", url, "--cache-dir", str(cache))
+    assert done.returncode == 1 and f"{url} (" in done.stderr and "no listing from an earlier mount" in done.stderr, \
+        done.stderr
+    assert not is_mounted(mnt)
+
+
 @pytest.mark.parametrize("option, value", [("--autoflush", "-1"), ("--autoflush", "nan"), ("--ttl", "-1"),
                                            ("--ttl", "inf")])
 def test_seconds_that_are_no_time_are_refused_in_one_line(repo_server, tmp_path, mountpoint, option, value):
