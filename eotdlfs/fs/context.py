@@ -8,7 +8,7 @@ from pathlib import Path
 
 from eotdlfs.fs.block_cache import BlockCache
 from eotdlfs.fs.fetcher import BlockFetcher
-from eotdlfs.fs.kept_lists import kept_lists_dir
+from eotdlfs.fs.kept_lists import drop_unkeyed_lists, kept_lists_dir
 from eotdlfs.fs.namespace import Namespace
 from eotdlfs.fs.pieces import STORE_AT_BYTES
 from eotdlfs.fs.prefetch import SmallFilePrefetch
@@ -63,6 +63,7 @@ def build_context(repo: Repository, options: MountOptions) -> MountContext:
     cache = BlockCache(cache_dir / "blocks", options.cache_size, options.block_size)
     fetcher = BlockFetcher(repo, cache, workers=options.fetch_workers,
                            request_blocks=options.request_blocks)
+    drop_unkeyed_lists(cache_dir)
     lists = kept_lists_dir(cache_dir, options.repository or options.api_url)
     namespace = Namespace(repo, lists, ttl=options.ttl, wait=options.read_timeout, list_later=options.list_later)
     warming = namespace.warm()

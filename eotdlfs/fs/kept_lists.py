@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import threading
 from dataclasses import asdict
 from datetime import datetime
@@ -27,6 +28,16 @@ def kept_lists_dir(cache_dir: Path, repository: str) -> Path:
     one, down, does not serve this one's datasets as its own (they shared one before)."""
     readable = re.sub(r"[^A-Za-z0-9.-]+", "_", repository).strip("_")[-60:]
     return cache_dir / "state" / f"{readable}-{hashlib.sha1(repository.encode()).hexdigest()[:12]}"
+
+
+def drop_unkeyed_lists(cache_dir: Path) -> None:
+    """Lists kept before they were kept per repository, in CACHE_DIR/state itself: nothing reads
+    them now, and a version's file list can be megabytes."""
+    state = cache_dir / "state"
+    for old in state.glob("records-*.json"):
+        with contextlib.suppress(OSError):
+            old.unlink()
+    shutil.rmtree(state / "listings", ignore_errors=True)
 
 
 def record_to_json(record: Record) -> dict:

@@ -11,6 +11,7 @@ from typing import Callable
 
 import pytest
 
+from eotdlfs.fs.context import MountOptions, build_context
 from eotdlfs.fs.namespace import DIR, FILE, LINK, Namespace, VersionTree
 from eotdlfs.metadata import KINDS
 from eotdlfs.repository import FileEntry
@@ -335,3 +336,18 @@ def test_closing_lists_the_versions_looked_into_for_an_offline_remount(repo, tmp
     repo.offline = True
     again = Namespace(repo, tmp_path)
     assert again.listdir("/datasets/alpha/v1") == ["a.txt", "sub"]
+
+
+def test_lists_kept_before_they_were_kept_per_repository_are_dropped(repo, tmp_path):
+    """They lay in CACHE/state itself, and a mount of any repository read them when it was down."""
+    state = tmp_path / "cache" / "state"
+    (state / "listings" / "datasets" / "an-id").mkdir(parents=True)
+    (state / "listings" / "datasets" / "an-id" / "v1.rows.json").write_text("[]")
+    (state / "records-datasets.json").write_text("[]")
+    context = build_context(repo, MountOptions(cache_dir=tmp_path / "cache", api_url="http://127.0.0.1:1/"))
+    try:
+        assert list(context.namespace.records("datasets")) == ["alpha"]
+    finally:
+        context.close()
+    assert not (state / "records-datasets.json").exists() and not (state / "listings").exists()
+    assert [p.name for p in state.glob("*/records-datasets.json")] == ["records-datasets.json"]
