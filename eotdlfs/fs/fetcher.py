@@ -108,7 +108,7 @@ class BlockFetcher:
         with self._lock:
             self.check_not_failed(content, opened)
             known = self._inflight.get((content.checksum, index))  # not one begun before a failure: it fails stale
-            if known is not None and not known[1].serial < self._failed_at.get(content.checksum, -1):
+            if known is not None and not self.failed_since(content.checksum, known[1].serial):
                 future, task = known
                 if not task.started:
                     self._queue_demand_locked(task)
@@ -322,7 +322,7 @@ class BlockFetcher:
         made. Called after keeping the blocks: a failure marked later drops them itself."""
         checksum = task.content.checksum
         with self._lock:
-            suspect = task.serial < self._failed_at.get(checksum, -1)
+            suspect = self.failed_since(checksum, task.serial)
         if suspect:
             self.recent.discard(checksum, blocks)
             self.cache.drop_blocks(checksum, blocks)
