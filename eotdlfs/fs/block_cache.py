@@ -60,7 +60,7 @@ import diskcache
 
 from eotdlfs.fs.absent_keys import AbsentKeys
 from eotdlfs.fs.block_disk import _BlockDisk, _InlineBlock, _WrittenBlock
-from eotdlfs.fs.block_index import open_index
+from eotdlfs.fs.block_index import open_failure_advice, open_index
 from eotdlfs.fs.fork_gate import SQLITE_GATE
 
 DEFAULT_BLOCK_SIZE = 1 << 20
@@ -130,7 +130,7 @@ class BlockCache:
             # A full disk, an I/O error or a lock held: the index is not damaged, and a new one
             # would meet the same disk, so the cache is kept and the mount refused in one line.
             raise OSError(errno.EIO, f"cannot open the block cache in {directory} ({exc}); "
-                          "is its disk full? free some room or choose --cache-dir") from exc
+                          + open_failure_advice(exc, directory, MIN_RESERVE_BYTES)) from exc
         except sqlite3.DatabaseError as exc:
             # Blocks are only a cache: a damaged index (a failing disk) costs refetching, not a mount.
             # The index is kept for a look; the blocks it named go (`open_index`), not their room.

@@ -28,6 +28,9 @@ from eotdlfs.fs.fork_gate import SQLITE_GATE
 INDEX_PAGE_SIZE = 32 << 10
 # SQLite's page cache per connection, in KiB (diskcache's 8,192 pages, sized for 4 KiB pages)
 INDEX_CACHE_KIB = 32 << 10
+# Pages are read with pread, not through diskcache's 64 MiB memory map: a page the disk fails to
+# read is then an error SQLite reports, where through the map it was a SIGBUS that killed the
+# mount (tests/reliability/test_failing_disk.py).
 _BLOCK_FOLDER = re.compile(r"^[0-9a-f]{2}\Z")  # `_BlockDisk.filename`: XX/REST.val
 SPARE_CONNECTIONS = 2  # a fresh mount's first file: the lookup's FUSE thread, the fetch worker that stores it
 # A spare taken is replaced this long after: at once, opening it took the GIL from the thread
@@ -63,7 +66,7 @@ def open_index(directory: Path, size_limit: int) -> diskcache.Cache:
             made.close()
     cache = _Index(str(directory), disk=_BlockDisk, size_limit=size_limit,
                             eviction_policy="least-recently-used", disk_min_file_size=0, cull_limit=16,
-                            sqlite_cache_size=-INDEX_CACHE_KIB)
+                            sqlite_cache_size=-INDEX_CACHE_KIB, sqlite_mmap_size=0)
     # The pieces of a run share its file (`put_runs`; a piece's row alone has both a file and a
     # value, its offset): when one piece goes (evicted, dropped), diskcache removes the file, so
     # its row's siblings go in the same statement. Left behind, they stayed counted in the
@@ -94,6 +97,26 @@ def _drop_unindexed_files(directory: Path) -> None:
                     directory, len(folders))
 
 
+SQLITE_BUSY, SQLITE_IOERR, SQLITE_FULL = 5, 10, 13  # primary result codes (sqlite3.h)
+
+
+def open_failure_advice(exc: sqlite3.Error, directory: Path, full_below: int) -> str:
+    """What to do about a cache in DIRECTORY whose index SQLite cannot open (EXC), in words. A
+    full disk often comes as an I/O error too (the WAL cannot be made), so its room is looked at."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    try:
+        full = shutil.disk_usage(directory).free < full_below
+    except OSError:
+        full = False
+    if full or code == SQLITE_FULL:
+        return "its disk is full: free some room or choose another --cache-dir"
+    if code == SQLITE_IOERR:
+        return "its disk fails to read or write: choose a --cache-dir on another disk"
+    if code == SQLITE_BUSY:
+        return "another process holds it: choose another --cache-dir"
+    return "is its disk full or failing? free some room or choose another --cache-dir"
+
+
 class _GatedConnection(sqlite3.Connection):
     """A connection to the index closed through the fork gate, also by the garbage collector. A
     connection is in a reference cycle (with its statement cache), so the one of a thread that ended
@@ -102,13 +125,21 @@ class _GatedConnection(sqlite3.Connection):
     `sqlite3Malloc`; the fork tests of test_block_cache failed about 1 run in 3 on a busy machine)."""
 
     _gate = SQLITE_GATE  # kept here: a collection at the interpreter's exit may find the module emptied
+    _opened = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._opened = True
 
     def close(self) -> None:
         with self._gate:
             super().close()
 
     def __del__(self) -> None:
-        self.close()
+        # One whose opening failed (a failing disk) has nothing to close, and sqlite3 would
+        # raise for it, logged as "Exception ignored in" with a traceback at each failure.
+        if self._opened:
+            self.close()
 
 
 class _Index(diskcache.Cache):

@@ -122,7 +122,12 @@ def mount_background(mountpoint: Path, args: list[str], cache_dir: Path,
 def _start_mount_process(mountpoint: Path, args: list[str], cache_dir: Path, timeout: float) -> int:
     make_private(cache_dir)
     log_path = cache_dir / LOG_FILE
-    with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab") as log_file:
+    try:
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError as exc:  # the first write to the cache dir: a disk that fails (or is read-only) shows here
+        raise OSError(exc.errno, f"cannot write the mount's log {log_path} ({exc.strerror}): the cache dir needs a "
+                      "disk that reads and writes; choose another --cache-dir") from None
+    with os.fdopen(log_fd, "ab") as log_file:
         logged_before = log_file.seek(0, os.SEEK_END)
         child = subprocess.Popen(
             [sys.executable, "-m", "eotdlfs", "mount", str(mountpoint), "--foreground", *args],
@@ -146,8 +151,11 @@ def _child_failure(log_path: Path, offset: int, returncode: int, lines: int = 15
         with open(log_path, "rb") as log_file:
             log_file.seek(offset)
             logged = log_file.read().decode(errors="replace").splitlines()
-    except OSError:
+    except FileNotFoundError:
         logged = []
+    except OSError as exc:  # a failing disk: the report is in the log, which cannot be read back
+        return (f"the mount process exited ({returncode}), and its log {log_path} cannot be read ({exc.strerror}): "
+                "is the cache dir's disk failing? choose a --cache-dir on another disk")
     reported = [line for line in logged if line.startswith("error: ")]
     if reported:  # with what libfuse or fusermount said on the way (its reason for a failed mount)
         said = [line for line in logged if LIBFUSE_LINE.match(line)]

@@ -135,7 +135,7 @@ def test_a_cache_on_a_full_disk_is_kept_and_refused_in_one_line(tmp_path: Path) 
             except OSError:
                 pass
         (disk / "blocks" / "cache.db-wal").unlink(missing_ok=True)
-        with pytest.raises(OSError, match="disk full"):
+        with pytest.raises(OSError, match="its disk is full: free some room"):
             BlockCache(disk / "blocks", 1 << 30, 64 << 10)
         assert sorted(p.name for p in disk.iterdir()) == ["blocks", "filler"]
         (disk / "filler").unlink()
