@@ -158,6 +158,8 @@ def _human(n: int | None) -> str:
 
 def format_staging(staging: dict) -> list[str]:
     """Status lines, one per staged record: what is pending and how its last flush went."""
+    if "error" in staging:  # the mount could not read its staging journals (`collect_status`)
+        return [f"staging      {staging['error']}"]
     records = staging.get("records", [])
     lines = [] if records else ["staging      nothing staged" + (f" (autoflush after {staging['autoflush_s']:g} s)"
                                                                  if staging.get("autoflush_s") else "")]

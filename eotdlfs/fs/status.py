@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from typing import Any
 
@@ -34,7 +35,11 @@ def collect_status(context: MountContext, mountpoint: str, staging: Any = None,
         "prefetched_files": context.prefetch.fetched,
     }
     if staging is not None and hasattr(staging, "status"):
-        status["staging"] = staging.status()
+        try:
+            status["staging"] = staging.status()
+        except (OSError, sqlite3.Error) as exc:
+            # its journals are on the cache disk: when that fails, the rest of the status is what tells the user
+            status["staging"] = {"error": f"the staging journals cannot be read: {exc}"}
     return status
 
 

@@ -3,8 +3,9 @@ that fails on demand, under the mount's --cache-dir).
 
 Promises: a running mount keeps serving the right bytes, fetched from the server, while its
 cache cannot be read or written, and says so in `status.json`, without tracebacks in its log;
-a write into staging fails with EIO, never silently; once the disk answers again, the cache
-fills again; and a mount started on such a disk is refused in one line that names the disk.
+a write into staging fails with EIO, never silently, and a flush that cannot read what was
+staged fails and publishes nothing; once the disk answers again, the cache fills again and the
+same flush publishes; and a mount started on such a disk is refused in one line that names the disk.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Callable, Iterator
 import pytest
 
 from reliability.faultydisk import FAIL_ALL, FAIL_READS, HEALTHY
-from reliability.ingestkit import make_folder
+from reliability.ingestkit import make_folder, record
+from tests.client.helpers import cli_env, run_cli
 from tests.fs.datasets import ingest
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
@@ -57,7 +59,8 @@ def faulty_disk(tmp_path: Path) -> Iterator[tuple[Path, Callable[[str], None]]]:
 
 
 def sha1_of(path: Path) -> str:
-    """PATH's SHA-1, read after its pages were dropped from the kernel's cache (the mount's memory may still serve them)."""
+    """PATH's SHA-1, read after its pages were dropped from the kernel's cache (the mount's memory
+    may still serve them)."""
     with open(path, "rb") as f:
         os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         return hashlib.sha1(f.read()).hexdigest()
@@ -100,6 +103,49 @@ def test_a_cache_disk_that_fails_costs_fetches_never_wrong_bytes(faulty_disk, mo
     cache = mount.status()["cache"]
     assert cache["hits"] >= len(want) and cache["misses"] == 0 and cache["write_errors"] == 0, cache
     assert "Traceback" not in log and "Exception ignored" not in log, log[-3000:]
+
+
+def drop_pages(folder: Path) -> None:
+    """Drop the kernel's cached pages of every file under FOLDER (written back first), so the next
+    read of them asks the disk."""
+    os.sync()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            with open(path, "rb") as f:
+                os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def test_a_flush_that_cannot_read_its_staged_files_publishes_nothing_until_it_can(
+        faulty_disk, module_server, mount_factory, unique_name, tmp_path: Path, tally) -> None:
+    disk, switch = faulty_disk
+    name = unique_name("failflush")
+    make_folder(tmp_path / "src" / name, name, small=3, seed=3)
+    ingest(module_server, tmp_path / "src" / name)
+    mount = mount_factory(module_server, cache_dir=disk / "cache")
+    staged = mount.path / "staging" / "datasets" / name
+    added = os.urandom(3 << 20)
+    (staged / "added.bin").write_bytes(added)
+    env = cli_env(tmp_path, module_server.url, module_server.token("alice"))
+
+    switch(FAIL_READS)
+    tally.faults_injected += 1
+    drop_pages(disk / "cache")
+    failed = run_cli(env, "flush", str(staged), "--timeout", "60")
+    status = run_cli(env, "status", str(mount.path))
+    switch(HEALTHY)
+    assert failed.returncode != 0, failed.stdout
+    said = failed.stderr.strip().splitlines()
+    assert len(said) == 1 and ("Input/output error" in said[0] or "is its disk failing" in said[0]), failed.stderr
+    assert [v["version_id"] for v in record(module_server.url, "datasets", name)["versions"]] == [1]
+    assert status.returncode == 0, status.stderr
+    assert "the staging journals cannot be read" in status.stdout, status.stdout
+
+    flushed = run_cli(env, "flush", str(staged), "--timeout", "60")
+    assert flushed.returncode == 0, flushed.stdout + flushed.stderr
+    published = mount.path / "datasets" / name / "v2" / "added.bin"
+    assert sha1_of(published) == hashlib.sha1(added).hexdigest()
+    log = mount.log.read_text()
+    assert "Traceback" not in log, log[-3000:]
 
 
 @pytest.mark.parametrize("mode, says", [(FAIL_READS, "choose a --cache-dir on another disk"),

@@ -30,6 +30,7 @@ leaf (the engine's progress calls take it from the ingest's threads).
 from __future__ import annotations
 
 import logging
+import sqlite3
 import tempfile
 import threading
 import time
@@ -118,6 +119,10 @@ class _StateProgress(TransferProgress):
             self._flusher._state.bytes_done += bytes_done
 
 
+# Failures that `_describe` puts in words: logged without a traceback
+EXPECTED_FAILURES = (FlushError, OSError, RepositoryError, MetadataError, sqlite3.Error)
+
+
 def _describe(exc: Exception) -> str:
     """The one line `eotdlfs flush` and `eotdlfs status` show for a failed flush."""
     if isinstance(exc, Unauthorized):
@@ -125,6 +130,9 @@ def _describe(exc: Exception) -> str:
                 " or the config file, and mount again)")
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    if isinstance(exc, sqlite3.Error):  # SQLite's words for a disk that fails ("database disk image is malformed")
+        return (f"the staging journal in the cache dir could not be read or written ({exc}): is its disk failing "
+                "or full? flush again once it answers")
     return str(exc) or type(exc).__name__
 
 
@@ -213,7 +221,7 @@ class RecordFlusher:
         except Exception as exc:  # every failure is reported, none may kill the mount
             message = _describe(exc)
             log.warning("flush of %s/%s failed: %s", ov.kind, ov.name, message,
-                        exc_info=not isinstance(exc, (FlushError, OSError, RepositoryError, MetadataError)))
+                        exc_info=not isinstance(exc, EXPECTED_FAILURES))
             self._finish(FlushOutcome(Stage.FAILED, message), error=message)
             return
         self._finish(outcome)
