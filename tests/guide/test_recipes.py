@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from tests.fs.datasets import ingest, tree_digest, write_metadata
 from tests.guide.recipes import NAME, recipe, recipes, run_python, run_shell, unmount_if_left
 
 TESTED = {"mount", "rasterio-window", "pandas-csv", "dataset", "rsync-version", "rsync-update", "rsync-checksum",
-          "ingest", "get", "fstab",  # fstab: test_mount_at_boot.py
+          "ingest", "git-repository", "get", "fstab",  # fstab: test_mount_at_boot.py
           "eotdl-rasterio", "eotdl-pandas", "eotdl-zarr", "eotdl-dataset", "eotdl-pystac", "python-api"}  # test_without_a_mount.py
 
 
@@ -133,6 +136,31 @@ def test_cp_into_staging_and_flush(guide_server, s2_tiles, mount_factory, places
     published = tree_digest(record / f"v{latest + 1}")
     assert published == tree_digest(record / f"v{latest}") | {f"chips/{n}.bin": _sha1(bytes([n]) * 70_000)
                                                              for n in (100, 101)}
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_git_repository_in_a_dataset(guide_server, s2_tiles, mount_factory, places, tmp_path: Path) -> None:
+    code = tmp_path / "data" / "model-code"
+    code.mkdir(parents=True)
+    env = dict(os.environ, GIT_AUTHOR_NAME="eo", GIT_AUTHOR_EMAIL="eo@example.com", GIT_COMMITTER_NAME="eo",
+               GIT_COMMITTER_EMAIL="eo@example.com")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(code), *args], env=env, check=True, capture_output=True, text=True,
+                              timeout=60).stdout
+
+    git("init", "-q")
+    (code / "train.py").write_text("print(1)\n")
+    git("add", ".")
+    git("commit", "-qm", "first")
+    (code / "train.py").write_text("print(2)\n")
+    git("commit", "-qam", "second")
+    git("gc", "-q")
+    assert not any((code / ".git" / "refs" / "heads").iterdir())  # refs packed: the empty folder the recipe is for
+    mnt = mount_factory(guide_server)
+    out = run_shell(recipe("git-repository", places(mnt.path, mnt.cache_dir)), tmp_path)
+    assert out.splitlines()[-2:] == git("log", "--oneline").splitlines(), out  # after the flush's line
+    assert (tmp_path / "data" / "code-clone" / "train.py").read_text() == "print(2)\n"
 
 
 def test_get_where_one_cannot_mount(guide_server, s2_tiles, places, tmp_path: Path) -> None:
