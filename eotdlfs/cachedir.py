@@ -16,6 +16,14 @@ import platformdirs
 
 log = logging.getLogger(__name__)
 
+MOUNTINFO = "/proc/self/mountinfo"
+# File systems that other machines may share (cluster homes, network drives, object stores),
+# by the type /proc/self/mountinfo gives them; FUSE ones by their subtype (fuse.sshfs).
+SHARED_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "ceph", "glusterfs", "beegfs",
+                      "9p", "afs", "ocfs2", "gfs2", "fuse.sshfs", "fuse.s3fs", "fuse.gcsfuse", "fuse.rclone",
+                      "fuse.glusterfs", "fuse.ceph-fuse", "fuse.juicefs", "fuse.goofys", "fuse.mount-s3",
+                      "fuse.blobfuse2", "fuse.cvmfs2"}
+
 
 def user_cache_dir() -> Path:
     """`$EOTDLFS_CACHE_DIR`, else the platform's user cache dir for eotdlfs."""
@@ -41,3 +49,32 @@ def make_private(cache_dir: Path) -> None:
             st = os.lstat(path)
             if st.st_mode & 0o077 and not stat.S_ISLNK(st.st_mode):
                 os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
+
+
+def filesystem_type(path: Path, mountinfo: str = MOUNTINFO) -> str | None:
+    """The type of the file system PATH (or its nearest existing parent) is on, as
+    /proc/self/mountinfo names it (ext4, nfs4, fuse.sshfs); None where that cannot be read."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        dev = os.stat(path).st_dev
+        with open(mountinfo) as lines:
+            # ID PARENT MAJOR:MINOR ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER_OPTIONS
+            found = [line.split(" - ", 1)[1].split()[0] for line in lines
+                     if line.split()[2] == f"{os.major(dev)}:{os.minor(dev)}" and " - " in line]
+    except (OSError, IndexError):
+        return None
+    return found[-1] if found else None
+
+
+def shared_cache_warning(cache_dir: Path, mountinfo: str = MOUNTINFO) -> str | None:
+    """Words for a cache dir on a file system other machines may share (a cluster's home), or None.
+    SQLite's write-ahead log in it, the block cache's and staging's, must not be used from two
+    machines at once (SQLite's own rule); a block cache so used is found damaged and started again."""
+    kind = filesystem_type(cache_dir, mountinfo)
+    if kind not in SHARED_FILESYSTEMS:
+        return None
+    return (f"the cache dir {cache_dir} is on {kind}, which other machines may share; the cache must not be used "
+            "from two machines at once: on a cluster, give each node a local one (--cache-dir, or "
+            "EOTDLFS_CACHE_DIR, e.g. on node-local scratch or /tmp)")

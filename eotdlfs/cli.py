@@ -129,7 +129,7 @@ def mount(
     ttl: float = typer.Option(10.0, "--ttl", help="Seconds before record and version lists are refreshed."),
 ) -> None:
     """Mount every dataset and model version read-only, fetched lazily (staging is writable)."""
-    from eotdlfs.cachedir import user_cache_dir
+    from eotdlfs.cachedir import shared_cache_warning, user_cache_dir
     from eotdlfs.fs.mount import entries_hidden_by, mount_background, offline_from, parse_size
 
     try:
@@ -151,6 +151,9 @@ def mount(
     if hidden:
         typer.echo(f"warning: {mountpoint} is not empty: what it holds ({hidden} entries) is hidden until "
                    f"`eotdlfs umount {mountpoint}`", err=True)
+    shared = shared_cache_warning(cache_dir)
+    if shared:
+        typer.echo(f"warning: {shared}", err=True)
     unreachable = offline_from(mountpoint)
     if unreachable:
         typer.echo(f"warning: cannot reach {unreachable}: mounted offline, showing the listing an earlier mount "

@@ -1,7 +1,9 @@
 """A failing disk for tests: a passthrough FUSE file system over a folder, whose file reads and
 writes fail with EIO while its switch file says so.
 
-    python -m reliability.faultydisk SOURCE MOUNTPOINT SWITCH     (with tests/ on the path)
+    python -m reliability.faultydisk SOURCE MOUNTPOINT SWITCH [SUBTYPE]    (with tests/ on the path)
+
+SUBTYPE makes its type in /proc/self/mountinfo `fuse.SUBTYPE` (`sshfs`: a disk other machines share).
 
 SWITCH holds one word, read at every call (a test flips it while the disk is in use):
 
@@ -149,5 +151,6 @@ class FaultyDisk(Operations):
 
 
 if __name__ == "__main__":
-    source, mountpoint, switch = sys.argv[1:4]
-    FUSE(FaultyDisk(source, switch), mountpoint, foreground=True, nothreads=False)
+    source, mountpoint, switch, *subtype = sys.argv[1:]
+    FUSE(FaultyDisk(source, switch), mountpoint, foreground=True, nothreads=False,
+         **({"subtype": subtype[0]} if subtype else {}))

@@ -34,6 +34,11 @@ UP_TIMEOUT_S = 20.0
 def faulty_disk(tmp_path: Path) -> Iterator[tuple[Path, Callable[[str], None]]]:
     """A folder on a disk that fails on demand, and the switch: set(mode) with a `faultydisk` mode.
     Asked for before `mount_factory`, so the mounts on it are stopped before it is."""
+    yield from serve_faulty_disk(tmp_path)
+
+
+def serve_faulty_disk(tmp_path: Path, subtype: str | None = None) -> Iterator[tuple[Path, Callable[[str], None]]]:
+    """`faulty_disk`, its type in /proc/self/mountinfo `fuse.SUBTYPE` with a SUBTYPE."""
     from eotdlfs.fs.mount import fusermount, is_mounted, stop_process, wait_for_exit
 
     source, mountpoint, switch = tmp_path / "disk-source", tmp_path / "disk", tmp_path / "disk-switch"
@@ -43,7 +48,8 @@ def faulty_disk(tmp_path: Path) -> Iterator[tuple[Path, Callable[[str], None]]]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])))
     with open(tmp_path / "disk.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "reliability.faultydisk", str(source), str(mountpoint),
-                                 str(switch)], stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+                                 str(switch), *([subtype] if subtype else [])],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
     try:
         deadline = time.monotonic() + UP_TIMEOUT_S
         while not is_mounted(mountpoint):
