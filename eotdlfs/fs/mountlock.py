@@ -10,10 +10,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 from pathlib import Path
 
 LOCK_FILE = "mount.lock"
+
+log = logging.getLogger(__name__)
 
 
 def _busy(cache_dir: Path, fd: int) -> OSError:
@@ -36,6 +39,9 @@ def hold_cache_dir(cache_dir: Path, mountpoint: Path) -> int:
         error = _busy(cache_dir, fd)
         os.close(fd)
         raise error from None
+    except OSError as exc:  # a file system without locks (some NFS and Lustre setups): mount all the same
+        log.warning("cannot lock %s (%s): a second mount on this cache dir would not be kept off", cache_dir,
+                    exc.strerror)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "mountpoint": str(mountpoint)}).encode(), 0)
