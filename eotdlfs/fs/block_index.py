@@ -28,9 +28,6 @@ from eotdlfs.fs.fork_gate import SQLITE_GATE
 INDEX_PAGE_SIZE = 32 << 10
 # SQLite's page cache per connection, in KiB (diskcache's 8,192 pages, sized for 4 KiB pages)
 INDEX_CACHE_KIB = 32 << 10
-# Pages are read with pread, not through diskcache's 64 MiB memory map: a page the disk fails to
-# read is then an error SQLite reports, where through the map it was a SIGBUS that killed the
-# mount (tests/reliability/test_failing_disk.py).
 _BLOCK_FOLDER = re.compile(r"^[0-9a-f]{2}\Z")  # `_BlockDisk.filename`: XX/REST.val
 SPARE_CONNECTIONS = 2  # a fresh mount's first file: the lookup's FUSE thread, the fetch worker that stores it
 # A spare taken is replaced this long after: at once, opening it took the GIL from the thread
@@ -64,9 +61,12 @@ def open_index(directory: Path, size_limit: int) -> diskcache.Cache:
             made.execute("PRAGMA journal_mode = wal")
         finally:
             made.close()
+    # Pages are read with pread, not through diskcache's 64 MiB memory map (`sqlite_mmap_size`): a
+    # page the disk fails to read is then an error SQLite reports, where through the map it was a
+    # SIGBUS that killed the mount (tests/reliability/test_failing_disk.py).
     cache = _Index(str(directory), disk=_BlockDisk, size_limit=size_limit,
-                            eviction_policy="least-recently-used", disk_min_file_size=0, cull_limit=16,
-                            sqlite_cache_size=-INDEX_CACHE_KIB, sqlite_mmap_size=0)
+                   eviction_policy="least-recently-used", disk_min_file_size=0, cull_limit=16,
+                   sqlite_cache_size=-INDEX_CACHE_KIB, sqlite_mmap_size=0)
     # The pieces of a run share its file (`put_runs`; a piece's row alone has both a file and a
     # value, its offset): when one piece goes (evicted, dropped), diskcache removes the file, so
     # its row's siblings go in the same statement. Left behind, they stayed counted in the
