@@ -7,6 +7,7 @@ the right checksum is not downloaded again, so an interrupted `get` resumes chea
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -25,6 +26,7 @@ from eotdlfs.metadata import record_noun
 from eotdlfs.repository import Record
 
 PARALLEL_FILES = 4
+OUT_OF_ROOM = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,12 @@ def _fetch(api: ApiClient, kind: str, record_id: str, entry: dict, target: Path,
             out.flush()
             os.fchmod(out.fileno(), _file_mode())  # the temp is 0600; the file gets what `cp` would give it
             os.replace(temp, target)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            if exc.filename is None and exc.errno in OUT_OF_ROOM:  # a write's: say where it was
+                raise OSError(exc.errno, f"{exc.strerror} writing {target}: free some room or choose another --out "
+                              "(the files already downloaded are kept, and skipped when it is run again)") from None
+            raise
         except BaseException:
             temp.unlink(missing_ok=True)
             raise

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import pytest
 
 from reliability.conftest import assert_fsck_ok
-from reliability.ingestkit import MiB, bytes_lost, make_folder, record, run_ingest
+from reliability.ingestkit import MiB, bytes_lost, ingest_env, make_folder, record, run_ingest
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 
@@ -156,3 +156,29 @@ def test_a_background_mount_on_a_full_cache_disk_says_so(module_server, tmp_path
                                "--cache-dir", str(disk / "cache")], capture_output=True, text=True, timeout=60)
         assert done.returncode == 1 and not mnt.exists(), done.stderr
         assert "is it full?" in done.stderr and str(disk / "cache") in done.stderr, done.stderr
+
+
+def test_a_get_onto_a_full_disk_says_where_keeps_what_it_got_and_resumes(module_server, tmp_path: Path) -> None:
+    """`eotdlfs get` said only 'error: No space left on device': not which file, nor what to do."""
+    name = "get-full"
+    files = make_folder(tmp_path / "src" / name, name, small=3, large_bytes=12 * MiB, seed=5)
+    assert run_ingest(tmp_path / "src" / name, module_server.url, module_server.token("alice"),
+                      tmp_path / "cache").returncode == 0
+    with small_disk(tmp_path / "out", "8m") as out:
+        argv = [sys.executable, "-m", "eotdlfs", "get", name, "--out", str(out), "--api-url", module_server.url]
+        env = ingest_env(tmp_path / "get-cache")
+        full = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        assert full.returncode == 1, full.stdout
+        lines = full.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"No space left on device writing {out / name / 'v1' / 'big' / 'scene.tif'}: " \
+            "free some room or choose another --out" in lines[0], full.stderr
+        version = out / name / "v1"
+        assert not [p for p in version.rglob("*") if p.name.endswith(".part")]  # no temp file left behind
+        kept = {p.relative_to(version).as_posix(): p.read_bytes() for p in version.rglob("*") if p.is_file()}
+        assert kept and all(files[path] == data for path, data in kept.items()), sorted(kept)
+
+        subprocess.run(["mount", "-o", "remount,size=32m", str(out)], check=True)
+        again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+        assert f"{len(kept)} already present" in again.stdout, again.stdout
+        assert {p.relative_to(version).as_posix(): p.read_bytes() for p in version.rglob("*") if p.is_file()} == files
