@@ -96,14 +96,11 @@ def _fetch(api: ApiClient, kind: str, record_id: str, entry: dict, target: Path,
             out.flush()
             os.fchmod(out.fileno(), _file_mode())  # the temp is 0600; the file gets what `cp` would give it
             os.replace(temp, target)
-        except OSError as exc:
+        except BaseException as exc:
             temp.unlink(missing_ok=True)
-            if exc.filename is None and exc.errno in OUT_OF_ROOM:  # a write's: say where it was
+            if isinstance(exc, OSError) and exc.filename is None and exc.errno in OUT_OF_ROOM:  # a write's: say where
                 raise OSError(exc.errno, f"{exc.strerror} writing {target}: free some room or choose another --out "
                               "(the files already downloaded are kept, and skipped when it is run again)") from None
-            raise
-        except BaseException:
-            temp.unlink(missing_ok=True)
             raise
     return received
 
