@@ -68,6 +68,13 @@ def filesystem_type(path: Path, mountinfo: str = MOUNTINFO) -> str | None:
     return found[-1] if found else None
 
 
+def warn_if_shared(cache_dir: Path) -> None:
+    """Log `shared_cache_warning` of CACHE_DIR, if any (a mount's log, an `eotdl://` script's)."""
+    shared = shared_cache_warning(cache_dir)
+    if shared:
+        log.warning("%s", shared)
+
+
 def shared_cache_warning(cache_dir: Path, mountinfo: str = MOUNTINFO) -> str | None:
     """Words for a cache dir on a file system other machines may share (a cluster's home), or None.
     SQLite's write-ahead log in it, the block cache's and staging's, must not be used from two

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from eotdlfs.app.remotefile import RemoteFile, open_remote
-from eotdlfs.cachedir import make_private, shared_cache_warning, user_cache_dir
+from eotdlfs.cachedir import make_private, user_cache_dir, warn_if_shared
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.repository import ApiRepository
 from eotdlfs.client.settings import Settings, resolve_settings
@@ -150,9 +150,7 @@ class Connection:
 
     def _build_reading(self) -> MountContext:
         make_private(self.cache_dir)
-        shared = shared_cache_warning(self.cache_dir)
-        if shared:
-            log.warning("%s", shared)
+        warn_if_shared(self.cache_dir)
         # No version list in the background after a first lookup: a script opening one
         # file of 10,000 may be done before it comes, and would pay for it while reading.
         options = MountOptions(cache_dir=self.cache_dir, cache_size=self.cache_size, ttl=self.ttl,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from eotdlfs.app.embedded import settings_or_local
-from eotdlfs.cachedir import make_private, shared_cache_warning
+from eotdlfs.cachedir import make_private, warn_if_shared
 from eotdlfs.client.api import ApiClient
 from eotdlfs.client.ingest.ledger import LEDGER_FILE, DraftLedger
 from eotdlfs.client.publisher import ApiPublisher
@@ -138,9 +138,7 @@ def run_foreground(mountpoint: Path, api_url: str | None, cache_dir: Path, cache
     mountpoint, cache_dir = Path(mountpoint).absolute(), Path(cache_dir).absolute()
     check_can_mount(allow_other)  # before the cache, repository and listings are set up for nothing
     make_private(cache_dir)
-    shared = shared_cache_warning(cache_dir)
-    if shared:
-        log.warning("%s", shared)
+    warn_if_shared(cache_dir)
     os.umask(PRIVATE_UMASK)  # covers what diskcache, SQLite and logging create there, not only our own files
     hold_cache_dir(cache_dir, mountpoint)  # kept until this process exits
     clean_stale(mountpoint)
