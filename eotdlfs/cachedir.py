@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -49,6 +50,15 @@ def make_private(cache_dir: Path) -> None:
             st = os.lstat(path)
             if st.st_mode & 0o077 and not stat.S_ISLNK(st.st_mode):
                 os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o077)
+
+
+def free_bytes(path: Path) -> int | None:
+    """The room left on PATH's disk, or None where that cannot be read (a failed disk's answer
+    to a full-disk question is "don't know")."""
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
 
 
 def filesystem_type(path: Path, mountinfo: str = MOUNTINFO) -> str | None:

@@ -19,6 +19,7 @@ from typing import Iterator
 
 import diskcache
 
+from eotdlfs.cachedir import free_bytes
 from eotdlfs.fs.block_disk import _BlockDisk
 from eotdlfs.fs.fork_gate import SQLITE_GATE
 
@@ -104,11 +105,8 @@ def open_failure_advice(exc: sqlite3.Error, directory: Path, full_below: int) ->
     """What to do about a cache in DIRECTORY whose index SQLite cannot open (EXC), in words. A
     full disk often comes as an I/O error too (the WAL cannot be made), so its room is looked at."""
     code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-    try:
-        full = shutil.disk_usage(directory).free < full_below
-    except OSError:
-        full = False
-    if full or code == SQLITE_FULL:
+    free = free_bytes(directory)
+    if (free is not None and free < full_below) or code == SQLITE_FULL:
         return "its disk is full: free some room or choose another --cache-dir"
     if code == SQLITE_IOERR:
         return "its disk fails to read or write: choose a --cache-dir on another disk"

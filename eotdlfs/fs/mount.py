@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eotdlfs.cachedir import make_private
+from eotdlfs.cachedir import free_bytes, make_private
 from eotdlfs.fs.status import STATUS_PATH
 
 log = logging.getLogger(__name__)
@@ -168,11 +167,8 @@ def _child_failure(log_path: Path, offset: int, returncode: int, lines: int = 15
 def _disk_full_hint(log_path: Path) -> str:
     from eotdlfs.fs.block_cache import MIN_RESERVE_BYTES  # only on this failure: the launcher stays light
 
-    try:
-        free = shutil.disk_usage(log_path.parent).free
-    except OSError:
-        return ""
-    if free >= MIN_RESERVE_BYTES:
+    free = free_bytes(log_path.parent)
+    if free is None or free >= MIN_RESERVE_BYTES:
         return ""
     return (f"; its disk has {free // 1024} KiB free: is it full? free some room, or choose another"
             " --cache-dir")
